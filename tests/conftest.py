@@ -1,0 +1,6 @@
+"""Shared fixtures live in tests/fixtures/; each module there is a pytest plugin."""
+
+pytest_plugins = [
+    "tests.fixtures.slapd",
+    "tests.fixtures.anvil",
+]
