@@ -1,0 +1,1 @@
+"""Identity and access: directory look-ups, SSO tokens, Cedar policy, credentials."""

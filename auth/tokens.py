@@ -1,0 +1,230 @@
+"""Single sign-on tokens: a home centre vouches for its user, every member can check it.
+
+A token is a JWS compact serialisation signed with the issuing centre's Ed25519 key
+(alg "Ed25519", RFC 9864's name for EdDSA over Ed25519). Verifiers resolve the
+issuer's 32-byte public key from the consortium registry (on chain, via the local
+index), so a removed centre's tokens stop working at once. A centre may only vouch
+for its own people: iss must equal home, and the principal must be uid@home.
+
+Claims: iss (issuing centre), sub (principal), home, attrs (directory attributes
+and groups the home centre asserts), iat, exp, jti.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from joserfc import jws
+from joserfc.errors import JoseError
+from joserfc.jwk import OKPKey
+
+ALGORITHM = "Ed25519"
+MAX_TOKEN_LENGTH = 16 * 1024
+CENTRE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
+_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+
+
+class TokenError(ValueError):
+    """A token was refused. `reason` says why in words a person can act on; `code` is stable."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Claims:
+    iss: str
+    sub: str
+    home: str
+    attrs: dict[str, Any] = field(default_factory=dict)
+    iat: int = 0
+    exp: int = 0
+    jti: str = ""
+
+
+# -- keys -------------------------------------------------------------------------------
+
+def generate_key() -> Ed25519PrivateKey:
+    """A fresh token-signing key for a centre."""
+    return Ed25519PrivateKey.generate()
+
+
+def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
+    """The raw 32-byte public key, as registered on chain (bytes32 tokenKey)."""
+    public = key.public_key() if isinstance(key, Ed25519PrivateKey) else key
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def save_private_key(key: Ed25519PrivateKey, path: str | os.PathLike) -> None:
+    """Write the key as unencrypted PKCS#8 PEM, mode 0600, atomically (never a half-written file)."""
+    path = Path(path)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
+    """Read a PEM private key written by save_private_key; refuse anything but Ed25519."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ValueError(f"token key file {path} does not exist") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"token key file {path} is not an unencrypted PEM private key: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise ValueError(f"token key file {path} holds a {type(key).__name__}, not an Ed25519 key")
+    return key
+
+
+# -- issuing ----------------------------------------------------------------------------
+
+class TokenIssuer:
+    """Issues tokens for this centre's own people, valid for `ttl` seconds."""
+
+    def __init__(self, centre: str, key: Ed25519PrivateKey, ttl: int = 900) -> None:
+        if not isinstance(centre, str) or not CENTRE_NAME.match(centre):
+            raise ValueError(f"centre name must match [a-z0-9-]{{1,32}}, got {centre!r}")
+        if not isinstance(key, Ed25519PrivateKey):
+            raise TypeError("key must be an Ed25519PrivateKey")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
+            raise ValueError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        self.centre = centre
+        self.ttl = ttl
+        self._jwk = OKPKey.import_key(key)
+        self.public_key = public_key_bytes(key)
+
+    def issue(self, principal: str, home: str, attributes: Mapping[str, Any], *,
+              now: int | None = None) -> str:
+        """A signed token saying `principal` of `home` (this centre) has `attributes`."""
+        if home != self.centre:
+            raise ValueError(f"centre {self.centre!r} can only issue tokens for its own people, not {home!r}")
+        _check_principal(principal, home, ValueError)
+        if not isinstance(attributes, Mapping):
+            raise ValueError("attributes must be a mapping")
+        iat = int(time.time()) if now is None else int(now)
+        claims = {
+            "iss": self.centre, "sub": principal, "home": home, "attrs": dict(attributes),
+            "iat": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16),
+        }
+        try:
+            payload = json.dumps(claims, separators=(",", ":"), sort_keys=True, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"attributes must be JSON values: {exc}") from None
+        return jws.serialize_compact({"alg": ALGORITHM, "typ": "JWT", "kid": self.centre},
+                                     payload, self._jwk, algorithms=[ALGORITHM])
+
+
+# -- verifying --------------------------------------------------------------------------
+
+def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | None = None, *,
+                 leeway: int = 30) -> Claims:
+    """Check a token and return its claims, or raise TokenError saying why it is refused.
+
+    key_for(centre) -> the centre's registered 32-byte public key, or None when the
+    centre is unknown or was removed from the consortium. `leeway` tolerates clock
+    differences between centres (seconds) for both iat and exp.
+    """
+    header, payload, _ = _split(token)
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        raise TokenError("bad_algorithm", f"algorithm {alg!r} is not accepted; tokens must be signed with {ALGORITHM}")
+    if "crit" in header:
+        raise TokenError("malformed", "token header has critical extensions this verifier does not support")
+    iss = payload.get("iss")
+    if not isinstance(iss, str) or not CENTRE_NAME.match(iss):
+        raise TokenError("malformed", "token has no valid issuer (iss)")
+    raw = key_for(iss)
+    if raw is None:
+        raise TokenError("unknown_issuer", f"issuer {iss!r} is not a member of the consortium "
+                                           "(unknown or removed); log in again at your home centre")
+    try:
+        public = OKPKey.import_key(Ed25519PublicKey.from_public_bytes(bytes(raw)))
+    except (ValueError, TypeError):
+        raise TokenError("unknown_issuer", f"issuer {iss!r} has no valid Ed25519 key registered") from None
+    try:
+        jws.deserialize_compact(token, public, algorithms=[ALGORITHM])
+    except (JoseError, InvalidSignature, ValueError):
+        raise TokenError("bad_signature", f"signature does not verify with the key registered for {iss!r}: "
+                                          "the token was altered or not signed by that centre") from None
+    claims = _claims(payload)
+    _check_principal(claims.sub, claims.home, lambda m: TokenError("malformed", m))
+    if claims.home != claims.iss:
+        raise TokenError("wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, "
+                                         f"whose home is {claims.home!r}")
+    now = int(time.time()) if now is None else int(now)
+    if now >= claims.exp + leeway:
+        raise TokenError("expired", f"token expired at {claims.exp} (now {now}); log in again")
+    if claims.iat > now + leeway:
+        raise TokenError("not_yet_valid", f"token is issued in the future ({claims.iat}, now {now}); "
+                                          "check the clocks of the centres")
+    if claims.exp <= claims.iat:
+        raise TokenError("malformed", "token expires before it was issued")
+    return claims
+
+
+def _split(token: object) -> tuple[dict, dict, str]:
+    if not isinstance(token, str):
+        raise TokenError("malformed", "token must be a string")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise TokenError("malformed", f"token is longer than {MAX_TOKEN_LENGTH} characters")
+    parts = token.split(".")
+    if len(parts) != 3 or not all(parts[:2]) or not all(_B64URL.match(p) for p in parts):
+        raise TokenError("malformed", "not a compact JWS (three base64url parts separated by dots)")
+    header, payload = (_json_part(p, what) for p, what in ((parts[0], "header"), (parts[1], "payload")))
+    return header, payload, parts[2]
+
+
+def _json_part(part: str, what: str) -> dict:
+    try:
+        value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise TokenError("malformed", f"token {what} is not base64url-encoded JSON") from None
+    if not isinstance(value, dict):
+        raise TokenError("malformed", f"token {what} is not a JSON object")
+    return value
+
+
+def _claims(payload: dict) -> Claims:
+    kinds = {"iss": str, "sub": str, "home": str, "attrs": dict, "iat": int, "exp": int, "jti": str}
+    for name, kind in kinds.items():
+        value = payload.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise TokenError("malformed", f"token claim {name!r} is missing or not a {kind.__name__}")
+    return Claims(**{name: payload[name] for name in kinds})
+
+
+def _check_principal(principal: object, home: str, error: Callable[[str], Exception]) -> None:
+    if not isinstance(principal, str) or "@" not in principal:
+        raise error(f"principal must look like uid@{home}, got {principal!r:.80}")
+    uid, centre = principal.rsplit("@", 1)
+    if not uid or centre != home:
+        raise error(f"principal {principal!r:.80} does not belong to home centre {home!r}")

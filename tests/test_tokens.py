@@ -1,0 +1,241 @@
+"""SSO tokens: issued by a home centre, checked by any member against the registered key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import stat
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
+from cryptography.hazmat.primitives import serialization
+from joserfc import jws
+from joserfc.jwk import OctKey, OKPKey
+
+from auth.tokens import (
+    Claims, TokenError, TokenIssuer, generate_key, load_private_key, public_key_bytes, save_private_key,
+    verify_token,
+)
+
+NOW = 1_700_000_000
+KEY_A = generate_key()
+KEY_B = generate_key()
+ISSUER = TokenIssuer("hpc-a", KEY_A, ttl=900)
+REGISTRY = {"hpc-a": public_key_bytes(KEY_A), "hpc-b": public_key_bytes(KEY_B)}
+ATTRS = {"department": "physics", "employeeType": "staff", "groups": ["gpu-users"]}
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+
+def _sign(header: dict, claims: dict, key=KEY_A) -> str:
+    return jws.serialize_compact(header, json.dumps(claims), OKPKey.import_key(key), algorithms=[header["alg"]])
+
+
+def _raw_sign(header: dict, claims: dict, key=KEY_A) -> str:
+    """Sign without joserfc's checks, to build tokens a careful library would not."""
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
+    return f"{signing_input}.{_b64(key.sign(signing_input.encode()))}"
+
+
+def _claims(**overrides) -> dict:
+    base = {"iss": "hpc-a", "sub": "alice@hpc-a", "home": "hpc-a", "attrs": {}, "iat": NOW, "exp": NOW + 900,
+            "jti": "j1"}
+    base.update(overrides)
+    return {k: v for k, v in base.items() if v is not None}
+
+
+def _refused(token, now=NOW + 10, key_for=REGISTRY.get, **kw) -> TokenError:
+    with pytest.raises(TokenError) as err:
+        verify_token(token, key_for, now=now, **kw)
+    assert err.value.reason == str(err.value) and err.value.reason
+    return err.value
+
+
+def test_round_trip():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)
+    claims = verify_token(token, REGISTRY.get, now=NOW + 60)
+    assert isinstance(claims, Claims)
+    assert (claims.iss, claims.sub, claims.home, claims.attrs) == ("hpc-a", "alice@hpc-a", "hpc-a", ATTRS)
+    assert (claims.iat, claims.exp) == (NOW, NOW + 900)
+    assert len(claims.jti) >= 16
+    header = json.loads(_unb64(token.split(".")[0]))
+    assert header["alg"] == "Ed25519" and header["kid"] == "hpc-a"
+
+
+def test_every_token_has_its_own_jti():
+    first, second = (verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, now=NOW)
+                     for _ in range(2))
+    assert first.jti != second.jti
+
+
+def test_unknown_issuer():
+    token = TokenIssuer("hpc-z", generate_key()).issue("zoe@hpc-z", "hpc-z", {}, now=NOW)
+    err = _refused(token)
+    assert err.code == "unknown_issuer" and "hpc-z" in err.reason
+
+
+def test_removed_issuer_is_refused_at_once():
+    registry = dict(REGISTRY)
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert verify_token(token, registry.get, now=NOW).sub == "alice@hpc-a"
+    del registry["hpc-a"]
+    err = _refused(token, key_for=registry.get)
+    assert err.code == "unknown_issuer" and "removed" in err.reason
+
+
+def test_signed_by_another_centres_key():
+    forged = TokenIssuer("hpc-a", KEY_B).issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    err = _refused(forged)
+    assert err.code == "bad_signature" and "hpc-a" in err.reason
+
+
+def test_rotated_key_invalidates_old_tokens():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert _refused(token, key_for={"hpc-a": public_key_bytes(generate_key())}.get).code == "bad_signature"
+
+
+@pytest.mark.parametrize("change", [
+    {"attrs": {"department": "physics", "employeeType": "admin", "groups": ["gpu-users"]}},
+    {"exp": NOW + 10_000_000},
+    {"sub": "bob@hpc-a"},
+])
+def test_tampered_payload(change):
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)
+    header, payload, signature = token.split(".")
+    claims = json.loads(_unb64(payload))
+    claims.update(change)
+    tampered = f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
+    assert _refused(tampered).code == "bad_signature"
+
+
+def test_tampered_signature():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    header, payload, signature = token.split(".")
+    raw = bytearray(_unb64(signature))
+    raw[0] ^= 1
+    assert _refused(f"{header}.{payload}.{_b64(bytes(raw))}").code == "bad_signature"
+    assert _refused(f"{header}.{payload}.").code == "bad_signature"
+
+
+def test_issuer_may_not_vouch_for_other_centres_people():
+    token = _sign({"alg": "Ed25519"}, _claims(sub="dave@hpc-b", home="hpc-b"))
+    err = _refused(token)
+    assert err.code == "wrong_issuer" and "dave@hpc-b" in err.reason
+
+
+def test_principal_must_belong_to_home():
+    assert _refused(_sign({"alg": "Ed25519"}, _claims(sub="alice@hpc-b"))).code == "malformed"
+    assert _refused(_sign({"alg": "Ed25519"}, _claims(sub="alice"))).code == "malformed"
+
+
+def test_expired():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert verify_token(token, REGISTRY.get, now=NOW + 899, leeway=0).sub == "alice@hpc-a"
+    err = _refused(token, now=NOW + 900, leeway=0)
+    assert err.code == "expired" and "log in again" in err.reason
+    assert verify_token(token, REGISTRY.get, now=NOW + 920).sub == "alice@hpc-a"  # default 30 s leeway
+    assert _refused(token, now=NOW + 930).code == "expired"
+
+
+def test_not_yet_valid():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW + 3600)
+    err = _refused(token, now=NOW)
+    assert err.code == "not_yet_valid"
+    assert verify_token(token, REGISTRY.get, now=NOW + 3600 - 30).iat == NOW + 3600
+
+
+@pytest.mark.parametrize("token", [
+    "", "abc", "a.b", "a.b.c.d", "..", "!!!.???.***", None, 42, b"a.b.c",
+    _b64(b"not json") + "." + _b64(b"{}") + ".AA",
+    _b64(b"[1]") + "." + _b64(b"{}") + ".AA",
+    _b64(b'{"alg":"Ed25519"}') + "." + _b64(b"[]") + ".AA",
+    "x" * 20_000,
+])
+def test_malformed(token):
+    assert _refused(token).code == "malformed"
+
+
+@pytest.mark.parametrize("missing", ["sub", "home", "attrs", "iat", "exp", "jti"])
+def test_missing_or_mistyped_claims(missing):
+    assert _refused(_sign({"alg": "Ed25519"}, _claims(**{missing: None}))).code == "malformed"
+    assert _refused(_sign({"alg": "Ed25519"}, _claims(**{missing: True}))).code == "malformed"
+
+
+def test_alg_none_is_refused():
+    claims = _b64(json.dumps(_claims()).encode())
+    for alg in ("none", "None", "NONE"):
+        err = _refused(f"{_b64(json.dumps({'alg': alg}).encode())}.{claims}.")
+        assert err.code == "bad_algorithm" and alg in err.reason
+
+
+def test_hs256_with_the_public_key_as_secret_is_refused():
+    # The classic key-confusion attack: HMAC keyed with the issuer's (public) key.
+    token = jws.serialize_compact({"alg": "HS256"}, json.dumps(_claims()),
+                                  OctKey.import_key(REGISTRY["hpc-a"]), algorithms=["HS256"])
+    assert _refused(token).code == "bad_algorithm"
+
+
+def test_only_the_ed25519_alg_name_is_accepted():
+    assert verify_token(_raw_sign({"alg": "Ed25519"}, _claims()), REGISTRY.get, now=NOW).sub == "alice@hpc-a"
+    assert _refused(_raw_sign({"alg": "EdDSA"}, _claims())).code == "bad_algorithm"
+    assert _refused(_raw_sign({"alg": "ES256"}, _claims())).code == "bad_algorithm"
+    assert _refused(_raw_sign({}, _claims())).code == "bad_algorithm"
+
+
+def test_critical_header_extensions_are_refused():
+    assert _refused(_raw_sign({"alg": "Ed25519", "crit": ["exp"], "exp": 1}, _claims())).code == "malformed"
+
+
+def test_registered_key_of_wrong_length():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert _refused(token, key_for={"hpc-a": b"\x01" * 31}.get).code == "unknown_issuer"
+
+
+def test_issuer_validates_its_input():
+    with pytest.raises(ValueError):
+        ISSUER.issue("dave@hpc-b", "hpc-b", {})
+    with pytest.raises(ValueError):
+        ISSUER.issue("alice@hpc-b", "hpc-a", {})
+    with pytest.raises(ValueError):
+        ISSUER.issue("alice@hpc-a", "hpc-a", {"x": object()})
+    with pytest.raises(ValueError):
+        TokenIssuer("HPC A", KEY_A)
+    with pytest.raises(ValueError):
+        TokenIssuer("hpc-a", KEY_A, ttl=0)
+    with pytest.raises(TypeError):
+        TokenIssuer("hpc-a", b"\x00" * 32)
+
+
+def test_key_files(tmp_path):
+    path = tmp_path / "token.pem"
+    save_private_key(KEY_A, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    loaded = load_private_key(path)
+    assert public_key_bytes(loaded) == REGISTRY["hpc-a"]
+    assert len(public_key_bytes(loaded)) == 32
+    assert public_key_bytes(loaded.public_key()) == REGISTRY["hpc-a"]
+    save_private_key(KEY_B, path)  # replacing keeps the mode
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert public_key_bytes(load_private_key(path)) == REGISTRY["hpc-b"]
+    assert [p.name for p in tmp_path.iterdir()] == ["token.pem"]
+
+
+def test_key_files_refuse_other_keys(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        load_private_key(tmp_path / "missing.pem")
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("hello")
+    with pytest.raises(ValueError, match="PEM"):
+        load_private_key(garbage)
+    ec = tmp_path / "ec.pem"
+    ec.write_bytes(generate_private_key(SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    with pytest.raises(ValueError, match="not an Ed25519"):
+        load_private_key(ec)
