@@ -1,0 +1,1 @@
+"""A centre's node: job service, executors, metering, local store."""

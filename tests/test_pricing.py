@@ -1,0 +1,162 @@
+"""Pricing: integer, rounded up, monotone, and bounded by the escrow hold (max_price)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+import pytest
+
+from gateway.executor import Execution
+from gateway.pricing import (
+    KIB_MILLIS_PER_GIB_HOUR,
+    PricingError,
+    cap_to_limits,
+    max_price,
+    price,
+)
+
+
+@dataclass(frozen=True)
+class P:  # the shape of ledger.deploy.Prices
+    per_cpu_second: int
+    per_gpu_second: int
+    per_gib_hour: int
+
+
+def ex(cpu: int = 0, wall: int = 0, rss: int = 0, gpu: int = 0) -> Execution:
+    return Execution(exit_code=0, timed_out=False, cpu_millis=cpu, wall_millis=wall,
+                     max_rss_kib=rss, gpu_millis=gpu, started_at=0, ended_at=wall // 1000)
+
+
+def exact(e: Execution, p: P) -> Fraction:
+    return (Fraction(e.cpu_millis * p.per_cpu_second, 1000)
+            + Fraction(e.gpu_millis * p.per_gpu_second, 1000)
+            + Fraction(e.max_rss_kib * e.wall_millis * p.per_gib_hour, KIB_MILLIS_PER_GIB_HOUR))
+
+
+def rand_prices(rng: random.Random) -> P:
+    return P(rng.randrange(0, 10**6), rng.randrange(0, 10**7), rng.randrange(0, 10**6))
+
+
+def test_exact_values_and_rounding_up() -> None:
+    p = P(per_cpu_second=7, per_gpu_second=100, per_gib_hour=5)
+    assert price(ex(), p) == 0
+    assert price(ex(cpu=1000), p) == 7
+    assert price(ex(cpu=1001), p) == 8  # 7.007 -> 8
+    assert price(ex(cpu=1), p) == 1  # any use costs at least one unit
+    assert price(ex(gpu=500), p) == 50
+    assert price(ex(gpu=501), p) == 51  # 50.1 -> 51
+    one_gib, one_hour = 1024 * 1024, 3_600_000
+    assert price(ex(rss=one_gib, wall=one_hour), p) == 5
+    assert price(ex(rss=one_gib, wall=one_hour + 1), p) == 6
+    assert price(ex(rss=1, wall=1), p) == 1
+    # each term rounds up separately
+    assert price(ex(cpu=1, gpu=1, rss=1, wall=1), p) == 3
+    assert isinstance(price(ex(cpu=123456), p), int)
+
+
+def test_zero_prices_cost_nothing() -> None:
+    assert price(ex(cpu=10**9, wall=10**9, rss=10**9, gpu=10**9), P(0, 0, 0)) == 0
+
+
+def test_price_is_the_exact_sum_rounded_up_per_term() -> None:
+    rng = random.Random(1234)
+    for _ in range(2000):
+        p = rand_prices(rng)
+        e = ex(rng.randrange(0, 10**9), rng.randrange(0, 10**9), rng.randrange(0, 10**8), rng.randrange(0, 10**9))
+        got = price(e, p)
+        assert exact(e, p) <= got < exact(e, p) + 3
+
+
+def test_price_within_limits_never_exceeds_max_price() -> None:
+    rng = random.Random(42)
+    for _ in range(3000):
+        p = rand_prices(rng)
+        walltime, cores = rng.randrange(1, 200_000), rng.randrange(0, 256)
+        memory_mib, gpus = rng.randrange(0, 2_000_000), rng.randrange(0, 9)
+        wall = rng.randrange(0, walltime * 1000 + 1)
+        e = ex(cpu=rng.randrange(0, cores * walltime * 1000 + 1), wall=wall,
+               rss=rng.randrange(0, memory_mib * 1024 + 1), gpu=rng.randrange(0, gpus * walltime * 1000 + 1))
+        bound = max_price(walltime, cores, memory_mib, gpus, p)
+        assert price(e, p) <= bound
+        # the bound is attained at the limits: it is the tightest such bound
+        at_limits = ex(cpu=cores * walltime * 1000, wall=walltime * 1000,
+                       rss=memory_mib * 1024, gpu=gpus * walltime * 1000)
+        assert price(at_limits, p) == bound
+
+
+def test_price_is_monotone_in_every_meter() -> None:
+    rng = random.Random(7)
+    for _ in range(2000):
+        p = rand_prices(rng)
+        e = ex(rng.randrange(0, 10**7), rng.randrange(0, 10**7), rng.randrange(0, 10**7), rng.randrange(0, 10**7))
+        base = price(e, p)
+        for field in ("cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis"):
+            bigger = dataclasses.replace(e, **{field: getattr(e, field) + rng.randrange(1, 10**6)})
+            assert price(bigger, p) >= base
+        dearer = P(p.per_cpu_second + rng.randrange(0, 100), p.per_gpu_second + rng.randrange(0, 100),
+                   p.per_gib_hour + rng.randrange(0, 100))
+        assert price(e, dearer) >= base
+
+
+def test_max_price_is_monotone_in_every_limit() -> None:
+    rng = random.Random(99)
+    for _ in range(1000):
+        p = rand_prices(rng)
+        args = [rng.randrange(1, 10**5), rng.randrange(0, 64), rng.randrange(0, 10**6), rng.randrange(0, 8)]
+        base = max_price(*args, p)
+        for i in range(4):
+            bigger = list(args)
+            bigger[i] += rng.randrange(1, 1000)
+            assert max_price(*bigger, p) >= base
+
+
+def test_max_price_simple_case() -> None:
+    p = P(per_cpu_second=2, per_gpu_second=10, per_gib_hour=3600)
+    # 60 s x 4 cores x 2 + 60 s x 1 gpu x 10 + 1 GiB for 60 s at 3600/GiB-hour
+    assert max_price(60, 4, 1024, 1, p) == 480 + 600 + 60
+
+
+def test_cap_to_limits_keeps_price_under_the_hold() -> None:
+    rng = random.Random(5)
+    for _ in range(1000):
+        p = rand_prices(rng)
+        walltime, cores = rng.randrange(1, 10_000), rng.randrange(1, 64)
+        memory_mib, gpus = rng.randrange(1, 100_000), rng.randrange(0, 4)
+        # a run that overshot: grace period after walltime, more threads than cores, more memory
+        e = ex(cpu=rng.randrange(0, 10**9), wall=walltime * 1000 + rng.randrange(0, 5000),
+               rss=rng.randrange(0, 10**9), gpu=rng.randrange(0, 10**8))
+        capped = cap_to_limits(e, walltime, cores, memory_mib, gpus)
+        assert price(capped, p) <= max_price(walltime, cores, memory_mib, gpus, p)
+        assert price(capped, p) <= price(e, p)
+        assert capped.exit_code == e.exit_code and capped.stdout_tail == e.stdout_tail
+    within = ex(cpu=1000, wall=2000, rss=1024, gpu=0)
+    assert cap_to_limits(within, 10, 1, 10, 0) == within
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, "3", None, True])
+def test_bad_meters_and_prices_raise(bad) -> None:
+    good = P(1, 1, 1)
+    fake = type("Fake", (), {"cpu_millis": bad, "gpu_millis": 0, "max_rss_kib": 0, "wall_millis": 0})()
+    with pytest.raises(PricingError):
+        price(fake, good)
+    with pytest.raises(PricingError):
+        price(ex(cpu=1), P(bad, 1, 1))
+    with pytest.raises(PricingError):
+        max_price(bad, 1, 1, 1, good)
+    with pytest.raises(PricingError):
+        max_price(1, 1, bad, 1, good)
+    with pytest.raises(ValueError):  # PricingError is a ValueError
+        max_price(1, 1, 1, 1, P(1, 1, bad))
+
+
+def test_wrong_shapes_raise() -> None:
+    with pytest.raises(PricingError):
+        price(object(), P(1, 1, 1))
+    with pytest.raises(PricingError):
+        price(ex(), object())
+    with pytest.raises(PricingError):
+        cap_to_limits({"cpu_millis": 1}, 1, 1, 1, 1)
