@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.24;
+
+/// @title Consortium
+/// @notice The member registry of the xcentre consortium: which compute centres belong,
+///         their chain accounts, gateway endpoints, token-signing keys and prices.
+///         Members are admitted and removed by a k-of-n vote of the active members.
+/// @dev The order of `members()` is the admission order of the active members; removal
+///      keeps the order of the others. Settlement nets claims in this order, so off-chain
+///      auditors can recompute every transfer.
+contract Consortium {
+    /// @notice Prices in the smallest credit unit.
+    struct Prices {
+        uint256 perCpuSecond;
+        uint256 perGpuSecond;
+        uint256 perGibHour;
+    }
+
+    /// @notice A member centre. `id` is the centre's short name, utf-8, right-padded with zeros.
+    struct Member {
+        bytes32 id;
+        string name;
+        address account;
+        string gatewayUrl;
+        bytes32 tokenKey;
+        Prices prices;
+        bool active;
+    }
+
+    /// @notice Proposal action: admit a new member.
+    uint8 public constant ADMIT = 0;
+    /// @notice Proposal action: remove an active member.
+    uint8 public constant REMOVE = 1;
+
+    struct Proposal {
+        uint8 action;
+        bool executed;
+        uint256 votes;
+        Member member;
+    }
+
+    /// @notice Votes needed to execute a proposal (k of n).
+    uint256 public immutable quorum;
+
+    mapping(bytes32 => Member) private _members;
+    mapping(address => bytes32) private _idByAccount;
+    bytes32[] private _activeIds;
+    mapping(uint256 => Proposal) private _proposals;
+    mapping(uint256 => mapping(bytes32 => bool)) private _voted;
+    uint256 private _proposalCount;
+
+    event MemberAdmitted(
+        bytes32 indexed id, address account, string name, string gatewayUrl, bytes32 tokenKey, Prices prices
+    );
+    event MemberRemoved(bytes32 indexed id);
+    event MemberUpdated(bytes32 indexed id, string gatewayUrl, bytes32 tokenKey, Prices prices);
+    event ProposalCreated(uint256 indexed proposalId, uint8 action, bytes32 indexed memberId, bytes32 proposer);
+    event Voted(uint256 indexed proposalId, bytes32 indexed voter);
+
+    /// @notice The caller (or the named centre) is not an active member.
+    error NotMember();
+    /// @notice The centre (or its account) is already an active member.
+    error AlreadyMember(bytes32 id);
+    /// @notice The account already belongs to another member.
+    error AccountInUse(address account);
+    /// @notice This member has already voted on this proposal.
+    error AlreadyVoted(uint256 proposalId, bytes32 voter);
+    /// @notice No proposal has this id.
+    error UnknownProposal(uint256 proposalId);
+    /// @notice The proposal has already been executed.
+    error ProposalClosed(uint256 proposalId);
+    /// @notice Action is neither ADMIT (0) nor REMOVE (1).
+    error InvalidAction(uint8 action);
+    /// @notice Quorum must satisfy 1 <= quorum <= number of members.
+    error InvalidQuorum(uint256 quorum, uint256 members);
+    /// @notice Name must be [a-z0-9-]{1,32} and equal to the id.
+    error InvalidName(string name);
+    /// @notice Account must not be the zero address.
+    error InvalidAccount();
+    /// @notice The removal would leave fewer members than the quorum.
+    error QuorumUnreachable(uint256 quorum, uint256 remaining);
+
+    /// @notice Creates the consortium with its genesis members and a fixed quorum.
+    /// @param genesis The founding members (their `active` flag is ignored).
+    /// @param quorum_ Votes needed to admit or remove a member, 1 <= quorum_ <= genesis.length.
+    constructor(Member[] memory genesis, uint256 quorum_) {
+        if (quorum_ == 0 || quorum_ > genesis.length) revert InvalidQuorum(quorum_, genesis.length);
+        quorum = quorum_;
+        for (uint256 i = 0; i < genesis.length; i++) {
+            _admit(genesis[i]);
+        }
+    }
+
+    modifier onlyMember() {
+        if (_idByAccount[msg.sender] == bytes32(0)) revert NotMember();
+        _;
+    }
+
+    /// @notice The active members in admission order.
+    /// @return list The active members.
+    function members() external view returns (Member[] memory list) {
+        list = new Member[](_activeIds.length);
+        for (uint256 i = 0; i < _activeIds.length; i++) {
+            list[i] = _members[_activeIds[i]];
+        }
+    }
+
+    /// @notice The ids of the active members in admission order (the netting order).
+    /// @return The active member ids.
+    function memberIds() external view returns (bytes32[] memory) {
+        return _activeIds;
+    }
+
+    /// @notice Number of active members.
+    /// @return The count.
+    function memberCount() external view returns (uint256) {
+        return _activeIds.length;
+    }
+
+    /// @notice A member by id (also a removed one, with active=false).
+    /// @param id The centre id.
+    /// @return The member record; reverts NotMember if the id was never admitted.
+    function member(bytes32 id) external view returns (Member memory) {
+        if (_members[id].id == bytes32(0)) revert NotMember();
+        return _members[id];
+    }
+
+    /// @notice Whether `id` is an active member.
+    /// @param id The centre id.
+    /// @return True when active.
+    function isMember(bytes32 id) public view returns (bool) {
+        return id != bytes32(0) && _members[id].active;
+    }
+
+    /// @notice The id of the active member whose chain account is `account`.
+    /// @param account The chain account.
+    /// @return The member id; reverts NotMember otherwise.
+    function idOf(address account) external view returns (bytes32) {
+        bytes32 id = _idByAccount[account];
+        if (id == bytes32(0)) revert NotMember();
+        return id;
+    }
+
+    /// @notice Number of proposals created so far (ids are 1..proposalCount).
+    /// @return The count.
+    function proposalCount() external view returns (uint256) {
+        return _proposalCount;
+    }
+
+    /// @notice A proposal's state.
+    /// @param proposalId The proposal id.
+    /// @return action ADMIT or REMOVE.
+    /// @return executed Whether it has been executed.
+    /// @return votes Votes counted so far.
+    /// @return subject The member to admit (or whose id to remove).
+    function proposal(uint256 proposalId)
+        external
+        view
+        returns (uint8 action, bool executed, uint256 votes, Member memory subject)
+    {
+        Proposal storage p = _existing(proposalId);
+        return (p.action, p.executed, p.votes, p.member);
+    }
+
+    /// @notice Whether member `voter` has voted on `proposalId`.
+    /// @param proposalId The proposal id.
+    /// @param voter The member id.
+    /// @return True when voted.
+    function hasVoted(uint256 proposalId, bytes32 voter) external view returns (bool) {
+        return _voted[proposalId][voter];
+    }
+
+    /// @notice Proposes to admit (0) or remove (1) a member; the proposer's vote counts.
+    /// @dev Executes at once when the quorum is 1. For removal only `m.id` is read.
+    /// @param action ADMIT (0) or REMOVE (1).
+    /// @param m The member to admit, or a record carrying the id to remove.
+    /// @return proposalId The new proposal's id.
+    function propose(uint8 action, Member calldata m) external onlyMember returns (uint256 proposalId) {
+        if (action == ADMIT) {
+            _checkAdmissible(m);
+        } else if (action == REMOVE) {
+            _checkRemovable(m.id);
+        } else {
+            revert InvalidAction(action);
+        }
+        proposalId = ++_proposalCount;
+        Proposal storage p = _proposals[proposalId];
+        p.action = action;
+        p.member = m;
+        bytes32 proposer = _idByAccount[msg.sender];
+        emit ProposalCreated(proposalId, action, m.id, proposer);
+        _castVote(proposalId, p, proposer);
+    }
+
+    /// @notice Votes for a proposal; executes it when the votes reach the quorum.
+    /// @param proposalId The proposal id.
+    function vote(uint256 proposalId) external onlyMember {
+        Proposal storage p = _existing(proposalId);
+        if (p.executed) revert ProposalClosed(proposalId);
+        bytes32 voter = _idByAccount[msg.sender];
+        if (_voted[proposalId][voter]) revert AlreadyVoted(proposalId, voter);
+        _castVote(proposalId, p, voter);
+    }
+
+    /// @notice Updates the caller's own endpoint, token key and prices.
+    /// @param gatewayUrl The gateway's base URL.
+    /// @param tokenKey The Ed25519 token-signing public key.
+    /// @param prices The new prices.
+    function updateMember(string calldata gatewayUrl, bytes32 tokenKey, Prices calldata prices)
+        external
+        onlyMember
+    {
+        bytes32 id = _idByAccount[msg.sender];
+        Member storage m = _members[id];
+        m.gatewayUrl = gatewayUrl;
+        m.tokenKey = tokenKey;
+        m.prices = prices;
+        emit MemberUpdated(id, gatewayUrl, tokenKey, prices);
+    }
+
+    function _existing(uint256 proposalId) private view returns (Proposal storage p) {
+        if (proposalId == 0 || proposalId > _proposalCount) revert UnknownProposal(proposalId);
+        p = _proposals[proposalId];
+    }
+
+    function _castVote(uint256 proposalId, Proposal storage p, bytes32 voter) private {
+        _voted[proposalId][voter] = true;
+        p.votes += 1;
+        emit Voted(proposalId, voter);
+        if (p.votes >= quorum) {
+            p.executed = true;
+            if (p.action == ADMIT) {
+                _checkAdmissible(p.member);
+                _admit(p.member);
+            } else {
+                _checkRemovable(p.member.id);
+                _remove(p.member.id);
+            }
+        }
+    }
+
+    function _checkAdmissible(Member memory m) private view {
+        _checkName(m.name, m.id);
+        if (m.account == address(0)) revert InvalidAccount();
+        if (_members[m.id].active) revert AlreadyMember(m.id);
+        if (_idByAccount[m.account] != bytes32(0)) revert AccountInUse(m.account);
+    }
+
+    function _checkRemovable(bytes32 id) private view {
+        if (!isMember(id)) revert NotMember();
+        if (_activeIds.length - 1 < quorum) revert QuorumUnreachable(quorum, _activeIds.length - 1);
+    }
+
+    function _checkName(string memory name, bytes32 id) private pure {
+        bytes memory b = bytes(name);
+        if (b.length == 0 || b.length > 32) revert InvalidName(name);
+        for (uint256 i = 0; i < b.length; i++) {
+            bytes1 c = b[i];
+            bool ok = (c >= 0x61 && c <= 0x7a) || (c >= 0x30 && c <= 0x39) || c == 0x2d;
+            if (!ok) revert InvalidName(name);
+        }
+        if (bytes32(b) != id) revert InvalidName(name);
+    }
+
+    function _admit(Member memory m) private {
+        _checkAdmissible(m);
+        m.active = true;
+        _members[m.id] = m;
+        _idByAccount[m.account] = m.id;
+        _activeIds.push(m.id);
+        emit MemberAdmitted(m.id, m.account, m.name, m.gatewayUrl, m.tokenKey, m.prices);
+    }
+
+    function _remove(bytes32 id) private {
+        Member storage m = _members[id];
+        m.active = false;
+        delete _idByAccount[m.account];
+        uint256 n = _activeIds.length;
+        uint256 i = 0;
+        while (_activeIds[i] != id) i++;
+        for (; i + 1 < n; i++) {
+            _activeIds[i] = _activeIds[i + 1];
+        }
+        _activeIds.pop();
+        emit MemberRemoved(id);
+    }
+}

@@ -1,0 +1,174 @@
+"""Deploys a whole consortium (registry, usage ledger, credit, settlement) in one call.
+
+The resulting Deployment (addresses + chain id + first block) is what every gateway,
+indexer and auditor needs to find the books; it round-trips through JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import is_address, to_checksum_address
+from web3.contract import Contract
+
+from ledger.chain import Chain
+from ledger.ids import centre_id
+
+
+@dataclass(frozen=True)
+class Prices:
+    """A centre's prices in the smallest credit unit."""
+
+    per_cpu_second: int
+    per_gpu_second: int
+    per_gib_hour: int
+
+    def __post_init__(self) -> None:
+        for field, value in asdict(self).items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"price {field} must be a non-negative int, got {value!r}")
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        """The Consortium.Prices ABI tuple."""
+        return (self.per_cpu_second, self.per_gpu_second, self.per_gib_hour)
+
+    @classmethod
+    def from_tuple(cls, t) -> "Prices":
+        return cls(int(t[0]), int(t[1]), int(t[2]))
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A member centre as written on chain at admission."""
+
+    name: str
+    account: str
+    gateway_url: str
+    token_key: bytes
+    prices: Prices
+
+    def __post_init__(self) -> None:
+        centre_id(self.name)  # validates the name
+        if not is_address(self.account):
+            raise ValueError(f"member {self.name}: account is not an address: {self.account!r}")
+        if not isinstance(self.token_key, (bytes, bytearray)) or len(self.token_key) != 32:
+            raise ValueError(f"member {self.name}: token_key must be 32 bytes")
+        if not isinstance(self.prices, Prices):
+            raise ValueError(f"member {self.name}: prices must be a Prices")
+
+    @property
+    def id(self) -> bytes:
+        return centre_id(self.name)
+
+    def as_tuple(self) -> tuple:
+        """The Consortium.Member ABI tuple (id, name, account, gatewayUrl, tokenKey, prices, active)."""
+        return (
+            self.id,
+            self.name,
+            to_checksum_address(self.account),
+            self.gateway_url,
+            bytes(self.token_key),
+            self.prices.as_tuple(),
+            True,
+        )
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where a consortium's contracts live."""
+
+    chain_id: int
+    consortium: str
+    usage_ledger: str
+    settlement: str
+    credit: str
+    start_block: int
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """JSON text of the deployment; also written to `path` when given."""
+        text = json.dumps(asdict(self), indent=2, sort_keys=True) + "\n"
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | Path) -> "Deployment":
+        """Parses JSON text, or reads it from a file path."""
+        text = source.read_text() if isinstance(source, Path) else source
+        if isinstance(text, str) and not text.lstrip().startswith("{"):
+            text = Path(text).read_text()
+        data = json.loads(text)
+        try:
+            return cls(
+                chain_id=int(data["chain_id"]),
+                consortium=to_checksum_address(data["consortium"]),
+                usage_ledger=to_checksum_address(data["usage_ledger"]),
+                settlement=to_checksum_address(data["settlement"]),
+                credit=to_checksum_address(data["credit"]),
+                start_block=int(data["start_block"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a deployment description: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Contracts:
+    """web3 contract objects of one deployment."""
+
+    consortium: Contract
+    usage_ledger: Contract
+    settlement: Contract
+    credit: Contract
+
+
+def deploy_consortium(
+    chain: Chain,
+    deployer: LocalAccount,
+    members: list[MemberSpec],
+    quorum: int,
+    initial_credit: int,
+) -> Deployment:
+    """Deploys Consortium, UsageLedger, ConsortiumCredit and Settlement and wires them.
+
+    Every genesis member's account receives `initial_credit` XCC. The deployer pays gas
+    only; it holds no role afterwards except having set the settlement contract once.
+    """
+    if not members:
+        raise ValueError("a consortium needs at least one member")
+    if not 1 <= quorum <= len(members):
+        raise ValueError(f"quorum must be between 1 and {len(members)}, got {quorum}")
+    if initial_credit < 0:
+        raise ValueError("initial_credit must be >= 0")
+    names = [m.name for m in members]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate member names: {names}")
+    start_block = chain.block_number()
+    consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum)
+    usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address)
+    accounts = [to_checksum_address(m.account) for m in members]
+    credit = chain.deploy("ConsortiumCredit", deployer, accounts, [initial_credit] * len(members))
+    settlement = chain.deploy("Settlement", deployer, consortium.address, usage_ledger.address, credit.address)
+    chain.transact(credit.functions.setSettlement(settlement.address), deployer)
+    return Deployment(
+        chain_id=chain.chain_id,
+        consortium=consortium.address,
+        usage_ledger=usage_ledger.address,
+        settlement=settlement.address,
+        credit=credit.address,
+        start_block=start_block,
+    )
+
+
+def bind(chain: Chain, deployment: Deployment) -> Contracts:
+    """web3 contract objects for a deployment; refuses a deployment of another chain."""
+    if deployment.chain_id != chain.chain_id:
+        raise ValueError(f"deployment is for chain {deployment.chain_id}, connected to {chain.chain_id}")
+    return Contracts(
+        consortium=chain.contract("Consortium", deployment.consortium),
+        usage_ledger=chain.contract("UsageLedger", deployment.usage_ledger),
+        settlement=chain.contract("Settlement", deployment.settlement),
+        credit=chain.contract("ConsortiumCredit", deployment.credit),
+    )

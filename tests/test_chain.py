@@ -1,0 +1,127 @@
+"""The chain adapter behaves the same on the embedded chain and on anvil."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+
+from ledger.chain import ChainError, ChainRevert, connect, decode_revert
+from ledger.deploy import MemberSpec, Prices
+from ledger.ids import centre_id
+
+
+@pytest.fixture(params=["embedded", "anvil"])
+def chain(request):
+    if request.param == "embedded":
+        return connect("embedded")
+    return connect(request.getfixturevalue("anvil_url"))
+
+
+def funded(chain, wei: int = 10**18):
+    acct = Account.create()
+    chain.fund(acct.address, wei)
+    return acct
+
+
+def test_connect_rejects_unknown_urls():
+    with pytest.raises(ValueError):
+        connect("ftp://example")
+    with pytest.raises(ChainError):
+        connect("http://127.0.0.1:9")  # nothing listens on the discard port
+
+
+def test_fund_and_deploy(chain):
+    acct = funded(chain, 12345)
+    assert chain.w3.eth.get_balance(acct.address) == 12345
+    owner = funded(chain)
+    credit = chain.deploy("ConsortiumCredit", owner, [acct.address], [77])
+    assert chain.w3.eth.get_code(credit.address) != b""
+    assert credit.functions.balanceOf(acct.address).call() == 77
+    assert credit.functions.deployer().call() == owner.address
+
+
+def test_reverts_carry_the_custom_error_name(chain):
+    owner = funded(chain)
+    credit = chain.deploy("ConsortiumCredit", owner, [owner.address], [10])
+    with pytest.raises(ChainRevert) as info:
+        chain.transact(credit.functions.settleTransfer(owner.address, owner.address, 1), owner)
+    assert info.value.reason == "Unauthorized" and info.value.error_args == (owner.address.lower(),)
+    with pytest.raises(ChainRevert) as info:
+        chain.transact(credit.functions.transfer(credit.address, 11), owner)
+    assert info.value.reason == "ERC20InsufficientBalance"
+    assert info.value.error_args[1:] == (10, 11)
+    with pytest.raises(ChainRevert) as info:
+        chain.call(credit.functions.settleTransfer(owner.address, owner.address, 1))
+    assert info.value.reason == "Unauthorized"
+    # a revert consumes no nonce: the next transaction goes through
+    chain.transact(credit.functions.transfer(credit.address, 1), owner)
+    assert credit.functions.balanceOf(credit.address).call() == 1
+
+
+def test_custom_error_with_a_string_argument_keeps_its_name(chain):
+    acct = Account.create()
+    bad = MemberSpec("hpc-a", acct.address, "http://x", bytes(32), Prices(1, 1, 1)).as_tuple()
+    bad = (bad[0], "HPC-A") + bad[2:]
+    with pytest.raises(ChainRevert) as info:
+        chain.deploy("Consortium", chain.dev_account, [bad], 1)
+    assert info.value.reason == "InvalidName" and info.value.error_args == ("HPC-A",)
+
+
+def test_concurrent_senders_keep_nonces_in_order(chain):
+    owner = funded(chain)
+    other = funded(chain)
+    credit = chain.deploy("ConsortiumCredit", owner, [owner.address, other.address], [1000, 1000])
+    sink = Account.create().address
+    errors: list[BaseException] = []
+
+    def send(sender, n):
+        try:
+            for _ in range(n):
+                chain.transact(credit.functions.transfer(sink, 1), sender)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=send, args=(who, 6)) for who in (owner, owner, other, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert credit.functions.balanceOf(sink).call() == 24
+    assert chain.w3.eth.get_transaction_count(owner.address) == 13  # deploy + 12 transfers
+
+
+def test_mine_advances_blocks(chain):
+    before = chain.block_number()
+    chain.mine(3)
+    assert chain.block_number() == before + 3
+
+
+def test_decode_revert_standard_forms():
+    assert decode_revert(bytes.fromhex("08c379a0") + encode(["string"], ["boom"])).reason == "boom"
+    assert decode_revert(bytes.fromhex("4e487b71") + encode(["uint256"], [0x11])).reason == "Panic(0x11)"
+    assert decode_revert(b"").reason == "reverted without reason"
+    assert decode_revert(b"\xde\xad\xbe\xef").reason == "unknown error 0xdeadbeef"
+    from eth_utils import keccak
+    err = decode_revert(keccak(text="AlreadySettled(uint64)")[:4] + encode(["uint64"], [9]))
+    assert err.reason == "AlreadySettled" and err.error_args == (9,)
+    assert str(err) == "reverted: AlreadySettled(9)"
+    anchored = decode_revert(keccak(text="NotAnchored(bytes32,uint64)")[:4]
+                             + encode(["bytes32", "uint64"], [centre_id("hpc-a"), 2]))
+    assert anchored.error_args == (centre_id("hpc-a"), 2)
+
+
+def test_a_transaction_reverting_when_mined_is_replayed_for_its_reason(chain):
+    # Bypass the pre-flight check, as when state changes between check and inclusion.
+    owner = funded(chain)
+    credit = chain.deploy("ConsortiumCredit", owner, [owner.address], [10])
+    tx = credit.functions.settleTransfer(owner.address, owner.address, 1).build_transaction(
+        {"from": owner.address, "gas": 200_000, "chainId": chain.chain_id, **chain._fees()})
+    with pytest.raises(ChainRevert) as info:
+        chain._send(tx, owner)
+    assert info.value.reason == "Unauthorized"
+    chain.transact(credit.functions.transfer(credit.address, 1), owner)  # nonce stays in step
+    assert chain.w3.eth.get_transaction_count(owner.address) == 3

@@ -1,0 +1,362 @@
+"""The consortium contracts on the embedded chain (and once end to end on anvil)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3.logs import DISCARD
+
+from ledger.chain import Chain, ChainRevert, connect
+from ledger.deploy import Contracts, Deployment, MemberSpec, Prices, bind, deploy_consortium
+from ledger.ids import centre_id, centre_name, user_id
+from ledger.merkle import MerkleTree
+from ledger.netting import net_positions, transfers
+from ledger.records import Domain, UsageRecord, record_leaf, sign_record
+
+INITIAL = 1_000_000
+ADMIT, REMOVE = 0, 1
+
+
+@dataclass
+class Consortium:
+    chain: Chain
+    deployment: Deployment
+    c: Contracts
+    accounts: dict[str, LocalAccount]
+    specs: list[MemberSpec]
+
+    def ids(self) -> list[bytes]:
+        return [s.id for s in self.specs]
+
+    def tx(self, fn, who: str | LocalAccount):
+        sender = self.accounts[who] if isinstance(who, str) else who
+        return self.chain.transact(fn, sender)
+
+    def outsider(self) -> LocalAccount:
+        acct = Account.create()
+        self.chain.fund(acct.address, 10**18)
+        return acct
+
+
+def spec(name: str, acct: LocalAccount, price: int = 1) -> MemberSpec:
+    return MemberSpec(name, acct.address, f"http://{name}.example:8000", bytes([len(name)]) * 32,
+                      Prices(price, 10 * price, 3 * price))
+
+
+def make_consortium(names: list[str], quorum: int, url: str = "embedded") -> Consortium:
+    chain = connect(url)
+    accounts = {n: Account.create() for n in names}
+    for acct in accounts.values():
+        chain.fund(acct.address, 10**19)
+    specs = [spec(n, accounts[n]) for n in names]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, quorum, INITIAL)
+    return Consortium(chain, deployment, bind(chain, deployment), accounts, specs)
+
+
+def active_names(k: Consortium) -> list[str]:
+    return [centre_name(m[0]) for m in k.c.consortium.functions.members().call()]
+
+
+@pytest.fixture
+def four() -> Consortium:
+    return make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=3)
+
+
+def reverts(reason: str, fn, *args):
+    with pytest.raises(ChainRevert) as info:
+        fn(*args)
+    assert info.value.reason == reason, str(info.value)
+    return info.value
+
+
+# -- deployment ------------------------------------------------------------------------
+
+def test_deployment_lists_genesis_members_in_order_and_round_trips(four, tmp_path):
+    k = four
+    assert active_names(k) == ["hpc-a", "hpc-b", "cloud-c", "edge-d"]
+    assert k.c.consortium.functions.quorum().call() == 3
+    b = k.c.consortium.functions.member(centre_id("hpc-b")).call()
+    assert b[1] == "hpc-b" and b[2] == k.accounts["hpc-b"].address and b[3] == "http://hpc-b.example:8000"
+    assert Prices.from_tuple(b[5]) == Prices(1, 10, 3) and b[6] is True
+    assert k.c.consortium.functions.idOf(k.accounts["cloud-c"].address).call() == centre_id("cloud-c")
+    assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == INITIAL
+    assert k.c.credit.functions.settlement().call() == k.deployment.settlement
+    assert Deployment.from_json(k.deployment.to_json()) == k.deployment
+    path = tmp_path / "deployment.json"
+    k.deployment.to_json(path)
+    assert Deployment.from_json(path) == k.deployment
+    assert Deployment.from_json(str(path)) == k.deployment
+
+
+def test_constructor_rejects_quorum_out_of_range():
+    chain = connect()
+    acct = Account.create()
+    genesis = [spec("hpc-a", acct).as_tuple()]
+    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 2)
+    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 0)
+    with pytest.raises(ValueError):
+        deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 2, 0)
+
+
+def test_id_of_a_non_member_reverts(four):
+    with pytest.raises(ChainRevert) as info:
+        four.chain.call(four.c.consortium.functions.idOf(Account.create().address))
+    assert info.value.reason == "NotMember"
+
+
+# -- governance ------------------------------------------------------------------------
+
+def test_admission_needs_k_of_n_votes(four):
+    k = four
+    newcomer = Account.create()
+    k.chain.fund(newcomer.address, 10**18)
+    fns = k.c.consortium.functions
+    receipt = k.tx(fns.propose(ADMIT, spec("ai-e", newcomer).as_tuple()), "hpc-a")
+    created = k.c.consortium.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    pid = created["proposalId"]
+    assert created["memberId"] == centre_id("ai-e") and created["proposer"] == centre_id("hpc-a")
+    assert fns.isMember(centre_id("ai-e")).call() is False
+    k.tx(fns.vote(pid), "hpc-b")
+    assert fns.isMember(centre_id("ai-e")).call() is False  # 2 of 3
+    receipt = k.tx(fns.vote(pid), "edge-d")
+    admitted = k.c.consortium.events.MemberAdmitted().process_receipt(receipt, errors=DISCARD)
+    assert [e["args"]["name"] for e in admitted] == ["ai-e"]
+    assert active_names(k) == ["hpc-a", "hpc-b", "cloud-c", "edge-d", "ai-e"]
+    assert fns.proposal(pid).call()[:3] == [ADMIT, True, 3]
+    # the new member takes part at once
+    k.tx(fns.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()), newcomer)
+
+
+def test_non_member_cannot_propose_or_vote(four):
+    k = four
+    fns = k.c.consortium.functions
+    outsider = k.outsider()
+    reverts("NotMember", k.tx, fns.propose(ADMIT, spec("ai-e", outsider).as_tuple()), outsider)
+    receipt = k.tx(fns.propose(ADMIT, spec("ai-e", outsider).as_tuple()), "hpc-a")
+    pid = k.c.consortium.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)[0]["args"]["proposalId"]
+    reverts("NotMember", k.tx, fns.vote(pid), outsider)
+
+
+def test_double_vote_and_closed_or_unknown_proposals_revert(four):
+    k = four
+    fns = k.c.consortium.functions
+    newcomer = Account.create()
+    k.tx(fns.propose(ADMIT, spec("ai-e", newcomer).as_tuple()), "hpc-a")
+    pid = fns.proposalCount().call()
+    reverts("AlreadyVoted", k.tx, fns.vote(pid), "hpc-a")  # the proposer's vote counted
+    k.tx(fns.vote(pid), "hpc-b")
+    reverts("AlreadyVoted", k.tx, fns.vote(pid), "hpc-b")
+    k.tx(fns.vote(pid), "cloud-c")
+    reverts("ProposalClosed", k.tx, fns.vote(pid), "edge-d")
+    reverts("UnknownProposal", k.tx, fns.vote(pid + 1), "edge-d")
+    reverts("UnknownProposal", k.tx, fns.vote(0), "edge-d")
+
+
+def test_removal_by_vote_keeps_order_and_revokes_rights(four):
+    k = four
+    fns = k.c.consortium.functions
+    k.tx(fns.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()), "edge-d")
+    pid = fns.proposalCount().call()
+    k.tx(fns.vote(pid), "hpc-a")
+    receipt = k.tx(fns.vote(pid), "cloud-c")
+    removed = k.c.consortium.events.MemberRemoved().process_receipt(receipt, errors=DISCARD)
+    assert [e["args"]["id"] for e in removed] == [centre_id("hpc-b")]
+    assert active_names(k) == ["hpc-a", "cloud-c", "edge-d"]
+    assert fns.member(centre_id("hpc-b")).call()[6] is False
+    reverts("NotMember", k.tx, fns.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
+    reverts("NotMember", k.tx, k.c.usage_ledger.functions.anchor(1, bytes(32), 0, [], []), "hpc-b")
+    # 3 members left with quorum 3: a further removal would make governance impossible
+    reverts("QuorumUnreachable", k.tx, fns.propose(REMOVE, spec("hpc-a", k.accounts["hpc-a"]).as_tuple()), "edge-d")
+
+
+def test_admission_input_is_validated(four):
+    k = four
+    fns = k.c.consortium.functions
+    bad_name = list(spec("ai-e", Account.create()).as_tuple())
+    bad_name[1] = "AI_E"
+    reverts("InvalidName", k.tx, fns.propose(ADMIT, tuple(bad_name)), "hpc-a")
+    mismatch = list(spec("ai-e", Account.create()).as_tuple())
+    mismatch[0] = centre_id("ai-f")
+    reverts("InvalidName", k.tx, fns.propose(ADMIT, tuple(mismatch)), "hpc-a")
+    reverts("AlreadyMember", k.tx, fns.propose(ADMIT, spec("hpc-b", Account.create()).as_tuple()), "hpc-a")
+    reverts("AccountInUse", k.tx, fns.propose(ADMIT, spec("ai-e", k.accounts["hpc-b"]).as_tuple()), "hpc-a")
+    reverts("NotMember", k.tx, fns.propose(REMOVE, spec("ai-e", Account.create()).as_tuple()), "hpc-a")
+    reverts("InvalidAction", k.tx, fns.propose(2, spec("ai-e", Account.create()).as_tuple()), "hpc-a")
+
+
+def test_quorum_of_one_executes_on_proposal():
+    k = make_consortium(["hpc-a", "hpc-b"], quorum=1)
+    k.tx(k.c.consortium.functions.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
+    assert active_names(k) == ["hpc-a", "hpc-b", "ai-e"]
+
+
+def test_member_updates_its_own_entry(four):
+    k = four
+    fns = k.c.consortium.functions
+    receipt = k.tx(fns.updateMember("https://new.example", b"\x07" * 32, (4, 5, 6)), "cloud-c")
+    ev = k.c.consortium.events.MemberUpdated().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert ev["id"] == centre_id("cloud-c") and ev["gatewayUrl"] == "https://new.example"
+    m = fns.member(centre_id("cloud-c")).call()
+    assert m[3] == "https://new.example" and m[4] == b"\x07" * 32 and tuple(m[5]) == (4, 5, 6)
+    reverts("NotMember", k.tx, fns.updateMember("x", bytes(32), (0, 0, 0)), k.outsider())
+
+
+# -- anchoring -------------------------------------------------------------------------
+
+def test_anchor_records_root_count_and_claims(four):
+    k = four
+    ul = k.c.usage_ledger.functions
+    a, b, d = centre_id("hpc-a"), centre_id("hpc-b"), centre_id("edge-d")
+    receipt = k.tx(ul.anchor(7, b"\x42" * 32, 12, [b, d], [300, 5]), "hpc-a")
+    ev = k.c.usage_ledger.events.EpochAnchored().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (ev["centre"], ev["epoch"], ev["recordCount"], ev["debtors"], ev["amounts"]) == (a, 7, 12, [b, d], [300, 5])
+    assert ul.anchorOf(a, 7).call() == [b"\x42" * 32, 12, True]
+    assert ul.anchorOf(a, 8).call() == [bytes(32), 0, False]
+    assert ul.claim(7, a, b).call() == 300 and ul.claim(7, a, centre_id("cloud-c")).call() == 0
+    assert ul.claimsOf(7, a).call() == [[b, d], [300, 5]]
+
+
+def test_anchor_rejects_bad_claims_and_second_anchor(four):
+    k = four
+    ul = k.c.usage_ledger.functions
+    b, c = centre_id("hpc-b"), centre_id("cloud-c")
+    reverts("NotMember", k.tx, ul.anchor(1, bytes(32), 0, [], []), k.outsider())
+    reverts("UnknownDebtor", k.tx, ul.anchor(1, bytes(32), 0, [centre_id("nobody")], [1]), "hpc-a")
+    reverts("SelfClaim", k.tx, ul.anchor(1, bytes(32), 0, [b, centre_id("hpc-a")], [1, 1]), "hpc-a")
+    reverts("DuplicateDebtor", k.tx, ul.anchor(1, bytes(32), 0, [b, c, b], [1, 2, 3]), "hpc-a")
+    reverts("LengthMismatch", k.tx, ul.anchor(1, bytes(32), 0, [b, c], [1]), "hpc-a")
+    k.tx(ul.anchor(1, bytes(32), 0, [b], [1]), "hpc-a")
+    err = reverts("AlreadyAnchored", k.tx, ul.anchor(1, b"\x01" * 32, 1, [], []), "hpc-a")
+    assert err.error_args == (centre_id("hpc-a"), 1)
+    k.tx(ul.anchor(2, bytes(32), 0, [], []), "hpc-a")  # another epoch is fine
+
+
+def test_python_merkle_proof_verifies_on_chain(four):
+    k = four
+    domain = Domain.for_deployment(k.deployment)
+    serving, key = centre_id("hpc-b"), k.accounts["hpc-b"]
+    records = [
+        UsageRecord(bytes([i]) * 32, bytes([100 + i]) * 32, serving, centre_id("hpc-a"), user_id(f"u{i}@hpc-a"),
+                    3, 1000 + i, 1010 + i, 500 * i, 10_000, 2048, 0, 17 * i)
+        for i in range(1, 8)
+    ]
+    for r in records:
+        sign_record(r, domain, key)
+    leaves = [record_leaf(r, domain) for r in records]
+    tree = MerkleTree(leaves)
+    k.tx(k.c.usage_ledger.functions.anchor(3, tree.root, len(leaves), [centre_id("hpc-a")], [sum(r.price for r in records)]), "hpc-b")
+    verify = k.c.usage_ledger.functions.verifyRecord
+    for leaf in leaves:
+        assert verify(serving, 3, leaf, tree.proof(leaf)).call() is True
+    assert verify(serving, 3, leaves[0], tree.proof(leaves[1])).call() is False
+    assert verify(serving, 3, b"\x99" * 32, tree.proof(leaves[0])).call() is False
+    assert verify(serving, 4, leaves[0], tree.proof(leaves[0])).call() is False  # not anchored
+    assert verify(centre_id("hpc-a"), 3, leaves[0], tree.proof(leaves[0])).call() is False
+
+
+# -- settlement ------------------------------------------------------------------------
+
+def anchor_all(k: Consortium, epoch: int, claims: dict[tuple[str, str], int], skip: tuple[str, ...] = ()) -> None:
+    for name in k.accounts:
+        if name in skip:
+            continue
+        mine = [(centre_id(d), v) for (c, d), v in claims.items() if c == name]
+        k.tx(k.c.usage_ledger.functions.anchor(epoch, bytes(32), 0, [d for d, _ in mine], [v for _, v in mine]), name)
+
+
+def balances(k: Consortium) -> list[int]:
+    return [k.c.credit.functions.balanceOf(a.address).call() for a in k.accounts.values()]
+
+
+def settled_transfers(k: Consortium, receipt) -> list[tuple[bytes, bytes, int]]:
+    events = k.c.settlement.events.SettlementTransfer().process_receipt(receipt, errors=DISCARD)
+    return [(e["args"]["from"], e["args"]["to"], e["args"]["amount"]) for e in events]
+
+
+def test_settle_before_all_anchored_reverts(four):
+    k = four
+    anchor_all(k, 5, {("hpc-a", "hpc-b"): 10}, skip=("edge-d",))
+    err = reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
+    assert err.error_args == (centre_id("edge-d"), 5)
+    assert k.c.settlement.functions.settled(5).call() is False
+
+
+def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(four):
+    k = four
+    claims = {("hpc-a", "hpc-b"): 100, ("hpc-a", "cloud-c"): 50, ("hpc-b", "hpc-a"): 30,
+              ("hpc-b", "edge-d"): 70, ("edge-d", "hpc-a"): 5, ("cloud-c", "edge-d"): 20}
+    anchor_all(k, 9, claims)
+    before = balances(k)
+    receipt = k.tx(k.c.settlement.functions.settle(9), "cloud-c")
+    after = balances(k)
+    assert sum(after) == sum(before)
+    ids = k.ids()
+    settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert settled["centres"] == ids and sum(settled["net"]) == 0
+    net = {i: k.c.settlement.functions.netPosition(9, i).call() for i in ids}
+    assert list(net.values()) == settled["net"]
+    expected = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
+    assert net == expected
+    assert [a - b for a, b in zip(after, before)] == [net[i] for i in ids]
+    moved = settled_transfers(k, receipt)
+    assert 0 < len(moved) <= len(ids) - 1
+    assert moved == transfers(net, ids)
+    assert k.c.settlement.functions.settled(9).call() is True
+    reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(9), "hpc-a")
+    assert balances(k) == after
+
+
+def test_settlement_ignores_claims_on_removed_members():
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c"], quorum=1)
+    anchor_all(k, 1, {("hpc-a", "cloud-c"): 40, ("hpc-b", "hpc-a"): 15})
+    k.tx(k.c.consortium.functions.propose(REMOVE, spec("cloud-c", k.accounts["cloud-c"]).as_tuple()), "hpc-a")
+    receipt = k.tx(k.c.settlement.functions.settle(1), "hpc-b")
+    a, b = centre_id("hpc-a"), centre_id("hpc-b")
+    assert settled_transfers(k, receipt) == [(a, b, 15)]
+    assert k.c.settlement.functions.netPosition(1, centre_id("cloud-c")).call() == 0
+
+
+def test_only_settlement_moves_credit_and_it_is_set_once(four):
+    k = four
+    credit = k.c.credit.functions
+    a, b = k.accounts["hpc-a"].address, k.accounts["hpc-b"].address
+    reverts("Unauthorized", k.tx, credit.settleTransfer(a, b, 1), "hpc-a")
+    reverts("SettlementAlreadySet", k.chain.transact, credit.setSettlement(a), k.chain.dev_account)
+    reverts("Unauthorized", k.tx, credit.setSettlement(a), "hpc-a")
+
+
+def test_empty_epoch_settles_without_transfers(four):
+    k = four
+    anchor_all(k, 2, {})
+    receipt = k.tx(k.c.settlement.functions.settle(2), "hpc-a")
+    assert settled_transfers(k, receipt) == []
+    assert balances(k) == [INITIAL] * 4
+
+
+# -- end to end on a real node -----------------------------------------------------------
+
+def test_deploy_anchor_settle_on_anvil(anvil_url):
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=anvil_url)
+    assert k.chain.embedded is False and k.deployment.chain_id == k.chain.chain_id
+    domain = Domain.for_deployment(k.deployment)
+    rec = UsageRecord(b"\x01" * 32, b"\x02" * 32, centre_id("hpc-a"), centre_id("hpc-b"), user_id("bob@hpc-b"),
+                      1, 100, 160, 60_000, 60_000, 1024, 0, 60)
+    leaf = record_leaf(rec, domain)
+    tree = MerkleTree([leaf, b"\x33" * 32, b"\x44" * 32])
+    ul = k.c.usage_ledger.functions
+    k.tx(ul.anchor(1, tree.root, 3, [centre_id("hpc-b")], [60]), "hpc-a")
+    assert ul.verifyRecord(centre_id("hpc-a"), 1, leaf, tree.proof(leaf)).call() is True
+    reverts("AlreadyAnchored", k.tx, ul.anchor(1, tree.root, 3, [], []), "hpc-a")
+    reverts("NotMember", k.tx, ul.anchor(1, tree.root, 3, [], []), k.outsider())
+    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    anchor_all(k, 1, {("hpc-b", "edge-d"): 25, ("cloud-c", "hpc-a"): 10}, skip=("hpc-a",))
+    before = balances(k)
+    receipt = k.tx(k.c.settlement.functions.settle(1), "edge-d")
+    ids = k.ids()
+    net = {i: k.c.settlement.functions.netPosition(1, i).call() for i in ids}
+    assert sum(net.values()) == 0 and sum(balances(k)) == sum(before)
+    assert settled_transfers(k, receipt) == transfers(net, ids)
+    reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(1), "edge-d")

@@ -1,0 +1,82 @@
+"""Netting: pure properties, and agreement with Settlement.sol on a random-ish case."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from web3.logs import DISCARD
+
+from ledger.ids import centre_id
+from ledger.netting import net_positions, transfers
+
+A, B, C, D, E = (centre_id(n) for n in ["a", "b", "c", "d", "e"])
+
+
+def test_worked_example():
+    claims = {(A, B): 100, (A, C): 50, (B, A): 30, (B, D): 70, (D, A): 5}
+    net = net_positions(claims, [A, B, C, D])
+    assert net == {A: 115, B: 0, C: -50, D: -65}
+    assert transfers(net, [A, B, C, D]) == [(C, A, 50), (D, A, 65)]
+
+
+def test_greedy_follows_member_order():
+    net = {A: -30, B: 20, C: -10, D: 20}
+    assert transfers(net, [A, B, C, D]) == [(A, B, 20), (A, D, 10), (C, D, 10)]
+    assert transfers(net, [D, C, B, A]) == [(C, D, 10), (A, D, 10), (A, B, 20)]
+
+
+def test_claims_outside_members_are_ignored():
+    claims = {(A, B): 10, (A, E): 99, (E, B): 7}
+    assert net_positions(claims, [A, B]) == {A: 10, B: -10}
+
+
+def test_bad_input():
+    with pytest.raises(ValueError):
+        net_positions({(A, A): 1}, [A])
+    with pytest.raises(ValueError):
+        net_positions({(A, B): -1}, [A, B])
+    with pytest.raises(ValueError):
+        net_positions({}, [A, A])
+    with pytest.raises(ValueError, match="sum to zero"):
+        transfers({A: 1, B: 0}, [A, B])
+
+
+def test_no_claims_no_transfers():
+    net = net_positions({}, [A, B, C])
+    assert net == {A: 0, B: 0, C: 0} and transfers(net, [A, B, C]) == []
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_nets_settle_fully_in_at_most_n_minus_1_transfers(seed):
+    rng = random.Random(seed)
+    members = [centre_id(f"c{i}") for i in range(rng.randint(2, 12))]
+    claims = {(c, d): rng.randint(0, 1000) for c in members for d in members if c != d and rng.random() < 0.5}
+    net = net_positions(claims, members)
+    assert sum(net.values()) == 0
+    moves = transfers(net, members)
+    assert len(moves) <= len(members) - 1
+    left = dict(net)
+    for debtor, creditor, amount in moves:
+        assert amount > 0 and net[debtor] < 0 < net[creditor]
+        left[debtor] += amount
+        left[creditor] -= amount
+    assert all(v == 0 for v in left.values())
+
+
+def test_python_transfers_equal_the_contract_events():
+    from tests.test_contracts import anchor_all, make_consortium
+
+    names = ["hpc-a", "hpc-b", "cloud-c", "edge-d", "ai-e", "hpc-f"]
+    k = make_consortium(names, quorum=2)
+    rng = random.Random(7)
+    claims = {(c, d): rng.randint(1, 5000) for c in names for d in names if c != d and rng.random() < 0.45}
+    anchor_all(k, 4, claims)
+    receipt = k.tx(k.c.settlement.functions.settle(4), "ai-e")
+    ids = k.ids()
+    events = k.c.settlement.events.SettlementTransfer().process_receipt(receipt, errors=DISCARD)
+    on_chain = [(e["args"]["from"], e["args"]["to"], e["args"]["amount"]) for e in events]
+    net = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
+    assert [k.c.settlement.functions.netPosition(4, i).call() for i in ids] == [net[i] for i in ids]
+    assert on_chain == transfers(net, ids)
+    assert 1 < len(on_chain) <= len(ids) - 1

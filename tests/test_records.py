@@ -1,0 +1,145 @@
+"""EIP-712 usage records and the bytes32 identifiers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from eth_abi import encode
+from eth_account import Account
+from eth_utils import keccak
+
+from ledger.ids import InvalidName, centre_id, centre_name, user_id
+from ledger.records import (
+    Domain,
+    InvalidRecord,
+    InvalidSignature,
+    UsageRecord,
+    record_digest,
+    record_leaf,
+    recover_signer,
+    sign_record,
+    typed_data,
+)
+
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x5FC8d32690cc91D4c39d9d3abcBD16989F875707")
+KEY = Account.from_key("0x" + "42" * 32)
+
+
+def record(**changes) -> UsageRecord:
+    fields = dict(
+        record_id=keccak(text="rec-1"), job_id=keccak(text="job-1"), serving_centre=centre_id("hpc-b"),
+        home_centre=centre_id("hpc-a"), user=user_id("alice@hpc-a"), epoch=3, started_at=1_700_000_000,
+        ended_at=1_700_000_060, cpu_millis=59_000, wall_millis=60_000, max_rss_kib=204_800, gpu_millis=0,
+        price=2**70 + 5,
+    )
+    fields.update(changes)
+    return UsageRecord(**fields)
+
+
+def test_ids_round_trip_and_validate():
+    assert centre_id("hpc-a") == b"hpc-a" + bytes(27)
+    assert centre_name(centre_id("edge-7")) == "edge-7"
+    assert centre_name(centre_id("a" * 32)) == "a" * 32
+    for bad in ["", "HPC", "hpc_a", "a" * 33, "é"]:
+        with pytest.raises(InvalidName):
+            centre_id(bad)
+    for bad in [b"short", b"\xff" * 32, b"hpc a".ljust(32, b"\0"), b"a\0b".ljust(32, b"\0")]:
+        with pytest.raises(InvalidName):
+            centre_name(bad)
+    assert user_id("alice@hpc-a") == keccak(text="alice@hpc-a") and len(user_id("x@y")) == 32
+    with pytest.raises(ValueError):
+        user_id("")
+
+
+def test_digest_matches_a_hand_computed_eip712_hash():
+    rec = record()
+    type_hash = keccak(text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
+                            "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
+                            "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint256 price)")
+    struct_hash = keccak(encode(
+        ["bytes32"] * 6 + ["uint64"] * 7 + ["uint256"],
+        [type_hash, rec.record_id, rec.job_id, rec.serving_centre, rec.home_centre, rec.user, rec.epoch,
+         rec.started_at, rec.ended_at, rec.cpu_millis, rec.wall_millis, rec.max_rss_kib, rec.gpu_millis, rec.price],
+    ))
+    domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
+    separator = keccak(encode(
+        ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+        [domain_type, keccak(text="xcentre"), keccak(text="1"), 31337, DOMAIN.verifying_contract],
+    ))
+    digest = keccak(b"\x19\x01" + separator + struct_hash)
+    assert record_digest(rec, DOMAIN) == digest
+    assert record_leaf(rec, DOMAIN) == keccak(keccak(digest))
+    assert typed_data(rec, DOMAIN)["domain"]["name"] == "xcentre"
+
+
+def test_sign_and_recover():
+    rec = record()
+    sig = sign_record(rec, DOMAIN, KEY.key)
+    assert len(sig) == 65
+    assert recover_signer(rec, DOMAIN, sig) == KEY.address
+    assert sign_record(rec, DOMAIN, KEY) == sig  # a LocalAccount works too
+    assert recover_signer(rec, DOMAIN.as_dict(), sig) == KEY.address
+
+
+def test_tampering_or_another_domain_changes_the_signer():
+    rec = record()
+    sig = sign_record(rec, DOMAIN, KEY.key)
+    assert recover_signer(record(price=rec.price + 1), DOMAIN, sig) != KEY.address
+    other_chain = Domain(chain_id=1, verifying_contract=DOMAIN.verifying_contract)
+    other_ledger = Domain(chain_id=31337, verifying_contract="0x" + "11" * 20)
+    assert recover_signer(rec, other_chain, sig) != KEY.address
+    assert recover_signer(rec, other_ledger, sig) != KEY.address
+    assert len({record_digest(rec, d) for d in (DOMAIN, other_chain, other_ledger)}) == 3
+
+
+def test_malformed_signature_is_rejected():
+    with pytest.raises(InvalidSignature):
+        recover_signer(record(), DOMAIN, b"\x00" * 64)
+    with pytest.raises(InvalidSignature):
+        recover_signer(record(), DOMAIN, b"\x00" * 64 + b"\x05")
+
+
+def test_json_round_trip_uses_hex_strings():
+    rec = record()
+    text = rec.to_json()
+    data = json.loads(text)
+    assert data["serving_centre"] == "0x" + centre_id("hpc-b").hex() and data["price"] == 2**70 + 5
+    assert UsageRecord.from_json(text) == rec
+    assert UsageRecord.from_json(data) == rec
+    assert UsageRecord.from_dict(rec.to_dict()) == rec
+
+
+@pytest.mark.parametrize("changes", [
+    {"record_id": b"short"}, {"user": "0x" + "00" * 32}, {"epoch": -1}, {"cpu_millis": 2**64},
+    {"price": 2**256}, {"gpu_millis": 1.5}, {"wall_millis": True}, {"ended_at": 1},
+])
+def test_invalid_fields_raise(changes):
+    with pytest.raises(InvalidRecord):
+        record(**changes)
+
+
+@pytest.mark.parametrize("mutate", [
+    lambda d: d.pop("price"), lambda d: d.update(extra=1), lambda d: d.update(job_id="abc"),
+    lambda d: d.update(job_id="0xzz"), lambda d: d.update(epoch="3"),
+])
+def test_malformed_json_raises(mutate):
+    data = record().to_dict()
+    mutate(data)
+    with pytest.raises(InvalidRecord):
+        UsageRecord.from_json(json.dumps(data))
+    with pytest.raises(InvalidRecord):
+        UsageRecord.from_json("{not json")
+
+
+def test_domain_for_deployment_and_validation():
+    from ledger.deploy import Deployment
+
+    dep = Deployment(5, "0x" + "01" * 20, "0x" + "02" * 20, "0x" + "03" * 20, "0x" + "04" * 20, 0)
+    d = Domain.for_deployment(dep)
+    assert d.chain_id == 5 and d.verifying_contract.lower() == "0x" + "02" * 20
+    assert record_digest(record(), dep) == record_digest(record(), d)
+    with pytest.raises(ValueError):
+        Domain(chain_id=0, verifying_contract=DOMAIN.verifying_contract)
+    with pytest.raises(ValueError):
+        Domain(chain_id=1, verifying_contract="nope")
