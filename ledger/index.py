@@ -1,0 +1,634 @@
+"""Local index of a consortium's chain events, so gateways never read the chain on the hot path.
+
+`EventIndex.sync()` fetches the logs of the deployment's contracts from the last
+indexed block + 1 up to the head, in block windows, decodes them with the contract
+ABIs and applies them in (block, log index) order to SQLite tables: members (current
+state), proposals and votes, anchors and their claims, settlements and their
+transfers. The last indexed block (and its hash) is written in the same transaction
+as the rows of its window, so a crash or a second sync never duplicates or loses an
+event, and a new EventIndex on the same file resumes where the last one stopped.
+
+The stored block hash also guards against pointing an old index file at another
+chain that reuses the same addresses (a fresh embedded chain does): that raises
+IndexMismatch instead of silently mixing two histories. Chain reorganisations are
+not handled; use `confirmations` on chains without instant finality (Besu QBFT and
+anvil/eth-tester are final at once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+
+from ledger.chain import Chain
+from ledger.deploy import Deployment, Prices, bind
+from ledger.ids import centre_id
+
+DEFAULT_WINDOW = 2_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    block      INTEGER NOT NULL,
+    log_index  INTEGER NOT NULL,
+    tx_hash    TEXT    NOT NULL,
+    contract   TEXT    NOT NULL,
+    event      TEXT    NOT NULL,
+    args       TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+CREATE TABLE IF NOT EXISTS members (
+    id            BLOB PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    account       TEXT    NOT NULL,
+    gateway_url   TEXT    NOT NULL,
+    token_key     BLOB    NOT NULL,
+    per_cpu_second TEXT   NOT NULL,
+    per_gpu_second TEXT   NOT NULL,
+    per_gib_hour   TEXT   NOT NULL,
+    active        INTEGER NOT NULL,
+    admitted_block INTEGER NOT NULL,
+    admitted_log   INTEGER NOT NULL,
+    updated_block  INTEGER NOT NULL,
+    removed_block  INTEGER
+);
+CREATE TABLE IF NOT EXISTS proposals (
+    id         INTEGER PRIMARY KEY,
+    action     INTEGER NOT NULL,
+    member_id  BLOB    NOT NULL,
+    proposer   BLOB    NOT NULL,
+    executed   INTEGER NOT NULL DEFAULT 0,
+    block      INTEGER NOT NULL,
+    tx_hash    TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    proposal_id INTEGER NOT NULL,
+    voter       BLOB    NOT NULL,
+    block       INTEGER NOT NULL,
+    PRIMARY KEY (proposal_id, voter)
+);
+CREATE TABLE IF NOT EXISTS anchors (
+    centre       BLOB    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    root         BLOB    NOT NULL,
+    record_count INTEGER NOT NULL,
+    tx_hash      TEXT    NOT NULL,
+    block        INTEGER NOT NULL,
+    log_index    INTEGER NOT NULL,
+    PRIMARY KEY (centre, epoch)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    epoch    INTEGER NOT NULL,
+    creditor BLOB    NOT NULL,
+    debtor   BLOB    NOT NULL,
+    position INTEGER NOT NULL,
+    amount   TEXT    NOT NULL,
+    PRIMARY KEY (epoch, creditor, debtor)
+);
+CREATE TABLE IF NOT EXISTS settlements (
+    epoch    INTEGER PRIMARY KEY,
+    tx_hash  TEXT    NOT NULL,
+    block    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS net_positions (
+    epoch    INTEGER NOT NULL,
+    centre   BLOB    NOT NULL,
+    position INTEGER NOT NULL,
+    net      TEXT    NOT NULL,
+    PRIMARY KEY (epoch, centre)
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    epoch     INTEGER NOT NULL,
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    debtor    BLOB    NOT NULL,
+    creditor  BLOB    NOT NULL,
+    amount    TEXT    NOT NULL,
+    tx_hash   TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+CREATE INDEX IF NOT EXISTS transfers_epoch ON transfers (epoch, block, log_index);
+CREATE INDEX IF NOT EXISTS anchors_epoch ON anchors (epoch, block, log_index);
+"""
+
+
+class EventIndexError(Exception):
+    """Base of the event index's errors."""
+
+
+class IndexMismatch(EventIndexError):
+    """The index file belongs to another deployment or another chain history."""
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member centre as the chain last described it."""
+
+    id: bytes
+    name: str
+    account: str
+    gateway_url: str
+    token_key: bytes
+    prices: Prices
+    active: bool
+
+
+@dataclass(frozen=True)
+class AnchorInfo:
+    """One centre's anchored epoch: Merkle root, record count and claims on debtors."""
+
+    centre: bytes
+    epoch: int
+    root: bytes
+    record_count: int
+    claims: dict[bytes, int]  # debtor id -> amount, in anchoring order
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class SettlementInfo:
+    """A settled epoch: net positions in netting order and the transfers made."""
+
+    epoch: int
+    net: dict[bytes, int]  # centre id -> net (positive: it was owed)
+    transfers: list[tuple[bytes, bytes, int]]  # (debtor, creditor, amount) in order
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """A governance proposal and who voted for it."""
+
+    id: int
+    action: int  # 0 admit, 1 remove
+    member_id: bytes
+    proposer: bytes
+    voters: list[bytes] = field(default_factory=list)
+    executed: bool = False
+    block: int = 0
+
+
+def _hex(value: Any) -> str:
+    return HexBytes(value).to_0x_hex()
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of decoded event args (bytes -> 0x hex, big ints stay ints)."""
+    if isinstance(value, (bytes, bytearray)):
+        return "0x" + bytes(value).hex()
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _prices(p: Any) -> Prices:
+    if hasattr(p, "items"):
+        return Prices(int(p["perCpuSecond"]), int(p["perGpuSecond"]), int(p["perGibHour"]))
+    return Prices.from_tuple(p)
+
+
+class EventIndex:
+    """SQLite index of one deployment's events; reads are safe from any thread."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        chain: Chain,
+        deployment: Deployment,
+        *,
+        window: int = DEFAULT_WINDOW,
+        confirmations: int = 0,
+    ) -> None:
+        if window < 1:
+            raise ValueError("window must be >= 1 block")
+        if confirmations < 0:
+            raise ValueError("confirmations must be >= 0")
+        self.path = str(path)
+        self.chain = chain
+        self.deployment = deployment
+        self.window = window
+        self.confirmations = confirmations
+        contracts = bind(chain, deployment)
+        sources = {
+            "Consortium": contracts.consortium,
+            "UsageLedger": contracts.usage_ledger,
+            "Settlement": contracts.settlement,
+        }
+        self._addresses = [to_checksum_address(c.address) for c in sources.values()]
+        # (address, topic0) -> (contract name, event object able to decode the log)
+        self._decoders: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        for name, contract in sources.items():
+            for event in contract.events:
+                topic = bytes(HexBytes(event.topic))
+                self._decoders[(contract.address.lower(), topic)] = (name, event())
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.RLock()  # guards the connection
+        self._sync_lock = threading.Lock()  # one sync at a time
+        self._check_deployment()
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+        self.last_error: BaseException | None = None
+
+    # -- bookkeeping ------------------------------------------------------------
+
+    def _meta(self, key: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def _check_deployment(self) -> None:
+        ident = json.dumps(
+            {
+                "chain_id": self.deployment.chain_id,
+                "consortium": self.deployment.consortium.lower(),
+                "usage_ledger": self.deployment.usage_ledger.lower(),
+                "settlement": self.deployment.settlement.lower(),
+            },
+            sort_keys=True,
+        )
+        with self._lock:
+            stored = self._meta("deployment")
+            if stored is None:
+                self._db.execute("INSERT INTO meta (key, value) VALUES ('deployment', ?)", (ident,))
+            elif stored != ident:
+                raise IndexMismatch(f"{self.path} indexes another deployment: {stored}")
+
+    @property
+    def last_block(self) -> int:
+        """The last block whose events are in the index (start_block - 1 before any sync)."""
+        value = self._meta("last_block")
+        return int(value) if value is not None else self.deployment.start_block - 1
+
+    # -- syncing ----------------------------------------------------------------
+
+    def sync(self) -> int:
+        """Indexes every new event up to the head (minus confirmations); returns how many."""
+        with self._sync_lock:
+            w3 = self.chain.w3
+            last = self.last_block
+            self._check_history(last)
+            head = w3.eth.block_number - self.confirmations
+            applied = 0
+            start = last + 1
+            while start <= head:
+                end = min(start + self.window - 1, head)
+                # camelCase keys: web3 8 passes the filter through unchanged and anvil
+                # rejects "from_block" (eth-tester accepts both).
+                logs = w3.eth.get_logs(
+                    {"address": self._addresses, "fromBlock": start, "toBlock": end}
+                )
+                end_hash = _hex(w3.eth.get_block(end)["hash"])
+                applied += self._apply_window(logs, end, end_hash)
+                start = end + 1
+            return applied
+
+    def _check_history(self, last: int) -> None:
+        stored = self._meta("last_block_hash")
+        if stored is None:
+            return
+        try:
+            actual = _hex(self.chain.w3.eth.get_block(last)["hash"])
+        except Exception as exc:  # the chain is shorter than the index
+            raise IndexMismatch(
+                f"{self.path} has indexed block {last}, which this chain does not have"
+            ) from exc
+        if actual != stored:
+            raise IndexMismatch(
+                f"{self.path} was built from another chain history (block {last} hash differs)"
+            )
+
+    def _apply_window(self, logs: list, end: int, end_hash: str) -> int:
+        decoded = []
+        for log in logs:
+            key = (str(log["address"]).lower(), bytes(log["topics"][0]) if log["topics"] else b"")
+            if key not in self._decoders:
+                continue  # an event this index does not keep (e.g. from a future ABI)
+            contract, event = self._decoders[key]
+            decoded.append((contract, event.process_log(log)))
+        decoded.sort(key=lambda item: (item[1]["blockNumber"], item[1]["logIndex"]))
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                applied = 0
+                last_vote: tuple[str, int] | None = None
+                for contract, ev in decoded:
+                    block, log_index = int(ev["blockNumber"]), int(ev["logIndex"])
+                    tx = _hex(ev["transactionHash"])
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                        (block, log_index, tx, contract, ev["event"],
+                         json.dumps(_plain(dict(ev["args"])), sort_keys=True)),
+                    )
+                    if cur.rowcount == 0:
+                        continue  # already applied
+                    applied += 1
+                    last_vote = self._apply(ev, block, log_index, tx, last_vote)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_block', ?)", (str(end),)
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_block_hash', ?)",
+                    (end_hash,),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return applied
+
+    def _apply(
+        self, ev: Any, block: int, log_index: int, tx: str, last_vote: tuple[str, int] | None
+    ) -> tuple[str, int] | None:
+        a = ev["args"]
+        name = ev["event"]
+        db = self._db
+        if name == "MemberAdmitted":
+            p = _prices(a["prices"])
+            db.execute(
+                "INSERT OR REPLACE INTO members VALUES (?,?,?,?,?,?,?,?,1,?,?,?,NULL)",
+                (bytes(a["id"]), a["name"], to_checksum_address(a["account"]), a["gatewayUrl"],
+                 bytes(a["tokenKey"]), str(p.per_cpu_second), str(p.per_gpu_second),
+                 str(p.per_gib_hour), block, log_index, block),
+            )
+            self._mark_executed(last_vote, tx, bytes(a["id"]), 0)
+        elif name == "MemberRemoved":
+            db.execute(
+                "UPDATE members SET active = 0, removed_block = ?, updated_block = ? WHERE id = ?",
+                (block, block, bytes(a["id"])),
+            )
+            self._mark_executed(last_vote, tx, bytes(a["id"]), 1)
+        elif name == "MemberUpdated":
+            p = _prices(a["prices"])
+            db.execute(
+                "UPDATE members SET gateway_url = ?, token_key = ?, per_cpu_second = ?,"
+                " per_gpu_second = ?, per_gib_hour = ?, updated_block = ? WHERE id = ?",
+                (a["gatewayUrl"], bytes(a["tokenKey"]), str(p.per_cpu_second),
+                 str(p.per_gpu_second), str(p.per_gib_hour), block, bytes(a["id"])),
+            )
+        elif name == "ProposalCreated":
+            db.execute(
+                "INSERT OR REPLACE INTO proposals VALUES (?,?,?,?,0,?,?)",
+                (int(a["proposalId"]), int(a["action"]), bytes(a["memberId"]),
+                 bytes(a["proposer"]), block, tx),
+            )
+        elif name == "Voted":
+            db.execute(
+                "INSERT OR IGNORE INTO votes VALUES (?,?,?)",
+                (int(a["proposalId"]), bytes(a["voter"]), block),
+            )
+            return (tx, int(a["proposalId"]))
+        elif name == "EpochAnchored":
+            centre, epoch = bytes(a["centre"]), int(a["epoch"])
+            db.execute(
+                "INSERT OR REPLACE INTO anchors VALUES (?,?,?,?,?,?,?)",
+                (centre, epoch, bytes(a["root"]), int(a["recordCount"]), tx, block, log_index),
+            )
+            for pos, (debtor, amount) in enumerate(zip(a["debtors"], a["amounts"])):
+                db.execute(
+                    "INSERT OR REPLACE INTO claims VALUES (?,?,?,?,?)",
+                    (epoch, centre, bytes(debtor), pos, str(int(amount))),
+                )
+        elif name == "EpochSettled":
+            epoch = int(a["epoch"])
+            db.execute("INSERT OR REPLACE INTO settlements VALUES (?,?,?)", (epoch, tx, block))
+            for pos, (centre, net) in enumerate(zip(a["centres"], a["net"])):
+                db.execute(
+                    "INSERT OR REPLACE INTO net_positions VALUES (?,?,?,?)",
+                    (epoch, bytes(centre), pos, str(int(net))),
+                )
+        elif name == "SettlementTransfer":
+            db.execute(
+                "INSERT OR IGNORE INTO transfers VALUES (?,?,?,?,?,?,?)",
+                (int(a["epoch"]), block, log_index, bytes(a["from"]), bytes(a["to"]),
+                 str(int(a["amount"])), tx),
+            )
+        return last_vote
+
+    def _mark_executed(
+        self, last_vote: tuple[str, int] | None, tx: str, member_id: bytes, action: int
+    ) -> None:
+        # A proposal executes inside the transaction of its deciding vote.
+        if last_vote is None or last_vote[0] != tx:
+            return
+        self._db.execute(
+            "UPDATE proposals SET executed = 1 WHERE id = ? AND member_id = ? AND action = ?",
+            (last_vote[1], member_id, action),
+        )
+
+    # -- following --------------------------------------------------------------
+
+    def follow(
+        self, interval: float = 1.0, on_error: Callable[[BaseException], None] | None = None
+    ) -> None:
+        """Syncs every `interval` seconds in a daemon thread until stop().
+
+        Errors (node unreachable …) do not end the thread: they are kept in
+        `last_error` and passed to `on_error`, and the next round tries again.
+        """
+        if self._follower is not None and self._follower.is_alive():
+            return
+        self._stop.clear()
+        self._follower = threading.Thread(
+            target=self._follow, args=(interval, on_error), name="xcentre-index", daemon=True
+        )
+        self._follower.start()
+
+    def _follow(self, interval: float, on_error: Callable[[BaseException], None] | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+                self.last_error = None
+            except Exception as exc:
+                self.last_error = exc
+                if on_error is not None:
+                    on_error(exc)
+            self._stop.wait(interval)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stops the follower thread (a sync in progress finishes first)."""
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout)
+            self._follower = None
+
+    def close(self) -> None:
+        """Stops following and closes the database."""
+        self.stop()
+        with self._lock:
+            self._db.close()
+
+    # -- queries ----------------------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        """Active members in admission order (the contract's netting order)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM members WHERE active = 1 ORDER BY admitted_block, admitted_log"
+            ).fetchall()
+        return [_member(r) for r in rows]
+
+    def member(self, id_or_name: bytes | str) -> MemberInfo | None:
+        """A member by bytes32 id or name, also a removed one (active=False); None if unknown."""
+        key = _centre_key(id_or_name)
+        if key is None:
+            return None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM members WHERE id = ?", (key,)).fetchone()
+        return _member(row) if row else None
+
+    def member_by_account(self, account: str) -> MemberInfo | None:
+        """The active member whose chain account is `account`, or None."""
+        try:
+            account = to_checksum_address(account)
+        except (TypeError, ValueError):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT * FROM members WHERE account = ? AND active = 1", (account,)
+            ).fetchone()
+        return _member(row) if row else None
+
+    def token_key(self, centre: str | bytes) -> bytes | None:
+        """The token-signing key of an active member; None for unknown or removed centres.
+
+        Shaped for auth.tokens.verify_token(key_for=index.token_key).
+        """
+        m = self.member(centre)
+        return m.token_key if m is not None and m.active else None
+
+    def anchor(self, centre: bytes | str, epoch: int) -> AnchorInfo | None:
+        """What `centre` anchored for `epoch`, or None."""
+        key = _centre_key(centre)
+        if key is None:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT centre, epoch, root, record_count, tx_hash, block FROM anchors"
+                " WHERE centre = ? AND epoch = ?",
+                (key, int(epoch)),
+            ).fetchone()
+            return self._anchor(row) if row else None
+
+    def anchors(self, epoch: int) -> list[AnchorInfo]:
+        """Every anchor of `epoch`, in chain order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT centre, epoch, root, record_count, tx_hash, block FROM anchors"
+                " WHERE epoch = ? ORDER BY block, log_index",
+                (int(epoch),),
+            ).fetchall()
+            return [self._anchor(r) for r in rows]
+
+    def _anchor(self, row: tuple) -> AnchorInfo:
+        claims = self._db.execute(
+            "SELECT debtor, amount FROM claims WHERE epoch = ? AND creditor = ? ORDER BY position",
+            (row[1], row[0]),
+        ).fetchall()
+        return AnchorInfo(
+            centre=bytes(row[0]),
+            epoch=int(row[1]),
+            root=bytes(row[2]),
+            record_count=int(row[3]),
+            claims={bytes(d): int(a) for d, a in claims},
+            tx_hash=row[4],
+            block=int(row[5]),
+        )
+
+    def settlement(self, epoch: int) -> SettlementInfo | None:
+        """The settlement of `epoch`, or None if it is not settled (or not indexed yet)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT tx_hash, block FROM settlements WHERE epoch = ?", (int(epoch),)
+            ).fetchone()
+            if row is None:
+                return None
+            net = self._db.execute(
+                "SELECT centre, net FROM net_positions WHERE epoch = ? ORDER BY position",
+                (int(epoch),),
+            ).fetchall()
+            transfers = self._db.execute(
+                "SELECT debtor, creditor, amount FROM transfers WHERE epoch = ?"
+                " ORDER BY block, log_index",
+                (int(epoch),),
+            ).fetchall()
+        return SettlementInfo(
+            epoch=int(epoch),
+            net={bytes(c): int(n) for c, n in net},
+            transfers=[(bytes(d), bytes(c), int(a)) for d, c, a in transfers],
+            tx_hash=row[0],
+            block=int(row[1]),
+        )
+
+    def proposals(self, open_only: bool = False) -> list[ProposalInfo]:
+        """Governance proposals in id order (only those not executed yet if open_only)."""
+        sql = "SELECT id, action, member_id, proposer, executed, block FROM proposals"
+        if open_only:
+            sql += " WHERE executed = 0"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id").fetchall()
+            result = []
+            for r in rows:
+                voters = self._db.execute(
+                    "SELECT voter FROM votes WHERE proposal_id = ? ORDER BY block, rowid", (r[0],)
+                ).fetchall()
+                result.append(
+                    ProposalInfo(
+                        id=int(r[0]), action=int(r[1]), member_id=bytes(r[2]),
+                        proposer=bytes(r[3]), voters=[bytes(v[0]) for v in voters],
+                        executed=bool(r[4]), block=int(r[5]),
+                    )
+                )
+        return result
+
+
+def _centre_key(id_or_name: bytes | str) -> bytes | None:
+    """bytes32 id for an id or a name; None when it cannot name a centre."""
+    if isinstance(id_or_name, (bytes, bytearray)):
+        return bytes(id_or_name) if len(id_or_name) == 32 else None
+    if isinstance(id_or_name, str):
+        try:
+            return centre_id(id_or_name)
+        except ValueError:
+            return None
+    return None
+
+
+def _member(row: tuple) -> MemberInfo:
+    return MemberInfo(
+        id=bytes(row[0]),
+        name=row[1],
+        account=row[2],
+        gateway_url=row[3],
+        token_key=bytes(row[4]),
+        prices=Prices(int(row[5]), int(row[6]), int(row[7])),
+        active=bool(row[8]),
+    )
+
+
+__all__ = [
+    "AnchorInfo",
+    "EventIndex",
+    "EventIndexError",
+    "IndexMismatch",
+    "MemberInfo",
+    "ProposalInfo",
+    "SettlementInfo",
+]

@@ -1,0 +1,266 @@
+"""An auditor recomputes an epoch from the signed records and the chain, and catches tampering."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ledger.audit import AuditReport, verify_epoch
+from ledger.chain import Chain, connect
+from ledger.deploy import Deployment, MemberSpec, Prices, bind, deploy_consortium
+from ledger.ids import centre_id, user_id
+from ledger.merkle import MerkleTree
+from ledger.records import Domain, UsageRecord, record_leaf, sign_record
+
+NAMES = ("hpc-a", "hpc-b", "hpc-c")
+A, B, C = (centre_id(n) for n in NAMES)
+EPOCH = 1
+
+
+@dataclass
+class Books:
+    chain: Chain
+    deployment: Deployment
+    domain: Domain
+    keys: dict[bytes, LocalAccount]
+    records: dict[bytes, list[tuple[UsageRecord, bytes]]]
+
+
+def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH) -> UsageRecord:
+    return UsageRecord(
+        record_id=n.to_bytes(32, "big"),
+        job_id=(1000 + n).to_bytes(32, "big"),
+        serving_centre=serving,
+        home_centre=home,
+        user=user_id(f"user{n}@{home.rstrip(bytes(1)).decode()}"),
+        epoch=epoch,
+        started_at=1_700_000_000 + n,
+        ended_at=1_700_000_060 + n,
+        cpu_millis=60_000,
+        wall_millis=60_000,
+        max_rss_kib=1024,
+        gpu_millis=0,
+        price=price,
+    )
+
+
+def _anchor(chain: Chain, deployment: Deployment, domain: Domain, key: LocalAccount, centre: bytes,
+            epoch: int, signed: list[tuple[UsageRecord, bytes]]) -> None:
+    sums: dict[bytes, int] = {}
+    for rec, _ in signed:
+        if rec.home_centre != centre:
+            sums[rec.home_centre] = sums.get(rec.home_centre, 0) + rec.price
+    root = MerkleTree(record_leaf(r, domain) for r, _ in signed).root
+    ledger = bind(chain, deployment).usage_ledger
+    chain.transact(ledger.functions.anchor(epoch, root, len(signed), list(sums), list(sums.values())), key)
+
+
+@pytest.fixture(scope="module")
+def books() -> Books:
+    """Epoch 1: hpc-a serves b, b, c and one of its own users; hpc-b serves a twice;
+    hpc-c serves a once. Every centre anchors, then the epoch is settled."""
+    chain = connect("embedded")
+    keys = {centre_id(n): Account.create() for n in NAMES}
+    for acct in keys.values():
+        chain.fund(acct.address, 10**19)
+    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+             for i, n in enumerate(NAMES)]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
+    domain = Domain.for_deployment(deployment)
+    plan = {
+        A: [(1, B, 40), (2, B, 15), (3, C, 25), (4, A, 99)],
+        B: [(5, A, 30), (6, A, 12)],
+        C: [(7, A, 8)],
+    }
+    records = {}
+    for centre, rows in plan.items():
+        signed = []
+        for n, home, price in rows:
+            rec = _record(n, centre, home, price)
+            signed.append((rec, sign_record(rec, domain, keys[centre])))
+        records[centre] = signed
+        _anchor(chain, deployment, domain, keys[centre], centre, EPOCH, signed)
+    chain.transact(bind(chain, deployment).settlement.functions.settle(EPOCH), keys[A])
+    return Books(chain, deployment, domain, keys, records)
+
+
+def _audit(books: Books, records=None, epoch: int = EPOCH) -> AuditReport:
+    return verify_epoch(epoch, records if records is not None else books.records, books.chain,
+                        books.deployment, books.domain)
+
+
+def _copy(books: Books) -> dict[bytes, list]:
+    return {c: list(items) for c, items in books.records.items()}
+
+
+def _has(report: AuditReport, *fragments: str) -> bool:
+    return any(all(f in line for f in fragments) for line in report.findings)
+
+
+def test_clean_epoch_passes(books):
+    report = _audit(books)
+    assert report.ok, report.findings
+    assert report.findings == [] and report.settled
+    a = report.totals["hpc-a"]
+    assert (a.records, a.amount) == (4, 40 + 15 + 25 + 99)
+    assert a.claims == a.anchored_claims == {"hpc-b": 55, "hpc-c": 25}
+    assert report.totals["hpc-b"].claims == {"hpc-a": 42}
+    # a is owed 55 + 25 and owes 42 + 8: net +30; b: 42 - 55 = -13; c: 8 - 25 = -17
+    assert report.net == {"hpc-a": 30, "hpc-b": -13, "hpc-c": -17}
+    assert {n: t.net for n, t in report.totals.items()} == report.net
+    assert report.transfers == [("hpc-b", "hpc-a", 13), ("hpc-c", "hpc-a", 17)]
+    assert report.to_dict()["totals"]["hpc-c"]["records"] == 1
+
+
+def test_records_may_be_keyed_by_name(books):
+    by_name = {"hpc-a": books.records[A], "hpc-b": books.records[B], "hpc-c": books.records[C]}
+    assert _audit(books, by_name).ok
+
+
+def test_changed_price_is_detected(books):
+    records = _copy(books)
+    rec, sig = records[A][0]
+    records[A][0] = (dataclasses.replace(rec, price=rec.price + 100), sig)
+    report = _audit(books, records)
+    rid = "0x" + rec.record_id.hex()
+    assert not report.ok
+    assert _has(report, "hpc-a", rid, "signature does not recover to hpc-a's account")
+    assert _has(report, "hpc-a", "Merkle root")
+    assert _has(report, "hpc-a", "claim on hpc-b is 155 by the records but 55 anchored")
+    assert not _has(report, "hpc-b:") and not _has(report, "hpc-c:")
+
+
+def test_dropped_record_is_detected(books):
+    records = _copy(books)
+    del records[B][1]
+    report = _audit(books, records)
+    assert _has(report, "hpc-b: 1 records supplied, 2 anchored")
+    assert _has(report, "hpc-b", "Merkle root")
+    assert _has(report, "hpc-b: claim on hpc-a is 30 by the records but 42 anchored")
+
+
+def test_added_record_is_detected(books):
+    records = _copy(books)
+    extra = _record(8, C, B, 5)  # genuinely signed by hpc-c, but never anchored
+    records[C].append((extra, sign_record(extra, books.domain, books.keys[C])))
+    report = _audit(books, records)
+    assert _has(report, "hpc-c: 2 records supplied, 1 anchored")
+    assert _has(report, "hpc-c", "Merkle root")
+    assert _has(report, "hpc-c: claim on hpc-b is 5 by the records but 0 anchored")
+    assert not _has(report, "signature")
+
+
+def test_signature_from_another_key_is_detected(books):
+    records = _copy(books)
+    rec, _ = records[C][0]
+    records[C][0] = (rec, sign_record(rec, books.domain, books.keys[B]))
+    report = _audit(books, records)
+    rid = "0x" + rec.record_id.hex()
+    assert report.findings == [
+        f"hpc-c: record {rid} signature does not recover to hpc-c's account "
+        f"(recovers to {books.keys[B].address})"
+    ]
+
+
+def test_malformed_signature_is_detected(books):
+    records = _copy(books)
+    rec, sig = records[C][0]
+    records[C][0] = (rec, sig[:64])
+    report = _audit(books, records)
+    assert _has(report, "hpc-c", "malformed signature")
+
+
+def test_record_of_another_epoch_is_detected(books):
+    records = _copy(books)
+    rec, _ = records[B][0]
+    moved = dataclasses.replace(rec, epoch=EPOCH + 1)
+    records[B][0] = (moved, sign_record(moved, books.domain, books.keys[B]))
+    report = _audit(books, records)
+    assert _has(report, "hpc-b: record 0x" + rec.record_id.hex(), f"is for epoch {EPOCH + 1}, not {EPOCH}")
+    assert _has(report, "hpc-b", "Merkle root")  # its leaf changed too
+
+
+def test_duplicate_and_misfiled_records_are_detected(books):
+    records = _copy(books)
+    records[B].append(records[B][0])  # the same record twice
+    records[C].append(records[A][1])  # hpc-a's record filed under hpc-c
+    report = _audit(books, records)
+    rid_b = "0x" + records[B][0][0].record_id.hex()
+    rid_a = "0x" + records[A][1][0].record_id.hex()
+    assert _has(report, "hpc-b", rid_b, "appears more than once")
+    assert _has(report, "hpc-b: 3 records supplied, 2 anchored")
+    assert _has(report, "hpc-c", rid_a, "names hpc-a as serving centre")
+    assert _has(report, "hpc-c", rid_a, "signature does not recover to hpc-c's account")
+
+
+def test_missing_centre_and_unknown_centre_are_detected(books):
+    records = _copy(books)
+    del records[C]
+    stranger = centre_id("hpc-x")
+    rec = _record(9, stranger, A, 1)
+    records[stranger] = [(rec, sign_record(rec, books.domain, Account.create()))]
+    report = _audit(books, records)
+    assert _has(report, "hpc-c: anchored 1 records for epoch 1, but none were supplied")
+    assert _has(report, "hpc-x: not a member")
+
+
+def test_unsettled_epoch_is_reported_not_failed(books):
+    epoch = 2
+    records = {}
+    for centre in (A, B, C):
+        rec = _record(100 + centre[4], centre, B if centre != B else A, 3, epoch=epoch)
+        signed = [(rec, sign_record(rec, books.domain, books.keys[centre]))]
+        _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, signed)
+        records[centre] = signed
+    report = _audit(books, records, epoch=epoch)
+    assert report.ok, report.findings
+    assert not report.settled and report.net == {} and report.transfers == []
+    assert f"epoch {epoch} is not settled" in report.notes
+    assert all(t.net is None for t in report.totals.values())
+
+
+def test_unanchored_epoch_with_records_is_a_finding(books):
+    rec = _record(200, A, B, 1, epoch=9)
+    report = _audit(books, {A: [(rec, sign_record(rec, books.domain, books.keys[A]))]}, epoch=9)
+    assert _has(report, "hpc-a: 1 records supplied, but epoch 9 is not anchored")
+    assert "hpc-b has not anchored epoch 9" in report.notes
+
+
+def test_bad_arguments_are_refused(books):
+    with pytest.raises(ValueError):
+        _audit(books, {"Not A Centre": []})
+    with pytest.raises(ValueError):
+        _audit(books, {}, epoch=-1)
+
+
+def test_audit_over_json_rpc(anvil_url):
+    """Same audit against a real node (anvil): reads and revert mapping over JSON-RPC."""
+    chain = connect(anvil_url)
+    keys = {centre_id(n): Account.create() for n in ("aud-a", "aud-b")}
+    for acct in keys.values():
+        chain.fund(acct.address, 10**19)
+    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+             for i, n in enumerate(("aud-a", "aud-b"))]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
+    domain = Domain.for_deployment(deployment)
+    x, y = keys
+    records = {}
+    for n, (serving, home) in enumerate([(x, y), (y, x)]):
+        rec = _record(n, serving, home, 10 + n)
+        records[serving] = [(rec, sign_record(rec, domain, keys[serving]))]
+        _anchor(chain, deployment, domain, keys[serving], serving, EPOCH, records[serving])
+    chain.transact(bind(chain, deployment).settlement.functions.settle(EPOCH), keys[x])
+
+    report = verify_epoch(EPOCH, records, chain, deployment)
+    assert report.ok, report.findings
+    assert report.net == {"aud-a": -1, "aud-b": 1}
+    stranger = centre_id("aud-z")
+    rec = _record(5, stranger, x, 1)
+    report = verify_epoch(EPOCH, {**records, stranger: [(rec, sign_record(rec, domain, Account.create()))]},
+                          chain, deployment)
+    assert report.findings == ["aud-z: not a member of the consortium, yet records are supplied for it",
+                               "aud-z: 1 records supplied, but epoch 1 is not anchored"]

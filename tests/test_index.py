@@ -1,0 +1,241 @@
+"""The event index mirrors governance, anchors and settlements from the chain."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from dataclasses import dataclass
+
+import pytest
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+
+from ledger.chain import Chain, connect
+from ledger.deploy import Contracts, Deployment, MemberSpec, Prices, bind, deploy_consortium
+from ledger.ids import centre_id
+from ledger.index import EventIndex, IndexMismatch
+from ledger.netting import net_positions, transfers
+
+A, B, C, D = (centre_id(n) for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d"))
+
+
+@dataclass
+class World:
+    chain: Chain
+    deployment: Deployment
+    contracts: Contracts
+    accounts: dict[str, LocalAccount]
+    specs: dict[str, MemberSpec]
+
+
+def _spec(name: str, account: LocalAccount, n: int) -> MemberSpec:
+    return MemberSpec(name, account.address, f"https://{name}.example", bytes([n]) * 32, Prices(n, 10 * n, 100 * n))
+
+
+@pytest.fixture(scope="module")
+def world() -> World:
+    """Three genesis centres (quorum 2); hpc-d admitted and hpc-c removed by vote;
+    hpc-b updates its endpoint; epoch 1 anchored by every active centre and settled."""
+    chain = connect("embedded")
+    accounts = {n: Account.create() for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d")}
+    for acct in accounts.values():
+        chain.fund(acct.address, 10**19)
+    specs = {n: _spec(n, acct, i + 1) for i, (n, acct) in enumerate(accounts.items())}
+    deployment = deploy_consortium(
+        chain, chain.dev_account, [specs[n] for n in ("hpc-a", "hpc-b", "hpc-c")], 2, 10_000
+    )
+    k = bind(chain, deployment)
+    a, b, d = accounts["hpc-a"], accounts["hpc-b"], accounts["hpc-d"]
+    chain.transact(k.consortium.functions.propose(0, specs["hpc-d"].as_tuple()), a)
+    chain.transact(k.consortium.functions.vote(1), b)
+    chain.transact(k.consortium.functions.propose(1, specs["hpc-c"].as_tuple()), a)
+    chain.transact(k.consortium.functions.vote(2), b)
+    chain.transact(k.consortium.functions.propose(1, specs["hpc-b"].as_tuple()), d)  # stays open
+    chain.transact(
+        k.consortium.functions.updateMember("https://b2.example", b"\x22" * 32, (7, 70, 700)), b
+    )
+    ledger = k.usage_ledger.functions
+    chain.transact(ledger.anchor(1, b"\x0a" * 32, 3, [B], [50]), a)
+    chain.transact(ledger.anchor(1, b"\x0b" * 32, 2, [A], [20]), b)
+    chain.transact(ledger.anchor(1, b"\x0d" * 32, 1, [B], [7]), d)
+    chain.transact(k.settlement.functions.settle(1), a)
+    return World(chain, deployment, k, accounts, specs)
+
+
+def _counts(path) -> dict[str, int]:
+    db = sqlite3.connect(path)
+    try:
+        return {
+            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("events", "members", "anchors", "claims", "settlements", "transfers", "votes")
+        }
+    finally:
+        db.close()
+
+
+def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    assert index.sync() > 0
+
+    assert [m.name for m in index.members()] == ["hpc-a", "hpc-b", "hpc-d"]  # netting order
+    a = index.member("hpc-a")
+    assert a.id == A and a.account == world.accounts["hpc-a"].address and a.active
+    assert a.gateway_url == "https://hpc-a.example" and a.prices == Prices(1, 10, 100)
+    assert index.member(A) == a
+    b = index.member("hpc-b")
+    assert (b.gateway_url, b.token_key, b.prices) == ("https://b2.example", b"\x22" * 32, Prices(7, 70, 700))
+    assert index.member_by_account(world.accounts["hpc-d"].address).name == "hpc-d"
+
+    # the token verifier's view: removed and unknown centres have no key
+    assert index.token_key("hpc-a") == bytes([1]) * 32
+    assert index.token_key("hpc-b") == b"\x22" * 32
+    assert index.member("hpc-c").active is False
+    assert index.token_key("hpc-c") is None
+    assert index.token_key("nowhere") is None
+    assert index.token_key("Not A Name!") is None
+    assert index.member_by_account(world.accounts["hpc-c"].address) is None
+
+    anchor = index.anchor(A, 1)
+    assert anchor.root == b"\x0a" * 32 and anchor.record_count == 3
+    assert anchor.claims == {B: 50}
+    assert anchor.tx_hash.startswith("0x") and anchor.block > world.deployment.start_block
+    assert index.anchor("hpc-d", 1).claims == {B: 7}
+    assert index.anchor(A, 2) is None
+    assert [x.centre for x in index.anchors(1)] == [A, B, D]
+    assert index.anchors(2) == []
+
+    settled = index.settlement(1)
+    members = [A, B, D]
+    claims = {(x.centre, debtor): amt for x in index.anchors(1) for debtor, amt in x.claims.items()}
+    assert settled.net == net_positions(claims, members) == {A: 30, B: -37, D: 7}
+    assert list(settled.net) == members
+    assert settled.transfers == transfers(settled.net, members) == [(B, A, 30), (B, D, 7)]
+    assert index.settlement(2) is None
+
+    proposals = index.proposals()
+    assert [(p.id, p.action, p.member_id, p.executed) for p in proposals] == [
+        (1, 0, D, True), (2, 1, C, True), (3, 1, B, False)
+    ]
+    assert proposals[0].voters == [A, B] and proposals[2].voters == [D]
+    assert [p.id for p in index.proposals(open_only=True)] == [3]
+
+
+def test_resync_is_a_noop_and_small_windows_agree(world, tmp_path):
+    big = EventIndex(tmp_path / "big.sqlite", world.chain, world.deployment)
+    small = EventIndex(tmp_path / "small.sqlite", world.chain, world.deployment, window=3)
+    n = big.sync()
+    assert small.sync() == n
+    before = _counts(tmp_path / "big.sqlite")
+    assert big.sync() == 0
+    assert _counts(tmp_path / "big.sqlite") == before == _counts(tmp_path / "small.sqlite")
+    assert small.members() == big.members()
+    assert small.settlement(1) == big.settlement(1)
+    assert small.last_block == big.last_block == world.chain.block_number()
+
+
+def test_new_index_on_same_file_resumes(world, tmp_path):
+    path = tmp_path / "idx.sqlite"
+    first = EventIndex(path, world.chain, world.deployment)
+    first.sync()
+    last = first.last_block
+    first.close()
+
+    world.chain.transact(
+        world.contracts.usage_ledger.functions.anchor(2, b"\x0c" * 32, 1, [A], [5]),
+        world.accounts["hpc-b"],
+    )
+    again = EventIndex(path, world.chain, world.deployment)
+    assert again.last_block == last
+    assert again.anchor(A, 1) is not None  # kept from the first run
+    assert again.sync() == 1  # only the new anchor
+    assert again.anchor(B, 2).claims == {A: 5}
+
+
+def test_index_refuses_another_chain(world, tmp_path):
+    path = tmp_path / "idx.sqlite"
+    EventIndex(path, world.chain, world.deployment).sync()
+
+    other = connect("embedded")
+    accounts = [Account.create() for _ in range(2)]
+    for acct in accounts:
+        other.fund(acct.address, 10**19)
+    specs = [_spec(f"x-{i}", acct, i + 1) for i, acct in enumerate(accounts)]
+    deployment = deploy_consortium(other, other.dev_account, specs, 1, 0)
+    with pytest.raises(IndexMismatch):
+        EventIndex(path, other, deployment).sync()
+    # same addresses, different history (a fresh chain reusing the deployment file)
+    with pytest.raises(IndexMismatch, match="does not have"):
+        EventIndex(path, other, Deployment(**{**world.deployment.__dict__, "chain_id": other.chain_id})).sync()
+    other.mine(world.chain.block_number())
+    with pytest.raises(IndexMismatch, match="another chain history"):
+        EventIndex(path, other, Deployment(**{**world.deployment.__dict__, "chain_id": other.chain_id})).sync()
+
+
+def test_follow_keeps_the_index_current(world, tmp_path):
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    seen = threading.Event()
+    errors = []
+    index.follow(interval=0.02, on_error=errors.append)
+    try:
+        world.chain.transact(
+            world.contracts.usage_ledger.functions.anchor(3, b"\x0d" * 32, 1, [B], [9]),
+            world.accounts["hpc-d"],
+        )
+        for _ in range(500):
+            if index.anchor(D, 3) is not None:
+                seen.set()
+                break
+            threading.Event().wait(0.01)
+    finally:
+        index.stop()
+    assert seen.is_set(), errors
+    assert index.anchor(D, 3).claims == {B: 9}
+
+
+def test_concurrent_reads_during_sync(world, tmp_path):
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment, window=2)
+    failures = []
+    done = threading.Event()
+
+    def reader():
+        while not done.is_set():
+            try:
+                index.members()
+                index.anchors(1)
+                index.settlement(1)
+            except Exception as exc:  # pragma: no cover - the assertion reports it
+                failures.append(exc)
+                return
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    index.sync()
+    done.set()
+    for t in threads:
+        t.join()
+    assert failures == []
+    assert [m.name for m in index.members()] == ["hpc-a", "hpc-b", "hpc-d"]
+
+
+def test_sync_over_json_rpc(anvil_url, tmp_path):
+    """The same index over a real node (anvil): logs come back as JSON-RPC, not eth-tester."""
+    chain = connect(anvil_url)
+    accounts = [Account.create() for _ in range(2)]
+    for acct in accounts:
+        chain.fund(acct.address, 10**19)
+    x, y = (centre_id(n) for n in ("rpc-x", "rpc-y"))
+    specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts))]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
+    k = bind(chain, deployment)
+    chain.transact(k.usage_ledger.functions.anchor(1, b"\x01" * 32, 2, [y], [11]), accounts[0])
+    chain.transact(k.usage_ledger.functions.anchor(1, b"\x02" * 32, 1, [x], [4]), accounts[1])
+    chain.transact(k.settlement.functions.settle(1), accounts[1])
+
+    index = EventIndex(tmp_path / "rpc.sqlite", chain, deployment, window=2)
+    assert index.sync() > 0 and index.sync() == 0
+    assert [m.name for m in index.members()] == ["rpc-x", "rpc-y"]
+    assert index.anchor(x, 1).claims == {y: 11}
+    settled = index.settlement(1)
+    assert settled.net == {x: 7, y: -7} and settled.transfers == [(y, x, 7)]
