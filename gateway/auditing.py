@@ -1,0 +1,42 @@
+"""An auditor's check of one epoch: records from every centre, figures from the chain.
+
+The records come from each centre's gateway (the URL is the one on chain); every
+figure they are checked against is read from the chain itself, so no single
+centre, not even the one asked, has to be trusted.
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from gateway.client import GatewayClient, GatewayRefused
+from ledger.audit import AuditReport, verify_epoch
+from ledger.chain import Chain
+from ledger.deploy import Deployment, bind
+from ledger.records import UsageRecord
+
+
+def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[dict[bytes, list], list[str]]:
+    """Each member's signed records of `epoch`, and the centres that could not be asked."""
+    consortium = bind(chain, deployment).consortium
+    records: dict[bytes, list[tuple[UsageRecord, bytes]]] = {}
+    problems: list[str] = []
+    for member in consortium.functions.members().call():
+        centre, name, url = member[0], member[1], member[3]
+        try:
+            with GatewayClient(url, timeout=30) as client:
+                rows = client.epoch_records(epoch)
+        except (httpx.HTTPError, GatewayRefused) as exc:
+            problems.append(f"{name}: records unavailable from {url} ({exc})")
+            continue
+        records[centre] = [(UsageRecord.from_json(r["record"]), bytes.fromhex(r["signature"].removeprefix("0x"))) for r in rows]
+    return records, problems
+
+
+def audit_epoch(chain: Chain, deployment: Deployment, epoch: int) -> AuditReport:
+    records, problems = collect_records(chain, deployment, epoch)
+    report = verify_epoch(epoch, records, chain, deployment)
+    if problems:
+        report.findings[:0] = problems
+        report.ok = False
+    return report

@@ -1,0 +1,170 @@
+"""The `xcentre` command line: demo, gateway, login, submit, epochs and audit."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import os
+import sys
+import uuid
+from pathlib import Path
+
+from gateway.client import GatewayClient, GatewayRefused
+
+DEFAULT_SESSION = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "session.json"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except GatewayRefused as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, ValueError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xcentre", description=__doc__)
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a three-centre consortium end to end on embedded defaults")
+    demo.set_defaults(run=_demo)
+
+    gw = sub.add_parser("gateway", help="run a centre's gateway node")
+    gw.add_argument("--config", type=Path, required=True, help="the centre's TOML configuration")
+    gw.set_defaults(run=_gateway)
+
+    login = sub.add_parser("login", help="sign on at your home centre")
+    login.add_argument("--gateway", required=True, help="your home centre's gateway URL")
+    login.add_argument("--user", required=True)
+    login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    login.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    login.set_defaults(run=_login)
+
+    submit = sub.add_parser("submit", help="submit a job at any member gateway")
+    submit.add_argument("--gateway", required=True)
+    submit.add_argument("--centre", default="auto", help="target centre, or 'auto' (default)")
+    submit.add_argument("--walltime", type=int, default=600, help="walltime limit in seconds")
+    submit.add_argument("--cores", type=int, default=1)
+    submit.add_argument("--memory-mib", type=int, default=1024)
+    submit.add_argument("--gpus", type=int, default=0)
+    submit.add_argument("--queue", default="cpu")
+    submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    submit.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    submit.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
+    submit.set_defaults(run=_submit)
+
+    epoch = sub.add_parser("epoch", help="epoch operations (operators)")
+    esub = epoch.add_subparsers(required=True, metavar="ACTION")
+    close = esub.add_parser("close", help="close the open epoch: anchor it, settle when all have")
+    close.add_argument("--gateway", required=True)
+    close.add_argument("--operator-key-file", type=Path, required=True)
+    close.set_defaults(run=_close_epoch)
+
+    audit = sub.add_parser("audit", help="check the books against the chain")
+    asub = audit.add_subparsers(required=True, metavar="ACTION")
+    verify = asub.add_parser("verify", help="recompute an epoch from the records and check it against the chain")
+    verify.add_argument("--epoch", type=int, required=True)
+    verify.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    verify.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    verify.set_defaults(run=_audit_verify)
+    show = asub.add_parser("epoch", help="what the chain says of an epoch, via a gateway's index")
+    show.add_argument("--gateway", required=True)
+    show.add_argument("--epoch", type=int, required=True)
+    show.set_defaults(run=lambda a: _print_json(GatewayClient(a.gateway).audit_epoch(a.epoch)))
+    return parser
+
+
+def _print_json(payload: object) -> int:
+    print(json.dumps(payload, indent=2, sort_keys=True))
+    return 0
+
+
+def _demo(_: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+
+    return 0 if run_demo() else 1
+
+
+def _gateway(args: argparse.Namespace) -> int:
+    from gateway.assemble import node_from_config
+    from gateway.app import create_app
+    from gateway.config import load_config
+    from gateway.server import serve
+
+    config = load_config(args.config)
+    node = node_from_config(config)
+    node.start()
+    try:
+        serve(create_app(node), config.host, config.port)
+    finally:
+        node.stop()
+    return 0
+
+
+def _login(args: argparse.Namespace) -> int:
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
+    with GatewayClient(args.gateway) as client:
+        session = client.login(args.user, password)
+    _save_session(args.session, session)
+    print(f"signed on as {session['principal']}; session saved in {args.session}")
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise ValueError("no command given: xcentre submit --gateway URL -- COMMAND [ARGS…]")
+    job = {
+        "command": command,
+        "walltime": args.walltime,
+        "centre": args.centre,
+        "resources": {"cores": args.cores, "memory_mib": args.memory_mib, "gpus": args.gpus, "queue": args.queue},
+    }
+    with GatewayClient(args.gateway, token=_load_session(args.session)["token"]) as client:
+        view = client.submit(job, idempotency_key=str(uuid.uuid4()))
+        if args.wait:
+            view = client.wait(view["id"])
+    return _print_json(view)
+
+
+def _close_epoch(args: argparse.Namespace) -> int:
+    key = args.operator_key_file.read_text().strip()
+    with GatewayClient(args.gateway) as client:
+        return _print_json(client.close_epoch(key))
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from gateway.auditing import audit_epoch
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    chain = connect(args.chain)
+    deployment = Deployment.from_json(args.deployment.read_text())
+    report = audit_epoch(chain, deployment, args.epoch)
+    for finding in report.findings:
+        print(f"MISMATCH {finding}")
+    print(f"epoch {args.epoch}: {'verified' if report.ok else 'NOT verified'} against the chain")
+    return 0 if report.ok else 3
+
+
+def _save_session(path: Path, session: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(session, f)
+
+
+def _load_session(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no session at {path}: run 'xcentre login' first") from None
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""`xcentre demo`: three centres on embedded defaults, one epoch from sign-on to audit.
+
+Everything runs for real on this machine: an in-process chain (py-evm), one
+embedded LDAP directory and one HTTP gateway per centre, jobs as processes.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from auth.directory import Directory
+from auth.ldap_embedded import EmbeddedLdap
+from auth.ldif import centre_ldif, service_dn
+from gateway.auditing import audit_epoch
+from gateway.client import GatewayClient, GatewayRefused
+from gateway.local import LocalConsortium, demo_spec
+from ledger.chain import connect
+
+BURN = "import sys; n = int(sys.argv[1]); print(sum(i * i for i in range(n)))"
+
+
+def _job(n: int, centre: str, **resources: object) -> dict:
+    return {"command": [sys.executable, "-c", BURN, str(n)], "walltime": 60, "centre": centre, "resources": resources}
+
+
+#: (user, home centre, password, gateway used, job, what the reader should see)
+SCENARIO = [
+    ("alice", "hpc-a", "alice-pw", "hpc-a", _job(2_000_000, "cloud-b"), "submitted at home, runs at cloud-b"),
+    ("alice", "hpc-a", "alice-pw", "hpc-a", _job(500_000, "auto", queue="gpu", gpus=1), "GPU job: placement finds ai-c"),
+    ("alice", "hpc-a", "alice-pw", "cloud-b", _job(1_000_000, "auto"), "same token, another gateway"),
+    ("carol", "cloud-b", "carol-pw", "cloud-b", _job(3_000_000, "hpc-a"), "cloud user on the supercomputer"),
+    ("dave", "ai-c", "dave-pw", "ai-c", _job(1_500_000, "auto"), "cheapest CPU centre wins"),
+    ("bob", "hpc-a", "bob-pw", "hpc-a", _job(1_000, "hpc-a") | {"walltime": 7200}, "a student's 2-hour job"),
+]
+
+
+def run_demo(console: Console | None = None) -> bool:
+    """Run the demo; True when every figure of the epoch verified against the chain."""
+    console = console or Console()
+    spec = demo_spec()
+    chain = connect("embedded")
+    service_password = secrets.token_urlsafe(16)
+    ldaps = {
+        c.name: EmbeddedLdap(centre_ldif(c.base_dn, c.users, c.groups, service_password=service_password))
+        for c in spec.centres
+    }
+    with tempfile.TemporaryDirectory(prefix="xcentre-demo-") as tmp:
+        directories = {
+            c.name: Directory(ldaps[c.name].start(), c.base_dn, service_dn(c.base_dn), service_password, centre=c.name)
+            for c in spec.centres
+        }
+        consortium = LocalConsortium(chain, spec, directories, Path(tmp))
+        try:
+            consortium.start()
+            return _story(console, consortium)
+        finally:
+            consortium.stop()
+            for ldap in ldaps.values():
+                ldap.stop()
+
+
+def _story(console: Console, consortium: LocalConsortium) -> bool:
+    console.rule("[bold]xcentre demo: one consortium, one identity, one set of books")
+    members = Table("centre", "kind", "gateway", "per cpu-s", "per gpu-s", "per GiB-h", title="Member centres (from the chain)")
+    for c in consortium.spec.centres:
+        members.add_row(c.name, c.title, consortium.url(c.name), str(c.prices.per_cpu_second),
+                        str(c.prices.per_gpu_second), str(c.prices.per_gib_hour))
+    console.print(members)
+
+    sessions: dict[str, str] = {}
+    for user, home, password, *_ in SCENARIO:
+        if user not in sessions:
+            with GatewayClient(consortium.url(home)) as client:
+                sessions[user] = client.login(user, password)["token"]
+            console.print(f"[green]✓[/] {user} signed on at home centre [bold]{home}[/] (the password goes nowhere else)")
+
+    outcomes = []
+    for user, home, _, gateway, job, note in SCENARIO:
+        with GatewayClient(consortium.url(gateway), token=sessions[user]) as client:
+            try:
+                view = client.wait(client.submit(job)["id"])
+            except GatewayRefused as refusal:
+                outcomes.append((user, home, gateway, None, refusal, note))
+                continue
+        outcomes.append((user, home, gateway, view.get("remote") or view, None, note))
+
+    jobs = Table("user", "submitted at", "ran at", "status", "cpu ms", "price", "note", title="Jobs")
+    for user, home, gateway, run, refusal, note in outcomes:
+        if refusal:
+            jobs.add_row(f"{user}@{home}", gateway, "—", f"[red]refused ({refusal.status})[/]", "", "", note)
+            continue
+        usage = run["usage"]
+        jobs.add_row(f"{user}@{home}", gateway, run["serving_centre"], run["status"],
+                     str(usage["cpu_millis"]), str(usage["price"]), note)
+    console.print(jobs)
+    for user, _, _, _, refusal, _ in outcomes:
+        for reason in refusal.reasons if refusal else ():
+            console.print(f"[red]✗[/] {user}'s job refused — {reason}")
+
+    for c in consortium.spec.centres:
+        with GatewayClient(consortium.url(c.name)) as client:
+            closure = client.close_epoch(consortium.operator_key(c.name))
+        console.print(
+            f"[green]✓[/] {c.name} closed epoch {closure['epoch']}: {closure['record_count']} records, "
+            f"root {closure['root'][:18]}…, claims {closure['claims'] or '{}'}"
+            + (" — [bold]epoch settled[/]" if closure["settled"] else "")
+        )
+
+    epoch = 1
+    with GatewayClient(consortium.url(consortium.spec.centres[0].name)) as client:
+        view = client.audit_epoch(epoch)
+    books = Table("centre", "records", "claims on others", "net position", title=f"Epoch {epoch} on chain")
+    for name, anchor in view["anchors"].items():
+        claims = ", ".join(f"{d}: {a}" for d, a in anchor["claims"].items()) or "—"
+        books.add_row(name, str(anchor["record_count"]), claims, f"{view['net_positions'].get(name, 0):+d}")
+    console.print(books)
+    for t in view["transfers"]:
+        console.print(f"  settlement transfer: {t['from']} → {t['to']}: {t['amount']} credit")
+
+    report = audit_epoch(consortium.chain, consortium.deployment, epoch)
+    for finding in report.findings:
+        console.print(f"[red]✗ {finding}[/]")
+    verdict = "[green]verified against the chain[/]" if report.ok else "[red]NOT verified[/]"
+    console.print(f"Audit of epoch {epoch}: every record, root, claim and net position {verdict}")
+    return report.ok

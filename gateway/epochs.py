@@ -1,0 +1,123 @@
+"""Closing a centre's epoch: commit its usage records by Merkle root, then settle.
+
+One chain transaction per centre per epoch (the anchor), plus one settlement
+per epoch by whichever centre closes last; never one per job.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from gateway.schemas import EpochClosure
+from gateway.store import Store
+from ledger.ids import centre_id, centre_name
+from ledger.index import EventIndex
+from ledger.merkle import MerkleTree
+from ledger.outbox import Outbox
+from ledger.records import UsageRecord
+
+
+class EpochCloser:
+    def __init__(self, name: str, store: Store, outbox: Outbox, index: EventIndex) -> None:
+        self.name = name
+        self.store = store
+        self.outbox = outbox
+        self.index = index
+
+    def close(self) -> EpochClosure:
+        """Close the open epoch: durable closure first, then the anchor through the outbox."""
+        closure = self.store.close_open_epoch(self._commit)
+        self.outbox.enqueue(
+            "anchor",
+            f"anchor:{closure.epoch}",
+            {
+                "epoch": closure.epoch,
+                "root": "0x" + closure.root,
+                "count": closure.count,
+                "debtors": list(closure.claims),
+                "amounts": list(closure.claims.values()),
+            },
+        )
+        self.flush()
+        self._settle_if_ready(closure.epoch)
+        return self._closure(closure.epoch)
+
+    def _commit(self, epoch: int, rows: list) -> tuple[bytes, dict[str, int]]:
+        """The epoch's Merkle root and what each home centre owes for its users' jobs here."""
+        claims: dict[str, int] = defaultdict(int)
+        for row in rows:
+            record = UsageRecord.from_json(row.record)
+            home = centre_name(record.home_centre)
+            if home != self.name:
+                claims[home] += record.price
+        return MerkleTree(row.leaf_bytes for row in rows).root, dict(sorted(claims.items()))
+
+    def flush(self) -> None:
+        """Send what the outbox holds and bring the local index up to date."""
+        self.outbox.drain()
+        self.index.sync()
+
+    def _settle_if_ready(self, epoch: int) -> None:
+        anchored = {a.centre for a in self.index.anchors(epoch)}
+        members = {m.id for m in self.index.members()}
+        if members <= anchored and self.index.settlement(epoch) is None:
+            self.outbox.enqueue("settle", f"settle:{epoch}", {"epoch": epoch})
+            self.flush()
+
+    def _closure(self, epoch: int) -> EpochClosure:
+        closure = self.store.closure(epoch)
+        return EpochClosure(
+            centre=self.name,
+            epoch=epoch,
+            root="0x" + closure.root,
+            record_count=closure.count,
+            claims=closure.claims,
+            anchored=self.index.anchor(centre_id(self.name), epoch) is not None,
+            settled=self.index.settlement(epoch) is not None,
+        )
+
+    def audit_view(self, epoch: int) -> dict:
+        """What the chain says of `epoch`, from the local index: roots, counts, claims, nets."""
+        self.index.sync()
+        anchors = {
+            centre_name(a.centre): {
+                "root": "0x" + a.root.hex(),
+                "record_count": a.record_count,
+                "claims": {centre_name(d): amount for d, amount in a.claims.items()},
+                "tx": a.tx_hash,
+            }
+            for a in self.index.anchors(epoch)
+        }
+        settlement = self.index.settlement(epoch)
+        return {
+            "epoch": epoch,
+            "anchors": anchors,
+            "settled": settlement is not None,
+            "net_positions": {centre_name(c): n for c, n in settlement.net.items()} if settlement else {},
+            "transfers": [
+                {"from": centre_name(f), "to": centre_name(t), "amount": a} for f, t, a in settlement.transfers
+            ]
+            if settlement
+            else [],
+        }
+
+    def records(self, epoch: int) -> list[dict]:
+        return [{"record": row.data, "signature": "0x" + row.signature} for row in self.store.records_for_epoch(epoch)]
+
+    def proof(self, record_id: str) -> dict | None:
+        """A usage record, its signature and its Merkle proof against the anchored root."""
+        row = self.store.record(record_id)
+        if row is None:
+            return None
+        tree = MerkleTree(r.leaf_bytes for r in self.store.records_for_epoch(row.epoch))
+        leaf = row.leaf_bytes
+        anchor = self.index.anchor(centre_id(self.name), row.epoch)
+        return {
+            "record": row.data,
+            "signature": "0x" + row.signature,
+            "epoch": row.epoch,
+            "leaf": "0x" + leaf.hex(),
+            "proof": ["0x" + p.hex() for p in tree.proof(leaf)],
+            "anchored_root": "0x" + anchor.root.hex() if anchor else None,
+            "anchored": anchor is not None and anchor.root == tree.root,
+        }

@@ -1,0 +1,71 @@
+"""The HTTP API's request and response bodies.
+
+Validation lives here so that every handler receives well-formed input and a
+malformed request is refused before anything is stored.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+CENTRE = r"^(auto|[a-z0-9-]{1,32})$"
+MAX_WALLTIME = 7 * 24 * 3600
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginRequest(Strict):
+    username: str = Field(pattern=USERNAME, description="The user's uid at their home centre.")
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class LoginResponse(BaseModel):
+    token: str
+    principal: str
+    home: str
+    expires_at: int
+
+
+class Resources(Strict):
+    cores: int = Field(default=1, ge=1, le=1024)
+    memory_mib: int = Field(default=1024, ge=1, le=4 * 1024 * 1024)
+    gpus: int = Field(default=0, ge=0, le=64)
+    queue: str = Field(default="cpu", pattern=r"^[a-z0-9-]{1,32}$")
+    gpu_type: str = Field(default="none", pattern=r"^[a-z0-9-]{1,32}$")
+    data_class: str = Field(default="public", pattern=r"^[a-z0-9-]{1,32}$")
+
+
+class JobRequest(Strict):
+    command: list[str] = Field(min_length=1, max_length=256, description="argv, run without a shell")
+    walltime: int = Field(ge=1, le=MAX_WALLTIME, description="walltime limit in seconds")
+    resources: Resources = Field(default_factory=Resources)
+    centre: str = Field(default="auto", pattern=CENTRE, description="target centre or 'auto'")
+
+
+
+class JobView(BaseModel):
+    id: str
+    status: str
+    principal: str
+    serving_centre: str
+    submitted_at: str
+    exit_code: int | None = None
+    record_id: str | None = None
+    stdout_tail: str | None = None
+    stderr_tail: str | None = None
+    forwarded_url: str | None = None
+    usage: dict | None = Field(default=None, description="metered usage and price, once the job has run")
+    remote: dict | None = Field(default=None, description="the serving centre's view of a forwarded job")
+
+
+class EpochClosure(BaseModel):
+    centre: str
+    epoch: int
+    root: str
+    record_count: int
+    claims: dict[str, int]
+    anchored: bool
+    settled: bool
