@@ -23,6 +23,7 @@ class EpochCloser:
         self.store = store
         self.outbox = outbox
         self.index = index
+        self._oldest_unsettled = 1
 
     def close(self) -> EpochClosure:
         """Close the open epoch: durable closure first, then the anchor through the outbox."""
@@ -56,6 +57,14 @@ class EpochCloser:
         """Send what the outbox holds and bring the local index up to date."""
         self.outbox.drain()
         self.index.sync()
+
+    def catch_up(self) -> None:
+        """Settle closed epochs whose last anchor arrived after this centre closed them."""
+        for closure in self.store.closures(since=self._oldest_unsettled):
+            if self.index.settlement(closure.epoch) is None:
+                self._settle_if_ready(closure.epoch)
+            if self.index.settlement(closure.epoch) is not None and closure.epoch == self._oldest_unsettled:
+                self._oldest_unsettled += 1
 
     def _settle_if_ready(self, epoch: int) -> None:
         anchored = {a.centre for a in self.index.anchors(epoch)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -63,13 +64,18 @@ class CentreNode:
         self.parts = parts
         self.name = parts.name
         self._pool = ThreadPoolExecutor(max_workers=parts.workers, thread_name_prefix=f"{parts.name}-job")
+        self._stopping = threading.Event()
+        self._housekeeper: threading.Thread | None = None
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, follow_interval: float = 1.0) -> None:
-        """Catch up with the chain and follow it; resume the jobs a restart interrupted."""
+    def start(self, interval: float = 1.0) -> None:
+        """Catch up with the chain and keep up with it; resume the jobs a restart interrupted."""
         self.parts.index.sync()
-        self.parts.index.follow(follow_interval, on_error=lambda exc: log.warning("index sync failed: %s", exc))
+        self._housekeeper = threading.Thread(
+            target=self._housekeeping, args=(interval,), name=f"{self.name}-housekeeping", daemon=True
+        )
+        self._housekeeper.start()
         store = self.parts.store
         for job in store.jobs_in_status("running"):
             store.complete_job(job.id, "failed", None, "", "", detail="interrupted by a gateway restart")
@@ -77,9 +83,20 @@ class CentreNode:
             self._pool.submit(self._run, job.id)
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._housekeeper:
+            self._housekeeper.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=False)
-        self.parts.index.stop()
         self.parts.peers.close()
+
+    def _housekeeping(self, interval: float) -> None:
+        """Follow the chain, send what the outbox holds, settle epochs that became ready."""
+        while not self._stopping.wait(interval):
+            try:
+                self.parts.epochs.flush()
+                self.parts.epochs.catch_up()
+            except Exception as exc:  # the chain may be briefly unreachable: try again next round
+                log.warning("%s: housekeeping failed: %s", self.name, exc)
 
     # -- identity ----------------------------------------------------------------
 
