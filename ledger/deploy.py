@@ -1,4 +1,4 @@
-"""Deploys a whole consortium (registry, usage ledger, credit, settlement) in one call.
+"""Deploys a whole consortium (registry, usage ledger, credit, settlement, identity) in one call.
 
 The resulting Deployment (addresses + chain id + first block) is what every gateway,
 indexer and auditor needs to find the books; it round-trips through JSON.
@@ -86,6 +86,7 @@ class Deployment:
     settlement: str
     credit: str
     start_block: int
+    identity_registry: str | None = None  # None only in descriptions written before issue 3
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of the deployment; also written to `path` when given."""
@@ -109,6 +110,11 @@ class Deployment:
                 settlement=to_checksum_address(data["settlement"]),
                 credit=to_checksum_address(data["credit"]),
                 start_block=int(data["start_block"]),
+                identity_registry=(
+                    to_checksum_address(data["identity_registry"])
+                    if data.get("identity_registry") is not None
+                    else None
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a deployment description: {exc}") from exc
@@ -122,6 +128,7 @@ class Contracts:
     usage_ledger: Contract
     settlement: Contract
     credit: Contract
+    identity_registry: Contract | None = None  # None for a deployment without one
 
 
 def deploy_consortium(
@@ -131,7 +138,7 @@ def deploy_consortium(
     quorum: int,
     initial_credit: int,
 ) -> Deployment:
-    """Deploys Consortium, UsageLedger, ConsortiumCredit and Settlement and wires them.
+    """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement and IdentityRegistry.
 
     Every genesis member's account receives `initial_credit` XCC. The deployer pays gas
     only; it holds no role afterwards except having set the settlement contract once.
@@ -152,6 +159,7 @@ def deploy_consortium(
     credit = chain.deploy("ConsortiumCredit", deployer, accounts, [initial_credit] * len(members))
     settlement = chain.deploy("Settlement", deployer, consortium.address, usage_ledger.address, credit.address)
     chain.transact(credit.functions.setSettlement(settlement.address), deployer)
+    identity_registry = chain.deploy("IdentityRegistry", deployer, consortium.address)
     return Deployment(
         chain_id=chain.chain_id,
         consortium=consortium.address,
@@ -159,6 +167,7 @@ def deploy_consortium(
         settlement=settlement.address,
         credit=credit.address,
         start_block=start_block,
+        identity_registry=identity_registry.address,
     )
 
 
@@ -171,4 +180,9 @@ def bind(chain: Chain, deployment: Deployment) -> Contracts:
         usage_ledger=chain.contract("UsageLedger", deployment.usage_ledger),
         settlement=chain.contract("Settlement", deployment.settlement),
         credit=chain.contract("ConsortiumCredit", deployment.credit),
+        identity_registry=(
+            chain.contract("IdentityRegistry", deployment.identity_registry)
+            if deployment.identity_registry is not None
+            else None
+        ),
     )

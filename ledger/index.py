@@ -4,7 +4,8 @@
 indexed block + 1 up to the head, in block windows, decodes them with the contract
 ABIs and applies them in (block, log index) order to SQLite tables: members (current
 state), proposals and votes, anchors and their claims, settlements and their
-transfers. The last indexed block (and its hash) is written in the same transaction
+transfers, and from the IdentityRegistry the issuer keys with their validity windows,
+key proposals and votes, enrolments and each home's revocation epoch. The last indexed block (and its hash) is written in the same transaction
 as the rows of its window, so a crash or a second sync never duplicates or loses an
 event, and a new EventIndex on the same file resumes where the last one stopped.
 
@@ -117,6 +118,45 @@ CREATE TABLE IF NOT EXISTS transfers (
     tx_hash   TEXT    NOT NULL,
     PRIMARY KEY (block, log_index)
 );
+CREATE TABLE IF NOT EXISTS issuer_keys (
+    centre      BLOB    NOT NULL,
+    key_id      BLOB    NOT NULL,
+    pk          BLOB    NOT NULL,
+    valid_from  INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,  -- 0: current, open-ended
+    block       INTEGER NOT NULL,
+    log_index   INTEGER NOT NULL,
+    PRIMARY KEY (centre, key_id)
+);
+CREATE TABLE IF NOT EXISTS key_proposals (
+    id                   INTEGER PRIMARY KEY,
+    centre               BLOB    NOT NULL,
+    key_id               BLOB,             -- NULL: revoke the centre's keys
+    previous_valid_until INTEGER NOT NULL,
+    proposer             BLOB    NOT NULL,
+    executed             INTEGER NOT NULL DEFAULT 0,
+    block                INTEGER NOT NULL,
+    tx_hash              TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_votes (
+    proposal_id INTEGER NOT NULL,
+    voter       BLOB    NOT NULL,
+    block       INTEGER NOT NULL,
+    PRIMARY KEY (proposal_id, voter)
+);
+CREATE TABLE IF NOT EXISTS enrolments (
+    id               BLOB PRIMARY KEY,
+    home             BLOB    NOT NULL,
+    enrolled_at      INTEGER NOT NULL,
+    revoked          INTEGER NOT NULL DEFAULT 0,
+    revocation_epoch INTEGER,
+    block            INTEGER NOT NULL,
+    revoked_block    INTEGER
+);
+CREATE TABLE IF NOT EXISTS revocation_epochs (
+    centre BLOB PRIMARY KEY,
+    epoch  INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS transfers_epoch ON transfers (epoch, block, log_index);
 CREATE INDEX IF NOT EXISTS anchors_epoch ON anchors (epoch, block, log_index);
 """
@@ -180,6 +220,56 @@ class ProposalInfo:
     block: int = 0
 
 
+@dataclass(frozen=True)
+class IssuerKeyInfo:
+    """A centre's credential issuer key and its validity window (chain block times).
+
+    Valid at time t iff valid_from <= t and (valid_until == 0 or t < valid_until).
+    """
+
+    pk: bytes
+    key_id: bytes  # keccak256(pk); presentations name a key by key_id[:8].hex()
+    valid_from: int
+    valid_until: int  # 0: the current key, open-ended
+    centre: bytes = b""
+    block: int = 0
+
+    def valid_at(self, at: int) -> bool:
+        """Whether this key may have signed a credential presented at time `at`."""
+        return self.valid_from <= at and (self.valid_until == 0 or at < self.valid_until)
+
+    @property
+    def short_id(self) -> str:
+        """The presentation's key_id: hex of the first 8 bytes of key_id."""
+        return self.key_id[:8].hex()
+
+
+@dataclass(frozen=True)
+class EnrolmentInfo:
+    """A user's pseudonymous enrolment at its home centre."""
+
+    id: bytes
+    home: bytes
+    enrolled_at: int
+    revoked: bool
+    revocation_epoch: int | None  # the home's epoch this revocation produced; None if not revoked
+    block: int
+
+
+@dataclass(frozen=True)
+class KeyProposalInfo:
+    """A governance proposal to set (key_id) or revoke (key_id None) a centre's issuer key."""
+
+    id: int
+    centre: bytes
+    key_id: bytes | None
+    previous_valid_until: int
+    proposer: bytes
+    voters: list[bytes] = field(default_factory=list)
+    executed: bool = False
+    block: int = 0
+
+
 def _hex(value: Any) -> str:
     return HexBytes(value).to_0x_hex()
 
@@ -228,6 +318,8 @@ class EventIndex:
             "UsageLedger": contracts.usage_ledger,
             "Settlement": contracts.settlement,
         }
+        if contracts.identity_registry is not None:
+            sources["IdentityRegistry"] = contracts.identity_registry
         self._addresses = [to_checksum_address(c.address) for c in sources.values()]
         # (address, topic0) -> (contract name, event object able to decode the log)
         self._decoders: dict[tuple[str, bytes], tuple[str, Any]] = {}
@@ -255,15 +347,15 @@ class EventIndex:
         return row[0] if row else None
 
     def _check_deployment(self) -> None:
-        ident = json.dumps(
-            {
-                "chain_id": self.deployment.chain_id,
-                "consortium": self.deployment.consortium.lower(),
-                "usage_ledger": self.deployment.usage_ledger.lower(),
-                "settlement": self.deployment.settlement.lower(),
-            },
-            sort_keys=True,
-        )
+        fields = {
+            "chain_id": self.deployment.chain_id,
+            "consortium": self.deployment.consortium.lower(),
+            "usage_ledger": self.deployment.usage_ledger.lower(),
+            "settlement": self.deployment.settlement.lower(),
+        }
+        if self.deployment.identity_registry is not None:
+            fields["identity_registry"] = self.deployment.identity_registry.lower()
+        ident = json.dumps(fields, sort_keys=True)
         with self._lock:
             stored = self._meta("deployment")
             if stored is None:
@@ -419,6 +511,50 @@ class EventIndex:
                 "INSERT OR IGNORE INTO transfers VALUES (?,?,?,?,?,?,?)",
                 (int(a["epoch"]), block, log_index, bytes(a["from"]), bytes(a["to"]),
                  str(int(a["amount"])), tx),
+            )
+        elif name == "IssuerKeySet":
+            db.execute(
+                "INSERT OR REPLACE INTO issuer_keys VALUES (?,?,?,?,0,?,?)",
+                (bytes(a["centre"]), bytes(a["keyId"]), bytes(a["pk"]), int(a["validFrom"]),
+                 block, log_index),
+            )
+        elif name == "IssuerKeyEnds":
+            db.execute(
+                "UPDATE issuer_keys SET valid_until = ? WHERE centre = ? AND key_id = ?",
+                (int(a["validUntil"]), bytes(a["centre"]), bytes(a["keyId"])),
+            )
+        elif name == "IssuerKeyProposed":
+            key_id = bytes(a["keyId"])
+            db.execute(
+                "INSERT OR REPLACE INTO key_proposals VALUES (?,?,?,?,?,0,?,?)",
+                (int(a["proposalId"]), bytes(a["centre"]), key_id if any(key_id) else None,
+                 int(a["previousValidUntil"]), bytes(a["proposer"]), block, tx),
+            )
+        elif name == "IssuerKeyVoted":
+            db.execute(
+                "INSERT OR IGNORE INTO key_votes VALUES (?,?,?)",
+                (int(a["proposalId"]), bytes(a["voter"]), block),
+            )
+        elif name == "IssuerKeyProposalExecuted":
+            db.execute(
+                "UPDATE key_proposals SET executed = 1 WHERE id = ?", (int(a["proposalId"]),)
+            )
+        elif name == "Enrolled":
+            db.execute(
+                "INSERT OR IGNORE INTO enrolments VALUES (?,?,?,0,NULL,?,NULL)",
+                (bytes(a["enrolmentId"]), bytes(a["home"]), int(a["enrolledAt"]), block),
+            )
+        elif name == "Revoked":
+            epoch = int(a["revocationEpoch"])
+            db.execute(
+                "UPDATE enrolments SET revoked = 1, revocation_epoch = ?, revoked_block = ?"
+                " WHERE id = ?",
+                (epoch, block, bytes(a["enrolmentId"])),
+            )
+            db.execute(
+                "INSERT INTO revocation_epochs VALUES (?, ?) ON CONFLICT (centre)"
+                " DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
+                (bytes(a["home"]), epoch),
             )
         return last_vote
 
@@ -599,6 +735,144 @@ class EventIndex:
         return result
 
 
+    # -- identity registry ------------------------------------------------------
+
+    def issuer_keys(self, centre: bytes | str) -> list[IssuerKeyInfo]:
+        """Every issuer key the centre ever had, oldest first (also of removed centres)."""
+        key = _centre_key(centre)
+        if key is None:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT pk, key_id, valid_from, valid_until, centre, block FROM issuer_keys"
+                " WHERE centre = ? ORDER BY block, log_index",
+                (key,),
+            ).fetchall()
+        return [_issuer_key(r) for r in rows]
+
+    def current_issuer_key(self, centre: bytes | str) -> IssuerKeyInfo | None:
+        """The centre's current (open-ended) issuer key, or None."""
+        keys = [k for k in self.issuer_keys(centre) if k.valid_until == 0]
+        return keys[-1] if keys else None
+
+    def issuer_key(self, centre: bytes | str, key_id_prefix_hex: str, at: int) -> bytes | None:
+        """The public key of `centre` whose key id starts with the given hex (the
+        presentation's key_id: 8 bytes = 16 hex digits, "0x" optional, at least 8 bytes)
+        if it is valid at time `at` and the centre is an active member; else None.
+
+        Never raises on malformed input: it is fed with what a presentation claims.
+        """
+        prefix = _key_prefix(key_id_prefix_hex)
+        member = self.member(centre)
+        if prefix is None or member is None or not member.active:
+            return None
+        try:
+            at = int(at)
+        except (TypeError, ValueError):
+            return None
+        for k in self.issuer_keys(member.id):
+            if k.key_id.startswith(prefix) and k.valid_at(at):
+                return k.pk
+        return None
+
+    def enrolment(self, enrolment_id: bytes | str) -> EnrolmentInfo | None:
+        """An enrolment by bytes32 id (or its 0x-hex), or None if unknown."""
+        key = _bytes32(enrolment_id)
+        if key is None:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, home, enrolled_at, revoked, revocation_epoch, block FROM enrolments"
+                " WHERE id = ?",
+                (key,),
+            ).fetchone()
+        if row is None:
+            return None
+        return EnrolmentInfo(
+            id=bytes(row[0]),
+            home=bytes(row[1]),
+            enrolled_at=int(row[2]),
+            revoked=bool(row[3]),
+            revocation_epoch=None if row[4] is None else int(row[4]),
+            block=int(row[5]),
+        )
+
+    def revocation_epoch(self, centre: bytes | str) -> int:
+        """The home centre's current revocation epoch (0 before any revocation or if unknown)."""
+        key = _centre_key(centre)
+        if key is None:
+            return 0
+        with self._lock:
+            row = self._db.execute(
+                "SELECT epoch FROM revocation_epochs WHERE centre = ?", (key,)
+            ).fetchone()
+        return int(row[0]) if row else 0
+
+    def key_proposals(self, open_only: bool = False) -> list[KeyProposalInfo]:
+        """Issuer key proposals in id order (only those not executed yet if open_only)."""
+        sql = (
+            "SELECT id, centre, key_id, previous_valid_until, proposer, executed, block"
+            " FROM key_proposals"
+        )
+        if open_only:
+            sql += " WHERE executed = 0"
+        with self._lock:
+            rows = self._db.execute(sql + " ORDER BY id").fetchall()
+            result = []
+            for r in rows:
+                voters = self._db.execute(
+                    "SELECT voter FROM key_votes WHERE proposal_id = ? ORDER BY block, rowid",
+                    (r[0],),
+                ).fetchall()
+                result.append(
+                    KeyProposalInfo(
+                        id=int(r[0]), centre=bytes(r[1]),
+                        key_id=None if r[2] is None else bytes(r[2]),
+                        previous_valid_until=int(r[3]), proposer=bytes(r[4]),
+                        voters=[bytes(v[0]) for v in voters], executed=bool(r[5]),
+                        block=int(r[6]),
+                    )
+                )
+        return result
+
+
+def _issuer_key(row: tuple) -> IssuerKeyInfo:
+    return IssuerKeyInfo(
+        pk=bytes(row[0]),
+        key_id=bytes(row[1]),
+        valid_from=int(row[2]),
+        valid_until=int(row[3]),
+        centre=bytes(row[4]),
+        block=int(row[5]),
+    )
+
+
+def _key_prefix(text: Any) -> bytes | None:
+    """Bytes of a key id prefix given as hex (8..32 bytes), None when malformed."""
+    if not isinstance(text, str):
+        return None
+    digits = text[2:] if text[:2].lower() == "0x" else text
+    if not 16 <= len(digits) <= 64 or len(digits) % 2 or not _is_hex(digits):
+        return None
+    return bytes.fromhex(digits)
+
+
+def _bytes32(value: Any) -> bytes | None:
+    """bytes32 from bytes or 0x-hex; None when it is neither."""
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value) if len(value) == 32 else None
+    if isinstance(value, str):
+        digits = value[2:] if value[:2].lower() == "0x" else value
+        if len(digits) != 64 or not _is_hex(digits):
+            return None
+        return bytes.fromhex(digits)
+    return None
+
+
+def _is_hex(digits: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in digits)
+
+
 def _centre_key(id_or_name: bytes | str) -> bytes | None:
     """bytes32 id for an id or a name; None when it cannot name a centre."""
     if isinstance(id_or_name, (bytes, bytearray)):
@@ -626,8 +900,11 @@ def _member(row: tuple) -> MemberInfo:
 __all__ = [
     "AnchorInfo",
     "EventIndex",
+    "EnrolmentInfo",
     "EventIndexError",
     "IndexMismatch",
+    "IssuerKeyInfo",
+    "KeyProposalInfo",
     "MemberInfo",
     "ProposalInfo",
     "SettlementInfo",
