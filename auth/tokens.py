@@ -6,8 +6,16 @@ issuer's 32-byte public key from the consortium registry (on chain, via the loca
 index), so a removed centre's tokens stop working at once. A centre may only vouch
 for its own people: iss must equal home, and the principal must be uid@home.
 
+The one exception is a token backed by a BBS credential presentation (amr ["bbs"]):
+the *verifying* centre checked the home centre's credential and issues the session
+token itself (iss = verifier, home = the credential's home). Its subject is a fresh
+random session pseudonym "<16 hex>@home", so two sign-ons cannot be linked; its
+attrs are exactly the disclosed attributes; rev is the home centre's revocation
+epoch the credential carried, so verifiers can refuse the token after a revocation.
+
 Claims: iss (issuing centre), sub (principal), home, attrs (directory attributes
-and groups the home centre asserts), iat, exp, jti.
+and groups the home centre asserts), iat, exp, jti, amr (["pwd"] for password
+sign-on at home, ["bbs"] for credential sign-on), rev (bbs only).
 """
 
 from __future__ import annotations
@@ -36,6 +44,10 @@ ALGORITHM = "Ed25519"
 MAX_TOKEN_LENGTH = 16 * 1024
 CENTRE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+PASSWORD = "pwd"
+PRESENTED = "bbs"
+#: Disclosed attributes the token carries as claims (rev, exp) rather than in attrs.
+_NOT_ATTRS = frozenset({"revocation_epoch", "expires_at"})
 
 
 class TokenError(ValueError):
@@ -56,6 +68,13 @@ class Claims:
     iat: int = 0
     exp: int = 0
     jti: str = ""
+    amr: list[str] = field(default_factory=lambda: [PASSWORD])
+    rev: int | None = None
+
+    @property
+    def presented(self) -> bool:
+        """True for a session backed by a credential presentation (issued by the verifier, not home)."""
+        return self.amr == [PRESENTED]
 
 
 # -- keys -------------------------------------------------------------------------------
@@ -108,7 +127,8 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
 # -- issuing ----------------------------------------------------------------------------
 
 class TokenIssuer:
-    """Issues tokens for this centre's own people, valid for `ttl` seconds."""
+    """Issues tokens valid for `ttl` seconds: for this centre's own people (password sign-on),
+    or for anyone who proved a member's credential to this centre (issue_presented)."""
 
     def __init__(self, centre: str, key: Ed25519PrivateKey, ttl: int = 900) -> None:
         if not isinstance(centre, str) or not CENTRE_NAME.match(centre):
@@ -133,8 +153,46 @@ class TokenIssuer:
         iat = int(time.time()) if now is None else int(now)
         claims = {
             "iss": self.centre, "sub": principal, "home": home, "attrs": dict(attributes),
-            "iat": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16),
+            "iat": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16), "amr": [PASSWORD],
         }
+        return self._sign(claims)
+
+    def issue_presented(self, home: str, disclosed: Mapping[str, str], revocation_epoch: int, *,
+                        now: int | None = None) -> str:
+        """A session token for someone who just proved a credential of `home` to this centre.
+
+        The subject is a fresh random pseudonym at `home` (unlinkable across sign-ons);
+        attrs are the disclosed attributes except revocation_epoch/expires_at (rev, and
+        exp is capped at the credential's expires_at when disclosed). Call it only after
+        verify_presentation succeeded.
+        """
+        if not isinstance(home, str) or not CENTRE_NAME.match(home):
+            raise ValueError(f"home must be a centre name, got {home!r:.40}")
+        if not isinstance(disclosed, Mapping):
+            raise ValueError("disclosed must be a mapping of attribute name to value")
+        if "home" in disclosed and disclosed["home"] != home:
+            raise ValueError(f"the disclosed home {disclosed['home']!r:.40} is not {home!r}")
+        if not isinstance(revocation_epoch, int) or isinstance(revocation_epoch, bool) or revocation_epoch < 0:
+            raise ValueError(f"revocation_epoch must be a non-negative integer, got {revocation_epoch!r}")
+        if "revocation_epoch" in disclosed and str(disclosed["revocation_epoch"]) != str(revocation_epoch):
+            raise ValueError("the disclosed revocation_epoch differs from revocation_epoch")
+        iat = int(time.time()) if now is None else int(now)
+        exp = iat + self.ttl
+        if "expires_at" in disclosed:
+            try:
+                exp = min(exp, int(disclosed["expires_at"]))
+            except (TypeError, ValueError):
+                raise ValueError("disclosed expires_at must be an integer") from None
+            if exp <= iat:
+                raise ValueError("the credential has expired; no session can be issued for it")
+        claims = {
+            "iss": self.centre, "sub": f"{secrets.token_hex(8)}@{home}", "home": home,
+            "attrs": {k: v for k, v in disclosed.items() if k not in _NOT_ATTRS},
+            "iat": iat, "exp": exp, "jti": secrets.token_urlsafe(16), "amr": [PRESENTED], "rev": revocation_epoch,
+        }
+        return self._sign(claims)
+
+    def _sign(self, claims: dict[str, Any]) -> str:
         try:
             payload = json.dumps(claims, separators=(",", ":"), sort_keys=True, allow_nan=False)
         except (TypeError, ValueError) as exc:
@@ -146,12 +204,14 @@ class TokenIssuer:
 # -- verifying --------------------------------------------------------------------------
 
 def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | None = None, *,
-                 leeway: int = 30) -> Claims:
+                 leeway: int = 30, revocation_epoch_for: Callable[[str], int] | None = None) -> Claims:
     """Check a token and return its claims, or raise TokenError saying why it is refused.
 
     key_for(centre) -> the centre's registered 32-byte public key, or None when the
     centre is unknown or was removed from the consortium. `leeway` tolerates clock
-    differences between centres (seconds) for both iat and exp.
+    differences between centres (seconds) for both iat and exp. When
+    `revocation_epoch_for(home)` is given, a credential-backed ("bbs") token whose rev
+    is no longer the home's current revocation epoch is refused ("revoked").
     """
     header, payload, _ = _split(token)
     alg = header.get("alg")
@@ -177,7 +237,7 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
                                           "the token was altered or not signed by that centre") from None
     claims = _claims(payload)
     _check_principal(claims.sub, claims.home, lambda m: TokenError("malformed", m))
-    if claims.home != claims.iss:
+    if claims.home != claims.iss and not claims.presented:
         raise TokenError("wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, "
                                          f"whose home is {claims.home!r}")
     now = int(time.time()) if now is None else int(now)
@@ -188,6 +248,11 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
                                           "check the clocks of the centres")
     if claims.exp <= claims.iat:
         raise TokenError("malformed", "token expires before it was issued")
+    if claims.presented and revocation_epoch_for is not None:
+        current = revocation_epoch_for(claims.home)
+        if claims.rev != current:
+            raise TokenError("revoked", f"this session rests on a credential that predates a revocation at "
+                                        f"{claims.home}: refresh your credential at your home centre and sign on again")
     return claims
 
 
@@ -219,7 +284,16 @@ def _claims(payload: dict) -> Claims:
         value = payload.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):
             raise TokenError("malformed", f"token claim {name!r} is missing or not a {kind.__name__}")
-    return Claims(**{name: payload[name] for name in kinds})
+    amr = payload.get("amr", [PASSWORD])
+    if amr not in ([PASSWORD], [PRESENTED]):
+        raise TokenError("malformed", f"token claim 'amr' must be [{PASSWORD!r}] or [{PRESENTED!r}]")
+    rev = payload.get("rev")
+    if amr == [PRESENTED]:
+        if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
+            raise TokenError("malformed", "a credential-backed token needs a non-negative integer 'rev'")
+    elif "rev" in payload:
+        raise TokenError("malformed", "only credential-backed tokens carry 'rev'")
+    return Claims(**{name: payload[name] for name in kinds}, amr=list(amr), rev=rev)
 
 
 def _check_principal(principal: object, home: str, error: Callable[[str], Exception]) -> None:

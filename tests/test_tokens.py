@@ -239,3 +239,83 @@ def test_key_files_refuse_other_keys(tmp_path):
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
     with pytest.raises(ValueError, match="not an Ed25519"):
         load_private_key(ec)
+
+
+# -- credential-backed (BBS) session tokens ------------------------------------------------
+
+VERIFIER = TokenIssuer("hpc-b", KEY_B, ttl=900)
+DISCLOSED = {"home": "hpc-a", "department": "physics", "revocation_epoch": "4", "expires_at": str(NOW + 86400)}
+
+
+def test_password_tokens_say_so():
+    claims = verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, now=NOW)
+    assert claims.amr == ["pwd"] and claims.rev is None and not claims.presented
+
+
+def test_presented_token_round_trip():
+    token = VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW)
+    claims = verify_token(token, REGISTRY.get, now=NOW + 60)
+    assert (claims.iss, claims.home, claims.amr, claims.rev) == ("hpc-b", "hpc-a", ["bbs"], 4)
+    assert claims.presented
+    uid, home = claims.sub.split("@")
+    assert home == "hpc-a" and len(uid) == 16 and int(uid, 16) >= 0
+    assert claims.attrs == {"home": "hpc-a", "department": "physics"}
+    assert (claims.iat, claims.exp) == (NOW, NOW + 900)
+
+
+def test_presented_tokens_use_a_fresh_pseudonym_each_time():
+    subjects = {verify_token(VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW), REGISTRY.get, now=NOW).sub
+                for _ in range(3)}
+    assert len(subjects) == 3
+
+
+def test_presented_token_does_not_outlive_the_credential():
+    token = VERIFIER.issue_presented("hpc-a", {**DISCLOSED, "expires_at": str(NOW + 100)}, 4, now=NOW)
+    assert verify_token(token, REGISTRY.get, now=NOW).exp == NOW + 100
+    with pytest.raises(ValueError, match="expired"):
+        VERIFIER.issue_presented("hpc-a", {**DISCLOSED, "expires_at": str(NOW)}, 4, now=NOW)
+
+
+def test_presented_token_is_refused_after_a_revocation():
+    token = VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW)
+    assert verify_token(token, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    err = _refused(token, revocation_epoch_for={"hpc-a": 5}.get)
+    assert err.code == "revoked" and "hpc-a" in err.reason
+    # Password tokens carry no revocation epoch; the check does not apply to them.
+    password = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert verify_token(password, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
+
+
+def test_password_style_token_from_another_centre_is_still_refused():
+    for amr in ({}, {"amr": ["pwd"]}):
+        token = _sign({"alg": "Ed25519"}, {**_claims(iss="hpc-b", sub="alice@hpc-a"), **amr}, key=KEY_B)
+        err = _refused(token)
+        assert err.code == "wrong_issuer" and "alice@hpc-a" in err.reason
+
+
+def test_presented_token_subject_must_belong_to_home():
+    token = _sign({"alg": "Ed25519"}, _claims(iss="hpc-b", sub="0123456789abcdef@hpc-b", amr=["bbs"], rev=1),
+                  key=KEY_B)
+    assert _refused(token).code == "malformed"
+
+
+@pytest.mark.parametrize("extra", [
+    {"amr": ["bbs"]}, {"amr": ["bbs"], "rev": "1"}, {"amr": ["bbs"], "rev": -1}, {"amr": ["bbs"], "rev": True},
+    {"amr": ["pwd"], "rev": 1}, {"rev": 1}, {"amr": "bbs"}, {"amr": ["otp"]}, {"amr": ["pwd", "bbs"]}, {"amr": []},
+])
+def test_amr_and_rev_must_fit_together(extra):
+    token = _sign({"alg": "Ed25519"}, {**_claims(iss="hpc-b", sub="0123456789abcdef@hpc-a"), **extra}, key=KEY_B)
+    assert _refused(token).code == "malformed"
+
+
+def test_issue_presented_validates_its_input():
+    with pytest.raises(ValueError):
+        VERIFIER.issue_presented("HPC A", DISCLOSED, 4)
+    with pytest.raises(ValueError, match="home"):
+        VERIFIER.issue_presented("cloud-c", DISCLOSED, 4)
+    with pytest.raises(ValueError, match="revocation_epoch"):
+        VERIFIER.issue_presented("hpc-a", DISCLOSED, 5)
+    with pytest.raises(ValueError):
+        VERIFIER.issue_presented("hpc-a", DISCLOSED, -1)
+    with pytest.raises(ValueError):
+        VERIFIER.issue_presented("hpc-a", [("home", "hpc-a")], 4)
