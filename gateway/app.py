@@ -14,7 +14,17 @@ from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
 from gateway.errors import GatewayError
 from gateway.node import CentreNode
-from gateway.schemas import EpochClosure, JobRequest, JobView, LoginRequest, LoginResponse
+from gateway.schemas import (
+    CredentialResponse,
+    EpochClosure,
+    JobRequest,
+    JobView,
+    LoginRequest,
+    LoginResponse,
+    PresentRequest,
+    RevokeRequest,
+    SignOnResponse,
+)
 
 
 def create_app(node: CentreNode) -> FastAPI:
@@ -52,6 +62,26 @@ def create_app(node: CentreNode) -> FastAPI:
     def login(body: LoginRequest) -> LoginResponse:
         """Password sign-on at the user's home centre; the token is accepted by every member."""
         return node.login(body.username, body.password)
+
+    @app.post("/v1/credentials", response_model=CredentialResponse, tags=["identity"])
+    def credential(body: LoginRequest) -> dict:
+        """At the user's home centre: a BBS credential over their live directory attributes."""
+        return node.credential(body.username, body.password)
+
+    @app.get("/v1/auth/request", tags=["identity"])
+    def auth_request() -> dict:
+        """A one-time presentation request: the attributes this centre needs and a fresh nonce."""
+        return node.auth_request()
+
+    @app.post("/v1/auth/present", response_model=SignOnResponse, tags=["identity"])
+    def present(body: PresentRequest) -> dict:
+        """Sign on with a presentation: a session token carrying only the disclosed attributes."""
+        return node.present(body.presentation)
+
+    @app.post("/v1/enrolments/revoke", tags=["identity"], dependencies=[Depends(operator)])
+    def revoke(body: RevokeRequest) -> dict:
+        """Revoke one of this centre's users: every member refuses them once the event reaches it."""
+        return node.revoke(body.username)
 
     @app.post("/v1/jobs", response_model=JobView, status_code=202, tags=["jobs"])
     def submit(

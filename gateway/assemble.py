@@ -6,12 +6,17 @@ the local consortium that the demo and the tests start.
 
 from __future__ import annotations
 
+import os
+import secrets
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from auth import bbs
+from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
@@ -20,6 +25,7 @@ from gateway.epochs import EpochCloser
 from gateway.executor import LocalExecutor
 from gateway.forwarding import Peers
 from gateway.node import CentreNode, NodeParts
+from gateway.signon import IssuerKey, SignOn
 from gateway.store import Store
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
@@ -36,11 +42,15 @@ def build_node(
     deployment: Deployment,
     account: LocalAccount,
     token_key: Ed25519PrivateKey,
+    issuer_key: IssuerKey,
+    schema: CredentialSchema,
+    signon_attributes: Sequence[str],
     directory: Directory,
     policy_text: str,
     data_dir: Path,
     operator_key: str,
     token_ttl: int = 900,
+    issuer_key_overlap: int = 86_400,
     workers: int = 4,
 ) -> CentreNode:
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -48,6 +58,19 @@ def build_node(
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
     _register_chain_writes(outbox, chain, deployment, account)
+    tokens = TokenIssuer(name, token_key, ttl=token_ttl)
+    signon = SignOn(
+        name=name,
+        schema=schema,
+        issuer_key=issuer_key,
+        enrolment_secret=_secret(data_dir / "enrolment.secret"),
+        directory=directory,
+        index=index,
+        outbox=outbox,
+        tokens=tokens,
+        requested=signon_attributes,
+        key_overlap=issuer_key_overlap,
+    )
     parts = NodeParts(
         name=name,
         account=account,
@@ -55,9 +78,10 @@ def build_node(
         store=store,
         directory=directory,
         policy=PolicyEngine(policy_text),
-        issuer=TokenIssuer(name, token_key, ttl=token_ttl),
+        issuer=tokens,
         executor=LocalExecutor(data_dir / "jobs"),
         epochs=EpochCloser(name, store, outbox, index),
+        signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
         domain=domain_for(deployment),
         operator_key=operator_key,
@@ -75,6 +99,9 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         deployment=Deployment.from_json(config.deployment.read_text()),
         account=Account.from_key(config.chain_key_file.read_text().strip()),
         token_key=load_private_key(config.token_key_file),
+        issuer_key=load_issuer_key(config.issuer_key_file),
+        schema=CredentialSchema.load(config.credential_schema),
+        signon_attributes=config.signon_attributes,
         directory=Directory(
             config.ldap_url, config.ldap_base_dn, config.ldap_bind_dn, config.ldap_bind_password, centre=config.centre
         ),
@@ -82,45 +109,80 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         data_dir=config.data_dir,
         operator_key=config.operator_key,
         token_ttl=config.token_ttl,
+        issuer_key_overlap=config.issuer_key_overlap,
         workers=config.workers,
     )
 
 
+def load_issuer_key(path: Path) -> IssuerKey:
+    """A BBS issuer secret key file: 32 bytes as hex."""
+    try:
+        sk = bytes.fromhex(path.read_text().strip().removeprefix("0x"))
+        return IssuerKey(sk, bbs.SHA256.sk_to_pk(sk))
+    except ValueError as exc:
+        raise ValueError(f"{path}: not a BBS issuer secret key (64 hex digits): {exc}") from None
+
+
+def save_issuer_key(key: IssuerKey, path: Path) -> None:
+    _write_private(path, key.sk.hex())
+
+
+def _secret(path: Path) -> bytes:
+    """A 32-byte secret kept in `path`, created on first use."""
+    if not path.exists():
+        _write_private(path, secrets.token_hex(32))
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+
+
 def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
-    """The chain writes a gateway makes, each safe to repeat after a crash."""
+    """The chain writes a gateway makes, each safe to repeat after a crash.
+
+    A revert that means "this was already done" (a retry after a crash between
+    mining and marking the item done) completes the item instead of failing it.
+    """
     contracts = bind(chain, deployment)
-    me = centre_id_of(contracts, account)
+    me = contracts.consortium.functions.idOf(account.address).call()
+    registry = contracts.identity_registry.functions
 
-    def anchor(payload: dict) -> str | None:
+    def send(fn, done_if: str, already: Callable[[], bool] = lambda: True) -> str | None:
         try:
-            receipt = chain.transact(
-                contracts.usage_ledger.functions.anchor(
-                    payload["epoch"],
-                    bytes.fromhex(payload["root"][2:]),
-                    payload["count"],
-                    [centre_id(d) for d in payload["debtors"]],
-                    payload["amounts"],
-                ),
-                account,
-            )
+            receipt = chain.transact(fn, account)
         except ChainRevert as exc:
-            if "AlreadyAnchored" in exc.reason and contracts.usage_ledger.functions.anchorOf(me, payload["epoch"]).call()[2]:
+            if exc.reason == done_if and already():
                 return None
             raise
         return receipt["transactionHash"].to_0x_hex()
 
-    def settle(payload: dict) -> str | None:
-        try:
-            receipt = chain.transact(contracts.settlement.functions.settle(payload["epoch"]), account)
-        except ChainRevert as exc:
-            if "AlreadySettled" in exc.reason:
-                return None
-            raise
-        return receipt["transactionHash"].to_0x_hex()
+    def anchor(p: dict) -> str | None:
+        fn = contracts.usage_ledger.functions.anchor(
+            p["epoch"], _b32(p["root"]), p["count"], [centre_id(d) for d in p["debtors"]], p["amounts"]
+        )
+        return send(fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call()[2])
 
-    outbox.register("anchor", anchor)
-    outbox.register("settle", settle)
+    def settle(p: dict) -> str | None:
+        return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
+
+    def issuer_key(p: dict) -> str | None:
+        pk = bytes.fromhex(p["pk"][2:])
+        return send(registry.setIssuerKey(pk, p["previous_valid_until"]), "KeyAlreadyUsed",
+                    lambda: any(k[0] == pk and k[3] == 0 for k in registry.issuerKeys(me).call()))
+
+    def enrol(p: dict) -> str | None:
+        return send(registry.enrol(_b32(p["enrolment"])), "AlreadyEnrolled")
+
+    def revoke(p: dict) -> str | None:
+        return send(registry.revoke(_b32(p["enrolment"])), "AlreadyRevoked")
+
+    for kind, handler in (("anchor", anchor), ("settle", settle), ("issuer-key", issuer_key), ("enrol", enrol),
+                          ("revoke", revoke)):
+        outbox.register(kind, handler)
 
 
-def centre_id_of(contracts, account: LocalAccount) -> bytes:
-    return contracts.consortium.functions.idOf(account.address).call()
+def _b32(hex_text: str) -> bytes:
+    return bytes.fromhex(hex_text.removeprefix("0x"))

@@ -11,8 +11,9 @@ import uuid
 from pathlib import Path
 
 from gateway.client import GatewayClient, GatewayRefused
+from gateway.wallet import Wallet
 
-DEFAULT_SESSION = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "session.json"
+DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,11 +39,11 @@ def _parser() -> argparse.ArgumentParser:
     gw.add_argument("--config", type=Path, required=True, help="the centre's TOML configuration")
     gw.set_defaults(run=_gateway)
 
-    login = sub.add_parser("login", help="sign on at your home centre")
+    login = sub.add_parser("login", help="fetch or refresh your credential at your home centre")
     login.add_argument("--gateway", required=True, help="your home centre's gateway URL")
     login.add_argument("--user", required=True)
     login.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
-    login.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    login.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     login.set_defaults(run=_login)
 
     submit = sub.add_parser("submit", help="submit a job at any member gateway")
@@ -54,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--gpus", type=int, default=0)
     submit.add_argument("--queue", default="cpu")
     submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
-    submit.add_argument("--session", type=Path, default=DEFAULT_SESSION)
+    submit.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     submit.set_defaults(run=_submit)
 
@@ -64,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     close.add_argument("--gateway", required=True)
     close.add_argument("--operator-key-file", type=Path, required=True)
     close.set_defaults(run=_close_epoch)
+
+    enrolment = sub.add_parser("enrolment", help="enrolment operations (operators of the home centre)")
+    nsub = enrolment.add_subparsers(required=True, metavar="ACTION")
+    revoke = nsub.add_parser("revoke", help="revoke a user: every member refuses their credentials within seconds")
+    revoke.add_argument("--gateway", required=True, help="the user's home centre's gateway URL")
+    revoke.add_argument("--user", required=True)
+    revoke.add_argument("--operator-key-file", type=Path, required=True)
+    revoke.set_defaults(run=_revoke)
 
     audit = sub.add_parser("audit", help="check the books against the chain")
     asub = audit.add_subparsers(required=True, metavar="ACTION")
@@ -109,9 +118,9 @@ def _gateway(args: argparse.Namespace) -> int:
 def _login(args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
     with GatewayClient(args.gateway) as client:
-        session = client.login(args.user, password)
-    _save_session(args.session, session)
-    print(f"signed on as {session['principal']}; session saved in {args.session}")
+        wallet = Wallet.from_issuance(args.gateway, client.credential(args.user, password))
+    wallet.save(args.wallet)
+    print(f"credential from {wallet.home} saved in {args.wallet}; sign on at any member with 'xcentre submit'")
     return 0
 
 
@@ -125,7 +134,8 @@ def _submit(args: argparse.Namespace) -> int:
         "centre": args.centre,
         "resources": {"cores": args.cores, "memory_mib": args.memory_mib, "gpus": args.gpus, "queue": args.queue},
     }
-    with GatewayClient(args.gateway, token=_load_session(args.session)["token"]) as client:
+    with GatewayClient(args.gateway) as client:
+        client.sign_on(Wallet.load(args.wallet))
         view = client.submit(job, idempotency_key=str(uuid.uuid4()))
         if args.wait:
             view = client.wait(view["id"])
@@ -136,6 +146,12 @@ def _close_epoch(args: argparse.Namespace) -> int:
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
         return _print_json(client.close_epoch(key))
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    key = args.operator_key_file.read_text().strip()
+    with GatewayClient(args.gateway) as client:
+        return _print_json(client.revoke(args.user, key))
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
@@ -150,20 +166,6 @@ def _audit_verify(args: argparse.Namespace) -> int:
         print(f"MISMATCH {finding}")
     print(f"epoch {args.epoch}: {'verified' if report.ok else 'NOT verified'} against the chain")
     return 0 if report.ok else 3
-
-
-def _save_session(path: Path, session: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump(session, f)
-
-
-def _load_session(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"no session at {path}: run 'xcentre login' first") from None
 
 
 if __name__ == "__main__":

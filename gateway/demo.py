@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +21,11 @@ from auth.ldif import centre_ldif, service_dn
 from gateway.auditing import audit_epoch
 from gateway.client import GatewayClient, GatewayRefused
 from gateway.local import LocalConsortium, demo_spec
+from gateway.wallet import Wallet
 from ledger.chain import connect
+
+#: Disclosed with every presentation; not worth showing.
+HOUSEKEEPING = {"home", "revocation_epoch", "expires_at"}
 
 BURN = "import sys; n = int(sys.argv[1]); print(sum(i * i for i in range(n)))"
 
@@ -73,16 +78,16 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
                         str(c.prices.per_gpu_second), str(c.prices.per_gib_hour))
     console.print(members)
 
-    sessions: dict[str, str] = {}
-    for user, home, password, *_ in SCENARIO:
-        if user not in sessions:
-            with GatewayClient(consortium.url(home)) as client:
-                sessions[user] = client.login(user, password)["token"]
-            console.print(f"[green]✓[/] {user} signed on at home centre [bold]{home}[/] (the password goes nowhere else)")
+    people = {user: (home, password) for user, home, password, *_ in SCENARIO}
+    wallets = {user: _enrol(console, consortium, user, home, password) for user, (home, password) in people.items()}
 
     outcomes = []
     for user, home, _, gateway, job, note in SCENARIO:
-        with GatewayClient(consortium.url(gateway), token=sessions[user]) as client:
+        with GatewayClient(consortium.url(gateway)) as client:
+            session = client.sign_on(wallets[user])
+            shown = ", ".join(f"{k}={v}" for k, v in session["disclosed"].items() if k not in HOUSEKEEPING) or "nothing else"
+            console.print(f"[green]✓[/] {user} signed on at [bold]{gateway}[/] as {session['principal']} "
+                          f"with a BBS proof, disclosing {shown}")
             try:
                 view = client.wait(client.submit(job)["id"])
             except GatewayRefused as refusal:
@@ -128,4 +133,45 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
         console.print(f"[red]✗ {finding}[/]")
     verdict = "[green]verified against the chain[/]" if report.ok else "[red]NOT verified[/]"
     console.print(f"Audit of epoch {epoch}: every record, root, claim and net position {verdict}")
-    return report.ok
+    return report.ok and _revocation(console, consortium, wallets)
+
+
+def _enrol(console: Console, consortium: LocalConsortium, user: str, home: str, password: str) -> Wallet:
+    with GatewayClient(consortium.url(home)) as client:
+        wallet = Wallet.from_issuance(consortium.url(home), client.credential(user, password))
+    console.print(f"[green]✓[/] {user} fetched a BBS credential at home centre [bold]{home}[/] "
+                  "(the password goes nowhere else)")
+    return wallet
+
+
+def _revocation(console: Console, consortium: LocalConsortium, wallets: dict[str, Wallet]) -> bool:
+    """Revoke bob at home; every centre refuses him within seconds, and alice refreshes."""
+    console.rule("Revocation")
+    with GatewayClient(consortium.url("hpc-a")) as home:
+        home.revoke("bob", consortium.operator_key("hpc-a"))
+    console.print("[yellow]![/] hpc-a's operator revoked bob's enrolment on chain")
+    started = time.monotonic()
+    refusal = None
+    while refusal is None and time.monotonic() - started < 10:
+        with GatewayClient(consortium.url("cloud-b")) as client:
+            try:
+                client.sign_on(wallets["bob"])
+                time.sleep(0.1)
+            except GatewayRefused as exc:
+                refusal = exc
+    if refusal is None:
+        console.print("[red]✗ cloud-b still accepts bob's credential[/]")
+        return False
+    console.print(f"[green]✓[/] {time.monotonic() - started:.1f} s later cloud-b refuses bob: {refusal.error}")
+    try:
+        _enrol(console, consortium, "bob", "hpc-a", "bob-pw")
+        console.print("[red]✗ hpc-a issued bob a new credential[/]")
+        return False
+    except GatewayRefused as exc:
+        console.print(f"[green]✓[/] bob cannot refresh at home either: {exc.error}")
+    wallets["alice"] = _enrol(console, consortium, "alice", "hpc-a", "alice-pw")
+    with GatewayClient(consortium.url("cloud-b")) as client:
+        session = client.sign_on(wallets["alice"])
+    console.print(f"[green]✓[/] alice's refreshed credential signs on at cloud-b again as {session['principal']}; "
+                  "her sign-ons stay unlinkable")
+    return True

@@ -17,12 +17,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from auth.credentials import CredentialSchema, generate_issuer_key
 from auth.directory import Directory
 from auth.tokens import public_key_bytes
 from gateway.app import create_app
 from gateway.assemble import build_node
 from gateway.node import CentreNode
 from gateway.server import BackgroundServer, free_port
+from gateway.signon import IssuerKey
 from ledger.chain import Chain
 from ledger.deploy import Deployment, MemberSpec, Prices, deploy_consortium
 
@@ -38,12 +40,14 @@ class CentreSpec:
     users: list[dict]
     groups: list[dict]
     policy: str
+    signon_attributes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ConsortiumSpec:
     quorum: int
     initial_credit: int
+    schema: CredentialSchema
     centres: list[CentreSpec]
 
     def centre(self, name: str) -> CentreSpec:
@@ -63,10 +67,12 @@ def demo_spec() -> ConsortiumSpec:
             users=c["users"],
             groups=c.get("groups", []),
             policy=(data / c["policy"]).read_text(),
+            signon_attributes=tuple(c["signon_attributes"]),
         )
         for c in raw["centre"]
     ]
-    return ConsortiumSpec(quorum=raw["quorum"], initial_credit=raw["initial_credit"], centres=centres)
+    schema = CredentialSchema.parse((data / raw["credential_schema"]).read_text())
+    return ConsortiumSpec(quorum=raw["quorum"], initial_credit=raw["initial_credit"], schema=schema, centres=centres)
 
 
 @dataclass
@@ -74,6 +80,7 @@ class RunningCentre:
     spec: CentreSpec
     account: LocalAccount
     token_key: Ed25519PrivateKey
+    issuer_key: IssuerKey
     operator_key: str
     node: CentreNode | None = None
     server: BackgroundServer | None = None
@@ -98,7 +105,9 @@ class LocalConsortium:
         for c in self.spec.centres:
             account = Account.create()
             self.chain.fund(account.address, GAS_MONEY)
-            self.centres[c.name] = RunningCentre(c, account, Ed25519PrivateKey.generate(), secrets.token_urlsafe(24))
+            self.centres[c.name] = RunningCentre(
+                c, account, Ed25519PrivateKey.generate(), IssuerKey(*generate_issuer_key()), secrets.token_urlsafe(24)
+            )
         deployer = Account.create()
         self.chain.fund(deployer.address, GAS_MONEY)
         members = [
@@ -120,6 +129,9 @@ class LocalConsortium:
                 deployment=self.deployment,
                 account=running.account,
                 token_key=running.token_key,
+                issuer_key=running.issuer_key,
+                schema=self.spec.schema,
+                signon_attributes=c.signon_attributes,
                 directory=self.directories[c.name],
                 policy_text=c.policy,
                 data_dir=self.data_dir / c.name,
@@ -127,6 +139,8 @@ class LocalConsortium:
             )
             running.node.start()
             running.server = BackgroundServer(create_app(running.node), port=ports[c.name]).start()
+        for running in self.centres.values():  # every index sees every issuer key before anyone signs on
+            running.node.parts.epochs.flush()
         return self
 
     def stop(self) -> None:

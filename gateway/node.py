@@ -26,6 +26,7 @@ from gateway.forwarding import Peers, PeerDenied
 from gateway.placement import rank_centres
 from gateway.pricing import cap_to_limits, price
 from gateway.schemas import EpochClosure, JobRequest, JobView, LoginResponse
+from gateway.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, Store
 from ledger.ids import centre_id, user_id
 from ledger.index import EventIndex
@@ -35,10 +36,6 @@ log = logging.getLogger(__name__)
 
 #: What a job's owner sees of its usage record.
 USAGE_FIELDS = ("epoch", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "price")
-
-#: Attributes of the home directory that travel in the session token.
-TOKEN_ATTRIBUTES = ("departmentNumber", "employeeType", "title")
-
 
 @dataclass
 class NodeParts:
@@ -53,6 +50,7 @@ class NodeParts:
     issuer: TokenIssuer
     executor: LocalExecutor
     epochs: EpochCloser
+    signon: SignOn
     peers: Peers
     domain: object
     operator_key: str
@@ -72,6 +70,8 @@ class CentreNode:
     def start(self, interval: float = 1.0) -> None:
         """Catch up with the chain and keep up with it; resume the jobs a restart interrupted."""
         self.parts.index.sync()
+        self.parts.signon.publish_issuer_key()
+        self.parts.epochs.flush()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, args=(interval,), name=f"{self.name}-housekeeping", daemon=True
         )
@@ -108,8 +108,8 @@ class CentreNode:
             raise
         except DirectoryError:
             raise Unauthorized("unknown user or wrong password") from None
-        attributes = {k: entry.attributes[k] for k in TOKEN_ATTRIBUTES if k in entry.attributes}
-        attributes["groups"] = sorted(entry.groups)
+        # The same attribute names as a credential's, so one policy serves both sign-ons.
+        attributes = self.parts.signon.schema.from_directory(entry.attributes, entry.groups)
         principal = f"{entry.uid}@{self.name}"
         token = self.parts.issuer.issue(principal, self.name, attributes)
         claims = self.authenticate(token)
@@ -120,9 +120,26 @@ class CentreNode:
         if not token:
             raise Unauthorized("a session token is required: log in at your home centre first")
         try:
-            return verify_token(token, self.parts.index.token_key)
+            return verify_token(token, self.parts.index.token_key, revocation_epoch_for=self.parts.index.revocation_epoch)
         except TokenError as exc:
             raise Unauthorized(f"session token refused: {exc.reason}") from None
+
+    def credential(self, username: str, password: str) -> dict:
+        return self.parts.signon.issue(username, password)
+
+    def auth_request(self) -> dict:
+        return self.parts.signon.request().to_dict()
+
+    def present(self, presentation: dict) -> dict:
+        token, disclosed = self.parts.signon.present(presentation)
+        claims = self.authenticate(token)
+        return {"token": token, "principal": claims.sub, "home": claims.home, "expires_at": claims.exp,
+                "disclosed": disclosed}
+
+    def revoke(self, username: str) -> dict:
+        result = self.parts.signon.revoke(username)
+        self.parts.epochs.flush()
+        return result
 
     # -- jobs --------------------------------------------------------------------
 
@@ -148,9 +165,9 @@ class CentreNode:
         raise Forbidden("no member centre accepts this job", reasons=refusals)
 
     def _authorise(self, claims: Claims, request: JobRequest):
-        groups = set(claims.attrs.get("groups", [])) if claims.home == self.name else set()
-        groups.update(self.parts.directory.groups_of(claims.sub))
-        subject = Subject(claims.sub, claims.home, {k: v for k, v in claims.attrs.items() if k != "groups"}, sorted(groups))
+        subject = Subject(
+            claims.sub, claims.home, {k: v for k, v in claims.attrs.items() if k != "groups"}, self._groups(claims)
+        )
         res = request.resources
         resource = {"queue": res.queue, "centre": self.name, "gpu_type": res.gpu_type, "data_class": res.data_class}
         context = {
@@ -164,6 +181,16 @@ class CentreNode:
         for error in decision.errors:
             log.warning("policy evaluation error at %s: %s", self.name, error)
         return decision
+
+    def _groups(self, claims: Claims) -> list[str]:
+        """Home groups as `cn@home` (plain `cn` too for this centre's own people), plus local LDAP groups."""
+        home_groups = [g for g in str(claims.attrs.get("groups", "")).split(",") if g]
+        groups = {f"{g}@{claims.home}" for g in home_groups}
+        if claims.home == self.name:
+            groups.update(home_groups)
+        if not claims.presented:  # a presented sign-on is pseudonymous: no directory entry to look up
+            groups.update(self.parts.directory.groups_of(claims.sub))
+        return sorted(groups)
 
     def _accept(self, claims: Claims, request: JobRequest, idempotency_key: str | None) -> JobView:
         body = request.model_dump() | {"centre": self.name}

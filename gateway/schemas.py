@@ -29,6 +29,25 @@ class LoginResponse(BaseModel):
     expires_at: int
 
 
+class CredentialResponse(BaseModel):
+    home: str
+    credential: dict = Field(description="the BBS credential: keep it in your wallet, never send it")
+    issuer_pk: str = Field(description="the home centre's issuer public key (hex), as registered on chain")
+    schema_: dict = Field(alias="schema", description="the consortium's credential schema the credential follows")
+
+
+class PresentRequest(Strict):
+    presentation: dict = Field(description="a selective-disclosure proof answering this centre's request")
+
+
+class SignOnResponse(LoginResponse):
+    disclosed: dict[str, str]
+
+
+class RevokeRequest(Strict):
+    username: str = Field(pattern=USERNAME)
+
+
 class Resources(Strict):
     cores: int = Field(default=1, ge=1, le=1024)
     memory_mib: int = Field(default=1024, ge=1, le=4 * 1024 * 1024)

@@ -235,8 +235,14 @@ class IssuerKeyInfo:
     block: int = 0
 
     def valid_at(self, at: int) -> bool:
-        """Whether this key may have signed a credential presented at time `at`."""
-        return self.valid_from <= at and (self.valid_until == 0 or at < self.valid_until)
+        """Whether a credential signed with this key may be presented at time `at`.
+
+        Only the end of the window counts: `valid_from` is a block timestamp, and a
+        chain's clock may run ahead of the verifier's (eth-tester stamps blocks mined
+        within the same second a second apart), so a key just registered must not
+        look "not yet valid".
+        """
+        return self.valid_until == 0 or at < self.valid_until
 
     @property
     def short_id(self) -> str:

@@ -137,6 +137,16 @@ class CredentialSchema:
                                         disclosable=entry.get("disclosable", True)))
         return cls(id=data.get("id"), version=data.get("version"), attributes=tuple(attributes))
 
+    def to_dict(self) -> dict[str, Any]:
+        """The schema as from_dict reads it, so a wallet can carry the schema of its credential."""
+        attributes = []
+        for a in self.attributes:
+            entry = {"name": a.name, "source": a.source, "type": a.type, "disclosable": a.disclosable}
+            if a.default is not None:
+                entry["default"] = a.default
+            attributes.append(entry)
+        return {"id": self.id, "version": self.version, "attribute": attributes}
+
     # -- use ------------------------------------------------------------------------
 
     @property

@@ -1,0 +1,67 @@
+"""A user's wallet: the credential from their home centre, kept in a private file.
+
+The credential never leaves the wallet; only presentations made from it, one
+per sign-on and bound to the verifier's challenge, are sent to a gateway.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from auth.credentials import Credential, CredentialSchema, PresentationRequest, make_presentation
+
+
+@dataclass(frozen=True)
+class Wallet:
+    home: str
+    home_url: str
+    credential: Credential
+    issuer_pk: bytes
+    schema: CredentialSchema
+
+    @classmethod
+    def from_issuance(cls, home_url: str, issued: dict) -> "Wallet":
+        """A wallet for what POST /v1/credentials answered."""
+        return cls(
+            home=issued["home"],
+            home_url=home_url,
+            credential=Credential.from_dict(issued["credential"]),
+            issuer_pk=bytes.fromhex(issued["issuer_pk"].removeprefix("0x")),
+            schema=CredentialSchema.from_dict(issued["schema"]),
+        )
+
+    def present(self, request: dict) -> dict:
+        """A presentation answering `request`: only the attributes it names are disclosed."""
+        parsed = PresentationRequest.from_dict(request)
+        return make_presentation(self.schema, self.credential, self.issuer_pk, parsed).to_dict()
+
+    def save(self, path: Path) -> None:
+        """Write the wallet readable by its owner only (mode 0600), replacing any older one."""
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        tmp = path.with_name(path.name + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(
+                {
+                    "home": self.home,
+                    "home_url": self.home_url,
+                    "credential": self.credential.to_dict(),
+                    "issuer_pk": "0x" + self.issuer_pk.hex(),
+                    "schema": self.schema.to_dict(),
+                },
+                f,
+            )
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path) -> "Wallet":
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"no wallet at {path}: run 'xcentre login' at your home centre first") from None
+        except ValueError as exc:
+            raise ValueError(f"{path} is not a wallet: {exc}") from None
+        return cls.from_issuance(data["home_url"], data)
