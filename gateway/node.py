@@ -7,6 +7,7 @@ same node serves the API, the demo and the tests.
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+from joserfc import jws
 
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable
 from auth.policy import PolicyEngine, Subject
@@ -132,8 +134,8 @@ class CentreNode:
 
     def present(self, presentation: dict) -> dict:
         token, disclosed = self.parts.signon.present(presentation)
-        claims = self.authenticate(token)
-        return {"token": token, "principal": claims.sub, "home": claims.home, "expires_at": claims.exp,
+        claims = json.loads(jws.extract_compact(token.encode()).payload)  # minted just now: no need to verify
+        return {"token": token, "principal": claims["sub"], "home": claims["home"], "expires_at": claims["exp"],
                 "disclosed": disclosed}
 
     def revoke(self, username: str) -> dict:
