@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.client import GatewayClient, GatewayRefused
+from gateway.client import GatewayClient, GatewayRefused, GatewayUnreachable
 from ledger.audit import AuditReport, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
@@ -26,7 +26,7 @@ def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[d
         try:
             with GatewayClient(url, timeout=30) as client:
                 rows = client.epoch_records(epoch)
-        except (httpx.HTTPError, GatewayRefused) as exc:
+        except (httpx.HTTPError, GatewayRefused, GatewayUnreachable) as exc:
             problems.append(f"{name}: records unavailable from {url} ({exc})")
             continue
         records[centre] = [(UsageRecord.from_json(r["record"]), bytes.fromhex(r["signature"].removeprefix("0x"))) for r in rows]

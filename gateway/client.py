@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from gateway.wallet import Wallet
+
 FINAL = {"succeeded", "failed", "timed_out"}
 
 
@@ -18,6 +20,10 @@ class GatewayRefused(Exception):
         self.status = status
         self.error = error
         self.reasons = reasons
+
+
+class GatewayUnreachable(ConnectionError):
+    """The gateway did not answer at all (refused connection, timeout, broken connection)."""
 
 
 class GatewayClient:
@@ -36,7 +42,10 @@ class GatewayClient:
         headers = kwargs.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        response = self._http.request(method, path, headers=headers, **kwargs)
+        try:
+            response = self._http.request(method, path, headers=headers, **kwargs)
+        except httpx.TransportError as exc:
+            raise GatewayUnreachable(f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})") from None
         try:
             payload = response.json()
         except ValueError:
@@ -50,6 +59,21 @@ class GatewayClient:
         session = self._call("POST", "/v1/login", json={"username": username, "password": password})
         self.token = session["token"]
         return session
+
+    def credential(self, username: str, password: str) -> dict:
+        """At the home centre: a BBS credential over the user's directory attributes."""
+        return self._call("POST", "/v1/credentials", json={"username": username, "password": password})
+
+    def sign_on(self, wallet: Wallet) -> dict:
+        """Answer this gateway's presentation request from the wallet; keeps the session token."""
+        request = self._call("GET", "/v1/auth/request")
+        session = self._call("POST", "/v1/auth/present", json={"presentation": wallet.present(request)})
+        self.token = session["token"]
+        return session
+
+    def revoke(self, username: str, operator_key: str) -> dict:
+        return self._call("POST", "/v1/enrolments/revoke", json={"username": username},
+                          headers={"X-Operator-Key": operator_key})
 
     def submit(self, job: dict, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

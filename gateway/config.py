@@ -7,6 +7,7 @@ a whole.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,14 @@ class GatewayConfig:
     deployment: Path
     chain_key_file: Path
     token_key_file: Path
+    issuer_key_file: Path
+    credential_schema: Path
     operator_key: str
     policy_file: Path
     ldap_url: str
     ldap_base_dn: str
+    signon_attributes: tuple[str, ...] = ("employee_type", "groups")
+    issuer_key_overlap: int = 86_400
     ldap_bind_dn: str | None = None
     ldap_bind_password: str | None = None
     host: str = "127.0.0.1"
@@ -38,9 +43,22 @@ class GatewayConfig:
 
 _REQUIRED = (
     "centre", "data_dir", "chain_url", "deployment", "chain_key_file", "token_key_file",
-    "operator_key", "policy_file", "ldap_url", "ldap_base_dn",
+    "issuer_key_file", "credential_schema", "operator_key", "policy_file", "ldap_url", "ldap_base_dn",
 )
-_PATHS = ("data_dir", "deployment", "chain_key_file", "token_key_file", "policy_file")
+_PATHS = (
+    "data_dir", "deployment", "chain_key_file", "token_key_file", "issuer_key_file", "credential_schema",
+    "policy_file",
+)
+
+
+_CENTRE = re.compile(r"^[a-z0-9-]{1,32}$")
+#: Integer settings and their smallest and largest allowed values.
+_INTS = {
+    "port": (1, 65535),
+    "token_ttl": (1, 7 * 24 * 3600),
+    "workers": (1, 1024),
+    "issuer_key_overlap": (0, 365 * 24 * 3600),
+}
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -49,6 +67,8 @@ def load_config(path: Path) -> GatewayConfig:
         raw = tomllib.loads(Path(path).read_text())
     except FileNotFoundError:
         raise ConfigError(f"configuration file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     missing = [key for key in _REQUIRED if key not in raw]
@@ -58,8 +78,33 @@ def load_config(path: Path) -> GatewayConfig:
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
+    problems = [p for p in (_check(key, value) for key, value in raw.items()) if p]
+    if (raw.get("ldap_bind_dn") is None) != (raw.get("ldap_bind_password") is None):
+        problems.append("ldap_bind_dn and ldap_bind_password go together: give both or neither")
+    if problems:
+        raise ConfigError(f"{path}: " + "; ".join(problems))
     base = Path(path).resolve().parent
     values = dict(raw)
     for key in _PATHS:
-        values[key] = (base / values[key]).resolve()
+        values[key] = (base / Path(values[key]).expanduser()).resolve()
+    if "signon_attributes" in values:
+        values["signon_attributes"] = tuple(values["signon_attributes"])
     return GatewayConfig(**values)
+
+
+def _check(key: str, value: object) -> str | None:
+    """What is wrong with one setting's value, or None."""
+    if key in _INTS:
+        low, high = _INTS[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            return f"{key} must be an integer from {low} to {high}, got {value!r}"
+        return None
+    if key == "signon_attributes":
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            return f"signon_attributes must be a list of attribute names, got {value!r}"
+        return None
+    if not isinstance(value, str) or not value.strip():
+        return f"{key} must be a non-empty string, got {value!r}"
+    if key == "centre" and not _CENTRE.match(value):
+        return f"centre must be a centre name ([a-z0-9-]{{1,32}}), got {value!r}"
+    return None

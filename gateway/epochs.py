@@ -6,8 +6,10 @@ per epoch by whichever centre closes last; never one per job.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 
+from gateway.errors import BadRequest
 from gateway.schemas import EpochClosure
 from gateway.store import Store
 from ledger.ids import centre_id, centre_name
@@ -15,6 +17,24 @@ from ledger.index import EventIndex
 from ledger.merkle import MerkleTree
 from ledger.outbox import Outbox
 from ledger.records import UsageRecord
+
+
+MAX_EPOCH = 2**64 - 1  # epochs are uint64 on chain
+_RECORD_ID = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+
+
+def check_epoch(epoch: int) -> int:
+    """An epoch number a caller asked about, refused with a 400 when no epoch can have it."""
+    if not 1 <= epoch <= MAX_EPOCH:
+        raise BadRequest(f"epoch {epoch} does not exist: epochs are numbered from 1 to {MAX_EPOCH}")
+    return epoch
+
+
+def check_record_id(record_id: str) -> str:
+    """A usage record id as shown in job views: 32 bytes in hex, with or without 0x."""
+    if not _RECORD_ID.match(record_id):
+        raise BadRequest(f"{record_id[:80]!r} is not a usage record id: expected 0x and 64 hex digits")
+    return record_id
 
 
 class EpochCloser:
@@ -87,6 +107,7 @@ class EpochCloser:
 
     def audit_view(self, epoch: int) -> dict:
         """What the chain says of `epoch`, from the local index: roots, counts, claims, nets."""
+        check_epoch(epoch)
         self.index.sync()
         anchors = {
             centre_name(a.centre): {
@@ -111,11 +132,12 @@ class EpochCloser:
         }
 
     def records(self, epoch: int) -> list[dict]:
+        check_epoch(epoch)
         return [{"record": row.data, "signature": "0x" + row.signature} for row in self.store.records_for_epoch(epoch)]
 
     def proof(self, record_id: str) -> dict | None:
         """A usage record, its signature and its Merkle proof against the anchored root."""
-        row = self.store.record(record_id)
+        row = self.store.record(check_record_id(record_id))
         if row is None:
             return None
         tree = MerkleTree(r.leaf_bytes for r in self.store.records_for_epoch(row.epoch))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -45,6 +46,27 @@ class BackgroundServer:
         self._thread.join(timeout=10)
 
 
+class _Stopped(Exception):
+    """Raised by our stop-signal handler to leave uvicorn.run() like a normal return."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(signum)
+
+
 def serve(app: FastAPI, host: str, port: int) -> None:
-    """Run in the foreground until interrupted (`xcentre gateway`)."""
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    """Run in the foreground until SIGINT or SIGTERM, then return so the caller can stop its node.
+
+    uvicorn shuts down gracefully on these signals and then re-raises the signal
+    at the handler that was installed before it started; with the default
+    SIGTERM handler that kills the process on the spot, so the caller's cleanup
+    (finishing jobs, stopping the chain follower) would never run.
+    """
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        uvicorn.run(app, host=host, port=port, log_level="info")
+    except _Stopped:
+        pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

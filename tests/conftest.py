@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.anvil",
+    "tests.fixtures.consortium",
 ]

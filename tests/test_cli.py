@@ -1,0 +1,282 @@
+"""The `xcentre` command line against the session's real consortium (slapd, anvil, gateways).
+
+login, submit, epoch close and audit run in-process through gateway.cli.main;
+`xcentre gateway` and `xcentre demo` run as real subprocesses.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import sqlite3
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from auth.tokens import save_private_key
+from gateway.assemble import save_issuer_key
+from gateway.cli import main
+from gateway.server import free_port
+from tests.fixtures.consortium import PASSWORDS
+
+XCENTRE = Path(sys.executable).parent / "xcentre"
+SCHEMA = Path(__file__).resolve().parents[1] / "gateway" / "demo_data" / "credential_schema.toml"
+
+
+def run_cli(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
+    """Run `xcentre argv` in-process: (exit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "stdout", out)
+        patch.setattr(sys, "stderr", err)
+        if stdin is not None:
+            patch.setattr(sys, "stdin", io.StringIO(stdin))
+        code = main([str(a) for a in argv])
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def wallet(consortium, tmp_path_factory) -> Path:
+    """carol@cloud-b's wallet, from `xcentre login` at her home centre."""
+    path = tmp_path_factory.mktemp("cli-home") / "xcentre" / "wallet.json"
+    code, out, err = run_cli(["login", "--gateway", consortium.url("cloud-b"), "--user", "carol",
+                              "--password-stdin", "--wallet", path], stdin=PASSWORDS["carol"] + "\n")
+    assert code == 0, err
+    assert f"credential from cloud-b saved in {path}" in out
+    return path
+
+
+@pytest.fixture(scope="module")
+def submitted(consortium, wallet) -> dict:
+    """A job carol submits at her home gateway for hpc-a, waited for with --wait."""
+    code, out, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--centre", "hpc-a",
+                              "--walltime", "60", "--wait", "--wallet", wallet, "--",
+                              sys.executable, "-c", "print(6 * 7)"])
+    assert code == 0, err
+    return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def closed_epoch(consortium, submitted, tmp_path_factory) -> int:
+    """The epoch holding the CLI's job, closed at every centre with `xcentre epoch close`."""
+    (epoch,) = set(consortium.open_epochs().values())
+    keys = tmp_path_factory.mktemp("operator-keys")
+    closures = []
+    for name in consortium.centres:
+        key_file = keys / name
+        key_file.write_text(consortium.operator_key(name) + "\n")
+        code, out, err = run_cli(["epoch", "close", "--gateway", consortium.url(name), "--operator-key-file", key_file])
+        assert code == 0, err
+        closures.append(json.loads(out))
+    assert {c["epoch"] for c in closures} == {epoch}
+    assert closures[-1]["settled"]
+    return epoch
+
+
+def audit(consortium, epoch: int) -> tuple[int, str, str]:
+    return run_cli(["audit", "verify", "--epoch", epoch, "--chain", consortium.anvil_url,
+                    "--deployment", consortium.deployment_file])
+
+
+# -- login --------------------------------------------------------------------------------------
+
+def test_login_writes_a_private_wallet_file(consortium, wallet):
+    assert stat.S_IMODE(wallet.stat().st_mode) == 0o600
+    assert stat.S_IMODE(wallet.parent.stat().st_mode) == 0o700
+    saved = json.loads(wallet.read_text())
+    assert saved["home"] == "cloud-b" and saved["home_url"] == consortium.url("cloud-b")
+    assert saved["credential"] and saved["issuer_pk"].startswith("0x")
+    assert PASSWORDS["carol"] not in wallet.read_text()
+    assert not list(wallet.parent.glob("*.tmp"))
+
+
+def test_login_with_a_wrong_password_saves_nothing(consortium, tmp_path):
+    path = tmp_path / "session.json"
+    code, out, err = run_cli(["login", "--gateway", consortium.url("cloud-b"), "--user", "carol",
+                              "--password-stdin", "--wallet", path], stdin="not-carols\n")
+    assert code == 2
+    assert "refused: 401" in err and "wrong password" in err
+    assert not path.exists()
+
+
+def test_login_at_an_unreachable_gateway(tmp_path):
+    code, _, err = run_cli(["login", "--gateway", f"http://127.0.0.1:{free_port()}", "--user", "carol",
+                            "--password-stdin", "--wallet", tmp_path / "w.json"], stdin="x\n")
+    assert code == 1
+    assert "did not answer" in err and "Traceback" not in err
+
+
+# -- submit ---------------------------------------------------------------------------------------
+
+def test_submit_wait_runs_the_job(submitted):
+    assert submitted["status"] == "forwarded" and submitted["serving_centre"] == "hpc-a"
+    run = submitted["remote"]
+    assert run["status"] == "succeeded" and run["exit_code"] == 0
+    assert run["stdout_tail"].strip() == "42"
+    # signed on with a presentation of her credential: the serving centre sees a pseudonym of cloud-b
+    assert run["principal"].endswith("@cloud-b") and "carol" not in run["principal"]
+    assert run["usage"]["price"] > 0 and run["record_id"].startswith("0x")
+
+
+def test_submit_refused_by_policy(consortium, wallet):
+    before = consortium.job_count()
+    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--centre", "cloud-b",
+                            "--queue", "gpu", "--gpus", "1", "--wallet", wallet, "--", "true"])
+    assert code == 2
+    assert "refused: 403" in err and "cloud-b: no policy permits" in err
+    assert consortium.job_count() == before
+
+
+def test_submit_without_a_wallet(consortium, tmp_path):
+    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", tmp_path / "none.json",
+                            "--", "true"])
+    assert code == 1 and "run 'xcentre login'" in err
+
+
+def test_submit_without_a_command(consortium, wallet):
+    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", wallet])
+    assert code == 1 and "no command given" in err
+
+
+# -- audit -----------------------------------------------------------------------------------------
+
+def test_audit_verify_a_clean_epoch(consortium, closed_epoch):
+    code, out, err = audit(consortium, closed_epoch)
+    assert code == 0, out + err
+    assert f"epoch {closed_epoch}: verified against the chain" in out
+    assert "MISMATCH" not in out
+
+
+def test_audit_epoch_shows_the_books(consortium, closed_epoch, submitted):
+    code, out, _ = run_cli(["audit", "epoch", "--gateway", consortium.url("ai-c"), "--epoch", closed_epoch])
+    assert code == 0
+    view = json.loads(out)
+    assert view["settled"] and sum(view["net_positions"].values()) == 0
+    assert view["anchors"]["hpc-a"]["claims"]["cloud-b"] >= submitted["remote"]["usage"]["price"]
+
+
+def test_audit_verify_detects_a_tampered_record(consortium, closed_epoch, submitted):
+    record_id = submitted["remote"]["record_id"][2:]
+    db = sqlite3.connect(consortium.store("hpc-a").path, isolation_level=None)
+    try:
+        (original,) = db.execute("SELECT record FROM usage_records WHERE record_id = ?", (record_id,)).fetchone()
+        record = json.loads(original)
+        assert record["epoch"] == closed_epoch
+        record["price"] -= 1  # the serving centre quietly rewrites its books
+        db.execute("UPDATE usage_records SET record = ? WHERE record_id = ?", (json.dumps(record), record_id))
+        try:
+            code, out, _ = audit(consortium, closed_epoch)
+        finally:
+            db.execute("UPDATE usage_records SET record = ? WHERE record_id = ?", (original, record_id))
+    finally:
+        db.close()
+    assert code == 3
+    assert "MISMATCH" in out and "hpc-a" in out
+    assert f"epoch {closed_epoch}: NOT verified against the chain" in out
+    assert audit(consortium, closed_epoch)[0] == 0  # restored: the books verify again
+
+
+def test_audit_verify_with_a_missing_deployment_file(consortium, tmp_path):
+    code, _, err = run_cli(["audit", "verify", "--epoch", 1, "--chain", consortium.anvil_url,
+                            "--deployment", tmp_path / "nope.json"])
+    assert code == 1 and "nope.json" in err
+
+
+# -- xcentre gateway (subprocess) --------------------------------------------------------------------
+
+def test_gateway_runs_from_a_config_file(consortium, tmp_path):
+    """A second hpc-a gateway (same chain account and token key, own data and port) from a TOML file."""
+    hpc_a = consortium.centres["hpc-a"]
+    slapd = consortium.slapds["hpc-a"]
+    folder = tmp_path / "hpc-a-node"
+    (folder / "keys").mkdir(parents=True)
+    (folder / "keys" / "chain.key").write_text("0x" + bytes(hpc_a.account.key).hex() + "\n")
+    save_private_key(hpc_a.token_key, folder / "keys" / "token.pem")
+    save_issuer_key(hpc_a.issuer_key, folder / "keys" / "issuer.key")
+    (folder / "credential_schema.toml").write_text(SCHEMA.read_text())
+    (folder / "policy.cedar").write_text(hpc_a.spec.policy)
+    (folder / "deployment.json").write_text(consortium.deployment_file.read_text())
+    port = free_port()
+    (folder / "gateway.toml").write_text(f"""\
+centre = "hpc-a"
+data_dir = "data"
+chain_url = "{consortium.anvil_url}"
+deployment = "deployment.json"
+chain_key_file = "keys/chain.key"
+token_key_file = "keys/token.pem"
+issuer_key_file = "keys/issuer.key"
+credential_schema = "credential_schema.toml"
+signon_attributes = {json.dumps(list(hpc_a.spec.signon_attributes))}
+operator_key = "second-node-operator-key"
+policy_file = "policy.cedar"
+ldap_url = "{slapd.url}"
+ldap_base_dn = "{slapd.base_dn}"
+ldap_bind_dn = "{slapd.service_dn}"
+ldap_bind_password = "{slapd.service_password}"
+host = "127.0.0.1"
+port = {port}
+""")
+    log = folder / "gateway.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(XCENTRE), "gateway", "--config", str(folder / "gateway.toml")],
+                                   cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        docs = _wait_for(url + "/docs", process, log)
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        login = httpx.post(url + "/v1/login", json={"username": "alice", "password": PASSWORDS["alice"]}, timeout=30)
+        assert login.status_code == 200, login.text
+        session = login.json()
+        assert session["principal"] == "alice@hpc-a" and session["home"] == "hpc-a"
+        # its token is signed with hpc-a's registered key, so the other members accept it
+        other = httpx.get(consortium.url("cloud-b") + "/v1/jobs/none", timeout=30,
+                          headers={"Authorization": f"Bearer {session['token']}"})
+        assert other.status_code == 404 and "no job none" in other.json()["error"]
+        wrong = httpx.post(url + "/v1/login", json={"username": "alice", "password": "nope"}, timeout=30)
+        assert wrong.status_code == 401
+        assert (folder / "data" / "gateway.db").exists()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> httpx.Response:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"xcentre gateway exited with {process.returncode}: {log.read_text()[-3000:]}")
+        try:
+            return httpx.get(url, timeout=5)
+        except httpx.TransportError:
+            time.sleep(0.05)
+    pytest.fail(f"xcentre gateway did not answer at {url}: {log.read_text()[-3000:]}")
+
+
+def test_gateway_with_a_missing_config_file(tmp_path):
+    code, _, err = run_cli(["gateway", "--config", tmp_path / "absent.toml"])
+    assert code == 1 and "absent.toml does not exist" in err
+
+
+# -- xcentre demo (subprocess) -------------------------------------------------------------------------
+
+def test_demo_runs_end_to_end():
+    env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
+    done = subprocess.run([str(XCENTRE), "demo"], capture_output=True, text=True, timeout=180, env=env,
+                          stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = " ".join(done.stdout.split())  # rich may wrap lines
+    assert "verified against the chain" in text
+    assert "NOT verified" not in text
+    assert "students may request at most 1 hour of walltime" in text

@@ -1,0 +1,182 @@
+"""gateway.config: a centre's TOML file, read strictly, with paths relative to the file."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ConfigError, GatewayConfig, load_config
+
+REQUIRED = {
+    "centre": "hpc-a",
+    "data_dir": "var",
+    "chain_url": "http://127.0.0.1:8545",
+    "deployment": "deployment.json",
+    "chain_key_file": "keys/chain.key",
+    "token_key_file": "keys/token.pem",
+    "issuer_key_file": "keys/issuer.key",
+    "credential_schema": "credential_schema.toml",
+    "operator_key": "op-secret",
+    "policy_file": "policy.cedar",
+    "ldap_url": "ldap://127.0.0.1:389",
+    "ldap_base_dn": "dc=hpc-a,dc=example",
+}
+
+
+def toml(values: dict) -> str:
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return str(v) if isinstance(v, int) else f'"{v}"'
+
+    return "".join(f"{key} = {value(v)}\n" for key, v in values.items())
+
+
+def write(folder: Path, values: dict, name: str = "gateway.toml") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_text(toml(values))
+    return path
+
+
+def test_required_settings_and_defaults(tmp_path):
+    config = load_config(write(tmp_path, REQUIRED))
+    assert isinstance(config, GatewayConfig)
+    assert config.centre == "hpc-a" and config.operator_key == "op-secret"
+    assert config.chain_url == "http://127.0.0.1:8545" and config.ldap_base_dn == "dc=hpc-a,dc=example"
+    assert (config.host, config.port, config.token_ttl, config.workers) == ("127.0.0.1", 8000, 900, 4)
+    assert config.ldap_bind_dn is None and config.ldap_bind_password is None
+
+
+def test_relative_paths_are_resolved_against_the_files_folder(tmp_path, monkeypatch):
+    path = write(tmp_path / "centre", REQUIRED)
+    monkeypatch.chdir(tmp_path)  # not the file's folder
+    config = load_config(Path("centre/gateway.toml"))
+    folder = (tmp_path / "centre").resolve()
+    assert config.data_dir == folder / "var"
+    assert config.deployment == folder / "deployment.json"
+    assert config.chain_key_file == folder / "keys" / "chain.key"
+    assert config.token_key_file == folder / "keys" / "token.pem"
+    assert config.policy_file == folder / "policy.cedar"
+    assert config.issuer_key_file == folder / "keys" / "issuer.key"
+    assert config.credential_schema == folder / "credential_schema.toml"
+    assert all(p.is_absolute() for p in (config.data_dir, config.deployment, config.policy_file))
+    # moving the folder moves the centre: the same file elsewhere points next to itself
+    moved = load_config(write(tmp_path / "elsewhere", REQUIRED))
+    assert moved.data_dir == (tmp_path / "elsewhere").resolve() / "var"
+    assert path.exists()
+
+
+def test_absolute_and_parent_paths(tmp_path):
+    values = REQUIRED | {"deployment": str(tmp_path / "shared" / "deployment.json"), "policy_file": "../policy.cedar"}
+    config = load_config(write(tmp_path / "centre", values))
+    assert config.deployment == (tmp_path / "shared" / "deployment.json").resolve()
+    assert config.policy_file == (tmp_path / "policy.cedar").resolve()
+
+
+def test_optional_settings(tmp_path):
+    values = REQUIRED | {"host": "0.0.0.0", "port": 8443, "token_ttl": 600, "workers": 8,
+                         "ldap_bind_dn": "cn=service,dc=hpc-a,dc=example", "ldap_bind_password": "pw"}
+    config = load_config(write(tmp_path, values))
+    assert (config.host, config.port, config.token_ttl, config.workers) == ("0.0.0.0", 8443, 600, 8)
+    assert config.ldap_bind_dn == "cn=service,dc=hpc-a,dc=example" and config.ldap_bind_password == "pw"
+
+
+def test_signon_settings(tmp_path):
+    default = load_config(write(tmp_path / "a", REQUIRED))
+    assert all(isinstance(a, str) for a in default.signon_attributes)
+    config = load_config(write(tmp_path / "b", REQUIRED | {"signon_attributes": ["employee_type"], "issuer_key_overlap": 0}))
+    assert config.signon_attributes == ("employee_type",)
+    assert config.issuer_key_overlap == 0
+
+
+def test_the_readme_example_loads(tmp_path):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"```toml\n(centre = .*?)```", readme, re.S)
+    assert example, "README.md shows a gateway configuration"
+    path = tmp_path / "centre.toml"
+    path.write_text(example.group(1))
+    config = load_config(path)
+    assert config.centre == "hpc-a" and config.data_dir == tmp_path.resolve() / "var"
+
+
+@pytest.mark.parametrize("gone", ["centre", "chain_url", "operator_key", "ldap_base_dn", "issuer_key_file"])
+def test_a_missing_setting_is_named(tmp_path, gone):
+    values = {k: v for k, v in REQUIRED.items() if k != gone}
+    with pytest.raises(ConfigError, match=f"missing setting\\(s\\): {gone}$"):
+        load_config(write(tmp_path, values))
+
+
+def test_every_missing_setting_is_named_at_once(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, {"centre": "hpc-a"}))
+    for key in REQUIRED:
+        if key != "centre":
+            assert key in str(error.value)
+
+
+def test_an_unknown_setting_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting\\(s\\): ldap_password, prot"):
+        load_config(write(tmp_path, REQUIRED | {"prot": 8000, "ldap_password": "x"}))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'centre = "hpc-a\n',             # unterminated string
+        "centre = hpc-a\n",              # bare word
+        'centre = "a"\ncentre = "b"\n',  # duplicate key
+        "[centre\n",
+        "port = 80 80\n",
+    ],
+)
+def test_malformed_toml(tmp_path, text):
+    path = tmp_path / "gateway.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_unreadable_file(tmp_path):
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(tmp_path)  # a folder, not a file
+    binary = tmp_path / "binary.toml"
+    binary.write_bytes(b"\xff\xfe\x00centre")
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_config(binary)
+
+
+@pytest.mark.parametrize(
+    ("change", "words"),
+    [
+        ({"port": "8000"}, "port must be an integer from 1 to 65535"),
+        ({"port": 70000}, "port must be an integer"),
+        ({"port": True}, "port must be an integer"),
+        ({"workers": 0}, "workers must be an integer from 1"),
+        ({"token_ttl": -5}, "token_ttl must be an integer"),
+        ({"data_dir": 5}, "data_dir must be a non-empty string"),
+        ({"operator_key": ""}, "operator_key must be a non-empty string"),
+        ({"centre": "HPC A"}, "centre must be a centre name"),
+        ({"ldap_bind_dn": "cn=service,dc=hpc-a,dc=example"}, "ldap_bind_dn and ldap_bind_password go together"),
+        ({"signon_attributes": "groups"}, "signon_attributes must be a list of attribute names"),
+        ({"signon_attributes": ["groups", ""]}, "signon_attributes must be a list of attribute names"),
+        ({"issuer_key_overlap": -1}, "issuer_key_overlap must be an integer from 0"),
+    ],
+)
+def test_a_wrong_value_is_named(tmp_path, change, words):
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(write(tmp_path, REQUIRED | change))
+
+
+def test_config_errors_are_value_errors():
+    # the CLI reports ValueErrors as "error: …" with exit code 1
+    assert issubclass(ConfigError, ValueError)

@@ -1,0 +1,101 @@
+"""gateway.placement: which centres a job is offered to, in which order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+from gateway.placement import rank_centres
+from gateway.pricing import max_price
+from gateway.schemas import JobRequest
+from ledger.deploy import Prices
+
+
+@dataclass(frozen=True)
+class Member:
+    name: str
+    prices: Prices
+
+
+HPC = Member("hpc-a", Prices(per_cpu_second=40_000, per_gpu_second=0, per_gib_hour=200_000))
+CLOUD = Member("cloud-b", Prices(per_cpu_second=25_000, per_gpu_second=0, per_gib_hour=100_000))
+AI = Member("ai-c", Prices(per_cpu_second=60_000, per_gpu_second=500_000, per_gib_hour=300_000))
+MEMBERS = [HPC, CLOUD, AI]
+
+
+def request(centre: str = "auto", walltime: int = 600, **resources: object) -> JobRequest:
+    return JobRequest(command=["true"], walltime=walltime, centre=centre, resources=resources)
+
+
+# -- an explicit centre -------------------------------------------------------------------
+
+@pytest.mark.parametrize("centre", ["hpc-a", "cloud-b", "ai-c"])
+def test_an_explicit_centre_is_the_only_candidate(centre):
+    # even when it is the dearest, and wherever the job was submitted
+    assert rank_centres(MEMBERS, request(centre), here="cloud-b") == [centre]
+
+
+def test_an_explicit_centre_here():
+    assert rank_centres(MEMBERS, request("hpc-a"), here="hpc-a") == ["hpc-a"]
+
+
+def test_an_unknown_centre_is_refused_with_the_members_named():
+    with pytest.raises(LookupError) as error:
+        rank_centres(MEMBERS, request("nowhere"), here="hpc-a")
+    assert str(error.value) == "unknown centre 'nowhere'; members are ai-c, cloud-b, hpc-a"
+
+
+def test_a_centre_that_left_is_unknown():
+    with pytest.raises(LookupError, match="unknown centre 'ai-c'"):
+        rank_centres([HPC, CLOUD], request("ai-c"), here="hpc-a")
+
+
+# -- auto ---------------------------------------------------------------------------------------
+
+def test_auto_ranks_every_member_by_maximum_price():
+    job = request(walltime=3600, cores=4, memory_mib=8192)
+    ranked = rank_centres(MEMBERS, job, here="ai-c")
+    assert ranked == ["cloud-b", "hpc-a", "ai-c"]
+    costs = [max_price(3600, 4, 8192, 0, next(m for m in MEMBERS if m.name == n).prices) for n in ranked]
+    assert costs == sorted(costs) and len(set(costs)) == 3
+
+
+def test_auto_ranking_counts_every_resource():
+    # cheap cores but dear memory, against dear cores but cheap memory
+    cores = Member("cores-x", Prices(per_cpu_second=1_000, per_gpu_second=0, per_gib_hour=10_000_000))
+    memory = Member("memory-y", Prices(per_cpu_second=50_000, per_gpu_second=0, per_gib_hour=1_000))
+    assert rank_centres([cores, memory], request(cores=64, memory_mib=1024), here="none")[0] == "cores-x"
+    assert rank_centres([cores, memory], request(cores=1, memory_mib=512 * 1024), here="none")[0] == "memory-y"
+    # GPU-seconds count for GPU jobs only
+    gpu = Member("gpu-z", Prices(per_cpu_second=10_000, per_gpu_second=10_000_000, per_gib_hour=1_000))
+    plain = Member("plain-w", Prices(per_cpu_second=20_000, per_gpu_second=0, per_gib_hour=1_000))
+    assert rank_centres([gpu, plain], request(), here="none")[0] == "gpu-z"
+    assert rank_centres([gpu, plain], request(gpus=1, queue="gpu"), here="none")[0] == "plain-w"
+
+
+def test_ties_go_to_the_centre_asked_first_then_by_name():
+    same = Prices(per_cpu_second=10, per_gpu_second=10, per_gib_hour=10)
+    members = [Member(n, same) for n in ("c-3", "a-1", "b-2")]
+    assert rank_centres(members, request(), here="b-2") == ["b-2", "a-1", "c-3"]
+    assert rank_centres(members, request(), here="c-3") == ["c-3", "a-1", "b-2"]
+    assert rank_centres(members, request(), here="elsewhere") == ["a-1", "b-2", "c-3"]
+
+
+def test_here_first_only_on_ties():
+    dear_here = Member("here", Prices(per_cpu_second=11, per_gpu_second=0, per_gib_hour=0))
+    cheap = Member("there", Prices(per_cpu_second=10, per_gpu_second=0, per_gib_hour=0))
+    assert rank_centres([dear_here, cheap], request(), here="here") == ["there", "here"]
+
+
+def test_the_ranking_does_not_depend_on_the_members_order():
+    job = request(walltime=100, cores=2)
+    assert rank_centres(MEMBERS, job, "hpc-a") == rank_centres(list(reversed(MEMBERS)), job, "hpc-a")
+
+
+def test_auto_with_no_members_offers_nothing():
+    assert rank_centres([], request(), here="hpc-a") == []
+
+
+def test_members_may_be_any_iterable():
+    assert rank_centres(iter(MEMBERS), request(), here="hpc-a") == ["cloud-b", "hpc-a", "ai-c"]
