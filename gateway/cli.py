@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     show = asub.add_parser("epoch", help="what the chain says of an epoch, via a gateway's index")
     show.add_argument("--gateway", required=True)
     show.add_argument("--epoch", type=int, required=True)
-    show.set_defaults(run=lambda a: _print_json(GatewayClient(a.gateway).audit_epoch(a.epoch)))
+    show.set_defaults(run=_audit_show)
     return parser
 
 
@@ -152,6 +152,11 @@ def _revoke(args: argparse.Namespace) -> int:
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
         return _print_json(client.revoke(args.user, key))
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    with GatewayClient(args.gateway) as client:
+        return _print_json(client.audit_epoch(args.epoch))
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

@@ -147,6 +147,10 @@ class CentreNode:
 
     def submit(self, claims: Claims, token: str, request: JobRequest, idempotency_key: str | None) -> JobView:
         """Place a job on a centre that accepts it: run it here or forward it."""
+        if idempotency_key is not None:
+            earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
+            if earlier is not None:  # decided before placement: a retry must not start a job anywhere
+                return self._retry(earlier, token, request, idempotency_key)
         members = self.parts.index.members()
         try:
             candidates = rank_centres(members, request, self.name)
@@ -183,6 +187,20 @@ class CentreNode:
         for error in decision.errors:
             log.warning("policy evaluation error at %s: %s", self.name, error)
         return decision
+
+    def _retry(self, earlier: Job, token: str, request: JobRequest, key: str) -> JobView:
+        """The job a retry refers to, or 409 when the key was used for a different request."""
+        asked = request.model_dump()
+        same = {k: v for k, v in earlier.request.items() if k != "centre"} == {
+            k: v for k, v in asked.items() if k != "centre"
+        } and request.centre in ("auto", earlier.serving_centre)
+        if not same:
+            raise Conflict(
+                f"idempotency key {key!r} was already used for a different request (job {earlier.id}); "
+                "use a new key for a new request"
+            )
+        remote = self.parts.peers.fetch(earlier.forwarded_url, token) if earlier.forwarded_url else None
+        return self._view(earlier, remote=remote)
 
     def _groups(self, claims: Claims) -> list[str]:
         """Home groups as `cn@home` (plain `cn` too for this centre's own people), plus local LDAP groups."""

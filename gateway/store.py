@@ -505,6 +505,13 @@ class Store:
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
 
+    def job_by_key(self, principal: str, idempotency_key: str) -> Job | None:
+        """The job this principal created with this idempotency key, if any."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+        )
+        return _job(rows[0]) if rows else None
+
     def get_job(self, job_id: str) -> Job | None:
         """The job, or None if there is no such job."""
         if not isinstance(job_id, str):

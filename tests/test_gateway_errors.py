@@ -314,8 +314,6 @@ def test_same_idempotency_key_for_a_forwarded_job(consortium, http, tokens):
     wait_final(http["hpc-a"], first["id"], tokens["alice"])
 
 
-@pytest.mark.xfail(strict=True, reason="GATEWAY_BUGS.md #1: node.submit forwards before checking the local "
-                                       "idempotency key, so a reused key sent to another centre starts a job there")
 def test_reused_idempotency_key_for_another_centre_starts_nothing(consortium, http, tokens):
     key = str(uuid.uuid4())
     headers = bearer(tokens["alice"]) | {"Idempotency-Key": key}
