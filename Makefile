@@ -19,7 +19,7 @@ test: $(STAMP) node-deps system-deps
 contracts: contracts/node_modules/.package-lock.json
 	node scripts/compile_contracts.mjs
 
-bench: $(STAMP) node-deps
+bench: $(STAMP)
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python scripts/bench/run_all.py
 
