@@ -152,7 +152,7 @@ class SignOn:
                 request,
                 self.index.issuer_key,
                 self.index.revocation_epoch,
-                int(time.time()),
+                max(int(time.time()), self.index.chain_time),
                 verifier=self.name,
                 issuer_known=lambda centre: bool(self.index.issuer_keys(centre)),
             )

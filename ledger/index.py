@@ -375,6 +375,17 @@ class EventIndex:
         value = self._meta("last_block")
         return int(value) if value is not None else self.deployment.start_block - 1
 
+    @property
+    def chain_time(self) -> int:
+        """The timestamp of the last indexed block (0 before any sync).
+
+        Validity windows on chain are in block time, which may run ahead of the
+        local clock; judging them by the later of the two ends a key when the
+        chain says it ended.
+        """
+        value = self._meta("last_block_time")
+        return int(value) if value is not None else 0
+
     # -- syncing ----------------------------------------------------------------
 
     def sync(self) -> int:
@@ -393,8 +404,8 @@ class EventIndex:
                 logs = w3.eth.get_logs(
                     {"address": self._addresses, "fromBlock": start, "toBlock": end}
                 )
-                end_hash = _hex(w3.eth.get_block(end)["hash"])
-                applied += self._apply_window(logs, end, end_hash)
+                end_block = w3.eth.get_block(end)
+                applied += self._apply_window(logs, end, _hex(end_block["hash"]), int(end_block["timestamp"]))
                 start = end + 1
             return applied
 
@@ -413,7 +424,7 @@ class EventIndex:
                 f"{self.path} was built from another chain history (block {last} hash differs)"
             )
 
-    def _apply_window(self, logs: list, end: int, end_hash: str) -> int:
+    def _apply_window(self, logs: list, end: int, end_hash: str, end_time: int) -> int:
         decoded = []
         for log in logs:
             key = (str(log["address"]).lower(), bytes(log["topics"][0]) if log["topics"] else b"")
@@ -445,6 +456,10 @@ class EventIndex:
                 self._db.execute(
                     "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_block_hash', ?)",
                     (end_hash,),
+                )
+                self._db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('last_block_time', ?)",
+                    (str(end_time),),
                 )
                 self._db.execute("COMMIT")
             except BaseException:

@@ -1,0 +1,216 @@
+"""Attribute-based sign-on across three centres: credentials, presentations, rotation, revocation.
+
+Runs on a consortium of its own (a fresh deployment on the session's anvil and a
+new slapd per centre), because rotating issuer keys and revoking users changes
+what every centre accepts.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+
+import pytest
+
+from auth.credentials import generate_issuer_key, issue_credential, new_request
+from gateway.client import GatewayClient, GatewayRefused
+from gateway.signon import IssuerKey
+from gateway.wallet import Wallet
+from tests.fixtures.consortium import PASSWORDS, start_consortium
+
+CENTRES = ("hpc-a", "cloud-b", "ai-c")
+ALWAYS = {"home", "revocation_epoch", "expires_at"}
+QUICK = {"command": [sys.executable, "-c", "print('ok')"], "walltime": 30}
+
+
+@pytest.fixture(scope="module")
+def fresh(slapd_factory, anvil_url, tmp_path_factory):
+    running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("signon"))
+    yield running
+    running.stop()
+
+
+def wallet_of(consortium, uid: str, home: str) -> Wallet:
+    with GatewayClient(consortium.url(home)) as client:
+        return Wallet.from_issuance(consortium.url(home), client.credential(uid, PASSWORDS[uid]))
+
+
+def sign_on(consortium, centre: str, wallet: Wallet) -> dict:
+    with GatewayClient(consortium.url(centre)) as client:
+        return client.sign_on(wallet)
+
+
+def refusal(fn: Callable[[], object]) -> GatewayRefused:
+    with pytest.raises(GatewayRefused) as caught:
+        fn()
+    return caught.value
+
+
+def sync_everywhere(consortium) -> None:
+    """Bring every centre's index up to the chain (what the 1-second housekeeping does anyway)."""
+    for running in consortium.centres.values():  # send what every outbox holds, then read it everywhere
+        running.node.parts.epochs.flush()
+    for running in consortium.centres.values():
+        running.node.parts.index.sync()
+
+
+def eventually(check: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.1)
+
+
+def test_a_credential_comes_only_from_home_and_carries_live_directory_attributes(fresh):
+    wallet = wallet_of(fresh, "alice", "hpc-a")
+    values = wallet.credential.values
+    assert (values["home"], values["department"], values["employee_type"]) == ("hpc-a", "physics", "staff")
+    assert values["groups"] == "ml-project,physics"
+    assert "alice" not in values["pseudonym"] and len(bytes.fromhex(values["pseudonym"])) == 32
+    assert wallet.credential.verify(wallet.schema, wallet.issuer_pk)
+
+    # the pseudonym is the enrolment registered on chain, with hpc-a as home
+    sync_everywhere(fresh)
+    enrolment = fresh.centres["cloud-b"].node.parts.index.enrolment(values["pseudonym"])
+    assert enrolment is not None and not enrolment.revoked
+
+    # the password is useful only at home: another centre does not know alice
+    with GatewayClient(fresh.url("cloud-b")) as client:
+        assert refusal(lambda: client.credential("alice", PASSWORDS["alice"])).status == 401
+    with GatewayClient(fresh.url("hpc-a")) as client:
+        assert refusal(lambda: client.credential("alice", "not-her-password")).status == 401
+
+
+def test_each_centre_learns_only_what_it_asks_and_sign_ons_do_not_link(fresh):
+    wallet = wallet_of(fresh, "alice", "hpc-a")
+    sessions = {c: sign_on(fresh, c, wallet) for c in CENTRES}
+    for centre, session in sessions.items():
+        asked = set(fresh.spec.centre(centre).signon_attributes)
+        assert set(session["disclosed"]) == ALWAYS | asked
+        assert session["home"] == "hpc-a" and session["principal"].endswith("@hpc-a")
+    assert sessions["cloud-b"]["disclosed"] == {
+        "home": "hpc-a", "employee_type": "staff",
+        "revocation_epoch": wallet.credential.values["revocation_epoch"],
+        "expires_at": wallet.credential.values["expires_at"],
+    }
+    # three sign-ons, three unrelated pseudonyms; the same centre twice: two more
+    again = sign_on(fresh, "cloud-b", wallet)
+    principals = {s["principal"] for s in sessions.values()} | {again["principal"]}
+    assert len(principals) == 4
+
+    # a proof reveals neither the pseudonym nor the secret it was made from
+    with GatewayClient(fresh.url("cloud-b")) as client:
+        presentation = json.dumps(wallet.present(client._call("GET", "/v1/auth/request")))
+    for hidden in ("pseudonym", "holder_secret", "department", "groups"):
+        assert wallet.credential.values[hidden] not in presentation
+
+    # a token from one centre's sign-on is accepted at another
+    with GatewayClient(fresh.url("ai-c"), token=sessions["cloud-b"]["token"]) as client:
+        job = client.submit(QUICK | {"centre": "ai-c"})
+        assert client.wait(job["id"])["status"] == "succeeded"
+
+
+def test_presentations_are_refused_with_a_reason(fresh):
+    wallet = wallet_of(fresh, "carol", "cloud-b")
+    node = fresh.centres["hpc-a"].node
+    with GatewayClient(fresh.url("hpc-a")) as client:
+        request = client._call("GET", "/v1/auth/request")
+        presentation = wallet.present(request)
+        client._call("POST", "/v1/auth/present", json={"presentation": presentation})
+        replayed = refusal(lambda: client._call("POST", "/v1/auth/present", json={"presentation": presentation}))
+        assert replayed.status == 401 and "replayed" in replayed.error
+
+    # made for hpc-a's request, shown to ai-c
+    with GatewayClient(fresh.url("hpc-a")) as client:
+        presentation = wallet.present(client._call("GET", "/v1/auth/request"))
+    with GatewayClient(fresh.url("ai-c")) as client:
+        elsewhere = refusal(lambda: client._call("POST", "/v1/auth/present", json={"presentation": presentation}))
+        assert elsewhere.status == 401 and "unknown_request" in elsewhere.error
+
+    # a request that expired before the answer came
+    stale = new_request(wallet.schema, "hpc-a", ["employee_type"], now=int(time.time()) - 61, ttl=60)
+    node.parts.signon.nonces.issue(stale, now=int(time.time()) - 61)
+    with GatewayClient(fresh.url("hpc-a")) as client:
+        late = refusal(lambda: client._call("POST", "/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())}))
+        assert late.status == 401 and "request_expired" in late.error
+
+    # a credential from a centre that is not a member, and one forged in a member's name
+    sk, pk = generate_issuer_key()
+    for home, code in (("zz-rogue", "unknown_issuer"), ("cloud-b", "key_not_valid")):
+        values = dict(wallet.credential.values) | {"home": home}
+        forged = Wallet(home, "", issue_credential(wallet.schema, sk, pk, values), pk, wallet.schema)
+        with GatewayClient(fresh.url("hpc-a")) as client:
+            refused = refusal(lambda: client.sign_on(forged))
+            assert refused.status == 401 and code in refused.error
+
+
+def rotate(consortium, centre: str, overlap: int) -> IssuerKey:
+    """Give `centre` a new issuer key; the old one stays valid `overlap` seconds."""
+    signon = consortium.centres[centre].node.parts.signon
+    signon.issuer_key = IssuerKey(*generate_issuer_key())
+    signon.key_overlap = overlap
+    signon.publish_issuer_key()
+    sync_everywhere(consortium)
+    return signon.issuer_key
+
+
+def test_issuer_key_rotation_keeps_the_old_key_for_its_window_only(fresh):
+    before = wallet_of(fresh, "dave", "ai-c")
+    rotate(fresh, "ai-c", overlap=3600)
+    assert sign_on(fresh, "cloud-b", before)  # inside the window: still accepted
+    during = wallet_of(fresh, "dave", "ai-c")
+    assert during.issuer_pk != before.issuer_pk
+
+    rotate(fresh, "ai-c", overlap=0)
+    for centre in CENTRES:
+        rotated_out = refusal(lambda: sign_on(fresh, centre, during))
+        assert rotated_out.status == 401 and "key_not_valid" in rotated_out.error
+    assert sign_on(fresh, "hpc-a", before)  # the first key's window has not ended yet
+    assert sign_on(fresh, "hpc-a", wallet_of(fresh, "dave", "ai-c"))
+
+
+def test_revocation_reaches_every_centre_and_only_that_home(fresh):
+    bob, alice, carol = (wallet_of(fresh, u, h) for u, h in (("bob", "hpc-a"), ("alice", "hpc-a"), ("carol", "cloud-b")))
+    bob_token = sign_on(fresh, "cloud-b", bob)["token"]
+
+    with GatewayClient(fresh.url("hpc-a")) as home:
+        home.revoke("bob", fresh.operator_key("hpc-a"))
+    # no explicit sync here: each gateway's own housekeeping must bring the event in
+    for centre in CENTRES:
+        def refuses_bob(centre=centre) -> bool:
+            try:
+                sign_on(fresh, centre, bob)
+            except GatewayRefused as exc:
+                assert exc.status == 401 and "revoked" in exc.error
+                return True
+            return False
+
+        eventually(refuses_bob)
+
+    # the session bob opened before the revocation ends too, at every centre
+    for centre in CENTRES:
+        with GatewayClient(fresh.url(centre), token=bob_token) as client:
+            ended = refusal(lambda: client.submit(QUICK | {"centre": centre}))
+            assert ended.status == 401 and "predates a revocation" in ended.error
+
+    with GatewayClient(fresh.url("hpc-a")) as home:
+        no_refresh = refusal(lambda: home.credential("bob", PASSWORDS["bob"]))
+        assert no_refresh.status == 403 and "revoked" in no_refresh.error
+
+    # alice, of the same home, refreshes once and is accepted everywhere again; carol never noticed
+    assert refusal(lambda: sign_on(fresh, "ai-c", alice)).status == 401
+    alice = wallet_of(fresh, "alice", "hpc-a")
+    assert int(alice.credential.values["revocation_epoch"]) == 1
+    for centre in CENTRES:
+        assert sign_on(fresh, centre, alice)["home"] == "hpc-a"
+        assert sign_on(fresh, centre, carol)["home"] == "cloud-b"
+
+
+def test_revoking_an_unknown_user_or_without_the_operator_key_is_refused(fresh):
+    with GatewayClient(fresh.url("cloud-b")) as client:
+        unknown = refusal(lambda: client.revoke("nobody", fresh.operator_key("cloud-b")))
+        assert unknown.status == 400 and "no enrolment" in unknown.error
+        wrong_key = refusal(lambda: client.revoke("carol", "not-the-key"))
+        assert wrong_key.status == 401 and "operator key" in wrong_key.error
