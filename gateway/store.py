@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ledger.db import open_durable
+
 __all__ = [
     "JOB_STATUSES",
     "ACTIVE_STATUSES",
@@ -407,12 +409,8 @@ class Store:
         self.path = Path(path)
         self._clock = clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0)
+        self._db = open_durable(self.path, busy_timeout_ms=30_000)
         self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.execute("PRAGMA busy_timeout=30000")
         with self._tx() as db:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():

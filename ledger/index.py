@@ -19,7 +19,6 @@ anvil/eth-tester are final at once).
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
 from ledger.chain import Chain
+from ledger.db import open_durable
 from ledger.deploy import Deployment, Prices, bind
 from ledger.ids import centre_id
 
@@ -333,11 +333,7 @@ class EventIndex:
             for event in contract.events:
                 topic = bytes(HexBytes(event.topic))
                 self._decoders[(contract.address.lower(), topic)] = (name, event())
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_durable(self.path, _SCHEMA)
         self._lock = threading.RLock()  # guards the connection
         self._sync_lock = threading.Lock()  # one sync at a time
         self._check_deployment()

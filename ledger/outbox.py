@@ -22,12 +22,13 @@ Semantics of `drain()`:
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
+
+from ledger.db import open_durable
 
 Handler = Callable[[dict], "str | None"]
 Status = Literal["pending", "done", "failed"]
@@ -111,11 +112,7 @@ class Outbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_durable(self.path, _SCHEMA)
         self._lock = threading.RLock()  # guards the connection
         self._drain_lock = threading.Lock()  # one drain at a time
         self._handlers: dict[str, Handler] = {}
