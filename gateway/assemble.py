@@ -6,7 +6,6 @@ the local consortium that the demo and the tests start.
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ from gateway.epochs import EpochCloser
 from gateway.executor import LocalExecutor
 from gateway.forwarding import Peers
 from gateway.node import CentreNode, NodeParts
+from gateway.provision import write_private
 from gateway.signon import IssuerKey, SignOn
 from gateway.store import Store
 from ledger.chain import Chain, ChainRevert, connect
@@ -123,21 +123,11 @@ def load_issuer_key(path: Path) -> IssuerKey:
         raise ValueError(f"{path}: not a BBS issuer secret key (64 hex digits): {exc}") from None
 
 
-def save_issuer_key(key: IssuerKey, path: Path) -> None:
-    _write_private(path, key.sk.hex())
-
-
 def _secret(path: Path) -> bytes:
     """A 32-byte secret kept in `path`, created on first use."""
     if not path.exists():
-        _write_private(path, secrets.token_hex(32))
+        write_private(path, secrets.token_hex(32))
     return bytes.fromhex(path.read_text().strip())
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")
 
 
 def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment, account: LocalAccount) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from gateway.client import GatewayClient, GatewayRefused
 from gateway.wallet import Wallet
+from ledger.chain import ChainError
 
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
-    except (OSError, ValueError, TimeoutError) as exc:
+    except (OSError, ValueError, TimeoutError, ChainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 
@@ -34,6 +35,20 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="run a three-centre consortium end to end on embedded defaults")
     demo.set_defaults(run=_demo)
+
+    keygen = sub.add_parser("keygen", help="create a centre's chain, token and issuer keys")
+    keygen.add_argument("--centre", required=True, help="the centre's name")
+    keygen.add_argument("--dir", type=Path, required=True, help="where the secret keys go (mode 0600)")
+    keygen.set_defaults(run=_keygen)
+
+    deploy = sub.add_parser("deploy", help="deploy the consortium's contracts with its genesis members")
+    deploy.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    deploy.add_argument("--key-file", type=Path, required=True, help="the deployer's hex chain key (pays gas only)")
+    deploy.add_argument("--members", type=Path, required=True, help="the members file (TOML)")
+    deploy.add_argument("--out", type=Path, required=True, help="where to write the deployment file")
+    deploy.add_argument("--fund-members", type=int, default=0, metavar="WEI",
+                        help="send each member account this much gas money (development chains)")
+    deploy.set_defaults(run=_deploy)
 
     gw = sub.add_parser("gateway", help="run a centre's gateway node")
     gw.add_argument("--config", type=Path, required=True, help="the centre's TOML configuration")
@@ -97,6 +112,30 @@ def _demo(_: argparse.Namespace) -> int:
     from gateway.demo import run_demo
 
     return 0 if run_demo() else 1
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from gateway.provision import new_centre_keys
+
+    return _print_json(new_centre_keys(args.dir, args.centre))
+
+
+def _deploy(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from gateway.provision import load_members
+    from ledger.chain import connect
+    from ledger.deploy import deploy_consortium
+
+    plan = load_members(args.members)
+    chain = connect(args.chain)
+    deployer = Account.from_key(args.key_file.read_text().strip())
+    for member in plan.members if args.fund_members else ():
+        chain.send_value(deployer, member.account, args.fund_members)
+    deployment = deploy_consortium(chain, deployer, plan.members, plan.quorum, plan.initial_credit)
+    deployment.to_json(args.out)
+    print(f"deployed {len(plan.members)} members (quorum {plan.quorum}); deployment written to {args.out}")
+    return 0
 
 
 def _gateway(args: argparse.Namespace) -> int:

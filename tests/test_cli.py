@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from auth.tokens import save_private_key
-from gateway.assemble import save_issuer_key
+from gateway.provision import write_private
 from gateway.cli import main
 from gateway.server import free_port
 from tests.fixtures.consortium import PASSWORDS
@@ -199,7 +199,7 @@ def test_gateway_runs_from_a_config_file(consortium, tmp_path):
     (folder / "keys").mkdir(parents=True)
     (folder / "keys" / "chain.key").write_text("0x" + bytes(hpc_a.account.key).hex() + "\n")
     save_private_key(hpc_a.token_key, folder / "keys" / "token.pem")
-    save_issuer_key(hpc_a.issuer_key, folder / "keys" / "issuer.key")
+    write_private(folder / "keys" / "issuer.key", hpc_a.issuer_key.sk.hex())
     (folder / "credential_schema.toml").write_text(SCHEMA.read_text())
     (folder / "policy.cedar").write_text(hpc_a.spec.policy)
     (folder / "deployment.json").write_text(consortium.deployment_file.read_text())

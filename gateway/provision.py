@@ -1,0 +1,99 @@
+"""Setting a consortium up: each centre makes its keys, one operator deploys the contracts.
+
+A centre keeps its three secret keys in its own folder and shares only the
+public halves (`xcentre keygen` prints them); the consortium's members file
+gathers those public halves and the prices, and `xcentre deploy` writes them
+on chain as the genesis members.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from eth_account import Account
+
+from auth.credentials import generate_issuer_key
+from auth.tokens import generate_key, public_key_bytes, save_private_key
+from ledger.deploy import MemberSpec, Prices
+
+CHAIN_KEY = "chain.key"
+TOKEN_KEY = "token.pem"
+ISSUER_KEY = "issuer.key"
+
+
+class ProvisionError(ValueError):
+    """A members file or key folder cannot be used; the message says why."""
+
+
+def new_centre_keys(folder: Path, centre: str) -> dict:
+    """Create a centre's chain, token and issuer keys (0600) in `folder`; return the public halves.
+
+    Refuses to overwrite existing keys: losing a key means losing the centre's
+    identity on chain.
+    """
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    existing = [name for name in (CHAIN_KEY, TOKEN_KEY, ISSUER_KEY) if (folder / name).exists()]
+    if existing:
+        raise ProvisionError(f"{folder} already holds {', '.join(existing)}; keys are never overwritten")
+    account = Account.create()
+    write_private(folder / CHAIN_KEY, account.key.hex())
+    token_key = generate_key()
+    save_private_key(token_key, folder / TOKEN_KEY)
+    issuer_sk, issuer_pk = generate_issuer_key()
+    write_private(folder / ISSUER_KEY, issuer_sk.hex())
+    return {
+        "centre": centre,
+        "account": account.address,
+        "token_key": "0x" + public_key_bytes(token_key).hex(),
+        "issuer_pk": "0x" + issuer_pk.hex(),
+    }
+
+
+@dataclass(frozen=True)
+class ConsortiumPlan:
+    """What `xcentre deploy` writes on chain: the genesis members, the quorum, the credit."""
+
+    members: list[MemberSpec]
+    quorum: int
+    initial_credit: int
+
+
+def load_members(path: Path) -> ConsortiumPlan:
+    """Read a members file: `quorum`, `initial_credit`, and one [[member]] table per centre."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ProvisionError(f"{path}: cannot read the members file: {exc}") from None
+    entries = raw.get("member")
+    if not isinstance(entries, list) or not entries:
+        raise ProvisionError(f"{path}: no [[member]] tables")
+    members = []
+    for i, entry in enumerate(entries, start=1):
+        try:
+            members.append(
+                MemberSpec(
+                    name=entry["name"],
+                    account=entry["account"],
+                    gateway_url=entry["gateway_url"],
+                    token_key=bytes.fromhex(str(entry["token_key"]).removeprefix("0x")),
+                    prices=Prices(**entry["prices"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProvisionError(f"{path}: member #{i}: {type(exc).__name__}: {exc}") from None
+    quorum, credit = raw.get("quorum"), raw.get("initial_credit", 0)
+    if not isinstance(quorum, int) or not 1 <= quorum <= len(members):
+        raise ProvisionError(f"{path}: quorum must be an integer from 1 to {len(members)}, got {quorum!r}")
+    if not isinstance(credit, int) or credit < 0:
+        raise ProvisionError(f"{path}: initial_credit must be a non-negative integer, got {credit!r}")
+    return ConsortiumPlan(members, quorum, credit)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create `path` readable by its owner only; never overwrite a key."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
