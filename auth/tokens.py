@@ -15,7 +15,7 @@ epoch the credential carried, so verifiers can refuse the token after a revocati
 
 Claims: iss (issuing centre), sub (principal), home, attrs (directory attributes
 and groups the home centre asserts), iat, exp, jti, amr (["pwd"] for password
-sign-on at home, ["bbs"] for credential sign-on), rev (bbs only).
+sign-on at home, ["bbs"] for credential sign-on), rev (required for bbs, optional for pwd).
 """
 
 from __future__ import annotations
@@ -143,8 +143,12 @@ class TokenIssuer:
         self.public_key = public_key_bytes(key)
 
     def issue(self, principal: str, home: str, attributes: Mapping[str, Any], *,
-              now: int | None = None) -> str:
-        """A signed token saying `principal` of `home` (this centre) has `attributes`."""
+              revocation_epoch: int | None = None, now: int | None = None) -> str:
+        """A signed token saying `principal` of `home` (this centre) has `attributes`.
+
+        With `revocation_epoch` (this centre's current one), every member refuses
+        the token once this centre revokes anyone, as it refuses credentials.
+        """
         if home != self.centre:
             raise ValueError(f"centre {self.centre!r} can only issue tokens for its own people, not {home!r}")
         _check_principal(principal, home, ValueError)
@@ -155,6 +159,10 @@ class TokenIssuer:
             "iss": self.centre, "sub": principal, "home": home, "attrs": dict(attributes),
             "iat": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16), "amr": [PASSWORD],
         }
+        if revocation_epoch is not None:
+            if not isinstance(revocation_epoch, int) or isinstance(revocation_epoch, bool) or revocation_epoch < 0:
+                raise ValueError(f"revocation_epoch must be a non-negative integer, got {revocation_epoch!r}")
+            claims["rev"] = revocation_epoch
         return self._sign(claims)
 
     def issue_presented(self, home: str, disclosed: Mapping[str, str], revocation_epoch: int, *,
@@ -248,11 +256,11 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
                                           "check the clocks of the centres")
     if claims.exp <= claims.iat:
         raise TokenError("malformed", "token expires before it was issued")
-    if claims.presented and revocation_epoch_for is not None:
-        current = revocation_epoch_for(claims.home)
-        if claims.rev != current:
+    if claims.rev is not None and revocation_epoch_for is not None and claims.rev != revocation_epoch_for(claims.home):
+        if claims.presented:
             raise TokenError("revoked", f"this session rests on a credential that predates a revocation at "
                                         f"{claims.home}: refresh your credential at your home centre and sign on again")
+        raise TokenError("revoked", f"this session predates a revocation at {claims.home}: log in again at home")
     return claims
 
 
@@ -288,11 +296,8 @@ def _claims(payload: dict) -> Claims:
     if amr not in ([PASSWORD], [PRESENTED]):
         raise TokenError("malformed", f"token claim 'amr' must be [{PASSWORD!r}] or [{PRESENTED!r}]")
     rev = payload.get("rev")
-    if amr == [PRESENTED]:
-        if not isinstance(rev, int) or isinstance(rev, bool) or rev < 0:
-            raise TokenError("malformed", "a credential-backed token needs a non-negative integer 'rev'")
-    elif "rev" in payload:
-        raise TokenError("malformed", "only credential-backed tokens carry 'rev'")
+    if (amr == [PRESENTED] or "rev" in payload) and (not isinstance(rev, int) or isinstance(rev, bool) or rev < 0):
+        raise TokenError("malformed", "'rev' must be a non-negative integer (credential-backed tokens need one)")
     return Claims(**{name: payload[name] for name in kinds}, amr=list(amr), rev=rev)
 
 

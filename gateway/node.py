@@ -113,10 +113,15 @@ class CentreNode:
             raise
         except DirectoryError:
             raise Unauthorized("unknown user or wrong password") from None
+        signon = self.parts.signon
+        if signon.is_revoked(entry.uid):
+            raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
         # The same attribute names as a credential's, so one policy serves both sign-ons.
-        attributes = self.parts.signon.schema.from_directory(entry.attributes, entry.groups)
+        attributes = signon.schema.from_directory(entry.attributes, entry.groups)
         principal = f"{entry.uid}@{self.name}"
-        token = self.parts.issuer.issue(principal, self.name, attributes)
+        token = self.parts.issuer.issue(
+            principal, self.name, attributes, revocation_epoch=self.parts.index.revocation_epoch(self.name)
+        )
         return LoginResponse(token=token, principal=principal, home=self.name, expires_at=_claims(token)["exp"])
 
     def authenticate(self, token: str | None) -> Claims:

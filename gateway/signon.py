@@ -101,11 +101,10 @@ class SignOn:
             raise
         except DirectoryError:
             raise Unauthorized("unknown user or wrong password") from None
-        enrolment = self.enrolment_id(entry.uid)
-        known = self.index.enrolment(enrolment)
-        if known is not None and known.revoked:
+        if self.is_revoked(entry.uid):
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
-        if known is None:
+        enrolment = self.enrolment_id(entry.uid)
+        if self.index.enrolment(enrolment) is None:
             self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": "0x" + enrolment.hex()})
         values = self.schema.from_directory(entry.attributes, entry.groups) | {
             "home": self.name,
@@ -122,6 +121,12 @@ class SignOn:
             "issuer_pk": "0x" + self.issuer_key.pk.hex(),
             "schema": self.schema.to_dict(),
         }
+
+    def is_revoked(self, uid: str) -> bool:
+        """Whether this home revoked the user, or has sent the revocation on its way."""
+        enrolment = self.enrolment_id(uid)
+        known = self.index.enrolment(enrolment)
+        return (known is not None and known.revoked) or self.outbox.item_by_key(f"revoke:{enrolment.hex()}") is not None
 
     def revoke(self, username: str) -> dict:
         """Revoke a user's enrolment: every centre refuses their credentials once the event lands."""

@@ -174,6 +174,7 @@ def test_issuer_key_rotation_keeps_the_old_key_for_its_window_only(fresh):
 def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     bob, alice, carol = (wallet_of(fresh, u, h) for u, h in (("bob", "hpc-a"), ("alice", "hpc-a"), ("carol", "cloud-b")))
     bob_token = sign_on(fresh, "cloud-b", bob)["token"]
+    bob_password_token = fresh.login("bob", "hpc-a")
 
     with GatewayClient(fresh.url("hpc-a")) as home:
         home.revoke("bob", fresh.operator_key("hpc-a"))
@@ -189,15 +190,18 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
 
         eventually(refuses_bob)
 
-    # the session bob opened before the revocation ends too, at every centre
+    # the sessions bob opened before the revocation end too, at every centre, whichever way he signed on
     for centre in CENTRES:
-        with GatewayClient(fresh.url(centre), token=bob_token) as client:
-            ended = refusal(lambda: client.submit(QUICK | {"centre": centre}))
-            assert ended.status == 401 and "predates a revocation" in ended.error
+        for token in (bob_token, bob_password_token):
+            with GatewayClient(fresh.url(centre), token=token) as client:
+                ended = refusal(lambda: client.submit(QUICK | {"centre": centre}))
+                assert ended.status == 401 and "predates a revocation" in ended.error
 
     with GatewayClient(fresh.url("hpc-a")) as home:
         no_refresh = refusal(lambda: home.credential("bob", PASSWORDS["bob"]))
         assert no_refresh.status == 403 and "revoked" in no_refresh.error
+        no_login = refusal(lambda: home.login("bob", PASSWORDS["bob"]))
+        assert no_login.status == 403 and "revoked" in no_login.error
 
     # alice, of the same home, refreshes once and is accepted everywhere again; carol never noticed
     assert refusal(lambda: sign_on(fresh, "ai-c", alice)).status == 401

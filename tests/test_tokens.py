@@ -281,9 +281,15 @@ def test_presented_token_is_refused_after_a_revocation():
     assert verify_token(token, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
     err = _refused(token, revocation_epoch_for={"hpc-a": 5}.get)
     assert err.code == "revoked" and "hpc-a" in err.reason
-    # Password tokens carry no revocation epoch; the check does not apply to them.
-    password = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
-    assert verify_token(password, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
+    # A password token with the home's revocation epoch ends with a revocation too; one without is not checked.
+    password = ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=4, now=NOW)
+    assert verify_token(password, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    err = _refused(password, revocation_epoch_for={"hpc-a": 5}.get)
+    assert err.code == "revoked" and "log in again" in err.reason
+    bare = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
+    assert verify_token(bare, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
+    with pytest.raises(ValueError, match="revocation_epoch"):
+        ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=-1)
 
 
 def test_password_style_token_from_another_centre_is_still_refused():
@@ -301,7 +307,7 @@ def test_presented_token_subject_must_belong_to_home():
 
 @pytest.mark.parametrize("extra", [
     {"amr": ["bbs"]}, {"amr": ["bbs"], "rev": "1"}, {"amr": ["bbs"], "rev": -1}, {"amr": ["bbs"], "rev": True},
-    {"amr": ["pwd"], "rev": 1}, {"rev": 1}, {"amr": "bbs"}, {"amr": ["otp"]}, {"amr": ["pwd", "bbs"]}, {"amr": []},
+    {"amr": ["pwd"], "rev": "1"}, {"rev": -1}, {"amr": "bbs"}, {"amr": ["otp"]}, {"amr": ["pwd", "bbs"]}, {"amr": []},
 ])
 def test_amr_and_rev_must_fit_together(extra):
     token = _sign({"alg": "Ed25519"}, {**_claims(iss="hpc-b", sub="0123456789abcdef@hpc-a"), **extra}, key=KEY_B)
