@@ -6,7 +6,7 @@ malformed request is refused before anything is stored.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CENTRE = r"^(auto|[a-z0-9-]{1,32})$"
@@ -62,6 +62,16 @@ class JobRequest(Strict):
     walltime: int = Field(ge=1, le=MAX_WALLTIME, description="walltime limit in seconds")
     resources: Resources = Field(default_factory=Resources)
     centre: str = Field(default="auto", pattern=CENTRE, description="target centre or 'auto'")
+
+    @field_validator("command")
+    @classmethod
+    def _runnable(cls, argv: list[str]) -> list[str]:
+        """Refused here, a job that could never start is never stored or forwarded."""
+        if not argv[0]:
+            raise ValueError("the command (its first element) must not be empty")
+        if any("\x00" in arg for arg in argv):
+            raise ValueError("the command's arguments must not contain NUL bytes")
+        return argv
 
 
 

@@ -222,6 +222,8 @@ def test_job_over_the_policy_limits(http, tokens, nothing_stored):
         ({"resources": {"gpus": 65}}, ["resources.gpus"]),
         ({"shell": "rm -rf /"}, ["shell", "extra"]),
         ({"centre": "HPC A!"}, ["centre"]),
+        ({"command": ["", "x"]}, ["command", "must not be empty"]),
+        ({"command": ["echo", "a\u0000b"]}, ["command", "NUL"]),
     ],
 )
 def test_job_outside_the_api_limits(http, tokens, nothing_stored, change, words):
