@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
 from gateway.errors import GatewayError
+from gateway.limits import BodyLimits
 from gateway.node import CentreNode
 from gateway.schemas import (
     CredentialResponse,
@@ -33,6 +34,8 @@ def create_app(node: CentreNode) -> FastAPI:
         version="0.1.0",
         description="A member centre's gateway: sign-on, job dispatch, metering, epochs and audit.",
     )
+
+    app.add_middleware(BodyLimits)
 
     @app.exception_handler(GatewayError)
     async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:

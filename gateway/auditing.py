@@ -29,8 +29,18 @@ def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[d
         except (httpx.HTTPError, GatewayRefused, GatewayUnreachable) as exc:
             problems.append(f"{name}: records unavailable from {url} ({exc})")
             continue
-        records[centre] = [(UsageRecord.from_json(r["record"]), bytes.fromhex(r["signature"].removeprefix("0x"))) for r in rows]
+        try:
+            records[centre] = _parse(rows)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            problems.append(f"{name}: records unreadable from {url} ({type(exc).__name__}: {str(exc)[:200]})")
     return records, problems
+
+
+def _parse(rows: object) -> list[tuple[UsageRecord, bytes]]:
+    """A gateway's answer as (record, signature) pairs; raises on anything else, whatever a centre sends."""
+    if not isinstance(rows, list):
+        raise TypeError(f"expected a list of records, got {type(rows).__name__}")
+    return [(UsageRecord.from_json(r["record"]), bytes.fromhex(r["signature"].removeprefix("0x"))) for r in rows]
 
 
 def audit_epoch(chain: Chain, deployment: Deployment, epoch: int) -> AuditReport:

@@ -6,11 +6,13 @@ per epoch by whichever centre closes last; never one per job.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import defaultdict
 
 from gateway.errors import BadRequest
 from gateway.schemas import EpochClosure
+from gateway.store import EpochClosure as StoredClosure
 from gateway.store import Store
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
@@ -18,8 +20,10 @@ from ledger.merkle import MerkleTree
 from ledger.outbox import Outbox
 from ledger.records import UsageRecord
 
+log = logging.getLogger(__name__)
 
-MAX_EPOCH = 2**64 - 1  # epochs are uint64 on chain
+MAX_EPOCH = 2**63 - 1
+"""Epochs are uint64 on chain, but the gateway's SQLite files hold signed 64-bit integers."""
 _RECORD_ID = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 
 
@@ -46,8 +50,35 @@ class EpochCloser:
         self._oldest_unsettled = 1
 
     def close(self) -> EpochClosure:
-        """Close the open epoch: durable closure first, then the anchor through the outbox."""
+        """Close the open epoch: durable closure first, then the anchor through the outbox.
+
+        The closure is committed before anything is sent, so once it is, the answer
+        is the closure even when the chain cannot be reached right now: the anchor
+        waits in the outbox (anchored=False) and housekeeping sends it. Failing the
+        request instead would invite the operator to retry, which closes another epoch.
+        """
         closure = self.store.close_open_epoch(self._commit)
+        self._enqueue_anchor(closure)
+        try:
+            self.flush()
+            self._settle_if_ready(closure.epoch)
+        except Exception as exc:  # the chain may be briefly unreachable: housekeeping retries
+            log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
+        return self._closure(closure.epoch)
+
+    def resend_anchors(self) -> None:
+        """Queue the anchor of every closed epoch the chain does not show anchored.
+
+        A crash between committing a closure and queuing its anchor would otherwise
+        leave that epoch closed here and never anchored, so never settled. Queuing is
+        idempotent (same outbox key, same payload), so this is safe at every start.
+        """
+        me = centre_id(self.name)
+        for closure in self.store.closures():
+            if self.index.anchor(me, closure.epoch) is None:
+                self._enqueue_anchor(closure)
+
+    def _enqueue_anchor(self, closure: StoredClosure) -> None:
         self.outbox.enqueue(
             "anchor",
             f"anchor:{closure.epoch}",
@@ -59,9 +90,6 @@ class EpochCloser:
                 "amounts": list(closure.claims.values()),
             },
         )
-        self.flush()
-        self._settle_if_ready(closure.epoch)
-        return self._closure(closure.epoch)
 
     def _commit(self, epoch: int, rows: list) -> tuple[bytes, dict[str, int]]:
         """The epoch's Merkle root and what each home centre owes for its users' jobs here."""

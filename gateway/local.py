@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
@@ -122,33 +123,55 @@ class LocalConsortium:
         ]
         self.deployment = deploy_consortium(self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit)
         for c in self.spec.centres:
-            running = self.centres[c.name]
-            running.node = build_node(
-                name=c.name,
-                chain=self.chain,
-                deployment=self.deployment,
-                account=running.account,
-                token_key=running.token_key,
-                issuer_key=running.issuer_key,
-                schema=self.spec.schema,
-                signon_attributes=c.signon_attributes,
-                directory=self.directories[c.name],
-                policy_text=c.policy,
-                data_dir=self.data_dir / c.name,
-                operator_key=running.operator_key,
-            )
-            running.node.start()
-            running.server = BackgroundServer(create_app(running.node), port=ports[c.name]).start()
+            self.start_centre(c.name, ports[c.name])
         for running in self.centres.values():  # every index sees every issuer key before anyone signs on
             running.node.parts.epochs.flush()
         return self
 
+    def start_centre(self, name: str, port: int | None = None, **overrides: Any) -> CentreNode:
+        """Build a centre's node on its data folder, start it and serve it (again, after stop_centre).
+
+        `overrides` replace build_node arguments (a new issuer key, fewer workers …), as
+        an operator would change a centre's configuration between two runs.
+        """
+        running = self.centres[name]
+        port = port or running.server.port
+        running.node = self.build_centre(name, **overrides)
+        running.node.start()
+        running.server = BackgroundServer(create_app(running.node), port=port).start()
+        return running.node
+
+    def build_centre(self, name: str, **overrides: Any) -> CentreNode:
+        """A centre's node on its data folder, not started: what `xcentre gateway` builds at each start."""
+        running = self.centres[name]
+        c = running.spec
+        arguments = dict(
+            name=c.name,
+            chain=self.chain,
+            deployment=self.deployment,
+            account=running.account,
+            token_key=running.token_key,
+            issuer_key=running.issuer_key,
+            schema=self.spec.schema,
+            signon_attributes=c.signon_attributes,
+            directory=self.directories[c.name],
+            policy_text=c.policy,
+            data_dir=self.data_dir / c.name,
+            operator_key=running.operator_key,
+        )
+        return build_node(**(arguments | overrides))
+
+    def stop_centre(self, name: str) -> None:
+        """Stop one centre's gateway and node; its data folder stays, as after a shutdown."""
+        running = self.centres[name]
+        if running.server:
+            running.server.stop()
+        if running.node:
+            running.node.stop()
+
     def stop(self) -> None:
-        for running in self.centres.values():
-            if running.server:
-                running.server.stop()
-            if running.node:
-                running.node.stop()
+        for name in self.centres:
+            self.stop_centre(name)
 
     def url(self, name: str) -> str:
         return self.centres[name].url

@@ -23,13 +23,13 @@ from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.epochs import EpochCloser
 from gateway.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from gateway.executor import LocalExecutor
+from gateway.executor import Execution, LocalExecutor
 from gateway.forwarding import Peers, PeerDenied
 from gateway.placement import rank_centres
 from gateway.pricing import cap_to_limits, price
 from gateway.schemas import EpochClosure, JobRequest, JobView, LoginResponse
 from gateway.signon import SignOn
-from gateway.store import IdempotencyConflict, Job, Store
+from gateway.store import IdempotencyConflict, Job, Store, StoreError
 from ledger.ids import centre_id, user_id
 from ledger.index import EventIndex
 from ledger.records import Domain, UsageRecord, record_leaf, sign_record
@@ -76,6 +76,7 @@ class CentreNode:
         """Catch up with the chain and keep up with it; resume the jobs a restart interrupted."""
         self.parts.index.sync()
         self.parts.signon.publish_issuer_key()
+        self.parts.epochs.resend_anchors()
         self.parts.epochs.flush()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, args=(interval,), name=f"{self.name}-housekeeping", daemon=True
@@ -88,10 +89,11 @@ class CentreNode:
             self._pool.submit(self._run, job.id)
 
     def stop(self) -> None:
+        """Stop after the running jobs; queued jobs stay queued in the store and run after the next start."""
         self._stopping.set()
         if self._housekeeper:
             self._housekeeper.join(timeout=10)
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        self._pool.shutdown(wait=True, cancel_futures=True)
         self.parts.peers.close()
 
     def _housekeeping(self, interval: float) -> None:
@@ -264,21 +266,47 @@ class CentreNode:
         )
 
     def _run(self, job_id: str) -> None:
+        """A worker's task: run the job and complete it; never leave it `running` behind.
+
+        The pool keeps a task's exception to itself, so whatever goes wrong is
+        logged here and the job is completed as failed, with the reason.
+        """
+        try:
+            self._execute(job_id)
+        except Exception as exc:
+            log.exception("%s: job %s failed in the gateway", self.name, job_id)
+            try:
+                self.parts.store.complete_job(job_id, "failed", None, "", "", detail=f"gateway error: {exc}")
+            except StoreError:  # already completed, or gone: nothing left to mark
+                pass
+
+    def _execute(self, job_id: str) -> None:
         store = self.parts.store
         job = store.update_job(job_id, status="running")
         request = JobRequest.model_validate(job.request)
-        res = request.resources
         try:
             execution = self.parts.executor.run(request.command, request.walltime)
         except Exception as exc:  # a job that cannot start is a failed job, not a dead worker
             log.warning("job %s could not start: %s", job_id, exc)
             store.complete_job(job_id, "failed", None, "", "", detail=f"could not start: {exc}")
             return
+        status = "timed_out" if execution.timed_out else ("succeeded" if execution.exit_code == 0 else "failed")
+        try:
+            self._complete_with_record(job, request, execution, status)
+        except Exception as exc:  # it ran, but cannot be billed: say so rather than claim success
+            log.exception("%s: job %s ran but its usage record could not be made", self.name, job_id)
+            store.complete_job(
+                job_id, "failed", execution.exit_code, execution.stdout_tail, execution.stderr_tail,
+                detail=f"the job ran ({status}) but its usage record could not be made: {exc}",
+            )
+
+    def _complete_with_record(self, job: Job, request: JobRequest, execution: Execution, status: str) -> None:
+        """Price and sign the job's usage record and store it with the job's completion, in one transaction."""
+        res = request.resources
         # Bill what was metered, never more than the job's limits allow.
         metered = cap_to_limits(execution, request.walltime, res.cores, res.memory_mib, res.gpus)
         amount = price(metered, self.parts.index.member(self.name).prices)
-        status = "timed_out" if execution.timed_out else ("succeeded" if execution.exit_code == 0 else "failed")
-        job_ref = keccak(text=f"{self.name}/{job_id}")
+        job_ref = keccak(text=f"{self.name}/{job.id}")
 
         def signed_record(epoch: int) -> tuple[UsageRecord, bytes, bytes]:
             record = UsageRecord(
@@ -299,8 +327,8 @@ class CentreNode:
             domain = self.parts.domain
             return record, sign_record(record, domain, self.parts.account.key), record_leaf(record, domain)
 
-        store.complete_job(
-            job_id, status, execution.exit_code, execution.stdout_tail, execution.stderr_tail, record=signed_record
+        self.parts.store.complete_job(
+            job.id, status, execution.exit_code, execution.stdout_tail, execution.stderr_tail, record=signed_record
         )
 
     # -- epochs and audit --------------------------------------------------------

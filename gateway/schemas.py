@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CENTRE = r"^(auto|[a-z0-9-]{1,32})$"
 MAX_WALLTIME = 7 * 24 * 3600
+MAX_COMMAND_CHARS = 65_536
+"""The most characters a job's argv may have in all: what is stored, forwarded and exec'd."""
 
 
 class Strict(BaseModel):
@@ -71,6 +73,13 @@ class JobRequest(Strict):
             raise ValueError("the command (its first element) must not be empty")
         if any("\x00" in arg for arg in argv):
             raise ValueError("the command's arguments must not contain NUL bytes")
+        if sum(len(arg) for arg in argv) > MAX_COMMAND_CHARS:
+            raise ValueError(f"the command may have at most {MAX_COMMAND_CHARS} characters in all")
+        for arg in argv:  # a lone surrogate (JSON "\ud800") can be neither stored nor passed to exec
+            try:
+                arg.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError("the command's arguments must be valid UTF-8 text") from None
         return argv
 
 

@@ -81,9 +81,12 @@ class SignOn:
         current = self.index.current_issuer_key(self.name)
         if current is not None and current.pk == self.issuer_key.pk:
             return
+        key = f"issuer-key:{self.issuer_key.key_id}"
+        if self.outbox.item_by_key(key) is not None:  # queued by an earlier start: its payload is fixed
+            return
         self.outbox.enqueue(
             "issuer-key",
-            f"issuer-key:{self.issuer_key.key_id}",
+            key,
             {"pk": "0x" + self.issuer_key.pk.hex(), "previous_valid_until": int(time.time()) + self.key_overlap},
         )
 

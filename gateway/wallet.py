@@ -58,10 +58,12 @@ class Wallet:
 
     @classmethod
     def load(cls, path: Path) -> "Wallet":
+        """The wallet saved at `path`; ValueError, saying what to do, for a missing or foreign file."""
         try:
             data = json.loads(path.read_text())
+            return cls.from_issuance(data["home_url"], data)
         except FileNotFoundError:
             raise ValueError(f"no wallet at {path}: run 'xcentre login' at your home centre first") from None
-        except ValueError as exc:
-            raise ValueError(f"{path} is not a wallet: {exc}") from None
-        return cls.from_issuance(data["home_url"], data)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path} is not a wallet ({type(exc).__name__}: {exc}): "
+                             "run 'xcentre login' at your home centre to make a new one") from None

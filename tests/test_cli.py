@@ -140,6 +140,14 @@ def test_submit_without_a_wallet(consortium, tmp_path):
     assert code == 1 and "run 'xcentre login'" in err
 
 
+@pytest.mark.parametrize("text", ["{}", "[]", '{"home": "x", "home_url": "y"}'])
+def test_submit_with_a_file_that_is_not_a_wallet(consortium, tmp_path, text):
+    path = tmp_path / "wallet.json"
+    path.write_text(text)
+    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", path, "--", "true"])
+    assert code == 1 and f"{path} is not a wallet" in err
+
+
 def test_submit_without_a_command(consortium, wallet):
     code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", wallet])
     assert code == 1 and "no command given" in err

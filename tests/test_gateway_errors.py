@@ -224,6 +224,7 @@ def test_job_over_the_policy_limits(http, tokens, nothing_stored):
         ({"centre": "HPC A!"}, ["centre"]),
         ({"command": ["", "x"]}, ["command", "must not be empty"]),
         ({"command": ["echo", "a\u0000b"]}, ["command", "NUL"]),
+        ({"command": ["echo", "x" * 70_000]}, ["command", "characters"]),
     ],
 )
 def test_job_outside_the_api_limits(http, tokens, nothing_stored, change, words):
@@ -238,6 +239,41 @@ def test_malformed_json_body(http, tokens, nothing_stored):
     refused(http["hpc-a"].post("/v1/jobs", content=b"[1, 2]", headers=headers), 422, "invalid request")
     refused(http["hpc-a"].post("/v1/login", content=b"username=alice&password=alice-pw",
                                headers={"Content-Type": "application/json"}), 422, "invalid request", "json")
+
+
+def test_lone_surrogate_in_the_command(http, tokens, nothing_stored):
+    """JSON may escape half a surrogate pair; such text can be neither stored nor exec'd."""
+    body = json.dumps(QUICK | {"command": ["echo", "\ud800"]}).encode()  # ASCII, with the escape
+    assert b"\\ud800" in body
+    headers = bearer(tokens["alice"]) | {"Content-Type": "application/json"}
+    for centre in ("hpc-a", "cloud-b"):  # run here, or forwarded
+        response = http["hpc-a"].post("/v1/jobs", content=body.replace(b'"hpc-a"', f'"{centre}"'.encode()),
+                                      headers=headers)
+        refused(response, 422, "command", "UTF-8")
+
+
+@pytest.mark.parametrize("path", ["/v1/login", "/v1/auth/present", "/v1/jobs"])
+def test_deeply_nested_json_is_refused_without_harm(http, tokens, nothing_stored, path):
+    """Nesting deep enough to overflow the parser's stack once crashed the whole gateway process."""
+    headers = bearer(tokens["alice"]) | {"Content-Type": "application/json"}
+    for depth in (200, 100_000):
+        body = b"[" * depth + b"]" * depth
+        refused(http["hpc-a"].post(path, content=body, headers=headers), 400, "nested")
+    assert http["hpc-a"].get("/v1/auth/request").status_code == 200  # still serving
+
+
+def test_oversized_body_is_refused(http, tokens, nothing_stored):
+    headers = bearer(tokens["alice"]) | {"Content-Type": "application/json"}
+    huge = json.dumps(QUICK | {"padding": "x" * (2 << 20)}).encode()
+    refused(http["hpc-a"].post("/v1/jobs", content=huge, headers=headers), 413, "too large")
+
+    def chunks():  # no Content-Length: the limit holds for a streamed body too
+        yield b'{"command": ["'
+        for _ in range(40):
+            yield b"x" * 65536
+        yield b'"], "walltime": 30}'
+
+    refused(http["hpc-a"].post("/v1/jobs", content=chunks(), headers=headers), 413, "too large")
 
 
 def test_job_for_an_unknown_centre(http, tokens, nothing_stored):
@@ -276,6 +312,8 @@ def test_wrong_operator_key(consortium, http, nothing_stored):
         ("/v1/audit/epochs/18446744073709551616", 400, ["does not exist"]),
         ("/v1/audit/epochs/99999999999999999999999/records", 400, ["does not exist"]),
         ("/v1/audit/epochs/one", 422, ["invalid request", "epoch"]),
+        ("/v1/audit/epochs/9223372036854775808", 400, ["does not exist"]),
+        ("/v1/audit/epochs/18446744073709551615/records", 400, ["does not exist"]),
     ],
 )
 def test_bad_audit_queries(consortium, nothing_stored, path, status, words):
