@@ -52,8 +52,11 @@ def build_node(
     token_ttl: int = 900,
     issuer_key_overlap: int = 86_400,
     workers: int = 4,
+    job_user: str | None = None,
+    jobs_dir: Path | None = None,
 ) -> CentreNode:
     data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.chmod(0o700)  # keys, secrets and databases: the gateway's alone
     index = EventIndex(data_dir / "index.db", chain, deployment)
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
@@ -79,7 +82,7 @@ def build_node(
         directory=directory,
         policy=PolicyEngine(policy_text),
         issuer=tokens,
-        executor=LocalExecutor(data_dir / "jobs"),
+        executor=LocalExecutor(jobs_dir or data_dir / "jobs", user=job_user),
         epochs=EpochCloser(name, store, outbox, index),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
@@ -111,6 +114,8 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         token_ttl=config.token_ttl,
         issuer_key_overlap=config.issuer_key_overlap,
         workers=config.workers,
+        job_user=config.job_user,
+        jobs_dir=config.job_folder,
     )
 
 

@@ -39,6 +39,13 @@ class GatewayConfig:
     port: int = 8000
     token_ttl: int = 900
     workers: int = 4
+    job_user: str | None = None
+    jobs_dir: Path | None = None
+
+    @property
+    def job_folder(self) -> Path:
+        """Where jobs run: `jobs_dir`, or `data_dir/jobs` when jobs run as the gateway's own user."""
+        return self.jobs_dir or self.data_dir / "jobs"
 
 
 _REQUIRED = (
@@ -85,8 +92,16 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     base = Path(path).resolve().parent
     values = dict(raw)
-    for key in _PATHS:
-        values[key] = (base / Path(values[key]).expanduser()).resolve()
+    for key in (*_PATHS, "jobs_dir"):
+        if key in values:
+            values[key] = (base / Path(values[key]).expanduser()).resolve()
+    if "job_user" in values:
+        jobs = values.get("jobs_dir")
+        if jobs is None or jobs.is_relative_to(values["data_dir"]):
+            raise ConfigError(
+                f"{path}: with job_user, set jobs_dir to a folder outside data_dir: the job user must not "
+                "reach the gateway's keys and databases"
+            )
     if "signon_attributes" in values:
         values["signon_attributes"] = tuple(values["signon_attributes"])
     return GatewayConfig(**values)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pwd
 import signal
 import subprocess
 import sys
@@ -172,6 +173,11 @@ def main():
     if pid == 0:
         try:
             os.setsid()
+            if spec["user"] is not None:  # drop to the job user before anything of the job runs
+                uid, gid = spec["user"]
+                os.setgroups([])
+                os.setgid(gid)
+                os.setuid(uid)
             os.chdir(spec["cwd"])
             os.dup2(null, 0)
             os.dup2(out, 1)
@@ -233,13 +239,19 @@ class LocalExecutor:
     cgroups (a Slurm executor), not this one.
     """
 
-    def __init__(self, workdir: Path | str, grace: float = 2.0, python: str | None = None) -> None:
+    def __init__(
+        self, workdir: Path | str, grace: float = 2.0, python: str | None = None, user: str | None = None
+    ) -> None:
+        """`user`: run every job as this Unix account (the gateway must be root), so that a
+        job can read nothing of the gateway's (keys, databases); None runs jobs as the
+        gateway's own user, fit only for users the centre trusts with its keys."""
         if grace < 0:
             raise ValueError("grace must be >= 0 seconds")
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.grace = float(grace)
         self.python = python or sys.executable
+        self.user = _account(user) if user is not None else None
 
     def run(self, argv: list[str], walltime: int, env: dict[str, str] | None = None) -> Execution:
         """Run argv (no shell) for at most walltime seconds and meter it.
@@ -260,6 +272,8 @@ class LocalExecutor:
         validate_command(argv, walltime, env)
         argv = list(argv)
         jobdir = Path(tempfile.mkdtemp(prefix="job-", dir=self.workdir))
+        if self.user is not None:
+            os.chown(jobdir, *self.user)
         full_env = {
             "PATH": os.environ.get("PATH", os.defpath),
             "HOME": str(jobdir),
@@ -271,7 +285,7 @@ class LocalExecutor:
         out_path, err_path = jobdir / "stdout", jobdir / "stderr"
         spec = {
             "argv": argv, "env": full_env, "cwd": str(jobdir), "stdout": str(out_path),
-            "stderr": str(err_path), "walltime": walltime, "grace": self.grace,
+            "stderr": str(err_path), "walltime": walltime, "grace": self.grace, "user": self.user,
         }
         launcher = subprocess.Popen(
             [self.python, "-I", "-S", "-c", _LAUNCHER],
@@ -317,6 +331,19 @@ class LocalExecutor:
             workdir=str(jobdir),
         )
 
+
+
+def _account(name: str) -> tuple[int, int]:
+    """The (uid, gid) of a Unix account jobs may run as: it exists, is not root, and we can switch to it."""
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        raise ExecutorError(f"job user {name!r} does not exist on this machine") from None
+    if entry.pw_uid == 0:
+        raise ExecutorError("jobs must not run as root: name an unprivileged job user")
+    if os.geteuid() != 0:
+        raise ExecutorError(f"running jobs as {name!r} needs the gateway to start as root")
+    return entry.pw_uid, entry.pw_gid
 
 
 def _kill_job(launcher_out: bytes) -> None:

@@ -94,6 +94,17 @@ def test_signon_settings(tmp_path):
     assert config.issuer_key_overlap == 0
 
 
+def test_a_job_user_needs_a_jobs_dir_outside_the_data_dir(tmp_path):
+    default = load_config(write(tmp_path / "a", REQUIRED))
+    assert default.job_user is None and default.job_folder == default.data_dir / "jobs"
+    for jobs_dir in (None, "var/jobs"):
+        values = REQUIRED | {"job_user": "nobody"} | ({"jobs_dir": jobs_dir} if jobs_dir else {})
+        with pytest.raises(ConfigError, match="jobs_dir to a folder outside data_dir"):
+            load_config(write(tmp_path / "b", values))
+    config = load_config(write(tmp_path / "c", REQUIRED | {"job_user": "nobody", "jobs_dir": "/srv/xcentre-jobs"}))
+    assert config.job_user == "nobody" and config.job_folder == Path("/srv/xcentre-jobs")
+
+
 def test_the_readme_example_loads(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     example = re.search(r"```toml\n(centre = .*?)```", readme, re.S)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import pwd
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -229,3 +232,32 @@ def test_execution_rejects_bad_values() -> None:
         Execution(exit_code=0, timed_out=False, cpu_millis=0, wall_millis=0, max_rss_kib=0,
                   started_at=10, ended_at=5)
 
+
+
+def _has_user(name: str) -> bool:
+    try:
+        pwd.getpwnam(name)
+        return True
+    except KeyError:
+        return False
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not _has_user("nobody"), reason="needs root and the 'nobody' account")
+def test_jobs_run_as_the_job_user_and_cannot_read_the_gateways_secrets() -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as shared:  # a folder the job user can traverse
+        folder = Path(shared)
+        folder.chmod(0o711)
+        secret = folder / "secret.key"
+        secret.write_text("the centre's key")
+        secret.chmod(0o600)
+        executor = LocalExecutor(folder / "jobs", user="nobody")
+        result = executor.run(["/bin/sh", "-c", f"id -u; cat {secret}; echo done"], walltime=30)
+        assert result.stdout_tail.split() == [str(pwd.getpwnam("nobody").pw_uid), "done"]
+        assert "Permission denied" in result.stderr_tail
+
+
+def test_a_job_user_must_exist_and_must_not_be_root(tmp_path: Path) -> None:
+    with pytest.raises(ExecutorError, match="does not exist"):
+        LocalExecutor(tmp_path, user="no-such-user-xcentre")
+    with pytest.raises(ExecutorError, match="must not run as root"):
+        LocalExecutor(tmp_path, user="root")
