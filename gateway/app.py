@@ -16,6 +16,7 @@ from gateway.errors import GatewayError
 from gateway.limits import BodyLimits
 from gateway.node import CentreNode
 from gateway.schemas import (
+    CloseEpochRequest,
     CredentialResponse,
     EpochClosure,
     JobRequest,
@@ -101,9 +102,9 @@ def create_app(node: CentreNode) -> FastAPI:
         return node.job(claims, token, job_id)
 
     @app.post("/v1/epochs/close", response_model=EpochClosure, tags=["epochs"], dependencies=[Depends(operator)])
-    def close_epoch() -> EpochClosure:
+    def close_epoch(body: CloseEpochRequest | None = None) -> EpochClosure:
         """Close the open epoch: anchor its Merkle root and claims, settle when every centre has."""
-        return node.close_epoch()
+        return node.close_epoch(body.epoch if body else None)
 
     @app.get("/v1/audit/epochs/{epoch}", tags=["audit"])
     def audit_epoch(epoch: int) -> dict:

@@ -79,6 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     close = esub.add_parser("close", help="close the open epoch: anchor it, settle when all have")
     close.add_argument("--gateway", required=True)
     close.add_argument("--operator-key-file", type=Path, required=True)
+    close.add_argument("--epoch", type=int, help="the epoch to close (safe to retry; default: the open one)")
     close.set_defaults(run=_close_epoch)
 
     enrolment = sub.add_parser("enrolment", help="enrolment operations (operators of the home centre)")
@@ -184,7 +185,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _close_epoch(args: argparse.Namespace) -> int:
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
-        return _print_json(client.close_epoch(key))
+        return _print_json(client.close_epoch(key, args.epoch))
 
 
 def _revoke(args: argparse.Namespace) -> int:

@@ -94,8 +94,10 @@ class GatewayClient:
                 raise TimeoutError(f"job {job_id} still {effective['status']} after {timeout:.0f} s")
             time.sleep(interval)
 
-    def close_epoch(self, operator_key: str) -> dict:
-        return self._call("POST", "/v1/epochs/close", headers={"X-Operator-Key": operator_key})
+    def close_epoch(self, operator_key: str, epoch: int | None = None) -> dict:
+        """Close the open epoch; naming `epoch` makes the call safe to retry."""
+        body = {"epoch": epoch} if epoch is not None else None
+        return self._call("POST", "/v1/epochs/close", json=body, headers={"X-Operator-Key": operator_key})
 
     def audit_epoch(self, epoch: int) -> dict:
         return self._call("GET", f"/v1/audit/epochs/{epoch}")

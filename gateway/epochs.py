@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from collections import defaultdict
 
-from gateway.errors import BadRequest
+from gateway.errors import BadRequest, Conflict
 from gateway.schemas import EpochClosure
 from gateway.store import EpochClosure as StoredClosure
 from gateway.store import Store
@@ -48,22 +49,32 @@ class EpochCloser:
         self.outbox = outbox
         self.index = index
         self._oldest_unsettled = 1
+        self._closing = threading.Lock()  # one close at a time, so a named epoch is checked and closed as one
 
-    def close(self) -> EpochClosure:
+    def close(self, epoch: int | None = None) -> EpochClosure:
         """Close the open epoch: durable closure first, then the anchor through the outbox.
 
         The closure is committed before anything is sent, so once it is, the answer
         is the closure even when the chain cannot be reached right now: the anchor
-        waits in the outbox (anchored=False) and housekeeping sends it. Failing the
-        request instead would invite the operator to retry, which closes another epoch.
+        waits in the outbox (anchored=False) and housekeeping sends it. Naming the
+        `epoch` makes a retry safe: an epoch already closed answers its closure
+        instead of closing the next one.
         """
-        closure = self.store.close_open_epoch(self._commit)
-        self._enqueue_anchor(closure)
-        try:
-            self.flush()
-            self._settle_if_ready(closure.epoch)
-        except Exception as exc:  # the chain may be briefly unreachable: housekeeping retries
-            log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
+        with self._closing:
+            if epoch is not None:
+                check_epoch(epoch)
+                if self.store.closure(epoch) is not None:
+                    return self._closure(epoch)
+                open_epoch = self.store.open_epoch()
+                if epoch != open_epoch:
+                    raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
+            closure = self.store.close_open_epoch(self._commit)
+            self._enqueue_anchor(closure)
+            try:
+                self.flush()
+                self._settle_if_ready(closure.epoch)
+            except Exception as exc:  # the chain may be briefly unreachable: housekeeping retries
+                log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
         return self._closure(closure.epoch)
 
     def resend_anchors(self) -> None:

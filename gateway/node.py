@@ -337,8 +337,8 @@ class CentreNode:
         if not key or not hmac.compare_digest(key.encode(), self.parts.operator_key.encode()):
             raise Unauthorized("this operation needs the centre's operator key (X-Operator-Key)")
 
-    def close_epoch(self) -> EpochClosure:
-        return self.parts.epochs.close()
+    def close_epoch(self, epoch: int | None = None) -> EpochClosure:
+        return self.parts.epochs.close(epoch)
 
     def epoch_audit(self, epoch: int) -> dict:
         return self.parts.epochs.audit_view(epoch)

@@ -99,6 +99,12 @@ class JobView(BaseModel):
     remote: dict | None = Field(default=None, description="the serving centre's view of a forwarded job")
 
 
+class CloseEpochRequest(Strict):
+    epoch: int | None = Field(
+        default=None, ge=1, description="the epoch to close; a retry naming an epoch already closed gets its closure"
+    )
+
+
 class EpochClosure(BaseModel):
     centre: str
     epoch: int

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from auth.credentials import generate_issuer_key
-from gateway.client import GatewayClient
+from gateway.client import GatewayClient, GatewayRefused
 from gateway.signon import IssuerKey
 from ledger.ids import centre_id
 from tests.fixtures.consortium import start_consortium
@@ -126,3 +126,19 @@ def test_closing_an_epoch_while_the_chain_is_unreachable_answers_and_anchors_lat
     assert closure["anchored"] is False
     monkeypatch.setattr(epochs, "flush", flush)
     eventually(lambda: anchored(fresh, "hpc-a", closure["epoch"]))
+
+
+def test_closing_a_named_epoch_is_safe_to_retry(fresh):
+    store = fresh.centres["cloud-b"].node.parts.store
+    key = fresh.operator_key("cloud-b")
+    with GatewayClient(fresh.url("cloud-b")) as client:
+        open_epoch = store.open_epoch()
+        with pytest.raises(GatewayRefused) as wrong:
+            client.close_epoch(key, epoch=open_epoch + 1)
+        assert wrong.value.status == 409 and f"the open epoch is {open_epoch}" in wrong.value.error
+        assert store.open_epoch() == open_epoch
+
+        first = client.close_epoch(key, epoch=open_epoch)
+        retry = client.close_epoch(key, epoch=open_epoch)  # e.g. the first answer was lost
+        assert retry == first and retry["epoch"] == open_epoch
+        assert store.open_epoch() == open_epoch + 1  # closed once, not twice
