@@ -94,7 +94,7 @@ class Directory:
             raise ValueError(f"invalid base DN {base_dn!r}: {exc}") from None
         self._groups_key = _dn_key(self.groups_dn)
         try:
-            self._server = ldap3.Server(self.url, get_info=ldap3.NONE, connect_timeout=timeout)
+            self._new_server()
         except ldap_exc.LDAPException as exc:
             raise ValueError(f"invalid directory URL {self.url!r}: {exc}") from None
 
@@ -151,9 +151,15 @@ class Directory:
 
     # -- internals ------------------------------------------------------------------
 
+    def _new_server(self) -> ldap3.Server:
+        return ldap3.Server(self.url, get_info=ldap3.NONE, connect_timeout=self.timeout)
+
     def _connection(self) -> _Session:
+        # A Server per connection: ldap3 records the open connection's address on the
+        # Server (set on open, cleared on close), so calls from the gateway's thread
+        # pool sharing one Server could see each other's close and fail to open.
         conn = ldap3.Connection(
-            self._server, user=self.bind_dn, password=self._bind_password,
+            self._new_server(), user=self.bind_dn, password=self._bind_password,
             read_only=True, receive_timeout=max(1, math.ceil(self.timeout)), raise_exceptions=False,
         )
         return _Session(conn, self)
@@ -183,9 +189,7 @@ class Directory:
             elif name.lower() not in _HIDDEN and texts:
                 attributes[name] = texts[0] if len(texts) == 1 else texts
         stored = attributes.get("uid", [])
-        stored = [stored] if isinstance(stored, str) else stored
-        # The uid as the directory spells it (uid matching is case-insensitive).
-        uid = next((u for u in stored if u.lower() == asked.lower()), asked)
+        uid = _stored_uid(dn, [stored] if isinstance(stored, str) else stored, asked)
         groups = {cn for cn in map(self._group_cn, member_of) if cn}
         clauses = [f"(memberUid={escape_filter_chars(uid)})"]
         if self.centre is not None:
@@ -311,6 +315,28 @@ def _texts(values: list) -> list[str]:
         else:
             out.append(str(value))
     return out
+
+
+def _stored_uid(dn: str, stored: list[str], asked: str) -> str:
+    """The uid as the directory spells it, never as it was typed.
+
+    The directory found the entry with its own matching rules (caseIgnoreMatch with
+    insignificant-space handling: "Alice " finds alice), and callers derive identities
+    from the uid: the home's enrolment id and its revocation, principals uid@home. Echoing
+    the typed spelling would give one person several identities, one of them unrevoked.
+    """
+    wanted = _fold(asked)
+    matches = sorted(u for u in stored if _fold(u) == wanted)
+    if matches:
+        return matches[0]
+    if len(stored) == 1:  # matched by rules we do not replicate (e.g. Unicode normalisation)
+        return stored[0]
+    raise DirectoryError(f"cannot tell which uid of {dn!r} was meant by {asked!r:.80}")
+
+
+def _fold(value: str) -> str:
+    """An approximation of LDAP's caseIgnoreMatch: case-folded, runs of spaces as one, trimmed."""
+    return " ".join(part for part in value.split(" ") if part).casefold()
 
 
 def _check_uid(uid: object) -> None:

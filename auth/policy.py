@@ -11,6 +11,11 @@ Policies are parsed once. Each request becomes a small entity set:
   (``centre``, ``gpu_type``, ``data_class``…; None values are left out, test with ``has``);
 - context as given (``walltime`` seconds, ``cores``, ``memory_mb``, ``gpus``, ``hour``…).
 
+Cedar skips a policy whose evaluation errors (a missing attribute, a type
+mismatch); a permit skipped that way permits nothing, but a forbid skipped that
+way would let a user lift a prohibition by not disclosing an attribute, so an
+errored forbid denies (``Decision.errors`` says which and why).
+
 Reasons a person can act on come from annotations: ``@id("…")`` names a policy and
 ``@reason("…")`` explains it. Cedar reports deciding policies by its own ids
 (policy0, policy1… in text order); we map those back through the policy set's
@@ -173,8 +178,14 @@ class PolicyEngine:
                   some_permit: bool) -> Decision:
         ids = sorted(result.diagnostics.reasons, key=lambda pid: self._order.get(pid, len(self._order)))
         deciding = [self._meta.get(pid) or _Meta(pid, "", pid, None) for pid in ids]
-        errors = [self._named(e) for e in result.diagnostics.errors]
+        raw_errors = list(result.diagnostics.errors)
+        errors = [self._named(e) for e in raw_errors]
         if result.allowed:
+            unchecked = self._unchecked_forbids(raw_errors)
+            if unchecked:
+                reasons = [f"policy {name} could not be checked for this request, so it is refused: {error}"
+                           for name, error in unchecked]
+                return Decision(False, reasons, list(dict.fromkeys(name for name, _ in unchecked)), errors)
             reasons = [m.reason or f"permitted by policy {m.name}" for m in deciding]
             return Decision(True, reasons, [m.name for m in deciding], errors)
         reasons = [m.reason or f"forbidden by policy {m.name}" for m in deciding]
@@ -182,6 +193,21 @@ class PolicyEngine:
             reasons.append(f"no policy permits {principal} to {action} on queue {queue}")
         return Decision(False, reasons, [m.name for m in deciding], errors)
 
+    def _unchecked_forbids(self, raw_errors: list[str]) -> list[tuple[str, str]]:
+        """(name, message) of each forbid Cedar could not evaluate (and so skipped).
+
+        Skipping a forbid would let a missing or mistyped attribute — one the user
+        chose not to disclose — lift a prohibition, so these deny. An error that names
+        no policy we know counts too: fail closed. A permit that errors stays skipped.
+        """
+        out = []
+        for raw in raw_errors:
+            ids = _CEDAR_ID.findall(raw) or [None]
+            for pid in ids:
+                meta = self._meta.get(pid) if pid else None
+                if meta is None or meta.effect != "permit":
+                    out.append((meta.name if meta else "(unknown)", self._named(raw)))
+        return out
 
     def _named(self, message: str) -> str:
         """Cedar's messages name policies policy0, policy1…; show their @id instead."""

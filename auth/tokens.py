@@ -44,6 +44,7 @@ ALGORITHM = "Ed25519"
 MAX_TOKEN_LENGTH = 16 * 1024
 CENTRE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
+_PSEUDONYM = re.compile(r"^[0-9a-f]{16}$")  # issue_presented's secrets.token_hex(8)
 PASSWORD = "pwd"
 PRESENTED = "bbs"
 #: Disclosed attributes the token carries as claims (rev, exp) rather than in attrs.
@@ -131,7 +132,7 @@ class TokenIssuer:
     or for anyone who proved a member's credential to this centre (issue_presented)."""
 
     def __init__(self, centre: str, key: Ed25519PrivateKey, ttl: int = 900) -> None:
-        if not isinstance(centre, str) or not CENTRE_NAME.match(centre):
+        if not isinstance(centre, str) or not CENTRE_NAME.fullmatch(centre):
             raise ValueError(f"centre name must match [a-z0-9-]{{1,32}}, got {centre!r}")
         if not isinstance(key, Ed25519PrivateKey):
             raise TypeError("key must be an Ed25519PrivateKey")
@@ -174,7 +175,7 @@ class TokenIssuer:
         exp is capped at the credential's expires_at when disclosed). Call it only after
         verify_presentation succeeded.
         """
-        if not isinstance(home, str) or not CENTRE_NAME.match(home):
+        if not isinstance(home, str) or not CENTRE_NAME.fullmatch(home):
             raise ValueError(f"home must be a centre name, got {home!r:.40}")
         if not isinstance(disclosed, Mapping):
             raise ValueError("disclosed must be a mapping of attribute name to value")
@@ -228,7 +229,7 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
     if "crit" in header:
         raise TokenError("malformed", "token header has critical extensions this verifier does not support")
     iss = payload.get("iss")
-    if not isinstance(iss, str) or not CENTRE_NAME.match(iss):
+    if not isinstance(iss, str) or not CENTRE_NAME.fullmatch(iss):
         raise TokenError("malformed", "token has no valid issuer (iss)")
     raw = key_for(iss)
     if raw is None:
@@ -245,6 +246,11 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
                                           "the token was altered or not signed by that centre") from None
     claims = _claims(payload)
     _check_principal(claims.sub, claims.home, lambda m: TokenError("malformed", m))
+    if claims.presented and not _PSEUDONYM.fullmatch(claims.sub.rsplit("@", 1)[0]):
+        # The verifier vouches for another centre's user only under a fresh pseudonym;
+        # a real uid@home here would let any member act as that user elsewhere.
+        raise TokenError("malformed", f"a credential-backed token's subject must be a session pseudonym "
+                                      f"(16 hex digits@home), got {claims.sub!r:.80}")
     if claims.home != claims.iss and not claims.presented:
         raise TokenError("wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, "
                                          f"whose home is {claims.home!r}")
@@ -270,7 +276,7 @@ def _split(token: object) -> tuple[dict, dict, str]:
     if len(token) > MAX_TOKEN_LENGTH:
         raise TokenError("malformed", f"token is longer than {MAX_TOKEN_LENGTH} characters")
     parts = token.split(".")
-    if len(parts) != 3 or not all(parts[:2]) or not all(_B64URL.match(p) for p in parts):
+    if len(parts) != 3 or not all(parts[:2]) or not all(_B64URL.fullmatch(p) for p in parts):
         raise TokenError("malformed", "not a compact JWS (three base64url parts separated by dots)")
     header, payload = (_json_part(p, what) for p, what in ((parts[0], "header"), (parts[1], "payload")))
     return header, payload, parts[2]

@@ -318,6 +318,23 @@ def test_malformed_presentations(presentation):
     assert _refused(presentation, REQUEST).code == "malformed"
 
 
+def test_a_trailing_newline_is_not_valid_hex_a_nonce_or_an_integer():
+    # `^…$` with re.match accepts one trailing "\n"; bytes.fromhex then raised a bare
+    # ValueError (a 500 at the gateway) instead of a "malformed" refusal.
+    proof_hex = PRESENTATION.proof.hex()
+    for bad in ({**PRESENTATION.to_dict(), "proof": proof_hex[:-1] + "\n"},
+                {**PRESENTATION.to_dict(), "nonce": PRESENTATION.nonce + "\n"},
+                {**PRESENTATION.to_dict(), "disclosed": {**PRESENTATION.disclosed, "revocation_epoch": "4\n"}}):
+        assert _refused(bad, REQUEST).code == "malformed"
+    with pytest.raises(PresentationError) as err:
+        NonceStore().consume(REQUEST.nonce + "\n")
+    assert err.value.code == "malformed"
+    with pytest.raises(SchemaError):
+        issue_credential(SCHEMA, SK_A, PK_A, {**VALUES, "clearance": "2\n"}, now=NOW)
+    with pytest.raises(CredentialError):
+        Credential.from_dict({**CREDENTIAL.to_dict(), "issuer": "hpc-a\n"})
+
+
 def test_malformed_disclosures():
     secret = CREDENTIAL.values["holder_secret"]
     err = _refused(_with(disclosed={**PRESENTATION.disclosed, "holder_secret": secret}), REQUEST)
@@ -378,6 +395,25 @@ def test_tampered_disclosures_do_not_verify():
     flipped[-1] ^= 1
     assert _refused(_with(proof=bytes(flipped)), REQUEST).code == "bad_proof"
     assert _refused(_with(proof=PRESENTATION.proof[:-32]), REQUEST).code == "bad_proof"
+
+
+def test_a_proof_for_another_number_of_attributes_is_refused_before_bbs(monkeypatch):
+    # The proof's length says how many messages it hides; BBS would derive (and keep)
+    # that many generators for an attacker's 64 KiB proof. The schema fixes the count.
+    from auth.credentials import presentation as module
+
+    def must_not_run(*_args, **_kw):
+        raise AssertionError("proof_verify ran on a proof of the wrong size")
+
+    monkeypatch.setattr(module.SUITE, "proof_verify", must_not_run)
+    head = PRESENTATION.proof[:3 * 48]
+    scalars = PRESENTATION.proof[3 * 48:]
+    huge = head + scalars[:-32] + scalars[-64:-32] * ((module.MAX_PROOF_LENGTH - len(PRESENTATION.proof)) // 32) \
+        + scalars[-32:]
+    for proof in (huge, PRESENTATION.proof[:-64] + PRESENTATION.proof[-32:], PRESENTATION.proof + b"\1" * 32,
+                  PRESENTATION.proof[:-1]):
+        err = _refused(_with(proof=proof), REQUEST)
+        assert err.code == "bad_proof" and "attributes" in err.reason
 
 
 def test_wrong_schema_header_does_not_verify():

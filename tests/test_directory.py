@@ -57,6 +57,16 @@ def test_uid_is_returned_as_stored(directory):
     assert directory.authenticate("ALICE", "alice-pw").uid == "alice"
 
 
+@pytest.mark.parametrize("typed", ["alice ", " alice", "Alice  ", " ALICE "])
+def test_uid_spelt_with_insignificant_spaces_is_the_stored_uid(directory, typed):
+    # LDAP's uid matching ignores case and surrounding spaces, so slapd finds alice for
+    # "alice ". The uid handed back must be the directory's own: the home derives the
+    # enrolment id (and its revocation) from it, and a second spelling would be a
+    # second, unrevoked enrolment of the same person.
+    assert directory.authenticate(typed, "alice-pw").uid == "alice"
+    assert directory.entry(typed).uid == "alice"
+
+
 @pytest.mark.parametrize("password", ["wrong", "ALICE-PW", "alice-pw ", "bob-pw"])
 def test_wrong_password(directory, password):
     with pytest.raises(InvalidCredentials):
@@ -226,3 +236,27 @@ def test_nobody_reads_passwords_and_people_read_only_themselves(slapd):
     assert anonymous.response == []
     alice.search("ou=groups,dc=hpc-a,dc=xcentre", "(cn=*)", attributes=["cn"])
     assert len(alice.response) == 3
+
+
+def test_concurrent_calls_do_not_share_ldap3_server_state(directory, monkeypatch):
+    # The gateway calls the directory from a thread pool. ldap3 keeps the address of the
+    # open connection on the Server object (set in open, cleared in close), so threads
+    # sharing one Server can see another's close between "connected" and "am I
+    # connected?" and fail with "invalid server address". Replay that interleaving:
+    # while one call is opening, another runs to completion on another thread.
+    import threading
+
+    original = ldap3.Server.update_availability
+    interleaved: list[object] = []
+
+    def meanwhile(server, address, available):
+        original(server, address, available)
+        if available and not interleaved:
+            interleaved.append(None)
+            other = threading.Thread(target=lambda: interleaved.append(directory.entry("bob")))
+            other.start()
+            other.join()
+
+    monkeypatch.setattr(ldap3.Server, "update_availability", meanwhile)
+    assert directory.entry("alice").uid == "alice"
+    assert interleaved[1].uid == "bob"

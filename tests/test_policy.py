@@ -109,9 +109,35 @@ def test_unknown_action_is_not_permitted():
 
 def test_evaluation_errors_are_reported():
     decision = ENGINE.decide(ALICE, "submit", {"queue": "odd"}, SHORT)  # no data_class attribute
-    assert decision.allowed  # cpu-for-all applies; the forbid that errored is skipped (Cedar semantics)
     assert len(decision.errors) == 1 and "`secret-data`" in decision.errors[0]
     assert "data_class" in decision.errors[0]
+
+
+def test_a_forbid_that_cannot_be_evaluated_denies():
+    # Cedar skips a policy whose evaluation errors; for a forbid that would turn a missing
+    # attribute into an allow. A user picks which centre they sign on at, and so which
+    # attributes their token carries: leaving one out must not lift a prohibition.
+    engine = PolicyEngine("""
+        @id("cpu") permit(principal, action, resource);
+        @id("no-long-student-jobs") @reason("students may request at most 1 hour of walltime")
+        forbid(principal, action, resource) when { principal.employee_type == "student" && context.walltime > 3600 };
+        @id("permit-that-errors") permit(principal, action, resource) when { principal.clearance > 1 };
+    """)
+    student = Subject("s@hpc-a", "hpc-a", {"employee_type": "student"}, [])
+    assert not engine.decide(student, "submit", CPU, LONG).allowed
+    silent = Subject("s@hpc-a", "hpc-a", {}, [])  # no employee_type disclosed
+    decision = engine.decide(silent, "submit", CPU, LONG)
+    assert not decision.allowed
+    assert decision.policies == ["no-long-student-jobs"]
+    assert len(decision.reasons) == 1 and "no-long-student-jobs" in decision.reasons[0]
+    assert "employee_type" in decision.reasons[0]
+    assert any("permit-that-errors" in e for e in decision.errors)
+    # A permit that errors is only skipped: the other permit still allows.
+    staff = Subject("t@hpc-a", "hpc-a", {"employee_type": "staff"}, [])
+    assert engine.decide(staff, "submit", CPU, LONG).allowed
+    decision = ENGINE.decide(ALICE, "submit", {"queue": "odd"}, SHORT)
+    assert not decision.allowed and decision.policies == ["secret-data"]
+    assert ENGINE.decide_batch(ALICE, "submit", [{"queue": "odd"}, CPU], SHORT)[1].allowed
 
 
 def test_batch_equals_single_decisions():

@@ -305,6 +305,16 @@ def test_presented_token_subject_must_belong_to_home():
     assert _refused(token).code == "malformed"
 
 
+@pytest.mark.parametrize("sub", ["alice@hpc-a", "0123456789ABCDEF@hpc-a", "0123456789abcde@hpc-a",
+                                 "0123456789abcdef0@hpc-a"])
+def test_presented_token_subject_is_a_session_pseudonym(sub):
+    # A verifier may vouch for another centre's user only under a fresh pseudonym; naming a
+    # real uid@home would let any member act as that user (its memberUid groups, its jobs).
+    token = _sign({"alg": "Ed25519"}, _claims(iss="hpc-b", sub=sub, amr=["bbs"], rev=1), key=KEY_B)
+    err = _refused(token)
+    assert err.code == "malformed" and "pseudonym" in err.reason
+
+
 @pytest.mark.parametrize("extra", [
     {"amr": ["bbs"]}, {"amr": ["bbs"], "rev": "1"}, {"amr": ["bbs"], "rev": -1}, {"amr": ["bbs"], "rev": True},
     {"amr": ["pwd"], "rev": "1"}, {"rev": -1}, {"amr": "bbs"}, {"amr": ["otp"]}, {"amr": ["pwd", "bbs"]}, {"amr": []},

@@ -3,8 +3,10 @@
 The home centre signs every attribute of the schema, in order, with its issuer
 key. issued_at/expires_at are rounded down to the hour so that disclosing them
 puts the holder in a crowd of everyone issued in the same hour rather than singling
-them out. holder_secret is a random value only the holder's wallet knows; it is
-never disclosed, and it makes every credential's hidden part unguessable.
+them out. holder_secret is a random value drawn at issue and handed to the holder's
+wallet (the home does not keep it); it is never disclosed, and it makes every
+credential's hidden part unguessable even to someone who knows the user's other
+attributes.
 """
 
 from __future__ import annotations
@@ -103,9 +105,9 @@ class Credential:
         values, signature = data["values"], data["signature"]
         if not isinstance(data["schema"], str) or not isinstance(version, int) or isinstance(version, bool):
             raise CredentialError("credential schema must be a string and version an integer")
-        if not isinstance(issuer, str) or not CENTRE_NAME.match(issuer):
+        if not isinstance(issuer, str) or not CENTRE_NAME.fullmatch(issuer):
             raise CredentialError(f"credential issuer {issuer!r:.40} is not a centre name")
-        if not isinstance(kid, str) or not KEY_ID.match(kid):
+        if not isinstance(kid, str) or not KEY_ID.fullmatch(kid):
             raise CredentialError("credential key_id must be 16 lowercase hex digits")
         if not isinstance(values, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
                                                       for k, v in values.items()):
@@ -163,10 +165,10 @@ def issue_credential(schema: CredentialSchema, issuer_sk: bytes, issuer_pk: byte
         signed[name] = check_value(schema.attribute(name), str(hour_floor(int(signed[name]))))
     if int(signed["expires_at"]) <= int(signed["issued_at"]):
         raise CredentialError("expires_at must be at least an hour after issued_at")
-    if not _HOLDER_SECRET.match(signed[HOLDER_SECRET]):
+    if not _HOLDER_SECRET.fullmatch(signed[HOLDER_SECRET]):
         raise CredentialError(f"{HOLDER_SECRET} must be 32 random bytes as 64 lowercase hex digits")
     home = signed["home"]
-    if not CENTRE_NAME.match(home):
+    if not CENTRE_NAME.fullmatch(home):
         raise CredentialError(f"home must be a centre name ([a-z0-9-]{{1,32}}), got {home!r:.40}")
     kid = key_id(issuer_pk)
     try:
@@ -180,7 +182,7 @@ def issue_credential(schema: CredentialSchema, issuer_sk: bytes, issuer_pk: byte
 
 
 def _unhex(value: object, what: str, length: int | None = None, error: type[Exception] = CredentialError) -> bytes:
-    if not isinstance(value, str) or len(value) % 2 or not _HEX.match(value):
+    if not isinstance(value, str) or len(value) % 2 or not _HEX.fullmatch(value):
         raise error(f"{what} must be lowercase hex")
     raw = bytes.fromhex(value)
     if length is not None and len(raw) != length:

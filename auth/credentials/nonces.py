@@ -7,6 +7,14 @@ told "request_expired" rather than "unknown"); after that a replay cannot pass
 anyway, because the request it would need is gone. When full, the oldest entries
 are dropped: that can only turn a pending request into "unknown_request", never
 make a used nonce usable again.
+
+The store lives in memory only, by choice. Within a process a nonce answers
+once. A restart forgets every request, answered or not; a presentation captured
+before it still cannot be replayed after it, because its request is gone with
+the rest ("unknown_request"), so nothing needs to be written to disk. The cost:
+users with a request open during a restart ask for a new one. Each gateway
+process has its own store, so the process that issued a request must be the one
+that receives its answer.
 """
 
 from __future__ import annotations
@@ -20,7 +28,12 @@ from .presentation import NONCE, PresentationRequest
 
 
 class NonceStore:
-    """Thread-safe, in-memory, bounded store of issued requests by nonce."""
+    """Thread-safe, in-memory, bounded store of issued requests by nonce.
+
+    An entry takes about 0.5 KB, so the default capacity bounds the store near 50 MB.
+    Anyone may ask for requests, so a flood evicts the oldest pending ones (their
+    holders ask again); it never readmits a nonce.
+    """
 
     def __init__(self, capacity: int = 100_000, retention: int = 60) -> None:
         if not isinstance(capacity, int) or capacity < 1:
@@ -51,7 +64,7 @@ class NonceStore:
 
     def consume(self, nonce: str, *, now: int | None = None) -> PresentationRequest:
         """The request for `nonce`, marked answered; "replayed" the second time, "unknown_request" if never seen."""
-        if not isinstance(nonce, str) or not NONCE.match(nonce):
+        if not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
             raise PresentationError("malformed", "the nonce must be 64 lowercase hex digits")
         now = int(time.time()) if now is None else int(now)
         with self._lock:

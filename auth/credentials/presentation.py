@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from auth import bbs
+from auth.bbs.encoding import OCTET_POINT_LENGTH, OCTET_SCALAR_LENGTH
 
 from .credential import CENTRE_NAME, KEY_ID, SUITE, Credential, _unhex, key_id
 from .errors import CredentialError, PresentationError, SchemaError
@@ -54,9 +55,9 @@ class PresentationRequest:
     expires_at: int
 
     def __post_init__(self) -> None:
-        if not isinstance(self.nonce, str) or not NONCE.match(self.nonce):
+        if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
             raise _malformed("request nonce must be 32 bytes as 64 lowercase hex digits")
-        if not isinstance(self.verifier, str) or not CENTRE_NAME.match(self.verifier):
+        if not isinstance(self.verifier, str) or not CENTRE_NAME.fullmatch(self.verifier):
             raise _malformed(f"request verifier {self.verifier!r:.40} is not a centre name")
         if isinstance(self.attributes, (str, bytes)) or not isinstance(self.attributes, Iterable):
             raise _malformed("request attributes must be a list of names")
@@ -134,11 +135,11 @@ class Presentation:
     proof: bytes = b""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.nonce, str) or not NONCE.match(self.nonce):
+        if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
             raise _malformed("presentation nonce must be 64 lowercase hex digits")
-        if not isinstance(self.issuer, str) or not CENTRE_NAME.match(self.issuer):
+        if not isinstance(self.issuer, str) or not CENTRE_NAME.fullmatch(self.issuer):
             raise _malformed(f"presentation issuer {self.issuer!r:.40} is not a centre name")
-        if not isinstance(self.key_id, str) or not KEY_ID.match(self.key_id):
+        if not isinstance(self.key_id, str) or not KEY_ID.fullmatch(self.key_id):
             raise _malformed("presentation key_id must be 16 lowercase hex digits")
         if not isinstance(self.disclosed, Mapping) or len(self.disclosed) > MAX_ATTRIBUTES or not all(
                 isinstance(k, str) and isinstance(v, str) for k, v in self.disclosed.items()):
@@ -255,6 +256,13 @@ def verify_presentation(schema: CredentialSchema, presentation: Presentation | M
                                                       "identity registry (not a member, or never registered one)")
         raise PresentationError("key_not_valid", f"key {presentation.key_id} of {issuer!r} is unknown or no longer "
                                                  "valid (rotated out); refresh your credential at your home centre")
+    hidden = len(schema.attributes) - len(indexes)
+    if len(presentation.proof) != _proof_length(hidden):
+        # Checked before BBS, which would take the message count from the proof itself and
+        # derive (and keep) a generator per hidden message of an attacker's proof.
+        raise PresentationError("bad_proof", f"the proof is not one over the {len(schema.attributes)} attributes "
+                                             f"of schema {schema.id} v{schema.version} with {hidden} hidden; "
+                                             "refresh your credential at your home centre")
     messages = [schema.message(schema.names[i], presentation.disclosed[schema.names[i]]) for i in indexes]
     if not SUITE.proof_verify(bytes(pk), presentation.proof, schema.header, request.presentation_header,
                               messages, indexes):
@@ -277,6 +285,11 @@ def verify_presentation(schema: CredentialSchema, presentation: Presentation | M
 
 
 # -- helpers --------------------------------------------------------------------------
+
+def _proof_length(hidden: int) -> int:
+    """Octets of a BBS proof hiding `hidden` messages: Abar, Bbar, D, then e^, r1^, r3^, m^_j…, c."""
+    return 3 * OCTET_POINT_LENGTH + (4 + hidden) * OCTET_SCALAR_LENGTH
+
 
 def _requested_indexes(schema: CredentialSchema, names: Iterable[str]) -> list[int]:
     """Schema positions of requested names; unknown or never-disclosed names make the request malformed."""

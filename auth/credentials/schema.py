@@ -72,7 +72,7 @@ class CredentialSchema:
     attributes: tuple[Attribute, ...]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.id, str) or not _SCHEMA_ID.match(self.id):
+        if not isinstance(self.id, str) or not _SCHEMA_ID.fullmatch(self.id):
             raise SchemaError(f"schema id must match [a-z0-9][a-z0-9._-]{{0,63}}, got {self.id!r}")
         if not isinstance(self.version, int) or isinstance(self.version, bool) or self.version < 1:
             raise SchemaError(f"schema version must be a positive integer, got {self.version!r}")
@@ -225,15 +225,15 @@ def check_value(attribute: Attribute, value: object) -> str:
         raise SchemaError(f"attribute {attribute.name!r} must be a string, got {type(value).__name__}")
     if len(value) > MAX_VALUE_LENGTH:
         raise SchemaError(f"attribute {attribute.name!r} is longer than {MAX_VALUE_LENGTH} characters")
-    if attribute.type == "int" and (not _INT.match(value) or int(value) > INT_MAX):
+    if attribute.type == "int" and (not _INT.fullmatch(value) or int(value) > INT_MAX):
         raise SchemaError(f"attribute {attribute.name!r} must be a non-negative decimal integer, got {value!r:.40}")
     return value
 
 
 def _check_attribute(attribute: Attribute) -> None:
-    if not isinstance(attribute.name, str) or not _NAME.match(attribute.name):
+    if not isinstance(attribute.name, str) or not _NAME.fullmatch(attribute.name):
         raise SchemaError(f"attribute name must match [a-z][a-z0-9_]{{0,31}}, got {attribute.name!r}")
-    if not isinstance(attribute.source, str) or not _SOURCE.match(attribute.source):
+    if not isinstance(attribute.source, str) or not _SOURCE.fullmatch(attribute.source):
         raise SchemaError(f"attribute {attribute.name!r}: source must be an LDAP attribute name or one of "
                           f"{sorted(SPECIAL_SOURCES)}, got {attribute.source!r}")
     if attribute.type not in TYPES:
