@@ -27,7 +27,7 @@ from auth.credentials import (
     new_request,
     verify_presentation,
 )
-from auth.directory import Directory, DirectoryError, DirectoryUnavailable
+from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
 from gateway.errors import BadRequest, Forbidden, Unauthorized
 from ledger.index import EventIndex
@@ -132,7 +132,15 @@ class SignOn:
         return (known is not None and known.revoked) or self.outbox.item_by_key(f"revoke:{enrolment.hex()}") is not None
 
     def revoke(self, username: str) -> dict:
-        """Revoke a user's enrolment: every centre refuses their credentials once the event lands."""
+        """Revoke a user's enrolment: every centre refuses their credentials once the event lands.
+
+        The uid is the directory's spelling (`Alice ` finds `alice`); someone already
+        removed from the directory is revoked under the uid as given.
+        """
+        try:
+            username = self.directory.entry(username).uid
+        except UnknownUser:
+            pass
         enrolment = self.enrolment_id(username)
         known = self.index.enrolment(enrolment)
         if known is None and self.outbox.item_by_key(f"enrol:{enrolment.hex()}") is None:

@@ -177,7 +177,7 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     bob_password_token = fresh.login("bob", "hpc-a")
 
     with GatewayClient(fresh.url("hpc-a")) as home:
-        home.revoke("bob", fresh.operator_key("hpc-a"))
+        home.revoke("BOB", fresh.operator_key("hpc-a"))  # the directory's spelling is what counts
     # no explicit sync here: each gateway's own housekeeping must bring the event in
     for centre in CENTRES:
         def refuses_bob(centre=centre) -> bool:
