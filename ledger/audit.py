@@ -122,7 +122,10 @@ def verify_epoch(
     findings: list[str] = []
     notes: list[str] = []
     active = [bytes(c) for c in call(consortium.memberIds())]
-    centres = active + [c for c in supplied if c not in active]
+    is_settled = bool(call(settlement.settled(epoch)))
+    # Membership may have changed since: the netting is checked over the centres it used.
+    netted = [bytes(c) for c in call(settlement.settledCentres(epoch))] if is_settled else []
+    centres = list(dict.fromkeys(active + netted + list(supplied)))
 
     accounts: dict[bytes, str | None] = {}
     for c in centres:
@@ -133,14 +136,12 @@ def verify_epoch(
 
     totals: dict[str, CentreTotals] = {}
     onchain_claims: dict[tuple[bytes, bytes], int] = {}
-    anchored: dict[bytes, bool] = {}
     seen_ids: dict[bytes, bytes] = {}
 
     for c in centres:
         name = label(c)
         t = totals[name] = CentreTotals(centre=name)
         root, count, is_anchored = call(ledger.anchorOf(c, epoch))
-        anchored[c] = bool(is_anchored)
         if is_anchored:
             t.anchored, t.anchored_root, t.anchored_count = True, "0x" + bytes(root).hex(), int(count)
             debtors, amounts = call(ledger.claimsOf(epoch, c))
@@ -156,9 +157,11 @@ def verify_epoch(
                 findings.append(
                     f"{name}: anchored {int(count)} records for epoch {epoch}, but none were supplied"
                 )
-            elif not is_anchored:
+                continue
+            if not is_anchored:
                 notes.append(f"{name} has not anchored epoch {epoch}")
-            continue
+                continue
+            records = []  # anchored no records: its root and claims must still be those of none
         if not is_anchored:
             findings.append(f"{name}: {len(records)} records supplied, but epoch {epoch} is not anchored")
 
@@ -203,12 +206,9 @@ def verify_epoch(
                         f"but {on_chain} anchored"
                     )
 
-    is_settled = bool(call(settlement.settled(epoch)))
     net: dict[bytes, int] = {}
     plan: list[tuple[bytes, bytes, int]] = []
     if is_settled:
-        # Settlement netted the members active at settle time, all of which had anchored.
-        netted = [c for c in active if anchored[c]]
         net = net_positions(onchain_claims, netted)
         for c in netted:
             stored = int(call(settlement.netPosition(epoch, c)))

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+# UsageLedger.MAX_CLAIM: larger claims never reach the chain, so they are refused here too.
+MAX_CLAIM = 2**128 - 1
+
 
 def net_positions(claims: Mapping[tuple[bytes, bytes], int], members: Sequence[bytes]) -> dict[bytes, int]:
     """net[c] = what others owe c - what c owes others, over `members` only.
@@ -20,8 +23,8 @@ def net_positions(claims: Mapping[tuple[bytes, bytes], int], members: Sequence[b
         raise ValueError("members must be distinct")
     net = {m: 0 for m in members}
     for (creditor, debtor), amount in claims.items():
-        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
-            raise ValueError(f"claim amount must be a non-negative int, got {amount!r}")
+        if not isinstance(amount, int) or isinstance(amount, bool) or not 0 <= amount <= MAX_CLAIM:
+            raise ValueError(f"claim amount must be an int in [0, MAX_CLAIM], got {amount!r}")
         if creditor == debtor:
             raise ValueError("a centre cannot claim from itself")
         if creditor in net and debtor in net:

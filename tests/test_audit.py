@@ -264,3 +264,54 @@ def test_audit_over_json_rpc(anvil_url):
                           chain, deployment)
     assert report.findings == ["aud-z: not a member of the consortium, yet records are supplied for it",
                                "aud-z: 1 records supplied, but epoch 1 is not anchored"]
+
+
+def test_claims_anchored_without_records_are_a_finding(books):
+    """A centre that anchors no records but claims on others must not pass unseen when
+    its (empty) record list is not supplied."""
+    epoch = 3
+    ledger = bind(books.chain, books.deployment).usage_ledger
+    for centre in (A, B):
+        _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, [])
+    books.chain.transact(ledger.functions.anchor(epoch, bytes(32), 0, [A], [500]), books.keys[C])
+    report = _audit(books, {A: [], B: []}, epoch=epoch)
+    assert _has(report, "hpc-c: claim on hpc-a is 0 by the records but 500 anchored"), report.findings
+    supplied = _audit(books, {A: [], C: []}, epoch=epoch)
+    assert _has(supplied, "hpc-c: claim on hpc-a is 0 by the records but 500 anchored")
+    assert not _has(supplied, "hpc-b")  # anchored nothing, claims nothing: nothing to supply
+
+
+def test_audit_of_a_settled_epoch_survives_a_later_removal():
+    """Settlement netted the members of its time; removing one afterwards must neither
+    make the honest books look wrong nor hide the removed centre's anchor."""
+    chain = connect("embedded")
+    names = ("hpc-a", "hpc-b", "hpc-c", "hpc-d")
+    keys = {centre_id(n): Account.create() for n in names}
+    for acct in keys.values():
+        chain.fund(acct.address, 10**19)
+    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+             for i, n in enumerate(names)]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
+    domain = Domain.for_deployment(deployment)
+    D = centre_id("hpc-d")
+    plan = {A: [(1, B, 40), (2, D, 15)], B: [(3, A, 30)], C: [], D: [(4, A, 8), (5, C, 9)]}
+    records = {}
+    for centre, rows in plan.items():
+        signed = [(rec, sign_record(rec, domain, keys[centre]))
+                  for rec in (_record(n, centre, home, price) for n, home, price in rows)]
+        records[centre] = signed
+        _anchor(chain, deployment, domain, keys[centre], centre, EPOCH, signed)
+    k = bind(chain, deployment)
+    chain.transact(k.settlement.functions.settle(EPOCH), keys[A])
+    before = verify_epoch(EPOCH, records, chain, deployment, domain)
+    assert before.ok, before.findings
+    chain.transact(k.consortium.functions.propose(1, k.consortium.functions.member(D).call()), keys[A])
+    chain.transact(k.consortium.functions.vote(k.consortium.functions.proposalCount().call()), keys[B])
+    assert D not in k.consortium.functions.memberIds().call()
+
+    after = verify_epoch(EPOCH, records, chain, deployment, domain)
+    assert after.ok, after.findings
+    assert after.net == before.net and after.transfers == before.transfers
+    without_d = {c: v for c, v in records.items() if c != D}
+    missing = verify_epoch(EPOCH, without_d, chain, deployment, domain)
+    assert _has(missing, "hpc-d: anchored 2 records for epoch 1, but none were supplied"), missing.findings

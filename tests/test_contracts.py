@@ -360,3 +360,86 @@ def test_deploy_anchor_settle_on_anvil(anvil_url):
     assert sum(net.values()) == 0 and sum(balances(k)) == sum(before)
     assert settled_transfers(k, receipt) == transfers(net, ids)
     reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(1), "edge-d")
+
+
+# -- review: claim bounds, griefing and its remedies, stale votes -------------------------
+
+MAX_CLAIM = 2**128 - 1
+
+
+def test_claims_beyond_max_claim_are_refused_at_anchor_time(four):
+    """Settlement casts claims to int256: a claim >= 2**255 would wrap negative there
+    (the debtor would be paid) and sums near 2**255 would overflow and block the epoch
+    forever. UsageLedger refuses such claims before they can reach the netting."""
+    k = four
+    ul = k.c.usage_ledger.functions
+    b = centre_id("hpc-b")
+    assert ul.MAX_CLAIM().call() == MAX_CLAIM
+    for amount in (MAX_CLAIM + 1, 2**255 + 5, 2**256 - 1):
+        err = reverts("ClaimTooLarge", k.tx, ul.anchor(4, bytes(32), 0, [b], [amount]), "hpc-a")
+        assert err.error_args == (b, amount)
+    k.tx(ul.anchor(4, bytes(32), 0, [b], [MAX_CLAIM]), "hpc-a")
+    with pytest.raises(ValueError):
+        net_positions({(centre_id("hpc-a"), b): MAX_CLAIM + 1}, k.ids())
+
+
+def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(four):
+    """The design's remedy for a silent member: k of n vote it out; its claims (and the
+    claims on it) are then ignored and the epoch settles among the others."""
+    k = four
+    anchor_all(k, 6, {("hpc-a", "hpc-b"): 10, ("hpc-a", "edge-d"): 7}, skip=("edge-d",))
+    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(6), "hpc-a")
+    fns = k.c.consortium.functions
+    k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
+    pid = fns.proposalCount().call()
+    k.tx(fns.vote(pid), "hpc-b")
+    k.tx(fns.vote(pid), "cloud-c")
+    receipt = k.tx(k.c.settlement.functions.settle(6), "cloud-c")
+    assert settled_transfers(k, receipt) == [(centre_id("hpc-b"), centre_id("hpc-a"), 10)]
+    assert k.c.settlement.functions.settledCentres(6).call() == [centre_id(n) for n in ("hpc-a", "hpc-b", "cloud-c")]
+
+
+def test_with_quorum_equal_to_n_a_silent_member_blocks_settlement_for_good():
+    """A known limit of the design: removal must leave at least `quorum` members, so
+    with k == n nobody can be removed and one member that never anchors stops settlement."""
+    k = make_consortium(["hpc-a", "hpc-b"], quorum=2)
+    anchor_all(k, 1, {("hpc-a", "hpc-b"): 5}, skip=("hpc-b",))
+    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    reverts("QuorumUnreachable", k.tx,
+            k.c.consortium.functions.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()), "hpc-a")
+
+
+def test_a_claim_beyond_the_debtors_balance_blocks_settlement_until_the_claimant_is_removed(four):
+    k = four
+    anchor_all(k, 8, {("edge-d", "hpc-a"): INITIAL + 1})
+    reverts("ERC20InsufficientBalance", k.tx, k.c.settlement.functions.settle(8), "hpc-a")
+    fns = k.c.consortium.functions
+    k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
+    pid = fns.proposalCount().call()
+    k.tx(fns.vote(pid), "hpc-b")
+    k.tx(fns.vote(pid), "cloud-c")
+    receipt = k.tx(k.c.settlement.functions.settle(8), "hpc-a")
+    assert settled_transfers(k, receipt) == []
+
+
+def test_votes_of_a_removed_member_no_longer_count():
+    """k of n means k *current* members: a vote cast by a member that was removed since
+    must not help a proposal pass."""
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d", "ai-e"], quorum=3)
+    fns = k.c.consortium.functions
+    # edge-d proposes to remove hpc-b, cloud-c agrees: 2 of the 3 votes needed ...
+    k.tx(fns.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()), "edge-d")
+    against_b = fns.proposalCount().call()
+    k.tx(fns.vote(against_b), "cloud-c")
+    # ... then edge-d is itself voted out
+    k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
+    pid = fns.proposalCount().call()
+    k.tx(fns.vote(pid), "hpc-b")
+    k.tx(fns.vote(pid), "ai-e")
+    assert active_names(k) == ["hpc-a", "hpc-b", "cloud-c", "ai-e"]
+    # one more current member agrees: only 2 current members support it, not 3
+    k.tx(fns.vote(against_b), "hpc-a")
+    assert active_names(k) == ["hpc-a", "hpc-b", "cloud-c", "ai-e"]
+    assert fns.proposal(against_b).call()[1:3] == [False, 2]
+    k.tx(fns.vote(against_b), "ai-e")
+    assert active_names(k) == ["hpc-a", "cloud-c", "ai-e"]

@@ -239,6 +239,25 @@ def test_quorum_one_executes_at_once():
     assert [x[0] for x in w.keys(B)] == [k]
 
 
+def test_key_votes_of_a_removed_member_no_longer_count():
+    """A key change needs k *current* members: the vote of a member voted out since is void."""
+    w = make_world(names=("hpc-a", "hpc-b", "cloud-c", "edge-d"), quorum=2)
+    w.tx(w.reg.setIssuerKey(pk(), 0), "hpc-a")
+    hijack = pk()
+    w.tx(w.reg.proposeIssuerKey(A, hijack, 0), "cloud-c")  # 1 of 2
+    fns = w.c.consortium.functions
+    w.tx(fns.propose(1, fns.member(C).call()), "hpc-a")
+    w.tx(fns.vote(1), "hpc-b")  # cloud-c is out
+    assert not fns.isMember(C).call()
+    assert w.reg.keyProposal(1).call()[3:] == [False, 0]
+    w.tx(w.reg.voteIssuerKey(1), "edge-d")
+    assert w.reg.keyProposal(1).call()[3:] == [False, 1]
+    assert [k[0] for k in w.keys(A)][-1] != hijack
+    w.tx(w.reg.voteIssuerKey(1), "hpc-b")
+    assert w.reg.keyProposal(1).call()[3:] == [True, 2]
+    assert [k[0] for k in w.keys(A)][-1] == hijack
+
+
 # -- enrolment and revocation ---------------------------------------------------------
 
 def test_enrol_once_at_the_home(w):

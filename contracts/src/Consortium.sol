@@ -32,10 +32,12 @@ contract Consortium {
     /// @notice Proposal action: remove an active member.
     uint8 public constant REMOVE = 1;
 
+    /// @dev `voters` are member ids; only those still active count towards the quorum,
+    ///      so a member voted out cannot help a proposal pass after it left.
     struct Proposal {
         uint8 action;
         bool executed;
-        uint256 votes;
+        bytes32[] voters;
         Member member;
     }
 
@@ -151,7 +153,7 @@ contract Consortium {
     /// @param proposalId The proposal id.
     /// @return action ADMIT or REMOVE.
     /// @return executed Whether it has been executed.
-    /// @return votes Votes counted so far.
+    /// @return votes Votes of current members (votes of members removed since do not count).
     /// @return subject The member to admit (or whose id to remove).
     function proposal(uint256 proposalId)
         external
@@ -159,7 +161,7 @@ contract Consortium {
         returns (uint8 action, bool executed, uint256 votes, Member memory subject)
     {
         Proposal storage p = _existing(proposalId);
-        return (p.action, p.executed, p.votes, p.member);
+        return (p.action, p.executed, _currentVotes(p), p.member);
     }
 
     /// @notice Whether member `voter` has voted on `proposalId`.
@@ -225,9 +227,9 @@ contract Consortium {
 
     function _castVote(uint256 proposalId, Proposal storage p, bytes32 voter) private {
         _voted[proposalId][voter] = true;
-        p.votes += 1;
+        p.voters.push(voter);
         emit Voted(proposalId, voter);
-        if (p.votes >= quorum) {
+        if (_currentVotes(p) >= quorum) {
             p.executed = true;
             if (p.action == ADMIT) {
                 _checkAdmissible(p.member);
@@ -236,6 +238,13 @@ contract Consortium {
                 _checkRemovable(p.member.id);
                 _remove(p.member.id);
             }
+        }
+    }
+
+    function _currentVotes(Proposal storage p) private view returns (uint256 count) {
+        bytes32[] storage voters = p.voters;
+        for (uint256 i = 0; i < voters.length; i++) {
+            if (_members[voters[i]].active) count++;
         }
     }
 

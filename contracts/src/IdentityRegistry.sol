@@ -28,12 +28,13 @@ contract IdentityRegistry {
         uint64 enrolledAt;
     }
 
+    /// @dev Only voters that are still active members count towards the quorum.
     struct KeyProposal {
         bytes32 centre;
         bytes pk;
         uint64 previousValidUntil;
         bool executed;
-        uint256 votes;
+        bytes32[] voters;
     }
 
     /// @notice Length of an issuer public key (BLS12-381 G2 point, compressed).
@@ -180,14 +181,14 @@ contract IdentityRegistry {
     /// @return pk The proposed key (empty: revoke).
     /// @return previousValidUntil When the previous key ends.
     /// @return executed Whether it has been executed.
-    /// @return votes Votes counted so far.
+    /// @return votes Votes of current members (votes of members removed since do not count).
     function keyProposal(uint256 proposalId)
         external
         view
         returns (bytes32 centre, bytes memory pk, uint64 previousValidUntil, bool executed, uint256 votes)
     {
         KeyProposal storage p = _existing(proposalId);
-        return (p.centre, p.pk, p.previousValidUntil, p.executed, p.votes);
+        return (p.centre, p.pk, p.previousValidUntil, p.executed, _currentVotes(p));
     }
 
     /// @notice Whether member `voter` has voted on key proposal `proposalId`.
@@ -251,9 +252,9 @@ contract IdentityRegistry {
 
     function _castVote(uint256 proposalId, KeyProposal storage p, bytes32 voter) private {
         _voted[proposalId][voter] = true;
-        p.votes += 1;
+        p.voters.push(voter);
         emit IssuerKeyVoted(proposalId, voter);
-        if (p.votes >= consortium.quorum()) {
+        if (_currentVotes(p) >= consortium.quorum()) {
             p.executed = true;
             bytes32 centre = p.centre;
             if (!consortium.isMember(centre)) revert UnknownCentre(centre);
@@ -266,6 +267,13 @@ contract IdentityRegistry {
                 _addKey(centre, pk);
             }
             emit IssuerKeyProposalExecuted(proposalId, centre);
+        }
+    }
+
+    function _currentVotes(KeyProposal storage p) private view returns (uint256 count) {
+        bytes32[] storage voters = p.voters;
+        for (uint256 i = 0; i < voters.length; i++) {
+            if (consortium.isMember(voters[i])) count++;
         }
     }
 

@@ -23,6 +23,7 @@ contract Settlement {
 
     mapping(uint64 => bool) private _settled;
     mapping(uint64 => mapping(bytes32 => int256)) private _net;
+    mapping(uint64 => bytes32[]) private _centres;
 
     event EpochSettled(uint64 indexed epoch, bytes32[] centres, int256[] net);
     event SettlementTransfer(uint64 indexed epoch, bytes32 indexed from, bytes32 indexed to, uint256 amount);
@@ -56,6 +57,14 @@ contract Settlement {
         return _net[epoch][centre];
     }
 
+    /// @notice The centres netted in a settled epoch, in netting order (empty if unsettled).
+    /// @dev Membership changes after settlement; auditors need the set that was netted.
+    /// @param epoch The epoch.
+    /// @return The member ids active at settlement.
+    function settledCentres(uint64 epoch) external view returns (bytes32[] memory) {
+        return _centres[epoch];
+    }
+
     /// @notice Settles `epoch`: nets all active members' claims and moves credit.
     /// @dev Anyone may call; the outcome depends only on chain state. Reverts NotAnchored
     ///      unless every active member anchored the epoch, AlreadySettled the second time.
@@ -64,6 +73,7 @@ contract Settlement {
         if (_settled[epoch]) revert AlreadySettled(epoch);
         _settled[epoch] = true;
         bytes32[] memory ids = consortium.memberIds();
+        _centres[epoch] = ids;
         int256[] memory net = _netPositions(epoch, ids);
         for (uint256 i = 0; i < ids.length; i++) {
             _net[epoch][ids[i]] = net[i];
@@ -82,7 +92,7 @@ contract Settlement {
             for (uint256 k = 0; k < debtors.length; k++) {
                 uint256 d = _indexOf(ids, debtors[k]);
                 if (d == n) continue;
-                int256 amount = int256(amounts[k]);
+                int256 amount = int256(amounts[k]); // exact: UsageLedger caps claims at MAX_CLAIM
                 net[c] += amount;
                 net[d] -= amount;
             }

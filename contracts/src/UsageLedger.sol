@@ -15,6 +15,11 @@ contract UsageLedger {
         bool anchored;
     }
 
+    /// @notice The largest claim one centre may anchor on another for one epoch.
+    /// @dev Settlement nets claims as int256: bounding each claim keeps every cast exact and
+    ///      every sum far from overflow, so an anchored epoch can always be netted.
+    uint256 public constant MAX_CLAIM = type(uint128).max;
+
     /// @notice The member registry consulted for who may anchor and who may be named.
     Consortium public immutable consortium;
 
@@ -36,6 +41,8 @@ contract UsageLedger {
     error SelfClaim(bytes32 centre);
     /// @notice The same debtor is named twice.
     error DuplicateDebtor(bytes32 debtor);
+    /// @notice A claim exceeds MAX_CLAIM.
+    error ClaimTooLarge(bytes32 debtor, uint256 amount);
 
     /// @param consortium_ The Consortium contract.
     constructor(address consortium_) {
@@ -48,7 +55,7 @@ contract UsageLedger {
     /// @param root Merkle root (OpenZeppelin sorted-pair keccak256) of the record leaves; zero if none.
     /// @param recordCount Number of records under the root.
     /// @param debtors Centres that owe the caller for this epoch (active members, no duplicates).
-    /// @param amounts What each debtor owes, in the smallest credit unit.
+    /// @param amounts What each debtor owes, in the smallest credit unit (at most MAX_CLAIM).
     function anchor(
         uint64 epoch,
         bytes32 root,
@@ -64,6 +71,7 @@ contract UsageLedger {
             bytes32 d = debtors[i];
             if (d == centre) revert SelfClaim(centre);
             if (!consortium.isMember(d)) revert UnknownDebtor(d);
+            if (amounts[i] > MAX_CLAIM) revert ClaimTooLarge(d, amounts[i]);
             for (uint256 j = 0; j < i; j++) {
                 if (debtors[j] == d) revert DuplicateDebtor(d);
             }
