@@ -17,12 +17,22 @@ from ledger.records import UsageRecord
 
 
 def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[dict[bytes, list], list[str]]:
-    """Each member's signed records of `epoch`, and the centres that could not be asked."""
-    consortium = bind(chain, deployment).consortium
+    """The signed records of `epoch` from every centre it concerns, and the centres that could not be asked.
+
+    Those are today's members and the centres the epoch was settled over: a centre
+    removed since still answers for the records it anchored.
+    """
+    contracts = bind(chain, deployment)
+    consortium = contracts.consortium
+    concerned = list(consortium.functions.memberIds().call())
+    for centre in contracts.settlement.functions.settledCentres(epoch).call():
+        if centre not in concerned:
+            concerned.append(centre)
     records: dict[bytes, list[tuple[UsageRecord, bytes]]] = {}
     problems: list[str] = []
-    for member in consortium.functions.members().call():
-        centre, name, url = member[0], member[1], member[3]
+    for centre in concerned:
+        member = consortium.functions.member(centre).call()
+        name, url = member[1], member[3]
         try:
             with GatewayClient(url, timeout=30) as client:
                 rows = client.epoch_records(epoch)

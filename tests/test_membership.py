@@ -1,0 +1,67 @@
+"""A member centre voted out by k of n: its sessions end everywhere, its past epochs still audit.
+
+Runs on a consortium of its own (a fresh deployment on the session's anvil and a new
+slapd per centre), because it removes a member.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from gateway.auditing import audit_epoch
+from gateway.client import GatewayClient, GatewayRefused
+from ledger.deploy import bind
+from ledger.ids import centre_id
+from tests.fixtures.consortium import start_consortium
+
+REMOVE = 1
+
+
+@pytest.fixture(scope="module")
+def fresh(slapd_factory, anvil_url, tmp_path_factory):
+    running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("membership"))
+    yield running
+    running.stop()
+
+
+def run(consortium, user: str, home: str, at: str) -> dict:
+    with GatewayClient(consortium.url(home), token=consortium.login(user, home)) as client:
+        job = client.submit({"command": [sys.executable, "-c", "print(1)"], "walltime": 30, "centre": at})
+        return client.wait(job["id"])
+
+
+def test_a_removed_centre_is_refused_everywhere_and_its_epochs_still_audit(fresh):
+    run(fresh, "carol", "cloud-b", "ai-c")
+    run(fresh, "dave", "ai-c", "hpc-a")
+    closures = fresh.close_epoch_everywhere()
+    epoch = closures[0]["epoch"]
+    assert closures[-1]["settled"]
+    dave = fresh.login("dave", "ai-c")
+
+    # hpc-a proposes to remove ai-c, cloud-b's vote makes the quorum of 2
+    consortium = bind(fresh.chain, fresh.deployment).consortium
+    member = consortium.functions.member(centre_id("ai-c")).call()
+    fresh.chain.transact(consortium.functions.propose(REMOVE, member), fresh.centres["hpc-a"].account)
+    proposal = consortium.functions.proposalCount().call()
+    assert consortium.functions.isMember(centre_id("ai-c")).call()  # one vote is not enough
+    fresh.chain.transact(consortium.functions.vote(proposal), fresh.centres["cloud-b"].account)
+    assert not consortium.functions.isMember(centre_id("ai-c")).call()
+    for running in fresh.centres.values():
+        running.node.parts.index.sync()
+
+    for centre in ("hpc-a", "cloud-b"):
+        with GatewayClient(fresh.url(centre), token=dave) as client:
+            with pytest.raises(GatewayRefused) as refused:
+                client.submit({"command": ["true"], "walltime": 5, "centre": centre})
+            assert refused.value.status == 401 and "ai-c" in refused.value.error
+    with GatewayClient(fresh.url("hpc-a"), token=fresh.login("alice", "hpc-a")) as client:
+        with pytest.raises(GatewayRefused) as refused:
+            client.submit({"command": ["true"], "walltime": 5, "centre": "ai-c"})
+        assert refused.value.status == 400 and "unknown centre 'ai-c'" in refused.value.error
+
+    # the epoch ai-c took part in still verifies, its records included
+    report = audit_epoch(fresh.chain, fresh.deployment, epoch)
+    assert report.ok, report.findings
+    assert report.totals["ai-c"].records == 1
