@@ -15,7 +15,7 @@ from .core import BP2, CoreProofGen, CoreProofVerify, CoreSign, CoreVerify, cach
 from .encoding import OCTET_SCALAR_LENGTH, R, point_to_octets_E2, to_scalar
 from .errors import BBSError
 from .hashing import i2osp, os2ip
-from .randomness import RandomScalars, calculate_random_scalars, mocked_calculate_random_scalars
+from .randomness import RandomScalars, calculate_random_scalars
 from .utilities import hash_to_scalar, messages_to_scalars
 
 _OCTETS = (bytes, bytearray, memoryview)
@@ -143,6 +143,3 @@ class BBS:
         except (ValueError, TypeError, OverflowError):
             return False
 
-    def mocked_random_scalars(self, seed: bytes, dst: bytes | None = None) -> RandomScalars:
-        """The draft's mocked_calculate_random_scalars for this suite. FOR TESTS ONLY."""
-        return mocked_calculate_random_scalars(self.suite, seed, dst)
