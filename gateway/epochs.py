@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 MAX_EPOCH = 2**63 - 1
 """Epochs are uint64 on chain, but the gateway's SQLite files hold signed 64-bit integers."""
-_RECORD_ID = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
+_RECORD_ID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 
 
 def check_epoch(epoch: int) -> int:
@@ -37,7 +37,7 @@ def check_epoch(epoch: int) -> int:
 
 def check_record_id(record_id: str) -> str:
     """A usage record id as shown in job views: 32 bytes in hex, with or without 0x."""
-    if not _RECORD_ID.match(record_id):
+    if not _RECORD_ID.fullmatch(record_id):
         raise BadRequest(f"{record_id[:80]!r} is not a usage record id: expected 0x and 64 hex digits")
     return record_id
 
