@@ -54,10 +54,11 @@ def build_node(
     workers: int = 4,
     job_user: str | None = None,
     jobs_dir: Path | None = None,
+    chain_confirmations: int = 0,
 ) -> CentreNode:
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # keys, secrets and databases: the gateway's alone
-    index = EventIndex(data_dir / "index.db", chain, deployment)
+    index = EventIndex(data_dir / "index.db", chain, deployment, confirmations=chain_confirmations)
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
     _register_chain_writes(outbox, chain, deployment, account)
@@ -116,6 +117,7 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         workers=config.workers,
         job_user=config.job_user,
         jobs_dir=config.job_folder,
+        chain_confirmations=config.chain_confirmations,
     )
 
 

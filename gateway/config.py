@@ -41,6 +41,7 @@ class GatewayConfig:
     workers: int = 4
     job_user: str | None = None
     jobs_dir: Path | None = None
+    chain_confirmations: int = 0
 
     @property
     def job_folder(self) -> Path:
@@ -65,6 +66,7 @@ _INTS = {
     "token_ttl": (1, 7 * 24 * 3600),
     "workers": (1, 1024),
     "issuer_key_overlap": (0, 365 * 24 * 3600),
+    "chain_confirmations": (0, 10_000),
 }
 
 

@@ -101,7 +101,9 @@ def test_a_job_user_needs_a_jobs_dir_outside_the_data_dir(tmp_path):
         values = REQUIRED | {"job_user": "nobody"} | ({"jobs_dir": jobs_dir} if jobs_dir else {})
         with pytest.raises(ConfigError, match="jobs_dir to a folder outside data_dir"):
             load_config(write(tmp_path / "b", values))
-    config = load_config(write(tmp_path / "c", REQUIRED | {"job_user": "nobody", "jobs_dir": "/srv/xcentre-jobs"}))
+    config = load_config(write(tmp_path / "c", REQUIRED | {"job_user": "nobody", "jobs_dir": "/srv/xcentre-jobs",
+                                                           "chain_confirmations": 2}))
+    assert config.chain_confirmations == 2
     assert config.job_user == "nobody" and config.job_folder == Path("/srv/xcentre-jobs")
 
 
