@@ -59,7 +59,7 @@ _PATHS = (
 )
 
 
-_CENTRE = re.compile(r"^[a-z0-9-]{1,32}$")
+_CENTRE = re.compile(r"[a-z0-9-]{1,32}")
 #: Integer settings and their smallest and largest allowed values.
 _INTS = {
     "port": (1, 65535),
@@ -122,6 +122,6 @@ def _check(key: str, value: object) -> str | None:
         return None
     if not isinstance(value, str) or not value.strip():
         return f"{key} must be a non-empty string, got {value!r}"
-    if key == "centre" and not _CENTRE.match(value):
+    if key == "centre" and not _CENTRE.fullmatch(value):
         return f"centre must be a centre name ([a-z0-9-]{{1,32}}), got {value!r}"
     return None

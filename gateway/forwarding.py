@@ -23,7 +23,7 @@ class PeerDenied(Exception):
 
 
 #: What a peer's job id may look like: it becomes part of a URL this gateway calls with the user's token.
-_JOB_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
 
 #: Failures that happen before the request reaches the peer: the job certainly did not start there.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
@@ -71,7 +71,7 @@ class Peers:
             error.status = response.status_code
             raise error
         job_id = payload.get("id")
-        if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
             raise PeerUnavailable(f"{centre} accepted the job but answered no usable job id: {str(job_id)[:80]!r}")
         payload["url"] = f"{base}/v1/jobs/{job_id}"
         return payload
