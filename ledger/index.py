@@ -739,13 +739,10 @@ class EventIndex:
             rows = self._db.execute(sql + " ORDER BY id").fetchall()
             result = []
             for r in rows:
-                voters = self._db.execute(
-                    "SELECT voter FROM votes WHERE proposal_id = ? ORDER BY block, rowid", (r[0],)
-                ).fetchall()
                 result.append(
                     ProposalInfo(
                         id=int(r[0]), action=int(r[1]), member_id=bytes(r[2]),
-                        proposer=bytes(r[3]), voters=[bytes(v[0]) for v in voters],
+                        proposer=bytes(r[3]), voters=self._voters("votes", r[0]),
                         executed=bool(r[4]), block=int(r[5]),
                     )
                 )
@@ -837,20 +834,23 @@ class EventIndex:
             rows = self._db.execute(sql + " ORDER BY id").fetchall()
             result = []
             for r in rows:
-                voters = self._db.execute(
-                    "SELECT voter FROM key_votes WHERE proposal_id = ? ORDER BY block, rowid",
-                    (r[0],),
-                ).fetchall()
                 result.append(
                     KeyProposalInfo(
                         id=int(r[0]), centre=bytes(r[1]),
                         key_id=None if r[2] is None else bytes(r[2]),
                         previous_valid_until=int(r[3]), proposer=bytes(r[4]),
-                        voters=[bytes(v[0]) for v in voters], executed=bool(r[5]),
+                        voters=self._voters("key_votes", r[0]), executed=bool(r[5]),
                         block=int(r[6]),
                     )
                 )
         return result
+
+    def _voters(self, table: str, proposal_id: int) -> list[bytes]:
+        """Who voted for a proposal, in vote order; `table` is "votes" or "key_votes" (never input)."""
+        rows = self._db.execute(
+            f"SELECT voter FROM {table} WHERE proposal_id = ? ORDER BY block, rowid", (proposal_id,)
+        ).fetchall()
+        return [bytes(v[0]) for v in rows]
 
 
 def _issuer_key(row: tuple) -> IssuerKeyInfo:
