@@ -7,7 +7,9 @@ Each gateway is a real HTTP server and centres reach each other only over HTTP.
 
 from __future__ import annotations
 
+import functools
 import secrets
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -23,13 +25,25 @@ from auth.directory import Directory
 from auth.tokens import public_key_bytes
 from gateway.app import create_app
 from gateway.assemble import build_node
+from gateway.executor import LocalExecutor, sandbox_problem
 from gateway.node import CentreNode
 from gateway.server import BackgroundServer, free_port
 from gateway.signon import IssuerKey
 from ledger.chain import Chain
-from ledger.deploy import Deployment, MemberSpec, Prices, deploy_consortium
+from ledger.deploy import DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
 
 GAS_MONEY = 10**20
+
+
+@functools.cache
+def job_sandbox() -> str:
+    """Sandbox the jobs when this machine can (root and bubblewrap); else say loudly that it does not."""
+    problem = sandbox_problem()
+    if problem is None:
+        return "bwrap"
+    print(f"warning: jobs of this local consortium run UNSANDBOXED (a sandbox {problem}): fine for a demo on "
+          "your own machine, never for real users", file=sys.stderr)
+    return "none"
 
 
 @dataclass(frozen=True)
@@ -50,6 +64,7 @@ class ConsortiumSpec:
     initial_credit: int
     schema: CredentialSchema
     centres: list[CentreSpec]
+    rate_notice: int = DEFAULT_RATE_NOTICE
 
     def centre(self, name: str) -> CentreSpec:
         return next(c for c in self.centres if c.name == name)
@@ -73,7 +88,8 @@ def demo_spec() -> ConsortiumSpec:
         for c in raw["centre"]
     ]
     schema = CredentialSchema.parse((data / raw["credential_schema"]).read_text())
-    return ConsortiumSpec(quorum=raw["quorum"], initial_credit=raw["initial_credit"], schema=schema, centres=centres)
+    return ConsortiumSpec(quorum=raw["quorum"], initial_credit=raw["initial_credit"], schema=schema, centres=centres,
+                          rate_notice=raw.get("rate_notice", DEFAULT_RATE_NOTICE))
 
 
 @dataclass
@@ -121,7 +137,8 @@ class LocalConsortium:
             )
             for c in self.spec.centres
         ]
-        self.deployment = deploy_consortium(self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit)
+        self.deployment = deploy_consortium(self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit,
+                                            rate_notice=self.spec.rate_notice)
         for c in self.spec.centres:
             self.start_centre(c.name, ports[c.name])
         for running in self.centres.values():  # every index sees every issuer key before anyone signs on
@@ -159,6 +176,9 @@ class LocalConsortium:
             data_dir=self.data_dir / c.name,
             operator_key=running.operator_key,
         )
+        if "executor" not in overrides:  # jobs see none of the consortium's data folders
+            arguments["executor"] = LocalExecutor(self.data_dir / c.name / "jobs", sandbox=job_sandbox(),
+                                                  hide=(self.data_dir,))
         return build_node(**(arguments | overrides))
 
     def stop_centre(self, name: str) -> None:

@@ -1,12 +1,14 @@
-"""LocalExecutor: runs without a shell, meters with rusage, enforces walltime on the whole group."""
+"""LocalExecutor: runs without a shell, meters from the kernel, enforces walltime on every process of the job.
+
+The attacks on the sandbox itself are in test_sandbox.py; here is what any job sees."""
 
 from __future__ import annotations
 
 import os
-import pwd
-import sys
+import shutil
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,26 +21,46 @@ from gateway.executor import (
     Execution,
     ExecutorError,
     ExecutorFailure,
+    Limits,
     LocalExecutor,
+    PreparedJob,
+    Sandbox,
+    finish_job,
+    prepare_job,
     validate_command,
 )
 
-PY = sys.executable
+PY = "/usr/bin/python3"  # jobs run as an unprivileged uid, which cannot reach an interpreter under /root
+
+SANDBOXED = os.geteuid() == 0 and shutil.which("bwrap") is not None
 
 
 @pytest.fixture
 def executor(tmp_path: Path) -> LocalExecutor:
-    return LocalExecutor(tmp_path / "jobs", grace=0.5)
+    """Sandboxed where it can be (root and bubblewrap), as a centre runs it; else explicitly unsandboxed."""
+    return LocalExecutor(tmp_path / "jobs", grace=0.5, sandbox="bwrap" if SANDBOXED else "none")
 
 
-def _alive(pid: int) -> bool:
-    """True if pid is a running (non-zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state not in ("Z", "X")
+def _running(marker: str) -> bool:
+    """Whether a live process on this machine has marker in its command line."""
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmdline = f.read()
+            with open(f"/proc/{name}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            continue
+        if marker.encode() in cmdline and state not in ("Z", "X"):
+            return True
+    return False
+
+
+def _sleeper(marker: str) -> str:
+    """Python that starts `sleep 300` named marker, as a child of the job."""
+    return f"subprocess.Popen([{PY!r}, '-c', \"import os; os.execv('/bin/sleep', [{marker!r}, '300'])\"])"
 
 
 def test_cpu_burn_is_metered(executor: LocalExecutor) -> None:
@@ -90,7 +112,7 @@ def test_stdout_and_stderr_tails(executor: LocalExecutor) -> None:
     ex = executor.run([PY, "-c", "import sys; print('hello'); print('oops', file=sys.stderr)"], walltime=10)
     assert ex.stdout_tail == "hello\n"
     assert ex.stderr_tail == "oops\n"
-    assert (Path(ex.workdir) / "stdout").read_text() == "hello\n"
+    assert not Path(ex.workdir).parent.exists()  # the job's folder, outputs and all, is gone after the job
 
 
 def test_tail_keeps_only_last_4_kib_and_replaces_bad_bytes(executor: LocalExecutor) -> None:
@@ -114,7 +136,7 @@ def test_per_job_directory_and_clean_environment(executor: LocalExecutor, monkey
     cwd_a, secret, mine = a.stdout_tail.splitlines()
     assert Path(cwd_a).resolve() == Path(a.workdir).resolve()
     assert a.workdir != b.workdir
-    assert Path(a.workdir).parent == executor.workdir
+    assert Path(a.workdir).parent.parent == executor.jobs_dir
     assert secret == "None"
     assert mine == "x" and b.stdout_tail.splitlines()[2] == "y"
 
@@ -128,35 +150,33 @@ def test_walltime_kills_job(executor: LocalExecutor) -> None:
 
 def test_walltime_kills_children_and_sigterm_ignorers(executor: LocalExecutor) -> None:
     # The job starts a child that sleeps, and itself ignores SIGTERM: both must go.
+    marker = f"xcentre-child-{uuid.uuid4().hex}"
     script = (
         "import signal, subprocess, sys, time\n"
         "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
-        "p = subprocess.Popen(['sleep', '300'])\n"
-        "print(p.pid, flush=True)\n"
+        f"{_sleeper(marker)}\n"
         "time.sleep(300)\n"
     )
     t0 = time.monotonic()
     ex = executor.run([PY, "-c", script], walltime=1)
     assert ex.timed_out and ex.exit_code is None
     assert time.monotonic() - t0 < 10
-    child = int(ex.stdout_tail.split()[0])
     for _ in range(100):  # the kernel may take a moment to tear it down
-        if not _alive(child):
+        if not _running(marker):
             break
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not _running(marker)
 
 
 def test_leftover_background_process_is_killed_when_job_ends(executor: LocalExecutor) -> None:
-    script = "import subprocess; p = subprocess.Popen(['sleep', '300']); print(p.pid)"
-    ex = executor.run([PY, "-c", script], walltime=10)
-    assert ex.exit_code == 0 and not ex.timed_out
-    child = int(ex.stdout_tail.split()[0])
+    marker = f"xcentre-leftover-{uuid.uuid4().hex}"
+    ex = executor.run([PY, "-c", f"import subprocess; {_sleeper(marker)}; print('started')"], walltime=10)
+    assert ex.exit_code == 0 and not ex.timed_out and ex.stdout_tail == "started\n"
     for _ in range(100):
-        if not _alive(child):
+        if not _running(marker):
             break
         time.sleep(0.05)
-    assert not _alive(child)
+    assert not _running(marker)
 
 
 def test_command_not_found_is_a_failed_execution(executor: LocalExecutor) -> None:
@@ -166,11 +186,13 @@ def test_command_not_found_is_a_failed_execution(executor: LocalExecutor) -> Non
     assert ex.cpu_millis == 0 and ex.max_rss_kib == 0
 
 
-def test_non_executable_file_is_a_failed_execution(executor: LocalExecutor, tmp_path: Path) -> None:
-    script = tmp_path / "not-exec.sh"
-    script.write_text("#!/bin/sh\necho hi\n")
-    script.chmod(0o644)
-    ex = executor.run([str(script)], walltime=5)
+def test_non_executable_file_is_a_failed_execution(executor: LocalExecutor) -> None:
+    with tempfile.TemporaryDirectory(dir="/var/tmp") as folder:  # not under /tmp, which a sandbox replaces
+        Path(folder).chmod(0o755)
+        script = Path(folder) / "not-exec.sh"
+        script.write_text("#!/bin/sh\necho hi\n")
+        script.chmod(0o644)
+        ex = executor.run([str(script)], walltime=5)
     assert ex.exit_code == EXIT_NOT_EXECUTABLE
     assert "permission denied" in ex.stderr_tail
 
@@ -199,7 +221,7 @@ def test_bad_input_raises(executor: LocalExecutor, argv, walltime, env) -> None:
         validate_command(argv, walltime, env)
     with pytest.raises(ValueError):  # ExecutorError is a ValueError
         executor.run(argv, walltime, env)
-    assert list(executor.workdir.iterdir()) == []  # nothing was started
+    assert list(executor.jobs_dir.iterdir()) == []  # nothing was started
 
 
 def test_concurrent_runs_from_threads(executor: LocalExecutor) -> None:
@@ -233,31 +255,57 @@ def test_execution_rejects_bad_values() -> None:
                   started_at=10, ended_at=5)
 
 
-
-def _has_user(name: str) -> bool:
-    try:
-        pwd.getpwnam(name)
-        return True
-    except KeyError:
-        return False
+@pytest.mark.parametrize("limits", [dict(cores=0), dict(memory_mib=0), dict(gpus=-1), dict(cores=1.5),
+                                    dict(memory_mib=True)])
+def test_bad_limits_are_refused(limits) -> None:
+    with pytest.raises(ExecutorError, match="limits"):
+        Limits(**limits)
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not _has_user("nobody"), reason="needs root and the 'nobody' account")
-def test_jobs_run_as_the_job_user_and_cannot_read_the_gateways_secrets() -> None:
-    with tempfile.TemporaryDirectory(dir="/tmp") as shared:  # a folder the job user can traverse
-        folder = Path(shared)
-        folder.chmod(0o711)
-        secret = folder / "secret.key"
-        secret.write_text("the centre's key")
-        secret.chmod(0o600)
-        executor = LocalExecutor(folder / "jobs", user="nobody")
-        result = executor.run(["/bin/sh", "-c", f"id -u; cat {secret}; echo done"], walltime=30)
-        assert result.stdout_tail.split() == [str(pwd.getpwnam("nobody").pw_uid), "done"]
-        assert "Permission denied" in result.stderr_tail
+def test_every_job_leaves_no_folder_behind(executor: LocalExecutor) -> None:
+    executor.run(["true"], walltime=5)
+    executor.run(["definitely-not-a-command-xcentre"], walltime=5)
+    executor.run(["sleep", "5"], walltime=1)
+    assert list(executor.jobs_dir.iterdir()) == []
 
 
-def test_a_job_user_must_exist_and_must_not_be_root(tmp_path: Path) -> None:
-    with pytest.raises(ExecutorError, match="does not exist"):
-        LocalExecutor(tmp_path, user="no-such-user-xcentre")
-    with pytest.raises(ExecutorError, match="must not run as root"):
-        LocalExecutor(tmp_path, user="root")
+# -- finish_job on its own: what another executor (Slurm) relies on ------------------------------
+
+def _prepared(tmp_path: Path) -> PreparedJob:
+    return prepare_job(["mycommand", "x"], 10, limits=Limits(memory_mib=64), jobs_dir=tmp_path,
+                       sandbox=Sandbox(kind="none"), uids=None)
+
+
+RESULT = {"started_at": 100, "ended_at": 102, "wall_millis": 1500, "cpu_millis": 700, "max_rss_kib": 2048,
+          "timed_out": False, "status": 3 << 8, "failure": None, "error": None, "memory_exceeded": False}
+
+
+def test_finish_job_turns_a_result_into_an_execution_and_cleans_up(tmp_path: Path) -> None:
+    job = _prepared(tmp_path)
+    assert job.spec["argv"] == ["mycommand", "x"] and job.spec["limits"]["memory_bytes"] == 64 * 1024 * 1024
+    job.stdout.write_text("out\n")
+    ex = finish_job(job, RESULT)
+    assert (ex.exit_code, ex.cpu_millis, ex.wall_millis, ex.max_rss_kib) == (3, 700, 1500, 2048)
+    assert ex.stdout_tail == "out\n" and ex.stderr_tail == ""
+    assert not job.folder.exists()
+
+
+def test_finish_job_reports_failures_to_start_and_memory_kills(tmp_path: Path) -> None:
+    missing = finish_job(_prepared(tmp_path), RESULT | {"status": None, "failure": [2, "No such file"]})
+    assert missing.exit_code == EXIT_NOT_FOUND and missing.cpu_millis == 0
+    assert "command not found: mycommand" in missing.stderr_tail
+    killed = finish_job(_prepared(tmp_path), RESULT | {"status": 9, "memory_exceeded": True})
+    assert killed.exit_code == -9 and "exceeded its memory limit (64 MiB)" in killed.stderr_tail
+    timed_out = finish_job(_prepared(tmp_path), RESULT | {"status": None, "timed_out": True})
+    assert timed_out.timed_out and timed_out.exit_code is None
+
+
+@pytest.mark.parametrize("result", [
+    None, [], {}, RESULT | {"status": None}, RESULT | {"cpu_millis": -1}, RESULT | {"cpu_millis": "7"},
+    RESULT | {"failure": "bad"}, RESULT | {"error": "the sandbox (bwrap) did not start the job"},
+])
+def test_finish_job_refuses_what_is_not_a_launchers_result(tmp_path: Path, result) -> None:
+    job = _prepared(tmp_path)
+    with pytest.raises(ExecutorFailure):
+        finish_job(job, result)
+    assert not job.folder.exists()
