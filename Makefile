@@ -1,6 +1,7 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 # Everything they need is installed here: the virtualenv, the Node tools the
-# tests use (anvil, solc, the BBS interop peer) and OpenLDAP's slapd.
+# tests use (anvil, solc, the BBS interop peer) and the system packages they run
+# for real (OpenLDAP, bubblewrap, Slurm and munge).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -8,9 +9,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 
-.PHONY: demo test contracts bench system-deps node-deps clean
+.PHONY: demo test contracts bench system-deps sandbox-deps node-deps clean
 
-demo: $(STAMP)
+demo: $(STAMP) sandbox-deps
 	$(BIN)/xcentre demo
 
 test: $(STAMP) node-deps system-deps
@@ -37,14 +38,30 @@ contracts/node_modules/.package-lock.json: contracts/package-lock.json
 tests/interop/node_modules/.package-lock.json: tests/interop/package-lock.json
 	cd tests/interop && $(NPM_CI)
 
-# slapd lives in /usr/sbin, which a non-root PATH may not list.
+# System packages the tests run for real: OpenLDAP (slapd, ldap-utils), the job
+# sandbox (bubblewrap) and a single-node Slurm (slurm-wlm, munge). Daemons live
+# in /usr/sbin, which a non-root PATH may not list, so each is checked there.
+SYSTEM_PKGS := slapd ldap-utils bubblewrap slurm-wlm munge
+SYSTEM_BINS := /usr/sbin/slapd /usr/bin/ldapadd /usr/bin/bwrap /usr/sbin/slurmctld /usr/sbin/slurmd \
+               /usr/bin/sbatch /usr/bin/squeue /usr/bin/scontrol /usr/bin/scancel /usr/bin/sinfo \
+               /usr/sbin/munged
+
 system-deps:
-	@if [ -x /usr/sbin/slapd ] && command -v ldapadd >/dev/null; then :; \
+	@missing=; for bin in $(SYSTEM_BINS); do [ -x $$bin ] || missing="$$missing $$bin"; done; \
+	if [ -z "$$missing" ]; then :; \
 	elif [ "$$(id -u)" = 0 ]; then \
-		echo "installing slapd and ldap-utils (apt)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null; \
+		echo "installing $(SYSTEM_PKGS) (apt; missing:$$missing)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(SYSTEM_PKGS) >/dev/null; \
 	else \
-		echo "The tests need OpenLDAP: run 'sudo apt-get install slapd ldap-utils' and then 'make test' again." >&2; exit 1; \
+		echo "The tests need$$missing: run 'sudo apt-get install $(SYSTEM_PKGS)' and then 'make test' again." >&2; exit 1; \
+	fi
+
+# The demo sandboxes its jobs with bubblewrap when it can: as root it installs it;
+# otherwise the demo says loudly that it runs jobs unsandboxed.
+sandbox-deps:
+	@if [ ! -x /usr/bin/bwrap ] && [ "$$(id -u)" = 0 ]; then \
+		echo "installing bubblewrap (apt) to sandbox the demo's jobs"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends bubblewrap >/dev/null; \
 	fi
 
 clean:

@@ -21,11 +21,12 @@ from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
 from gateway.config import GatewayConfig
 from gateway.epochs import EpochCloser
-from gateway.executor import LocalExecutor
-from gateway.forwarding import Peers
+from gateway.executor import Executor, LocalExecutor
+from gateway.peers import Peers
 from gateway.node import CentreNode, NodeParts
 from gateway.provision import write_private
 from gateway.signon import IssuerKey, SignOn
+from gateway.slurm import SlurmExecutor
 from gateway.store import Store
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
@@ -52,8 +53,7 @@ def build_node(
     token_ttl: int = 900,
     issuer_key_overlap: int = 86_400,
     workers: int = 4,
-    job_user: str | None = None,
-    jobs_dir: Path | None = None,
+    executor: Executor | None = None,
     chain_confirmations: int = 0,
 ) -> CentreNode:
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +83,7 @@ def build_node(
         directory=directory,
         policy=PolicyEngine(policy_text),
         issuer=tokens,
-        executor=LocalExecutor(jobs_dir or data_dir / "jobs", user=job_user),
+        executor=executor or LocalExecutor(data_dir / "jobs", hide=(data_dir,)),
         epochs=EpochCloser(name, store, outbox, index),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
@@ -96,6 +96,7 @@ def build_node(
 
 def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> CentreNode:
     """A node for `xcentre gateway`: everything named by the centre's configuration file."""
+    executor = job_executor(config)  # first: a centre that cannot sandbox its jobs does not start
     chain = chain or connect(config.chain_url)
     return build_node(
         name=config.centre,
@@ -115,9 +116,31 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         token_ttl=config.token_ttl,
         issuer_key_overlap=config.issuer_key_overlap,
         workers=config.workers,
-        job_user=config.job_user,
-        jobs_dir=config.job_folder,
+        executor=executor,
         chain_confirmations=config.chain_confirmations,
+    )
+
+
+def job_executor(config: GatewayConfig) -> Executor:
+    """The executor the configuration names: this machine (`local`) or the centre's Slurm cluster (`slurm`)."""
+    if config.executor != "slurm":
+        return local_executor(config)
+    return SlurmExecutor(
+        config.job_folder, slurm_conf=config.slurm_conf, partition=config.slurm_partition, sandbox=config.sandbox,
+        network=config.job_network, uids=config.job_uids,
+        hide=(config.data_dir, config.chain_key_file, config.token_key_file, config.issuer_key_file),
+    )
+
+
+def local_executor(config: GatewayConfig) -> LocalExecutor:
+    """The centre's executor as configured; jobs see neither its data directory nor its key files.
+
+    Raises ExecutorError (with what to install or set) when jobs cannot run as configured.
+    """
+    return LocalExecutor(
+        config.job_folder, sandbox=config.sandbox, network=config.job_network, uids=config.job_uids,
+        cpus=config.job_cpus,
+        hide=(config.data_dir, config.chain_key_file, config.token_key_file, config.issuer_key_file),
     )
 
 
@@ -170,11 +193,16 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         return send(registry.setIssuerKey(pk, p["previous_valid_until"]), "KeyAlreadyUsed",
                     lambda: any(k[0] == pk and k[3] == 0 for k in registry.issuerKeys(me).call()))
 
+    # An enrolment id is scoped to its home on chain, so "already enrolled" and "already
+    # revoked" can only mean that this centre did it: no other member can take or block it.
     def enrol(p: dict) -> str | None:
         return send(registry.enrol(_b32(p["enrolment"])), "AlreadyEnrolled")
 
     def revoke(p: dict) -> str | None:
-        return send(registry.revoke(_b32(p["enrolment"])), "AlreadyRevoked")
+        enrolment = _b32(p["enrolment"])
+        if not registry.enrolment(me, enrolment).call()[0]:  # its enrol write may still wait behind a chain outage
+            send(registry.enrol(enrolment), "AlreadyEnrolled")
+        return send(registry.revoke(enrolment), "AlreadyRevoked")
 
     for kind, handler in (("anchor", anchor), ("settle", settle), ("issuer-key", issuer_key), ("enrol", enrol),
                           ("revoke", revoke)):

@@ -12,6 +12,11 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.executor import DEFAULT_JOB_UIDS, SANDBOXES
+from gateway.slurm import PARTITION_NAME
+
+EXECUTORS = ("local", "slurm")
+
 
 class ConfigError(ValueError):
     """The configuration file is missing, malformed or incomplete."""
@@ -39,13 +44,19 @@ class GatewayConfig:
     port: int = 8000
     token_ttl: int = 900
     workers: int = 4
-    job_user: str | None = None
     jobs_dir: Path | None = None
+    sandbox: str = "bwrap"
+    job_network: bool = False
+    job_uids: tuple[int, int] = DEFAULT_JOB_UIDS
+    job_cpus: int | None = None
+    executor: str = "local"
+    slurm_conf: Path | None = None
+    slurm_partition: str | None = None
     chain_confirmations: int = 0
 
     @property
     def job_folder(self) -> Path:
-        """Where jobs run: `jobs_dir`, or `data_dir/jobs` when jobs run as the gateway's own user."""
+        """Where jobs' folders are made: `jobs_dir`, or `data_dir/jobs` (hidden from jobs either way)."""
         return self.jobs_dir or self.data_dir / "jobs"
 
 
@@ -67,6 +78,7 @@ _INTS = {
     "workers": (1, 1024),
     "issuer_key_overlap": (0, 365 * 24 * 3600),
     "chain_confirmations": (0, 10_000),
+    "job_cpus": (1, 1_000_000),
 }
 
 
@@ -90,20 +102,22 @@ def load_config(path: Path) -> GatewayConfig:
     problems = [p for p in (_check(key, value) for key, value in raw.items()) if p]
     if (raw.get("ldap_bind_dn") is None) != (raw.get("ldap_bind_password") is None):
         problems.append("ldap_bind_dn and ldap_bind_password go together: give both or neither")
+    if raw.get("executor", "local") != "slurm" and ("slurm_conf" in raw or "slurm_partition" in raw):
+        problems.append('slurm_conf and slurm_partition apply only with executor = "slurm"')
+    if raw.get("executor") == "slurm" and "jobs_dir" not in raw:
+        problems.append('with executor = "slurm", set jobs_dir to a folder the compute nodes share (at the same '
+                        "path): jobs' folders, specs and results go there, and data_dir must stay on this host")
+    if raw.get("executor") == "slurm" and "job_cpus" in raw:
+        problems.append("job_cpus applies only to the local executor: under Slurm, capacity is Slurm's idle CPUs")
     if problems:
         raise ConfigError(f"{path}: " + "; ".join(problems))
     base = Path(path).resolve().parent
     values = dict(raw)
-    for key in (*_PATHS, "jobs_dir"):
+    for key in (*_PATHS, "jobs_dir", "slurm_conf"):
         if key in values:
             values[key] = (base / Path(values[key]).expanduser()).resolve()
-    if "job_user" in values:
-        jobs = values.get("jobs_dir")
-        if jobs is None or jobs.is_relative_to(values["data_dir"]):
-            raise ConfigError(
-                f"{path}: with job_user, set jobs_dir to a folder outside data_dir: the job user must not "
-                "reach the gateway's keys and databases"
-            )
+    if "job_uids" in values:
+        values["job_uids"] = tuple(values["job_uids"])
     if "signon_attributes" in values:
         values["signon_attributes"] = tuple(values["signon_attributes"])
     return GatewayConfig(**values)
@@ -115,6 +129,28 @@ def _check(key: str, value: object) -> str | None:
         low, high = _INTS[key]
         if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
             return f"{key} must be an integer from {low} to {high}, got {value!r}"
+        return None
+    if key == "sandbox":
+        if value not in SANDBOXES:
+            return f"sandbox must be one of {', '.join(repr(s) for s in SANDBOXES)}, got {value!r}"
+        return None
+    if key == "executor":
+        if value not in EXECUTORS:
+            return f"executor must be 'local' or 'slurm', got {value!r}"
+        return None
+    if key == "slurm_partition":
+        if not isinstance(value, str) or not PARTITION_NAME.fullmatch(value):
+            return f"slurm_partition must be a Slurm partition name (letters, digits, _ . -), got {value!r}"
+        return None
+    if key == "job_network":
+        if not isinstance(value, bool):
+            return f"job_network must be true or false, got {value!r}"
+        return None
+    if key == "job_uids":
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+                or not 1 <= value[0] <= value[1] <= 2**32 - 2):
+            return f"job_uids must be [first, last], numeric uids with 1 <= first <= last <= 4294967294, got {value!r}"
         return None
     if key == "signon_attributes":
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.slapd",
     "tests.fixtures.anvil",
     "tests.fixtures.consortium",
+    "tests.fixtures.slurm",
 ]

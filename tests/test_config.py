@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.executor import DEFAULT_JOB_UIDS
 
 REQUIRED = {
     "centre": "hpc-a",
@@ -94,17 +95,66 @@ def test_signon_settings(tmp_path):
     assert config.issuer_key_overlap == 0
 
 
-def test_a_job_user_needs_a_jobs_dir_outside_the_data_dir(tmp_path):
+def test_job_settings_default_to_a_sandbox(tmp_path):
     default = load_config(write(tmp_path / "a", REQUIRED))
-    assert default.job_user is None and default.job_folder == default.data_dir / "jobs"
-    for jobs_dir in (None, "var/jobs"):
-        values = REQUIRED | {"job_user": "nobody"} | ({"jobs_dir": jobs_dir} if jobs_dir else {})
-        with pytest.raises(ConfigError, match="jobs_dir to a folder outside data_dir"):
-            load_config(write(tmp_path / "b", values))
-    config = load_config(write(tmp_path / "c", REQUIRED | {"job_user": "nobody", "jobs_dir": "/srv/xcentre-jobs",
-                                                           "chain_confirmations": 2}))
-    assert config.chain_confirmations == 2
-    assert config.job_user == "nobody" and config.job_folder == Path("/srv/xcentre-jobs")
+    assert default.sandbox == "bwrap" and default.job_network is False and default.job_cpus is None
+    assert default.job_uids == DEFAULT_JOB_UIDS and default.job_folder == default.data_dir / "jobs"
+    config = load_config(write(tmp_path / "b", REQUIRED | {
+        "sandbox": "none", "job_network": True, "job_uids": [70000, 70099], "job_cpus": 64,
+        "jobs_dir": "/srv/xcentre-jobs", "chain_confirmations": 2}))
+    assert (config.sandbox, config.job_network, config.job_uids, config.job_cpus) == ("none", True, (70000, 70099), 64)
+    assert config.job_folder == Path("/srv/xcentre-jobs") and config.chain_confirmations == 2
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("sandbox", "docker", "sandbox must be one of 'bwrap', 'none'"),
+    ("sandbox", "", "sandbox must be one of"),
+    ("sandbox", False, "sandbox must be one of"),
+    ("job_network", "yes", "job_network must be true or false"),
+    ("job_network", 1, "job_network must be true or false"),
+    ("job_uids", [70000], "job_uids must be \\[first, last\\]"),
+    ("job_uids", [70099, 70000], "job_uids must be"),
+    ("job_uids", [0, 10], "job_uids must be"),
+    ("job_uids", [70000, 2**32], "job_uids must be"),
+    ("job_uids", ["70000", "70099"], "job_uids must be"),
+    ("job_uids", 70000, "job_uids must be"),
+    ("job_cpus", 0, "job_cpus must be an integer from 1"),
+    ("job_cpus", "8", "job_cpus must be an integer from 1"),
+    ("job_user", "nobody", "unknown setting\\(s\\): job_user"),
+])
+def test_bad_job_settings_are_refused_by_name(tmp_path, setting, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, REQUIRED | {setting: value}))
+
+
+def test_the_executor_is_local_by_default_or_slurm(tmp_path):
+    default = load_config(write(tmp_path / "a", REQUIRED))
+    assert default.executor == "local" and default.slurm_conf is None and default.slurm_partition is None
+    config = load_config(write(tmp_path / "b", REQUIRED | {
+        "executor": "slurm", "slurm_conf": "slurm/slurm.conf", "slurm_partition": "xcentre",
+        "jobs_dir": "/shared/xcentre-jobs"}))
+    assert config.executor == "slurm" and config.slurm_partition == "xcentre"
+    assert config.slurm_conf == (tmp_path / "b" / "slurm" / "slurm.conf").resolve()  # relative to the file
+    assert config.job_folder == Path("/shared/xcentre-jobs")
+    bare = load_config(write(tmp_path / "c", REQUIRED | {"executor": "slurm", "jobs_dir": "/shared/jobs"}))
+    assert bare.slurm_conf is None and bare.slurm_partition is None
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"executor": "pbs"}, "executor must be 'local' or 'slurm', got 'pbs'"),
+    ({"executor": ""}, "executor must be 'local' or 'slurm'"),
+    ({"executor": True}, "executor must be 'local' or 'slurm'"),
+    ({"executor": "slurm", "slurm_partition": "a b"}, "slurm_partition must be a Slurm partition name"),
+    ({"executor": "slurm", "slurm_partition": 3}, "slurm_partition must be a Slurm partition name"),
+    ({"executor": "slurm", "slurm_conf": "", "jobs_dir": "/j"}, "slurm_conf must be a non-empty string"),
+    ({"slurm_conf": "/etc/slurm/slurm.conf"}, "slurm_conf and slurm_partition apply only with executor = \"slurm\""),
+    ({"executor": "local", "slurm_partition": "batch"}, "apply only with executor = \"slurm\""),
+    ({"executor": "slurm", "job_cpus": 8, "jobs_dir": "/j"}, "job_cpus applies only to the local executor"),
+    ({"executor": "slurm"}, "with executor = \"slurm\", set jobs_dir to a folder the compute nodes share"),
+])
+def test_bad_executor_settings_are_refused_by_name(tmp_path, settings, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(write(tmp_path, REQUIRED | settings))
 
 
 def test_the_readme_example_loads(tmp_path):
