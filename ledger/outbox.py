@@ -17,11 +17,18 @@ Semantics of `drain()`:
 - any other exception is transient (node down, timeout): the item stays
   "pending" with attempts+1 and last_error, and no later item of the same kind
   runs in this drain, so writes of one kind land in the order they were made.
+
+`attempt(item_id, timeout)` is for a caller that must answer with what really
+happened to its write (a revocation): it drains on a helper thread and returns
+the item as that drain left it, or as it stands when the timeout ends, so a
+chain node that never answers cannot hold the caller. `retry(item_id)` puts a
+reverted item back in the queue when someone asks for the write again.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +39,8 @@ from ledger.db import open_durable
 
 Handler = Callable[[dict], "str | None"]
 Status = Literal["pending", "done", "failed"]
+
+log = logging.getLogger(__name__)
 
 PENDING: Status = "pending"
 DONE: Status = "done"
@@ -205,6 +214,51 @@ class Outbox:
                     self._finish(item.id, DONE, tx_hash, None)
                     results.append(OutboxResult(item.id, item.kind, item.key, DONE, tx_hash))
         return results
+
+    def attempt(self, item_id: int, timeout: float) -> OutboxItem:
+        """Drain now and return the item once that drain is over, or as it stands after `timeout` s.
+
+        The drain runs on a helper thread (after any drain already under way), so an
+        unanswered chain request delays the answer by `timeout` at most; the drain
+        itself goes on and its outcome is recorded as usual. A done or failed item is
+        only read.
+        """
+        item = self.item(item_id)
+        if item is None:
+            raise OutboxError(f"no outbox item {item_id}")
+        if item.status != PENDING:
+            return item
+        over = threading.Event()
+
+        def run() -> None:
+            try:
+                self.drain()
+            except Exception as exc:  # not a handler's error (those are recorded): the database itself
+                log.warning("outbox drain for item %d failed: %s", item_id, exc)
+            finally:
+                over.set()
+
+        threading.Thread(target=run, name=f"xcentre-outbox-attempt-{item_id}", daemon=True).start()
+        over.wait(timeout)
+        return self.item(item_id)  # type: ignore[return-value]
+
+    def retry(self, item_id: int) -> OutboxItem:
+        """Queue a failed (reverted) item again, keeping its last error until the next attempt.
+
+        A revert is final for the attempt that met it; a new request for the same
+        write is a new decision, and the chain may have changed since. Pending and
+        done items are returned unchanged.
+        """
+        with self._lock:
+            self._db.execute(
+                "UPDATE outbox SET status = 'pending', updated_at = ? WHERE id = ? AND status = 'failed'",
+                (int(time.time()), item_id),
+            )
+        item = self.item(item_id)
+        if item is None:
+            raise OutboxError(f"no outbox item {item_id}")
+        self._wake.set()
+        return item
 
     def _next_pending(self, after_id: int, blocked: set[str]) -> OutboxItem | None:
         kinds = [k for k in list(self._handlers) if k not in blocked]

@@ -264,14 +264,44 @@ def test_enrol_once_at_the_home(w):
     e1 = os.urandom(32)
     receipt = w.tx(w.reg.enrol(e1), "hpc-a")
     t = w.ts(receipt)
-    assert w.reg.enrolment(e1).call() == [A, False, t]
+    assert w.reg.enrolment(A, e1).call() == [True, False, t]
     [ev] = events(w, "Enrolled", receipt)
     assert (ev["enrolmentId"], ev["home"], ev["enrolledAt"]) == (e1, A, t)
-    reverts("AlreadyEnrolled", w.tx, w.reg.enrol(e1), "hpc-a")
-    reverts("AlreadyEnrolled", w.tx, w.reg.enrol(e1), "hpc-b")
+    err = reverts("AlreadyEnrolled", w.tx, w.reg.enrol(e1), "hpc-a")
+    assert err.error_args == (A, e1)
     reverts("InvalidEnrolment", w.tx, w.reg.enrol(b"\x00" * 32), "hpc-a")
     reverts("NotMember", w.tx, w.reg.enrol(os.urandom(32)), w.outsider())
-    assert w.reg.enrolment(os.urandom(32)).call() == [b"\x00" * 32, False, 0]
+    assert w.reg.enrolment(A, os.urandom(32)).call() == [False, False, 0]
+    assert w.reg.enrolment(B, e1).call() == [False, False, 0]  # an id means something only at its home
+
+
+def test_no_member_can_take_or_block_another_homes_enrolment(w):
+    """Enrolment squatting: hpc-b sends hpc-a's user's enrolment id first (it saw hpc-a's
+    transaction waiting to be mined). hpc-a's own enrolment and revocation must still land,
+    and nothing hpc-b does with that id touches hpc-a's user or hpc-a's revocation epoch."""
+    e = os.urandom(32)
+    tb = w.ts(w.tx(w.reg.enrol(e), "hpc-b"))
+    receipt = w.tx(w.reg.enrol(e), "hpc-a")
+    ta = w.ts(receipt)
+    [ev] = events(w, "Enrolled", receipt)
+    assert (ev["enrolmentId"], ev["home"]) == (e, A)
+    assert w.reg.enrolment(A, e).call() == [True, False, ta]
+    assert w.reg.enrolment(B, e).call() == [True, False, tb]
+
+    # hpc-b revoking its own use of the id leaves hpc-a's user and epoch alone
+    w.tx(w.reg.revoke(e), "hpc-b")
+    assert w.reg.enrolment(A, e).call() == [True, False, ta]
+    assert w.reg.revocationEpoch(A).call() == 0 and w.reg.revocationEpoch(B).call() == 1
+
+    # a member that never enrolled the id cannot revoke it either: it names only its own users
+    err = reverts("UnknownEnrolment", w.tx, w.reg.revoke(e), "cloud-c")
+    assert err.error_args == (C, e)
+
+    receipt = w.tx(w.reg.revoke(e), "hpc-a")
+    [ev] = events(w, "Revoked", receipt)
+    assert (ev["enrolmentId"], ev["home"], ev["revocationEpoch"]) == (e, A, 1)
+    assert w.reg.enrolment(A, e).call() == [True, True, ta]
+    assert w.reg.revocationEpoch(A).call() == 1 and w.reg.revocationEpoch(C).call() == 0
 
 
 def test_only_the_home_revokes_and_each_revocation_bumps_its_epoch(w):
@@ -279,17 +309,18 @@ def test_only_the_home_revokes_and_each_revocation_bumps_its_epoch(w):
     t1 = w.ts(w.tx(w.reg.enrol(e1), "hpc-a"))
     w.tx(w.reg.enrol(e2), "hpc-a")
     assert w.reg.revocationEpoch(A).call() == 0
-    err = reverts("NotHome", w.tx, w.reg.revoke(e1), "hpc-b")
-    assert err.error_args == (e1, B)
+    err = reverts("UnknownEnrolment", w.tx, w.reg.revoke(e1), "hpc-b")  # hpc-b has no such user
+    assert err.error_args == (B, e1)
     reverts("NotMember", w.tx, w.reg.revoke(e1), w.outsider())
     reverts("UnknownEnrolment", w.tx, w.reg.revoke(os.urandom(32)), "hpc-a")
 
     receipt = w.tx(w.reg.revoke(e1), "hpc-a")
     [ev] = events(w, "Revoked", receipt)
     assert (ev["enrolmentId"], ev["home"], ev["revocationEpoch"]) == (e1, A, 1)
-    assert w.reg.enrolment(e1).call() == [A, True, t1]
+    assert w.reg.enrolment(A, e1).call() == [True, True, t1]
     assert w.reg.revocationEpoch(A).call() == 1 and w.reg.revocationEpoch(B).call() == 0
-    reverts("AlreadyRevoked", w.tx, w.reg.revoke(e1), "hpc-a")
+    err = reverts("AlreadyRevoked", w.tx, w.reg.revoke(e1), "hpc-a")
+    assert err.error_args == (A, e1)
     w.tx(w.reg.revoke(e2), "hpc-a")
     assert w.reg.revocationEpoch(A).call() == 2
 
@@ -304,6 +335,7 @@ def test_index_mirrors_keys_enrolments_and_revocations(w, tmp_path):
     w.tx(w.reg.setIssuerKey(kb, 0), "hpc-b")
     w.tx(w.reg.setIssuerKey(kc, 0), "cloud-c")
     e1, e2, e3 = os.urandom(32), os.urandom(32), os.urandom(32)
+    tb1 = w.ts(w.tx(w.reg.enrol(e1), "hpc-b"))  # the same id at another home first
     te1 = w.ts(w.tx(w.reg.enrol(e1), "hpc-a"))
     w.tx(w.reg.enrol(e2), "hpc-a")
     w.tx(w.reg.enrol(e3), "hpc-b")
@@ -332,18 +364,21 @@ def test_index_mirrors_keys_enrolments_and_revocations(w, tmp_path):
 
     assert index.revocation_epoch("hpc-a") == 1 and index.revocation_epoch(B) == 0
     assert index.revocation_epoch("nobody") == 0
-    info = index.enrolment(e1)
+    info = index.enrolment("hpc-a", e1)
     assert info == EnrolmentInfo(e1, A, te1, True, 1, info.block)
-    assert index.enrolment("0x" + e2.hex()).revoked is False
-    assert index.enrolment(e2).revocation_epoch is None
-    assert index.enrolment(e3).home == B
-    assert index.enrolment(os.urandom(32)) is None and index.enrolment("0x12") is None
+    other = index.enrolment(B, e1)
+    assert other == EnrolmentInfo(e1, B, tb1, False, None, other.block)  # each home's enrolment is its own
+    assert index.enrolment(A, "0x" + e2.hex()).revoked is False
+    assert index.enrolment(A, e2).revocation_epoch is None
+    assert index.enrolment(B, e3).home == B and index.enrolment(A, e3) is None
+    assert index.enrolment(A, os.urandom(32)) is None and index.enrolment(A, "0x12") is None
+    assert index.enrolment("nobody", e1) is None and index.enrolment(b"\x01", e1) is None
 
     # Later events arrive with the next sync; the existing queries are unaffected.
     w.tx(w.reg.revoke(e2), "hpc-a")
     w.tx(w.reg.proposeIssuerKey(C, b"", 0), "hpc-a")
     assert index.sync() >= 3
-    assert index.revocation_epoch("hpc-a") == 2 and index.enrolment(e2).revocation_epoch == 2
+    assert index.revocation_epoch("hpc-a") == 2 and index.enrolment(A, e2).revocation_epoch == 2
     [open_proposal] = index.key_proposals(open_only=True)
     assert (open_proposal.centre, open_proposal.key_id, open_proposal.voters) == (C, None, [A])
     receipt = w.tx(w.reg.voteIssuerKey(open_proposal.id), "hpc-b")
@@ -384,9 +419,10 @@ def test_index_over_json_rpc(anvil_url, tmp_path):
     reverts("AlreadyVoted", w.tx, w.reg.voteIssuerKey(1), "rpc-b")
     t3 = w.ts(w.tx(w.reg.voteIssuerKey(1), "rpc-a"))
     e = os.urandom(32)
+    w.tx(w.reg.enrol(e), "rpc-a")  # rpc-a takes rpc-b's user's id first: it blocks nothing
     w.tx(w.reg.enrol(e), "rpc-b")
-    reverts("NotHome", w.tx, w.reg.revoke(e), "rpc-a")
     w.tx(w.reg.revoke(e), "rpc-b")
+    reverts("AlreadyRevoked", w.tx, w.reg.revoke(e), "rpc-b")
 
     index = EventIndex(tmp_path / "rpc.sqlite", w.chain, w.deployment, window=2)
     assert index.sync() > 0
@@ -396,5 +432,6 @@ def test_index_over_json_rpc(anvil_url, tmp_path):
     assert index.issuer_key("rpc-a", keccak(k2)[:8].hex(), t3) is None  # governance ended it now
     assert index.issuer_key("rpc-a", keccak(k3)[:8].hex(), t3) == k3
     assert index.issuer_keys(a)[0].valid_from == t1
-    assert index.revocation_epoch("rpc-b") == 1 and index.enrolment(e).revoked
-    assert index.enrolment(e).home == b
+    assert index.revocation_epoch("rpc-b") == 1 and index.enrolment("rpc-b", e).revoked
+    assert index.enrolment(b, e).home == b
+    assert index.revocation_epoch("rpc-a") == 0 and not index.enrolment(a, e).revoked

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -221,3 +222,68 @@ def test_background_worker_drains_after_enqueue(path):
     finally:
         box.stop()
     assert box.item(item_id).status == DONE
+
+
+def test_attempt_answers_with_what_the_chain_did(path):
+    """A caller that must tell a person what happened gets done, reverted or still queued, never a guess."""
+    box = Outbox(path)
+    outcomes = {"ok": "0xfeed", "revert": ChainRevert("NotMember"), "down": ConnectionError("node unreachable")}
+
+    def handler(payload):
+        outcome = outcomes[payload["case"]]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    box.register("revoke", handler)
+    done = box.attempt(box.enqueue("revoke", "ok", {"case": "ok"}), timeout=10)
+    assert (done.status, done.tx_hash, done.attempts) == (DONE, "0xfeed", 1)
+    reverted = box.attempt(box.enqueue("revoke", "revert", {"case": "revert"}), timeout=10)
+    assert (reverted.status, reverted.last_error, reverted.tx_hash) == (FAILED, "NotMember", None)
+    queued = box.attempt(box.enqueue("revoke", "down", {"case": "down"}), timeout=10)
+    assert queued.status == PENDING and queued.attempts == 1 and "node unreachable" in queued.last_error
+    assert box.attempt(done.id, timeout=10) == box.item(done.id)  # a finished item is only read
+    with pytest.raises(OutboxError, match="no outbox item"):
+        box.attempt(999, timeout=1)
+
+
+def test_attempt_waits_no_longer_than_its_timeout(path):
+    """A chain node that accepts the connection and never answers must not hold the caller."""
+    box = Outbox(path)
+    release = threading.Event()
+    box.register("revoke", lambda p: release.wait(30) and "0xlate")
+    item_id = box.enqueue("revoke", "k", {"n": 1})
+    try:
+        waiting = box.attempt(item_id, timeout=0.2)
+        assert waiting.status == PENDING and waiting.attempts == 0
+    finally:
+        release.set()
+    deadline = time.monotonic() + 10
+    while box.item(item_id).status != DONE:  # the helper's drain goes on and finishes the write
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert box.item(item_id).tx_hash == "0xlate"
+
+
+def test_retry_puts_a_reverted_item_back_in_the_queue(path):
+    """A revert is final for that attempt; asking for the write again sends it again."""
+    box = Outbox(path)
+    answers = [ChainRevert("NotMember"), "0x2"]
+
+    def handler(payload):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    box.register("revoke", handler)
+    item_id = box.enqueue("revoke", "k", {"n": 1})
+    [first] = box.drain()
+    assert first.status == FAILED and box.drain() == []
+    again = box.retry(item_id)
+    assert again.status == PENDING and again.last_error == "NotMember" and again.attempts == 1
+    [second] = box.drain()
+    assert second.status == DONE and box.item(item_id).attempts == 2
+    assert box.retry(item_id).status == DONE  # only a failed item goes back
+    with pytest.raises(OutboxError, match="no outbox item"):
+        box.retry(999)

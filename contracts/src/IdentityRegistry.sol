@@ -12,6 +12,9 @@ import {Consortium} from "./Consortium.sol";
 ///      time of the centre's choosing so that credentials in the field can be refreshed.
 ///      Revoking an enrolment bumps the home's revocation epoch, which every credential
 ///      carries: verifiers refuse credentials whose epoch is not the current one.
+///      An enrolment id is scoped to its home: (home, id) names an enrolment, and a centre
+///      only ever enrols and revokes under its own id, so no member can take, block or revoke
+///      an enrolment of another home's user, whatever id it sends.
 contract IdentityRegistry {
     /// @notice An issuer key of a centre. `validUntil` 0 means current (open-ended).
     struct IssuerKey {
@@ -21,9 +24,9 @@ contract IdentityRegistry {
         uint64 validUntil;
     }
 
-    /// @notice A user's enrolment at its home centre.
+    /// @notice A user's enrolment at its home centre (the home is the key it is stored under).
     struct Enrolment {
-        bytes32 home;
+        bool enrolled;
         bool revoked;
         uint64 enrolledAt;
     }
@@ -48,7 +51,8 @@ contract IdentityRegistry {
     mapping(bytes32 => uint256) private _current;
     /// @dev First 8 bytes of every key id a centre ever used (key ids are looked up by prefix).
     mapping(bytes32 => mapping(bytes8 => bool)) private _usedPrefix;
-    mapping(bytes32 => Enrolment) private _enrolments;
+    /// @dev home => enrolment id => enrolment.
+    mapping(bytes32 => mapping(bytes32 => Enrolment)) private _enrolments;
     mapping(bytes32 => uint64) private _revocationEpoch;
     mapping(uint256 => KeyProposal) private _proposals;
     mapping(uint256 => mapping(bytes32 => bool)) private _voted;
@@ -78,14 +82,12 @@ contract IdentityRegistry {
     error AlreadyVoted(uint256 proposalId, bytes32 voter);
     /// @notice The enrolment id must not be zero.
     error InvalidEnrolment();
-    /// @notice The enrolment id is already taken.
-    error AlreadyEnrolled(bytes32 enrolmentId);
-    /// @notice No enrolment has this id.
-    error UnknownEnrolment(bytes32 enrolmentId);
-    /// @notice Only the enrolment's home centre may do this.
-    error NotHome(bytes32 enrolmentId, bytes32 caller);
+    /// @notice This home has already enrolled this id.
+    error AlreadyEnrolled(bytes32 home, bytes32 enrolmentId);
+    /// @notice This home has no enrolment with this id.
+    error UnknownEnrolment(bytes32 home, bytes32 enrolmentId);
     /// @notice The enrolment is already revoked.
-    error AlreadyRevoked(bytes32 enrolmentId);
+    error AlreadyRevoked(bytes32 home, bytes32 enrolmentId);
 
     /// @param consortium_ The Consortium contract.
     constructor(address consortium_) {
@@ -202,38 +204,46 @@ contract IdentityRegistry {
     // -- enrolments and revocation ------------------------------------------------------
 
     /// @notice Records a user's pseudonymous enrolment at the caller (its home centre).
-    /// @param enrolmentId A random, non-zero id (never derived from the user's name).
+    /// @dev The id is scoped to the caller: another home using the same id neither blocks
+    ///      this enrolment nor shares it.
+    /// @param enrolmentId A non-zero id the home derives from a secret of its own (never the user's name).
     function enrol(bytes32 enrolmentId) external {
         bytes32 home = consortium.idOf(msg.sender);
         if (enrolmentId == bytes32(0)) revert InvalidEnrolment();
-        if (_enrolments[enrolmentId].home != bytes32(0)) revert AlreadyEnrolled(enrolmentId);
+        Enrolment storage e = _enrolments[home][enrolmentId];
+        if (e.enrolled) revert AlreadyEnrolled(home, enrolmentId);
         uint64 now_ = uint64(block.timestamp);
-        _enrolments[enrolmentId] = Enrolment({home: home, revoked: false, enrolledAt: now_});
+        e.enrolled = true;
+        e.enrolledAt = now_;
         emit Enrolled(enrolmentId, home, now_);
     }
 
-    /// @notice Revokes an enrolment of the caller and bumps the caller's revocation epoch,
+    /// @notice Revokes one of the caller's enrolments and bumps the caller's revocation epoch,
     ///         so that every credential issued before is refused until refreshed.
-    /// @param enrolmentId The enrolment to revoke.
+    /// @param enrolmentId The caller's enrolment to revoke.
     function revoke(bytes32 enrolmentId) external {
         bytes32 home = consortium.idOf(msg.sender);
-        Enrolment storage e = _enrolments[enrolmentId];
-        if (e.home == bytes32(0)) revert UnknownEnrolment(enrolmentId);
-        if (e.home != home) revert NotHome(enrolmentId, home);
-        if (e.revoked) revert AlreadyRevoked(enrolmentId);
+        Enrolment storage e = _enrolments[home][enrolmentId];
+        if (!e.enrolled) revert UnknownEnrolment(home, enrolmentId);
+        if (e.revoked) revert AlreadyRevoked(home, enrolmentId);
         e.revoked = true;
         uint64 epoch = ++_revocationEpoch[home];
         emit Revoked(enrolmentId, home, epoch);
     }
 
-    /// @notice An enrolment.
-    /// @param enrolmentId The enrolment id.
-    /// @return home The home centre (zero if unknown).
-    /// @return revoked Whether it was revoked.
-    /// @return enrolledAt Block time of the enrolment (0 if unknown).
-    function enrolment(bytes32 enrolmentId) external view returns (bytes32 home, bool revoked, uint64 enrolledAt) {
-        Enrolment storage e = _enrolments[enrolmentId];
-        return (e.home, e.revoked, e.enrolledAt);
+    /// @notice A home's enrolment.
+    /// @param home The home centre.
+    /// @param enrolmentId The enrolment id at that home.
+    /// @return enrolled Whether the home enrolled this id.
+    /// @return revoked Whether the home revoked it.
+    /// @return enrolledAt Block time of the enrolment (0 if not enrolled).
+    function enrolment(bytes32 home, bytes32 enrolmentId)
+        external
+        view
+        returns (bool enrolled, bool revoked, uint64 enrolledAt)
+    {
+        Enrolment storage e = _enrolments[home][enrolmentId];
+        return (e.enrolled, e.revoked, e.enrolledAt);
     }
 
     /// @notice A home centre's revocation epoch: the number of revocations it has made.
