@@ -17,7 +17,7 @@ from eth_account import Account
 
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
-from ledger.deploy import MemberSpec, Prices
+from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices
 
 CHAIN_KEY = "chain.key"
 TOKEN_KEY = "token.pem"
@@ -54,15 +54,16 @@ def new_centre_keys(folder: Path, centre: str) -> dict:
 
 @dataclass(frozen=True)
 class ConsortiumPlan:
-    """What `xcentre deploy` writes on chain: the genesis members, the quorum, the credit."""
+    """What `xcentre deploy` writes on chain: the genesis members, the quorum, the credit, the rates notice."""
 
     members: list[MemberSpec]
     quorum: int
     initial_credit: int
+    rate_notice: int = DEFAULT_RATE_NOTICE
 
 
 def load_members(path: Path) -> ConsortiumPlan:
-    """Read a members file: `quorum`, `initial_credit`, and one [[member]] table per centre."""
+    """Read a members file: `quorum`, `initial_credit`, `rate_notice`, and one [[member]] table per centre."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -89,7 +90,10 @@ def load_members(path: Path) -> ConsortiumPlan:
         raise ProvisionError(f"{path}: quorum must be an integer from 1 to {len(members)}, got {quorum!r}")
     if not isinstance(credit, int) or credit < 0:
         raise ProvisionError(f"{path}: initial_credit must be a non-negative integer, got {credit!r}")
-    return ConsortiumPlan(members, quorum, credit)
+    notice = raw.get("rate_notice", DEFAULT_RATE_NOTICE)
+    if not isinstance(notice, int) or isinstance(notice, bool) or not 0 <= notice < 2**64:
+        raise ProvisionError(f"{path}: rate_notice must be a non-negative integer (seconds), got {notice!r}")
+    return ConsortiumPlan(members, quorum, credit, notice)
 
 
 def write_private(path: Path, text: str) -> None:

@@ -85,6 +85,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     detail          TEXT,
     created_at      INTEGER NOT NULL,
     updated_at      INTEGER NOT NULL,
+    rates_version   INTEGER CHECK (rates_version >= 1),
     UNIQUE (principal, idempotency_key)
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
@@ -153,6 +154,8 @@ class Job:
     detail: str | None
     created_at: int
     updated_at: int
+    rates_version: int | None = None
+    """The serving centre's rates version in force when it accepted the job: what it is priced at."""
 
 
 @dataclass(frozen=True)
@@ -384,6 +387,7 @@ def _job(row: sqlite3.Row) -> Job:
         status=row["status"], forwarded_url=row["forwarded_url"], exit_code=row["exit_code"],
         record_id=row["record_id"], stdout_tail=row["stdout_tail"], stderr_tail=row["stderr_tail"],
         detail=row["detail"], created_at=row["created_at"], updated_at=row["updated_at"],
+        rates_version=row["rates_version"],
     )
 
 
@@ -415,6 +419,9 @@ class Store:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {r["name"] for r in db.execute("PRAGMA table_info(jobs)")}
+            if "rates_version" not in columns:  # a file from before rates were pinned: its jobs have none
+                db.execute("ALTER TABLE jobs ADD COLUMN rates_version INTEGER CHECK (rates_version >= 1)")
             if db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0:
                 db.execute("INSERT INTO epochs (epoch, status, opened_at) VALUES (1, 'open', ?)", (self._now(),))
             db.execute("PRAGMA user_version = 1")
@@ -465,12 +472,14 @@ class Store:
         idempotency_key: str | None = None,
         status: str = "queued",
         forwarded_url: str | None = None,
+        rates_version: int | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one this principal created with this key.
 
         Returns (job, created). A retry with the same key and the same request
-        body gets the original job back (created=False); the same key with a
-        different body raises IdempotencyConflict. Keys are per principal.
+        body gets the original job back (created=False), with the rates version
+        it was accepted under; the same key with a different body raises
+        IdempotencyConflict. Keys are per principal.
         """
         _text("principal", principal, max_len=512)
         _text("home", home, max_len=512)
@@ -478,6 +487,8 @@ class Store:
         _text("idempotency_key", idempotency_key, optional=True, max_len=255)
         _status(status)
         _opt_str("forwarded_url", forwarded_url)
+        if rates_version is not None:
+            _positive_int("rates_version", rates_version)
         if not isinstance(request, dict):
             raise StoreError("request must be a JSON object (dict)")
         body = _canonical("request", request)
@@ -497,8 +508,9 @@ class Store:
             now = self._now()
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
-                " forwarded_url, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, idempotency_key, principal, home, body, serving_centre, status, forwarded_url, now, now),
+                " forwarded_url, created_at, updated_at, rates_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, idempotency_key, principal, home, body, serving_centre, status, forwarded_url, now, now,
+                 rates_version),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True

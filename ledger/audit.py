@@ -6,6 +6,11 @@ through a centre's event index: an auditor trusts no single centre):
 
 - every record is signed (EIP-712) by the serving centre's on-chain account, names
   that centre as serving centre and belongs to the epoch; no record id repeats;
+- every record's price is its meters x the serving centre's rates version the record
+  names (ledger.pricing, the formula the centre priced with), that version read from
+  the Consortium contract; a version the centre never published is a finding, and so
+  is one that took effect after the job started (a job is priced at the version in
+  force when it was accepted, before it started), give or take CLOCK_LEEWAY;
 - each centre's records hash to the Merkle root it anchored, and their number is the
   anchored record count;
 - summing record prices per home centre (a centre's own users excluded) gives
@@ -24,13 +29,19 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ledger.chain import Chain, ChainRevert
-from ledger.deploy import Deployment, bind
+from ledger.deploy import Deployment, Prices, bind
 from ledger.ids import InvalidName, centre_id, centre_name
 from ledger.merkle import MerkleTree
 from ledger.netting import net_positions, transfers
+from ledger.pricing import price
 from ledger.records import Domain, InvalidSignature, UsageRecord, recover_signer, record_leaf
 
 Signed = tuple[UsageRecord, bytes]
+
+CLOCK_LEEWAY = 300
+"""Seconds a chain's clock may run ahead of a centre's: a gateway judges which rates are in
+force by the later of the two (eth-tester and busy anvil nodes stamp blocks a second apart,
+ahead of real time), but stamps a job's start with its own."""
 
 
 @dataclass
@@ -137,6 +148,17 @@ def verify_epoch(
     totals: dict[str, CentreTotals] = {}
     onchain_claims: dict[tuple[bytes, bytes], int] = {}
     seen_ids: dict[bytes, bytes] = {}
+    rates: dict[tuple[bytes, int], tuple[int, Prices] | None] = {}
+
+    def rates_of(centre: bytes, version: int) -> tuple[int, Prices] | None:
+        """A centre's published rates version (effective from, prices), from the chain; None if never published."""
+        if (centre, version) not in rates:
+            try:
+                _, effective_from, prices = call(consortium.rates(centre, version))
+                rates[(centre, version)] = int(effective_from), Prices.from_tuple(prices)
+            except ChainRevert:
+                rates[(centre, version)] = None
+        return rates[(centre, version)]
 
     for c in centres:
         name = label(c)
@@ -181,6 +203,8 @@ def verify_epoch(
             if rec.epoch != epoch:
                 findings.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
             findings.extend(_signature_finding(name, rid, rec, sig, domain, accounts[c]))
+            if accounts[c] is not None:
+                findings.extend(_price_finding(name, rid, rec, rates_of(c, rec.rates_version)))
             leaves.add(record_leaf(rec, domain))
             t.records += 1
             t.amount += rec.price
@@ -232,6 +256,20 @@ def verify_epoch(
         transfers=[(label(d), label(c), a) for d, c, a in plan],
         notes=notes,
     )
+
+
+def _price_finding(name: str, rid: str, rec: UsageRecord, rates: tuple[int, Prices] | None) -> list[str]:
+    if rates is None:
+        return [f"{name}: record {rid} names rates version {rec.rates_version}, which {name} never published"]
+    effective_from, prices = rates
+    if effective_from > rec.started_at + CLOCK_LEEWAY:
+        return [f"{name}: record {rid} names rates version {rec.rates_version}, in force only from {effective_from}, "
+                f"but its job started at {rec.started_at}"]
+    expected = price(rec, prices)
+    if rec.price != expected:
+        return [f"{name}: record {rid} is priced {rec.price}, but its meters at {name}'s rates version "
+                f"{rec.rates_version} cost {expected}"]
+    return []
 
 
 def _signature_finding(

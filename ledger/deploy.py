@@ -17,6 +17,9 @@ from web3.contract import Contract
 from ledger.chain import Chain
 from ledger.ids import centre_id
 
+DEFAULT_RATE_NOTICE = 86_400
+"""Seconds between publishing new rates and their taking effect, unless a deployment says otherwise."""
+
 
 @dataclass(frozen=True)
 class Prices:
@@ -137,11 +140,14 @@ def deploy_consortium(
     members: list[MemberSpec],
     quorum: int,
     initial_credit: int,
+    rate_notice: int = DEFAULT_RATE_NOTICE,
 ) -> Deployment:
     """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement and IdentityRegistry.
 
     Every genesis member's account receives `initial_credit` XCC. The deployer pays gas
     only; it holds no role afterwards except having set the settlement contract once.
+    `rate_notice` (seconds) is how long after publication new rates may first apply;
+    it is fixed for the consortium's life.
     """
     if not members:
         raise ValueError("a consortium needs at least one member")
@@ -149,11 +155,13 @@ def deploy_consortium(
         raise ValueError(f"quorum must be between 1 and {len(members)}, got {quorum}")
     if initial_credit < 0:
         raise ValueError("initial_credit must be >= 0")
+    if not isinstance(rate_notice, int) or isinstance(rate_notice, bool) or not 0 <= rate_notice < 2**64:
+        raise ValueError(f"rate_notice must be a non-negative number of seconds, got {rate_notice!r}")
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate member names: {names}")
     start_block = chain.block_number()
-    consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum)
+    consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum, rate_notice)
     usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address)
     accounts = [to_checksum_address(m.account) for m in members]
     credit = chain.deploy("ConsortiumCredit", deployer, accounts, [initial_credit] * len(members))

@@ -3,7 +3,7 @@
 `EventIndex.sync()` fetches the logs of the deployment's contracts from the last
 indexed block + 1 up to the head, in block windows, decodes them with the contract
 ABIs and applies them in (block, log index) order to SQLite tables: members (current
-state), proposals and votes, anchors and their claims, settlements and their
+state), every published rates version of every member, proposals and votes, anchors and their claims, settlements and their
 transfers, and from the IdentityRegistry the issuer keys with their validity windows,
 key proposals and votes, enrolments and each home's revocation epoch. The last indexed block (and its hash) is written in the same transaction
 as the rows of its window, so a crash or a second sync never duplicates or loses an
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,14 +55,21 @@ CREATE TABLE IF NOT EXISTS members (
     account       TEXT    NOT NULL,
     gateway_url   TEXT    NOT NULL,
     token_key     BLOB    NOT NULL,
-    per_cpu_second TEXT   NOT NULL,
-    per_gpu_second TEXT   NOT NULL,
-    per_gib_hour   TEXT   NOT NULL,
     active        INTEGER NOT NULL,
     admitted_block INTEGER NOT NULL,
     admitted_log   INTEGER NOT NULL,
     updated_block  INTEGER NOT NULL,
     removed_block  INTEGER
+);
+CREATE TABLE IF NOT EXISTS rates (
+    centre         BLOB    NOT NULL,
+    version        INTEGER NOT NULL,
+    effective_from INTEGER NOT NULL,
+    per_cpu_second TEXT    NOT NULL,
+    per_gpu_second TEXT    NOT NULL,
+    per_gib_hour   TEXT    NOT NULL,
+    block          INTEGER NOT NULL,
+    PRIMARY KEY (centre, version)
 );
 CREATE TABLE IF NOT EXISTS proposals (
     id         INTEGER PRIMARY KEY,
@@ -145,13 +153,14 @@ CREATE TABLE IF NOT EXISTS key_votes (
     PRIMARY KEY (proposal_id, voter)
 );
 CREATE TABLE IF NOT EXISTS enrolments (
-    id               BLOB PRIMARY KEY,
+    id               BLOB    NOT NULL,
     home             BLOB    NOT NULL,
     enrolled_at      INTEGER NOT NULL,
     revoked          INTEGER NOT NULL DEFAULT 0,
     revocation_epoch INTEGER,
     block            INTEGER NOT NULL,
-    revoked_block    INTEGER
+    revoked_block    INTEGER,
+    PRIMARY KEY (home, id)  -- an id means something only at its home
 );
 CREATE TABLE IF NOT EXISTS revocation_epochs (
     centre BLOB PRIMARY KEY,
@@ -171,16 +180,28 @@ class IndexMismatch(EventIndexError):
 
 
 @dataclass(frozen=True)
+class RatesInfo:
+    """One published version of a centre's rates: for jobs accepted from `effective_from` on."""
+
+    centre: bytes
+    version: int
+    effective_from: int  # UTC seconds
+    prices: Prices
+    block: int = 0
+
+
+@dataclass(frozen=True)
 class MemberInfo:
-    """A member centre as the chain last described it."""
+    """A member centre as the chain last described it, with the rates in force when asked."""
 
     id: bytes
     name: str
     account: str
     gateway_url: str
     token_key: bytes
-    prices: Prices
+    prices: Prices | None  # of the rates version in force at EventIndex.now(); None if none is
     active: bool
+    rates_version: int = 0  # that version's number (0 with prices None)
 
 
 @dataclass(frozen=True)
@@ -252,7 +273,7 @@ class IssuerKeyInfo:
 
 @dataclass(frozen=True)
 class EnrolmentInfo:
-    """A user's pseudonymous enrolment at its home centre."""
+    """A user's pseudonymous enrolment at its home centre; (home, id) names it."""
 
     id: bytes
     home: bytes
@@ -470,12 +491,10 @@ class EventIndex:
         name = ev["event"]
         db = self._db
         if name == "MemberAdmitted":
-            p = _prices(a["prices"])
             db.execute(
-                "INSERT OR REPLACE INTO members VALUES (?,?,?,?,?,?,?,?,1,?,?,?,NULL)",
+                "INSERT OR REPLACE INTO members VALUES (?,?,?,?,?,1,?,?,?,NULL)",
                 (bytes(a["id"]), a["name"], to_checksum_address(a["account"]), a["gatewayUrl"],
-                 bytes(a["tokenKey"]), str(p.per_cpu_second), str(p.per_gpu_second),
-                 str(p.per_gib_hour), block, log_index, block),
+                 bytes(a["tokenKey"]), block, log_index, block),
             )
             self._mark_executed(last_vote, tx, bytes(a["id"]), 0)
         elif name == "MemberRemoved":
@@ -485,12 +504,16 @@ class EventIndex:
             )
             self._mark_executed(last_vote, tx, bytes(a["id"]), 1)
         elif name == "MemberUpdated":
+            db.execute(
+                "UPDATE members SET gateway_url = ?, token_key = ?, updated_block = ? WHERE id = ?",
+                (a["gatewayUrl"], bytes(a["tokenKey"]), block, bytes(a["id"])),
+            )
+        elif name == "RatesPublished":
             p = _prices(a["prices"])
             db.execute(
-                "UPDATE members SET gateway_url = ?, token_key = ?, per_cpu_second = ?,"
-                " per_gpu_second = ?, per_gib_hour = ?, updated_block = ? WHERE id = ?",
-                (a["gatewayUrl"], bytes(a["tokenKey"]), str(p.per_cpu_second),
-                 str(p.per_gpu_second), str(p.per_gib_hour), block, bytes(a["id"])),
+                "INSERT OR REPLACE INTO rates VALUES (?,?,?,?,?,?,?)",
+                (bytes(a["id"]), int(a["version"]), int(a["effectiveFrom"]), str(p.per_cpu_second),
+                 str(p.per_gpu_second), str(p.per_gib_hour), block),
             )
         elif name == "ProposalCreated":
             db.execute(
@@ -565,8 +588,8 @@ class EventIndex:
             epoch = int(a["revocationEpoch"])
             db.execute(
                 "UPDATE enrolments SET revoked = 1, revocation_epoch = ?, revoked_block = ?"
-                " WHERE id = ?",
-                (epoch, block, bytes(a["enrolmentId"])),
+                " WHERE home = ? AND id = ?",
+                (epoch, block, bytes(a["home"]), bytes(a["enrolmentId"])),
             )
             db.execute(
                 "INSERT INTO revocation_epochs VALUES (?, ?) ON CONFLICT (centre)"
@@ -630,22 +653,84 @@ class EventIndex:
 
     # -- queries ----------------------------------------------------------------
 
+    def now(self) -> int:
+        """The time rates are judged at: the later of this machine's clock and the chain's.
+
+        A version applies from its `effective_from` by whichever clock reaches it first,
+        so a version in force on chain (eth-tester stamps blocks ahead of real time) is
+        in force here too; both clocks only move forward.
+        """
+        return max(int(time.time()), self.chain_time)
+
     def members(self) -> list[MemberInfo]:
         """Active members in admission order (the contract's netting order)."""
+        at = self.now()
         with self._lock:
             rows = self._db.execute(
                 "SELECT * FROM members WHERE active = 1 ORDER BY admitted_block, admitted_log"
             ).fetchall()
-        return [_member(r) for r in rows]
+            return [self._member(r, at) for r in rows]
 
     def member(self, id_or_name: bytes | str) -> MemberInfo | None:
         """A member by bytes32 id or name, also a removed one (active=False); None if unknown."""
         key = _centre_key(id_or_name)
         if key is None:
             return None
+        at = self.now()
         with self._lock:
             row = self._db.execute("SELECT * FROM members WHERE id = ?", (key,)).fetchone()
-        return _member(row) if row else None
+            return self._member(row, at) if row else None
+
+    def _member(self, row: tuple, at: int) -> MemberInfo:
+        rates = self.rates_in_force(bytes(row[0]), at)
+        return MemberInfo(
+            id=bytes(row[0]),
+            name=row[1],
+            account=row[2],
+            gateway_url=row[3],
+            token_key=bytes(row[4]),
+            prices=rates.prices if rates else None,
+            active=bool(row[5]),
+            rates_version=rates.version if rates else 0,
+        )
+
+    # -- rates ------------------------------------------------------------------
+
+    def rates(self, centre: bytes | str, version: int) -> RatesInfo | None:
+        """A centre's rates version by number (also of a removed centre); None if never published."""
+        key = _centre_key(centre)
+        if key is None or not isinstance(version, int) or isinstance(version, bool):
+            return None
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_RATES} FROM rates WHERE centre = ? AND version = ?", (key, version)
+            ).fetchone()
+        return _rates(row) if row else None
+
+    def rates_history(self, centre: bytes | str) -> list[RatesInfo]:
+        """Every rates version the centre published, oldest first (pending ones included)."""
+        key = _centre_key(centre)
+        if key is None:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {_RATES} FROM rates WHERE centre = ? ORDER BY version", (key,)
+            ).fetchall()
+        return [_rates(r) for r in rows]
+
+    def rates_in_force(self, centre: bytes | str, at: int) -> RatesInfo | None:
+        """The version in force at `at` (UTC seconds): the highest one in effect by then, as
+        `Consortium.ratesAt` decides; None when the centre has none in force (or is unknown)."""
+        key = _centre_key(centre)
+        if key is None:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_RATES} FROM rates WHERE centre = ? AND effective_from <= ?"
+                " ORDER BY version DESC LIMIT 1",
+                (key, int(at)),
+            ).fetchone()
+        return _rates(row) if row else None
 
     def member_by_account(self, account: str) -> MemberInfo | None:
         """The active member whose chain account is `account`, or None."""
@@ -653,11 +738,12 @@ class EventIndex:
             account = to_checksum_address(account)
         except (TypeError, ValueError):
             return None
+        at = self.now()
         with self._lock:
             row = self._db.execute(
                 "SELECT * FROM members WHERE account = ? AND active = 1", (account,)
             ).fetchone()
-        return _member(row) if row else None
+            return self._member(row, at) if row else None
 
     def token_key(self, centre: str | bytes) -> bytes | None:
         """The token-signing key of an active member; None for unknown or removed centres.
@@ -789,16 +875,20 @@ class EventIndex:
                 return k.pk
         return None
 
-    def enrolment(self, enrolment_id: bytes | str) -> EnrolmentInfo | None:
-        """An enrolment by bytes32 id (or its 0x-hex), or None if unknown."""
-        key = _bytes32(enrolment_id)
-        if key is None:
+    def enrolment(self, home: bytes | str, enrolment_id: bytes | str) -> EnrolmentInfo | None:
+        """A home's enrolment by bytes32 id (or its 0x-hex), or None if that home has none.
+
+        The home is part of the key: the same id enrolled by another member is another
+        enrolment, so it can neither stand in for this one nor hide it.
+        """
+        centre, key = _centre_key(home), _bytes32(enrolment_id)
+        if centre is None or key is None:
             return None
         with self._lock:
             row = self._db.execute(
                 "SELECT id, home, enrolled_at, revoked, revocation_epoch, block FROM enrolments"
-                " WHERE id = ?",
-                (key,),
+                " WHERE home = ? AND id = ?",
+                (centre, key),
             ).fetchone()
         if row is None:
             return None
@@ -902,15 +992,16 @@ def _centre_key(id_or_name: bytes | str) -> bytes | None:
     return None
 
 
-def _member(row: tuple) -> MemberInfo:
-    return MemberInfo(
-        id=bytes(row[0]),
-        name=row[1],
-        account=row[2],
-        gateway_url=row[3],
-        token_key=bytes(row[4]),
-        prices=Prices(int(row[5]), int(row[6]), int(row[7])),
-        active=bool(row[8]),
+_RATES = "centre, version, effective_from, per_cpu_second, per_gpu_second, per_gib_hour, block"
+
+
+def _rates(row: tuple) -> RatesInfo:
+    return RatesInfo(
+        centre=bytes(row[0]),
+        version=int(row[1]),
+        effective_from=int(row[2]),
+        prices=Prices(int(row[3]), int(row[4]), int(row[5])),
+        block=int(row[6]),
     )
 
 
@@ -923,6 +1014,7 @@ __all__ = [
     "IssuerKeyInfo",
     "KeyProposalInfo",
     "MemberInfo",
+    "RatesInfo",
     "ProposalInfo",
     "SettlementInfo",
 ]

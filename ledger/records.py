@@ -19,7 +19,8 @@ DOMAIN_NAME = "xcentre"
 DOMAIN_VERSION = "1"
 
 _BYTES32 = ("record_id", "job_id", "serving_centre", "home_centre", "user")
-_UINT64 = ("epoch", "started_at", "ended_at", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis")
+_UINT64 = ("epoch", "started_at", "ended_at", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis",
+           "rates_version")
 _UINT256 = ("price",)
 
 USAGE_RECORD_TYPE = [
@@ -35,6 +36,7 @@ USAGE_RECORD_TYPE = [
     {"name": "wallMillis", "type": "uint64"},
     {"name": "maxRssKib", "type": "uint64"},
     {"name": "gpuMillis", "type": "uint64"},
+    {"name": "ratesVersion", "type": "uint64"},
     {"name": "price", "type": "uint256"},
 ]
 EIP712_DOMAIN_TYPE = [
@@ -95,7 +97,12 @@ def domain_for(deployment: Any) -> Domain:
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """What a serving centre metered for one job, in integers."""
+    """What a serving centre metered for one job, in integers.
+
+    `rates_version` names the serving centre's published rates (Consortium.rates) in
+    force when the job was accepted; `price` is the meters x those rates, so anyone
+    can recompute it from the chain.
+    """
 
     record_id: bytes
     job_id: bytes
@@ -109,6 +116,7 @@ class UsageRecord:
     wall_millis: int
     max_rss_kib: int
     gpu_millis: int
+    rates_version: int
     price: int
 
     def __post_init__(self) -> None:
@@ -123,6 +131,8 @@ class UsageRecord:
                 raise InvalidRecord(f"{name} must be an int in [0, 2**{bits}), got {value!r}")
         if self.ended_at < self.started_at:
             raise InvalidRecord("ended_at is before started_at")
+        if self.rates_version == 0:
+            raise InvalidRecord("rates_version must name a published version (they count from 1)")
 
     def to_dict(self) -> dict[str, Any]:
         """snake_case fields; bytes32 as 0x-hex strings, numbers as ints."""

@@ -30,7 +30,13 @@ class Books:
     records: dict[bytes, list[tuple[UsageRecord, bytes]]]
 
 
-def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH) -> UsageRecord:
+STARTED = 2_000_000_000
+"""When the records' jobs started, unless a test says: after every genesis rates version of these chains."""
+
+
+def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH, rates_version: int = 1,
+            cpu_millis: int | None = None, started_at: int = STARTED) -> UsageRecord:
+    """A record whose meters cost exactly `price` at the genesis rates (1 per cpu-second, no memory)."""
     return UsageRecord(
         record_id=n.to_bytes(32, "big"),
         job_id=(1000 + n).to_bytes(32, "big"),
@@ -38,12 +44,13 @@ def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH)
         home_centre=home,
         user=user_id(f"user{n}@{home.rstrip(bytes(1)).decode()}"),
         epoch=epoch,
-        started_at=1_700_000_000 + n,
-        ended_at=1_700_000_060 + n,
-        cpu_millis=60_000,
+        started_at=started_at + n,
+        ended_at=started_at + 60 + n,
+        cpu_millis=price * 1000 if cpu_millis is None else cpu_millis,
         wall_millis=60_000,
-        max_rss_kib=1024,
+        max_rss_kib=0,
         gpu_millis=0,
+        rates_version=rates_version,
         price=price,
     )
 
@@ -315,3 +322,57 @@ def test_audit_of_a_settled_epoch_survives_a_later_removal():
     without_d = {c: v for c, v in records.items() if c != D}
     missing = verify_epoch(EPOCH, without_d, chain, deployment, domain)
     assert _has(missing, "hpc-d: anchored 2 records for epoch 1, but none were supplied"), missing.findings
+
+
+def _anchored_alone(books: Books, epoch: int, centre: bytes, recs: list[UsageRecord]) -> dict[bytes, list]:
+    """`recs` genuinely signed by `centre` and anchored (root, count, claims) for an epoch of their own."""
+    signed = [(r, sign_record(r, books.domain, books.keys[centre])) for r in recs]
+    _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, signed)
+    return {centre: signed}
+
+
+def test_a_record_priced_at_other_rates_fails_the_audit(books):
+    """Signed, anchored and claimed consistently, yet priced at rates x1000: the price is recomputed from the chain."""
+    epoch = 4
+    honest = _record(400, A, B, 25, epoch=epoch)
+    dearer = _record(401, A, B, 25_000, epoch=epoch, cpu_millis=25_000)  # 25 cpu-seconds at 1000 per second
+    records = _anchored_alone(books, epoch, A, [honest, dearer])
+    report = _audit(books, records, epoch=epoch)
+    rid = "0x" + dearer.record_id.hex()
+    assert report.findings == [f"hpc-a: record {rid} is priced 25000, but its meters at hpc-a's rates version 1 cost 25"]
+
+
+def test_each_record_is_priced_at_the_version_it_names(books):
+    """hpc-b publishes dearer rates (version 2): records naming 2 are checked at them, those naming 1 at the
+    genesis rates, and a version never published is a finding."""
+    epoch = 5
+    consortium = bind(books.chain, books.deployment).consortium
+    t = books.chain.w3.eth.get_block("latest")["timestamp"]
+    books.chain.transact(consortium.functions.publishRates((1000, 0, 0), t + 2 * 86_400), books.keys[B])
+    assert consortium.functions.ratesCount(B).call() == 2
+    old = _record(500, B, A, 7, epoch=epoch)
+    new = _record(501, B, A, 7_000, epoch=epoch, rates_version=2, cpu_millis=7_000)
+    unknown = _record(502, B, A, 7, epoch=epoch, rates_version=3)
+    report = _audit(books, _anchored_alone(books, epoch, B, [old, new, unknown]), epoch=epoch)
+    assert report.findings == [
+        f"hpc-b: record 0x{unknown.record_id.hex()} names rates version 3, which hpc-b never published"
+    ]
+    swapped = _record(503, B, A, 7, epoch=epoch + 1, rates_version=2)  # genesis price under version 2's name
+    report = _audit(books, _anchored_alone(books, epoch + 1, B, [swapped]), epoch=epoch + 1)
+    assert _has(report, "is priced 7, but its meters at hpc-b's rates version 2 cost 7000")
+
+
+def test_a_record_naming_rates_not_yet_in_force_fails_the_audit(books):
+    """hpc-c publishes rates x1000 due in two days (the notice allows no sooner) and names them at once in
+    the records of jobs it runs now, priced, signed, anchored and claimed consistently: a job is priced at
+    the rates in force when it was accepted, which was before it started, so the audit refuses the record."""
+    epoch = 7
+    consortium = bind(books.chain, books.deployment).consortium
+    now = books.chain.w3.eth.get_block("latest")["timestamp"]
+    due = now + 2 * 86_400
+    books.chain.transact(consortium.functions.publishRates((1000, 0, 0), due), books.keys[C])
+    early = _record(700, C, A, 7_000, epoch=epoch, rates_version=2, cpu_millis=7_000, started_at=now)
+    honest = _record(701, C, A, 7, epoch=epoch, started_at=now)
+    report = _audit(books, _anchored_alone(books, epoch, C, [early, honest]), epoch=epoch)
+    assert report.findings == [f"hpc-c: record 0x{early.record_id.hex()} names rates version 2, in force only "
+                               f"from {due}, but its job started at {now + 700}"]

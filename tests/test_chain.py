@@ -66,7 +66,7 @@ def test_custom_error_with_a_string_argument_keeps_its_name(chain):
     bad = MemberSpec("hpc-a", acct.address, "http://x", bytes(32), Prices(1, 1, 1)).as_tuple()
     bad = (bad[0], "HPC-A") + bad[2:]
     with pytest.raises(ChainRevert) as info:
-        chain.deploy("Consortium", chain.dev_account, [bad], 1)
+        chain.deploy("Consortium", chain.dev_account, [bad], 1, 0)
     assert info.value.reason == "InvalidName" and info.value.error_args == ("HPC-A",)
 
 

@@ -17,6 +17,7 @@ from ledger.netting import net_positions, transfers
 from ledger.records import Domain, UsageRecord, record_leaf, sign_record
 
 INITIAL = 1_000_000
+NOTICE = 3_600  # seconds between publishing rates and their earliest effect
 ADMIT, REMOVE = 0, 1
 
 
@@ -46,13 +47,13 @@ def spec(name: str, acct: LocalAccount, price: int = 1) -> MemberSpec:
                       Prices(price, 10 * price, 3 * price))
 
 
-def make_consortium(names: list[str], quorum: int, url: str = "embedded") -> Consortium:
+def make_consortium(names: list[str], quorum: int, url: str = "embedded", rate_notice: int = NOTICE) -> Consortium:
     chain = connect(url)
     accounts = {n: Account.create() for n in names}
     for acct in accounts.values():
         chain.fund(acct.address, 10**19)
     specs = [spec(n, accounts[n]) for n in names]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, quorum, INITIAL)
+    deployment = deploy_consortium(chain, chain.dev_account, specs, quorum, INITIAL, rate_notice=rate_notice)
     return Consortium(chain, deployment, bind(chain, deployment), accounts, specs)
 
 
@@ -80,7 +81,7 @@ def test_deployment_lists_genesis_members_in_order_and_round_trips(four, tmp_pat
     assert k.c.consortium.functions.quorum().call() == 3
     b = k.c.consortium.functions.member(centre_id("hpc-b")).call()
     assert b[1] == "hpc-b" and b[2] == k.accounts["hpc-b"].address and b[3] == "http://hpc-b.example:8000"
-    assert Prices.from_tuple(b[5]) == Prices(1, 10, 3) and b[6] is True
+    assert Prices.from_tuple(b[5]) == Prices(1, 10, 3) and b[6] is True  # the admission rates
     assert k.c.consortium.functions.idOf(k.accounts["cloud-c"].address).call() == centre_id("cloud-c")
     assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == INITIAL
     assert k.c.credit.functions.settlement().call() == k.deployment.settlement
@@ -95,10 +96,13 @@ def test_constructor_rejects_quorum_out_of_range():
     chain = connect()
     acct = Account.create()
     genesis = [spec("hpc-a", acct).as_tuple()]
-    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 2)
-    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 0)
+    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 2, 0)
+    reverts("InvalidQuorum", chain.deploy, "Consortium", chain.dev_account, genesis, 0, 0)
     with pytest.raises(ValueError):
         deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 2, 0)
+    for bad in (-1, 2**64, 1.5, True):
+        with pytest.raises(ValueError):
+            deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 1, 0, rate_notice=bad)
 
 
 def test_id_of_a_non_member_reverts(four):
@@ -196,12 +200,109 @@ def test_quorum_of_one_executes_on_proposal():
 def test_member_updates_its_own_entry(four):
     k = four
     fns = k.c.consortium.functions
-    receipt = k.tx(fns.updateMember("https://new.example", b"\x07" * 32, (4, 5, 6)), "cloud-c")
+    receipt = k.tx(fns.updateMember("https://new.example", b"\x07" * 32), "cloud-c")
     ev = k.c.consortium.events.MemberUpdated().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert ev["id"] == centre_id("cloud-c") and ev["gatewayUrl"] == "https://new.example"
     m = fns.member(centre_id("cloud-c")).call()
-    assert m[3] == "https://new.example" and m[4] == b"\x07" * 32 and tuple(m[5]) == (4, 5, 6)
-    reverts("NotMember", k.tx, fns.updateMember("x", bytes(32), (0, 0, 0)), k.outsider())
+    assert m[3] == "https://new.example" and m[4] == b"\x07" * 32
+    assert fns.ratesCount(centre_id("cloud-c")).call() == 1  # an update never touches the rates
+    reverts("NotMember", k.tx, fns.updateMember("x", bytes(32)), k.outsider())
+
+
+# -- rates -----------------------------------------------------------------------------
+
+def now(k: Consortium) -> int:
+    return k.chain.w3.eth.get_block("latest")["timestamp"]
+
+
+def rates(k: Consortium, name: str, version: int) -> tuple[int, int, Prices]:
+    v, effective_from, prices = k.c.consortium.functions.rates(centre_id(name), version).call()
+    return v, effective_from, Prices.from_tuple(prices)
+
+
+def test_genesis_rates_are_version_one_in_force_from_deployment(four):
+    k = four
+    fns = k.c.consortium.functions
+    assert fns.rateNotice().call() == NOTICE
+    for name in k.accounts:
+        assert fns.ratesCount(centre_id(name)).call() == 1
+        version, effective_from, prices = rates(k, name, 1)
+        assert (version, prices) == (1, Prices(1, 10, 3)) and 0 < effective_from <= now(k)
+        assert tuple(fns.ratesAt(centre_id(name), now(k)).call())[:2] == (1, effective_from)
+    err = reverts("UnknownRates", k.chain.call, fns.ratesAt(centre_id("hpc-a"), rates(k, "hpc-a", 1)[1] - 1))
+    assert err.error_args == (centre_id("hpc-a"), 0)
+    for version in (0, 2):
+        err = reverts("UnknownRates", k.chain.call, fns.rates(centre_id("hpc-a"), version))
+        assert err.error_args == (centre_id("hpc-a"), version)
+    assert fns.ratesCount(centre_id("nobody")).call() == 0
+
+
+def test_new_rates_take_effect_only_after_the_notice_and_never_change(four):
+    k = four
+    fns = k.c.consortium.functions
+    a = centre_id("hpc-a")
+    genesis = rates(k, "hpc-a", 1)
+    start = now(k) + NOTICE + 10
+    receipt = k.tx(fns.publishRates((4000, 0, 9), start), "hpc-a")
+    ev = k.c.consortium.events.RatesPublished().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (ev["id"], ev["version"], ev["effectiveFrom"], tuple(ev["prices"].values())) == (a, 2, start, (4000, 0, 9))
+    assert fns.ratesCount(a).call() == 2 and rates(k, "hpc-a", 2) == (2, start, Prices(4000, 0, 9))
+    assert rates(k, "hpc-a", 1) == genesis  # a published version never changes
+    # the version in force: the genesis rates until `start`, version 2 from then on
+    assert fns.ratesAt(a, start - 1).call()[0] == 1
+    assert fns.ratesAt(a, start).call()[0] == 2
+    assert fns.ratesAt(a, 2**64).call()[0] == 2
+    # the others' rates are their own
+    assert fns.ratesCount(centre_id("hpc-b")).call() == 1
+
+
+def test_rates_cannot_be_back_dated_rushed_or_reordered(four):
+    k = four
+    fns = k.c.consortium.functions
+    t = now(k)
+    # within the notice (the next block is at least as late as this one)
+    err = reverts("RatesTooSoon", k.tx, fns.publishRates((1, 1, 1), t + NOTICE - 1), "hpc-b")
+    assert err.error_args[0] == t + NOTICE - 1 and err.error_args[1] >= t + NOTICE
+    reverts("RatesTooSoon", k.tx, fns.publishRates((1, 1, 1), t), "hpc-b")  # now
+    reverts("RatesTooSoon", k.tx, fns.publishRates((1, 1, 1), 0), "hpc-b")  # back-dated
+    later = t + 10 * NOTICE
+    k.tx(fns.publishRates((2, 2, 2), later), "hpc-b")
+    # before or at a version already published: it would rewrite when that one applies
+    err = reverts("RatesTooSoon", k.tx, fns.publishRates((3, 3, 3), later), "hpc-b")
+    assert err.error_args == (later, later + 1)
+    reverts("RatesTooSoon", k.tx, fns.publishRates((3, 3, 3), later - 1), "hpc-b")
+    k.tx(fns.publishRates((3, 3, 3), later + 1), "hpc-b")
+    assert [rates(k, "hpc-b", v)[2] for v in (1, 2, 3)] == [Prices(1, 10, 3), Prices(2, 2, 2), Prices(3, 3, 3)]
+    reverts("NotMember", k.tx, fns.publishRates((1, 1, 1), later + 5), k.outsider())
+
+
+def test_a_short_notice_lets_rates_apply_from_the_next_second():
+    k = make_consortium(["hpc-a", "hpc-b"], quorum=1, rate_notice=0)
+    fns = k.c.consortium.functions
+    t = now(k)
+    reverts("RatesTooSoon", k.tx, fns.publishRates((5, 5, 5), t - 1), "hpc-a")
+    k.tx(fns.publishRates((5, 5, 5), t + 1), "hpc-a")
+    assert fns.ratesAt(centre_id("hpc-a"), t + 1).call()[0] == 2
+
+
+def test_admission_and_readmission_publish_the_admission_rates():
+    k = make_consortium(["hpc-a", "hpc-b"], quorum=1)
+    fns = k.c.consortium.functions
+    newcomer = Account.create()
+    k.chain.fund(newcomer.address, 10**18)
+    e = centre_id("ai-e")
+    receipt = k.tx(fns.propose(ADMIT, spec("ai-e", newcomer, price=7).as_tuple()), "hpc-a")
+    ev = k.c.consortium.events.RatesPublished().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (ev["id"], ev["version"], tuple(ev["prices"].values())) == (e, 1, (7, 70, 21))
+    k.tx(fns.publishRates((8, 8, 8), now(k) + NOTICE + 60), newcomer)  # pending when ai-e is voted out
+    k.tx(fns.propose(REMOVE, spec("ai-e", newcomer).as_tuple()), "hpc-a")
+    assert rates(k, "ai-e", 2)[2] == Prices(8, 8, 8)  # a removed centre's rates stay readable for audits
+    k.tx(fns.propose(ADMIT, spec("ai-e", newcomer, price=9).as_tuple()), "hpc-b")
+    assert fns.ratesCount(e).call() == 3
+    version, effective_from, prices = rates(k, "ai-e", 3)
+    assert prices == Prices(9, 90, 27) and effective_from <= now(k)
+    # the admission rates supersede what was left pending
+    assert fns.ratesAt(e, now(k) + 2 * NOTICE).call()[0] == 3
 
 
 # -- anchoring -------------------------------------------------------------------------
@@ -240,7 +341,7 @@ def test_python_merkle_proof_verifies_on_chain(four):
     serving, key = centre_id("hpc-b"), k.accounts["hpc-b"]
     records = [
         UsageRecord(bytes([i]) * 32, bytes([100 + i]) * 32, serving, centre_id("hpc-a"), user_id(f"u{i}@hpc-a"),
-                    3, 1000 + i, 1010 + i, 500 * i, 10_000, 2048, 0, 17 * i)
+                    3, 1000 + i, 1010 + i, 500 * i, 10_000, 2048, 0, 1, 17 * i)
         for i in range(1, 8)
     ]
     for r in records:
@@ -343,7 +444,7 @@ def test_deploy_anchor_settle_on_anvil(anvil_url):
     assert k.chain.embedded is False and k.deployment.chain_id == k.chain.chain_id
     domain = Domain.for_deployment(k.deployment)
     rec = UsageRecord(b"\x01" * 32, b"\x02" * 32, centre_id("hpc-a"), centre_id("hpc-b"), user_id("bob@hpc-b"),
-                      1, 100, 160, 60_000, 60_000, 1024, 0, 60)
+                      1, 100, 160, 60_000, 60_000, 1024, 0, 1, 60)
     leaf = record_leaf(rec, domain)
     tree = MerkleTree([leaf, b"\x33" * 32, b"\x44" * 32])
     ul = k.c.usage_ledger.functions

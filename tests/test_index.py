@@ -35,7 +35,8 @@ def _spec(name: str, account: LocalAccount, n: int) -> MemberSpec:
 @pytest.fixture(scope="module")
 def world() -> World:
     """Three genesis centres (quorum 2); hpc-d admitted and hpc-c removed by vote;
-    hpc-b updates its endpoint; epoch 1 anchored by every active centre and settled."""
+    hpc-b updates its endpoint and publishes rates due in two days; epoch 1 anchored by every active
+    centre and settled."""
     chain = connect("embedded")
     accounts = {n: Account.create() for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d")}
     for acct in accounts.values():
@@ -51,9 +52,9 @@ def world() -> World:
     chain.transact(k.consortium.functions.propose(1, specs["hpc-c"].as_tuple()), a)
     chain.transact(k.consortium.functions.vote(2), b)
     chain.transact(k.consortium.functions.propose(1, specs["hpc-b"].as_tuple()), d)  # stays open
-    chain.transact(
-        k.consortium.functions.updateMember("https://b2.example", b"\x22" * 32, (7, 70, 700)), b
-    )
+    chain.transact(k.consortium.functions.updateMember("https://b2.example", b"\x22" * 32), b)
+    due = chain.w3.eth.get_block("latest")["timestamp"] + 2 * 86_400
+    chain.transact(k.consortium.functions.publishRates((7, 70, 700), due), b)
     ledger = k.usage_ledger.functions
     chain.transact(ledger.anchor(1, b"\x0a" * 32, 3, [B], [50]), a)
     chain.transact(ledger.anchor(1, b"\x0b" * 32, 2, [A], [20]), b)
@@ -83,7 +84,8 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
     assert a.gateway_url == "https://hpc-a.example" and a.prices == Prices(1, 10, 100)
     assert index.member(A) == a
     b = index.member("hpc-b")
-    assert (b.gateway_url, b.token_key, b.prices) == ("https://b2.example", b"\x22" * 32, Prices(7, 70, 700))
+    assert (b.gateway_url, b.token_key) == ("https://b2.example", b"\x22" * 32)
+    assert (b.prices, b.rates_version) == (Prices(2, 20, 200), 1)  # the new rates are not due yet
     assert index.member_by_account(world.accounts["hpc-d"].address).name == "hpc-d"
 
     # the token verifier's view: removed and unknown centres have no key
@@ -239,3 +241,22 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
     assert index.anchor(x, 1).claims == {y: 11}
     settled = index.settlement(1)
     assert settled.net == {x: 7, y: -7} and settled.transfers == [(y, x, 7)]
+
+
+def test_every_rates_version_is_kept_and_the_one_in_force_found(world, tmp_path):
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    history = index.rates_history("hpc-b")
+    assert [(r.centre, r.version, r.prices) for r in history] == [(B, 1, Prices(2, 20, 200)), (B, 2, Prices(7, 70, 700))]
+    genesis, due = history[0].effective_from, history[1].effective_from
+    assert genesis <= index.chain_time < due
+    assert index.rates("hpc-b", 2) == history[1] and index.rates(B, 1) == history[0]
+    assert index.rates_in_force("hpc-b", due - 1) == history[0]
+    assert index.rates_in_force("hpc-b", due) == index.rates_in_force(B, 2**63 - 1) == history[1]
+    assert index.rates_in_force("hpc-b", genesis - 1) is None  # before admission
+    # a removed centre's rates stay, for the audit of its records
+    assert index.member("hpc-c").active is False and index.rates("hpc-c", 1).prices == Prices(3, 30, 300)
+    assert index.rates("hpc-d", 1).prices == Prices(4, 40, 400)  # admitted by vote: its admission rates
+    for centre, version in (("hpc-b", 3), ("hpc-b", 0), ("nowhere", 1), ("Not A Name!", 1), ("hpc-b", "1")):
+        assert index.rates(centre, version) is None
+    assert index.rates_history("nowhere") == [] and index.rates_in_force("Not A Name!", due) is None

@@ -1,22 +1,19 @@
-"""Pricing: integer, rounded up, monotone, and bounded by the escrow hold (max_price)."""
+"""Pricing: integer, rounded up, monotone, bounded by the escrow hold (max_price), and fixed when a job is accepted."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
+import time
 from dataclasses import dataclass
 from fractions import Fraction
 
 import pytest
 
 from gateway.executor import Execution
-from gateway.pricing import (
-    KIB_MILLIS_PER_GIB_HOUR,
-    PricingError,
-    cap_to_limits,
-    max_price,
-    price,
-)
+from gateway.pricing import PricingError, cap_to_limits, max_price, price
+from ledger.pricing import KIB_MILLIS_PER_GIB_HOUR
 
 
 @dataclass(frozen=True)
@@ -160,3 +157,132 @@ def test_wrong_shapes_raise() -> None:
         price(ex(), object())
     with pytest.raises(PricingError):
         cap_to_limits({"cpu_millis": 1}, 1, 1, 1, 1)
+
+
+# -- integration: prices are fixed when a job is accepted (real gateways on anvil, real slapd) ---------
+
+
+@pytest.fixture(scope="module")
+def fresh(slapd_factory, anvil_url, tmp_path_factory):
+    """A consortium of its own: this module changes a centre's rates on chain."""
+    from tests.fixtures.consortium import start_consortium
+
+    running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("rates"))
+    yield running
+    running.stop()
+
+
+def _eventually(check, within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "the condition did not come true in time"
+        time.sleep(0.05)
+
+
+def _publish(consortium, name: str, prices) -> int:
+    """Publish `prices` as `name`'s next rates, due as soon as the notice allows; returns when they apply."""
+    from ledger.deploy import bind
+
+    contract = bind(consortium.chain, consortium.deployment).consortium
+    chain_now = consortium.chain.w3.eth.get_block("latest")["timestamp"]
+    due = max(chain_now, int(time.time())) + contract.functions.rateNotice().call() + 1
+    consortium.chain.transact(contract.functions.publishRates(prices.as_tuple(), due),
+                              consortium.centres[name].account)
+    return due
+
+
+def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
+    """Rates x1000 published, and in force, while a job runs: its record keeps the version it was accepted under,
+    the next job is priced at the new one, and the audit recomputes both from the chain."""
+    from gateway.auditing import audit_epoch
+    from gateway.client import GatewayClient
+    from ledger.deploy import Prices
+    from ledger.records import UsageRecord
+
+    node = fresh.centres["hpc-a"].node
+    index, store = node.parts.index, node.parts.store
+    accepted = index.rates_in_force("hpc-a", index.now())
+    p = accepted.prices
+    dearer = Prices(p.per_cpu_second * 1000, p.per_gpu_second * 1000, p.per_gib_hour * 1000)
+    notice = fresh.spec.rate_notice
+    job = {"command": ["python3", "-c", f"import time; time.sleep({notice + 4}); print('done')"],
+           "walltime": 60, "centre": "hpc-a"}
+    with GatewayClient(fresh.url("hpc-a"), token=fresh.login("alice", "hpc-a")) as client:
+        job_id = client.submit(job)["id"]
+        assert store.get_job(job_id).rates_version == accepted.version
+        _eventually(lambda: store.get_job(job_id).status == "running")
+        due = _publish(fresh, "hpc-a", dearer)
+        _eventually(lambda: index.sync() >= 0 and index.rates_in_force("hpc-a", index.now()).prices == dearer)
+        assert index.member("hpc-a").prices == dearer  # what hpc-a charges for new jobs now ...
+        assert store.get_job(job_id).status == "running", store.get_job(job_id)  # ... took effect while it ran
+        view = client.wait(job_id)
+        later = client.wait(client.submit(job | {"command": ["python3", "-c", "print('later')"]})["id"])
+    assert view["status"] == later["status"] == "succeeded", [store.get_job(v["id"]).detail for v in (view, later)]
+    record = UsageRecord.from_json(store.record(view["record_id"]).record)
+    assert record.rates_version == accepted.version and record.ended_at >= due
+    assert record.price == price(record, accepted.prices) > 0
+    assert record.price < price(record, dearer)
+    second = UsageRecord.from_json(store.record(later["record_id"]).record)
+    assert second.rates_version == accepted.version + 1 and second.price == price(second, dearer) > 0
+
+    closures = fresh.close_epoch_everywhere()
+    report = audit_epoch(fresh.chain, fresh.deployment, closures[0]["epoch"])
+    assert report.ok, report.findings
+    assert report.totals["hpc-a"].amount == record.price + second.price
+
+
+def test_a_job_whose_rates_version_is_unknown_is_not_priced(fresh) -> None:
+    """A job kept from before rates were pinned, or naming a version the chain never had, fails with the
+    reason when it completes: no record priced at some other rates."""
+    from gateway.schemas import JobRequest
+
+    store = fresh.store("hpc-a")
+    fresh.stop_centre("hpc-a")
+    job = JobRequest.model_validate({"command": ["true"], "walltime": 5, "centre": "hpc-a"}).model_dump()
+    old, _ = store.create_job("alice@hpc-a", "hpc-a", job, "hpc-a")
+    bogus, _ = store.create_job("alice@hpc-a", "hpc-a", job, "hpc-a", rates_version=99)
+    node = fresh.start_centre("hpc-a")
+    store = node.parts.store
+    for job_id, named in ((old.id, "none recorded"), (bogus.id, "99")):
+        _eventually(lambda job_id=job_id: store.get_job(job_id).status not in ("queued", "running"))
+        done = store.get_job(job_id)
+        assert done.status == "failed" and done.record_id is None
+        assert f"the rates version it was accepted under ({named}) is not among hpc-a's published rates" in done.detail
+
+
+def test_an_operator_publishes_and_lists_rates_with_the_cli(fresh, tmp_path, capsys) -> None:
+    from eth_account import Account
+
+    from gateway.cli import main
+    from ledger.rates import history
+
+    key = tmp_path / "chain.key"
+    key.write_text(fresh.centres["cloud-b"].account.key.hex())
+    common = ["--chain", fresh.anvil_url, "--deployment", str(fresh.deployment_file)]
+    prices = ["--per-cpu-second", "50000", "--per-gpu-second", "0", "--per-gib-hour", "250000"]
+    before = history(fresh.chain, fresh.deployment, "cloud-b")
+
+    assert main(["rates", "publish", *common, "--key-file", str(key), *prices]) == 0
+    published = json.loads(capsys.readouterr().out)
+    chain_now = fresh.chain.w3.eth.get_block("latest")["timestamp"]
+    assert published["centre"] == "cloud-b" and published["version"] == len(before) + 1
+    assert published["effective_from"] >= chain_now + fresh.spec.rate_notice
+    assert published["prices"] == {"per_cpu_second": 50000, "per_gpu_second": 0, "per_gib_hour": 250000}
+
+    assert main(["rates", "show", *common, "--centre", "cloud-b"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [v["version"] for v in shown] == list(range(1, len(before) + 2)) and shown[-1] == published
+
+    # back-dated, or not after the latest version: refused on chain, nothing published
+    for start in (chain_now - 60, published["effective_from"]):
+        assert main(["rates", "publish", *common, "--key-file", str(key), *prices,
+                     "--effective-from", str(start)]) == 1
+        assert "RatesTooSoon" in capsys.readouterr().err
+    stranger = tmp_path / "stranger.key"
+    stranger.write_text(Account.create().key.hex())
+    fresh.chain.fund(Account.from_key(stranger.read_text()).address, 10**18)
+    assert main(["rates", "publish", *common, "--key-file", str(stranger), *prices]) == 1
+    assert "NotMember" in capsys.readouterr().err
+    assert main(["rates", "show", *common, "--centre", "Not A Centre"]) == 1
+    assert "error:" in capsys.readouterr().err
+    assert len(history(fresh.chain, fresh.deployment, "cloud-b")) == len(before) + 1

@@ -60,10 +60,20 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
          'token_key = "0x' + "22" * 32 + '"\nprices = { per_cpu_second = 1, per_gpu_second = 0, per_gib_hour = 0 }\n',
          "account is not an address"),
         ("this is = not toml [", "cannot read"),
+        ("rate_notice = -1\n" + ONE_MEMBER, "rate_notice must be a non-negative integer"),
+        ('rate_notice = "1d"\n' + ONE_MEMBER, "rate_notice must be a non-negative integer"),
     ):
         path.write_text(text)
         with pytest.raises(ProvisionError, match=words.replace("[", r"\[")):
             load_members(path)
+    path.write_text(ONE_MEMBER)
+    assert load_members(path).rate_notice == 86_400  # a day unless the consortium says otherwise
+    path.write_text("rate_notice = 600\n" + ONE_MEMBER)
+    assert load_members(path).rate_notice == 600
+
+
+ONE_MEMBER = ('quorum = 1\n[[member]]\nname = "a"\naccount = "0x' + "11" * 20 + '"\ngateway_url = "http://x"\n'
+              'token_key = "0x' + "22" * 32 + '"\nprices = { per_cpu_second = 1, per_gpu_second = 0, per_gib_hour = 0 }\n')
 
 
 def test_a_consortium_from_nothing(tmp_path, anvil_url, slapd_factory):
@@ -124,7 +134,7 @@ ldap_bind_password = "{slapd.service_password}"
             wallet = Wallet.from_issuance(urls["hpc-a"], home.credential("alice", PASSWORDS["alice"]))
         with GatewayClient(urls["cloud-b"]) as client:
             _eventually(lambda: _signs_on(client, wallet))  # once cloud-b's index has hpc-a's issuer key
-            job = client.submit({"command": [sys.executable, "-c", "print(6 * 7)"], "walltime": 30,
+            job = client.submit({"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30,
                                  "centre": "cloud-b"})
             done = client.wait(job["id"])
             assert done["status"] == "succeeded" and done["stdout_tail"].strip() == "42"

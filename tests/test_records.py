@@ -31,7 +31,7 @@ def record(**changes) -> UsageRecord:
         record_id=keccak(text="rec-1"), job_id=keccak(text="job-1"), serving_centre=centre_id("hpc-b"),
         home_centre=centre_id("hpc-a"), user=user_id("alice@hpc-a"), epoch=3, started_at=1_700_000_000,
         ended_at=1_700_000_060, cpu_millis=59_000, wall_millis=60_000, max_rss_kib=204_800, gpu_millis=0,
-        price=2**70 + 5,
+        rates_version=2, price=2**70 + 5,
     )
     fields.update(changes)
     return UsageRecord(**fields)
@@ -56,11 +56,13 @@ def test_digest_matches_a_hand_computed_eip712_hash():
     rec = record()
     type_hash = keccak(text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
                             "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
-                            "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint256 price)")
+                            "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
+                            "uint256 price)")
     struct_hash = keccak(encode(
-        ["bytes32"] * 6 + ["uint64"] * 7 + ["uint256"],
+        ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"],
         [type_hash, rec.record_id, rec.job_id, rec.serving_centre, rec.home_centre, rec.user, rec.epoch,
-         rec.started_at, rec.ended_at, rec.cpu_millis, rec.wall_millis, rec.max_rss_kib, rec.gpu_millis, rec.price],
+         rec.started_at, rec.ended_at, rec.cpu_millis, rec.wall_millis, rec.max_rss_kib, rec.gpu_millis,
+         rec.rates_version, rec.price],
     ))
     domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     separator = keccak(encode(
@@ -86,6 +88,8 @@ def test_tampering_or_another_domain_changes_the_signer():
     rec = record()
     sig = sign_record(rec, DOMAIN, KEY.key)
     assert recover_signer(record(price=rec.price + 1), DOMAIN, sig) != KEY.address
+    assert recover_signer(record(rates_version=rec.rates_version + 1), DOMAIN, sig) != KEY.address
+    assert record_leaf(record(rates_version=1), DOMAIN) != record_leaf(rec, DOMAIN)
     other_chain = Domain(chain_id=1, verifying_contract=DOMAIN.verifying_contract)
     other_ledger = Domain(chain_id=31337, verifying_contract="0x" + "11" * 20)
     assert recover_signer(rec, other_chain, sig) != KEY.address
@@ -105,6 +109,7 @@ def test_json_round_trip_uses_hex_strings():
     text = rec.to_json()
     data = json.loads(text)
     assert data["serving_centre"] == "0x" + centre_id("hpc-b").hex() and data["price"] == 2**70 + 5
+    assert data["rates_version"] == 2 and typed_data(rec, DOMAIN)["message"]["ratesVersion"] == 2
     assert UsageRecord.from_json(text) == rec
     assert UsageRecord.from_json(data) == rec
     assert UsageRecord.from_dict(rec.to_dict()) == rec
@@ -113,6 +118,7 @@ def test_json_round_trip_uses_hex_strings():
 @pytest.mark.parametrize("changes", [
     {"record_id": b"short"}, {"user": "0x" + "00" * 32}, {"epoch": -1}, {"cpu_millis": 2**64},
     {"price": 2**256}, {"gpu_millis": 1.5}, {"wall_millis": True}, {"ended_at": 1},
+    {"rates_version": 0}, {"rates_version": 2**64}, {"rates_version": None},
 ])
 def test_invalid_fields_raise(changes):
     with pytest.raises(InvalidRecord):
@@ -120,7 +126,8 @@ def test_invalid_fields_raise(changes):
 
 
 @pytest.mark.parametrize("mutate", [
-    lambda d: d.pop("price"), lambda d: d.update(extra=1), lambda d: d.update(job_id="abc"),
+    lambda d: d.pop("price"), lambda d: d.pop("rates_version"), lambda d: d.update(extra=1),
+    lambda d: d.update(job_id="abc"),
     lambda d: d.update(job_id="0xzz"), lambda d: d.update(epoch="3"),
 ])
 def test_malformed_json_raises(mutate):

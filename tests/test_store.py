@@ -438,7 +438,7 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
         rec = UsageRecord(
             record_id=_h("r", job_id), job_id=_h("j", job_id), serving_centre=HOME_B, home_centre=HOME_A,
             user=_h("alice@hpc-a"), epoch=epoch, started_at=100, ended_at=101, cpu_millis=5, wall_millis=900,
-            max_rss_kib=1024, gpu_millis=0, price=3,
+            max_rss_kib=1024, gpu_millis=0, rates_version=1, price=3,
         )
         return rec, sign_record(rec, domain, account.key), record_leaf(rec, domain)
 
@@ -460,3 +460,31 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
     with pytest.raises(StoreError):
         store.complete_job(other, "succeeded", 0, "", "", record=("not a record", b"s", b"l"))
     assert store.get_job(other).status == "running"
+
+
+def test_a_job_keeps_the_rates_version_it_was_accepted_under(store: Store) -> None:
+    job, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a", idempotency_key="k", rates_version=3)
+    assert job.rates_version == 3 and store.get_job(job.id).rates_version == 3
+    # a retry answers the job as accepted, not at whatever version is in force by then
+    again, created = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a", idempotency_key="k", rates_version=4)
+    assert not created and again.rates_version == 3
+    for bad in (0, -1, True, "3", 1.5):
+        with pytest.raises(StoreError):
+            store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a", rates_version=bad)
+    assert store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")[0].rates_version is None
+
+
+def test_a_file_from_before_rates_versions_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, idempotency_key TEXT, principal TEXT NOT NULL,"
+                " home TEXT NOT NULL, request TEXT NOT NULL, serving_centre TEXT NOT NULL, status TEXT NOT NULL,"
+                " forwarded_url TEXT, exit_code INTEGER, record_id TEXT, stdout_tail TEXT, stderr_tail TEXT,"
+                " detail TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)")
+    db.execute("INSERT INTO jobs VALUES ('job-old', NULL, 'alice@hpc-a', 'hpc-a', '{}', 'hpc-a', 'queued',"
+               " NULL, NULL, NULL, NULL, NULL, NULL, 1, 1)")
+    db.commit()
+    db.close()
+    with Store(path) as s:
+        assert s.get_job("job-old").rates_version is None  # accepted under no known version
+        assert s.create_job("bob@hpc-a", "hpc-a", REQ, "hpc-a", rates_version=2)[0].rates_version == 2

@@ -3,11 +3,15 @@ pragma solidity ^0.8.24;
 
 /// @title Consortium
 /// @notice The member registry of the xcentre consortium: which compute centres belong,
-///         their chain accounts, gateway endpoints, token-signing keys and prices.
+///         their chain accounts, gateway endpoints, token-signing keys and published rates.
 ///         Members are admitted and removed by a k-of-n vote of the active members.
 /// @dev The order of `members()` is the admission order of the active members; removal
 ///      keeps the order of the others. Settlement nets claims in this order, so off-chain
 ///      auditors can recompute every transfer.
+///      Rates are versioned: a job is priced at the version in force when it was accepted,
+///      and its usage record names that version, so an auditor recomputes every price from
+///      the chain. A published version never changes; a new one takes effect no sooner than
+///      `rateNotice` seconds after it is published.
 contract Consortium {
     /// @notice Prices in the smallest credit unit.
     struct Prices {
@@ -16,7 +20,19 @@ contract Consortium {
         uint256 perGibHour;
     }
 
+    /// @notice One published version of a member's rates.
+    /// @dev `version` counts from 1 per member; `effectiveFrom` is in UTC seconds. The version
+    ///      in force at time t is the highest one whose `effectiveFrom` is at most t.
+    struct Rates {
+        uint64 version;
+        uint64 effectiveFrom;
+        Prices prices;
+    }
+
     /// @notice A member centre. `id` is the centre's short name, utf-8, right-padded with zeros.
+    /// @dev `prices` are the rates the centre is admitted with: they become a new rates version,
+    ///      in force from admission. Later rates are published with `publishRates`; the rates in
+    ///      force at any time are `ratesAt`, never this field.
     struct Member {
         bytes32 id;
         string name;
@@ -44,18 +60,40 @@ contract Consortium {
     /// @notice Votes needed to execute a proposal (k of n).
     uint256 public immutable quorum;
 
+    /// @notice Seconds between publishing new rates and the earliest time they may take effect.
+    /// @dev Fixed at deployment. Every gateway learns of a version before it applies, and users
+    ///      see a change coming; a job is priced at the version in force when it was accepted.
+    uint64 public immutable rateNotice;
+
     mapping(bytes32 => Member) private _members;
     mapping(address => bytes32) private _idByAccount;
     bytes32[] private _activeIds;
     mapping(uint256 => Proposal) private _proposals;
     mapping(uint256 => mapping(bytes32 => bool)) private _voted;
     uint256 private _proposalCount;
+    mapping(bytes32 => Rates[]) private _rates;
 
-    event MemberAdmitted(
-        bytes32 indexed id, address account, string name, string gatewayUrl, bytes32 tokenKey, Prices prices
-    );
+    /// @notice A member was admitted (its admission rates follow as a `RatesPublished`).
+    /// @param id The centre id.
+    /// @param account The centre's chain account.
+    /// @param name The centre's short name.
+    /// @param gatewayUrl The gateway's base URL.
+    /// @param tokenKey The Ed25519 token-signing public key.
+    event MemberAdmitted(bytes32 indexed id, address account, string name, string gatewayUrl, bytes32 tokenKey);
+    /// @notice A member was removed by vote.
+    /// @param id The centre id.
     event MemberRemoved(bytes32 indexed id);
-    event MemberUpdated(bytes32 indexed id, string gatewayUrl, bytes32 tokenKey, Prices prices);
+    /// @notice A member changed its endpoint or token key.
+    /// @param id The centre id.
+    /// @param gatewayUrl The gateway's base URL.
+    /// @param tokenKey The Ed25519 token-signing public key.
+    event MemberUpdated(bytes32 indexed id, string gatewayUrl, bytes32 tokenKey);
+    /// @notice A member's rates version was published: at admission, or by the member itself.
+    /// @param id The centre id.
+    /// @param version The version number, counting from 1 per member.
+    /// @param effectiveFrom UTC seconds from which jobs accepted are priced at these rates.
+    /// @param prices The rates.
+    event RatesPublished(bytes32 indexed id, uint64 indexed version, uint64 effectiveFrom, Prices prices);
     event ProposalCreated(uint256 indexed proposalId, uint8 action, bytes32 indexed memberId, bytes32 proposer);
     event Voted(uint256 indexed proposalId, bytes32 indexed voter);
 
@@ -81,13 +119,20 @@ contract Consortium {
     error InvalidAccount();
     /// @notice The removal would leave fewer members than the quorum.
     error QuorumUnreachable(uint256 quorum, uint256 remaining);
+    /// @notice Rates may take effect no sooner than the notice period from now, and only after
+    ///         the member's latest published version: no back-dating, no reordering.
+    error RatesTooSoon(uint64 effectiveFrom, uint256 earliest);
+    /// @notice The member has no rates version with this number (or none in force at that time).
+    error UnknownRates(bytes32 id, uint64 version);
 
-    /// @notice Creates the consortium with its genesis members and a fixed quorum.
+    /// @notice Creates the consortium with its genesis members, a fixed quorum and a fixed notice.
     /// @param genesis The founding members (their `active` flag is ignored).
     /// @param quorum_ Votes needed to admit or remove a member, 1 <= quorum_ <= genesis.length.
-    constructor(Member[] memory genesis, uint256 quorum_) {
+    /// @param rateNotice_ Seconds between publishing rates and their taking effect.
+    constructor(Member[] memory genesis, uint256 quorum_, uint64 rateNotice_) {
         if (quorum_ == 0 || quorum_ > genesis.length) revert InvalidQuorum(quorum_, genesis.length);
         quorum = quorum_;
+        rateNotice = rateNotice_;
         for (uint256 i = 0; i < genesis.length; i++) {
             _admit(genesis[i]);
         }
@@ -204,20 +249,61 @@ contract Consortium {
         _castVote(proposalId, p, voter);
     }
 
-    /// @notice Updates the caller's own endpoint, token key and prices.
+    /// @notice Updates the caller's own endpoint and token key (rates: `publishRates`).
     /// @param gatewayUrl The gateway's base URL.
     /// @param tokenKey The Ed25519 token-signing public key.
-    /// @param prices The new prices.
-    function updateMember(string calldata gatewayUrl, bytes32 tokenKey, Prices calldata prices)
-        external
-        onlyMember
-    {
+    function updateMember(string calldata gatewayUrl, bytes32 tokenKey) external onlyMember {
         bytes32 id = _idByAccount[msg.sender];
         Member storage m = _members[id];
         m.gatewayUrl = gatewayUrl;
         m.tokenKey = tokenKey;
-        m.prices = prices;
-        emit MemberUpdated(id, gatewayUrl, tokenKey, prices);
+        emit MemberUpdated(id, gatewayUrl, tokenKey);
+    }
+
+    /// @notice Publishes a new version of the caller's rates, for jobs accepted from `effectiveFrom` on.
+    /// @dev Versions already published never change. `effectiveFrom` must be at least `rateNotice`
+    ///      seconds from now and later than the caller's latest version, so every version applies
+    ///      in turn and none is back-dated. Jobs accepted before keep the version they were accepted under.
+    /// @param prices The new rates.
+    /// @param effectiveFrom UTC seconds from which they apply.
+    /// @return version The new version's number.
+    function publishRates(Prices calldata prices, uint64 effectiveFrom) external onlyMember returns (uint64 version) {
+        bytes32 id = _idByAccount[msg.sender];
+        Rates[] storage list = _rates[id];
+        uint256 earliest = block.timestamp + rateNotice;
+        uint256 afterLatest = uint256(list[list.length - 1].effectiveFrom) + 1;
+        if (afterLatest > earliest) earliest = afterLatest;
+        if (effectiveFrom < earliest) revert RatesTooSoon(effectiveFrom, earliest);
+        version = _publish(id, prices, effectiveFrom);
+    }
+
+    /// @notice How many rates versions `id` has published (its latest version's number).
+    /// @param id The centre id.
+    /// @return The count (0 for a centre never admitted).
+    function ratesCount(bytes32 id) external view returns (uint64) {
+        return uint64(_rates[id].length);
+    }
+
+    /// @notice One rates version of a centre (also of a removed one).
+    /// @param id The centre id.
+    /// @param version The version number (from 1).
+    /// @return The version; reverts UnknownRates if it was never published.
+    function rates(bytes32 id, uint64 version) external view returns (Rates memory) {
+        Rates[] storage list = _rates[id];
+        if (version == 0 || version > list.length) revert UnknownRates(id, version);
+        return list[version - 1];
+    }
+
+    /// @notice The rates version of `id` in force at `time`: the highest one whose `effectiveFrom` is at most `time`.
+    /// @param id The centre id.
+    /// @param time UTC seconds.
+    /// @return The version in force; reverts UnknownRates(id, 0) if none was yet.
+    function ratesAt(bytes32 id, uint256 time) external view returns (Rates memory) {
+        Rates[] storage list = _rates[id];
+        for (uint256 i = list.length; i > 0; i--) {
+            if (list[i - 1].effectiveFrom <= time) return list[i - 1];
+        }
+        revert UnknownRates(id, 0);
     }
 
     function _existing(uint256 proposalId) private view returns (Proposal storage p) {
@@ -277,7 +363,17 @@ contract Consortium {
         _members[m.id] = m;
         _idByAccount[m.account] = m.id;
         _activeIds.push(m.id);
-        emit MemberAdmitted(m.id, m.account, m.name, m.gatewayUrl, m.tokenKey, m.prices);
+        emit MemberAdmitted(m.id, m.account, m.name, m.gatewayUrl, m.tokenKey);
+        // In force from admission: no job of this member can be running under an older version.
+        // A readmitted member's admission rates supersede any version it left pending.
+        _publish(m.id, m.prices, uint64(block.timestamp));
+    }
+
+    function _publish(bytes32 id, Prices memory prices, uint64 effectiveFrom) private returns (uint64 version) {
+        Rates[] storage list = _rates[id];
+        version = uint64(list.length + 1);
+        list.push(Rates(version, effectiveFrom, prices));
+        emit RatesPublished(id, version, effectiveFrom, prices);
     }
 
     function _remove(bytes32 id) private {
