@@ -22,6 +22,7 @@ with warnings.catch_warnings():  # ldap3 2.9 imports names pyasn1 has deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
     import ldap3
     from ldap3.core import exceptions as ldap_exc
+    from ldap3.protocol.sasl.sasl import sasl_prep
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
 
@@ -107,11 +108,12 @@ class Directory:
         """Check uid's password by binding as them; return their attributes and groups.
 
         Raises UnknownUser, InvalidCredentials (also for an empty password: LDAP would
-        treat it as an unauthenticated bind and *succeed*), DirectoryUnavailable.
+        treat it as an unauthenticated bind and *succeed*; and for one no bind can carry,
+        see _bindable), DirectoryUnavailable.
         """
         _check_uid(uid)
-        if not isinstance(password, str) or password == "":
-            raise InvalidCredentials(f"empty password for {uid!r}")
+        if not _bindable(password):
+            raise InvalidCredentials(f"no one's password for {uid!r}: empty, or not a bindable string")
         with self._connection() as conn:
             dn = self._find_dn(conn, uid)
             try:
@@ -337,6 +339,23 @@ def _stored_uid(dn: str, stored: list[str], asked: str) -> str:
 def _fold(value: str) -> str:
     """An approximation of LDAP's caseIgnoreMatch: case-folded, runs of spaces as one, trimmed."""
     return " ".join(part for part in value.split(" ") if part).casefold()
+
+
+def _bindable(password: object) -> bool:
+    """Whether a simple bind can carry `password`: ldap3 sends SASLprep(password) (RFC 4013) as UTF-8.
+
+    SASLprep refuses control characters (NUL among them), private-use and
+    non-characters, and maps some characters to nothing, so a password of only those
+    would be an empty, unauthenticated bind; lone surrogates are not UTF-8. Such a
+    value is nobody's password: a wrong credential, never a failure of the directory.
+    """
+    if not isinstance(password, str) or not password:
+        return False
+    try:
+        prepared = sasl_prep(password)
+        return bool(prepared) and bool(prepared.encode("utf-8"))
+    except (ldap_exc.LDAPSASLPrepError, UnicodeError):
+        return False
 
 
 def _check_uid(uid: object) -> None:

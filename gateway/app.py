@@ -1,21 +1,31 @@
 """The gateway's HTTP API: one FastAPI app per centre, a thin layer over CentreNode.
 
 Every error body is `{"error": "...", "reasons": [...]}` so that clients and
-people read refusals the same way.
+people read refusals the same way, and every route declares each status it can
+answer (`responses=errors.responses(...)`): tests/test_openapi.py holds the app to it.
 """
 
+from dataclasses import asdict
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Header, Request
+from fastapi import Depends, FastAPI, Header, Path, Request, Security, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, responses
 from gateway.limits import BodyLimits
 from gateway.node import CentreNode
+from gateway.schemas import IDEMPOTENCY_KEY, MAX_EPOCH, RECORD_ID, check_idempotency_key
 from gateway.schemas import (
+    Candidate,
+    Capacity,
+    ExchangeRequest,
+    Placement,
+    PlacementRequest,
     CloseEpochRequest,
     CredentialResponse,
     EpochClosure,
@@ -23,10 +33,18 @@ from gateway.schemas import (
     JobView,
     LoginRequest,
     LoginResponse,
+    Members,
     PresentRequest,
     RevokeRequest,
+    RevokeResponse,
     SignOnResponse,
 )
+
+
+SESSION = HTTPBearer(auto_error=False, scheme_name="session",
+                     description="a session token from a sign-on at this centre (or one exchanged for it at home)")
+OPERATOR = APIKeyHeader(name="X-Operator-Key", auto_error=False, scheme_name="operator",
+                        description="the centre's operator key")
 
 
 def create_app(node: CentreNode) -> FastAPI:
@@ -42,6 +60,11 @@ def create_app(node: CentreNode) -> FastAPI:
     async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
         return JSONResponse({"error": exc.message, "reasons": exc.reasons}, status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own refusals (no such path, method not allowed, a body that does not parse) in our shape."""
+        return JSONResponse({"error": str(exc.detail), "reasons": []}, status_code=exc.status_code, headers=exc.headers)
+
     @app.exception_handler(DirectoryUnavailable)
     async def directory_down(_: Request, exc: DirectoryUnavailable) -> JSONResponse:
         return JSONResponse({"error": f"the directory is unavailable: {exc}", "reasons": []}, status_code=503)
@@ -51,73 +74,124 @@ def create_app(node: CentreNode) -> FastAPI:
         reasons = [_describe(e) for e in exc.errors()]
         return JSONResponse({"error": "invalid request: " + "; ".join(reasons), "reasons": reasons}, status_code=422)
 
-    def bearer(authorization: Annotated[str | None, Header()] = None) -> str | None:
-        if authorization and authorization.lower().startswith("bearer "):
-            return authorization[7:].strip()
-        return None
+    def bearer(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(SESSION)]) -> str | None:
+        return credentials.credentials.strip() if credentials else None
 
     def session(token: Annotated[str | None, Depends(bearer)]) -> Claims:
         return node.authenticate(token)
 
-    def operator(x_operator_key: Annotated[str | None, Header()] = None) -> None:
-        node.check_operator(x_operator_key)
+    def operator(key: Annotated[str | None, Security(OPERATOR)]) -> None:
+        node.check_operator(key)
 
-    @app.post("/v1/login", response_model=LoginResponse, tags=["identity"])
+    def retry_key(
+        idempotency_key: Annotated[str | None, Header(
+            description="makes the POST safe to retry: the same key and body answer with the same job",
+            json_schema_extra={"pattern": IDEMPOTENCY_KEY, "minLength": 1, "maxLength": 128},
+        )] = None,
+    ) -> str | None:
+        return check_idempotency_key(idempotency_key)
+
+    @app.post("/v1/login", response_model=LoginResponse, tags=["identity"], responses=responses(401, 403, 422, 503))
     def login(body: LoginRequest) -> LoginResponse:
-        """Password sign-on at the user's home centre; the token is accepted by every member."""
+        """Password sign-on at the user's home centre; the token is good here (exchange it for other centres)."""
         return node.login(body.username, body.password)
 
-    @app.post("/v1/credentials", response_model=CredentialResponse, tags=["identity"])
+    @app.post("/v1/tokens", response_model=LoginResponse, tags=["identity"], responses=responses(401, 403, 422))
+    def exchange(body: ExchangeRequest, claims: Annotated[Claims, Depends(session)]) -> LoginResponse:
+        """At home: a token for another member, for a user who signed on here with a password."""
+        return node.exchange(claims, body.audience)
+
+    @app.post("/v1/credentials", response_model=CredentialResponse, tags=["identity"],
+              responses=responses(401, 403, 422, 503, descriptions={
+                  400: "the directory's attributes of this user do not fit the credential schema"}))
     def credential(body: LoginRequest) -> dict:
         """At the user's home centre: a BBS credential over their live directory attributes."""
         return node.credential(body.username, body.password)
 
-    @app.get("/v1/auth/request", tags=["identity"])
+    @app.get("/v1/auth/request", tags=["identity"], responses=responses())
     def auth_request() -> dict:
         """A one-time presentation request: the attributes this centre needs and a fresh nonce."""
         return node.auth_request()
 
-    @app.post("/v1/auth/present", response_model=SignOnResponse, tags=["identity"])
+    @app.post("/v1/auth/present", response_model=SignOnResponse, tags=["identity"], responses=responses(
+        422, descriptions={401: "the presentation is refused: `error` names the check that failed and why",
+                           503: "this centre has taken as many sign-ons as it can check for replays: try again"}))
     def present(body: PresentRequest) -> dict:
         """Sign on with a presentation: a session token carrying only the disclosed attributes."""
         return node.present(body.presentation)
 
-    @app.post("/v1/enrolments/revoke", tags=["identity"], dependencies=[Depends(operator)])
-    def revoke(body: RevokeRequest) -> dict:
-        """Revoke one of this centre's users: every member refuses them once the event reaches it."""
-        return node.revoke(body.username)
+    @app.post(
+        "/v1/enrolments/revoke",
+        response_model=RevokeResponse,
+        tags=["identity"],
+        dependencies=[Depends(operator)],
+        responses={
+            200: {"description": "revoked on chain: every member refuses the user once the event reaches it"},
+            202: {"model": RevokeResponse, "description": "not on chain yet (the chain did not take it within a few "
+                  "seconds): queued and sent again until it lands; the user is refused at home meanwhile"},
+        } | responses(422, descriptions={
+            400: "the user has no enrolment at this centre",
+            401: "the operator key is missing or wrong",
+            409: "the chain refused the revocation (its revert reason in `reasons`): nothing changed on chain; "
+                 "asking again sends it again",
+            503: "the directory is unavailable",
+        }),
+    )
+    def revoke(body: RevokeRequest, response: Response) -> RevokeResponse:
+        """Revoke one of this centre's users on chain, and say whether the chain took it."""
+        result = node.revoke(body.username)
+        if not result.revoked:
+            response.status_code = 202
+        return result
 
-    @app.post("/v1/jobs", response_model=JobView, status_code=202, tags=["jobs"])
+    @app.post("/v1/jobs", response_model=JobView, status_code=202, tags=["jobs"],
+              responses=responses(401, 403, 409, 421, 422, 503, descriptions={
+                  400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; nothing was stored"}))
     def submit(
         body: JobRequest,
         claims: Annotated[Claims, Depends(session)],
-        token: Annotated[str, Depends(bearer)],
-        idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+        idempotency_key: Annotated[str | None, Depends(retry_key)],
     ) -> JobView:
-        """Submit a job here or to another centre (`centre`), or let placement choose (`auto`)."""
-        return node.submit(claims, token, body, idempotency_key)
+        """Submit a job to this centre; it runs here if this centre's policy allows it."""
+        return node.submit(claims, body, idempotency_key)
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"])
-    def job(job_id: str, claims: Annotated[Claims, Depends(session)], token: Annotated[str, Depends(bearer)]) -> JobView:
-        return node.job(claims, token, job_id)
+    @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
+    def job(job_id: str, claims: Annotated[Claims, Depends(session)]) -> JobView:
+        return node.job(claims, job_id)
 
-    @app.post("/v1/epochs/close", response_model=EpochClosure, tags=["epochs"], dependencies=[Depends(operator)])
+    @app.post("/v1/placement", response_model=Placement, tags=["jobs"], responses=responses(422))
+    def placement(body: PlacementRequest) -> Placement:
+        """Every member centre ranked for a job (room first, then price): where a client should try to submit."""
+        return Placement(candidates=[Candidate(**asdict(c)) for c in node.placement(body)])
+
+    @app.get("/v1/members", response_model=Members, tags=["jobs"], responses=responses())
+    def members() -> dict:
+        """Every member centre and its gateway URL, as on chain: a client asks its home where each member is."""
+        return {"members": node.members()}
+
+    @app.get("/v1/capacity", response_model=Capacity, tags=["jobs"], responses=responses())
+    def capacity() -> dict:
+        """How many CPUs this centre has free now (public, for placement)."""
+        return node.capacity()
+
+    @app.post("/v1/epochs/close", response_model=EpochClosure, tags=["epochs"], dependencies=[Depends(operator)],
+              responses=responses(401, 422, descriptions={409: "the epoch named is not the open one, nor closed"}))
     def close_epoch(body: CloseEpochRequest | None = None) -> EpochClosure:
         """Close the open epoch: anchor its Merkle root and claims, settle when every centre has."""
         return node.close_epoch(body.epoch if body else None)
 
-    @app.get("/v1/audit/epochs/{epoch}", tags=["audit"])
-    def audit_epoch(epoch: int) -> dict:
+    @app.get("/v1/audit/epochs/{epoch}", tags=["audit"], responses=responses(422))
+    def audit_epoch(epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> dict:
         """Roots, counts, claims and net positions of an epoch, as anchored on chain."""
         return node.epoch_audit(epoch)
 
-    @app.get("/v1/audit/epochs/{epoch}/records", tags=["audit"])
-    def audit_records(epoch: int) -> list[dict]:
+    @app.get("/v1/audit/epochs/{epoch}/records", tags=["audit"], responses=responses(422))
+    def audit_records(epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> list[dict]:
         """This centre's signed usage records of an epoch, for auditors to recompute."""
         return node.epoch_records(epoch)
 
-    @app.get("/v1/audit/usage/{record_id}", tags=["audit"])
-    def audit_usage(record_id: str) -> dict:
+    @app.get("/v1/audit/usage/{record_id}", tags=["audit"], responses=responses(404, 422))
+    def audit_usage(record_id: Annotated[str, Path(pattern=RECORD_ID)]) -> dict:
         """One signed usage record and its Merkle proof against the anchored root."""
         return node.usage_proof(record_id)
 

@@ -1,6 +1,17 @@
-"""Errors a gateway answers with: each carries its HTTP status and a message a person can act on."""
+"""Errors a gateway answers with: each carries its HTTP status and a message a person can act on.
+
+Every refusal has one body, `ErrorBody`; `responses(...)` declares a route's refusals
+in the OpenAPI, so that the API says every status it can answer.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from gateway.limits import MAX_BODY_BYTES
 
 
 class GatewayError(Exception):
@@ -32,5 +43,52 @@ class Conflict(GatewayError):
     status = 409
 
 
-class PeerUnavailable(GatewayError):
-    status = 502
+class Misdirected(GatewayError):
+    """The request is for another centre: a gateway serves only its own centre and never forwards a user's authority."""
+
+    status = 421
+
+
+class Unavailable(GatewayError):
+    """The centre cannot take the request right now (say, it has no rates in force to price a job at)."""
+
+    status = 503
+
+
+class ErrorBody(BaseModel):
+    """The body of every refusal."""
+
+    error: str = Field(description="what went wrong, in words a person can act on")
+    reasons: list[str] = Field(description="the details: one per invalid field, or per centre that refused")
+
+
+#: What each status means at a gateway (the OpenAPI's description of it).
+MEANINGS = {
+    400: "bad input the schema cannot express, or a body nested too deeply; nothing was stored",
+    401: "no session token or operator key, or one that is not valid here; or wrong credentials",
+    403: "authenticated, but refused: the policy, a revoked enrolment, or not allowed for this sign-on",
+    404: "no such thing here, or not yours",
+    409: "conflicts with what was done before (an idempotency key reused for another request, a chain revert)",
+    413: f"the request body is larger than {MAX_BODY_BYTES} bytes",
+    421: "meant for another centre: sign on and send it there",
+    422: "the request does not match its schema (each field's problem is one reason); nothing was stored",
+    503: "a dependency is unavailable (directory, chain) or a bound was reached: the same request may succeed later",
+}
+
+#: What any route may answer: the body limits refuse before a route runs.
+ALWAYS = (400, 413)
+
+
+def responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that may refuse with `statuses` (plus ALWAYS), each with ErrorBody.
+
+    Give 422 for every route that takes a body, a path or a header parameter:
+    FastAPI's own 422 declares a body this gateway never sends. `descriptions` says
+    what a status means at this route, where MEANINGS is too general.
+    """
+    described = dict(descriptions or {})
+    unknown = sorted(set(statuses) - set(MEANINGS) - set(described))
+    if unknown:
+        raise ValueError(f"no meaning written for status {unknown}: add it to MEANINGS or give a description")
+    return {status: {"model": ErrorBody, "description": described.get(status, MEANINGS.get(status))}
+            for status in sorted({*statuses, *described, *ALWAYS})}

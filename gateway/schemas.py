@@ -6,17 +6,50 @@ malformed request is refused before anything is stored.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+from gateway.errors import BadRequest
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 CENTRE = r"^(auto|[a-z0-9-]{1,32})$"
+CENTRE_NAME = r"^[a-z0-9-]{1,32}$"
 MAX_WALLTIME = 7 * 24 * 3600
+MAX_EPOCH = 2**53 - 1
+"""The highest epoch the API names: the largest integer every JSON reader holds exactly (the store goes to 2**63-1)."""
+RECORD_ID = r"^(0x)?[0-9a-fA-F]{64}$"
+"""A usage record id as job views show it: 32 bytes in hex, with or without 0x."""
 MAX_COMMAND_CHARS = 65_536
 """The most characters a job's argv may have in all: what is stored, forwarded and exec'd."""
 
 
+IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,128}$"
+"""An Idempotency-Key: 1 to 128 visible ASCII characters (a UUID, say), the same bytes from every client."""
+
+
+def check_idempotency_key(value: str | None) -> str | None:
+    """The key of a POST that may be retried, refused (400) before anything is stored or started."""
+    if value is not None and not re.fullmatch(IDEMPOTENCY_KEY, value):
+        raise BadRequest(f"the Idempotency-Key header must be 1 to 128 visible ASCII characters (a UUID will do), "
+                         f"not {value!r:.40}; nothing was stored")
+    return value
+
+
+def _whole(value: object) -> object:
+    """30.0 is the integer 30, as JSON Schema says; 30.5, true and "30" stay what they are, and are refused."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+Whole = Annotated[int, BeforeValidator(_whole)]
+"""An integer field of a request: a JSON number without a fraction, never a boolean or a string."""
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: no unknown fields, and no coercion (JSON true is not 1, "30" is not 30; see Whole)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class LoginRequest(Strict):
@@ -28,7 +61,12 @@ class LoginResponse(BaseModel):
     token: str
     principal: str
     home: str
+    audience: str = Field(description="the one centre that accepts this token")
     expires_at: int
+
+
+class ExchangeRequest(Strict):
+    audience: str = Field(pattern=CENTRE_NAME, description="the member centre the new token is for")
 
 
 class CredentialResponse(BaseModel):
@@ -50,20 +88,65 @@ class RevokeRequest(Strict):
     username: str = Field(pattern=USERNAME)
 
 
+class RevokeResponse(BaseModel):
+    """What became of a revocation: on chain (200), or queued behind a chain that has not taken it yet (202)."""
+
+    username: str = Field(description="the user, as the directory spells the uid")
+    enrolment: str = Field(description="the user's enrolment id at this home (0x-hex)")
+    revoked: bool = Field(description="true only once the revocation is mined on chain")
+    status: Literal["done", "queued"] = Field(
+        description="done: mined; queued: not on chain yet, sent again until it is (the user is refused at home meanwhile)"
+    )
+    tx_hash: str | None = Field(description="the revocation's transaction, when this request sent it")
+    detail: str
+
+
 class Resources(Strict):
-    cores: int = Field(default=1, ge=1, le=1024)
-    memory_mib: int = Field(default=1024, ge=1, le=4 * 1024 * 1024)
-    gpus: int = Field(default=0, ge=0, le=64)
+    cores: Whole = Field(default=1, ge=1, le=1024)
+    memory_mib: Whole = Field(default=1024, ge=1, le=4 * 1024 * 1024)
+    gpus: Whole = Field(default=0, ge=0, le=64)
     queue: str = Field(default="cpu", pattern=r"^[a-z0-9-]{1,32}$")
     gpu_type: str = Field(default="none", pattern=r"^[a-z0-9-]{1,32}$")
     data_class: str = Field(default="public", pattern=r"^[a-z0-9-]{1,32}$")
 
 
-class JobRequest(Strict):
-    command: list[str] = Field(min_length=1, max_length=256, description="argv, run without a shell")
-    walltime: int = Field(ge=1, le=MAX_WALLTIME, description="walltime limit in seconds")
+class PlacementRequest(Strict):
+    walltime: Whole = Field(ge=1, le=MAX_WALLTIME, description="walltime limit in seconds")
     resources: Resources = Field(default_factory=Resources)
-    centre: str = Field(default="auto", pattern=CENTRE, description="target centre or 'auto'")
+
+
+class Candidate(BaseModel):
+    centre: str
+    gateway_url: str
+    max_price: int = Field(description="the most the job can cost there, at its current rates")
+    free_cpus: int | None = Field(description="free CPUs the centre reported just now; null if it did not answer")
+
+
+class Placement(BaseModel):
+    candidates: list[Candidate] = Field(description="every member, best first: room for the job, then price")
+
+
+class Member(BaseModel):
+    centre: str
+    gateway_url: str = Field(description="the member's gateway, as registered on chain")
+
+
+class Members(BaseModel):
+    members: list[Member] = Field(description="every active member centre, in admission order")
+
+
+class Capacity(BaseModel):
+    centre: str
+    total_cpus: int
+    free_cpus: int
+
+
+class JobRequest(PlacementRequest):
+    command: list[str] = Field(min_length=1, max_length=256, description="argv, run without a shell")
+    centre: str | None = Field(
+        default=None, pattern=CENTRE,
+        description="the centre that is to run the job: this gateway's own (the default); any other answers 421",
+    )
 
     @field_validator("command")
     @classmethod
@@ -94,14 +177,12 @@ class JobView(BaseModel):
     record_id: str | None = None
     stdout_tail: str | None = None
     stderr_tail: str | None = None
-    forwarded_url: str | None = None
     usage: dict | None = Field(default=None, description="metered usage and price, once the job has run")
-    remote: dict | None = Field(default=None, description="the serving centre's view of a forwarded job")
 
 
 class CloseEpochRequest(Strict):
-    epoch: int | None = Field(
-        default=None, ge=1, description="the epoch to close; a retry naming an epoch already closed gets its closure"
+    epoch: Annotated[int, Field(ge=1, le=MAX_EPOCH), BeforeValidator(_whole)] | None = Field(
+        default=None, description="the epoch to close; a retry naming an epoch already closed gets its closure"
     )
 
 

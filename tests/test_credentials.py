@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from auth.credentials import (
-    CODES, Credential, CredentialError, CredentialSchema, NonceStore, Presentation, PresentationError,
-    PresentationRequest, SchemaError, generate_issuer_key, hour_floor, issue_credential, key_id,
+    CODES, Challenges, Credential, CredentialError, CredentialSchema, Presentation, PresentationError,
+    PresentationRequest, SchemaError, UsedNonces, generate_issuer_key, hour_floor, issue_credential, key_id,
     make_presentation, new_request, verify_presentation,
 )
 
@@ -228,64 +228,118 @@ def test_unlinkable_presentations():
         assert set(presentation.disclosed) == {"home", "department", "revocation_epoch", "expires_at"}
 
 
-def test_the_nonce_store_catches_replays():
-    store = NonceStore()
-    request = _request()
-    store.issue(request, now=NOW)
+# -- challenges: sealed, not stored; each answered once -----------------------------------
+
+def _challenges(**kw) -> Challenges:
+    return Challenges(SCHEMA, "cloud-b", ["department"], **kw)
+
+
+def _answer(challenges: Challenges, request: PresentationRequest, now: int = NOW + 1) -> dict[str, str]:
+    """The verifier's side of a sign-on: open, verify, spend."""
     presentation = make_presentation(SCHEMA, CREDENTIAL, PK_A, request)
-    assert _verify(presentation, store.consume(presentation.nonce, now=NOW + 1), now=NOW + 1)
+    opened = challenges.open(presentation.nonce, now=now)
+    disclosed = _verify(presentation, opened, now=now)
+    challenges.spend(opened, now=now)
+    return disclosed
+
+
+def _code(call) -> str:
     with pytest.raises(PresentationError) as err:
-        store.consume(presentation.nonce, now=NOW + 2)
-    assert err.value.code == "replayed"
-    with pytest.raises(PresentationError) as err:
-        store.consume("ab" * 32, now=NOW)
-    assert err.value.code == "unknown_request"
-    with pytest.raises(PresentationError) as err:
-        store.consume("not a nonce", now=NOW)
-    assert err.value.code == "malformed"
+        call()
+    assert err.value.code in CODES and err.value.reason
+    return err.value.code
+
+
+def test_a_flood_of_challenges_stores_nothing_and_evicts_no_one():
+    challenges = _challenges()
+    mine = challenges.issue(now=NOW)
+    for _ in range(101_000):  # what once evicted a pending request from a store of 100,000
+        challenges.issue(now=NOW)
+    assert len(challenges.used) == 0
+    assert _answer(challenges, mine)["department"] == "physics"
+    assert len(challenges.used) == 1
+
+
+def test_a_challenge_says_what_was_asked_and_is_answered_once():
+    challenges = _challenges(ttl=30)
+    request = challenges.issue(now=NOW)
+    assert request.attributes == ("home", "department", "revocation_epoch", "expires_at")
+    assert request.expires_at == NOW + 30 and request.verifier == "cloud-b"
+    assert challenges.open(request.nonce, now=NOW) == request  # rebuilt from the nonce alone
+    assert challenges.issue(now=NOW).nonce != request.nonce
+    _answer(challenges, request)
+    assert _code(lambda: challenges.open(request.nonce, now=NOW + 2)) == "replayed"
+    assert _code(lambda: challenges.spend(request, now=NOW + 2)) == "replayed"
+
+
+def test_only_a_verified_presentation_uses_up_its_challenge():
+    challenges = _challenges()
+    request = challenges.issue(now=NOW)
+    presentation = make_presentation(SCHEMA, CREDENTIAL, PK_A, request)
+    broken = dataclasses.replace(presentation, proof=presentation.proof[:-1] + b"\0")
+    assert _refused(broken, challenges.open(broken.nonce, now=NOW + 1), now=NOW + 1).code == "bad_proof"
+    assert len(challenges.used) == 0
+    assert _answer(challenges, request)  # the real answer still gets through
+
+
+def test_a_forged_or_altered_challenge_does_not_open():
+    challenges = _challenges()
+    request = challenges.issue(now=NOW)
+    raw = bytes.fromhex(request.nonce)
+    for at in range(len(raw)):  # version, expiry, random part, attributes, seal: any change breaks the seal
+        altered = raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1:]
+        assert _code(lambda: challenges.open(altered.hex(), now=NOW)) == "unknown_request"
+    err = pytest.raises(PresentationError, challenges.open, raw[:-1].hex(), now=NOW)
+    assert err.value.code == "unknown_request" and "did not issue" in err.value.reason
+    assert _code(lambda: challenges.open(_request().nonce, now=NOW)) == "unknown_request"  # unsealed
+    assert _code(lambda: _challenges().open(request.nonce, now=NOW)) == "unknown_request"  # another key
+    key = b"k" * 32  # the same key under another verifier's name: the seal covers the name
+    here = Challenges(SCHEMA, "cloud-b", ["department"], key=key).issue(now=NOW)
+    assert _code(lambda: Challenges(SCHEMA, "ai-c", ["department"], key=key).open(here.nonce, now=NOW)) \
+        == "unknown_request"
+    assert Challenges(SCHEMA, "cloud-b", ["department"], key=key).open(here.nonce, now=NOW) == here
+    for bad in ("not a nonce", request.nonce.upper(), request.nonce + "\n", "ab" * 200, 42, None):
+        assert _code(lambda: challenges.open(bad, now=NOW)) == "malformed"
+
+
+def test_an_expired_challenge_is_refused_whatever_the_clock_says_later():
+    challenges = _challenges(ttl=60)
+    request, other = challenges.issue(now=NOW), challenges.issue(now=NOW)
+    assert challenges.open(request.nonce, now=NOW + 60) == request  # good through its last second
+    err = pytest.raises(PresentationError, challenges.open, request.nonce, now=NOW + 61)
+    assert err.value.code == "request_expired" and "ask for a new one" in err.value.reason
+    _answer(challenges, request, now=NOW + 30)
+    _answer(challenges, challenges.issue(now=NOW + 70), now=NOW + 71)  # purges the first one's entry
+    assert request.nonce not in challenges.used and len(challenges.used) == 1
+    # the clock steps back: a forgotten nonce is still refused, as expired, never accepted again
+    assert _code(lambda: challenges.open(request.nonce, now=NOW + 30)) == "request_expired"
+    assert _code(lambda: challenges.spend(request, now=NOW + 30)) == "request_expired"
+    assert _code(lambda: challenges.open(other.nonce, now=NOW + 30)) == "request_expired"
+
+
+def test_used_nonces_are_bounded_and_never_forget_an_unexpired_one():
+    used = UsedNonces(capacity=3)
+    for i in range(3):
+        used.spend(f"n{i}", NOW + 60, now=NOW)
+    assert _code(lambda: used.spend("n3", NOW + 60, now=NOW)) == "busy"  # full: refuse, never evict
+    assert _code(lambda: used.spend("n0", NOW + 60, now=NOW + 1)) == "replayed"
+    used.spend("n4", NOW + 200, now=NOW + 61)  # the first three expired: their slots are free again
+    assert len(used) == 1 and "n4" in used and "n0" not in used
     with pytest.raises(ValueError):
-        store.issue(request, now=NOW)
+        UsedNonces(capacity=0)
 
 
-def test_the_nonce_store_forgets_expired_requests():
-    store = NonceStore(retention=60)
-    late, forgotten = _request(now=NOW), _request(now=NOW)
-    store.issue(late, now=NOW)
-    store.issue(forgotten, now=NOW)
-    # Just expired: still known, so the verifier can say "request_expired".
-    request = store.consume(late.nonce, now=late.expires_at + 30)
-    presentation = make_presentation(SCHEMA, CREDENTIAL, PK_A, late)
-    assert _refused(presentation, request, now=late.expires_at + 30).code == "request_expired"
-    with pytest.raises(PresentationError) as err:
-        store.consume(forgotten.nonce, now=forgotten.expires_at + 61)
-    assert err.value.code == "unknown_request"
-    store.issue(_request(now=NOW + 1000), now=NOW + 1000)
-    assert len(store) == 1
-
-
-def test_the_nonce_store_is_bounded():
-    store = NonceStore(capacity=3)
-    requests = [_request() for _ in range(5)]
-    for request in requests:
-        store.issue(request, now=NOW)
-    assert len(store) == 3
-    with pytest.raises(PresentationError) as err:
-        store.consume(requests[0].nonce, now=NOW)
-    assert err.value.code == "unknown_request"
-    assert store.consume(requests[-1].nonce, now=NOW) == requests[-1]
-
-
-def test_the_nonce_store_lets_one_of_many_racing_threads_through():
-    store = NonceStore()
-    request = _request()
-    store.issue(request, now=NOW)
+def test_of_many_racing_uses_of_one_challenge_one_wins():
+    challenges = _challenges()
+    request = challenges.issue(now=NOW)
+    opened = challenges.open(request.nonce, now=NOW)
     outcomes: list[str] = []
     barrier = threading.Barrier(8)
 
     def race() -> None:
         barrier.wait()
         try:
-            store.consume(request.nonce, now=NOW)
+            challenges.spend(opened, now=NOW)
             outcomes.append("ok")
         except PresentationError as exc:
             outcomes.append(exc.code)
@@ -296,6 +350,17 @@ def test_the_nonce_store_lets_one_of_many_racing_threads_through():
     for thread in threads:
         thread.join()
     assert sorted(outcomes) == ["ok"] + ["replayed"] * 7
+
+
+@pytest.mark.parametrize(("attributes", "kw"), [
+    (["holder_secret"], {}), (["uid"], {}), (["department"], {"ttl": 0}), (["department"], {"ttl": True}),
+    (["department"], {"key": b"short"}),
+])
+def test_a_misconfigured_verifier_fails_at_start(attributes, kw):
+    with pytest.raises(CredentialError):
+        Challenges(SCHEMA, "cloud-b", attributes, **kw)
+    with pytest.raises(CredentialError):
+        Challenges(SCHEMA, "Cloud B!", ["department"])
 
 
 # -- every refusal ----------------------------------------------------------------------
@@ -327,7 +392,7 @@ def test_a_trailing_newline_is_not_valid_hex_a_nonce_or_an_integer():
                 {**PRESENTATION.to_dict(), "disclosed": {**PRESENTATION.disclosed, "revocation_epoch": "4\n"}}):
         assert _refused(bad, REQUEST).code == "malformed"
     with pytest.raises(PresentationError) as err:
-        NonceStore().consume(REQUEST.nonce + "\n")
+        _challenges().open(REQUEST.nonce + "\n", now=NOW)
     assert err.value.code == "malformed"
     with pytest.raises(SchemaError):
         issue_credential(SCHEMA, SK_A, PK_A, {**VALUES, "clearance": "2\n"}, now=NOW)

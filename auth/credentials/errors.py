@@ -11,7 +11,7 @@ from __future__ import annotations
 CODES = frozenset({
     "malformed", "unknown_request", "replayed", "wrong_verifier", "request_expired",
     "missing_attributes", "unknown_issuer", "key_not_valid", "bad_proof",
-    "credential_expired", "revoked", "wrong_issuer",
+    "credential_expired", "revoked", "wrong_issuer", "busy",
 })
 
 

@@ -1,91 +1,71 @@
-"""The verifier's memory of its open sign-on requests: each nonce answers once.
+"""The nonces a verifier has seen answered: each challenge is good for one sign-on.
 
-A proof is bound to its request's nonce, so remembering which nonces were already
-answered is what stops a captured presentation from being replayed. Entries are
-kept until their request expired plus `retention` seconds (so a late answer is
-told "request_expired" rather than "unknown"); after that a replay cannot pass
-anyway, because the request it would need is gone. When full, the oldest entries
-are dropped: that can only turn a pending request into "unknown_request", never
-make a used nonce usable again.
+Only a nonce whose presentation verified is added, so filling the set takes valid
+proofs, which cost the sender a credential and the verifier a BBS verification
+each (a gateway process verifies about 200 a second). An entry is kept until its
+challenge expires; after that a replay is refused as expired anyway, so the entry is
+dropped. The set is bounded: when it is full of unexpired entries it refuses new
+sign-ons ("busy") rather than forget one, because forgetting would let a captured
+presentation be replayed.
 
-The store lives in memory only, by choice. Within a process a nonce answers
-once. A restart forgets every request, answered or not; a presentation captured
-before it still cannot be replayed after it, because its request is gone with
-the rest ("unknown_request"), so nothing needs to be written to disk. The cost:
-users with a request open during a restart ask for a new one. Each gateway
-process has its own store, so the process that issued a request must be the one
-that receives its answer.
+Clocks may step backwards. The set remembers the latest time it has been told (its
+horizon) and purges only entries that expired before it; `forgotten` tells the
+caller which expiries that covers, so an answer to a purged nonce is refused
+as expired whatever clock the caller reads.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
-import time
-from collections import OrderedDict
 
 from .errors import PresentationError
-from .presentation import NONCE, PresentationRequest
+
+DEFAULT_CAPACITY = 100_000
+"""About 30 MB at most; a full minute of sign-ons at 1,600 a second, eight times what one process verifies."""
 
 
-class NonceStore:
-    """Thread-safe, in-memory, bounded store of issued requests by nonce.
+class UsedNonces:
+    """Thread-safe, bounded set of answered nonces, each forgotten once its challenge expired."""
 
-    An entry takes about 0.5 KB, so the default capacity bounds the store near 50 MB.
-    Anyone may ask for requests, so a flood evicts the oldest pending ones (their
-    holders ask again); it never readmits a nonce.
-    """
-
-    def __init__(self, capacity: int = 100_000, retention: int = 60) -> None:
-        if not isinstance(capacity, int) or capacity < 1:
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1:
             raise ValueError("capacity must be a positive integer")
-        if not isinstance(retention, int) or retention < 0:
-            raise ValueError("retention must be a non-negative number of seconds")
         self.capacity = capacity
-        self.retention = retention
         self._lock = threading.Lock()
-        self._entries: OrderedDict[str, list] = OrderedDict()  # nonce -> [request, consumed]
+        self._expiry: dict[str, int] = {}
+        self._queue: list[tuple[int, str]] = []  # (expires_at, nonce), a min-heap: the next to forget first
+        self._horizon = 0
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._entries)
+            return len(self._expiry)
 
-    def issue(self, request: PresentationRequest, *, now: int | None = None) -> None:
-        """Remember a request just sent to a holder."""
-        if not isinstance(request, PresentationRequest):
-            raise TypeError("issue needs a PresentationRequest")
-        now = int(time.time()) if now is None else int(now)
+    def __contains__(self, nonce: object) -> bool:
         with self._lock:
-            self._purge(now)
-            if request.nonce in self._entries:
-                raise ValueError("this nonce was already issued; make a new request")
-            self._entries[request.nonce] = [request, False]
-            while len(self._entries) > self.capacity:
-                self._entries.popitem(last=False)
+            return nonce in self._expiry
 
-    def consume(self, nonce: str, *, now: int | None = None) -> PresentationRequest:
-        """The request for `nonce`, marked answered; "replayed" the second time, "unknown_request" if never seen."""
-        if not isinstance(nonce, str) or not NONCE.fullmatch(nonce):
-            raise PresentationError("malformed", "the nonce must be 64 lowercase hex digits")
-        now = int(time.time()) if now is None else int(now)
+    def forgotten(self, expires_at: int) -> bool:
+        """Whether a nonce expiring at `expires_at` may have been purged (and must be refused as expired)."""
         with self._lock:
-            self._purge(now)
-            entry = self._entries.get(nonce)
-            if entry is None or self._stale(entry[0], now):
-                raise PresentationError("unknown_request", "this centre has no open sign-on request with that "
-                                                           "nonce (never made, or long expired); ask for a new one")
-            if entry[1]:
-                raise PresentationError("replayed", "this sign-on request was already answered; a presentation "
-                                                    "is good for one sign-on only")
-            entry[1] = True
-            return entry[0]
+            return expires_at < self._horizon
 
-    def _stale(self, request: PresentationRequest, now: int) -> bool:
-        return request.expires_at + self.retention < now
+    def spend(self, nonce: str, expires_at: int, *, now: int, replayed: str = "this nonce was already used") -> None:
+        """Add `nonce`, atomically: PresentationError "replayed" if it is there, "busy" if the set is full.
 
-    def _purge(self, now: int) -> None:
-        # Requests are mostly issued with the same ttl, so the oldest expire first.
-        while self._entries:
-            nonce, (request, _) = next(iter(self._entries.items()))
-            if not self._stale(request, now):
-                break
-            del self._entries[nonce]
+        `expires_at` is when its challenge expires, `now` the caller's clock (UTC seconds).
+        """
+        with self._lock:
+            self._horizon = max(self._horizon, int(now))
+            while self._queue and self._queue[0][0] < self._horizon:
+                del self._expiry[heapq.heappop(self._queue)[1]]
+            if expires_at < self._horizon:
+                raise PresentationError("request_expired", f"the sign-on request expired at {expires_at}; "
+                                                           "ask for a new one")
+            if nonce in self._expiry:
+                raise PresentationError("replayed", replayed)
+            if len(self._expiry) >= self.capacity:
+                raise PresentationError("busy", "this centre has taken as many sign-ons as it can check for replays "
+                                                "in the last minute; try again in a minute")
+            self._expiry[nonce] = expires_at
+            heapq.heappush(self._queue, (expires_at, nonce))

@@ -26,7 +26,8 @@ from .errors import CredentialError, PresentationError, SchemaError
 from .schema import ALWAYS_REQUESTED, CredentialSchema, check_value
 
 REQUEST_TTL = 60
-NONCE = re.compile(r"^[0-9a-f]{64}$")
+NONCE = re.compile(r"^(?:[0-9a-f]{2}){32,128}$")
+"""A nonce is 32 to 128 bytes in lowercase hex (a verifier's sealed challenge; see challenges.py)."""
 MAX_PROOF_LENGTH = 64 * 1024
 MAX_ATTRIBUTES = 64
 MAX_JSON_LENGTH = 256 * 1024
@@ -56,7 +57,7 @@ class PresentationRequest:
 
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
-            raise _malformed("request nonce must be 32 bytes as 64 lowercase hex digits")
+            raise _malformed("request nonce must be 32 to 128 bytes as lowercase hex")
         if not isinstance(self.verifier, str) or not CENTRE_NAME.fullmatch(self.verifier):
             raise _malformed(f"request verifier {self.verifier!r:.40} is not a centre name")
         if isinstance(self.attributes, (str, bytes)) or not isinstance(self.attributes, Iterable):
@@ -96,12 +97,11 @@ class PresentationRequest:
         return cls.from_dict(_load(text, "presentation request"))
 
 
-def new_request(schema: CredentialSchema, verifier: str, attributes: Iterable[str], *,
-                now: int | None = None, ttl: int = REQUEST_TTL) -> PresentationRequest:
-    """A fresh challenge for the attributes a policy needs (home, revocation_epoch, expires_at are added).
+def request_attributes(schema: CredentialSchema, attributes: Iterable[str]) -> tuple[str, ...]:
+    """What a verifier asks for: `attributes` plus home, revocation_epoch and expires_at, in schema order.
 
-    Attributes come out in schema order; asking for an unknown or undisclosable
-    attribute (holder_secret) is a programming error of the verifier: CredentialError.
+    Asking for an unknown or undisclosable attribute (holder_secret) is a programming
+    error of the verifier: CredentialError.
     """
     wanted = set(attributes) | set(ALWAYS_REQUESTED)
     for name in wanted:
@@ -111,12 +111,18 @@ def new_request(schema: CredentialSchema, verifier: str, attributes: Iterable[st
             raise CredentialError(str(exc)) from None
         if not attribute.disclosable:
             raise CredentialError(f"attribute {name!r} is never disclosed; a request may not ask for it")
+    return tuple(n for n in schema.names if n in wanted)
+
+
+def new_request(schema: CredentialSchema, verifier: str, attributes: Iterable[str], *,
+                now: int | None = None, ttl: int = REQUEST_TTL) -> PresentationRequest:
+    """A request under a random, unsealed nonce: for a holder's tests. Verifiers issue theirs with Challenges."""
+    names = request_attributes(schema, attributes)
     if not _is_int(ttl) or ttl <= 0:
         raise CredentialError(f"ttl must be a positive number of seconds, got {ttl!r}")
     now = int(time.time()) if now is None else int(now)
     try:
-        return PresentationRequest(nonce=secrets.token_hex(32), verifier=verifier,
-                                   attributes=tuple(n for n in schema.names if n in wanted),
+        return PresentationRequest(nonce=secrets.token_hex(32), verifier=verifier, attributes=names,
                                    expires_at=now + ttl)
     except PresentationError as exc:
         raise CredentialError(exc.reason) from None
@@ -136,7 +142,7 @@ class Presentation:
 
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
-            raise _malformed("presentation nonce must be 64 lowercase hex digits")
+            raise _malformed("presentation nonce must be 32 to 128 bytes as lowercase hex")
         if not isinstance(self.issuer, str) or not CENTRE_NAME.fullmatch(self.issuer):
             raise _malformed(f"presentation issuer {self.issuer!r:.40} is not a centre name")
         if not isinstance(self.key_id, str) or not KEY_ID.fullmatch(self.key_id):
@@ -203,8 +209,8 @@ def verify_presentation(schema: CredentialSchema, presentation: Presentation | M
                         verifier: str, issuer_known: Callable[[str], bool]) -> dict[str, str]:
     """Check a presentation against the request this verifier issued; return the disclosed attributes.
 
-    `request` is the one NonceStore.consume returned for the presentation's nonce
-    (consuming is what catches replays). `verifier` is this centre's name.
+    `request` is the one Challenges.open returned for the presentation's nonce (the
+    caller spends the nonce once this returns: that is what catches replays). `verifier` is this centre's name.
     `issuer_pk_for(issuer, key_id, now)` gives the issuer's key with that id if it is
     valid now, else None; `issuer_known(issuer)` tells an unknown issuer (no keys at
     all: "unknown_issuer") from a rotated-out or unknown key ("key_not_valid").
