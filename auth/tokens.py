@@ -1,21 +1,25 @@
-"""Single sign-on tokens: a home centre vouches for its user, every member can check it.
+"""Session tokens: a centre vouches for a user to one centre, the audience.
 
 A token is a JWS compact serialisation signed with the issuing centre's Ed25519 key
 (alg "Ed25519", RFC 9864's name for EdDSA over Ed25519). Verifiers resolve the
 issuer's 32-byte public key from the consortium registry (on chain, via the local
-index), so a removed centre's tokens stop working at once. A centre may only vouch
-for its own people: iss must equal home, and the principal must be uid@home.
+index), so a removed centre's tokens stop working at once.
 
-The one exception is a token backed by a BBS credential presentation (amr ["bbs"]):
-the *verifying* centre checked the home centre's credential and issues the session
-token itself (iss = verifier, home = the credential's home). Its subject is a fresh
-random session pseudonym "<16 hex>@home", so two sign-ons cannot be linked; its
-attrs are exactly the disclosed attributes; rev is the home centre's revocation
-epoch the credential carried, so verifiers can refuse the token after a revocation.
+Every token names its audience (`aud`), the one centre that accepts it, so a token
+shown to one member is worth nothing at any other: no member can act elsewhere with
+a user's token. Two kinds exist:
 
-Claims: iss (issuing centre), sub (principal), home, attrs (directory attributes
-and groups the home centre asserts), iat, exp, jti, amr (["pwd"] for password
-sign-on at home, ["bbs"] for credential sign-on), rev (required for bbs, optional for pwd).
+- a password token (amr ["pwd"]) is issued by the user's home (iss == home, sub =
+  uid@home). Home may address it to any member (token exchange, as in RFC 8693):
+  a user signed on at home asks home for a token for another centre, once per centre,
+  without a second password;
+- a presentation token (amr ["bbs"]) is issued by the centre that verified a BBS
+  credential presentation, for itself only (iss == aud), under a fresh random session
+  pseudonym "<16 hex>@home". Its attrs are exactly the disclosed attributes; rev is
+  the home's revocation epoch the credential carried.
+
+Claims: iss, aud, sub, home, attrs, iat, exp, jti, amr, rev (required for bbs,
+optional for pwd).
 """
 
 from __future__ import annotations
@@ -63,6 +67,7 @@ class TokenError(ValueError):
 @dataclass(frozen=True)
 class Claims:
     iss: str
+    aud: str
     sub: str
     home: str
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -143,22 +148,30 @@ class TokenIssuer:
         self._jwk = OKPKey.import_key(key)
         self.public_key = public_key_bytes(key)
 
-    def issue(self, principal: str, home: str, attributes: Mapping[str, Any], *,
-              revocation_epoch: int | None = None, now: int | None = None) -> str:
-        """A signed token saying `principal` of `home` (this centre) has `attributes`.
+    def issue(self, principal: str, home: str, attributes: Mapping[str, Any], *, audience: str | None = None,
+              revocation_epoch: int | None = None, now: int | None = None, expires_at: int | None = None) -> str:
+        """A signed token saying `principal` of `home` (this centre) has `attributes`, for `audience`.
 
-        With `revocation_epoch` (this centre's current one), every member refuses
-        the token once this centre revokes anyone, as it refuses credentials.
+        `audience` is the one centre that will accept the token (default: this one).
+        With `revocation_epoch` (this centre's current one), the audience refuses the
+        token once this centre revokes anyone, as it refuses credentials. `expires_at`
+        caps the token's life (an exchanged token never outlives the one it replaces).
         """
         if home != self.centre:
             raise ValueError(f"centre {self.centre!r} can only issue tokens for its own people, not {home!r}")
         _check_principal(principal, home, ValueError)
+        audience = self.centre if audience is None else audience
+        if not isinstance(audience, str) or not CENTRE_NAME.fullmatch(audience):
+            raise ValueError(f"audience must be a centre name, got {audience!r:.40}")
         if not isinstance(attributes, Mapping):
             raise ValueError("attributes must be a mapping")
         iat = int(time.time()) if now is None else int(now)
+        exp = iat + self.ttl if expires_at is None else min(iat + self.ttl, int(expires_at))
+        if exp <= iat:
+            raise ValueError("the session this token would extend has expired")
         claims = {
-            "iss": self.centre, "sub": principal, "home": home, "attrs": dict(attributes),
-            "iat": iat, "exp": iat + self.ttl, "jti": secrets.token_urlsafe(16), "amr": [PASSWORD],
+            "iss": self.centre, "aud": audience, "sub": principal, "home": home, "attrs": dict(attributes),
+            "iat": iat, "exp": exp, "jti": secrets.token_urlsafe(16), "amr": [PASSWORD],
         }
         if revocation_epoch is not None:
             if not isinstance(revocation_epoch, int) or isinstance(revocation_epoch, bool) or revocation_epoch < 0:
@@ -168,7 +181,7 @@ class TokenIssuer:
 
     def issue_presented(self, home: str, disclosed: Mapping[str, str], revocation_epoch: int, *,
                         now: int | None = None) -> str:
-        """A session token for someone who just proved a credential of `home` to this centre.
+        """A session token, valid at this centre only, for someone who just proved a credential of `home` to it.
 
         The subject is a fresh random pseudonym at `home` (unlinkable across sign-ons);
         attrs are the disclosed attributes except revocation_epoch/expires_at (rev, and
@@ -195,7 +208,7 @@ class TokenIssuer:
             if exp <= iat:
                 raise ValueError("the credential has expired; no session can be issued for it")
         claims = {
-            "iss": self.centre, "sub": f"{secrets.token_hex(8)}@{home}", "home": home,
+            "iss": self.centre, "aud": self.centre, "sub": f"{secrets.token_hex(8)}@{home}", "home": home,
             "attrs": {k: v for k, v in disclosed.items() if k not in _NOT_ATTRS},
             "iat": iat, "exp": exp, "jti": secrets.token_urlsafe(16), "amr": [PRESENTED], "rev": revocation_epoch,
         }
@@ -212,9 +225,10 @@ class TokenIssuer:
 
 # -- verifying --------------------------------------------------------------------------
 
-def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | None = None, *,
+def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | None = None, *, audience: str,
                  leeway: int = 30, revocation_epoch_for: Callable[[str], int] | None = None) -> Claims:
-    """Check a token and return its claims, or raise TokenError saying why it is refused.
+    """Check a token presented to `audience` (the verifying centre) and return its claims,
+    or raise TokenError saying why it is refused.
 
     key_for(centre) -> the centre's registered 32-byte public key, or None when the
     centre is unknown or was removed from the consortium. `leeway` tolerates clock
@@ -245,6 +259,9 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
         raise TokenError("bad_signature", f"signature does not verify with the key registered for {iss!r}: "
                                           "the token was altered or not signed by that centre") from None
     claims = _claims(payload)
+    if claims.aud != audience:
+        raise TokenError("wrong_audience", f"this token is for {claims.aud!r}, not {audience!r}: a token is good at one "
+                                           f"centre only; sign on at {audience!r} (or ask your home for a token for it)")
     _check_principal(claims.sub, claims.home, lambda m: TokenError("malformed", m))
     if claims.presented and not _PSEUDONYM.fullmatch(claims.sub.rsplit("@", 1)[0]):
         # The verifier vouches for another centre's user only under a fresh pseudonym;
@@ -254,6 +271,10 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
     if claims.home != claims.iss and not claims.presented:
         raise TokenError("wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, "
                                          f"whose home is {claims.home!r}")
+    if claims.presented and claims.iss != claims.aud:
+        # A verifier vouches for a presentation to itself alone: it is the one that checked the proof.
+        raise TokenError("wrong_issuer", f"centre {claims.iss!r} verified this sign-on and may not vouch for it "
+                                         f"to {claims.aud!r}")
     now = int(time.time()) if now is None else int(now)
     if now >= claims.exp + leeway:
         raise TokenError("expired", f"token expired at {claims.exp} (now {now}); log in again")
@@ -293,7 +314,7 @@ def _json_part(part: str, what: str) -> dict:
 
 
 def _claims(payload: dict) -> Claims:
-    kinds = {"iss": str, "sub": str, "home": str, "attrs": dict, "iat": int, "exp": int, "jti": str}
+    kinds = {"iss": str, "aud": str, "sub": str, "home": str, "attrs": dict, "iat": int, "exp": int, "jti": str}
     for name, kind in kinds.items():
         value = payload.get(name)
         if not isinstance(value, kind) or isinstance(value, bool):

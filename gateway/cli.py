@@ -11,6 +11,7 @@ import uuid
 from pathlib import Path
 
 from gateway.client import GatewayClient, GatewayRefused
+from gateway.dispatch import submit_anywhere, with_wallet
 from gateway.wallet import Wallet
 from ledger.chain import ChainError
 
@@ -61,9 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     login.set_defaults(run=_login)
 
-    submit = sub.add_parser("submit", help="submit a job at any member gateway")
-    submit.add_argument("--gateway", required=True)
-    submit.add_argument("--centre", default="auto", help="target centre, or 'auto' (default)")
+    submit = sub.add_parser("submit", help="submit a job to a member centre: signs on there with your wallet")
+    submit.add_argument("--gateway", required=True, help="any member gateway: it ranks the centres for the job")
+    submit.add_argument("--centre", default="auto",
+                        help="the centre to run the job, or 'auto' (default): the best-ranked centre that accepts it")
     submit.add_argument("--walltime", type=int, default=600, help="walltime limit in seconds")
     submit.add_argument("--cores", type=int, default=1)
     submit.add_argument("--memory-mib", type=int, default=1024)
@@ -89,6 +91,24 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--user", required=True)
     revoke.add_argument("--operator-key-file", type=Path, required=True)
     revoke.set_defaults(run=_revoke)
+
+    rates = sub.add_parser("rates", help="a centre's published rates (each job is priced at the version it was accepted under)")
+    rsub = rates.add_subparsers(required=True, metavar="ACTION")
+    publish = rsub.add_parser("publish", help="publish new rates; they apply after the consortium's notice")
+    publish.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    publish.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    publish.add_argument("--key-file", type=Path, required=True, help="the centre's hex chain key")
+    publish.add_argument("--per-cpu-second", type=int, required=True)
+    publish.add_argument("--per-gpu-second", type=int, required=True)
+    publish.add_argument("--per-gib-hour", type=int, required=True)
+    publish.add_argument("--effective-from", type=int, metavar="UTC_SECONDS",
+                         help="when they apply (default: as soon as the notice allows, plus a minute)")
+    publish.set_defaults(run=_rates_publish)
+    history = rsub.add_parser("show", help="every rates version a centre published, from the chain")
+    history.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    history.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    history.add_argument("--centre", required=True)
+    history.set_defaults(run=_rates_show)
 
     audit = sub.add_parser("audit", help="check the books against the chain")
     asub = audit.add_subparsers(required=True, metavar="ACTION")
@@ -133,9 +153,11 @@ def _deploy(args: argparse.Namespace) -> int:
     deployer = Account.from_key(args.key_file.read_text().strip())
     for member in plan.members if args.fund_members else ():
         chain.send_value(deployer, member.account, args.fund_members)
-    deployment = deploy_consortium(chain, deployer, plan.members, plan.quorum, plan.initial_credit)
+    deployment = deploy_consortium(chain, deployer, plan.members, plan.quorum, plan.initial_credit,
+                                   rate_notice=plan.rate_notice)
     deployment.to_json(args.out)
-    print(f"deployed {len(plan.members)} members (quorum {plan.quorum}); deployment written to {args.out}")
+    print(f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s); "
+          f"deployment written to {args.out}")
     return 0
 
 
@@ -171,14 +193,14 @@ def _submit(args: argparse.Namespace) -> int:
     job = {
         "command": command,
         "walltime": args.walltime,
-        "centre": args.centre,
         "resources": {"cores": args.cores, "memory_mib": args.memory_mib, "gpus": args.gpus, "queue": args.queue},
     }
-    with GatewayClient(args.gateway) as client:
-        client.sign_on(Wallet.load(args.wallet))
-        view = client.submit(job, idempotency_key=str(uuid.uuid4()))
-        if args.wait:
-            view = client.wait(view["id"])
+    wallet = Wallet.load(args.wallet)
+    submission = submit_anywhere(
+        args.gateway, job, with_wallet(wallet), centre=args.centre, idempotency_key=str(uuid.uuid4())
+    )
+    with submission.client as client:
+        view = client.wait(submission.view["id"]) if args.wait else submission.view
     return _print_json(view)
 
 
@@ -189,9 +211,41 @@ def _close_epoch(args: argparse.Namespace) -> int:
 
 
 def _revoke(args: argparse.Namespace) -> int:
+    """Exit 0 only once the revocation is on chain; 4 while it is queued (the home resends it)."""
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
-        return _print_json(client.revoke(args.user, key))
+        answer = client.revoke(args.user, key)
+    _print_json(answer)
+    if not answer["revoked"]:
+        print("not on chain yet: other members accept the user until it lands; the home resends it "
+              "(run the command again to see)", file=sys.stderr)
+        return 4
+    return 0
+
+
+def _rates_publish(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from ledger import rates
+    from ledger.chain import connect
+    from ledger.deploy import Deployment, Prices
+
+    prices = Prices(args.per_cpu_second, args.per_gpu_second, args.per_gib_hour)
+    account = Account.from_key(args.key_file.read_text().strip())
+    chain = connect(args.chain)
+    published = rates.publish(chain, Deployment.from_json(args.deployment.read_text()), account, prices,
+                              args.effective_from)
+    return _print_json(published.to_dict())
+
+
+def _rates_show(args: argparse.Namespace) -> int:
+    from ledger import rates
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    chain = connect(args.chain)
+    versions = rates.history(chain, Deployment.from_json(args.deployment.read_text()), args.centre)
+    return _print_json([v.to_dict() for v in versions])
 
 
 def _audit_show(args: argparse.Namespace) -> int:

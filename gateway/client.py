@@ -23,19 +23,44 @@ class GatewayRefused(Exception):
 
 
 class GatewayUnreachable(ConnectionError):
-    """The gateway did not answer at all (refused connection, timeout, broken connection)."""
+    """The gateway did not answer at all (refused connection, timeout, broken connection).
+
+    `sent` is False when the request certainly never reached the gateway (no
+    connection was made), so nothing can have happened there.
+    """
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+class WrongCentre(Exception):
+    """A gateway answered as another centre than the one the client meant to reach (a relayed
+    challenge, say): the client sent it nothing of value and goes no further with it."""
+
+
+#: Failures before a request reaches the gateway: nothing can have happened there.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
 
 
 class GatewayClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
         self.url = url.rstrip("/")
         self.token = token
-        self._http = httpx.Client(base_url=self.url, timeout=timeout)
+        self.home: str | None = None  # the user's home, once logged in there with a password
+        try:
+            self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
+        except httpx.InvalidURL as exc:  # a member registers whatever URL it likes on chain
+            raise GatewayUnreachable(f"gateway URL {url!r:.80} is not usable: {exc}", sent=False) from None
 
     def __enter__(self) -> "GatewayClient":
         return self
 
     def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -45,7 +70,8 @@ class GatewayClient:
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})") from None
+            raise GatewayUnreachable(f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})",
+                                     sent=not isinstance(exc, _NOT_SENT)) from None
         try:
             payload = response.json()
         except ValueError:
@@ -56,17 +82,31 @@ class GatewayClient:
         return payload
 
     def login(self, username: str, password: str) -> dict:
+        """Password sign-on at home; keeps the session token, good at home only."""
         session = self._call("POST", "/v1/login", json={"username": username, "password": password})
-        self.token = session["token"]
+        self.token, self.home = session["token"], session["home"]
         return session
+
+    def exchange(self, audience: str) -> dict:
+        """At home, signed on with a password: a token for another member centre."""
+        return self._call("POST", "/v1/tokens", json={"audience": audience})
 
     def credential(self, username: str, password: str) -> dict:
         """At the home centre: a BBS credential over the user's directory attributes."""
         return self._call("POST", "/v1/credentials", json={"username": username, "password": password})
 
-    def sign_on(self, wallet: Wallet) -> dict:
-        """Answer this gateway's presentation request from the wallet; keeps the session token."""
+    def sign_on(self, wallet: Wallet, centre: str | None = None) -> dict:
+        """Answer this gateway's presentation request from the wallet; keeps the session token.
+
+        With `centre` (the member this client means to reach), a request made by any other
+        centre is refused (WrongCentre) before the wallet proves anything: a gateway that
+        relays another centre's challenge would otherwise get a proof good for a session there.
+        """
         request = self._call("GET", "/v1/auth/request")
+        verifier = request.get("verifier") if isinstance(request, dict) else None
+        if centre is not None and verifier != centre:
+            raise WrongCentre(f"the gateway at {self.url} asked for a sign-on at {verifier!r:.40}, not at {centre!r}: "
+                              "no proof was sent")
         session = self._call("POST", "/v1/auth/present", json={"presentation": wallet.present(request)})
         self.token = session["token"]
         return session
@@ -82,16 +122,26 @@ class GatewayClient:
     def job(self, job_id: str) -> dict:
         return self._call("GET", f"/v1/jobs/{job_id}")
 
+    def placement(self, walltime: int, resources: dict) -> list[dict]:
+        """Every member centre ranked for such a job, best first (room, then price)."""
+        return self._call("POST", "/v1/placement", json={"walltime": walltime, "resources": resources})["candidates"]
+
+    def members(self) -> dict[str, str]:
+        """Every member centre's gateway URL, by name, as this gateway's chain index has them."""
+        return {m["centre"]: m["gateway_url"] for m in self._call("GET", "/v1/members")["members"]}
+
+    def capacity(self) -> dict:
+        return self._call("GET", "/v1/capacity")
+
     def wait(self, job_id: str, timeout: float = 120.0, interval: float = 0.05) -> dict:
-        """Poll until the job (or, for a forwarded job, its remote run) is final."""
+        """Poll until the job is final."""
         deadline = time.monotonic() + timeout
         while True:
             view = self.job(job_id)
-            effective = view.get("remote") or view
-            if effective["status"] in FINAL:
+            if view["status"] in FINAL:
                 return view
             if time.monotonic() > deadline:
-                raise TimeoutError(f"job {job_id} still {effective['status']} after {timeout:.0f} s")
+                raise TimeoutError(f"job {job_id} still {view['status']} after {timeout:.0f} s")
             time.sleep(interval)
 
     def close_epoch(self, operator_key: str, epoch: int | None = None) -> dict:

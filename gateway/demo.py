@@ -7,7 +7,6 @@ embedded LDAP directory and one HTTP gateway per centre, jobs as processes.
 from __future__ import annotations
 
 import secrets
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
 from gateway.auditing import audit_epoch
 from gateway.client import GatewayClient, GatewayRefused
+from gateway.dispatch import SignOn, submit_anywhere
 from gateway.local import LocalConsortium, demo_spec
 from gateway.wallet import Wallet
 from ledger.chain import connect
@@ -31,14 +31,14 @@ BURN = "import sys; n = int(sys.argv[1]); print(sum(i * i for i in range(n)))"
 
 
 def _job(n: int, centre: str, **resources: object) -> dict:
-    return {"command": [sys.executable, "-c", BURN, str(n)], "walltime": 60, "centre": centre, "resources": resources}
+    return {"command": ["python3", "-c", BURN, str(n)], "walltime": 60, "centre": centre, "resources": resources}
 
 
 #: (user, home centre, password, gateway used, job, what the reader should see)
 SCENARIO = [
     ("alice", "hpc-a", "alice-pw", "hpc-a", _job(2_000_000, "cloud-b"), "submitted at home, runs at cloud-b"),
     ("alice", "hpc-a", "alice-pw", "hpc-a", _job(500_000, "auto", queue="gpu", gpus=1), "GPU job: placement finds ai-c"),
-    ("alice", "hpc-a", "alice-pw", "cloud-b", _job(1_000_000, "auto"), "same token, another gateway"),
+    ("alice", "hpc-a", "alice-pw", "cloud-b", _job(1_000_000, "auto"), "placement asked at another gateway"),
     ("carol", "cloud-b", "carol-pw", "cloud-b", _job(3_000_000, "hpc-a"), "cloud user on the supercomputer"),
     ("dave", "ai-c", "dave-pw", "ai-c", _job(1_500_000, "auto"), "cheapest CPU centre wins"),
     ("bob", "hpc-a", "bob-pw", "hpc-a", _job(1_000, "hpc-a") | {"walltime": 7200}, "a student's 2-hour job"),
@@ -83,19 +83,25 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
 
     outcomes = []
     for user, home, _, gateway, job, note in SCENARIO:
-        with GatewayClient(consortium.url(gateway)) as client:
-            session = client.sign_on(wallets[user])
-            shown = ", ".join(f"{k}={v}" for k, v in session["disclosed"].items() if k not in HOUSEKEEPING) or "nothing else"
-            console.print(f"[green]✓[/] {user} signed on at [bold]{gateway}[/] as {session['principal']} "
-                          f"with a BBS proof, disclosing {shown}")
-            try:
-                view = client.wait(client.submit(job)["id"])
-            except GatewayRefused as refusal:
-                outcomes.append((user, home, gateway, None, refusal, note))
-                continue
-        outcomes.append((user, home, gateway, view.get("remote") or view, None, note))
+        job = dict(job)
+        centre = job.pop("centre")
 
-    jobs = Table("user", "submitted at", "ran at", "status", "cpu ms", "price", "note", title="Jobs")
+        def sign_on(client: GatewayClient, name: str, wallet: Wallet = wallets[user]) -> None:
+            session = client.sign_on(wallet, name)
+            shown = ", ".join(f"{k}={v}" for k, v in session["disclosed"].items() if k not in HOUSEKEEPING)
+            console.print(f"[green]✓[/] {user} signed on at [bold]{name}[/] as {session['principal']} "
+                          f"with a BBS proof, disclosing {shown or 'nothing else'}")
+
+        try:
+            submission = submit_anywhere(consortium.url(gateway), job, SignOn(wallets[user].home_url, sign_on),
+                                         centre=centre)
+        except GatewayRefused as refusal:
+            outcomes.append((user, home, gateway, None, refusal, note))
+            continue
+        with submission.client as client:
+            outcomes.append((user, home, gateway, client.wait(submission.view["id"]), None, note))
+
+    jobs = Table("user", "placed via", "ran at", "status", "cpu ms", "price", "note", title="Jobs")
     for user, home, gateway, run, refusal, note in outcomes:
         if refusal:
             jobs.add_row(f"{user}@{home}", gateway, "—", f"[red]refused ({refusal.status})[/]", "", "", note)
@@ -148,7 +154,10 @@ def _revocation(console: Console, consortium: LocalConsortium, wallets: dict[str
     """Revoke bob at home; every centre refuses him within seconds, and alice refreshes."""
     console.rule("Revocation")
     with GatewayClient(consortium.url("hpc-a")) as home:
-        home.revoke("bob", consortium.operator_key("hpc-a"))
+        answer = home.revoke("bob", consortium.operator_key("hpc-a"))
+    if not answer["revoked"]:
+        console.print(f"[red]✗ hpc-a's revocation of bob is not on chain ({answer['status']})[/]")
+        return False
     console.print("[yellow]![/] hpc-a's operator revoked bob's enrolment on chain")
     started = time.monotonic()
     refusal = None

@@ -22,12 +22,12 @@ from auth.directory import Directory, DirectoryError, DirectoryUnavailable
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.epochs import EpochCloser
-from gateway.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthorized
-from gateway.executor import Execution, LocalExecutor
-from gateway.forwarding import Peers, PeerDenied
-from gateway.placement import rank_centres
+from gateway.errors import BadRequest, Conflict, Forbidden, Misdirected, NotFound, Unauthorized, Unavailable
+from gateway.executor import Execution, Executor, ExecutorError, Limits
+from gateway.peers import Peers
+from gateway.placement import Candidate, rank_centres
 from gateway.pricing import cap_to_limits, price
-from gateway.schemas import EpochClosure, JobRequest, JobView, LoginResponse
+from gateway.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
 from gateway.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, Store, StoreError
 from ledger.ids import centre_id, user_id
@@ -35,6 +35,9 @@ from ledger.index import EventIndex
 from ledger.records import Domain, UsageRecord, record_leaf, sign_record
 
 log = logging.getLogger(__name__)
+
+#: Seconds an answer of the executor's capacity is reused for (GET /v1/capacity is public).
+CAPACITY_FRESH_FOR = 1.0
 
 #: What a job's owner sees of its usage record.
 USAGE_FIELDS = ("epoch", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "price")
@@ -51,7 +54,7 @@ class NodeParts:
     directory: Directory
     policy: PolicyEngine
     issuer: TokenIssuer
-    executor: LocalExecutor
+    executor: Executor
     epochs: EpochCloser
     signon: SignOn
     peers: Peers
@@ -69,6 +72,8 @@ class CentreNode:
         self._pool = ThreadPoolExecutor(max_workers=parts.workers, thread_name_prefix=f"{parts.name}-job")
         self._stopping = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._capacity_lock = threading.Lock()
+        self._capacity: tuple[float, dict | None] = (0.0, None)
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -124,16 +129,49 @@ class CentreNode:
         token = self.parts.issuer.issue(
             principal, self.name, attributes, revocation_epoch=self.parts.index.revocation_epoch(self.name)
         )
-        return LoginResponse(token=token, principal=principal, home=self.name, expires_at=_claims(token)["exp"])
+        return LoginResponse(token=token, principal=principal, home=self.name, audience=self.name,
+                             expires_at=_claims(token)["exp"])
+
+    def exchange(self, claims: Claims, audience: str) -> LoginResponse:
+        """A token for another member, for a user signed on here at home with a password (token exchange).
+
+        Home is the authority for its own people, so it alone may vouch for them to
+        another centre; the new token carries the same attributes and never outlives
+        the session it comes from.
+        """
+        if claims.presented or claims.iss != self.name or claims.home != self.name:
+            raise Forbidden(
+                f"only your home centre exchanges tokens, and only for a password sign-on there; "
+                f"with a credential, sign on at {audience} with a fresh presentation"
+            )
+        member = self.parts.index.member(audience)
+        if member is None or not member.active:
+            raise BadRequest(f"{audience!r} is not a member centre")
+        try:
+            token = self.parts.issuer.issue(
+                claims.sub, self.name, claims.attrs, audience=audience, expires_at=claims.exp,
+                revocation_epoch=self.parts.index.revocation_epoch(self.name) if claims.rev is None else claims.rev,
+            )
+        except ValueError as exc:  # the session is in its last seconds (past exp, within the leeway)
+            raise Unauthorized(f"session token refused: {exc}; log in again") from None
+        return LoginResponse(token=token, principal=claims.sub, home=self.name, audience=audience,
+                             expires_at=_claims(token)["exp"])
 
     def authenticate(self, token: str | None) -> Claims:
-        """Check a session token from any member centre against its key in the local index."""
+        """Check a session token meant for this centre against its issuer's key in the local index."""
         if not token:
-            raise Unauthorized("a session token is required: log in at your home centre first")
+            raise Unauthorized("a session token is required: sign on at this centre first")
         try:
-            return verify_token(token, self.parts.index.token_key, revocation_epoch_for=self.parts.index.revocation_epoch)
+            claims = verify_token(token, self.parts.index.token_key, audience=self.name,
+                                  revocation_epoch_for=self.parts.index.revocation_epoch)
         except TokenError as exc:
             raise Unauthorized(f"session token refused: {exc.reason}") from None
+        own = not claims.presented and claims.home == self.name
+        if own and self.parts.signon.is_revoked(claims.sub.rsplit("@", 1)[0]):
+            # The chain may not have the revocation yet (queued), so the revocation epoch still
+            # matches: home refuses its revoked user's sessions, as it refuses their password.
+            raise Unauthorized(f"session token refused: the enrolment of {claims.sub} at {self.name} is revoked")
+        return claims
 
     def credential(self, username: str, password: str) -> dict:
         return self.parts.signon.issue(username, password)
@@ -144,40 +182,79 @@ class CentreNode:
     def present(self, presentation: dict) -> dict:
         token, disclosed = self.parts.signon.present(presentation)
         claims = _claims(token)
-        return {"token": token, "principal": claims["sub"], "home": claims["home"], "expires_at": claims["exp"],
-                "disclosed": disclosed}
+        return {"token": token, "principal": claims["sub"], "home": claims["home"], "audience": claims["aud"],
+                "expires_at": claims["exp"], "disclosed": disclosed}
 
-    def revoke(self, username: str) -> dict:
+    def revoke(self, username: str) -> RevokeResponse:
+        """Revoke one of this home's users; the answer says whether the chain took it (see SignOn.revoke)."""
         result = self.parts.signon.revoke(username)
-        self.parts.epochs.flush()
+        if result.status == "done":
+            try:  # this home's next credentials carry the new revocation epoch at once
+                self.parts.index.sync()
+            except Exception as exc:  # housekeeping catches up within a second
+                log.warning("%s: index not synced after a revocation: %s", self.name, exc)
         return result
 
     # -- jobs --------------------------------------------------------------------
 
-    def submit(self, claims: Claims, token: str, request: JobRequest, idempotency_key: str | None) -> JobView:
-        """Place a job on a centre that accepts it: run it here or forward it."""
+    def submit(self, claims: Claims, request: JobRequest, idempotency_key: str | None) -> JobView:
+        """Accept a job for this centre, if its policy allows it.
+
+        A gateway serves only its own centre: it never carries a user's authority to
+        another member. Placement across centres is the client's (see `placement`):
+        it signs on at the centre it picks and submits there.
+        """
+        if request.centre not in (None, self.name):
+            raise self._misdirected(request.centre)
         if idempotency_key is not None:
             earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
-            if earlier is not None:  # decided before placement: a retry must not start a job anywhere
-                return self._retry(earlier, token, request, idempotency_key)
+            if earlier is not None:  # decided before anything runs: a retry never starts a second job
+                return self._retry(earlier, request, idempotency_key)
+        decision = self._authorise(claims, request)
+        if not decision.allowed:
+            raise Forbidden(f"{self.name} does not accept this job",
+                            reasons=[f"{self.name}: {reason}" for reason in decision.reasons])
+        return self._accept(claims, request, idempotency_key)
+
+    def _misdirected(self, centre: str) -> Misdirected:
+        if centre == "auto":
+            return Misdirected(f"{self.name} serves only its own jobs: placement is made by the client "
+                               "(POST /v1/placement ranks the centres; `xcentre submit --centre auto` does it for you)")
+        member = self.parts.index.member(centre)
+        if member is None or not member.active:
+            names = ", ".join(sorted(m.name for m in self.parts.index.members()))
+            return Misdirected(f"unknown centre {centre!r}; members are {names}")
+        return Misdirected(f"this is {self.name}'s gateway: sign on at {centre} ({member.gateway_url}) and submit "
+                           "there; no member submits on a user's behalf")
+
+    def placement(self, request: PlacementRequest) -> list[Candidate]:
+        """The member centres ranked for a job: free capacity first, then by maximum price.
+
+        Advisory only: each centre still authorises the job itself when the client submits there.
+        """
         members = self.parts.index.members()
-        try:
-            candidates = rank_centres(members, request, self.name)
-        except LookupError as exc:
-            raise BadRequest(str(exc)) from None
-        refusals: list[str] = []
-        for centre in candidates:
-            if centre == self.name:
-                decision = self._authorise(claims, request)
-                if decision.allowed:
-                    return self._accept(claims, request, idempotency_key)
-                refusals.extend(f"{centre}: {reason}" for reason in decision.reasons)
-                continue
-            try:
-                return self._forward(claims, token, request, centre, idempotency_key)
-            except PeerDenied as exc:  # the peer names itself in its reasons
-                refusals.extend(exc.reasons)
-        raise Forbidden("no member centre accepts this job", reasons=refusals)
+        free = self.parts.peers.capacities([m.name for m in members if m.name != self.name])
+        free[self.name] = self.capacity()["free_cpus"]
+        return rank_centres(members, request, self.name, free)
+
+    def members(self) -> list[dict]:
+        """Every active member and its gateway URL, from the chain: where a client of this home may go."""
+        return [{"centre": m.name, "gateway_url": m.gateway_url} for m in self.parts.index.members()]
+
+    def capacity(self) -> dict:
+        """What this centre can take now, for other gateways' placement.
+
+        Public, so answered from what the executor said within the last CAPACITY_FRESH_FOR
+        seconds: a flood of requests never reaches the executor (at a Slurm centre, `sinfo`
+        against slurmctld) more than once a second.
+        """
+        with self._capacity_lock:
+            asked_at, answer = self._capacity
+            if answer is None or time.monotonic() - asked_at > CAPACITY_FRESH_FOR:
+                capacity = self.parts.executor.capacity()
+                answer = {"centre": self.name, "total_cpus": capacity.total_cpus, "free_cpus": capacity.free_cpus}
+                self._capacity = (time.monotonic(), answer)
+            return dict(answer)
 
     def _authorise(self, claims: Claims, request: JobRequest) -> Decision:
         subject = Subject(
@@ -197,19 +274,18 @@ class CentreNode:
             log.warning("policy evaluation error at %s: %s", self.name, error)
         return decision
 
-    def _retry(self, earlier: Job, token: str, request: JobRequest, key: str) -> JobView:
+    def _retry(self, earlier: Job, request: JobRequest, key: str) -> JobView:
         """The job a retry refers to, or 409 when the key was used for a different request."""
         asked = request.model_dump()
         same = {k: v for k, v in earlier.request.items() if k != "centre"} == {
             k: v for k, v in asked.items() if k != "centre"
-        } and request.centre in ("auto", earlier.serving_centre)
+        }
         if not same:
             raise Conflict(
                 f"idempotency key {key!r} was already used for a different request (job {earlier.id}); "
                 "use a new key for a new request"
             )
-        remote = self.parts.peers.fetch(earlier.forwarded_url, token) if earlier.forwarded_url else None
-        return self._view(earlier, remote=remote)
+        return self._view(earlier)
 
     def _groups(self, claims: Claims) -> list[str]:
         """Home groups as `cn@home` (plain `cn` too for this centre's own people), plus local LDAP groups."""
@@ -222,10 +298,16 @@ class CentreNode:
         return sorted(groups)
 
     def _accept(self, claims: Claims, request: JobRequest, idempotency_key: str | None) -> JobView:
+        """Store the job with the rates version in force now: the job is priced at it, whatever is published later."""
         body = request.model_dump() | {"centre": self.name}
+        index = self.parts.index
+        rates = index.rates_in_force(self.name, index.now())
+        if rates is None:
+            raise Unavailable(f"{self.name} has no published rates in force, so it cannot price a job; try again later")
         try:
             job, created = self.parts.store.create_job(
-                claims.sub, claims.home, body, self.name, idempotency_key=idempotency_key
+                claims.sub, claims.home, body, self.name, idempotency_key=idempotency_key,
+                rates_version=rates.version,
             )
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
@@ -233,26 +315,13 @@ class CentreNode:
             self._pool.submit(self._run, job.id)
         return self._view(job)
 
-    def _forward(self, claims: Claims, token: str, request: JobRequest, centre: str, key: str | None) -> JobView:
-        body = request.model_dump() | {"centre": centre}
-        remote = self.parts.peers.submit(centre, token, body, key)
-        try:
-            job, _ = self.parts.store.create_job(
-                claims.sub, claims.home, body, centre, idempotency_key=key,
-                status="forwarded", forwarded_url=remote["url"],
-            )
-        except IdempotencyConflict as exc:
-            raise Conflict(str(exc)) from None
-        return self._view(job, remote=remote)
-
-    def job(self, claims: Claims, token: str, job_id: str) -> JobView:
+    def job(self, claims: Claims, job_id: str) -> JobView:
         job = self.parts.store.get_job(job_id)
         if job is None or job.principal != claims.sub:
             raise NotFound(f"no job {job_id} of yours at {self.name}")
-        remote = self.parts.peers.fetch(job.forwarded_url, token) if job.forwarded_url else None
-        return self._view(job, remote=remote)
+        return self._view(job)
 
-    def _view(self, job: Job, remote: dict | None = None) -> JobView:
+    def _view(self, job: Job) -> JobView:
         usage = None
         if job.record_id:
             record = self.parts.store.record(job.record_id).data
@@ -261,8 +330,7 @@ class CentreNode:
             id=job.id, status=job.status, principal=job.principal, serving_centre=job.serving_centre,
             submitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at)),
             exit_code=job.exit_code, record_id=job.record_id and "0x" + job.record_id,
-            stdout_tail=job.stdout_tail, stderr_tail=job.stderr_tail, forwarded_url=job.forwarded_url,
-            usage=usage, remote=remote,
+            stdout_tail=job.stdout_tail, stderr_tail=job.stderr_tail, usage=usage,
         )
 
     def _run(self, job_id: str) -> None:
@@ -285,10 +353,16 @@ class CentreNode:
         job = store.update_job(job_id, status="running")
         request = JobRequest.model_validate(job.request)
         try:
-            execution = self.parts.executor.run(request.command, request.walltime)
-        except Exception as exc:  # a job that cannot start is a failed job, not a dead worker
+            res = request.resources
+            execution = self.parts.executor.run(request.command, request.walltime,
+                                                limits=Limits(res.cores, res.memory_mib, res.gpus))
+        except ExecutorError as exc:  # a job that cannot start is a failed job, not a dead worker
             log.warning("job %s could not start: %s", job_id, exc)
             store.complete_job(job_id, "failed", None, "", "", detail=f"could not start: {exc}")
+            return
+        except Exception as exc:  # the executor lost the job (cancelled, node failure): nothing metered, no bill
+            log.warning("job %s ended without a result: %s", job_id, exc)
+            store.complete_job(job_id, "failed", None, "", "", detail=f"ended without a result, unbilled: {exc}")
             return
         status = "timed_out" if execution.timed_out else ("succeeded" if execution.exit_code == 0 else "failed")
         try:
@@ -301,11 +375,21 @@ class CentreNode:
             )
 
     def _complete_with_record(self, job: Job, request: JobRequest, execution: Execution, status: str) -> None:
-        """Price and sign the job's usage record and store it with the job's completion, in one transaction."""
+        """Price and sign the job's usage record and store it with the job's completion, in one transaction.
+
+        The price is at the rates version the job was accepted under, which the record names,
+        so that rates published while it ran never apply to it and an auditor can recompute it.
+        """
+        rates = self.parts.index.rates(self.name, job.rates_version) if job.rates_version else None
+        if rates is None:
+            raise LookupError(
+                f"the rates version it was accepted under ({job.rates_version or 'none recorded'}) is not among "
+                f"{self.name}'s published rates, so it cannot be priced"
+            )
         res = request.resources
         # Bill what was metered, never more than the job's limits allow.
         metered = cap_to_limits(execution, request.walltime, res.cores, res.memory_mib, res.gpus)
-        amount = price(metered, self.parts.index.member(self.name).prices)
+        amount = price(metered, rates.prices)
         job_ref = keccak(text=f"{self.name}/{job.id}")
 
         def signed_record(epoch: int) -> tuple[UsageRecord, bytes, bytes]:
@@ -322,6 +406,7 @@ class CentreNode:
                 wall_millis=metered.wall_millis,
                 max_rss_kib=metered.max_rss_kib,
                 gpu_millis=metered.gpu_millis,
+                rates_version=rates.version,
                 price=amount,
             )
             domain = self.parts.domain

@@ -1,104 +1,80 @@
-"""Talking to the other member centres' gateways on a user's behalf.
+"""What a gateway asks of the other members' gateways: only public facts, never on a user's behalf.
 
-The user's own session token travels with the request: the serving centre
-authorises the job itself and trusts nothing the forwarding centre says.
+A gateway holds no user's authority at another centre (tokens are for one
+centre only), so all it asks a peer is how much room it has, for placement.
+
+A peer is another member, which controls its gateway's answers: it may answer
+slowly, a byte at a time, or without end. So every round of questions has one
+deadline for the whole round (httpx's timeouts bound each read, not an answer),
+reads at most MAX_ANSWER bytes of an answer, and is shared: concurrent placements
+wait for the round under way and reuse its answers for `fresh_for` seconds, so a
+flood of placement requests never becomes a flood on the peers.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
 
 import httpx
 
-from gateway.errors import GatewayError, PeerUnavailable
-
-
-class PeerDenied(Exception):
-    """The peer refused the job by policy; placement may try another centre."""
-
-    def __init__(self, reasons: list[str]) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons = reasons
-
-
-#: What a peer's job id may look like: it becomes part of a URL this gateway calls with the user's token.
-_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
-
-#: Failures that happen before the request reaches the peer: the job certainly did not start there.
-_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
+MAX_ANSWER = 4096
+"""Bytes of a capacity answer read at most; a real one is about 60."""
 
 
 class Peers:
     """The other members' gateways, at the URLs the chain gives for them."""
 
-    def __init__(self, url_of: Callable[[str], str | None], timeout: float = 30.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(self, url_of: Callable[[str], str | None], timeout: float = 1.0, fresh_for: float = 1.0,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
         self._url_of = url_of
-        self._http = httpx.Client(timeout=timeout, transport=transport)
+        self.timeout = timeout
+        self.fresh_for = fresh_for
+        self._transport = transport
+        self._round = threading.Lock()
+        self._known: dict[str, int | None] = {}
+        self._asked_at = float("-inf")
 
-    def submit(self, centre: str, token: str, body: dict, idempotency_key: str | None) -> dict:
-        """POST the job to `centre`; returns its job view plus the job's absolute `url`.
+    def capacities(self, centres: Iterable[str]) -> dict[str, int | None]:
+        """Free CPUs of each centre, asked in parallel within `timeout` seconds in all;
+        None for a centre that did not answer in time, or not with a capacity."""
+        centres = list(centres)
+        with self._round:
+            if time.monotonic() - self._asked_at > self.fresh_for or not set(centres) <= set(self._known):
+                self._known = asyncio.run(self._ask(centres))
+                self._asked_at = time.monotonic()
+            return {c: self._known[c] for c in centres}
 
-        PeerDenied means the job certainly does not run there (refused, or the
-        gateway could not be reached), so placement may try another centre. When
-        the request went out but no usable answer came back, the job may be running
-        there: that is PeerUnavailable (502), never a reason to start it elsewhere.
-        """
+    async def _ask(self, centres: list[str]) -> dict[str, int | None]:
+        async with httpx.AsyncClient(timeout=self.timeout, transport=self._transport) as http:
+            tasks = [asyncio.ensure_future(self._free_cpus(http, c)) for c in centres]
+            await asyncio.wait(tasks, timeout=self.timeout)
+            for task in tasks:
+                task.cancel()
+            return {c: (t.result() if t.done() and not t.cancelled() else None) for c, t in zip(centres, tasks)}
+
+    async def _free_cpus(self, http: httpx.AsyncClient, centre: str) -> int | None:
         base = self._url_of(centre)
         if not base:
-            raise PeerUnavailable(f"centre {centre} has no gateway URL on chain")
-        base = base.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
+            return None
         try:
-            response = self._http.post(f"{base}/v1/jobs", json=body, headers=headers)
-        except _NOT_SENT as exc:
-            raise PeerDenied([f"{centre}: gateway unreachable ({type(exc).__name__})"]) from None
-        except httpx.HTTPError as exc:
-            again = "retry with the same Idempotency-Key" if idempotency_key else "look for it there before resubmitting"
-            raise PeerUnavailable(
-                f"{centre} did not answer ({type(exc).__name__}); the job may have started there: {again}"
-            ) from None
-        payload = _json(response)
-        if response.status_code == 403:
-            raise PeerDenied(_reasons(payload.get("reasons")) or [f"{centre}: {payload.get('error') or 'refused'}"])
-        if response.status_code >= 500:
-            raise PeerUnavailable(f"{centre} failed ({response.status_code}): {payload.get('error', '')}"[:500])
-        if response.is_error:
-            error = GatewayError(f"{centre}: {payload.get('error', '')}"[:500], reasons=_reasons(payload.get("reasons")))
-            error.status = response.status_code
-            raise error
-        job_id = payload.get("id")
-        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id):
-            raise PeerUnavailable(f"{centre} accepted the job but answered no usable job id: {str(job_id)[:80]!r}")
-        payload["url"] = f"{base}/v1/jobs/{job_id}"
-        return payload
-
-    def fetch(self, url: str, token: str) -> dict:
-        try:
-            response = self._http.get(url, headers={"Authorization": f"Bearer {token}"})
-        except httpx.HTTPError as exc:
-            raise PeerUnavailable(f"serving gateway unreachable at {url} ({type(exc).__name__})") from None
-        payload = _json(response)
-        if response.is_error:
-            raise PeerUnavailable(f"serving gateway answered {response.status_code}: {payload.get('error', '')}")
-        return payload
+            async with http.stream("GET", f"{base.rstrip('/')}/v1/capacity",
+                                   headers={"Accept-Encoding": "identity"}) as response:
+                if response.status_code != 200:
+                    return None
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) > MAX_ANSWER:
+                        return None
+            payload = json.loads(body)
+        except Exception:  # whatever its URL or its answer, a peer that gave no capacity is silent
+            return None
+        free = payload.get("free_cpus") if isinstance(payload, dict) else None
+        return free if isinstance(free, int) and not isinstance(free, bool) and free >= 0 else None
 
     def close(self) -> None:
-        self._http.close()
-
-
-def _reasons(value: object) -> list[str]:
-    """A peer's reasons as a list of short texts, whatever it sent."""
-    items = value if isinstance(value, list) else [value] if value else []
-    return [str(item)[:500] for item in items if item not in (None, "")]
-
-
-def _json(response: httpx.Response) -> dict:
-    try:
-        payload = response.json()
-    except ValueError:
-        return {"error": response.text[:200]}
-    return payload if isinstance(payload, dict) else {"error": str(payload)[:200]}
+        """Nothing stays open between rounds; kept so a node stops its parts alike."""

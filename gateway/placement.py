@@ -1,34 +1,61 @@
-"""Where a job may run: the member centres ranked by what the job would cost at most.
+"""Where a job may run: the member centres ranked by free capacity, then by what the job would cost at most.
 
-Pure: the serving centre still authorises the job itself, so ranking only
-decides the order in which centres are asked.
+Pure: ranking only decides the order in which the client tries centres; each
+centre still authorises the job itself when the client signs on and submits there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.pricing import max_price
-from gateway.schemas import JobRequest
 
 
 class Priced(Protocol):
     name: str
+    gateway_url: str
     prices: object
 
 
-def rank_centres(members: Iterable[Priced], request: JobRequest, here: str) -> list[str]:
-    """Centres to try for `request`: the one asked for, or all by maximum price (here first on ties)."""
-    members = list(members)
-    names = {m.name for m in members}
-    if request.centre != "auto":
-        if request.centre not in names:
-            raise LookupError(f"unknown centre {request.centre!r}; members are {', '.join(sorted(names))}")
-        return [request.centre]
+class Sized(Protocol):
+    """What a placement request says of the job (JobRequest and PlacementRequest both do)."""
+
+    walltime: int
+
+    @property
+    def resources(self) -> object: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One centre a client may try, in ranking order."""
+
+    centre: str
+    gateway_url: str
+    max_price: int
+    free_cpus: int | None
+    """Free CPUs the centre reported just now, or None when it did not answer."""
+
+    @property
+    def has_room(self) -> bool:
+        return self.free_cpus is not None and self.free_cpus > 0
+
+
+def rank_centres(
+    members: Iterable[Priced], request: Sized, here: str, free_cpus: Mapping[str, int | None]
+) -> list[Candidate]:
+    """Every member, best first: those with room for the job's cores (cheapest first), then those
+    short of room, then those that did not say; `here` first on ties, then by name."""
     res = request.resources
 
-    def cost(m: Priced) -> tuple[int, int, str]:
-        return (max_price(request.walltime, res.cores, res.memory_mib, res.gpus, m.prices), m.name != here, m.name)
+    def candidate(m: Priced) -> Candidate:
+        cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, m.prices)  # type: ignore[attr-defined]
+        return Candidate(m.name, m.gateway_url, cost, free_cpus.get(m.name))
 
-    return [m.name for m in sorted(members, key=cost)]
+    def rank(c: Candidate) -> tuple[int, int, bool, str]:
+        room = 2 if c.free_cpus is None else (0 if c.free_cpus >= res.cores else 1)  # type: ignore[attr-defined]
+        return (room, c.max_price, c.centre != here, c.centre)
+
+    return sorted((candidate(m) for m in members), key=rank)

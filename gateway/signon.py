@@ -17,21 +17,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from auth.credentials import (
+    Challenges,
     CredentialError,
     CredentialSchema,
-    NonceStore,
     PresentationError,
     PresentationRequest,
     issue_credential,
     key_id,
-    new_request,
     verify_presentation,
 )
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
-from gateway.errors import BadRequest, Forbidden, Unauthorized
+from gateway.errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable
+from gateway.schemas import RevokeResponse
 from ledger.index import EventIndex
-from ledger.outbox import Outbox
+from ledger.outbox import DONE, FAILED, Outbox
+
+#: Seconds a revocation request waits for its transaction before answering "queued".
+REVOKE_WAIT = 5.0
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,7 @@ class SignOn:
         self.tokens = tokens
         self.requested = list(requested)
         self.key_overlap = key_overlap
-        self.nonces = NonceStore()
-        new_request(schema, name, self.requested)  # a misconfigured attribute list fails at start
+        self.challenges = Challenges(schema, name, self.requested)  # a misconfigured attribute list fails at start
 
     # -- the issuer key on chain -------------------------------------------------
 
@@ -107,7 +109,7 @@ class SignOn:
         if self.is_revoked(entry.uid):
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
         enrolment = self.enrolment_id(entry.uid)
-        if self.index.enrolment(enrolment) is None:
+        if self.index.enrolment(self.name, enrolment) is None:
             self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": "0x" + enrolment.hex()})
         values = self.schema.from_directory(entry.attributes, entry.groups) | {
             "home": self.name,
@@ -128,12 +130,17 @@ class SignOn:
     def is_revoked(self, uid: str) -> bool:
         """Whether this home revoked the user, or has sent the revocation on its way."""
         enrolment = self.enrolment_id(uid)
-        known = self.index.enrolment(enrolment)
+        known = self.index.enrolment(self.name, enrolment)
         return (known is not None and known.revoked) or self.outbox.item_by_key(f"revoke:{enrolment.hex()}") is not None
 
-    def revoke(self, username: str) -> dict:
-        """Revoke a user's enrolment: every centre refuses their credentials once the event lands.
+    def revoke(self, username: str, wait: float = REVOKE_WAIT) -> RevokeResponse:
+        """Revoke a user's enrolment on chain and say what actually happened.
 
+        Every centre refuses the user's credentials once the event reaches it, so only
+        a mined revocation is reported as done. A revert is an error (409) with the
+        chain's reason, and asking again sends it again; a chain that does not take the
+        write within `wait` seconds leaves it queued (sent again until it lands). This
+        home refuses the user from the first request on, whatever the chain did.
         The uid is the directory's spelling (`Alice ` finds `alice`); someone already
         removed from the directory is revoked under the uid as given.
         """
@@ -142,37 +149,60 @@ class SignOn:
         except UnknownUser:
             pass
         enrolment = self.enrolment_id(username)
-        known = self.index.enrolment(enrolment)
+        answer = {"username": username, "enrolment": "0x" + enrolment.hex()}
+        known = self.index.enrolment(self.name, enrolment)
+        if known is not None and known.revoked:
+            return RevokeResponse(**answer, revoked=True, status="done", tx_hash=None,
+                                  detail=f"{username}'s enrolment at {self.name} is revoked on chain")
         if known is None and self.outbox.item_by_key(f"enrol:{enrolment.hex()}") is None:
             raise BadRequest(f"{username} has no enrolment at {self.name}")
-        if known is None or not known.revoked:
-            self.outbox.enqueue("revoke", f"revoke:{enrolment.hex()}", {"enrolment": "0x" + enrolment.hex()})
-        return {"enrolment": "0x" + enrolment.hex(), "revoked": True}
+        item_id = self.outbox.enqueue("revoke", f"revoke:{enrolment.hex()}", {"enrolment": answer["enrolment"]})
+        tried = self.outbox.retry(item_id).attempts  # a revert before does not bind this new request
+        item = self.outbox.attempt(item_id, wait)
+        if item.status == FAILED:
+            raise Conflict(
+                f"the chain refused to revoke {username} at {self.name} ({item.last_error}): nothing changed on "
+                f"chain, so other members still accept {username}'s credentials; {self.name} refuses {username}",
+                reasons=[item.last_error or "reverted"],
+            )
+        if item.status == DONE:
+            return RevokeResponse(**answer, revoked=True, status="done", tx_hash=item.tx_hash,
+                                  detail=f"revoked on chain: every member refuses {username} once the event reaches it")
+        why = item.last_error if item.attempts > tried else f"not sent within {wait:g} s"
+        return RevokeResponse(**answer, revoked=False, status="queued", tx_hash=None,
+                              detail=f"not on chain yet ({why}): the revocation is queued and will be retried until "
+                                     f"it lands; {self.name} already refuses {username}, other members do not yet")
 
     # -- anywhere ----------------------------------------------------------------
 
     def request(self) -> PresentationRequest:
-        """A one-time challenge naming the attributes this centre's policy needs."""
-        request = new_request(self.schema, self.name, self.requested)
-        self.nonces.issue(request)
-        return request
+        """A one-time challenge naming the attributes this centre's policy needs; sealed, so nothing is stored."""
+        return self.challenges.issue()
 
     def present(self, presentation: dict) -> tuple[str, dict[str, str]]:
         """Verify a presentation against its challenge; a session token for its disclosed attributes."""
+        now = max(int(time.time()), self.index.chain_time)
         try:
             nonce = presentation.get("nonce") if isinstance(presentation, dict) else None
-            request = self.nonces.consume(nonce if isinstance(nonce, str) else "")
+            request = self.challenges.open(nonce, now=now)
             disclosed = verify_presentation(
                 self.schema,
                 presentation,
                 request,
                 self.index.issuer_key,
                 self.index.revocation_epoch,
-                max(int(time.time()), self.index.chain_time),
+                now,
                 verifier=self.name,
                 issuer_known=lambda centre: bool(self.index.issuer_keys(centre)),
             )
+            self.challenges.spend(request, now=now)  # only a proof that verified uses up its request
         except PresentationError as exc:
+            if exc.code == "busy":
+                raise Unavailable(f"sign-on refused for now: {exc.reason}") from None
             raise Unauthorized(f"presentation refused ({exc.code}): {exc.reason}") from None
-        token = self.tokens.issue_presented(disclosed["home"], disclosed, int(disclosed["revocation_epoch"]))
+        try:
+            token = self.tokens.issue_presented(disclosed["home"], disclosed, int(disclosed["revocation_epoch"]))
+        except ValueError as exc:  # verified in the very second it expires: no time left for a session
+            raise Unauthorized(f"presentation refused (credential_expired): {exc}; refresh it at your home centre"
+                               ) from None
         return token, disclosed

@@ -11,7 +11,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from auth.credentials import Credential, CredentialSchema, PresentationRequest, make_presentation
+from auth.credentials import Credential, CredentialError, CredentialSchema, PresentationRequest, make_presentation
+
+#: Attributes a wallet never discloses, whoever asks: the enrolment id is the same at every
+#: sign-on (and the home maps it to the uid), so a verifier that learnt it could link them all.
+WITHHELD = frozenset({"pseudonym"})
 
 
 @dataclass(frozen=True)
@@ -34,8 +38,15 @@ class Wallet:
         )
 
     def present(self, request: dict) -> dict:
-        """A presentation answering `request`: only the attributes it names are disclosed."""
+        """A presentation answering `request`: only the attributes it names are disclosed.
+
+        A request for an attribute in WITHHELD is refused (CredentialError), whoever makes it.
+        """
         parsed = PresentationRequest.from_dict(request)
+        withheld = sorted(WITHHELD & set(parsed.attributes))
+        if withheld:
+            raise CredentialError(f"{parsed.verifier} asks for {', '.join(withheld)}, which would link every sign-on "
+                                  "of yours: the wallet never discloses it")
         return make_presentation(self.schema, self.credential, self.issuer_pk, parsed).to_dict()
 
     def save(self, path: Path) -> None:

@@ -7,13 +7,13 @@ then check each step's outcome, the books on chain and the auditor's verdict.
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 import pytest
 
 from gateway.auditing import audit_epoch
 from gateway.client import GatewayClient, GatewayRefused
+from gateway.dispatch import SignOn, submit_anywhere, with_home_session
 from gateway.wallet import Wallet
 from ledger.deploy import bind
 from ledger.ids import centre_id, user_id
@@ -25,7 +25,7 @@ BURN = "import sys; print(sum(i * i for i in range(int(sys.argv[1]))))"
 
 
 def job(centre: str, n: int = 200_000, walltime: int = 60, **resources: object) -> dict:
-    return {"command": [sys.executable, "-c", BURN, str(n)], "walltime": walltime, "centre": centre,
+    return {"command": ["python3", "-c", BURN, str(n)], "walltime": walltime, "centre": centre,
             "resources": resources}
 
 
@@ -56,41 +56,47 @@ class Flow:
 
 @pytest.fixture(scope="module")
 def flow(consortium) -> Flow:
-    """Run the whole story once, in an epoch of its own, and close that epoch everywhere."""
+    """Run the whole story once, in an epoch of its own, and close that epoch everywhere.
+
+    Each job goes through client-side placement: the gateway named in SCENARIO ranks the
+    centres, and the client signs on at each candidate itself (a token exchanged at home,
+    or a fresh presentation from the wallet) and submits there.
+    """
     if any(consortium.store(n).records_for_epoch(e) for n, e in consortium.open_epochs().items()):
         consortium.close_epoch_everywhere()  # start from an empty epoch: exact counts below
     (epoch,) = set(consortium.open_epochs().values())
+    homes: dict[str, GatewayClient] = {}
     sessions = {}
     for user, home, *_ in SCENARIO.values():
-        if user not in sessions:
-            with GatewayClient(consortium.url(home)) as client:
-                sessions[user] = client.login(user, PASSWORDS[user])
-    wallets = {}
-    for name in PRESENTED:
-        user, home, *_ = SCENARIO[name]
-        with GatewayClient(consortium.url(home)) as client:
-            wallets[name] = Wallet.from_issuance(consortium.url(home), client.credential(user, PASSWORDS[user]))
+        if user not in homes:
+            homes[user] = GatewayClient(consortium.url(home))
+            sessions[user] = homes[user].login(user, PASSWORDS[user])
     result = Flow(epoch=epoch, sessions=sessions, jobs_before=consortium.job_count())
     submitted = {}
-    for name, (user, _, gateway, body) in SCENARIO.items():
-        client = GatewayClient(consortium.url(gateway), token=sessions[user]["token"])
+    for name, (user, home, gateway, body) in SCENARIO.items():
+        body = dict(body)
+        centre = body.pop("centre")
         if name in PRESENTED:
-            result.presented[name] = client.sign_on(wallets[name])
+            with GatewayClient(consortium.url(home)) as client:
+                wallet = Wallet.from_issuance(consortium.url(home), client.credential(user, PASSWORDS[user]))
+
+            def present(client: GatewayClient, centre: str, name: str = name, wallet: Wallet = wallet) -> None:
+                result.presented[name] = client.sign_on(wallet, centre)
+
+            sign_on = SignOn(consortium.url(home), present)
+        else:
+            sign_on = with_home_session(homes[user])
         try:
-            submitted[name] = (client, client.submit(body)["id"])
+            submitted[name] = submit_anywhere(consortium.url(gateway), body, sign_on, centre=centre)
         except GatewayRefused as refusal:
             result.refusals[name] = refusal
-            client.__exit__()
-    for name, (client, job_id) in submitted.items():
-        with client:
-            result.views[name] = client.wait(job_id)
+    for home in homes.values():
+        home.close()
+    for name, submission in submitted.items():
+        with submission.client as client:
+            result.views[name] = client.wait(submission.view["id"])
     result.closures = consortium.close_epoch_everywhere()
     return result
-
-
-def run_of(view: dict) -> dict:
-    """The serving centre's view of a job (the remote one for a forwarded job)."""
-    return view.get("remote") or view
 
 
 # -- sign-on -----------------------------------------------------------------------------
@@ -105,66 +111,58 @@ def test_each_user_signs_on_once_at_home(flow):
 
 # -- jobs across centres -------------------------------------------------------------------
 
-def test_explicit_target_is_forwarded_and_runs_there(flow, consortium):
+def test_explicit_target_runs_there(flow, consortium):
     view = flow.views["explicit"]
-    assert view["status"] == "forwarded"
-    assert view["serving_centre"] == "cloud-b"
-    assert view["forwarded_url"].startswith(consortium.url("cloud-b"))
-    run = view["remote"]
-    assert run["status"] == "succeeded" and run["exit_code"] == 0
-    assert run["serving_centre"] == "cloud-b" and run["principal"] == "alice@hpc-a"
-    assert run["usage"]["epoch"] == flow.epoch
-    assert run["usage"]["price"] > 0
-    assert run["stdout_tail"].strip().isdigit()
-    # the serving centre holds the job and its record; the home gateway only the forward
-    served = consortium.store("cloud-b").get_job(run["id"])
+    assert view["status"] == "succeeded" and view["exit_code"] == 0
+    assert view["serving_centre"] == "cloud-b" and view["principal"] == "alice@hpc-a"
+    assert view["usage"]["epoch"] == flow.epoch
+    assert view["usage"]["price"] > 0
+    assert view["stdout_tail"].strip().isdigit()
+    # the serving centre holds the job and its record; the gateway that ranked the centres holds nothing
+    served = consortium.store("cloud-b").get_job(view["id"])
     assert served.principal == "alice@hpc-a" and served.home == "hpc-a" and served.record_id
-    forwarded = consortium.store("hpc-a").get_job(view["id"])
-    assert forwarded.status == "forwarded" and forwarded.record_id is None
+    assert consortium.store("hpc-a").get_job(view["id"]) is None
 
 
 def test_gpu_job_is_placed_by_policy_on_the_gpu_centre(flow):
-    run = run_of(flow.views["gpu"])
+    run = flow.views["gpu"]
     # cheaper CPU-only centres come first in the ranking but their policies refuse a GPU job
     assert run["serving_centre"] == "ai-c"
     assert run["status"] == "succeeded"
     assert run["usage"]["price"] > 0
 
 
-def test_the_same_token_is_accepted_at_another_gateway(flow):
+def test_placement_asked_at_another_gateway(flow):
     view = flow.views["other-gateway"]
-    # alice's hpc-a token, presented at cloud-b, which is the cheapest CPU centre: runs right there
+    # ranked by cloud-b, the cheapest CPU centre: alice's home exchanged her session for cloud-b
     assert view["serving_centre"] == "cloud-b"
     assert view["principal"] == "alice@hpc-a"
-    assert view["status"] == "succeeded" and view["remote"] is None
+    assert view["status"] == "succeeded"
 
 
 def test_explicit_target_from_another_home(flow):
-    run = run_of(flow.views["cloud-user-on-hpc"])
+    run = flow.views["cloud-user-on-hpc"]
     assert run["serving_centre"] == "hpc-a" and run["principal"] == "carol@cloud-b"
     assert run["status"] == "succeeded"
 
 
 def test_auto_placement_picks_the_cheapest_centre(flow):
     view = flow.views["auto"]
-    assert view["status"] == "forwarded"
-    assert run_of(view)["serving_centre"] == "cloud-b"
-    assert run_of(view)["status"] == "succeeded"
+    assert view["serving_centre"] == "cloud-b"
+    assert view["status"] == "succeeded"
 
 
 def test_presented_credential_signs_on_at_another_centre(flow, consortium):
     session = flow.presented["presented"]
-    # a pseudonym of the home centre, never the uid; only what hpc-a asks for is disclosed
+    # a pseudonym of the home centre, never the uid; only what the serving centre asks for is disclosed
     assert session["home"] == "ai-c" and session["principal"].endswith("@ai-c")
     assert "dave" not in session["principal"]
-    requested = set(consortium.spec.centre("hpc-a").signon_attributes)
+    requested = set(consortium.spec.centre("cloud-b").signon_attributes)  # where it signed on: the cheapest
     assert requested <= set(session["disclosed"])
     assert not {"holder_secret", "department", "pseudonym"} & set(session["disclosed"])
     view = flow.views["presented"]
     assert view["principal"] == session["principal"]
-    run = run_of(view)
-    assert run["serving_centre"] == "cloud-b" and run["status"] == "succeeded"
-    assert run["principal"] == session["principal"]
+    assert view["serving_centre"] == "cloud-b" and view["status"] == "succeeded"
 
 
 def test_student_job_is_denied_with_the_policy_reason(flow, consortium):
@@ -178,12 +176,10 @@ def test_student_job_is_denied_with_the_policy_reason(flow, consortium):
 
 
 def test_every_job_was_stored_once_where_it_ran(flow, consortium):
-    """A job row where it ran, plus one at the gateway that forwarded it; none for refusals."""
+    """A job row where it ran, nowhere else; none for refusals."""
     expected = {name: 0 for name in consortium.centres}
-    for name, view in flow.views.items():
-        expected[run_of(view)["serving_centre"]] += 1
-        if view["remote"]:
-            expected[SCENARIO[name][2]] += 1
+    for view in flow.views.values():
+        expected[view["serving_centre"]] += 1
     after = consortium.job_count()
     assert {name: after[name] - flow.jobs_before[name] for name in after} == expected
 
@@ -197,7 +193,7 @@ def test_epoch_is_closed_anchored_and_settled_at_every_centre(flow, consortium):
     assert flow.closures[-1]["settled"]  # the last centre to close settles the epoch
     served = {}
     for view in flow.views.values():
-        centre = run_of(view)["serving_centre"]
+        centre = view["serving_centre"]
         served[centre] = served.get(centre, 0) + 1
     assert {c["centre"]: c["record_count"] for c in flow.closures} == {n: served.get(n, 0) for n in consortium.centres}
     assert set(consortium.open_epochs().values()) == {flow.epoch + 1}
@@ -206,11 +202,10 @@ def test_epoch_is_closed_anchored_and_settled_at_every_centre(flow, consortium):
 def test_claims_are_what_each_home_centre_owes(flow):
     owed: dict[str, dict[str, int]] = {}
     for view in flow.views.values():
-        run = run_of(view)
-        home = run["principal"].split("@")[1]
-        if home != run["serving_centre"]:
-            claims = owed.setdefault(run["serving_centre"], {})
-            claims[home] = claims.get(home, 0) + run["usage"]["price"]
+        home = view["principal"].split("@")[1]
+        if home != view["serving_centre"]:
+            claims = owed.setdefault(view["serving_centre"], {})
+            claims[home] = claims.get(home, 0) + view["usage"]["price"]
     assert {c["centre"]: c["claims"] for c in flow.closures} == {c["centre"]: owed.get(c["centre"], {}) for c in flow.closures}
 
 
@@ -263,8 +258,7 @@ def test_usage_record_proof_is_accepted_by_the_contract(flow, consortium):
     contracts = bind(consortium.chain, consortium.deployment)
     domain = domain_for(consortium.deployment)
     checked = 0
-    for view in flow.views.values():
-        run = run_of(view)
+    for run in flow.views.values():
         serving = run["serving_centre"]
         with GatewayClient(consortium.url(serving)) as client:
             proof = client.usage(run["record_id"])

@@ -8,7 +8,6 @@ folder, as `xcentre gateway` does at every start.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 
@@ -32,7 +31,7 @@ def fresh(slapd_factory, anvil_url, tmp_path_factory):
 
 def job(centre: str, seconds: float = 0) -> dict:
     code = f"import time; time.sleep({seconds}); print('done')"
-    return {"command": [sys.executable, "-c", code], "walltime": 30, "centre": centre}
+    return {"command": ["python3", "-c", code], "walltime": 30, "centre": centre}
 
 
 def eventually(check: Callable[[], bool], within: float = 20.0) -> None:

@@ -1,4 +1,4 @@
-"""gateway.placement: which centres a job is offered to, in which order."""
+"""gateway.placement: in which order a client offers a job to the member centres."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.placement import rank_centres
+from gateway.placement import rank_centres as rank
 from gateway.pricing import max_price
-from gateway.schemas import JobRequest
+from gateway.schemas import PlacementRequest
 from ledger.deploy import Prices
 
 
@@ -17,6 +17,17 @@ class Member:
     name: str
     prices: Prices
 
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{self.name}.example"
+
+
+def rank_centres(members, job, here, free=None) -> list[str]:
+    """Names in ranking order; every centre has ample room unless `free` says otherwise."""
+    members = list(members)
+    free = {m.name: 1024 for m in members} if free is None else free
+    return [c.centre for c in rank(members, job, here, free)]
+
 
 HPC = Member("hpc-a", Prices(per_cpu_second=40_000, per_gpu_second=0, per_gib_hour=200_000))
 CLOUD = Member("cloud-b", Prices(per_cpu_second=25_000, per_gpu_second=0, per_gib_hour=100_000))
@@ -24,34 +35,11 @@ AI = Member("ai-c", Prices(per_cpu_second=60_000, per_gpu_second=500_000, per_gi
 MEMBERS = [HPC, CLOUD, AI]
 
 
-def request(centre: str = "auto", walltime: int = 600, **resources: object) -> JobRequest:
-    return JobRequest(command=["true"], walltime=walltime, centre=centre, resources=resources)
+def request(walltime: int = 600, **resources: object) -> PlacementRequest:
+    return PlacementRequest(walltime=walltime, resources=resources)
 
 
-# -- an explicit centre -------------------------------------------------------------------
-
-@pytest.mark.parametrize("centre", ["hpc-a", "cloud-b", "ai-c"])
-def test_an_explicit_centre_is_the_only_candidate(centre):
-    # even when it is the dearest, and wherever the job was submitted
-    assert rank_centres(MEMBERS, request(centre), here="cloud-b") == [centre]
-
-
-def test_an_explicit_centre_here():
-    assert rank_centres(MEMBERS, request("hpc-a"), here="hpc-a") == ["hpc-a"]
-
-
-def test_an_unknown_centre_is_refused_with_the_members_named():
-    with pytest.raises(LookupError) as error:
-        rank_centres(MEMBERS, request("nowhere"), here="hpc-a")
-    assert str(error.value) == "unknown centre 'nowhere'; members are ai-c, cloud-b, hpc-a"
-
-
-def test_a_centre_that_left_is_unknown():
-    with pytest.raises(LookupError, match="unknown centre 'ai-c'"):
-        rank_centres([HPC, CLOUD], request("ai-c"), here="hpc-a")
-
-
-# -- auto ---------------------------------------------------------------------------------------
+# -- price ----------------------------------------------------------------------------------------
 
 def test_auto_ranks_every_member_by_maximum_price():
     job = request(walltime=3600, cores=4, memory_mib=8192)
@@ -99,3 +87,19 @@ def test_auto_with_no_members_offers_nothing():
 
 def test_members_may_be_any_iterable():
     assert rank_centres(iter(MEMBERS), request(), here="hpc-a") == ["cloud-b", "hpc-a", "ai-c"]
+
+
+# -- capacity -------------------------------------------------------------------------------------
+
+def test_centres_with_room_come_first_then_those_short_of_room_then_the_silent():
+    job = request(cores=4)
+    free = {"cloud-b": 2, "hpc-a": None, "ai-c": 4}
+    assert rank_centres(MEMBERS, job, "hpc-a", free) == ["ai-c", "cloud-b", "hpc-a"]
+    assert rank_centres(MEMBERS, job, "hpc-a", {}) == ["cloud-b", "hpc-a", "ai-c"]  # nobody said: price alone
+
+
+def test_each_candidate_says_where_to_go_what_it_costs_and_its_room():
+    job = request(walltime=3600, cores=2)
+    first, *_ = rank(MEMBERS, job, "hpc-a", {"cloud-b": 8, "hpc-a": 8, "ai-c": 8})
+    assert (first.centre, first.gateway_url, first.free_cpus) == ("cloud-b", "http://cloud-b.example", 8)
+    assert first.max_price == max_price(3600, 2, 1024, 0, CLOUD.prices) and first.has_room

@@ -8,21 +8,27 @@ what every centre accepts.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable
 
+import httpx
 import pytest
+from web3.logs import DISCARD
 
-from auth.credentials import generate_issuer_key, issue_credential, new_request
+from auth.credentials import generate_issuer_key, issue_credential
+from auth.ldif import ssha, user_dn
 from gateway.client import GatewayClient, GatewayRefused
 from gateway.signon import IssuerKey
 from gateway.wallet import Wallet
+from ledger.chain import connect
+from ledger.deploy import bind
+from ledger.ids import centre_id
 from tests.fixtures.consortium import PASSWORDS, start_consortium
+from tests.fixtures.relay import Relay
 
 CENTRES = ("hpc-a", "cloud-b", "ai-c")
 ALWAYS = {"home", "revocation_epoch", "expires_at"}
-QUICK = {"command": [sys.executable, "-c", "print('ok')"], "walltime": 30}
+QUICK = {"command": ["python3", "-c", "print('ok')"], "walltime": 30}
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +38,39 @@ def fresh(slapd_factory, anvil_url, tmp_path_factory):
     running.stop()
 
 
-def wallet_of(consortium, uid: str, home: str) -> Wallet:
+def wallet_of(consortium, uid: str, home: str, password: str | None = None) -> Wallet:
     with GatewayClient(consortium.url(home)) as client:
-        return Wallet.from_issuance(consortium.url(home), client.credential(uid, PASSWORDS[uid]))
+        return Wallet.from_issuance(consortium.url(home), client.credential(uid, password or PASSWORDS[uid]))
+
+
+def add_person(consortium, home: str, uid: str, password: str) -> None:
+    """A new person in `home`'s directory, never enrolled anywhere yet."""
+    base = consortium.spec.centre(home).base_dn
+    consortium.slapds[home].add(
+        f"dn: {user_dn(base, uid)}\nobjectClass: inetOrgPerson\nuid: {uid}\ncn: {uid}\nsn: {uid}\n"
+        f"departmentNumber: physics\nemployeeType: staff\nuserPassword: {ssha(password)}\n"
+    )
+
+
+def revoke_at(consortium, home: str, uid: str) -> httpx.Response:
+    """The operator's revocation request, answered with its status code."""
+    with httpx.Client(base_url=consortium.url(home), timeout=60) as http:
+        return http.post("/v1/enrolments/revoke", json={"username": uid},
+                         headers={"X-Operator-Key": consortium.operator_key(home)})
+
+
+def registry(consortium):
+    return bind(consortium.chain, consortium.deployment).identity_registry.functions
+
+
+def accepted_at(consortium, centre: str, wallet: Wallet) -> bool:
+    """Whether `centre` accepts a sign-on with this wallet now (False: refused as revoked)."""
+    try:
+        sign_on(consortium, centre, wallet)
+    except GatewayRefused as exc:
+        assert exc.status == 401 and "revoked" in exc.error, exc.error
+        return False
+    return True
 
 
 def sign_on(consortium, centre: str, wallet: Wallet) -> dict:
@@ -73,7 +109,7 @@ def test_a_credential_comes_only_from_home_and_carries_live_directory_attributes
 
     # the pseudonym is the enrolment registered on chain, with hpc-a as home
     sync_everywhere(fresh)
-    enrolment = fresh.centres["cloud-b"].node.parts.index.enrolment(values["pseudonym"])
+    enrolment = fresh.centres["cloud-b"].node.parts.index.enrolment("hpc-a", values["pseudonym"])
     assert enrolment is not None and not enrolment.revoked
 
     # the password is useful only at home: another centre does not know alice
@@ -106,10 +142,13 @@ def test_each_centre_learns_only_what_it_asks_and_sign_ons_do_not_link(fresh):
     for hidden in ("pseudonym", "holder_secret", "department", "groups"):
         assert wallet.credential.values[hidden] not in presentation
 
-    # a token from one centre's sign-on is accepted at another
-    with GatewayClient(fresh.url("ai-c"), token=sessions["cloud-b"]["token"]) as client:
+    # a token is good where the sign-on was made, and nowhere else
+    with GatewayClient(fresh.url("ai-c"), token=sessions["ai-c"]["token"]) as client:
         job = client.submit(QUICK | {"centre": "ai-c"})
         assert client.wait(job["id"])["status"] == "succeeded"
+    with GatewayClient(fresh.url("ai-c"), token=sessions["cloud-b"]["token"]) as client:
+        elsewhere = refusal(lambda: client.submit(QUICK | {"centre": "ai-c"}))
+        assert elsewhere.status == 401 and "not 'ai-c'" in elsewhere.error
 
 
 def test_presentations_are_refused_with_a_reason(fresh):
@@ -130,8 +169,7 @@ def test_presentations_are_refused_with_a_reason(fresh):
         assert elsewhere.status == 401 and "unknown_request" in elsewhere.error
 
     # a request that expired before the answer came
-    stale = new_request(wallet.schema, "hpc-a", ["employee_type"], now=int(time.time()) - 61, ttl=60)
-    node.parts.signon.nonces.issue(stale, now=int(time.time()) - 61)
+    stale = node.parts.signon.challenges.issue(now=int(time.time()) - 61)
     with GatewayClient(fresh.url("hpc-a")) as client:
         late = refusal(lambda: client._call("POST", "/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())}))
         assert late.status == 401 and "request_expired" in late.error
@@ -173,11 +211,15 @@ def test_issuer_key_rotation_keeps_the_old_key_for_its_window_only(fresh):
 
 def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     bob, alice, carol = (wallet_of(fresh, u, h) for u, h in (("bob", "hpc-a"), ("alice", "hpc-a"), ("carol", "cloud-b")))
-    bob_token = sign_on(fresh, "cloud-b", bob)["token"]
-    bob_password_token = fresh.login("bob", "hpc-a")
+    # a session of each kind at every centre: a presentation there, and a password session exchanged at home
+    bob_tokens = {centre: (sign_on(fresh, centre, bob)["token"], fresh.login("bob", "hpc-a", at=centre))
+                  for centre in CENTRES}
 
-    with GatewayClient(fresh.url("hpc-a")) as home:
-        home.revoke("BOB", fresh.operator_key("hpc-a"))  # the directory's spelling is what counts
+    answer = revoke_at(fresh, "hpc-a", "BOB")  # the directory's spelling is what counts
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["username"], body["revoked"], body["status"]) == ("bob", True, "done")
+    assert body["tx_hash"].startswith("0x") and body["enrolment"] == "0x" + bob.credential.values["pseudonym"]
     # no explicit sync here: each gateway's own housekeeping must bring the event in
     for centre in CENTRES:
         def refuses_bob(centre=centre) -> bool:
@@ -192,7 +234,7 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
 
     # the sessions bob opened before the revocation end too, at every centre, whichever way he signed on
     for centre in CENTRES:
-        for token in (bob_token, bob_password_token):
+        for token in bob_tokens[centre]:
             with GatewayClient(fresh.url(centre), token=token) as client:
                 ended = refusal(lambda: client.submit(QUICK | {"centre": centre}))
                 assert ended.status == 401 and "predates a revocation" in ended.error
@@ -218,3 +260,98 @@ def test_revoking_an_unknown_user_or_without_the_operator_key_is_refused(fresh):
         assert unknown.status == 400 and "no enrolment" in unknown.error
         wrong_key = refusal(lambda: client.revoke("carol", "not-the-key"))
         assert wrong_key.status == 401 and "operator key" in wrong_key.error
+
+
+def test_another_member_cannot_squat_a_users_enrolment(fresh):
+    """Issue 6, finding 4: cloud-b sends the enrolment of hpc-a's new user before hpc-a does
+    (it read the id from hpc-a's transaction waiting to be mined). hpc-a's own enrolment and
+    its later revocation must still take effect on chain, and the user be refused everywhere."""
+    add_person(fresh, "hpc-a", "erin", "erin-pw")
+    pseudonym = fresh.centres["hpc-a"].node.parts.signon.enrolment_id("erin")
+    fresh.chain.transact(registry(fresh).enrol(pseudonym), fresh.centres["cloud-b"].account)
+    erin = wallet_of(fresh, "erin", "hpc-a", "erin-pw")
+    sync_everywhere(fresh)
+    assert accepted_at(fresh, "cloud-b", erin)
+    epoch = registry(fresh).revocationEpoch(centre_id("hpc-a")).call()
+
+    answer = revoke_at(fresh, "hpc-a", "erin")
+    assert answer.status_code == 200 and answer.json()["revoked"] is True, answer.text
+    assert registry(fresh).revocationEpoch(centre_id("hpc-a")).call() == epoch + 1  # the chain says so too
+    for centre in CENTRES:
+        eventually(lambda centre=centre: not accepted_at(fresh, centre, erin))
+
+
+@pytest.fixture
+def own_consortium(slapd_factory, anvil_url, tmp_path):
+    """A consortium for one test that cuts a centre off the chain or votes a member out."""
+    running = start_consortium(slapd_factory, anvil_url, tmp_path)
+    yield running
+    running.stop()
+
+
+def test_a_revocation_the_chain_cannot_take_yet_is_queued_not_reported_done(own_consortium, anvil_url):
+    """hpc-a loses its chain node: the revocation answers 202 "queued" (revoked: false), hpc-a
+    refuses the user at once, and the revocation lands by itself once the node is back."""
+    c = own_consortium
+    relay = Relay(anvil_url).start()
+    try:
+        c.stop_centre("hpc-a")
+        c.start_centre("hpc-a", chain=connect(relay.url))
+        add_person(c, "hpc-a", "frank", "frank-pw")
+        frank = wallet_of(c, "frank", "hpc-a", "frank-pw")
+        sync_everywhere(c)
+        epoch = registry(c).revocationEpoch(centre_id("hpc-a")).call()
+        with GatewayClient(c.url("hpc-a")) as session:  # signed on before the revocation
+            session.login("frank", "frank-pw")
+
+        relay.cut()
+        answer = revoke_at(c, "hpc-a", "frank")
+        assert answer.status_code == 202, answer.text
+        body = answer.json()
+        assert (body["revoked"], body["status"], body["tx_hash"]) == (False, "queued", None)
+        assert "retried" in body["detail"] and "already refuses frank" in body["detail"]
+        with GatewayClient(c.url("hpc-a")) as home:  # refused at home meanwhile
+            assert refusal(lambda: home.login("frank", "frank-pw")).status == 403
+        with GatewayClient(c.url("hpc-a"), token=session.token) as home:  # the session too: no new tokens, no jobs
+            assert "revoked" in refusal(lambda: home.exchange("cloud-b")).error
+            assert "revoked" in refusal(lambda: home.submit(QUICK)).error
+        assert registry(c).revocationEpoch(centre_id("hpc-a")).call() == epoch  # nothing claimed on chain
+        assert accepted_at(c, "cloud-b", frank)  # and so the others cannot know yet
+
+        relay.restore()  # hpc-a's housekeeping sends the queued revocation
+        eventually(lambda: registry(c).revocationEpoch(centre_id("hpc-a")).call() == epoch + 1)
+        for centre in CENTRES:
+            eventually(lambda centre=centre: not accepted_at(c, centre, frank))
+        again = revoke_at(c, "hpc-a", "frank")
+        assert again.status_code == 200 and again.json()["status"] == "done", again.text
+    finally:
+        relay.cut()
+
+
+def test_a_revocation_the_chain_refuses_is_reported_as_failed(own_consortium):
+    """ai-c is voted out, so the chain refuses its revocation (NotMember): the answer is an
+    error with the chain's reason, nothing is claimed, and asking again sends it again."""
+    c = own_consortium
+    dave = wallet_of(c, "dave", "ai-c")
+    sync_everywhere(c)
+    governance = bind(c.chain, c.deployment).consortium.functions
+    receipt = c.chain.transact(governance.propose(1, governance.member(centre_id("ai-c")).call()),
+                               c.centres["hpc-a"].account)
+    [created] = bind(c.chain, c.deployment).consortium.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
+    c.chain.transact(governance.vote(created["args"]["proposalId"]), c.centres["cloud-b"].account)
+    assert not governance.isMember(centre_id("ai-c")).call()
+
+    outbox = c.centres["ai-c"].node.parts.signon.outbox
+    for attempt in (1, 2):  # a repeated request is sent again, and refused again
+        answer = revoke_at(c, "ai-c", "dave")
+        assert answer.status_code == 409, answer.text
+        body = answer.json()
+        assert "NotMember" in body["reasons"] and "refused to revoke dave" in body["error"]
+        assert "revoked" not in body
+        [item] = outbox.failed("revoke")
+        assert item.attempts == attempt
+    pseudonym = bytes.fromhex(dave.credential.values["pseudonym"])
+    enrolled, revoked, _ = registry(c).enrolment(centre_id("ai-c"), pseudonym).call()
+    assert enrolled and not revoked  # the truth: nothing changed on chain
+    assert registry(c).revocationEpoch(centre_id("ai-c")).call() == 0
+

@@ -44,22 +44,30 @@ def _raw_sign(header: dict, claims: dict, key=KEY_A) -> str:
 
 
 def _claims(**overrides) -> dict:
-    base = {"iss": "hpc-a", "sub": "alice@hpc-a", "home": "hpc-a", "attrs": {}, "iat": NOW, "exp": NOW + 900,
+    base = {"iss": "hpc-a", "aud": "hpc-a", "sub": "alice@hpc-a", "home": "hpc-a", "attrs": {}, "iat": NOW, "exp": NOW + 900,
             "jti": "j1"}
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
 
-def _refused(token, now=NOW + 10, key_for=REGISTRY.get, **kw) -> TokenError:
+def _audience(token: str) -> str:
+    """The centre a test token is meant for: tests of other properties present it there."""
+    try:
+        return json.loads(_unb64(token.split(".")[1]))["aud"]
+    except Exception:  # a malformed token: any centre refuses it
+        return "hpc-a"
+
+
+def _refused(token, now=NOW + 10, key_for=REGISTRY.get, audience=None, **kw) -> TokenError:
     with pytest.raises(TokenError) as err:
-        verify_token(token, key_for, now=now, **kw)
+        verify_token(token, key_for, now=now, audience=audience or _audience(token), **kw)
     assert err.value.reason == str(err.value) and err.value.reason
     return err.value
 
 
 def test_round_trip():
     token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)
-    claims = verify_token(token, REGISTRY.get, now=NOW + 60)
+    claims = verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 60)
     assert isinstance(claims, Claims)
     assert (claims.iss, claims.sub, claims.home, claims.attrs) == ("hpc-a", "alice@hpc-a", "hpc-a", ATTRS)
     assert (claims.iat, claims.exp) == (NOW, NOW + 900)
@@ -69,7 +77,7 @@ def test_round_trip():
 
 
 def test_every_token_has_its_own_jti():
-    first, second = (verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, now=NOW)
+    first, second = (verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, audience="hpc-a", now=NOW)
                      for _ in range(2))
     assert first.jti != second.jti
 
@@ -83,7 +91,7 @@ def test_unknown_issuer():
 def test_removed_issuer_is_refused_at_once():
     registry = dict(REGISTRY)
     token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
-    assert verify_token(token, registry.get, now=NOW).sub == "alice@hpc-a"
+    assert verify_token(token, registry.get, audience="hpc-a", now=NOW).sub == "alice@hpc-a"
     del registry["hpc-a"]
     err = _refused(token, key_for=registry.get)
     assert err.code == "unknown_issuer" and "removed" in err.reason
@@ -136,10 +144,10 @@ def test_principal_must_belong_to_home():
 
 def test_expired():
     token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
-    assert verify_token(token, REGISTRY.get, now=NOW + 899, leeway=0).sub == "alice@hpc-a"
+    assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 899, leeway=0).sub == "alice@hpc-a"
     err = _refused(token, now=NOW + 900, leeway=0)
     assert err.code == "expired" and "log in again" in err.reason
-    assert verify_token(token, REGISTRY.get, now=NOW + 920).sub == "alice@hpc-a"  # default 30 s leeway
+    assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 920).sub == "alice@hpc-a"  # default 30 s leeway
     assert _refused(token, now=NOW + 930).code == "expired"
 
 
@@ -147,7 +155,7 @@ def test_not_yet_valid():
     token = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW + 3600)
     err = _refused(token, now=NOW)
     assert err.code == "not_yet_valid"
-    assert verify_token(token, REGISTRY.get, now=NOW + 3600 - 30).iat == NOW + 3600
+    assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 3600 - 30).iat == NOW + 3600
 
 
 @pytest.mark.parametrize("token", [
@@ -182,7 +190,7 @@ def test_hs256_with_the_public_key_as_secret_is_refused():
 
 
 def test_only_the_ed25519_alg_name_is_accepted():
-    assert verify_token(_raw_sign({"alg": "Ed25519"}, _claims()), REGISTRY.get, now=NOW).sub == "alice@hpc-a"
+    assert verify_token(_raw_sign({"alg": "Ed25519"}, _claims()), REGISTRY.get, audience="hpc-a", now=NOW).sub == "alice@hpc-a"
     assert _refused(_raw_sign({"alg": "EdDSA"}, _claims())).code == "bad_algorithm"
     assert _refused(_raw_sign({"alg": "ES256"}, _claims())).code == "bad_algorithm"
     assert _refused(_raw_sign({}, _claims())).code == "bad_algorithm"
@@ -248,13 +256,13 @@ DISCLOSED = {"home": "hpc-a", "department": "physics", "revocation_epoch": "4", 
 
 
 def test_password_tokens_say_so():
-    claims = verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, now=NOW)
+    claims = verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, audience="hpc-a", now=NOW)
     assert claims.amr == ["pwd"] and claims.rev is None and not claims.presented
 
 
 def test_presented_token_round_trip():
     token = VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW)
-    claims = verify_token(token, REGISTRY.get, now=NOW + 60)
+    claims = verify_token(token, REGISTRY.get, audience="hpc-b", now=NOW + 60)
     assert (claims.iss, claims.home, claims.amr, claims.rev) == ("hpc-b", "hpc-a", ["bbs"], 4)
     assert claims.presented
     uid, home = claims.sub.split("@")
@@ -264,30 +272,30 @@ def test_presented_token_round_trip():
 
 
 def test_presented_tokens_use_a_fresh_pseudonym_each_time():
-    subjects = {verify_token(VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW), REGISTRY.get, now=NOW).sub
+    subjects = {verify_token(VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW), REGISTRY.get, audience="hpc-b", now=NOW).sub
                 for _ in range(3)}
     assert len(subjects) == 3
 
 
 def test_presented_token_does_not_outlive_the_credential():
     token = VERIFIER.issue_presented("hpc-a", {**DISCLOSED, "expires_at": str(NOW + 100)}, 4, now=NOW)
-    assert verify_token(token, REGISTRY.get, now=NOW).exp == NOW + 100
+    assert verify_token(token, REGISTRY.get, audience="hpc-b", now=NOW).exp == NOW + 100
     with pytest.raises(ValueError, match="expired"):
         VERIFIER.issue_presented("hpc-a", {**DISCLOSED, "expires_at": str(NOW)}, 4, now=NOW)
 
 
 def test_presented_token_is_refused_after_a_revocation():
     token = VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW)
-    assert verify_token(token, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    assert verify_token(token, REGISTRY.get, audience="hpc-b", now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
     err = _refused(token, revocation_epoch_for={"hpc-a": 5}.get)
     assert err.code == "revoked" and "hpc-a" in err.reason
     # A password token with the home's revocation epoch ends with a revocation too; one without is not checked.
     password = ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=4, now=NOW)
-    assert verify_token(password, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    assert verify_token(password, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
     err = _refused(password, revocation_epoch_for={"hpc-a": 5}.get)
     assert err.code == "revoked" and "log in again" in err.reason
     bare = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
-    assert verify_token(bare, REGISTRY.get, now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
+    assert verify_token(bare, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
     with pytest.raises(ValueError, match="revocation_epoch"):
         ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=-1)
 
@@ -335,3 +343,42 @@ def test_issue_presented_validates_its_input():
         VERIFIER.issue_presented("hpc-a", DISCLOSED, -1)
     with pytest.raises(ValueError):
         VERIFIER.issue_presented("hpc-a", [("home", "hpc-a")], 4)
+
+
+# -- audiences: a token is good at one centre only ----------------------------------------
+
+def test_a_password_token_is_good_only_at_its_audience():
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)
+    assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW).aud == "hpc-a"
+    err = _refused(token, audience="hpc-b")
+    assert err.code == "wrong_audience" and "hpc-b" in err.reason
+
+
+def test_home_may_address_a_token_to_another_member():
+    """Token exchange: home vouches for its own user to another centre, never past the original expiry."""
+    token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, audience="hpc-b", now=NOW, expires_at=NOW + 60)
+    claims = verify_token(token, REGISTRY.get, audience="hpc-b", now=NOW)
+    assert (claims.iss, claims.aud, claims.sub, claims.exp) == ("hpc-a", "hpc-b", "alice@hpc-a", NOW + 60)
+    assert _refused(token, audience="hpc-a").code == "wrong_audience"
+    with pytest.raises(ValueError, match="expired"):
+        ISSUER.issue("alice@hpc-a", "hpc-a", {}, audience="hpc-b", now=NOW, expires_at=NOW)
+    with pytest.raises(ValueError, match="audience"):
+        ISSUER.issue("alice@hpc-a", "hpc-a", {}, audience="HPC B")
+
+
+def test_a_presentation_token_is_good_only_where_the_proof_was_verified():
+    token = VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW)
+    assert _refused(token, audience="hpc-a").code == "wrong_audience"
+
+
+def test_a_member_cannot_vouch_for_a_presentation_to_another_member():
+    """The finding: hpc-b mints a presentation session for a made-up hpc-a user and shows it to hpc-c."""
+    claims = _claims(iss="hpc-b", aud="hpc-c", sub="0123456789abcdef@hpc-a", amr=["bbs"], rev=4)
+    token = _sign({"alg": "Ed25519"}, claims, key=KEY_B)
+    err = _refused(token, audience="hpc-c")
+    assert err.code == "wrong_issuer" and "hpc-b" in err.reason
+
+
+def test_a_token_without_an_audience_is_malformed():
+    token = _sign({"alg": "Ed25519"}, _claims(aud=None))
+    assert _refused(token, audience="hpc-a").code == "malformed"

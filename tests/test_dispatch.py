@@ -1,0 +1,136 @@
+"""Client-side placement: the client signs on at each candidate and submits there itself.
+
+The gateways are an httpx mock transport, so each test decides exactly what every
+centre answers. What matters is what the client does next: move on only when the job
+certainly did not start at a centre, and never carry one centre's token to another.
+"""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from gateway.client import GatewayRefused, GatewayUnreachable
+from gateway.dispatch import NoCentreAccepts, SignOn, submit_anywhere
+
+JOB = {"command": ["true"], "walltime": 30, "resources": {"cores": 1}}
+RANKING = ["cloud-b", "hpc-a", "ai-c"]
+
+
+class Consortium:
+    """Three mock gateways: `answers[centre]` is what its POST /v1/jobs does (a status, or an exception)."""
+
+    def __init__(self, **answers: object) -> None:
+        self.answers = answers
+        self.submitted: list[tuple[str, str | None, dict]] = []  # (centre, token, body)
+
+    ranking = RANKING
+    entry_urls: dict[str, str] = {}  # what the entry says of a centre's URL, where it lies
+    home_urls: dict[str, str] = {}  # a URL a member registered on chain, where it is not the usual one
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        centre = request.url.host.split(".")[0]
+        if request.url.path == "/v1/members":
+            assert centre == "hpc-a", "only the user's home says where members are"
+            return httpx.Response(200, json={"members": [
+                {"centre": c, "gateway_url": self.home_urls.get(c, f"http://{c}.example")} for c in sorted(RANKING)]})
+        if request.url.path == "/v1/placement":
+            return httpx.Response(200, json={"candidates": [
+                {"centre": c, "gateway_url": self.entry_urls.get(c, f"http://{c}.example"), "max_price": i,
+                 "free_cpus": 4}
+                for i, c in enumerate(self.ranking)
+            ]})
+        assert request.url.path == "/v1/jobs"
+        token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
+        self.submitted.append((centre, token, httpx.Response(200, content=request.content).json()))
+        answer = self.answers.get(centre, 202)
+        if isinstance(answer, Exception):
+            raise answer
+        if answer == 202:
+            return httpx.Response(202, json={"id": f"job-at-{centre}", "status": "queued"})
+        return httpx.Response(answer, json={"error": f"{centre} says {answer}", "reasons": [f"{centre}: no"]})
+
+
+def token_for(client, centre: str) -> None:
+    client.token = f"token-for-{centre}"
+
+
+sign_on = SignOn("http://hpc-a.example", token_for)
+
+
+def submit(consortium: Consortium, **kw):
+    return submit_anywhere("http://entry.example", JOB, sign_on, transport=httpx.MockTransport(consortium), **kw)
+
+
+def test_the_best_ranked_centre_that_accepts_runs_the_job_with_its_own_token():
+    consortium = Consortium(**{"cloud-b": 403})
+    submission = submit(consortium, idempotency_key="k1")
+    assert submission.centre == "hpc-a" and submission.view["id"] == "job-at-hpc-a"
+    assert [(c, t, b["centre"]) for c, t, b in consortium.submitted] == [
+        ("cloud-b", "token-for-cloud-b", "cloud-b"), ("hpc-a", "token-for-hpc-a", "hpc-a")]
+    assert submission.client.token == "token-for-hpc-a"
+
+
+def test_an_unreachable_or_unavailable_centre_is_skipped():
+    request = httpx.Request("POST", "http://cloud-b.example/v1/jobs")
+    consortium = Consortium(**{"cloud-b": httpx.ConnectError("refused", request=request), "hpc-a": 503})
+    assert submit(consortium).centre == "ai-c"
+
+
+def test_no_answer_after_sending_stops_placement():
+    """The centre may have started the job: trying another could run it twice."""
+    request = httpx.Request("POST", "http://cloud-b.example/v1/jobs")
+    consortium = Consortium(**{"cloud-b": httpx.ReadTimeout("slow", request=request)})
+    with pytest.raises(GatewayUnreachable, match="may be running there: retry with the same idempotency key"):
+        submit(consortium, idempotency_key="k1")
+    assert [c for c, _, _ in consortium.submitted] == ["cloud-b"]
+
+
+def test_every_refusal_is_reported_with_each_centres_reason():
+    with pytest.raises(NoCentreAccepts) as caught:
+        submit(Consortium(**{c: 403 for c in RANKING}))
+    assert caught.value.status == 403 and caught.value.reasons == [f"{c}: no" for c in RANKING]
+
+
+def test_unavailability_is_never_a_refusal():
+    with pytest.raises(NoCentreAccepts) as caught:
+        submit(Consortium(**{"cloud-b": 403, "hpc-a": 503, "ai-c": 403}))
+    assert caught.value.status == 503 and "hpc-a: unavailable" in caught.value.reasons[1]
+
+
+def test_a_bad_request_is_not_offered_elsewhere():
+    consortium = Consortium(**{"cloud-b": 422})
+    with pytest.raises(GatewayRefused) as caught:
+        submit(consortium)
+    assert caught.value.status == 422 and len(consortium.submitted) == 1
+
+
+def test_an_explicit_centre_is_the_only_one_tried():
+    consortium = Consortium(**{"ai-c": 403})
+    with pytest.raises(NoCentreAccepts):
+        submit(consortium, centre="ai-c")
+    assert [c for c, _, _ in consortium.submitted] == ["ai-c"]
+
+
+def test_an_unknown_centre_is_refused_with_the_members_named():
+    with pytest.raises(ValueError, match="unknown centre 'nowhere'; members are ai-c, cloud-b, hpc-a"):
+        submit(Consortium(), centre="nowhere")
+
+
+def test_members_are_reached_where_home_says_whatever_the_entry_lists():
+    """A hostile entry lists its own server as hpc-a's, leaves ai-c out and adds a centre that is no member:
+    the client goes to hpc-a's real gateway, still tries ai-c, and never the stranger."""
+    consortium = Consortium(**{"cloud-b": 403, "hpc-a": 403})
+    consortium.ranking = ["cloud-b", "hpc-a", "stranger"]
+    consortium.entry_urls = {"hpc-a": "http://evil.example", "stranger": "http://evil.example"}
+    submission = submit(consortium)
+    assert submission.centre == "ai-c"
+    assert [c for c, _, _ in consortium.submitted] == ["cloud-b", "hpc-a", "ai-c"]
+
+
+def test_a_member_whose_registered_url_is_unusable_is_skipped():
+    """A member registers a gateway URL no HTTP client accepts: placement goes on to the next centre."""
+    consortium = Consortium()
+    consortium.home_urls = {"cloud-b": "http://\x00"}
+    submission = submit(consortium)
+    assert submission.centre == "hpc-a"
