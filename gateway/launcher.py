@@ -368,6 +368,8 @@ def bwrap_argv(spec: dict, info_fd: int) -> list[str]:
             argv += ["--tmpfs", path]
         elif os.path.lexists(path):
             argv += ["--ro-bind", "/dev/null", path]
+    for path in dict.fromkeys(os.path.realpath(p) for p in (sys.base_prefix, sys.executable)):
+        argv += ["--ro-bind", path, path]  # the init's interpreter, wherever the masks above fell
     resolver = os.path.realpath("/etc/resolv.conf")
     if sandbox["network"] and resolver.startswith(tuple(d + "/" for d in runtime)) and os.path.isfile(resolver):
         argv += ["--ro-bind", resolver, resolver]  # a job with the network still resolves names
@@ -461,7 +463,10 @@ def _run(spec: dict, cgroups: JobCgroups | None, rlimits: list, announce) -> dic
         "own_workdir": bool(sandboxed and spec["sandbox"].get("scratch_bytes")),
     }).encode())
     os.lseek(config, 0, os.SEEK_SET)
-    init = [sys.executable, "-I", "-S", os.path.abspath(__file__), "--init", str(config)]
+    # The init runs from this file's text and the interpreter's real path: the sandbox may hide
+    # where the code or a virtualenv lives (a checkout under /tmp, say); bwrap_argv shows the interpreter.
+    with open(os.path.abspath(__file__), encoding="utf-8") as own:
+        init = [os.path.realpath(sys.executable), "-I", "-S", "-c", own.read(), "--init", str(config)]
     argv = (bwrap_argv(spec, info_w) + ["--"] + init) if sandboxed else init
     passed = [config, report_w, *cgroup_fds] + ([info_w] if sandboxed else [])
     started_at, t0 = int(time.time()), time.monotonic()

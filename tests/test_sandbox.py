@@ -814,3 +814,23 @@ def test_a_launcher_told_to_stop_kills_its_job_and_leaves_nothing_behind(node) -
     groups = [name for folder in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu") if os.path.isdir(folder)
               for name in os.listdir(folder) if name.startswith(f"xcentre-{launcher.pid}-")]
     assert groups == []
+
+
+# -- where the node's code lives -----------------------------------------------------------
+
+def test_jobs_run_when_the_nodes_code_and_interpreter_live_in_a_folder_the_sandbox_hides(tmp_path, monkeypatch) -> None:
+    """A checkout under /tmp (as CI's may be): the sandbox replaces /tmp, yet its init must start."""
+    import sys
+
+    import gateway.executor as executor_module
+
+    code = tmp_path / "checkout"
+    code.mkdir()
+    launcher = code / "launcher.py"
+    shutil.copy(executor_module.LAUNCHER, launcher)
+    python = code / "python3"  # a virtualenv's interpreter: a link under the hidden folder
+    python.symlink_to(os.path.realpath(sys.executable))
+    monkeypatch.setattr(executor_module, "LAUNCHER", launcher)
+    executor = LocalExecutor(tmp_path / "jobs", grace=0.5, python=str(python))
+    ex = executor.run(_sh("echo started"), walltime=10)
+    assert ex.exit_code == 0 and ex.stdout_tail == "started\n", ex.stderr_tail
