@@ -1,8 +1,15 @@
-"""Merkle trees of usage-record leaves, compatible with OpenZeppelin MerkleProof.
+"""Merkle trees of usage-record leaves, built exactly as OpenZeppelin's StandardMerkleTree.
 
-Pairs are hashed commutatively (keccak256 of the sorted pair), so a proof is just the
-list of sibling hashes. Leaves are sorted first: the root depends only on the set of
-records, not on the order a centre happened to store them in.
+The tree is `@openzeppelin/merkle-tree`'s (StandardMerkleTree, default options): leaves sorted,
+laid out as a complete binary tree in one array (node i has children 2i+1 and 2i+2, leaves at
+the end in reverse order), pairs hashed commutatively (keccak256 of the sorted pair). So its
+roots and proofs are the package's, byte for byte, and its proofs check with OpenZeppelin
+`MerkleProof` on chain. Sorting makes the root depend only on the set of records, not on the
+order a centre stored them in.
+
+A leaf is given already hashed. A usage record's leaf is keccak256(keccak256(digest)) of its
+EIP-712 digest (`ledger.records.record_leaf`): StandardMerkleTree's leaf of the one value
+[digest] of type ["bytes32"], so the package rebuilds an epoch's tree from the digests alone.
 """
 
 from __future__ import annotations
@@ -26,45 +33,46 @@ def _check_leaf(leaf: bytes) -> bytes:
 
 
 class MerkleTree:
-    """A tree over distinct bytes32 leaves. Odd nodes are carried up unchanged."""
+    """A tree over distinct bytes32 leaves, node for node StandardMerkleTree's."""
 
     def __init__(self, leaves: Iterable[bytes]) -> None:
         ordered = sorted(_check_leaf(leaf) for leaf in leaves)
         for a, b in zip(ordered, ordered[1:]):
             if a == b:
                 raise ValueError(f"duplicate Merkle leaf 0x{a.hex()}")
-        self._index = {leaf: i for i, leaf in enumerate(ordered)}
-        self._layers: list[list[bytes]] = [ordered]
-        layer = ordered
-        while len(layer) > 1:
-            layer = [hash_pair(layer[i], layer[i + 1]) if i + 1 < len(layer) else layer[i]
-                     for i in range(0, len(layer), 2)]
-            self._layers.append(layer)
+        self._leaves = ordered
+        size = 2 * len(ordered) - 1 if ordered else 0
+        tree = [ZERO] * size
+        self._position: dict[bytes, int] = {}
+        for i, leaf in enumerate(ordered):
+            tree[size - 1 - i] = leaf
+            self._position[leaf] = size - 1 - i
+        for i in range(size - 1 - len(ordered), -1, -1):
+            tree[i] = hash_pair(tree[2 * i + 1], tree[2 * i + 2])
+        self._tree = tree
 
     def __len__(self) -> int:
-        return len(self._layers[0])
+        return len(self._leaves)
 
     @property
     def leaves(self) -> list[bytes]:
-        """The leaves in tree (sorted) order."""
-        return list(self._layers[0])
+        """The leaves in sorted order."""
+        return list(self._leaves)
 
     @property
     def root(self) -> bytes:
-        """The root; bytes32(0) for a tree without leaves."""
-        return self._layers[-1][0] if self._layers[0] else ZERO
+        """The root; bytes32(0) for a tree without leaves (the package refuses an empty tree)."""
+        return self._tree[0] if self._tree else ZERO
 
     def proof(self, leaf: bytes) -> list[bytes]:
         """Sibling hashes from `leaf` up to the root (KeyError if not a leaf)."""
-        i = self._index.get(_check_leaf(leaf))
+        i = self._position.get(_check_leaf(leaf))
         if i is None:
             raise KeyError(f"not a leaf of this tree: 0x{bytes(leaf).hex()}")
         proof = []
-        for layer in self._layers[:-1]:
-            sibling = i ^ 1
-            if sibling < len(layer):
-                proof.append(layer[sibling])
-            i //= 2
+        while i > 0:
+            proof.append(self._tree[i + 1 if i % 2 else i - 1])
+            i = (i - 1) // 2
         return proof
 
 

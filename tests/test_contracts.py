@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from web3.logs import DISCARD
 
 from ledger.chain import Chain, ChainRevert, connect
@@ -197,6 +200,92 @@ def test_quorum_of_one_executes_on_proposal():
     assert active_names(k) == ["hpc-a", "hpc-b", "ai-e"]
 
 
+def receipt_events(contract, receipt, *names: str) -> list[tuple[str, dict]]:
+    """The receipt's events of `contract` among `names`, in log order."""
+    found = [(e["logIndex"], name, dict(e["args"])) for name in names
+             for e in getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)]
+    return [(name, args) for _, name, args in sorted(found, key=lambda f: f[0])]
+
+
+def test_a_proposal_that_passes_emits_proposal_executed_after_its_effect(four):
+    k = four
+    fns = k.c.consortium.functions
+    names = ("ProposalCreated", "Voted", "MemberAdmitted", "MemberRemoved", "RatesPublished", "ProposalExecuted")
+    b, d = centre_id("hpc-b"), centre_id("edge-d")
+    receipt = k.tx(fns.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-a")
+    assert [n for n, _ in receipt_events(k.c.consortium, receipt, *names)] == ["ProposalCreated", "Voted"]
+    second = receipt_events(k.c.consortium, k.tx(fns.vote(1), "hpc-b"), *names)
+    assert second == [("Voted", {"proposalId": 1, "voter": b})]
+    deciding = receipt_events(k.c.consortium, k.tx(fns.vote(1), "edge-d"), *names)
+    assert [n for n, _ in deciding] == ["Voted", "MemberAdmitted", "RatesPublished", "ProposalExecuted"]
+    assert deciding[0][1] == {"proposalId": 1, "voter": d} and deciding[-1][1] == {"proposalId": 1}
+    # a removal, and a proposal that passes on its own vote, say so too
+    k.tx(fns.propose(REMOVE, spec("ai-e", Account.create()).as_tuple()), "hpc-a")
+    k.tx(fns.vote(2), "hpc-b")
+    deciding = receipt_events(k.c.consortium, k.tx(fns.vote(2), "cloud-c"), *names)
+    assert [n for n, _ in deciding] == ["Voted", "MemberRemoved", "ProposalExecuted"]
+    assert deciding[-1][1] == {"proposalId": 2} and fns.proposal(2).call()[1] is True
+    one = make_consortium(["hpc-a", "hpc-b"], quorum=1)
+    receipt = one.tx(one.c.consortium.functions.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
+    assert [n for n, _ in receipt_events(one.c.consortium, receipt, *names)] == [
+        "ProposalCreated", "Voted", "MemberAdmitted", "RatesPublished", "ProposalExecuted"]
+
+
+def test_a_vote_that_cannot_be_carried_out_reverts_and_is_not_counted(four):
+    """The deciding vote executes; if the admission became impossible meanwhile, that vote
+    reverts, and nothing says the proposal executed."""
+    k = four
+    fns = k.c.consortium.functions
+    twin = Account.create()
+    k.tx(fns.propose(ADMIT, spec("ai-e", twin).as_tuple()), "hpc-a")
+    k.tx(fns.propose(ADMIT, spec("ai-f", twin).as_tuple()), "hpc-a")  # the same account
+    k.tx(fns.vote(1), "hpc-b")
+    k.tx(fns.vote(1), "cloud-c")  # ai-e admitted with that account
+    k.tx(fns.vote(2), "hpc-b")
+    reverts("AccountInUse", k.tx, fns.vote(2), "cloud-c")
+    assert fns.proposal(2).call()[1:3] == [False, 2] and not fns.hasVoted(2, centre_id("cloud-c")).call()
+
+
+# NatSpec and the exact compiler on every contract: the ABI is documented where it is declared.
+SOURCES = sorted((Path(__file__).resolve().parents[1] / "contracts" / "src").glob("*.sol"))
+
+
+def test_every_source_pins_the_compiler_the_builds_use():
+    assert SOURCES
+    for path in SOURCES:
+        pragmas = re.findall(r"^pragma solidity ([^;]+);", path.read_text(), re.M)
+        assert pragmas == ["0.8.28"], f"{path.name}: pragma solidity {pragmas}"
+
+
+def test_every_event_has_a_notice_and_documents_every_parameter():
+    events = 0
+    for path in SOURCES:
+        lines = path.read_text().splitlines()
+        for i, line in enumerate(lines):
+            match = re.match(r"\s*event (\w+)\(", line)
+            if not match:
+                continue
+            events += 1
+            declaration = line
+            j = i
+            while ");" not in declaration:
+                j += 1
+                declaration += lines[j]
+            params = [p.split()[-1] for p in declaration[declaration.index("(") + 1:declaration.rindex(")")].split(",")
+                      if p.strip()]
+            doc = []
+            j = i - 1
+            while lines[j].strip().startswith("///"):
+                doc.insert(0, lines[j].strip())
+                j -= 1
+            text = " ".join(doc)
+            where = f"{path.name}: event {match.group(1)}"
+            assert "@notice" in text, f"{where} has no @notice"
+            for param in params:
+                assert f"@param {param} " in text, f"{where} does not document {param}"
+    assert events >= 15
+
+
 def test_member_updates_its_own_entry(four):
     k = four
     fns = k.c.consortium.functions
@@ -356,6 +445,19 @@ def test_python_merkle_proof_verifies_on_chain(four):
     assert verify(serving, 3, b"\x99" * 32, tree.proof(leaves[0])).call() is False
     assert verify(serving, 4, leaves[0], tree.proof(leaves[0])).call() is False  # not anchored
     assert verify(centre_id("hpc-a"), 3, leaves[0], tree.proof(leaves[0])).call() is False
+
+
+def test_proofs_of_trees_of_every_shape_verify_on_chain(four):
+    """Every tree from 1 to 17 leaves (full ones, and last levels filled to every extent): every proof checks."""
+    k = four
+    verify = k.c.usage_ledger.functions.verifyRecord
+    a = centre_id("hpc-a")
+    for n in range(1, 18):
+        leaves = [keccak(keccak(n.to_bytes(2, "big") + i.to_bytes(2, "big"))) for i in range(n)]
+        tree = MerkleTree(leaves)
+        k.tx(k.c.usage_ledger.functions.anchor(100 + n, tree.root, n, [], []), "hpc-a")
+        for leaf in leaves:
+            assert verify(a, 100 + n, leaf, tree.proof(leaf)).call() is True, (n, leaf.hex())
 
 
 # -- settlement ------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from web3.logs import DISCARD
 
+from ledger.artifacts import load_artifact
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Contracts, Deployment, MemberSpec, Prices, bind, deploy_consortium
 from ledger.ids import centre_id
@@ -200,10 +201,31 @@ def test_governance_key_change_needs_k_of_n_votes(w):
 
     receipt = w.tx(w.reg.voteIssuerKey(pid), "cloud-c")
     t1 = w.ts(receipt)
-    assert [e["proposalId"] for e in events(w, "IssuerKeyProposalExecuted", receipt)] == [pid]
+    assert [e["proposalId"] for e in events(w, "ProposalExecuted", receipt)] == [pid]
     assert w.keys(A) == [(old, keccak(old), t0, until), (new, keccak(new), t1, 0)]
     assert w.reg.keyProposal(pid).call()[3:] == [True, 2]
     reverts("ProposalClosed", w.tx, w.reg.voteIssuerKey(pid), "hpc-a")
+
+
+def test_key_governance_is_the_consortiums_proposal_machinery(w):
+    """One k-of-n base for both contracts: the same vote and execution events, the same errors,
+    and the execution announced after the key change it made."""
+    abis = [load_artifact(n)["abi"] for n in ("Consortium", "IdentityRegistry")]
+    shared = [{i["name"]: i for i in abi if i["type"] in ("event", "error")} for abi in abis]
+    for name in ("Voted", "ProposalExecuted", "UnknownProposal", "ProposalClosed", "AlreadyVoted"):
+        assert shared[0][name] == shared[1][name], name
+    new = pk()
+    w.tx(w.reg.setIssuerKey(pk(), 0), "hpc-a")
+    receipt = w.tx(w.reg.proposeIssuerKey(A, new, 0), "hpc-b")
+    assert events(w, "Voted", receipt) == [{"proposalId": 1, "voter": B}]
+    assert events(w, "ProposalExecuted", receipt) == []
+    receipt = w.tx(w.reg.voteIssuerKey(1), "cloud-c")
+    logs = sorted(
+        (e["logIndex"], name) for name in ("Voted", "IssuerKeyEnds", "IssuerKeySet", "ProposalExecuted")
+        for e in getattr(w.c.identity_registry.events, name)().process_receipt(receipt, errors=DISCARD)
+    )
+    assert [name for _, name in logs] == ["Voted", "IssuerKeyEnds", "IssuerKeySet", "ProposalExecuted"]
+    assert events(w, "ProposalExecuted", receipt) == [{"proposalId": 1}]
 
 
 def test_governance_rejects_bad_proposals(w):
@@ -235,7 +257,7 @@ def test_quorum_one_executes_at_once():
     w = make_world(names=("hpc-a", "hpc-b"), quorum=1)
     k = pk()
     receipt = w.tx(w.reg.proposeIssuerKey(B, k, 0), "hpc-a")
-    assert events(w, "IssuerKeyProposalExecuted", receipt)
+    assert events(w, "ProposalExecuted", receipt)
     assert [x[0] for x in w.keys(B)] == [k]
 
 
@@ -389,6 +411,38 @@ def test_index_mirrors_keys_enrolments_and_revocations(w, tmp_path):
     assert index.issuer_keys("cloud-c")[0].valid_until == w.ts(receipt)
     assert index.current_issuer_key("cloud-c") is None
     assert [m.name for m in index.members()] == ["hpc-a", "hpc-b", "cloud-c"]
+
+
+def test_index_takes_executions_from_proposal_executed_events(tmp_path):
+    """A proposal is executed in the index when, and only when, its contract says so with
+    `ProposalExecuted`: nothing is inferred from a vote and a member change in one transaction,
+    and each contract's events change only its own proposals."""
+    from ledger.index.projections import Event, Window, project
+    from ledger.index.schema import open_index
+
+    db = open_index(tmp_path / "index.sqlite")
+
+    def apply(contract: str, name: str, block: int, tx: str, **args) -> None:
+        project(db, Event(contract, name, args, block, 0, tx), Window())
+
+    apply("Consortium", "ProposalCreated", 1, "0x01", proposalId=1, action=0, memberId=C, proposer=A)
+    apply("Consortium", "Voted", 1, "0x01", proposalId=1, voter=A)
+    apply("IdentityRegistry", "IssuerKeyProposed", 2, "0x02", proposalId=1, centre=B, keyId=bytes(32),
+          previousValidUntil=0, proposer=A)
+    apply("IdentityRegistry", "Voted", 2, "0x02", proposalId=1, voter=A)
+    apply("IdentityRegistry", "Voted", 3, "0x03", proposalId=1, voter=C)
+
+    def state() -> tuple:
+        return (db.execute("SELECT executed FROM proposals WHERE id = 1").fetchone()[0],
+                db.execute("SELECT executed FROM key_proposals WHERE id = 1").fetchone()[0],
+                [r[0] for r in db.execute("SELECT voter FROM votes WHERE proposal_id = 1 ORDER BY rowid")],
+                [r[0] for r in db.execute("SELECT voter FROM key_votes WHERE proposal_id = 1 ORDER BY rowid")])
+
+    assert state() == (0, 0, [A], [A, C])  # a key vote is not a membership vote
+    apply("IdentityRegistry", "ProposalExecuted", 3, "0x03", proposalId=1)
+    assert state() == (0, 1, [A], [A, C])
+    apply("Consortium", "ProposalExecuted", 4, "0x04", proposalId=1)
+    assert state() == (1, 1, [A], [A, C])
 
 
 def test_index_forgets_the_keys_of_a_removed_centre(w, tmp_path):

@@ -1,4 +1,5 @@
-"""Merkle trees compatible with OpenZeppelin MerkleProof (on-chain check: test_contracts)."""
+"""Merkle trees as OpenZeppelin StandardMerkleTree builds them (the npm package itself:
+test_merkle_interop; the on-chain check: test_contracts)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,17 @@ def test_two_leaves_hash_as_sorted_pair():
     a, b = leaves(2)
     expected = keccak(min(a, b) + max(a, b))
     assert MerkleTree([a, b]).root == expected == hash_pair(a, b) == hash_pair(b, a)
+
+
+def test_five_leaves_take_standard_merkle_trees_shape():
+    """StandardMerkleTree lays the sorted leaves l0..l4 out as a complete binary tree:
+    root = H(H(H(l0, l1), l4), H(l2, l3)); carrying the odd l4 up instead gives another root."""
+    l0, l1, l2, l3, l4 = sorted(leaves(5))
+    tree = MerkleTree([l3, l0, l4, l2, l1])
+    assert tree.root == hash_pair(hash_pair(hash_pair(l0, l1), l4), hash_pair(l2, l3))
+    assert tree.proof(l4) == [hash_pair(l0, l1), hash_pair(l2, l3)]
+    assert tree.proof(l0) == [l1, l4, hash_pair(l2, l3)]
+    assert tree.proof(l2) == [l3, hash_pair(hash_pair(l0, l1), l4)]
 
 
 @pytest.mark.parametrize("n", [2, 3, 4, 5, 7, 8, 9, 16, 17, 33])

@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+pragma solidity 0.8.28;
+
+import {Governed} from "./Governed.sol";
 
 /// @title Consortium
 /// @notice The member registry of the xcentre consortium: which compute centres belong,
@@ -12,7 +14,9 @@ pragma solidity ^0.8.24;
 ///      and its usage record names that version, so an auditor recomputes every price from
 ///      the chain. A published version never changes; a new one takes effect no sooner than
 ///      `rateNotice` seconds after it is published.
-contract Consortium {
+///      Proposals, votes and the quorum rule are `Governed`'s; this contract says what an
+///      admission or a removal checks and does.
+contract Consortium is Governed {
     /// @notice Prices in the smallest credit unit.
     struct Prices {
         uint256 perCpuSecond;
@@ -48,12 +52,9 @@ contract Consortium {
     /// @notice Proposal action: remove an active member.
     uint8 public constant REMOVE = 1;
 
-    /// @dev `voters` are member ids; only those still active count towards the quorum,
-    ///      so a member voted out cannot help a proposal pass after it left.
+    /// @dev What a proposal is about; its votes are `Governed`'s.
     struct Proposal {
         uint8 action;
-        bool executed;
-        bytes32[] voters;
         Member member;
     }
 
@@ -68,9 +69,7 @@ contract Consortium {
     mapping(bytes32 => Member) private _members;
     mapping(address => bytes32) private _idByAccount;
     bytes32[] private _activeIds;
-    mapping(uint256 => Proposal) private _proposals;
-    mapping(uint256 => mapping(bytes32 => bool)) private _voted;
-    uint256 private _proposalCount;
+    mapping(uint256 => Proposal) private _subjects;
     mapping(bytes32 => Rates[]) private _rates;
 
     /// @notice A member was admitted (its admission rates follow as a `RatesPublished`).
@@ -94,8 +93,12 @@ contract Consortium {
     /// @param effectiveFrom UTC seconds from which jobs accepted are priced at these rates.
     /// @param prices The rates.
     event RatesPublished(bytes32 indexed id, uint64 indexed version, uint64 effectiveFrom, Prices prices);
+    /// @notice A member proposed to admit or remove a centre; its own `Voted` follows.
+    /// @param proposalId The new proposal's id (ids count from 1).
+    /// @param action ADMIT (0) or REMOVE (1).
+    /// @param memberId The centre to admit or remove.
+    /// @param proposer The proposing member's id.
     event ProposalCreated(uint256 indexed proposalId, uint8 action, bytes32 indexed memberId, bytes32 proposer);
-    event Voted(uint256 indexed proposalId, bytes32 indexed voter);
 
     /// @notice The caller (or the named centre) is not an active member.
     error NotMember();
@@ -103,12 +106,6 @@ contract Consortium {
     error AlreadyMember(bytes32 id);
     /// @notice The account already belongs to another member.
     error AccountInUse(address account);
-    /// @notice This member has already voted on this proposal.
-    error AlreadyVoted(uint256 proposalId, bytes32 voter);
-    /// @notice No proposal has this id.
-    error UnknownProposal(uint256 proposalId);
-    /// @notice The proposal has already been executed.
-    error ProposalClosed(uint256 proposalId);
     /// @notice Action is neither ADMIT (0) nor REMOVE (1).
     error InvalidAction(uint8 action);
     /// @notice Quorum must satisfy 1 <= quorum <= number of members.
@@ -191,7 +188,7 @@ contract Consortium {
     /// @notice Number of proposals created so far (ids are 1..proposalCount).
     /// @return The count.
     function proposalCount() external view returns (uint256) {
-        return _proposalCount;
+        return _proposals();
     }
 
     /// @notice A proposal's state.
@@ -205,8 +202,9 @@ contract Consortium {
         view
         returns (uint8 action, bool executed, uint256 votes, Member memory subject)
     {
-        Proposal storage p = _existing(proposalId);
-        return (p.action, p.executed, _currentVotes(p), p.member);
+        (executed, votes) = _tally(proposalId);
+        Proposal storage p = _subjects[proposalId];
+        return (p.action, executed, votes, p.member);
     }
 
     /// @notice Whether member `voter` has voted on `proposalId`.
@@ -214,7 +212,7 @@ contract Consortium {
     /// @param voter The member id.
     /// @return True when voted.
     function hasVoted(uint256 proposalId, bytes32 voter) external view returns (bool) {
-        return _voted[proposalId][voter];
+        return _hasVoted(proposalId, voter);
     }
 
     /// @notice Proposes to admit (0) or remove (1) a member; the proposer's vote counts.
@@ -230,23 +228,19 @@ contract Consortium {
         } else {
             revert InvalidAction(action);
         }
-        proposalId = ++_proposalCount;
-        Proposal storage p = _proposals[proposalId];
+        proposalId = _newProposal();
+        Proposal storage p = _subjects[proposalId];
         p.action = action;
         p.member = m;
         bytes32 proposer = _idByAccount[msg.sender];
         emit ProposalCreated(proposalId, action, m.id, proposer);
-        _castVote(proposalId, p, proposer);
+        _vote(proposalId, proposer);
     }
 
     /// @notice Votes for a proposal; executes it when the votes reach the quorum.
     /// @param proposalId The proposal id.
     function vote(uint256 proposalId) external onlyMember {
-        Proposal storage p = _existing(proposalId);
-        if (p.executed) revert ProposalClosed(proposalId);
-        bytes32 voter = _idByAccount[msg.sender];
-        if (_voted[proposalId][voter]) revert AlreadyVoted(proposalId, voter);
-        _castVote(proposalId, p, voter);
+        _vote(proposalId, _idByAccount[msg.sender]);
     }
 
     /// @notice Updates the caller's own endpoint and token key (rates: `publishRates`).
@@ -306,31 +300,21 @@ contract Consortium {
         revert UnknownRates(id, 0);
     }
 
-    function _existing(uint256 proposalId) private view returns (Proposal storage p) {
-        if (proposalId == 0 || proposalId > _proposalCount) revert UnknownProposal(proposalId);
-        p = _proposals[proposalId];
+    function _isMember(bytes32 id) internal view override returns (bool) {
+        return _members[id].active;
     }
 
-    function _castVote(uint256 proposalId, Proposal storage p, bytes32 voter) private {
-        _voted[proposalId][voter] = true;
-        p.voters.push(voter);
-        emit Voted(proposalId, voter);
-        if (_currentVotes(p) >= quorum) {
-            p.executed = true;
-            if (p.action == ADMIT) {
-                _checkAdmissible(p.member);
-                _admit(p.member);
-            } else {
-                _checkRemovable(p.member.id);
-                _remove(p.member.id);
-            }
-        }
+    function _quorum() internal view override returns (uint256) {
+        return quorum;
     }
 
-    function _currentVotes(Proposal storage p) private view returns (uint256 count) {
-        bytes32[] storage voters = p.voters;
-        for (uint256 i = 0; i < voters.length; i++) {
-            if (_members[voters[i]].active) count++;
+    function _execute(uint256 proposalId) internal override {
+        Proposal storage p = _subjects[proposalId];
+        if (p.action == ADMIT) {
+            _admit(p.member);
+        } else {
+            _checkRemovable(p.member.id);
+            _remove(p.member.id);
         }
     }
 

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+pragma solidity 0.8.28;
 
 import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 
@@ -12,6 +12,8 @@ contract ConsortiumCredit is ERC20 {
     /// @notice The Settlement contract, the only caller of settleTransfer.
     address public settlement;
 
+    /// @notice The Settlement contract was set (once, by the deployer).
+    /// @param settlement The Settlement contract's address.
     event SettlementSet(address indexed settlement);
 
     /// @notice holders and amounts differ in length.

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+pragma solidity 0.8.28;
 
 import {Consortium} from "./Consortium.sol";
+import {Governed} from "./Governed.sol";
 
 /// @title IdentityRegistry
 /// @notice The identity chain of the consortium: every centre's credential issuer keys
@@ -15,7 +16,9 @@ import {Consortium} from "./Consortium.sol";
 ///      An enrolment id is scoped to its home: (home, id) names an enrolment, and a centre
 ///      only ever enrols and revokes under its own id, so no member can take, block or revoke
 ///      an enrolment of another home's user, whatever id it sends.
-contract IdentityRegistry {
+///      Key proposals, votes and the quorum rule are `Governed`'s, with the Consortium's members
+///      and quorum: a key proposal passes with k votes of current members.
+contract IdentityRegistry is Governed {
     /// @notice An issuer key of a centre. `validUntil` 0 means current (open-ended).
     struct IssuerKey {
         bytes pk;
@@ -31,13 +34,11 @@ contract IdentityRegistry {
         uint64 enrolledAt;
     }
 
-    /// @dev Only voters that are still active members count towards the quorum.
+    /// @dev What a key proposal is about; its votes are `Governed`'s.
     struct KeyProposal {
         bytes32 centre;
         bytes pk;
         uint64 previousValidUntil;
-        bool executed;
-        bytes32[] voters;
     }
 
     /// @notice Length of an issuer public key (BLS12-381 G2 point, compressed).
@@ -54,18 +55,37 @@ contract IdentityRegistry {
     /// @dev home => enrolment id => enrolment.
     mapping(bytes32 => mapping(bytes32 => Enrolment)) private _enrolments;
     mapping(bytes32 => uint64) private _revocationEpoch;
-    mapping(uint256 => KeyProposal) private _proposals;
-    mapping(uint256 => mapping(bytes32 => bool)) private _voted;
-    uint256 private _proposalCount;
+    mapping(uint256 => KeyProposal) private _subjects;
 
+    /// @notice A centre's new current issuer key, valid from `validFrom` until an `IssuerKeyEnds`.
+    /// @param centre The centre id.
+    /// @param keyId keccak256 of the key (verifiers look keys up by its first 8 bytes).
+    /// @param pk The public key (PK_LENGTH bytes).
+    /// @param validFrom Block time from which the key is valid.
     event IssuerKeySet(bytes32 indexed centre, bytes32 indexed keyId, bytes pk, uint64 validFrom);
+    /// @notice A centre's issuer key gets an end: rotated out, or revoked by vote.
+    /// @param centre The centre id.
+    /// @param keyId keccak256 of the key.
+    /// @param validUntil Unix seconds (exclusive) from which the key is no longer valid.
     event IssuerKeyEnds(bytes32 indexed centre, bytes32 indexed keyId, uint64 validUntil);
+    /// @notice A member proposed to set or revoke a centre's issuer key; its own `Voted` follows.
+    /// @param proposalId The new proposal's id (ids count from 1).
+    /// @param centre The centre whose key changes.
+    /// @param keyId keccak256 of the proposed key; zero for a revocation.
+    /// @param previousValidUntil When the centre's current key (all its keys, if revoking) ends.
+    /// @param proposer The proposing member's id.
     event IssuerKeyProposed(
         uint256 indexed proposalId, bytes32 indexed centre, bytes32 keyId, uint64 previousValidUntil, bytes32 proposer
     );
-    event IssuerKeyVoted(uint256 indexed proposalId, bytes32 indexed voter);
-    event IssuerKeyProposalExecuted(uint256 indexed proposalId, bytes32 indexed centre);
+    /// @notice A home enrolled a user under a pseudonymous id.
+    /// @param enrolmentId The id, meaningful only with its home.
+    /// @param home The home centre.
+    /// @param enrolledAt Block time of the enrolment.
     event Enrolled(bytes32 indexed enrolmentId, bytes32 indexed home, uint64 enrolledAt);
+    /// @notice A home revoked one of its enrolments and its revocation epoch moved on.
+    /// @param enrolmentId The revoked enrolment's id.
+    /// @param home The home centre.
+    /// @param revocationEpoch The home's new revocation epoch.
     event Revoked(bytes32 indexed enrolmentId, bytes32 indexed home, uint64 revocationEpoch);
 
     /// @notice The key is not PK_LENGTH bytes long (or, via governance, not empty either).
@@ -74,12 +94,6 @@ contract IdentityRegistry {
     error KeyAlreadyUsed(bytes32 centre, bytes32 keyId);
     /// @notice The named centre is not an active member.
     error UnknownCentre(bytes32 centre);
-    /// @notice No proposal has this id.
-    error UnknownProposal(uint256 proposalId);
-    /// @notice The proposal has already been executed.
-    error ProposalClosed(uint256 proposalId);
-    /// @notice This member has already voted on this proposal.
-    error AlreadyVoted(uint256 proposalId, bytes32 voter);
     /// @notice The enrolment id must not be zero.
     error InvalidEnrolment();
     /// @notice This home has already enrolled this id.
@@ -127,15 +141,15 @@ contract IdentityRegistry {
         if (!consortium.isMember(centre)) revert UnknownCentre(centre);
         if (pk.length != PK_LENGTH && pk.length != 0) revert InvalidKeyLength(pk.length);
         if (pk.length != 0) _checkUnused(centre, pk);
-        proposalId = ++_proposalCount;
-        KeyProposal storage p = _proposals[proposalId];
+        proposalId = _newProposal();
+        KeyProposal storage p = _subjects[proposalId];
         p.centre = centre;
         p.pk = pk;
         p.previousValidUntil = previousValidUntil;
         emit IssuerKeyProposed(
             proposalId, centre, pk.length == 0 ? bytes32(0) : keccak256(pk), previousValidUntil, proposer
         );
-        _castVote(proposalId, p, proposer);
+        _vote(proposalId, proposer);
     }
 
     /// @notice Votes for an issuer key proposal; executes it when the votes reach the quorum.
@@ -143,11 +157,7 @@ contract IdentityRegistry {
     ///      consortium or the key was used meanwhile (UnknownCentre, KeyAlreadyUsed).
     /// @param proposalId The proposal id.
     function voteIssuerKey(uint256 proposalId) external {
-        bytes32 voter = consortium.idOf(msg.sender);
-        KeyProposal storage p = _existing(proposalId);
-        if (p.executed) revert ProposalClosed(proposalId);
-        if (_voted[proposalId][voter]) revert AlreadyVoted(proposalId, voter);
-        _castVote(proposalId, p, voter);
+        _vote(proposalId, consortium.idOf(msg.sender));
     }
 
     /// @notice Every issuer key a centre ever had, oldest first.
@@ -174,7 +184,7 @@ contract IdentityRegistry {
     /// @notice Number of issuer key proposals so far (ids are 1..keyProposalCount).
     /// @return The count.
     function keyProposalCount() external view returns (uint256) {
-        return _proposalCount;
+        return _proposals();
     }
 
     /// @notice An issuer key proposal's state.
@@ -189,8 +199,9 @@ contract IdentityRegistry {
         view
         returns (bytes32 centre, bytes memory pk, uint64 previousValidUntil, bool executed, uint256 votes)
     {
-        KeyProposal storage p = _existing(proposalId);
-        return (p.centre, p.pk, p.previousValidUntil, p.executed, _currentVotes(p));
+        (executed, votes) = _tally(proposalId);
+        KeyProposal storage p = _subjects[proposalId];
+        return (p.centre, p.pk, p.previousValidUntil, executed, votes);
     }
 
     /// @notice Whether member `voter` has voted on key proposal `proposalId`.
@@ -198,7 +209,7 @@ contract IdentityRegistry {
     /// @param voter The member id.
     /// @return True when voted.
     function hasVotedKey(uint256 proposalId, bytes32 voter) external view returns (bool) {
-        return _voted[proposalId][voter];
+        return _hasVoted(proposalId, voter);
     }
 
     // -- enrolments and revocation ------------------------------------------------------
@@ -255,35 +266,27 @@ contract IdentityRegistry {
 
     // -- internals ----------------------------------------------------------------------
 
-    function _existing(uint256 proposalId) private view returns (KeyProposal storage p) {
-        if (proposalId == 0 || proposalId > _proposalCount) revert UnknownProposal(proposalId);
-        p = _proposals[proposalId];
+    function _isMember(bytes32 id) internal view override returns (bool) {
+        return consortium.isMember(id);
     }
 
-    function _castVote(uint256 proposalId, KeyProposal storage p, bytes32 voter) private {
-        _voted[proposalId][voter] = true;
-        p.voters.push(voter);
-        emit IssuerKeyVoted(proposalId, voter);
-        if (_currentVotes(p) >= consortium.quorum()) {
-            p.executed = true;
-            bytes32 centre = p.centre;
-            if (!consortium.isMember(centre)) revert UnknownCentre(centre);
-            bytes memory pk = p.pk;
-            if (pk.length == 0) {
-                _endAll(centre, p.previousValidUntil);
-            } else {
-                _checkUnused(centre, pk);
-                _endCurrent(centre, p.previousValidUntil);
-                _addKey(centre, pk);
-            }
-            emit IssuerKeyProposalExecuted(proposalId, centre);
-        }
+    function _quorum() internal view override returns (uint256) {
+        return consortium.quorum();
     }
 
-    function _currentVotes(KeyProposal storage p) private view returns (uint256 count) {
-        bytes32[] storage voters = p.voters;
-        for (uint256 i = 0; i < voters.length; i++) {
-            if (consortium.isMember(voters[i])) count++;
+    /// @dev Reverts (so the deciding vote is not counted) if the centre has left the
+    ///      consortium or the key was used meanwhile.
+    function _execute(uint256 proposalId) internal override {
+        KeyProposal storage p = _subjects[proposalId];
+        bytes32 centre = p.centre;
+        if (!consortium.isMember(centre)) revert UnknownCentre(centre);
+        bytes memory pk = p.pk;
+        if (pk.length == 0) {
+            _endAll(centre, p.previousValidUntil);
+        } else {
+            _checkUnused(centre, pk);
+            _endCurrent(centre, p.previousValidUntil);
+            _addKey(centre, pk);
         }
     }
 

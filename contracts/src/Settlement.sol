@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+pragma solidity 0.8.28;
 
 import {Consortium} from "./Consortium.sol";
 import {UsageLedger} from "./UsageLedger.sol";
@@ -25,7 +25,17 @@ contract Settlement {
     mapping(uint64 => mapping(bytes32 => int256)) private _net;
     mapping(uint64 => bytes32[]) private _centres;
 
+    /// @notice An epoch was settled: every active member's net position, in netting order.
+    /// @dev Emitted after the epoch's `SettlementTransfer`s.
+    /// @param epoch The epoch.
+    /// @param centres The members netted (active at settlement), in admission order.
+    /// @param net Each one's net position (positive: it was owed); they sum to zero.
     event EpochSettled(uint64 indexed epoch, bytes32[] centres, int256[] net);
+    /// @notice One transfer of a settlement: a debtor paid a creditor (also an ERC-20 `Transfer`).
+    /// @param epoch The epoch being settled.
+    /// @param from The paying centre.
+    /// @param to The paid centre.
+    /// @param amount The amount, in the smallest credit unit.
     event SettlementTransfer(uint64 indexed epoch, bytes32 indexed from, bytes32 indexed to, uint256 amount);
 
     /// @notice The epoch has already been settled.

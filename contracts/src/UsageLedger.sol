@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-pragma solidity ^0.8.24;
+pragma solidity 0.8.28;
 
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Consortium} from "./Consortium.sol";
@@ -27,6 +27,13 @@ contract UsageLedger {
     mapping(bytes32 => mapping(uint64 => bytes32[])) private _debtors;
     mapping(uint64 => mapping(bytes32 => mapping(bytes32 => uint256))) private _claims;
 
+    /// @notice A centre anchored an epoch of its usage records and its claims on other centres.
+    /// @param centre The anchoring (serving, creditor) centre.
+    /// @param epoch The epoch.
+    /// @param root Merkle root of the epoch's record leaves (zero if none).
+    /// @param recordCount Number of records under the root.
+    /// @param debtors Centres that owe the anchoring centre for the epoch.
+    /// @param amounts What each debtor owes, in the smallest credit unit.
     event EpochAnchored(
         bytes32 indexed centre, uint64 indexed epoch, bytes32 root, uint64 recordCount, bytes32[] debtors, uint256[] amounts
     );
@@ -52,7 +59,8 @@ contract UsageLedger {
     /// @notice Anchors the caller's records of `epoch`: Merkle root, count and claims.
     /// @dev The caller's member id is the creditor; reverts NotMember for non-members.
     /// @param epoch The epoch number.
-    /// @param root Merkle root (OpenZeppelin sorted-pair keccak256) of the record leaves; zero if none.
+    /// @param root Merkle root of the record leaves (an OpenZeppelin StandardMerkleTree over the
+    ///        records' EIP-712 digests, type bytes32); zero if none.
     /// @param recordCount Number of records under the root.
     /// @param debtors Centres that owe the caller for this epoch (active members, no duplicates).
     /// @param amounts What each debtor owes, in the smallest credit unit (at most MAX_CLAIM).

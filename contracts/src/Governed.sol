@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity 0.8.28;
+
+/// @title Governed
+/// @notice k-of-n proposals of the consortium's members: numbering, votes, the quorum rule and
+///         execution, written once for every contract that member votes govern (Consortium's
+///         admissions and removals, IdentityRegistry's issuer-key changes).
+/// @dev A derived contract keeps what a proposal is about under its id, names who its members
+///      are (`_isMember`) and how many votes pass a proposal (`_quorum`), and carries a passed
+///      proposal out in `_execute`. A vote counts only while its voter is a member: a member
+///      voted out no longer helps any open proposal pass. A proposal executes inside the
+///      transaction of the vote that reaches the quorum (of the proposal itself when the
+///      quorum is 1); if `_execute` reverts, that vote reverts and is not counted.
+abstract contract Governed {
+    /// @dev `voters[0..voterCount)` are member ids in vote order, also of members removed since.
+    ///      The count shares its slot with `executed`, so the vote that executes a proposal
+    ///      writes one slot it already touched.
+    struct Ballot {
+        uint64 voterCount;
+        bool executed;
+        mapping(uint256 => bytes32) voters;
+    }
+
+    mapping(uint256 => Ballot) private _ballots;
+    mapping(uint256 => mapping(bytes32 => bool)) private _voted;
+    uint256 private _proposalCount;
+
+    /// @notice A member voted for a proposal (the proposer's own vote included).
+    /// @param proposalId The proposal id.
+    /// @param voter The voting member's id.
+    event Voted(uint256 indexed proposalId, bytes32 indexed voter);
+    /// @notice A proposal reached the quorum of current members' votes and was carried out,
+    ///         in this transaction, by the events that precede this one.
+    /// @param proposalId The proposal id.
+    event ProposalExecuted(uint256 indexed proposalId);
+
+    /// @notice No proposal has this id.
+    error UnknownProposal(uint256 proposalId);
+    /// @notice The proposal has already been executed.
+    error ProposalClosed(uint256 proposalId);
+    /// @notice This member has already voted on this proposal.
+    error AlreadyVoted(uint256 proposalId, bytes32 voter);
+
+    /// @dev Whether `id` is a member now; only members' votes count.
+    function _isMember(bytes32 id) internal view virtual returns (bool);
+
+    /// @dev Votes of current members that pass a proposal.
+    function _quorum() internal view virtual returns (uint256);
+
+    /// @dev Carries out a proposal that has just passed (its `executed` flag is already set).
+    function _execute(uint256 proposalId) internal virtual;
+
+    /// @dev Numbers a new proposal (ids start at 1); the caller stores its subject and then
+    ///      casts the proposer's vote with `_vote`.
+    function _newProposal() internal returns (uint256 proposalId) {
+        proposalId = ++_proposalCount;
+    }
+
+    /// @dev Records `voter`'s vote and executes the proposal when current members' votes reach
+    ///      the quorum. `voter` must be a member; the caller checks who sent it.
+    function _vote(uint256 proposalId, bytes32 voter) internal {
+        Ballot storage b = _ballot(proposalId);
+        if (b.executed) revert ProposalClosed(proposalId);
+        if (_voted[proposalId][voter]) revert AlreadyVoted(proposalId, voter);
+        _voted[proposalId][voter] = true;
+        b.voters[b.voterCount++] = voter;
+        emit Voted(proposalId, voter);
+        if (_currentVotes(b) >= _quorum()) {
+            b.executed = true;
+            _execute(proposalId);
+            emit ProposalExecuted(proposalId);
+        }
+    }
+
+    /// @dev Number of proposals so far (ids are 1.._proposalCount()).
+    function _proposals() internal view returns (uint256) {
+        return _proposalCount;
+    }
+
+    /// @dev Whether an existing proposal has executed, and its current members' votes;
+    ///      reverts UnknownProposal for an id never given out.
+    function _tally(uint256 proposalId) internal view returns (bool executed, uint256 votes) {
+        Ballot storage b = _ballot(proposalId);
+        return (b.executed, _currentVotes(b));
+    }
+
+    /// @dev Whether member `voter` has voted on `proposalId`.
+    function _hasVoted(uint256 proposalId, bytes32 voter) internal view returns (bool) {
+        return _voted[proposalId][voter];
+    }
+
+    function _ballot(uint256 proposalId) private view returns (Ballot storage) {
+        if (proposalId == 0 || proposalId > _proposalCount) revert UnknownProposal(proposalId);
+        return _ballots[proposalId];
+    }
+
+    function _currentVotes(Ballot storage b) private view returns (uint256 count) {
+        uint256 n = b.voterCount;
+        for (uint256 i = 0; i < n; i++) {
+            if (_isMember(b.voters[i])) count++;
+        }
+    }
+}
