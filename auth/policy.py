@@ -9,7 +9,7 @@ Policies are parsed once. Each request becomes a small entity set:
 - action ``XCentre::Action::"<action>"`` (e.g. "submit");
 - resource ``XCentre::Queue::"<queue>"`` with the other resource keys as attributes
   (``centre``, ``gpu_type``, ``data_class``…; None values are left out, test with ``has``);
-- context as given (``walltime`` seconds, ``cores``, ``memory_mb``, ``gpus``, ``hour``…).
+- context as given (``walltime`` seconds, ``cores``, ``memory_mib``, ``gpus``, ``hour``…).
 
 Cedar skips a policy whose evaluation errors (a missing attribute, a type
 mismatch); a permit skipped that way permits nothing, but a forbid skipped that

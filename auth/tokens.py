@@ -30,7 +30,6 @@ import json
 import os
 import re
 import secrets
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -44,9 +43,12 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
+from ledger.primitives.canonical import canonical_json
+from ledger.primitives.files import write_private
+from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
+
 ALGORITHM = "Ed25519"
 MAX_TOKEN_LENGTH = 16 * 1024
-CENTRE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _PSEUDONYM = re.compile(r"^[0-9a-f]{16}$")  # issue_presented's secrets.token_hex(8)
 PASSWORD = "pwd"
@@ -98,21 +100,9 @@ def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 
 def save_private_key(key: Ed25519PrivateKey, path: str | os.PathLike) -> None:
     """Write the key as unencrypted PKCS#8 PEM, mode 0600, atomically (never a half-written file)."""
-    path = Path(path)
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_private(path, pem, replace=True)
 
 
 def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
@@ -137,8 +127,8 @@ class TokenIssuer:
     or for anyone who proved a member's credential to this centre (issue_presented)."""
 
     def __init__(self, centre: str, key: Ed25519PrivateKey, ttl: int = 900) -> None:
-        if not isinstance(centre, str) or not CENTRE_NAME.fullmatch(centre):
-            raise ValueError(f"centre name must match [a-z0-9-]{{1,32}}, got {centre!r}")
+        if not is_centre_name(centre):
+            raise ValueError(f"centre name must match {CENTRE_NAME_RULE}, got {centre!r}")
         if not isinstance(key, Ed25519PrivateKey):
             raise TypeError("key must be an Ed25519PrivateKey")
         if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
@@ -161,7 +151,7 @@ class TokenIssuer:
             raise ValueError(f"centre {self.centre!r} can only issue tokens for its own people, not {home!r}")
         _check_principal(principal, home, ValueError)
         audience = self.centre if audience is None else audience
-        if not isinstance(audience, str) or not CENTRE_NAME.fullmatch(audience):
+        if not is_centre_name(audience):
             raise ValueError(f"audience must be a centre name, got {audience!r:.40}")
         if not isinstance(attributes, Mapping):
             raise ValueError("attributes must be a mapping")
@@ -188,7 +178,7 @@ class TokenIssuer:
         exp is capped at the credential's expires_at when disclosed). Call it only after
         verify_presentation succeeded.
         """
-        if not isinstance(home, str) or not CENTRE_NAME.fullmatch(home):
+        if not is_centre_name(home):
             raise ValueError(f"home must be a centre name, got {home!r:.40}")
         if not isinstance(disclosed, Mapping):
             raise ValueError("disclosed must be a mapping of attribute name to value")
@@ -216,8 +206,8 @@ class TokenIssuer:
 
     def _sign(self, claims: dict[str, Any]) -> str:
         try:
-            payload = json.dumps(claims, separators=(",", ":"), sort_keys=True, allow_nan=False)
-        except (TypeError, ValueError) as exc:
+            payload = canonical_json(claims)
+        except ValueError as exc:
             raise ValueError(f"attributes must be JSON values: {exc}") from None
         return jws.serialize_compact({"alg": ALGORITHM, "typ": "JWT", "kid": self.centre},
                                      payload, self._jwk, algorithms=[ALGORITHM])
@@ -243,7 +233,7 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
     if "crit" in header:
         raise TokenError("malformed", "token header has critical extensions this verifier does not support")
     iss = payload.get("iss")
-    if not isinstance(iss, str) or not CENTRE_NAME.fullmatch(iss):
+    if not is_centre_name(iss):
         raise TokenError("malformed", "token has no valid issuer (iss)")
     raw = key_for(iss)
     if raw is None:

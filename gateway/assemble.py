@@ -6,6 +6,7 @@ the local consortium that the demo and the tests start.
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,9 +23,8 @@ from auth.tokens import TokenIssuer, load_private_key
 from gateway.config import GatewayConfig
 from gateway.epochs import EpochCloser
 from gateway.executor import Executor, LocalExecutor
-from gateway.peers import Peers
 from gateway.node import CentreNode, NodeParts
-from gateway.provision import write_private
+from gateway.peers import Peers
 from gateway.signon import IssuerKey, SignOn
 from gateway.slurm import SlurmExecutor
 from gateway.store import Store
@@ -34,6 +34,8 @@ from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
 from ledger.records import domain_for
+from ledger.primitives.files import write_private
+from ledger.primitives.hex import bytes32, from_hex, to_hex
 
 
 def build_node(
@@ -147,17 +149,18 @@ def local_executor(config: GatewayConfig) -> LocalExecutor:
 def load_issuer_key(path: Path) -> IssuerKey:
     """A BBS issuer secret key file: 32 bytes as hex."""
     try:
-        sk = bytes.fromhex(path.read_text().strip().removeprefix("0x"))
+        sk = from_hex(path.read_text().strip(), size=32, what="the issuer key")
         return IssuerKey(sk, bbs.SHA256.sk_to_pk(sk))
     except ValueError as exc:
         raise ValueError(f"{path}: not a BBS issuer secret key (64 hex digits): {exc}") from None
 
 
 def _secret(path: Path) -> bytes:
-    """A 32-byte secret kept in `path`, created on first use."""
+    """A 32-byte secret kept in `path`, created on first use (and never replaced)."""
     if not path.exists():
-        write_private(path, secrets.token_hex(32))
-    return bytes.fromhex(path.read_text().strip())
+        with contextlib.suppress(FileExistsError):  # another process made it first: use theirs
+            write_private(path, secrets.token_hex(32) + "\n")
+    return from_hex(path.read_text().strip(), size=32, what=f"the secret in {path}")
 
 
 def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
@@ -166,7 +169,7 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     A revert that means "this was already done" (a retry after a crash between
     mining and marking the item done) completes the item instead of failing it.
     """
-    contracts = bind(chain, deployment)
+    contracts = bind(chain, deployment, named=True)
     me = contracts.consortium.functions.idOf(account.address).call()
     registry = contracts.identity_registry.functions
 
@@ -177,30 +180,32 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
             if exc.reason == done_if and already():
                 return None
             raise
-        return receipt["transactionHash"].to_0x_hex()
+        return to_hex(receipt["transactionHash"])
 
     def anchor(p: dict) -> str | None:
         fn = contracts.usage_ledger.functions.anchor(
-            p["epoch"], _b32(p["root"]), p["count"], [centre_id(d) for d in p["debtors"]], p["amounts"]
+            p["epoch"], bytes32(p["root"]), p["count"], [centre_id(d) for d in p["debtors"]], p["amounts"]
         )
-        return send(fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call()[2])
+        return send(fn, "AlreadyAnchored",
+                    lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored)
 
     def settle(p: dict) -> str | None:
         return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
 
     def issuer_key(p: dict) -> str | None:
-        pk = bytes.fromhex(p["pk"][2:])
+        pk = from_hex(p["pk"], what="pk")
         return send(registry.setIssuerKey(pk, p["previous_valid_until"]), "KeyAlreadyUsed",
-                    lambda: any(k[0] == pk and k[3] == 0 for k in registry.issuerKeys(me).call()))
+                    lambda: any(k.pk == pk and k.validUntil == 0 for k in registry.issuerKeys(me).call()))
 
     # An enrolment id is scoped to its home on chain, so "already enrolled" and "already
     # revoked" can only mean that this centre did it: no other member can take or block it.
     def enrol(p: dict) -> str | None:
-        return send(registry.enrol(_b32(p["enrolment"])), "AlreadyEnrolled")
+        return send(registry.enrol(bytes32(p["enrolment"])), "AlreadyEnrolled")
 
     def revoke(p: dict) -> str | None:
-        enrolment = _b32(p["enrolment"])
-        if not registry.enrolment(me, enrolment).call()[0]:  # its enrol write may still wait behind a chain outage
+        enrolment = bytes32(p["enrolment"])
+        # its enrol write may still wait behind a chain outage
+        if not registry.enrolment(me, enrolment).call().enrolled:
             send(registry.enrol(enrolment), "AlreadyEnrolled")
         return send(registry.revoke(enrolment), "AlreadyRevoked")
 
@@ -208,6 +213,3 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
                           ("revoke", revoke)):
         outbox.register(kind, handler)
 
-
-def _b32(hex_text: str) -> bytes:
-    return bytes.fromhex(hex_text.removeprefix("0x"))

@@ -14,6 +14,7 @@ from ledger.audit import AuditReport, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
 from ledger.records import UsageRecord
+from ledger.primitives.hex import from_hex
 
 
 def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[dict[bytes, list], list[str]]:
@@ -22,7 +23,7 @@ def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[d
     Those are today's members and the centres the epoch was settled over: a centre
     removed since still answers for the records it anchored.
     """
-    contracts = bind(chain, deployment)
+    contracts = bind(chain, deployment, named=True)
     consortium = contracts.consortium
     concerned = list(consortium.functions.memberIds().call())
     for centre in contracts.settlement.functions.settledCentres(epoch).call():
@@ -32,7 +33,7 @@ def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[d
     problems: list[str] = []
     for centre in concerned:
         member = consortium.functions.member(centre).call()
-        name, url = member[1], member[3]
+        name, url = member.name, member.gatewayUrl
         try:
             with GatewayClient(url, timeout=30) as client:
                 rows = client.epoch_records(epoch)
@@ -50,7 +51,7 @@ def _parse(rows: object) -> list[tuple[UsageRecord, bytes]]:
     """A gateway's answer as (record, signature) pairs; raises on anything else, whatever a centre sends."""
     if not isinstance(rows, list):
         raise TypeError(f"expected a list of records, got {type(rows).__name__}")
-    return [(UsageRecord.from_json(r["record"]), bytes.fromhex(r["signature"].removeprefix("0x"))) for r in rows]
+    return [(UsageRecord.from_json(r["record"]), from_hex(r["signature"], what="signature")) for r in rows]
 
 
 def audit_epoch(chain: Chain, deployment: Deployment, epoch: int) -> AuditReport:

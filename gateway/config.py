@@ -1,85 +1,149 @@
-"""A gateway's configuration file (TOML).
+"""A gateway's configuration file (TOML), read into a pydantic model.
 
 One file per centre: who it is, where its chain, directory and keys are. Paths
 are relative to the file's folder so a centre's configuration can be moved as
-a whole.
+a whole. Every refusal names the file and each setting at fault, with what it
+must be (the setting's description); a secret's value is never repeated.
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 
 from gateway.executor import DEFAULT_JOB_UIDS, SANDBOXES
 from gateway.slurm import PARTITION_NAME
+from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
 
 EXECUTORS = ("local", "slurm")
+#: Settings whose values an error message never repeats.
+SECRETS = frozenset({"operator_key", "ldap_bind_password"})
 
 
 class ConfigError(ValueError):
     """The configuration file is missing, malformed or incomplete."""
 
 
-@dataclass(frozen=True)
-class GatewayConfig:
-    centre: str
-    data_dir: Path
-    chain_url: str
-    deployment: Path
-    chain_key_file: Path
-    token_key_file: Path
-    issuer_key_file: Path
-    credential_schema: Path
-    operator_key: str
-    policy_file: Path
-    ldap_url: str
-    ldap_base_dn: str
-    signon_attributes: tuple[str, ...] = ("employee_type", "groups")
-    issuer_key_overlap: int = 86_400
-    ldap_bind_dn: str | None = None
-    ldap_bind_password: str | None = None
-    host: str = "127.0.0.1"
-    port: int = 8000
-    token_ttl: int = 900
-    workers: int = 4
-    jobs_dir: Path | None = None
-    sandbox: str = "bwrap"
-    job_network: bool = False
-    job_uids: tuple[int, int] = DEFAULT_JOB_UIDS
-    job_cpus: int | None = None
-    executor: str = "local"
-    slurm_conf: Path | None = None
-    slurm_partition: str | None = None
-    chain_confirmations: int = 0
+def _check(ok: Callable[[Any], bool]) -> Callable[[Any], Any]:
+    """An after-validator passing values `ok` accepts; the error's words come from the setting's description."""
+
+    def validate(value: Any) -> Any:
+        if not ok(value):
+            raise ValueError("refused")
+        return value
+
+    return validate
+
+
+def _path(value: Any, info: ValidationInfo) -> Path | None:
+    """A path setting made absolute against the configuration file's folder (the working folder without one)."""
+    if value is None:
+        return None
+    if isinstance(value, Path):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("refused")
+    base = (info.context or {}).get("base") or Path.cwd()
+    return (Path(base) / Path(value).expanduser()).resolve()
+
+
+Text = Annotated[str, Strict(), AfterValidator(_check(lambda v: bool(v.strip())))]
+AbsolutePath = Annotated[Path, BeforeValidator(_path)]
+OptionalPath = Annotated[Path | None, BeforeValidator(_path)]
+Uids = Annotated[
+    tuple[Annotated[int, Strict()], Annotated[int, Strict()]],
+    AfterValidator(_check(lambda v: 1 <= v[0] <= v[1] <= 2**32 - 2)),
+]
+
+_PATH = "a non-empty string (a path; a relative one starts from the file's folder)"
+
+
+def _text(default: Any = ..., **kw: Any) -> Any:
+    return Field(default, description="a non-empty string", **kw)
+
+
+def _int(low: int, high: int, default: Any) -> Any:
+    return Field(default, ge=low, le=high, strict=True, description=f"an integer from {low} to {high}")
+
+
+class GatewayConfig(BaseModel):
+    """A centre's settings: from load_config, or made in code with the same checks (paths from the working folder)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    centre: Annotated[str, Strict(), AfterValidator(_check(is_centre_name))] = Field(
+        description=f"a centre name ({CENTRE_NAME_RULE})")
+    data_dir: AbsolutePath = Field(description=_PATH)
+    chain_url: Text = _text()
+    deployment: AbsolutePath = Field(description=_PATH)
+    chain_key_file: AbsolutePath = Field(description=_PATH)
+    token_key_file: AbsolutePath = Field(description=_PATH)
+    issuer_key_file: AbsolutePath = Field(description=_PATH)
+    credential_schema: AbsolutePath = Field(description=_PATH)
+    operator_key: Text = _text()
+    policy_file: AbsolutePath = Field(description=_PATH)
+    ldap_url: Text = _text()
+    ldap_base_dn: Text = _text()
+    signon_attributes: tuple[Text, ...] = Field(("employee_type", "groups"),
+                                                description="a list of attribute names")
+    issuer_key_overlap: int = _int(0, 365 * 24 * 3600, 86_400)
+    ldap_bind_dn: Text | None = _text(None)
+    ldap_bind_password: Text | None = _text(None)
+    host: Text = _text("127.0.0.1")
+    port: int = _int(1, 65535, 8000)
+    token_ttl: int = _int(1, 7 * 24 * 3600, 900)
+    workers: int = _int(1, 1024, 4)
+    jobs_dir: OptionalPath = Field(None, description=_PATH)
+    sandbox: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in SANDBOXES))] = Field(
+        "bwrap", description="one of " + ", ".join(repr(s) for s in SANDBOXES))
+    job_network: bool = Field(False, strict=True, description="true or false")
+    job_uids: Uids = Field(DEFAULT_JOB_UIDS, description="[first, last], numeric uids with 1 <= first <= last "
+                                                          "<= 4294967294")
+    job_cpus: int | None = _int(1, 1_000_000, None)
+    executor: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in EXECUTORS))] = Field(
+        "local", description="'local' or 'slurm'")
+    slurm_conf: OptionalPath = Field(None, description=_PATH)
+    slurm_partition: Annotated[str, Strict(), AfterValidator(_check(PARTITION_NAME.fullmatch))] | None = Field(
+        None, description="a Slurm partition name (letters, digits, _ . -)")
+    chain_confirmations: int = _int(0, 10_000, 0)
+
+    @model_validator(mode="after")
+    def _settings_that_go_together(self) -> "GatewayConfig":
+        problems = []
+        if (self.ldap_bind_dn is None) != (self.ldap_bind_password is None):
+            problems.append("ldap_bind_dn and ldap_bind_password go together: give both or neither")
+        slurm = self.executor == "slurm"
+        if not slurm and (self.slurm_conf is not None or self.slurm_partition is not None):
+            problems.append('slurm_conf and slurm_partition apply only with executor = "slurm"')
+        if slurm and self.jobs_dir is None:
+            problems.append('with executor = "slurm", set jobs_dir to a folder the compute nodes share (at the '
+                            "same path): jobs' folders, specs and results go there, and data_dir must stay on "
+                            "this host")
+        if slurm and self.job_cpus is not None:
+            problems.append("job_cpus applies only to the local executor: under Slurm, capacity is Slurm's idle "
+                            "CPUs")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def job_folder(self) -> Path:
         """Where jobs' folders are made: `jobs_dir`, or `data_dir/jobs` (hidden from jobs either way)."""
         return self.jobs_dir or self.data_dir / "jobs"
-
-
-_REQUIRED = (
-    "centre", "data_dir", "chain_url", "deployment", "chain_key_file", "token_key_file",
-    "issuer_key_file", "credential_schema", "operator_key", "policy_file", "ldap_url", "ldap_base_dn",
-)
-_PATHS = (
-    "data_dir", "deployment", "chain_key_file", "token_key_file", "issuer_key_file", "credential_schema",
-    "policy_file",
-)
-
-
-_CENTRE = re.compile(r"[a-z0-9-]{1,32}")
-#: Integer settings and their smallest and largest allowed values.
-_INTS = {
-    "port": (1, 65535),
-    "token_ttl": (1, 7 * 24 * 3600),
-    "workers": (1, 1024),
-    "issuer_key_overlap": (0, 365 * 24 * 3600),
-    "chain_confirmations": (0, 10_000),
-    "job_cpus": (1, 1_000_000),
-}
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -92,72 +156,37 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(f"configuration file {path} cannot be read: {exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    missing = [key for key in _REQUIRED if key not in raw]
+    try:
+        return GatewayConfig.model_validate(raw, context={"base": Path(path).resolve().parent})
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {explain(exc, raw)}") from None
+
+
+def explain(error: ValidationError, raw: dict[str, Any]) -> str:
+    """The refusal in a person's words: missing settings, else unknown ones, else each wrong value."""
+    missing: list[str] = []
+    unknown: list[str] = []
+    together: list[str] = []
+    wrong: dict[str, str] = {}
+    for e in error.errors():
+        loc = e["loc"]
+        if not loc:
+            together.append(str(e.get("ctx", {}).get("error", e["msg"])))
+        elif e["type"] == "missing" and len(loc) == 1:
+            missing.append(str(loc[0]))
+        elif e["type"] == "extra_forbidden":
+            unknown.append(str(loc[0]))
+        else:
+            name = str(loc[0])
+            wrong.setdefault(name, _wrong(name, raw.get(name)))
     if missing:
-        raise ConfigError(f"{path}: missing setting(s): {', '.join(missing)}")
-    known = set(GatewayConfig.__dataclass_fields__)
-    unknown = sorted(set(raw) - known)
+        return f"missing setting(s): {', '.join(missing)}"
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s): {', '.join(unknown)}")
-    problems = [p for p in (_check(key, value) for key, value in raw.items()) if p]
-    if (raw.get("ldap_bind_dn") is None) != (raw.get("ldap_bind_password") is None):
-        problems.append("ldap_bind_dn and ldap_bind_password go together: give both or neither")
-    if raw.get("executor", "local") != "slurm" and ("slurm_conf" in raw or "slurm_partition" in raw):
-        problems.append('slurm_conf and slurm_partition apply only with executor = "slurm"')
-    if raw.get("executor") == "slurm" and "jobs_dir" not in raw:
-        problems.append('with executor = "slurm", set jobs_dir to a folder the compute nodes share (at the same '
-                        "path): jobs' folders, specs and results go there, and data_dir must stay on this host")
-    if raw.get("executor") == "slurm" and "job_cpus" in raw:
-        problems.append("job_cpus applies only to the local executor: under Slurm, capacity is Slurm's idle CPUs")
-    if problems:
-        raise ConfigError(f"{path}: " + "; ".join(problems))
-    base = Path(path).resolve().parent
-    values = dict(raw)
-    for key in (*_PATHS, "jobs_dir", "slurm_conf"):
-        if key in values:
-            values[key] = (base / Path(values[key]).expanduser()).resolve()
-    if "job_uids" in values:
-        values["job_uids"] = tuple(values["job_uids"])
-    if "signon_attributes" in values:
-        values["signon_attributes"] = tuple(values["signon_attributes"])
-    return GatewayConfig(**values)
+        return f"unknown setting(s): {', '.join(sorted(unknown))}"
+    return "; ".join([*wrong.values(), *together])
 
 
-def _check(key: str, value: object) -> str | None:
-    """What is wrong with one setting's value, or None."""
-    if key in _INTS:
-        low, high = _INTS[key]
-        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-            return f"{key} must be an integer from {low} to {high}, got {value!r}"
-        return None
-    if key == "sandbox":
-        if value not in SANDBOXES:
-            return f"sandbox must be one of {', '.join(repr(s) for s in SANDBOXES)}, got {value!r}"
-        return None
-    if key == "executor":
-        if value not in EXECUTORS:
-            return f"executor must be 'local' or 'slurm', got {value!r}"
-        return None
-    if key == "slurm_partition":
-        if not isinstance(value, str) or not PARTITION_NAME.fullmatch(value):
-            return f"slurm_partition must be a Slurm partition name (letters, digits, _ . -), got {value!r}"
-        return None
-    if key == "job_network":
-        if not isinstance(value, bool):
-            return f"job_network must be true or false, got {value!r}"
-        return None
-    if key == "job_uids":
-        if (not isinstance(value, list) or len(value) != 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-                or not 1 <= value[0] <= value[1] <= 2**32 - 2):
-            return f"job_uids must be [first, last], numeric uids with 1 <= first <= last <= 4294967294, got {value!r}"
-        return None
-    if key == "signon_attributes":
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            return f"signon_attributes must be a list of attribute names, got {value!r}"
-        return None
-    if not isinstance(value, str) or not value.strip():
-        return f"{key} must be a non-empty string, got {value!r}"
-    if key == "centre" and not _CENTRE.fullmatch(value):
-        return f"centre must be a centre name ([a-z0-9-]{{1,32}}), got {value!r}"
-    return None
+def _wrong(name: str, value: Any) -> str:
+    must = GatewayConfig.model_fields[name].description
+    got = f"a {type(value).__name__}" if name in SECRETS else repr(value)
+    return f"{name} must be {must}, got {got}"

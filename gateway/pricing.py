@@ -1,8 +1,10 @@
-"""What a job may cost: the escrow hold at its limits, and metered usage capped to them.
+"""What a job may cost: its price at its limits, and metered usage capped to them.
 
 The price of metered usage is ledger.pricing's (the formula auditors recompute);
-this module adds the job's limits. max_price() is the hold taken before the job
-starts; price() of the metered usage, capped to the job's limits, never exceeds it.
+this module adds the job's limits. max_price() is the most a job within its
+limits can cost, what placement ranks centres by; price() of the metered usage,
+capped to the job's limits, never exceeds it. No funds are held before a job
+runs: the home is billed afterwards, through the epoch's records.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _limit_meters(walltime_s: int, cores: int, memory_mib: int, gpus: int) -> Me
 
 
 def max_price(walltime_s: int, cores: int, memory_mib: int, gpus: int, prices: Prices) -> int:
-    """The most a job can cost at its limits: the escrow hold before it runs.
+    """The most a job can cost at its limits (what placement compares centres by).
 
     price() is monotone in every meter, so its value at the limits
     (cpu = cores x walltime, gpu = gpus x walltime, memory = memory_mib for
@@ -47,7 +49,7 @@ def cap_to_limits(execution: E, walltime_s: int, cores: int, memory_mib: int, gp
     The executor stops a job only after its walltime plus a grace period and
     does not confine cores or memory, so raw meters can exceed the limits;
     the user is billed at most for what they were granted, which keeps
-    price(cap_to_limits(...)) <= max_price(...) (the escrow hold).
+    price(cap_to_limits(...)) <= max_price(...).
     """
     if not dataclasses.is_dataclass(execution) or isinstance(execution, type):
         raise PricingError("cap_to_limits needs a dataclass instance such as Execution")

@@ -8,7 +8,6 @@ on chain as the genesis members.
 
 from __future__ import annotations
 
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,8 @@ from eth_account import Account
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
 from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices
+from ledger.primitives.files import write_private
+from ledger.primitives.hex import from_hex, to_hex
 
 CHAIN_KEY = "chain.key"
 TOKEN_KEY = "token.pem"
@@ -39,16 +40,16 @@ def new_centre_keys(folder: Path, centre: str) -> dict:
     if existing:
         raise ProvisionError(f"{folder} already holds {', '.join(existing)}; keys are never overwritten")
     account = Account.create()
-    write_private(folder / CHAIN_KEY, account.key.hex())
+    write_private(folder / CHAIN_KEY, account.key.hex() + "\n")
     token_key = generate_key()
     save_private_key(token_key, folder / TOKEN_KEY)
     issuer_sk, issuer_pk = generate_issuer_key()
-    write_private(folder / ISSUER_KEY, issuer_sk.hex())
+    write_private(folder / ISSUER_KEY, issuer_sk.hex() + "\n")
     return {
         "centre": centre,
         "account": account.address,
-        "token_key": "0x" + public_key_bytes(token_key).hex(),
-        "issuer_pk": "0x" + issuer_pk.hex(),
+        "token_key": to_hex(public_key_bytes(token_key)),
+        "issuer_pk": to_hex(issuer_pk),
     }
 
 
@@ -79,7 +80,7 @@ def load_members(path: Path) -> ConsortiumPlan:
                     name=entry["name"],
                     account=entry["account"],
                     gateway_url=entry["gateway_url"],
-                    token_key=bytes.fromhex(str(entry["token_key"]).removeprefix("0x")),
+                    token_key=from_hex(entry["token_key"], size=32, what="token_key"),
                     prices=Prices(**entry["prices"]),
                 )
             )
@@ -94,10 +95,3 @@ def load_members(path: Path) -> ConsortiumPlan:
     if not isinstance(notice, int) or isinstance(notice, bool) or not 0 <= notice < 2**64:
         raise ProvisionError(f"{path}: rate_notice must be a non-negative integer (seconds), got {notice!r}")
     return ConsortiumPlan(members, quorum, credit, notice)
-
-
-def write_private(path: Path, text: str) -> None:
-    """Create `path` readable by its owner only; never overwrite a key."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text + "\n")

@@ -12,10 +12,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from gateway.errors import BadRequest
+from ledger.primitives.names import CENTRE_NAME_PATTERN, CENTRE_NAME_RULE
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-CENTRE = r"^(auto|[a-z0-9-]{1,32})$"
-CENTRE_NAME = r"^[a-z0-9-]{1,32}$"
+CENTRE = f"^(auto|{CENTRE_NAME_RULE})$"
+CENTRE_NAME = CENTRE_NAME_PATTERN
+LABEL = r"^[a-z0-9-]{1,32}$"
+"""A queue, GPU type or data class name, as centres' Cedar policies name them."""
 MAX_WALLTIME = 7 * 24 * 3600
 MAX_EPOCH = 2**53 - 1
 """The highest epoch the API names: the largest integer every JSON reader holds exactly (the store goes to 2**63-1)."""
@@ -105,9 +108,9 @@ class Resources(Strict):
     cores: Whole = Field(default=1, ge=1, le=1024)
     memory_mib: Whole = Field(default=1024, ge=1, le=4 * 1024 * 1024)
     gpus: Whole = Field(default=0, ge=0, le=64)
-    queue: str = Field(default="cpu", pattern=r"^[a-z0-9-]{1,32}$")
-    gpu_type: str = Field(default="none", pattern=r"^[a-z0-9-]{1,32}$")
-    data_class: str = Field(default="public", pattern=r"^[a-z0-9-]{1,32}$")
+    queue: str = Field(default="cpu", pattern=LABEL)
+    gpu_type: str = Field(default="none", pattern=LABEL)
+    data_class: str = Field(default="public", pattern=LABEL)
 
 
 class PlacementRequest(Strict):

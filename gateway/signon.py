@@ -32,6 +32,7 @@ from gateway.errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavai
 from gateway.schemas import RevokeResponse
 from ledger.index import EventIndex
 from ledger.outbox import DONE, FAILED, Outbox
+from ledger.primitives.hex import to_hex
 
 #: Seconds a revocation request waits for its transaction before answering "queued".
 REVOKE_WAIT = 5.0
@@ -89,7 +90,7 @@ class SignOn:
         self.outbox.enqueue(
             "issuer-key",
             key,
-            {"pk": "0x" + self.issuer_key.pk.hex(), "previous_valid_until": int(time.time()) + self.key_overlap},
+            {"pk": to_hex(self.issuer_key.pk), "previous_valid_until": int(time.time()) + self.key_overlap},
         )
 
     # -- at home -----------------------------------------------------------------
@@ -110,7 +111,7 @@ class SignOn:
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
         enrolment = self.enrolment_id(entry.uid)
         if self.index.enrolment(self.name, enrolment) is None:
-            self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": "0x" + enrolment.hex()})
+            self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": to_hex(enrolment)})
         values = self.schema.from_directory(entry.attributes, entry.groups) | {
             "home": self.name,
             "pseudonym": enrolment.hex(),
@@ -123,7 +124,7 @@ class SignOn:
         return {
             "home": self.name,
             "credential": credential.to_dict(),
-            "issuer_pk": "0x" + self.issuer_key.pk.hex(),
+            "issuer_pk": to_hex(self.issuer_key.pk),
             "schema": self.schema.to_dict(),
         }
 
@@ -149,7 +150,7 @@ class SignOn:
         except UnknownUser:
             pass
         enrolment = self.enrolment_id(username)
-        answer = {"username": username, "enrolment": "0x" + enrolment.hex()}
+        answer = {"username": username, "enrolment": to_hex(enrolment)}
         known = self.index.enrolment(self.name, enrolment)
         if known is not None and known.revoked:
             return RevokeResponse(**answer, revoked=True, status="done", tx_hash=None,

@@ -58,6 +58,7 @@ from gateway.executor import (
     finish_job,
     prepare_job,
 )
+from ledger.primitives.files import write_private
 
 __all__ = [
     "FINISHED_STATES",
@@ -451,8 +452,7 @@ class SlurmExecutor:
 
     def _submit_and_wait(self, job: PreparedJob, walltime: int, limits: Limits, folder: Path) -> dict:
         spec, result = folder / "spec.json", folder / "result.json"
-        with os.fdopen(os.open(spec, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as f:
-            json.dump(job.spec, f)  # the job's environment may hold the user's secrets: root's eyes only
+        write_private(spec, json.dumps(job.spec))  # the job's environment may hold the user's secrets: root's eyes only
         options = sbatch_options(name=f"xcentre-{job.folder.name}", walltime=walltime, grace=self.grace,
                                  limits=limits, folder=folder, partition=self.partition)
         job_id = self.client.submit(batch_script(self.python, LAUNCHER, spec, result), options)

@@ -7,11 +7,12 @@ per sign-on and bound to the verifier's challenge, are sent to a gateway.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from auth.credentials import Credential, CredentialError, CredentialSchema, PresentationRequest, make_presentation
+from ledger.primitives.files import write_private
+from ledger.primitives.hex import from_hex, to_hex
 
 #: Attributes a wallet never discloses, whoever asks: the enrolment id is the same at every
 #: sign-on (and the home maps it to the uid), so a verifier that learnt it could link them all.
@@ -33,7 +34,7 @@ class Wallet:
             home=issued["home"],
             home_url=home_url,
             credential=Credential.from_dict(issued["credential"]),
-            issuer_pk=bytes.fromhex(issued["issuer_pk"].removeprefix("0x")),
+            issuer_pk=from_hex(issued["issuer_pk"], what="issuer_pk"),
             schema=CredentialSchema.from_dict(issued["schema"]),
         )
 
@@ -50,22 +51,15 @@ class Wallet:
         return make_presentation(self.schema, self.credential, self.issuer_pk, parsed).to_dict()
 
     def save(self, path: Path) -> None:
-        """Write the wallet readable by its owner only (mode 0600), replacing any older one."""
+        """Write the wallet readable by its owner only (mode 0600), replacing any older one at once."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = path.with_name(path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(
-                {
-                    "home": self.home,
-                    "home_url": self.home_url,
-                    "credential": self.credential.to_dict(),
-                    "issuer_pk": "0x" + self.issuer_pk.hex(),
-                    "schema": self.schema.to_dict(),
-                },
-                f,
-            )
-        os.replace(tmp, path)
+        write_private(path, json.dumps({
+            "home": self.home,
+            "home_url": self.home_url,
+            "credential": self.credential.to_dict(),
+            "issuer_pk": to_hex(self.issuer_pk),
+            "schema": self.schema.to_dict(),
+        }), replace=True)
 
     @classmethod
     def load(cls, path: Path) -> "Wallet":

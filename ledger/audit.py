@@ -34,7 +34,8 @@ from ledger.ids import InvalidName, centre_id, centre_name
 from ledger.merkle import MerkleTree
 from ledger.netting import net_positions, transfers
 from ledger.pricing import price
-from ledger.records import Domain, InvalidSignature, UsageRecord, recover_signer, record_leaf
+from ledger.records import Domain, InvalidSignature, UsageRecord, record_leaf, recover_signer
+from ledger.primitives.hex import to_hex
 
 Signed = tuple[UsageRecord, bytes]
 
@@ -84,7 +85,7 @@ def label(centre: bytes) -> str:
     try:
         return centre_name(centre)
     except InvalidName:
-        return "0x" + bytes(centre).hex()
+        return to_hex(centre)
 
 
 def _key(centre: bytes | str) -> bytes:
@@ -96,7 +97,7 @@ def _key(centre: bytes | str) -> bytes:
 
 
 def _short(record_id: bytes) -> str:
-    return "0x" + record_id.hex()
+    return to_hex(record_id)
 
 
 def verify_epoch(
@@ -123,7 +124,7 @@ def verify_epoch(
             raise ValueError(f"records of {label(key)} are given twice")
         supplied[key] = list(items)
     domain = domain or Domain.for_deployment(deployment)
-    k = bind(chain, deployment)
+    k = bind(chain, deployment, named=True)
     consortium, ledger, settlement = (k.consortium.functions, k.usage_ledger.functions,
                                       k.settlement.functions)
 
@@ -141,7 +142,7 @@ def verify_epoch(
     accounts: dict[bytes, str | None] = {}
     for c in centres:
         try:
-            accounts[c] = call(consortium.member(c))[2]
+            accounts[c] = call(consortium.member(c)).account
         except ChainRevert:
             accounts[c] = None  # never admitted
 
@@ -154,8 +155,8 @@ def verify_epoch(
         """A centre's published rates version (effective from, prices), from the chain; None if never published."""
         if (centre, version) not in rates:
             try:
-                _, effective_from, prices = call(consortium.rates(centre, version))
-                rates[(centre, version)] = int(effective_from), Prices.from_tuple(prices)
+                published = call(consortium.rates(centre, version))
+                rates[(centre, version)] = int(published.effectiveFrom), Prices.from_chain(published.prices)
             except ChainRevert:
                 rates[(centre, version)] = None
         return rates[(centre, version)]
@@ -163,11 +164,12 @@ def verify_epoch(
     for c in centres:
         name = label(c)
         t = totals[name] = CentreTotals(centre=name)
-        root, count, is_anchored = call(ledger.anchorOf(c, epoch))
+        anchor = call(ledger.anchorOf(c, epoch))
+        root, count, is_anchored = anchor.root, anchor.recordCount, anchor.anchored
         if is_anchored:
-            t.anchored, t.anchored_root, t.anchored_count = True, "0x" + bytes(root).hex(), int(count)
-            debtors, amounts = call(ledger.claimsOf(epoch, c))
-            for debtor, amount in zip(debtors, amounts):
+            t.anchored, t.anchored_root, t.anchored_count = True, to_hex(root), int(count)
+            claims = call(ledger.claimsOf(epoch, c))
+            for debtor, amount in zip(claims.debtors, claims.amounts):
                 onchain_claims[(c, bytes(debtor))] = int(amount)
                 t.anchored_claims[label(bytes(debtor))] = int(amount)
 
@@ -218,8 +220,8 @@ def verify_epoch(
                 findings.append(f"{name}: {t.records} records supplied, {int(count)} anchored")
             if ours != bytes(root):
                 findings.append(
-                    f"{name}: Merkle root of the supplied records 0x{ours.hex()} differs from the "
-                    f"anchored root 0x{bytes(root).hex()}"
+                    f"{name}: Merkle root of the supplied records {to_hex(ours)} differs from the "
+                    f"anchored root {to_hex(root)}"
                 )
             anchored_here = {d: a for (cr, d), a in onchain_claims.items() if cr == c}
             for debtor in sorted(set(sums) | set(anchored_here)):

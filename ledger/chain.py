@@ -24,6 +24,7 @@ from web3.middleware import ExtraDataToPOAMiddleware
 from web3.types import TxReceipt
 
 from ledger.artifacts import CONTRACT_NAMES, load_artifact
+from ledger.primitives.hex import to_hex
 
 try:  # eth-tester is only needed for the embedded backend
     from eth_tester.exceptions import TransactionFailed
@@ -61,7 +62,7 @@ class ChainRevert(ChainError):
 
 def _fmt(value: Any) -> str:
     if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
+        return to_hex(value)
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -108,7 +109,7 @@ def decode_revert(data: bytes | str | None) -> ChainRevert:
             return ChainRevert(name, abi_decode(types, body) if types else (), data)
     except Exception:  # malformed error data: keep the raw bytes readable
         pass
-    return ChainRevert(f"unknown error 0x{data.hex()}", (), data)
+    return ChainRevert(f"unknown error {to_hex(data)}", (), data)
 
 
 def _revert_from(exc: BaseException) -> ChainRevert | None:
@@ -166,7 +167,7 @@ def _hex_reverts(method):
             if isinstance(arg, Exception) and arg.args:
                 arg = arg.args[0]
             if isinstance(arg, (bytes, bytearray)):
-                raise TransactionFailed("0x" + bytes(arg).hex()) from exc
+                raise TransactionFailed(to_hex(arg)) from exc
             raise
 
     return wrapped
@@ -201,9 +202,15 @@ class Chain:
         self._locks_guard = threading.Lock()
 
     # -- contracts ---------------------------------------------------------------------
-    def contract(self, name: str, address: str) -> Contract:
-        """A web3 contract object for a project contract at `address`."""
-        return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
+    def contract(self, name: str, address: str, *, named: bool = False) -> Contract:
+        """A web3 contract object for a project contract at `address`.
+
+        With `named`, a call returns a struct, or several outputs, as a named tuple
+        (web3's `decode_tuples`), so readers name the fields they use
+        (`member(id).call().gatewayUrl`) instead of counting positions.
+        """
+        return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"],
+                                    decode_tuples=named)
 
     def deploy(self, name: str, sender: LocalAccount, *args: Any) -> Contract:
         """Deploys a project contract from its committed artifact; returns the bound contract."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from eth_account.signers.local import LocalAccount
 from eth_utils import is_address, to_checksum_address
@@ -41,6 +42,12 @@ class Prices:
     @classmethod
     def from_tuple(cls, t) -> "Prices":
         return cls(int(t[0]), int(t[1]), int(t[2]))
+
+    @classmethod
+    def from_chain(cls, p: Any) -> "Prices":
+        """A Consortium.Prices struct read by its field names: from a call on a `named` binding
+        (a named tuple) or from an event (an AttributeDict)."""
+        return cls(int(p.perCpuSecond), int(p.perGpuSecond), int(p.perGibHour))
 
 
 @dataclass(frozen=True)
@@ -179,17 +186,20 @@ def deploy_consortium(
     )
 
 
-def bind(chain: Chain, deployment: Deployment) -> Contracts:
-    """web3 contract objects for a deployment; refuses a deployment of another chain."""
+def bind(chain: Chain, deployment: Deployment, *, named: bool = False) -> Contracts:
+    """web3 contract objects for a deployment; refuses a deployment of another chain.
+
+    With `named`, calls return structs and multiple outputs as named tuples (see Chain.contract).
+    """
     if deployment.chain_id != chain.chain_id:
         raise ValueError(f"deployment is for chain {deployment.chain_id}, connected to {chain.chain_id}")
     return Contracts(
-        consortium=chain.contract("Consortium", deployment.consortium),
-        usage_ledger=chain.contract("UsageLedger", deployment.usage_ledger),
-        settlement=chain.contract("Settlement", deployment.settlement),
-        credit=chain.contract("ConsortiumCredit", deployment.credit),
+        consortium=chain.contract("Consortium", deployment.consortium, named=named),
+        usage_ledger=chain.contract("UsageLedger", deployment.usage_ledger, named=named),
+        settlement=chain.contract("Settlement", deployment.settlement, named=named),
+        credit=chain.contract("ConsortiumCredit", deployment.credit, named=named),
         identity_registry=(
-            chain.contract("IdentityRegistry", deployment.identity_registry)
+            chain.contract("IdentityRegistry", deployment.identity_registry, named=named)
             if deployment.identity_registry is not None
             else None
         ),

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import re
-
 from eth_utils import keccak
 
-_NAME = re.compile(r"[a-z0-9-]{1,32}")
+from ledger.primitives.hex import to_hex
+from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
 
 
 class InvalidName(ValueError):
-    """A centre name outside [a-z0-9-]{1,32}, or a bytes32 that is not one."""
+    """A centre name outside [a-z0-9-]{1,32} (primitives.names), or a bytes32 that is not one."""
 
 
 def centre_id(name: str) -> bytes:
@@ -18,8 +17,8 @@ def centre_id(name: str) -> bytes:
 
     Readable on chain and reversible, so events and errors name the centre directly.
     """
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidName(f"centre name must match [a-z0-9-]{{1,32}}: {name!r}")
+    if not is_centre_name(name):
+        raise InvalidName(f"centre name must match {CENTRE_NAME_RULE}: {name!r}")
     return name.encode("ascii").ljust(32, b"\0")
 
 
@@ -31,9 +30,9 @@ def centre_name(b32: bytes) -> str:
     try:
         name = raw.decode("ascii")
     except UnicodeDecodeError:
-        raise InvalidName(f"centre id is not an ascii name: 0x{bytes(b32).hex()}") from None
-    if not _NAME.fullmatch(name) or centre_id(name) != bytes(b32):
-        raise InvalidName(f"centre id is not a valid centre name: 0x{bytes(b32).hex()}")
+        raise InvalidName(f"centre id is not an ascii name: {to_hex(b32)}") from None
+    if not is_centre_name(name) or centre_id(name) != bytes(b32):
+        raise InvalidName(f"centre id is not a valid centre name: {to_hex(b32)}")
     return name
 
 

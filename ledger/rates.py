@@ -15,7 +15,7 @@ from web3.logs import DISCARD
 
 from ledger.chain import Chain
 from ledger.deploy import Deployment, Prices, bind
-from ledger.ids import centre_id
+from ledger.ids import centre_id, centre_name
 
 MINING_MARGIN = 60
 """Seconds added to the earliest start by default, so the block that carries a publication is not later than it."""
@@ -52,16 +52,17 @@ def publish(chain: Chain, deployment: Deployment, account: LocalAccount, prices:
         effective_from = max(chain_now, int(time.time())) + notice + MINING_MARGIN
     receipt = chain.transact(consortium.functions.publishRates(prices.as_tuple(), effective_from), account)
     event = consortium.events.RatesPublished().process_receipt(receipt, errors=DISCARD)[0]["args"]
-    name = bytes(event["id"]).rstrip(b"\0").decode()
+    name = centre_name(bytes(event["id"]))
     return RatesVersion(name, int(event["version"]), int(event["effectiveFrom"]), prices)
 
 
 def history(chain: Chain, deployment: Deployment, centre: str) -> list[RatesVersion]:
     """Every rates version `centre` published, oldest first (an unknown centre has none)."""
-    consortium = bind(chain, deployment).consortium.functions
+    consortium = bind(chain, deployment, named=True).consortium.functions
     ident = centre_id(centre)
     versions = []
     for v in range(1, int(chain.call(consortium.ratesCount(ident))) + 1):
-        version, effective_from, prices = chain.call(consortium.rates(ident, v))
-        versions.append(RatesVersion(centre, int(version), int(effective_from), Prices.from_tuple(prices)))
+        published = chain.call(consortium.rates(ident, v))
+        versions.append(RatesVersion(centre, int(published.version), int(published.effectiveFrom),
+                                     Prices.from_chain(published.prices)))
     return versions

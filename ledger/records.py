@@ -15,6 +15,9 @@ from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_address, keccak, to_checksum_address
 
+from ledger.primitives.canonical import canonical_json
+from ledger.primitives.hex import HexError, from_hex, to_hex
+
 DOMAIN_NAME = "xcentre"
 DOMAIN_VERSION = "1"
 
@@ -139,7 +142,7 @@ class UsageRecord:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            out[f.name] = "0x" + value.hex() if isinstance(value, bytes) else value
+            out[f.name] = to_hex(value) if isinstance(value, bytes) else value
         return out
 
     @classmethod
@@ -158,15 +161,15 @@ class UsageRecord:
                 if not isinstance(value, str) or not value.startswith("0x"):
                     raise InvalidRecord(f"{name} must be a 0x-hex string")
                 try:
-                    value = bytes.fromhex(value[2:])
-                except ValueError:
-                    raise InvalidRecord(f"{name} is not hex: {value!r}") from None
+                    value = from_hex(value, what=name)
+                except HexError as exc:
+                    raise InvalidRecord(str(exc)) from None
             values[name] = value
         return cls(**values)
 
     def to_json(self) -> str:
-        """Canonical JSON (sorted keys, no spaces)."""
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        """Canonical JSON (primitives.canonical): the spelling stored and served."""
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes | dict[str, Any]) -> "UsageRecord":

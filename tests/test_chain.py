@@ -125,3 +125,22 @@ def test_a_transaction_reverting_when_mined_is_replayed_for_its_reason(chain):
     assert info.value.reason == "Unauthorized"
     chain.transact(credit.functions.transfer(credit.address, 1), owner)  # nonce stays in step
     assert chain.w3.eth.get_transaction_count(owner.address) == 3
+
+
+def test_a_named_binding_reads_struct_fields_by_name(chain):
+    """Readers name the fields they use; the default binding keeps web3's plain tuples and lists."""
+    from ledger.deploy import bind, deploy_consortium
+
+    deployer, member = funded(chain), funded(chain)
+    spec = MemberSpec(name="hpc-a", account=member.address, gateway_url="http://hpc-a.example", token_key=b"\x01" * 32,
+                      prices=Prices(40_000, 7, 200_000))
+    deployment = deploy_consortium(chain, deployer, [spec], quorum=1, initial_credit=0)
+    named, plain = bind(chain, deployment, named=True), bind(chain, deployment)
+    got = chain.call(named.consortium.functions.member(centre_id("hpc-a")))
+    assert (got.name, got.account, got.gatewayUrl) == ("hpc-a", member.address, "http://hpc-a.example") and got.active
+    assert Prices.from_chain(got.prices) == spec.prices
+    version = chain.call(named.consortium.functions.rates(centre_id("hpc-a"), 1))
+    assert version.version == 1 and Prices.from_chain(version.prices) == spec.prices
+    anchor = named.usage_ledger.functions.anchorOf(centre_id("hpc-a"), 1).call()
+    assert (anchor.root, anchor.recordCount, anchor.anchored) == (bytes(32), 0, False)
+    assert plain.usage_ledger.functions.anchorOf(centre_id("hpc-a"), 1).call() == [bytes(32), 0, False]

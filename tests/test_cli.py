@@ -21,9 +21,9 @@ import httpx
 import pytest
 
 from auth.tokens import save_private_key
-from gateway.provision import write_private
 from gateway.cli import main
 from gateway.server import free_port
+from ledger.primitives.files import write_private
 from tests.fixtures.consortium import PASSWORDS
 
 XCENTRE = Path(sys.executable).parent / "xcentre"

@@ -243,3 +243,35 @@ def test_a_wrong_value_is_named(tmp_path, change, words):
 def test_config_errors_are_value_errors():
     # the CLI reports ValueErrors as "error: …" with exit code 1
     assert issubclass(ConfigError, ValueError)
+
+
+def test_every_refusal_names_the_file_and_each_setting_at_fault(tmp_path):
+    path = write(tmp_path, REQUIRED | {"port": 0, "sandbox": "docker", "centre": "HPC A"})
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ")
+    for words in ("port must be an integer from 1 to 65535, got 0",
+                  "sandbox must be one of 'bwrap', 'none', got 'docker'",
+                  "centre must be a centre name ([a-z0-9-]{1,32}), got 'HPC A'"):
+        assert words in message
+
+
+@pytest.mark.parametrize("setting", ["operator_key", "ldap_bind_password"])
+def test_a_secret_is_never_repeated_in_an_error(tmp_path, setting):
+    values = REQUIRED | {"ldap_bind_dn": "cn=service,dc=hpc-a,dc=example", "ldap_bind_password": "pw"}
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, values | {setting: 918273645}))
+    assert f"{setting} must be a non-empty string" in str(error.value)
+    assert "918273645" not in str(error.value)
+
+
+def test_a_config_made_in_code_is_checked_as_a_file_is(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = GatewayConfig(**REQUIRED)
+    assert config.data_dir == tmp_path.resolve() / "var" and config.port == 8000  # relative to the working folder
+    for wrong in ({"centre": "HPC A"}, {"port": "8000"}, {"prot": 8000}, {"executor": "slurm"}):
+        with pytest.raises(ValueError):
+            GatewayConfig(**(REQUIRED | wrong))
+    with pytest.raises(ValueError):  # settings are fixed once read
+        config.port = 9000  # type: ignore[misc]

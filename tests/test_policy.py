@@ -41,7 +41,7 @@ OUTSIDER = Subject("olga@elsewhere", "elsewhere", {}, [])
 GPU = {"queue": "gpu", "centre": "hpc-a", "gpu_type": "a100", "data_class": "public"}
 CPU = {"queue": "cpu", "centre": "hpc-a", "gpu_type": None, "data_class": "public"}
 SECRET = {"queue": "secure", "centre": "hpc-a", "data_class": "secret"}
-SHORT = {"walltime": 1800, "cores": 4, "memory_mb": 4096, "gpus": 1, "hour": 14}
+SHORT = {"walltime": 1800, "cores": 4, "memory_mib": 4096, "gpus": 1, "hour": 14}
 LONG = dict(SHORT, walltime=7200)
 
 
@@ -206,7 +206,7 @@ namespace XCentre {
   entity User in [Group] { principal: String, home: String, employeeType?: String };
   entity Queue { centre: String, gpu_type?: String, data_class?: String };
   action submit appliesTo { principal: User, resource: Queue,
-                            context: { walltime: Long, cores: Long, memory_mb: Long, gpus: Long, hour: Long } };
+                            context: { walltime: Long, cores: Long, memory_mib: Long, gpus: Long, hour: Long } };
 }
 """
 

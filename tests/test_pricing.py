@@ -1,4 +1,4 @@
-"""Pricing: integer, rounded up, monotone, bounded by the escrow hold (max_price), and fixed when a job is accepted."""
+"""Pricing: integer, rounded up, monotone, bounded by the price at the job's limits (max_price), and fixed when a job is accepted."""
 
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def test_max_price_simple_case() -> None:
     assert max_price(60, 4, 1024, 1, p) == 480 + 600 + 60
 
 
-def test_cap_to_limits_keeps_price_under_the_hold() -> None:
+def test_cap_to_limits_keeps_price_under_max_price() -> None:
     rng = random.Random(5)
     for _ in range(1000):
         p = rand_prices(rng)

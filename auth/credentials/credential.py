@@ -22,6 +22,8 @@ from typing import Any
 from eth_hash.auto import keccak
 
 from auth import bbs
+from ledger.primitives.canonical import canonical_json
+from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
 
 from .errors import CredentialError, SchemaError
 from .schema import HOLDER_SECRET, CredentialSchema, check_value, normalise
@@ -32,7 +34,6 @@ DEFAULT_LIFETIME = 7 * 24 * HOUR
 KEY_ID_BYTES = 8
 PUBLIC_KEY_LENGTH = 96
 SIGNATURE_LENGTH = 80
-CENTRE_NAME = re.compile(r"^[a-z0-9-]{1,32}$")
 KEY_ID = re.compile(r"^[0-9a-f]{16}$")
 _HOLDER_SECRET = re.compile(r"^[0-9a-f]{64}$")
 _HEX = re.compile(r"^[0-9a-f]*$")
@@ -105,7 +106,7 @@ class Credential:
         values, signature = data["values"], data["signature"]
         if not isinstance(data["schema"], str) or not isinstance(version, int) or isinstance(version, bool):
             raise CredentialError("credential schema must be a string and version an integer")
-        if not isinstance(issuer, str) or not CENTRE_NAME.fullmatch(issuer):
+        if not is_centre_name(issuer):
             raise CredentialError(f"credential issuer {issuer!r:.40} is not a centre name")
         if not isinstance(kid, str) or not KEY_ID.fullmatch(kid):
             raise CredentialError("credential key_id must be 16 lowercase hex digits")
@@ -116,7 +117,7 @@ class Credential:
                    values=dict(values), signature=_unhex(signature, "signature", SIGNATURE_LENGTH))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Credential":
@@ -168,8 +169,8 @@ def issue_credential(schema: CredentialSchema, issuer_sk: bytes, issuer_pk: byte
     if not _HOLDER_SECRET.fullmatch(signed[HOLDER_SECRET]):
         raise CredentialError(f"{HOLDER_SECRET} must be 32 random bytes as 64 lowercase hex digits")
     home = signed["home"]
-    if not CENTRE_NAME.fullmatch(home):
-        raise CredentialError(f"home must be a centre name ([a-z0-9-]{{1,32}}), got {home!r:.40}")
+    if not is_centre_name(home):
+        raise CredentialError(f"home must be a centre name ({CENTRE_NAME_RULE}), got {home!r:.40}")
     kid = key_id(issuer_pk)
     try:
         if SUITE.sk_to_pk(issuer_sk) != bytes(issuer_pk):

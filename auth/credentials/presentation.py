@@ -20,8 +20,10 @@ from typing import Any
 
 from auth import bbs
 from auth.bbs.encoding import OCTET_POINT_LENGTH, OCTET_SCALAR_LENGTH
+from ledger.primitives.canonical import canonical_bytes, canonical_json
+from ledger.primitives.names import is_centre_name
 
-from .credential import CENTRE_NAME, KEY_ID, SUITE, Credential, _unhex, key_id
+from .credential import KEY_ID, SUITE, Credential, _unhex, key_id
 from .errors import CredentialError, PresentationError, SchemaError
 from .schema import ALWAYS_REQUESTED, CredentialSchema, check_value
 
@@ -58,7 +60,7 @@ class PresentationRequest:
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
             raise _malformed("request nonce must be 32 to 128 bytes as lowercase hex")
-        if not isinstance(self.verifier, str) or not CENTRE_NAME.fullmatch(self.verifier):
+        if not is_centre_name(self.verifier):
             raise _malformed(f"request verifier {self.verifier!r:.40} is not a centre name")
         if isinstance(self.attributes, (str, bytes)) or not isinstance(self.attributes, Iterable):
             raise _malformed("request attributes must be a list of names")
@@ -73,9 +75,12 @@ class PresentationRequest:
 
     @property
     def presentation_header(self) -> bytes:
-        """The BBS presentation header: canonical JSON of what the proof must be bound to."""
-        return json.dumps({"nonce": self.nonce, "verifier": self.verifier, "expires_at": self.expires_at},
-                          sort_keys=True, separators=(",", ":")).encode()
+        """The BBS presentation header: canonical JSON of what the proof must be bound to.
+
+        Fixed on the wire: every value is ASCII (hex nonce, centre name, integer),
+        so these bytes are the same under any canonical spelling of JSON.
+        """
+        return canonical_bytes({"nonce": self.nonce, "verifier": self.verifier, "expires_at": self.expires_at})
 
     def to_dict(self) -> dict[str, Any]:
         return {"nonce": self.nonce, "verifier": self.verifier, "attributes": list(self.attributes),
@@ -90,7 +95,7 @@ class PresentationRequest:
                    expires_at=data["expires_at"])
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "PresentationRequest":
@@ -143,7 +148,7 @@ class Presentation:
     def __post_init__(self) -> None:
         if not isinstance(self.nonce, str) or not NONCE.fullmatch(self.nonce):
             raise _malformed("presentation nonce must be 32 to 128 bytes as lowercase hex")
-        if not isinstance(self.issuer, str) or not CENTRE_NAME.fullmatch(self.issuer):
+        if not is_centre_name(self.issuer):
             raise _malformed(f"presentation issuer {self.issuer!r:.40} is not a centre name")
         if not isinstance(self.key_id, str) or not KEY_ID.fullmatch(self.key_id):
             raise _malformed("presentation key_id must be 16 lowercase hex digits")
@@ -167,7 +172,7 @@ class Presentation:
                    disclosed=data["disclosed"], proof=_unhex(proof, "presentation proof", error=_malformed))
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"))
+        return canonical_json(self.to_dict())
 
     @classmethod
     def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Presentation":
