@@ -20,6 +20,7 @@ from ledger.index import EventIndex
 from ledger.merkle import MerkleTree
 from ledger.outbox import Outbox
 from ledger.records import UsageRecord
+from ledger.primitives.hex import to_hex
 
 log = logging.getLogger(__name__)
 
@@ -150,7 +151,7 @@ class EpochCloser:
         self.index.sync()
         anchors = {
             centre_name(a.centre): {
-                "root": "0x" + a.root.hex(),
+                "root": to_hex(a.root),
                 "record_count": a.record_count,
                 "claims": {centre_name(d): amount for d, amount in a.claims.items()},
                 "tx": a.tx_hash,
@@ -186,8 +187,8 @@ class EpochCloser:
             "record": row.data,
             "signature": "0x" + row.signature,
             "epoch": row.epoch,
-            "leaf": "0x" + leaf.hex(),
-            "proof": ["0x" + p.hex() for p in tree.proof(leaf)],
-            "anchored_root": "0x" + anchor.root.hex() if anchor else None,
+            "leaf": to_hex(leaf),
+            "proof": [to_hex(p) for p in tree.proof(leaf)],
+            "anchored_root": to_hex(anchor.root) if anchor else None,
             "anchored": anchor is not None and anchor.root == tree.root,
         }

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Literal
 
-from ledger.db import open_durable
+from ledger.db import Migration, migrate, open_durable, transaction
+from ledger.primitives.canonical import canonical_json
 
 Handler = Callable[[dict], "str | None"]
 Status = Literal["pending", "done", "failed"]
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (status, id);
 """
+
+MIGRATIONS = (Migration(1, "the outbox table (IF NOT EXISTS: adopts files from before it was versioned)", _SCHEMA),)
+"""The outbox file's schema steps (ledger.db.migrate); add the next one, never edit one that shipped."""
 
 
 class OutboxError(ValueError):
@@ -104,8 +108,8 @@ def _canonical(payload: dict) -> str:
     if not isinstance(payload, dict):
         raise OutboxError(f"payload must be a dict, got {type(payload).__name__}")
     try:
-        return json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
+        return canonical_json(payload)
+    except ValueError as exc:
         raise OutboxError(f"payload is not plain JSON (hex-encode bytes): {exc}") from exc
 
 
@@ -121,7 +125,12 @@ class Outbox:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._db = open_durable(self.path, _SCHEMA)
+        self._db = open_durable(self.path)
+        try:
+            migrate(self._db, MIGRATIONS, what=f"the outbox {self.path}")
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = threading.RLock()  # guards the connection
         self._drain_lock = threading.Lock()  # one drain at a time
         self._handlers: dict[str, Handler] = {}
@@ -152,30 +161,23 @@ class Outbox:
             raise OutboxError("key must be a non-empty string")
         body = _canonical(payload)
         now = int(time.time())
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._db.execute(
-                    "SELECT id, kind, payload FROM outbox WHERE key = ?", (key,)
-                ).fetchone()
-                if row is not None:
-                    if row[1] != kind or row[2] != body:
-                        raise OutboxConflict(
-                            f"outbox key {key!r} already used for a different write "
-                            f"(item {row[0]}, kind {row[1]!r})"
-                        )
-                    item_id = int(row[0])
-                else:
-                    cur = self._db.execute(
-                        "INSERT INTO outbox (kind, key, payload, created_at, updated_at)"
-                        " VALUES (?, ?, ?, ?, ?)",
-                        (kind, key, body, now, now),
+        with self._lock, transaction(self._db) as db:
+            row = db.execute("SELECT id, kind, payload FROM outbox WHERE key = ?", (key,)).fetchone()
+            if row is not None:
+                if row[1] != kind or row[2] != body:
+                    raise OutboxConflict(
+                        f"outbox key {key!r} already used for a different write "
+                        f"(item {row[0]}, kind {row[1]!r})"
                     )
-                    item_id = int(cur.lastrowid)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
+                item_id = int(row[0])
+            else:
+                cur = db.execute(
+                    "INSERT INTO outbox (kind, key, payload, created_at, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (kind, key, body, now, now),
+                )
+                assert cur.lastrowid is not None  # an INSERT's
+                item_id = cur.lastrowid
         self._wake.set()
         return item_id
 

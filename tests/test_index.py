@@ -42,9 +42,7 @@ def world() -> World:
     for acct in accounts.values():
         chain.fund(acct.address, 10**19)
     specs = {n: _spec(n, acct, i + 1) for i, (n, acct) in enumerate(accounts.items())}
-    deployment = deploy_consortium(
-        chain, chain.dev_account, [specs[n] for n in ("hpc-a", "hpc-b", "hpc-c")], 2, 10_000
-    )
+    deployment = deploy_consortium(chain, chain.dev_account, [specs[n] for n in ("hpc-a", "hpc-b", "hpc-c")], 2, 10_000)
     k = bind(chain, deployment)
     a, b, d = accounts["hpc-a"], accounts["hpc-b"], accounts["hpc-d"]
     chain.transact(k.consortium.functions.propose(0, specs["hpc-d"].as_tuple()), a)
@@ -116,7 +114,9 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
 
     proposals = index.proposals()
     assert [(p.id, p.action, p.member_id, p.executed) for p in proposals] == [
-        (1, 0, D, True), (2, 1, C, True), (3, 1, B, False)
+        (1, 0, D, True),
+        (2, 1, C, True),
+        (3, 1, B, False),
     ]
     assert proposals[0].voters == [A, B] and proposals[2].voters == [D]
     assert [p.id for p in index.proposals(open_only=True)] == [3]
@@ -247,7 +247,10 @@ def test_every_rates_version_is_kept_and_the_one_in_force_found(world, tmp_path)
     index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
     index.sync()
     history = index.rates_history("hpc-b")
-    assert [(r.centre, r.version, r.prices) for r in history] == [(B, 1, Prices(2, 20, 200)), (B, 2, Prices(7, 70, 700))]
+    assert [(r.centre, r.version, r.prices) for r in history] == [
+        (B, 1, Prices(2, 20, 200)),
+        (B, 2, Prices(7, 70, 700)),
+    ]
     genesis, due = history[0].effective_from, history[1].effective_from
     assert genesis <= index.chain_time < due
     assert index.rates("hpc-b", 2) == history[1] and index.rates(B, 1) == history[0]
@@ -260,3 +263,75 @@ def test_every_rates_version_is_kept_and_the_one_in_force_found(world, tmp_path)
     for centre, version in (("hpc-b", 3), ("hpc-b", 0), ("nowhere", 1), ("Not A Name!", 1), ("hpc-b", "1")):
         assert index.rates(centre, version) is None
     assert index.rates_history("nowhere") == [] and index.rates_in_force("Not A Name!", due) is None
+
+
+def test_list_reads_run_a_fixed_number_of_queries(world, tmp_path):
+    """Lists are read in one query per table, however many rows they hold (no query per row)."""
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    statements: list[str] = []
+    index._db.set_trace_callback(statements.append)
+    reads = {
+        "members": index.members,  # the chain's clock, then members with their rates in force
+        "anchors": lambda: index.anchors(1),  # anchors, then their claims
+        "proposals": index.proposals,  # proposals, then their votes
+        "key_proposals": index.key_proposals,
+    }
+    counts, sizes = {}, {}
+    try:
+        for name, read in reads.items():
+            statements.clear()
+            sizes[name] = len(read())
+            counts[name] = sum(s.lstrip().upper().startswith("SELECT") for s in statements)
+    finally:
+        index._db.set_trace_callback(None)
+    assert sizes == {"members": 3, "anchors": 3, "proposals": 3, "key_proposals": 0}
+    limits = {"members": 2, "anchors": 2, "proposals": 2, "key_proposals": 2}
+    assert {name: n for name, n in counts.items() if n > limits[name]} == {}
+
+
+def test_every_event_of_the_indexed_contracts_has_a_projection():
+    """An event the contracts gain gets a handler in the projection table, and no handler outlives its event."""
+    from ledger.artifacts import abi
+    from ledger.index.projections import PROJECTIONS
+
+    assert set(PROJECTIONS) == {"Consortium", "UsageLedger", "Settlement", "IdentityRegistry"}
+    for contract, handlers in PROJECTIONS.items():
+        events = {e["name"] for e in abi(contract) if e["type"] == "event"}
+        missing, stale = events - set(handlers), set(handlers) - events
+        assert not missing, f"{contract} emits {sorted(missing)}: add handlers to ledger/index/projections.py"
+        assert not stale, f"{contract} no longer emits {sorted(stale)}: remove their handlers"
+
+
+def test_an_index_written_before_schema_versions_opens_with_its_rows(world, tmp_path):
+    """A file of the first layout (user_version 0) is adopted as version 1, rows and layout unchanged."""
+    from pathlib import Path
+
+    from ledger.db import schema_version
+
+    dump = (Path(__file__).parent / "fixtures" / "databases" / "index_v0.sql").read_text()
+    deployment = Deployment.from_json(dump.splitlines()[1].removeprefix("-- Deployment: "))
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(dump)
+        assert schema_version(db) == 0
+    fresh = EventIndex(tmp_path / "new.sqlite", world.chain, deployment)
+    index = EventIndex(path, world.chain, deployment)
+
+    def layout(db: sqlite3.Connection) -> list[tuple]:
+        return [*db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name"), schema_version(db)]
+
+    with sqlite3.connect(path) as old, sqlite3.connect(tmp_path / "new.sqlite") as new:
+        assert layout(old) == layout(new) and schema_version(old) == 1
+    a, b, c = (centre_id(n) for n in ("hpc-a", "hpc-b", "hpc-c"))
+    assert [m.name for m in index.members()] == ["hpc-a", "hpc-b", "hpc-c"] and fresh.members() == []
+    assert index.member("hpc-c").prices == Prices(3, 30, 300)
+    assert [(p.id, p.action, p.member_id, p.executed, p.voters) for p in index.proposals()] == [
+        (1, 0, c, True, [a, b]),
+        (2, 1, b, False, [c]),
+    ]
+    assert [(x.centre, x.claims) for x in index.anchors(1)] == [(a, {b: 50}), (b, {a: 20}), (c, {})]
+    assert index.settlement(1).transfers == [(b, a, 30)]
+    assert index.current_issuer_key("hpc-a").pk == b"\x07" * 96
+    assert index.enrolment("hpc-a", b"\x05" * 32).revoked and index.revocation_epoch("hpc-a") == 1
+    assert index.last_block > deployment.start_block and index.chain_time > 0

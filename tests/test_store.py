@@ -21,8 +21,8 @@ from gateway.store import (
     JobStateError,
     NewRecord,
     Store,
-    StoreError,
     StoredRecord,
+    StoreError,
 )
 
 HOME_A = b"hpc-a".ljust(32, b"\0")
@@ -100,6 +100,18 @@ def test_idempotency_conflict(store: Store) -> None:
     assert len(store.list_jobs()) == 1
 
 
+def test_idempotency_compares_requests_by_value_not_spelling(store: Store) -> None:
+    """A row written under another JSON spelling (an earlier version's) is still the same request on a retry."""
+    request = {"argv": ["echo", "café ☕"], "walltime": 60, "cores": 1}
+    first, _ = store.create_job("alice@hpc-a", "hpc-a", request, "hpc-b", idempotency_key="k1")
+    for spelling in (json.dumps(request), json.dumps(request, ensure_ascii=False, indent=1)):
+        store._db.execute("UPDATE jobs SET request = ? WHERE id = ?", (spelling, first.id))
+        again, created = store.create_job("alice@hpc-a", "hpc-a", request, "hpc-b", idempotency_key="k1")
+        assert not created and again.id == first.id and again.request == request
+        with pytest.raises(IdempotencyConflict):
+            store.create_job("alice@hpc-a", "hpc-a", {**request, "cores": 2}, "hpc-b", idempotency_key="k1")
+
+
 def test_idempotency_under_concurrent_retries(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(
@@ -111,15 +123,30 @@ def test_idempotency_under_concurrent_retries(store: Store) -> None:
 def test_update_job_and_status_queries(store: Store) -> None:
     q, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")
     r, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")
-    f, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-c", status="forwarded",
-                            forwarded_url="http://hpc-c/jobs/job-1")
+    f, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-c")
     store.update_job(r.id, status="running")
     d = store.update_job(q.id, status="denied", detail="no policy permits submit")
     assert d.status == "denied" and d.detail == "no policy permits submit"
     assert [j.id for j in store.jobs_in_status("running")] == [r.id]
-    assert {j.id for j in store.jobs_in_status("queued", "running", "forwarded")} == {r.id, f.id}
-    assert store.get_job(f.id).forwarded_url == "http://hpc-c/jobs/job-1"
+    assert {j.id for j in store.jobs_in_status("queued", "running")} == {r.id, f.id}
+    assert store.get_job(f.id).serving_centre == "hpc-c"
     assert store.list_jobs(principal="alice@hpc-a", limit=2)[0].id == f.id
+
+
+def test_jobs_are_never_forwarded(store: Store) -> None:
+    """Gateways no longer forward: neither the status nor the URL can be stored any more."""
+    with pytest.raises(StoreError):
+        store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-c", status="forwarded")
+    job, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-c")
+    with pytest.raises(StoreError):
+        store.update_job(job.id, status="forwarded")
+    with pytest.raises(StoreError):
+        store.update_job(job.id, forwarded_url="http://hpc-c/jobs/job-1")
+    with pytest.raises(StoreError):
+        store.jobs_in_status("forwarded")
+    assert not hasattr(job, "forwarded_url")
+    assert "forwarded_url" not in {row[1] for row in store._db.execute("PRAGMA table_info(jobs)")}
+    assert store.get_job(job.id) == job
 
 
 def test_update_job_bad_input(store: Store) -> None:
@@ -427,8 +454,9 @@ def test_get_job_and_record_bad_input(store: Store) -> None:
 
 def test_usage_record_tuple_round_trips(store: Store) -> None:
     """The form the node uses: (ledger.records.UsageRecord, signature, leaf), read back with from_json."""
-    from ledger.records import Domain, UsageRecord, record_leaf, recover_signer, sign_record
     from eth_account import Account
+
+    from ledger.records import Domain, UsageRecord, record_leaf, recover_signer, sign_record
 
     account = Account.from_key(b"\x11" * 32)
     domain = Domain(chain_id=1337, verifying_contract="0x" + "ab" * 20)
@@ -472,19 +500,3 @@ def test_a_job_keeps_the_rates_version_it_was_accepted_under(store: Store) -> No
         with pytest.raises(StoreError):
             store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a", rates_version=bad)
     assert store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")[0].rates_version is None
-
-
-def test_a_file_from_before_rates_versions_gains_the_column(tmp_path: Path) -> None:
-    path = tmp_path / "old.sqlite"
-    db = sqlite3.connect(path)
-    db.execute("CREATE TABLE jobs (id TEXT PRIMARY KEY, idempotency_key TEXT, principal TEXT NOT NULL,"
-                " home TEXT NOT NULL, request TEXT NOT NULL, serving_centre TEXT NOT NULL, status TEXT NOT NULL,"
-                " forwarded_url TEXT, exit_code INTEGER, record_id TEXT, stdout_tail TEXT, stderr_tail TEXT,"
-                " detail TEXT, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL)")
-    db.execute("INSERT INTO jobs VALUES ('job-old', NULL, 'alice@hpc-a', 'hpc-a', '{}', 'hpc-a', 'queued',"
-               " NULL, NULL, NULL, NULL, NULL, NULL, 1, 1)")
-    db.commit()
-    db.close()
-    with Store(path) as s:
-        assert s.get_job("job-old").rates_version is None  # accepted under no known version
-        assert s.create_job("bob@hpc-a", "hpc-a", REQ, "hpc-a", rates_version=2)[0].rates_version == 2

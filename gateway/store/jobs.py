@@ -1,0 +1,245 @@
+"""The jobs half of the store: accepted jobs, their idempotency keys, their status and outcome.
+
+A job is stored before it is acknowledged; completing it and storing its
+usage record (books) is one transaction, so a finished job never lacks the
+record it was billed with.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gateway.store import checks
+from gateway.store.base import StoreBase
+from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record, open_epoch_in
+from gateway.store.errors import IdempotencyConflict, JobNotFound, JobStateError, StoreError
+
+__all__ = ["JOB_STATUSES", "ACTIVE_STATUSES", "COMPLETION_STATUSES", "Job", "Jobs"]
+
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
+ACTIVE_STATUSES = ("queued", "running")
+"""Jobs in these states must be resumed after a restart."""
+COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
+"""The outcomes complete_job() accepts: the job ran here."""
+
+_UPDATABLE = ("status", "serving_centre", "exit_code", "stdout_tail", "stderr_tail", "detail")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    idempotency_key: str | None
+    principal: str
+    home: str
+    request: dict[str, Any]
+    serving_centre: str
+    status: str
+    exit_code: int | None
+    record_id: str | None
+    stdout_tail: str | None
+    stderr_tail: str | None
+    detail: str | None
+    created_at: int
+    updated_at: int
+    rates_version: int | None = None
+    """The serving centre's rates version in force when it accepted the job: what it is priced at."""
+
+
+def _status(value: Any, allowed: tuple[str, ...] = JOB_STATUSES) -> str:
+    if value not in allowed:
+        raise StoreError(f"status must be one of {', '.join(allowed)}; got {value!r}")
+    return str(value)
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        idempotency_key=row["idempotency_key"],
+        principal=row["principal"],
+        home=row["home"],
+        request=json.loads(row["request"]),
+        serving_centre=row["serving_centre"],
+        status=row["status"],
+        exit_code=row["exit_code"],
+        record_id=row["record_id"],
+        stdout_tail=row["stdout_tail"],
+        stderr_tail=row["stderr_tail"],
+        detail=row["detail"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        rates_version=row["rates_version"],
+    )
+
+
+def same_request(stored: str, body: str) -> bool:
+    """Whether a stored request and a new canonical body are one request, whatever spelling the row has."""
+    return stored == body or checks.canonical_json("request", json.loads(stored)) == body
+
+
+class Jobs(StoreBase):
+    """Jobs and their completion (mixed into `Store`)."""
+
+    def create_job(
+        self,
+        principal: str,
+        home: str,
+        request: dict[str, Any],
+        serving_centre: str,
+        idempotency_key: str | None = None,
+        status: str = "queued",
+        rates_version: int | None = None,
+    ) -> tuple[Job, bool]:
+        """Store a new job, or return the one this principal created with this key.
+
+        Returns (job, created). A retry with the same key and the same request
+        body gets the original job back (created=False), with the rates version
+        it was accepted under; the same key with a different body raises
+        IdempotencyConflict. Keys are per principal.
+        """
+        checks.text("principal", principal, max_len=512)
+        checks.text("home", home, max_len=512)
+        checks.text("serving_centre", serving_centre, max_len=512)
+        checks.text("idempotency_key", idempotency_key, optional=True, max_len=255)
+        _status(status)
+        if rates_version is not None:
+            checks.positive_int("rates_version", rates_version)
+        if not isinstance(request, dict):
+            raise StoreError("request must be a JSON object (dict)")
+        body = checks.canonical_json("request", request)
+        with self._tx() as db:
+            if idempotency_key is not None:
+                row = db.execute(
+                    "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+                ).fetchone()
+                if row is not None:
+                    if not same_request(row["request"], body):
+                        raise IdempotencyConflict(
+                            f"idempotency key {idempotency_key!r} was already used for a different request "
+                            f"(job {row['id']}); use a new key for a new request"
+                        )
+                    return _job(row), False
+            job_id = "job-" + secrets.token_hex(8)
+            now = self._now()
+            db.execute(
+                "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
+                " created_at, updated_at, rates_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (job_id, idempotency_key, principal, home, body, serving_centre, status, now, now, rates_version),
+            )
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row), True
+
+    def job_by_key(self, principal: str, idempotency_key: str) -> Job | None:
+        """The job this principal created with this idempotency key, if any."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+        )
+        return _job(rows[0]) if rows else None
+
+    def get_job(self, job_id: str) -> Job | None:
+        """The job, or None if there is no such job."""
+        if not isinstance(job_id, str):
+            raise StoreError("job id must be a string")
+        rows = self._read("SELECT * FROM jobs WHERE id = ?", (job_id,))
+        return _job(rows[0]) if rows else None
+
+    def update_job(self, job_id: str, **fields: Any) -> Job:
+        """Change some of a job's mutable fields; returns the updated job.
+
+        Updatable: status, serving_centre, exit_code, stdout_tail,
+        stderr_tail, detail. The record link is set only by
+        complete_job()/add_record(), with the record, so it cannot dangle.
+        """
+        unknown = sorted(set(fields) - set(_UPDATABLE))
+        if unknown:
+            raise StoreError(f"cannot update job field(s) {', '.join(unknown)}; updatable: {', '.join(_UPDATABLE)}")
+        for name, value in fields.items():
+            if name == "status":
+                _status(value)
+            elif name == "serving_centre":
+                checks.text(name, value, max_len=512)
+            elif name == "exit_code":
+                checks.optional_int(name, value)
+            else:
+                checks.optional_str(name, value)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if fields:
+                names = list(fields)  # only names from _UPDATABLE reach the SQL
+                assignments = ", ".join(f"{name} = ?" for name in names)
+                db.execute(
+                    f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",
+                    (*(fields[name] for name in names), self._now(), job_id),
+                )
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row)
+
+    def jobs_in_status(self, status: str, *more: str) -> list[Job]:
+        """Jobs in any of the given statuses, oldest first (e.g. queued/running, to resume after a restart)."""
+        statuses = [_status(s) for s in (status, *more)]
+        marks = ", ".join("?" for _ in statuses)
+        rows = self._read(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, rowid", tuple(statuses))
+        return [_job(r) for r in rows]
+
+    def list_jobs(self, principal: str | None = None, limit: int = 100) -> list[Job]:
+        """Most recent jobs first, optionally of one principal."""
+        checks.positive_int("limit", limit)
+        if principal is None:
+            rows = self._read("SELECT * FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?", (limit,))
+        else:
+            rows = self._read(
+                "SELECT * FROM jobs WHERE principal = ? ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (principal, limit),
+            )
+        return [_job(r) for r in rows]
+
+    def complete_job(
+        self,
+        job_id: str,
+        status: str,
+        exit_code: int | None,
+        stdout_tail: str | None,
+        stderr_tail: str | None,
+        record: RecordInput | Callable[[int], RecordInput] | None = None,
+        detail: str | None = None,
+    ) -> Job:
+        """Mark a queued/running job finished and store its usage record, atomically.
+
+        `record` is a record already signed for the open epoch — a NewRecord
+        or a tuple (UsageRecord, signature, leaf) — (EpochClosed if that
+        epoch has closed meanwhile: re-sign and retry), or a function called
+        *inside* the transaction with the open epoch number that builds and
+        signs one, which cannot miss the epoch. If anything fails, nothing is
+        written: the job keeps its old status.
+        """
+        _status(status, COMPLETION_STATUSES)
+        checks.optional_int("exit_code", exit_code)
+        checks.optional_str("stdout_tail", stdout_tail)
+        checks.optional_str("stderr_tail", stderr_tail)
+        checks.optional_str("detail", detail)
+        signed: NewRecord | None = None
+        if record is not None and not callable(record):
+            signed = as_new_record(record)  # bad input fails before anything is written
+        with self._tx() as db:
+            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if row["status"] not in ACTIVE_STATUSES:
+                raise JobStateError(f"job {job_id} is already {row['status']}; only queued or running jobs complete")
+            now = self._now()
+            db.execute(
+                "UPDATE jobs SET status = ?, exit_code = ?, stdout_tail = ?, stderr_tail = ?,"
+                " detail = COALESCE(?, detail), updated_at = ? WHERE id = ?",
+                (status, exit_code, stdout_tail, stderr_tail, detail, now, job_id),
+            )
+            if callable(record):
+                signed = as_new_record(record(open_epoch_in(db)))
+            if signed is not None:
+                insert_record(db, signed, job_id, now)
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row)

@@ -1,0 +1,344 @@
+"""How each chain event changes the index's tables: one handler per event, in a table.
+
+`PROJECTIONS[contract][event]` is the handler of that contract's event (two contracts
+may emit events of the same name). A handler runs inside the transaction of its sync
+window, after the event itself was recorded (and only the first time: an event already
+in the `events` table is never projected again), so it writes plain rows and never
+commits. Columns are always named, so a table may gain columns without touching the
+handlers of the others. To index a new event: write `_my_event(db, ev, window)` and add
+it to the table; `tests/test_index.py` fails while an event of the ABIs has no handler.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+
+@dataclass(frozen=True)
+class Event:
+    """A decoded log: which contract and event, its arguments by name, and where it is."""
+
+    contract: str
+    name: str
+    args: Mapping[str, Any]
+    block: int
+    log_index: int
+    tx_hash: str
+
+
+@dataclass
+class Window:
+    """What one handler leaves for a later one within a sync window (nothing yet: every
+    fact the index keeps is in an event of its own, executions in `ProposalExecuted`)."""
+
+
+Handler = Callable[[sqlite3.Connection, Event, Window], None]
+
+
+def project(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    """Applies `ev` to the tables; an event without a handler changes nothing."""
+    handler = PROJECTIONS.get(ev.contract, {}).get(ev.name)
+    if handler is not None:
+        handler(db, ev, window)
+
+
+def _insert(db: sqlite3.Connection, table: str, row: Mapping[str, Any], *, conflict: str = "REPLACE") -> None:
+    """INSERT OR <conflict> of one row given by column name (table and columns come from this module)."""
+    columns = ", ".join(row)
+    values = ", ".join(f":{c}" for c in row)
+    db.execute(f"INSERT OR {conflict} INTO {table} ({columns}) VALUES ({values})", dict(row))
+
+
+# -- Consortium ------------------------------------------------------------------
+
+
+def _member_admitted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "members",
+        {
+            "id": bytes(a["id"]),
+            "name": a["name"],
+            "account": to_checksum_address(a["account"]),
+            "gateway_url": a["gatewayUrl"],
+            "token_key": bytes(a["tokenKey"]),
+            "active": 1,
+            "admitted_block": ev.block,
+            "admitted_log": ev.log_index,
+            "updated_block": ev.block,
+            "removed_block": None,
+        },
+    )
+
+
+def _member_removed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    member = bytes(ev.args["id"])
+    db.execute(
+        "UPDATE members SET active = 0, removed_block = :block, updated_block = :block WHERE id = :id",
+        {"block": ev.block, "id": member},
+    )
+
+
+def _member_updated(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    db.execute(
+        "UPDATE members SET gateway_url = :url, token_key = :key, updated_block = :block WHERE id = :id",
+        {"url": a["gatewayUrl"], "key": bytes(a["tokenKey"]), "block": ev.block, "id": bytes(a["id"])},
+    )
+
+
+def _rates_published(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    prices = a["prices"]  # the Prices struct, decoded by field name
+    _insert(
+        db,
+        "rates",
+        {
+            "centre": bytes(a["id"]),
+            "version": int(a["version"]),
+            "effective_from": int(a["effectiveFrom"]),
+            "per_cpu_second": str(int(prices["perCpuSecond"])),  # TEXT: uint256 exceeds SQLite's integers
+            "per_gpu_second": str(int(prices["perGpuSecond"])),
+            "per_gib_hour": str(int(prices["perGibHour"])),
+            "block": ev.block,
+        },
+    )
+
+
+def _proposal_created(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "proposals",
+        {
+            "id": int(a["proposalId"]),
+            "action": int(a["action"]),
+            "member_id": bytes(a["memberId"]),
+            "proposer": bytes(a["proposer"]),
+            "executed": 0,
+            "block": ev.block,
+            "tx_hash": ev.tx_hash,
+        },
+    )
+
+
+def _voted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    _insert(
+        db,
+        "votes",
+        {
+            "proposal_id": int(ev.args["proposalId"]),
+            "voter": bytes(ev.args["voter"]),
+            "block": ev.block,
+        },
+        conflict="IGNORE",
+    )
+
+
+def _proposal_executed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    db.execute("UPDATE proposals SET executed = 1 WHERE id = :id", {"id": int(ev.args["proposalId"])})
+
+
+# -- UsageLedger and Settlement --------------------------------------------------
+
+
+def _epoch_anchored(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    centre, epoch = bytes(a["centre"]), int(a["epoch"])
+    _insert(
+        db,
+        "anchors",
+        {
+            "centre": centre,
+            "epoch": epoch,
+            "root": bytes(a["root"]),
+            "record_count": int(a["recordCount"]),
+            "tx_hash": ev.tx_hash,
+            "block": ev.block,
+            "log_index": ev.log_index,
+        },
+    )
+    for position, (debtor, amount) in enumerate(zip(a["debtors"], a["amounts"])):
+        _insert(
+            db,
+            "claims",
+            {
+                "epoch": epoch,
+                "creditor": centre,
+                "debtor": bytes(debtor),
+                "position": position,
+                "amount": str(int(amount)),
+            },
+        )
+
+
+def _epoch_settled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    epoch = int(ev.args["epoch"])
+    _insert(db, "settlements", {"epoch": epoch, "tx_hash": ev.tx_hash, "block": ev.block})
+    for position, (centre, net) in enumerate(zip(ev.args["centres"], ev.args["net"])):
+        _insert(
+            db,
+            "net_positions",
+            {
+                "epoch": epoch,
+                "centre": bytes(centre),
+                "position": position,
+                "net": str(int(net)),
+            },
+        )
+
+
+def _settlement_transfer(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "transfers",
+        {
+            "epoch": int(a["epoch"]),
+            "block": ev.block,
+            "log_index": ev.log_index,
+            "debtor": bytes(a["from"]),
+            "creditor": bytes(a["to"]),
+            "amount": str(int(a["amount"])),
+            "tx_hash": ev.tx_hash,
+        },
+        conflict="IGNORE",
+    )
+
+
+# -- IdentityRegistry ------------------------------------------------------------
+
+
+def _issuer_key_set(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "issuer_keys",
+        {
+            "centre": bytes(a["centre"]),
+            "key_id": bytes(a["keyId"]),
+            "pk": bytes(a["pk"]),
+            "valid_from": int(a["validFrom"]),
+            "valid_until": 0,  # open-ended until an IssuerKeyEnds
+            "block": ev.block,
+            "log_index": ev.log_index,
+        },
+    )
+
+
+def _issuer_key_ends(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    db.execute(
+        "UPDATE issuer_keys SET valid_until = :until WHERE centre = :centre AND key_id = :key_id",
+        {"until": int(a["validUntil"]), "centre": bytes(a["centre"]), "key_id": bytes(a["keyId"])},
+    )
+
+
+def _issuer_key_proposed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    key_id = bytes(a["keyId"])
+    _insert(
+        db,
+        "key_proposals",
+        {
+            "id": int(a["proposalId"]),
+            "centre": bytes(a["centre"]),
+            "key_id": key_id if any(key_id) else None,  # zero: revoke the centre's keys
+            "previous_valid_until": int(a["previousValidUntil"]),
+            "proposer": bytes(a["proposer"]),
+            "executed": 0,
+            "block": ev.block,
+            "tx_hash": ev.tx_hash,
+        },
+    )
+
+
+def _issuer_key_voted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    _insert(
+        db,
+        "key_votes",
+        {
+            "proposal_id": int(ev.args["proposalId"]),
+            "voter": bytes(ev.args["voter"]),
+            "block": ev.block,
+        },
+        conflict="IGNORE",
+    )
+
+
+def _issuer_key_proposal_executed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    db.execute("UPDATE key_proposals SET executed = 1 WHERE id = :id", {"id": int(ev.args["proposalId"])})
+
+
+def _enrolled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "enrolments",
+        {
+            "id": bytes(a["enrolmentId"]),
+            "home": bytes(a["home"]),
+            "enrolled_at": int(a["enrolledAt"]),
+            "revoked": 0,
+            "revocation_epoch": None,
+            "block": ev.block,
+            "revoked_block": None,
+        },
+        conflict="IGNORE",
+    )
+
+
+def _revoked(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+    a = ev.args
+    row = {
+        "id": bytes(a["enrolmentId"]),
+        "home": bytes(a["home"]),
+        "epoch": int(a["revocationEpoch"]),
+        "block": ev.block,
+    }
+    db.execute(
+        "UPDATE enrolments SET revoked = 1, revocation_epoch = :epoch, revoked_block = :block"
+        " WHERE home = :home AND id = :id",
+        row,
+    )
+    db.execute(
+        "INSERT INTO revocation_epochs (centre, epoch) VALUES (:home, :epoch)"
+        " ON CONFLICT (centre) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
+        row,
+    )
+
+
+PROJECTIONS: dict[str, dict[str, Handler]] = {
+    "Consortium": {
+        "MemberAdmitted": _member_admitted,
+        "MemberRemoved": _member_removed,
+        "MemberUpdated": _member_updated,
+        "RatesPublished": _rates_published,
+        "ProposalCreated": _proposal_created,
+        "Voted": _voted,
+        "ProposalExecuted": _proposal_executed,
+    },
+    "UsageLedger": {
+        "EpochAnchored": _epoch_anchored,
+    },
+    "Settlement": {
+        "EpochSettled": _epoch_settled,
+        "SettlementTransfer": _settlement_transfer,
+    },
+    "IdentityRegistry": {
+        "IssuerKeySet": _issuer_key_set,
+        "IssuerKeyEnds": _issuer_key_ends,
+        "IssuerKeyProposed": _issuer_key_proposed,
+        "Voted": _issuer_key_voted,
+        "ProposalExecuted": _issuer_key_proposal_executed,
+        "Enrolled": _enrolled,
+        "Revoked": _revoked,
+    },
+}
+"""contract name -> event name -> handler; the contracts listed are the ones the index follows."""

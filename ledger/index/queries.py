@@ -1,0 +1,407 @@
+"""Reads of the index: each returns typed rows (rows.py), read by column name.
+
+Lists are read in one query per table (members with their rates in force, anchors
+and then their claims, proposals and then their votes), never a query per row. Every
+read holds the connection's lock, which a sync holds for a whole window, so what one
+read returns is one window's state, never half of one.
+
+Lookups take what callers are handed (a centre's name or bytes32 id, a presentation's
+key id) and answer None for anything malformed, never an exception.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from typing import Any
+
+from eth_utils import to_checksum_address
+
+from ledger.deploy import Prices
+from ledger.ids import centre_id
+from ledger.index import schema
+from ledger.index.rows import (
+    AnchorInfo,
+    EnrolmentInfo,
+    IssuerKeyInfo,
+    KeyProposalInfo,
+    MemberInfo,
+    ProposalInfo,
+    RatesInfo,
+    SettlementInfo,
+)
+from ledger.primitives.hex import HexError, bytes32, from_hex
+
+_MEMBERS = """
+SELECT m.id, m.name, m.account, m.gateway_url, m.token_key, m.active,
+       r.version AS rates_version, r.per_cpu_second, r.per_gpu_second, r.per_gib_hour
+FROM members AS m
+LEFT JOIN rates AS r ON r.centre = m.id AND r.version = (
+    SELECT MAX(version) FROM rates WHERE centre = m.id AND effective_from <= :at
+)
+"""  # each member with the version in force at :at (the highest one in effect by then)
+
+_RATES = "SELECT centre, version, effective_from, per_cpu_second, per_gpu_second, per_gib_hour, block FROM rates"
+_ANCHORS = "SELECT centre, epoch, root, record_count, tx_hash, block FROM anchors"
+_ISSUER_KEYS = "SELECT pk, key_id, valid_from, valid_until, centre, block FROM issuer_keys"
+
+
+class IndexQueries:
+    """What the index knows, read from its file; safe from any thread."""
+
+    def __init__(self, db: sqlite3.Connection, lock: threading.RLock) -> None:
+        self._db = db
+        self._lock = lock
+
+    def _one(self, sql: str, params: dict[str, Any]) -> sqlite3.Row | None:
+        with self._lock:
+            row: sqlite3.Row | None = self._db.execute(sql, params).fetchone()
+        return row
+
+    def _all(self, sql: str, params: dict[str, Any]) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    # -- time -------------------------------------------------------------------
+
+    @property
+    def chain_time(self) -> int:
+        """The timestamp of the last indexed block (0 before any sync).
+
+        Validity windows on chain are in block time, which may run ahead of the
+        local clock; judging them by the later of the two ends a key when the
+        chain says it ended.
+        """
+        with self._lock:
+            value = schema.read_meta(self._db, schema.LAST_BLOCK_TIME)
+        return int(value) if value is not None else 0
+
+    def now(self) -> int:
+        """The time rates are judged at: the later of this machine's clock and the chain's.
+
+        A version applies from its `effective_from` by whichever clock reaches it first,
+        so a version in force on chain (eth-tester stamps blocks ahead of real time) is
+        in force here too; both clocks only move forward.
+        """
+        return max(int(time.time()), self.chain_time)
+
+    # -- members ----------------------------------------------------------------
+
+    def members(self) -> list[MemberInfo]:
+        """Active members in admission order (the contract's netting order)."""
+        rows = self._all(_MEMBERS + " WHERE m.active = 1 ORDER BY m.admitted_block, m.admitted_log", {"at": self.now()})
+        return [_member(r) for r in rows]
+
+    def member(self, id_or_name: bytes | str) -> MemberInfo | None:
+        """A member by bytes32 id or name, also a removed one (active=False); None if unknown."""
+        key = _centre_key(id_or_name)
+        if key is None:
+            return None
+        row = self._one(_MEMBERS + " WHERE m.id = :id", {"at": self.now(), "id": key})
+        return _member(row) if row else None
+
+    def member_by_account(self, account: str) -> MemberInfo | None:
+        """The active member whose chain account is `account`, or None."""
+        try:
+            account = to_checksum_address(account)
+        except (TypeError, ValueError):
+            return None
+        row = self._one(
+            _MEMBERS + " WHERE m.account = :account AND m.active = 1", {"at": self.now(), "account": account}
+        )
+        return _member(row) if row else None
+
+    def token_key(self, centre: str | bytes) -> bytes | None:
+        """The token-signing key of an active member; None for unknown or removed centres.
+
+        Shaped for auth.tokens.verify_token(key_for=index.token_key).
+        """
+        m = self.member(centre)
+        return m.token_key if m is not None and m.active else None
+
+    # -- rates ------------------------------------------------------------------
+
+    def rates(self, centre: bytes | str, version: int) -> RatesInfo | None:
+        """A centre's rates version by number (also of a removed centre); None if never published."""
+        key = _centre_key(centre)
+        if key is None or not isinstance(version, int) or isinstance(version, bool):
+            return None
+        row = self._one(_RATES + " WHERE centre = :centre AND version = :version", {"centre": key, "version": version})
+        return _rates(row) if row else None
+
+    def rates_history(self, centre: bytes | str) -> list[RatesInfo]:
+        """Every rates version the centre published, oldest first (pending ones included)."""
+        key = _centre_key(centre)
+        if key is None:
+            return []
+        return [_rates(r) for r in self._all(_RATES + " WHERE centre = :centre ORDER BY version", {"centre": key})]
+
+    def rates_in_force(self, centre: bytes | str, at: int) -> RatesInfo | None:
+        """The version in force at `at` (UTC seconds): the highest one in effect by then, as
+        `Consortium.ratesAt` decides; None when the centre has none in force (or is unknown)."""
+        key = _centre_key(centre)
+        if key is None:
+            return None
+        row = self._one(
+            _RATES + " WHERE centre = :centre AND effective_from <= :at ORDER BY version DESC LIMIT 1",
+            {"centre": key, "at": int(at)},
+        )
+        return _rates(row) if row else None
+
+    # -- anchors and settlements -------------------------------------------------
+
+    def anchor(self, centre: bytes | str, epoch: int) -> AnchorInfo | None:
+        """What `centre` anchored for `epoch`, or None."""
+        key = _centre_key(centre)
+        if key is None:
+            return None
+        anchors = self._anchors(int(epoch), key)
+        return anchors[0] if anchors else None
+
+    def anchors(self, epoch: int) -> list[AnchorInfo]:
+        """Every anchor of `epoch`, in chain order."""
+        return self._anchors(int(epoch), None)
+
+    def _anchors(self, epoch: int, centre: bytes | None) -> list[AnchorInfo]:
+        """The epoch's anchors (of one centre, or all), with their claims read in one more query."""
+        params = {"epoch": epoch, "centre": centre}
+        anchors_of = "" if centre is None else " AND centre = :centre"
+        claims_of = "" if centre is None else " AND creditor = :centre"
+        with self._lock:
+            rows = self._db.execute(
+                _ANCHORS + " WHERE epoch = :epoch" + anchors_of + " ORDER BY block, log_index", params
+            ).fetchall()
+            claims = self._db.execute(
+                "SELECT creditor, debtor, amount FROM claims WHERE epoch = :epoch"
+                + claims_of
+                + " ORDER BY creditor, position",
+                params,
+            ).fetchall()
+        by_creditor: dict[bytes, dict[bytes, int]] = {}
+        for c in claims:
+            by_creditor.setdefault(bytes(c["creditor"]), {})[bytes(c["debtor"])] = int(c["amount"])
+        return [
+            AnchorInfo(
+                centre=bytes(r["centre"]),
+                epoch=int(r["epoch"]),
+                root=bytes(r["root"]),
+                record_count=int(r["record_count"]),
+                claims=by_creditor.get(bytes(r["centre"]), {}),
+                tx_hash=r["tx_hash"],
+                block=int(r["block"]),
+            )
+            for r in rows
+        ]
+
+    def settlement(self, epoch: int) -> SettlementInfo | None:
+        """The settlement of `epoch`, or None if it is not settled (or not indexed yet)."""
+        params = {"epoch": int(epoch)}
+        with self._lock:
+            row = self._db.execute("SELECT tx_hash, block FROM settlements WHERE epoch = :epoch", params).fetchone()
+            if row is None:
+                return None
+            net = self._db.execute(
+                "SELECT centre, net FROM net_positions WHERE epoch = :epoch ORDER BY position", params
+            ).fetchall()
+            transfers = self._db.execute(
+                "SELECT debtor, creditor, amount FROM transfers WHERE epoch = :epoch ORDER BY block, log_index", params
+            ).fetchall()
+        return SettlementInfo(
+            epoch=int(epoch),
+            net={bytes(n["centre"]): int(n["net"]) for n in net},
+            transfers=[(bytes(t["debtor"]), bytes(t["creditor"]), int(t["amount"])) for t in transfers],
+            tx_hash=row["tx_hash"],
+            block=int(row["block"]),
+        )
+
+    # -- governance -------------------------------------------------------------
+
+    def proposals(self, open_only: bool = False) -> list[ProposalInfo]:
+        """Governance proposals in id order (only those not executed yet if open_only)."""
+        rows, voters = self._proposals("proposals", "votes", open_only)
+        return [
+            ProposalInfo(
+                id=int(r["id"]),
+                action=int(r["action"]),
+                member_id=bytes(r["member_id"]),
+                proposer=bytes(r["proposer"]),
+                voters=voters.get(int(r["id"]), []),
+                executed=bool(r["executed"]),
+                block=int(r["block"]),
+            )
+            for r in rows
+        ]
+
+    def key_proposals(self, open_only: bool = False) -> list[KeyProposalInfo]:
+        """Issuer key proposals in id order (only those not executed yet if open_only)."""
+        rows, voters = self._proposals("key_proposals", "key_votes", open_only)
+        return [
+            KeyProposalInfo(
+                id=int(r["id"]),
+                centre=bytes(r["centre"]),
+                key_id=None if r["key_id"] is None else bytes(r["key_id"]),
+                previous_valid_until=int(r["previous_valid_until"]),
+                proposer=bytes(r["proposer"]),
+                voters=voters.get(int(r["id"]), []),
+                executed=bool(r["executed"]),
+                block=int(r["block"]),
+            )
+            for r in rows
+        ]
+
+    def _proposals(
+        self, proposals: str, votes: str, open_only: bool
+    ) -> tuple[list[sqlite3.Row], dict[int, list[bytes]]]:
+        """Proposal rows in id order and their voters in vote order, in two queries.
+
+        `proposals` and `votes` are table names of this module ("proposals"/"votes" or
+        "key_proposals"/"key_votes"), never input.
+        """
+        where = " WHERE executed = 0" if open_only else ""
+        with self._lock:
+            rows = self._db.execute(f"SELECT * FROM {proposals}{where} ORDER BY id").fetchall()
+            votes_rows = self._db.execute(
+                f"SELECT proposal_id, voter FROM {votes}"
+                f" WHERE proposal_id IN (SELECT id FROM {proposals}{where})"
+                " ORDER BY proposal_id, block, rowid"
+            ).fetchall()
+        voters: dict[int, list[bytes]] = {}
+        for v in votes_rows:
+            voters.setdefault(int(v["proposal_id"]), []).append(bytes(v["voter"]))
+        return rows, voters
+
+    # -- identity registry ------------------------------------------------------
+
+    def issuer_keys(self, centre: bytes | str) -> list[IssuerKeyInfo]:
+        """Every issuer key the centre ever had, oldest first (also of removed centres)."""
+        key = _centre_key(centre)
+        if key is None:
+            return []
+        rows = self._all(_ISSUER_KEYS + " WHERE centre = :centre ORDER BY block, log_index", {"centre": key})
+        return [
+            IssuerKeyInfo(
+                pk=bytes(r["pk"]),
+                key_id=bytes(r["key_id"]),
+                valid_from=int(r["valid_from"]),
+                valid_until=int(r["valid_until"]),
+                centre=bytes(r["centre"]),
+                block=int(r["block"]),
+            )
+            for r in rows
+        ]
+
+    def current_issuer_key(self, centre: bytes | str) -> IssuerKeyInfo | None:
+        """The centre's current (open-ended) issuer key, or None."""
+        keys = [k for k in self.issuer_keys(centre) if k.valid_until == 0]
+        return keys[-1] if keys else None
+
+    def issuer_key(self, centre: bytes | str, key_id_prefix_hex: str, at: int) -> bytes | None:
+        """The public key of `centre` whose key id starts with the given hex (the
+        presentation's key_id: 8 bytes = 16 hex digits, "0x" optional, at least 8 bytes)
+        if it is valid at time `at` and the centre is an active member; else None.
+
+        Never raises on malformed input: it is fed with what a presentation claims.
+        """
+        prefix = _key_prefix(key_id_prefix_hex)
+        member = self.member(centre)
+        if prefix is None or member is None or not member.active:
+            return None
+        try:
+            at = int(at)
+        except (TypeError, ValueError):
+            return None
+        for k in self.issuer_keys(member.id):
+            if k.key_id.startswith(prefix) and k.valid_at(at):
+                return k.pk
+        return None
+
+    def enrolment(self, home: bytes | str, enrolment_id: bytes | str) -> EnrolmentInfo | None:
+        """A home's enrolment by bytes32 id (or its 0x-hex), or None if that home has none.
+
+        The home is part of the key: the same id enrolled by another member is another
+        enrolment, so it can neither stand in for this one nor hide it.
+        """
+        centre, key = _centre_key(home), _bytes32(enrolment_id)
+        if centre is None or key is None:
+            return None
+        row = self._one(
+            "SELECT id, home, enrolled_at, revoked, revocation_epoch, block FROM enrolments"
+            " WHERE home = :home AND id = :id",
+            {"home": centre, "id": key},
+        )
+        if row is None:
+            return None
+        return EnrolmentInfo(
+            id=bytes(row["id"]),
+            home=bytes(row["home"]),
+            enrolled_at=int(row["enrolled_at"]),
+            revoked=bool(row["revoked"]),
+            revocation_epoch=None if row["revocation_epoch"] is None else int(row["revocation_epoch"]),
+            block=int(row["block"]),
+        )
+
+    def revocation_epoch(self, centre: bytes | str) -> int:
+        """The home centre's current revocation epoch (0 before any revocation or if unknown)."""
+        key = _centre_key(centre)
+        if key is None:
+            return 0
+        row = self._one("SELECT epoch FROM revocation_epochs WHERE centre = :centre", {"centre": key})
+        return int(row["epoch"]) if row else 0
+
+
+def _member(row: sqlite3.Row) -> MemberInfo:
+    in_force = row["rates_version"] is not None
+    return MemberInfo(
+        id=bytes(row["id"]),
+        name=row["name"],
+        account=row["account"],
+        gateway_url=row["gateway_url"],
+        token_key=bytes(row["token_key"]),
+        prices=_prices(row) if in_force else None,
+        active=bool(row["active"]),
+        rates_version=int(row["rates_version"]) if in_force else 0,
+    )
+
+
+def _rates(row: sqlite3.Row) -> RatesInfo:
+    return RatesInfo(
+        centre=bytes(row["centre"]),
+        version=int(row["version"]),
+        effective_from=int(row["effective_from"]),
+        prices=_prices(row),
+        block=int(row["block"]),
+    )
+
+
+def _prices(row: sqlite3.Row) -> Prices:
+    return Prices(int(row["per_cpu_second"]), int(row["per_gpu_second"]), int(row["per_gib_hour"]))
+
+
+def _centre_key(id_or_name: Any) -> bytes | None:
+    """bytes32 id for an id or a name; None when it cannot name a centre."""
+    if isinstance(id_or_name, (bytes, bytearray)):
+        return bytes(id_or_name) if len(id_or_name) == 32 else None
+    if isinstance(id_or_name, str):
+        try:
+            return centre_id(id_or_name)
+        except ValueError:
+            return None
+    return None
+
+
+def _key_prefix(text: Any) -> bytes | None:
+    """Bytes of a key id prefix given as hex (8..32 bytes), None when malformed."""
+    try:
+        prefix = from_hex(text, what="key id")
+    except HexError:
+        return None
+    return prefix if 8 <= len(prefix) <= 32 else None
+
+
+def _bytes32(value: Any) -> bytes | None:
+    """bytes32 from bytes or 0x-hex; None when it is neither."""
+    try:
+        return bytes32(value)
+    except HexError:
+        return None

@@ -1,0 +1,125 @@
+"""The typed rows the index's queries return: plain frozen values, no I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ledger.deploy import Prices
+
+
+@dataclass(frozen=True)
+class RatesInfo:
+    """One published version of a centre's rates: for jobs accepted from `effective_from` on."""
+
+    centre: bytes
+    version: int
+    effective_from: int  # UTC seconds
+    prices: Prices
+    block: int = 0
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member centre as the chain last described it, with the rates in force when asked."""
+
+    id: bytes
+    name: str
+    account: str
+    gateway_url: str
+    token_key: bytes
+    prices: Prices | None  # of the rates version in force at EventIndex.now(); None if none is
+    active: bool
+    rates_version: int = 0  # that version's number (0 with prices None)
+
+
+@dataclass(frozen=True)
+class AnchorInfo:
+    """One centre's anchored epoch: Merkle root, record count and claims on debtors."""
+
+    centre: bytes
+    epoch: int
+    root: bytes
+    record_count: int
+    claims: dict[bytes, int]  # debtor id -> amount, in anchoring order
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class SettlementInfo:
+    """A settled epoch: net positions in netting order and the transfers made."""
+
+    epoch: int
+    net: dict[bytes, int]  # centre id -> net (positive: it was owed)
+    transfers: list[tuple[bytes, bytes, int]]  # (debtor, creditor, amount) in order
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
+class ProposalInfo:
+    """A governance proposal and who voted for it."""
+
+    id: int
+    action: int  # 0 admit, 1 remove
+    member_id: bytes
+    proposer: bytes
+    voters: list[bytes] = field(default_factory=list)
+    executed: bool = False
+    block: int = 0
+
+
+@dataclass(frozen=True)
+class IssuerKeyInfo:
+    """A centre's credential issuer key and its validity window (chain block times).
+
+    Valid at time t iff valid_from <= t and (valid_until == 0 or t < valid_until).
+    """
+
+    pk: bytes
+    key_id: bytes  # keccak256(pk); presentations name a key by key_id[:8].hex()
+    valid_from: int
+    valid_until: int  # 0: the current key, open-ended
+    centre: bytes = b""
+    block: int = 0
+
+    def valid_at(self, at: int) -> bool:
+        """Whether a credential signed with this key may be presented at time `at`.
+
+        Only the end of the window counts: `valid_from` is a block timestamp, and a
+        chain's clock may run ahead of the verifier's (eth-tester stamps blocks mined
+        within the same second a second apart), so a key just registered must not
+        look "not yet valid".
+        """
+        return self.valid_until == 0 or at < self.valid_until
+
+    @property
+    def short_id(self) -> str:
+        """The presentation's key_id: hex of the first 8 bytes of key_id."""
+        return self.key_id[:8].hex()
+
+
+@dataclass(frozen=True)
+class EnrolmentInfo:
+    """A user's pseudonymous enrolment at its home centre; (home, id) names it."""
+
+    id: bytes
+    home: bytes
+    enrolled_at: int
+    revoked: bool
+    revocation_epoch: int | None  # the home's epoch this revocation produced; None if not revoked
+    block: int
+
+
+@dataclass(frozen=True)
+class KeyProposalInfo:
+    """A governance proposal to set (key_id) or revoke (key_id None) a centre's issuer key."""
+
+    id: int
+    centre: bytes
+    key_id: bytes | None
+    previous_valid_until: int
+    proposer: bytes
+    voters: list[bytes] = field(default_factory=list)
+    executed: bool = False
+    block: int = 0

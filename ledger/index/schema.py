@@ -1,0 +1,184 @@
+"""The index file: its tables and its bookkeeping (the `meta` table).
+
+The tables are projections of chain events (see projections.py); `events` keeps every
+event applied, so a re-sync never applies one twice. `meta` holds the deployment the
+file belongs to and the last indexed block with its hash and timestamp, written in the
+same transaction as the rows of that block's window.
+
+The layout is versioned (`PRAGMA user_version`, ledger.db.migrate): a file missing
+steps gets them when it is opened. Never edit a step that has shipped; add one. Files
+written before versions (version 0) have exactly step 1's tables, which adopts them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ledger.db import Migration, migrate, open_durable
+
+_V1_TABLES = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    block      INTEGER NOT NULL,
+    log_index  INTEGER NOT NULL,
+    tx_hash    TEXT    NOT NULL,
+    contract   TEXT    NOT NULL,
+    event      TEXT    NOT NULL,
+    args       TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+CREATE TABLE IF NOT EXISTS members (
+    id            BLOB PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    account       TEXT    NOT NULL,
+    gateway_url   TEXT    NOT NULL,
+    token_key     BLOB    NOT NULL,
+    active        INTEGER NOT NULL,
+    admitted_block INTEGER NOT NULL,
+    admitted_log   INTEGER NOT NULL,
+    updated_block  INTEGER NOT NULL,
+    removed_block  INTEGER
+);
+CREATE TABLE IF NOT EXISTS rates (
+    centre         BLOB    NOT NULL,
+    version        INTEGER NOT NULL,
+    effective_from INTEGER NOT NULL,
+    per_cpu_second TEXT    NOT NULL,
+    per_gpu_second TEXT    NOT NULL,
+    per_gib_hour   TEXT    NOT NULL,
+    block          INTEGER NOT NULL,
+    PRIMARY KEY (centre, version)
+);
+CREATE TABLE IF NOT EXISTS proposals (
+    id         INTEGER PRIMARY KEY,
+    action     INTEGER NOT NULL,
+    member_id  BLOB    NOT NULL,
+    proposer   BLOB    NOT NULL,
+    executed   INTEGER NOT NULL DEFAULT 0,
+    block      INTEGER NOT NULL,
+    tx_hash    TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    proposal_id INTEGER NOT NULL,
+    voter       BLOB    NOT NULL,
+    block       INTEGER NOT NULL,
+    PRIMARY KEY (proposal_id, voter)
+);
+CREATE TABLE IF NOT EXISTS anchors (
+    centre       BLOB    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    root         BLOB    NOT NULL,
+    record_count INTEGER NOT NULL,
+    tx_hash      TEXT    NOT NULL,
+    block        INTEGER NOT NULL,
+    log_index    INTEGER NOT NULL,
+    PRIMARY KEY (centre, epoch)
+);
+CREATE TABLE IF NOT EXISTS claims (
+    epoch    INTEGER NOT NULL,
+    creditor BLOB    NOT NULL,
+    debtor   BLOB    NOT NULL,
+    position INTEGER NOT NULL,
+    amount   TEXT    NOT NULL,
+    PRIMARY KEY (epoch, creditor, debtor)
+);
+CREATE TABLE IF NOT EXISTS settlements (
+    epoch    INTEGER PRIMARY KEY,
+    tx_hash  TEXT    NOT NULL,
+    block    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS net_positions (
+    epoch    INTEGER NOT NULL,
+    centre   BLOB    NOT NULL,
+    position INTEGER NOT NULL,
+    net      TEXT    NOT NULL,
+    PRIMARY KEY (epoch, centre)
+);
+CREATE TABLE IF NOT EXISTS transfers (
+    epoch     INTEGER NOT NULL,
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    debtor    BLOB    NOT NULL,
+    creditor  BLOB    NOT NULL,
+    amount    TEXT    NOT NULL,
+    tx_hash   TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+CREATE TABLE IF NOT EXISTS issuer_keys (
+    centre      BLOB    NOT NULL,
+    key_id      BLOB    NOT NULL,
+    pk          BLOB    NOT NULL,
+    valid_from  INTEGER NOT NULL,
+    valid_until INTEGER NOT NULL,  -- 0: current, open-ended
+    block       INTEGER NOT NULL,
+    log_index   INTEGER NOT NULL,
+    PRIMARY KEY (centre, key_id)
+);
+CREATE TABLE IF NOT EXISTS key_proposals (
+    id                   INTEGER PRIMARY KEY,
+    centre               BLOB    NOT NULL,
+    key_id               BLOB,             -- NULL: revoke the centre's keys
+    previous_valid_until INTEGER NOT NULL,
+    proposer             BLOB    NOT NULL,
+    executed             INTEGER NOT NULL DEFAULT 0,
+    block                INTEGER NOT NULL,
+    tx_hash              TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS key_votes (
+    proposal_id INTEGER NOT NULL,
+    voter       BLOB    NOT NULL,
+    block       INTEGER NOT NULL,
+    PRIMARY KEY (proposal_id, voter)
+);
+CREATE TABLE IF NOT EXISTS enrolments (
+    id               BLOB    NOT NULL,
+    home             BLOB    NOT NULL,
+    enrolled_at      INTEGER NOT NULL,
+    revoked          INTEGER NOT NULL DEFAULT 0,
+    revocation_epoch INTEGER,
+    block            INTEGER NOT NULL,
+    revoked_block    INTEGER,
+    PRIMARY KEY (home, id)  -- an id means something only at its home
+);
+CREATE TABLE IF NOT EXISTS revocation_epochs (
+    centre BLOB PRIMARY KEY,
+    epoch  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS transfers_epoch ON transfers (epoch, block, log_index);
+CREATE INDEX IF NOT EXISTS anchors_epoch ON anchors (epoch, block, log_index);
+"""
+
+MIGRATIONS = [
+    Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
+]
+
+# meta keys
+DEPLOYMENT = "deployment"  # JSON of the chain id and contract addresses the file indexes
+LAST_BLOCK = "last_block"
+LAST_BLOCK_HASH = "last_block_hash"  # 0x-hex; a different hash at that height: another chain
+LAST_BLOCK_TIME = "last_block_time"  # UTC seconds
+
+
+def open_index(path: str | Path) -> sqlite3.Connection:
+    """The index file, created or brought up to date; rows come back as sqlite3.Row, read by column name."""
+    db = open_durable(path)
+    try:
+        migrate(db, MIGRATIONS, what=f"the event index {path}")
+    except BaseException:
+        db.close()
+        raise
+    db.row_factory = sqlite3.Row
+    return db
+
+
+def read_meta(db: sqlite3.Connection, key: str) -> str | None:
+    row = db.execute("SELECT value FROM meta WHERE key = :key", {"key": key}).fetchone()
+    return None if row is None else str(row["value"])
+
+
+def write_meta(db: sqlite3.Connection, key: str, value: str) -> None:
+    db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (:key, :value)", {"key": key, "value": value})

@@ -1,0 +1,263 @@
+"""Following the chain: fetch the indexed contracts' logs in block windows and apply them.
+
+Each window (at most `window` blocks, up to the head minus `confirmations`) is fetched
+with one `eth_getLogs`, decoded with the contract ABIs and applied in (block, log
+index) order in one transaction, together with the window's last block, its hash and
+its time, so a crash or a second sync never duplicates or loses an event and a new
+index on the same file resumes where the last one stopped.
+
+The stored block hash also guards against pointing an old index file at another chain
+that reuses the same addresses (a fresh embedded chain does): that raises IndexMismatch
+instead of silently mixing two histories. Chain reorganisations are not followed; use
+`confirmations` on chains without instant finality (Besu QBFT and anvil/eth-tester are
+final at once).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eth_typing import ChecksumAddress
+from eth_utils import to_checksum_address
+from hexbytes import HexBytes
+
+from ledger.chain import Chain
+from ledger.db import transaction
+from ledger.deploy import Deployment, bind
+from ledger.index import schema
+from ledger.index.projections import PROJECTIONS, Event, Window, project
+from ledger.primitives.canonical import canonical_json
+from ledger.primitives.hex import to_hex
+
+
+class EventIndexError(Exception):
+    """Base of the event index's errors."""
+
+
+class IndexMismatch(EventIndexError):
+    """The index file belongs to another deployment or another chain history."""
+
+
+@dataclass(frozen=True)
+class BlockRef:
+    """The last block of a window, written beside its events."""
+
+    number: int
+    hash: str  # 0x-hex
+    timestamp: int  # UTC seconds
+
+
+class LogReader:
+    """Reads and decodes the logs of a deployment's indexed contracts (those in PROJECTIONS)."""
+
+    def __init__(self, chain: Chain, deployment: Deployment) -> None:
+        self.chain = chain
+        contracts = bind(chain, deployment)
+        bound = {
+            "Consortium": contracts.consortium,
+            "UsageLedger": contracts.usage_ledger,
+            "Settlement": contracts.settlement,
+            "IdentityRegistry": contracts.identity_registry,  # None in deployments without one
+        }
+        self.addresses: list[ChecksumAddress] = []
+        # (address, topic0) -> (contract name, event object able to decode the log)
+        self._decoders: dict[tuple[str, bytes], tuple[str, Any]] = {}
+        for name in PROJECTIONS:
+            contract = bound[name]
+            if contract is None:
+                continue
+            self.addresses.append(to_checksum_address(contract.address))
+            for event in contract.all_events():
+                topic = bytes(HexBytes(event.topic))
+                self._decoders[(contract.address.lower(), topic)] = (name, event)
+
+    def head(self) -> int:
+        return int(self.chain.w3.eth.block_number)
+
+    def block(self, number: int) -> BlockRef:
+        block = self.chain.w3.eth.get_block(number)
+        return BlockRef(number, to_hex(block["hash"]), int(block["timestamp"]))
+
+    def events(self, start: int, end: int) -> list[Event]:
+        """The decoded events of blocks start..end in chain order (logs of unknown events skipped)."""
+        # camelCase keys: web3 8 passes the filter through unchanged and anvil
+        # rejects "from_block" (eth-tester accepts both).
+        logs = self.chain.w3.eth.get_logs({"address": self.addresses, "fromBlock": start, "toBlock": end})
+        events = []
+        for log in logs:
+            key = (str(log["address"]).lower(), bytes(log["topics"][0]) if log["topics"] else b"")
+            if key not in self._decoders:
+                continue  # an event this index does not keep (e.g. from a future ABI)
+            contract, decoder = self._decoders[key]
+            ev = decoder.process_log(log)
+            events.append(
+                Event(
+                    contract=contract,
+                    name=ev["event"],
+                    args=ev["args"],
+                    block=int(ev["blockNumber"]),
+                    log_index=int(ev["logIndex"]),
+                    tx_hash=to_hex(ev["transactionHash"]),
+                )
+            )
+        events.sort(key=lambda e: (e.block, e.log_index))
+        return events
+
+
+class ChainSync:
+    """Writes a deployment's events into an index file; one sync at a time."""
+
+    def __init__(
+        self,
+        db: sqlite3.Connection,
+        lock: threading.RLock,
+        reader: LogReader,
+        deployment: Deployment,
+        *,
+        path: str,
+        window: int,
+        confirmations: int,
+    ) -> None:
+        self._db = db
+        self._lock = lock  # guards the connection, shared with the readers
+        self._sync_lock = threading.Lock()
+        self.reader = reader
+        self.deployment = deployment
+        self.path = path
+        self.window = window
+        self.confirmations = confirmations
+        self._claim_file()
+
+    def _claim_file(self) -> None:
+        """Marks a new file as this deployment's; refuses a file of another deployment."""
+        ident = {
+            "chain_id": self.deployment.chain_id,
+            "consortium": self.deployment.consortium.lower(),
+            "usage_ledger": self.deployment.usage_ledger.lower(),
+            "settlement": self.deployment.settlement.lower(),
+        }
+        if self.deployment.identity_registry is not None:
+            ident["identity_registry"] = self.deployment.identity_registry.lower()
+        with self._lock:
+            stored = schema.read_meta(self._db, schema.DEPLOYMENT)
+            if stored is None:
+                schema.write_meta(self._db, schema.DEPLOYMENT, canonical_json(ident))
+            elif json.loads(stored) != ident:
+                raise IndexMismatch(f"{self.path} indexes another deployment: {stored}")
+
+    @property
+    def last_block(self) -> int:
+        """The last block whose events are in the index (start_block - 1 before any sync)."""
+        with self._lock:
+            value = schema.read_meta(self._db, schema.LAST_BLOCK)
+        return int(value) if value is not None else self.deployment.start_block - 1
+
+    def sync(self) -> int:
+        """Indexes every new event up to the head (minus confirmations); returns how many."""
+        with self._sync_lock:
+            last = self.last_block
+            self._check_history(last)
+            head = self.reader.head() - self.confirmations
+            applied = 0
+            start = last + 1
+            while start <= head:
+                end = min(start + self.window - 1, head)
+                events = self.reader.events(start, end)
+                applied += self._apply_window(events, self.reader.block(end))
+                start = end + 1
+            return applied
+
+    def _check_history(self, last: int) -> None:
+        with self._lock:
+            stored = schema.read_meta(self._db, schema.LAST_BLOCK_HASH)
+        if stored is None:
+            return
+        try:
+            actual = self.reader.block(last).hash
+        except Exception as exc:  # the chain is shorter than the index
+            raise IndexMismatch(f"{self.path} has indexed block {last}, which this chain does not have") from exc
+        if actual != stored:
+            raise IndexMismatch(f"{self.path} was built from another chain history (block {last} hash differs)")
+
+    def _apply_window(self, events: list[Event], end: BlockRef) -> int:
+        """Records and projects the events new to the index, then moves the last block to `end`."""
+        window = Window()
+        applied = 0
+        with self._lock, transaction(self._db):
+            for ev in events:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO events (block, log_index, tx_hash, contract, event, args)"
+                    " VALUES (:block, :log_index, :tx_hash, :contract, :event, :args)",
+                    {
+                        "block": ev.block,
+                        "log_index": ev.log_index,
+                        "tx_hash": ev.tx_hash,
+                        "contract": ev.contract,
+                        "event": ev.name,
+                        "args": canonical_json(_plain(dict(ev.args))),
+                    },
+                )
+                if cur.rowcount == 0:
+                    continue  # already applied
+                applied += 1
+                project(self._db, ev, window)
+            schema.write_meta(self._db, schema.LAST_BLOCK, str(end.number))
+            schema.write_meta(self._db, schema.LAST_BLOCK_HASH, end.hash)
+            schema.write_meta(self._db, schema.LAST_BLOCK_TIME, str(end.timestamp))
+        return applied
+
+
+class Follower:
+    """Calls `step` every `interval` seconds in a daemon thread until stop().
+
+    Errors (node unreachable …) do not end the thread: they are kept in `last_error`
+    and passed to `on_error`, and the next round tries again.
+    """
+
+    def __init__(self, step: Callable[[], object], name: str) -> None:
+        self._step = step
+        self._name = name
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: BaseException | None = None
+
+    def start(self, interval: float, on_error: Callable[[BaseException], None] | None = None) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, args=(interval, on_error), name=self._name, daemon=True)
+        self._thread.start()
+
+    def _run(self, interval: float, on_error: Callable[[BaseException], None] | None) -> None:
+        while not self._stop.is_set():
+            try:
+                self._step()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - any failure is reported, and the next round retries
+                self.last_error = exc
+                if on_error is not None:
+                    on_error(exc)
+            self._stop.wait(interval)
+
+    def stop(self, timeout: float | None = 5.0) -> None:
+        """Stops the thread (a step in progress finishes first)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+
+def _plain(value: Any) -> Any:
+    """JSON-able form of decoded event args (bytes -> 0x hex, big ints stay ints)."""
+    if isinstance(value, (bytes, bytearray)):
+        return to_hex(value)
+    if isinstance(value, dict) or hasattr(value, "items"):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
