@@ -41,7 +41,7 @@ class Prices(Protocol):
 
 
 class Metered(Protocol):
-    """The meters of a run (gateway.executor.Execution, a UsageRecord, or Meters)."""
+    """The meters of a run (gateway.jobs.executor.Execution, a UsageRecord, or Meters)."""
 
     @property
     def cpu_millis(self) -> int: ...

@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client import GatewayClient, WrongCentre
-from gateway.dispatch import submit_anywhere, with_home_session, with_wallet
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient, WrongCentre
+from gateway.client.dispatch import submit_anywhere, with_home_session, with_wallet
+from gateway.client.wallet import Wallet
 from tests.fixtures.consortium import PASSWORDS
 
 QUICK = {"command": ["true"], "walltime": 30}
@@ -94,10 +94,10 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
     index double; the verifier's and the token issuer's clocks both read the credential's expiry."""
     from auth.credentials import CredentialSchema, generate_issuer_key, issue_credential, key_id, make_presentation
     from auth.tokens import TokenIssuer, generate_key
-    from gateway.errors import Unauthorized
-    from gateway.signon import IssuerKey, SignOn
+    from gateway.api.errors import Unauthorized
+    from gateway.node.signon import IssuerKey, SignOn
 
-    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway/demo_data/credential_schema.toml")
+    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway/demo/data/credential_schema.toml")
     sk, pk = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
     values = {"home": "hpc-a", "pseudonym": "7f" * 32, "department": "physics", "employee_type": ["staff"],
               "groups": ["physics"], "clearance": 2, "revocation_epoch": 0}
@@ -122,7 +122,7 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
     request = signon.challenges.issue(now=expiry - 1)
     presentation = make_presentation(schema, credential, pk, request).to_dict()
     clock = type("Clock", (), {"time": staticmethod(lambda: float(expiry))})
-    monkeypatch.setattr("gateway.signon.time", clock)
+    monkeypatch.setattr("gateway.node.signon.time", clock)
     monkeypatch.setattr("auth.tokens.time", clock)
     with pytest.raises(Unauthorized, match="expired"):
         signon.present(presentation)

@@ -1,6 +1,6 @@
 """The `xcentre` command line against the session's real consortium (slapd, anvil, gateways).
 
-login, submit, epoch close and audit run in-process through gateway.cli.main;
+login, submit, epoch close and audit run in-process through gateway.client.cli.main;
 `xcentre gateway` and `xcentre demo` run as real subprocesses.
 """
 
@@ -21,13 +21,13 @@ import httpx
 import pytest
 
 from auth.tokens import save_private_key
-from gateway.cli import main
-from gateway.server import free_port
+from gateway.client.cli import main
+from gateway.api.server import free_port
 from ledger.primitives.files import write_private
 from tests.fixtures.consortium import PASSWORDS
 
 XCENTRE = Path(sys.executable).parent / "xcentre"
-SCHEMA = Path(__file__).resolve().parents[1] / "gateway" / "demo_data" / "credential_schema.toml"
+SCHEMA = Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data" / "credential_schema.toml"
 
 
 def run_cli(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:

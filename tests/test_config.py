@@ -1,4 +1,4 @@
-"""gateway.config: a centre's TOML file, read strictly, with paths relative to the file."""
+"""gateway.node.config: a centre's TOML file, read strictly, with paths relative to the file."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.executor import DEFAULT_JOB_UIDS
+from gateway.node.config import ConfigError, GatewayConfig, load_config
+from gateway.jobs.executor import DEFAULT_JOB_UIDS
 
 REQUIRED = {
     "centre": "hpc-a",

@@ -15,7 +15,7 @@ from auth.credentials import (
     make_presentation, new_request, verify_presentation,
 )
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gateway" / "demo_data" / "credential_schema.toml"
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data" / "credential_schema.toml"
 SCHEMA = CredentialSchema.load(SCHEMA_PATH)
 NOW = 1_700_000_000  # 22:13:20 UTC
 SK_A, PK_A = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")

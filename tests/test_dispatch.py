@@ -10,8 +10,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.client import GatewayRefused, GatewayUnreachable
-from gateway.dispatch import NoCentreAccepts, SignOn, submit_anywhere
+from gateway.client.http import GatewayRefused, GatewayUnreachable
+from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere
 
 JOB = {"command": ["true"], "walltime": 30, "resources": {"cores": 1}}
 RANKING = ["cloud-b", "hpc-a", "ai-c"]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.executor import (
+from gateway.jobs.executor import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     TAIL_BYTES,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway import auditing
-from gateway.client import GatewayClient
+from gateway.books import auditor as auditing
+from gateway.client.http import GatewayClient
 
 
 @pytest.mark.parametrize("garbage", [{"not": "a list"}, [{"record": {}}], [{"nothing": 1}], ["x"],

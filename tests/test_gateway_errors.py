@@ -17,8 +17,8 @@ import pytest
 
 from auth.credentials import UsedNonces
 from auth.tokens import TokenIssuer, generate_key
-from gateway.client import GatewayClient
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient
+from gateway.client.wallet import Wallet
 from tests.fixtures.consortium import PASSWORDS
 
 QUICK = {"command": ["python3", "-c", "print('ok')"], "walltime": 30, "centre": "hpc-a"}

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from gateway.auditing import audit_epoch
-from gateway.client import GatewayClient, GatewayRefused
-from gateway.dispatch import SignOn, submit_anywhere, with_home_session
-from gateway.wallet import Wallet
+from gateway.books.auditor import audit_epoch
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.client.dispatch import SignOn, submit_anywhere, with_home_session
+from gateway.client.wallet import Wallet
 from ledger.deploy import bind
 from ledger.ids import centre_id, user_id
 from ledger.netting import net_positions, transfers

@@ -2,7 +2,7 @@
 
 Runs on a consortium of its own (a fresh deployment on the session's anvil and a new
 slapd per centre), because it stops and restarts gateways and closes epochs out of step.
-Each restart builds a new node with gateway.assemble.build_node on the centre's data
+Each restart builds a new node with gateway.node.assemble.build_node on the centre's data
 folder, as `xcentre gateway` does at every start.
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Callable
 import pytest
 
 from auth.credentials import generate_issuer_key
-from gateway.client import GatewayClient, GatewayRefused
-from gateway.signon import IssuerKey
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.node.signon import IssuerKey
 from ledger.ids import centre_id
 from tests.fixtures.consortium import start_consortium
 
@@ -73,7 +73,7 @@ def test_a_new_issuer_key_queued_before_a_crash_is_published_after_the_restart(f
     # the first start with the new key queues its publication, then dies before sending it
     fresh.build_centre("cloud-b", issuer_key=rotated).parts.signon.publish_issuer_key()
     later = time.time() + 5  # the restart comes a few seconds later
-    monkeypatch.setattr("gateway.signon.time.time", lambda: later)
+    monkeypatch.setattr("gateway.node.signon.time.time", lambda: later)
     node = fresh.start_centre("cloud-b", issuer_key=rotated)
     monkeypatch.undo()
     fresh.centres["cloud-b"].issuer_key = rotated
@@ -102,7 +102,7 @@ def test_a_job_whose_record_cannot_be_made_fails_instead_of_running_forever(fres
     def broken(*_: object) -> int:
         raise RuntimeError("price list unreadable")
 
-    monkeypatch.setattr("gateway.node.price", broken)
+    monkeypatch.setattr("gateway.node.centre.price", broken)
     with GatewayClient(fresh.url("hpc-a"), token=fresh.login("alice", "hpc-a")) as client:
         job_id = client.submit(job("hpc-a"))["id"]
         done = final(node.parts.store, job_id, within=10)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.auditing import audit_epoch
-from gateway.client import GatewayClient, GatewayRefused
+from gateway.books.auditor import audit_epoch
+from gateway.client.http import GatewayClient, GatewayRefused
 from ledger.deploy import bind
 from ledger.ids import centre_id
 from tests.fixtures.consortium import start_consortium

@@ -20,8 +20,8 @@ import schemathesis
 from fastapi.routing import APIRoute
 from schemathesis.engine import Status, events, from_schema
 
-from gateway.app import create_app
-from gateway.errors import ALWAYS
+from gateway.api.app import create_app
+from gateway.api.errors import ALWAYS
 from tests.fixtures.consortium import start_consortium
 
 CENTRE = "hpc-a"

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gateway.peers import Peers
+from gateway.node.peers import Peers
 
 
 class Server:

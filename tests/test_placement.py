@@ -1,4 +1,4 @@
-"""gateway.placement: in which order a client offers a job to the member centres."""
+"""gateway.jobs.placement: in which order a client offers a job to the member centres."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
-from gateway.placement import rank_centres as rank
-from gateway.pricing import max_price
-from gateway.schemas import PlacementRequest
+from gateway.jobs.placement import rank_centres as rank
+from gateway.jobs.pricing import max_price
+from gateway.api.schemas import PlacementRequest
 from ledger.deploy import Prices
 
 

@@ -11,8 +11,8 @@ from fractions import Fraction
 
 import pytest
 
-from gateway.executor import Execution
-from gateway.pricing import PricingError, cap_to_limits, max_price, price
+from gateway.jobs.executor import Execution
+from gateway.jobs.pricing import PricingError, cap_to_limits, max_price, price
 from ledger.pricing import KIB_MILLIS_PER_GIB_HOUR
 
 
@@ -194,8 +194,8 @@ def _publish(consortium, name: str, prices) -> int:
 def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
     """Rates x1000 published, and in force, while a job runs: its record keeps the version it was accepted under,
     the next job is priced at the new one, and the audit recomputes both from the chain."""
-    from gateway.auditing import audit_epoch
-    from gateway.client import GatewayClient
+    from gateway.books.auditor import audit_epoch
+    from gateway.client.http import GatewayClient
     from ledger.deploy import Prices
     from ledger.records import UsageRecord
 
@@ -234,7 +234,7 @@ def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
 def test_a_job_whose_rates_version_is_unknown_is_not_priced(fresh) -> None:
     """A job kept from before rates were pinned, or naming a version the chain never had, fails with the
     reason when it completes: no record priced at some other rates."""
-    from gateway.schemas import JobRequest
+    from gateway.api.schemas import JobRequest
 
     store = fresh.store("hpc-a")
     fresh.stop_centre("hpc-a")
@@ -253,7 +253,7 @@ def test_a_job_whose_rates_version_is_unknown_is_not_priced(fresh) -> None:
 def test_an_operator_publishes_and_lists_rates_with_the_cli(fresh, tmp_path, capsys) -> None:
     from eth_account import Account
 
-    from gateway.cli import main
+    from gateway.client.cli import main
     from ledger.rates import history
 
     key = tmp_path / "chain.key"

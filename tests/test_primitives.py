@@ -12,8 +12,8 @@ import pytest
 
 from auth.credentials import PresentationRequest
 from auth.tokens import TokenIssuer, generate_key
-from gateway.config import GatewayConfig
-from gateway.schemas import ExchangeRequest, JobRequest
+from gateway.node.config import GatewayConfig
+from gateway.api.schemas import ExchangeRequest, JobRequest
 from ledger.ids import InvalidName, centre_id
 from ledger.records import UsageRecord
 from ledger.primitives.canonical import CanonicalError, canonical_bytes, canonical_json
@@ -58,9 +58,9 @@ def test_every_check_of_a_centre_name_agrees(name):
         "auth.tokens": lambda: TokenIssuer(name, key),
         "auth.credentials": lambda: PresentationRequest(nonce="ab" * 32, verifier=name, attributes=("home",),
                                                         expires_at=1),
-        "gateway.schemas audience": lambda: ExchangeRequest(audience=name),
-        "gateway.schemas centre": lambda: JobRequest(walltime=60, command=["true"], centre=name),
-        "gateway.config": lambda: GatewayConfig(**(CONFIG | {"centre": name})),
+        "gateway.api.schemas audience": lambda: ExchangeRequest(audience=name),
+        "gateway.api.schemas centre": lambda: JobRequest(walltime=60, command=["true"], centre=name),
+        "gateway.node.config": lambda: GatewayConfig(**(CONFIG | {"centre": name})),
     }
     verdicts = {where: _accepted(check) for where, check in checks.items()}
     assert verdicts == {where: is_centre_name(name) for where in checks}
@@ -223,9 +223,9 @@ def test_the_wallet_stays_private_over_a_stale_temporary(tmp_path):
     from pathlib import Path
 
     from auth.credentials import CredentialSchema, generate_issuer_key, issue_credential
-    from gateway.wallet import Wallet
+    from gateway.client.wallet import Wallet
 
-    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway" / "demo_data"
+    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data"
                                    / "credential_schema.toml")
     sk, pk = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
     values = {"home": "hpc-a", "pseudonym": "7f" * 32, "department": "physics", "employee_type": ["staff"],

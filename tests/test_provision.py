@@ -22,16 +22,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client import GatewayClient
-from gateway.local import demo_spec
-from gateway.provision import ProvisionError, load_members, new_centre_keys
-from gateway.server import free_port
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient
+from gateway.demo.local import demo_spec
+from gateway.client.provision import ProvisionError, load_members, new_centre_keys
+from gateway.api.server import free_port
+from gateway.client.wallet import Wallet
 from ledger.chain import connect
 from tests.fixtures.consortium import PASSWORDS
 
 XCENTRE = Path(sys.executable).with_name("xcentre")
-DEMO_DATA = Path(__file__).resolve().parents[1] / "gateway" / "demo_data"
+DEMO_DATA = Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data"
 CENTRES = ("hpc-a", "cloud-b")
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.executor import (
+from gateway.jobs.executor import (
     DEFAULT_JOB_UIDS,
     ExecutorError,
     ExecutorFailure,
@@ -661,7 +661,7 @@ def test_a_bubblewrap_too_old_for_a_sized_job_folder_refuses_to_start(tmp_path: 
 
 
 def test_unsandboxed_is_explicit_and_loud(tmp_path: Path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="gateway.executor"):
+    with caplog.at_level(logging.WARNING, logger="gateway.jobs.executor"):
         executor = LocalExecutor(tmp_path / "jobs", sandbox="none")
     assert "UNSANDBOXED" in caplog.text
     ex = executor.run(_sh("id -u"), walltime=10)
@@ -730,7 +730,7 @@ def _config(folder: Path, **settings: object) -> Path:
 
 def test_a_centre_without_bubblewrap_refuses_to_start_and_says_what_to_do(tmp_path: Path, monkeypatch,
                                                                           capsys) -> None:
-    from gateway.cli import main
+    from gateway.client.cli import main
 
     monkeypatch.setattr(shutil, "which", lambda *_: None)
     assert main(["gateway", "--config", str(_config(tmp_path))]) == 1
@@ -739,8 +739,8 @@ def test_a_centre_without_bubblewrap_refuses_to_start_and_says_what_to_do(tmp_pa
 
 
 def test_a_centres_executor_hides_its_data_directory_and_keys(outside_tmp: Path) -> None:
-    from gateway.assemble import local_executor
-    from gateway.config import load_config
+    from gateway.node.assemble import local_executor
+    from gateway.node.config import load_config
 
     config = load_config(_config(outside_tmp / "centre", job_cpus=3))
     keys = outside_tmp / "centre" / "keys"
@@ -755,7 +755,7 @@ def test_a_centres_executor_hides_its_data_directory_and_keys(outside_tmp: Path)
 
 
 def test_the_local_consortium_sandboxes_when_it_can_and_says_so_when_it_cannot(monkeypatch, capsys) -> None:
-    from gateway.local import job_sandbox
+    from gateway.demo.local import job_sandbox
 
     assert job_sandbox.__wrapped__() == "bwrap"  # root, with bubblewrap: as here
     assert capsys.readouterr().err == ""
@@ -766,7 +766,7 @@ def test_the_local_consortium_sandboxes_when_it_can_and_says_so_when_it_cannot(m
 
 def test_a_nodes_jobs_run_under_their_limits_and_cannot_see_its_data(consortium) -> None:
     """Through a real gateway: the node passes the job's resources as limits, and hides its data folder."""
-    from gateway.client import GatewayClient
+    from gateway.client.http import GatewayClient
 
     data = consortium.data_dir / "hpc-a"
     allocate = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
@@ -789,7 +789,7 @@ def test_a_launcher_told_to_stop_kills_its_job_and_leaves_nothing_behind(node) -
     import subprocess
     import sys
 
-    from gateway.executor import LAUNCHER
+    from gateway.jobs.executor import LAUNCHER
 
     _, executor = node
     marker = f"xcentre-cancelled-{uuid.uuid4().hex}"
@@ -822,7 +822,7 @@ def test_jobs_run_when_the_nodes_code_and_interpreter_live_in_a_folder_the_sandb
     """A checkout under /tmp (as CI's may be): the sandbox replaces /tmp, yet its init must start."""
     import sys
 
-    import gateway.executor as executor_module
+    import gateway.jobs.executor as executor_module
 
     code = tmp_path / "checkout"
     code.mkdir()

@@ -17,9 +17,9 @@ from web3.logs import DISCARD
 
 from auth.credentials import generate_issuer_key, issue_credential
 from auth.ldif import ssha, user_dn
-from gateway.client import GatewayClient, GatewayRefused
-from gateway.signon import IssuerKey
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.node.signon import IssuerKey
+from gateway.client.wallet import Wallet
 from ledger.chain import connect
 from ledger.deploy import bind
 from ledger.ids import centre_id

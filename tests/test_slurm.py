@@ -1,4 +1,4 @@
-"""gateway.slurm: parsing Slurm's answers, its commands on a real single-node Slurm, and the Slurm executor."""
+"""gateway.jobs.slurm: parsing Slurm's answers, its commands on a real single-node Slurm, and the Slurm executor."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.executor import ExecutorError, ExecutorFailure, Limits
-from gateway.slurm import (
+from gateway.jobs.executor import ExecutorError, ExecutorFailure, Limits
+from gateway.jobs.slurm import (
     LAUNCHER_MEMORY_MIB,
     SlurmClient,
     SlurmCommandError,
@@ -432,8 +432,8 @@ def test_a_bad_partition_name_or_no_root_is_refused(tmp_path: Path, monkeypatch)
 
 @slurm_root
 def test_a_centre_configured_for_slurm_runs_its_jobs_there_hiding_its_data_and_keys(slurm) -> None:
-    from gateway.assemble import job_executor
-    from gateway.config import load_config
+    from gateway.node.assemble import job_executor
+    from gateway.node.config import load_config
     from tests.test_config import REQUIRED, write
 
     slurm.wait_idle()

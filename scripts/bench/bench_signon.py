@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import httpx  # noqa: E402
 
 from common import SIGNON_ID, Result, print_results, rate  # noqa: E402
-from gateway.wallet import Wallet  # noqa: E402
+from gateway.client.wallet import Wallet  # noqa: E402
 
 TITLE = "Attribute-based sign-on on one gateway process"
 ABOUT = (

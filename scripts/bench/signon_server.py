@@ -16,7 +16,7 @@ from pathlib import Path
 from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
-from gateway.local import LocalConsortium, demo_spec
+from gateway.demo.local import LocalConsortium, demo_spec
 from ledger.chain import connect
 
 

@@ -5,7 +5,7 @@ executor, or a Slurm batch job: `python -I -S launcher.py < spec.json >
 result.json`). Standard library only, so it starts in milliseconds with about
 10 MiB, and none of the gateway's address space is ever billed to a job.
 
-Protocol: a JSON spec on stdin (built by `gateway.executor.prepare_job`, which
+Protocol: a JSON spec on stdin (built by `gateway.jobs.executor.prepare_job`, which
 documents its fields); on stdout `{"pid": N}` as soon as the job starts (the
 process group that `kill -KILL -N` ends, sandbox and all, should the launcher
 itself die), then one JSON result line when it is over.

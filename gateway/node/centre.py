@@ -1,6 +1,6 @@
 """A centre's gateway node: the flow of one job, from token to signed usage record.
 
-The HTTP layer (gateway.app) only translates requests into calls here, so the
+The HTTP layer (gateway.api.app) only translates requests into calls here, so the
 same node serves the API, the demo and the tests.
 """
 
@@ -21,14 +21,14 @@ from joserfc import jws
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
-from gateway.epochs import EpochCloser
-from gateway.errors import BadRequest, Conflict, Forbidden, Misdirected, NotFound, Unauthorized, Unavailable
-from gateway.executor import Execution, Executor, ExecutorError, Limits
-from gateway.peers import Peers
-from gateway.placement import Candidate, rank_centres
-from gateway.pricing import cap_to_limits, price
-from gateway.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
-from gateway.signon import SignOn
+from gateway.books.epochs import EpochCloser
+from gateway.api.errors import BadRequest, Conflict, Forbidden, Misdirected, NotFound, Unauthorized, Unavailable
+from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
+from gateway.node.peers import Peers
+from gateway.jobs.placement import Candidate, rank_centres
+from gateway.jobs.pricing import cap_to_limits, price
+from gateway.api.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
+from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, Store, StoreError
 from ledger.ids import centre_id, user_id
 from ledger.index import EventIndex
@@ -45,7 +45,7 @@ USAGE_FIELDS = ("epoch", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis
 
 @dataclass
 class NodeParts:
-    """Everything a node is made of; built by gateway.assemble from a configuration."""
+    """Everything a node is made of; built by gateway.node.assemble from a configuration."""
 
     name: str
     account: LocalAccount

@@ -11,8 +11,8 @@ import re
 import threading
 from collections import defaultdict
 
-from gateway.errors import BadRequest, Conflict
-from gateway.schemas import EpochClosure
+from gateway.api.errors import BadRequest, Conflict
+from gateway.api.schemas import EpochClosure
 from gateway.store import EpochClosure as StoredClosure
 from gateway.store import Store
 from ledger.ids import centre_id, centre_name

@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from gateway import launcher as _launcher
+from gateway.jobs import launcher as _launcher
 
 __all__ = [
     "TAIL_BYTES",
@@ -329,7 +329,7 @@ def prepare_job(
     """
     validate_command(argv, walltime, env)
     if not isinstance(limits, Limits):
-        raise ExecutorError("limits must be a gateway.executor.Limits")
+        raise ExecutorError("limits must be a gateway.jobs.executor.Limits")
     jobs_dir = Path(jobs_dir)
     uid = uids.acquire() if uids is not None else None
     try:

@@ -25,8 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.executor import DEFAULT_JOB_UIDS, SANDBOXES
-from gateway.slurm import PARTITION_NAME
+from gateway.jobs.executor import DEFAULT_JOB_UIDS, SANDBOXES
+from gateway.jobs.slurm import PARTITION_NAME
 from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
 
 EXECUTORS = ("local", "slurm")

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from gateway.errors import BadRequest
+from gateway.api.errors import BadRequest
 from ledger.primitives.names import CENTRE_NAME_PATTERN, CENTRE_NAME_RULE
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

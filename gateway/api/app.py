@@ -16,11 +16,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
-from gateway.errors import GatewayError, responses
-from gateway.limits import BodyLimits
-from gateway.node import CentreNode
-from gateway.schemas import IDEMPOTENCY_KEY, MAX_EPOCH, RECORD_ID, check_idempotency_key
-from gateway.schemas import (
+from gateway.api.errors import GatewayError, responses
+from gateway.api.limits import BodyLimits
+from gateway.node.centre import CentreNode
+from gateway.api.schemas import IDEMPOTENCY_KEY, MAX_EPOCH, RECORD_ID, check_idempotency_key
+from gateway.api.schemas import (
     Candidate,
     Capacity,
     ExchangeRequest,

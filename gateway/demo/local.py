@@ -23,12 +23,12 @@ from eth_account.signers.local import LocalAccount
 from auth.credentials import CredentialSchema, generate_issuer_key
 from auth.directory import Directory
 from auth.tokens import public_key_bytes
-from gateway.app import create_app
-from gateway.assemble import build_node
-from gateway.executor import LocalExecutor, sandbox_problem
-from gateway.node import CentreNode
-from gateway.server import BackgroundServer, free_port
-from gateway.signon import IssuerKey
+from gateway.api.app import create_app
+from gateway.node.assemble import build_node
+from gateway.jobs.executor import LocalExecutor, sandbox_problem
+from gateway.node.centre import CentreNode
+from gateway.api.server import BackgroundServer, free_port
+from gateway.node.signon import IssuerKey
 from ledger.chain import Chain
 from ledger.deploy import DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
 
@@ -71,8 +71,8 @@ class ConsortiumSpec:
 
 
 def demo_spec() -> ConsortiumSpec:
-    """The three-centre consortium described in gateway/demo_data/consortium.toml."""
-    data = resources.files("gateway") / "demo_data"
+    """The three-centre consortium described in gateway/demo/data/consortium.toml."""
+    data = resources.files("gateway.demo") / "data"
     raw = tomllib.loads((data / "consortium.toml").read_text())
     centres = [
         CentreSpec(

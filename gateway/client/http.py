@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from gateway.wallet import Wallet
+from gateway.client.wallet import Wallet
 
 FINAL = {"succeeded", "failed", "timed_out"}
 

@@ -17,11 +17,11 @@ from rich.table import Table
 from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
-from gateway.auditing import audit_epoch
-from gateway.client import GatewayClient, GatewayRefused
-from gateway.dispatch import SignOn, submit_anywhere
-from gateway.local import LocalConsortium, demo_spec
-from gateway.wallet import Wallet
+from gateway.books.auditor import audit_epoch
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.client.dispatch import SignOn, submit_anywhere
+from gateway.demo.local import LocalConsortium, demo_spec
+from gateway.client.wallet import Wallet
 from ledger.chain import connect
 
 #: Disclosed with every presentation; not worth showing.

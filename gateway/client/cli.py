@@ -10,9 +10,9 @@ import sys
 import uuid
 from pathlib import Path
 
-from gateway.client import GatewayClient, GatewayRefused
-from gateway.dispatch import submit_anywhere, with_wallet
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.client.dispatch import submit_anywhere, with_wallet
+from gateway.client.wallet import Wallet
 from ledger.chain import ChainError
 
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
@@ -130,13 +130,13 @@ def _print_json(payload: object) -> int:
 
 
 def _demo(_: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
+    from gateway.demo.story import run_demo
 
     return 0 if run_demo() else 1
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from gateway.provision import new_centre_keys
+    from gateway.client.provision import new_centre_keys
 
     return _print_json(new_centre_keys(args.dir, args.centre))
 
@@ -144,7 +144,7 @@ def _keygen(args: argparse.Namespace) -> int:
 def _deploy(args: argparse.Namespace) -> int:
     from eth_account import Account
 
-    from gateway.provision import load_members
+    from gateway.client.provision import load_members
     from ledger.chain import connect
     from ledger.deploy import deploy_consortium
 
@@ -162,10 +162,10 @@ def _deploy(args: argparse.Namespace) -> int:
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.assemble import node_from_config
-    from gateway.app import create_app
-    from gateway.config import load_config
-    from gateway.server import serve
+    from gateway.node.assemble import node_from_config
+    from gateway.api.app import create_app
+    from gateway.node.config import load_config
+    from gateway.api.server import serve
 
     config = load_config(args.config)
     node = node_from_config(config)
@@ -254,7 +254,7 @@ def _audit_show(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from gateway.auditing import audit_epoch
+    from gateway.books.auditor import audit_epoch
     from ledger.chain import connect
     from ledger.deploy import Deployment
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from gateway.limits import MAX_BODY_BYTES
+from gateway.api.limits import MAX_BODY_BYTES
 
 
 class GatewayError(Exception):

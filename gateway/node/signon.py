@@ -28,8 +28,8 @@ from auth.credentials import (
 )
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
-from gateway.errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable
-from gateway.schemas import RevokeResponse
+from gateway.api.errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable
+from gateway.api.schemas import RevokeResponse
 from ledger.index import EventIndex
 from ledger.outbox import DONE, FAILED, Outbox
 from ledger.primitives.hex import to_hex

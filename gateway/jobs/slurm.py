@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.executor import (
+from gateway.jobs.executor import (
     DEFAULT_JOB_UIDS,
     LAUNCHER,
     Capacity,

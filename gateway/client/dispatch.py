@@ -23,8 +23,8 @@ from dataclasses import dataclass
 import httpx
 
 from auth.credentials import CredentialError
-from gateway.client import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre
-from gateway.wallet import Wallet
+from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre
+from gateway.client.wallet import Wallet
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from gateway.pricing import max_price
+from gateway.jobs.pricing import max_price
 
 
 class Priced(Protocol):

@@ -20,13 +20,13 @@ from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
-from gateway.config import GatewayConfig
-from gateway.epochs import EpochCloser
-from gateway.executor import Executor, LocalExecutor
-from gateway.node import CentreNode, NodeParts
-from gateway.peers import Peers
-from gateway.signon import IssuerKey, SignOn
-from gateway.slurm import SlurmExecutor
+from gateway.node.config import GatewayConfig
+from gateway.books.epochs import EpochCloser
+from gateway.jobs.executor import Executor, LocalExecutor
+from gateway.node.centre import CentreNode, NodeParts
+from gateway.node.peers import Peers
+from gateway.node.signon import IssuerKey, SignOn
+from gateway.jobs.slurm import SlurmExecutor
 from gateway.store import Store
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind

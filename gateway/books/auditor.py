@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import httpx
 
-from gateway.client import GatewayClient, GatewayRefused, GatewayUnreachable
+from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
 from ledger.audit import AuditReport, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind

@@ -1,0 +1,1 @@
+"""Where and how jobs run: placement, pricing at the job's limits, the sandboxed executors (local, Slurm)."""
