@@ -94,7 +94,7 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
     index double; the verifier's and the token issuer's clocks both read the credential's expiry."""
     from auth.credentials import CredentialSchema, generate_issuer_key, issue_credential, key_id, make_presentation
     from auth.tokens import TokenIssuer, generate_key
-    from gateway.api.errors import Unauthorized
+    from gateway.node.errors import Unauthenticated
     from gateway.node.signon import IssuerKey, SignOn
 
     schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway/demo/data/credential_schema.toml")
@@ -124,7 +124,7 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
     clock = type("Clock", (), {"time": staticmethod(lambda: float(expiry))})
     monkeypatch.setattr("gateway.node.signon.time", clock)
     monkeypatch.setattr("auth.tokens.time", clock)
-    with pytest.raises(Unauthorized, match="expired"):
+    with pytest.raises(Unauthenticated, match="expired"):
         signon.present(presentation)
 
 

@@ -16,7 +16,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
-from gateway.api.errors import GatewayError, responses
+from gateway.api.errors import responses, status_of
+from gateway.node.errors import Refusal
 from gateway.api.limits import BodyLimits
 from gateway.node.centre import CentreNode
 from gateway.api.schemas import IDEMPOTENCY_KEY, MAX_EPOCH, RECORD_ID, check_idempotency_key
@@ -56,9 +57,9 @@ def create_app(node: CentreNode) -> FastAPI:
 
     app.add_middleware(BodyLimits)
 
-    @app.exception_handler(GatewayError)
-    async def gateway_error(_: Request, exc: GatewayError) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "reasons": exc.reasons}, status_code=exc.status)
+    @app.exception_handler(Refusal)
+    async def refused(_: Request, exc: Refusal) -> JSONResponse:
+        return JSONResponse({"error": exc.message, "reasons": exc.reasons}, status_code=status_of(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:

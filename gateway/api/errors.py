@@ -1,4 +1,4 @@
-"""Errors a gateway answers with: each carries its HTTP status and a message a person can act on.
+"""Refusals as HTTP answers: the status of each kind, one body for all, the statuses a route declares.
 
 Every refusal has one body, `ErrorBody`; `responses(...)` declares a route's refusals
 in the OpenAPI, so that the API says every status it can answer.
@@ -12,47 +12,24 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway.api.limits import MAX_BODY_BYTES
+from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Refusal, Unauthenticated, Unavailable
 
 
-class GatewayError(Exception):
-    status = 400
-
-    def __init__(self, message: str, *, reasons: list[str] | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.reasons = reasons or []
-
-
-class BadRequest(GatewayError):
-    status = 400
-
-
-class Unauthorized(GatewayError):
-    status = 401
+#: The HTTP status of each kind of refusal.
+STATUS: dict[type[Refusal], int] = {
+    Invalid: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Misdirected: 421,
+    Unavailable: 503,
+}
 
 
-class Forbidden(GatewayError):
-    status = 403
-
-
-class NotFound(GatewayError):
-    status = 404
-
-
-class Conflict(GatewayError):
-    status = 409
-
-
-class Misdirected(GatewayError):
-    """The request is for another centre: a gateway serves only its own centre and never forwards a user's authority."""
-
-    status = 421
-
-
-class Unavailable(GatewayError):
-    """The centre cannot take the request right now (say, it has no rates in force to price a job at)."""
-
-    status = 503
+def status_of(refusal: Refusal) -> int:
+    """The status a refusal is answered with (its nearest kind's; a plain Refusal is a 400)."""
+    return next((STATUS[kind] for kind in type(refusal).__mro__ if kind in STATUS), 400)
 
 
 class ErrorBody(BaseModel):

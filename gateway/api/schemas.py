@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
-from gateway.api.errors import BadRequest
+from gateway.node.errors import Invalid
 from ledger.primitives.names import CENTRE_NAME_PATTERN, CENTRE_NAME_RULE
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -35,7 +35,7 @@ IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,128}$"
 def check_idempotency_key(value: str | None) -> str | None:
     """The key of a POST that may be retried, refused (400) before anything is stored or started."""
     if value is not None and not re.fullmatch(IDEMPOTENCY_KEY, value):
-        raise BadRequest(f"the Idempotency-Key header must be 1 to 128 visible ASCII characters (a UUID will do), "
+        raise Invalid(f"the Idempotency-Key header must be 1 to 128 visible ASCII characters (a UUID will do), "
                          f"not {value!r:.40}; nothing was stored")
     return value
 

@@ -11,9 +11,9 @@ import re
 import threading
 from collections import defaultdict
 
-from gateway.api.errors import BadRequest, Conflict
+from gateway.node.errors import Conflict, Invalid
 from gateway.api.schemas import EpochClosure
-from gateway.store import EpochClosure as StoredClosure
+from gateway.store import ClosedEpoch
 from gateway.store import Store
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
@@ -32,14 +32,14 @@ _RECORD_ID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
 def check_epoch(epoch: int) -> int:
     """An epoch number a caller asked about, refused with a 400 when no epoch can have it."""
     if not 1 <= epoch <= MAX_EPOCH:
-        raise BadRequest(f"epoch {epoch} does not exist: epochs are numbered from 1 to {MAX_EPOCH}")
+        raise Invalid(f"epoch {epoch} does not exist: epochs are numbered from 1 to {MAX_EPOCH}")
     return epoch
 
 
 def check_record_id(record_id: str) -> str:
     """A usage record id as shown in job views: 32 bytes in hex, with or without 0x."""
     if not _RECORD_ID.fullmatch(record_id):
-        raise BadRequest(f"{record_id[:80]!r} is not a usage record id: expected 0x and 64 hex digits")
+        raise Invalid(f"{record_id[:80]!r} is not a usage record id: expected 0x and 64 hex digits")
     return record_id
 
 
@@ -90,7 +90,7 @@ class EpochCloser:
             if self.index.anchor(me, closure.epoch) is None:
                 self._enqueue_anchor(closure)
 
-    def _enqueue_anchor(self, closure: StoredClosure) -> None:
+    def _enqueue_anchor(self, closure: ClosedEpoch) -> None:
         self.outbox.enqueue(
             "anchor",
             f"anchor:{closure.epoch}",

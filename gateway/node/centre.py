@@ -22,7 +22,7 @@ from auth.directory import Directory, DirectoryError, DirectoryUnavailable
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.books.epochs import EpochCloser
-from gateway.api.errors import BadRequest, Conflict, Forbidden, Misdirected, NotFound, Unauthorized, Unavailable
+from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
 from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
 from gateway.node.peers import Peers
 from gateway.jobs.placement import Candidate, rank_centres
@@ -119,7 +119,7 @@ class CentreNode:
         except DirectoryUnavailable:
             raise
         except DirectoryError:
-            raise Unauthorized("unknown user or wrong password") from None
+            raise Unauthenticated("unknown user or wrong password") from None
         signon = self.parts.signon
         if signon.is_revoked(entry.uid):
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
@@ -146,31 +146,31 @@ class CentreNode:
             )
         member = self.parts.index.member(audience)
         if member is None or not member.active:
-            raise BadRequest(f"{audience!r} is not a member centre")
+            raise Invalid(f"{audience!r} is not a member centre")
         try:
             token = self.parts.issuer.issue(
                 claims.sub, self.name, claims.attrs, audience=audience, expires_at=claims.exp,
                 revocation_epoch=self.parts.index.revocation_epoch(self.name) if claims.rev is None else claims.rev,
             )
         except ValueError as exc:  # the session is in its last seconds (past exp, within the leeway)
-            raise Unauthorized(f"session token refused: {exc}; log in again") from None
+            raise Unauthenticated(f"session token refused: {exc}; log in again") from None
         return LoginResponse(token=token, principal=claims.sub, home=self.name, audience=audience,
                              expires_at=_claims(token)["exp"])
 
     def authenticate(self, token: str | None) -> Claims:
         """Check a session token meant for this centre against its issuer's key in the local index."""
         if not token:
-            raise Unauthorized("a session token is required: sign on at this centre first")
+            raise Unauthenticated("a session token is required: sign on at this centre first")
         try:
             claims = verify_token(token, self.parts.index.token_key, audience=self.name,
                                   revocation_epoch_for=self.parts.index.revocation_epoch)
         except TokenError as exc:
-            raise Unauthorized(f"session token refused: {exc.reason}") from None
+            raise Unauthenticated(f"session token refused: {exc.reason}") from None
         own = not claims.presented and claims.home == self.name
         if own and self.parts.signon.is_revoked(claims.sub.rsplit("@", 1)[0]):
             # The chain may not have the revocation yet (queued), so the revocation epoch still
             # matches: home refuses its revoked user's sessions, as it refuses their password.
-            raise Unauthorized(f"session token refused: the enrolment of {claims.sub} at {self.name} is revoked")
+            raise Unauthenticated(f"session token refused: the enrolment of {claims.sub} at {self.name} is revoked")
         return claims
 
     def credential(self, username: str, password: str) -> dict:
@@ -420,7 +420,7 @@ class CentreNode:
 
     def check_operator(self, key: str | None) -> None:
         if not key or not hmac.compare_digest(key.encode(), self.parts.operator_key.encode()):
-            raise Unauthorized("this operation needs the centre's operator key (X-Operator-Key)")
+            raise Unauthenticated("this operation needs the centre's operator key (X-Operator-Key)")
 
     def close_epoch(self, epoch: int | None = None) -> EpochClosure:
         return self.parts.epochs.close(epoch)

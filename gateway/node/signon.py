@@ -28,7 +28,7 @@ from auth.credentials import (
 )
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
-from gateway.api.errors import BadRequest, Conflict, Forbidden, Unauthorized, Unavailable
+from gateway.node.errors import Conflict, Forbidden, Invalid, Unauthenticated, Unavailable
 from gateway.api.schemas import RevokeResponse
 from ledger.index import EventIndex
 from ledger.outbox import DONE, FAILED, Outbox
@@ -106,7 +106,7 @@ class SignOn:
         except DirectoryUnavailable:
             raise
         except DirectoryError:
-            raise Unauthorized("unknown user or wrong password") from None
+            raise Unauthenticated("unknown user or wrong password") from None
         if self.is_revoked(entry.uid):
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
         enrolment = self.enrolment_id(entry.uid)
@@ -120,7 +120,7 @@ class SignOn:
         try:
             credential = issue_credential(self.schema, self.issuer_key.sk, self.issuer_key.pk, values)
         except CredentialError as exc:
-            raise BadRequest(f"cannot issue a credential for {entry.uid}: {exc}") from None
+            raise Invalid(f"cannot issue a credential for {entry.uid}: {exc}") from None
         return {
             "home": self.name,
             "credential": credential.to_dict(),
@@ -156,7 +156,7 @@ class SignOn:
             return RevokeResponse(**answer, revoked=True, status="done", tx_hash=None,
                                   detail=f"{username}'s enrolment at {self.name} is revoked on chain")
         if known is None and self.outbox.item_by_key(f"enrol:{enrolment.hex()}") is None:
-            raise BadRequest(f"{username} has no enrolment at {self.name}")
+            raise Invalid(f"{username} has no enrolment at {self.name}")
         item_id = self.outbox.enqueue("revoke", f"revoke:{enrolment.hex()}", {"enrolment": answer["enrolment"]})
         tried = self.outbox.retry(item_id).attempts  # a revert before does not bind this new request
         item = self.outbox.attempt(item_id, wait)
@@ -200,10 +200,10 @@ class SignOn:
         except PresentationError as exc:
             if exc.code == "busy":
                 raise Unavailable(f"sign-on refused for now: {exc.reason}") from None
-            raise Unauthorized(f"presentation refused ({exc.code}): {exc.reason}") from None
+            raise Unauthenticated(f"presentation refused ({exc.code}): {exc.reason}") from None
         try:
             token = self.tokens.issue_presented(disclosed["home"], disclosed, int(disclosed["revocation_epoch"]))
         except ValueError as exc:  # verified in the very second it expires: no time left for a session
-            raise Unauthorized(f"presentation refused (credential_expired): {exc}; refresh it at your home centre"
+            raise Unauthenticated(f"presentation refused (credential_expired): {exc}; refresh it at your home centre"
                                ) from None
         return token, disclosed

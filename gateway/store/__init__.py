@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.store.books import Books, EpochClosure, NewRecord, RecordInput, StoredRecord, open_first_epoch
+from gateway.store.books import Books, ClosedEpoch, NewRecord, RecordInput, StoredRecord, open_first_epoch
 from gateway.store.errors import (
     DuplicateRecord,
     EpochClosed,
@@ -53,7 +53,7 @@ __all__ = [
     "NewRecord",
     "RecordInput",
     "StoredRecord",
-    "EpochClosure",
+    "ClosedEpoch",
     "Store",
 ]
 

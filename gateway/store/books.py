@@ -17,7 +17,7 @@ from gateway.store import checks
 from gateway.store.base import StoreBase
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
 
-__all__ = ["NewRecord", "RecordInput", "StoredRecord", "EpochClosure", "Books"]
+__all__ = ["NewRecord", "RecordInput", "StoredRecord", "ClosedEpoch", "Books"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class StoredRecord:
 
 
 @dataclass(frozen=True)
-class EpochClosure:
+class ClosedEpoch:
     """How an epoch was closed: its Merkle root (hex without 0x), record count and claims."""
 
     epoch: int
@@ -163,8 +163,8 @@ def _record(row: sqlite3.Row) -> StoredRecord:
     )
 
 
-def _closure(row: sqlite3.Row) -> EpochClosure:
-    return EpochClosure(
+def _closure(row: sqlite3.Row) -> ClosedEpoch:
+    return ClosedEpoch(
         epoch=row["epoch"],
         root=row["root"],
         count=row["record_count"],
@@ -260,7 +260,7 @@ class Books(StoreBase):
         with self._lock:
             return open_epoch_in(self._db)
 
-    def close_epoch(self, epoch: int, root: bytes | str, count: int, claims: dict[str, int]) -> EpochClosure:
+    def close_epoch(self, epoch: int, root: bytes | str, count: int, claims: dict[str, int]) -> ClosedEpoch:
         """Fix the open epoch's Merkle root, record count and claims, and open the next epoch.
 
         count must equal the number of records stored in the epoch
@@ -299,7 +299,7 @@ class Books(StoreBase):
 
     def close_open_epoch(
         self, build: Callable[[int, list[StoredRecord]], tuple[bytes | str, dict[str, int]]]
-    ) -> EpochClosure:
+    ) -> ClosedEpoch:
         """Close the open epoch with build(epoch, records) -> (root, claims), computed inside the transaction.
 
         No record can arrive between reading the records and closing, so the
@@ -314,13 +314,13 @@ class Books(StoreBase):
             root, claims = result
             return self.close_epoch(epoch, root, len(records), claims)
 
-    def closure(self, epoch: int) -> EpochClosure | None:
+    def closure(self, epoch: int) -> ClosedEpoch | None:
         """How the epoch was closed, or None while it is open (or does not exist yet)."""
         checks.positive_int("epoch", epoch)
         rows = self._read("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,))
         return _closure(rows[0]) if rows else None
 
-    def closures(self, since: int = 1) -> list[EpochClosure]:
+    def closures(self, since: int = 1) -> list[ClosedEpoch]:
         """All closed epochs from `since` on, oldest first (to re-queue anchoring after a restart)."""
         checks.positive_int("since", since)
         rows = self._read("SELECT * FROM epochs WHERE status = 'closed' AND epoch >= ? ORDER BY epoch", (since,))
