@@ -9,13 +9,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 
-.PHONY: demo test contracts bench system-deps sandbox-deps node-deps clean
+.PHONY: demo test lint contracts bench system-deps sandbox-deps node-deps clean
 
 demo: $(STAMP) sandbox-deps
 	$(BIN)/xcentre demo
 
-test: $(STAMP) node-deps system-deps
+test: lint node-deps system-deps
 	$(BIN)/pytest -q
+
+# The gates, configured in pyproject.toml: lint rules, the formatter's layout, types.
+lint: $(STAMP)
+	$(BIN)/ruff check ledger auth gateway tests scripts
+	$(BIN)/ruff format --check ledger auth gateway tests scripts
+	$(BIN)/mypy
 
 contracts: contracts/node_modules/.package-lock.json
 	node scripts/compile_contracts.mjs

@@ -14,9 +14,9 @@ is how a centre lists people of *other* centres, by principal ``uid@centre``.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
+from typing import Literal
 
 with warnings.catch_warnings():  # ldap3 2.9 imports names pyasn1 has deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -161,8 +161,12 @@ class Directory:
         # Server (set on open, cleared on close), so calls from the gateway's thread
         # pool sharing one Server could see each other's close and fail to open.
         conn = ldap3.Connection(
-            self._new_server(), user=self.bind_dn, password=self._bind_password,
-            read_only=True, receive_timeout=max(1, math.ceil(self.timeout)), raise_exceptions=False,
+            self._new_server(),
+            user=self.bind_dn,
+            password=self._bind_password,
+            read_only=True,
+            receive_timeout=max(1, math.ceil(self.timeout)),
+            raise_exceptions=False,
         )
         return _Session(conn, self)
 
@@ -220,8 +224,16 @@ class Directory:
         attr, value, parent = first
         return value if attr.lower() == "cn" and _dn_key(parent) == self._groups_key else None
 
-    def _search(self, conn: ldap3.Connection, base: str, flt: str, attributes: list[str], *,
-                scope: str = ldap3.SUBTREE, size_limit: int = 0) -> None:
+    def _search(
+        self,
+        conn: ldap3.Connection,
+        base: str,
+        flt: str,
+        attributes: list[str],
+        *,
+        scope: Literal["BASE", "LEVEL", "SUBTREE"] = ldap3.SUBTREE,
+        size_limit: int = 0,
+    ) -> None:
         try:
             conn.search(base, flt, search_scope=scope, attributes=attributes, size_limit=size_limit)
         except ldap_exc.LDAPCommunicationError as exc:
@@ -274,7 +286,7 @@ def _first_rdn(dn: str) -> tuple[str, str, str] | None:
     while i < len(remainder):
         c = remainder[i]
         if c == "\\" and i + 1 < len(remainder):
-            pair = remainder[i + 1:i + 3]
+            pair = remainder[i + 1 : i + 3]
             if len(pair) == 2 and all(ch in "0123456789abcdefABCDEF" for ch in pair):
                 value.append(int(pair, 16))
                 i += 3
@@ -289,7 +301,7 @@ def _first_rdn(dn: str) -> tuple[str, str, str] | None:
     if i >= len(remainder) or remainder[i] != ",":
         return None  # no parent, or a multi-valued RDN: not one of our groups
     try:
-        return attr.strip(), value.decode("utf-8").strip(), remainder[i + 1:]
+        return attr.strip(), value.decode("utf-8").strip(), remainder[i + 1 :]
     except UnicodeDecodeError:
         return None
 

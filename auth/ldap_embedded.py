@@ -17,6 +17,8 @@ from __future__ import annotations
 import io
 import threading
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 from auth.ldif import check_password
 
@@ -33,19 +35,26 @@ def _import_quietly() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", PendingDeprecationWarning)
-        import ldaptor.inmemory  # noqa: F401
-        import ldaptor.ldapfilter  # noqa: F401
+        import ldaptor.inmemory
+        import ldaptor.ldapfilter
         import ldaptor.protocols.ldap.ldapserver  # noqa: F401
         import twisted.internet.reactor  # noqa: F401
 
 
-def _reactor():
+def _global_reactor() -> Any:
+    """Twisted's global reactor (Any: its zope.interface methods are typed only under the mypy-zope plugin)."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def _reactor() -> Any:
     """The process's Twisted reactor, running in our daemon thread (started on first use)."""
-    global _thread
+    global _thread  # noqa: PLW0603 - one reactor thread per process, as Twisted allows only one reactor
     with _lock:
         if _thread is None:
             _import_quietly()
-    from twisted.internet import reactor
+    reactor = _global_reactor()
 
     with _lock:
         if _thread is None:
@@ -53,8 +62,9 @@ def _reactor():
                 raise EmbeddedLdapError("a Twisted reactor already runs in this process outside EmbeddedLdap")
             ready = threading.Event()
             reactor.callWhenRunning(ready.set)
-            _thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False},
-                                       name="xcentre-ldap-reactor", daemon=True)
+            _thread = threading.Thread(
+                target=reactor.run, kwargs={"installSignalHandlers": False}, name="xcentre-ldap-reactor", daemon=True
+            )
             _thread.start()
             if not ready.wait(10):
                 raise EmbeddedLdapError("the Twisted reactor thread did not start")
@@ -63,35 +73,35 @@ def _reactor():
     return reactor
 
 
-def _call(fn, *args):
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
     """Run fn(*args) in the reactor thread and wait for its (possibly deferred) result."""
     from twisted.internet.threads import blockingCallFromThread
 
     return blockingCallFromThread(_reactor(), fn, *args)
 
 
-def _server_factory(root, passwords: dict[str, list[str]], protocols: set):
+def _server_factory(root: Any, passwords: dict[str, list[str]], protocols: set[Any]) -> Any:
     """A Twisted factory whose protocol serves `root` read-only, checking binds against `passwords`."""
-    from twisted.internet import protocol
-    from twisted.python.components import registerAdapter
     from ldaptor.interfaces import IConnectedLDAPEntry
     from ldaptor.protocols import pureldap
     from ldaptor.protocols.ldap import distinguishedname, ldaperrors
     from ldaptor.protocols.ldap.ldapserver import LDAPServer
+    from twisted.internet import protocol
+    from twisted.python.components import registerAdapter
 
-    def read_only(*_args, **_kwargs):
+    def read_only(*_args: object, **_kwargs: object) -> None:
         raise ldaperrors.LDAPUnwillingToPerform("this demo directory is read-only")
 
     class ReadOnlyLDAPServer(LDAPServer):
-        def connectionMade(self):
+        def connectionMade(self) -> None:
             super().connectionMade()
             protocols.add(self)
 
-        def connectionLost(self, reason=protocol.connectionDone):
+        def connectionLost(self, reason: Any = protocol.connectionDone) -> None:
             protocols.discard(self)
             super().connectionLost(reason)
 
-        def handle_LDAPBindRequest(self, request, controls, reply):
+        def handle_LDAPBindRequest(self, request: Any, controls: Any, reply: Any) -> Any:
             if request.version != 3:
                 raise ldaperrors.LDAPProtocolError(f"LDAP version {request.version} not supported")
             self.checkControls(controls)
@@ -104,7 +114,7 @@ def _server_factory(root, passwords: dict[str, list[str]], protocols: set):
                 raise ldaperrors.LDAPUnwillingToPerform("unauthenticated bind (DN with no password) refused")
             d = self.factory.root.lookup(distinguishedname.DistinguishedName(request.dn))
 
-            def check(entry):
+            def check(entry: Any) -> Any:
                 stored = passwords.get(entry.dn.getText().lower(), [])
                 password = request.auth.decode("utf-8", "replace")
                 if not any(check_password(value, password) for value in stored):
@@ -112,7 +122,7 @@ def _server_factory(root, passwords: dict[str, list[str]], protocols: set):
                 self.boundUser = entry
                 return pureldap.LDAPBindResponse(resultCode=0, matchedDN=entry.dn.getText())
 
-            def no_entry(failure):
+            def no_entry(failure: Any) -> None:
                 failure.trap(ldaperrors.LDAPNoSuchObject)
                 raise ldaperrors.LDAPInvalidCredentials()
 
@@ -127,27 +137,28 @@ def _server_factory(root, passwords: dict[str, list[str]], protocols: set):
         handle_LDAPExtendedRequest = read_only
 
     class Factory(protocol.ServerFactory):
-        def buildProtocol(self, addr):
+        def __init__(self, root: Any) -> None:
+            self.root = root
+
+        def buildProtocol(self, addr: Any) -> ReadOnlyLDAPServer:
             proto = ReadOnlyLDAPServer()
             proto.factory = self
             return proto
 
     # LDAPServer finds its tree by adapting the factory to IConnectedLDAPEntry.
     registerAdapter(lambda f: f.root, Factory, IConnectedLDAPEntry)
-    factory = Factory()
-    factory.root = root
-    return factory
+    return Factory(root)
 
 
-def _load(ldif: bytes):
+def _load(ldif: bytes) -> Any:
     """Parse the LDIF into an in-memory tree; pull the passwords out of it. Runs in the reactor."""
     from ldaptor.inmemory import fromLDIFFile
 
     d = fromLDIFFile(io.BytesIO(ldif.rstrip(b"\n") + b"\n\n"))  # the parser needs the last blank line
 
-    def strip_passwords(root):
+    def strip_passwords(root: Any) -> Any:
         passwords: dict[str, list[str]] = {}
-        entries = []
+        entries: list[Any] = []
         done = root.subtree(callback=entries.append)
         for entry in entries:
             for key in [k for k in entry.keys() if _text(k).lower() == "userpassword"]:
@@ -160,7 +171,7 @@ def _load(ldif: bytes):
     return d
 
 
-def _text(value) -> str:
+def _text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
@@ -171,8 +182,8 @@ class EmbeddedLdap:
         self.ldif = ldif
         self.host = host
         self.port = port
-        self._listening = None
-        self._protocols: set = set()
+        self._listening: Any = None  # Twisted's IListeningPort while running
+        self._protocols: set[Any] = set()
 
     @property
     def url(self) -> str:
@@ -187,18 +198,16 @@ class EmbeddedLdap:
         try:
             root, passwords = _call(_load, self.ldif.encode("utf-8"))
         except Exception as exc:
-            raise EmbeddedLdapError(f"cannot load the directory LDIF: {exc}") from None
+            raise EmbeddedLdapError(f"cannot load the directory LDIF: {exc}") from exc
         factory = _server_factory(root, passwords, self._protocols)
 
-        def listen():
-            from twisted.internet import reactor
-
-            return reactor.listenTCP(self.port, factory, interface=self.host)
+        def listen() -> Any:
+            return _global_reactor().listenTCP(self.port, factory, interface=self.host)
 
         try:
             self._listening = _call(listen)
         except Exception as exc:
-            raise EmbeddedLdapError(f"cannot listen on {self.host}:{self.port}: {exc}") from None
+            raise EmbeddedLdapError(f"cannot listen on {self.host}:{self.port}: {exc}") from exc
         self.port = self._listening.getHost().port
         return self.url
 
@@ -208,7 +217,7 @@ class EmbeddedLdap:
             return
         listening, self._listening = self._listening, None
 
-        def shutdown():
+        def shutdown() -> Any:
             for proto in list(self._protocols):
                 if proto.transport is not None:
                     proto.transport.abortConnection()

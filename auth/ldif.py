@@ -11,9 +11,8 @@ import base64
 import hashlib
 import hmac
 import os
-from collections.abc import Iterable, Mapping
-
 import warnings
+from collections.abc import Iterable, Mapping
 
 with warnings.catch_warnings():  # ldap3 2.9 imports names pyasn1 has deprecated
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -21,10 +20,27 @@ with warnings.catch_warnings():  # ldap3 2.9 imports names pyasn1 has deprecated
 
 # inetOrgPerson/organizationalPerson/person attributes a user description may carry.
 USER_ATTRIBUTES = (
-    "cn", "sn", "givenName", "displayName", "initials", "mail", "telephoneNumber",
-    "mobile", "title", "description", "departmentNumber", "employeeType",
-    "employeeNumber", "o", "ou", "l", "st", "roomNumber", "businessCategory",
-    "preferredLanguage", "manager",
+    "cn",
+    "sn",
+    "givenName",
+    "displayName",
+    "initials",
+    "mail",
+    "telephoneNumber",
+    "mobile",
+    "title",
+    "description",
+    "departmentNumber",
+    "employeeType",
+    "employeeNumber",
+    "o",
+    "ou",
+    "l",
+    "st",
+    "roomNumber",
+    "businessCategory",
+    "preferredLanguage",
+    "manager",
 )
 _ALIASES = {"department": "departmentNumber"}
 _USER_KEYS = frozenset(USER_ATTRIBUTES) | frozenset(_ALIASES) | {"uid", "password"}
@@ -86,11 +102,15 @@ def centre_ldif(
     if service_password is not None:
         if not service_password:
             raise LdifError("service_password must not be empty")
-        entries.append([
-            ("dn", service_dn(base_dn)), ("objectClass", "organizationalRole"),
-            ("objectClass", "simpleSecurityObject"), ("cn", "service"),
-            ("userPassword", ssha(service_password)),
-        ])
+        entries.append(
+            [
+                ("dn", service_dn(base_dn)),
+                ("objectClass", "organizationalRole"),
+                ("objectClass", "simpleSecurityObject"),
+                ("cn", "service"),
+                ("userPassword", ssha(service_password)),
+            ]
+        )
     uids: set[str] = set()
     for user in users:
         entry = _user_entry(base_dn, user)
@@ -105,11 +125,16 @@ def _base_entry(base_dn: str) -> list[tuple[str, str]]:
     try:
         attr, value, _ = parse_dn(base_dn)[0]
     except Exception as exc:  # ldap3 raises LDAPInvalidDnError and friends
-        raise LdifError(f"invalid base DN {base_dn!r}: {exc}") from None
+        raise LdifError(f"invalid base DN {base_dn!r}: {exc}") from exc
     attr = attr.lower()
     if attr == "dc":
-        return [("dn", base_dn), ("objectClass", "dcObject"), ("objectClass", "organization"),
-                ("dc", value), ("o", value)]
+        return [
+            ("dn", base_dn),
+            ("objectClass", "dcObject"),
+            ("objectClass", "organization"),
+            ("dc", value),
+            ("o", value),
+        ]
     if attr == "o":
         return [("dn", base_dn), ("objectClass", "organization"), ("o", value)]
     if attr == "ou":
@@ -127,8 +152,9 @@ def _values(value: object, what: str) -> list[str]:
 def _user_entry(base_dn: str, user: Mapping) -> list[tuple[str, str]]:
     unknown = sorted(set(user) - _USER_KEYS)
     if unknown:
-        raise LdifError(f"unknown user field(s) {unknown}; allowed: uid, password, "
-                        f"department, {', '.join(USER_ATTRIBUTES)}")
+        raise LdifError(
+            f"unknown user field(s) {unknown}; allowed: uid, password, department, {', '.join(USER_ATTRIBUTES)}"
+        )
     uid = user.get("uid")
     if not isinstance(uid, str) or not uid:
         raise LdifError(f"user without a uid: {dict(user)!r}")
@@ -182,10 +208,7 @@ def _render(entry: list[tuple[str, str]]) -> str:
 
 def _line(attr: str, value: str) -> str:
     """One attribute line; values LDIF cannot carry verbatim are base64-encoded (RFC 2849)."""
-    safe = (
-        value.isascii() and value.isprintable() and not value.startswith((" ", ":", "<"))
-        and not value.endswith(" ")
-    )
+    safe = value.isascii() and value.isprintable() and not value.startswith((" ", ":", "<")) and not value.endswith(" ")
     if safe:
         return f"{attr}: {value}\n"
     return f"{attr}:: {base64.b64encode(value.encode('utf-8')).decode('ascii')}\n"

@@ -38,7 +38,7 @@ USER = f"{NAMESPACE}::User"
 GROUP = f"{NAMESPACE}::Group"
 ACTION = f"{NAMESPACE}::Action"
 QUEUE = f"{NAMESPACE}::Queue"
-_LONG_MIN, _LONG_MAX = -(2 ** 63), 2 ** 63 - 1
+_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
 _ALIASES = {"departmentNumber": "department"}
 _CEDAR_ID = re.compile(r"`(policy\d+)`")
 _SKIPPED = frozenset({"userpassword", "objectclass", "memberof"})
@@ -87,8 +87,13 @@ class PolicyEngine:
     has only strings) become Cedar Longs so policies can compare them.
     """
 
-    def __init__(self, policies: str, entities_schema: str | dict | None = None, *,
-                 numeric_attributes: Iterable[str] = ("clearance",)) -> None:
+    def __init__(
+        self,
+        policies: str,
+        entities_schema: str | dict | None = None,
+        *,
+        numeric_attributes: Iterable[str] = ("clearance",),
+    ) -> None:
         if not isinstance(policies, str):
             raise PolicyError("policies must be Cedar policy text")
         self.text = policies
@@ -113,8 +118,10 @@ class PolicyEngine:
             self._meta[cedar_id] = _Meta(cedar_id, body.get("effect", ""), name, notes.get("reason") or None)
             self._order[cedar_id] = len(self._order)
         # The permits alone: when a forbid denies, they tell whether anything would permit at all.
-        permits = dict(as_json, staticPolicies={k: v for k, v in as_json.get("staticPolicies", {}).items()
-                                                if v.get("effect") == "permit"})
+        permits = dict(
+            as_json,
+            staticPolicies={k: v for k, v in as_json.get("staticPolicies", {}).items() if v.get("effect") == "permit"},
+        )
         self._permits = cedarpy.PolicySet.from_json_str(json.dumps(permits))
         self._schema = None
         if entities_schema is not None:
@@ -133,19 +140,22 @@ class PolicyEngine:
         """The policies' names (@id, else Cedar's id), in text order."""
         return [m.name for m in self._meta.values()]
 
-    def decide(self, subject: Subject, action: str, resource: Mapping[str, Any],
-               context: Mapping[str, Any]) -> Decision:
+    def decide(
+        self, subject: Subject, action: str, resource: Mapping[str, Any], context: Mapping[str, Any]
+    ) -> Decision:
         """Decide one request (see the module docstring for how it maps to Cedar)."""
         return self.decide_batch(subject, action, [resource], context)[0]
 
-    def decide_batch(self, subject: Subject, action: str, resources: Sequence[Mapping[str, Any]],
-                     context: Mapping[str, Any]) -> list[Decision]:
+    def decide_batch(
+        self, subject: Subject, action: str, resources: Sequence[Mapping[str, Any]], context: Mapping[str, Any]
+    ) -> list[Decision]:
         """Decide the same subject/action/context against several queues in one Cedar call."""
         if not resources:
             return []
         principal = _principal_entity(subject, self.numeric_attributes)
-        entities = [principal] + [{"uid": {"type": GROUP, "id": g}, "attrs": {}, "parents": []}
-                                  for g in sorted(set(subject.groups))]
+        entities = [principal] + [
+            {"uid": {"type": GROUP, "id": g}, "attrs": {}, "parents": []} for g in sorted(set(subject.groups))
+        ]
         action_uid = {"type": ACTION, "id": _name(action, "action")}
         cedar_context = _record(context, "context")
         requests, queues, seen = [], [], set()
@@ -156,17 +166,25 @@ class PolicyEngine:
                 seen.add(queue)
                 entities.append(queue_entity)
             queues.append(queue)
-            requests.append({"principal": principal["uid"], "action": action_uid,
-                             "resource": queue_entity["uid"], "context": cedar_context})
+            requests.append(
+                {
+                    "principal": principal["uid"],
+                    "action": action_uid,
+                    "resource": queue_entity["uid"],
+                    "context": cedar_context,
+                }
+            )
         results = self._authorize(requests, self._policies, entities)
         # Denied by a forbid: would anything permit it otherwise? If not, say so too.
         forbidden = [i for i, r in enumerate(results) if not r.allowed and r.diagnostics.reasons]
         permitted: dict[int, bool] = {}
         if forbidden:
             again = self._authorize([requests[i] for i in forbidden], self._permits, entities)
-            permitted = {i: r.allowed for i, r in zip(forbidden, again)}
-        return [self._decision(r, subject.principal, action, q, permitted.get(i, True))
-                for i, (r, q) in enumerate(zip(results, queues))]
+            permitted = {i: r.allowed for i, r in zip(forbidden, again, strict=True)}
+        return [
+            self._decision(r, subject.principal, action, q, permitted.get(i, True))
+            for i, (r, q) in enumerate(zip(results, queues, strict=True))
+        ]
 
     def _authorize(self, requests: list[dict], policies: cedarpy.PolicySet, entities: list[dict]) -> list:
         try:
@@ -174,8 +192,9 @@ class PolicyEngine:
         except ValueError as exc:
             raise PolicyError(f"request cannot be evaluated: {exc}") from None
 
-    def _decision(self, result: cedarpy.AuthzResult, principal: str, action: str, queue: str,
-                  some_permit: bool) -> Decision:
+    def _decision(
+        self, result: cedarpy.AuthzResult, principal: str, action: str, queue: str, some_permit: bool
+    ) -> Decision:
         ids = sorted(result.diagnostics.reasons, key=lambda pid: self._order.get(pid, len(self._order)))
         deciding = [self._meta.get(pid) or _Meta(pid, "", pid, None) for pid in ids]
         raw_errors = list(result.diagnostics.errors)
@@ -183,8 +202,10 @@ class PolicyEngine:
         if result.allowed:
             unchecked = self._unchecked_forbids(raw_errors)
             if unchecked:
-                reasons = [f"policy {name} could not be checked for this request, so it is refused: {error}"
-                           for name, error in unchecked]
+                reasons = [
+                    f"policy {name} could not be checked for this request, so it is refused: {error}"
+                    for name, error in unchecked
+                ]
                 return Decision(False, reasons, list(dict.fromkeys(name for name, _ in unchecked)), errors)
             reasons = [m.reason or f"permitted by policy {m.name}" for m in deciding]
             return Decision(True, reasons, [m.name for m in deciding], errors)
@@ -211,8 +232,9 @@ class PolicyEngine:
 
     def _named(self, message: str) -> str:
         """Cedar's messages name policies policy0, policy1…; show their @id instead."""
-        return _CEDAR_ID.sub(lambda m: f"`{self._meta[m.group(1)].name}`" if m.group(1) in self._meta
-                             else m.group(0), message)
+        return _CEDAR_ID.sub(
+            lambda m: f"`{self._meta[m.group(1)].name}`" if m.group(1) in self._meta else m.group(0), message
+        )
 
 
 def _name(value: object, what: str) -> str:

@@ -87,6 +87,7 @@ class Claims:
 
 # -- keys -------------------------------------------------------------------------------
 
+
 def generate_key() -> Ed25519PrivateKey:
     """A fresh token-signing key for a centre."""
     return Ed25519PrivateKey.generate()
@@ -100,8 +101,7 @@ def public_key_bytes(key: Ed25519PrivateKey | Ed25519PublicKey) -> bytes:
 
 def save_private_key(key: Ed25519PrivateKey, path: str | os.PathLike) -> None:
     """Write the key as unencrypted PKCS#8 PEM, mode 0600, atomically (never a half-written file)."""
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     write_private(path, pem, replace=True)
 
 
@@ -122,6 +122,7 @@ def load_private_key(path: str | os.PathLike) -> Ed25519PrivateKey:
 
 # -- issuing ----------------------------------------------------------------------------
 
+
 class TokenIssuer:
     """Issues tokens valid for `ttl` seconds: for this centre's own people (password sign-on),
     or for anyone who proved a member's credential to this centre (issue_presented)."""
@@ -138,8 +139,17 @@ class TokenIssuer:
         self._jwk = OKPKey.import_key(key)
         self.public_key = public_key_bytes(key)
 
-    def issue(self, principal: str, home: str, attributes: Mapping[str, Any], *, audience: str | None = None,
-              revocation_epoch: int | None = None, now: int | None = None, expires_at: int | None = None) -> str:
+    def issue(
+        self,
+        principal: str,
+        home: str,
+        attributes: Mapping[str, Any],
+        *,
+        audience: str | None = None,
+        revocation_epoch: int | None = None,
+        now: int | None = None,
+        expires_at: int | None = None,
+    ) -> str:
         """A signed token saying `principal` of `home` (this centre) has `attributes`, for `audience`.
 
         `audience` is the one centre that will accept the token (default: this one).
@@ -160,8 +170,15 @@ class TokenIssuer:
         if exp <= iat:
             raise ValueError("the session this token would extend has expired")
         claims = {
-            "iss": self.centre, "aud": audience, "sub": principal, "home": home, "attrs": dict(attributes),
-            "iat": iat, "exp": exp, "jti": secrets.token_urlsafe(16), "amr": [PASSWORD],
+            "iss": self.centre,
+            "aud": audience,
+            "sub": principal,
+            "home": home,
+            "attrs": dict(attributes),
+            "iat": iat,
+            "exp": exp,
+            "jti": secrets.token_urlsafe(16),
+            "amr": [PASSWORD],
         }
         if revocation_epoch is not None:
             if not isinstance(revocation_epoch, int) or isinstance(revocation_epoch, bool) or revocation_epoch < 0:
@@ -169,8 +186,9 @@ class TokenIssuer:
             claims["rev"] = revocation_epoch
         return self._sign(claims)
 
-    def issue_presented(self, home: str, disclosed: Mapping[str, str], revocation_epoch: int, *,
-                        now: int | None = None) -> str:
+    def issue_presented(
+        self, home: str, disclosed: Mapping[str, str], revocation_epoch: int, *, now: int | None = None
+    ) -> str:
         """A session token, valid at this centre only, for someone who just proved a credential of `home` to it.
 
         The subject is a fresh random pseudonym at `home` (unlinkable across sign-ons);
@@ -198,9 +216,16 @@ class TokenIssuer:
             if exp <= iat:
                 raise ValueError("the credential has expired; no session can be issued for it")
         claims = {
-            "iss": self.centre, "aud": self.centre, "sub": f"{secrets.token_hex(8)}@{home}", "home": home,
+            "iss": self.centre,
+            "aud": self.centre,
+            "sub": f"{secrets.token_hex(8)}@{home}",
+            "home": home,
             "attrs": {k: v for k, v in disclosed.items() if k not in _NOT_ATTRS},
-            "iat": iat, "exp": exp, "jti": secrets.token_urlsafe(16), "amr": [PRESENTED], "rev": revocation_epoch,
+            "iat": iat,
+            "exp": exp,
+            "jti": secrets.token_urlsafe(16),
+            "amr": [PRESENTED],
+            "rev": revocation_epoch,
         }
         return self._sign(claims)
 
@@ -209,14 +234,23 @@ class TokenIssuer:
             payload = canonical_json(claims)
         except ValueError as exc:
             raise ValueError(f"attributes must be JSON values: {exc}") from None
-        return jws.serialize_compact({"alg": ALGORITHM, "typ": "JWT", "kid": self.centre},
-                                     payload, self._jwk, algorithms=[ALGORITHM])
+        return jws.serialize_compact(
+            {"alg": ALGORITHM, "typ": "JWT", "kid": self.centre}, payload, self._jwk, algorithms=[ALGORITHM]
+        )
 
 
 # -- verifying --------------------------------------------------------------------------
 
-def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | None = None, *, audience: str,
-                 leeway: int = 30, revocation_epoch_for: Callable[[str], int] | None = None) -> Claims:
+
+def verify_token(
+    token: str,
+    key_for: Callable[[str], bytes | None],
+    now: int | None = None,
+    *,
+    audience: str,
+    leeway: int = 30,
+    revocation_epoch_for: Callable[[str], int] | None = None,
+) -> Claims:
     """Check a token presented to `audience` (the verifying centre) and return its claims,
     or raise TokenError saying why it is refused.
 
@@ -237,8 +271,10 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
         raise TokenError("malformed", "token has no valid issuer (iss)")
     raw = key_for(iss)
     if raw is None:
-        raise TokenError("unknown_issuer", f"issuer {iss!r} is not a member of the consortium "
-                                           "(unknown or removed); log in again at your home centre")
+        raise TokenError(
+            "unknown_issuer",
+            f"issuer {iss!r} is not a member of the consortium (unknown or removed); log in again at your home centre",
+        )
     try:
         public = OKPKey.import_key(Ed25519PublicKey.from_public_bytes(bytes(raw)))
     except (ValueError, TypeError):
@@ -246,37 +282,52 @@ def verify_token(token: str, key_for: Callable[[str], bytes | None], now: int | 
     try:
         jws.deserialize_compact(token, public, algorithms=[ALGORITHM])
     except (JoseError, InvalidSignature, ValueError):
-        raise TokenError("bad_signature", f"signature does not verify with the key registered for {iss!r}: "
-                                          "the token was altered or not signed by that centre") from None
+        raise TokenError(
+            "bad_signature",
+            f"signature does not verify with the key registered for {iss!r}: "
+            "the token was altered or not signed by that centre",
+        ) from None
     claims = _claims(payload)
     if claims.aud != audience:
-        raise TokenError("wrong_audience", f"this token is for {claims.aud!r}, not {audience!r}: a token is good at one "
-                                           f"centre only; sign on at {audience!r} (or ask your home for a token for it)")
+        raise TokenError(
+            "wrong_audience",
+            f"this token is for {claims.aud!r}, not {audience!r}: a token is good at one "
+            f"centre only; sign on at {audience!r} (or ask your home for a token for it)",
+        )
     _check_principal(claims.sub, claims.home, lambda m: TokenError("malformed", m))
     if claims.presented and not _PSEUDONYM.fullmatch(claims.sub.rsplit("@", 1)[0]):
         # The verifier vouches for another centre's user only under a fresh pseudonym;
         # a real uid@home here would let any member act as that user elsewhere.
-        raise TokenError("malformed", f"a credential-backed token's subject must be a session pseudonym "
-                                      f"(16 hex digits@home), got {claims.sub!r:.80}")
+        raise TokenError(
+            "malformed",
+            f"a credential-backed token's subject must be a session pseudonym "
+            f"(16 hex digits@home), got {claims.sub!r:.80}",
+        )
     if claims.home != claims.iss and not claims.presented:
-        raise TokenError("wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, "
-                                         f"whose home is {claims.home!r}")
+        raise TokenError(
+            "wrong_issuer", f"centre {claims.iss!r} may not vouch for {claims.sub!r}, whose home is {claims.home!r}"
+        )
     if claims.presented and claims.iss != claims.aud:
         # A verifier vouches for a presentation to itself alone: it is the one that checked the proof.
-        raise TokenError("wrong_issuer", f"centre {claims.iss!r} verified this sign-on and may not vouch for it "
-                                         f"to {claims.aud!r}")
+        raise TokenError(
+            "wrong_issuer", f"centre {claims.iss!r} verified this sign-on and may not vouch for it to {claims.aud!r}"
+        )
     now = int(time.time()) if now is None else int(now)
     if now >= claims.exp + leeway:
         raise TokenError("expired", f"token expired at {claims.exp} (now {now}); log in again")
     if claims.iat > now + leeway:
-        raise TokenError("not_yet_valid", f"token is issued in the future ({claims.iat}, now {now}); "
-                                          "check the clocks of the centres")
+        raise TokenError(
+            "not_yet_valid", f"token is issued in the future ({claims.iat}, now {now}); check the clocks of the centres"
+        )
     if claims.exp <= claims.iat:
         raise TokenError("malformed", "token expires before it was issued")
     if claims.rev is not None and revocation_epoch_for is not None and claims.rev != revocation_epoch_for(claims.home):
         if claims.presented:
-            raise TokenError("revoked", f"this session rests on a credential that predates a revocation at "
-                                        f"{claims.home}: refresh your credential at your home centre and sign on again")
+            raise TokenError(
+                "revoked",
+                f"this session rests on a credential that predates a revocation at "
+                f"{claims.home}: refresh your credential at your home centre and sign on again",
+            )
         raise TokenError("revoked", f"this session predates a revocation at {claims.home}: log in again at home")
     return claims
 

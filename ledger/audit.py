@@ -28,16 +28,22 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from web3.types import BlockIdentifier
+
 from ledger.chain import Chain, ChainRevert
 from ledger.deploy import Deployment, Prices, bind
 from ledger.ids import InvalidName, centre_id, centre_name
 from ledger.merkle import MerkleTree
 from ledger.netting import net_positions, transfers
 from ledger.pricing import price
-from ledger.records import Domain, InvalidSignature, UsageRecord, record_leaf, recover_signer
 from ledger.primitives.hex import to_hex
+from ledger.records import Domain, InvalidSignature, UsageRecord, record_leaf, recover_signer
 
 Signed = tuple[UsageRecord, bytes]
+# Each serving centre by bytes32 id or by name (a Mapping's key type is invariant, hence the union).
+RecordsByCentre = (
+    Mapping[bytes, Sequence[Signed]] | Mapping[str, Sequence[Signed]] | Mapping[bytes | str, Sequence[Signed]]
+)
 
 CLOCK_LEEWAY = 300
 """Seconds a chain's clock may run ahead of a centre's: a gateway judges which rates are in
@@ -102,12 +108,12 @@ def _short(record_id: bytes) -> str:
 
 def verify_epoch(
     epoch: int,
-    records_by_centre: Mapping[bytes | str, Sequence[Signed]],
+    records_by_centre: RecordsByCentre,
     chain: Chain,
     deployment: Deployment,
     domain: Domain | None = None,
     *,
-    block: int | str = "latest",
+    block: BlockIdentifier = "latest",
 ) -> AuditReport:
     """Checks the records of `epoch` against the chain; see the module docstring.
 
@@ -125,8 +131,7 @@ def verify_epoch(
         supplied[key] = list(items)
     domain = domain or Domain.for_deployment(deployment)
     k = bind(chain, deployment, named=True)
-    consortium, ledger, settlement = (k.consortium.functions, k.usage_ledger.functions,
-                                      k.settlement.functions)
+    consortium, ledger, settlement = (k.consortium.functions, k.usage_ledger.functions, k.settlement.functions)
 
     def call(fn: Any) -> Any:
         return chain.call(fn, block)
@@ -169,7 +174,7 @@ def verify_epoch(
         if is_anchored:
             t.anchored, t.anchored_root, t.anchored_count = True, to_hex(root), int(count)
             claims = call(ledger.claimsOf(epoch, c))
-            for debtor, amount in zip(claims.debtors, claims.amounts):
+            for debtor, amount in zip(claims.debtors, claims.amounts, strict=True):
                 onchain_claims[(c, bytes(debtor))] = int(amount)
                 t.anchored_claims[label(bytes(debtor))] = int(amount)
 
@@ -178,9 +183,7 @@ def verify_epoch(
         records = supplied.get(c)
         if records is None:
             if is_anchored and int(count) > 0:
-                findings.append(
-                    f"{name}: anchored {int(count)} records for epoch {epoch}, but none were supplied"
-                )
+                findings.append(f"{name}: anchored {int(count)} records for epoch {epoch}, but none were supplied")
                 continue
             if not is_anchored:
                 notes.append(f"{name} has not anchored epoch {epoch}")
@@ -199,9 +202,7 @@ def verify_epoch(
             else:
                 seen_ids[rec.record_id] = c
             if rec.serving_centre != c:
-                findings.append(
-                    f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre"
-                )
+                findings.append(f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre")
             if rec.epoch != epoch:
                 findings.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
             findings.extend(_signature_finding(name, rid, rec, sig, domain, accounts[c]))
@@ -228,8 +229,7 @@ def verify_epoch(
                 by_records, on_chain = sums.get(debtor, 0), anchored_here.get(debtor, 0)
                 if by_records != on_chain:
                     findings.append(
-                        f"{name}: claim on {label(debtor)} is {by_records} by the records "
-                        f"but {on_chain} anchored"
+                        f"{name}: claim on {label(debtor)} is {by_records} by the records but {on_chain} anchored"
                     )
 
     net: dict[bytes, int] = {}
@@ -241,8 +241,7 @@ def verify_epoch(
             totals[label(c)].net = stored
             if stored != net[c]:
                 findings.append(
-                    f"{label(c)}: settled net position is {stored}, netting the anchored claims "
-                    f"gives {net[c]}"
+                    f"{label(c)}: settled net position is {stored}, netting the anchored claims gives {net[c]}"
                 )
         plan = transfers(net, netted)
     else:
@@ -265,12 +264,20 @@ def _price_finding(name: str, rid: str, rec: UsageRecord, rates: tuple[int, Pric
         return [f"{name}: record {rid} names rates version {rec.rates_version}, which {name} never published"]
     effective_from, prices = rates
     if effective_from > rec.started_at + CLOCK_LEEWAY:
-        return [f"{name}: record {rid} names rates version {rec.rates_version}, in force only from {effective_from}, "
-                f"but its job started at {rec.started_at}"]
+        return [
+            (
+                f"{name}: record {rid} names rates version {rec.rates_version}, in force only from {effective_from}, "
+                f"but its job started at {rec.started_at}"
+            )
+        ]
     expected = price(rec, prices)
     if rec.price != expected:
-        return [f"{name}: record {rid} is priced {rec.price}, but its meters at {name}'s rates version "
-                f"{rec.rates_version} cost {expected}"]
+        return [
+            (
+                f"{name}: record {rid} is priced {rec.price}, but its meters at {name}'s rates version "
+                f"{rec.rates_version} cost {expected}"
+            )
+        ]
     return []
 
 
@@ -284,6 +291,5 @@ def _signature_finding(
     except InvalidSignature as exc:
         return [f"{name}: record {rid} has a malformed signature ({exc})"]
     if signer.lower() != account.lower():
-        return [f"{name}: record {rid} signature does not recover to {name}'s account "
-                f"(recovers to {signer})"]
+        return [f"{name}: record {rid} signature does not recover to {name}'s account (recovers to {signer})"]
     return []

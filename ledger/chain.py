@@ -8,8 +8,10 @@ surface as ChainRevert with the contract's custom error name on both backends.
 from __future__ import annotations
 
 import ast
+import functools
 import threading
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 from eth_abi import decode as abi_decode
 from eth_account import Account
@@ -21,7 +23,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.middleware import ExtraDataToPOAMiddleware
-from web3.types import TxReceipt
+from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse, TxParams, TxReceipt
 
 from ledger.artifacts import CONTRACT_NAMES, load_artifact
 from ledger.primitives.hex import to_hex
@@ -29,8 +31,10 @@ from ledger.primitives.hex import to_hex
 try:  # eth-tester is only needed for the embedded backend
     from eth_tester.exceptions import TransactionFailed
 except ImportError:  # pragma: no cover - eth-tester is a declared dependency
+
     class TransactionFailed(Exception):  # type: ignore[no-redef]
         pass
+
 
 # anvil's first dev account (mnemonic "test test ... junk"), pre-funded on every anvil.
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
@@ -66,8 +70,9 @@ def _fmt(value: Any) -> str:
     return repr(value) if isinstance(value, str) else str(value)
 
 
+@functools.cache
 def _error_table() -> dict[bytes, tuple[str, list[str]]]:
-    """selector -> (name, input types) for every custom error of the project's contracts."""
+    """selector -> (name, input types) for every custom error of the project's contracts (read once)."""
     table: dict[bytes, tuple[str, list[str]]] = {}
     for name in CONTRACT_NAMES:
         for item in load_artifact(name)["abi"]:
@@ -82,16 +87,12 @@ def _error_table() -> dict[bytes, tuple[str, list[str]]]:
 def _abi_type(param: dict) -> str:
     t = param["type"]
     if t.startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple"):]
+        return "(" + ",".join(_abi_type(c) for c in param["components"]) + ")" + t[len("tuple") :]
     return t
-
-
-_ERRORS: dict[bytes, tuple[str, list[str]]] | None = None
 
 
 def decode_revert(data: bytes | str | None) -> ChainRevert:
     """Turns raw revert data into a ChainRevert with a readable reason."""
-    global _ERRORS
     if isinstance(data, str):
         data = bytes(HexBytes(data)) if data.startswith("0x") else None
     if not data:
@@ -102,12 +103,11 @@ def decode_revert(data: bytes | str | None) -> ChainRevert:
             return ChainRevert(abi_decode(["string"], body)[0], (), data)
         if selector == _PANIC:
             return ChainRevert(f"Panic(0x{abi_decode(['uint256'], body)[0]:x})", (), data)
-        if _ERRORS is None:
-            _ERRORS = _error_table()
-        if selector in _ERRORS:
-            name, types = _ERRORS[selector]
+        errors = _error_table()
+        if selector in errors:
+            name, types = errors[selector]
             return ChainRevert(name, abi_decode(types, body) if types else (), data)
-    except Exception:  # malformed error data: keep the raw bytes readable
+    except Exception:  # noqa: BLE001 - whatever the decoder makes of malformed data, keep the raw bytes readable
         pass
     return ChainRevert(f"unknown error {to_hex(data)}", (), data)
 
@@ -151,7 +151,7 @@ def _revert_from_text(text: str) -> ChainRevert:
     return ChainRevert(text or "reverted without reason")
 
 
-def _hex_reverts(method):
+def _hex_reverts(method: Callable[..., Any]) -> Callable[..., Any]:
     """Keeps eth-tester's raw revert data intact as hex.
 
     web3's eth-tester provider ABI-decodes any revert data as Error(string) after
@@ -159,7 +159,7 @@ def _hex_reverts(method):
     handing it a hex string instead makes it pass the data through unchanged.
     """
 
-    def wrapped(*args, **kwargs):
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except TransactionFailed as exc:
@@ -179,11 +179,13 @@ class _LockedTesterProvider(EthereumTesterProvider):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.RLock()
-        tester = self.ethereum_tester
+        if self.ethereum_tester is None:  # the base class always makes one; its class default is None
+            raise ChainError("web3's EthereumTesterProvider made no EthereumTester")
+        tester = self.tester = self.ethereum_tester
         for name in ("call", "estimate_gas"):
             setattr(tester, name, _hex_reverts(getattr(tester, name)))
 
-    def make_request(self, method, params):  # type: ignore[override]
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
         with self._lock:
             return super().make_request(method, params)
 
@@ -209,8 +211,9 @@ class Chain:
         (web3's `decode_tuples`), so readers name the fields they use
         (`member(id).call().gatewayUrl`) instead of counting positions.
         """
-        return self.w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"],
-                                    decode_tuples=named)
+        return self.w3.eth.contract(
+            address=to_checksum_address(address), abi=load_artifact(name)["abi"], decode_tuples=named
+        )
 
     def deploy(self, name: str, sender: LocalAccount, *args: Any) -> Contract:
         """Deploys a project contract from its committed artifact; returns the bound contract."""
@@ -227,13 +230,13 @@ class Chain:
         """Builds, signs locally, sends and waits for `fn`; raises ChainRevert on revert."""
         tx: dict[str, Any] = {"from": sender.address, "chainId": self.chain_id}
         try:
-            tx = fn.build_transaction({**tx, "gas": EMBEDDED_GAS, **self._fees()})
+            tx = dict(fn.build_transaction(cast(TxParams, {**tx, "gas": EMBEDDED_GAS, **self._fees()})))
             if self.embedded:
                 # py-evm estimates by binary search (~15 executions); one call finds reverts.
-                self.w3.eth.call({k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")})
+                self.w3.eth.call(_call_params(tx))
             else:
                 tx.pop("gas")
-                tx["gas"] = self.w3.eth.estimate_gas(tx) * 5 // 4 + 10_000
+                tx["gas"] = self.w3.eth.estimate_gas(cast(TxParams, tx)) * 5 // 4 + 10_000
         except Exception as exc:
             revert = _revert_from(exc)
             if revert is not None:
@@ -243,15 +246,21 @@ class Chain:
 
     def send_value(self, sender: LocalAccount, to: str, wei: int) -> TxReceipt:
         """A plain value transfer signed by `sender`."""
-        tx = {"from": sender.address, "to": to_checksum_address(to), "value": int(wei), "gas": 21_000,
-              "chainId": self.chain_id, **self._fees()}
+        tx = {
+            "from": sender.address,
+            "to": to_checksum_address(to),
+            "value": int(wei),
+            "gas": 21_000,
+            "chainId": self.chain_id,
+            **self._fees(),
+        }
         return self._send(tx, sender)
 
     def fund(self, address: str, wei: int) -> TxReceipt:
         """Sends `wei` from the pre-funded dev account (eth-tester account 0 / anvil key 0)."""
         return self.send_value(self.dev_account, address, wei)
 
-    def call(self, fn: ContractFunction, block: int | str = "latest") -> Any:
+    def call(self, fn: ContractFunction, block: BlockIdentifier = "latest") -> Any:
         """fn.call() with reverts mapped to ChainRevert on both backends."""
         try:
             return fn.call(block_identifier=block)
@@ -266,7 +275,7 @@ class Chain:
         if self.embedded:
             self.w3.provider.ethereum_tester.mine_blocks(blocks)  # type: ignore[attr-defined]
         else:
-            self.w3.provider.make_request("anvil_mine", [hex(blocks)])
+            self.w3.provider.make_request(RPCEndpoint("anvil_mine"), [hex(blocks)])
 
     def block_number(self) -> int:
         return self.w3.eth.block_number
@@ -303,23 +312,25 @@ class Chain:
                     raise
                 self._nonces[address] += 1
                 break
-        receipt = self.w3.eth.wait_for_transaction_receipt(
-            tx_hash, timeout=RECEIPT_TIMEOUT, poll_latency=POLL_LATENCY
-        )
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash, timeout=RECEIPT_TIMEOUT, poll_latency=POLL_LATENCY)
         if receipt["status"] != 1:
             raise self._replay_revert(tx, receipt)
         return receipt
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt) -> ChainRevert:
         """Re-executes a failed transaction as a call to learn why it reverted."""
-        call = {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")}
         try:
-            self.w3.eth.call(call, block_identifier=receipt["blockNumber"] - 1)
-        except Exception as exc:
+            self.w3.eth.call(_call_params(tx), block_identifier=receipt["blockNumber"] - 1)
+        except Exception as exc:  # noqa: BLE001 - best effort: a replay that fails for another reason says nothing
             revert = _revert_from(exc)
             if revert is not None:
                 return revert
         return ChainRevert(f"transaction {receipt['transactionHash'].to_0x_hex()} reverted")
+
+
+def _call_params(tx: dict[str, Any]) -> TxParams:
+    """The fields of a transaction that an eth_call replays."""
+    return cast(TxParams, {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")})
 
 
 def connect(url: str = "embedded") -> Chain:
@@ -327,7 +338,7 @@ def connect(url: str = "embedded") -> Chain:
     if url == "embedded":
         provider = _LockedTesterProvider()
         w3 = Web3(provider)
-        key = provider.ethereum_tester.backend.account_keys[0]
+        key = provider.tester.backend.account_keys[0]
         return Chain(w3, key.to_hex() if hasattr(key, "to_hex") else str(key), embedded=True)
     if url.startswith(("http://", "https://")):
         w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Migration", "MigrationError", "DatabaseTooNew", "open_durable", "transaction", "migrate", "schema_version"]
+__all__ = ["DatabaseTooNew", "Migration", "MigrationError", "migrate", "open_durable", "schema_version", "transaction"]
 
 
 def open_durable(path: str | Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:

@@ -7,6 +7,7 @@ indexer and auditor needs to find the books; it round-trips through JSON.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -40,11 +41,12 @@ class Prices:
         return (self.per_cpu_second, self.per_gpu_second, self.per_gib_hour)
 
     @classmethod
-    def from_tuple(cls, t) -> "Prices":
+    def from_tuple(cls, t: Sequence[int]) -> Prices:
+        """From the Consortium.Prices ABI tuple (a positional binding's output)."""
         return cls(int(t[0]), int(t[1]), int(t[2]))
 
     @classmethod
-    def from_chain(cls, p: Any) -> "Prices":
+    def from_chain(cls, p: Any) -> Prices:
         """A Consortium.Prices struct read by its field names: from a call on a `named` binding
         (a named tuple) or from an event (an AttributeDict)."""
         return cls(int(p.perCpuSecond), int(p.perGpuSecond), int(p.perGibHour))
@@ -106,7 +108,7 @@ class Deployment:
         return text
 
     @classmethod
-    def from_json(cls, source: str | Path) -> "Deployment":
+    def from_json(cls, source: str | Path) -> Deployment:
         """Parses JSON text, or reads it from a file path."""
         text = source.read_text() if isinstance(source, Path) else source
         if isinstance(text, str) and not text.lstrip().startswith("{"):

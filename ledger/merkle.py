@@ -14,6 +14,7 @@ EIP-712 digest (`ledger.records.record_leaf`): StandardMerkleTree's leaf of the 
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 from eth_utils import keccak
@@ -37,7 +38,7 @@ class MerkleTree:
 
     def __init__(self, leaves: Iterable[bytes]) -> None:
         ordered = sorted(_check_leaf(leaf) for leaf in leaves)
-        for a, b in zip(ordered, ordered[1:]):
+        for a, b in itertools.pairwise(ordered):
             if a == b:
                 raise ValueError(f"duplicate Merkle leaf 0x{a.hex()}")
         self._leaves = ordered

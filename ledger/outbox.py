@@ -31,9 +31,10 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 from ledger.db import Migration, migrate, open_durable, transaction
 from ledger.primitives.canonical import canonical_json
@@ -166,14 +167,12 @@ class Outbox:
             if row is not None:
                 if row[1] != kind or row[2] != body:
                     raise OutboxConflict(
-                        f"outbox key {key!r} already used for a different write "
-                        f"(item {row[0]}, kind {row[1]!r})"
+                        f"outbox key {key!r} already used for a different write (item {row[0]}, kind {row[1]!r})"
                     )
                 item_id = int(row[0])
             else:
                 cur = db.execute(
-                    "INSERT INTO outbox (kind, key, payload, created_at, updated_at)"
-                    " VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO outbox (kind, key, payload, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
                     (kind, key, body, now, now),
                 )
                 assert cur.lastrowid is not None  # an INSERT's
@@ -205,7 +204,7 @@ class Outbox:
                     reason = str(getattr(exc, "reason", None) or exc) or type(exc).__name__
                     self._finish(item.id, FAILED, None, reason)
                     results.append(OutboxResult(item.id, item.kind, item.key, FAILED, None, reason))
-                except Exception as exc:  # transient: keep it, keep the order
+                except Exception as exc:  # noqa: BLE001 - any other failure is transient: keep it, keep the order
                     error = f"{type(exc).__name__}: {exc}"
                     self._retry_later(item.id, error)
                     blocked.add(item.kind)
@@ -235,7 +234,7 @@ class Outbox:
         def run() -> None:
             try:
                 self.drain()
-            except Exception as exc:  # not a handler's error (those are recorded): the database itself
+            except Exception as exc:  # noqa: BLE001 - not a handler's error (those are recorded): the database itself
                 log.warning("outbox drain for item %d failed: %s", item_id, exc)
             finally:
                 over.set()
@@ -269,8 +268,7 @@ class Outbox:
         marks = ",".join("?" * len(kinds))
         with self._lock:
             row = self._db.execute(
-                f"SELECT * FROM outbox WHERE status = 'pending' AND id > ? AND kind IN ({marks})"
-                " ORDER BY id LIMIT 1",
+                f"SELECT * FROM outbox WHERE status = 'pending' AND id > ? AND kind IN ({marks}) ORDER BY id LIMIT 1",
                 (after_id, *kinds),
             ).fetchone()
         return _item(row) if row else None
@@ -286,24 +284,19 @@ class Outbox:
     def _retry_later(self, item_id: int, error: str) -> None:
         with self._lock:
             self._db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ?"
-                " WHERE id = ?",
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, updated_at = ? WHERE id = ?",
                 (error, int(time.time()), item_id),
             )
 
     # -- background worker -------------------------------------------------
 
-    def start(
-        self, interval: float = 1.0, on_error: Callable[[BaseException], None] | None = None
-    ) -> None:
+    def start(self, interval: float = 1.0, on_error: Callable[[BaseException], None] | None = None) -> None:
         """Drain in a daemon thread: right after each enqueue, and every `interval` s."""
         if self._worker is not None and self._worker.is_alive():
             return
         self._on_error = on_error
         self._stop.clear()
-        self._worker = threading.Thread(
-            target=self._run, args=(interval,), name="xcentre-outbox", daemon=True
-        )
+        self._worker = threading.Thread(target=self._run, args=(interval,), name="xcentre-outbox", daemon=True)
         self._worker.start()
 
     def stop(self, timeout: float | None = 5.0) -> None:
@@ -322,7 +315,7 @@ class Outbox:
                 break
             try:
                 self.drain()
-            except Exception as exc:  # never let the worker die silently
+            except Exception as exc:  # noqa: BLE001 - never let the worker die silently
                 if self._on_error is not None:
                     self._on_error(exc)
 

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
-    "MILLIS_PER_SECOND",
     "KIB_MILLIS_PER_GIB_HOUR",
-    "Prices",
+    "MILLIS_PER_SECOND",
     "Metered",
     "Meters",
+    "Prices",
     "PricingError",
     "non_negative",
     "price",

@@ -31,14 +31,21 @@ class RatesVersion:
     prices: Prices
 
     def to_dict(self) -> dict:
-        return {"centre": self.centre, "version": self.version, "effective_from": self.effective_from,
-                "prices": {"per_cpu_second": self.prices.per_cpu_second,
-                           "per_gpu_second": self.prices.per_gpu_second,
-                           "per_gib_hour": self.prices.per_gib_hour}}
+        return {
+            "centre": self.centre,
+            "version": self.version,
+            "effective_from": self.effective_from,
+            "prices": {
+                "per_cpu_second": self.prices.per_cpu_second,
+                "per_gpu_second": self.prices.per_gpu_second,
+                "per_gib_hour": self.prices.per_gib_hour,
+            },
+        }
 
 
-def publish(chain: Chain, deployment: Deployment, account: LocalAccount, prices: Prices,
-            effective_from: int | None = None) -> RatesVersion:
+def publish(
+    chain: Chain, deployment: Deployment, account: LocalAccount, prices: Prices, effective_from: int | None = None
+) -> RatesVersion:
     """Publish `prices` as the account's centre's next rates version.
 
     Without `effective_from`, the version is due as soon as the consortium's notice
@@ -63,6 +70,9 @@ def history(chain: Chain, deployment: Deployment, centre: str) -> list[RatesVers
     versions = []
     for v in range(1, int(chain.call(consortium.ratesCount(ident))) + 1):
         published = chain.call(consortium.rates(ident, v))
-        versions.append(RatesVersion(centre, int(published.version), int(published.effectiveFrom),
-                                     Prices.from_chain(published.prices)))
+        versions.append(
+            RatesVersion(
+                centre, int(published.version), int(published.effectiveFrom), Prices.from_chain(published.prices)
+            )
+        )
     return versions

@@ -22,8 +22,7 @@ DOMAIN_NAME = "xcentre"
 DOMAIN_VERSION = "1"
 
 _BYTES32 = ("record_id", "job_id", "serving_centre", "home_centre", "user")
-_UINT64 = ("epoch", "started_at", "ended_at", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis",
-           "rates_version")
+_UINT64 = ("epoch", "started_at", "ended_at", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "rates_version")
 _UINT256 = ("price",)
 
 USAGE_RECORD_TYPE = [
@@ -80,7 +79,7 @@ class Domain:
         object.__setattr__(self, "verifying_contract", to_checksum_address(self.verifying_contract))
 
     @classmethod
-    def for_deployment(cls, deployment: Any) -> "Domain":
+    def for_deployment(cls, deployment: Any) -> Domain:
         """The domain of a ledger.deploy.Deployment (its chain id and UsageLedger)."""
         return cls(chain_id=deployment.chain_id, verifying_contract=deployment.usage_ledger)
 
@@ -146,7 +145,7 @@ class UsageRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "UsageRecord":
+    def from_dict(cls, data: dict[str, Any]) -> UsageRecord:
         names = [f.name for f in fields(cls)]
         if not isinstance(data, dict):
             raise InvalidRecord("a usage record must be a JSON object")
@@ -172,7 +171,7 @@ class UsageRecord:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | bytes | dict[str, Any]) -> "UsageRecord":
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> UsageRecord:
         if isinstance(text, dict):
             return cls.from_dict(text)
         try:
@@ -239,4 +238,4 @@ def recover_signer(rec: UsageRecord, domain: Domain | dict[str, Any], sig: bytes
     try:
         return Account.recover_message(_signable(rec, domain), signature=bytes(sig))
     except Exception as exc:  # eth_keys raises BadSignature / ValidationError variants
-        raise InvalidSignature(f"signature does not recover: {exc}") from None
+        raise InvalidSignature(f"signature does not recover: {exc}") from exc

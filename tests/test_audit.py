@@ -34,8 +34,16 @@ STARTED = 2_000_000_000
 """When the records' jobs started, unless a test says: after every genesis rates version of these chains."""
 
 
-def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH, rates_version: int = 1,
-            cpu_millis: int | None = None, started_at: int = STARTED) -> UsageRecord:
+def _record(
+    n: int,
+    serving: bytes,
+    home: bytes,
+    price: int,
+    epoch: int = EPOCH,
+    rates_version: int = 1,
+    cpu_millis: int | None = None,
+    started_at: int = STARTED,
+) -> UsageRecord:
     """A record whose meters cost exactly `price` at the genesis rates (1 per cpu-second, no memory)."""
     return UsageRecord(
         record_id=n.to_bytes(32, "big"),
@@ -55,8 +63,15 @@ def _record(n: int, serving: bytes, home: bytes, price: int, epoch: int = EPOCH,
     )
 
 
-def _anchor(chain: Chain, deployment: Deployment, domain: Domain, key: LocalAccount, centre: bytes,
-            epoch: int, signed: list[tuple[UsageRecord, bytes]]) -> None:
+def _anchor(
+    chain: Chain,
+    deployment: Deployment,
+    domain: Domain,
+    key: LocalAccount,
+    centre: bytes,
+    epoch: int,
+    signed: list[tuple[UsageRecord, bytes]],
+) -> None:
     sums: dict[bytes, int] = {}
     for rec, _ in signed:
         if rec.home_centre != centre:
@@ -74,8 +89,10 @@ def books() -> Books:
     keys = {centre_id(n): Account.create() for n in NAMES}
     for acct in keys.values():
         chain.fund(acct.address, 10**19)
-    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-             for i, n in enumerate(NAMES)]
+    specs = [
+        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+        for i, n in enumerate(NAMES)
+    ]
     deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
     domain = Domain.for_deployment(deployment)
     plan = {
@@ -96,8 +113,9 @@ def books() -> Books:
 
 
 def _audit(books: Books, records=None, epoch: int = EPOCH) -> AuditReport:
-    return verify_epoch(epoch, records if records is not None else books.records, books.chain,
-                        books.deployment, books.domain)
+    return verify_epoch(
+        epoch, records if records is not None else books.records, books.chain, books.deployment, books.domain
+    )
 
 
 def _copy(books: Books) -> dict[bytes, list]:
@@ -168,8 +186,7 @@ def test_signature_from_another_key_is_detected(books):
     report = _audit(books, records)
     rid = "0x" + rec.record_id.hex()
     assert report.findings == [
-        f"hpc-c: record {rid} signature does not recover to hpc-c's account "
-        f"(recovers to {books.keys[B].address})"
+        f"hpc-c: record {rid} signature does not recover to hpc-c's account (recovers to {books.keys[B].address})"
     ]
 
 
@@ -250,8 +267,10 @@ def test_audit_over_json_rpc(anvil_url):
     keys = {centre_id(n): Account.create() for n in ("aud-a", "aud-b")}
     for acct in keys.values():
         chain.fund(acct.address, 10**19)
-    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-             for i, n in enumerate(("aud-a", "aud-b"))]
+    specs = [
+        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+        for i, n in enumerate(("aud-a", "aud-b"))
+    ]
     deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
     domain = Domain.for_deployment(deployment)
     x, y = keys
@@ -267,10 +286,13 @@ def test_audit_over_json_rpc(anvil_url):
     assert report.net == {"aud-a": -1, "aud-b": 1}
     stranger = centre_id("aud-z")
     rec = _record(5, stranger, x, 1)
-    report = verify_epoch(EPOCH, {**records, stranger: [(rec, sign_record(rec, domain, Account.create()))]},
-                          chain, deployment)
-    assert report.findings == ["aud-z: not a member of the consortium, yet records are supplied for it",
-                               "aud-z: 1 records supplied, but epoch 1 is not anchored"]
+    report = verify_epoch(
+        EPOCH, {**records, stranger: [(rec, sign_record(rec, domain, Account.create()))]}, chain, deployment
+    )
+    assert report.findings == [
+        "aud-z: not a member of the consortium, yet records are supplied for it",
+        "aud-z: 1 records supplied, but epoch 1 is not anchored",
+    ]
 
 
 def test_claims_anchored_without_records_are_a_finding(books):
@@ -296,16 +318,20 @@ def test_audit_of_a_settled_epoch_survives_a_later_removal():
     keys = {centre_id(n): Account.create() for n in names}
     for acct in keys.values():
         chain.fund(acct.address, 10**19)
-    specs = [MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-             for i, n in enumerate(names)]
+    specs = [
+        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
+        for i, n in enumerate(names)
+    ]
     deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
     domain = Domain.for_deployment(deployment)
     D = centre_id("hpc-d")
     plan = {A: [(1, B, 40), (2, D, 15)], B: [(3, A, 30)], C: [], D: [(4, A, 8), (5, C, 9)]}
     records = {}
     for centre, rows in plan.items():
-        signed = [(rec, sign_record(rec, domain, keys[centre]))
-                  for rec in (_record(n, centre, home, price) for n, home, price in rows)]
+        signed = [
+            (rec, sign_record(rec, domain, keys[centre]))
+            for rec in (_record(n, centre, home, price) for n, home, price in rows)
+        ]
         records[centre] = signed
         _anchor(chain, deployment, domain, keys[centre], centre, EPOCH, signed)
     k = bind(chain, deployment)
@@ -339,7 +365,9 @@ def test_a_record_priced_at_other_rates_fails_the_audit(books):
     records = _anchored_alone(books, epoch, A, [honest, dearer])
     report = _audit(books, records, epoch=epoch)
     rid = "0x" + dearer.record_id.hex()
-    assert report.findings == [f"hpc-a: record {rid} is priced 25000, but its meters at hpc-a's rates version 1 cost 25"]
+    assert report.findings == [
+        f"hpc-a: record {rid} is priced 25000, but its meters at hpc-a's rates version 1 cost 25"
+    ]
 
 
 def test_each_record_is_priced_at_the_version_it_names(books):
@@ -374,5 +402,9 @@ def test_a_record_naming_rates_not_yet_in_force_fails_the_audit(books):
     early = _record(700, C, A, 7_000, epoch=epoch, rates_version=2, cpu_millis=7_000, started_at=now)
     honest = _record(701, C, A, 7, epoch=epoch, started_at=now)
     report = _audit(books, _anchored_alone(books, epoch, C, [early, honest]), epoch=epoch)
-    assert report.findings == [f"hpc-c: record 0x{early.record_id.hex()} names rates version 2, in force only "
-                               f"from {due}, but its job started at {now + 700}"]
+    assert report.findings == [
+        (
+            f"hpc-c: record 0x{early.record_id.hex()} names rates version 2, in force only "
+            f"from {due}, but its job started at {now + 700}"
+        )
+    ]

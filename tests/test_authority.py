@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client.http import GatewayClient, WrongCentre
 from gateway.client.dispatch import submit_anywhere, with_home_session, with_wallet
+from gateway.client.http import GatewayClient, WrongCentre
 from gateway.client.wallet import Wallet
 from tests.fixtures.consortium import PASSWORDS
 
@@ -36,12 +36,18 @@ def test_a_member_cannot_mint_a_session_for_another_homes_user(consortium, count
     """Finding: hpc-a mints a presentation token for a made-up cloud-b user with GPU rights; every gateway took it."""
     rogue = consortium.centres["hpc-a"].node.parts.issuer
     epoch = consortium.centres["cloud-b"].node.parts.index.revocation_epoch("cloud-b")
-    disclosed = {"home": "cloud-b", "groups": "gpu-users", "employee_type": "staff",
-                 "revocation_epoch": str(epoch), "expires_at": str(int(time.time()) + 3600)}
+    disclosed = {
+        "home": "cloud-b",
+        "groups": "gpu-users",
+        "employee_type": "staff",
+        "revocation_epoch": str(epoch),
+        "expires_at": str(int(time.time()) + 3600),
+    }
     minted = rogue.issue_presented("cloud-b", disclosed, epoch)
     for centre in ("cloud-b", "ai-c"):
-        response = httpx.post(consortium.url(centre) + "/v1/jobs", json=GPU | {"centre": centre},
-                              headers=bearer(minted))
+        response = httpx.post(
+            consortium.url(centre) + "/v1/jobs", json=GPU | {"centre": centre}, headers=bearer(minted)
+        )
         assert response.status_code == 401, response.text
         assert "hpc-a" in response.json()["error"]
     assert consortium.job_count() == counted
@@ -71,8 +77,9 @@ def test_only_home_exchanges_and_only_a_password_session(consortium, tmp_path):
     wallet = Wallet.from_issuance(consortium.url("hpc-a"), _credential(consortium, "alice", "hpc-a"))
     with GatewayClient(consortium.url("hpc-a")) as client:
         client.sign_on(wallet)
-        response = httpx.post(consortium.url("hpc-a") + "/v1/tokens", json={"audience": "ai-c"},
-                              headers=bearer(client.token))
+        response = httpx.post(
+            consortium.url("hpc-a") + "/v1/tokens", json={"audience": "ai-c"}, headers=bearer(client.token)
+        )
     assert response.status_code == 403 and "fresh presentation" in response.json()["error"]
     alice = consortium.login("alice", "hpc-a")
     response = httpx.post(consortium.url("hpc-a") + "/v1/tokens", json={"audience": "nowhere"}, headers=bearer(alice))
@@ -82,8 +89,13 @@ def test_only_home_exchanges_and_only_a_password_session(consortium, tmp_path):
 def test_a_session_in_its_last_seconds_is_not_exchanged_for_a_longer_one(consortium):
     """A token just past its expiry (within the verifiers' clock leeway) is refused with a reason, not a 500."""
     home = consortium.centres["hpc-a"].node.parts
-    late = home.issuer.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=home.index.revocation_epoch("hpc-a"),
-                             now=int(time.time()) - home.issuer.ttl - 5)
+    late = home.issuer.issue(
+        "alice@hpc-a",
+        "hpc-a",
+        {},
+        revocation_epoch=home.index.revocation_epoch("hpc-a"),
+        now=int(time.time()) - home.issuer.ttl - 5,
+    )
     response = httpx.post(consortium.url("hpc-a") + "/v1/tokens", json={"audience": "ai-c"}, headers=bearer(late))
     assert response.status_code == 401 and "expired" in response.json()["error"], response.text
 
@@ -99,8 +111,15 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
 
     schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway/demo/data/credential_schema.toml")
     sk, pk = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
-    values = {"home": "hpc-a", "pseudonym": "7f" * 32, "department": "physics", "employee_type": ["staff"],
-              "groups": ["physics"], "clearance": 2, "revocation_epoch": 0}
+    values = {
+        "home": "hpc-a",
+        "pseudonym": "7f" * 32,
+        "department": "physics",
+        "employee_type": ["staff"],
+        "groups": ["physics"],
+        "clearance": 2,
+        "revocation_epoch": 0,
+    }
     credential = issue_credential(schema, sk, pk, values, now=1_700_000_000)
     expiry = int(credential.values["expires_at"])
 
@@ -116,9 +135,17 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
         def revocation_epoch(self, centre: str) -> int:
             return 0
 
-    signon = SignOn(name="cloud-b", schema=schema, issuer_key=IssuerKey(sk, pk), enrolment_secret=b"s" * 32,
-                    directory=None, index=Index(), outbox=None, tokens=TokenIssuer("cloud-b", generate_key()),
-                    requested=["department"])
+    signon = SignOn(
+        name="cloud-b",
+        schema=schema,
+        issuer_key=IssuerKey(sk, pk),
+        enrolment_secret=b"s" * 32,
+        directory=None,
+        index=Index(),
+        outbox=None,
+        tokens=TokenIssuer("cloud-b", generate_key()),
+        requested=["department"],
+    )
     request = signon.challenges.issue(now=expiry - 1)
     presentation = make_presentation(schema, credential, pk, request).to_dict()
     clock = type("Clock", (), {"time": staticmethod(lambda: float(expiry))})
@@ -130,8 +157,9 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
 
 def test_a_gateway_never_submits_on_a_users_behalf(consortium, counted):
     token = consortium.login("alice", "hpc-a")
-    response = httpx.post(consortium.url("hpc-a") + "/v1/jobs", json=QUICK | {"centre": "cloud-b"},
-                          headers=bearer(token))
+    response = httpx.post(
+        consortium.url("hpc-a") + "/v1/jobs", json=QUICK | {"centre": "cloud-b"}, headers=bearer(token)
+    )
     assert response.status_code == 421
     assert consortium.url("cloud-b") in response.json()["error"]
     response = httpx.post(consortium.url("hpc-a") + "/v1/jobs", json=QUICK | {"centre": "auto"}, headers=bearer(token))
@@ -213,8 +241,10 @@ def test_a_member_cannot_make_a_wallet_disclose_what_links_its_sign_ons(consorti
     asked = new_request(wallet.schema, "cloud-b", ["groups", "pseudonym"]).to_dict()
     with pytest.raises(ValueError, match="pseudonym"):
         wallet.present(asked)
-    assert "pseudonym" not in wallet.present(asked | {"attributes": ["groups", "home", "revocation_epoch",
-                                                                     "expires_at"]})["disclosed"]
+    assert (
+        "pseudonym"
+        not in wallet.present(asked | {"attributes": ["groups", "home", "revocation_epoch", "expires_at"]})["disclosed"]
+    )
 
 
 @pytest.mark.parametrize("signed_on", ["wallet", "home session"])
@@ -229,14 +259,21 @@ def test_a_hostile_entry_gateway_cannot_send_the_client_elsewhere(consortium, co
             evil.append((request.url.path, request.headers.get("Authorization")))
             return httpx.Response(503, json={"error": "busy", "reasons": []})
         if request.url.host == "entry.example":
-            candidates = httpx.post(consortium.url("cloud-b") + "/v1/placement", content=request.content,
-                                    headers={"Content-Type": "application/json"}).json()["candidates"]
+            candidates = httpx.post(
+                consortium.url("cloud-b") + "/v1/placement",
+                content=request.content,
+                headers={"Content-Type": "application/json"},
+            ).json()["candidates"]
             for c in candidates:
                 if c["centre"] in ("ai-c", "hpc-a"):
                     c["gateway_url"] = "http://evil.example"
             return httpx.Response(200, json={"candidates": candidates})
-        real = httpx.request(request.method, str(request.url), content=request.content,
-                             headers={k: v for k, v in request.headers.items() if k.lower() != "host"})
+        real = httpx.request(
+            request.method,
+            str(request.url),
+            content=request.content,
+            headers={k: v for k, v in request.headers.items() if k.lower() != "host"},
+        )
         return httpx.Response(real.status_code, content=real.content, headers={"Content-Type": "application/json"})
 
     home = GatewayClient(consortium.url("hpc-a"))

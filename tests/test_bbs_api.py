@@ -178,14 +178,18 @@ def _bad_proofs(proof: bytes) -> dict[str, bytes]:
         "one scalar long": proof + proof[-32:],
     }
     for k, name in enumerate(["Abar", "Bbar", "D"]):
-        for label, octets in [("identity", IDENTITY_G1), ("off curve", OFF_CURVE),
-                              ("off subgroup", OFF_SUBGROUP), ("non-canonical", NON_CANONICAL_X)]:
-            out[f"{name} {label}"] = head[: 48 * k] + octets + head[48 * (k + 1):] + scalars
+        for label, octets in [
+            ("identity", IDENTITY_G1),
+            ("off curve", OFF_CURVE),
+            ("off subgroup", OFF_SUBGROUP),
+            ("non-canonical", NON_CANONICAL_X),
+        ]:
+            out[f"{name} {label}"] = head[: 48 * k] + octets + head[48 * (k + 1) :] + scalars
     for k in range(len(scalars) // 32):
         for label, value in [("zero", 0), ("r", R), ("2^256-1", (1 << 256) - 1)]:
-            out[f"scalar {k} {label}"] = head + scalars[: 32 * k] + value.to_bytes(32, "big") + scalars[32 * (k + 1):]
-        tweaked = (int.from_bytes(scalars[32 * k: 32 * (k + 1)], "big") + 1) % R
-        out[f"scalar {k} changed"] = head + scalars[: 32 * k] + tweaked.to_bytes(32, "big") + scalars[32 * (k + 1):]
+            out[f"scalar {k} {label}"] = head + scalars[: 32 * k] + value.to_bytes(32, "big") + scalars[32 * (k + 1) :]
+        tweaked = (int.from_bytes(scalars[32 * k : 32 * (k + 1)], "big") + 1) % R
+        out[f"scalar {k} changed"] = head + scalars[: 32 * k] + tweaked.to_bytes(32, "big") + scalars[32 * (k + 1) :]
     return out
 
 
@@ -213,7 +217,7 @@ def test_proof_verify_rejects_malformed_public_keys(ctx: dict) -> None:
         ([MESSAGES[1]], [1, 3]),
         ([MESSAGES[1], MESSAGES[3]], [1.0, 3]),  # not integers
         ([MESSAGES[1], MESSAGES[3]], None),
-        ([MESSAGES[1], MESSAGES[3]], [1, 2 ** 70]),
+        ([MESSAGES[1], MESSAGES[3]], [1, 2**70]),
     ],
 )
 def test_proof_verify_rejects_bad_disclosure(ctx: dict, shown: list, indexes: object) -> None:
@@ -254,7 +258,7 @@ def test_sign_rejects_bad_secret_key(ctx: dict, sk: object, match: str) -> None:
 
 def test_sign_rejects_bad_arguments(ctx: dict) -> None:
     s, sk, pk = ctx["suite"], ctx["sk"], ctx["pk"]
-    for name, bad_pk in _bad_public_keys(pk).items():
+    for bad_pk in _bad_public_keys(pk).values():
         with pytest.raises(ValueError):
             s.sign(sk, bad_pk, HEADER, MESSAGES)
     with pytest.raises(ValueError, match="header must be bytes"):
@@ -288,7 +292,7 @@ def test_proof_gen_rejects_malformed_signature_and_key(ctx: dict) -> None:
             continue
         with pytest.raises(ValueError):
             s.proof_gen(ctx["pk"], sig, HEADER, PH, MESSAGES, [0])
-    for name, pk in _bad_public_keys(ctx["pk"]).items():
+    for pk in _bad_public_keys(ctx["pk"]).values():
         with pytest.raises(ValueError):
             s.proof_gen(pk, ctx["sig"], HEADER, PH, MESSAGES, [0])
 
@@ -321,7 +325,7 @@ def _in_forked_child(fn) -> int:
     if pid == 0:  # pragma: no cover - the child
         try:
             os._exit(0 if fn() else 1)
-        except BaseException:
+        except BaseException:  # noqa: BLE001 - the forked child never returns into pytest
             os._exit(2)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

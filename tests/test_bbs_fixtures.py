@@ -12,6 +12,7 @@ from auth.bbs.ciphersuite import EXPAND_LEN
 from auth.bbs.encoding import R
 from auth.bbs.generators import create_generators
 from auth.bbs.hashing import os2ip
+from auth.bbs.utilities import calculate_domain, hash_to_scalar
 
 #: The seed of the draft's proof fixtures.
 FIXTURE_SEED = b"3.141592653589793238462643383279"
@@ -24,14 +25,13 @@ def seeded_random_scalars(bbs_suite, seed: bytes, dst: bytes | None = None):
 
     def scalars(count: int) -> list[int]:
         v = suite.expand_message(seed, dst, EXPAND_LEN * count)
-        return [os2ip(v[i * EXPAND_LEN:(i + 1) * EXPAND_LEN]) % R for i in range(count)]
+        return [os2ip(v[i * EXPAND_LEN : (i + 1) * EXPAND_LEN]) % R for i in range(count)]
 
     return scalars
-from auth.bbs.utilities import calculate_domain, hash_to_scalar
+
 
 VECTORS = Path(__file__).resolve().parent / "vectors" / "bbs"
 SUITES = {"bls12-381-sha-256": bbs.SHA256, "bls12-381-shake-256": bbs.SHAKE256}
-
 
 
 def _cases(kind: str) -> list:
@@ -92,8 +92,9 @@ def test_keypair_fixture(suite: bbs.BBS, path: Path) -> None:
     # The fixture passes api_id || "KEYGEN_DST_"; the draft's default is ciphersuite_id || "KEYGEN_DST_".
     assert _hex(case["keyDst"]) == suite.api_id + b"KEYGEN_DST_"
     default = suite.keygen(_hex(case["keyMaterial"]), _hex(case["keyInfo"]))
-    assert default == suite.keygen(_hex(case["keyMaterial"]), _hex(case["keyInfo"]),
-                                   suite.suite.ciphersuite_id + b"KEYGEN_DST_")
+    assert default == suite.keygen(
+        _hex(case["keyMaterial"]), _hex(case["keyInfo"]), suite.suite.ciphersuite_id + b"KEYGEN_DST_"
+    )
     assert default != sk
 
 

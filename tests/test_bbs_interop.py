@@ -41,6 +41,7 @@ def _peer(ops: list[dict]) -> list[dict]:
         text=True,
         timeout=60,
         cwd=INTEROP,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)["results"]
@@ -70,22 +71,46 @@ def exchange() -> dict:
             {"op": "keypair", "ciphersuite": name, "seed": SEED.hex()},
             {"op": "verify", **common, "signature": sig.hex(), "messages": msgs},
             {"op": "verify", **common, "signature": _tamper(sig).hex(), "messages": msgs},
-            {"op": "proofVerify", **common, "proof": proof.hex(), "presentationHeader": PH.hex(),
-             "disclosedMessages": shown, "disclosedIndexes": DISCLOSED},
-            {"op": "proofVerify", **common, "proof": _tamper(proof).hex(), "presentationHeader": PH.hex(),
-             "disclosedMessages": shown, "disclosedIndexes": DISCLOSED},
+            {
+                "op": "proofVerify",
+                **common,
+                "proof": proof.hex(),
+                "presentationHeader": PH.hex(),
+                "disclosedMessages": shown,
+                "disclosedIndexes": DISCLOSED,
+            },
+            {
+                "op": "proofVerify",
+                **common,
+                "proof": _tamper(proof).hex(),
+                "presentationHeader": PH.hex(),
+                "disclosedMessages": shown,
+                "disclosedIndexes": DISCLOSED,
+            },
             {"op": "sign", **common, "secretKey": sk.hex(), "messages": msgs},
-            {"op": "proofGen", **common, "signature": sig.hex(), "presentationHeader": PH.hex(),
-             "messages": msgs, "disclosedIndexes": DISCLOSED},
+            {
+                "op": "proofGen",
+                **common,
+                "signature": sig.hex(),
+                "presentationHeader": PH.hex(),
+                "messages": msgs,
+                "disclosedIndexes": DISCLOSED,
+            },
         ]
     results = _peer(ops)
     per_suite = len(ops) // len(SUITES)
     theirs = {}
     for k, name in enumerate(SUITES):
-        keypair, v_sig, v_bad_sig, v_proof, v_bad_proof, signed, proved = results[k * per_suite:(k + 1) * per_suite]
-        theirs[name] = {"keypair": keypair, "verify": v_sig, "verify_tampered": v_bad_sig,
-                        "proof_verify": v_proof, "proof_verify_tampered": v_bad_proof,
-                        "sign": signed, "proof_gen": proved}
+        keypair, v_sig, v_bad_sig, v_proof, v_bad_proof, signed, proved = results[k * per_suite : (k + 1) * per_suite]
+        theirs[name] = {
+            "keypair": keypair,
+            "verify": v_sig,
+            "verify_tampered": v_bad_sig,
+            "proof_verify": v_proof,
+            "proof_verify_tampered": v_bad_proof,
+            "sign": signed,
+            "proof_gen": proved,
+        }
     return {"ours": ours, "theirs": theirs}
 
 

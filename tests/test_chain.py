@@ -64,7 +64,7 @@ def test_reverts_carry_the_custom_error_name(chain):
 def test_custom_error_with_a_string_argument_keeps_its_name(chain):
     acct = Account.create()
     bad = MemberSpec("hpc-a", acct.address, "http://x", bytes(32), Prices(1, 1, 1)).as_tuple()
-    bad = (bad[0], "HPC-A") + bad[2:]
+    bad = (bad[0], "HPC-A", *bad[2:])
     with pytest.raises(ChainRevert) as info:
         chain.deploy("Consortium", chain.dev_account, [bad], 1, 0)
     assert info.value.reason == "InvalidName" and info.value.error_args == ("HPC-A",)
@@ -81,7 +81,7 @@ def test_concurrent_senders_keep_nonces_in_order(chain):
         try:
             for _ in range(n):
                 chain.transact(credit.functions.transfer(sink, 1), sender)
-        except BaseException as exc:  # pragma: no cover - reported below
+        except BaseException as exc:  # noqa: BLE001  # pragma: no cover - a thread's failure is reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=send, args=(who, 6)) for who in (owner, owner, other, other)]
@@ -106,11 +106,13 @@ def test_decode_revert_standard_forms():
     assert decode_revert(b"").reason == "reverted without reason"
     assert decode_revert(b"\xde\xad\xbe\xef").reason == "unknown error 0xdeadbeef"
     from eth_utils import keccak
+
     err = decode_revert(keccak(text="AlreadySettled(uint64)")[:4] + encode(["uint64"], [9]))
     assert err.reason == "AlreadySettled" and err.error_args == (9,)
     assert str(err) == "reverted: AlreadySettled(9)"
-    anchored = decode_revert(keccak(text="NotAnchored(bytes32,uint64)")[:4]
-                             + encode(["bytes32", "uint64"], [centre_id("hpc-a"), 2]))
+    anchored = decode_revert(
+        keccak(text="NotAnchored(bytes32,uint64)")[:4] + encode(["bytes32", "uint64"], [centre_id("hpc-a"), 2])
+    )
     assert anchored.error_args == (centre_id("hpc-a"), 2)
 
 
@@ -119,7 +121,8 @@ def test_a_transaction_reverting_when_mined_is_replayed_for_its_reason(chain):
     owner = funded(chain)
     credit = chain.deploy("ConsortiumCredit", owner, [owner.address], [10])
     tx = credit.functions.settleTransfer(owner.address, owner.address, 1).build_transaction(
-        {"from": owner.address, "gas": 200_000, "chainId": chain.chain_id, **chain._fees()})
+        {"from": owner.address, "gas": 200_000, "chainId": chain.chain_id, **chain._fees()}
+    )
     with pytest.raises(ChainRevert) as info:
         chain._send(tx, owner)
     assert info.value.reason == "Unauthorized"
@@ -132,8 +135,13 @@ def test_a_named_binding_reads_struct_fields_by_name(chain):
     from ledger.deploy import bind, deploy_consortium
 
     deployer, member = funded(chain), funded(chain)
-    spec = MemberSpec(name="hpc-a", account=member.address, gateway_url="http://hpc-a.example", token_key=b"\x01" * 32,
-                      prices=Prices(40_000, 7, 200_000))
+    spec = MemberSpec(
+        name="hpc-a",
+        account=member.address,
+        gateway_url="http://hpc-a.example",
+        token_key=b"\x01" * 32,
+        prices=Prices(40_000, 7, 200_000),
+    )
     deployment = deploy_consortium(chain, deployer, [spec], quorum=1, initial_credit=0)
     named, plain = bind(chain, deployment, named=True), bind(chain, deployment)
     got = chain.call(named.consortium.functions.member(centre_id("hpc-a")))

@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from auth.tokens import save_private_key
-from gateway.client.cli import main
 from gateway.api.server import free_port
+from gateway.client.cli import main
 from ledger.primitives.files import write_private
 from tests.fixtures.consortium import PASSWORDS
 
@@ -46,8 +46,10 @@ def run_cli(argv: list[str], stdin: str | None = None) -> tuple[int, str, str]:
 def wallet(consortium, tmp_path_factory) -> Path:
     """carol@cloud-b's wallet, from `xcentre login` at her home centre."""
     path = tmp_path_factory.mktemp("cli-home") / "xcentre" / "wallet.json"
-    code, out, err = run_cli(["login", "--gateway", consortium.url("cloud-b"), "--user", "carol",
-                              "--password-stdin", "--wallet", path], stdin=PASSWORDS["carol"] + "\n")
+    code, out, err = run_cli(
+        ["login", "--gateway", consortium.url("cloud-b"), "--user", "carol", "--password-stdin", "--wallet", path],
+        stdin=PASSWORDS["carol"] + "\n",
+    )
     assert code == 0, err
     assert f"credential from cloud-b saved in {path}" in out
     return path
@@ -56,9 +58,24 @@ def wallet(consortium, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def submitted(consortium, wallet) -> dict:
     """A job carol submits at her home gateway for hpc-a, waited for with --wait."""
-    code, out, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--centre", "hpc-a",
-                              "--walltime", "60", "--wait", "--wallet", wallet, "--",
-                              "python3", "-c", "print(6 * 7)"])
+    code, out, err = run_cli(
+        [
+            "submit",
+            "--gateway",
+            consortium.url("cloud-b"),
+            "--centre",
+            "hpc-a",
+            "--walltime",
+            "60",
+            "--wait",
+            "--wallet",
+            wallet,
+            "--",
+            "python3",
+            "-c",
+            "print(6 * 7)",
+        ]
+    )
     assert code == 0, err
     return json.loads(out)
 
@@ -81,11 +98,22 @@ def closed_epoch(consortium, submitted, tmp_path_factory) -> int:
 
 
 def audit(consortium, epoch: int) -> tuple[int, str, str]:
-    return run_cli(["audit", "verify", "--epoch", epoch, "--chain", consortium.anvil_url,
-                    "--deployment", consortium.deployment_file])
+    return run_cli(
+        [
+            "audit",
+            "verify",
+            "--epoch",
+            epoch,
+            "--chain",
+            consortium.anvil_url,
+            "--deployment",
+            consortium.deployment_file,
+        ]
+    )
 
 
 # -- login --------------------------------------------------------------------------------------
+
 
 def test_login_writes_a_private_wallet_file(consortium, wallet):
     assert stat.S_IMODE(wallet.stat().st_mode) == 0o600
@@ -99,21 +127,35 @@ def test_login_writes_a_private_wallet_file(consortium, wallet):
 
 def test_login_with_a_wrong_password_saves_nothing(consortium, tmp_path):
     path = tmp_path / "session.json"
-    code, out, err = run_cli(["login", "--gateway", consortium.url("cloud-b"), "--user", "carol",
-                              "--password-stdin", "--wallet", path], stdin="not-carols\n")
+    code, _, err = run_cli(
+        ["login", "--gateway", consortium.url("cloud-b"), "--user", "carol", "--password-stdin", "--wallet", path],
+        stdin="not-carols\n",
+    )
     assert code == 2
     assert "refused: 401" in err and "wrong password" in err
     assert not path.exists()
 
 
 def test_login_at_an_unreachable_gateway(tmp_path):
-    code, _, err = run_cli(["login", "--gateway", f"http://127.0.0.1:{free_port()}", "--user", "carol",
-                            "--password-stdin", "--wallet", tmp_path / "w.json"], stdin="x\n")
+    code, _, err = run_cli(
+        [
+            "login",
+            "--gateway",
+            f"http://127.0.0.1:{free_port()}",
+            "--user",
+            "carol",
+            "--password-stdin",
+            "--wallet",
+            tmp_path / "w.json",
+        ],
+        stdin="x\n",
+    )
     assert code == 1
     assert "did not answer" in err and "Traceback" not in err
 
 
 # -- submit ---------------------------------------------------------------------------------------
+
 
 def test_submit_wait_runs_the_job(submitted):
     run = submitted
@@ -127,8 +169,23 @@ def test_submit_wait_runs_the_job(submitted):
 
 def test_submit_refused_by_policy(consortium, wallet):
     before = consortium.job_count()
-    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--centre", "cloud-b",
-                            "--queue", "gpu", "--gpus", "1", "--wallet", wallet, "--", "true"])
+    code, _, err = run_cli(
+        [
+            "submit",
+            "--gateway",
+            consortium.url("cloud-b"),
+            "--centre",
+            "cloud-b",
+            "--queue",
+            "gpu",
+            "--gpus",
+            "1",
+            "--wallet",
+            wallet,
+            "--",
+            "true",
+        ]
+    )
     assert code == 2
     assert "refused: 403" in err and "cloud-b: no policy permits" in err
     assert consortium.job_count() == before
@@ -136,15 +193,32 @@ def test_submit_refused_by_policy(consortium, wallet):
 
 def test_submit_auto_signs_on_where_the_job_runs(consortium, wallet):
     """Placement asked at cloud-b; the wallet signs on at the GPU centre, which alone takes the job."""
-    code, out, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--queue", "gpu", "--gpus", "1",
-                              "--walltime", "60", "--wait", "--wallet", wallet, "--", "true"])
+    code, _, err = run_cli(
+        [
+            "submit",
+            "--gateway",
+            consortium.url("cloud-b"),
+            "--queue",
+            "gpu",
+            "--gpus",
+            "1",
+            "--walltime",
+            "60",
+            "--wait",
+            "--wallet",
+            wallet,
+            "--",
+            "true",
+        ]
+    )
     assert code == 2 and "refused: 403" in err  # carol's project has no GPUs anywhere: every centre says why
     assert all(f"{c}:" in err for c in ("hpc-a", "cloud-b", "ai-c"))
 
 
 def test_submit_without_a_wallet(consortium, tmp_path):
-    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", tmp_path / "none.json",
-                            "--", "true"])
+    code, _, err = run_cli(
+        ["submit", "--gateway", consortium.url("cloud-b"), "--wallet", tmp_path / "none.json", "--", "true"]
+    )
     assert code == 1 and "run 'xcentre login'" in err
 
 
@@ -162,6 +236,7 @@ def test_submit_without_a_command(consortium, wallet):
 
 
 # -- audit -----------------------------------------------------------------------------------------
+
 
 def test_audit_verify_a_clean_epoch(consortium, closed_epoch):
     code, out, err = audit(consortium, closed_epoch)
@@ -200,12 +275,14 @@ def test_audit_verify_detects_a_tampered_record(consortium, closed_epoch, submit
 
 
 def test_audit_verify_with_a_missing_deployment_file(consortium, tmp_path):
-    code, _, err = run_cli(["audit", "verify", "--epoch", 1, "--chain", consortium.anvil_url,
-                            "--deployment", tmp_path / "nope.json"])
+    code, _, err = run_cli(
+        ["audit", "verify", "--epoch", 1, "--chain", consortium.anvil_url, "--deployment", tmp_path / "nope.json"]
+    )
     assert code == 1 and "nope.json" in err
 
 
 # -- xcentre gateway (subprocess) --------------------------------------------------------------------
+
 
 def test_gateway_runs_from_a_config_file(consortium, tmp_path):
     """A second hpc-a gateway (same chain account and token key, own data and port) from a TOML file."""
@@ -241,8 +318,13 @@ port = {port}
 """)
     log = folder / "gateway.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(XCENTRE), "gateway", "--config", str(folder / "gateway.toml")],
-                                   cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(XCENTRE), "gateway", "--config", str(folder / "gateway.toml")],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         docs = _wait_for(url + "/docs", process, log)
@@ -252,11 +334,18 @@ port = {port}
         session = login.json()
         assert session["principal"] == "alice@hpc-a" and session["home"] == "hpc-a"
         # a token it exchanges is signed with hpc-a's registered key, so cloud-b accepts it
-        exchanged = httpx.post(url + "/v1/tokens", json={"audience": "cloud-b"}, timeout=30,
-                               headers={"Authorization": f"Bearer {session['token']}"})
+        exchanged = httpx.post(
+            url + "/v1/tokens",
+            json={"audience": "cloud-b"},
+            timeout=30,
+            headers={"Authorization": f"Bearer {session['token']}"},
+        )
         assert exchanged.status_code == 200, exchanged.text
-        other = httpx.get(consortium.url("cloud-b") + "/v1/jobs/none", timeout=30,
-                          headers={"Authorization": f"Bearer {exchanged.json()['token']}"})
+        other = httpx.get(
+            consortium.url("cloud-b") + "/v1/jobs/none",
+            timeout=30,
+            headers={"Authorization": f"Bearer {exchanged.json()['token']}"},
+        )
         assert other.status_code == 404 and "no job none" in other.json()["error"]
         wrong = httpx.post(url + "/v1/login", json={"username": "alice", "password": "nope"}, timeout=30)
         assert wrong.status_code == 401
@@ -290,10 +379,18 @@ def test_gateway_with_a_missing_config_file(tmp_path):
 
 # -- xcentre demo (subprocess) -------------------------------------------------------------------------
 
+
 def test_demo_runs_end_to_end():
     env = os.environ | {"COLUMNS": "200", "NO_COLOR": "1"}
-    done = subprocess.run([str(XCENTRE), "demo"], capture_output=True, text=True, timeout=180, env=env,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [str(XCENTRE), "demo"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     text = " ".join(done.stdout.split())  # rich may wrap lines
     assert "verified against the chain" in text

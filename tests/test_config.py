@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from gateway.node.config import ConfigError, GatewayConfig, load_config
 from gateway.jobs.executor import DEFAULT_JOB_UIDS
+from gateway.node.assemble import build_node
+from gateway.node.config import ConfigError, GatewayConfig, load_config
+from ledger.deploy import Deployment
 
 REQUIRED = {
     "centre": "hpc-a",
@@ -80,8 +82,14 @@ def test_absolute_and_parent_paths(tmp_path):
 
 
 def test_optional_settings(tmp_path):
-    values = REQUIRED | {"host": "0.0.0.0", "port": 8443, "token_ttl": 600, "workers": 8,
-                         "ldap_bind_dn": "cn=service,dc=hpc-a,dc=example", "ldap_bind_password": "pw"}
+    values = REQUIRED | {
+        "host": "0.0.0.0",
+        "port": 8443,
+        "token_ttl": 600,
+        "workers": 8,
+        "ldap_bind_dn": "cn=service,dc=hpc-a,dc=example",
+        "ldap_bind_password": "pw",
+    }
     config = load_config(write(tmp_path, values))
     assert (config.host, config.port, config.token_ttl, config.workers) == ("0.0.0.0", 8443, 600, 8)
     assert config.ldap_bind_dn == "cn=service,dc=hpc-a,dc=example" and config.ldap_bind_password == "pw"
@@ -90,7 +98,9 @@ def test_optional_settings(tmp_path):
 def test_signon_settings(tmp_path):
     default = load_config(write(tmp_path / "a", REQUIRED))
     assert all(isinstance(a, str) for a in default.signon_attributes)
-    config = load_config(write(tmp_path / "b", REQUIRED | {"signon_attributes": ["employee_type"], "issuer_key_overlap": 0}))
+    config = load_config(
+        write(tmp_path / "b", REQUIRED | {"signon_attributes": ["employee_type"], "issuer_key_overlap": 0})
+    )
     assert config.signon_attributes == ("employee_type",)
     assert config.issuer_key_overlap == 0
 
@@ -99,29 +109,43 @@ def test_job_settings_default_to_a_sandbox(tmp_path):
     default = load_config(write(tmp_path / "a", REQUIRED))
     assert default.sandbox == "bwrap" and default.job_network is False and default.job_cpus is None
     assert default.job_uids == DEFAULT_JOB_UIDS and default.job_folder == default.data_dir / "jobs"
-    config = load_config(write(tmp_path / "b", REQUIRED | {
-        "sandbox": "none", "job_network": True, "job_uids": [70000, 70099], "job_cpus": 64,
-        "jobs_dir": "/srv/xcentre-jobs", "chain_confirmations": 2}))
+    config = load_config(
+        write(
+            tmp_path / "b",
+            REQUIRED
+            | {
+                "sandbox": "none",
+                "job_network": True,
+                "job_uids": [70000, 70099],
+                "job_cpus": 64,
+                "jobs_dir": "/srv/xcentre-jobs",
+                "chain_confirmations": 2,
+            },
+        )
+    )
     assert (config.sandbox, config.job_network, config.job_uids, config.job_cpus) == ("none", True, (70000, 70099), 64)
     assert config.job_folder == Path("/srv/xcentre-jobs") and config.chain_confirmations == 2
 
 
-@pytest.mark.parametrize("setting, value, message", [
-    ("sandbox", "docker", "sandbox must be one of 'bwrap', 'none'"),
-    ("sandbox", "", "sandbox must be one of"),
-    ("sandbox", False, "sandbox must be one of"),
-    ("job_network", "yes", "job_network must be true or false"),
-    ("job_network", 1, "job_network must be true or false"),
-    ("job_uids", [70000], "job_uids must be \\[first, last\\]"),
-    ("job_uids", [70099, 70000], "job_uids must be"),
-    ("job_uids", [0, 10], "job_uids must be"),
-    ("job_uids", [70000, 2**32], "job_uids must be"),
-    ("job_uids", ["70000", "70099"], "job_uids must be"),
-    ("job_uids", 70000, "job_uids must be"),
-    ("job_cpus", 0, "job_cpus must be an integer from 1"),
-    ("job_cpus", "8", "job_cpus must be an integer from 1"),
-    ("job_user", "nobody", "unknown setting\\(s\\): job_user"),
-])
+@pytest.mark.parametrize(
+    "setting, value, message",
+    [
+        ("sandbox", "docker", "sandbox must be one of 'bwrap', 'none'"),
+        ("sandbox", "", "sandbox must be one of"),
+        ("sandbox", False, "sandbox must be one of"),
+        ("job_network", "yes", "job_network must be true or false"),
+        ("job_network", 1, "job_network must be true or false"),
+        ("job_uids", [70000], "job_uids must be \\[first, last\\]"),
+        ("job_uids", [70099, 70000], "job_uids must be"),
+        ("job_uids", [0, 10], "job_uids must be"),
+        ("job_uids", [70000, 2**32], "job_uids must be"),
+        ("job_uids", ["70000", "70099"], "job_uids must be"),
+        ("job_uids", 70000, "job_uids must be"),
+        ("job_cpus", 0, "job_cpus must be an integer from 1"),
+        ("job_cpus", "8", "job_cpus must be an integer from 1"),
+        ("job_user", "nobody", "unknown setting\\(s\\): job_user"),
+    ],
+)
 def test_bad_job_settings_are_refused_by_name(tmp_path, setting, value, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, REQUIRED | {setting: value}))
@@ -130,9 +154,18 @@ def test_bad_job_settings_are_refused_by_name(tmp_path, setting, value, message)
 def test_the_executor_is_local_by_default_or_slurm(tmp_path):
     default = load_config(write(tmp_path / "a", REQUIRED))
     assert default.executor == "local" and default.slurm_conf is None and default.slurm_partition is None
-    config = load_config(write(tmp_path / "b", REQUIRED | {
-        "executor": "slurm", "slurm_conf": "slurm/slurm.conf", "slurm_partition": "xcentre",
-        "jobs_dir": "/shared/xcentre-jobs"}))
+    config = load_config(
+        write(
+            tmp_path / "b",
+            REQUIRED
+            | {
+                "executor": "slurm",
+                "slurm_conf": "slurm/slurm.conf",
+                "slurm_partition": "xcentre",
+                "jobs_dir": "/shared/xcentre-jobs",
+            },
+        )
+    )
     assert config.executor == "slurm" and config.slurm_partition == "xcentre"
     assert config.slurm_conf == (tmp_path / "b" / "slurm" / "slurm.conf").resolve()  # relative to the file
     assert config.job_folder == Path("/shared/xcentre-jobs")
@@ -140,18 +173,21 @@ def test_the_executor_is_local_by_default_or_slurm(tmp_path):
     assert bare.slurm_conf is None and bare.slurm_partition is None
 
 
-@pytest.mark.parametrize("settings, message", [
-    ({"executor": "pbs"}, "executor must be 'local' or 'slurm', got 'pbs'"),
-    ({"executor": ""}, "executor must be 'local' or 'slurm'"),
-    ({"executor": True}, "executor must be 'local' or 'slurm'"),
-    ({"executor": "slurm", "slurm_partition": "a b"}, "slurm_partition must be a Slurm partition name"),
-    ({"executor": "slurm", "slurm_partition": 3}, "slurm_partition must be a Slurm partition name"),
-    ({"executor": "slurm", "slurm_conf": "", "jobs_dir": "/j"}, "slurm_conf must be a non-empty string"),
-    ({"slurm_conf": "/etc/slurm/slurm.conf"}, "slurm_conf and slurm_partition apply only with executor = \"slurm\""),
-    ({"executor": "local", "slurm_partition": "batch"}, "apply only with executor = \"slurm\""),
-    ({"executor": "slurm", "job_cpus": 8, "jobs_dir": "/j"}, "job_cpus applies only to the local executor"),
-    ({"executor": "slurm"}, "with executor = \"slurm\", set jobs_dir to a folder the compute nodes share"),
-])
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        ({"executor": "pbs"}, "executor must be 'local' or 'slurm', got 'pbs'"),
+        ({"executor": ""}, "executor must be 'local' or 'slurm'"),
+        ({"executor": True}, "executor must be 'local' or 'slurm'"),
+        ({"executor": "slurm", "slurm_partition": "a b"}, "slurm_partition must be a Slurm partition name"),
+        ({"executor": "slurm", "slurm_partition": 3}, "slurm_partition must be a Slurm partition name"),
+        ({"executor": "slurm", "slurm_conf": "", "jobs_dir": "/j"}, "slurm_conf must be a non-empty string"),
+        ({"slurm_conf": "/etc/slurm/slurm.conf"}, 'slurm_conf and slurm_partition apply only with executor = "slurm"'),
+        ({"executor": "local", "slurm_partition": "batch"}, 'apply only with executor = "slurm"'),
+        ({"executor": "slurm", "job_cpus": 8, "jobs_dir": "/j"}, "job_cpus applies only to the local executor"),
+        ({"executor": "slurm"}, 'with executor = "slurm", set jobs_dir to a folder the compute nodes share'),
+    ],
+)
 def test_bad_executor_settings_are_refused_by_name(tmp_path, settings, message):
     with pytest.raises(ConfigError, match=message):
         load_config(write(tmp_path, REQUIRED | settings))
@@ -190,8 +226,8 @@ def test_an_unknown_setting_is_named(tmp_path):
 @pytest.mark.parametrize(
     "text",
     [
-        'centre = "hpc-a\n',             # unterminated string
-        "centre = hpc-a\n",              # bare word
+        'centre = "hpc-a\n',  # unterminated string
+        "centre = hpc-a\n",  # bare word
         'centre = "a"\ncentre = "b"\n',  # duplicate key
         "[centre\n",
         "port = 80 80\n",
@@ -251,9 +287,11 @@ def test_every_refusal_names_the_file_and_each_setting_at_fault(tmp_path):
         load_config(path)
     message = str(error.value)
     assert message.startswith(f"{path}: ")
-    for words in ("port must be an integer from 1 to 65535, got 0",
-                  "sandbox must be one of 'bwrap', 'none', got 'docker'",
-                  "centre must be a centre name ([a-z0-9-]{1,32}), got 'HPC A'"):
+    for words in (
+        "port must be an integer from 1 to 65535, got 0",
+        "sandbox must be one of 'bwrap', 'none', got 'docker'",
+        "centre must be a centre name ([a-z0-9-]{1,32}), got 'HPC A'",
+    ):
         assert words in message
 
 
@@ -275,3 +313,31 @@ def test_a_config_made_in_code_is_checked_as_a_file_is(tmp_path, monkeypatch):
             GatewayConfig(**(REQUIRED | wrong))
     with pytest.raises(ValueError):  # settings are fixed once read
         config.port = 9000  # type: ignore[misc]
+
+
+def test_a_deployment_without_an_identity_registry_is_refused_before_anything_is_built(tmp_path):
+    # a description written before the IdentityRegistry existed: a gateway cannot sign anyone on with it
+    old = Deployment(
+        chain_id=1,
+        consortium="0x" + "11" * 20,
+        usage_ledger="0x" + "22" * 20,
+        settlement="0x" + "33" * 20,
+        credit="0x" + "44" * 20,
+        start_block=0,
+    )
+    parts = dict.fromkeys(
+        (
+            "chain",
+            "account",
+            "token_key",
+            "issuer_key",
+            "schema",
+            "signon_attributes",
+            "directory",
+            "policy_text",
+            "operator_key",
+        )
+    )
+    with pytest.raises(ValueError, match="no IdentityRegistry"):
+        build_node(name="hpc-a", deployment=old, data_dir=tmp_path / "data", **parts)
+    assert not (tmp_path / "data").exists()

@@ -46,8 +46,9 @@ class Consortium:
 
 
 def spec(name: str, acct: LocalAccount, price: int = 1) -> MemberSpec:
-    return MemberSpec(name, acct.address, f"http://{name}.example:8000", bytes([len(name)]) * 32,
-                      Prices(price, 10 * price, 3 * price))
+    return MemberSpec(
+        name, acct.address, f"http://{name}.example:8000", bytes([len(name)]) * 32, Prices(price, 10 * price, 3 * price)
+    )
 
 
 def make_consortium(names: list[str], quorum: int, url: str = "embedded", rate_notice: int = NOTICE) -> Consortium:
@@ -77,6 +78,7 @@ def reverts(reason: str, fn, *args):
 
 
 # -- deployment ------------------------------------------------------------------------
+
 
 def test_deployment_lists_genesis_members_in_order_and_round_trips(four, tmp_path):
     k = four
@@ -115,6 +117,7 @@ def test_id_of_a_non_member_reverts(four):
 
 
 # -- governance ------------------------------------------------------------------------
+
 
 def test_admission_needs_k_of_n_votes(four):
     k = four
@@ -202,8 +205,11 @@ def test_quorum_of_one_executes_on_proposal():
 
 def receipt_events(contract, receipt, *names: str) -> list[tuple[str, dict]]:
     """The receipt's events of `contract` among `names`, in log order."""
-    found = [(e["logIndex"], name, dict(e["args"])) for name in names
-             for e in getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)]
+    found = [
+        (e["logIndex"], name, dict(e["args"]))
+        for name in names
+        for e in getattr(contract.events, name)().process_receipt(receipt, errors=DISCARD)
+    ]
     return [(name, args) for _, name, args in sorted(found, key=lambda f: f[0])]
 
 
@@ -228,7 +234,12 @@ def test_a_proposal_that_passes_emits_proposal_executed_after_its_effect(four):
     one = make_consortium(["hpc-a", "hpc-b"], quorum=1)
     receipt = one.tx(one.c.consortium.functions.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
     assert [n for n, _ in receipt_events(one.c.consortium, receipt, *names)] == [
-        "ProposalCreated", "Voted", "MemberAdmitted", "RatesPublished", "ProposalExecuted"]
+        "ProposalCreated",
+        "Voted",
+        "MemberAdmitted",
+        "RatesPublished",
+        "ProposalExecuted",
+    ]
 
 
 def test_a_vote_that_cannot_be_carried_out_reverts_and_is_not_counted(four):
@@ -271,8 +282,11 @@ def test_every_event_has_a_notice_and_documents_every_parameter():
             while ");" not in declaration:
                 j += 1
                 declaration += lines[j]
-            params = [p.split()[-1] for p in declaration[declaration.index("(") + 1:declaration.rindex(")")].split(",")
-                      if p.strip()]
+            params = [
+                p.split()[-1]
+                for p in declaration[declaration.index("(") + 1 : declaration.rindex(")")].split(",")
+                if p.strip()
+            ]
             doc = []
             j = i - 1
             while lines[j].strip().startswith("///"):
@@ -299,6 +313,7 @@ def test_member_updates_its_own_entry(four):
 
 
 # -- rates -----------------------------------------------------------------------------
+
 
 def now(k: Consortium) -> int:
     return k.chain.w3.eth.get_block("latest")["timestamp"]
@@ -388,13 +403,14 @@ def test_admission_and_readmission_publish_the_admission_rates():
     assert rates(k, "ai-e", 2)[2] == Prices(8, 8, 8)  # a removed centre's rates stay readable for audits
     k.tx(fns.propose(ADMIT, spec("ai-e", newcomer, price=9).as_tuple()), "hpc-b")
     assert fns.ratesCount(e).call() == 3
-    version, effective_from, prices = rates(k, "ai-e", 3)
+    _, effective_from, prices = rates(k, "ai-e", 3)
     assert prices == Prices(9, 90, 27) and effective_from <= now(k)
     # the admission rates supersede what was left pending
     assert fns.ratesAt(e, now(k) + 2 * NOTICE).call()[0] == 3
 
 
 # -- anchoring -------------------------------------------------------------------------
+
 
 def test_anchor_records_root_count_and_claims(four):
     k = four
@@ -429,15 +445,34 @@ def test_python_merkle_proof_verifies_on_chain(four):
     domain = Domain.for_deployment(k.deployment)
     serving, key = centre_id("hpc-b"), k.accounts["hpc-b"]
     records = [
-        UsageRecord(bytes([i]) * 32, bytes([100 + i]) * 32, serving, centre_id("hpc-a"), user_id(f"u{i}@hpc-a"),
-                    3, 1000 + i, 1010 + i, 500 * i, 10_000, 2048, 0, 1, 17 * i)
+        UsageRecord(
+            bytes([i]) * 32,
+            bytes([100 + i]) * 32,
+            serving,
+            centre_id("hpc-a"),
+            user_id(f"u{i}@hpc-a"),
+            3,
+            1000 + i,
+            1010 + i,
+            500 * i,
+            10_000,
+            2048,
+            0,
+            1,
+            17 * i,
+        )
         for i in range(1, 8)
     ]
     for r in records:
         sign_record(r, domain, key)
     leaves = [record_leaf(r, domain) for r in records]
     tree = MerkleTree(leaves)
-    k.tx(k.c.usage_ledger.functions.anchor(3, tree.root, len(leaves), [centre_id("hpc-a")], [sum(r.price for r in records)]), "hpc-b")
+    k.tx(
+        k.c.usage_ledger.functions.anchor(
+            3, tree.root, len(leaves), [centre_id("hpc-a")], [sum(r.price for r in records)]
+        ),
+        "hpc-b",
+    )
     verify = k.c.usage_ledger.functions.verifyRecord
     for leaf in leaves:
         assert verify(serving, 3, leaf, tree.proof(leaf)).call() is True
@@ -461,6 +496,7 @@ def test_proofs_of_trees_of_every_shape_verify_on_chain(four):
 
 
 # -- settlement ------------------------------------------------------------------------
+
 
 def anchor_all(k: Consortium, epoch: int, claims: dict[tuple[str, str], int], skip: tuple[str, ...] = ()) -> None:
     for name in k.accounts:
@@ -489,8 +525,14 @@ def test_settle_before_all_anchored_reverts(four):
 
 def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(four):
     k = four
-    claims = {("hpc-a", "hpc-b"): 100, ("hpc-a", "cloud-c"): 50, ("hpc-b", "hpc-a"): 30,
-              ("hpc-b", "edge-d"): 70, ("edge-d", "hpc-a"): 5, ("cloud-c", "edge-d"): 20}
+    claims = {
+        ("hpc-a", "hpc-b"): 100,
+        ("hpc-a", "cloud-c"): 50,
+        ("hpc-b", "hpc-a"): 30,
+        ("hpc-b", "edge-d"): 70,
+        ("edge-d", "hpc-a"): 5,
+        ("cloud-c", "edge-d"): 20,
+    }
     anchor_all(k, 9, claims)
     before = balances(k)
     receipt = k.tx(k.c.settlement.functions.settle(9), "cloud-c")
@@ -503,7 +545,7 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
     assert list(net.values()) == settled["net"]
     expected = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
     assert net == expected
-    assert [a - b for a, b in zip(after, before)] == [net[i] for i in ids]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [net[i] for i in ids]
     moved = settled_transfers(k, receipt)
     assert 0 < len(moved) <= len(ids) - 1
     assert moved == transfers(net, ids)
@@ -541,12 +583,27 @@ def test_empty_epoch_settles_without_transfers(four):
 
 # -- end to end on a real node -----------------------------------------------------------
 
+
 def test_deploy_anchor_settle_on_anvil(anvil_url):
     k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=anvil_url)
     assert k.chain.embedded is False and k.deployment.chain_id == k.chain.chain_id
     domain = Domain.for_deployment(k.deployment)
-    rec = UsageRecord(b"\x01" * 32, b"\x02" * 32, centre_id("hpc-a"), centre_id("hpc-b"), user_id("bob@hpc-b"),
-                      1, 100, 160, 60_000, 60_000, 1024, 0, 1, 60)
+    rec = UsageRecord(
+        b"\x01" * 32,
+        b"\x02" * 32,
+        centre_id("hpc-a"),
+        centre_id("hpc-b"),
+        user_id("bob@hpc-b"),
+        1,
+        100,
+        160,
+        60_000,
+        60_000,
+        1024,
+        0,
+        1,
+        60,
+    )
     leaf = record_leaf(rec, domain)
     tree = MerkleTree([leaf, b"\x33" * 32, b"\x44" * 32])
     ul = k.c.usage_ledger.functions
@@ -608,8 +665,12 @@ def test_with_quorum_equal_to_n_a_silent_member_blocks_settlement_for_good():
     k = make_consortium(["hpc-a", "hpc-b"], quorum=2)
     anchor_all(k, 1, {("hpc-a", "hpc-b"): 5}, skip=("hpc-b",))
     reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
-    reverts("QuorumUnreachable", k.tx,
-            k.c.consortium.functions.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()), "hpc-a")
+    reverts(
+        "QuorumUnreachable",
+        k.tx,
+        k.c.consortium.functions.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()),
+        "hpc-a",
+    )
 
 
 def test_a_claim_beyond_the_debtors_balance_blocks_settlement_until_the_claimant_is_removed(four):

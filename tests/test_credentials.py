@@ -10,9 +10,23 @@ from pathlib import Path
 import pytest
 
 from auth.credentials import (
-    CODES, Challenges, Credential, CredentialError, CredentialSchema, Presentation, PresentationError,
-    PresentationRequest, SchemaError, UsedNonces, generate_issuer_key, hour_floor, issue_credential, key_id,
-    make_presentation, new_request, verify_presentation,
+    CODES,
+    Challenges,
+    Credential,
+    CredentialError,
+    CredentialSchema,
+    Presentation,
+    PresentationError,
+    PresentationRequest,
+    SchemaError,
+    UsedNonces,
+    generate_issuer_key,
+    hour_floor,
+    issue_credential,
+    key_id,
+    make_presentation,
+    new_request,
+    verify_presentation,
 )
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data" / "credential_schema.toml"
@@ -22,8 +36,15 @@ SK_A, PK_A = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
 SK_B, PK_B = generate_issuer_key(b"cloud-b issuer key material, 32+ bytes")
 SK_OLD, PK_OLD = generate_issuer_key(b"hpc-a's rotated-out key material")
 PSEUDONYM = "7f" * 32
-VALUES = {"home": "hpc-a", "pseudonym": PSEUDONYM, "department": "physics", "employee_type": ["staff", "faculty"],
-          "groups": ["physics", "gpu-users"], "clearance": 2, "revocation_epoch": 4}
+VALUES = {
+    "home": "hpc-a",
+    "pseudonym": PSEUDONYM,
+    "department": "physics",
+    "employee_type": ["staff", "faculty"],
+    "groups": ["physics", "gpu-users"],
+    "clearance": 2,
+    "revocation_epoch": 4,
+}
 CREDENTIAL = issue_credential(SCHEMA, SK_A, PK_A, VALUES, now=NOW)
 KEYS = {("hpc-a", key_id(PK_A)): PK_A, ("cloud-b", key_id(PK_B)): PK_B}
 EPOCHS = {"hpc-a": 4, "cloud-b": 0}
@@ -41,10 +62,20 @@ def _request(attributes=("department",), verifier="cloud-b", now=NOW) -> Present
     return new_request(SCHEMA, verifier, attributes, now=now)
 
 
-def _verify(presentation, request, *, now=NOW + 5, verifier="cloud-b", pk_for=_pk_for, known=_known,
-            epochs=EPOCHS, schema=SCHEMA) -> dict[str, str]:
-    return verify_presentation(schema, presentation, request, pk_for, epochs.__getitem__, now,
-                               verifier=verifier, issuer_known=known)
+def _verify(
+    presentation,
+    request,
+    *,
+    now=NOW + 5,
+    verifier="cloud-b",
+    pk_for=_pk_for,
+    known=_known,
+    epochs=EPOCHS,
+    schema=SCHEMA,
+) -> dict[str, str]:
+    return verify_presentation(
+        schema, presentation, request, pk_for, epochs.__getitem__, now, verifier=verifier, issuer_known=known
+    )
 
 
 def _refused(presentation, request, **kw) -> PresentationError:
@@ -56,10 +87,21 @@ def _refused(presentation, request, **kw) -> PresentationError:
 
 # -- schema -----------------------------------------------------------------------------
 
+
 def test_demo_schema():
     assert SCHEMA.id == "xcentre.user" and SCHEMA.version == 1
-    assert SCHEMA.names == ("holder_secret", "home", "pseudonym", "department", "employee_type", "groups",
-                            "clearance", "revocation_epoch", "issued_at", "expires_at")
+    assert SCHEMA.names == (
+        "holder_secret",
+        "home",
+        "pseudonym",
+        "department",
+        "employee_type",
+        "groups",
+        "clearance",
+        "revocation_epoch",
+        "issued_at",
+        "expires_at",
+    )
     assert SCHEMA.header == b"xcentre-credential/xcentre.user/1"
     assert SCHEMA.index_of("department") == 3
     assert not SCHEMA.attribute("holder_secret").disclosable
@@ -80,20 +122,25 @@ def test_messages_bind_names_to_values():
 _BASE = SCHEMA_PATH.read_text()
 
 
-@pytest.mark.parametrize("text, match", [
-    (_BASE.replace("disclosable = false", "disclosable = true"), "must not be disclosable"),
-    (_BASE.replace('name = "expires_at"', 'name = "valid_until"'), "expires_at"),
-    (_BASE.replace('name = "pseudonym"', 'name = "home"'), "twice"),
-    (_BASE.replace('id = "xcentre.user"', 'id = "X Centre"'), "schema id"),
-    (_BASE.replace("version = 1", "version = 0"), "version"),
-    (_BASE.replace('source = "employeeType"', 'source = "employee type"'), "source"),
-    (_BASE.replace('type = "int"\ndefault = "0"', 'type = "float"'), "type"),
-    (_BASE.replace('default = "0"', 'default = "zero"'), "integer"),
-    (_BASE.replace('name = "department"\n', 'name = "department"\ncolour = "red"\n'), "unknown keys"),
-    (_BASE + "\nowner = 'x'\n", "unknown keys"),
-    ("id = 'x'\nversion = 1\n", "attribute"),
-    ("this is = not [toml\n", "TOML"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        (_BASE.replace("disclosable = false", "disclosable = true"), "must not be disclosable"),
+        (_BASE.replace('name = "expires_at"', 'name = "valid_until"'), "expires_at"),
+        (_BASE.replace('name = "pseudonym"', 'name = "home"'), "twice"),
+        (_BASE.replace('id = "xcentre.user"', 'id = "X Centre"'), "schema id"),
+        (_BASE.replace("version = 1", "version = 0"), "version"),
+        (_BASE.replace("version = 1\n", ""), "needs version"),
+        (_BASE.replace('id = "xcentre.user"\n', ""), "needs id"),
+        (_BASE.replace('source = "employeeType"', 'source = "employee type"'), "source"),
+        (_BASE.replace('type = "int"\ndefault = "0"', 'type = "float"'), "type"),
+        (_BASE.replace('default = "0"', 'default = "zero"'), "integer"),
+        (_BASE.replace('name = "department"\n', 'name = "department"\ncolour = "red"\n'), "unknown keys"),
+        (_BASE + "\nowner = 'x'\n", "unknown keys"),
+        ("id = 'x'\nversion = 1\n", "attribute"),
+        ("this is = not [toml\n", "TOML"),
+    ],
+)
 def test_invalid_schemas(text, match):
     with pytest.raises(SchemaError, match=match):
         CredentialSchema.load(text)
@@ -105,15 +152,26 @@ def test_missing_schema_file(tmp_path):
 
 
 def test_values_from_a_directory_entry():
-    values = SCHEMA.from_directory({"departmentNumber": "physics", "employeeType": ["staff", "faculty"],
-                                    "mail": "alice@example.org"}, groups=["physics", "gpu-users"])
-    assert values == {"department": "physics", "employee_type": "faculty,staff", "groups": "gpu-users,physics",
-                      "clearance": "0"}
-    assert SCHEMA.from_directory({}, groups=[]) == {"department": "", "employee_type": "", "groups": "",
-                                                    "clearance": "0"}
+    values = SCHEMA.from_directory(
+        {"departmentNumber": "physics", "employeeType": ["staff", "faculty"], "mail": "alice@example.org"},
+        groups=["physics", "gpu-users"],
+    )
+    assert values == {
+        "department": "physics",
+        "employee_type": "faculty,staff",
+        "groups": "gpu-users,physics",
+        "clearance": "0",
+    }
+    assert SCHEMA.from_directory({}, groups=[]) == {
+        "department": "",
+        "employee_type": "",
+        "groups": "",
+        "clearance": "0",
+    }
 
 
 # -- issuing ----------------------------------------------------------------------------
+
 
 def test_issued_credential():
     values = CREDENTIAL.values
@@ -132,8 +190,9 @@ def test_issued_credential():
 def test_every_credential_has_its_own_holder_secret():
     other = issue_credential(SCHEMA, SK_A, PK_A, VALUES, now=NOW)
     assert other.values["holder_secret"] != CREDENTIAL.values["holder_secret"]
-    given = issue_credential(SCHEMA, SK_A, PK_A, {**VALUES, "holder_secret": "ab" * 32,
-                                                  "issued_at": NOW, "expires_at": NOW + 7200}, now=0)
+    given = issue_credential(
+        SCHEMA, SK_A, PK_A, {**VALUES, "holder_secret": "ab" * 32, "issued_at": NOW, "expires_at": NOW + 7200}, now=0
+    )
     assert given.values["holder_secret"] == "ab" * 32
     assert (given.values["issued_at"], given.values["expires_at"]) == ("1699999200", "1700006400")
 
@@ -148,10 +207,18 @@ def test_credential_json_round_trip():
     assert not Credential.from_json(tampered).verify(SCHEMA, PK_A)
 
 
-@pytest.mark.parametrize("change", [
-    {"signature": "zz"}, {"signature": "00" * 79}, {"key_id": "ABCD"}, {"issuer": "HPC A"},
-    {"values": {"home": 1}}, {"version": "1"}, {"extra": 1},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"signature": "zz"},
+        {"signature": "00" * 79},
+        {"key_id": "ABCD"},
+        {"issuer": "HPC A"},
+        {"values": {"home": 1}},
+        {"version": "1"},
+        {"extra": 1},
+    ],
+)
 def test_credential_from_json_refuses_bad_shapes(change):
     with pytest.raises(CredentialError):
         Credential.from_json({**CREDENTIAL.to_dict(), **change})
@@ -159,16 +226,19 @@ def test_credential_from_json_refuses_bad_shapes(change):
         Credential.from_json("not json")
 
 
-@pytest.mark.parametrize("values, match", [
-    ({**VALUES, "uid": "alice"}, "no attributes"),
-    ({k: v for k, v in VALUES.items() if k != "pseudonym"}, "pseudonym"),
-    ({**VALUES, "clearance": "two"}, "integer"),
-    ({**VALUES, "revocation_epoch": -1}, "integer"),
-    ({**VALUES, "home": "HPC A"}, "centre name"),
-    ({**VALUES, "holder_secret": "guessable"}, "holder_secret"),
-    ({**VALUES, "groups": ["a,b"]}, "commas"),
-    ({**VALUES, "issued_at": NOW, "expires_at": NOW}, "after issued_at"),
-])
+@pytest.mark.parametrize(
+    "values, match",
+    [
+        ({**VALUES, "uid": "alice"}, "no attributes"),
+        ({k: v for k, v in VALUES.items() if k != "pseudonym"}, "pseudonym"),
+        ({**VALUES, "clearance": "two"}, "integer"),
+        ({**VALUES, "revocation_epoch": -1}, "integer"),
+        ({**VALUES, "home": "HPC A"}, "centre name"),
+        ({**VALUES, "holder_secret": "guessable"}, "holder_secret"),
+        ({**VALUES, "groups": ["a,b"]}, "commas"),
+        ({**VALUES, "issued_at": NOW, "expires_at": NOW}, "after issued_at"),
+    ],
+)
 def test_issue_refuses_bad_values(values, match):
     with pytest.raises(CredentialError, match=match):
         issue_credential(SCHEMA, SK_A, PK_A, values, now=NOW)
@@ -183,9 +253,16 @@ def test_issue_refuses_a_mismatched_key_pair():
 
 # -- presenting and verifying -----------------------------------------------------------
 
-@pytest.mark.parametrize("attributes", [
-    (), ("department",), ("department", "groups", "clearance"), ("pseudonym", "employee_type", "issued_at"),
-])
+
+@pytest.mark.parametrize(
+    "attributes",
+    [
+        (),
+        ("department",),
+        ("department", "groups", "clearance"),
+        ("pseudonym", "employee_type", "issued_at"),
+    ],
+)
 def test_present_and_verify(attributes):
     request = _request(attributes)
     assert set(request.attributes) == set(attributes) | {"home", "revocation_epoch", "expires_at"}
@@ -207,8 +284,12 @@ def test_request_json_round_trip_and_order():
 def test_verifiers_may_not_request_secret_or_unknown_attributes(attributes):
     with pytest.raises(CredentialError):
         new_request(SCHEMA, "cloud-b", attributes, now=NOW)
-    forged = PresentationRequest(nonce="01" * 32, verifier="cloud-b", expires_at=NOW + 60,
-                                 attributes=("home", "revocation_epoch", "expires_at", *attributes))
+    forged = PresentationRequest(
+        nonce="01" * 32,
+        verifier="cloud-b",
+        expires_at=NOW + 60,
+        attributes=("home", "revocation_epoch", "expires_at", *attributes),
+    )
     with pytest.raises(PresentationError) as err:  # the holder's wallet refuses to answer
         make_presentation(SCHEMA, CREDENTIAL, PK_A, forged)
     assert err.value.code == "malformed"
@@ -217,8 +298,8 @@ def test_verifiers_may_not_request_secret_or_unknown_attributes(attributes):
 def test_unlinkable_presentations():
     first, second = (make_presentation(SCHEMA, CREDENTIAL, PK_A, _request(("department",))) for _ in range(2))
     window = 8  # no 8-byte run in common: chance is ~n^2 / 2^64
-    chunks = {first.proof[i:i + window] for i in range(len(first.proof) - window + 1)}
-    assert not any(second.proof[i:i + window] in chunks for i in range(len(second.proof) - window + 1))
+    chunks = {first.proof[i : i + window] for i in range(len(first.proof) - window + 1)}
+    assert not any(second.proof[i : i + window] in chunks for i in range(len(second.proof) - window + 1))
     for presentation in (first, second):
         text = presentation.to_json()
         for hidden in ("holder_secret", "pseudonym", "groups", "clearance"):
@@ -229,6 +310,7 @@ def test_unlinkable_presentations():
 
 
 # -- challenges: sealed, not stored; each answered once -----------------------------------
+
 
 def _challenges(**kw) -> Challenges:
     return Challenges(SCHEMA, "cloud-b", ["department"], **kw)
@@ -287,26 +369,30 @@ def test_a_forged_or_altered_challenge_does_not_open():
     request = challenges.issue(now=NOW)
     raw = bytes.fromhex(request.nonce)
     for at in range(len(raw)):  # version, expiry, random part, attributes, seal: any change breaks the seal
-        altered = raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1:]
-        assert _code(lambda: challenges.open(altered.hex(), now=NOW)) == "unknown_request"
-    err = pytest.raises(PresentationError, challenges.open, raw[:-1].hex(), now=NOW)
+        altered = raw[:at] + bytes([raw[at] ^ 0x01]) + raw[at + 1 :]
+        assert _code(lambda altered=altered: challenges.open(altered.hex(), now=NOW)) == "unknown_request"
+    with pytest.raises(PresentationError) as err:
+        challenges.open(raw[:-1].hex(), now=NOW)
     assert err.value.code == "unknown_request" and "did not issue" in err.value.reason
     assert _code(lambda: challenges.open(_request().nonce, now=NOW)) == "unknown_request"  # unsealed
     assert _code(lambda: _challenges().open(request.nonce, now=NOW)) == "unknown_request"  # another key
     key = b"k" * 32  # the same key under another verifier's name: the seal covers the name
     here = Challenges(SCHEMA, "cloud-b", ["department"], key=key).issue(now=NOW)
-    assert _code(lambda: Challenges(SCHEMA, "ai-c", ["department"], key=key).open(here.nonce, now=NOW)) \
+    assert (
+        _code(lambda: Challenges(SCHEMA, "ai-c", ["department"], key=key).open(here.nonce, now=NOW))
         == "unknown_request"
+    )
     assert Challenges(SCHEMA, "cloud-b", ["department"], key=key).open(here.nonce, now=NOW) == here
     for bad in ("not a nonce", request.nonce.upper(), request.nonce + "\n", "ab" * 200, 42, None):
-        assert _code(lambda: challenges.open(bad, now=NOW)) == "malformed"
+        assert _code(lambda bad=bad: challenges.open(bad, now=NOW)) == "malformed"
 
 
 def test_an_expired_challenge_is_refused_whatever_the_clock_says_later():
     challenges = _challenges(ttl=60)
     request, other = challenges.issue(now=NOW), challenges.issue(now=NOW)
     assert challenges.open(request.nonce, now=NOW + 60) == request  # good through its last second
-    err = pytest.raises(PresentationError, challenges.open, request.nonce, now=NOW + 61)
+    with pytest.raises(PresentationError) as err:
+        challenges.open(request.nonce, now=NOW + 61)
     assert err.value.code == "request_expired" and "ask for a new one" in err.value.reason
     _answer(challenges, request, now=NOW + 30)
     _answer(challenges, challenges.issue(now=NOW + 70), now=NOW + 71)  # purges the first one's entry
@@ -352,10 +438,16 @@ def test_of_many_racing_uses_of_one_challenge_one_wins():
     assert sorted(outcomes) == ["ok"] + ["replayed"] * 7
 
 
-@pytest.mark.parametrize(("attributes", "kw"), [
-    (["holder_secret"], {}), (["uid"], {}), (["department"], {"ttl": 0}), (["department"], {"ttl": True}),
-    (["department"], {"key": b"short"}),
-])
+@pytest.mark.parametrize(
+    ("attributes", "kw"),
+    [
+        (["holder_secret"], {}),
+        (["uid"], {}),
+        (["department"], {"ttl": 0}),
+        (["department"], {"ttl": True}),
+        (["department"], {"key": b"short"}),
+    ],
+)
 def test_a_misconfigured_verifier_fails_at_start(attributes, kw):
     with pytest.raises(CredentialError):
         Challenges(SCHEMA, "cloud-b", attributes, **kw)
@@ -373,12 +465,21 @@ def _with(**changes) -> Presentation:
     return dataclasses.replace(PRESENTATION, **changes)
 
 
-@pytest.mark.parametrize("presentation", [
-    "not json", b"[]", {}, 42, {**PRESENTATION.to_dict(), "proof": "xyz"},
-    {**PRESENTATION.to_dict(), "proof": ""}, {**PRESENTATION.to_dict(), "key_id": "00"},
-    {**PRESENTATION.to_dict(), "disclosed": {"home": 1}}, {**PRESENTATION.to_dict(), "extra": 1},
-    {**PRESENTATION.to_dict(), "nonce": "cd" * 32},
-])
+@pytest.mark.parametrize(
+    "presentation",
+    [
+        "not json",
+        b"[]",
+        {},
+        42,
+        {**PRESENTATION.to_dict(), "proof": "xyz"},
+        {**PRESENTATION.to_dict(), "proof": ""},
+        {**PRESENTATION.to_dict(), "key_id": "00"},
+        {**PRESENTATION.to_dict(), "disclosed": {"home": 1}},
+        {**PRESENTATION.to_dict(), "extra": 1},
+        {**PRESENTATION.to_dict(), "nonce": "cd" * 32},
+    ],
+)
 def test_malformed_presentations(presentation):
     assert _refused(presentation, REQUEST).code == "malformed"
 
@@ -387,9 +488,11 @@ def test_a_trailing_newline_is_not_valid_hex_a_nonce_or_an_integer():
     # `^…$` with re.match accepts one trailing "\n"; bytes.fromhex then raised a bare
     # ValueError (a 500 at the gateway) instead of a "malformed" refusal.
     proof_hex = PRESENTATION.proof.hex()
-    for bad in ({**PRESENTATION.to_dict(), "proof": proof_hex[:-1] + "\n"},
-                {**PRESENTATION.to_dict(), "nonce": PRESENTATION.nonce + "\n"},
-                {**PRESENTATION.to_dict(), "disclosed": {**PRESENTATION.disclosed, "revocation_epoch": "4\n"}}):
+    for bad in (
+        {**PRESENTATION.to_dict(), "proof": proof_hex[:-1] + "\n"},
+        {**PRESENTATION.to_dict(), "nonce": PRESENTATION.nonce + "\n"},
+        {**PRESENTATION.to_dict(), "disclosed": {**PRESENTATION.disclosed, "revocation_epoch": "4\n"}},
+    ):
         assert _refused(bad, REQUEST).code == "malformed"
     with pytest.raises(PresentationError) as err:
         _challenges().open(REQUEST.nonce + "\n", now=NOW)
@@ -409,8 +512,12 @@ def test_malformed_disclosures():
 
 
 def test_malformed_requests():
-    without_epoch = PresentationRequest(nonce=REQUEST.nonce, verifier="cloud-b", expires_at=REQUEST.expires_at,
-                                        attributes=("home", "department", "groups", "expires_at"))
+    without_epoch = PresentationRequest(
+        nonce=REQUEST.nonce,
+        verifier="cloud-b",
+        expires_at=REQUEST.expires_at,
+        attributes=("home", "department", "groups", "expires_at"),
+    )
     assert _refused(PRESENTATION, without_epoch).code == "malformed"
     with pytest.raises(PresentationError) as err:
         PresentationRequest.from_json({**REQUEST.to_dict(), "attributes": "home"})
@@ -471,12 +578,20 @@ def test_a_proof_for_another_number_of_attributes_is_refused_before_bbs(monkeypa
         raise AssertionError("proof_verify ran on a proof of the wrong size")
 
     monkeypatch.setattr(module.SUITE, "proof_verify", must_not_run)
-    head = PRESENTATION.proof[:3 * 48]
-    scalars = PRESENTATION.proof[3 * 48:]
-    huge = head + scalars[:-32] + scalars[-64:-32] * ((module.MAX_PROOF_LENGTH - len(PRESENTATION.proof)) // 32) \
+    head = PRESENTATION.proof[: 3 * 48]
+    scalars = PRESENTATION.proof[3 * 48 :]
+    huge = (
+        head
+        + scalars[:-32]
+        + scalars[-64:-32] * ((module.MAX_PROOF_LENGTH - len(PRESENTATION.proof)) // 32)
         + scalars[-32:]
-    for proof in (huge, PRESENTATION.proof[:-64] + PRESENTATION.proof[-32:], PRESENTATION.proof + b"\1" * 32,
-                  PRESENTATION.proof[:-1]):
+    )
+    for proof in (
+        huge,
+        PRESENTATION.proof[:-64] + PRESENTATION.proof[-32:],
+        PRESENTATION.proof + b"\1" * 32,
+        PRESENTATION.proof[:-1],
+    ):
         err = _refused(_with(proof=proof), REQUEST)
         assert err.code == "bad_proof" and "attributes" in err.reason
 
@@ -540,6 +655,8 @@ def test_checks_run_in_the_documented_order():
     current = make_presentation(SCHEMA, CREDENTIAL, PK_A, REQUEST)
     partial = dataclasses.replace(current, disclosed={k: v for k, v in current.disclosed.items() if k != "groups"})
     assert _refused(partial, REQUEST, verifier="cloud-b", pk_for=lambda *_: None).code == "missing_attributes"
-    assert _refused(dataclasses.replace(current, proof=current.proof[:-1] + b"\0"), REQUEST,
-                    epochs={"hpc-a": 9}).code == "bad_proof"
+    assert (
+        _refused(dataclasses.replace(current, proof=current.proof[:-1] + b"\0"), REQUEST, epochs={"hpc-a": 9}).code
+        == "bad_proof"
+    )
     assert _refused(current, REQUEST, epochs={"hpc-a": 5}).code == "revoked"

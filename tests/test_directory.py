@@ -8,7 +8,12 @@ import ldap3
 import pytest
 
 from auth.directory import (
-    Directory, DirectoryEntry, DirectoryError, DirectoryUnavailable, InvalidCredentials, UnknownUser,
+    Directory,
+    DirectoryEntry,
+    DirectoryError,
+    DirectoryUnavailable,
+    InvalidCredentials,
+    UnknownUser,
 )
 from tests.fixtures.slapd import DEFAULT_GROUPS, DEFAULT_USERS
 
@@ -105,8 +110,10 @@ def test_special_characters_in_uid_are_escaped_in_dns_and_filters(slapd_factory)
     odd = "o'neil,(x)*+\\"
     server = slapd_factory(
         [{"uid": odd, "password": "odd-pw"}, {"uid": "plain", "password": "plain-pw"}],
-        [{"cn": "odd-group", "members": [odd]}, {"cn": 'odd, group #1 + "x"\\', "members": [odd],
-                                                  "principals": ["x@hpc-b"]}],
+        [
+            {"cn": "odd-group", "members": [odd]},
+            {"cn": 'odd, group #1 + "x"\\', "members": [odd], "principals": ["x@hpc-b"]},
+        ],
     )
     d = Directory(server.url, server.base_dn, server.service_dn, server.service_password)
     entry = d.authenticate(odd, "odd-pw")
@@ -207,6 +214,7 @@ def test_constructor_validates():
 
 
 # -- the slapd fixture's access rules (what a centre is expected to configure) --------------
+
 
 def _conn(slapd, dn=None, password=None) -> ldap3.Connection:
     return ldap3.Connection(ldap3.Server(slapd.url, get_info=ldap3.NONE), dn, password, auto_bind=True)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.client.http import GatewayRefused, GatewayUnreachable
 from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere
+from gateway.client.http import GatewayRefused, GatewayUnreachable
 
 JOB = {"command": ["true"], "walltime": 30, "resources": {"cores": 1}}
 RANKING = ["cloud-b", "hpc-a", "ai-c"]
@@ -23,23 +23,39 @@ class Consortium:
     def __init__(self, **answers: object) -> None:
         self.answers = answers
         self.submitted: list[tuple[str, str | None, dict]] = []  # (centre, token, body)
+        self.entry_urls: dict[str, str] = {}  # what the entry says of a centre's URL, where it lies
+        self.home_urls: dict[str, str] = {}  # a URL a member registered on chain, where it is not the usual one
 
     ranking = RANKING
-    entry_urls: dict[str, str] = {}  # what the entry says of a centre's URL, where it lies
-    home_urls: dict[str, str] = {}  # a URL a member registered on chain, where it is not the usual one
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         centre = request.url.host.split(".")[0]
         if request.url.path == "/v1/members":
             assert centre == "hpc-a", "only the user's home says where members are"
-            return httpx.Response(200, json={"members": [
-                {"centre": c, "gateway_url": self.home_urls.get(c, f"http://{c}.example")} for c in sorted(RANKING)]})
+            return httpx.Response(
+                200,
+                json={
+                    "members": [
+                        {"centre": c, "gateway_url": self.home_urls.get(c, f"http://{c}.example")}
+                        for c in sorted(RANKING)
+                    ]
+                },
+            )
         if request.url.path == "/v1/placement":
-            return httpx.Response(200, json={"candidates": [
-                {"centre": c, "gateway_url": self.entry_urls.get(c, f"http://{c}.example"), "max_price": i,
-                 "free_cpus": 4}
-                for i, c in enumerate(self.ranking)
-            ]})
+            return httpx.Response(
+                200,
+                json={
+                    "candidates": [
+                        {
+                            "centre": c,
+                            "gateway_url": self.entry_urls.get(c, f"http://{c}.example"),
+                            "max_price": i,
+                            "free_cpus": 4,
+                        }
+                        for i, c in enumerate(self.ranking)
+                    ]
+                },
+            )
         assert request.url.path == "/v1/jobs"
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
         self.submitted.append((centre, token, httpx.Response(200, content=request.content).json()))
@@ -67,7 +83,9 @@ def test_the_best_ranked_centre_that_accepts_runs_the_job_with_its_own_token():
     submission = submit(consortium, idempotency_key="k1")
     assert submission.centre == "hpc-a" and submission.view["id"] == "job-at-hpc-a"
     assert [(c, t, b["centre"]) for c, t, b in consortium.submitted] == [
-        ("cloud-b", "token-for-cloud-b", "cloud-b"), ("hpc-a", "token-for-hpc-a", "hpc-a")]
+        ("cloud-b", "token-for-cloud-b", "cloud-b"),
+        ("hpc-a", "token-for-hpc-a", "hpc-a"),
+    ]
     assert submission.client.token == "token-for-hpc-a"
 
 

@@ -76,8 +76,7 @@ def test_cpu_burn_is_metered(executor: LocalExecutor) -> None:
 
 def test_memory_allocation_shows_in_max_rss(executor: LocalExecutor) -> None:
     small = executor.run([PY, "-c", "pass"], walltime=30)
-    big = executor.run([PY, "-c", "b = bytearray(100 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"],
-                       walltime=30)
+    big = executor.run([PY, "-c", "b = bytearray(100 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"], walltime=30)
     assert big.exit_code == 0
     assert big.max_rss_kib >= 100 * 1024
     assert small.max_rss_kib > 0
@@ -251,12 +250,12 @@ def test_execution_rejects_bad_values() -> None:
     with pytest.raises(ValueError):
         Execution(exit_code=0, timed_out=False, cpu_millis=1.5, wall_millis=0, max_rss_kib=0)
     with pytest.raises(ValueError):
-        Execution(exit_code=0, timed_out=False, cpu_millis=0, wall_millis=0, max_rss_kib=0,
-                  started_at=10, ended_at=5)
+        Execution(exit_code=0, timed_out=False, cpu_millis=0, wall_millis=0, max_rss_kib=0, started_at=10, ended_at=5)
 
 
-@pytest.mark.parametrize("limits", [dict(cores=0), dict(memory_mib=0), dict(gpus=-1), dict(cores=1.5),
-                                    dict(memory_mib=True)])
+@pytest.mark.parametrize(
+    "limits", [dict(cores=0), dict(memory_mib=0), dict(gpus=-1), dict(cores=1.5), dict(memory_mib=True)]
+)
 def test_bad_limits_are_refused(limits) -> None:
     with pytest.raises(ExecutorError, match="limits"):
         Limits(**limits)
@@ -271,13 +270,25 @@ def test_every_job_leaves_no_folder_behind(executor: LocalExecutor) -> None:
 
 # -- finish_job on its own: what another executor (Slurm) relies on ------------------------------
 
+
 def _prepared(tmp_path: Path) -> PreparedJob:
-    return prepare_job(["mycommand", "x"], 10, limits=Limits(memory_mib=64), jobs_dir=tmp_path,
-                       sandbox=Sandbox(kind="none"), uids=None)
+    return prepare_job(
+        ["mycommand", "x"], 10, limits=Limits(memory_mib=64), jobs_dir=tmp_path, sandbox=Sandbox(kind="none"), uids=None
+    )
 
 
-RESULT = {"started_at": 100, "ended_at": 102, "wall_millis": 1500, "cpu_millis": 700, "max_rss_kib": 2048,
-          "timed_out": False, "status": 3 << 8, "failure": None, "error": None, "memory_exceeded": False}
+RESULT = {
+    "started_at": 100,
+    "ended_at": 102,
+    "wall_millis": 1500,
+    "cpu_millis": 700,
+    "max_rss_kib": 2048,
+    "timed_out": False,
+    "status": 3 << 8,
+    "failure": None,
+    "error": None,
+    "memory_exceeded": False,
+}
 
 
 def test_finish_job_turns_a_result_into_an_execution_and_cleans_up(tmp_path: Path) -> None:
@@ -300,10 +311,19 @@ def test_finish_job_reports_failures_to_start_and_memory_kills(tmp_path: Path) -
     assert timed_out.timed_out and timed_out.exit_code is None
 
 
-@pytest.mark.parametrize("result", [
-    None, [], {}, RESULT | {"status": None}, RESULT | {"cpu_millis": -1}, RESULT | {"cpu_millis": "7"},
-    RESULT | {"failure": "bad"}, RESULT | {"error": "the sandbox (bwrap) did not start the job"},
-])
+@pytest.mark.parametrize(
+    "result",
+    [
+        None,
+        [],
+        {},
+        RESULT | {"status": None},
+        RESULT | {"cpu_millis": -1},
+        RESULT | {"cpu_millis": "7"},
+        RESULT | {"failure": "bad"},
+        RESULT | {"error": "the sandbox (bwrap) did not start the job"},
+    ],
+)
 def test_finish_job_refuses_what_is_not_a_launchers_result(tmp_path: Path, result) -> None:
     job = _prepared(tmp_path)
     with pytest.raises(ExecutorFailure):

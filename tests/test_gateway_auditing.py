@@ -8,8 +8,10 @@ from gateway.books import auditor as auditing
 from gateway.client.http import GatewayClient
 
 
-@pytest.mark.parametrize("garbage", [{"not": "a list"}, [{"record": {}}], [{"nothing": 1}], ["x"],
-                                     [{"record": {"epoch": 1}, "signature": "zz"}]])
+@pytest.mark.parametrize(
+    "garbage",
+    [{"not": "a list"}, [{"record": {}}], [{"nothing": 1}], ["x"], [{"record": {"epoch": 1}, "signature": "zz"}]],
+)
 def test_garbage_records_from_one_centre_are_a_finding(consortium, monkeypatch, garbage):
     honest = GatewayClient.epoch_records
     liar = consortium.url("cloud-b")

@@ -86,6 +86,7 @@ def _payload(token: str) -> dict:
 
 # -- sign-on -------------------------------------------------------------------------------
 
+
 def test_wrong_password(http, nothing_stored):
     response = http["hpc-a"].post("/v1/login", json={"username": "alice", "password": "not-alices-pw"})
     body = refused(response, 401, "unknown user or wrong password")
@@ -100,12 +101,17 @@ def test_unknown_user_is_told_apart_from_nobody(http, nothing_stored):
 
 
 def test_password_is_only_good_at_the_home_centre(http, nothing_stored):
-    refused(http["hpc-a"].post("/v1/login", json={"username": "carol", "password": PASSWORDS["carol"]}),
-            401, "unknown user or wrong password")
+    refused(
+        http["hpc-a"].post("/v1/login", json={"username": "carol", "password": PASSWORDS["carol"]}),
+        401,
+        "unknown user or wrong password",
+    )
 
 
-@pytest.mark.parametrize("username", ["*)(uid=*", "admin)(|(uid=*", "*", "alice)(userPassword=*", "al\x00ice",
-                                      "cn=admin,dc=hpc-a,dc=xcentre,dc=org"])
+@pytest.mark.parametrize(
+    "username",
+    ["*)(uid=*", "admin)(|(uid=*", "*", "alice)(userPassword=*", "al\x00ice", "cn=admin,dc=hpc-a,dc=xcentre,dc=org"],
+)
 def test_ldap_injection_in_user_name(http, nothing_stored, username):
     response = http["hpc-a"].post("/v1/login", json={"username": username, "password": "anything"})
     refused(response, 422, "invalid request", "username")
@@ -120,11 +126,19 @@ def test_empty_password(http, nothing_stored):
     refused(http["hpc-a"].post("/v1/login", json={"username": "alice", "password": ""}), 422, "password")
 
 
-@pytest.mark.parametrize(("password", "status"), [
-    ("\x00", 401), ("alice-pw\x00", 401), ("\x00alice-pw", 401),  # NUL: was a 503, "the directory is unavailable"
-    ("alice\tpw", 401), ("\u00ad", 401), ("\ue000", 401),  # a control, mapped to nothing, private use (SASLprep)
-    ("\ud800", 422), ("a\udfffb", 422),  # a lone surrogate is not text at all: refused before the directory
-])
+@pytest.mark.parametrize(
+    ("password", "status"),
+    [
+        ("\x00", 401),
+        ("alice-pw\x00", 401),
+        ("\x00alice-pw", 401),  # NUL: was a 503, "the directory is unavailable"
+        ("alice\tpw", 401),
+        ("\u00ad", 401),
+        ("\ue000", 401),  # a control, mapped to nothing, private use (SASLprep)
+        ("\ud800", 422),
+        ("a\udfffb", 422),  # a lone surrogate is not text at all: refused before the directory
+    ],
+)
 @pytest.mark.parametrize("path", ["/v1/login", "/v1/credentials"])
 def test_a_password_ldap_cannot_bind_with_is_a_wrong_password(http, nothing_stored, path, password, status):
     """No directory binds with these (ldap3 sends SASLprep'd UTF-8), so they are nobody's password."""
@@ -135,13 +149,21 @@ def test_a_password_ldap_cannot_bind_with_is_a_wrong_password(http, nothing_stor
 
 
 def test_credential_with_a_wrong_password(http, nothing_stored):
-    refused(http["hpc-a"].post("/v1/credentials", json={"username": "alice", "password": "nope"}),
-            401, "unknown user or wrong password")
-    refused(http["hpc-a"].post("/v1/credentials", json={"username": "*)(uid=*", "password": "x"}),
-            422, "invalid request", "username")
+    refused(
+        http["hpc-a"].post("/v1/credentials", json={"username": "alice", "password": "nope"}),
+        401,
+        "unknown user or wrong password",
+    )
+    refused(
+        http["hpc-a"].post("/v1/credentials", json={"username": "*)(uid=*", "password": "x"}),
+        422,
+        "invalid request",
+        "username",
+    )
 
 
 # -- presentation sign-on -----------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def wallet(consortium):
@@ -171,27 +193,43 @@ def test_a_flood_of_sign_on_requests_leaves_a_real_users_request_good(consortium
     response = http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(request)})
     assert response.status_code == 200, response.text
     assert len(signon.challenges.used) <= used + 1  # issuing stored nothing: only an answered request takes a slot
-    refused(http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(request)}),
-            401, "replayed", "one sign-on only")
+    refused(
+        http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(request)}),
+        401,
+        "replayed",
+        "one sign-on only",
+    )
 
 
 def test_a_forged_altered_or_expired_challenge_is_refused(consortium, http, wallet, nothing_stored):
     request = http["cloud-b"].get("/v1/auth/request").json()
     nonce = request["nonce"]
     for at in (2, len(nonce) // 2, len(nonce) - 1):  # a changed expiry, random part, seal
-        forged = request | {"nonce": nonce[:at] + ("0" if nonce[at] != "0" else "1") + nonce[at + 1:]}
-        refused(http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(forged)}),
-                401, "unknown_request", "did not issue")
+        forged = request | {"nonce": nonce[:at] + ("0" if nonce[at] != "0" else "1") + nonce[at + 1 :]}
+        refused(
+            http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(forged)}),
+            401,
+            "unknown_request",
+            "did not issue",
+        )
     # the challenge says what it asks: a holder who alters the copy it was shown gains nothing
     later = request | {"expires_at": request["expires_at"] + 3600}
     refused(http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(later)}), 401, "bad_proof")
     fewer = request | {"attributes": [a for a in request["attributes"] if a != "employee_type"]}
-    refused(http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(fewer)}),
-            401, "missing_attributes", "employee_type")
+    refused(
+        http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(fewer)}),
+        401,
+        "missing_attributes",
+        "employee_type",
+    )
     # a challenge made here a while ago: expired, whoever answers it
     stale = consortium.centres["cloud-b"].node.parts.signon.challenges.issue(now=int(time.time()) - 120)
-    refused(http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())}),
-            401, "request_expired", "ask for a new one")
+    refused(
+        http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())}),
+        401,
+        "request_expired",
+        "ask for a new one",
+    )
     # and the genuine one still works after all that
     response = http["cloud-b"].post("/v1/auth/present", json={"presentation": wallet.present(request)})
     assert response.status_code == 200, response.text
@@ -218,10 +256,14 @@ def test_garbage_presentation(http, nothing_stored):
 
 # -- session tokens --------------------------------------------------------------------------
 
+
 def test_missing_token(http, nothing_stored):
     refused(http["hpc-a"].post("/v1/jobs", json=QUICK), 401, "session token is required", "sign on")
-    refused(http["hpc-a"].post("/v1/jobs", json=QUICK, headers={"Authorization": "Basic YWxpY2U6eA=="}),
-            401, "session token is required")
+    refused(
+        http["hpc-a"].post("/v1/jobs", json=QUICK, headers={"Authorization": "Basic YWxpY2U6eA=="}),
+        401,
+        "session token is required",
+    )
 
 
 def test_tampered_token(http, tokens, nothing_stored):
@@ -231,8 +273,11 @@ def test_tampered_token(http, tokens, nothing_stored):
     forged = f"{header}.{_b64(json.dumps(claims).encode())}.{signature}"
     refused(http["hpc-a"].post("/v1/jobs", json=QUICK, headers=bearer(forged)), 401, "session token refused", "altered")
     flipped = signature[:-2] + ("AA" if signature[-2:] != "AA" else "BB")
-    refused(http["cloud-b"].post("/v1/jobs", json=QUICK, headers=bearer(f"{header}.{payload}.{flipped}")),
-            401, "session token refused")
+    refused(
+        http["cloud-b"].post("/v1/jobs", json=QUICK, headers=bearer(f"{header}.{payload}.{flipped}")),
+        401,
+        "session token refused",
+    )
     refused(http["hpc-a"].post("/v1/jobs", json=QUICK, headers=bearer("not-a-token")), 401, "session token refused")
 
 
@@ -262,16 +307,22 @@ def test_centre_may_not_vouch_for_another_centres_user(consortium, http, nothing
 
 # -- jobs --------------------------------------------------------------------------------------
 
+
 def test_job_over_the_policy_limits(consortium, http, nothing_stored):
     student = dict(QUICK, walltime=7200, centre="cloud-b")  # refused by cloud-b's own policy
     bob = consortium.login("bob", "hpc-a", at="cloud-b")
-    body = refused(http["cloud-b"].post("/v1/jobs", json=student, headers=bearer(bob)), 403,
-                   "cloud-b does not accept this job")
+    body = refused(
+        http["cloud-b"].post("/v1/jobs", json=student, headers=bearer(bob)), 403, "cloud-b does not accept this job"
+    )
     assert body["reasons"] == ["cloud-b: students may request at most 1 hour of walltime"]
     gpus = dict(QUICK, centre="ai-c", resources={"queue": "gpu", "gpus": 16})
     alice = consortium.login("alice", "hpc-a", at="ai-c")
-    refused(http["ai-c"].post("/v1/jobs", json=gpus, headers=bearer(alice)), 403,
-            "ai-c does not accept this job", "ai-c: no policy permits")
+    refused(
+        http["ai-c"].post("/v1/jobs", json=gpus, headers=bearer(alice)),
+        403,
+        "ai-c does not accept this job",
+        "ai-c: no policy permits",
+    )
     gpu = dict(QUICK, resources={"queue": "gpu", "gpus": 1})
     for name in consortium.centres:  # carol's project has no GPUs anywhere, and every centre says why
         carol = consortium.login("carol", "cloud-b", at=name)
@@ -292,7 +343,8 @@ def test_job_over_the_policy_limits(consortium, http, nothing_stored):
         ({"command": ["", "x"]}, ["command", "must not be empty"]),
         ({"command": ["echo", "a\u0000b"]}, ["command", "NUL"]),
         ({"command": ["echo", "x" * 70_000]}, ["command", "characters"]),
-        # strict types: JSON true is no number, "30" no integer, 30.5 no count of seconds (30.0 is 30, as JSON Schema says)
+        # strict types: JSON true is no number, "30" no integer, 30.5 no count of seconds
+        # (30.0 is 30, as JSON Schema says)
         ({"walltime": True}, ["walltime", "integer"]),
         ({"walltime": "30"}, ["walltime", "integer"]),
         ({"walltime": 30.5}, ["walltime", "integer"]),
@@ -310,11 +362,21 @@ def test_job_outside_the_api_limits(http, tokens, nothing_stored, change, words)
 
 def test_malformed_json_body(http, tokens, nothing_stored):
     headers = bearer(tokens["alice"]) | {"Content-Type": "application/json"}
-    refused(http["hpc-a"].post("/v1/jobs", content=b'{"command": ["true"], "walltime": ', headers=headers),
-            422, "invalid request", "json")
+    refused(
+        http["hpc-a"].post("/v1/jobs", content=b'{"command": ["true"], "walltime": ', headers=headers),
+        422,
+        "invalid request",
+        "json",
+    )
     refused(http["hpc-a"].post("/v1/jobs", content=b"[1, 2]", headers=headers), 422, "invalid request")
-    refused(http["hpc-a"].post("/v1/login", content=b"username=alice&password=alice-pw",
-                               headers={"Content-Type": "application/json"}), 422, "invalid request", "json")
+    refused(
+        http["hpc-a"].post(
+            "/v1/login", content=b"username=alice&password=alice-pw", headers={"Content-Type": "application/json"}
+        ),
+        422,
+        "invalid request",
+        "json",
+    )
 
 
 def test_lone_surrogate_in_the_command(http, tokens, nothing_stored):
@@ -323,8 +385,9 @@ def test_lone_surrogate_in_the_command(http, tokens, nothing_stored):
     assert b"\\ud800" in body
     headers = bearer(tokens["alice"]) | {"Content-Type": "application/json"}
     for centre in ("hpc-a", "cloud-b"):  # meant for this centre, or misdirected: refused before either
-        response = http["hpc-a"].post("/v1/jobs", content=body.replace(b'"hpc-a"', f'"{centre}"'.encode()),
-                                      headers=headers)
+        response = http["hpc-a"].post(
+            "/v1/jobs", content=body.replace(b'"hpc-a"', f'"{centre}"'.encode()), headers=headers
+        )
         refused(response, 422, "command", "UTF-8")
 
 
@@ -365,6 +428,7 @@ def test_someone_elses_job_is_not_found(consortium, http, tokens, nothing_stored
 
 # -- operators ---------------------------------------------------------------------------------
 
+
 def test_wrong_operator_key(consortium, http, nothing_stored):
     closures = {name: consortium.store(name).closures() for name in consortium.centres}
     refused(http["hpc-a"].post("/v1/epochs/close"), 401, "operator key")
@@ -378,13 +442,15 @@ def test_wrong_operator_key(consortium, http, nothing_stored):
 def test_an_epoch_must_be_an_integer(consortium, http, nothing_stored, epoch):
     """JSON true was read as epoch 1: an operator's typo must never close (or name) an epoch."""
     closures = {name: consortium.store(name).closures() for name in consortium.centres}
-    response = http["hpc-a"].post("/v1/epochs/close", json={"epoch": epoch},
-                                  headers={"X-Operator-Key": consortium.operator_key("hpc-a")})
+    response = http["hpc-a"].post(
+        "/v1/epochs/close", json={"epoch": epoch}, headers={"X-Operator-Key": consortium.operator_key("hpc-a")}
+    )
     refused(response, 422, "invalid request", "epoch")
     assert {name: consortium.store(name).closures() for name in consortium.centres} == closures
 
 
 # -- audit ---------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize(
     ("path", "status", "words"),
@@ -410,12 +476,14 @@ def test_bad_audit_queries(consortium, nothing_stored, path, status, words):
 
 # -- idempotency ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", ["", "x" * 129, "caf\u00e9", "tab\tinside"])
 def test_an_unusable_idempotency_key_is_refused_and_starts_nothing(consortium, http, tokens, nothing_stored, key):
     """An empty key was a 500 after the job had started elsewhere: a key must be 1-128 visible ASCII characters."""
     headers = [("Authorization", f"Bearer {tokens['alice']}"), ("Idempotency-Key", key.encode("latin-1"))]
     response = http["hpc-a"].post("/v1/jobs", json=QUICK, headers=headers)
     refused(response, 400, "idempotency-key", "1 to 128")
+
 
 def test_same_idempotency_key_gives_the_same_job(consortium, http, tokens):
     key = str(uuid.uuid4())

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.books.auditor import audit_epoch
-from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.dispatch import SignOn, submit_anywhere, with_home_session
+from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.wallet import Wallet
 from ledger.deploy import bind
 from ledger.ids import centre_id, user_id
@@ -25,8 +25,7 @@ BURN = "import sys; print(sum(i * i for i in range(int(sys.argv[1]))))"
 
 
 def job(centre: str, n: int = 200_000, walltime: int = 60, **resources: object) -> dict:
-    return {"command": ["python3", "-c", BURN, str(n)], "walltime": walltime, "centre": centre,
-            "resources": resources}
+    return {"command": ["python3", "-c", BURN, str(n)], "walltime": walltime, "centre": centre, "resources": resources}
 
 
 #: name -> (user, home, gateway used, job)
@@ -73,8 +72,8 @@ def flow(consortium) -> Flow:
             sessions[user] = homes[user].login(user, PASSWORDS[user])
     result = Flow(epoch=epoch, sessions=sessions, jobs_before=consortium.job_count())
     submitted = {}
-    for name, (user, home, gateway, body) in SCENARIO.items():
-        body = dict(body)
+    for name, (user, home, gateway, scenario_body) in SCENARIO.items():
+        body = dict(scenario_body)
         centre = body.pop("centre")
         if name in PRESENTED:
             with GatewayClient(consortium.url(home)) as client:
@@ -101,6 +100,7 @@ def flow(consortium) -> Flow:
 
 # -- sign-on -----------------------------------------------------------------------------
 
+
 def test_each_user_signs_on_once_at_home(flow):
     homes = {user: home for user, home, *_ in SCENARIO.values()}
     for user, session in flow.sessions.items():
@@ -110,6 +110,7 @@ def test_each_user_signs_on_once_at_home(flow):
 
 
 # -- jobs across centres -------------------------------------------------------------------
+
 
 def test_explicit_target_runs_there(flow, consortium):
     view = flow.views["explicit"]
@@ -186,6 +187,7 @@ def test_every_job_was_stored_once_where_it_ran(flow, consortium):
 
 # -- epoch close, anchoring, settlement ------------------------------------------------------
 
+
 def test_epoch_is_closed_anchored_and_settled_at_every_centre(flow, consortium):
     assert [c["centre"] for c in flow.closures] == list(consortium.centres)
     assert {c["epoch"] for c in flow.closures} == {flow.epoch}
@@ -206,7 +208,9 @@ def test_claims_are_what_each_home_centre_owes(flow):
         if home != view["serving_centre"]:
             claims = owed.setdefault(view["serving_centre"], {})
             claims[home] = claims.get(home, 0) + view["usage"]["price"]
-    assert {c["centre"]: c["claims"] for c in flow.closures} == {c["centre"]: owed.get(c["centre"], {}) for c in flow.closures}
+    assert {c["centre"]: c["claims"] for c in flow.closures} == {
+        c["centre"]: owed.get(c["centre"], {}) for c in flow.closures
+    }
 
 
 def test_audit_view_shows_roots_counts_claims_and_net_positions(flow, consortium):
@@ -232,7 +236,9 @@ def test_audit_view_shows_roots_counts_claims_and_net_positions(flow, consortium
     assert all(t["amount"] > 0 for t in view["transfers"])
     # the net positions and transfers are exactly the netting of the anchored claims
     ids = [centre_id(n) for n in consortium.centres]
-    claims = {(centre_id(c), centre_id(d)): a for c, anchor in view["anchors"].items() for d, a in anchor["claims"].items()}
+    claims = {
+        (centre_id(c), centre_id(d)): a for c, anchor in view["anchors"].items() for d, a in anchor["claims"].items()
+    }
     expected = net_positions(claims, ids)
     assert {n: expected[centre_id(n)] for n in consortium.centres} == net
     paid = {n: 0 for n in consortium.centres}
@@ -253,6 +259,7 @@ def test_settlement_is_on_chain(flow, consortium):
 
 
 # -- proofs and audit -----------------------------------------------------------------------
+
 
 def test_usage_record_proof_is_accepted_by_the_contract(flow, consortium):
     contracts = bind(consortium.chain, consortium.deployment)

@@ -91,6 +91,7 @@ def events(w: World, name: str, receipt) -> list[dict]:
 
 # -- deployment -----------------------------------------------------------------------
 
+
 def test_deployment_includes_the_registry_and_round_trips(w, tmp_path):
     assert w.deployment.identity_registry is not None
     assert w.c.identity_registry.address == w.deployment.identity_registry
@@ -103,6 +104,7 @@ def test_deployment_includes_the_registry_and_round_trips(w, tmp_path):
 
 
 # -- issuer keys ----------------------------------------------------------------------
+
 
 def test_centre_sets_its_own_key(w):
     k1 = pk()
@@ -179,6 +181,7 @@ def test_another_member_cannot_set_a_centres_key(w):
 
 # -- governance -----------------------------------------------------------------------
 
+
 def test_governance_key_change_needs_k_of_n_votes(w):
     old, new = pk(), pk()
     t0 = w.ts(w.tx(w.reg.setIssuerKey(old, 0), "hpc-a"))
@@ -221,7 +224,8 @@ def test_key_governance_is_the_consortiums_proposal_machinery(w):
     assert events(w, "ProposalExecuted", receipt) == []
     receipt = w.tx(w.reg.voteIssuerKey(1), "cloud-c")
     logs = sorted(
-        (e["logIndex"], name) for name in ("Voted", "IssuerKeyEnds", "IssuerKeySet", "ProposalExecuted")
+        (e["logIndex"], name)
+        for name in ("Voted", "IssuerKeyEnds", "IssuerKeySet", "ProposalExecuted")
         for e in getattr(w.c.identity_registry.events, name)().process_receipt(receipt, errors=DISCARD)
     )
     assert [name for _, name in logs] == ["Voted", "IssuerKeyEnds", "IssuerKeySet", "ProposalExecuted"]
@@ -281,6 +285,7 @@ def test_key_votes_of_a_removed_member_no_longer_count():
 
 
 # -- enrolment and revocation ---------------------------------------------------------
+
 
 def test_enrol_once_at_the_home(w):
     e1 = os.urandom(32)
@@ -348,6 +353,7 @@ def test_only_the_home_revokes_and_each_revocation_bumps_its_epoch(w):
 
 
 # -- the index ------------------------------------------------------------------------
+
 
 def test_index_mirrors_keys_enrolments_and_revocations(w, tmp_path):
     k1, k2, kb, kc = pk(), pk(), pk(), pk()
@@ -427,16 +433,27 @@ def test_index_takes_executions_from_proposal_executed_events(tmp_path):
 
     apply("Consortium", "ProposalCreated", 1, "0x01", proposalId=1, action=0, memberId=C, proposer=A)
     apply("Consortium", "Voted", 1, "0x01", proposalId=1, voter=A)
-    apply("IdentityRegistry", "IssuerKeyProposed", 2, "0x02", proposalId=1, centre=B, keyId=bytes(32),
-          previousValidUntil=0, proposer=A)
+    apply(
+        "IdentityRegistry",
+        "IssuerKeyProposed",
+        2,
+        "0x02",
+        proposalId=1,
+        centre=B,
+        keyId=bytes(32),
+        previousValidUntil=0,
+        proposer=A,
+    )
     apply("IdentityRegistry", "Voted", 2, "0x02", proposalId=1, voter=A)
     apply("IdentityRegistry", "Voted", 3, "0x03", proposalId=1, voter=C)
 
     def state() -> tuple:
-        return (db.execute("SELECT executed FROM proposals WHERE id = 1").fetchone()[0],
-                db.execute("SELECT executed FROM key_proposals WHERE id = 1").fetchone()[0],
-                [r[0] for r in db.execute("SELECT voter FROM votes WHERE proposal_id = 1 ORDER BY rowid")],
-                [r[0] for r in db.execute("SELECT voter FROM key_votes WHERE proposal_id = 1 ORDER BY rowid")])
+        return (
+            db.execute("SELECT executed FROM proposals WHERE id = 1").fetchone()[0],
+            db.execute("SELECT executed FROM key_proposals WHERE id = 1").fetchone()[0],
+            [r[0] for r in db.execute("SELECT voter FROM votes WHERE proposal_id = 1 ORDER BY rowid")],
+            [r[0] for r in db.execute("SELECT voter FROM key_votes WHERE proposal_id = 1 ORDER BY rowid")],
+        )
 
     assert state() == (0, 0, [A], [A, C])  # a key vote is not a membership vote
     apply("IdentityRegistry", "ProposalExecuted", 3, "0x03", proposalId=1)

@@ -206,7 +206,7 @@ def test_concurrent_reads_during_sync(world, tmp_path):
                 index.members()
                 index.anchors(1)
                 index.settlement(1)
-            except Exception as exc:  # pragma: no cover - the assertion reports it
+            except Exception as exc:  # noqa: BLE001  # pragma: no cover - a thread's failure: the assertion reports it
                 failures.append(exc)
                 return
 
@@ -228,7 +228,7 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
     for acct in accounts:
         chain.fund(acct.address, 10**19)
     x, y = (centre_id(n) for n in ("rpc-x", "rpc-y"))
-    specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts))]
+    specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts, strict=True))]
     deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
     k = bind(chain, deployment)
     chain.transact(k.usage_ledger.functions.anchor(1, b"\x01" * 32, 2, [y], [11]), accounts[0])

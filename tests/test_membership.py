@@ -6,7 +6,6 @@ slapd per centre), because it removes a member.
 
 from __future__ import annotations
 
-
 import pytest
 
 from gateway.books.auditor import audit_epoch

@@ -71,7 +71,7 @@ def test_root_does_not_depend_on_leaf_order():
 def test_bad_input_is_rejected():
     ls = leaves(3)
     with pytest.raises(ValueError, match="duplicate"):
-        MerkleTree(ls + [ls[0]])
+        MerkleTree([*ls, ls[0]])
     with pytest.raises(ValueError, match="32 bytes"):
         MerkleTree([b"short"])
     with pytest.raises(KeyError):

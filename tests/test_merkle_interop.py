@@ -45,15 +45,24 @@ def _json(value) -> str:
 def _peer(cases: list[tuple[list[str], list[list]]]) -> list[dict]:
     """Build every case with StandardMerkleTree in one node process."""
     request = {"cases": [{"types": t, "values": [[_json(x) for x in v] for v in vs]} for t, vs in cases]}
-    proc = subprocess.run([NODE, str(INTEROP / "merkle.mjs")], input=json.dumps(request),
-                          capture_output=True, text=True, timeout=60, cwd=INTEROP)
+    proc = subprocess.run(
+        [NODE, str(INTEROP / "merkle.mjs")],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=INTEROP,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)["results"]
     assert len(results) == len(cases)
     return [
-        {"root": bytes.fromhex(r["root"][2:]),
-         "leaves": [bytes.fromhex(h[2:]) for h in r["leaves"]],
-         "proofs": [[bytes.fromhex(h[2:]) for h in p] for p in r["proofs"]]}
+        {
+            "root": bytes.fromhex(r["root"][2:]),
+            "leaves": [bytes.fromhex(h[2:]) for h in r["leaves"]],
+            "proofs": [[bytes.fromhex(h[2:]) for h in p] for p in r["proofs"]],
+        }
         for r in results
     ]
 
@@ -73,7 +82,7 @@ def cases() -> list[tuple[list[str], list[list], dict]]:
     built: list[tuple[list[str], list[list]]] = [(RECORD_TYPES, _digests(rng, n)) for n in range(1, 18)]
     built += [(RECORD_TYPES, _digests(rng, n)) for n in (31, 32, 33, 100)]
     built += [(PAIR_TYPES, _pairs(rng, n)) for n in (1, 2, 5, 6, 7, 13, 64)]
-    return [(t, vs, oz) for (t, vs), oz in zip(built, _peer(built))]
+    return [(t, vs, oz) for (t, vs), oz in zip(built, _peer(built), strict=True)]
 
 
 def test_roots_leaves_and_proofs_equal_openzeppelins(cases):
@@ -82,7 +91,7 @@ def test_roots_leaves_and_proofs_equal_openzeppelins(cases):
         assert leaves == oz["leaves"], (types, len(values))
         tree = MerkleTree(leaves)
         assert tree.root == oz["root"], f"{len(values)} leaves of {types}: roots differ"
-        for leaf, theirs in zip(leaves, oz["proofs"]):
+        for leaf, theirs in zip(leaves, oz["proofs"], strict=True):
             assert tree.proof(leaf) == theirs, f"{len(values)} leaves of {types}: proofs differ"
             assert verify(oz["root"], leaf, theirs)
 
@@ -97,8 +106,22 @@ def test_record_leaves_are_standard_leaves_of_their_eip712_digest():
     so the package rebuilds an epoch's root and proofs from the digests alone."""
     domain = Domain(chain_id=31337, verifying_contract=to_checksum_address(b"\x11" * 20))
     records = [
-        UsageRecord(bytes([i]) * 32, bytes([100 + i]) * 32, centre_id("hpc-b"), centre_id("hpc-a"),
-                    user_id(f"u{i}@hpc-a"), 3, 1000 + i, 1010 + i, 500 * i, 10_000, 2048, 0, 1, 17 * i)
+        UsageRecord(
+            bytes([i]) * 32,
+            bytes([100 + i]) * 32,
+            centre_id("hpc-b"),
+            centre_id("hpc-a"),
+            user_id(f"u{i}@hpc-a"),
+            3,
+            1000 + i,
+            1010 + i,
+            500 * i,
+            10_000,
+            2048,
+            0,
+            1,
+            17 * i,
+        )
         for i in range(1, 10)
     ]
     digests = [[record_digest(r, domain)] for r in records]

@@ -173,7 +173,7 @@ def test_a_file_from_before_rates_versions_gains_the_column(tmp_path: Path) -> N
 def test_a_store_written_by_a_newer_version_is_refused_untouched(tmp_path: Path) -> None:
     path = tmp_path / "gateway.db"
     with Store(path) as store:
-        job, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a")
+        store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a")
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version = {LATEST + 1}")
     db.execute("CREATE TABLE from_the_future (x)")
@@ -306,7 +306,7 @@ def test_two_processes_opening_at_once_apply_each_step_once(tmp_path: Path) -> N
         conn = open_durable(path, busy_timeout_ms=20_000)
         try:
             results[name] = migrate(conn, steps)
-        except Exception as exc:  # reported below
+        except Exception as exc:  # noqa: BLE001 - a thread's failure, reported below
             results[name] = exc
         finally:
             conn.close()

@@ -156,9 +156,7 @@ def test_order_is_kept_within_a_kind_across_failures(path):
     results = box.drain()
     # anchor 3 must not overtake the failed anchor 2; other kinds carry on.
     assert log == [("anchor", 1), ("vote", 1)]
-    assert [(r.key, r.status) for r in results] == [
-        ("a1", DONE), ("a2", PENDING), ("v1", DONE)
-    ]
+    assert [(r.key, r.status) for r in results] == [("a1", DONE), ("a2", PENDING), ("v1", DONE)]
     fail["on"] = False
     box.drain()
     assert log == [("anchor", 1), ("vote", 1), ("anchor", 2), ("anchor", 3)]
@@ -194,9 +192,7 @@ def test_concurrent_enqueue_and_drain(path):
     for t in threads:
         t.start()
     writers = [
-        threading.Thread(
-            target=lambda w=w: [box.enqueue("anchor", f"{w}-{n}", {"n": w * 100 + n}) for n in range(50)]
-        )
+        threading.Thread(target=lambda w=w: [box.enqueue("anchor", f"{w}-{n}", {"n": w * 100 + n}) for n in range(50)])
         for w in range(4)
     ]
     for t in writers:

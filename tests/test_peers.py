@@ -66,24 +66,31 @@ def servers() -> Iterator[Callable[[Callable[[socket.socket], None]], Server]]:
 def honest(free: int) -> Callable[[socket.socket], None]:
     def answer(conn: socket.socket) -> None:
         body = json.dumps({"centre": "x", "total_cpus": 8, "free_cpus": free}).encode()
-        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+
     return answer
 
 
 def trickling(stopped: threading.Event) -> Callable[[socket.socket], None]:
     """Headers one byte at a time, each well within a read timeout: the answer never ends."""
+
     def answer(conn: socket.socket) -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\n")
         while not stopped.wait(0.2):
             conn.sendall(b"X")
+
     return answer
 
 
 def endless(conn: socket.socket) -> None:
     """A body of a terabyte, sent as fast as the reader takes it."""
-    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
-                 b'{"free_cpus": 3, "padding": "')
+    conn.sendall(
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000000000000\r\n\r\n"
+        b'{"free_cpus": 3, "padding": "'
+    )
     chunk = b"x" * 65536
     while True:
         conn.sendall(chunk)

@@ -4,18 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import pytest
-
+from gateway.api.schemas import PlacementRequest
 from gateway.jobs.placement import rank_centres as rank
 from gateway.jobs.pricing import max_price
-from gateway.api.schemas import PlacementRequest
 from ledger.deploy import Prices
 
 
 @dataclass(frozen=True)
 class Member:
     name: str
-    prices: Prices
+    prices: Prices | None
 
     @property
     def gateway_url(self) -> str:
@@ -40,6 +38,7 @@ def request(walltime: int = 600, **resources: object) -> PlacementRequest:
 
 
 # -- price ----------------------------------------------------------------------------------------
+
 
 def test_auto_ranks_every_member_by_maximum_price():
     job = request(walltime=3600, cores=4, memory_mib=8192)
@@ -85,11 +84,19 @@ def test_auto_with_no_members_offers_nothing():
     assert rank_centres([], request(), here="hpc-a") == []
 
 
+def test_a_member_without_rates_in_force_is_not_offered():
+    # admitted, but its first rates are not yet in force: it cannot price a job, so it would refuse it
+    unpriced = Member("new-d", None)
+    assert rank_centres([*MEMBERS, unpriced], request(), here="new-d") == ["cloud-b", "hpc-a", "ai-c"]
+    assert rank_centres([unpriced], request(), here="hpc-a") == []
+
+
 def test_members_may_be_any_iterable():
     assert rank_centres(iter(MEMBERS), request(), here="hpc-a") == ["cloud-b", "hpc-a", "ai-c"]
 
 
 # -- capacity -------------------------------------------------------------------------------------
+
 
 def test_centres_with_room_come_first_then_those_short_of_room_then_the_silent():
     job = request(cores=4)

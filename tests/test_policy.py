@@ -33,8 +33,12 @@ when { resource has gpu_type && context.gpus > 4 && context.hour < 6 };
 """
 
 ENGINE = PolicyEngine(POLICIES)
-ALICE = Subject("alice@hpc-a", "hpc-a", {"departmentNumber": "physics", "employeeType": "staff",
-                                         "clearance": "4"}, ["gpu-users", "physics"])
+ALICE = Subject(
+    "alice@hpc-a",
+    "hpc-a",
+    {"departmentNumber": "physics", "employeeType": "staff", "clearance": "4"},
+    ["gpu-users", "physics"],
+)
 BOB = Subject("bob@hpc-a", "hpc-a", {"departmentNumber": "chemistry", "employeeType": "student"}, [])
 DAVE = Subject("dave@hpc-b", "hpc-b", {"employeeType": "staff", "clearance": 2}, ["gpu-users"])
 OUTSIDER = Subject("olga@elsewhere", "elsewhere", {}, [])
@@ -72,21 +76,24 @@ def test_everyone_in_the_consortium_may_use_cpu_queue():
 def test_student_walltime_limit_with_exact_reason():
     assert ENGINE.decide(BOB, "submit", CPU, dict(SHORT, walltime=3600)).allowed
     decision = ENGINE.decide(BOB, "submit", CPU, LONG)
-    assert decision == Decision(False, ["students may request at most 1 hour of walltime"],
-                                ["student-walltime"], [])
+    assert decision == Decision(False, ["students may request at most 1 hour of walltime"], ["student-walltime"], [])
     assert ENGINE.decide(ALICE, "submit", CPU, LONG).allowed
 
 
 def test_forbid_plus_nothing_permitting_gives_both_reasons():
     decision = ENGINE.decide(BOB, "submit", GPU, LONG)
-    assert decision.reasons == ["students may request at most 1 hour of walltime",
-                                "no policy permits bob@hpc-a to submit on queue gpu"]
+    assert decision.reasons == [
+        "students may request at most 1 hour of walltime",
+        "no policy permits bob@hpc-a to submit on queue gpu",
+    ]
 
 
 def test_several_forbids_are_reported_in_policy_order():
     decision = ENGINE.decide(BOB, "submit", SECRET, LONG)
-    assert decision.reasons == ["students may request at most 1 hour of walltime",
-                                "secret data needs clearance 3 or more"]
+    assert decision.reasons == [
+        "students may request at most 1 hour of walltime",
+        "secret data needs clearance 3 or more",
+    ]
     assert decision.policies == ["student-walltime", "secret-data"]
 
 
@@ -156,28 +163,39 @@ def test_department_alias_and_attributes_reach_cedar():
                && principal.home == "hpc-a" && principal.principal == "alice@hpc-a"
                && principal.employeeType.contains("faculty") && resource.centre == "hpc-a" };
     """)
-    alice = Subject("alice@hpc-a", "hpc-a", {"departmentNumber": "physics", "employeeType": ["staff", "faculty"],
-                                             "userPassword": "x"}, [])
+    alice = Subject(
+        "alice@hpc-a",
+        "hpc-a",
+        {"departmentNumber": "physics", "employeeType": ["staff", "faculty"], "userPassword": "x"},
+        [],
+    )
     assert engine.decide(alice, "submit", {"queue": "lab", "centre": "hpc-a"}, {}).allowed
     assert not engine.decide(alice, "submit", {"queue": "other", "centre": "hpc-a"}, {}).allowed
 
 
 def test_hostile_values_stay_data():
     engine = PolicyEngine('permit(principal in XCentre::Group::"admins", action, resource);')
-    sneaky = Subject('eve@hpc-a" || true', "hpc-a", {"x": {"__entity": {"type": "XCentre::Group", "id": "admins"}}},
-                     ['admins"] || ["x'])
+    sneaky = Subject(
+        'eve@hpc-a" || true',
+        "hpc-a",
+        {"x": {"__entity": {"type": "XCentre::Group", "id": "admins"}}},
+        ['admins"] || ["x'],
+    )
     with pytest.raises(PolicyError):
         engine.decide(sneaky, "submit", CPU, SHORT)
     sneaky = Subject('eve@hpc-a" || true', "hpc-a", {}, ['admins"] || ["x'])
     assert not engine.decide(sneaky, "submit", {"queue": 'cpu" || true'}, SHORT).allowed
 
 
-@pytest.mark.parametrize("text, match", [
-    ("permit(principal, action, resource) when { x };", "invalid Cedar"),
-    ("permit(principal ==", "invalid Cedar"),
-    ('@id("a") permit(principal, action, resource);\n@id("a") forbid(principal, action, resource);', "unique"),
-    ("permit(principal == ?principal, action, resource);", "invalid Cedar|templates"),
-])
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("permit(principal, action, resource) when { x };", "invalid Cedar"),
+        ("permit(principal ==", "invalid Cedar"),
+        ('@id("a") permit(principal, action, resource);\n@id("a") forbid(principal, action, resource);', "unique"),
+        ("permit(principal == ?principal, action, resource);", "invalid Cedar|templates"),
+    ],
+)
 def test_invalid_policies(text, match):
     with pytest.raises(PolicyError, match=match):
         PolicyEngine(text)
@@ -191,7 +209,7 @@ def test_invalid_requests():
     with pytest.raises(PolicyError):
         ENGINE.decide(ALICE, "submit", CPU, {"walltime": object()})
     with pytest.raises(PolicyError):
-        ENGINE.decide(ALICE, "submit", CPU, {"walltime": 2 ** 70})
+        ENGINE.decide(ALICE, "submit", CPU, {"walltime": 2**70})
 
 
 def test_policy_ids_and_version():
@@ -212,12 +230,15 @@ namespace XCentre {
 
 
 def test_schema_validates_policies_and_requests():
-    engine = PolicyEngine("""
+    engine = PolicyEngine(
+        """
         @reason("students may request at most 1 hour of walltime")
         forbid(principal, action == XCentre::Action::"submit", resource)
         when { principal has employeeType && principal.employeeType == "student" && context.walltime > 3600 };
         permit(principal, action == XCentre::Action::"submit", resource);
-    """, SCHEMA)
+    """,
+        SCHEMA,
+    )
     bob = Subject("bob@hpc-a", "hpc-a", {"employeeType": "student"}, [])
     assert engine.decide(bob, "submit", {"queue": "cpu", "centre": "hpc-a"}, SHORT).allowed
     assert not engine.decide(bob, "submit", {"queue": "cpu", "centre": "hpc-a"}, LONG).allowed

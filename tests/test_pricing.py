@@ -1,4 +1,5 @@
-"""Pricing: integer, rounded up, monotone, bounded by the price at the job's limits (max_price), and fixed when a job is accepted."""
+"""Pricing: integer, rounded up, monotone, bounded by the price at the job's limits (max_price),
+and fixed when a job is accepted."""
 
 from __future__ import annotations
 
@@ -24,14 +25,24 @@ class P:  # the shape of ledger.deploy.Prices
 
 
 def ex(cpu: int = 0, wall: int = 0, rss: int = 0, gpu: int = 0) -> Execution:
-    return Execution(exit_code=0, timed_out=False, cpu_millis=cpu, wall_millis=wall,
-                     max_rss_kib=rss, gpu_millis=gpu, started_at=0, ended_at=wall // 1000)
+    return Execution(
+        exit_code=0,
+        timed_out=False,
+        cpu_millis=cpu,
+        wall_millis=wall,
+        max_rss_kib=rss,
+        gpu_millis=gpu,
+        started_at=0,
+        ended_at=wall // 1000,
+    )
 
 
 def exact(e: Execution, p: P) -> Fraction:
-    return (Fraction(e.cpu_millis * p.per_cpu_second, 1000)
-            + Fraction(e.gpu_millis * p.per_gpu_second, 1000)
-            + Fraction(e.max_rss_kib * e.wall_millis * p.per_gib_hour, KIB_MILLIS_PER_GIB_HOUR))
+    return (
+        Fraction(e.cpu_millis * p.per_cpu_second, 1000)
+        + Fraction(e.gpu_millis * p.per_gpu_second, 1000)
+        + Fraction(e.max_rss_kib * e.wall_millis * p.per_gib_hour, KIB_MILLIS_PER_GIB_HOUR)
+    )
 
 
 def rand_prices(rng: random.Random) -> P:
@@ -75,13 +86,18 @@ def test_price_within_limits_never_exceeds_max_price() -> None:
         walltime, cores = rng.randrange(1, 200_000), rng.randrange(0, 256)
         memory_mib, gpus = rng.randrange(0, 2_000_000), rng.randrange(0, 9)
         wall = rng.randrange(0, walltime * 1000 + 1)
-        e = ex(cpu=rng.randrange(0, cores * walltime * 1000 + 1), wall=wall,
-               rss=rng.randrange(0, memory_mib * 1024 + 1), gpu=rng.randrange(0, gpus * walltime * 1000 + 1))
+        e = ex(
+            cpu=rng.randrange(0, cores * walltime * 1000 + 1),
+            wall=wall,
+            rss=rng.randrange(0, memory_mib * 1024 + 1),
+            gpu=rng.randrange(0, gpus * walltime * 1000 + 1),
+        )
         bound = max_price(walltime, cores, memory_mib, gpus, p)
         assert price(e, p) <= bound
         # the bound is attained at the limits: it is the tightest such bound
-        at_limits = ex(cpu=cores * walltime * 1000, wall=walltime * 1000,
-                       rss=memory_mib * 1024, gpu=gpus * walltime * 1000)
+        at_limits = ex(
+            cpu=cores * walltime * 1000, wall=walltime * 1000, rss=memory_mib * 1024, gpu=gpus * walltime * 1000
+        )
         assert price(at_limits, p) == bound
 
 
@@ -94,8 +110,11 @@ def test_price_is_monotone_in_every_meter() -> None:
         for field in ("cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis"):
             bigger = dataclasses.replace(e, **{field: getattr(e, field) + rng.randrange(1, 10**6)})
             assert price(bigger, p) >= base
-        dearer = P(p.per_cpu_second + rng.randrange(0, 100), p.per_gpu_second + rng.randrange(0, 100),
-                   p.per_gib_hour + rng.randrange(0, 100))
+        dearer = P(
+            p.per_cpu_second + rng.randrange(0, 100),
+            p.per_gpu_second + rng.randrange(0, 100),
+            p.per_gib_hour + rng.randrange(0, 100),
+        )
         assert price(e, dearer) >= base
 
 
@@ -124,8 +143,12 @@ def test_cap_to_limits_keeps_price_under_max_price() -> None:
         walltime, cores = rng.randrange(1, 10_000), rng.randrange(1, 64)
         memory_mib, gpus = rng.randrange(1, 100_000), rng.randrange(0, 4)
         # a run that overshot: grace period after walltime, more threads than cores, more memory
-        e = ex(cpu=rng.randrange(0, 10**9), wall=walltime * 1000 + rng.randrange(0, 5000),
-               rss=rng.randrange(0, 10**9), gpu=rng.randrange(0, 10**8))
+        e = ex(
+            cpu=rng.randrange(0, 10**9),
+            wall=walltime * 1000 + rng.randrange(0, 5000),
+            rss=rng.randrange(0, 10**9),
+            gpu=rng.randrange(0, 10**8),
+        )
         capped = cap_to_limits(e, walltime, cores, memory_mib, gpus)
         assert price(capped, p) <= max_price(walltime, cores, memory_mib, gpus, p)
         assert price(capped, p) <= price(e, p)
@@ -186,8 +209,7 @@ def _publish(consortium, name: str, prices) -> int:
     contract = bind(consortium.chain, consortium.deployment).consortium
     chain_now = consortium.chain.w3.eth.get_block("latest")["timestamp"]
     due = max(chain_now, int(time.time())) + contract.functions.rateNotice().call() + 1
-    consortium.chain.transact(contract.functions.publishRates(prices.as_tuple(), due),
-                              consortium.centres[name].account)
+    consortium.chain.transact(contract.functions.publishRates(prices.as_tuple(), due), consortium.centres[name].account)
     return due
 
 
@@ -205,8 +227,11 @@ def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
     p = accepted.prices
     dearer = Prices(p.per_cpu_second * 1000, p.per_gpu_second * 1000, p.per_gib_hour * 1000)
     notice = fresh.spec.rate_notice
-    job = {"command": ["python3", "-c", f"import time; time.sleep({notice + 4}); print('done')"],
-           "walltime": 60, "centre": "hpc-a"}
+    job = {
+        "command": ["python3", "-c", f"import time; time.sleep({notice + 4}); print('done')"],
+        "walltime": 60,
+        "centre": "hpc-a",
+    }
     with GatewayClient(fresh.url("hpc-a"), token=fresh.login("alice", "hpc-a")) as client:
         job_id = client.submit(job)["id"]
         assert store.get_job(job_id).rates_version == accepted.version
@@ -275,8 +300,7 @@ def test_an_operator_publishes_and_lists_rates_with_the_cli(fresh, tmp_path, cap
 
     # back-dated, or not after the latest version: refused on chain, nothing published
     for start in (chain_now - 60, published["effective_from"]):
-        assert main(["rates", "publish", *common, "--key-file", str(key), *prices,
-                     "--effective-from", str(start)]) == 1
+        assert main(["rates", "publish", *common, "--key-file", str(key), *prices, "--effective-from", str(start)]) == 1
         assert "RatesTooSoon" in capsys.readouterr().err
     stranger = tmp_path / "stranger.key"
     stranger.write_text(Account.create().key.hex())

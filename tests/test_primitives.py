@@ -12,24 +12,35 @@ import pytest
 
 from auth.credentials import PresentationRequest
 from auth.tokens import TokenIssuer, generate_key
-from gateway.node.config import GatewayConfig
 from gateway.api.schemas import ExchangeRequest, JobRequest
+from gateway.node.config import GatewayConfig
 from ledger.ids import InvalidName, centre_id
-from ledger.records import UsageRecord
 from ledger.primitives.canonical import CanonicalError, canonical_bytes, canonical_json
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import HexError, bytes32, from_hex, to_hex
 from ledger.primitives.names import CENTRE_NAME_PATTERN, is_centre_name
+from ledger.records import UsageRecord
 
-CONFIG = {"centre": "hpc-a", "data_dir": "/var/x", "chain_url": "http://127.0.0.1:8545", "deployment": "/d.json",
-          "chain_key_file": "/k/chain.key", "token_key_file": "/k/token.pem", "issuer_key_file": "/k/issuer.key",
-          "credential_schema": "/s.toml", "operator_key": "op", "policy_file": "/p.cedar",
-          "ldap_url": "ldap://127.0.0.1", "ldap_base_dn": "dc=x"}
+CONFIG = {
+    "centre": "hpc-a",
+    "data_dir": "/var/x",
+    "chain_url": "http://127.0.0.1:8545",
+    "deployment": "/d.json",
+    "chain_key_file": "/k/chain.key",
+    "token_key_file": "/k/token.pem",
+    "issuer_key_file": "/k/issuer.key",
+    "credential_schema": "/s.toml",
+    "operator_key": "op",
+    "policy_file": "/p.cedar",
+    "ldap_url": "ldap://127.0.0.1",
+    "ldap_base_dn": "dc=x",
+}
 NAMES = ["a", "hpc-a", "0", "-", "ai-c", "x" * 32]
 NOT_NAMES = ["", "x" * 33, "HPC-A", "hpc a", "hpc_a", "hpc-a\n", "\nhpc-a", "hpc.a", "é", "hpc-ä", "auto\x00"]
 
 
 # -- names ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", NAMES)
 def test_centre_names(name):
@@ -56,8 +67,9 @@ def test_every_check_of_a_centre_name_agrees(name):
     checks = {
         "ledger.ids": lambda: centre_id(name),
         "auth.tokens": lambda: TokenIssuer(name, key),
-        "auth.credentials": lambda: PresentationRequest(nonce="ab" * 32, verifier=name, attributes=("home",),
-                                                        expires_at=1),
+        "auth.credentials": lambda: PresentationRequest(
+            nonce="ab" * 32, verifier=name, attributes=("home",), expires_at=1
+        ),
         "gateway.api.schemas audience": lambda: ExchangeRequest(audience=name),
         "gateway.api.schemas centre": lambda: JobRequest(walltime=60, command=["true"], centre=name),
         "gateway.node.config": lambda: GatewayConfig(**(CONFIG | {"centre": name})),
@@ -73,6 +85,7 @@ def test_the_pattern_is_the_rule_anchored():
 
 
 # -- hex --------------------------------------------------------------------------------
+
 
 def test_hex_round_trip():
     raw = bytes(range(256))
@@ -105,11 +118,13 @@ def test_hex_sizes_and_types():
 
 # -- canonical JSON ---------------------------------------------------------------------
 
+
 def test_canonical_json_is_sorted_compact_and_ascii():
     value = {"b": [1, {"z": None, "a": True}], "a": "café ☃ \U0001d11e", "c": -0, "d": 2**70}
     text = canonical_json(value)
-    assert text == ('{"a":"caf\\u00e9 \\u2603 \\ud834\\udd1e","b":[1,{"a":true,"z":null}],"c":0,'
-                    '"d":1180591620717411303424}')
+    assert text == (
+        '{"a":"caf\\u00e9 \\u2603 \\ud834\\udd1e","b":[1,{"a":true,"z":null}],"c":0,"d":1180591620717411303424}'
+    )
     assert text.isascii() and json.loads(text) == value
     assert canonical_bytes(value) == text.encode("ascii")
     assert canonical_json(json.loads(text)) == text  # a fixed point
@@ -133,21 +148,38 @@ def test_signed_and_stored_spellings_are_the_canonical_one():
     payload = base64.urlsafe_b64decode(token.split(".")[1] + "==")
     assert payload == canonical_bytes(json.loads(payload))
 
-    request = PresentationRequest(nonce="ab" * 32, verifier="cloud-b", attributes=("department",),
-                                  expires_at=1_700_000_300)
+    request = PresentationRequest(
+        nonce="ab" * 32, verifier="cloud-b", attributes=("department",), expires_at=1_700_000_300
+    )
     # the header a proof is bound to: fixed on the wire, so pinned here byte for byte
-    assert request.presentation_header == (b'{"expires_at":1700000300,"nonce":"' + b"ab" * 32
-                                           + b'","verifier":"cloud-b"}')
+    assert request.presentation_header == (
+        b'{"expires_at":1700000300,"nonce":"' + b"ab" * 32 + b'","verifier":"cloud-b"}'
+    )
     assert request.presentation_header == canonical_bytes(
-        {"nonce": request.nonce, "verifier": request.verifier, "expires_at": request.expires_at})
+        {"nonce": request.nonce, "verifier": request.verifier, "expires_at": request.expires_at}
+    )
 
-    record = UsageRecord(record_id=b"\x01" * 32, job_id=b"\x02" * 32, serving_centre=centre_id("hpc-a"),
-                         home_centre=centre_id("cloud-b"), user=b"\x03" * 32, epoch=1, started_at=10, ended_at=20,
-                         cpu_millis=5, wall_millis=6, max_rss_kib=7, gpu_millis=0, rates_version=1, price=99)
+    record = UsageRecord(
+        record_id=b"\x01" * 32,
+        job_id=b"\x02" * 32,
+        serving_centre=centre_id("hpc-a"),
+        home_centre=centre_id("cloud-b"),
+        user=b"\x03" * 32,
+        epoch=1,
+        started_at=10,
+        ended_at=20,
+        cpu_millis=5,
+        wall_millis=6,
+        max_rss_kib=7,
+        gpu_millis=0,
+        rates_version=1,
+        price=99,
+    )
     assert record.to_json() == canonical_json(record.to_dict())
 
 
 # -- private files ----------------------------------------------------------------------
+
 
 @pytest.fixture
 def open_umask():
@@ -225,13 +257,22 @@ def test_the_wallet_stays_private_over_a_stale_temporary(tmp_path):
     from auth.credentials import CredentialSchema, generate_issuer_key, issue_credential
     from gateway.client.wallet import Wallet
 
-    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data"
-                                   / "credential_schema.toml")
+    schema = CredentialSchema.load(
+        Path(__file__).resolve().parents[1] / "gateway" / "demo" / "data" / "credential_schema.toml"
+    )
     sk, pk = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
-    values = {"home": "hpc-a", "pseudonym": "7f" * 32, "department": "physics", "employee_type": ["staff"],
-              "groups": ["physics"], "clearance": 2, "revocation_epoch": 0}
-    wallet = Wallet("hpc-a", "http://127.0.0.1:1", issue_credential(schema, sk, pk, values, now=1_700_000_000), pk,
-                    schema)
+    values = {
+        "home": "hpc-a",
+        "pseudonym": "7f" * 32,
+        "department": "physics",
+        "employee_type": ["staff"],
+        "groups": ["physics"],
+        "clearance": 2,
+        "revocation_epoch": 0,
+    }
+    wallet = Wallet(
+        "hpc-a", "http://127.0.0.1:1", issue_credential(schema, sk, pk, values, now=1_700_000_000), pk, schema
+    )
     path = tmp_path / "wallet.json"
     stale = tmp_path / "wallet.json.tmp"
     stale.write_text("left by a crash")
@@ -255,12 +296,15 @@ def test_primitives_need_nothing_but_the_standard_library():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    code = (f"import sys; sys.path.insert(0, {str(root)!r})\n"
-            "import ledger.primitives.canonical, ledger.primitives.files, ledger.primitives.hex, "
-            "ledger.primitives.names\n"
-            "import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))")
-    done = subprocess.run([sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60,
-                          check=False)
+    code = (
+        f"import sys; sys.path.insert(0, {str(root)!r})\n"
+        "import ledger.primitives.canonical, ledger.primitives.files, ledger.primitives.hex, "
+        "ledger.primitives.names\n"
+        "import json; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-I", "-S", "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
     assert done.returncode == 0, done.stderr
     loaded = set(json.loads(done.stdout))
     assert loaded - set(sys.stdlib_module_names) - {"ledger", "__main__"} == set()

@@ -28,10 +28,20 @@ KEY = Account.from_key("0x" + "42" * 32)
 
 def record(**changes) -> UsageRecord:
     fields = dict(
-        record_id=keccak(text="rec-1"), job_id=keccak(text="job-1"), serving_centre=centre_id("hpc-b"),
-        home_centre=centre_id("hpc-a"), user=user_id("alice@hpc-a"), epoch=3, started_at=1_700_000_000,
-        ended_at=1_700_000_060, cpu_millis=59_000, wall_millis=60_000, max_rss_kib=204_800, gpu_millis=0,
-        rates_version=2, price=2**70 + 5,
+        record_id=keccak(text="rec-1"),
+        job_id=keccak(text="job-1"),
+        serving_centre=centre_id("hpc-b"),
+        home_centre=centre_id("hpc-a"),
+        user=user_id("alice@hpc-a"),
+        epoch=3,
+        started_at=1_700_000_000,
+        ended_at=1_700_000_060,
+        cpu_millis=59_000,
+        wall_millis=60_000,
+        max_rss_kib=204_800,
+        gpu_millis=0,
+        rates_version=2,
+        price=2**70 + 5,
     )
     fields.update(changes)
     return UsageRecord(**fields)
@@ -54,21 +64,41 @@ def test_ids_round_trip_and_validate():
 
 def test_digest_matches_a_hand_computed_eip712_hash():
     rec = record()
-    type_hash = keccak(text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
-                            "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
-                            "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
-                            "uint256 price)")
-    struct_hash = keccak(encode(
-        ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"],
-        [type_hash, rec.record_id, rec.job_id, rec.serving_centre, rec.home_centre, rec.user, rec.epoch,
-         rec.started_at, rec.ended_at, rec.cpu_millis, rec.wall_millis, rec.max_rss_kib, rec.gpu_millis,
-         rec.rates_version, rec.price],
-    ))
+    type_hash = keccak(
+        text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
+        "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
+        "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
+        "uint256 price)"
+    )
+    struct_hash = keccak(
+        encode(
+            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"],
+            [
+                type_hash,
+                rec.record_id,
+                rec.job_id,
+                rec.serving_centre,
+                rec.home_centre,
+                rec.user,
+                rec.epoch,
+                rec.started_at,
+                rec.ended_at,
+                rec.cpu_millis,
+                rec.wall_millis,
+                rec.max_rss_kib,
+                rec.gpu_millis,
+                rec.rates_version,
+                rec.price,
+            ],
+        )
+    )
     domain_type = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
-    separator = keccak(encode(
-        ["bytes32", "bytes32", "bytes32", "uint256", "address"],
-        [domain_type, keccak(text="xcentre"), keccak(text="1"), 31337, DOMAIN.verifying_contract],
-    ))
+    separator = keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [domain_type, keccak(text="xcentre"), keccak(text="1"), 31337, DOMAIN.verifying_contract],
+        )
+    )
     digest = keccak(b"\x19\x01" + separator + struct_hash)
     assert record_digest(rec, DOMAIN) == digest
     assert record_leaf(rec, DOMAIN) == keccak(keccak(digest))
@@ -115,21 +145,38 @@ def test_json_round_trip_uses_hex_strings():
     assert UsageRecord.from_dict(rec.to_dict()) == rec
 
 
-@pytest.mark.parametrize("changes", [
-    {"record_id": b"short"}, {"user": "0x" + "00" * 32}, {"epoch": -1}, {"cpu_millis": 2**64},
-    {"price": 2**256}, {"gpu_millis": 1.5}, {"wall_millis": True}, {"ended_at": 1},
-    {"rates_version": 0}, {"rates_version": 2**64}, {"rates_version": None},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"record_id": b"short"},
+        {"user": "0x" + "00" * 32},
+        {"epoch": -1},
+        {"cpu_millis": 2**64},
+        {"price": 2**256},
+        {"gpu_millis": 1.5},
+        {"wall_millis": True},
+        {"ended_at": 1},
+        {"rates_version": 0},
+        {"rates_version": 2**64},
+        {"rates_version": None},
+    ],
+)
 def test_invalid_fields_raise(changes):
     with pytest.raises(InvalidRecord):
         record(**changes)
 
 
-@pytest.mark.parametrize("mutate", [
-    lambda d: d.pop("price"), lambda d: d.pop("rates_version"), lambda d: d.update(extra=1),
-    lambda d: d.update(job_id="abc"),
-    lambda d: d.update(job_id="0xzz"), lambda d: d.update(epoch="3"),
-])
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda d: d.pop("price"),
+        lambda d: d.pop("rates_version"),
+        lambda d: d.update(extra=1),
+        lambda d: d.update(job_id="abc"),
+        lambda d: d.update(job_id="0xzz"),
+        lambda d: d.update(epoch="3"),
+    ],
+)
 def test_malformed_json_raises(mutate):
     data = record().to_dict()
     mutate(data)

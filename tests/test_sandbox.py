@@ -101,20 +101,26 @@ def _gone(marker: str, timeout: float = 5.0) -> bool:
 
 # -- finding 1: the job and the node ------------------------------------------------------
 
+
 def test_a_job_cannot_read_the_nodes_data_directory_keys_or_database(node) -> None:
     data, executor = node
-    ex = executor.run(_sh(
-        f"cat ../../enrolment.secret ../../../enrolment.secret {data}/enrolment.secret {data}/gateway.db;"
-        f"for f in enrolment.secret gateway.db; do test -e {data}/$f && echo visible:$f || echo hidden:$f; done"
-    ), walltime=10)
+    ex = executor.run(
+        _sh(
+            f"cat ../../enrolment.secret ../../../enrolment.secret {data}/enrolment.secret {data}/gateway.db;"
+            f"for f in enrolment.secret gateway.db; do test -e {data}/$f && echo visible:$f || echo hidden:$f; done"
+        ),
+        walltime=10,
+    )
     assert SECRET not in ex.stdout_tail and RECORDS not in ex.stdout_tail
     assert "hidden:enrolment.secret" in ex.stdout_tail and "hidden:gateway.db" in ex.stdout_tail
 
 
 def test_a_job_cannot_forge_its_metering(node) -> None:
     _, executor = node
-    forged = ('{"started_at": 0, "ended_at": 0, "wall_millis": 0, "cpu_millis": 0, "max_rss_kib": 0, '
-              '"timed_out": false, "status": 0, "failure": null, "error": null}')
+    forged = (
+        '{"started_at": 0, "ended_at": 0, "wall_millis": 0, "cpu_millis": 0, "max_rss_kib": 0, '
+        '"timed_out": false, "status": 0, "failure": null, "error": null}'
+    )
     script = (
         "import os, time\n"
         "t = time.process_time()\n"
@@ -211,11 +217,14 @@ def test_uid_pools_exclude_each_other_through_their_lock_files(tmp_path: Path) -
 
 def test_the_system_is_read_only_and_tmp_and_the_workdir_are_private(node) -> None:
     _, executor = node
-    ex = executor.run(_sh(
-        "touch /usr/xcentre-probe 2>/dev/null && echo system-writable || echo system-read-only;"
-        "ls -A /tmp | wc -l; echo x > /tmp/t && echo tmp-writable;"
-        "echo y > ./file && echo workdir-writable; pwd"
-    ), walltime=10)
+    ex = executor.run(
+        _sh(
+            "touch /usr/xcentre-probe 2>/dev/null && echo system-writable || echo system-read-only;"
+            "ls -A /tmp | wc -l; echo x > /tmp/t && echo tmp-writable;"
+            "echo y > ./file && echo workdir-writable; pwd"
+        ),
+        walltime=10,
+    )
     lines = ex.stdout_tail.split()
     assert lines[:4] == ["system-read-only", "0", "tmp-writable", "workdir-writable"]
     assert lines[4] == ex.workdir
@@ -224,15 +233,20 @@ def test_the_system_is_read_only_and_tmp_and_the_workdir_are_private(node) -> No
 
 # -- finding 2: output files and links ---------------------------------------------------------
 
+
 def test_the_node_does_not_read_through_a_link_the_job_made(node, outside_tmp: Path) -> None:
     _, executor = node
     shadow = outside_tmp / "shadow"
     shadow.write_text("root-only-content")
     shadow.chmod(0o600)
-    ex = executor.run(_sh(
-        f"for f in stdout ../stdout \"$HOME/stdout\"; do rm -f \"$f\" 2>/dev/null; ln -sf {shadow} \"$f\" 2>/dev/null; done;"
-        "echo done"
-    ), walltime=10)
+    ex = executor.run(
+        _sh(
+            f'for f in stdout ../stdout "$HOME/stdout"; do rm -f "$f" 2>/dev/null; '
+            f'ln -sf {shadow} "$f" 2>/dev/null; done;'
+            "echo done"
+        ),
+        walltime=10,
+    )
     assert "root-only-content" not in ex.stdout_tail
     assert ex.stdout_tail.endswith("done\n")
     assert shadow.read_text() == "root-only-content"
@@ -247,7 +261,7 @@ def test_a_racing_job_cannot_make_the_node_write_through_a_link(node, outside_tm
     target.chmod(0o600)
     swap = (
         f"end=$(($(date +%s) + 2)); while [ $(date +%s) -lt $end ]; do "
-        f"for d in ../../job-*/ ../job-*/ {data}/jobs/job-*/; do ln -sf {target} \"$d/stderr\" 2>/dev/null; done; "
+        f'for d in ../../job-*/ ../job-*/ {data}/jobs/job-*/; do ln -sf {target} "$d/stderr" 2>/dev/null; done; '
         "done; echo swapped"
     )
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -265,11 +279,14 @@ def test_a_job_cannot_read_another_running_jobs_files_or_processes(node) -> None
     with ThreadPoolExecutor(max_workers=2) as pool:
         victim = pool.submit(executor.run, _sh(f"echo {marker} > secret; exec sleep 2 # {marker}"), 10)
         time.sleep(0.5)
-        spy = executor.run(_sh(
-            f"cat ../*/secret ../../*/work/secret {data}/jobs/*/work/secret 2>&1;"
-            f"grep -l {marker} /proc/[0-9]*/cmdline 2>/dev/null | grep -v self;"
-            "ls /proc | grep -c '^[0-9]'"
-        ), walltime=10)
+        spy = executor.run(
+            _sh(
+                f"cat ../*/secret ../../*/work/secret {data}/jobs/*/work/secret 2>&1;"
+                f"grep -l {marker} /proc/[0-9]*/cmdline 2>/dev/null | grep -v self;"
+                "ls /proc | grep -c '^[0-9]'"
+            ),
+            walltime=10,
+        )
         victim.result()
     assert marker not in spy.stdout_tail
     assert int(spy.stdout_tail.split()[-1]) <= 6  # the spy sees its own few processes only
@@ -278,8 +295,9 @@ def test_a_job_cannot_read_another_running_jobs_files_or_processes(node) -> None
 def test_a_job_writes_to_dev_stdout_and_dev_stderr(node) -> None:
     """Scripts name them (`tee /dev/stderr`): reopening the job's own output must work, and add to it."""
     _, executor = node
-    ex = executor.run(_sh("echo one; echo two >> /dev/stdout; echo err | tee -a /dev/stderr >/dev/null; echo three"),
-                      walltime=10)
+    ex = executor.run(
+        _sh("echo one; echo two >> /dev/stdout; echo err | tee -a /dev/stderr >/dev/null; echo three"), walltime=10
+    )
     assert (ex.stdout_tail, ex.stderr_tail) == ("one\ntwo\nthree\n", "err\n")
 
 
@@ -303,14 +321,27 @@ def test_a_job_whose_output_cannot_be_read_is_still_billed(tmp_path: Path) -> No
     job = prepare_job(["true"], 10, limits=Limits(), jobs_dir=tmp_path, sandbox=Sandbox(kind="none"), uids=None)
     os.mkfifo(job.stdout)  # unreadable as output, as a chmod 000 file would be
     job.stderr.write_text("last words\n")
-    ex = finish_job(job, {"started_at": 100, "ended_at": 102, "wall_millis": 1500, "cpu_millis": 700,
-                          "max_rss_kib": 2048, "timed_out": False, "status": 0, "failure": None, "error": None})
+    ex = finish_job(
+        job,
+        {
+            "started_at": 100,
+            "ended_at": 102,
+            "wall_millis": 1500,
+            "cpu_millis": 700,
+            "max_rss_kib": 2048,
+            "timed_out": False,
+            "status": 0,
+            "failure": None,
+            "error": None,
+        },
+    )
     assert (ex.exit_code, ex.cpu_millis, ex.max_rss_kib, ex.stdout_tail) == (0, 700, 2048, "")
     assert ex.stderr_tail.startswith("last words\n") and "could not read the job's stdout" in ex.stderr_tail
     assert not job.folder.exists()
 
 
 # -- walltime, limits, network ----------------------------------------------------------------------
+
 
 def test_walltime_kills_every_process_of_the_job_even_those_that_left_its_session(node) -> None:
     _, executor = node
@@ -394,8 +425,10 @@ def test_a_job_gets_no_realtime_or_higher_priority_whatever_the_gateways_limits(
             resource.setrlimit(name, value)
         pytest.skip("cannot raise this process's limits here (no CAP_SYS_RESOURCE)")
     try:
-        ex = executor.run(_sh("chrt -f 10 echo got-realtime; nice -n -5 sh -c 'echo niceness $(cut -d\" \" -f19 "
-                              "/proc/self/stat)'"), walltime=10)
+        ex = executor.run(
+            _sh("chrt -f 10 echo got-realtime; nice -n -5 sh -c 'echo niceness $(cut -d\" \" -f19 /proc/self/stat)'"),
+            walltime=10,
+        )
     finally:
         for name, value in saved.items():
             resource.setrlimit(name, value)
@@ -469,6 +502,7 @@ def _clear_keyring(uid: int) -> None:
     if pid == 0:
         try:
             import ctypes
+
             os.setgroups([])
             os.setresgid(uid, uid, uid)
             os.setresuid(uid, uid, uid)
@@ -523,8 +557,11 @@ def test_a_job_cannot_create_user_namespaces(node) -> None:
     lines = ex.stdout_tail.splitlines()
     assert ex.exit_code == 0, ex.stderr_tail
     assert lines[:3] == ["no-unshare", "thread-ok", "child-ok"]
-    assert [line.split()[:2] for line in lines[3:]] == [["clone", "refused"], ["clone3", "refused"],
-                                                       ["unshare", "refused"]], lines
+    assert [line.split()[:2] for line in lines[3:]] == [
+        ["clone", "refused"],
+        ["clone3", "refused"],
+        ["unshare", "refused"],
+    ], lines
 
 
 def test_a_job_cannot_reach_the_nodes_unix_sockets(node) -> None:
@@ -606,8 +643,9 @@ def test_the_nodes_cleanup_never_follows_a_link_a_live_job_swaps_in(node, outsid
     victim = outside_tmp / "etc"
     victim.mkdir(mode=0o755)
     victim.chmod(0o755)
-    job = prepare_job(["true"], 5, limits=Limits(), jobs_dir=executor.jobs_dir, sandbox=executor.sandbox,
-                      uids=executor.uids)
+    job = prepare_job(
+        ["true"], 5, limits=Limits(), jobs_dir=executor.jobs_dir, sandbox=executor.sandbox, uids=executor.uids
+    )
     inner = job.workdir / "a"
     inner.mkdir()
     for i in range(5_000):
@@ -643,6 +681,7 @@ def test_the_nodes_cleanup_never_follows_a_link_a_live_job_swaps_in(node, outsid
 
 # -- configuration ----------------------------------------------------------------------------------
 
+
 def test_bwrap_missing_or_not_root_refuses_to_start(tmp_path: Path, monkeypatch) -> None:
     with pytest.raises(ExecutorError, match="apt-get install bubblewrap"):
         LocalExecutor(tmp_path / "jobs", bwrap="/nonexistent/bwrap")
@@ -653,8 +692,10 @@ def test_bwrap_missing_or_not_root_refuses_to_start(tmp_path: Path, monkeypatch)
 
 def test_a_bubblewrap_too_old_for_a_sized_job_folder_refuses_to_start(tmp_path: Path) -> None:
     old = tmp_path / "bwrap"
-    old.write_text(f'#!/bin/sh\ncase " $* " in *" --size "*) echo "bwrap: Unknown option --size" >&2; exit 1;; esac\n'
-                   f'exec {shutil.which("bwrap")} "$@"\n')
+    old.write_text(
+        f'#!/bin/sh\ncase " $* " in *" --size "*) echo "bwrap: Unknown option --size" >&2; exit 1;; esac\n'
+        f'exec {shutil.which("bwrap")} "$@"\n'
+    )
     old.chmod(0o755)
     with pytest.raises(ExecutorError, match=r"Unknown option --size.*0\.8 or later"):
         LocalExecutor(tmp_path / "jobs", bwrap=str(old))
@@ -668,13 +709,16 @@ def test_unsandboxed_is_explicit_and_loud(tmp_path: Path, caplog) -> None:
     assert int(ex.stdout_tail) != 0  # as root, even unsandboxed jobs run as a pool uid
 
 
-@pytest.mark.parametrize("uids, message", [
-    ((0, 10), "range"),
-    ((5, 2), "range"),
-    ((1, 2**32), "range"),
-    ((1, 10), "include the account 'daemon'"),
-    ((1_900_000_000, 1_900_000_000.5), "integers"),
-])
+@pytest.mark.parametrize(
+    "uids, message",
+    [
+        ((0, 10), "range"),
+        ((5, 2), "range"),
+        ((1, 2**32), "range"),
+        ((1, 10), "include the account 'daemon'"),
+        ((1_900_000_000, 1_900_000_000.5), "integers"),
+    ],
+)
 def test_bad_uid_ranges_are_refused(tmp_path: Path, uids, message) -> None:
     with pytest.raises(ExecutorError, match=message):
         LocalExecutor(tmp_path / "jobs", uids=uids)
@@ -708,8 +752,9 @@ def test_capacity_counts_the_cores_of_running_jobs(tmp_path: Path) -> None:
 
 def test_a_prepared_job_cleans_up_once(tmp_path: Path) -> None:
     executor = LocalExecutor(tmp_path / "jobs")
-    job = prepare_job(["true"], 5, limits=Limits(), jobs_dir=executor.jobs_dir, sandbox=executor.sandbox,
-                      uids=executor.uids)
+    job = prepare_job(
+        ["true"], 5, limits=Limits(), jobs_dir=executor.jobs_dir, sandbox=executor.sandbox, uids=executor.uids
+    )
     assert isinstance(job, PreparedJob) and job.workdir.stat().st_uid == job.uid
     (job.workdir / "link").symlink_to("/etc")
     job.cleanup()
@@ -718,18 +763,27 @@ def test_a_prepared_job_cleans_up_once(tmp_path: Path) -> None:
 
 
 def _config(folder: Path, **settings: object) -> Path:
-    lines = {"centre": "hpc-a", "data_dir": "var", "chain_url": "http://127.0.0.1:1", "deployment": "d.json",
-             "chain_key_file": "keys/chain.key", "token_key_file": "keys/token.pem",
-             "issuer_key_file": "keys/issuer.key", "credential_schema": "schema.toml", "operator_key": "op",
-             "policy_file": "policy.cedar", "ldap_url": "ldap://127.0.0.1:1", "ldap_base_dn": "dc=x"} | settings
+    lines = {
+        "centre": "hpc-a",
+        "data_dir": "var",
+        "chain_url": "http://127.0.0.1:1",
+        "deployment": "d.json",
+        "chain_key_file": "keys/chain.key",
+        "token_key_file": "keys/token.pem",
+        "issuer_key_file": "keys/issuer.key",
+        "credential_schema": "schema.toml",
+        "operator_key": "op",
+        "policy_file": "policy.cedar",
+        "ldap_url": "ldap://127.0.0.1:1",
+        "ldap_base_dn": "dc=x",
+    } | settings
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "centre.toml"
     path.write_text("".join(f"{k} = {str(v).lower() if isinstance(v, bool) else repr(v)}\n" for k, v in lines.items()))
     return path
 
 
-def test_a_centre_without_bubblewrap_refuses_to_start_and_says_what_to_do(tmp_path: Path, monkeypatch,
-                                                                          capsys) -> None:
+def test_a_centre_without_bubblewrap_refuses_to_start_and_says_what_to_do(tmp_path: Path, monkeypatch, capsys) -> None:
     from gateway.client.cli import main
 
     monkeypatch.setattr(shutil, "which", lambda *_: None)
@@ -772,8 +826,9 @@ def test_a_nodes_jobs_run_under_their_limits_and_cannot_see_its_data(consortium)
     allocate = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
     spy = f"cat {data}/enrolment.secret ../../../enrolment.secret 2>/dev/null | wc -c; ls -A {data}"
     with GatewayClient(consortium.url("hpc-a"), token=consortium.login("alice", "hpc-a")) as client:
-        big = client.submit({"command": ["python3", "-c", allocate], "walltime": 30, "centre": "hpc-a",
-                             "resources": {"memory_mib": 64}})
+        big = client.submit(
+            {"command": ["python3", "-c", allocate], "walltime": 30, "centre": "hpc-a", "resources": {"memory_mib": 64}}
+        )
         nosy = client.submit({"command": ["/bin/sh", "-c", spy], "walltime": 30, "centre": "hpc-a"})
         big, nosy = client.wait(big["id"]), client.wait(nosy["id"])
     assert (data / "enrolment.secret").exists()
@@ -793,10 +848,20 @@ def test_a_launcher_told_to_stop_kills_its_job_and_leaves_nothing_behind(node) -
 
     _, executor = node
     marker = f"xcentre-cancelled-{uuid.uuid4().hex}"
-    job = prepare_job([PY, "-c", f"import os; os.execv('/bin/sleep', [{marker!r}, '300'])"], 60, limits=Limits(),
-                      jobs_dir=executor.jobs_dir, sandbox=executor.sandbox, uids=executor.uids)
-    launcher = subprocess.Popen([sys.executable, "-I", "-S", str(LAUNCHER)], stdin=subprocess.PIPE,
-                                stdout=subprocess.PIPE, start_new_session=True)
+    job = prepare_job(
+        [PY, "-c", f"import os; os.execv('/bin/sleep', [{marker!r}, '300'])"],
+        60,
+        limits=Limits(),
+        jobs_dir=executor.jobs_dir,
+        sandbox=executor.sandbox,
+        uids=executor.uids,
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-I", "-S", str(LAUNCHER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         launcher.stdin.write(json.dumps(job.spec).encode())
         launcher.stdin.close()
@@ -811,12 +876,18 @@ def test_a_launcher_told_to_stop_kills_its_job_and_leaves_nothing_behind(node) -
         launcher.kill()
         job.cleanup()
     assert _gone(marker, timeout=2)
-    groups = [name for folder in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu") if os.path.isdir(folder)
-              for name in os.listdir(folder) if name.startswith(f"xcentre-{launcher.pid}-")]
+    groups = [
+        name
+        for folder in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu")
+        if os.path.isdir(folder)
+        for name in os.listdir(folder)
+        if name.startswith(f"xcentre-{launcher.pid}-")
+    ]
     assert groups == []
 
 
 # -- where the node's code lives -----------------------------------------------------------
+
 
 def test_jobs_run_when_the_nodes_code_and_interpreter_live_in_a_folder_the_sandbox_hides(tmp_path, monkeypatch) -> None:
     """A checkout under /tmp (as CI's may be): the sandbox replaces /tmp, yet its init must start."""

@@ -18,8 +18,8 @@ from web3.logs import DISCARD
 from auth.credentials import generate_issuer_key, issue_credential
 from auth.ldif import ssha, user_dn
 from gateway.client.http import GatewayClient, GatewayRefused
-from gateway.node.signon import IssuerKey
 from gateway.client.wallet import Wallet
+from gateway.node.signon import IssuerKey
 from ledger.chain import connect
 from ledger.deploy import bind
 from ledger.ids import centre_id
@@ -55,8 +55,9 @@ def add_person(consortium, home: str, uid: str, password: str) -> None:
 def revoke_at(consortium, home: str, uid: str) -> httpx.Response:
     """The operator's revocation request, answered with its status code."""
     with httpx.Client(base_url=consortium.url(home), timeout=60) as http:
-        return http.post("/v1/enrolments/revoke", json={"username": uid},
-                         headers={"X-Operator-Key": consortium.operator_key(home)})
+        return http.post(
+            "/v1/enrolments/revoke", json={"username": uid}, headers={"X-Operator-Key": consortium.operator_key(home)}
+        )
 
 
 def registry(consortium):
@@ -127,7 +128,8 @@ def test_each_centre_learns_only_what_it_asks_and_sign_ons_do_not_link(fresh):
         assert set(session["disclosed"]) == ALWAYS | asked
         assert session["home"] == "hpc-a" and session["principal"].endswith("@hpc-a")
     assert sessions["cloud-b"]["disclosed"] == {
-        "home": "hpc-a", "employee_type": "staff",
+        "home": "hpc-a",
+        "employee_type": "staff",
         "revocation_epoch": wallet.credential.values["revocation_epoch"],
         "expires_at": wallet.credential.values["expires_at"],
     }
@@ -171,7 +173,9 @@ def test_presentations_are_refused_with_a_reason(fresh):
     # a request that expired before the answer came
     stale = node.parts.signon.challenges.issue(now=int(time.time()) - 61)
     with GatewayClient(fresh.url("hpc-a")) as client:
-        late = refusal(lambda: client._call("POST", "/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())}))
+        late = refusal(
+            lambda: client._call("POST", "/v1/auth/present", json={"presentation": wallet.present(stale.to_dict())})
+        )
         assert late.status == 401 and "request_expired" in late.error
 
     # a credential from a centre that is not a member, and one forged in a member's name
@@ -180,7 +184,7 @@ def test_presentations_are_refused_with_a_reason(fresh):
         values = dict(wallet.credential.values) | {"home": home}
         forged = Wallet(home, "", issue_credential(wallet.schema, sk, pk, values), pk, wallet.schema)
         with GatewayClient(fresh.url("hpc-a")) as client:
-            refused = refusal(lambda: client.sign_on(forged))
+            refused = refusal(lambda forged=forged: client.sign_on(forged))
             assert refused.status == 401 and code in refused.error
 
 
@@ -203,17 +207,20 @@ def test_issuer_key_rotation_keeps_the_old_key_for_its_window_only(fresh):
 
     rotate(fresh, "ai-c", overlap=0)
     for centre in CENTRES:
-        rotated_out = refusal(lambda: sign_on(fresh, centre, during))
+        rotated_out = refusal(lambda centre=centre: sign_on(fresh, centre, during))
         assert rotated_out.status == 401 and "key_not_valid" in rotated_out.error
     assert sign_on(fresh, "hpc-a", before)  # the first key's window has not ended yet
     assert sign_on(fresh, "hpc-a", wallet_of(fresh, "dave", "ai-c"))
 
 
 def test_revocation_reaches_every_centre_and_only_that_home(fresh):
-    bob, alice, carol = (wallet_of(fresh, u, h) for u, h in (("bob", "hpc-a"), ("alice", "hpc-a"), ("carol", "cloud-b")))
+    bob, alice, carol = (
+        wallet_of(fresh, u, h) for u, h in (("bob", "hpc-a"), ("alice", "hpc-a"), ("carol", "cloud-b"))
+    )
     # a session of each kind at every centre: a presentation there, and a password session exchanged at home
-    bob_tokens = {centre: (sign_on(fresh, centre, bob)["token"], fresh.login("bob", "hpc-a", at=centre))
-                  for centre in CENTRES}
+    bob_tokens = {
+        centre: (sign_on(fresh, centre, bob)["token"], fresh.login("bob", "hpc-a", at=centre)) for centre in CENTRES
+    }
 
     answer = revoke_at(fresh, "hpc-a", "BOB")  # the directory's spelling is what counts
     assert answer.status_code == 200, answer.text
@@ -222,6 +229,7 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     assert body["tx_hash"].startswith("0x") and body["enrolment"] == "0x" + bob.credential.values["pseudonym"]
     # no explicit sync here: each gateway's own housekeeping must bring the event in
     for centre in CENTRES:
+
         def refuses_bob(centre=centre) -> bool:
             try:
                 sign_on(fresh, centre, bob)
@@ -236,7 +244,7 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     for centre in CENTRES:
         for token in bob_tokens[centre]:
             with GatewayClient(fresh.url(centre), token=token) as client:
-                ended = refusal(lambda: client.submit(QUICK | {"centre": centre}))
+                ended = refusal(lambda centre=centre: client.submit(QUICK | {"centre": centre}))
                 assert ended.status == 401 and "predates a revocation" in ended.error
 
     with GatewayClient(fresh.url("hpc-a")) as home:
@@ -335,8 +343,9 @@ def test_a_revocation_the_chain_refuses_is_reported_as_failed(own_consortium):
     dave = wallet_of(c, "dave", "ai-c")
     sync_everywhere(c)
     governance = bind(c.chain, c.deployment).consortium.functions
-    receipt = c.chain.transact(governance.propose(1, governance.member(centre_id("ai-c")).call()),
-                               c.centres["hpc-a"].account)
+    receipt = c.chain.transact(
+        governance.propose(1, governance.member(centre_id("ai-c")).call()), c.centres["hpc-a"].account
+    )
     [created] = bind(c.chain, c.deployment).consortium.events.ProposalCreated().process_receipt(receipt, errors=DISCARD)
     c.chain.transact(governance.vote(created["args"]["proposalId"]), c.centres["cloud-b"].account)
     assert not governance.isMember(centre_id("ai-c")).call()
@@ -354,4 +363,3 @@ def test_a_revocation_the_chain_refuses_is_reported_as_failed(own_consortium):
     enrolled, revoked, _ = registry(c).enrolment(centre_id("ai-c"), pseudonym).call()
     assert enrolled and not revoked  # the truth: nothing changed on chain
     assert registry(c).revocationEpoch(centre_id("ai-c")).call() == 0
-

@@ -76,9 +76,20 @@ def test_parse_job_reads_state_reason_and_exit_code() -> None:
     assert "node failure" in job.describe() and "NodeDown" in job.describe() and "17" in job.describe()
 
 
-@pytest.mark.parametrize("state,finished", [("PENDING", False), ("RUNNING", False), ("COMPLETING", False),
-                                            ("CONFIGURING", False), ("COMPLETED", True), ("FAILED", True),
-                                            ("CANCELLED", True), ("TIMEOUT", True), ("OUT_OF_MEMORY", True)])
+@pytest.mark.parametrize(
+    "state,finished",
+    [
+        ("PENDING", False),
+        ("RUNNING", False),
+        ("COMPLETING", False),
+        ("CONFIGURING", False),
+        ("COMPLETED", True),
+        ("FAILED", True),
+        ("CANCELLED", True),
+        ("TIMEOUT", True),
+        ("OUT_OF_MEMORY", True),
+    ],
+)
 def test_finished_states(state: str, finished: bool) -> None:
     assert parse_job(f"JobId=3 JobState={state} Reason=None ExitCode=0:0").finished is finished
 
@@ -119,8 +130,14 @@ def test_parse_cpus_counts_each_node_once() -> None:
 
 
 def test_sbatch_options_carry_cores_memory_time_and_gpus(tmp_path: Path) -> None:
-    options = sbatch_options(name="xcentre-job-1", walltime=100, grace=2.0, limits=Limits(cores=3, memory_mib=512),
-                             folder=tmp_path, partition="gpu")
+    options = sbatch_options(
+        name="xcentre-job-1",
+        walltime=100,
+        grace=2.0,
+        limits=Limits(cores=3, memory_mib=512),
+        folder=tmp_path,
+        partition="gpu",
+    )
     assert "--cpus-per-task=3" in options and "--ntasks=1" in options and "--nodes=1" in options
     assert f"--mem={512 + LAUNCHER_MEMORY_MIB}M" in options
     assert "--time=3" in options  # 100 + 2 + 30 s, in whole minutes, rounded up
@@ -128,8 +145,10 @@ def test_sbatch_options_carry_cores_memory_time_and_gpus(tmp_path: Path) -> None
     assert f"--output={tmp_path}/slurm.log" in options and f"--chdir={tmp_path}" in options
     assert not any(o.startswith("--gres") for o in options)
     assert "--gres=gpu:2" in sbatch_options(name="x", walltime=1, grace=0, limits=Limits(gpus=2), folder=tmp_path)
-    assert not any(o.startswith("--partition") for o in sbatch_options(name="x", walltime=1, grace=0,
-                                                                       limits=Limits(), folder=tmp_path))
+    assert not any(
+        o.startswith("--partition")
+        for o in sbatch_options(name="x", walltime=1, grace=0, limits=Limits(), folder=tmp_path)
+    )
 
 
 def test_parse_queue() -> None:
@@ -141,16 +160,22 @@ def test_parse_queue() -> None:
 
 
 def test_batch_script_quotes_every_path() -> None:
-    script = batch_script("/opt/py 3/bin/python", Path("/srv/x'c/launcher.py"), Path("/srv/c d/spec.json"),
-                          Path("/srv/c d/result.json"))
+    script = batch_script(
+        "/opt/py 3/bin/python", Path("/srv/x'c/launcher.py"), Path("/srv/c d/spec.json"), Path("/srv/c d/result.json")
+    )
     assert script.startswith("#!/bin/sh\n")
-    assert "exec '/opt/py 3/bin/python' -I -S '/srv/x'\"'\"'c/launcher.py' < '/srv/c d/spec.json' " \
-           "> '/srv/c d/result.json'" in script
+    assert (
+        "exec '/opt/py 3/bin/python' -I -S '/srv/x'\"'\"'c/launcher.py' < '/srv/c d/spec.json' "
+        "> '/srv/c d/result.json'" in script
+    )
 
 
 def test_command_errors_say_whether_slurm_was_unreachable() -> None:
-    down = SlurmCommandError("sbatch", 1, "sbatch: error: Batch job submission failed: Unable to contact slurm "
-                                          "controller (connect failure)\n")
+    down = SlurmCommandError(
+        "sbatch",
+        1,
+        "sbatch: error: Batch job submission failed: Unable to contact slurm controller (connect failure)\n",
+    )
     refused = SlurmCommandError("sbatch", 1, "sbatch: error: invalid partition specified: nope\n")
     assert down.transient and not refused.transient
     assert "invalid partition specified: nope" in str(refused)
@@ -209,8 +234,15 @@ def node(slurm):
     data.mkdir(mode=0o755)
     (data / "enrolment.secret").write_text(SECRET)
     (data / "enrolment.secret").chmod(0o644)
-    executor = SlurmExecutor(folder / "jobs", slurm_conf=slurm.conf, partition=slurm.partition, hide=(data,),
-                             uids=UIDS, grace=0.5, poll_interval=0.1)
+    executor = SlurmExecutor(
+        folder / "jobs",
+        slurm_conf=slurm.conf,
+        partition=slurm.partition,
+        hide=(data,),
+        uids=UIDS,
+        grace=0.5,
+        poll_interval=0.1,
+    )
     yield data, executor
     slurm.wait_idle()
     shutil.rmtree(folder, ignore_errors=True)
@@ -235,8 +267,10 @@ def _running_job(executor: SlurmExecutor, client: SlurmClient) -> str:
 @slurm_root
 def test_a_job_runs_on_slurm_and_is_metered_from_the_kernel(node) -> None:
     _, executor = node
-    forged = ('{"started_at": 0, "ended_at": 0, "wall_millis": 0, "cpu_millis": 0, "max_rss_kib": 0, '
-              '"timed_out": false, "status": 0, "failure": null, "error": null}')
+    forged = (
+        '{"started_at": 0, "ended_at": 0, "wall_millis": 0, "cpu_millis": 0, "max_rss_kib": 0, '
+        '"timed_out": false, "status": 0, "failure": null, "error": null}'
+    )
     script = BURN.format(s=0.4) + (
         "import os\n"
         "print('uid', os.getuid(), 'slurm', os.environ.get('SLURM_JOB_ID'))\n"
@@ -262,10 +296,13 @@ def test_a_job_runs_on_slurm_and_is_metered_from_the_kernel(node) -> None:
 def test_a_job_cannot_read_the_nodes_data_directory_or_the_slurm_files(node) -> None:
     data, executor = node
     jobs = executor.jobs_dir
-    ex = executor.run(_sh(
-        f"cat {data}/enrolment.secret; ls -a {jobs} {jobs}/.slurm; "
-        f"test -e {data}/enrolment.secret && echo visible || echo hidden"
-    ), walltime=10)
+    ex = executor.run(
+        _sh(
+            f"cat {data}/enrolment.secret; ls -a {jobs} {jobs}/.slurm; "
+            f"test -e {data}/enrolment.secret && echo visible || echo hidden"
+        ),
+        walltime=10,
+    )
     assert SECRET not in ex.stdout_tail
     assert ex.stdout_tail.strip().endswith("hidden")
     assert "spec.json" not in ex.stdout_tail and "result.json" not in ex.stdout_tail
@@ -362,8 +399,9 @@ def test_a_restarted_gateway_cancels_the_jobs_its_previous_process_left(slurm, n
     with ThreadPoolExecutor(1) as pool:
         future = pool.submit(executor.run, _sh("sleep 60"), 120)
         job_id = _running_job(executor, client)
-        other = slurm.command("sbatch", "--parsable", "--job-name=someone-else", "--output=/dev/null",
-                              "--wrap=sleep 60").strip()
+        other = slurm.command(
+            "sbatch", "--parsable", "--job-name=someone-else", "--output=/dev/null", "--wrap=sleep 60"
+        ).strip()
         # a new process over the same jobs folder (the old one is presumed dead; here it still waits)
         SlurmExecutor(executor.jobs_dir, slurm_conf=slurm.conf, hide=(data,), uids=UIDS)
         with pytest.raises(ExecutorFailure, match=f"Slurm job {job_id} was cancelled"):
@@ -393,13 +431,13 @@ def test_bad_jobs_are_refused_and_leave_nothing_behind(slurm, node) -> None:
     for argv, walltime in (([], 10), (["/bin/true", "a\x00b"], 10), (["/bin/true"], 0)):
         with pytest.raises(ExecutorError):
             executor.run(argv, walltime)
-    with pytest.raises(ExecutorError, match="limits.cores"):
+    with pytest.raises(ExecutorError, match=r"limits\.cores"):
         executor.run(["/bin/true"], 10, limits=Limits(cores=0))
     # more memory than any node has: sbatch refuses it, in its own words
-    with pytest.raises(ExecutorFailure, match="sbatch: .*Requested node configuration is not available"):
+    with pytest.raises(ExecutorFailure, match=r"sbatch: .*Requested node configuration is not available"):
         executor.run(["/bin/true"], 10, limits=Limits(memory_mib=slurm.memory_mib + 1))
     # more cores than any node has: Slurm queues it for ever (PartitionConfig); the executor gives up at once
-    with pytest.raises(ExecutorFailure, match="can never start here: .*PartitionConfig"):
+    with pytest.raises(ExecutorFailure, match=r"can never start here: .*PartitionConfig"):
         executor.run(["/bin/true"], 10, limits=Limits(cores=slurm.cpus + 1))
     assert slurm.queued() == [] and executor.running() == {}
     assert _nothing_left(executor)
@@ -440,9 +478,19 @@ def test_a_centre_configured_for_slurm_runs_its_jobs_there_hiding_its_data_and_k
     folder = Path(tempfile.mkdtemp(prefix="xcentre-slurm-", dir="/var/tmp"))
     try:
         folder.chmod(0o755)
-        config = load_config(write(folder / "centre", REQUIRED | {
-            "executor": "slurm", "slurm_conf": str(slurm.conf), "slurm_partition": slurm.partition,
-            "job_uids": list(UIDS), "jobs_dir": str(folder / "jobs")}))
+        config = load_config(
+            write(
+                folder / "centre",
+                REQUIRED
+                | {
+                    "executor": "slurm",
+                    "slurm_conf": str(slurm.conf),
+                    "slurm_partition": slurm.partition,
+                    "job_uids": list(UIDS),
+                    "jobs_dir": str(folder / "jobs"),
+                },
+            )
+        )
         keys = folder / "centre" / "keys"
         keys.mkdir()
         (keys / "chain.key").write_text("0xkey")
@@ -454,8 +502,19 @@ def test_a_centre_configured_for_slurm_runs_its_jobs_there_hiding_its_data_and_k
         ex = executor.run(_sh(f"cat {keys}/chain.key; echo end"), walltime=10)
         assert "0xkey" not in ex.stdout_tail and ex.stdout_tail.endswith("end\n")
         with pytest.raises(ExecutorError, match="is not a file"):
-            job_executor(load_config(write(folder / "other", REQUIRED | {
-                "executor": "slurm", "slurm_conf": "missing.conf", "job_uids": list(UIDS),
-                "jobs_dir": str(folder / "jobs")})))
+            job_executor(
+                load_config(
+                    write(
+                        folder / "other",
+                        REQUIRED
+                        | {
+                            "executor": "slurm",
+                            "slurm_conf": "missing.conf",
+                            "job_uids": list(UIDS),
+                            "jobs_dir": str(folder / "jobs"),
+                        },
+                    )
+                )
+            )
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -80,8 +80,9 @@ def test_create_and_get_job(store: Store) -> None:
 def test_idempotency_same_key_same_request_returns_existing(store: Store) -> None:
     first, created1 = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", idempotency_key="k1")
     # key order in the body does not matter; the placement may differ on a retry
-    again, created2 = store.create_job("alice@hpc-a", "hpc-a", dict(reversed(list(REQ.items()))), "hpc-c",
-                                       idempotency_key="k1")
+    again, created2 = store.create_job(
+        "alice@hpc-a", "hpc-a", dict(reversed(list(REQ.items()))), "hpc-c", idempotency_key="k1"
+    )
     assert created1 and not created2
     assert again == first
     # the key is per principal
@@ -114,8 +115,11 @@ def test_idempotency_compares_requests_by_value_not_spelling(store: Store) -> No
 
 def test_idempotency_under_concurrent_retries(store: Store) -> None:
     with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(
-            lambda _: store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", idempotency_key="same"), range(32)))
+        results = list(
+            pool.map(
+                lambda _: store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", idempotency_key="same"), range(32)
+            )
+        )
     assert len({job.id for job, _ in results}) == 1
     assert sum(created for _, created in results) == 1
 
@@ -236,8 +240,14 @@ def test_failure_inside_completion_writes_nothing(store: Store) -> None:
     # a duplicate record (same leaf as another job's) fails at the INSERT, after the job UPDATE: rolled back too
     other = running_job(store)
     store.complete_job(other, "succeeded", 0, "", "", record=signer(other))
-    clash = NewRecord(epoch=1, record_id=_h("fresh"), home_centre=HOME_A, record={"epoch": 1},
-                      signature=b"\x01" * 65, leaf=_h("leaf", other))
+    clash = NewRecord(
+        epoch=1,
+        record_id=_h("fresh"),
+        home_centre=HOME_A,
+        record={"epoch": 1},
+        signature=b"\x01" * 65,
+        leaf=_h("leaf", other),
+    )
     with pytest.raises(DuplicateRecord):
         store.complete_job(job_id, "succeeded", 0, "out", "err", record=clash)
     assert store.get_job(job_id) == before
@@ -464,9 +474,20 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
 
     def sign(epoch: int):
         rec = UsageRecord(
-            record_id=_h("r", job_id), job_id=_h("j", job_id), serving_centre=HOME_B, home_centre=HOME_A,
-            user=_h("alice@hpc-a"), epoch=epoch, started_at=100, ended_at=101, cpu_millis=5, wall_millis=900,
-            max_rss_kib=1024, gpu_millis=0, rates_version=1, price=3,
+            record_id=_h("r", job_id),
+            job_id=_h("j", job_id),
+            serving_centre=HOME_B,
+            home_centre=HOME_A,
+            user=_h("alice@hpc-a"),
+            epoch=epoch,
+            started_at=100,
+            ended_at=101,
+            cpu_millis=5,
+            wall_millis=900,
+            max_rss_kib=1024,
+            gpu_millis=0,
+            rates_version=1,
+            price=3,
         )
         return rec, sign_record(rec, domain, account.key), record_leaf(rec, domain)
 
@@ -479,12 +500,13 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
 
     # the same tuple form, signed ahead of time for an epoch that has since closed, is refused
     other = running_job(store)
-    rec, sig, leaf = sign(1)
+    rec, _, _ = sign(1)
     rec = UsageRecord(**{**rec.__dict__, "record_id": _h("r2"), "job_id": _h("j2")})
     store.close_epoch(1, b"\0" * 32, 1, {})
     with pytest.raises(EpochClosed):
-        store.complete_job(other, "succeeded", 0, "", "", record=(rec, sign_record(rec, domain, account.key),
-                                                                     record_leaf(rec, domain)))
+        store.complete_job(
+            other, "succeeded", 0, "", "", record=(rec, sign_record(rec, domain, account.key), record_leaf(rec, domain))
+        )
     with pytest.raises(StoreError):
         store.complete_job(other, "succeeded", 0, "", "", record=("not a record", b"s", b"l"))
     assert store.get_job(other).status == "running"

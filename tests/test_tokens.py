@@ -7,13 +7,19 @@ import json
 import stat
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, generate_private_key
 from joserfc import jws
 from joserfc.jwk import OctKey, OKPKey
 
 from auth.tokens import (
-    Claims, TokenError, TokenIssuer, generate_key, load_private_key, public_key_bytes, save_private_key,
+    Claims,
+    TokenError,
+    TokenIssuer,
+    generate_key,
+    load_private_key,
+    public_key_bytes,
+    save_private_key,
     verify_token,
 )
 
@@ -44,8 +50,16 @@ def _raw_sign(header: dict, claims: dict, key=KEY_A) -> str:
 
 
 def _claims(**overrides) -> dict:
-    base = {"iss": "hpc-a", "aud": "hpc-a", "sub": "alice@hpc-a", "home": "hpc-a", "attrs": {}, "iat": NOW, "exp": NOW + 900,
-            "jti": "j1"}
+    base = {
+        "iss": "hpc-a",
+        "aud": "hpc-a",
+        "sub": "alice@hpc-a",
+        "home": "hpc-a",
+        "attrs": {},
+        "iat": NOW,
+        "exp": NOW + 900,
+        "jti": "j1",
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -54,7 +68,7 @@ def _audience(token: str) -> str:
     """The centre a test token is meant for: tests of other properties present it there."""
     try:
         return json.loads(_unb64(token.split(".")[1]))["aud"]
-    except Exception:  # a malformed token: any centre refuses it
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError):  # a malformed token: any centre refuses it
         return "hpc-a"
 
 
@@ -77,8 +91,10 @@ def test_round_trip():
 
 
 def test_every_token_has_its_own_jti():
-    first, second = (verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, audience="hpc-a", now=NOW)
-                     for _ in range(2))
+    first, second = (
+        verify_token(ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW), REGISTRY.get, audience="hpc-a", now=NOW)
+        for _ in range(2)
+    )
     assert first.jti != second.jti
 
 
@@ -108,11 +124,14 @@ def test_rotated_key_invalidates_old_tokens():
     assert _refused(token, key_for={"hpc-a": public_key_bytes(generate_key())}.get).code == "bad_signature"
 
 
-@pytest.mark.parametrize("change", [
-    {"attrs": {"department": "physics", "employeeType": "admin", "groups": ["gpu-users"]}},
-    {"exp": NOW + 10_000_000},
-    {"sub": "bob@hpc-a"},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"attrs": {"department": "physics", "employeeType": "admin", "groups": ["gpu-users"]}},
+        {"exp": NOW + 10_000_000},
+        {"sub": "bob@hpc-a"},
+    ],
+)
 def test_tampered_payload(change):
     token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)
     header, payload, signature = token.split(".")
@@ -147,7 +166,9 @@ def test_expired():
     assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 899, leeway=0).sub == "alice@hpc-a"
     err = _refused(token, now=NOW + 900, leeway=0)
     assert err.code == "expired" and "log in again" in err.reason
-    assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 920).sub == "alice@hpc-a"  # default 30 s leeway
+    assert (
+        verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 920).sub == "alice@hpc-a"
+    )  # default 30 s leeway
     assert _refused(token, now=NOW + 930).code == "expired"
 
 
@@ -158,13 +179,24 @@ def test_not_yet_valid():
     assert verify_token(token, REGISTRY.get, audience="hpc-a", now=NOW + 3600 - 30).iat == NOW + 3600
 
 
-@pytest.mark.parametrize("token", [
-    "", "abc", "a.b", "a.b.c.d", "..", "!!!.???.***", None, 42, b"a.b.c",
-    _b64(b"not json") + "." + _b64(b"{}") + ".AA",
-    _b64(b"[1]") + "." + _b64(b"{}") + ".AA",
-    _b64(b'{"alg":"Ed25519"}') + "." + _b64(b"[]") + ".AA",
-    "x" * 20_000,
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "..",
+        "!!!.???.***",
+        None,
+        42,
+        b"a.b.c",
+        _b64(b"not json") + "." + _b64(b"{}") + ".AA",
+        _b64(b"[1]") + "." + _b64(b"{}") + ".AA",
+        _b64(b'{"alg":"Ed25519"}') + "." + _b64(b"[]") + ".AA",
+        "x" * 20_000,
+    ],
+)
 def test_malformed(token):
     assert _refused(token).code == "malformed"
 
@@ -184,13 +216,17 @@ def test_alg_none_is_refused():
 
 def test_hs256_with_the_public_key_as_secret_is_refused():
     # The classic key-confusion attack: HMAC keyed with the issuer's (public) key.
-    token = jws.serialize_compact({"alg": "HS256"}, json.dumps(_claims()),
-                                  OctKey.import_key(REGISTRY["hpc-a"]), algorithms=["HS256"])
+    token = jws.serialize_compact(
+        {"alg": "HS256"}, json.dumps(_claims()), OctKey.import_key(REGISTRY["hpc-a"]), algorithms=["HS256"]
+    )
     assert _refused(token).code == "bad_algorithm"
 
 
 def test_only_the_ed25519_alg_name_is_accepted():
-    assert verify_token(_raw_sign({"alg": "Ed25519"}, _claims()), REGISTRY.get, audience="hpc-a", now=NOW).sub == "alice@hpc-a"
+    assert (
+        verify_token(_raw_sign({"alg": "Ed25519"}, _claims()), REGISTRY.get, audience="hpc-a", now=NOW).sub
+        == "alice@hpc-a"
+    )
     assert _refused(_raw_sign({"alg": "EdDSA"}, _claims())).code == "bad_algorithm"
     assert _refused(_raw_sign({"alg": "ES256"}, _claims())).code == "bad_algorithm"
     assert _refused(_raw_sign({}, _claims())).code == "bad_algorithm"
@@ -243,8 +279,11 @@ def test_key_files_refuse_other_keys(tmp_path):
     with pytest.raises(ValueError, match="PEM"):
         load_private_key(garbage)
     ec = tmp_path / "ec.pem"
-    ec.write_bytes(generate_private_key(SECP256R1()).private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ec.write_bytes(
+        generate_private_key(SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     with pytest.raises(ValueError, match="not an Ed25519"):
         load_private_key(ec)
 
@@ -272,8 +311,12 @@ def test_presented_token_round_trip():
 
 
 def test_presented_tokens_use_a_fresh_pseudonym_each_time():
-    subjects = {verify_token(VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW), REGISTRY.get, audience="hpc-b", now=NOW).sub
-                for _ in range(3)}
+    subjects = {
+        verify_token(
+            VERIFIER.issue_presented("hpc-a", DISCLOSED, 4, now=NOW), REGISTRY.get, audience="hpc-b", now=NOW
+        ).sub
+        for _ in range(3)
+    }
     assert len(subjects) == 3
 
 
@@ -291,11 +334,15 @@ def test_presented_token_is_refused_after_a_revocation():
     assert err.code == "revoked" and "hpc-a" in err.reason
     # A password token with the home's revocation epoch ends with a revocation too; one without is not checked.
     password = ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=4, now=NOW)
-    assert verify_token(password, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    assert (
+        verify_token(password, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 4}.get).rev == 4
+    )
     err = _refused(password, revocation_epoch_for={"hpc-a": 5}.get)
     assert err.code == "revoked" and "log in again" in err.reason
     bare = ISSUER.issue("alice@hpc-a", "hpc-a", {}, now=NOW)
-    assert verify_token(bare, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == ["pwd"]
+    assert verify_token(bare, REGISTRY.get, audience="hpc-a", now=NOW, revocation_epoch_for={"hpc-a": 5}.get).amr == [
+        "pwd"
+    ]
     with pytest.raises(ValueError, match="revocation_epoch"):
         ISSUER.issue("alice@hpc-a", "hpc-a", {}, revocation_epoch=-1)
 
@@ -308,13 +355,13 @@ def test_password_style_token_from_another_centre_is_still_refused():
 
 
 def test_presented_token_subject_must_belong_to_home():
-    token = _sign({"alg": "Ed25519"}, _claims(iss="hpc-b", sub="0123456789abcdef@hpc-b", amr=["bbs"], rev=1),
-                  key=KEY_B)
+    token = _sign({"alg": "Ed25519"}, _claims(iss="hpc-b", sub="0123456789abcdef@hpc-b", amr=["bbs"], rev=1), key=KEY_B)
     assert _refused(token).code == "malformed"
 
 
-@pytest.mark.parametrize("sub", ["alice@hpc-a", "0123456789ABCDEF@hpc-a", "0123456789abcde@hpc-a",
-                                 "0123456789abcdef0@hpc-a"])
+@pytest.mark.parametrize(
+    "sub", ["alice@hpc-a", "0123456789ABCDEF@hpc-a", "0123456789abcde@hpc-a", "0123456789abcdef0@hpc-a"]
+)
 def test_presented_token_subject_is_a_session_pseudonym(sub):
     # A verifier may vouch for another centre's user only under a fresh pseudonym; naming a
     # real uid@home would let any member act as that user (its memberUid groups, its jobs).
@@ -323,10 +370,21 @@ def test_presented_token_subject_is_a_session_pseudonym(sub):
     assert err.code == "malformed" and "pseudonym" in err.reason
 
 
-@pytest.mark.parametrize("extra", [
-    {"amr": ["bbs"]}, {"amr": ["bbs"], "rev": "1"}, {"amr": ["bbs"], "rev": -1}, {"amr": ["bbs"], "rev": True},
-    {"amr": ["pwd"], "rev": "1"}, {"rev": -1}, {"amr": "bbs"}, {"amr": ["otp"]}, {"amr": ["pwd", "bbs"]}, {"amr": []},
-])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"amr": ["bbs"]},
+        {"amr": ["bbs"], "rev": "1"},
+        {"amr": ["bbs"], "rev": -1},
+        {"amr": ["bbs"], "rev": True},
+        {"amr": ["pwd"], "rev": "1"},
+        {"rev": -1},
+        {"amr": "bbs"},
+        {"amr": ["otp"]},
+        {"amr": ["pwd", "bbs"]},
+        {"amr": []},
+    ],
+)
 def test_amr_and_rev_must_fit_together(extra):
     token = _sign({"alg": "Ed25519"}, {**_claims(iss="hpc-b", sub="0123456789abcdef@hpc-a"), **extra}, key=KEY_B)
     assert _refused(token).code == "malformed"
@@ -346,6 +404,7 @@ def test_issue_presented_validates_its_input():
 
 
 # -- audiences: a token is good at one centre only ----------------------------------------
+
 
 def test_a_password_token_is_good_only_at_its_audience():
     token = ISSUER.issue("alice@hpc-a", "hpc-a", ATTRS, now=NOW)

@@ -6,9 +6,9 @@ and the base point P1; every DST is derived from its ``api_id``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable
 
 from py_arkworks_bls12381 import G1Point
 
@@ -53,8 +53,7 @@ BLS12_381_SHA_256 = Ciphersuite(
     expand_message=expand_message_xmd_sha256,
     hash_to_curve_g1=_sha256_hash_to_curve,
     p1_octets=bytes.fromhex(
-        "a8ce256102840821a3e94ea9025e4662b205762f9776b3a766c872b948f1fd22"
-        "5e7c59698588e70d11406d161b4e28c9"
+        "a8ce256102840821a3e94ea9025e4662b205762f9776b3a766c872b948f1fd225e7c59698588e70d11406d161b4e28c9"
     ),
 )
 
@@ -64,8 +63,7 @@ BLS12_381_SHAKE_256 = Ciphersuite(
     expand_message=expand_message_xof_shake256,
     hash_to_curve_g1=partial(hash_to_curve_g1, expand=expand_message_xof_shake256),
     p1_octets=bytes.fromhex(
-        "8929dfbc7e6642c4ed9cba0856e493f8b9d7d5fcb0c31ef8fdcd34d50648a56c"
-        "795e106e9eada6e0bda386b414150755"
+        "8929dfbc7e6642c4ed9cba0856e493f8b9d7d5fcb0c31ef8fdcd34d50648a56c795e106e9eada6e0bda386b414150755"
     ),
 )
 

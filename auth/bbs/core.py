@@ -9,10 +9,11 @@ so.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
-from py_arkworks_bls12381 import G1Point, G2Point, GT
+from py_arkworks_bls12381 import GT, G1Point, G2Point
 
 from .ciphersuite import Ciphersuite
 from .encoding import (
@@ -62,8 +63,9 @@ def CoreSign(suite: Ciphersuite, SK: int, PK: bytes, header: bytes, messages: Se
     L = len(messages)
     generators = create_generators(suite, L + 1, api_id)
     domain = calculate_domain(suite, PK, L, header, api_id)
-    e = hash_to_scalar(suite, serialize([ScalarInt(SK), *map(ScalarInt, messages), ScalarInt(domain)]),
-                       api_id + b"H2S_")
+    e = hash_to_scalar(
+        suite, serialize([ScalarInt(SK), *map(ScalarInt, messages), ScalarInt(domain)]), api_id + b"H2S_"
+    )
     if (SK + e) % R == 0:
         raise BBSError("SK + e is zero mod r")
     B = _B(suite, generators, domain, messages)
@@ -71,8 +73,9 @@ def CoreSign(suite: Ciphersuite, SK: int, PK: bytes, header: bytes, messages: Se
     return signature_to_octets(A, e)
 
 
-def CoreVerify(suite: Ciphersuite, PK: bytes, signature: bytes, header: bytes, messages: Sequence[int],
-               api_id: bytes) -> bool:
+def CoreVerify(
+    suite: Ciphersuite, PK: bytes, signature: bytes, header: bytes, messages: Sequence[int], api_id: bytes
+) -> bool:
     """CoreVerify (§3.6.2): h(A, W + BP2 * e) * h(B, -BP2) == Identity_GT.
 
     Rewritten as h(A, W) * h(A * e - B, BP2) == 1 so the G2 side needs no
@@ -98,9 +101,18 @@ class InitResult(NamedTuple):
     domain: int
 
 
-def ProofInit(suite: Ciphersuite, PK: bytes, A: G1Point, e: int, generators: Sequence[G1Point],
-              random_scalars: Sequence[int], header: bytes, messages: Sequence[int],
-              undisclosed_indexes: Sequence[int], api_id: bytes) -> InitResult:
+def ProofInit(
+    suite: Ciphersuite,
+    PK: bytes,
+    A: G1Point,
+    e: int,
+    generators: Sequence[G1Point],
+    random_scalars: Sequence[int],
+    header: bytes,
+    messages: Sequence[int],
+    undisclosed_indexes: Sequence[int],
+    api_id: bytes,
+) -> InitResult:
     """ProofInit (§3.7.1): randomise the signature and commit to the hidden values."""
     r1, r2, e_tilde, r1_tilde, r3_tilde, *m_tilde = random_scalars
     L = len(messages)
@@ -117,24 +129,41 @@ def ProofInit(suite: Ciphersuite, PK: bytes, A: G1Point, e: int, generators: Seq
     return InitResult(Abar, Bbar, D, T1, T2, domain)
 
 
-def ProofFinalize(init_res: InitResult, challenge: int, e_value: int, random_scalars: Sequence[int],
-                  undisclosed_messages: Sequence[int]) -> bytes:
+def ProofFinalize(
+    init_res: InitResult,
+    challenge: int,
+    e_value: int,
+    random_scalars: Sequence[int],
+    undisclosed_messages: Sequence[int],
+) -> bytes:
     """ProofFinalize (§3.7.2): the Schnorr responses, then proof_to_octets."""
     r1, r2, e_tilde, r1_tilde, r3_tilde, *m_tilde = random_scalars
     r3 = pow(r2, -1, R)
     e_hat = (e_tilde + e_value * challenge) % R
     r1_hat = (r1_tilde - r1 * challenge) % R
     r3_hat = (r3_tilde - r3 * challenge) % R
-    m_hat = [(mt + m * challenge) % R for mt, m in zip(m_tilde, undisclosed_messages)]
-    return proof_to_octets([init_res.Abar, init_res.Bbar, init_res.D],
-                           [e_hat, r1_hat, r3_hat, *m_hat, challenge])
+    m_hat = [(mt + m * challenge) % R for mt, m in zip(m_tilde, undisclosed_messages, strict=True)]
+    return proof_to_octets([init_res.Abar, init_res.Bbar, init_res.D], [e_hat, r1_hat, r3_hat, *m_hat, challenge])
 
 
-def ProofVerifyInit(suite: Ciphersuite, PK: bytes, Abar: G1Point, Bbar: G1Point, D: G1Point, e_hat: int,
-                    r1_hat: int, r3_hat: int, commitments: Sequence[int], c: int,
-                    generators: Sequence[G1Point], header: bytes, disclosed_messages: Sequence[int],
-                    disclosed_indexes: Sequence[int], undisclosed_indexes: Sequence[int],
-                    api_id: bytes) -> InitResult:
+def ProofVerifyInit(
+    suite: Ciphersuite,
+    PK: bytes,
+    Abar: G1Point,
+    Bbar: G1Point,
+    D: G1Point,
+    e_hat: int,
+    r1_hat: int,
+    r3_hat: int,
+    commitments: Sequence[int],
+    c: int,
+    generators: Sequence[G1Point],
+    header: bytes,
+    disclosed_messages: Sequence[int],
+    disclosed_indexes: Sequence[int],
+    undisclosed_indexes: Sequence[int],
+    api_id: bytes,
+) -> InitResult:
     """ProofVerifyInit (§3.7.3): recompute T1 and T2 from the responses.
 
     The draft's T2 = Bv * c + D * r3^ + sum(H_j * m^_j) with
@@ -152,22 +181,36 @@ def ProofVerifyInit(suite: Ciphersuite, PK: bytes, Abar: G1Point, Bbar: G1Point,
     return InitResult(Abar, Bbar, D, T1, T2, domain)
 
 
-def ProofChallengeCalculate(suite: Ciphersuite, init_res: InitResult, disclosed_messages: Sequence[int],
-                            disclosed_indexes: Sequence[int], ph: bytes, api_id: bytes) -> int:
+def ProofChallengeCalculate(
+    suite: Ciphersuite,
+    init_res: InitResult,
+    disclosed_messages: Sequence[int],
+    disclosed_indexes: Sequence[int],
+    ph: bytes,
+    api_id: bytes,
+) -> int:
     """ProofChallengeCalculate (§3.7.4): Fiat–Shamir challenge over everything public."""
     if len(ph) >= 1 << 64:
         raise BBSError("presentation header too long")
     c_arr: list = [len(disclosed_indexes)]
-    for i, msg in zip(disclosed_indexes, disclosed_messages):
+    for i, msg in zip(disclosed_indexes, disclosed_messages, strict=True):
         c_arr += [i, ScalarInt(msg)]
     c_arr += [init_res.Abar, init_res.Bbar, init_res.D, init_res.T1, init_res.T2, ScalarInt(init_res.domain)]
     c_octs = serialize(c_arr) + i2osp(len(ph), 8) + ph
     return hash_to_scalar(suite, c_octs, api_id + b"H2S_")
 
 
-def CoreProofGen(suite: Ciphersuite, PK: bytes, signature: bytes, header: bytes, ph: bytes,
-                 messages: Sequence[int], disclosed_indexes: Sequence[int], api_id: bytes,
-                 calculate_random_scalars: RandomScalars) -> bytes:
+def CoreProofGen(
+    suite: Ciphersuite,
+    PK: bytes,
+    signature: bytes,
+    header: bytes,
+    ph: bytes,
+    messages: Sequence[int],
+    disclosed_indexes: Sequence[int],
+    api_id: bytes,
+    calculate_random_scalars: RandomScalars,
+) -> bytes:
     """CoreProofGen (§3.6.3). ``disclosed_indexes`` must be sorted, unique, in range."""
     A, e = octets_to_signature(signature)
     cached_pubkey(PK)  # reject a malformed PK before doing work
@@ -176,15 +219,23 @@ def CoreProofGen(suite: Ciphersuite, PK: bytes, signature: bytes, header: bytes,
     undisclosed_indexes = [j for j in range(L) if j not in disclosed]
     generators = create_generators(suite, L + 1, api_id)
     random_scalars = calculate_random_scalars(5 + len(undisclosed_indexes))
-    init_res = ProofInit(suite, PK, A, e, generators, random_scalars, header, messages,
-                         undisclosed_indexes, api_id)
-    challenge = ProofChallengeCalculate(suite, init_res, [messages[i] for i in disclosed_indexes],
-                                        disclosed_indexes, ph, api_id)
+    init_res = ProofInit(suite, PK, A, e, generators, random_scalars, header, messages, undisclosed_indexes, api_id)
+    challenge = ProofChallengeCalculate(
+        suite, init_res, [messages[i] for i in disclosed_indexes], disclosed_indexes, ph, api_id
+    )
     return ProofFinalize(init_res, challenge, e, random_scalars, [messages[j] for j in undisclosed_indexes])
 
 
-def CoreProofVerify(suite: Ciphersuite, PK: bytes, proof: bytes, header: bytes, ph: bytes,
-                    disclosed_messages: Sequence[int], disclosed_indexes: Sequence[int], api_id: bytes) -> bool:
+def CoreProofVerify(
+    suite: Ciphersuite,
+    PK: bytes,
+    proof: bytes,
+    header: bytes,
+    ph: bytes,
+    disclosed_messages: Sequence[int],
+    disclosed_indexes: Sequence[int],
+    api_id: bytes,
+) -> bool:
     """CoreProofVerify (§3.6.4). ``disclosed_indexes`` must be sorted and unique."""
     Abar, Bbar, D, e_hat, r1_hat, r3_hat, commitments, cp = octets_to_proof(proof)
     W = cached_pubkey(PK)
@@ -199,7 +250,23 @@ def CoreProofVerify(suite: Ciphersuite, PK: bytes, proof: bytes, header: bytes, 
     disclosed = set(disclosed_indexes)
     undisclosed_indexes = [j for j in range(L) if j not in disclosed]
     generators = create_generators(suite, L + 1, api_id)
-    init_res = ProofVerifyInit(suite, PK, Abar, Bbar, D, e_hat, r1_hat, r3_hat, commitments, cp, generators,
-                               header, disclosed_messages, disclosed_indexes, undisclosed_indexes, api_id)
+    init_res = ProofVerifyInit(
+        suite,
+        PK,
+        Abar,
+        Bbar,
+        D,
+        e_hat,
+        r1_hat,
+        r3_hat,
+        commitments,
+        cp,
+        generators,
+        header,
+        disclosed_messages,
+        disclosed_indexes,
+        undisclosed_indexes,
+        api_id,
+    )
     challenge = ProofChallengeCalculate(suite, init_res, disclosed_messages, disclosed_indexes, ph, api_id)
     return challenge == cp and pairing_ok.result()

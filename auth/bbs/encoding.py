@@ -7,7 +7,8 @@ the identity point when decompressing, so that check is ours.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
+from typing import Union
 
 from py_arkworks_bls12381 import G1Point, G2Point, Scalar
 
@@ -100,9 +101,7 @@ def octets_to_signature(signature: bytes) -> tuple[G1Point, int]:
 
 def proof_to_octets(points: Sequence[G1Point], scalars: Sequence[int]) -> bytes:
     """proof = Abar || Bbar || D || e^ || r1^ || r3^ || m^_j... || c (draft §4.2.7.4)."""
-    return b"".join(point_to_octets_E1(p) for p in points) + b"".join(
-        i2osp(s, OCTET_SCALAR_LENGTH) for s in scalars
-    )
+    return b"".join(point_to_octets_E1(p) for p in points) + b"".join(i2osp(s, OCTET_SCALAR_LENGTH) for s in scalars)
 
 
 def octets_to_proof(proof: bytes) -> tuple[G1Point, G1Point, G1Point, int, int, int, list[int], int]:
@@ -113,11 +112,9 @@ def octets_to_proof(proof: bytes) -> tuple[G1Point, G1Point, G1Point, int, int, 
         raise BBSError(f"proof must be at least {floor} octets, got {len(proof)}")
     if (len(proof) - head) % OCTET_SCALAR_LENGTH:
         raise BBSError("proof length is not 3 points plus a whole number of scalars")
-    abar, bbar, d = (
-        octets_to_point_E1(proof[i:i + OCTET_POINT_LENGTH]) for i in range(0, head, OCTET_POINT_LENGTH)
-    )
+    abar, bbar, d = (octets_to_point_E1(proof[i : i + OCTET_POINT_LENGTH]) for i in range(0, head, OCTET_POINT_LENGTH))
     scalars = [
-        octets_to_scalar(proof[i:i + OCTET_SCALAR_LENGTH]) for i in range(head, len(proof), OCTET_SCALAR_LENGTH)
+        octets_to_scalar(proof[i : i + OCTET_SCALAR_LENGTH]) for i in range(head, len(proof), OCTET_SCALAR_LENGTH)
     ]
     e_hat, r1_hat, r3_hat, *commitments, c = scalars
     return abar, bbar, d, e_hat, r1_hat, r3_hat, commitments, c

@@ -8,7 +8,7 @@ the library's SSWU map (``map_from_fp_be``, which clears the cofactor).
 from __future__ import annotations
 
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 from py_arkworks_bls12381 import G1Point
 
@@ -46,7 +46,7 @@ def expand_message_xmd_sha256(msg: bytes, dst: bytes, len_in_bytes: int) -> byte
     bi = hashlib.sha256(b0 + b"\x01" + dst_prime).digest()
     out = [bi]
     for i in range(2, ell + 1):
-        bi = hashlib.sha256(bytes(x ^ y for x, y in zip(b0, bi)) + i2osp(i, 1) + dst_prime).digest()
+        bi = hashlib.sha256(bytes(x ^ y for x, y in zip(b0, bi, strict=True)) + i2osp(i, 1) + dst_prime).digest()
         out.append(bi)
     return b"".join(out)[:len_in_bytes]
 
@@ -66,7 +66,7 @@ def expand_message_xof_shake256(msg: bytes, dst: bytes, len_in_bytes: int) -> by
 def hash_to_field_fp(msg: bytes, dst: bytes, count: int, expand: ExpandMessage) -> list[int]:
     """hash_to_field for Fp (m = 1), RFC 9380 §5.2."""
     uniform = expand(msg, dst, count * FIELD_L)
-    return [os2ip(uniform[i * FIELD_L:(i + 1) * FIELD_L]) % P for i in range(count)]
+    return [os2ip(uniform[i * FIELD_L : (i + 1) * FIELD_L]) % P for i in range(count)]
 
 
 def hash_to_curve_g1(msg: bytes, dst: bytes, expand: ExpandMessage) -> G1Point:

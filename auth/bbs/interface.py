@@ -8,7 +8,7 @@ raise, because their inputs come from untrusted parties.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .ciphersuite import Ciphersuite
 from .core import BP2, CoreProofGen, CoreProofVerify, CoreSign, CoreVerify, cached_pubkey
@@ -109,8 +109,17 @@ class BBS:
         except (ValueError, TypeError, OverflowError):
             return False
 
-    def proof_gen(self, pk: bytes, signature: bytes, header: bytes, ph: bytes, messages: list[bytes],
-                  disclosed_indexes: list[int], *, random_scalars: RandomScalars | None = None) -> bytes:
+    def proof_gen(
+        self,
+        pk: bytes,
+        signature: bytes,
+        header: bytes,
+        ph: bytes,
+        messages: list[bytes],
+        disclosed_indexes: list[int],
+        *,
+        random_scalars: RandomScalars | None = None,
+    ) -> bytes:
         """ProofGen (§3.5.3): a zero-knowledge proof disclosing only ``disclosed_indexes``.
 
         ``random_scalars`` replaces calculate_random_scalars (the CSPRNG); it
@@ -125,8 +134,15 @@ class BBS:
         rng = calculate_random_scalars if random_scalars is None else random_scalars
         return CoreProofGen(self.suite, pk, signature, header, ph, scalars, indexes, self.api_id, rng)
 
-    def proof_verify(self, pk: bytes, proof: bytes, header: bytes, ph: bytes, disclosed_messages: list[bytes],
-                     disclosed_indexes: list[int]) -> bool:
+    def proof_verify(
+        self,
+        pk: bytes,
+        proof: bytes,
+        header: bytes,
+        ph: bytes,
+        disclosed_messages: list[bytes],
+        disclosed_indexes: list[int],
+    ) -> bool:
         """ProofVerify (§3.5.4). ``disclosed_messages[k]`` is the message at ``disclosed_indexes[k]``."""
         try:
             pk, proof = _octets("public key", pk), _octets("proof", proof)
@@ -136,10 +152,9 @@ class BBS:
                 return False
             # Indexes are range-checked against L (known only from the proof) in CoreProofVerify.
             _disclosed_indexes(disclosed_indexes, 1 << 64)
-            pairs = sorted(zip(disclosed_indexes, msgs), key=lambda pair: pair[0])
+            pairs = sorted(zip(disclosed_indexes, msgs, strict=True), key=lambda pair: pair[0])
             indexes = [i for i, _ in pairs]
             scalars = messages_to_scalars(self.suite, [m for _, m in pairs], self.api_id)
             return CoreProofVerify(self.suite, pk, proof, header, ph, scalars, indexes, self.api_id)
         except (ValueError, TypeError, OverflowError):
             return False
-

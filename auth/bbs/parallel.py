@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Any
 
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
@@ -23,7 +24,7 @@ def _forget_after_fork() -> None:
     # wait forever; and a fork while another thread held _lock would leave it held
     # in the child for good. The child starts afresh with a new lock and, on first
     # use, a new pool.
-    global _lock, _executor
+    global _lock, _executor  # noqa: PLW0603 - the process's one pool, made anew in a forked child
     _lock = threading.Lock()
     _executor = None
 
@@ -33,12 +34,13 @@ os.register_at_fork(after_in_child=_forget_after_fork)
 
 def background(fn: Callable[..., Any], *args: Any) -> Future:
     """Run ``fn(*args)`` on the shared worker pool (created on first use in each process)."""
-    global _executor
+    global _executor  # noqa: PLW0603 - the process's one pool, made on first use
     executor = _executor
     if executor is None:
         with _lock:
             if _executor is None:
-                _executor = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
-                                               thread_name_prefix="bbs-pairing")
+                _executor = ThreadPoolExecutor(
+                    max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="bbs-pairing"
+                )
             executor = _executor
     return executor.submit(fn, *args)

@@ -8,13 +8,14 @@ lives with the tests: it makes proofs linkable).
 from __future__ import annotations
 
 import secrets
-from typing import Callable
+from collections.abc import Callable
 
 from .ciphersuite import EXPAND_LEN
 from .encoding import R
 from .hashing import os2ip
 
 RandomScalars = Callable[[int], list[int]]
+
 
 def calculate_random_scalars(count: int) -> list[int]:
     """``count`` uniform scalars from the OS CSPRNG (48 octets each, reduced mod r)."""

@@ -3,7 +3,7 @@ calculate_domain."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .ciphersuite import EXPAND_LEN, Ciphersuite
 from .encoding import R

@@ -45,8 +45,16 @@ _CONTEXT = b"xcentre-signon-challenge/v1"
 class Challenges:
     """The presentation requests of one verifier: `issue` seals one; `open` and `spend` take its answer."""
 
-    def __init__(self, schema: CredentialSchema, verifier: str, attributes: Iterable[str], *,
-                 key: bytes | None = None, ttl: int = REQUEST_TTL, used: UsedNonces | None = None) -> None:
+    def __init__(
+        self,
+        schema: CredentialSchema,
+        verifier: str,
+        attributes: Iterable[str],
+        *,
+        key: bytes | None = None,
+        ttl: int = REQUEST_TTL,
+        used: UsedNonces | None = None,
+    ) -> None:
         """Refuses (CredentialError) a misconfigured verifier: an unknown or never-disclosed attribute, a bad ttl."""
         self.schema = schema
         self.verifier = verifier
@@ -71,8 +79,12 @@ class Challenges:
         expires_at = now + self.ttl
         body = _HEAD.pack(VERSION, expires_at) + secrets.token_bytes(RANDOM_BYTES) + self._mask
         try:
-            return PresentationRequest(nonce=(body + self._seal(body)).hex(), verifier=self.verifier,
-                                       attributes=self.attributes, expires_at=expires_at)
+            return PresentationRequest(
+                nonce=(body + self._seal(body)).hex(),
+                verifier=self.verifier,
+                attributes=self.attributes,
+                expires_at=expires_at,
+            )
         except PresentationError as exc:
             raise CredentialError(exc.reason) from None
 
@@ -88,22 +100,32 @@ class Challenges:
         raw = bytes.fromhex(nonce)
         body, tag = raw[:-TAG_BYTES], raw[-TAG_BYTES:]
         if len(raw) != self._length or not hmac.compare_digest(tag, self._seal(body)):
-            raise PresentationError("unknown_request", f"{self.verifier} did not issue this sign-on request (its "
-                                                       "seal does not verify: altered, made by another centre, or "
-                                                       "before this gateway restarted); ask for a new one")
+            raise PresentationError(
+                "unknown_request",
+                f"{self.verifier} did not issue this sign-on request (its "
+                "seal does not verify: altered, made by another centre, or "
+                "before this gateway restarted); ask for a new one",
+            )
         version, expires_at = _HEAD.unpack_from(body)
-        mask = int.from_bytes(body[_HEAD.size + RANDOM_BYTES:], "big")
+        mask = int.from_bytes(body[_HEAD.size + RANDOM_BYTES :], "big")
         names = self.schema.names
         if version != VERSION or mask >> len(names):  # sealed by us, so only a change of schema gets here
-            raise PresentationError("unknown_request", "this sign-on request was made under another version of "
-                                                       "the protocol or schema; ask for a new one")
+            raise PresentationError(
+                "unknown_request",
+                "this sign-on request was made under another version of the protocol or schema; ask for a new one",
+            )
         if expires_at < now or self.used.forgotten(expires_at):
-            raise PresentationError("request_expired", f"the sign-on request expired at {expires_at} (now {now}); "
-                                                       "ask for a new one")
+            raise PresentationError(
+                "request_expired", f"the sign-on request expired at {expires_at} (now {now}); ask for a new one"
+            )
         if nonce in self.used:  # cheap: a replayed proof costs no verification
             raise PresentationError("replayed", _REPLAYED)
-        return PresentationRequest(nonce=nonce, verifier=self.verifier, expires_at=expires_at,
-                                   attributes=tuple(n for i, n in enumerate(names) if mask >> i & 1))
+        return PresentationRequest(
+            nonce=nonce,
+            verifier=self.verifier,
+            expires_at=expires_at,
+            attributes=tuple(n for i, n in enumerate(names) if mask >> i & 1),
+        )
 
     def spend(self, request: PresentationRequest, *, now: int) -> None:
         """Mark an opened request answered, once its proof verified; "replayed" for every use but the first."""

@@ -15,7 +15,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,8 +81,11 @@ class Credential:
         """Does the issuer's key sign these values under this schema? (A wallet checks on receipt.)"""
         if (self.schema_id, self.schema_version) != (schema.id, schema.version):
             return False
-        if not isinstance(issuer_pk, (bytes, bytearray)) or len(issuer_pk) != PUBLIC_KEY_LENGTH \
-                or key_id(issuer_pk) != self.key_id:
+        if (
+            not isinstance(issuer_pk, (bytes, bytearray))
+            or len(issuer_pk) != PUBLIC_KEY_LENGTH
+            or key_id(issuer_pk) != self.key_id
+        ):
             return False
         try:
             messages = schema.messages(self.values)
@@ -91,11 +94,17 @@ class Credential:
         return SUITE.verify(bytes(issuer_pk), self.signature, schema.header, messages)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema": self.schema_id, "version": self.schema_version, "issuer": self.issuer,
-                "key_id": self.key_id, "values": dict(self.values), "signature": self.signature.hex()}
+        return {
+            "schema": self.schema_id,
+            "version": self.schema_version,
+            "issuer": self.issuer,
+            "key_id": self.key_id,
+            "values": dict(self.values),
+            "signature": self.signature.hex(),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Credential":
+    def from_dict(cls, data: Mapping[str, Any]) -> Credential:
         """Parse and shape-check a credential (the signature is checked by .verify)."""
         if not isinstance(data, Mapping):
             raise CredentialError("a credential must be a JSON object")
@@ -110,17 +119,24 @@ class Credential:
             raise CredentialError(f"credential issuer {issuer!r:.40} is not a centre name")
         if not isinstance(kid, str) or not KEY_ID.fullmatch(kid):
             raise CredentialError("credential key_id must be 16 lowercase hex digits")
-        if not isinstance(values, Mapping) or not all(isinstance(k, str) and isinstance(v, str)
-                                                      for k, v in values.items()):
+        if not isinstance(values, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in values.items()
+        ):
             raise CredentialError("credential values must map names to strings")
-        return cls(schema_id=data["schema"], schema_version=version, issuer=issuer, key_id=kid,
-                   values=dict(values), signature=_unhex(signature, "signature", SIGNATURE_LENGTH))
+        return cls(
+            schema_id=data["schema"],
+            schema_version=version,
+            issuer=issuer,
+            key_id=kid,
+            values=dict(values),
+            signature=_unhex(signature, "signature", SIGNATURE_LENGTH),
+        )
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Credential":
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Credential:
         if isinstance(text, Mapping):
             return cls.from_dict(text)
         try:
@@ -130,9 +146,15 @@ class Credential:
         return cls.from_dict(data)
 
 
-def issue_credential(schema: CredentialSchema, issuer_sk: bytes, issuer_pk: bytes,
-                     values: Mapping[str, Any], *, now: int | None = None,
-                     lifetime: int = DEFAULT_LIFETIME) -> Credential:
+def issue_credential(
+    schema: CredentialSchema,
+    issuer_sk: bytes,
+    issuer_pk: bytes,
+    values: Mapping[str, Any],
+    *,
+    now: int | None = None,
+    lifetime: int = DEFAULT_LIFETIME,
+) -> Credential:
     """Sign `values` (name -> str; ints and lists are normalised) as the home centre `values["home"]`.
 
     Filled in when absent: holder_secret (fresh randomness), issued_at (now) and
@@ -178,11 +200,14 @@ def issue_credential(schema: CredentialSchema, issuer_sk: bytes, issuer_pk: byte
         signature = SUITE.sign(issuer_sk, bytes(issuer_pk), schema.header, schema.messages(signed))
     except bbs.BBSError as exc:
         raise CredentialError(f"cannot sign the credential: {exc}") from None
-    return Credential(schema_id=schema.id, schema_version=schema.version, issuer=home, key_id=kid,
-                      values=signed, signature=signature)
+    return Credential(
+        schema_id=schema.id, schema_version=schema.version, issuer=home, key_id=kid, values=signed, signature=signature
+    )
 
 
-def _unhex(value: object, what: str, length: int | None = None, error: type[Exception] = CredentialError) -> bytes:
+def _unhex(
+    value: object, what: str, length: int | None = None, error: Callable[[str], Exception] = CredentialError
+) -> bytes:
     if not isinstance(value, str) or len(value) % 2 or not _HEX.fullmatch(value):
         raise error(f"{what} must be lowercase hex")
     raw = bytes.fromhex(value)

@@ -8,11 +8,23 @@ map to a status and a ``reason`` a person can act on.
 from __future__ import annotations
 
 #: Every code a PresentationError may carry.
-CODES = frozenset({
-    "malformed", "unknown_request", "replayed", "wrong_verifier", "request_expired",
-    "missing_attributes", "unknown_issuer", "key_not_valid", "bad_proof",
-    "credential_expired", "revoked", "wrong_issuer", "busy",
-})
+CODES = frozenset(
+    {
+        "malformed",
+        "unknown_request",
+        "replayed",
+        "wrong_verifier",
+        "request_expired",
+        "missing_attributes",
+        "unknown_issuer",
+        "key_not_valid",
+        "bad_proof",
+        "credential_expired",
+        "revoked",
+        "wrong_issuer",
+        "busy",
+    }
+)
 
 
 class CredentialError(ValueError):

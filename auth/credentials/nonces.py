@@ -60,12 +60,16 @@ class UsedNonces:
             while self._queue and self._queue[0][0] < self._horizon:
                 del self._expiry[heapq.heappop(self._queue)[1]]
             if expires_at < self._horizon:
-                raise PresentationError("request_expired", f"the sign-on request expired at {expires_at}; "
-                                                           "ask for a new one")
+                raise PresentationError(
+                    "request_expired", f"the sign-on request expired at {expires_at}; ask for a new one"
+                )
             if nonce in self._expiry:
                 raise PresentationError("replayed", replayed)
             if len(self._expiry) >= self.capacity:
-                raise PresentationError("busy", "this centre has taken as many sign-ons as it can check for replays "
-                                                "in the last minute; try again in a minute")
+                raise PresentationError(
+                    "busy",
+                    "this centre has taken as many sign-ons as it can check for replays "
+                    "in the last minute; try again in a minute",
+                )
             self._expiry[nonce] = expires_at
             heapq.heappush(self._queue, (expires_at, nonce))

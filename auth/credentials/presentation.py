@@ -48,6 +48,7 @@ def _is_int(value: object) -> bool:
 
 # -- the request ----------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class PresentationRequest:
     """The verifier's challenge: prove these attributes, for me, with this nonce, before expires_at."""
@@ -83,22 +84,30 @@ class PresentationRequest:
         return canonical_bytes({"nonce": self.nonce, "verifier": self.verifier, "expires_at": self.expires_at})
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nonce": self.nonce, "verifier": self.verifier, "attributes": list(self.attributes),
-                "expires_at": self.expires_at}
+        return {
+            "nonce": self.nonce,
+            "verifier": self.verifier,
+            "attributes": list(self.attributes),
+            "expires_at": self.expires_at,
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "PresentationRequest":
+    def from_dict(cls, data: Mapping[str, Any]) -> PresentationRequest:
         _fields(data, ("nonce", "verifier", "attributes", "expires_at"), "presentation request")
         if not isinstance(data["attributes"], list):
             raise _malformed("request attributes must be a list of names")
-        return cls(nonce=data["nonce"], verifier=data["verifier"], attributes=tuple(data["attributes"]),
-                   expires_at=data["expires_at"])
+        return cls(
+            nonce=data["nonce"],
+            verifier=data["verifier"],
+            attributes=tuple(data["attributes"]),
+            expires_at=data["expires_at"],
+        )
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "PresentationRequest":
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> PresentationRequest:
         return cls.from_dict(_load(text, "presentation request"))
 
 
@@ -119,21 +128,29 @@ def request_attributes(schema: CredentialSchema, attributes: Iterable[str]) -> t
     return tuple(n for n in schema.names if n in wanted)
 
 
-def new_request(schema: CredentialSchema, verifier: str, attributes: Iterable[str], *,
-                now: int | None = None, ttl: int = REQUEST_TTL) -> PresentationRequest:
+def new_request(
+    schema: CredentialSchema,
+    verifier: str,
+    attributes: Iterable[str],
+    *,
+    now: int | None = None,
+    ttl: int = REQUEST_TTL,
+) -> PresentationRequest:
     """A request under a random, unsealed nonce: for a holder's tests. Verifiers issue theirs with Challenges."""
     names = request_attributes(schema, attributes)
     if not _is_int(ttl) or ttl <= 0:
         raise CredentialError(f"ttl must be a positive number of seconds, got {ttl!r}")
     now = int(time.time()) if now is None else int(now)
     try:
-        return PresentationRequest(nonce=secrets.token_hex(32), verifier=verifier, attributes=names,
-                                   expires_at=now + ttl)
+        return PresentationRequest(
+            nonce=secrets.token_hex(32), verifier=verifier, attributes=names, expires_at=now + ttl
+        )
     except PresentationError as exc:
         raise CredentialError(exc.reason) from None
 
 
 # -- the presentation -----------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Presentation:
@@ -152,35 +169,49 @@ class Presentation:
             raise _malformed(f"presentation issuer {self.issuer!r:.40} is not a centre name")
         if not isinstance(self.key_id, str) or not KEY_ID.fullmatch(self.key_id):
             raise _malformed("presentation key_id must be 16 lowercase hex digits")
-        if not isinstance(self.disclosed, Mapping) or len(self.disclosed) > MAX_ATTRIBUTES or not all(
-                isinstance(k, str) and isinstance(v, str) for k, v in self.disclosed.items()):
+        if (
+            not isinstance(self.disclosed, Mapping)
+            or len(self.disclosed) > MAX_ATTRIBUTES
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in self.disclosed.items())
+        ):
             raise _malformed("presentation disclosed must map attribute names to strings")
         if not isinstance(self.proof, bytes) or not 0 < len(self.proof) <= MAX_PROOF_LENGTH:
             raise _malformed("presentation proof must be non-empty bytes")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"nonce": self.nonce, "issuer": self.issuer, "key_id": self.key_id,
-                "disclosed": dict(self.disclosed), "proof": self.proof.hex()}
+        return {
+            "nonce": self.nonce,
+            "issuer": self.issuer,
+            "key_id": self.key_id,
+            "disclosed": dict(self.disclosed),
+            "proof": self.proof.hex(),
+        }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Presentation":
+    def from_dict(cls, data: Mapping[str, Any]) -> Presentation:
         _fields(data, ("nonce", "issuer", "key_id", "disclosed", "proof"), "presentation")
         proof = data["proof"]
         if isinstance(proof, str) and len(proof) > 2 * MAX_PROOF_LENGTH:
             raise _malformed("presentation proof is too long")
-        return cls(nonce=data["nonce"], issuer=data["issuer"], key_id=data["key_id"],
-                   disclosed=data["disclosed"], proof=_unhex(proof, "presentation proof", error=_malformed))
+        return cls(
+            nonce=data["nonce"],
+            issuer=data["issuer"],
+            key_id=data["key_id"],
+            disclosed=data["disclosed"],
+            proof=_unhex(proof, "presentation proof", error=_malformed),
+        )
 
     def to_json(self) -> str:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> "Presentation":
+    def from_json(cls, text: str | bytes | Mapping[str, Any]) -> Presentation:
         return cls.from_dict(_load(text, "presentation"))
 
 
-def make_presentation(schema: CredentialSchema, credential: Credential, issuer_pk: bytes,
-                      request: PresentationRequest) -> Presentation:
+def make_presentation(
+    schema: CredentialSchema, credential: Credential, issuer_pk: bytes, request: PresentationRequest
+) -> Presentation:
     """The holder's proof for `request`, disclosing exactly the requested attributes.
 
     Refuses (PresentationError "malformed") a request for an attribute the schema
@@ -190,28 +221,40 @@ def make_presentation(schema: CredentialSchema, credential: Credential, issuer_p
     if not isinstance(request, PresentationRequest):
         raise _malformed("make_presentation needs a PresentationRequest")
     if (credential.schema_id, credential.schema_version) != (schema.id, schema.version):
-        raise CredentialError(f"credential is of schema {credential.schema_id} v{credential.schema_version}, "
-                              f"not {schema.id} v{schema.version}: refresh it at your home centre")
+        raise CredentialError(
+            f"credential is of schema {credential.schema_id} v{credential.schema_version}, "
+            f"not {schema.id} v{schema.version}: refresh it at your home centre"
+        )
     if key_id(issuer_pk) != credential.key_id:
         raise CredentialError("the issuer public key given is not the key that signed this credential")
     indexes = _requested_indexes(schema, request.attributes)
     try:
         messages = schema.messages(credential.values)
-        proof = SUITE.proof_gen(bytes(issuer_pk), credential.signature, schema.header,
-                                request.presentation_header, messages, indexes)
+        proof = SUITE.proof_gen(
+            bytes(issuer_pk), credential.signature, schema.header, request.presentation_header, messages, indexes
+        )
     except (SchemaError, bbs.BBSError) as exc:
         raise CredentialError(f"cannot prove with this credential: {exc}") from None
     disclosed = {schema.names[i]: credential.values[schema.names[i]] for i in indexes}
-    return Presentation(nonce=request.nonce, issuer=credential.issuer, key_id=credential.key_id,
-                        disclosed=disclosed, proof=proof)
+    return Presentation(
+        nonce=request.nonce, issuer=credential.issuer, key_id=credential.key_id, disclosed=disclosed, proof=proof
+    )
 
 
 # -- verifying ------------------------------------------------------------------------
 
-def verify_presentation(schema: CredentialSchema, presentation: Presentation | Mapping[str, Any] | str | bytes,
-                        request: PresentationRequest, issuer_pk_for: IssuerKeyLookup,
-                        revocation_epoch_for: Callable[[str], int], now: int, *,
-                        verifier: str, issuer_known: Callable[[str], bool]) -> dict[str, str]:
+
+def verify_presentation(
+    schema: CredentialSchema,
+    presentation: Presentation | Mapping[str, Any] | str | bytes,
+    request: PresentationRequest,
+    issuer_pk_for: IssuerKeyLookup,
+    revocation_epoch_for: Callable[[str], int],
+    now: int,
+    *,
+    verifier: str,
+    issuer_known: Callable[[str], bool],
+) -> dict[str, str]:
     """Check a presentation against the request this verifier issued; return the disclosed attributes.
 
     `request` is the one Challenges.open returned for the presentation's nonce (the
@@ -247,55 +290,77 @@ def verify_presentation(schema: CredentialSchema, presentation: Presentation | M
             raise _malformed(f"attribute {name!r} is never disclosed")
 
     if request.verifier != verifier:
-        raise PresentationError("wrong_verifier", f"this request was made by {request.verifier!r}, "
-                                                  f"not by this centre ({verifier!r})")
+        raise PresentationError(
+            "wrong_verifier", f"this request was made by {request.verifier!r}, not by this centre ({verifier!r})"
+        )
     if request.expires_at < now:
-        raise PresentationError("request_expired", f"the sign-on request expired at {request.expires_at} "
-                                                   f"(now {now}); ask for a new one")
+        raise PresentationError(
+            "request_expired", f"the sign-on request expired at {request.expires_at} (now {now}); ask for a new one"
+        )
     requested, disclosed = set(request.attributes), set(presentation.disclosed)
     if requested != disclosed:
         missing, extra = sorted(requested - disclosed), sorted(disclosed - requested)
-        parts = ([f"lacks requested attributes {missing}"] if missing else []) + \
-                ([f"discloses unrequested attributes {extra}"] if extra else [])
+        parts = ([f"lacks requested attributes {missing}"] if missing else []) + (
+            [f"discloses unrequested attributes {extra}"] if extra else []
+        )
         raise PresentationError("missing_attributes", "the presentation " + " and ".join(parts))
 
     issuer = presentation.issuer
     pk = issuer_pk_for(issuer, presentation.key_id, now)
     if pk is None:
         if not issuer_known(issuer):
-            raise PresentationError("unknown_issuer", f"{issuer!r} has no credential issuer key in the "
-                                                      "identity registry (not a member, or never registered one)")
-        raise PresentationError("key_not_valid", f"key {presentation.key_id} of {issuer!r} is unknown or no longer "
-                                                 "valid (rotated out); refresh your credential at your home centre")
+            raise PresentationError(
+                "unknown_issuer",
+                f"{issuer!r} has no credential issuer key in the "
+                "identity registry (not a member, or never registered one)",
+            )
+        raise PresentationError(
+            "key_not_valid",
+            f"key {presentation.key_id} of {issuer!r} is unknown or no longer "
+            "valid (rotated out); refresh your credential at your home centre",
+        )
     hidden = len(schema.attributes) - len(indexes)
     if len(presentation.proof) != _proof_length(hidden):
         # Checked before BBS, which would take the message count from the proof itself and
         # derive (and keep) a generator per hidden message of an attacker's proof.
-        raise PresentationError("bad_proof", f"the proof is not one over the {len(schema.attributes)} attributes "
-                                             f"of schema {schema.id} v{schema.version} with {hidden} hidden; "
-                                             "refresh your credential at your home centre")
+        raise PresentationError(
+            "bad_proof",
+            f"the proof is not one over the {len(schema.attributes)} attributes "
+            f"of schema {schema.id} v{schema.version} with {hidden} hidden; "
+            "refresh your credential at your home centre",
+        )
     messages = [schema.message(schema.names[i], presentation.disclosed[schema.names[i]]) for i in indexes]
-    if not SUITE.proof_verify(bytes(pk), presentation.proof, schema.header, request.presentation_header,
-                              messages, indexes):
-        raise PresentationError("bad_proof", f"the proof does not verify under {issuer!r}'s key {presentation.key_id} "
-                                             f"for this request and schema {schema.id} v{schema.version}")
+    if not SUITE.proof_verify(
+        bytes(pk), presentation.proof, schema.header, request.presentation_header, messages, indexes
+    ):
+        raise PresentationError(
+            "bad_proof",
+            f"the proof does not verify under {issuer!r}'s key {presentation.key_id} "
+            f"for this request and schema {schema.id} v{schema.version}",
+        )
 
     expires_at = int(presentation.disclosed["expires_at"])
     if expires_at < now:
-        raise PresentationError("credential_expired", f"the credential expired at {expires_at} (now {now}); "
-                                                      "refresh it at your home centre")
+        raise PresentationError(
+            "credential_expired", f"the credential expired at {expires_at} (now {now}); refresh it at your home centre"
+        )
     epoch = int(presentation.disclosed["revocation_epoch"])
     current = revocation_epoch_for(issuer)
     if epoch != current:
-        raise PresentationError("revoked", f"this credential predates a revocation at {issuer} "
-                                           f"(its epoch {epoch}, current {current}): refresh it at your home centre")
+        raise PresentationError(
+            "revoked",
+            f"this credential predates a revocation at {issuer} "
+            f"(its epoch {epoch}, current {current}): refresh it at your home centre",
+        )
     if presentation.disclosed["home"] != issuer:
-        raise PresentationError("wrong_issuer", f"{issuer!r} may not vouch for a user whose home is "
-                                                f"{presentation.disclosed['home']!r:.40}")
+        raise PresentationError(
+            "wrong_issuer", f"{issuer!r} may not vouch for a user whose home is {presentation.disclosed['home']!r:.40}"
+        )
     return {schema.names[i]: presentation.disclosed[schema.names[i]] for i in indexes}
 
 
 # -- helpers --------------------------------------------------------------------------
+
 
 def _proof_length(hidden: int) -> int:
     """Octets of a BBS proof hiding `hidden` messages: Abar, Bbar, D, then e^, r1^, r3^, m^_j…, c."""
@@ -309,8 +374,9 @@ def _requested_indexes(schema: CredentialSchema, names: Iterable[str]) -> list[i
         try:
             attribute = schema.attribute(name)
         except SchemaError:
-            raise _malformed(f"the request asks for {name!r:.40}, which schema {schema.id} "
-                             f"v{schema.version} does not have") from None
+            raise _malformed(
+                f"the request asks for {name!r:.40}, which schema {schema.id} v{schema.version} does not have"
+            ) from None
         if not attribute.disclosable:
             raise _malformed(f"the request asks for {name!r}, which is never disclosed")
         indexes.append(schema.index_of(name))

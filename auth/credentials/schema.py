@@ -33,8 +33,13 @@ from .errors import SchemaError
 HEADER_PREFIX = b"xcentre-credential/"
 HOLDER_SECRET = "holder_secret"
 #: Attributes the protocol needs, with the type it needs them to have.
-REQUIRED = {HOLDER_SECRET: "string", "home": "string", "revocation_epoch": "int",
-            "issued_at": "int", "expires_at": "int"}
+REQUIRED = {
+    HOLDER_SECRET: "string",
+    "home": "string",
+    "revocation_epoch": "int",
+    "issued_at": "int",
+    "expires_at": "int",
+}
 #: Attributes every presentation request must ask for (the verifier's own checks need them).
 ALWAYS_REQUESTED = ("home", "revocation_epoch", "expires_at")
 #: Sources that are not LDAP attributes.
@@ -43,7 +48,7 @@ SPECIAL_SOURCES = frozenset({"generated", "centre", "registry", "clock"})
 GROUPS_SOURCE = "memberOf"
 TYPES = frozenset({"string", "int"})
 MAX_VALUE_LENGTH = 4096
-INT_MAX = 2 ** 63 - 1  # Cedar Long
+INT_MAX = 2**63 - 1  # Cedar Long
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _SCHEMA_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
@@ -96,7 +101,7 @@ class CredentialSchema:
     # -- loading --------------------------------------------------------------------
 
     @classmethod
-    def load(cls, source: str | os.PathLike[str]) -> "CredentialSchema":
+    def load(cls, source: str | os.PathLike[str]) -> CredentialSchema:
         """Read a schema from a file path, or parse TOML text (a str with a newline is text)."""
         if isinstance(source, str) and "\n" in source:
             return cls.parse(source)
@@ -107,7 +112,7 @@ class CredentialSchema:
         return cls.parse(text)
 
     @classmethod
-    def parse(cls, text: str) -> "CredentialSchema":
+    def parse(cls, text: str) -> CredentialSchema:
         """Parse TOML text (see the module docstring for the format)."""
         try:
             data = tomllib.loads(text)
@@ -116,7 +121,7 @@ class CredentialSchema:
         return cls.from_dict(data)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "CredentialSchema":
+    def from_dict(cls, data: Mapping[str, Any]) -> CredentialSchema:
         unknown = set(data) - {"id", "version", "attribute"}
         if unknown:
             raise SchemaError(f"credential schema has unknown keys: {sorted(unknown)}")
@@ -132,10 +137,19 @@ class CredentialSchema:
                 raise SchemaError(f"attribute #{i + 1} has unknown keys: {sorted(extra)}")
             if "name" not in entry or "source" not in entry:
                 raise SchemaError(f"attribute #{i + 1} needs a name and a source")
-            attributes.append(Attribute(name=entry["name"], source=entry["source"],
-                                        type=entry.get("type", "string"), default=entry.get("default"),
-                                        disclosable=entry.get("disclosable", True)))
-        return cls(id=data.get("id"), version=data.get("version"), attributes=tuple(attributes))
+            attributes.append(
+                Attribute(
+                    name=entry["name"],
+                    source=entry["source"],
+                    type=entry.get("type", "string"),
+                    default=entry.get("default"),
+                    disclosable=entry.get("disclosable", True),
+                )
+            )
+        missing = sorted({"id", "version"} - set(data))
+        if missing:
+            raise SchemaError(f"credential schema needs {' and '.join(missing)}")
+        return cls(id=data["id"], version=data["version"], attributes=tuple(attributes))
 
     def to_dict(self) -> dict[str, Any]:
         """The schema as from_dict reads it, so a wallet can carry the schema of its credential."""
@@ -180,12 +194,14 @@ class CredentialSchema:
         missing = [n for n in self.names if n not in values]
         extra = [n for n in values if n not in self.names]
         if missing or extra:
-            raise SchemaError(f"values do not match schema {self.id} v{self.version}: "
-                              f"missing {missing}, unknown {extra}")
+            raise SchemaError(
+                f"values do not match schema {self.id} v{self.version}: missing {missing}, unknown {extra}"
+            )
         return [self.message(a.name, check_value(a, values[a.name])) for a in self.attributes]
 
-    def from_directory(self, attributes: Mapping[str, str | Sequence[str]],
-                       groups: Sequence[str] = ()) -> dict[str, str]:
+    def from_directory(
+        self, attributes: Mapping[str, str | Sequence[str]], groups: Sequence[str] = ()
+    ) -> dict[str, str]:
         """Values of the LDAP-sourced attributes of one directory entry (lists become sorted, comma-joined).
 
         Attributes the entry lacks take the schema default or are left out (issuing
@@ -234,8 +250,10 @@ def _check_attribute(attribute: Attribute) -> None:
     if not isinstance(attribute.name, str) or not _NAME.fullmatch(attribute.name):
         raise SchemaError(f"attribute name must match [a-z][a-z0-9_]{{0,31}}, got {attribute.name!r}")
     if not isinstance(attribute.source, str) or not _SOURCE.fullmatch(attribute.source):
-        raise SchemaError(f"attribute {attribute.name!r}: source must be an LDAP attribute name or one of "
-                          f"{sorted(SPECIAL_SOURCES)}, got {attribute.source!r}")
+        raise SchemaError(
+            f"attribute {attribute.name!r}: source must be an LDAP attribute name or one of "
+            f"{sorted(SPECIAL_SOURCES)}, got {attribute.source!r}"
+        )
     if attribute.type not in TYPES:
         raise SchemaError(f"attribute {attribute.name!r}: type must be one of {sorted(TYPES)}")
     if not isinstance(attribute.disclosable, bool):

@@ -6,9 +6,9 @@ answer (`responses=errors.responses(...)`): tests/test_openapi.py holds the app 
 """
 
 from dataclasses import asdict
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Request, Security, Response
+from fastapi import Depends, FastAPI, Header, Path, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -17,35 +17,41 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from auth.directory import DirectoryUnavailable
 from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
-from gateway.node.errors import Refusal
 from gateway.api.limits import BodyLimits
-from gateway.node.centre import CentreNode
-from gateway.api.schemas import IDEMPOTENCY_KEY, MAX_EPOCH, RECORD_ID, check_idempotency_key
 from gateway.api.schemas import (
+    IDEMPOTENCY_KEY,
+    MAX_EPOCH,
+    RECORD_ID,
     Candidate,
     Capacity,
-    ExchangeRequest,
-    Placement,
-    PlacementRequest,
     CloseEpochRequest,
     CredentialResponse,
     EpochClosure,
+    ExchangeRequest,
     JobRequest,
     JobView,
     LoginRequest,
     LoginResponse,
     Members,
+    Placement,
+    PlacementRequest,
     PresentRequest,
     RevokeRequest,
     RevokeResponse,
     SignOnResponse,
+    check_idempotency_key,
 )
+from gateway.node.centre import CentreNode
+from gateway.node.errors import Refusal
 
-
-SESSION = HTTPBearer(auto_error=False, scheme_name="session",
-                     description="a session token from a sign-on at this centre (or one exchanged for it at home)")
-OPERATOR = APIKeyHeader(name="X-Operator-Key", auto_error=False, scheme_name="operator",
-                        description="the centre's operator key")
+SESSION = HTTPBearer(
+    auto_error=False,
+    scheme_name="session",
+    description="a session token from a sign-on at this centre (or one exchanged for it at home)",
+)
+OPERATOR = APIKeyHeader(
+    name="X-Operator-Key", auto_error=False, scheme_name="operator", description="the centre's operator key"
+)
 
 
 def create_app(node: CentreNode) -> FastAPI:
@@ -85,10 +91,13 @@ def create_app(node: CentreNode) -> FastAPI:
         node.check_operator(key)
 
     def retry_key(
-        idempotency_key: Annotated[str | None, Header(
-            description="makes the POST safe to retry: the same key and body answer with the same job",
-            json_schema_extra={"pattern": IDEMPOTENCY_KEY, "minLength": 1, "maxLength": 128},
-        )] = None,
+        idempotency_key: Annotated[
+            str | None,
+            Header(
+                description="makes the POST safe to retry: the same key and body answer with the same job",
+                json_schema_extra={"pattern": IDEMPOTENCY_KEY, "minLength": 1, "maxLength": 128},
+            ),
+        ] = None,
     ) -> str | None:
         return check_idempotency_key(idempotency_key)
 
@@ -102,9 +111,18 @@ def create_app(node: CentreNode) -> FastAPI:
         """At home: a token for another member, for a user who signed on here with a password."""
         return node.exchange(claims, body.audience)
 
-    @app.post("/v1/credentials", response_model=CredentialResponse, tags=["identity"],
-              responses=responses(401, 403, 422, 503, descriptions={
-                  400: "the directory's attributes of this user do not fit the credential schema"}))
+    @app.post(
+        "/v1/credentials",
+        response_model=CredentialResponse,
+        tags=["identity"],
+        responses=responses(
+            401,
+            403,
+            422,
+            503,
+            descriptions={400: "the directory's attributes of this user do not fit the credential schema"},
+        ),
+    )
     def credential(body: LoginRequest) -> dict:
         """At the user's home centre: a BBS credential over their live directory attributes."""
         return node.credential(body.username, body.password)
@@ -114,29 +132,47 @@ def create_app(node: CentreNode) -> FastAPI:
         """A one-time presentation request: the attributes this centre needs and a fresh nonce."""
         return node.auth_request()
 
-    @app.post("/v1/auth/present", response_model=SignOnResponse, tags=["identity"], responses=responses(
-        422, descriptions={401: "the presentation is refused: `error` names the check that failed and why",
-                           503: "this centre has taken as many sign-ons as it can check for replays: try again"}))
+    @app.post(
+        "/v1/auth/present",
+        response_model=SignOnResponse,
+        tags=["identity"],
+        responses=responses(
+            422,
+            descriptions={
+                401: "the presentation is refused: `error` names the check that failed and why",
+                503: "this centre has taken as many sign-ons as it can check for replays: try again",
+            },
+        ),
+    )
     def present(body: PresentRequest) -> dict:
         """Sign on with a presentation: a session token carrying only the disclosed attributes."""
         return node.present(body.presentation)
+
+    revoke_answers: dict[int | str, dict[str, Any]] = {
+        200: {"description": "revoked on chain: every member refuses the user once the event reaches it"},
+        202: {
+            "model": RevokeResponse,
+            "description": "not on chain yet (the chain did not take it within a few "
+            "seconds): queued and sent again until it lands; the user is refused at home meanwhile",
+        },
+    }
 
     @app.post(
         "/v1/enrolments/revoke",
         response_model=RevokeResponse,
         tags=["identity"],
         dependencies=[Depends(operator)],
-        responses={
-            200: {"description": "revoked on chain: every member refuses the user once the event reaches it"},
-            202: {"model": RevokeResponse, "description": "not on chain yet (the chain did not take it within a few "
-                  "seconds): queued and sent again until it lands; the user is refused at home meanwhile"},
-        } | responses(422, descriptions={
-            400: "the user has no enrolment at this centre",
-            401: "the operator key is missing or wrong",
-            409: "the chain refused the revocation (its revert reason in `reasons`): nothing changed on chain; "
-                 "asking again sends it again",
-            503: "the directory is unavailable",
-        }),
+        responses=revoke_answers
+        | responses(
+            422,
+            descriptions={
+                400: "the user has no enrolment at this centre",
+                401: "the operator key is missing or wrong",
+                409: "the chain refused the revocation (its revert reason in `reasons`): nothing changed on chain; "
+                "asking again sends it again",
+                503: "the directory is unavailable",
+            },
+        ),
     )
     def revoke(body: RevokeRequest, response: Response) -> RevokeResponse:
         """Revoke one of this centre's users on chain, and say whether the chain took it."""
@@ -145,9 +181,23 @@ def create_app(node: CentreNode) -> FastAPI:
             response.status_code = 202
         return result
 
-    @app.post("/v1/jobs", response_model=JobView, status_code=202, tags=["jobs"],
-              responses=responses(401, 403, 409, 421, 422, 503, descriptions={
-                  400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; nothing was stored"}))
+    @app.post(
+        "/v1/jobs",
+        response_model=JobView,
+        status_code=202,
+        tags=["jobs"],
+        responses=responses(
+            401,
+            403,
+            409,
+            421,
+            422,
+            503,
+            descriptions={
+                400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; nothing was stored"
+            },
+        ),
+    )
     def submit(
         body: JobRequest,
         claims: Annotated[Claims, Depends(session)],
@@ -175,8 +225,13 @@ def create_app(node: CentreNode) -> FastAPI:
         """How many CPUs this centre has free now (public, for placement)."""
         return node.capacity()
 
-    @app.post("/v1/epochs/close", response_model=EpochClosure, tags=["epochs"], dependencies=[Depends(operator)],
-              responses=responses(401, 422, descriptions={409: "the epoch named is not the open one, nor closed"}))
+    @app.post(
+        "/v1/epochs/close",
+        response_model=EpochClosure,
+        tags=["epochs"],
+        dependencies=[Depends(operator)],
+        responses=responses(401, 422, descriptions={409: "the epoch named is not the open one, nor closed"}),
+    )
     def close_epoch(body: CloseEpochRequest | None = None) -> EpochClosure:
         """Close the open epoch: anchor its Merkle root and claims, settle when every centre has."""
         return node.close_epoch(body.epoch if body else None)

@@ -12,8 +12,16 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gateway.api.limits import MAX_BODY_BYTES
-from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Refusal, Unauthenticated, Unavailable
-
+from gateway.node.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    Misdirected,
+    NotFound,
+    Refusal,
+    Unauthenticated,
+    Unavailable,
+)
 
 #: The HTTP status of each kind of refusal.
 STATUS: dict[type[Refusal], int] = {
@@ -67,5 +75,7 @@ def responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> 
     unknown = sorted(set(statuses) - set(MEANINGS) - set(described))
     if unknown:
         raise ValueError(f"no meaning written for status {unknown}: add it to MEANINGS or give a description")
-    return {status: {"model": ErrorBody, "description": described.get(status, MEANINGS.get(status))}
-            for status in sorted({*statuses, *described, *ALWAYS})}
+    return {
+        status: {"model": ErrorBody, "description": described.get(status, MEANINGS.get(status))}
+        for status in sorted({*statuses, *described, *ALWAYS})
+    }

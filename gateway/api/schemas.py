@@ -35,8 +35,10 @@ IDEMPOTENCY_KEY = r"^[\x21-\x7e]{1,128}$"
 def check_idempotency_key(value: str | None) -> str | None:
     """The key of a POST that may be retried, refused (400) before anything is stored or started."""
     if value is not None and not re.fullmatch(IDEMPOTENCY_KEY, value):
-        raise Invalid(f"the Idempotency-Key header must be 1 to 128 visible ASCII characters (a UUID will do), "
-                         f"not {value!r:.40}; nothing was stored")
+        raise Invalid(
+            f"the Idempotency-Key header must be 1 to 128 visible ASCII characters (a UUID will do), "
+            f"not {value!r:.40}; nothing was stored"
+        )
     return value
 
 
@@ -98,7 +100,8 @@ class RevokeResponse(BaseModel):
     enrolment: str = Field(description="the user's enrolment id at this home (0x-hex)")
     revoked: bool = Field(description="true only once the revocation is mined on chain")
     status: Literal["done", "queued"] = Field(
-        description="done: mined; queued: not on chain yet, sent again until it is (the user is refused at home meanwhile)"
+        description="done: mined; queued: not on chain yet, sent again until it is "
+        "(the user is refused at home meanwhile)"
     )
     tx_hash: str | None = Field(description="the revocation's transaction, when this request sent it")
     detail: str
@@ -147,7 +150,8 @@ class Capacity(BaseModel):
 class JobRequest(PlacementRequest):
     command: list[str] = Field(min_length=1, max_length=256, description="argv, run without a shell")
     centre: str | None = Field(
-        default=None, pattern=CENTRE,
+        default=None,
+        pattern=CENTRE,
         description="the centre that is to run the job: this gateway's own (the default); any other answers 421",
     )
 
@@ -167,7 +171,6 @@ class JobRequest(PlacementRequest):
             except UnicodeEncodeError:
                 raise ValueError("the command's arguments must be valid UTF-8 text") from None
         return argv
-
 
 
 class JobView(BaseModel):

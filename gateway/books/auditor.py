@@ -13,8 +13,8 @@ from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachabl
 from ledger.audit import AuditReport, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
-from ledger.records import UsageRecord
 from ledger.primitives.hex import from_hex
+from ledger.records import UsageRecord
 
 
 def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[dict[bytes, list], list[str]]:

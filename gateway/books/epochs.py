@@ -11,16 +11,15 @@ import re
 import threading
 from collections import defaultdict
 
-from gateway.node.errors import Conflict, Invalid
 from gateway.api.schemas import EpochClosure
-from gateway.store import ClosedEpoch
-from gateway.store import Store
+from gateway.node.errors import Conflict, Invalid
+from gateway.store import ClosedEpoch, Store
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
 from ledger.merkle import MerkleTree
 from ledger.outbox import Outbox
-from ledger.records import UsageRecord
 from ledger.primitives.hex import to_hex
+from ledger.records import UsageRecord
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +63,9 @@ class EpochCloser:
         with self._closing:
             if epoch is not None:
                 check_epoch(epoch)
-                if self.store.closure(epoch) is not None:
-                    return self._closure(epoch)
+                closed = self.store.closure(epoch)
+                if closed is not None:
+                    return self._closure(closed)
                 open_epoch = self.store.open_epoch()
                 if epoch != open_epoch:
                     raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
@@ -74,9 +74,9 @@ class EpochCloser:
             try:
                 self.flush()
                 self._settle_if_ready(closure.epoch)
-            except Exception as exc:  # the chain may be briefly unreachable: housekeeping retries
+            except Exception as exc:  # noqa: BLE001 - the chain may be briefly unreachable: housekeeping retries
                 log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
-        return self._closure(closure.epoch)
+        return self._closure(closure)
 
     def resend_anchors(self) -> None:
         """Queue the anchor of every closed epoch the chain does not show anchored.
@@ -133,8 +133,8 @@ class EpochCloser:
             self.outbox.enqueue("settle", f"settle:{epoch}", {"epoch": epoch})
             self.flush()
 
-    def _closure(self, epoch: int) -> EpochClosure:
-        closure = self.store.closure(epoch)
+    def _closure(self, closure: ClosedEpoch) -> EpochClosure:
+        epoch = closure.epoch
         return EpochClosure(
             centre=self.name,
             epoch=epoch,

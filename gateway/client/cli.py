@@ -10,8 +10,8 @@ import sys
 import uuid
 from pathlib import Path
 
-from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.dispatch import submit_anywhere, with_wallet
+from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.wallet import Wallet
 from ledger.chain import ChainError
 
@@ -47,8 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     deploy.add_argument("--key-file", type=Path, required=True, help="the deployer's hex chain key (pays gas only)")
     deploy.add_argument("--members", type=Path, required=True, help="the members file (TOML)")
     deploy.add_argument("--out", type=Path, required=True, help="where to write the deployment file")
-    deploy.add_argument("--fund-members", type=int, default=0, metavar="WEI",
-                        help="send each member account this much gas money (development chains)")
+    deploy.add_argument(
+        "--fund-members",
+        type=int,
+        default=0,
+        metavar="WEI",
+        help="send each member account this much gas money (development chains)",
+    )
     deploy.set_defaults(run=_deploy)
 
     gw = sub.add_parser("gateway", help="run a centre's gateway node")
@@ -64,8 +69,11 @@ def _parser() -> argparse.ArgumentParser:
 
     submit = sub.add_parser("submit", help="submit a job to a member centre: signs on there with your wallet")
     submit.add_argument("--gateway", required=True, help="any member gateway: it ranks the centres for the job")
-    submit.add_argument("--centre", default="auto",
-                        help="the centre to run the job, or 'auto' (default): the best-ranked centre that accepts it")
+    submit.add_argument(
+        "--centre",
+        default="auto",
+        help="the centre to run the job, or 'auto' (default): the best-ranked centre that accepts it",
+    )
     submit.add_argument("--walltime", type=int, default=600, help="walltime limit in seconds")
     submit.add_argument("--cores", type=int, default=1)
     submit.add_argument("--memory-mib", type=int, default=1024)
@@ -92,7 +100,9 @@ def _parser() -> argparse.ArgumentParser:
     revoke.add_argument("--operator-key-file", type=Path, required=True)
     revoke.set_defaults(run=_revoke)
 
-    rates = sub.add_parser("rates", help="a centre's published rates (each job is priced at the version it was accepted under)")
+    rates = sub.add_parser(
+        "rates", help="a centre's published rates (each job is priced at the version it was accepted under)"
+    )
     rsub = rates.add_subparsers(required=True, metavar="ACTION")
     publish = rsub.add_parser("publish", help="publish new rates; they apply after the consortium's notice")
     publish.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
@@ -101,8 +111,12 @@ def _parser() -> argparse.ArgumentParser:
     publish.add_argument("--per-cpu-second", type=int, required=True)
     publish.add_argument("--per-gpu-second", type=int, required=True)
     publish.add_argument("--per-gib-hour", type=int, required=True)
-    publish.add_argument("--effective-from", type=int, metavar="UTC_SECONDS",
-                         help="when they apply (default: as soon as the notice allows, plus a minute)")
+    publish.add_argument(
+        "--effective-from",
+        type=int,
+        metavar="UTC_SECONDS",
+        help="when they apply (default: as soon as the notice allows, plus a minute)",
+    )
     publish.set_defaults(run=_rates_publish)
     history = rsub.add_parser("show", help="every rates version a centre published, from the chain")
     history.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
@@ -153,19 +167,22 @@ def _deploy(args: argparse.Namespace) -> int:
     deployer = Account.from_key(args.key_file.read_text().strip())
     for member in plan.members if args.fund_members else ():
         chain.send_value(deployer, member.account, args.fund_members)
-    deployment = deploy_consortium(chain, deployer, plan.members, plan.quorum, plan.initial_credit,
-                                   rate_notice=plan.rate_notice)
+    deployment = deploy_consortium(
+        chain, deployer, plan.members, plan.quorum, plan.initial_credit, rate_notice=plan.rate_notice
+    )
     deployment.to_json(args.out)
-    print(f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s); "
-          f"deployment written to {args.out}")
+    print(
+        f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s); "
+        f"deployment written to {args.out}"
+    )
     return 0
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.node.assemble import node_from_config
     from gateway.api.app import create_app
-    from gateway.node.config import load_config
     from gateway.api.server import serve
+    from gateway.node.assemble import node_from_config
+    from gateway.node.config import load_config
 
     config = load_config(args.config)
     node = node_from_config(config)
@@ -178,7 +195,9 @@ def _gateway(args: argparse.Namespace) -> int:
 
 
 def _login(args: argparse.Namespace) -> int:
-    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
+    password = (
+        sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
+    )
     with GatewayClient(args.gateway) as client:
         wallet = Wallet.from_issuance(args.gateway, client.credential(args.user, password))
     wallet.save(args.wallet)
@@ -217,8 +236,11 @@ def _revoke(args: argparse.Namespace) -> int:
         answer = client.revoke(args.user, key)
     _print_json(answer)
     if not answer["revoked"]:
-        print("not on chain yet: other members accept the user until it lands; the home resends it "
-              "(run the command again to see)", file=sys.stderr)
+        print(
+            "not on chain yet: other members accept the user until it lands; the home resends it "
+            "(run the command again to see)",
+            file=sys.stderr,
+        )
         return 4
     return 0
 
@@ -233,8 +255,9 @@ def _rates_publish(args: argparse.Namespace) -> int:
     prices = Prices(args.per_cpu_second, args.per_gpu_second, args.per_gib_hour)
     account = Account.from_key(args.key_file.read_text().strip())
     chain = connect(args.chain)
-    published = rates.publish(chain, Deployment.from_json(args.deployment.read_text()), account, prices,
-                              args.effective_from)
+    published = rates.publish(
+        chain, Deployment.from_json(args.deployment.read_text()), account, prices, args.effective_from
+    )
     return _print_json(published.to_dict())
 
 

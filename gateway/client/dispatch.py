@@ -106,8 +106,9 @@ def submit_anywhere(
             client.close()
             if exc.sent and client.token:
                 again = "retry with the same idempotency key" if idempotency_key else "look for it there first"
-                raise GatewayUnreachable(f"{name} took the job but did not answer; it may be running there: {again}"
-                                         ) from None
+                raise GatewayUnreachable(
+                    f"{name} took the job but did not answer; it may be running there: {again}"
+                ) from None
             refusals.append(f"{name}: gateway unreachable")
             unavailable = True
             continue

@@ -44,8 +44,9 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol
 
 
 class GatewayClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 60.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.token = token
         self.home: str | None = None  # the user's home, once logged in there with a password
@@ -54,7 +55,7 @@ class GatewayClient:
         except httpx.InvalidURL as exc:  # a member registers whatever URL it likes on chain
             raise GatewayUnreachable(f"gateway URL {url!r:.80} is not usable: {exc}", sent=False) from None
 
-    def __enter__(self) -> "GatewayClient":
+    def __enter__(self) -> GatewayClient:
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -70,15 +71,18 @@ class GatewayClient:
         try:
             response = self._http.request(method, path, headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            raise GatewayUnreachable(f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})",
-                                     sent=not isinstance(exc, _NOT_SENT)) from None
+            raise GatewayUnreachable(
+                f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})", sent=not isinstance(exc, _NOT_SENT)
+            ) from None
         try:
             payload = response.json()
         except ValueError:
             payload = {"error": response.text}
         if response.is_error:
             body = payload if isinstance(payload, dict) else {}
-            raise GatewayRefused(response.status_code, body.get("error", response.reason_phrase), body.get("reasons", []))
+            raise GatewayRefused(
+                response.status_code, body.get("error", response.reason_phrase), body.get("reasons", [])
+            )
         return payload
 
     def login(self, username: str, password: str) -> dict:
@@ -105,15 +109,18 @@ class GatewayClient:
         request = self._call("GET", "/v1/auth/request")
         verifier = request.get("verifier") if isinstance(request, dict) else None
         if centre is not None and verifier != centre:
-            raise WrongCentre(f"the gateway at {self.url} asked for a sign-on at {verifier!r:.40}, not at {centre!r}: "
-                              "no proof was sent")
+            raise WrongCentre(
+                f"the gateway at {self.url} asked for a sign-on at {verifier!r:.40}, not at {centre!r}: "
+                "no proof was sent"
+            )
         session = self._call("POST", "/v1/auth/present", json={"presentation": wallet.present(request)})
         self.token = session["token"]
         return session
 
     def revoke(self, username: str, operator_key: str) -> dict:
-        return self._call("POST", "/v1/enrolments/revoke", json={"username": username},
-                          headers={"X-Operator-Key": operator_key})
+        return self._call(
+            "POST", "/v1/enrolments/revoke", json={"username": username}, headers={"X-Operator-Key": operator_key}
+        )
 
     def submit(self, job: dict, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}

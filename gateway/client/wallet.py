@@ -28,7 +28,7 @@ class Wallet:
     schema: CredentialSchema
 
     @classmethod
-    def from_issuance(cls, home_url: str, issued: dict) -> "Wallet":
+    def from_issuance(cls, home_url: str, issued: dict) -> Wallet:
         """A wallet for what POST /v1/credentials answered."""
         return cls(
             home=issued["home"],
@@ -46,23 +46,31 @@ class Wallet:
         parsed = PresentationRequest.from_dict(request)
         withheld = sorted(WITHHELD & set(parsed.attributes))
         if withheld:
-            raise CredentialError(f"{parsed.verifier} asks for {', '.join(withheld)}, which would link every sign-on "
-                                  "of yours: the wallet never discloses it")
+            raise CredentialError(
+                f"{parsed.verifier} asks for {', '.join(withheld)}, which would link every sign-on "
+                "of yours: the wallet never discloses it"
+            )
         return make_presentation(self.schema, self.credential, self.issuer_pk, parsed).to_dict()
 
     def save(self, path: Path) -> None:
         """Write the wallet readable by its owner only (mode 0600), replacing any older one at once."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_private(path, json.dumps({
-            "home": self.home,
-            "home_url": self.home_url,
-            "credential": self.credential.to_dict(),
-            "issuer_pk": to_hex(self.issuer_pk),
-            "schema": self.schema.to_dict(),
-        }), replace=True)
+        write_private(
+            path,
+            json.dumps(
+                {
+                    "home": self.home,
+                    "home_url": self.home_url,
+                    "credential": self.credential.to_dict(),
+                    "issuer_pk": to_hex(self.issuer_pk),
+                    "schema": self.schema.to_dict(),
+                }
+            ),
+            replace=True,
+        )
 
     @classmethod
-    def load(cls, path: Path) -> "Wallet":
+    def load(cls, path: Path) -> Wallet:
         """The wallet saved at `path`; ValueError, saying what to do, for a missing or foreign file."""
         try:
             data = json.loads(path.read_text())
@@ -70,5 +78,7 @@ class Wallet:
         except FileNotFoundError:
             raise ValueError(f"no wallet at {path}: run 'xcentre login' at your home centre first") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{path} is not a wallet ({type(exc).__name__}: {exc}): "
-                             "run 'xcentre login' at your home centre to make a new one") from None
+            raise ValueError(
+                f"{path} is not a wallet ({type(exc).__name__}: {exc}): "
+                "run 'xcentre login' at your home centre to make a new one"
+            ) from None

@@ -24,10 +24,10 @@ from auth.credentials import CredentialSchema, generate_issuer_key
 from auth.directory import Directory
 from auth.tokens import public_key_bytes
 from gateway.api.app import create_app
-from gateway.node.assemble import build_node
-from gateway.jobs.executor import LocalExecutor, sandbox_problem
-from gateway.node.centre import CentreNode
 from gateway.api.server import BackgroundServer, free_port
+from gateway.jobs.executor import LocalExecutor, sandbox_problem
+from gateway.node.assemble import build_node
+from gateway.node.centre import CentreNode
 from gateway.node.signon import IssuerKey
 from ledger.chain import Chain
 from ledger.deploy import DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
@@ -41,8 +41,11 @@ def job_sandbox() -> str:
     problem = sandbox_problem()
     if problem is None:
         return "bwrap"
-    print(f"warning: jobs of this local consortium run UNSANDBOXED (a sandbox {problem}): fine for a demo on "
-          "your own machine, never for real users", file=sys.stderr)
+    print(
+        f"warning: jobs of this local consortium run UNSANDBOXED (a sandbox {problem}): fine for a demo on "
+        "your own machine, never for real users",
+        file=sys.stderr,
+    )
     return "none"
 
 
@@ -88,8 +91,13 @@ def demo_spec() -> ConsortiumSpec:
         for c in raw["centre"]
     ]
     schema = CredentialSchema.parse((data / raw["credential_schema"]).read_text())
-    return ConsortiumSpec(quorum=raw["quorum"], initial_credit=raw["initial_credit"], schema=schema, centres=centres,
-                          rate_notice=raw.get("rate_notice", DEFAULT_RATE_NOTICE))
+    return ConsortiumSpec(
+        quorum=raw["quorum"],
+        initial_credit=raw["initial_credit"],
+        schema=schema,
+        centres=centres,
+        rate_notice=raw.get("rate_notice", DEFAULT_RATE_NOTICE),
+    )
 
 
 @dataclass
@@ -104,6 +112,8 @@ class RunningCentre:
 
     @property
     def url(self) -> str:
+        if self.server is None:
+            raise RuntimeError(f"{self.spec.name}'s gateway is not started")
         return self.server.url
 
 
@@ -114,9 +124,16 @@ class LocalConsortium:
     directories: dict[str, Directory]
     data_dir: Path
     centres: dict[str, RunningCentre] = field(default_factory=dict)
-    deployment: Deployment | None = None
+    _deployment: Deployment | None = field(default=None, init=False, repr=False)
 
-    def start(self) -> "LocalConsortium":
+    @property
+    def deployment(self) -> Deployment:
+        """Where the consortium's contracts live (once start() deployed them)."""
+        if self._deployment is None:
+            raise RuntimeError("the local consortium is not started: its contracts are not deployed yet")
+        return self._deployment
+
+    def start(self) -> LocalConsortium:
         """Deploy the consortium's contracts and start every centre's gateway."""
         ports = {c.name: free_port() for c in self.spec.centres}
         for c in self.spec.centres:
@@ -137,12 +154,12 @@ class LocalConsortium:
             )
             for c in self.spec.centres
         ]
-        self.deployment = deploy_consortium(self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit,
-                                            rate_notice=self.spec.rate_notice)
-        for c in self.spec.centres:
-            self.start_centre(c.name, ports[c.name])
-        for running in self.centres.values():  # every index sees every issuer key before anyone signs on
-            running.node.parts.epochs.flush()
+        self._deployment = deploy_consortium(
+            self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit, rate_notice=self.spec.rate_notice
+        )
+        nodes = [self.start_centre(c.name, ports[c.name]) for c in self.spec.centres]
+        for node in nodes:  # every index sees every issuer key before anyone signs on
+            node.parts.epochs.flush()
         return self
 
     def start_centre(self, name: str, port: int | None = None, **overrides: Any) -> CentreNode:
@@ -152,17 +169,20 @@ class LocalConsortium:
         an operator would change a centre's configuration between two runs.
         """
         running = self.centres[name]
-        port = port or running.server.port
-        running.node = self.build_centre(name, **overrides)
-        running.node.start()
-        running.server = BackgroundServer(create_app(running.node), port=port).start()
-        return running.node
+        if not port:
+            if running.server is None:
+                raise RuntimeError(f"{name} has never been served: start it on a port")
+            port = running.server.port
+        node = running.node = self.build_centre(name, **overrides)
+        node.start()
+        running.server = BackgroundServer(create_app(node), port=port).start()
+        return node
 
     def build_centre(self, name: str, **overrides: Any) -> CentreNode:
         """A centre's node on its data folder, not started: what `xcentre gateway` builds at each start."""
         running = self.centres[name]
         c = running.spec
-        arguments = dict(
+        arguments: dict[str, Any] = dict(
             name=c.name,
             chain=self.chain,
             deployment=self.deployment,
@@ -177,8 +197,9 @@ class LocalConsortium:
             operator_key=running.operator_key,
         )
         if "executor" not in overrides:  # jobs see none of the consortium's data folders
-            arguments["executor"] = LocalExecutor(self.data_dir / c.name / "jobs", sandbox=job_sandbox(),
-                                                  hide=(self.data_dir,))
+            arguments["executor"] = LocalExecutor(
+                self.data_dir / c.name / "jobs", sandbox=job_sandbox(), hide=(self.data_dir,)
+            )
         return build_node(**(arguments | overrides))
 
     def stop_centre(self, name: str) -> None:

@@ -18,10 +18,10 @@ from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
 from gateway.books.auditor import audit_epoch
-from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.dispatch import SignOn, submit_anywhere
-from gateway.demo.local import LocalConsortium, demo_spec
+from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.wallet import Wallet
+from gateway.demo.local import LocalConsortium, demo_spec
 from ledger.chain import connect
 
 #: Disclosed with every presentation; not worth showing.
@@ -37,7 +37,14 @@ def _job(n: int, centre: str, **resources: object) -> dict:
 #: (user, home centre, password, gateway used, job, what the reader should see)
 SCENARIO = [
     ("alice", "hpc-a", "alice-pw", "hpc-a", _job(2_000_000, "cloud-b"), "submitted at home, runs at cloud-b"),
-    ("alice", "hpc-a", "alice-pw", "hpc-a", _job(500_000, "auto", queue="gpu", gpus=1), "GPU job: placement finds ai-c"),
+    (
+        "alice",
+        "hpc-a",
+        "alice-pw",
+        "hpc-a",
+        _job(500_000, "auto", queue="gpu", gpus=1),
+        "GPU job: placement finds ai-c",
+    ),
     ("alice", "hpc-a", "alice-pw", "cloud-b", _job(1_000_000, "auto"), "placement asked at another gateway"),
     ("carol", "cloud-b", "carol-pw", "cloud-b", _job(3_000_000, "hpc-a"), "cloud user on the supercomputer"),
     ("dave", "ai-c", "dave-pw", "ai-c", _job(1_500_000, "auto"), "cheapest CPU centre wins"),
@@ -72,46 +79,64 @@ def run_demo(console: Console | None = None) -> bool:
 
 def _story(console: Console, consortium: LocalConsortium) -> bool:
     console.rule("[bold]xcentre demo: one consortium, one identity, one set of books")
-    members = Table("centre", "kind", "gateway", "per cpu-s", "per gpu-s", "per GiB-h", title="Member centres (from the chain)")
+    members = Table(
+        "centre", "kind", "gateway", "per cpu-s", "per gpu-s", "per GiB-h", title="Member centres (from the chain)"
+    )
     for c in consortium.spec.centres:
-        members.add_row(c.name, c.title, consortium.url(c.name), str(c.prices.per_cpu_second),
-                        str(c.prices.per_gpu_second), str(c.prices.per_gib_hour))
+        members.add_row(
+            c.name,
+            c.title,
+            consortium.url(c.name),
+            str(c.prices.per_cpu_second),
+            str(c.prices.per_gpu_second),
+            str(c.prices.per_gib_hour),
+        )
     console.print(members)
 
     people = {user: (home, password) for user, home, password, *_ in SCENARIO}
     wallets = {user: _enrol(console, consortium, user, home, password) for user, (home, password) in people.items()}
 
-    outcomes = []
-    for user, home, _, gateway, job, note in SCENARIO:
-        job = dict(job)
+    outcomes: list[tuple[str, str, str, dict | GatewayRefused, str]] = []  # ..., the finished job or the refusal
+    for user, home, _, gateway, scenario_job, note in SCENARIO:
+        job = dict(scenario_job)
         centre = job.pop("centre")
 
-        def sign_on(client: GatewayClient, name: str, wallet: Wallet = wallets[user]) -> None:
+        def sign_on(client: GatewayClient, name: str, wallet: Wallet = wallets[user], user: str = user) -> None:
             session = client.sign_on(wallet, name)
             shown = ", ".join(f"{k}={v}" for k, v in session["disclosed"].items() if k not in HOUSEKEEPING)
-            console.print(f"[green]✓[/] {user} signed on at [bold]{name}[/] as {session['principal']} "
-                          f"with a BBS proof, disclosing {shown or 'nothing else'}")
+            console.print(
+                f"[green]✓[/] {user} signed on at [bold]{name}[/] as {session['principal']} "
+                f"with a BBS proof, disclosing {shown or 'nothing else'}"
+            )
 
         try:
-            submission = submit_anywhere(consortium.url(gateway), job, SignOn(wallets[user].home_url, sign_on),
-                                         centre=centre)
+            submission = submit_anywhere(
+                consortium.url(gateway), job, SignOn(wallets[user].home_url, sign_on), centre=centre
+            )
         except GatewayRefused as refusal:
-            outcomes.append((user, home, gateway, None, refusal, note))
+            outcomes.append((user, home, gateway, refusal, note))
             continue
         with submission.client as client:
-            outcomes.append((user, home, gateway, client.wait(submission.view["id"]), None, note))
+            outcomes.append((user, home, gateway, client.wait(submission.view["id"]), note))
 
     jobs = Table("user", "placed via", "ran at", "status", "cpu ms", "price", "note", title="Jobs")
-    for user, home, gateway, run, refusal, note in outcomes:
-        if refusal:
-            jobs.add_row(f"{user}@{home}", gateway, "—", f"[red]refused ({refusal.status})[/]", "", "", note)
+    for user, home, gateway, run, note in outcomes:
+        if isinstance(run, GatewayRefused):
+            jobs.add_row(f"{user}@{home}", gateway, "—", f"[red]refused ({run.status})[/]", "", "", note)
             continue
         usage = run["usage"]
-        jobs.add_row(f"{user}@{home}", gateway, run["serving_centre"], run["status"],
-                     str(usage["cpu_millis"]), str(usage["price"]), note)
+        jobs.add_row(
+            f"{user}@{home}",
+            gateway,
+            run["serving_centre"],
+            run["status"],
+            str(usage["cpu_millis"]),
+            str(usage["price"]),
+            note,
+        )
     console.print(jobs)
-    for user, _, _, _, refusal, _ in outcomes:
-        for reason in refusal.reasons if refusal else ():
+    for user, _, _, run, _ in outcomes:
+        for reason in run.reasons if isinstance(run, GatewayRefused) else ():
             console.print(f"[red]✗[/] {user}'s job refused — {reason}")
 
     for c in consortium.spec.centres:
@@ -145,8 +170,9 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
 def _enrol(console: Console, consortium: LocalConsortium, user: str, home: str, password: str) -> Wallet:
     with GatewayClient(consortium.url(home)) as client:
         wallet = Wallet.from_issuance(consortium.url(home), client.credential(user, password))
-    console.print(f"[green]✓[/] {user} fetched a BBS credential at home centre [bold]{home}[/] "
-                  "(the password goes nowhere else)")
+    console.print(
+        f"[green]✓[/] {user} fetched a BBS credential at home centre [bold]{home}[/] (the password goes nowhere else)"
+    )
     return wallet
 
 
@@ -181,6 +207,8 @@ def _revocation(console: Console, consortium: LocalConsortium, wallets: dict[str
     wallets["alice"] = _enrol(console, consortium, "alice", "hpc-a", "alice-pw")
     with GatewayClient(consortium.url("cloud-b")) as client:
         session = client.sign_on(wallets["alice"])
-    console.print(f"[green]✓[/] alice's refreshed credential signs on at cloud-b again as {session['principal']}; "
-                  "her sign-ons stay unlinkable")
+    console.print(
+        f"[green]✓[/] alice's refreshed credential signs on at cloud-b again as {session['principal']}; "
+        "her sign-ons stay unlinkable"
+    )
     return True

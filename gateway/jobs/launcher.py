@@ -1,11 +1,15 @@
 """The job launcher: runs one job in its sandbox, under its limits, and meters it.
 
-Run by root as `<python> -I -S /abs/path/gateway/launcher.py` (the local
+One file, however long, because it is a program and not a library: `python -I -S`
+puts no folder of ours on `sys.path`, so it cannot import a sibling module, and
+the sandbox's init is this very file's source run again with `-c`.
+
+Run by root as `<python> -I -S /abs/path/gateway/jobs/launcher.py` (the local
 executor, or a Slurm batch job: `python -I -S launcher.py < spec.json >
 result.json`). Standard library only, so it starts in milliseconds with about
 10 MiB, and none of the gateway's address space is ever billed to a job.
 
-Protocol: a JSON spec on stdin (built by `gateway.jobs.executor.prepare_job`, which
+Protocol: a JSON spec on stdin (built by `gateway.jobs.launching.prepare_job`, which
 documents its fields); on stdout `{"pid": N}` as soon as the job starts (the
 process group that `kill -KILL -N` ends, sandbox and all, should the launcher
 itself die), then one JSON result line when it is over.
@@ -40,6 +44,8 @@ import signal
 import struct
 import sys
 import time
+from collections.abc import Callable
+from typing import Any
 
 CONTROLLERS = ("memory", "pids", "cpu", "cpuacct")
 """cgroup v1 controllers a job gets its own group in: memory (limit, peak), pids (process count), cpu (cores),
@@ -66,6 +72,7 @@ _KILL_SLACK_S = 10.0
 
 
 # -- cgroups (v1) -------------------------------------------------------------------
+
 
 def cgroup_dirs() -> dict[str, str]:
     """This process's own cgroup folder for each controller of CONTROLLERS that is mounted (v1) and writable.
@@ -145,8 +152,10 @@ class JobCgroups:
 
     def open_procs(self) -> list[int]:
         """Write ends of each group's cgroup.procs: the job's process writes "0" to them to join, before exec."""
-        return [os.open(os.path.join(folder, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
-                for folder in self.folders.values()]
+        return [
+            os.open(os.path.join(folder, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+            for folder in self.folders.values()
+        ]
 
     def cpu_millis(self) -> int | None:
         value = self._read("cpuacct", "cpuacct.usage")
@@ -237,16 +246,57 @@ def _rmdir(folder: str) -> None:
 _SYSCALLS = {
     # machine: the ABIs its kernel runs (audit arch, system-call numbers); the native one first
     "x86_64": (
-        (0xC000003E, {"clone": 56, "unshare": 272, "clone3": 435, "add_key": 248, "request_key": 249,
-                      "keyctl": 250, "socket": 41}),
-        (0x40000003, {"clone": 120, "unshare": 310, "clone3": 435, "add_key": 286, "request_key": 287,
-                      "keyctl": 288, "socket": 359, "socketcall": 102}),
+        (
+            0xC000003E,
+            {
+                "clone": 56,
+                "unshare": 272,
+                "clone3": 435,
+                "add_key": 248,
+                "request_key": 249,
+                "keyctl": 250,
+                "socket": 41,
+            },
+        ),
+        (
+            0x40000003,
+            {
+                "clone": 120,
+                "unshare": 310,
+                "clone3": 435,
+                "add_key": 286,
+                "request_key": 287,
+                "keyctl": 288,
+                "socket": 359,
+                "socketcall": 102,
+            },
+        ),
     ),
     "aarch64": (
-        (0xC00000B7, {"clone": 220, "unshare": 97, "clone3": 435, "add_key": 217, "request_key": 218,
-                      "keyctl": 219, "socket": 198}),
-        (0x40000028, {"clone": 120, "unshare": 337, "clone3": 435, "add_key": 309, "request_key": 310,
-                      "keyctl": 311, "socket": 281}),
+        (
+            0xC00000B7,
+            {
+                "clone": 220,
+                "unshare": 97,
+                "clone3": 435,
+                "add_key": 217,
+                "request_key": 218,
+                "keyctl": 219,
+                "socket": 198,
+            },
+        ),
+        (
+            0x40000028,
+            {
+                "clone": 120,
+                "unshare": 337,
+                "clone3": 435,
+                "add_key": 309,
+                "request_key": 310,
+                "keyctl": 311,
+                "socket": 281,
+            },
+        ),
     ),
 }
 _X32_BIT = 0x40000000
@@ -283,34 +333,50 @@ def seccomp_filter(machine: str | None = None) -> bytes | None:
         code += [f"abi{i}", (_LD_ABS, 0, 0, _NR)]
         if machine == "x86_64" and i == 0:  # x32 shares x86_64's audit arch, with this bit in the number
             code.append((_JGE, "enosys", 0, _X32_BIT))
-        code += [(_JEQ, "newuser", 0, numbers["clone"]), (_JEQ, "newuser", 0, numbers["unshare"]),
-                 (_JEQ, "enosys", 0, numbers["clone3"])]
+        code += [
+            (_JEQ, "newuser", 0, numbers["clone"]),
+            (_JEQ, "newuser", 0, numbers["unshare"]),
+            (_JEQ, "enosys", 0, numbers["clone3"]),
+        ]
         code += [(_JEQ, "eperm", 0, numbers[name]) for name in ("add_key", "request_key", "keyctl")]
         code.append((_JEQ, "socket", 0, numbers["socket"]))
         if "socketcall" in numbers:
             code.append((_JEQ, "socketcall", 0, numbers["socketcall"]))
         code.append((_RET, 0, 0, _ALLOW))
-    code += ["newuser", (_LD_ABS, 0, 0, _ARG0), (_JSET, "eperm", "allow", _CLONE_NEWUSER),
-             "socket", (_LD_ABS, 0, 0, _ARG0), (_JEQ, "eafnosupport", "allow", _AF_VSOCK),
-             "socketcall", (_LD_ABS, 0, 0, _ARG0), (_JEQ, "eafnosupport", "allow", _SYS_SOCKET),
-             "allow", (_RET, 0, 0, _ALLOW),
-             "eperm", (_RET, 0, 0, _ERRNO | errno.EPERM),
-             "enosys", (_RET, 0, 0, _ERRNO | errno.ENOSYS),
-             "eafnosupport", (_RET, 0, 0, _ERRNO | errno.EAFNOSUPPORT)]
+    code += [
+        "newuser",
+        (_LD_ABS, 0, 0, _ARG0),
+        (_JSET, "eperm", "allow", _CLONE_NEWUSER),
+        "socket",
+        (_LD_ABS, 0, 0, _ARG0),
+        (_JEQ, "eafnosupport", "allow", _AF_VSOCK),
+        "socketcall",
+        (_LD_ABS, 0, 0, _ARG0),
+        (_JEQ, "eafnosupport", "allow", _SYS_SOCKET),
+        "allow",
+        (_RET, 0, 0, _ALLOW),
+        "eperm",
+        (_RET, 0, 0, _ERRNO | errno.EPERM),
+        "enosys",
+        (_RET, 0, 0, _ERRNO | errno.ENOSYS),
+        "eafnosupport",
+        (_RET, 0, 0, _ERRNO | errno.EAFNOSUPPORT),
+    ]
     return _assemble(code)
 
 
 def _assemble(code: list) -> bytes:
     """struct sock_filter[] from instructions (op, jt, jf, k) whose jumps may name a label (a str in the list)."""
-    labels, instructions = {}, []
+    labels: dict[str, int] = {}
+    instructions: list[tuple[int, int | str, int | str, int]] = []
     for item in code:
         if isinstance(item, str):
             labels[item] = len(instructions)
         else:
             instructions.append(item)
     out = b""
-    for at, (op, jt, jf, k) in enumerate(instructions):
-        jt, jf = (labels[j] - at - 1 if isinstance(j, str) else j for j in (jt, jf))
+    for at, (op, jump_true, jump_false, k) in enumerate(instructions):
+        jt, jf = (labels[j] - at - 1 if isinstance(j, str) else j for j in (jump_true, jump_false))
         if not (0 <= jt <= 255 and 0 <= jf <= 255):
             raise ValueError("seccomp filter: jump out of range")
         out += struct.pack("=HBBI", op, jt, jf, k)
@@ -318,6 +384,7 @@ def _assemble(code: list) -> bytes:
 
 
 # -- the launcher ---------------------------------------------------------------------
+
 
 def sweep_uid(uid: int) -> None:
     """Kill every process running as `uid` (the job's own, from a pool no one else uses).
@@ -360,8 +427,24 @@ def _processes_of(uid: int) -> bool:
 def bwrap_argv(spec: dict, info_fd: int) -> list[str]:
     """bubblewrap's command line: read-only system, fresh /proc, /dev and /tmp, hidden node, own namespaces."""
     sandbox, workdir = spec["sandbox"], spec["workdir"]
-    argv = [sandbox["bwrap"], "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
-            "--perms", "1777", "--tmpfs", "/tmp", "--perms", "1777", "--tmpfs", "/dev/shm"]
+    argv = [
+        sandbox["bwrap"],
+        "--ro-bind",
+        "/",
+        "/",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/tmp",
+        "--perms",
+        "1777",
+        "--tmpfs",
+        "/dev/shm",
+    ]
     runtime = [d for d in RUNTIME_DIRS if os.path.isdir(d) and not os.path.islink(d)]
     for path in sorted({*runtime, *sandbox["hide"]}, key=len):  # outer folders first: inner ones are then gone
         if os.path.isdir(path):
@@ -416,22 +499,29 @@ def _read_json(fd: int) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def launch(spec: dict, announce) -> dict:
+def launch(spec: dict, announce: Callable[[int], None]) -> dict:
     """Run the job described by spec; `announce(pid)` is called once it started. Returns the result."""
     uid, limits = spec["uid"], spec["limits"]
     name = f"xcentre-{os.getpid()}-{os.path.basename(os.path.dirname(spec['workdir']))}"
     cgroups = JobCgroups(name, limits) if spec["cgroups"] else None
     try:
         # Not inherited from whoever started the gateway: no real-time or raised priority (outside the CPU quota).
-        rlimits = [("RLIMIT_CORE", 0), ("RLIMIT_RTPRIO", 0), ("RLIMIT_NICE", 0), ("RLIMIT_FSIZE", limits["file_bytes"]),
-                   ("RLIMIT_CPU", limits["cores"] * spec["walltime"] + int(spec["grace"]) + 1)]
+        rlimits = [
+            ("RLIMIT_CORE", 0),
+            ("RLIMIT_RTPRIO", 0),
+            ("RLIMIT_NICE", 0),
+            ("RLIMIT_FSIZE", limits["file_bytes"]),
+            ("RLIMIT_CPU", limits["cores"] * spec["walltime"] + int(spec["grace"]) + 1),
+        ]
         if cgroups is None or "memory" not in cgroups.folders:
             rlimits.append(("RLIMIT_AS", limits["memory_bytes"]))
         if uid is not None:
             rlimits.append(("RLIMIT_NPROC", limits["processes"]))  # counted per uid, and the uid is the job's alone
             sweep_uid(uid)
-        meters = {"memory_limit": "cgroup" if cgroups is not None and "memory" in cgroups.folders else "rlimit",
-                  "cpu_meter": "cgroup" if cgroups is not None and "cpuacct" in cgroups.folders else "rusage"}
+        meters = {
+            "memory_limit": "cgroup" if cgroups is not None and "memory" in cgroups.folders else "rlimit",
+            "cpu_meter": "cgroup" if cgroups is not None and "cpuacct" in cgroups.folders else "rusage",
+        }
         return _run(spec, cgroups, rlimits, announce) | meters
     finally:
         if uid is not None:
@@ -440,7 +530,7 @@ def launch(spec: dict, announce) -> dict:
             cgroups.remove()
 
 
-def _run(spec: dict, cgroups: JobCgroups | None, rlimits: list, announce) -> dict:
+def _run(spec: dict, cgroups: JobCgroups | None, rlimits: list, announce: Callable[[int], None]) -> dict:
     sandboxed = spec["sandbox"] is not None
     # A new file, never a link; the job's, so that it can reopen it as /dev/stdout (it cannot reach its name).
     create = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -457,17 +547,28 @@ def _run(spec: dict, cgroups: JobCgroups | None, rlimits: list, announce) -> dic
     report_r, report_w = os.pipe()
     info_r, info_w = os.pipe()
     config = os.memfd_create("xcentre-init", os.MFD_CLOEXEC)
-    os.write(config, json.dumps({
-        "argv": spec["argv"], "env": spec["env"], "workdir": spec["workdir"], "uid": spec["uid"],
-        "rlimits": rlimits, "cgroup_fds": cgroup_fds, "report_fd": report_w, "pid1": sandboxed,
-        "own_workdir": bool(sandboxed and spec["sandbox"].get("scratch_bytes")),
-    }).encode())
+    os.write(
+        config,
+        json.dumps(
+            {
+                "argv": spec["argv"],
+                "env": spec["env"],
+                "workdir": spec["workdir"],
+                "uid": spec["uid"],
+                "rlimits": rlimits,
+                "cgroup_fds": cgroup_fds,
+                "report_fd": report_w,
+                "pid1": sandboxed,
+                "own_workdir": bool(sandboxed and spec["sandbox"].get("scratch_bytes")),
+            }
+        ).encode(),
+    )
     os.lseek(config, 0, os.SEEK_SET)
     # The init runs from this file's text and the interpreter's real path: the sandbox may hide
     # where the code or a virtualenv lives (a checkout under /tmp, say); bwrap_argv shows the interpreter.
     with open(os.path.abspath(__file__), encoding="utf-8") as own:
         init = [os.path.realpath(sys.executable), "-I", "-S", "-c", own.read(), "--init", str(config)]
-    argv = (bwrap_argv(spec, info_w) + ["--"] + init) if sandboxed else init
+    argv = [*bwrap_argv(spec, info_w), "--", *init] if sandboxed else init
     passed = [config, report_w, *cgroup_fds] + ([info_w] if sandboxed else [])
     started_at, t0 = int(time.time()), time.monotonic()
     pid = os.fork()
@@ -486,38 +587,43 @@ def _run(spec: dict, cgroups: JobCgroups | None, rlimits: list, announce) -> dic
         os.close(fd)
     announce(pid)
     # The sandbox's init: bwrap names it on the info pipe; without bwrap it is our own child.
-    init_pid = pid
+    init_pid: int | None = pid
     if sandboxed:
         info = _read_json(info_r)
         init_pid = info.get("child-pid") if info else None
     os.close(info_r)
-    pidfd, init = _pidfd(pid), _pidfd(init_pid)  # signals go to these very processes, never to a reused pid
+    pidfd, init_fd = _pidfd(pid), _pidfd(init_pid)  # signals go to these very processes, never to a reused pid
     # The sandbox's top process stays a zombie until wait4 below, so its pid cannot be reused meanwhile.
     timed_out = not wait_exit(pid, pidfd, spec["walltime"] - (time.monotonic() - t0))
     if timed_out:
-        _signal(init, signal.SIGTERM)  # the init passes it on to every process of the job
+        _signal(init_fd, signal.SIGTERM)  # the init passes it on to every process of the job
         if not wait_exit(pid, pidfd, spec["grace"]):
             # In the sandbox, killing its PID 1 makes the kernel kill every process in it.
-            _signal(init, signal.SIGKILL if sandboxed else signal.SIGUSR1)
+            _signal(init_fd, signal.SIGKILL if sandboxed else signal.SIGUSR1)
             if not wait_exit(pid, pidfd, _KILL_SLACK_S):
-                _signal(init, signal.SIGKILL)
+                _signal(init_fd, signal.SIGKILL)
                 _signal(pidfd, signal.SIGKILL)
     _, status, usage = os.wait4(pid, 0)
     wall_millis = int((time.monotonic() - t0) * 1000)
     report = _read_json(report_r)
     os.close(report_r)
-    for fd in (pidfd, init):
-        if fd is not None:
-            os.close(fd)
+    for open_fd in (pidfd, init_fd):
+        if open_fd is not None:
+            os.close(open_fd)
     # From the job's cgroups where there are some; else the sandbox's rusage (which includes the
     # sandbox's own few ms, and misses children the job let the kernel reap).
     cpu = cgroups.cpu_millis() if cgroups is not None else None
     peak = cgroups.peak_memory_kib() if cgroups is not None else None
-    result = {
-        "started_at": started_at, "ended_at": max(int(time.time()), started_at), "wall_millis": wall_millis,
-        "cpu_millis": max(0, cpu if cpu is not None else int(round((usage.ru_utime + usage.ru_stime) * 1000))),
+    result: dict[str, Any] = {
+        "started_at": started_at,
+        "ended_at": max(int(time.time()), started_at),
+        "wall_millis": wall_millis,
+        "cpu_millis": max(0, cpu if cpu is not None else round((usage.ru_utime + usage.ru_stime) * 1000)),
         "max_rss_kib": max(0, int(peak if peak is not None else usage.ru_maxrss)),
-        "timed_out": timed_out, "status": None, "failure": None, "error": None,
+        "timed_out": timed_out,
+        "status": None,
+        "failure": None,
+        "error": None,
         "memory_exceeded": bool(cgroups is not None and cgroups.memory_exceeded()),
     }
     if report is not None:
@@ -571,6 +677,7 @@ def main() -> None:
 
 # -- the init, inside the sandbox ---------------------------------------------------------
 
+
 class _Init:
     """PID 1 of the sandbox (or, unsandboxed, a child subreaper): starts the job and outlives it."""
 
@@ -622,7 +729,7 @@ class _Init:
             self.kill_all(signal.SIGKILL)  # unsandboxed, orphans arrive as their parents die
         if failed:
             number, _, reason = failed.decode(errors="replace").partition(" ")
-            answer = {"failure": [int(number), reason]}
+            answer: dict[str, object] = {"failure": [int(number), reason]}
         else:
             answer = {"status": status}
         os.write(report, json.dumps(answer).encode())
@@ -656,13 +763,12 @@ class _Init:
             if program is not None:
                 self._seccomp(program)
             os.umask(0o077)
-            for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE,
-                        signal.SIGXFSZ):
+            for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT, signal.SIGHUP, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             _exec(config["argv"], config["env"])
         except OSError as exc:
             os.write(failed_w, b"%d %s" % (exc.errno or 0, (exc.strerror or str(exc)).encode()))
-        except BaseException as exc:  # a bug of ours, not the job's: say what it was
+        except BaseException as exc:  # noqa: BLE001 - a bug of ours, not the job's: say what it was, then _exit
             os.write(failed_w, b"0 %s" % repr(exc).encode())
         finally:
             os._exit(127)
@@ -683,12 +789,21 @@ class _Init:
 
     def _seccomp(self, program: bytes) -> None:
         """Filter this process's system calls, and those of everything it starts, for good (no_new_privs is set)."""
+
         class SockFprog(ctypes.Structure):
             _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
         prog = SockFprog(len(program) // 8, program)
-        if self.libc.prctl(_PR_SET_SECCOMP, ctypes.c_ulong(_SECCOMP_MODE_FILTER), ctypes.byref(prog),
-                           ctypes.c_ulong(0), ctypes.c_ulong(0)) != 0:
+        if (
+            self.libc.prctl(
+                _PR_SET_SECCOMP,
+                ctypes.c_ulong(_SECCOMP_MODE_FILTER),
+                ctypes.byref(prog),
+                ctypes.c_ulong(0),
+                ctypes.c_ulong(0),
+            )
+            != 0
+        ):
             number = ctypes.get_errno()
             raise OSError(number, f"seccomp: {os.strerror(number)}")
 

@@ -11,21 +11,37 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.jobs.pricing import max_price
+from ledger.pricing import Prices
 
 
 class Priced(Protocol):
-    name: str
-    gateway_url: str
-    prices: object
+    """A member centre as placement sees it (MemberInfo)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def gateway_url(self) -> str: ...
+    @property
+    def prices(self) -> Prices | None:
+        """None while no rates of the centre are in force."""
+
+
+class Resources(Protocol):
+    @property
+    def cores(self) -> int: ...
+    @property
+    def memory_mib(self) -> int: ...
+    @property
+    def gpus(self) -> int: ...
 
 
 class Sized(Protocol):
     """What a placement request says of the job (JobRequest and PlacementRequest both do)."""
 
-    walltime: int
-
     @property
-    def resources(self) -> object: ...
+    def walltime(self) -> int: ...
+    @property
+    def resources(self) -> Resources: ...
 
 
 @dataclass(frozen=True)
@@ -46,16 +62,19 @@ class Candidate:
 def rank_centres(
     members: Iterable[Priced], request: Sized, here: str, free_cpus: Mapping[str, int | None]
 ) -> list[Candidate]:
-    """Every member, best first: those with room for the job's cores (cheapest first), then those
-    short of room, then those that did not say; `here` first on ties, then by name."""
+    """Every member that has rates in force, best first: those with room for the job's cores (cheapest
+    first), then those short of room, then those that did not say; `here` first on ties, then by name.
+
+    A member without rates in force cannot price a job, so it would refuse it: it is not offered.
+    """
     res = request.resources
 
-    def candidate(m: Priced) -> Candidate:
-        cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, m.prices)  # type: ignore[attr-defined]
+    def candidate(m: Priced, prices: Prices) -> Candidate:
+        cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, prices)
         return Candidate(m.name, m.gateway_url, cost, free_cpus.get(m.name))
 
     def rank(c: Candidate) -> tuple[int, int, bool, str]:
-        room = 2 if c.free_cpus is None else (0 if c.free_cpus >= res.cores else 1)  # type: ignore[attr-defined]
+        room = 2 if c.free_cpus is None else (0 if c.free_cpus >= res.cores else 1)
         return (room, c.max_price, c.centre != here, c.centre)
 
-    return sorted((candidate(m) for m in members), key=rank)
+    return sorted((candidate(m, m.prices) for m in members if m.prices is not None), key=rank)

@@ -12,9 +12,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TypeVar
 
-from ledger.pricing import MILLIS_PER_SECOND, Meters, Prices, PricingError, non_negative, price
+from ledger.pricing import MILLIS_PER_SECOND, Metered, Meters, Prices, PricingError, non_negative, price
 
-__all__ = ["PricingError", "price", "max_price", "cap_to_limits"]
+__all__ = ["PricingError", "cap_to_limits", "max_price", "price"]
 
 
 def _limit_meters(walltime_s: int, cores: int, memory_mib: int, gpus: int) -> Meters:
@@ -25,8 +25,10 @@ def _limit_meters(walltime_s: int, cores: int, memory_mib: int, gpus: int) -> Me
     gpus = non_negative("gpus", gpus)
     wall_millis = walltime_s * MILLIS_PER_SECOND
     return Meters(
-        cpu_millis=cores * wall_millis, gpu_millis=gpus * wall_millis,
-        max_rss_kib=memory_mib * 1024, wall_millis=wall_millis,
+        cpu_millis=cores * wall_millis,
+        gpu_millis=gpus * wall_millis,
+        max_rss_kib=memory_mib * 1024,
+        wall_millis=wall_millis,
     )
 
 
@@ -40,7 +42,7 @@ def max_price(walltime_s: int, cores: int, memory_mib: int, gpus: int, prices: P
     return price(_limit_meters(walltime_s, cores, memory_mib, gpus), prices)
 
 
-E = TypeVar("E")
+E = TypeVar("E", bound=Metered)
 
 
 def cap_to_limits(execution: E, walltime_s: int, cores: int, memory_mib: int, gpus: int) -> E:

@@ -1,7 +1,12 @@
 """Run jobs on a centre's Slurm cluster, sandboxed and metered exactly like local jobs.
 
+One module past 400 lines because it is the whole of one executor's dialogue with
+Slurm: the sbatch options and script it writes, the parsers of what scontrol, sinfo
+and squeue answer (pure functions, tested on their own) and the executor that
+follows a job, so a change of Slurm's output touches this file alone.
+
 The batch script that slurmd runs (as root, the submitting user) is the local
-executor's launcher: `<python> -I -S <abs>/gateway/launcher.py < spec.json >
+executor's launcher: `<python> -I -S <abs>/gateway/jobs/launcher.py < spec.json >
 result.json`. The launcher sandboxes the job as an unprivileged per-job uid,
 enforces the exact walltime and the kernel limits, and writes the job's
 meters (its cgroups' accounting); the spec and the result lie in a root-only
@@ -44,14 +49,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.jobs.executor import (
+from gateway.jobs.execution import Capacity, Execution, ExecutorError, ExecutorFailure, Limits
+from gateway.jobs.launching import (
     DEFAULT_JOB_UIDS,
     LAUNCHER,
-    Capacity,
-    Execution,
-    ExecutorError,
-    ExecutorFailure,
-    Limits,
     PreparedJob,
     Sandbox,
     UidPool,
@@ -88,10 +89,19 @@ beside the job in the allocation, and the job's own cgroup holds it to exactly i
 UNREACHABLE_TIMEOUT_S = 300.0
 """How long a running job's state may stay unknowable (controller down) before the job is given up."""
 
-FINISHED_STATES = frozenset({
-    "COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE",
-    "OUT_OF_MEMORY",
-})
+FINISHED_STATES = frozenset(
+    {
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED",
+        "TIMEOUT",
+        "NODE_FAIL",
+        "PREEMPTED",
+        "BOOT_FAIL",
+        "DEADLINE",
+        "OUT_OF_MEMORY",
+    }
+)
 """Slurm job states after which none of the job's processes are left (COMPLETING is not one)."""
 
 _ENDED_BY_SLURM = {
@@ -103,18 +113,31 @@ _ENDED_BY_SLURM = {
     "DEADLINE": "passed its deadline",
 }
 
-_NEVER_STARTS = frozenset({
-    "PartitionConfig", "PartitionNodeLimit", "PartitionTimeLimit", "BadConstraints", "InvalidAccount",
-    "InvalidQOS", "DependencyNeverSatisfied",
-})
+_NEVER_STARTS = frozenset(
+    {
+        "PartitionConfig",
+        "PartitionNodeLimit",
+        "PartitionTimeLimit",
+        "BadConstraints",
+        "InvalidAccount",
+        "InvalidQOS",
+        "DependencyNeverSatisfied",
+    }
+)
 _NEVER_STARTS_LIMIT = re.compile(r"(Assoc|QOS)Max\w*PerJob\w*")
 """Pending reasons that no amount of waiting resolves: the job asks more than the partition or its limits allow."""
 
 PARTITION_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 """What a partition name given to the executor may look like."""
 
-_TRANSIENT = ("Unable to contact slurm controller", "Socket timed out", "Zero Bytes were transmitted",
-              "Connection refused", "Connection timed out", "Slurm temporarily unable")
+_TRANSIENT = (
+    "Unable to contact slurm controller",
+    "Socket timed out",
+    "Zero Bytes were transmitted",
+    "Connection refused",
+    "Connection timed out",
+    "Slurm temporarily unable",
+)
 
 
 class SlurmCommandError(ExecutorFailure):
@@ -167,8 +190,9 @@ def time_limit_minutes(walltime: int, grace: float) -> int:
     return max(1, math.ceil((walltime + grace + LAUNCH_SLACK_S) / 60))
 
 
-def sbatch_options(*, name: str, walltime: int, grace: float, limits: Limits, folder: Path,
-                   partition: str | None = None) -> list[str]:
+def sbatch_options(
+    *, name: str, walltime: int, grace: float, limits: Limits, folder: Path, partition: str | None = None
+) -> list[str]:
     """sbatch options for one job: one task on one node, its cores, memory and GPUs, an outer time bound.
 
     `--no-requeue`: a job on a failed node is reported, never run a second time
@@ -177,9 +201,16 @@ def sbatch_options(*, name: str, walltime: int, grace: float, limits: Limits, fo
     batch script (the launcher's stderr) goes to `folder`.
     """
     options = [
-        f"--job-name={name}", "--nodes=1", "--ntasks=1", f"--cpus-per-task={limits.cores}",
-        f"--mem={limits.memory_mib + LAUNCHER_MEMORY_MIB}M", f"--time={time_limit_minutes(walltime, grace)}",
-        "--no-requeue", "--propagate=NONE", f"--chdir={folder}", f"--output={folder}/slurm.log",
+        f"--job-name={name}",
+        "--nodes=1",
+        "--ntasks=1",
+        f"--cpus-per-task={limits.cores}",
+        f"--mem={limits.memory_mib + LAUNCHER_MEMORY_MIB}M",
+        f"--time={time_limit_minutes(walltime, grace)}",
+        "--no-requeue",
+        "--propagate=NONE",
+        f"--chdir={folder}",
+        f"--output={folder}/slurm.log",
     ]
     if limits.gpus:
         options.append(f"--gres=gpu:{limits.gpus}")
@@ -218,13 +249,18 @@ def parse_job(line: str) -> SlurmJob:
         match = _KEY.match(word)
         if match:
             key = match.group(0)[:-1]
-            fields[key] = word[match.end():]
+            fields[key] = word[match.end() :]
         elif key is not None:
             fields[key] += " " + word
     if "JobId" not in fields or "JobState" not in fields:
         raise ValueError(f"not a job description from scontrol: {line.strip()[:200]!r}")
-    return SlurmJob(job_id=fields["JobId"], state=fields["JobState"], reason=fields.get("Reason", ""),
-                    exit_code=fields.get("ExitCode", ""), fields=fields)
+    return SlurmJob(
+        job_id=fields["JobId"],
+        state=fields["JobState"],
+        reason=fields.get("Reason", ""),
+        exit_code=fields.get("ExitCode", ""),
+        fields=fields,
+    )
 
 
 def parse_cpus(sinfo_output: str) -> tuple[int, int]:
@@ -269,8 +305,9 @@ class SlurmClient:
 
     def _run(self, argv: list[str], stdin: str | None = None) -> str:
         try:
-            done = subprocess.run(argv, input=stdin, env=self.env, capture_output=True, text=True,
-                                  timeout=self.timeout)
+            done = subprocess.run(
+                argv, input=stdin, env=self.env, capture_output=True, text=True, timeout=self.timeout, check=False
+            )
         except FileNotFoundError:
             raise SlurmCommandError(argv[0], 127, f"{argv[0]} is not installed (Debian: slurm-client)") from None
         except subprocess.TimeoutExpired:
@@ -306,8 +343,7 @@ class SlurmClient:
 
     def cpus(self, partition: str | None = None) -> tuple[int, int]:
         """(total, idle) CPUs of the partition's nodes (all nodes without a partition)."""
-        return parse_cpus(self._run(["sinfo", "-h", "-N", *(["-p", partition] if partition else []),
-                                     "-o", "%N|%C"]))
+        return parse_cpus(self._run(["sinfo", "-h", "-N", *(["-p", partition] if partition else []), "-o", "%N|%C"]))
 
 
 class SlurmExecutor:
@@ -355,7 +391,7 @@ class SlurmExecutor:
                 "the launcher as root, which drops each job to a uid of job_uids)"
             )
         if sandbox == "none":
-            log.warning("Slurm jobs run UNSANDBOXED (sandbox = \"none\"): a job sees its whole compute node")
+            log.warning('Slurm jobs run UNSANDBOXED (sandbox = "none"): a job sees its whole compute node')
         self.jobs_dir = Path(jobs_dir).resolve()
         self.jobs_dir.mkdir(parents=True, exist_ok=True)
         self.jobs_dir.chmod(0o711)
@@ -366,9 +402,15 @@ class SlurmExecutor:
         self.python = python or sys.executable
         self.partition = partition
         self.poll_interval = float(poll_interval)
-        self.sandbox = Sandbox(kind=sandbox, network=bool(network), hide=tuple(Path(p).resolve() for p in hide),
-                               bwrap=bwrap or shutil.which("bwrap") or "/usr/bin/bwrap",
-                               max_processes=max_processes, max_file_mib=max_file_mib, cgroups=True)
+        self.sandbox = Sandbox(
+            kind=sandbox,
+            network=bool(network),
+            hide=tuple(Path(p).resolve() for p in hide),
+            bwrap=bwrap or shutil.which("bwrap") or "/usr/bin/bwrap",
+            max_processes=max_processes,
+            max_file_mib=max_file_mib,
+            cgroups=True,
+        )
         self.uids = UidPool(*uids) if root else None
         self.client = client or SlurmClient(slurm_conf)
         self._running: dict[str, str] = {}
@@ -421,8 +463,9 @@ class SlurmExecutor:
             raise ExecutorError(f"Slurm job {job_id!r} is not one this executor is running")
         self.client.cancel(job_id)
 
-    def run(self, argv: list[str], walltime: int, env: dict[str, str] | None = None, *,
-            limits: Limits | None = None) -> Execution:
+    def run(
+        self, argv: list[str], walltime: int, env: dict[str, str] | None = None, *, limits: Limits | None = None
+    ) -> Execution:
         """Submit the job, wait until Slurm says it is over, and return what the launcher metered.
 
         As LocalExecutor.run: malformed input raises ExecutorError before
@@ -434,8 +477,16 @@ class SlurmExecutor:
         gives them to the job alone for as long as it runs.
         """
         limits = limits or Limits()
-        job = prepare_job(argv, walltime, env, limits=limits, jobs_dir=self.jobs_dir, sandbox=self.sandbox,
-                          uids=self.uids, grace=self.grace)
+        job = prepare_job(
+            argv,
+            walltime,
+            env,
+            limits=limits,
+            jobs_dir=self.jobs_dir,
+            sandbox=self.sandbox,
+            uids=self.uids,
+            grace=self.grace,
+        )
         try:
             folder = Path(tempfile.mkdtemp(prefix=f"{job.folder.name}-", dir=self._control))
             try:
@@ -453,8 +504,14 @@ class SlurmExecutor:
     def _submit_and_wait(self, job: PreparedJob, walltime: int, limits: Limits, folder: Path) -> dict:
         spec, result = folder / "spec.json", folder / "result.json"
         write_private(spec, json.dumps(job.spec))  # the job's environment may hold the user's secrets: root's eyes only
-        options = sbatch_options(name=f"xcentre-{job.folder.name}", walltime=walltime, grace=self.grace,
-                                 limits=limits, folder=folder, partition=self.partition)
+        options = sbatch_options(
+            name=f"xcentre-{job.folder.name}",
+            walltime=walltime,
+            grace=self.grace,
+            limits=limits,
+            folder=folder,
+            partition=self.partition,
+        )
         job_id = self.client.submit(batch_script(self.python, LAUNCHER, spec, result), options)
         with self._lock:
             self._running[job_id] = str(job.folder)
@@ -482,15 +539,19 @@ class SlurmExecutor:
                     raise
                 unreachable_since = unreachable_since or time.monotonic()
                 if time.monotonic() - unreachable_since > UNREACHABLE_TIMEOUT_S:
-                    raise ExecutorFailure(f"Slurm job {job_id}: its state is unknown, Slurm unreachable for "
-                                          f"{UNREACHABLE_TIMEOUT_S:.0f} s: {exc}") from None
+                    raise ExecutorFailure(
+                        f"Slurm job {job_id}: its state is unknown, Slurm unreachable for "
+                        f"{UNREACHABLE_TIMEOUT_S:.0f} s: {exc}"
+                    ) from None
             else:
                 unreachable_since = None
                 if job is None or job.finished:
                     return job
                 if job.never_starts:  # run() cancels it on the way out
-                    raise ExecutorFailure(f"Slurm job {job_id} can never start here: Slurm holds it pending for "
-                                          f"{job.reason} (it asks more than the partition or its limits allow)")
+                    raise ExecutorFailure(
+                        f"Slurm job {job_id} can never start here: Slurm holds it pending for "
+                        f"{job.reason} (it asks more than the partition or its limits allow)"
+                    )
             time.sleep(delay)
             delay = min(delay * 1.5, self.poll_interval)
 

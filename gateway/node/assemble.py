@@ -14,28 +14,29 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from web3.contract.contract import ContractFunction
 
 from auth import bbs
 from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
-from gateway.node.config import GatewayConfig
 from gateway.books.epochs import EpochCloser
 from gateway.jobs.executor import Executor, LocalExecutor
+from gateway.jobs.slurm import SlurmExecutor
 from gateway.node.centre import CentreNode, NodeParts
+from gateway.node.config import GatewayConfig
 from gateway.node.peers import Peers
 from gateway.node.signon import IssuerKey, SignOn
-from gateway.jobs.slurm import SlurmExecutor
 from gateway.store import Store
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
 from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
-from ledger.records import domain_for
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import bytes32, from_hex, to_hex
+from ledger.records import domain_for
 
 
 def build_node(
@@ -58,6 +59,11 @@ def build_node(
     executor: Executor | None = None,
     chain_confirmations: int = 0,
 ) -> CentreNode:
+    if deployment.identity_registry is None:
+        raise ValueError(
+            "the deployment description names no IdentityRegistry, which a gateway needs to sign "
+            "users on (a description written before the registry existed)"
+        )
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # keys, secrets and databases: the gateway's alone
     index = EventIndex(data_dir / "index.db", chain, deployment, confirmations=chain_confirmations)
@@ -128,8 +134,12 @@ def job_executor(config: GatewayConfig) -> Executor:
     if config.executor != "slurm":
         return local_executor(config)
     return SlurmExecutor(
-        config.job_folder, slurm_conf=config.slurm_conf, partition=config.slurm_partition, sandbox=config.sandbox,
-        network=config.job_network, uids=config.job_uids,
+        config.job_folder,
+        slurm_conf=config.slurm_conf,
+        partition=config.slurm_partition,
+        sandbox=config.sandbox,
+        network=config.job_network,
+        uids=config.job_uids,
         hide=(config.data_dir, config.chain_key_file, config.token_key_file, config.issuer_key_file),
     )
 
@@ -140,7 +150,10 @@ def local_executor(config: GatewayConfig) -> LocalExecutor:
     Raises ExecutorError (with what to install or set) when jobs cannot run as configured.
     """
     return LocalExecutor(
-        config.job_folder, sandbox=config.sandbox, network=config.job_network, uids=config.job_uids,
+        config.job_folder,
+        sandbox=config.sandbox,
+        network=config.job_network,
+        uids=config.job_uids,
         cpus=config.job_cpus,
         hide=(config.data_dir, config.chain_key_file, config.token_key_file, config.issuer_key_file),
     )
@@ -171,9 +184,11 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     """
     contracts = bind(chain, deployment, named=True)
     me = contracts.consortium.functions.idOf(account.address).call()
+    if contracts.identity_registry is None:  # build_node refuses such a deployment first
+        raise ValueError("the deployment has no IdentityRegistry")
     registry = contracts.identity_registry.functions
 
-    def send(fn, done_if: str, already: Callable[[], bool] = lambda: True) -> str | None:
+    def send(fn: ContractFunction, done_if: str, already: Callable[[], bool] = lambda: True) -> str | None:
         try:
             receipt = chain.transact(fn, account)
         except ChainRevert as exc:
@@ -186,16 +201,20 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         fn = contracts.usage_ledger.functions.anchor(
             p["epoch"], bytes32(p["root"]), p["count"], [centre_id(d) for d in p["debtors"]], p["amounts"]
         )
-        return send(fn, "AlreadyAnchored",
-                    lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored)
+        return send(
+            fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored
+        )
 
     def settle(p: dict) -> str | None:
         return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
 
     def issuer_key(p: dict) -> str | None:
         pk = from_hex(p["pk"], what="pk")
-        return send(registry.setIssuerKey(pk, p["previous_valid_until"]), "KeyAlreadyUsed",
-                    lambda: any(k.pk == pk and k.validUntil == 0 for k in registry.issuerKeys(me).call()))
+        return send(
+            registry.setIssuerKey(pk, p["previous_valid_until"]),
+            "KeyAlreadyUsed",
+            lambda: any(k.pk == pk and k.validUntil == 0 for k in registry.issuerKeys(me).call()),
+        )
 
     # An enrolment id is scoped to its home on chain, so "already enrolled" and "already
     # revoked" can only mean that this centre did it: no other member can take or block it.
@@ -209,7 +228,11 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
             send(registry.enrol(enrolment), "AlreadyEnrolled")
         return send(registry.revoke(enrolment), "AlreadyRevoked")
 
-    for kind, handler in (("anchor", anchor), ("settle", settle), ("issuer-key", issuer_key), ("enrol", enrol),
-                          ("revoke", revoke)):
+    for kind, handler in (
+        ("anchor", anchor),
+        ("settle", settle),
+        ("issuer-key", issuer_key),
+        ("enrol", enrol),
+        ("revoke", revoke),
+    ):
         outbox.register(kind, handler)
-

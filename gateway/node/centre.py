@@ -1,5 +1,9 @@
 """A centre's gateway node: the flow of one job, from token to signed usage record.
 
+Over 400 lines because it is that flow, read best in one place, top to bottom;
+the work of each step is done by its own module (sign-on, policy, store,
+executor, pricing, records, epochs).
+
 The HTTP layer (gateway.api.app) only translates requests into calls here, so the
 same node serves the API, the demo and the tests.
 """
@@ -21,13 +25,13 @@ from joserfc import jws
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
+from gateway.api.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
 from gateway.books.epochs import EpochCloser
-from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
 from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
-from gateway.node.peers import Peers
 from gateway.jobs.placement import Candidate, rank_centres
 from gateway.jobs.pricing import cap_to_limits, price
-from gateway.api.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
+from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
+from gateway.node.peers import Peers
 from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, Store, StoreError
 from ledger.ids import centre_id, user_id
@@ -107,7 +111,7 @@ class CentreNode:
             try:
                 self.parts.epochs.flush()
                 self.parts.epochs.catch_up()
-            except Exception as exc:  # the chain may be briefly unreachable: try again next round
+            except Exception as exc:  # noqa: BLE001 - the chain may be briefly unreachable: try again next round
                 log.warning("%s: housekeeping failed: %s", self.name, exc)
 
     # -- identity ----------------------------------------------------------------
@@ -129,8 +133,9 @@ class CentreNode:
         token = self.parts.issuer.issue(
             principal, self.name, attributes, revocation_epoch=self.parts.index.revocation_epoch(self.name)
         )
-        return LoginResponse(token=token, principal=principal, home=self.name, audience=self.name,
-                             expires_at=_claims(token)["exp"])
+        return LoginResponse(
+            token=token, principal=principal, home=self.name, audience=self.name, expires_at=_claims(token)["exp"]
+        )
 
     def exchange(self, claims: Claims, audience: str) -> LoginResponse:
         """A token for another member, for a user signed on here at home with a password (token exchange).
@@ -149,21 +154,30 @@ class CentreNode:
             raise Invalid(f"{audience!r} is not a member centre")
         try:
             token = self.parts.issuer.issue(
-                claims.sub, self.name, claims.attrs, audience=audience, expires_at=claims.exp,
+                claims.sub,
+                self.name,
+                claims.attrs,
+                audience=audience,
+                expires_at=claims.exp,
                 revocation_epoch=self.parts.index.revocation_epoch(self.name) if claims.rev is None else claims.rev,
             )
         except ValueError as exc:  # the session is in its last seconds (past exp, within the leeway)
             raise Unauthenticated(f"session token refused: {exc}; log in again") from None
-        return LoginResponse(token=token, principal=claims.sub, home=self.name, audience=audience,
-                             expires_at=_claims(token)["exp"])
+        return LoginResponse(
+            token=token, principal=claims.sub, home=self.name, audience=audience, expires_at=_claims(token)["exp"]
+        )
 
     def authenticate(self, token: str | None) -> Claims:
         """Check a session token meant for this centre against its issuer's key in the local index."""
         if not token:
             raise Unauthenticated("a session token is required: sign on at this centre first")
         try:
-            claims = verify_token(token, self.parts.index.token_key, audience=self.name,
-                                  revocation_epoch_for=self.parts.index.revocation_epoch)
+            claims = verify_token(
+                token,
+                self.parts.index.token_key,
+                audience=self.name,
+                revocation_epoch_for=self.parts.index.revocation_epoch,
+            )
         except TokenError as exc:
             raise Unauthenticated(f"session token refused: {exc.reason}") from None
         own = not claims.presented and claims.home == self.name
@@ -182,8 +196,14 @@ class CentreNode:
     def present(self, presentation: dict) -> dict:
         token, disclosed = self.parts.signon.present(presentation)
         claims = _claims(token)
-        return {"token": token, "principal": claims["sub"], "home": claims["home"], "audience": claims["aud"],
-                "expires_at": claims["exp"], "disclosed": disclosed}
+        return {
+            "token": token,
+            "principal": claims["sub"],
+            "home": claims["home"],
+            "audience": claims["aud"],
+            "expires_at": claims["exp"],
+            "disclosed": disclosed,
+        }
 
     def revoke(self, username: str) -> RevokeResponse:
         """Revoke one of this home's users; the answer says whether the chain took it (see SignOn.revoke)."""
@@ -191,7 +211,7 @@ class CentreNode:
         if result.status == "done":
             try:  # this home's next credentials carry the new revocation epoch at once
                 self.parts.index.sync()
-            except Exception as exc:  # housekeeping catches up within a second
+            except Exception as exc:  # noqa: BLE001 - housekeeping catches up within a second
                 log.warning("%s: index not synced after a revocation: %s", self.name, exc)
         return result
 
@@ -212,20 +232,26 @@ class CentreNode:
                 return self._retry(earlier, request, idempotency_key)
         decision = self._authorise(claims, request)
         if not decision.allowed:
-            raise Forbidden(f"{self.name} does not accept this job",
-                            reasons=[f"{self.name}: {reason}" for reason in decision.reasons])
+            raise Forbidden(
+                f"{self.name} does not accept this job",
+                reasons=[f"{self.name}: {reason}" for reason in decision.reasons],
+            )
         return self._accept(claims, request, idempotency_key)
 
     def _misdirected(self, centre: str) -> Misdirected:
         if centre == "auto":
-            return Misdirected(f"{self.name} serves only its own jobs: placement is made by the client "
-                               "(POST /v1/placement ranks the centres; `xcentre submit --centre auto` does it for you)")
+            return Misdirected(
+                f"{self.name} serves only its own jobs: placement is made by the client "
+                "(POST /v1/placement ranks the centres; `xcentre submit --centre auto` does it for you)"
+            )
         member = self.parts.index.member(centre)
         if member is None or not member.active:
             names = ", ".join(sorted(m.name for m in self.parts.index.members()))
             return Misdirected(f"unknown centre {centre!r}; members are {names}")
-        return Misdirected(f"this is {self.name}'s gateway: sign on at {centre} ({member.gateway_url}) and submit "
-                           "there; no member submits on a user's behalf")
+        return Misdirected(
+            f"this is {self.name}'s gateway: sign on at {centre} ({member.gateway_url}) and submit "
+            "there; no member submits on a user's behalf"
+        )
 
     def placement(self, request: PlacementRequest) -> list[Candidate]:
         """The member centres ranked for a job: free capacity first, then by maximum price.
@@ -306,7 +332,11 @@ class CentreNode:
             raise Unavailable(f"{self.name} has no published rates in force, so it cannot price a job; try again later")
         try:
             job, created = self.parts.store.create_job(
-                claims.sub, claims.home, body, self.name, idempotency_key=idempotency_key,
+                claims.sub,
+                claims.home,
+                body,
+                self.name,
+                idempotency_key=idempotency_key,
                 rates_version=rates.version,
             )
         except IdempotencyConflict as exc:
@@ -324,13 +354,21 @@ class CentreNode:
     def _view(self, job: Job) -> JobView:
         usage = None
         if job.record_id:
-            record = self.parts.store.record(job.record_id).data
-            usage = {key: record[key] for key in USAGE_FIELDS}
+            stored = self.parts.store.record(job.record_id)
+            if stored is None:  # written in the transaction that named it: the store is damaged
+                raise StoreError(f"job {job.id} names usage record {job.record_id}, which the store does not hold")
+            usage = {key: stored.data[key] for key in USAGE_FIELDS}
         return JobView(
-            id=job.id, status=job.status, principal=job.principal, serving_centre=job.serving_centre,
+            id=job.id,
+            status=job.status,
+            principal=job.principal,
+            serving_centre=job.serving_centre,
             submitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at)),
-            exit_code=job.exit_code, record_id=job.record_id and "0x" + job.record_id,
-            stdout_tail=job.stdout_tail, stderr_tail=job.stderr_tail, usage=usage,
+            exit_code=job.exit_code,
+            record_id=job.record_id and "0x" + job.record_id,
+            stdout_tail=job.stdout_tail,
+            stderr_tail=job.stderr_tail,
+            usage=usage,
         )
 
     def _run(self, job_id: str) -> None:
@@ -354,13 +392,14 @@ class CentreNode:
         request = JobRequest.model_validate(job.request)
         try:
             res = request.resources
-            execution = self.parts.executor.run(request.command, request.walltime,
-                                                limits=Limits(res.cores, res.memory_mib, res.gpus))
+            execution = self.parts.executor.run(
+                request.command, request.walltime, limits=Limits(res.cores, res.memory_mib, res.gpus)
+            )
         except ExecutorError as exc:  # a job that cannot start is a failed job, not a dead worker
             log.warning("job %s could not start: %s", job_id, exc)
             store.complete_job(job_id, "failed", None, "", "", detail=f"could not start: {exc}")
             return
-        except Exception as exc:  # the executor lost the job (cancelled, node failure): nothing metered, no bill
+        except Exception as exc:  # noqa: BLE001 - the executor lost the job (cancelled, node failure): nothing metered, no bill
             log.warning("job %s ended without a result: %s", job_id, exc)
             store.complete_job(job_id, "failed", None, "", "", detail=f"ended without a result, unbilled: {exc}")
             return
@@ -370,7 +409,11 @@ class CentreNode:
         except Exception as exc:  # it ran, but cannot be billed: say so rather than claim success
             log.exception("%s: job %s ran but its usage record could not be made", self.name, job_id)
             store.complete_job(
-                job_id, "failed", execution.exit_code, execution.stdout_tail, execution.stderr_tail,
+                job_id,
+                "failed",
+                execution.exit_code,
+                execution.stdout_tail,
+                execution.stderr_tail,
                 detail=f"the job ran ({status}) but its usage record could not be made: {exc}",
             )
 

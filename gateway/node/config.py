@@ -86,7 +86,8 @@ class GatewayConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     centre: Annotated[str, Strict(), AfterValidator(_check(is_centre_name))] = Field(
-        description=f"a centre name ({CENTRE_NAME_RULE})")
+        description=f"a centre name ({CENTRE_NAME_RULE})"
+    )
     data_dir: AbsolutePath = Field(description=_PATH)
     chain_url: Text = _text()
     deployment: AbsolutePath = Field(description=_PATH)
@@ -98,8 +99,7 @@ class GatewayConfig(BaseModel):
     policy_file: AbsolutePath = Field(description=_PATH)
     ldap_url: Text = _text()
     ldap_base_dn: Text = _text()
-    signon_attributes: tuple[Text, ...] = Field(("employee_type", "groups"),
-                                                description="a list of attribute names")
+    signon_attributes: tuple[Text, ...] = Field(("employee_type", "groups"), description="a list of attribute names")
     issuer_key_overlap: int = _int(0, 365 * 24 * 3600, 86_400)
     ldap_bind_dn: Text | None = _text(None)
     ldap_bind_password: Text | None = _text(None)
@@ -109,20 +109,24 @@ class GatewayConfig(BaseModel):
     workers: int = _int(1, 1024, 4)
     jobs_dir: OptionalPath = Field(None, description=_PATH)
     sandbox: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in SANDBOXES))] = Field(
-        "bwrap", description="one of " + ", ".join(repr(s) for s in SANDBOXES))
+        "bwrap", description="one of " + ", ".join(repr(s) for s in SANDBOXES)
+    )
     job_network: bool = Field(False, strict=True, description="true or false")
-    job_uids: Uids = Field(DEFAULT_JOB_UIDS, description="[first, last], numeric uids with 1 <= first <= last "
-                                                          "<= 4294967294")
+    job_uids: Uids = Field(
+        DEFAULT_JOB_UIDS, description="[first, last], numeric uids with 1 <= first <= last <= 4294967294"
+    )
     job_cpus: int | None = _int(1, 1_000_000, None)
     executor: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in EXECUTORS))] = Field(
-        "local", description="'local' or 'slurm'")
+        "local", description="'local' or 'slurm'"
+    )
     slurm_conf: OptionalPath = Field(None, description=_PATH)
     slurm_partition: Annotated[str, Strict(), AfterValidator(_check(PARTITION_NAME.fullmatch))] | None = Field(
-        None, description="a Slurm partition name (letters, digits, _ . -)")
+        None, description="a Slurm partition name (letters, digits, _ . -)"
+    )
     chain_confirmations: int = _int(0, 10_000, 0)
 
     @model_validator(mode="after")
-    def _settings_that_go_together(self) -> "GatewayConfig":
+    def _settings_that_go_together(self) -> GatewayConfig:
         problems = []
         if (self.ldap_bind_dn is None) != (self.ldap_bind_password is None):
             problems.append("ldap_bind_dn and ldap_bind_password go together: give both or neither")
@@ -130,12 +134,13 @@ class GatewayConfig(BaseModel):
         if not slurm and (self.slurm_conf is not None or self.slurm_partition is not None):
             problems.append('slurm_conf and slurm_partition apply only with executor = "slurm"')
         if slurm and self.jobs_dir is None:
-            problems.append('with executor = "slurm", set jobs_dir to a folder the compute nodes share (at the '
-                            "same path): jobs' folders, specs and results go there, and data_dir must stay on "
-                            "this host")
+            problems.append(
+                'with executor = "slurm", set jobs_dir to a folder the compute nodes share (at the '
+                "same path): jobs' folders, specs and results go there, and data_dir must stay on "
+                "this host"
+            )
         if slurm and self.job_cpus is not None:
-            problems.append("job_cpus applies only to the local executor: under Slurm, capacity is Slurm's idle "
-                            "CPUs")
+            problems.append("job_cpus applies only to the local executor: under Slurm, capacity is Slurm's idle CPUs")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -28,8 +28,13 @@ MAX_ANSWER = 4096
 class Peers:
     """The other members' gateways, at the URLs the chain gives for them."""
 
-    def __init__(self, url_of: Callable[[str], str | None], timeout: float = 1.0, fresh_for: float = 1.0,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url_of: Callable[[str], str | None],
+        timeout: float = 1.0,
+        fresh_for: float = 1.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self._url_of = url_of
         self.timeout = timeout
         self.fresh_for = fresh_for
@@ -54,15 +59,18 @@ class Peers:
             await asyncio.wait(tasks, timeout=self.timeout)
             for task in tasks:
                 task.cancel()
-            return {c: (t.result() if t.done() and not t.cancelled() else None) for c, t in zip(centres, tasks)}
+            return {
+                c: (t.result() if t.done() and not t.cancelled() else None) for c, t in zip(centres, tasks, strict=True)
+            }
 
     async def _free_cpus(self, http: httpx.AsyncClient, centre: str) -> int | None:
         base = self._url_of(centre)
         if not base:
             return None
         try:
-            async with http.stream("GET", f"{base.rstrip('/')}/v1/capacity",
-                                   headers={"Accept-Encoding": "identity"}) as response:
+            async with http.stream(
+                "GET", f"{base.rstrip('/')}/v1/capacity", headers={"Accept-Encoding": "identity"}
+            ) as response:
                 if response.status_code != 200:
                     return None
                 body = b""
@@ -71,7 +79,7 @@ class Peers:
                     if len(body) > MAX_ANSWER:
                         return None
             payload = json.loads(body)
-        except Exception:  # whatever its URL or its answer, a peer that gave no capacity is silent
+        except Exception:  # noqa: BLE001 - whatever its URL or its answer, a peer that gave no capacity is silent
             return None
         free = payload.get("free_cpus") if isinstance(payload, dict) else None
         return free if isinstance(free, int) and not isinstance(free, bool) and free >= 0 else None

@@ -28,8 +28,8 @@ from auth.credentials import (
 )
 from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
-from gateway.node.errors import Conflict, Forbidden, Invalid, Unauthenticated, Unavailable
 from gateway.api.schemas import RevokeResponse
+from gateway.node.errors import Conflict, Forbidden, Invalid, Unauthenticated, Unavailable
 from ledger.index import EventIndex
 from ledger.outbox import DONE, FAILED, Outbox
 from ledger.primitives.hex import to_hex
@@ -153,8 +153,13 @@ class SignOn:
         answer = {"username": username, "enrolment": to_hex(enrolment)}
         known = self.index.enrolment(self.name, enrolment)
         if known is not None and known.revoked:
-            return RevokeResponse(**answer, revoked=True, status="done", tx_hash=None,
-                                  detail=f"{username}'s enrolment at {self.name} is revoked on chain")
+            return RevokeResponse(
+                **answer,
+                revoked=True,
+                status="done",
+                tx_hash=None,
+                detail=f"{username}'s enrolment at {self.name} is revoked on chain",
+            )
         if known is None and self.outbox.item_by_key(f"enrol:{enrolment.hex()}") is None:
             raise Invalid(f"{username} has no enrolment at {self.name}")
         item_id = self.outbox.enqueue("revoke", f"revoke:{enrolment.hex()}", {"enrolment": answer["enrolment"]})
@@ -167,12 +172,22 @@ class SignOn:
                 reasons=[item.last_error or "reverted"],
             )
         if item.status == DONE:
-            return RevokeResponse(**answer, revoked=True, status="done", tx_hash=item.tx_hash,
-                                  detail=f"revoked on chain: every member refuses {username} once the event reaches it")
+            return RevokeResponse(
+                **answer,
+                revoked=True,
+                status="done",
+                tx_hash=item.tx_hash,
+                detail=f"revoked on chain: every member refuses {username} once the event reaches it",
+            )
         why = item.last_error if item.attempts > tried else f"not sent within {wait:g} s"
-        return RevokeResponse(**answer, revoked=False, status="queued", tx_hash=None,
-                              detail=f"not on chain yet ({why}): the revocation is queued and will be retried until "
-                                     f"it lands; {self.name} already refuses {username}, other members do not yet")
+        return RevokeResponse(
+            **answer,
+            revoked=False,
+            status="queued",
+            tx_hash=None,
+            detail=f"not on chain yet ({why}): the revocation is queued and will be retried until "
+            f"it lands; {self.name} already refuses {username}, other members do not yet",
+        )
 
     # -- anywhere ----------------------------------------------------------------
 
@@ -204,6 +219,7 @@ class SignOn:
         try:
             token = self.tokens.issue_presented(disclosed["home"], disclosed, int(disclosed["revocation_epoch"]))
         except ValueError as exc:  # verified in the very second it expires: no time left for a session
-            raise Unauthenticated(f"presentation refused (credential_expired): {exc}; refresh it at your home centre"
-                               ) from None
+            raise Unauthenticated(
+                f"presentation refused (credential_expired): {exc}; refresh it at your home centre"
+            ) from None
         return token, disclosed

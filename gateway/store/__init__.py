@@ -38,23 +38,23 @@ from gateway.store.schema import MIGRATIONS
 from ledger.db import migrate, open_durable
 
 __all__ = [
-    "JOB_STATUSES",
     "ACTIVE_STATUSES",
     "COMPLETION_STATUSES",
-    "StoreError",
+    "JOB_STATUSES",
+    "ClosedEpoch",
+    "DuplicateRecord",
+    "EpochClosed",
+    "EpochError",
+    "EpochMismatch",
     "IdempotencyConflict",
+    "Job",
     "JobNotFound",
     "JobStateError",
-    "DuplicateRecord",
-    "EpochError",
-    "EpochClosed",
-    "EpochMismatch",
-    "Job",
     "NewRecord",
     "RecordInput",
-    "StoredRecord",
-    "ClosedEpoch",
     "Store",
+    "StoreError",
+    "StoredRecord",
 ]
 
 

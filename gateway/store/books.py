@@ -17,7 +17,7 @@ from gateway.store import checks
 from gateway.store.base import StoreBase
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
 
-__all__ = ["NewRecord", "RecordInput", "StoredRecord", "ClosedEpoch", "Books"]
+__all__ = ["Books", "ClosedEpoch", "NewRecord", "RecordInput", "StoredRecord"]
 
 
 @dataclass(frozen=True)

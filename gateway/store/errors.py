@@ -1,16 +1,20 @@
-"""What the store refuses. Every error is a StoreError (a ValueError): the API layer maps them to HTTP answers."""
+"""What the store refuses. Every error is a StoreError (a ValueError).
+
+Requests are checked before they reach the store; the one refusal a valid request
+can meet here, a reused idempotency key, the node answers as a Conflict.
+"""
 
 from __future__ import annotations
 
 __all__ = [
-    "StoreError",
+    "DuplicateRecord",
+    "EpochClosed",
+    "EpochError",
+    "EpochMismatch",
     "IdempotencyConflict",
     "JobNotFound",
     "JobStateError",
-    "DuplicateRecord",
-    "EpochError",
-    "EpochClosed",
-    "EpochMismatch",
+    "StoreError",
 ]
 
 

@@ -19,7 +19,7 @@ from gateway.store.base import StoreBase
 from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record, open_epoch_in
 from gateway.store.errors import IdempotencyConflict, JobNotFound, JobStateError, StoreError
 
-__all__ = ["JOB_STATUSES", "ACTIVE_STATUSES", "COMPLETION_STATUSES", "Job", "Jobs"]
+__all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Jobs"]
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
 ACTIVE_STATUSES = ("queued", "running")

@@ -12,7 +12,7 @@ import sqlite3
 
 from ledger.db import Migration
 
-__all__ = ["MIGRATIONS", "LATEST"]
+__all__ = ["LATEST", "MIGRATIONS"]
 
 _V1_TABLES = """
 CREATE TABLE IF NOT EXISTS epochs (

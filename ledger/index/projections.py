@@ -164,7 +164,7 @@ def _epoch_anchored(db: sqlite3.Connection, ev: Event, window: Window) -> None:
             "log_index": ev.log_index,
         },
     )
-    for position, (debtor, amount) in enumerate(zip(a["debtors"], a["amounts"])):
+    for position, (debtor, amount) in enumerate(zip(a["debtors"], a["amounts"], strict=True)):
         _insert(
             db,
             "claims",
@@ -181,7 +181,7 @@ def _epoch_anchored(db: sqlite3.Connection, ev: Event, window: Window) -> None:
 def _epoch_settled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     epoch = int(ev.args["epoch"])
     _insert(db, "settlements", {"epoch": epoch, "tx_hash": ev.tx_hash, "block": ev.block})
-    for position, (centre, net) in enumerate(zip(ev.args["centres"], ev.args["net"])):
+    for position, (centre, net) in enumerate(zip(ev.args["centres"], ev.args["net"], strict=True)):
         _insert(
             db,
             "net_positions",

@@ -1,5 +1,9 @@
 """Reads of the index: each returns typed rows (rows.py), read by column name.
 
+One class, a little over 400 lines, because every read shares one connection and
+one lock (see below); split by table, the guarantee that a read sees one sync
+window's state would have to be kept in several places.
+
 Lists are read in one query per table (members with their rates in force, anchors
 and then their claims, proposals and then their votes), never a query per row. Every
 read holds the connection's lock, which a sync holds for a whole window, so what one

@@ -31,7 +31,7 @@ def write_private(path: str | os.PathLike, data: bytes | str, *, replace: bool =
         try:
             view = memoryview(raw)
             while view:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             os.fsync(fd)
         finally:
             os.close(fd)

@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import anoncreds  # noqa: E402
-from anoncreds import (  # noqa: E402
+import anoncreds
+from anoncreds import (
     Credential,
     CredentialDefinition,
     CredentialOffer,
@@ -28,8 +28,7 @@ from anoncreds import (  # noqa: E402
     PresentCredentials,
     Schema,
 )
-
-from common import ANONCREDS_VERIFY, Result, measure, one_core, print_results  # noqa: E402
+from common import ANONCREDS_VERIFY, Result, measure, one_core, print_results
 
 TITLE = "AnonCreds (anoncreds-rs via PyPI `anoncreds`)"
 ABOUT = (
@@ -56,13 +55,15 @@ def run(quick: bool = False) -> list[Result]:
     schema = Schema.create("bench", "1.0", ISSUER, ATTRIBUTES)
     start = time.perf_counter()
     cred_def, cred_def_private, key_proof = CredentialDefinition.create(
-        SCHEMA_ID, schema, ISSUER, "default", "CL", support_revocation=False)
+        SCHEMA_ID, schema, ISSUER, "default", "CL", support_revocation=False
+    )
     cred_def_seconds = time.perf_counter() - start
 
     link_secret = anoncreds.create_link_secret()
     offer = CredentialOffer.create(SCHEMA_ID, CRED_DEF_ID, key_proof)
     request, request_meta = CredentialRequest.create(
-        "bench-prover-entropy", None, cred_def, link_secret, "link-secret", offer)
+        "bench-prover-entropy", None, cred_def, link_secret, "link-secret", offer
+    )
     values = {name: f"value of {name}" for name in ATTRIBUTES}
 
     def issue() -> Credential:
@@ -71,10 +72,15 @@ def run(quick: bool = False) -> list[Result]:
     credential = issue().process(request_meta, link_secret, cred_def)
 
     referents = {f"revealed_{i}": {"name": ATTRIBUTES[i]} for i in REVEALED}
-    pres_request = PresentationRequest.load({
-        "nonce": anoncreds.generate_nonce(), "name": "bench", "version": "1.0",
-        "requested_attributes": referents, "requested_predicates": {},
-    })
+    pres_request = PresentationRequest.load(
+        {
+            "nonce": anoncreds.generate_nonce(),
+            "name": "bench",
+            "version": "1.0",
+            "requested_attributes": referents,
+            "requested_predicates": {},
+        }
+    )
     present = PresentCredentials()
     present.add_attributes(credential, *referents, reveal=True)
     schemas, cred_defs = {SCHEMA_ID: schema}, {CRED_DEF_ID: cred_def}
@@ -95,24 +101,46 @@ def run(quick: bool = False) -> list[Result]:
 
     case = "10 attributes, 3 revealed"
     results = [
-        Result(id="anoncreds.cred_def", case="setup", operation="credential definition (no revocation)",
-               value=cred_def_seconds * 1000, runs=1,
-               note="one run: the safe-prime search makes it vary by seconds"),
-        Result.from_timing("anoncreds.issue", case, "credential issue", measure(issue, max(5, rounds // 3)),
-                           peer="bbs.sha256.L10.sign"),
-        Result.from_timing("anoncreds.create", case, "presentation create", measure(create, rounds),
-                           peer="bbs.sha256.L10.proof_gen"),
-        Result.from_timing(ANONCREDS_VERIFY, case, "presentation verify", measure(verify, rounds),
-                           peer="bbs.sha256.L10.proof_verify"),
+        Result(
+            id="anoncreds.cred_def",
+            case="setup",
+            operation="credential definition (no revocation)",
+            value=cred_def_seconds * 1000,
+            runs=1,
+            note="one run: the safe-prime search makes it vary by seconds",
+        ),
+        Result.from_timing(
+            "anoncreds.issue", case, "credential issue", measure(issue, max(5, rounds // 3)), peer="bbs.sha256.L10.sign"
+        ),
+        Result.from_timing(
+            "anoncreds.create", case, "presentation create", measure(create, rounds), peer="bbs.sha256.L10.proof_gen"
+        ),
+        Result.from_timing(
+            ANONCREDS_VERIFY, case, "presentation verify", measure(verify, rounds), peer="bbs.sha256.L10.proof_verify"
+        ),
     ]
     with one_core() as pinned:
         if pinned:
-            results.append(Result.from_timing(
-                "anoncreds.create.1core", case, "presentation create (1 core)", measure(create, rounds),
-                peer="bbs.sha256.L10.proof_gen.1core", note="process pinned to one CPU"))
-            results.append(Result.from_timing(
-                f"{ANONCREDS_VERIFY}.1core", case, "presentation verify (1 core)", measure(verify, rounds),
-                peer="bbs.sha256.L10.proof_verify.1core", note="process pinned to one CPU"))
+            results.append(
+                Result.from_timing(
+                    "anoncreds.create.1core",
+                    case,
+                    "presentation create (1 core)",
+                    measure(create, rounds),
+                    peer="bbs.sha256.L10.proof_gen.1core",
+                    note="process pinned to one CPU",
+                )
+            )
+            results.append(
+                Result.from_timing(
+                    f"{ANONCREDS_VERIFY}.1core",
+                    case,
+                    "presentation verify (1 core)",
+                    measure(verify, rounds),
+                    peer="bbs.sha256.L10.proof_verify.1core",
+                    note="process pinned to one CPU",
+                )
+            )
     return results
 
 

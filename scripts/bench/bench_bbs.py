@@ -14,15 +14,16 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from py_arkworks_bls12381 import G1Point, G2Point, GT  # noqa: E402
+from common import Result, measure, one_core, print_results
+from py_arkworks_bls12381 import GT, G1Point, G2Point
 
-from auth import bbs  # noqa: E402
-from common import Result, measure, one_core, print_results  # noqa: E402
+from auth import bbs
 
 TITLE = "BBS signatures (auth.bbs)"
 ABOUT = (
@@ -40,7 +41,7 @@ SHAPES = ((10, 3), (100, 10))
 
 
 def suite_key(suite: bbs.BBS) -> str:
-    """"sha256" / "shake256" for result ids."""
+    """ "sha256" / "shake256" for result ids."""
     return "sha256" if suite is bbs.SHA256 else "shake256"
 
 
@@ -48,8 +49,14 @@ def run(quick: bool = False, rounds: int | None = None) -> list[Result]:
     """Measure every operation; ``rounds`` timed calls each (fewer when ``quick``)."""
     rounds = rounds or (10 if quick else 100)
     g1, g2 = G1Point(), G2Point()
-    results = [Result.from_timing(PAIRING, "peer", "pairing_check (2 pairings)",
-                                  measure(lambda: GT.pairing_check([g1, -g1], [g2, g2]), rounds))]
+    results = [
+        Result.from_timing(
+            PAIRING,
+            "peer",
+            "pairing_check (2 pairings)",
+            measure(lambda: GT.pairing_check([g1, -g1], [g2, g2]), rounds),
+        )
+    ]
     for suite in (bbs.SHA256, bbs.SHAKE256):
         sk = suite.keygen(os.urandom(32))
         pk = suite.sk_to_pk(sk)
@@ -60,28 +67,35 @@ def run(quick: bool = False, rounds: int | None = None) -> list[Result]:
             sig = suite.sign(sk, pk, header, messages)
             proof = suite.proof_gen(pk, sig, header, ph, messages, indexes)
             disclosed = [messages[i] for i in indexes]
-            if not (suite.verify(pk, sig, header, messages)
-                    and suite.proof_verify(pk, proof, header, ph, disclosed, indexes)):
+            if not (
+                suite.verify(pk, sig, header, messages)
+                and suite.proof_verify(pk, proof, header, ph, disclosed, indexes)
+            ):
                 raise RuntimeError(f"{suite}: a fresh signature or proof did not verify")
             ops = {
-                "sign": lambda: suite.sign(sk, pk, header, messages),
-                "verify": lambda: suite.verify(pk, sig, header, messages),
-                "proof_gen": lambda: suite.proof_gen(pk, sig, header, ph, messages, indexes),
-                "proof_verify": lambda: suite.proof_verify(pk, proof, header, ph, disclosed, indexes),
+                "sign": partial(suite.sign, sk, pk, header, messages),
+                "verify": partial(suite.verify, pk, sig, header, messages),
+                "proof_gen": partial(suite.proof_gen, pk, sig, header, ph, messages, indexes),
+                "proof_verify": partial(suite.proof_verify, pk, proof, header, ph, disclosed, indexes),
             }
             case = f"{suite.suite.name}, {count} msgs, {shown} disclosed"
             prefix = f"bbs.{suite_key(suite)}.L{count}"
             for name, fn in ops.items():
-                results.append(Result.from_timing(f"{prefix}.{name}", case, name,
-                                                  measure(fn, rounds), peer=PAIRING))
+                results.append(Result.from_timing(f"{prefix}.{name}", case, name, measure(fn, rounds), peer=PAIRING))
             if suite is bbs.SHA256 and count == 10:
                 with one_core() as pinned:
                     if pinned:
                         for name in ("proof_gen", "proof_verify"):
-                            results.append(Result.from_timing(
-                                f"{prefix}.{name}.1core", case, f"{name} (1 core)",
-                                measure(ops[name], rounds), peer=PAIRING,
-                                note="process pinned to one CPU"))
+                            results.append(
+                                Result.from_timing(
+                                    f"{prefix}.{name}.1core",
+                                    case,
+                                    f"{name} (1 core)",
+                                    measure(ops[name], rounds),
+                                    peer=PAIRING,
+                                    note="process pinned to one CPU",
+                                )
+                            )
     return results
 
 

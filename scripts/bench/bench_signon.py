@@ -22,10 +22,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import httpx  # noqa: E402
+import httpx
+from common import SIGNON_ID, Result, print_results, rate
 
-from common import SIGNON_ID, Result, print_results, rate  # noqa: E402
-from gateway.client.wallet import Wallet  # noqa: E402
+from gateway.client.wallet import Wallet
 
 TITLE = "Attribute-based sign-on on one gateway process"
 ABOUT = (
@@ -72,7 +72,9 @@ def run(quick: bool = False) -> list[Result]:
 
             warm = [get_request(i) for i in range(20)]
             for request in warm:  # warm up the verifier's caches and connections
-                client_for(0).post("/v1/auth/present", json={"presentation": wallet.present(request)}).raise_for_status()
+                client_for(0).post(
+                    "/v1/auth/present", json={"presentation": wallet.present(request)}
+                ).raise_for_status()
 
             requests: list[dict] = []
             t_request = _elapsed(lambda i: requests.append(get_request(i)), list(range(count)))
@@ -98,8 +100,15 @@ def run(quick: bool = False) -> list[Result]:
         server.wait(timeout=30)
     return [
         rate(LOGIN_ID, "one gateway process", "password login", logins, t_login),
-        rate(SIGNON_ID, "one gateway process", "sign-on (request + present)", count, t_request + t_present,
-             peer=LOGIN_ID, note=f"{count} sign-ons; request phase {t_request:.2f} s, present phase {t_present:.2f} s"),
+        rate(
+            SIGNON_ID,
+            "one gateway process",
+            "sign-on (request + present)",
+            count,
+            t_request + t_present,
+            peer=LOGIN_ID,
+            note=f"{count} sign-ons; request phase {t_request:.2f} s, present phase {t_present:.2f} s",
+        ),
     ]
 
 

@@ -17,9 +17,9 @@ import gc
 import os
 import statistics
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 # Ids that run_all.py's targets read. bench_signon.py should report its
 # throughput under SIGNON_ID, unit "/s".
@@ -53,21 +53,32 @@ class Result:
     note: str = ""
 
     @classmethod
-    def from_timing(cls, id: str, case: str, operation: str, timing: Timing, *,
-                    peer: str | None = None, note: str = "") -> "Result":
+    def from_timing(
+        cls, id: str, case: str, operation: str, timing: Timing, *, peer: str | None = None, note: str = ""
+    ) -> Result:
         """A median-time result; the spread column shows the interquartile range in ms."""
-        return cls(id=id, case=case, operation=operation, value=timing.median * 1000, unit="ms",
-                   runs=timing.runs, spread=f"{timing.p25 * 1000:.3f}–{timing.p75 * 1000:.3f}",
-                   peer=peer, note=note)
+        return cls(
+            id=id,
+            case=case,
+            operation=operation,
+            value=timing.median * 1000,
+            unit="ms",
+            runs=timing.runs,
+            spread=f"{timing.p25 * 1000:.3f}–{timing.p75 * 1000:.3f}",
+            peer=peer,
+            note=note,
+        )
 
 
-def rate(id: str, case: str, operation: str, count: int, seconds: float, *,
-         peer: str | None = None, note: str = "") -> Result:
+def rate(
+    id: str, case: str, operation: str, count: int, seconds: float, *, peer: str | None = None, note: str = ""
+) -> Result:
     """A throughput result (unit "/s"): ``count`` operations completed in ``seconds``."""
     if count < 1 or seconds <= 0:
         raise ValueError("a rate needs at least one operation and a positive duration")
-    return Result(id=id, case=case, operation=operation, value=count / seconds, unit="/s",
-                  runs=count, peer=peer, note=note)
+    return Result(
+        id=id, case=case, operation=operation, value=count / seconds, unit="/s", runs=count, peer=peer, note=note
+    )
 
 
 def measure(fn: Callable[[], object], runs: int, warmup: int = 3) -> Timing:
@@ -202,12 +213,34 @@ def results_table(results: list[Result], everything: dict[str, Result]) -> str:
             peer_cell = f"{peer.case}: {peer.operation}"
             peer_value = f"{fmt_value(peer.value, peer.unit)} {peer.unit}"
             ratio_cell = f"{r.value / peer.value:.2f}×" if peer.value else "—"
-        rows.append([r.case, r.operation, f"{fmt_value(r.value, r.unit)} {r.unit}",
-                     r.spread or "—", str(r.runs), peer_cell, peer_value, ratio_cell, r.note])
+        rows.append(
+            [
+                r.case,
+                r.operation,
+                f"{fmt_value(r.value, r.unit)} {r.unit}",
+                r.spread or "—",
+                str(r.runs),
+                peer_cell,
+                peer_value,
+                ratio_cell,
+                r.note,
+            ]
+        )
     return markdown_table(
-        ["case", "operation", "median or rate", "IQR (ms)", "runs", "peer (same run)", "peer median",
-         "this / peer", "note"],
-        rows, "llrrrlrrl")
+        [
+            "case",
+            "operation",
+            "median or rate",
+            "IQR (ms)",
+            "runs",
+            "peer (same run)",
+            "peer median",
+            "this / peer",
+            "note",
+        ],
+        rows,
+        "llrrrlrrl",
+    )
 
 
 def print_results(results: list[Result]) -> None:

@@ -21,10 +21,10 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
-from typing import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -61,8 +61,19 @@ check on a second core, so its median depends on that core being free: the
 credential definition without revocation support, like our BBS credentials.
 """
 
-LIBRARIES = ["xcentre", "py_arkworks_bls12381", "anoncreds", "cedarpy", "fastapi", "uvicorn",
-             "httpx", "joserfc", "cryptography", "web3", "ldap3"]
+LIBRARIES = [
+    "xcentre",
+    "py_arkworks_bls12381",
+    "anoncreds",
+    "cedarpy",
+    "fastapi",
+    "uvicorn",
+    "httpx",
+    "joserfc",
+    "cryptography",
+    "web3",
+    "ldap3",
+]
 
 
 @dataclass
@@ -95,15 +106,19 @@ def _max_ms(id: str, limit: float) -> Callable[[dict[str, Result]], tuple[str, b
     def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
         v = _value(results, id)
         return None if v is None else (f"{v:.3f} ms", v <= limit)
+
     return judge
 
 
-def _min_ratio(numerator: str, denominator: str, limit: float) -> Callable[[dict[str, Result]], tuple[str, bool] | None]:
+def _min_ratio(
+    numerator: str, denominator: str, limit: float
+) -> Callable[[dict[str, Result]], tuple[str, bool] | None]:
     def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
         r = ratio(results, numerator, denominator)
         if r is None:
             return None
         return (f"{r:.1f}× ({results[numerator].value:.3f} ms / {results[denominator].value:.3f} ms)", r >= limit)
+
     return judge
 
 
@@ -111,25 +126,42 @@ def _min_rate(id: str, limit: float) -> Callable[[dict[str, Result]], tuple[str,
     def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
         v = _value(results, id)
         return None if v is None else (f"{v:.0f} /s", v >= limit)
+
     return judge
 
 
 BBS_SHAKE_PROOF_VERIFY_10 = "bbs.shake256.L10.proof_verify"
 TARGETS = [
-    Target("BBS proof_verify, 10 messages / 3 disclosed, BLS12-381-SHA-256: median ≤ 3 ms",
-           "bench_bbs", _max_ms(BBS_PROOF_VERIFY_10, 3.0)),
-    Target("BBS proof_verify, 10 messages / 3 disclosed, BLS12-381-SHAKE-256: median ≤ 3 ms",
-           "bench_bbs", _max_ms(BBS_SHAKE_PROOF_VERIFY_10, 3.0)),
-    Target("AnonCreds verify ÷ BBS proof_verify (SHA-256), same run: ≥ 5×",
-           "bench_anoncreds", _min_ratio(ANONCREDS_VERIFY, BBS_PROOF_VERIFY_10, 5.0)),
-    Target("AnonCreds verify ÷ BBS proof_verify (SHAKE-256), same run: ≥ 5×",
-           "bench_anoncreds", _min_ratio(ANONCREDS_VERIFY, BBS_SHAKE_PROOF_VERIFY_10, 5.0)),
-    Target("Sign-ons per second, one gateway process over HTTP (request + present → token): ≥ 150/s",
-           "bench_signon", _min_rate(SIGNON_ID, 150.0)),
+    Target(
+        "BBS proof_verify, 10 messages / 3 disclosed, BLS12-381-SHA-256: median ≤ 3 ms",
+        "bench_bbs",
+        _max_ms(BBS_PROOF_VERIFY_10, 3.0),
+    ),
+    Target(
+        "BBS proof_verify, 10 messages / 3 disclosed, BLS12-381-SHAKE-256: median ≤ 3 ms",
+        "bench_bbs",
+        _max_ms(BBS_SHAKE_PROOF_VERIFY_10, 3.0),
+    ),
+    Target(
+        "AnonCreds verify ÷ BBS proof_verify (SHA-256), same run: ≥ 5×",
+        "bench_anoncreds",
+        _min_ratio(ANONCREDS_VERIFY, BBS_PROOF_VERIFY_10, 5.0),
+    ),
+    Target(
+        "AnonCreds verify ÷ BBS proof_verify (SHAKE-256), same run: ≥ 5×",
+        "bench_anoncreds",
+        _min_ratio(ANONCREDS_VERIFY, BBS_SHAKE_PROOF_VERIFY_10, 5.0),
+    ),
+    Target(
+        "Sign-ons per second, one gateway process over HTTP (request + present → token): ≥ 150/s",
+        "bench_signon",
+        _min_rate(SIGNON_ID, 150.0),
+    ),
 ]
 
 
 # --- the machine -----------------------------------------------------------
+
 
 def _cpuinfo() -> dict[str, str]:
     info: dict[str, str] = {}
@@ -154,10 +186,17 @@ def _meminfo_gib() -> str:
 
 def _git() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10, check=False
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        ).stdout.strip()
         return f"{head}{' + uncommitted changes' if dirty else ''}" if head else "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -171,8 +210,9 @@ def _version(dist: str) -> str:
     if dist == "anoncreds":
         try:
             import anoncreds
+
             v += f" (native library {anoncreds.library_version()})"
-        except Exception as exc:  # a broken native library is worth a line, not a crash
+        except Exception as exc:  # noqa: BLE001 - a broken native library is worth a line, not a crash
             v += f" (native library failed to load: {exc})"
     return v
 
@@ -248,6 +288,7 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> str:
 
 # --- running the modules ----------------------------------------------------
 
+
 def discover(only: set[str] | None) -> list[Path]:
     paths = sorted(HERE.glob("bench_*.py"))
     if only:
@@ -277,7 +318,7 @@ def run_module(path: Path, quick: bool) -> ModuleRun:
         if bad:
             raise TypeError(f"run() returned {type(bad[0]).__name__}, not common.Result")
         run.results = list(results)
-    except (Exception, SystemExit) as exc:  # reported in the document, never skipped
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - reported in the document, never skipped
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" at {Path(tb[-1].filename).name}:{tb[-1].lineno}" if tb else ""
         run.error = f"{stage} failed: {type(exc).__name__}: {exc}{where}"
@@ -287,6 +328,7 @@ def run_module(path: Path, quick: bool) -> ModuleRun:
 
 
 # --- the document ----------------------------------------------------------
+
 
 def targets_table(runs: list[ModuleRun], everything: dict[str, Result]) -> tuple[str, list[bool | None]]:
     by_name = {r.name: r for r in runs}
@@ -318,32 +360,57 @@ def one_core_line(everything: dict[str, Result]) -> str:
     r = ratio(everything, f"{ANONCREDS_VERIFY}.1core", f"{BBS_PROOF_VERIFY_10}.1core")
     if pv is None:
         return ""
-    text = (f"Informational, with the process pinned to one CPU (BBS proof_verify otherwise runs its "
-            f"pairing check on a second core): BBS proof_verify (SHA-256, 10/3) {pv.value:.3f} ms")
+    text = (
+        f"Informational, with the process pinned to one CPU (BBS proof_verify otherwise runs its "
+        f"pairing check on a second core): BBS proof_verify (SHA-256, 10/3) {pv.value:.3f} ms"
+    )
     if r is not None:
         text += f"; AnonCreds verify ÷ BBS proof_verify = {r:.1f}×"
     return text + "."
 
 
-def render(runs: list[ModuleRun], info: list[tuple[str, str]], when: str, quick: bool,
-           load_before: str, others: float | None, total_s: float) -> str:
+def render(
+    runs: list[ModuleRun],
+    info: list[tuple[str, str]],
+    when: str,
+    quick: bool,
+    load_before: str,
+    others: float | None,
+    total_s: float,
+) -> str:
     everything = {r.id: r for run in runs for r in run.results}
     out = [MARKER, "", f"## Run of {when}", ""]
     if quick:
         out += ["**Quick run (`--quick`): few repetitions, figures are indicative only.**", ""]
     out += [markdown_table(["machine", ""], [[k, v] for k, v in info]), ""]
     load = f"{others:.0%}" if others is not None else "unknown"
-    out += [f"Machine before the run: {load_before}. CPU capacity used by other processes during the "
-            f"run: {load}. Whole run: {total_s:.0f} s.", ""]
-    status_rows = [[f"`{run.name}`", f"**FAILED** — {run.error}" if run.error else
-                    f"ok, {len(run.results)} figures", f"{run.seconds:.1f} s"] for run in runs]
+    out += [
+        (
+            f"Machine before the run: {load_before}. CPU capacity used by other processes during the "
+            f"run: {load}. Whole run: {total_s:.0f} s."
+        ),
+        "",
+    ]
+    status_rows = [
+        [
+            f"`{run.name}`",
+            f"**FAILED** — {run.error}" if run.error else f"ok, {len(run.results)} figures",
+            f"{run.seconds:.1f} s",
+        ]
+        for run in runs
+    ]
     out += [markdown_table(["module", "status", "time"], status_rows, "llr"), ""]
     table, _ = targets_table(runs, everything)
     out += ["## Targets", "", table, ""]
     if others is not None and others > 0.2:
-        out += [f"**Caution:** other processes used {others:.0%} of the CPUs during this run, so the "
+        out += [
+            (
+                f"**Caution:** other processes used {others:.0%} of the CPUs during this run, so the "
                 f"timings are pessimistic (BBS proof_verify uses two cores); re-run on a quiet machine "
-                f"before judging the absolute targets. Same-run ratios are less affected.", ""]
+                f"before judging the absolute targets. Same-run ratios are less affected."
+            ),
+            "",
+        ]
     extra = one_core_line(everything)
     if extra:
         out += [extra, ""]
@@ -375,8 +442,13 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated module names, e.g. bbs,anoncreds")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "PERFORMANCE.md")
     parser.add_argument("--no-write", action="store_true", help="print the report instead of writing it")
-    parser.add_argument("--wait-quiet", type=float, default=30.0, metavar="S",
-                        help="wait up to S seconds for an idle machine before starting (default 30)")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="wait up to S seconds for an idle machine before starting (default 30)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit 2 when a target is not met or not measured")
     args = parser.parse_args()
 
@@ -385,7 +457,7 @@ def main() -> int:
     if not paths:
         print("no bench_*.py module matches", file=sys.stderr)
         return 1
-    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     info = machine()
     load_before = wait_for_quiet(args.wait_quiet) if args.wait_quiet > 0 else "not checked"
     print(f"machine: {load_before}", flush=True)
@@ -394,8 +466,10 @@ def main() -> int:
     for path in paths:
         print(f"running {path.name} ...", flush=True)
         run = run_module(path, args.quick)
-        print(f"  {'FAILED: ' + run.error if run.error else f'{len(run.results)} results'} in {run.seconds:.1f} s",
-              flush=True)
+        print(
+            f"  {'FAILED: ' + run.error if run.error else f'{len(run.results)} results'} in {run.seconds:.1f} s",
+            flush=True,
+        )
         runs.append(run)
     others, total = monitor.others_share(), time.perf_counter() - start
 

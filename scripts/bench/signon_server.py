@@ -23,16 +23,23 @@ from ledger.chain import connect
 def main() -> None:
     spec = demo_spec()
     password = secrets.token_urlsafe(16)
-    ldaps = {c.name: EmbeddedLdap(centre_ldif(c.base_dn, c.users, c.groups, service_password=password))
-             for c in spec.centres}
+    ldaps = {
+        c.name: EmbeddedLdap(centre_ldif(c.base_dn, c.users, c.groups, service_password=password)) for c in spec.centres
+    }
     with tempfile.TemporaryDirectory(prefix="xcentre-bench-") as tmp:
-        directories = {c.name: Directory(ldaps[c.name].start(), c.base_dn, service_dn(c.base_dn), password,
-                                         centre=c.name) for c in spec.centres}
+        directories = {
+            c.name: Directory(ldaps[c.name].start(), c.base_dn, service_dn(c.base_dn), password, centre=c.name)
+            for c in spec.centres
+        }
         consortium = LocalConsortium(connect("embedded"), spec, directories, Path(tmp)).start()
         home = spec.centres[0]
         user = home.users[0]
-        print(json.dumps({"url": consortium.url(home.name),
-                          "user": {"username": user["uid"], "password": user["password"]}}), flush=True)
+        print(
+            json.dumps(
+                {"url": consortium.url(home.name), "user": {"username": user["uid"], "password": user["password"]}}
+            ),
+            flush=True,
+        )
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             signal.pause()
