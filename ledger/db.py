@@ -95,7 +95,8 @@ def migrate(db: sqlite3.Connection, migrations: Sequence[Migration], *, what: st
     The version is read again inside each migration's write transaction, so
     two processes opening the same file at once apply every step once. A file
     whose version is above the last migration was written by newer code and
-    is refused with DatabaseTooNew, unchanged. A step that fails rolls back
+    is refused with DatabaseTooNew, its rows unchanged (open_durable has
+    already set its journal mode to WAL). A step that fails rolls back
     whole (its version with it) and raises MigrationError. Foreign keys are
     off while migrating (SQLite's table-rebuild procedure) and checked with
     `PRAGMA foreign_key_check` before each step commits.

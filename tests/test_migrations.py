@@ -360,3 +360,41 @@ def test_a_transaction_whose_commit_fails_is_rolled_back(tmp_path: Path) -> None
     with transaction(db):
         db.execute("INSERT INTO p VALUES (1)")
     assert db.execute("SELECT (SELECT COUNT(*) FROM p), (SELECT COUNT(*) FROM c)").fetchone() == (1, 0)
+
+
+_KILLED_MID_STEP = """
+import os, signal, sys
+from ledger import db
+applied = db._apply
+def apply_then_die(connection, step):
+    applied(connection, step)  # the step's work is done, its transaction not yet committed
+    if step.version == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+db._apply = apply_then_die
+from gateway.store import Store
+Store(sys.argv[1])
+"""
+
+
+@pytest.mark.parametrize("step", [2, 3])
+def test_a_crash_in_the_middle_of_a_step_leaves_the_previous_version_whole(tmp_path: Path, step: int) -> None:
+    """kill -9 while a step runs: the file stays at the version before it, and the next start finishes."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "gateway.db"
+    _load(path, "gateway_v1.sql")
+    jobs_before = _rows(path, "jobs")
+    died = subprocess.run([sys.executable, "-c", _KILLED_MID_STEP, str(path), str(step)], check=False, timeout=60)
+    assert died.returncode == -9
+    assert _version(path) == step - 1
+    assert len(_rows(path, "jobs")) == len(jobs_before)
+    with Store(path) as store:
+        assert {job["id"] for job in jobs_before} == {job.id for job in store.list_jobs(limit=10_000)}
+    assert _version(path) == LATEST
+    check = sqlite3.connect(path)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        assert check.execute("PRAGMA foreign_key_check").fetchall() == []
+    finally:
+        check.close()
