@@ -423,13 +423,13 @@ def test_index_takes_executions_from_proposal_executed_events(tmp_path):
     """A proposal is executed in the index when, and only when, its contract says so with
     `ProposalExecuted`: nothing is inferred from a vote and a member change in one transaction,
     and each contract's events change only its own proposals."""
-    from ledger.index.projections import Event, Window, project
+    from ledger.index.projections import Event, project
     from ledger.index.schema import open_index
 
     db = open_index(tmp_path / "index.sqlite")
 
     def apply(contract: str, name: str, block: int, tx: str, **args) -> None:
-        project(db, Event(contract, name, args, block, 0, tx), Window())
+        project(db, Event(contract, name, args, block, 0, tx))
 
     apply("Consortium", "ProposalCreated", 1, "0x01", proposalId=1, action=0, memberId=C, proposer=A)
     apply("Consortium", "Voted", 1, "0x01", proposalId=1, voter=A)

@@ -5,7 +5,7 @@ may emit events of the same name). A handler runs inside the transaction of its 
 window, after the event itself was recorded (and only the first time: an event already
 in the `events` table is never projected again), so it writes plain rows and never
 commits. Columns are always named, so a table may gain columns without touching the
-handlers of the others. To index a new event: write `_my_event(db, ev, window)` and add
+handlers of the others. To index a new event: write `_my_event(db, ev)` and add
 it to the table; `tests/test_index.py` fails while an event of the ABIs has no handler.
 """
 
@@ -31,20 +31,14 @@ class Event:
     tx_hash: str
 
 
-@dataclass
-class Window:
-    """What one handler leaves for a later one within a sync window (nothing yet: every
-    fact the index keeps is in an event of its own, executions in `ProposalExecuted`)."""
+Handler = Callable[[sqlite3.Connection, Event], None]
 
 
-Handler = Callable[[sqlite3.Connection, Event, Window], None]
-
-
-def project(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def project(db: sqlite3.Connection, ev: Event) -> None:
     """Applies `ev` to the tables; an event without a handler changes nothing."""
     handler = PROJECTIONS.get(ev.contract, {}).get(ev.name)
     if handler is not None:
-        handler(db, ev, window)
+        handler(db, ev)
 
 
 def _insert(db: sqlite3.Connection, table: str, row: Mapping[str, Any], *, conflict: str = "REPLACE") -> None:
@@ -57,7 +51,7 @@ def _insert(db: sqlite3.Connection, table: str, row: Mapping[str, Any], *, confl
 # -- Consortium ------------------------------------------------------------------
 
 
-def _member_admitted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _member_admitted(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
         db,
@@ -77,7 +71,7 @@ def _member_admitted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _member_removed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _member_removed(db: sqlite3.Connection, ev: Event) -> None:
     member = bytes(ev.args["id"])
     db.execute(
         "UPDATE members SET active = 0, removed_block = :block, updated_block = :block WHERE id = :id",
@@ -85,7 +79,7 @@ def _member_removed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _member_updated(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _member_updated(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     db.execute(
         "UPDATE members SET gateway_url = :url, token_key = :key, updated_block = :block WHERE id = :id",
@@ -93,7 +87,7 @@ def _member_updated(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _rates_published(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _rates_published(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     prices = a["prices"]  # the Prices struct, decoded by field name
     _insert(
@@ -111,7 +105,7 @@ def _rates_published(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _proposal_created(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _proposal_created(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
         db,
@@ -128,27 +122,10 @@ def _proposal_created(db: sqlite3.Connection, ev: Event, window: Window) -> None
     )
 
 
-def _voted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
-    _insert(
-        db,
-        "votes",
-        {
-            "proposal_id": int(ev.args["proposalId"]),
-            "voter": bytes(ev.args["voter"]),
-            "block": ev.block,
-        },
-        conflict="IGNORE",
-    )
-
-
-def _proposal_executed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
-    db.execute("UPDATE proposals SET executed = 1 WHERE id = :id", {"id": int(ev.args["proposalId"])})
-
-
 # -- UsageLedger and Settlement --------------------------------------------------
 
 
-def _epoch_anchored(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _epoch_anchored(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     centre, epoch = bytes(a["centre"]), int(a["epoch"])
     _insert(
@@ -178,7 +155,7 @@ def _epoch_anchored(db: sqlite3.Connection, ev: Event, window: Window) -> None:
         )
 
 
-def _epoch_settled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _epoch_settled(db: sqlite3.Connection, ev: Event) -> None:
     epoch = int(ev.args["epoch"])
     _insert(db, "settlements", {"epoch": epoch, "tx_hash": ev.tx_hash, "block": ev.block})
     for position, (centre, net) in enumerate(zip(ev.args["centres"], ev.args["net"], strict=True)):
@@ -194,7 +171,7 @@ def _epoch_settled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
         )
 
 
-def _settlement_transfer(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _settlement_transfer(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
         db,
@@ -215,7 +192,7 @@ def _settlement_transfer(db: sqlite3.Connection, ev: Event, window: Window) -> N
 # -- IdentityRegistry ------------------------------------------------------------
 
 
-def _issuer_key_set(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _issuer_key_set(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
         db,
@@ -232,7 +209,7 @@ def _issuer_key_set(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _issuer_key_ends(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _issuer_key_ends(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     db.execute(
         "UPDATE issuer_keys SET valid_until = :until WHERE centre = :centre AND key_id = :key_id",
@@ -240,7 +217,7 @@ def _issuer_key_ends(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _issuer_key_proposed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _issuer_key_proposed(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     key_id = bytes(a["keyId"])
     _insert(
@@ -259,24 +236,7 @@ def _issuer_key_proposed(db: sqlite3.Connection, ev: Event, window: Window) -> N
     )
 
 
-def _issuer_key_voted(db: sqlite3.Connection, ev: Event, window: Window) -> None:
-    _insert(
-        db,
-        "key_votes",
-        {
-            "proposal_id": int(ev.args["proposalId"]),
-            "voter": bytes(ev.args["voter"]),
-            "block": ev.block,
-        },
-        conflict="IGNORE",
-    )
-
-
-def _issuer_key_proposal_executed(db: sqlite3.Connection, ev: Event, window: Window) -> None:
-    db.execute("UPDATE key_proposals SET executed = 1 WHERE id = :id", {"id": int(ev.args["proposalId"])})
-
-
-def _enrolled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _enrolled(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
         db,
@@ -294,7 +254,7 @@ def _enrolled(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
-def _revoked(db: sqlite3.Connection, ev: Event, window: Window) -> None:
+def _revoked(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     row = {
         "id": bytes(a["enrolmentId"]),
@@ -314,6 +274,22 @@ def _revoked(db: sqlite3.Connection, ev: Event, window: Window) -> None:
     )
 
 
+# -- Governed (Consortium and IdentityRegistry each) --------------------------------
+
+
+def _governance(votes: str, proposals: str) -> dict[str, Handler]:
+    """The handlers of one governed contract's shared events, writing its own two tables."""
+
+    def voted(db: sqlite3.Connection, ev: Event) -> None:
+        row = {"proposal_id": int(ev.args["proposalId"]), "voter": bytes(ev.args["voter"]), "block": ev.block}
+        _insert(db, votes, row, conflict="IGNORE")
+
+    def executed(db: sqlite3.Connection, ev: Event) -> None:
+        db.execute(f"UPDATE {proposals} SET executed = 1 WHERE id = :id", {"id": int(ev.args["proposalId"])})
+
+    return {"Voted": voted, "ProposalExecuted": executed}
+
+
 PROJECTIONS: dict[str, dict[str, Handler]] = {
     "Consortium": {
         "MemberAdmitted": _member_admitted,
@@ -321,8 +297,7 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
         "MemberUpdated": _member_updated,
         "RatesPublished": _rates_published,
         "ProposalCreated": _proposal_created,
-        "Voted": _voted,
-        "ProposalExecuted": _proposal_executed,
+        **_governance("votes", "proposals"),
     },
     "UsageLedger": {
         "EpochAnchored": _epoch_anchored,
@@ -335,8 +310,7 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
         "IssuerKeySet": _issuer_key_set,
         "IssuerKeyEnds": _issuer_key_ends,
         "IssuerKeyProposed": _issuer_key_proposed,
-        "Voted": _issuer_key_voted,
-        "ProposalExecuted": _issuer_key_proposal_executed,
+        **_governance("key_votes", "key_proposals"),
         "Enrolled": _enrolled,
         "Revoked": _revoked,
     },

@@ -30,7 +30,7 @@ from ledger.chain import Chain
 from ledger.db import transaction
 from ledger.deploy import Deployment, bind
 from ledger.index import schema
-from ledger.index.projections import PROJECTIONS, Event, Window, project
+from ledger.index.projections import PROJECTIONS, Event, project
 from ledger.primitives.canonical import canonical_json
 from ledger.primitives.hex import to_hex
 
@@ -186,7 +186,6 @@ class ChainSync:
 
     def _apply_window(self, events: list[Event], end: BlockRef) -> int:
         """Records and projects the events new to the index, then moves the last block to `end`."""
-        window = Window()
         applied = 0
         with self._lock, transaction(self._db):
             for ev in events:
@@ -205,7 +204,7 @@ class ChainSync:
                 if cur.rowcount == 0:
                     continue  # already applied
                 applied += 1
-                project(self._db, ev, window)
+                project(self._db, ev)
             schema.write_meta(self._db, schema.LAST_BLOCK, str(end.number))
             schema.write_meta(self._db, schema.LAST_BLOCK_HASH, end.hash)
             schema.write_meta(self._db, schema.LAST_BLOCK_TIME, str(end.timestamp))
