@@ -22,7 +22,7 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from joserfc import jws
 
-from auth.directory import Directory, DirectoryError, DirectoryUnavailable
+from auth.directory import Directory
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.api.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
@@ -118,15 +118,8 @@ class CentreNode:
 
     def login(self, username: str, password: str) -> LoginResponse:
         """Password sign-on at the user's home centre: the password goes nowhere else."""
-        try:
-            entry = self.parts.directory.authenticate(username, password)
-        except DirectoryUnavailable:
-            raise
-        except DirectoryError:
-            raise Unauthenticated("unknown user or wrong password") from None
         signon = self.parts.signon
-        if signon.is_revoked(entry.uid):
-            raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
+        entry = signon.bind(username, password)
         # The same attribute names as a credential's, so one policy serves both sign-ons.
         attributes = signon.schema.from_directory(entry.attributes, entry.groups)
         principal = f"{entry.uid}@{self.name}"

@@ -26,7 +26,7 @@ from auth.credentials import (
     key_id,
     verify_presentation,
 )
-from auth.directory import Directory, DirectoryError, DirectoryUnavailable, UnknownUser
+from auth.directory import Directory, DirectoryEntry, DirectoryError, DirectoryUnavailable, UnknownUser
 from auth.tokens import TokenIssuer
 from gateway.api.schemas import RevokeResponse
 from gateway.node.errors import Conflict, Forbidden, Invalid, Unauthenticated, Unavailable
@@ -99,8 +99,8 @@ class SignOn:
         """The user's pseudonymous enrolment id: stable at this home, meaningless anywhere else."""
         return hmac.new(self._enrolment_secret, uid.encode(), hashlib.sha256).digest()
 
-    def issue(self, username: str, password: str) -> dict:
-        """A credential over the user's live directory attributes, after a password bind here."""
+    def bind(self, username: str, password: str) -> DirectoryEntry:
+        """The user's live directory entry, after a password bind here; a revoked enrolment is refused."""
         try:
             entry = self.directory.authenticate(username, password)
         except DirectoryUnavailable:
@@ -109,6 +109,11 @@ class SignOn:
             raise Unauthenticated("unknown user or wrong password") from None
         if self.is_revoked(entry.uid):
             raise Forbidden(f"the enrolment of {entry.uid} at {self.name} is revoked")
+        return entry
+
+    def issue(self, username: str, password: str) -> dict:
+        """A credential over the user's live directory attributes, after a password bind here."""
+        entry = self.bind(username, password)
         enrolment = self.enrolment_id(entry.uid)
         if self.index.enrolment(self.name, enrolment) is None:
             self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": to_hex(enrolment)})
