@@ -102,10 +102,6 @@ def _key(centre: bytes | str) -> bytes:
     raise ValueError(f"records must be keyed by centre name or bytes32 id, got {centre!r}")
 
 
-def _short(record_id: bytes) -> str:
-    return to_hex(record_id)
-
-
 def verify_epoch(
     epoch: int,
     records_by_centre: RecordsByCentre,
@@ -195,7 +191,7 @@ def verify_epoch(
         sums: dict[bytes, int] = defaultdict(int)
         leaves: set[bytes] = set()
         for rec, sig in records:
-            rid = _short(rec.record_id)
+            rid = to_hex(rec.record_id)
             if rec.record_id in seen_ids:
                 where = label(seen_ids[rec.record_id])
                 findings.append(f"{name}: record {rid} appears more than once (also under {where})")

@@ -19,6 +19,8 @@ from collections.abc import Iterable
 
 from eth_utils import keccak
 
+from ledger.primitives.hex import to_hex
+
 ZERO = bytes(32)
 
 
@@ -40,7 +42,7 @@ class MerkleTree:
         ordered = sorted(_check_leaf(leaf) for leaf in leaves)
         for a, b in itertools.pairwise(ordered):
             if a == b:
-                raise ValueError(f"duplicate Merkle leaf 0x{a.hex()}")
+                raise ValueError(f"duplicate Merkle leaf {to_hex(a)}")
         self._leaves = ordered
         size = 2 * len(ordered) - 1 if ordered else 0
         tree = [ZERO] * size
@@ -69,7 +71,7 @@ class MerkleTree:
         """Sibling hashes from `leaf` up to the root (KeyError if not a leaf)."""
         i = self._position.get(_check_leaf(leaf))
         if i is None:
-            raise KeyError(f"not a leaf of this tree: 0x{bytes(leaf).hex()}")
+            raise KeyError(f"not a leaf of this tree: {to_hex(leaf)}")
         proof = []
         while i > 0:
             proof.append(self._tree[i + 1 if i % 2 else i - 1])

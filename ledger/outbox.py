@@ -38,6 +38,7 @@ from typing import Any, Literal
 
 from ledger.db import Migration, migrate, open_durable, transaction
 from ledger.primitives.canonical import canonical_json
+from ledger.primitives.hex import to_hex
 
 Handler = Callable[[dict], "str | None"]
 Status = Literal["pending", "done", "failed"]
@@ -210,8 +211,10 @@ class Outbox:
                     blocked.add(item.kind)
                     results.append(OutboxResult(item.id, item.kind, item.key, PENDING, None, error))
                 else:
-                    if tx_hash is not None and not isinstance(tx_hash, str):
-                        tx_hash = _hex(tx_hash)
+                    if isinstance(tx_hash, (bytes, bytearray)):  # web3's HexBytes
+                        tx_hash = to_hex(tx_hash)
+                    elif tx_hash is not None and not isinstance(tx_hash, str):
+                        tx_hash = str(tx_hash)
                     self._finish(item.id, DONE, tx_hash, None)
                     results.append(OutboxResult(item.id, item.kind, item.key, DONE, tx_hash))
         return results
@@ -371,11 +374,3 @@ def _item(row: tuple) -> OutboxItem:
         created_at=int(row[8]),
         updated_at=int(row[9]),
     )
-
-
-def _hex(value: Any) -> str:
-    if hasattr(value, "to_0x_hex"):
-        return value.to_0x_hex()
-    if isinstance(value, (bytes, bytearray)):
-        return "0x" + bytes(value).hex()
-    return str(value)

@@ -8,7 +8,7 @@ consortium's notice after it is published.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 from eth_account.signers.local import LocalAccount
 from web3.logs import DISCARD
@@ -31,16 +31,7 @@ class RatesVersion:
     prices: Prices
 
     def to_dict(self) -> dict:
-        return {
-            "centre": self.centre,
-            "version": self.version,
-            "effective_from": self.effective_from,
-            "prices": {
-                "per_cpu_second": self.prices.per_cpu_second,
-                "per_gpu_second": self.prices.per_gpu_second,
-                "per_gib_hour": self.prices.per_gib_hour,
-            },
-        }
+        return asdict(self)  # prices nested as a dict of its three fields
 
 
 def publish(

@@ -194,20 +194,21 @@ def insert_record(db: sqlite3.Connection, new: NewRecord, job_id: str, now: int)
         raise EpochClosed(f"epoch {new.epoch} is closed; the open epoch is {open_epoch}")
     if new.epoch > open_epoch:
         raise EpochError(f"epoch {new.epoch} is not open yet; the open epoch is {open_epoch}")
-    record_id, signature, leaf = new.record_id, new.signature, new.leaf
-    assert isinstance(record_id, str) and isinstance(signature, bytes) and isinstance(leaf, bytes)  # NewRecord's
+    record_id, home, text, signature, leaf = new.record_id, new.home_centre, new.record, new.signature, new.leaf
+    assert isinstance(record_id, str) and isinstance(home, str) and isinstance(text, str)  # NewRecord's
+    assert isinstance(signature, bytes) and isinstance(leaf, bytes)
     try:
         db.execute(
             "INSERT INTO usage_records (record_id, job_id, epoch, home_centre, record, signature, leaf,"
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (record_id, job_id, new.epoch, new.home_centre, new.record, signature.hex(), leaf.hex(), now),
+            (record_id, job_id, new.epoch, home, text, signature.hex(), leaf.hex(), now),
         )
     except sqlite3.IntegrityError as exc:
         raise DuplicateRecord(
             f"a usage record with record id {record_id}, this leaf, or for job {job_id} already exists ({exc})"
         ) from None
     db.execute("UPDATE jobs SET record_id = ?, updated_at = ? WHERE id = ?", (record_id, now, job_id))
-    return _record(db.execute("SELECT * FROM usage_records WHERE record_id = ?", (record_id,)).fetchone())
+    return StoredRecord(record_id, job_id, new.epoch, home, text, signature.hex(), leaf.hex(), now)
 
 
 # ---------------------------------------------------------------- the store's methods
