@@ -63,6 +63,7 @@ from gateway.jobs.launching import (
     Sandbox,
     UidPool,
     finish_job,
+    launcher_result,
     prepare_job,
     read_tail,
 )
@@ -273,7 +274,7 @@ class LocalExecutor:
         hung launcher or sandbox raises ExecutorFailure.
         """
         limits = limits or Limits()
-        job = prepare_job(
+        with prepare_job(
             argv,
             walltime,
             env,
@@ -282,18 +283,15 @@ class LocalExecutor:
             sandbox=self.sandbox,
             uids=self.uids,
             grace=self.grace,
-        )
-        with self._lock:
-            self._running += limits.cores
-        try:
-            result = self._launch(job, walltime)
-        except BaseException:
-            job.cleanup()
-            raise
-        finally:
+        ) as job:
             with self._lock:
-                self._running -= limits.cores
-        return finish_job(job, result)
+                self._running += limits.cores
+            try:
+                result = self._launch(job, walltime)
+            finally:
+                with self._lock:
+                    self._running -= limits.cores
+            return finish_job(job, result)
 
     def _launch(self, job: PreparedJob, walltime: int) -> dict:
         launcher = subprocess.Popen(
@@ -319,14 +317,13 @@ class LocalExecutor:
                 out, err = launcher.communicate()
             _kill_job(out)
             raise
-        lines = out.decode(errors="replace").splitlines()
-        try:
-            return json.loads(lines[1])
-        except (IndexError, ValueError):
+        result = launcher_result(out.decode(errors="replace"))
+        if result is None:
             _kill_job(out)
             raise ExecutorFailure(
                 f"job launcher failed (exit {launcher.returncode}): {err.decode(errors='replace')[-1000:].strip()}"
-            ) from None
+            )
+        return result
 
 
 def _kill_job(launcher_out: bytes) -> None:

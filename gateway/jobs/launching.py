@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import logging
 import os
 import pwd
@@ -39,6 +40,7 @@ __all__ = [
     "Sandbox",
     "UidPool",
     "finish_job",
+    "launcher_result",
     "prepare_job",
     "read_tail",
 ]
@@ -167,7 +169,8 @@ class PreparedJob:
 
     `folder` (root-owned, 0711) holds `stdout` and `stderr` (created by the
     launcher) and `work/`, the job's only writable folder, owned by its uid.
-    `cleanup()` removes the folder and gives the uid back; finish_job calls it.
+    `cleanup()` removes the folder and gives the uid back; finish_job calls it, and so
+    does leaving a `with` block on it, so that a launch that fails leaves nothing behind.
     """
 
     folder: Path
@@ -178,6 +181,12 @@ class PreparedJob:
     spec: dict
     uids: UidPool | None = field(default=None, repr=False)
     _done: bool = field(default=False, repr=False)
+
+    def __enter__(self) -> PreparedJob:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.cleanup()
 
     def cleanup(self) -> None:
         """Remove the job's folder (without following any link the job made) and free its uid. Idempotent."""
@@ -314,6 +323,16 @@ def finish_job(job: PreparedJob, result: dict) -> Execution:
             raise ExecutorFailure(f"the launcher's result is malformed ({exc}): {result!r:.200}") from None
     finally:
         job.cleanup()
+
+
+def launcher_result(output: str) -> dict | None:
+    """The result a launcher wrote: the line after its `{"pid": N}`; None when it left none (it died first)."""
+    lines = output.splitlines()
+    try:
+        result = json.loads(lines[1])
+    except (IndexError, ValueError):
+        return None
+    return result if isinstance(result, dict) else None
 
 
 def _output_tail(path: Path) -> tuple[str, str]:

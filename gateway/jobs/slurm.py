@@ -57,7 +57,9 @@ from gateway.jobs.launching import (
     Sandbox,
     UidPool,
     finish_job,
+    launcher_result,
     prepare_job,
+    read_tail,
 )
 from ledger.primitives.files import write_private
 
@@ -477,7 +479,7 @@ class SlurmExecutor:
         gives them to the job alone for as long as it runs.
         """
         limits = limits or Limits()
-        job = prepare_job(
+        with prepare_job(
             argv,
             walltime,
             env,
@@ -486,17 +488,13 @@ class SlurmExecutor:
             sandbox=self.sandbox,
             uids=self.uids,
             grace=self.grace,
-        )
-        try:
+        ) as job:
             folder = Path(tempfile.mkdtemp(prefix=f"{job.folder.name}-", dir=self._control))
             try:
                 result = self._submit_and_wait(job, walltime, limits, folder)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-        except BaseException:
-            job.cleanup()
-            raise
-        execution = finish_job(job, result)
+            execution = finish_job(job, result)
         if limits.gpus:
             execution = dataclasses.replace(execution, gpu_millis=limits.gpus * execution.wall_millis)
         return execution
@@ -560,24 +558,15 @@ class SlurmExecutor:
         what = final.describe() if final is not None else f"Slurm job {job_id} is no longer known to Slurm"
         if final is not None and final.ended_by_slurm:
             raise ExecutorFailure(what)
-        lines = _read_small(result).splitlines()
-        try:
-            parsed = json.loads(lines[1])
-        except (IndexError, ValueError):
-            parsed = None
-        if not isinstance(parsed, dict):
+        parsed = launcher_result(_read_small(result))
+        if parsed is None:
             raise ExecutorFailure(f"{what}, and its launcher left no result: {_read_small(slurm_log)[-1000:].strip()}")
         return parsed
 
 
 def _read_small(path: Path, limit: int = 65536) -> str:
-    """A file root wrote (the batch script's output), never through a link; empty when it is missing."""
+    """The end of a file the batch script wrote, as read_tail reads it; empty when it is missing or refused."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
+        return read_tail(path, limit)
+    except ExecutorFailure:
         return ""
-    try:
-        size = os.fstat(fd).st_size
-        return os.pread(fd, limit, max(0, size - limit)).decode("utf-8", errors="replace")
-    finally:
-        os.close(fd)
