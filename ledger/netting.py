@@ -33,6 +33,49 @@ def net_positions(claims: Mapping[tuple[bytes, bytes], int], members: Sequence[b
     return net
 
 
+def settle_from_collateral(
+    net: Mapping[bytes, int], free: Mapping[bytes, int], members: Sequence[bytes]
+) -> tuple[dict[bytes, int], list[tuple[bytes, bytes, int]], list[tuple[bytes, int]]]:
+    """What Settlement.settle moves out of collateral: (moved net, transfers, shortfalls).
+
+    Each debtor pays min(debt, free[debtor]) (free = collateral balance - locked; a member
+    missing from `free` has none). When every debtor covers its debt, moved == net. Otherwise
+    each creditor gets floor(credit * collected / total debt) and the rounding dust goes to
+    the first creditor in member order; shortfalls lists (debtor, unpaid) in member order.
+    Either way the transfers are the greedy pairing of the moved net, so settlement never
+    depends on a debtor's balance and never overdraws one.
+    """
+    if len(set(members)) != len(members):
+        raise ValueError("members must be distinct")
+    for m in members:
+        value = net.get(m, 0)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"net position must be an int, got {value!r}")
+        have = free.get(m, 0)
+        if not isinstance(have, int) or isinstance(have, bool) or have < 0:
+            raise ValueError(f"free collateral must be a non-negative int, got {have!r}")
+    if sum(net.get(m, 0) for m in members) != 0:
+        raise ValueError(f"net positions must sum to zero, got {sum(net.get(m, 0) for m in members)}")
+    moved = {m: 0 for m in members}
+    shortfalls: list[tuple[bytes, int]] = []
+    total_debt = collected = 0
+    for m in members:
+        debt = -net.get(m, 0)
+        if debt > 0:
+            paid = min(debt, free.get(m, 0))
+            moved[m] = -paid
+            total_debt += debt
+            collected += paid
+            if paid < debt:
+                shortfalls.append((m, debt - paid))
+    creditors = [m for m in members if net.get(m, 0) > 0]
+    for m in creditors:
+        moved[m] = net[m] * collected // total_debt
+    if creditors:
+        moved[creditors[0]] += collected - sum(moved[m] for m in creditors)
+    return moved, transfers(moved, members), shortfalls
+
+
 def transfers(net: Mapping[bytes, int], members: Sequence[bytes]) -> list[tuple[bytes, bytes, int]]:
     """Greedy settlement: (debtor, creditor, amount) triples, at most n-1 of them.
 

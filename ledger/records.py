@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, fields
-from typing import Any
+from functools import cache
+from typing import Annotated, Any, ClassVar, get_args, get_origin, get_type_hints
 
+from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
 from eth_utils import is_address, keccak, to_checksum_address
@@ -21,40 +23,31 @@ from ledger.primitives.hex import HexError, from_hex, to_hex
 DOMAIN_NAME = "xcentre"
 DOMAIN_VERSION = "1"
 
-_BYTES32 = ("record_id", "job_id", "serving_centre", "home_centre", "user")
-_UINT64 = ("epoch", "started_at", "ended_at", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "rates_version")
-_UINT256 = ("price",)
+# Field annotations of typed data: the Python type, then the Solidity type it is signed as.
+Bytes32 = Annotated[bytes, "bytes32"]
+Uint64 = Annotated[int, "uint64"]
+Uint256 = Annotated[int, "uint256"]
+Address = Annotated[str, "address"]
 
-USAGE_RECORD_TYPE = [
-    {"name": "recordId", "type": "bytes32"},
-    {"name": "jobId", "type": "bytes32"},
-    {"name": "servingCentre", "type": "bytes32"},
-    {"name": "homeCentre", "type": "bytes32"},
-    {"name": "user", "type": "bytes32"},
-    {"name": "epoch", "type": "uint64"},
-    {"name": "startedAt", "type": "uint64"},
-    {"name": "endedAt", "type": "uint64"},
-    {"name": "cpuMillis", "type": "uint64"},
-    {"name": "wallMillis", "type": "uint64"},
-    {"name": "maxRssKib", "type": "uint64"},
-    {"name": "gpuMillis", "type": "uint64"},
-    {"name": "ratesVersion", "type": "uint64"},
-    {"name": "price", "type": "uint256"},
-]
 EIP712_DOMAIN_TYPE = [
     {"name": "name", "type": "string"},
     {"name": "version", "type": "string"},
     {"name": "chainId", "type": "uint256"},
     {"name": "verifyingContract", "type": "address"},
 ]
+_SECP256K1_HALF_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141 // 2
 
 
-class InvalidRecord(ValueError):
+class InvalidTypedData(ValueError):
+    """Typed data (a record, order, grant or receipt) with a field out of its type's range, or malformed JSON."""
+
+
+class InvalidRecord(InvalidTypedData):
     """A usage record with a field out of its type's range, or malformed JSON."""
 
 
 class InvalidSignature(ValueError):
-    """A signature that is not 65 bytes or does not recover."""
+    """A signature that is not 65 bytes r ‖ s ‖ v, is malleable (high s), or does not recover."""
 
 
 def _camel(name: str) -> str:
@@ -83,6 +76,10 @@ class Domain:
         """The domain of a ledger.deploy.Deployment (its chain id and UsageLedger)."""
         return cls(chain_id=deployment.chain_id, verifying_contract=deployment.usage_ledger)
 
+    def separator(self) -> bytes:
+        """The EIP-712 domain separator."""
+        return _separator(self.name, self.version, self.chain_id, self.verifying_contract)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -97,47 +94,60 @@ def domain_for(deployment: Any) -> Domain:
     return Domain.for_deployment(deployment)
 
 
-@dataclass(frozen=True)
-class UsageRecord:
-    """What a serving centre metered for one job, in integers.
+@cache
+def _separator(name: str, version: str, chain_id: int, contract: str) -> bytes:
+    domain_type = "EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)"
+    return keccak(
+        encode(
+            ["bytes32", "bytes32", "bytes32", "uint256", "address"],
+            [keccak(text=domain_type), keccak(text=name), keccak(text=version), chain_id, contract],
+        )
+    )
 
-    `rates_version` names the serving centre's published rates (Consortium.rates) in
-    force when the job was accepted; `price` is the meters x those rates, so anyone
-    can recompute it from the chain.
+
+@dataclass(frozen=True)
+class TypedData:
+    """Base of the frozen dataclasses signed as EIP-712 structs (records, orders, grants, receipts).
+
+    Each field is annotated Bytes32, Uint64, Uint256 or Address; the dataclass field order is the
+    struct's; a subclass names its struct, itself in messages and its error class. The base
+    validates every field, spells the JSON (snake_case, bytes32 and addresses as 0x-hex,
+    numbers as ints) and the EIP-712 message.
     """
 
-    record_id: bytes
-    job_id: bytes
-    serving_centre: bytes
-    home_centre: bytes
-    user: bytes
-    epoch: int
-    started_at: int
-    ended_at: int
-    cpu_millis: int
-    wall_millis: int
-    max_rss_kib: int
-    gpu_millis: int
-    rates_version: int
-    price: int
+    TYPE_NAME: ClassVar[str]
+    ERROR: ClassVar[type[InvalidTypedData]] = InvalidTypedData
+    WHAT: ClassVar[str] = "typed data"
+
+    def __init_subclass__(cls, *, name: str, what: str, error: type[InvalidTypedData], **kw: Any) -> None:
+        """`class Order(TypedData, name="Order", what="order", error=InvalidPayment)`."""
+        super().__init_subclass__(**kw)
+        cls.TYPE_NAME, cls.WHAT, cls.ERROR = name, what, error
 
     def __post_init__(self) -> None:
-        for name in _BYTES32:
-            value = getattr(self, name)
-            if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
-                raise InvalidRecord(f"{name} must be 32 bytes, got {value!r}")
-            object.__setattr__(self, name, bytes(value))
-        for name, bits in [(n, 64) for n in _UINT64] + [(n, 256) for n in _UINT256]:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**bits:
-                raise InvalidRecord(f"{name} must be an int in [0, 2**{bits}), got {value!r}")
-        if self.ended_at < self.started_at:
-            raise InvalidRecord("ended_at is before started_at")
-        if self.rates_version == 0:
-            raise InvalidRecord("rates_version must name a published version (they count from 1)")
+        for name, sol in self.solidity_fields():
+            object.__setattr__(self, name, _checked(self.ERROR, name, sol, getattr(self, name)))
+        self.check()
+
+    def check(self) -> None:
+        """Rules across fields, beyond each field's type (a subclass's hook)."""
+
+    @classmethod
+    def solidity_fields(cls) -> tuple[tuple[str, str], ...]:
+        """(snake_case name, Solidity type) of each field, in struct order."""
+        return _solidity_fields(cls)
+
+    @classmethod
+    def eip712_type(cls) -> list[dict[str, str]]:
+        return [{"name": _camel(n), "type": t} for n, t in cls.solidity_fields()]
+
+    @classmethod
+    def type_string(cls) -> str:
+        """`Name(type field,...)`, whose keccak is the struct's type hash."""
+        return f"{cls.TYPE_NAME}(" + ",".join(f"{t} {_camel(n)}" for n, t in cls.solidity_fields()) + ")"
 
     def to_dict(self) -> dict[str, Any]:
-        """snake_case fields; bytes32 as 0x-hex strings, numbers as ints."""
+        """snake_case fields; bytes32 as 0x-hex strings, addresses checksummed, numbers as ints."""
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
@@ -145,24 +155,18 @@ class UsageRecord:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> UsageRecord:
-        names = [f.name for f in fields(cls)]
-        if not isinstance(data, dict):
-            raise InvalidRecord("a usage record must be a JSON object")
-        missing = [n for n in names if n not in data]
-        extra = [k for k in data if k not in names]
-        if missing or extra:
-            raise InvalidRecord(f"usage record fields: missing {missing}, unexpected {extra}")
+    def from_dict(cls, data: Any) -> Any:
+        expect_fields(data, [n for n, _ in cls.solidity_fields()], cls.WHAT, cls.ERROR)
         values: dict[str, Any] = {}
-        for name in names:
+        for name, sol in cls.solidity_fields():
             value = data[name]
-            if name in _BYTES32:
+            if sol == "bytes32":
                 if not isinstance(value, str) or not value.startswith("0x"):
-                    raise InvalidRecord(f"{name} must be a 0x-hex string")
+                    raise cls.ERROR(f"{name} must be a 0x-hex string")
                 try:
                     value = from_hex(value, what=name)
                 except HexError as exc:
-                    raise InvalidRecord(str(exc)) from None
+                    raise cls.ERROR(str(exc)) from None
             values[name] = value
         return cls(**values)
 
@@ -171,18 +175,113 @@ class UsageRecord:
         return canonical_json(self.to_dict())
 
     @classmethod
-    def from_json(cls, text: str | bytes | dict[str, Any]) -> UsageRecord:
+    def from_json(cls, text: str | bytes | dict[str, Any]) -> Any:
         if isinstance(text, dict):
             return cls.from_dict(text)
         try:
             data = json.loads(text)
         except (TypeError, ValueError) as exc:
-            raise InvalidRecord(f"usage record is not JSON: {exc}") from None
+            raise cls.ERROR(f"{cls.WHAT} is not JSON: {exc}") from None
         return cls.from_dict(data)
 
     def message(self) -> dict[str, Any]:
         """The EIP-712 message (camelCase field names)."""
-        return {_camel(f.name): getattr(self, f.name) for f in fields(self)}
+        return {_camel(n): getattr(self, n) for n, _ in self.solidity_fields()}
+
+    def as_tuple(self) -> tuple[Any, ...]:
+        """The struct as a contract call takes it (fields in struct order)."""
+        return tuple(getattr(self, n) for n, _ in self.solidity_fields())
+
+    def struct_hash(self) -> bytes:
+        """hashStruct: keccak256(typeHash ‖ abi.encode(fields)); every field is atomic."""
+        types = [t for _, t in self.solidity_fields()]
+        return keccak(_type_hash(type(self)) + encode(types, list(self.as_tuple())))
+
+
+def expect_fields(data: Any, names: list[str], what: str, error: type[ValueError]) -> None:
+    """`error` unless `data` is a JSON object with exactly the fields `names` (naming the missing and unexpected)."""
+    if not isinstance(data, dict):
+        raise error(f"a {what} must be a JSON object")
+    missing = [n for n in names if n not in data]
+    extra = [k for k in data if k not in names]
+    if missing or extra:
+        raise error(f"{what} fields: missing {missing}, unexpected {extra}")
+
+
+_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {}
+_TYPE_HASHES: dict[str, bytes] = {}
+
+
+def _solidity_fields(cls: type[TypedData]) -> tuple[tuple[str, str], ...]:
+    key = f"{cls.__module__}.{cls.__qualname__}"
+    if key not in _FIELDS:
+        hints = get_type_hints(cls, include_extras=True)
+        out = []
+        for f in fields(cls):
+            hint = hints[f.name]
+            if get_origin(hint) is not Annotated:
+                raise TypeError(f"{cls.__name__}.{f.name} is not annotated with a Solidity type")
+            out.append((f.name, get_args(hint)[1]))
+        _FIELDS[key] = tuple(out)
+    return _FIELDS[key]
+
+
+def _type_hash(cls: type[TypedData]) -> bytes:
+    if cls.TYPE_NAME not in _TYPE_HASHES:
+        _TYPE_HASHES[cls.TYPE_NAME] = keccak(text=cls.type_string())
+    return _TYPE_HASHES[cls.TYPE_NAME]
+
+
+def _checked(error: type[InvalidTypedData], name: str, sol: str, value: Any) -> Any:
+    """`value` normalised for Solidity type `sol`, or `error` naming the field."""
+    if sol == "bytes32":
+        if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
+            raise error(f"{name} must be 32 bytes, got {value!r}")
+        return bytes(value)
+    if sol == "address":
+        if not isinstance(value, str) or not is_address(value):
+            raise error(f"{name} must be a 0x-hex address of 20 bytes, got {value!r}")
+        return to_checksum_address(value)
+    bits = int(sol.removeprefix("uint"))
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**bits:
+        raise error(f"{name} must be an int in [0, 2**{bits}), got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class UsageRecord(TypedData, name="UsageRecord", what="usage record", error=InvalidRecord):
+    """What a serving centre metered for one job, in integers.
+
+    `rates_version` names the serving centre's published rates (Consortium.rates) in
+    force when the job was accepted; `price` is the meters x those rates, capped at the
+    grant, so anyone can recompute it from the chain. `order` and `grant` are the digests
+    of the user's order and its home's grant that authorised the job; `lock_hash` is
+    keccak256 of the key the job's outputs are sealed under (ledger.lock).
+    """
+
+    record_id: Bytes32
+    job_id: Bytes32
+    serving_centre: Bytes32
+    home_centre: Bytes32
+    user: Bytes32
+    epoch: Uint64
+    started_at: Uint64
+    ended_at: Uint64
+    cpu_millis: Uint64
+    wall_millis: Uint64
+    max_rss_kib: Uint64
+    gpu_millis: Uint64
+    rates_version: Uint64
+    price: Uint256
+    order: Bytes32
+    grant: Bytes32
+    lock_hash: Bytes32
+
+    def check(self) -> None:
+        if self.ended_at < self.started_at:
+            raise InvalidRecord("ended_at is before started_at")
+        if self.rates_version == 0:
+            raise InvalidRecord("rates_version must name a published version (they count from 1)")
 
 
 def _domain(domain: Domain | dict[str, Any] | Any) -> Domain:
@@ -200,42 +299,69 @@ def _domain(domain: Domain | dict[str, Any] | Any) -> Domain:
     raise TypeError(f"not an EIP-712 domain: {domain!r}")
 
 
-def typed_data(rec: UsageRecord, domain: Domain | dict[str, Any]) -> dict[str, Any]:
+DomainLike = Domain | dict[str, Any] | Any
+"""A Domain, its as_dict() form, or a ledger.deploy.Deployment."""
+
+
+def typed_data(obj: TypedData, domain: DomainLike) -> dict[str, Any]:
     """The full EIP-712 typed-data document (as wallets' signTypedData_v4 take it)."""
     return {
-        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "UsageRecord": USAGE_RECORD_TYPE},
-        "primaryType": "UsageRecord",
+        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, obj.TYPE_NAME: obj.eip712_type()},
+        "primaryType": obj.TYPE_NAME,
         "domain": _domain(domain).as_dict(),
-        "message": rec.message(),
+        "message": obj.message(),
     }
 
 
-def _signable(rec: UsageRecord, domain: Domain | dict[str, Any]) -> SignableMessage:
-    return encode_typed_data(full_message=typed_data(rec, domain))
+def signable(obj: TypedData, domain: DomainLike) -> SignableMessage:
+    """What a wallet signs: the typed-data document, encoded (for hardware and browser wallets)."""
+    return encode_typed_data(full_message=typed_data(obj, domain))
 
 
-def record_digest(rec: UsageRecord, domain: Domain | dict[str, Any]) -> bytes:
-    """keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(record)): what is signed."""
-    s = _signable(rec, domain)
-    return keccak(b"\x19" + s.version + s.header + s.body)
+def digest(obj: TypedData, domain: DomainLike) -> bytes:
+    """keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(obj)): what is signed, what contracts hash."""
+    return keccak(b"\x19\x01" + _domain(domain).separator() + obj.struct_hash())
 
 
-def record_leaf(rec: UsageRecord, domain: Domain | dict[str, Any]) -> bytes:
+def sign_typed(obj: TypedData, domain: DomainLike, private_key: Any) -> bytes:
+    """65-byte (r ‖ s ‖ v, v 27/28, low s) signature of `obj` by `private_key` (hex, bytes or LocalAccount)."""
+    key = private_key.key if hasattr(private_key, "key") else private_key
+    return bytes(Account.unsafe_sign_hash(digest(obj, domain), private_key=key).signature)
+
+
+def recover(obj: TypedData, domain: DomainLike, sig: Any) -> str:
+    """The checksummed address that signed `obj`, by the rules of OpenZeppelin's ECDSA.recover.
+
+    InvalidSignature for anything it would refuse: not 65 bytes, v not 27/28, a high s
+    (the malleable twin of a valid signature), or no recoverable key.
+    """
+    if not isinstance(sig, (bytes, bytearray)) or len(sig) != 65:
+        raise InvalidSignature(f"a {obj.WHAT} signature must be 65 bytes")
+    if sig[64] not in (27, 28):
+        raise InvalidSignature(f"v must be 27 or 28, got {sig[64]}")
+    if int.from_bytes(sig[32:64], "big") > _SECP256K1_HALF_N:
+        raise InvalidSignature("high s: a malleable signature, refused as OpenZeppelin's ECDSA does")
+    try:
+        return to_checksum_address(Account._recover_hash(digest(obj, domain), signature=bytes(sig)))
+    except Exception as exc:  # eth_keys raises BadSignature / ValidationError variants
+        raise InvalidSignature(f"signature does not recover: {exc}") from exc
+
+
+def record_digest(rec: UsageRecord, domain: DomainLike) -> bytes:
+    """The record's EIP-712 digest (digest, named for records)."""
+    return digest(rec, domain)
+
+
+def record_leaf(rec: UsageRecord, domain: DomainLike) -> bytes:
     """Merkle leaf of a record: keccak256(keccak256(digest)), never equal to an inner node."""
     return keccak(keccak(record_digest(rec, domain)))
 
 
-def sign_record(rec: UsageRecord, domain: Domain | dict[str, Any], private_key: Any) -> bytes:
-    """65-byte (r ‖ s ‖ v) signature of the record by `private_key` (hex, bytes or LocalAccount)."""
-    key = private_key.key if hasattr(private_key, "key") else private_key
-    return bytes(Account.sign_message(_signable(rec, domain), private_key=key).signature)
+def sign_record(rec: UsageRecord, domain: DomainLike, private_key: Any) -> bytes:
+    """The serving centre's signature of a record (sign_typed)."""
+    return sign_typed(rec, domain, private_key)
 
 
-def recover_signer(rec: UsageRecord, domain: Domain | dict[str, Any], sig: bytes) -> str:
-    """The checksummed address that signed the record (InvalidSignature if malformed)."""
-    if not isinstance(sig, (bytes, bytearray)) or len(sig) != 65:
-        raise InvalidSignature("a record signature must be 65 bytes")
-    try:
-        return Account.recover_message(_signable(rec, domain), signature=bytes(sig))
-    except Exception as exc:  # eth_keys raises BadSignature / ValidationError variants
-        raise InvalidSignature(f"signature does not recover: {exc}") from exc
+def recover_signer(rec: UsageRecord, domain: DomainLike, sig: Any) -> str:
+    """The checksummed address that signed the record (recover)."""
+    return recover(rec, domain, sig)

@@ -8,9 +8,17 @@ import pytest
 from web3.logs import DISCARD
 
 from ledger.ids import centre_id
-from ledger.netting import net_positions, transfers
+from ledger.netting import net_positions, settle_from_collateral, transfers
 
 A, B, C, D, E = (centre_id(n) for n in ["a", "b", "c", "d", "e"])
+
+
+def random_case(seed: int, most: int) -> tuple[random.Random, list[bytes], dict[bytes, int]]:
+    """2 to `most` members with random claims on each other, and their net positions."""
+    rng = random.Random(seed)
+    members = [centre_id(f"c{i}") for i in range(rng.randint(2, most))]
+    claims = {(c, d): rng.randint(0, 1000) for c in members for d in members if c != d and rng.random() < 0.5}
+    return rng, members, net_positions(claims, members)
 
 
 def test_worked_example():
@@ -42,6 +50,62 @@ def test_bad_input():
         transfers({A: 1, B: 0}, [A, B])
 
 
+def test_collateral_covering_every_debt_settles_as_greedy_pairing():
+    members = [A, B, C, D]
+    net = {A: 115, B: 0, C: -50, D: -65}
+    moved, moves, short = settle_from_collateral(net, {A: 0, B: 0, C: 50, D: 10**9}, members)
+    assert moved == net and moves == transfers(net, members) == [(C, A, 50), (D, A, 65)] and short == []
+
+
+def test_shortfall_is_shared_pro_rata_with_the_dust_to_the_first_creditor():
+    """C owes 60 but holds 20, D owes 40 and holds it: 60 of 100 is collected and shared 2:1."""
+    members = [A, B, C, D]
+    net = {A: 34, B: 66, C: -60, D: -40}
+    moved, moves, short = settle_from_collateral(net, {A: 0, B: 0, C: 20, D: 40}, members)
+    # floor(34*60/100) = 20, floor(66*60/100) = 39; one unit of dust to A, the first creditor
+    assert moved == {A: 21, B: 39, C: -20, D: -40}
+    assert short == [(C, 40)]
+    assert moves == transfers(moved, members) == [(C, A, 20), (D, A, 1), (D, B, 39)]
+
+
+def test_a_debtor_with_nothing_blocks_nobody():
+    members = [A, B, C]
+    net = {A: 100, B: -70, C: -30}
+    moved, moves, short = settle_from_collateral(net, {A: 5, B: 0, C: 30}, members)
+    assert moved == {A: 30, B: 0, C: -30} and moves == [(C, A, 30)] and short == [(B, 70)]
+    moved, moves, short = settle_from_collateral(net, {}, members)  # no collateral at all
+    assert moved == {A: 0, B: 0, C: 0} and moves == [] and short == [(B, 70), (C, 30)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_collateral_settlement_conserves_and_never_overdraws(seed):
+    rng, members, net = random_case(seed, 9)
+    free = {m: rng.choice([0, rng.randint(0, 1500), 10**6]) for m in members}
+    moved, moves, short = settle_from_collateral(net, free, members)
+    assert sum(moved.values()) == 0
+    for m in members:
+        if net[m] <= 0:  # a debtor pays what it can, at most its debt
+            assert moved[m] == -min(-net[m], free[m])
+        else:  # a creditor gets at most its credit, and all of it when nobody falls short
+            assert 0 <= moved[m] <= net[m]
+            assert moved[m] == net[m] or short
+    assert dict(short) == {m: -net[m] - free[m] for m in members if net[m] < 0 and free[m] < -net[m]}
+    assert moves == transfers(moved, members)
+
+
+def test_collateral_bad_input():
+    with pytest.raises(ValueError, match="sum to zero"):
+        settle_from_collateral({A: 1, B: 0}, {}, [A, B])
+    with pytest.raises(ValueError, match="free collateral"):
+        settle_from_collateral({A: 1, B: -1}, {B: -1}, [A, B])
+    with pytest.raises(ValueError, match="free collateral"):
+        settle_from_collateral({A: 1, B: -1}, {B: True}, [A, B])
+    with pytest.raises(ValueError, match="distinct"):
+        settle_from_collateral({A: 0}, {}, [A, A])
+    with pytest.raises(ValueError, match="net position"):
+        settle_from_collateral({A: 1.0, B: -1.0}, {}, [A, B])
+
+
 def test_no_claims_no_transfers():
     net = net_positions({}, [A, B, C])
     assert net == {A: 0, B: 0, C: 0} and transfers(net, [A, B, C]) == []
@@ -49,10 +113,7 @@ def test_no_claims_no_transfers():
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_nets_settle_fully_in_at_most_n_minus_1_transfers(seed):
-    rng = random.Random(seed)
-    members = [centre_id(f"c{i}") for i in range(rng.randint(2, 12))]
-    claims = {(c, d): rng.randint(0, 1000) for c in members for d in members if c != d and rng.random() < 0.5}
-    net = net_positions(claims, members)
+    _, members, net = random_case(seed, 12)
     assert sum(net.values()) == 0
     moves = transfers(net, members)
     assert len(moves) <= len(members) - 1

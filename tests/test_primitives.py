@@ -174,6 +174,9 @@ def test_signed_and_stored_spellings_are_the_canonical_one():
         gpu_millis=0,
         rates_version=1,
         price=99,
+        order=b"\x04" * 32,
+        grant=b"\x05" * 32,
+        lock_hash=b"\x06" * 32,
     )
     assert record.to_json() == canonical_json(record.to_dict())
 

@@ -7,6 +7,7 @@ import json
 import pytest
 from eth_abi import encode
 from eth_account import Account
+from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
 from ledger.ids import InvalidName, centre_id, centre_name, user_id
@@ -42,6 +43,9 @@ def record(**changes) -> UsageRecord:
         gpu_millis=0,
         rates_version=2,
         price=2**70 + 5,
+        order=keccak(text="order-1"),
+        grant=keccak(text="grant-1"),
+        lock_hash=keccak(b"\x07" * 32),
     )
     fields.update(changes)
     return UsageRecord(**fields)
@@ -68,11 +72,11 @@ def test_digest_matches_a_hand_computed_eip712_hash():
         text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
         "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
         "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
-        "uint256 price)"
+        "uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash)"
     )
     struct_hash = keccak(
         encode(
-            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"],
+            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"] + ["bytes32"] * 3,
             [
                 type_hash,
                 rec.record_id,
@@ -89,6 +93,9 @@ def test_digest_matches_a_hand_computed_eip712_hash():
                 rec.gpu_millis,
                 rec.rates_version,
                 rec.price,
+                rec.order,
+                rec.grant,
+                rec.lock_hash,
             ],
         )
     )
@@ -102,6 +109,7 @@ def test_digest_matches_a_hand_computed_eip712_hash():
     digest = keccak(b"\x19\x01" + separator + struct_hash)
     assert record_digest(rec, DOMAIN) == digest
     assert record_leaf(rec, DOMAIN) == keccak(keccak(digest))
+    assert encode_typed_data(full_message=typed_data(rec, DOMAIN)).body == struct_hash
     assert typed_data(rec, DOMAIN)["domain"]["name"] == "xcentre"
 
 
@@ -159,6 +167,9 @@ def test_json_round_trip_uses_hex_strings():
         {"rates_version": 0},
         {"rates_version": 2**64},
         {"rates_version": None},
+        {"order": b"\x01" * 31},
+        {"grant": "0x" + "00" * 32},
+        {"lock_hash": None},
     ],
 )
 def test_invalid_fields_raise(changes):
@@ -175,6 +186,8 @@ def test_invalid_fields_raise(changes):
         lambda d: d.update(job_id="abc"),
         lambda d: d.update(job_id="0xzz"),
         lambda d: d.update(epoch="3"),
+        lambda d: d.update(lock_hash="0x" + "ab" * 31),
+        lambda d: d.update(grant=123),
     ],
 )
 def test_malformed_json_raises(mutate):
@@ -197,3 +210,25 @@ def test_domain_for_deployment_and_validation():
         Domain(chain_id=0, verifying_contract=DOMAIN.verifying_contract)
     with pytest.raises(ValueError):
         Domain(chain_id=1, verifying_contract="nope")
+
+
+def test_a_record_from_before_payment_names_the_missing_fields():
+    """Records stored before orders and grants existed lack three fields: the error names them."""
+    data = record().to_dict()
+    for name in ("order", "grant", "lock_hash"):
+        data.pop(name)
+    with pytest.raises(InvalidRecord, match=r"missing \['order', 'grant', 'lock_hash'\]"):
+        UsageRecord.from_dict(data)
+
+
+def test_high_s_and_bad_v_signatures_are_refused_as_the_contract_does():
+    """OpenZeppelin's ECDSA refuses the malleable twin (n - s, flipped v) and v outside 27/28."""
+    rec = record()
+    sig = sign_record(rec, DOMAIN, KEY.key)
+    n = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+    s = int.from_bytes(sig[32:64], "big")
+    twin = sig[:32] + (n - s).to_bytes(32, "big") + bytes([55 - sig[64]])
+    with pytest.raises(InvalidSignature, match="high s"):
+        recover_signer(rec, DOMAIN, twin)
+    with pytest.raises(InvalidSignature, match="v must be 27 or 28"):
+        recover_signer(rec, DOMAIN, sig[:64] + bytes([sig[64] - 27]))
