@@ -9,12 +9,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 NPM_CI := npm ci --no-audit --no-fund --loglevel=error
 
-.PHONY: demo test lint contracts bench system-deps sandbox-deps node-deps clean
+.PHONY: demo test lint contracts bench system-deps sandbox-deps node-deps slither-deps clean
 
 demo: $(STAMP) sandbox-deps
 	$(BIN)/xcentre demo
 
-test: lint node-deps system-deps
+test: lint node-deps system-deps slither-deps
 	$(BIN)/pytest -q
 
 # The gates, configured in pyproject.toml: lint rules, the formatter's layout, types.
@@ -26,7 +26,7 @@ lint: $(STAMP)
 contracts: contracts/node_modules/.package-lock.json
 	node scripts/compile_contracts.mjs
 
-bench: $(STAMP)
+bench: $(STAMP) contracts/node_modules/.package-lock.json
 	$(BIN)/pip install -q -e '.[test,bench]'
 	$(BIN)/python scripts/bench/run_all.py
 
@@ -34,6 +34,18 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+# Slither (static analysis of the contracts, tests/test_slither.py) needs web3 < 8, which
+# the project cannot share, so it gets a virtualenv of its own; it compiles through
+# scripts/solc, a `solc` command line over the pinned solcjs.
+SLITHER := slither-analyzer==0.11.6
+
+slither-deps: $(VENV)/slither/.installed
+
+$(VENV)/slither/.installed:
+	$(PYTHON) -m venv $(VENV)/slither
+	$(VENV)/slither/bin/pip install -q '$(SLITHER)'
 	touch $@
 
 node-deps: contracts/node_modules/.package-lock.json tests/interop/node_modules/.package-lock.json

@@ -21,6 +21,14 @@ from ledger.ids import centre_id
 
 DEFAULT_RATE_NOTICE = 86_400
 """Seconds between publishing new rates and their taking effect, unless a deployment says otherwise."""
+DEFAULT_DISPUTE_WINDOW = 3_600
+"""Seconds after an anchor during which its records may be disputed (answers: as many again)."""
+DEFAULT_BOOKING_DELAY = 86_400
+"""Seconds after an order's deadline within which its record must be anchored."""
+DEFAULT_ANCHOR_BOND = 1_000_000
+"""Collateral locked per anchor (as much as is free), lost to an upheld dispute."""
+DEFAULT_DISPUTE_BOND = 100_000
+"""Collateral locked per dispute, lost to the claimant when the dispute is answered by a receipt."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,8 @@ class Deployment:
     credit: str
     start_block: int
     identity_registry: str | None = None  # None only in descriptions written before issue 3
+    dispute_window: int | None = None  # None in descriptions written before issue 8: read it from the chain
+    booking_delay: int | None = None  # likewise
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of the deployment; also written to `path` when given."""
@@ -127,9 +137,29 @@ class Deployment:
                     if data.get("identity_registry") is not None
                     else None
                 ),
+                dispute_window=_optional_seconds(data, "dispute_window"),
+                booking_delay=_optional_seconds(data, "booking_delay"),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a deployment description: {exc}") from exc
+
+
+def _seconds(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ValueError(f"{name} must be a non-negative number of seconds, got {value!r}")
+    return value
+
+
+def _optional_seconds(data: dict, key: str) -> int | None:
+    value = data.get(key)
+    return None if value is None else _seconds(key, value)
+
+
+def _bond(name: str, value: object) -> int:
+    """A bond: UsageLedger keeps what is locked of it in 96 bits."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**96:
+        raise ValueError(f"{name} must be a non-negative credit amount below 2**96, got {value!r}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -150,32 +180,51 @@ def deploy_consortium(
     quorum: int,
     initial_credit: int,
     rate_notice: int = DEFAULT_RATE_NOTICE,
+    *,
+    dispute_window: int = DEFAULT_DISPUTE_WINDOW,
+    booking_delay: int = DEFAULT_BOOKING_DELAY,
+    anchor_bond: int = DEFAULT_ANCHOR_BOND,
+    dispute_bond: int = DEFAULT_DISPUTE_BOND,
 ) -> Deployment:
     """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement and IdentityRegistry.
 
-    Every genesis member's account receives `initial_credit` XCC. The deployer pays gas
+    Every genesis member starts with `initial_credit` XCC of collateral in Settlement
+    (minted to the deployer, deposited for each member): settlement pays from that
+    collateral, never from token balances a debtor could move away. The deployer pays gas
     only; it holds no role afterwards except having set the settlement contract once.
     `rate_notice` (seconds) is how long after publication new rates may first apply;
-    it is fixed for the consortium's life.
+    `dispute_window` how long after an anchor its records may be disputed (answers are due
+    within as long again); `booking_delay` how long after an order's deadline its record
+    may still be anchored. All four are fixed for the consortium's life.
     """
     if not members:
         raise ValueError("a consortium needs at least one member")
     if not 1 <= quorum <= len(members):
         raise ValueError(f"quorum must be between 1 and {len(members)}, got {quorum}")
-    if initial_credit < 0:
-        raise ValueError("initial_credit must be >= 0")
-    if not isinstance(rate_notice, int) or isinstance(rate_notice, bool) or not 0 <= rate_notice < 2**64:
-        raise ValueError(f"rate_notice must be a non-negative number of seconds, got {rate_notice!r}")
+    if not isinstance(initial_credit, int) or isinstance(initial_credit, bool) or initial_credit < 0:
+        raise ValueError("initial_credit must be an int >= 0")
+    _seconds("rate_notice", rate_notice)
+    _seconds("dispute_window", dispute_window)
+    _seconds("booking_delay", booking_delay)
+    _bond("anchor_bond", anchor_bond)
+    _bond("dispute_bond", dispute_bond)
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate member names: {names}")
     start_block = chain.block_number()
     consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum, rate_notice)
-    usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address)
+    usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address, dispute_window, booking_delay)
     accounts = [to_checksum_address(m.account) for m in members]
-    credit = chain.deploy("ConsortiumCredit", deployer, accounts, [initial_credit] * len(members))
-    settlement = chain.deploy("Settlement", deployer, consortium.address, usage_ledger.address, credit.address)
-    chain.transact(credit.functions.setSettlement(settlement.address), deployer)
+    total = initial_credit * len(members)
+    credit = chain.deploy("ConsortiumCredit", deployer, [deployer.address], [total])
+    settlement = chain.deploy(
+        "Settlement", deployer, consortium.address, usage_ledger.address, credit.address, anchor_bond, dispute_bond
+    )
+    chain.transact(usage_ledger.functions.setSettlement(settlement.address), deployer)
+    if total:
+        chain.transact(credit.functions.approve(settlement.address, total), deployer)
+        for account in accounts:
+            chain.transact(settlement.functions.depositFor(account, initial_credit), deployer)
     identity_registry = chain.deploy("IdentityRegistry", deployer, consortium.address)
     return Deployment(
         chain_id=chain.chain_id,
@@ -185,6 +234,8 @@ def deploy_consortium(
         credit=credit.address,
         start_block=start_block,
         identity_registry=identity_registry.address,
+        dispute_window=dispute_window,
+        booking_delay=booking_delay,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,20 @@ from eth_utils import keccak
 from web3.logs import DISCARD
 
 from ledger.chain import Chain, ChainRevert, connect
-from ledger.deploy import Contracts, Deployment, MemberSpec, Prices, bind, deploy_consortium
-from ledger.ids import centre_id, centre_name, user_id
-from ledger.merkle import MerkleTree
-from ledger.netting import net_positions, transfers
-from ledger.records import Domain, UsageRecord, record_leaf, sign_record
+from ledger.deploy import (
+    DEFAULT_ANCHOR_BOND,
+    DEFAULT_BOOKING_DELAY,
+    DEFAULT_DISPUTE_BOND,
+    Contracts,
+    Deployment,
+    MemberSpec,
+    Prices,
+    bind,
+    deploy_consortium,
+)
+from ledger.ids import centre_id, centre_name
+from ledger.netting import net_positions, settle_from_collateral, transfers
+from ledger.sumtree import SumTree
 
 INITIAL = 1_000_000
 NOTICE = 3_600  # seconds between publishing rates and their earliest effect
@@ -51,14 +61,35 @@ def spec(name: str, acct: LocalAccount, price: int = 1) -> MemberSpec:
     )
 
 
-def make_consortium(names: list[str], quorum: int, url: str = "embedded", rate_notice: int = NOTICE) -> Consortium:
+def make_consortium(
+    names: list[str],
+    quorum: int,
+    url: str = "embedded",
+    rate_notice: int = NOTICE,
+    initial: int = INITIAL,
+    **params: int,
+) -> Consortium:
+    """A fresh deployment; with no dispute window unless `params` set one, so an epoch
+    settles in the block after its last anchor."""
     chain = connect(url)
     accounts = {n: Account.create() for n in names}
     for acct in accounts.values():
         chain.fund(acct.address, 10**19)
     specs = [spec(n, accounts[n]) for n in names]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, quorum, INITIAL, rate_notice=rate_notice)
+    params = {"dispute_window": 0, **params}
+    deployment = deploy_consortium(chain, chain.dev_account, specs, quorum, initial, rate_notice=rate_notice, **params)
     return Consortium(chain, deployment, bind(chain, deployment), accounts, specs)
+
+
+def advance(chain: Chain, seconds: int) -> None:
+    """Mines a block `seconds` after the latest one (calls, and the embedded chain's pre-flight
+    of a transaction, run at the latest block's time; the transaction's own block is 1 s later)."""
+    if chain.embedded:
+        tester = chain.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        tester.time_travel(chain.w3.eth.get_block("latest")["timestamp"] + seconds + 1)  # mines at 1 s before
+    else:
+        chain.w3.provider.make_request("evm_increaseTime", [seconds])  # type: ignore[arg-type]
+        chain.mine()
 
 
 def active_names(k: Consortium) -> list[str]:
@@ -88,13 +119,34 @@ def test_deployment_lists_genesis_members_in_order_and_round_trips(four, tmp_pat
     assert b[1] == "hpc-b" and b[2] == k.accounts["hpc-b"].address and b[3] == "http://hpc-b.example:8000"
     assert Prices.from_tuple(b[5]) == Prices(1, 10, 3) and b[6] is True  # the admission rates
     assert k.c.consortium.functions.idOf(k.accounts["cloud-c"].address).call() == centre_id("cloud-c")
-    assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == INITIAL
-    assert k.c.credit.functions.settlement().call() == k.deployment.settlement
+    # every member's credit is collateral in Settlement, none is a token balance it could move away
+    assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == 0
+    assert k.c.settlement.functions.collateralOf(k.accounts["edge-d"].address).call() == [INITIAL, 0, 0, 0]
+    assert k.c.credit.functions.balanceOf(k.deployment.settlement).call() == 4 * INITIAL
+    assert k.c.credit.functions.totalSupply().call() == 4 * INITIAL
+    assert k.c.usage_ledger.functions.settlement().call() == k.deployment.settlement
+    assert (k.deployment.dispute_window, k.deployment.booking_delay) == (0, DEFAULT_BOOKING_DELAY)
+    assert k.c.usage_ledger.functions.disputeWindow().call() == 0
+    assert k.c.usage_ledger.functions.bookingDelay().call() == DEFAULT_BOOKING_DELAY
+    assert k.c.settlement.functions.anchorBond().call() == DEFAULT_ANCHOR_BOND
+    assert k.c.settlement.functions.disputeBond().call() == DEFAULT_DISPUTE_BOND
     assert Deployment.from_json(k.deployment.to_json()) == k.deployment
     path = tmp_path / "deployment.json"
     k.deployment.to_json(path)
     assert Deployment.from_json(path) == k.deployment
     assert Deployment.from_json(str(path)) == k.deployment
+    # a description written before the dispute window existed still reads (the gateway asks the chain)
+    old = json.loads(k.deployment.to_json())
+    del old["dispute_window"], old["booking_delay"]
+    legacy = Deployment.from_json(json.dumps(old))
+    assert (
+        legacy.dispute_window is None
+        and legacy.booking_delay is None
+        and legacy.usage_ledger == k.deployment.usage_ledger
+    )
+    old["dispute_window"] = -1
+    with pytest.raises(ValueError, match="dispute_window"):
+        Deployment.from_json(json.dumps(old))
 
 
 def test_constructor_rejects_quorum_out_of_range():
@@ -106,8 +158,13 @@ def test_constructor_rejects_quorum_out_of_range():
     with pytest.raises(ValueError):
         deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 2, 0)
     for bad in (-1, 2**64, 1.5, True):
-        with pytest.raises(ValueError):
-            deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 1, 0, rate_notice=bad)
+        for param in ("rate_notice", "dispute_window", "booking_delay"):
+            with pytest.raises(ValueError, match=param):
+                deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 1, 0, **{param: bad})
+    for bad in (-1, 2**96, 1.5, True):
+        for param in ("anchor_bond", "dispute_bond"):
+            with pytest.raises(ValueError, match=param):
+                deploy_consortium(chain, chain.dev_account, [spec("hpc-a", acct)], 1, 0, **{param: bad})
 
 
 def test_id_of_a_non_member_reverts(four):
@@ -177,7 +234,7 @@ def test_removal_by_vote_keeps_order_and_revokes_rights(four):
     assert active_names(k) == ["hpc-a", "cloud-c", "edge-d"]
     assert fns.member(centre_id("hpc-b")).call()[6] is False
     reverts("NotMember", k.tx, fns.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
-    reverts("NotMember", k.tx, k.c.usage_ledger.functions.anchor(1, bytes(32), 0, [], []), "hpc-b")
+    reverts("NotMember", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], []), "hpc-b")
     # 3 members left with quorum 3: a further removal would make governance impossible
     reverts("QuorumUnreachable", k.tx, fns.propose(REMOVE, spec("hpc-a", k.accounts["hpc-a"]).as_tuple()), "edge-d")
 
@@ -412,102 +469,126 @@ def test_admission_and_readmission_publish_the_admission_rates():
 # -- anchoring -------------------------------------------------------------------------
 
 
-def test_anchor_records_root_count_and_claims(four):
+def leaf_digest(*parts: object) -> bytes:
+    """A stand-in record digest (the contract only sees digests and amounts)."""
+    return keccak(text=repr(parts))
+
+
+def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     k = four
     ul = k.c.usage_ledger.functions
     a, b, d = centre_id("hpc-a"), centre_id("hpc-b"), centre_id("edge-d")
-    receipt = k.tx(ul.anchor(7, b"\x42" * 32, 12, [b, d], [300, 5]), "hpc-a")
+    tb = SumTree([(leaf_digest(i), 100 * i) for i in range(1, 4)])
+    ta = SumTree([(leaf_digest("own"), 7)])
+    receipt = k.tx(ul.anchor(7, [b, d, a], [tb.root, b"\x42" * 32, ta.root], [3, 12, 1], [600, 5, 7]), "hpc-a")
     ev = k.c.usage_ledger.events.EpochAnchored().process_receipt(receipt, errors=DISCARD)[0]["args"]
-    assert (ev["centre"], ev["epoch"], ev["recordCount"], ev["debtors"], ev["amounts"]) == (a, 7, 12, [b, d], [300, 5])
-    assert ul.anchorOf(a, 7).call() == [b"\x42" * 32, 12, True]
-    assert ul.anchorOf(a, 8).call() == [bytes(32), 0, False]
-    assert ul.claim(7, a, b).call() == 300 and ul.claim(7, a, centre_id("cloud-c")).call() == 0
-    assert ul.claimsOf(7, a).call() == [[b, d], [300, 5]]
+    at = k.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert (ev["centre"], ev["epoch"], ev["homes"], ev["counts"], ev["totals"]) == (
+        a,
+        7,
+        [b, d, a],
+        [3, 12, 1],
+        [600, 5, 7],
+    )
+    assert ev["roots"] == [tb.root, b"\x42" * 32, ta.root] and ev["anchoredAt"] == at
+    assert ul.anchorOf(a, 7).call() == [True, at, 16]
+    assert ul.anchorOf(a, 8).call() == [False, 0, 0]
+    assert ul.claimOf(7, a, b).call() == [tb.root, 3, 600, False]
+    assert ul.claimOf(7, a, centre_id("cloud-c")).call() == [bytes(32), 0, 0, False]
+    assert ul.homesOf(7, a).call() == [b, d, a]
+    assert ul.lastAnchoredAt(7).call() == at and ul.highestEpoch().call() == 7
+    # the claim stands as anchored; the anchoring centre's own users' records are never claimed
+    assert ul.standing(7, a, b).call() == 600 and ul.standing(7, a, a).call() == 0
+    # the anchor bond is locked from the centre's collateral
+    bond = min(DEFAULT_ANCHOR_BOND, INITIAL)
+    assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call() == [INITIAL, bond, 0, 0]
+    ev = k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (ev["account"], ev["amount"]) == (k.accounts["hpc-a"].address, bond)
+    # with no free collateral left the next anchor still goes through, bonded by nothing
+    k.tx(ul.anchor(8, [b], [tb.root], [3], [600]), "hpc-a")
+    assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call()[1] == bond
 
 
 def test_anchor_rejects_bad_claims_and_second_anchor(four):
     k = four
     ul = k.c.usage_ledger.functions
     b, c = centre_id("hpc-b"), centre_id("cloud-c")
-    reverts("NotMember", k.tx, ul.anchor(1, bytes(32), 0, [], []), k.outsider())
-    reverts("UnknownDebtor", k.tx, ul.anchor(1, bytes(32), 0, [centre_id("nobody")], [1]), "hpc-a")
-    reverts("SelfClaim", k.tx, ul.anchor(1, bytes(32), 0, [b, centre_id("hpc-a")], [1, 1]), "hpc-a")
-    reverts("DuplicateDebtor", k.tx, ul.anchor(1, bytes(32), 0, [b, c, b], [1, 2, 3]), "hpc-a")
-    reverts("LengthMismatch", k.tx, ul.anchor(1, bytes(32), 0, [b, c], [1]), "hpc-a")
-    k.tx(ul.anchor(1, bytes(32), 0, [b], [1]), "hpc-a")
-    err = reverts("AlreadyAnchored", k.tx, ul.anchor(1, b"\x01" * 32, 1, [], []), "hpc-a")
+    r = b"\x01" * 32
+    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], []), k.outsider())
+    err = reverts("UnknownHome", k.tx, ul.anchor(1, [centre_id("nobody")], [r], [1], [1]), "hpc-a")
+    assert err.error_args == (centre_id("nobody"),)
+    err = reverts("DuplicateHome", k.tx, ul.anchor(1, [b, c, b], [r, r, r], [1, 1, 1], [1, 2, 3]), "hpc-a")
+    assert err.error_args == (b,)
+    err = reverts("EmptyClaim", k.tx, ul.anchor(1, [b, c], [r, r], [1, 0], [1, 0]), "hpc-a")
+    assert err.error_args == (c,)
+    for bad in (([b, c], [r], [1, 1], [1, 1]), ([b], [r], [1, 1], [1]), ([b], [r], [1], [])):
+        reverts("LengthMismatch", k.tx, ul.anchor(1, *bad), "hpc-a")
+    assert ul.anchorOf(centre_id("hpc-a"), 1).call()[0] is False  # nothing of a refused anchor stays
+    k.tx(ul.anchor(1, [b], [r], [1], [1]), "hpc-a")
+    err = reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], []), "hpc-a")
     assert err.error_args == (centre_id("hpc-a"), 1)
-    k.tx(ul.anchor(2, bytes(32), 0, [], []), "hpc-a")  # another epoch is fine
+    k.tx(ul.anchor(2, [], [], [], []), "hpc-a")  # another epoch is fine, and so is an epoch with no records
 
 
-def test_python_merkle_proof_verifies_on_chain(four):
+def test_python_sum_tree_proofs_verify_on_chain(four):
     k = four
-    domain = Domain.for_deployment(k.deployment)
-    serving, key = centre_id("hpc-b"), k.accounts["hpc-b"]
-    records = [
-        UsageRecord(
-            bytes([i]) * 32,
-            bytes([100 + i]) * 32,
-            serving,
-            centre_id("hpc-a"),
-            user_id(f"u{i}@hpc-a"),
-            3,
-            1000 + i,
-            1010 + i,
-            500 * i,
-            10_000,
-            2048,
-            0,
-            1,
-            17 * i,
-        )
-        for i in range(1, 8)
-    ]
-    for r in records:
-        sign_record(r, domain, key)
-    leaves = [record_leaf(r, domain) for r in records]
-    tree = MerkleTree(leaves)
-    k.tx(
-        k.c.usage_ledger.functions.anchor(
-            3, tree.root, len(leaves), [centre_id("hpc-a")], [sum(r.price for r in records)]
-        ),
-        "hpc-b",
-    )
-    verify = k.c.usage_ledger.functions.verifyRecord
-    for leaf in leaves:
-        assert verify(serving, 3, leaf, tree.proof(leaf)).call() is True
-    assert verify(serving, 3, leaves[0], tree.proof(leaves[1])).call() is False
-    assert verify(serving, 3, b"\x99" * 32, tree.proof(leaves[0])).call() is False
-    assert verify(serving, 4, leaves[0], tree.proof(leaves[0])).call() is False  # not anchored
-    assert verify(centre_id("hpc-a"), 3, leaves[0], tree.proof(leaves[0])).call() is False
+    ul = k.c.usage_ledger.functions
+    a, b = centre_id("hpc-a"), centre_id("hpc-b")
+    pairs = [(leaf_digest(i), 17 * i) for i in range(1, 8)]
+    tree = SumTree(pairs)
+    k.tx(ul.anchor(3, [a], [tree.root], [tree.count], [tree.total]), "hpc-b")
+    verify = ul.verifyRecord
+    for i, (digest, amount) in enumerate(pairs):
+        p = tree.proof(i)
+        assert verify(b, 3, a, i, digest, amount, list(p.hashes), list(p.sums)).call() is True
+    p0, p1 = tree.proof(0), tree.proof(1)
+    d0, m0 = pairs[0]
+    assert verify(b, 3, a, 0, d0, m0, list(p1.hashes), list(p1.sums)).call() is False  # another leaf's proof
+    assert verify(b, 3, a, 1, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another index
+    assert verify(b, 3, a, 0, d0, m0 + 1, list(p0.hashes), list(p0.sums)).call() is False  # another amount
+    assert verify(b, 3, a, 7, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # past the count
+    assert verify(b, 3, a, 0, d0, m0, list(p0.hashes)[:2], list(p0.sums)[:2]).call() is False  # short proof
+    assert verify(b, 4, a, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # not anchored
+    assert verify(a, 3, b, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another claim
+    # sums that wrap past 2**256 on the way up are refused, not reverted on
+    wrapped = [2**256 - 1, *list(p0.sums)[1:]]
+    assert verify(b, 3, a, 0, d0, m0, list(p0.hashes), wrapped).call() is False
 
 
-def test_proofs_of_trees_of_every_shape_verify_on_chain(four):
+def test_sum_trees_of_every_shape_verify_on_chain(four):
     """Every tree from 1 to 17 leaves (full ones, and last levels filled to every extent): every proof checks."""
     k = four
-    verify = k.c.usage_ledger.functions.verifyRecord
-    a = centre_id("hpc-a")
+    ul = k.c.usage_ledger.functions
+    a, b = centre_id("hpc-a"), centre_id("hpc-b")
     for n in range(1, 18):
-        leaves = [keccak(keccak(n.to_bytes(2, "big") + i.to_bytes(2, "big"))) for i in range(n)]
-        tree = MerkleTree(leaves)
-        k.tx(k.c.usage_ledger.functions.anchor(100 + n, tree.root, n, [], []), "hpc-a")
-        for leaf in leaves:
-            assert verify(a, 100 + n, leaf, tree.proof(leaf)).call() is True, (n, leaf.hex())
+        pairs = [(leaf_digest(n, i), n * 1000 + i) for i in range(n)]
+        tree = SumTree(pairs)
+        k.tx(ul.anchor(100 + n, [b], [tree.root], [n], [tree.total]), "hpc-a")
+        for i, (digest, amount) in enumerate(pairs):
+            p = tree.proof(i)
+            assert ul.verifyRecord(a, 100 + n, b, i, digest, amount, list(p.hashes), list(p.sums)).call(), (n, i)
 
 
 # -- settlement ------------------------------------------------------------------------
 
 
 def anchor_all(k: Consortium, epoch: int, claims: dict[tuple[str, str], int], skip: tuple[str, ...] = ()) -> None:
+    """Every member (but `skip`) anchors `epoch` with one record per claim it holds, then a
+    block is mined: with no dispute window the epoch is then settleable."""
     for name in k.accounts:
         if name in skip:
             continue
         mine = [(centre_id(d), v) for (c, d), v in claims.items() if c == name]
-        k.tx(k.c.usage_ledger.functions.anchor(epoch, bytes(32), 0, [d for d, _ in mine], [v for _, v in mine]), name)
+        trees = [SumTree([(leaf_digest(epoch, name, d), v)]) for d, v in mine]
+        fn = k.c.usage_ledger.functions.anchor(
+            epoch, [d for d, _ in mine], [t.root for t in trees], [1] * len(mine), [v for _, v in mine]
+        )
+        k.tx(fn, name)
+    k.chain.mine()  # settle checks block.timestamp > the last anchor's (+ 2 windows)
 
 
-def balances(k: Consortium) -> list[int]:
-    return [k.c.credit.functions.balanceOf(a.address).call() for a in k.accounts.values()]
+def collateral(k: Consortium) -> list[int]:
+    return [k.c.settlement.functions.collateralOf(a.address).call()[0] for a in k.accounts.values()]
 
 
 def settled_transfers(k: Consortium, receipt) -> list[tuple[bytes, bytes, int]]:
@@ -515,12 +596,23 @@ def settled_transfers(k: Consortium, receipt) -> list[tuple[bytes, bytes, int]]:
     return [(e["args"]["from"], e["args"]["to"], e["args"]["amount"]) for e in events]
 
 
-def test_settle_before_all_anchored_reverts(four):
-    k = four
-    anchor_all(k, 5, {("hpc-a", "hpc-b"): 10}, skip=("edge-d",))
-    err = reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
-    assert err.error_args == (centre_id("edge-d"), 5)
+def test_settle_before_all_anchored_or_within_the_answer_window_reverts():
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c"], quorum=2, dispute_window=50)
+    anchor_all(k, 5, {("hpc-a", "hpc-b"): 10}, skip=("cloud-c",))
+    err = reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
+    assert err.error_args == (5,)
+    advance(k.chain, 200)
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")  # cloud-c never anchored
+    anchor_all(k, 5, {}, skip=("hpc-a", "hpc-b"))
+    last = k.c.usage_ledger.functions.lastAnchoredAt(5).call()
+    assert k.c.usage_ledger.functions.settleable(5).call() is False  # answers are due until last + 2 windows
+    advance(k.chain, last + 100 - now(k))  # at last + 100 answers are still due
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
     assert k.c.settlement.functions.settled(5).call() is False
+    k.chain.mine()
+    k.tx(k.c.settlement.functions.settle(5), "hpc-a")  # at last + 101
+    assert k.c.settlement.functions.settled(5).call() is True
+    assert k.c.usage_ledger.functions.settleable(6).call() is False  # nothing anchored
 
 
 def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(four):
@@ -534,10 +626,10 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
         ("cloud-c", "edge-d"): 20,
     }
     anchor_all(k, 9, claims)
-    before = balances(k)
+    before = collateral(k)
     receipt = k.tx(k.c.settlement.functions.settle(9), "cloud-c")
-    after = balances(k)
-    assert sum(after) == sum(before)
+    after = collateral(k)
+    assert sum(after) == sum(before) == k.c.credit.functions.balanceOf(k.deployment.settlement).call()
     ids = k.ids()
     settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert settled["centres"] == ids and sum(settled["net"]) == 0
@@ -549,9 +641,12 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
     moved = settled_transfers(k, receipt)
     assert 0 < len(moved) <= len(ids) - 1
     assert moved == transfers(net, ids)
+    assert k.c.settlement.events.Shortfall().process_receipt(receipt, errors=DISCARD) == ()
     assert k.c.settlement.functions.settled(9).call() is True
     reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(9), "hpc-a")
-    assert balances(k) == after
+    assert collateral(k) == after
+    # the anchor bonds of the epoch are released by its settlement
+    assert [k.c.settlement.functions.collateralOf(a.address).call()[1] for a in k.accounts.values()] == [0] * 4
 
 
 def test_settlement_ignores_claims_on_removed_members():
@@ -562,15 +657,23 @@ def test_settlement_ignores_claims_on_removed_members():
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
     assert settled_transfers(k, receipt) == [(a, b, 15)]
     assert k.c.settlement.functions.netPosition(1, centre_id("cloud-c")).call() == 0
+    # the removed member's anchor bond is released too: its collateral stays whole
+    assert k.c.settlement.functions.collateralOf(k.accounts["cloud-c"].address).call()[:2] == [INITIAL, 0]
 
 
-def test_only_settlement_moves_credit_and_it_is_set_once(four):
+def test_only_the_ledger_moves_collateral_and_links_are_set_once(four):
     k = four
-    credit = k.c.credit.functions
+    s, ul = k.c.settlement.functions, k.c.usage_ledger.functions
     a, b = k.accounts["hpc-a"].address, k.accounts["hpc-b"].address
-    reverts("Unauthorized", k.tx, credit.settleTransfer(a, b, 1), "hpc-a")
-    reverts("SettlementAlreadySet", k.chain.transact, credit.setSettlement(a), k.chain.dev_account)
-    reverts("Unauthorized", k.tx, credit.setSettlement(a), "hpc-a")
+    for fn in (s.lock(a, 1), s.lockUpTo(a, 1), s.unlock(a, 1), s.slash(a, b, 1)):
+        err = reverts("Unauthorized", k.tx, fn, "hpc-a")
+        assert err.error_args == (a.lower(),)
+    reverts("Unauthorized", k.tx, ul.finalize(1), "hpc-a")
+    reverts("SettlementAlreadySet", k.chain.transact, ul.setSettlement(a), k.chain.dev_account)
+    reverts("Unauthorized", k.tx, ul.setSettlement(a), "hpc-a")
+    fresh = k.chain.deploy("UsageLedger", k.chain.dev_account, k.deployment.consortium, 0, 0)
+    reverts("InvalidSettlement", k.chain.transact, fresh.functions.setSettlement(ZERO), k.chain.dev_account)
+    assert not hasattr(k.c.credit.functions, "settleTransfer")
 
 
 def test_empty_epoch_settles_without_transfers(four):
@@ -578,46 +681,96 @@ def test_empty_epoch_settles_without_transfers(four):
     anchor_all(k, 2, {})
     receipt = k.tx(k.c.settlement.functions.settle(2), "hpc-a")
     assert settled_transfers(k, receipt) == []
-    assert balances(k) == [INITIAL] * 4
+    assert collateral(k) == [INITIAL] * 4
+
+
+def test_shortfall_pays_creditors_pro_rata_and_conserves_credit():
+    """Debts beyond a debtor's collateral: it pays what it has, creditors share pro rata,
+    the dust goes to the first creditor, and nothing is created or lost."""
+    names = ["hpc-a", "hpc-b", "cloud-c", "edge-d"]
+    k = make_consortium(names, quorum=2, initial=100, anchor_bond=0)
+    claims = {("hpc-a", "cloud-c"): 102, ("hpc-b", "cloud-c"): 198, ("hpc-a", "edge-d"): 50}
+    anchor_all(k, 3, claims)
+    before = collateral(k)
+    receipt = k.tx(k.c.settlement.functions.settle(3), "hpc-a")
+    ids = k.ids()
+    net = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
+    free = dict(zip(ids, before, strict=True))
+    moved, moves, short = settle_from_collateral(net, free, ids)
+    after = collateral(k)
+    assert sum(after) == sum(before)
+    assert [a - b for a, b in zip(after, before, strict=True)] == [moved[i] for i in ids]
+    assert settled_transfers(k, receipt) == moves
+    shortfalls = k.c.settlement.events.Shortfall().process_receipt(receipt, errors=DISCARD)
+    assert [(e["args"]["debtor"], e["args"]["unpaid"]) for e in shortfalls] == short == [(centre_id("cloud-c"), 200)]
+    # collected 150 of 350 owed: hpc-a is owed 152 and gets floor(152*150/350) = 65 + 1 dust, hpc-b 198 -> 84
+    assert moved == {ids[0]: 66, ids[1]: 84, ids[2]: -100, ids[3]: -50}
+    assert [k.c.settlement.functions.netPosition(3, i).call() for i in ids] == [66, 84, -100, -50]
+
+
+# -- collateral ----------------------------------------------------------------------------
+
+
+def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=3, anchor_bond=100)
+    s, credit = k.c.settlement.functions, k.c.credit.functions
+    a = k.accounts["hpc-a"]
+    outsider = k.outsider()
+    reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
+    err = reverts("InsufficientCollateral", k.tx, s.requestWithdrawal(INITIAL + 1), "hpc-a")
+    assert err.error_args == (a.address.lower(), INITIAL, INITIAL + 1)
+    anchor_all(k, 4, {})  # highest epoch 4: a withdrawal asked now waits for epoch 6
+    receipt = k.tx(s.requestWithdrawal(300), "hpc-a")
+    ev = k.c.settlement.events.WithdrawalRequested().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (ev["account"], ev["amount"], ev["unlockEpoch"]) == (a.address, 300, 6)
+    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 6]  # the anchor bond of epoch 4 is locked
+    assert s.freeOf(a.address).call() == INITIAL - 100 - 300
+    for epoch in (4, 5):
+        if epoch == 5:
+            anchor_all(k, 5, {})
+        k.tx(s.settle(epoch), "hpc-b")
+        err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
+        assert err.error_args == (6,)
+    anchor_all(k, 6, {})
+    k.tx(s.settle(6), "hpc-b")
+    receipt = k.tx(s.withdraw(), "hpc-a")
+    assert k.c.settlement.events.Withdrawn().process_receipt(receipt, errors=DISCARD)[0]["args"]["amount"] == 300
+    assert credit.balanceOf(a.address).call() == 300
+    assert s.collateralOf(a.address).call() == [INITIAL - 300, 0, 0, 6]
+    reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
+    # anyone may add collateral, for itself or for a member
+    k.tx(credit.approve(k.deployment.settlement, 300), "hpc-a")
+    k.tx(s.depositFor(k.accounts["hpc-b"].address, 120), "hpc-a")
+    k.tx(s.deposit(180), "hpc-a")
+    assert s.collateralOf(k.accounts["hpc-b"].address).call()[0] == INITIAL + 120
+    assert s.collateralOf(a.address).call()[0] == INITIAL - 120
+    reverts("ERC20InsufficientAllowance", k.tx, s.deposit(1), outsider)
 
 
 # -- end to end on a real node -----------------------------------------------------------
 
 
 def test_deploy_anchor_settle_on_anvil(anvil_url):
-    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=anvil_url)
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=anvil_url, dispute_window=30)
     assert k.chain.embedded is False and k.deployment.chain_id == k.chain.chain_id
-    domain = Domain.for_deployment(k.deployment)
-    rec = UsageRecord(
-        b"\x01" * 32,
-        b"\x02" * 32,
-        centre_id("hpc-a"),
-        centre_id("hpc-b"),
-        user_id("bob@hpc-b"),
-        1,
-        100,
-        160,
-        60_000,
-        60_000,
-        1024,
-        0,
-        1,
-        60,
-    )
-    leaf = record_leaf(rec, domain)
-    tree = MerkleTree([leaf, b"\x33" * 32, b"\x44" * 32])
     ul = k.c.usage_ledger.functions
-    k.tx(ul.anchor(1, tree.root, 3, [centre_id("hpc-b")], [60]), "hpc-a")
-    assert ul.verifyRecord(centre_id("hpc-a"), 1, leaf, tree.proof(leaf)).call() is True
-    reverts("AlreadyAnchored", k.tx, ul.anchor(1, tree.root, 3, [], []), "hpc-a")
-    reverts("NotMember", k.tx, ul.anchor(1, tree.root, 3, [], []), k.outsider())
-    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    a, b = centre_id("hpc-a"), centre_id("hpc-b")
+    pairs = [(leaf_digest(i), 20) for i in range(3)]
+    tree = SumTree(pairs)
+    k.tx(ul.anchor(1, [b], [tree.root], [3], [60]), "hpc-a")
+    p = tree.proof(2)
+    assert ul.verifyRecord(a, 1, b, 2, pairs[2][0], 20, list(p.hashes), list(p.sums)).call() is True
+    reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], []), "hpc-a")
+    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], []), k.outsider())
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
     anchor_all(k, 1, {("hpc-b", "edge-d"): 25, ("cloud-c", "hpc-a"): 10}, skip=("hpc-a",))
-    before = balances(k)
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")  # within the answer window
+    advance(k.chain, 61)
+    before = collateral(k)
     receipt = k.tx(k.c.settlement.functions.settle(1), "edge-d")
     ids = k.ids()
     net = {i: k.c.settlement.functions.netPosition(1, i).call() for i in ids}
-    assert sum(net.values()) == 0 and sum(balances(k)) == sum(before)
+    assert net[a] == 60 - 10 and sum(net.values()) == 0 and sum(collateral(k)) == sum(before)
     assert settled_transfers(k, receipt) == transfers(net, ids)
     reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(1), "edge-d")
 
@@ -625,6 +778,7 @@ def test_deploy_anchor_settle_on_anvil(anvil_url):
 # -- review: claim bounds, griefing and its remedies, stale votes -------------------------
 
 MAX_CLAIM = 2**128 - 1
+ZERO = "0x" + "00" * 20
 
 
 def test_claims_beyond_max_claim_are_refused_at_anchor_time(four):
@@ -636,9 +790,9 @@ def test_claims_beyond_max_claim_are_refused_at_anchor_time(four):
     b = centre_id("hpc-b")
     assert ul.MAX_CLAIM().call() == MAX_CLAIM
     for amount in (MAX_CLAIM + 1, 2**255 + 5, 2**256 - 1):
-        err = reverts("ClaimTooLarge", k.tx, ul.anchor(4, bytes(32), 0, [b], [amount]), "hpc-a")
+        err = reverts("ClaimTooLarge", k.tx, ul.anchor(4, [b], [b"\x01" * 32], [1], [amount]), "hpc-a")
         assert err.error_args == (b, amount)
-    k.tx(ul.anchor(4, bytes(32), 0, [b], [MAX_CLAIM]), "hpc-a")
+    k.tx(ul.anchor(4, [b], [b"\x01" * 32], [1], [MAX_CLAIM]), "hpc-a")
     with pytest.raises(ValueError):
         net_positions({(centre_id("hpc-a"), b): MAX_CLAIM + 1}, k.ids())
 
@@ -648,7 +802,7 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     claims on it) are then ignored and the epoch settles among the others."""
     k = four
     anchor_all(k, 6, {("hpc-a", "hpc-b"): 10, ("hpc-a", "edge-d"): 7}, skip=("edge-d",))
-    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(6), "hpc-a")
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(6), "hpc-a")
     fns = k.c.consortium.functions
     k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
     pid = fns.proposalCount().call()
@@ -657,6 +811,13 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     receipt = k.tx(k.c.settlement.functions.settle(6), "cloud-c")
     assert settled_transfers(k, receipt) == [(centre_id("hpc-b"), centre_id("hpc-a"), 10)]
     assert k.c.settlement.functions.settledCentres(6).call() == [centre_id(n) for n in ("hpc-a", "hpc-b", "cloud-c")]
+    # a settled epoch takes no more anchors: a late one would lock a bond nothing releases
+    k.tx(fns.propose(ADMIT, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
+    pid = fns.proposalCount().call()
+    k.tx(fns.vote(pid), "hpc-b")
+    k.tx(fns.vote(pid), "cloud-c")
+    err = reverts("EpochFinalized", k.tx, k.c.usage_ledger.functions.anchor(6, [], [], [], []), "edge-d")
+    assert err.error_args == (6,)
 
 
 def test_with_quorum_equal_to_n_a_silent_member_blocks_settlement_for_good():
@@ -664,26 +825,13 @@ def test_with_quorum_equal_to_n_a_silent_member_blocks_settlement_for_good():
     with k == n nobody can be removed and one member that never anchors stops settlement."""
     k = make_consortium(["hpc-a", "hpc-b"], quorum=2)
     anchor_all(k, 1, {("hpc-a", "hpc-b"): 5}, skip=("hpc-b",))
-    reverts("NotAnchored", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
     reverts(
         "QuorumUnreachable",
         k.tx,
         k.c.consortium.functions.propose(REMOVE, spec("hpc-b", k.accounts["hpc-b"]).as_tuple()),
         "hpc-a",
     )
-
-
-def test_a_claim_beyond_the_debtors_balance_blocks_settlement_until_the_claimant_is_removed(four):
-    k = four
-    anchor_all(k, 8, {("edge-d", "hpc-a"): INITIAL + 1})
-    reverts("ERC20InsufficientBalance", k.tx, k.c.settlement.functions.settle(8), "hpc-a")
-    fns = k.c.consortium.functions
-    k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
-    pid = fns.proposalCount().call()
-    k.tx(fns.vote(pid), "hpc-b")
-    k.tx(fns.vote(pid), "cloud-c")
-    receipt = k.tx(k.c.settlement.functions.settle(8), "hpc-a")
-    assert settled_transfers(k, receipt) == []
 
 
 def test_votes_of_a_removed_member_no_longer_count():

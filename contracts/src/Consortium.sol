@@ -354,9 +354,9 @@ contract Consortium is Governed {
     }
 
     function _publish(bytes32 id, Prices memory prices, uint64 effectiveFrom) private returns (uint64 version) {
-        Rates[] storage list = _rates[id];
-        version = uint64(list.length + 1);
-        list.push(Rates(version, effectiveFrom, prices));
+        // Written through the mapping, not a storage alias, so analysers see the state written.
+        version = uint64(_rates[id].length + 1);
+        _rates[id].push(Rates(version, effectiveFrom, prices));
         emit RatesPublished(id, version, effectiveFrom, prices);
     }
 

@@ -1,68 +1,247 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {Consortium} from "./Consortium.sol";
 import {UsageLedger} from "./UsageLedger.sol";
-import {ConsortiumCredit} from "./ConsortiumCredit.sol";
 
 /// @title Settlement
-/// @notice Nets the anchored inter-centre claims of an epoch multilaterally and moves
-///         consortium credit: at most n-1 transfers for n active members.
-/// @dev The algorithm is deliberately simple so auditors can recompute it off-chain:
-///      net[c] = sum(claims c holds) - sum(claims held on c), over active members only
-///      (claims naming a centre that is no longer active are ignored). Debtors (net<0) and
-///      creditors (net>0) are each taken in member order; the first remaining debtor pays
-///      the first remaining creditor min(debt, credit), and whichever is exhausted advances.
+/// @notice The collateral vault of the consortium and the multilateral netting of each epoch's
+///         standing claims, paid from that collateral: at most n-1 transfers for n members.
+/// @dev Credit deposited here is internal collateral: settlement moves it between accounts and
+///      never touches anyone's ERC-20 balance, so no debtor can make `settle` revert by moving
+///      its credit away. Bonds are locked parts of an account's collateral; a withdrawal waits
+///      for the epoch after the next anchored one to settle, so collateral cannot leave under
+///      an open epoch.
+///      Netting, for auditors to recompute off-chain: net[c] = sum of standing claims c holds -
+///      sum of standing claims on c, over active members in admission order. Each debtor pays
+///      min(debt, balance - locked). When every debtor pays in full, the first remaining debtor
+///      pays the first remaining creditor min(debt, credit), and whichever is exhausted advances.
+///      Otherwise each creditor gets floor(credit * collected / totalDebt), the dust to the first
+///      creditor, and the same pairing moves what was collected.
 contract Settlement {
-    /// @notice The member registry (who must anchor, and the netting order).
-    Consortium public immutable consortium;
-    /// @notice Where the epochs' claims are anchored.
-    UsageLedger public immutable usageLedger;
-    /// @notice The credit token moved by settlement.
-    ConsortiumCredit public immutable credit;
+    using SafeERC20 for IERC20;
 
-    mapping(uint64 => bool) private _settled;
+    /// @notice An account's collateral.
+    /// @dev free = balance - locked - pendingWithdrawal (never below 0); settlement may take
+    ///      balance - locked, the pending withdrawal included.
+    struct Collateral {
+        uint256 balance;
+        uint256 locked;
+        uint256 pendingWithdrawal;
+        uint64 unlockEpoch;
+    }
+
+    /// @notice The member registry (who must anchor, the netting order, accounts).
+    Consortium public immutable consortium;
+    /// @notice Where the epochs' claims are anchored and disputed.
+    UsageLedger public immutable usageLedger;
+    /// @notice The credit token held as collateral.
+    IERC20 public immutable credit;
+    /// @notice Collateral locked per anchor (as much as is free), lost to an upheld dispute.
+    uint256 public immutable anchorBond;
+    /// @notice Collateral locked per dispute, lost to the claimant when the dispute is answered.
+    uint256 public immutable disputeBond;
+
+    mapping(address => Collateral) private _collateral;
     mapping(uint64 => mapping(bytes32 => int256)) private _net;
     mapping(uint64 => bytes32[]) private _centres;
 
-    /// @notice An epoch was settled: every active member's net position, in netting order.
+    /// @notice Credit was deposited as collateral.
+    /// @param account Whose collateral grew.
+    /// @param amount The amount.
+    event Deposited(address indexed account, uint256 amount);
+    /// @notice An account asked to withdraw collateral once `unlockEpoch` is settled.
+    /// @param account The account.
+    /// @param amount Its pending withdrawal now.
+    /// @param unlockEpoch The epoch that must be settled first.
+    event WithdrawalRequested(address indexed account, uint256 amount, uint64 unlockEpoch);
+    /// @notice Collateral left the vault.
+    /// @param account The account.
+    /// @param amount The amount transferred to it.
+    event Withdrawn(address indexed account, uint256 amount);
+    /// @notice Part of an account's collateral was locked as a bond.
+    /// @param account The account.
+    /// @param amount The amount locked.
+    event BondLocked(address indexed account, uint256 amount);
+    /// @notice A bond was released to its owner's free collateral.
+    /// @param account The account.
+    /// @param amount The amount released.
+    event BondUnlocked(address indexed account, uint256 amount);
+    /// @notice A bond was lost to another account.
+    /// @param from Whose bond it was.
+    /// @param to Who got it.
+    /// @param amount The amount.
+    event BondSlashed(address indexed from, address indexed to, uint256 amount);
+    /// @notice A debtor's collateral did not cover its debt; its creditors were paid pro rata.
+    /// @param epoch The epoch.
+    /// @param debtor The debtor.
+    /// @param unpaid What it could not pay.
+    event Shortfall(uint64 indexed epoch, bytes32 indexed debtor, uint256 unpaid);
+    /// @notice An epoch was settled: what moved for every active member, in netting order.
     /// @dev Emitted after the epoch's `SettlementTransfer`s.
     /// @param epoch The epoch.
     /// @param centres The members netted (active at settlement), in admission order.
-    /// @param net Each one's net position (positive: it was owed); they sum to zero.
+    /// @param net What each one's collateral changed by (positive: it was paid); they sum to zero.
     event EpochSettled(uint64 indexed epoch, bytes32[] centres, int256[] net);
-    /// @notice One transfer of a settlement: a debtor paid a creditor (also an ERC-20 `Transfer`).
+    /// @notice One transfer of a settlement: a debtor's collateral paid a creditor.
     /// @param epoch The epoch being settled.
     /// @param from The paying centre.
     /// @param to The paid centre.
     /// @param amount The amount, in the smallest credit unit.
     event SettlementTransfer(uint64 indexed epoch, bytes32 indexed from, bytes32 indexed to, uint256 amount);
 
+    /// @notice Caller is not the UsageLedger.
+    error Unauthorized(address caller);
     /// @notice The epoch has already been settled.
     error AlreadySettled(uint64 epoch);
-    /// @notice An active member has not anchored the epoch yet.
-    error NotAnchored(bytes32 centre, uint64 epoch);
+    /// @notice Not every active member anchored the epoch, or its answer deadline has not passed.
+    error NotSettleable(uint64 epoch);
+    /// @notice The account's free collateral is less than the amount.
+    error InsufficientCollateral(address account, uint256 free, uint256 amount);
+    /// @notice The account has no pending withdrawal.
+    error NothingToWithdraw(address account);
+    /// @notice The withdrawal waits for this epoch to be settled.
+    error WithdrawalLocked(uint64 unlockEpoch);
 
     /// @param consortium_ The Consortium contract.
     /// @param usageLedger_ The UsageLedger contract.
     /// @param credit_ The ConsortiumCredit token.
-    constructor(address consortium_, address usageLedger_, address credit_) {
+    /// @param anchorBond_ Collateral locked per anchor.
+    /// @param disputeBond_ Collateral locked per dispute.
+    constructor(address consortium_, address usageLedger_, address credit_, uint256 anchorBond_, uint256 disputeBond_) {
         consortium = Consortium(consortium_);
         usageLedger = UsageLedger(usageLedger_);
-        credit = ConsortiumCredit(credit_);
+        credit = IERC20(credit_);
+        anchorBond = anchorBond_;
+        disputeBond = disputeBond_;
     }
+
+    modifier onlyUsageLedger() {
+        if (msg.sender != address(usageLedger)) revert Unauthorized(msg.sender);
+        _;
+    }
+
+    // -- collateral -----------------------------------------------------------------------
+
+    /// @notice Deposits `amount` of the caller's credit as its own collateral.
+    /// @param amount The amount (the caller must have approved it).
+    function deposit(uint256 amount) external {
+        _deposit(msg.sender, amount);
+    }
+
+    /// @notice Deposits `amount` of the caller's credit as `account`'s collateral.
+    /// @param account Whose collateral grows.
+    /// @param amount The amount (the caller must have approved it).
+    function depositFor(address account, uint256 amount) external {
+        _deposit(account, amount);
+    }
+
+    /// @notice An account's collateral.
+    /// @param account The account.
+    /// @return balance Its collateral.
+    /// @return locked The part locked as bonds.
+    /// @return pendingWithdrawal The part asked to be withdrawn.
+    /// @return unlockEpoch The epoch whose settlement releases the withdrawal.
+    function collateralOf(address account)
+        external
+        view
+        returns (uint256 balance, uint256 locked, uint256 pendingWithdrawal, uint64 unlockEpoch)
+    {
+        Collateral storage c = _collateral[account];
+        return (c.balance, c.locked, c.pendingWithdrawal, c.unlockEpoch);
+    }
+
+    /// @notice An account's free collateral: balance - locked - pendingWithdrawal.
+    /// @param account The account.
+    /// @return The amount.
+    function freeOf(address account) public view returns (uint256) {
+        Collateral storage c = _collateral[account];
+        uint256 committed = c.locked + c.pendingWithdrawal;
+        return c.balance > committed ? c.balance - committed : 0;
+    }
+
+    /// @notice Asks to withdraw `amount` more of the caller's free collateral, once the epoch
+    ///         after the next anchored one is settled (the whole pending amount waits for it).
+    /// @param amount The amount.
+    function requestWithdrawal(uint256 amount) external {
+        uint256 free = freeOf(msg.sender);
+        if (amount > free) revert InsufficientCollateral(msg.sender, free, amount);
+        Collateral storage c = _collateral[msg.sender];
+        c.pendingWithdrawal += amount;
+        c.unlockEpoch = usageLedger.highestEpoch() + 2;
+        emit WithdrawalRequested(msg.sender, c.pendingWithdrawal, c.unlockEpoch);
+    }
+
+    /// @notice Transfers the caller's pending withdrawal out (what settlement left of it).
+    function withdraw() external {
+        Collateral storage c = _collateral[msg.sender];
+        if (c.pendingWithdrawal == 0) revert NothingToWithdraw(msg.sender);
+        if (_centres[c.unlockEpoch].length == 0) revert WithdrawalLocked(c.unlockEpoch);
+        uint256 available = c.balance - c.locked;
+        uint256 amount = c.pendingWithdrawal < available ? c.pendingWithdrawal : available;
+        c.pendingWithdrawal = 0;
+        c.balance -= amount;
+        emit Withdrawn(msg.sender, amount);
+        credit.safeTransfer(msg.sender, amount);
+    }
+
+    // -- bonds (UsageLedger only) -----------------------------------------------------------
+
+    /// @notice Locks `amount` of `account`'s free collateral.
+    /// @param account The account.
+    /// @param amount The amount; reverts InsufficientCollateral if not free.
+    function lock(address account, uint256 amount) external onlyUsageLedger {
+        uint256 free = freeOf(account);
+        if (amount > free) revert InsufficientCollateral(account, free, amount);
+        _lock(account, amount);
+    }
+
+    /// @notice Locks up to `amount` of `account`'s free collateral (never reverts for lack of it).
+    /// @param account The account.
+    /// @param amount The most to lock.
+    /// @return locked The amount locked.
+    function lockUpTo(address account, uint256 amount) external onlyUsageLedger returns (uint256 locked) {
+        uint256 free = freeOf(account);
+        locked = amount < free ? amount : free;
+        if (locked != 0) _lock(account, locked);
+    }
+
+    /// @notice Releases `amount` of `account`'s locked collateral.
+    /// @param account The account.
+    /// @param amount The amount.
+    function unlock(address account, uint256 amount) external onlyUsageLedger {
+        _collateral[account].locked -= amount;
+        emit BondUnlocked(account, amount);
+    }
+
+    /// @notice Moves `amount` of `from`'s locked collateral to `to`'s collateral.
+    /// @param from Whose bond is lost.
+    /// @param to Who gets it.
+    /// @param amount The amount.
+    function slash(address from, address to, uint256 amount) external onlyUsageLedger {
+        Collateral storage c = _collateral[from];
+        c.locked -= amount;
+        c.balance -= amount;
+        _collateral[to].balance += amount;
+        emit BondSlashed(from, to, amount);
+    }
+
+    // -- settlement -------------------------------------------------------------------------
 
     /// @notice Whether `epoch` has been settled.
     /// @param epoch The epoch.
     /// @return True when settled.
     function settled(uint64 epoch) external view returns (bool) {
-        return _settled[epoch];
+        return _centres[epoch].length != 0;
     }
 
-    /// @notice The net position of `centre` in a settled epoch (positive: it was owed).
+    /// @notice What a centre's collateral changed by in a settled epoch (positive: it was paid).
     /// @param epoch The epoch.
     /// @param centre The centre id.
-    /// @return The net position; zero if unsettled or not a member then.
+    /// @return The amount; zero if unsettled or not a member then.
     function netPosition(uint64 epoch, bytes32 centre) external view returns (int256) {
         return _net[epoch][centre];
     }
@@ -75,45 +254,75 @@ contract Settlement {
         return _centres[epoch];
     }
 
-    /// @notice Settles `epoch`: nets all active members' claims and moves credit.
-    /// @dev Anyone may call; the outcome depends only on chain state. Reverts NotAnchored
-    ///      unless every active member anchored the epoch, AlreadySettled the second time.
+    /// @notice Settles `epoch`: closes its disputes, nets the standing claims of the active
+    ///         members and pays them from collateral.
+    /// @dev Anyone may call; the outcome depends only on chain state. Never reverts for a
+    ///      debtor's balance: a debtor short of collateral pays what it has (`Shortfall`).
     /// @param epoch The epoch.
     function settle(uint64 epoch) external {
-        if (_settled[epoch]) revert AlreadySettled(epoch);
-        _settled[epoch] = true;
-        bytes32[] memory ids = consortium.memberIds();
+        if (_centres[epoch].length != 0) revert AlreadySettled(epoch);
+        if (!usageLedger.settleable(epoch)) revert NotSettleable(epoch);
+        (bytes32[] memory ids, address[] memory accounts, int256[] memory net) = usageLedger.finalize(epoch);
+        int256[] memory moved = _collect(epoch, ids, accounts, net);
         _centres[epoch] = ids;
-        int256[] memory net = _netPositions(epoch, ids);
         for (uint256 i = 0; i < ids.length; i++) {
-            _net[epoch][ids[i]] = net[i];
+            _net[epoch][ids[i]] = moved[i];
         }
-        _transfer(epoch, ids, net);
-        emit EpochSettled(epoch, ids, net);
+        _transfer(epoch, ids, accounts, moved);
+        emit EpochSettled(epoch, ids, moved);
     }
 
-    function _netPositions(uint64 epoch, bytes32[] memory ids) private view returns (int256[] memory net) {
+    function _deposit(address account, uint256 amount) private {
+        _collateral[account].balance += amount;
+        emit Deposited(account, amount);
+        credit.safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    function _lock(address account, uint256 amount) private {
+        _collateral[account].locked += amount;
+        emit BondLocked(account, amount);
+    }
+
+    /// @dev What moves: each debtor pays min(debt, balance - locked); creditors share what was
+    ///      collected pro rata when that falls short of the debts.
+    function _collect(uint64 epoch, bytes32[] memory ids, address[] memory accounts, int256[] memory net)
+        private
+        returns (int256[] memory moved)
+    {
         uint256 n = ids.length;
-        net = new int256[](n);
-        for (uint256 c = 0; c < n; c++) {
-            (,, bool anchored) = usageLedger.anchorOf(ids[c], epoch);
-            if (!anchored) revert NotAnchored(ids[c], epoch);
-            (bytes32[] memory debtors, uint256[] memory amounts) = usageLedger.claimsOf(epoch, ids[c]);
-            for (uint256 k = 0; k < debtors.length; k++) {
-                uint256 d = _indexOf(ids, debtors[k]);
-                if (d == n) continue;
-                int256 amount = int256(amounts[k]); // exact: UsageLedger caps claims at MAX_CLAIM
-                net[c] += amount;
-                net[d] -= amount;
-            }
+        moved = new int256[](n);
+        uint256 totalDebt = 0;
+        uint256 collected = 0;
+        for (uint256 i = 0; i < n; i++) {
+            if (net[i] >= 0) continue;
+            uint256 debt = uint256(-net[i]);
+            Collateral storage c = _collateral[accounts[i]];
+            uint256 available = c.balance - c.locked;
+            uint256 paid = debt < available ? debt : available;
+            totalDebt += debt;
+            collected += paid;
+            moved[i] = -int256(paid);
+            if (paid < debt) emit Shortfall(epoch, ids[i], debt - paid);
         }
+        uint256 shared = 0;
+        uint256 first = n;
+        for (uint256 i = 0; i < n; i++) {
+            if (net[i] <= 0) continue;
+            uint256 share = collected == totalDebt ? uint256(net[i]) : Math.mulDiv(uint256(net[i]), collected, totalDebt);
+            moved[i] = int256(share);
+            shared += share;
+            if (first == n) first = i;
+        }
+        if (first < n) moved[first] += int256(collected - shared);
     }
 
-    function _transfer(uint64 epoch, bytes32[] memory ids, int256[] memory net) private {
+    function _transfer(uint64 epoch, bytes32[] memory ids, address[] memory accounts, int256[] memory moved)
+        private
+    {
         uint256 n = ids.length;
         int256[] memory left = new int256[](n);
         for (uint256 i = 0; i < n; i++) {
-            left[i] = net[i];
+            left[i] = moved[i];
         }
         uint256 d = _nextWith(left, 0, false);
         uint256 c = _nextWith(left, 0, true);
@@ -123,7 +332,8 @@ contract Settlement {
             uint256 amount = debt < due ? debt : due;
             left[d] += int256(amount);
             left[c] -= int256(amount);
-            credit.settleTransfer(consortium.member(ids[d]).account, consortium.member(ids[c]).account, amount);
+            _collateral[accounts[d]].balance -= amount;
+            _collateral[accounts[c]].balance += amount;
             emit SettlementTransfer(epoch, ids[d], ids[c], amount);
             if (left[d] == 0) d = _nextWith(left, d + 1, false);
             if (left[c] == 0) c = _nextWith(left, c + 1, true);
@@ -137,9 +347,4 @@ contract Settlement {
         }
     }
 
-    function _indexOf(bytes32[] memory ids, bytes32 id) private pure returns (uint256 i) {
-        for (i = 0; i < ids.length; i++) {
-            if (ids[i] == id) return i;
-        }
-    }
 }

@@ -26,6 +26,9 @@ from dataclasses import dataclass
 BBS_PROOF_VERIFY_10 = "bbs.sha256.L10.proof_verify"
 ANONCREDS_VERIFY = "anoncreds.verify"
 SIGNON_ID = "signon.per_process"
+# bench_payment_gas.py: honest-path gas per job, and the larger of the two dispute answers.
+PAYMENT_GAS_PER_JOB = "payment.honest.gas_per_job"
+PAYMENT_ANSWER_MAX = "payment.dispute.answer_max"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,8 @@ sys.path.insert(0, str(HERE))
 from common import (  # noqa: E402
     ANONCREDS_VERIFY,
     BBS_PROOF_VERIFY_10,
+    PAYMENT_ANSWER_MAX,
+    PAYMENT_GAS_PER_JOB,
     SIGNON_ID,
     Result,
     fmt_value,
@@ -130,6 +132,14 @@ def _min_rate(id: str, limit: float) -> Callable[[dict[str, Result]], tuple[str,
     return judge
 
 
+def _max_gas(id: str, limit: float) -> Callable[[dict[str, Result]], tuple[str, bool] | None]:
+    def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
+        v = _value(results, id)
+        return None if v is None else (f"{v:,.0f} gas", v < limit)
+
+    return judge
+
+
 BBS_SHAKE_PROOF_VERIFY_10 = "bbs.shake256.L10.proof_verify"
 TARGETS = [
     Target(
@@ -156,6 +166,16 @@ TARGETS = [
         "Sign-ons per second, one gateway process over HTTP (request + present → token): ≥ 150/s",
         "bench_signon",
         _min_rate(SIGNON_ID, 150.0),
+    ),
+    Target(
+        "Fair payment, honest path: gas per job over an epoch of 10,000 jobs (3 anchors + settle) < 100",
+        "bench_payment_gas",
+        _max_gas(PAYMENT_GAS_PER_JOB, 100),
+    ),
+    Target(
+        "Fair payment: a dispute answered (receipt or key) at depth 14 < 200k gas",
+        "bench_payment_gas",
+        _max_gas(PAYMENT_ANSWER_MAX, 200_000),
     ),
 ]
 
