@@ -1,24 +1,26 @@
 """Independent audit of one epoch's books against the chain.
 
-An auditor holds the usage records each serving centre published for an epoch and
-checks them against what is on the chain, read directly with contract calls (never
+An auditor holds the payment evidence each serving centre serves for an epoch
+(`GET /v1/epochs/{e}/evidence?home=H`: ledger.evidence.RecordEvidence, one per record)
+and checks it against what is on the chain, read directly with contract calls (never
 through a centre's event index: an auditor trusts no single centre):
 
-- every record is signed (EIP-712) by the serving centre's on-chain account, names
-  that centre as serving centre and belongs to the epoch; no record id repeats;
-- every record's price is its meters x the serving centre's rates version the record
-  names (ledger.pricing, the formula the centre priced with), that version read from
-  the Consortium contract; a version the centre never published is a finding, and so
-  is one that took effect after the job started (a job is priced at the version in
-  force when it was accepted, before it started), give or take CLOCK_LEEWAY;
-- each centre's records hash to the Merkle root it anchored, and their number is the
-  anchored record count;
-- summing record prices per home centre (a centre's own users excluded) gives
-  exactly the claims the centre anchored on each debtor;
-- netting the anchored claims (ledger.netting, the contract's algorithm) gives the
-  net positions the Settlement contract stored, if the epoch is settled.
+- every record is signed (EIP-712) by the serving centre's on-chain account, names that
+  centre as serving centre and belongs to the epoch; no record id repeats;
+- each home's records, in the order of their indices, build the Merkle sum tree whose
+  root, count and total the centre anchored as its claim on that home;
+- every record is evidenced as UsageLedger.answer would require (ledger.evidence): the
+  order signed by the granted account, the grant signed by the home's on-chain member
+  account, the price = meters x the rates version the order pins (read from the
+  Consortium contract) capped at the grant, the deadlines, and the user's receipt or
+  the key the centre revealed on chain;
+- a claim voided on chain (a dispute the centre did not answer, or a duplicate) stands
+  for nothing: its records' flaws are notes, remedied already, not findings;
+- if the epoch is settled: netting the standing claims and paying from collateral
+  (ledger.netting.settle_from_collateral, the contract's rule, with the shortfalls it
+  reported) gives the net the Settlement contract moved.
 
-Every discrepancy becomes one human-readable finding naming the centre and record.
+Every discrepancy becomes one human-readable finding naming the centre, home and record.
 """
 
 from __future__ import annotations
@@ -32,38 +34,36 @@ from web3.types import BlockIdentifier
 
 from ledger.chain import Chain, ChainRevert
 from ledger.deploy import Deployment, Prices, bind
+from ledger.evidence import RecordEvidence, check_evidence
 from ledger.ids import InvalidName, centre_id, centre_name
-from ledger.merkle import MerkleTree
-from ledger.netting import net_positions, transfers
-from ledger.pricing import price
+from ledger.index.rows import ClaimInfo
+from ledger.netting import net_positions, settle_from_collateral
 from ledger.primitives.hex import to_hex
-from ledger.records import Domain, InvalidSignature, UsageRecord, record_leaf, recover_signer
+from ledger.records import Domain, InvalidSignature, record_digest, recover_signer
+from ledger.sumtree import SumTree
 
-Signed = tuple[UsageRecord, bytes]
 # Each serving centre by bytes32 id or by name (a Mapping's key type is invariant, hence the union).
-RecordsByCentre = (
-    Mapping[bytes, Sequence[Signed]] | Mapping[str, Sequence[Signed]] | Mapping[bytes | str, Sequence[Signed]]
+EvidenceByCentre = (
+    Mapping[bytes, Sequence[RecordEvidence]]
+    | Mapping[str, Sequence[RecordEvidence]]
+    | Mapping[bytes | str, Sequence[RecordEvidence]]
 )
-
-CLOCK_LEEWAY = 300
-"""Seconds a chain's clock may run ahead of a centre's: a gateway judges which rates are in
-force by the later of the two (eth-tester and busy anvil nodes stamp blocks a second apart,
-ahead of real time), but stamps a job's start with its own."""
 
 
 @dataclass
 class CentreTotals:
-    """What the records and the chain say about one serving centre in the epoch."""
+    """What the evidence and the chain say about one serving centre in the epoch."""
 
     centre: str
     records: int = 0  # records supplied
     amount: int = 0  # sum of their prices, own users included
-    claims: dict[str, int] = field(default_factory=dict)  # debtor -> sum, from the records
+    claims: dict[str, int] = field(default_factory=dict)  # home -> sum, from the records (own users excluded)
     anchored: bool = False
-    anchored_root: str | None = None
     anchored_count: int | None = None
-    anchored_claims: dict[str, int] = field(default_factory=dict)  # debtor -> amount, on chain
-    net: int | None = None  # the Settlement contract's net position, if settled
+    anchored_claims: dict[str, int] = field(default_factory=dict)  # home -> total on chain (own users included)
+    anchored_roots: dict[str, str] = field(default_factory=dict)  # home -> sum tree root on chain
+    voided: list[str] = field(default_factory=list)  # homes whose claim the chain voided
+    net: int | None = None  # what the Settlement contract moved, if settled
 
 
 @dataclass
@@ -75,8 +75,9 @@ class AuditReport:
     findings: list[str]
     totals: dict[str, CentreTotals]
     settled: bool
-    net: dict[str, int] = field(default_factory=dict)  # recomputed from anchored claims
+    net: dict[str, int] = field(default_factory=dict)  # recomputed: what settlement moves
     transfers: list[tuple[str, str, int]] = field(default_factory=list)  # recomputed
+    shortfalls: dict[str, int] = field(default_factory=dict)  # debtor -> unpaid, as reported on chain
     notes: list[str] = field(default_factory=list)  # facts that are not discrepancies
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,193 +100,282 @@ def _key(centre: bytes | str) -> bytes:
         return centre_id(centre)
     if isinstance(centre, (bytes, bytearray)) and len(centre) == 32:
         return bytes(centre)
-    raise ValueError(f"records must be keyed by centre name or bytes32 id, got {centre!r}")
+    raise ValueError(f"evidence must be keyed by centre name or bytes32 id, got {centre!r}")
+
+
+def _supplied(evidence_by_centre: EvidenceByCentre) -> dict[bytes, list[RecordEvidence]]:
+    supplied: dict[bytes, list[RecordEvidence]] = {}
+    for centre, items in evidence_by_centre.items():
+        key = _key(centre)
+        if key in supplied:
+            raise ValueError(f"evidence of {label(key)} is given twice")
+        supplied[key] = list(items)
+        for ev in supplied[key]:
+            if not isinstance(ev, RecordEvidence):
+                raise ValueError(f"evidence of {label(key)} must be RecordEvidence, got {type(ev).__name__}")
+    return supplied
 
 
 def verify_epoch(
     epoch: int,
-    records_by_centre: RecordsByCentre,
+    evidence_by_centre: EvidenceByCentre,
     chain: Chain,
     deployment: Deployment,
     domain: Domain | None = None,
     *,
     block: BlockIdentifier = "latest",
 ) -> AuditReport:
-    """Checks the records of `epoch` against the chain; see the module docstring.
+    """Checks the evidence of `epoch` against the chain; see the module docstring.
 
-    `records_by_centre` maps each serving centre (bytes32 id or name) to the list of
-    (record, 65-byte signature) it published. `domain` defaults to the deployment's.
+    `evidence_by_centre` maps each serving centre (bytes32 id or name) to its records'
+    evidence for the epoch, all homes together. `domain` defaults to the deployment's.
     `block` pins every chain read to one block, so a report is reproducible.
     """
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**64:
         raise ValueError(f"epoch must be a uint64, got {epoch!r}")
-    supplied: dict[bytes, list[Signed]] = {}
-    for centre, items in records_by_centre.items():
-        key = _key(centre)
-        if key in supplied:
-            raise ValueError(f"records of {label(key)} are given twice")
-        supplied[key] = list(items)
+    supplied = _supplied(evidence_by_centre)
     domain = domain or Domain.for_deployment(deployment)
-    k = bind(chain, deployment, named=True)
-    consortium, ledger, settlement = (k.consortium.functions, k.usage_ledger.functions, k.settlement.functions)
-
-    def call(fn: Any) -> Any:
-        return chain.call(fn, block)
-
+    reader = _ChainReader(chain, deployment, block)
     findings: list[str] = []
     notes: list[str] = []
-    active = [bytes(c) for c in call(consortium.memberIds())]
-    is_settled = bool(call(settlement.settled(epoch)))
+    is_settled = reader.settled(epoch)
     # Membership may have changed since: the netting is checked over the centres it used.
-    netted = [bytes(c) for c in call(settlement.settledCentres(epoch))] if is_settled else []
+    netted = reader.settled_centres(epoch) if is_settled else []
+    active = reader.member_ids()
     centres = list(dict.fromkeys(active + netted + list(supplied)))
-
-    accounts: dict[bytes, str | None] = {}
-    for c in centres:
-        try:
-            accounts[c] = call(consortium.member(c)).account
-        except ChainRevert:
-            accounts[c] = None  # never admitted
+    keys = reader.revealed_keys()
+    booking_delay = reader.booking_delay()
 
     totals: dict[str, CentreTotals] = {}
-    onchain_claims: dict[tuple[bytes, bytes], int] = {}
+    standing: dict[tuple[bytes, bytes], int] = {}
     seen_ids: dict[bytes, bytes] = {}
-    rates: dict[tuple[bytes, int], tuple[int, Prices] | None] = {}
-
-    def rates_of(centre: bytes, version: int) -> tuple[int, Prices] | None:
-        """A centre's published rates version (effective from, prices), from the chain; None if never published."""
-        if (centre, version) not in rates:
-            try:
-                published = call(consortium.rates(centre, version))
-                rates[(centre, version)] = int(published.effectiveFrom), Prices.from_chain(published.prices)
-            except ChainRevert:
-                rates[(centre, version)] = None
-        return rates[(centre, version)]
-
     for c in centres:
         name = label(c)
         t = totals[name] = CentreTotals(centre=name)
-        anchor = call(ledger.anchorOf(c, epoch))
-        root, count, is_anchored = anchor.root, anchor.recordCount, anchor.anchored
-        if is_anchored:
-            t.anchored, t.anchored_root, t.anchored_count = True, to_hex(root), int(count)
-            claims = call(ledger.claimsOf(epoch, c))
-            for debtor, amount in zip(claims.debtors, claims.amounts, strict=True):
-                onchain_claims[(c, bytes(debtor))] = int(amount)
-                t.anchored_claims[label(bytes(debtor))] = int(amount)
+        account = reader.account(c)
+        if account is None:
+            findings.append(f"{name}: not a member of the consortium, yet evidence is supplied for it")
+        anchored, anchored_at, count = reader.anchor(c, epoch)
+        claims = {home: reader.claim(epoch, c, home) for home in reader.homes(epoch, c)} if anchored else {}
+        for home, claim in claims.items():
+            t.anchored_claims[label(home)] = claim.total
+            t.anchored_roots[label(home)] = to_hex(claim.root)
+            if claim.voided:
+                t.voided.append(label(home))
+                notes.append(f"{name}: its claim on {label(home)} for epoch {epoch} was voided on chain")
+            elif home != c:
+                standing[(c, home)] = claim.total
+        t.anchored, t.anchored_count = anchored, (count if anchored else None)
 
-        if accounts[c] is None:
-            findings.append(f"{name}: not a member of the consortium, yet records are supplied for it")
-        records = supplied.get(c)
-        if records is None:
-            if is_anchored and int(count) > 0:
-                findings.append(f"{name}: anchored {int(count)} records for epoch {epoch}, but none were supplied")
-                continue
-            if not is_anchored:
+        items = supplied.get(c)
+        if items is None:
+            if anchored and count > 0:
+                findings.append(f"{name}: anchored {count} records for epoch {epoch}, but no evidence was supplied")
+            elif not anchored:
                 notes.append(f"{name} has not anchored epoch {epoch}")
-                continue
-            records = []  # anchored no records: its root and claims must still be those of none
-        if not is_anchored:
-            findings.append(f"{name}: {len(records)} records supplied, but epoch {epoch} is not anchored")
+            continue
+        if not anchored and items:
+            findings.append(f"{name}: {len(items)} records supplied, but epoch {epoch} is not anchored")
 
-        sums: dict[bytes, int] = defaultdict(int)
-        leaves: set[bytes] = set()
-        for rec, sig in records:
+        by_home: dict[bytes, list[RecordEvidence]] = defaultdict(list)
+        for ev in items:
+            rec = ev.record
             rid = to_hex(rec.record_id)
             if rec.record_id in seen_ids:
-                where = label(seen_ids[rec.record_id])
-                findings.append(f"{name}: record {rid} appears more than once (also under {where})")
+                findings.append(
+                    f"{name}: record {rid} appears more than once (also under {label(seen_ids[rec.record_id])})"
+                )
             else:
                 seen_ids[rec.record_id] = c
             if rec.serving_centre != c:
                 findings.append(f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre")
             if rec.epoch != epoch:
                 findings.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
-            findings.extend(_signature_finding(name, rid, rec, sig, domain, accounts[c]))
-            if accounts[c] is not None:
-                findings.extend(_price_finding(name, rid, rec, rates_of(c, rec.rates_version)))
-            leaves.add(record_leaf(rec, domain))
+            findings.extend(_signature_finding(name, rid, ev, domain, account))
+            by_home[rec.home_centre].append(ev)
             t.records += 1
             t.amount += rec.price
-            if rec.home_centre != c:
-                sums[rec.home_centre] += rec.price
-        t.claims = {label(d): v for d, v in sums.items()}
+        t.claims = {label(h): sum(ev.record.price for ev in evs) for h, evs in by_home.items() if h != c}
 
-        if is_anchored:
-            ours = MerkleTree(leaves).root
-            if t.records != int(count):
-                findings.append(f"{name}: {t.records} records supplied, {int(count)} anchored")
-            if ours != bytes(root):
-                findings.append(
-                    f"{name}: Merkle root of the supplied records {to_hex(ours)} differs from the "
-                    f"anchored root {to_hex(root)}"
-                )
-            anchored_here = {d: a for (cr, d), a in onchain_claims.items() if cr == c}
-            for debtor in sorted(set(sums) | set(anchored_here)):
-                by_records, on_chain = sums.get(debtor, 0), anchored_here.get(debtor, 0)
-                if by_records != on_chain:
-                    findings.append(
-                        f"{name}: claim on {label(debtor)} is {by_records} by the records but {on_chain} anchored"
-                    )
+        for home in list(claims) + [h for h in by_home if h not in claims]:
+            where, evs = f"{name} on {label(home)}", by_home.get(home, [])
+            if home not in claims:
+                findings.append(f"{where}: {len(evs)} records supplied, but no claim on {label(home)} is anchored")
+                continue
+            # a voided claim stands for nothing: its flaws are remedied already, so they are notes
+            out = notes if claims[home].voided else findings
+            out.extend(_tree_findings(where, claims[home], evs, domain))
+            context = _Context(domain, reader, anchored_at, booking_delay, keys)
+            out.extend(_evidence_findings(where, claims[home], evs, context))
 
-    net: dict[bytes, int] = {}
-    plan: list[tuple[bytes, bytes, int]] = []
+    report = AuditReport(epoch=epoch, ok=False, findings=findings, totals=totals, settled=is_settled, notes=notes)
     if is_settled:
-        net = net_positions(onchain_claims, netted)
-        for c in netted:
-            stored = int(call(settlement.netPosition(epoch, c)))
-            totals[label(c)].net = stored
-            if stored != net[c]:
-                findings.append(
-                    f"{label(c)}: settled net position is {stored}, netting the anchored claims gives {net[c]}"
-                )
-        plan = transfers(net, netted)
+        findings.extend(_settlement_findings(report, reader, epoch, netted, standing))
     else:
         notes.append(f"epoch {epoch} is not settled")
-
-    return AuditReport(
-        epoch=epoch,
-        ok=not findings,
-        findings=findings,
-        totals=totals,
-        settled=is_settled,
-        net={label(c): v for c, v in net.items()},
-        transfers=[(label(d), label(c), a) for d, c, a in plan],
-        notes=notes,
-    )
+    report.ok = not findings
+    return report
 
 
-def _price_finding(name: str, rid: str, rec: UsageRecord, rates: tuple[int, Prices] | None) -> list[str]:
-    if rates is None:
-        return [f"{name}: record {rid} names rates version {rec.rates_version}, which {name} never published"]
-    effective_from, prices = rates
-    if effective_from > rec.started_at + CLOCK_LEEWAY:
-        return [
-            (
-                f"{name}: record {rid} names rates version {rec.rates_version}, in force only from {effective_from}, "
-                f"but its job started at {rec.started_at}"
-            )
-        ]
-    expected = price(rec, prices)
-    if rec.price != expected:
-        return [
-            (
-                f"{name}: record {rid} is priced {rec.price}, but its meters at {name}'s rates version "
-                f"{rec.rates_version} cost {expected}"
-            )
-        ]
+@dataclass(frozen=True)
+class _Context:
+    """What every record's evidence check of one claim needs besides the evidence."""
+
+    domain: Domain
+    reader: _ChainReader
+    anchored_at: int
+    booking_delay: int
+    keys: dict[bytes, bytes]
+
+
+def _evidence_findings(where: str, claim: ClaimInfo, evs: list[RecordEvidence], ctx: _Context) -> list[str]:
+    """check_evidence on each record of a claim, as the contract would judge a dispute of it."""
+    home_account = ctx.reader.account(claim.home)
+    if home_account is None:
+        return [f"{where}: {len(evs)} records are billed to a home that is not a member"]
+    out: list[str] = []
+    for ev in sorted(evs, key=lambda e: e.index):
+        problems = check_evidence(
+            ev,
+            domain=ctx.domain,
+            home_account=home_account,
+            rates=ctx.reader.rates(claim.centre, ev.record.rates_version),
+            anchored_at=ctx.anchored_at,
+            booking_delay=ctx.booking_delay,
+            claim=claim,
+            key=ctx.keys.get(record_digest(ev.record, ctx.domain)),
+        )
+        out.extend(f"{where}: record {to_hex(ev.record.record_id)}: {p}" for p in problems)
+    return out
+
+
+def _tree_findings(where: str, claim: ClaimInfo, evs: list[RecordEvidence], domain: Domain) -> list[str]:
+    """The supplied records of one claim, in index order, must rebuild its anchored sum tree."""
+    indices = sorted(ev.index for ev in evs)
+    if indices != list(range(len(evs))):
+        return [f"{where}: record indices are {indices[:10]}, not 0..{len(evs) - 1} each once"]
+    if len(evs) != claim.count:
+        return [f"{where}: {len(evs)} records supplied, {claim.count} anchored"]
+    tree = SumTree((record_digest(ev.record, domain), ev.record.price) for ev in sorted(evs, key=lambda e: e.index))
+    if (tree.root, tree.total) != (claim.root, claim.total):
+        ours, theirs = (
+            f"root {to_hex(tree.root)}, total {tree.total}",
+            f"root {to_hex(claim.root)}, total {claim.total}",
+        )
+        return [f"{where}: sum tree of the supplied records ({ours}) differs from the anchored claim ({theirs})"]
     return []
 
 
-def _signature_finding(
-    name: str, rid: str, rec: UsageRecord, sig: bytes, domain: Domain, account: str | None
+def _settlement_findings(
+    report: AuditReport, reader: _ChainReader, epoch: int, netted: list[bytes], standing: dict[tuple[bytes, bytes], int]
 ) -> list[str]:
+    """Recomputes what settle moved from the standing claims and the shortfalls the chain reported."""
+    net = net_positions(standing, netted)
+    unpaid = reader.shortfalls(epoch)
+    # a debtor that fell short paid debt - unpaid (all its free collateral); any other paid its debt
+    free = {m: -net[m] - unpaid.get(m, 0) for m in netted if net[m] < 0}
+    moved, plan, short = settle_from_collateral(net, free, netted)
+    out: list[str] = []
+    for debtor, amount in short:
+        if unpaid.get(debtor) != amount:
+            out.append(f"{label(debtor)}: shortfall of {amount} expected, the chain reported {unpaid.get(debtor, 0)}")
+    for c in netted:
+        stored = reader.net_position(epoch, c)
+        report.totals[label(c)].net = stored
+        if stored != moved[c]:
+            out.append(f"{label(c)}: settlement moved {stored}, the standing claims and collateral give {moved[c]}")
+    report.net = {label(c): v for c, v in moved.items()}
+    report.transfers = [(label(d), label(c), a) for d, c, a in plan]
+    report.shortfalls = {label(d): a for d, a in unpaid.items()}
+    return out
+
+
+def _signature_finding(name: str, rid: str, ev: RecordEvidence, domain: Domain, account: str | None) -> list[str]:
     if account is None:
         return []  # already reported: the centre has no account to check against
     try:
-        signer = recover_signer(rec, domain, sig)
+        signer = recover_signer(ev.record, domain, ev.signature)
     except InvalidSignature as exc:
         return [f"{name}: record {rid} has a malformed signature ({exc})"]
     if signer.lower() != account.lower():
         return [f"{name}: record {rid} signature does not recover to {name}'s account (recovers to {signer})"]
     return []
+
+
+class _ChainReader:
+    """Every chain read of an audit, pinned to one block, cached."""
+
+    def __init__(self, chain: Chain, deployment: Deployment, block: BlockIdentifier) -> None:
+        self.chain, self.deployment, self.block = chain, deployment, block
+        k = bind(chain, deployment, named=True)
+        self.k = k
+        self.consortium, self.ledger, self.settlement = (
+            k.consortium.functions,
+            k.usage_ledger.functions,
+            k.settlement.functions,
+        )
+        self._accounts: dict[bytes, str | None] = {}
+        self._rates: dict[tuple[bytes, int], Prices | None] = {}
+
+    def call(self, fn: Any) -> Any:
+        return self.chain.call(fn, self.block)
+
+    def member_ids(self) -> list[bytes]:
+        return [bytes(c) for c in self.call(self.consortium.memberIds())]
+
+    def settled(self, epoch: int) -> bool:
+        return bool(self.call(self.settlement.settled(epoch)))
+
+    def settled_centres(self, epoch: int) -> list[bytes]:
+        return [bytes(c) for c in self.call(self.settlement.settledCentres(epoch))]
+
+    def booking_delay(self) -> int:
+        return int(self.call(self.ledger.bookingDelay()))
+
+    def account(self, centre: bytes) -> str | None:
+        """The member's chain account; None if it was never admitted."""
+        if centre not in self._accounts:
+            try:
+                self._accounts[centre] = self.call(self.consortium.member(centre)).account
+            except ChainRevert:
+                self._accounts[centre] = None
+        return self._accounts[centre]
+
+    def rates(self, centre: bytes, version: int) -> Prices | None:
+        """A centre's published rates version, None if never published."""
+        if (centre, version) not in self._rates:
+            try:
+                self._rates[(centre, version)] = Prices.from_chain(
+                    self.call(self.consortium.rates(centre, version)).prices
+                )
+            except ChainRevert:
+                self._rates[(centre, version)] = None
+        return self._rates[(centre, version)]
+
+    def anchor(self, centre: bytes, epoch: int) -> tuple[bool, int, int]:
+        a = self.call(self.ledger.anchorOf(centre, epoch))
+        return bool(a.anchored), int(a.anchoredAt), int(a.recordCount)
+
+    def homes(self, epoch: int, centre: bytes) -> list[bytes]:
+        return [bytes(h) for h in self.call(self.ledger.homesOf(epoch, centre))]
+
+    def claim(self, epoch: int, centre: bytes, home: bytes) -> ClaimInfo:
+        c = self.call(self.ledger.claimOf(epoch, centre, home))
+        return ClaimInfo(centre, epoch, home, bytes(c.root), int(c.count), int(c.total), bool(c.voided))
+
+    def net_position(self, epoch: int, centre: bytes) -> int:
+        return int(self.call(self.settlement.netPosition(epoch, centre)))
+
+    def _logs(self, event: Any, **filters: Any) -> list[Any]:
+        to_block = self.block if isinstance(self.block, int) else "latest"
+        return list(event.get_logs(from_block=self.deployment.start_block, to_block=to_block, argument_filters=filters))
+
+    def revealed_keys(self) -> dict[bytes, bytes]:
+        """Record digest -> the key its centre revealed on chain to answer a dispute."""
+        logs = self._logs(self.k.usage_ledger.events.DisputeAnswered)
+        return {bytes(e.args.recordDigest): bytes(e.args.key) for e in logs if any(e.args.key)}
+
+    def shortfalls(self, epoch: int) -> dict[bytes, int]:
+        """Debtor -> what it could not pay at the epoch's settlement (Shortfall events)."""
+        logs = self._logs(self.k.settlement.events.Shortfall, epoch=epoch)
+        return {bytes(e.args.debtor): int(e.args.unpaid) for e in logs}

@@ -1,4 +1,4 @@
-"""An auditor recomputes an epoch from the signed records and the chain, and catches tampering."""
+"""An auditor recomputes an epoch from the payment evidence and the chain, and catches tampering."""
 
 from __future__ import annotations
 
@@ -7,404 +7,295 @@ from dataclasses import dataclass
 
 import pytest
 from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from web3.logs import DISCARD
 
 from ledger.audit import AuditReport, verify_epoch
-from ledger.chain import Chain, connect
-from ledger.deploy import Deployment, MemberSpec, Prices, bind, deploy_consortium
+from ledger.evidence import RecordEvidence
 from ledger.ids import centre_id, user_id
-from ledger.merkle import MerkleTree
-from ledger.records import Domain, UsageRecord, record_leaf, sign_record
+from ledger.lock import lock_hash
+from ledger.payment import Grant, Order, Receipt, grant_digest, order_digest, sign_typed
+from ledger.records import Domain, UsageRecord, record_digest, sign_record
+from ledger.sumtree import SumTree
+from tests.test_contracts import Consortium, advance, make_consortium
 
-NAMES = ("hpc-a", "hpc-b", "hpc-c")
+NAMES = ["hpc-a", "hpc-b", "hpc-c"]
 A, B, C = (centre_id(n) for n in NAMES)
-EPOCH = 1
+WINDOW = 100
+STARTED = 2_000_000_000
 
 
 @dataclass
 class Books:
-    chain: Chain
-    deployment: Deployment
+    k: Consortium
     domain: Domain
-    keys: dict[bytes, LocalAccount]
-    records: dict[bytes, list[tuple[UsageRecord, bytes]]]
+    evidence: dict[int, dict[bytes, list[RecordEvidence]]]  # epoch -> centre -> evidence
 
 
-STARTED = 2_000_000_000
-"""When the records' jobs started, unless a test says: after every genesis rates version of these chains."""
+def key_of(n: int) -> bytes:
+    return n.to_bytes(32, "big")
 
 
-def _record(
+def evidence(
+    k: Consortium,
+    domain: Domain,
     n: int,
-    serving: bytes,
-    home: bytes,
+    epoch: int,
+    serving: str,
+    home: str,
     price: int,
-    epoch: int = EPOCH,
-    rates_version: int = 1,
-    cpu_millis: int | None = None,
-    started_at: int = STARTED,
-) -> UsageRecord:
-    """A record whose meters cost exactly `price` at the genesis rates (1 per cpu-second, no memory)."""
-    return UsageRecord(
-        record_id=n.to_bytes(32, "big"),
-        job_id=(1000 + n).to_bytes(32, "big"),
-        serving_centre=serving,
-        home_centre=home,
-        user=user_id(f"user{n}@{home.rstrip(bytes(1)).decode()}"),
+    *,
+    grant_by=None,
+    receipt=True,
+) -> RecordEvidence:
+    """One job of `price` (cpu-seconds at 1 per second), ordered, granted, recorded and receipted."""
+    user = Account.create()
+    order = Order(
+        request=key_of(10_000 + n),
+        centre=centre_id(serving),
+        rates_version=1,
+        max_price=price + 5,
+        deadline=STARTED * 2,
+        nonce=n,
+    )
+    od = order_digest(order, domain)
+    grant = Grant(
+        order=od,
+        account=user.address,
+        home=centre_id(home),
+        centre=centre_id(serving),
+        amount=price + 5,
+        deadline=order.deadline,
+    )
+    record = UsageRecord(
+        record_id=key_of(n),
+        job_id=key_of(1000 + n),
+        serving_centre=centre_id(serving),
+        home_centre=centre_id(home),
+        user=user_id(f"user{n}@{home}"),
         epoch=epoch,
-        started_at=started_at + n,
-        ended_at=started_at + 60 + n,
-        cpu_millis=price * 1000 if cpu_millis is None else cpu_millis,
+        started_at=STARTED + n,
+        ended_at=STARTED + 60 + n,
+        cpu_millis=price * 1000,
         wall_millis=60_000,
         max_rss_kib=0,
         gpu_millis=0,
-        rates_version=rates_version,
+        rates_version=1,
         price=price,
+        order=od,
+        grant=grant_digest(grant, domain),
+        lock_hash=lock_hash(key_of(n)),
+    )
+    rd = record_digest(record, domain)
+    return RecordEvidence(
+        record=record,
+        signature=sign_record(record, domain, k.accounts[serving].key),
+        order=order,
+        order_signature=sign_typed(order, domain, user.key),
+        grant=grant,
+        grant_signature=sign_typed(grant, domain, (grant_by or k.accounts[home]).key),
+        receipt_signature=sign_typed(Receipt(record=rd), domain, user.key) if receipt else None,
+        index=0,
+        proof=SumTree([(rd, price)]).proof(0),
     )
 
 
-def _anchor(
-    chain: Chain,
-    deployment: Deployment,
-    domain: Domain,
-    key: LocalAccount,
-    centre: bytes,
-    epoch: int,
-    signed: list[tuple[UsageRecord, bytes]],
-) -> None:
-    sums: dict[bytes, int] = {}
-    for rec, _ in signed:
-        if rec.home_centre != centre:
-            sums[rec.home_centre] = sums.get(rec.home_centre, 0) + rec.price
-    root = MerkleTree(record_leaf(r, domain) for r, _ in signed).root
-    ledger = bind(chain, deployment).usage_ledger
-    chain.transact(ledger.functions.anchor(epoch, root, len(signed), list(sums), list(sums.values())), key)
+def anchor(k: Consortium, domain: Domain, epoch: int, centre: str, evs: list[RecordEvidence]) -> list[RecordEvidence]:
+    """Anchors one sum tree per home; returns the evidence with indices and proofs filled in."""
+    homes: dict[bytes, list[RecordEvidence]] = {}
+    for ev in evs:
+        homes.setdefault(ev.record.home_centre, []).append(ev)
+    out, roots, counts, totals = [], [], [], []
+    for home_evs in homes.values():
+        tree = SumTree((record_digest(ev.record, domain), ev.record.price) for ev in home_evs)
+        roots.append(tree.root)
+        counts.append(tree.count)
+        totals.append(tree.total)
+        out += [dataclasses.replace(ev, index=i, proof=tree.proof(i)) for i, ev in enumerate(home_evs)]
+    k.tx(k.c.usage_ledger.functions.anchor(epoch, list(homes), roots, counts, totals), centre)
+    return out
+
+
+def answer_with_key(k: Consortium, dispute_id: int, ev: RecordEvidence, key: bytes, centre: str) -> None:
+    fn = k.c.usage_ledger.functions.answer(
+        dispute_id,
+        (
+            ev.record.as_tuple(),
+            ev.order.as_tuple(),
+            ev.order_signature,
+            ev.grant.as_tuple(),
+            ev.grant_signature,
+            ev.receipt_signature or b"",
+            key,
+            list(ev.proof.hashes),
+            list(ev.proof.sums),
+        ),
+    )
+    k.tx(fn, centre)
+
+
+def dispute(k: Consortium, centre: bytes, epoch: int, home: bytes, index: int, need_key: bool, who: str) -> int:
+    fn = k.c.usage_ledger.functions.dispute(centre, epoch, home, index, need_key)
+    receipt = k.tx(fn, who)
+    return k.c.usage_ledger.events.Disputed().process_receipt(receipt, errors=DISCARD)[0]["args"]["id"]
 
 
 @pytest.fixture(scope="module")
 def books() -> Books:
-    """Epoch 1: hpc-a serves b, b, c and one of its own users; hpc-b serves a twice;
-    hpc-c serves a once. Every centre anchors, then the epoch is settled."""
-    chain = connect("embedded")
-    keys = {centre_id(n): Account.create() for n in NAMES}
-    for acct in keys.values():
-        chain.fund(acct.address, 10**19)
-    specs = [
-        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-        for i, n in enumerate(NAMES)
-    ]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
-    domain = Domain.for_deployment(deployment)
-    plan = {
-        A: [(1, B, 40), (2, B, 15), (3, C, 25), (4, A, 99)],
-        B: [(5, A, 30), (6, A, 12)],
-        C: [(7, A, 8)],
+    """Epoch 1: hpc-a serves b twice, c once and one of its own users; hpc-b serves a twice, one
+    of them without a receipt (disputed needKey, answered by revealing the key); hpc-c bills a
+    made-up job to a with a grant it signed itself (disputed, unanswered: voided).
+    Epoch 2: hpc-a bills hpc-b more than hpc-b's collateral (a shortfall)."""
+    k = make_consortium(NAMES, quorum=2, initial=1000, dispute_window=WINDOW, anchor_bond=10, dispute_bond=5)
+    domain = Domain.for_deployment(k.deployment)
+    e1 = {
+        A: [
+            evidence(k, domain, n, 1, "hpc-a", home, price)
+            for n, home, price in [(1, "hpc-b", 40), (2, "hpc-b", 15), (3, "hpc-c", 25), (4, "hpc-a", 99)]
+        ],
+        B: [
+            evidence(k, domain, 5, 1, "hpc-b", "hpc-a", 30),
+            evidence(k, domain, 6, 1, "hpc-b", "hpc-a", 12, receipt=False),
+        ],
+        C: [evidence(k, domain, 7, 1, "hpc-c", "hpc-a", 300, grant_by=k.accounts["hpc-c"])],
     }
-    records = {}
-    for centre, rows in plan.items():
-        signed = []
-        for n, home, price in rows:
-            rec = _record(n, centre, home, price)
-            signed.append((rec, sign_record(rec, domain, keys[centre])))
-        records[centre] = signed
-        _anchor(chain, deployment, domain, keys[centre], centre, EPOCH, signed)
-    chain.transact(bind(chain, deployment).settlement.functions.settle(EPOCH), keys[A])
-    return Books(chain, deployment, domain, keys, records)
+    e1 = {c: anchor(k, domain, 1, centre_name_of(c), evs) for c, evs in e1.items()}
+    unreceipted = e1[B][1]
+    answer_with_key(k, dispute(k, B, 1, A, 1, True, "hpc-a"), unreceipted, key_of(6), "hpc-b")
+    dispute(k, C, 1, A, 0, False, "hpc-a")  # hpc-c cannot answer
+    e2 = {
+        A: anchor(k, domain, 2, "hpc-a", [evidence(k, domain, 8, 2, "hpc-a", "hpc-b", 5000)]),
+        B: anchor(k, domain, 2, "hpc-b", []),
+        C: anchor(k, domain, 2, "hpc-c", []),
+    }
+    advance(k.chain, 2 * WINDOW + 1)
+    k.tx(k.c.settlement.functions.settle(1), "hpc-b")
+    k.tx(k.c.settlement.functions.settle(2), "hpc-b")
+    return Books(k, domain, {1: e1, 2: e2})
 
 
-def _audit(books: Books, records=None, epoch: int = EPOCH) -> AuditReport:
-    return verify_epoch(
-        epoch, records if records is not None else books.records, books.chain, books.deployment, books.domain
-    )
+def centre_name_of(centre: bytes) -> str:
+    return centre.rstrip(b"\0").decode()
 
 
-def _copy(books: Books) -> dict[bytes, list]:
-    return {c: list(items) for c, items in books.records.items()}
+def audit(books: Books, epoch: int = 1, evidence=None) -> AuditReport:
+    ev = evidence if evidence is not None else books.evidence[epoch]
+    return verify_epoch(epoch, ev, books.k.chain, books.k.deployment, books.domain)
 
 
-def _has(report: AuditReport, *fragments: str) -> bool:
+def copy(books: Books, epoch: int = 1) -> dict[bytes, list[RecordEvidence]]:
+    return {c: list(evs) for c, evs in books.evidence[epoch].items()}
+
+
+def has(report: AuditReport, *fragments: str) -> bool:
     return any(all(f in line for f in fragments) for line in report.findings)
 
 
-def test_clean_epoch_passes(books):
-    report = _audit(books)
+def test_clean_epoch_passes_with_the_voided_claim_noted(books):
+    report = audit(books)
     assert report.ok, report.findings
-    assert report.findings == [] and report.settled
+    assert report.settled
     a = report.totals["hpc-a"]
     assert (a.records, a.amount) == (4, 40 + 15 + 25 + 99)
-    assert a.claims == a.anchored_claims == {"hpc-b": 55, "hpc-c": 25}
-    assert report.totals["hpc-b"].claims == {"hpc-a": 42}
-    # a is owed 55 + 25 and owes 42 + 8: net +30; b: 42 - 55 = -13; c: 8 - 25 = -17
-    assert report.net == {"hpc-a": 30, "hpc-b": -13, "hpc-c": -17}
+    assert a.claims == {"hpc-b": 55, "hpc-c": 25}
+    assert a.anchored_claims == {"hpc-b": 55, "hpc-c": 25, "hpc-a": 99}  # own users anchored, never claimed
+    assert report.totals["hpc-c"].voided == ["hpc-a"]
+    assert any("hpc-c: its claim on hpc-a" in n and "voided" in n for n in report.notes)
+    assert any("grant is not signed by hpc-a's account" in n for n in report.notes)  # the thief's, remedied
+    # standing: a is owed 55 + 25, owes 42 (c's 300 is void): a +38, b 42 - 55 = -13, c -25
+    assert report.net == {"hpc-a": 38, "hpc-b": -13, "hpc-c": -25}
     assert {n: t.net for n, t in report.totals.items()} == report.net
-    assert report.transfers == [("hpc-b", "hpc-a", 13), ("hpc-c", "hpc-a", 17)]
-    assert report.to_dict()["totals"]["hpc-c"]["records"] == 1
+    assert report.transfers == [("hpc-b", "hpc-a", 13), ("hpc-c", "hpc-a", 25)]
+    assert report.shortfalls == {}
 
 
-def test_records_may_be_keyed_by_name(books):
-    by_name = {"hpc-a": books.records[A], "hpc-b": books.records[B], "hpc-c": books.records[C]}
-    assert _audit(books, by_name).ok
+def test_a_shortfall_is_recomputed_from_collateral(books):
+    report = audit(books, 2)
+    assert report.ok, report.findings
+    assert report.shortfalls and report.shortfalls["hpc-b"] > 0
+    paid = 5000 - report.shortfalls["hpc-b"]
+    assert report.net == {"hpc-a": paid, "hpc-b": -paid, "hpc-c": 0}
+
+
+def test_the_key_revealed_on_chain_stands_for_a_missing_receipt(books):
+    """Without the reveal, hpc-b's unreceipted record would be a finding: the audit read the key from the chain."""
+    ev = books.evidence[1][B][1]
+    assert ev.receipt_signature is None
+    report = audit(books)
+    assert not has(report, "neither a receipt nor the key")
+
+
+def test_a_record_with_neither_receipt_nor_key_is_a_finding(books):
+    evs = copy(books)
+    evs[A][0] = dataclasses.replace(evs[A][0], receipt_signature=None)
+    report = audit(books, evidence=evs)
+    assert not report.ok and has(report, "hpc-a on hpc-b", "neither a receipt nor the key")
 
 
 def test_changed_price_is_detected(books):
-    records = _copy(books)
-    rec, sig = records[A][0]
-    records[A][0] = (dataclasses.replace(rec, price=rec.price + 100), sig)
-    report = _audit(books, records)
-    rid = "0x" + rec.record_id.hex()
-    assert not report.ok
-    assert _has(report, "hpc-a", rid, "signature does not recover to hpc-a's account")
-    assert _has(report, "hpc-a", "Merkle root")
-    assert _has(report, "hpc-a", "claim on hpc-b is 155 by the records but 55 anchored")
-    assert not _has(report, "hpc-b:") and not _has(report, "hpc-c:")
+    evs = copy(books)
+    ev = evs[A][0]
+    changed = dataclasses.replace(ev.record, price=ev.record.price + 1, cpu_millis=ev.record.cpu_millis + 1000)
+    k = books.k
+    evs[A][0] = dataclasses.replace(
+        ev, record=changed, signature=sign_record(changed, books.domain, k.accounts["hpc-a"].key)
+    )
+    report = audit(books, evidence=evs)
+    assert has(report, "hpc-a on hpc-b", "sum tree of the supplied records")
+    assert has(report, "sum proof")
 
 
 def test_dropped_record_is_detected(books):
-    records = _copy(books)
-    del records[B][1]
-    report = _audit(books, records)
-    assert _has(report, "hpc-b: 1 records supplied, 2 anchored")
-    assert _has(report, "hpc-b", "Merkle root")
-    assert _has(report, "hpc-b: claim on hpc-a is 30 by the records but 42 anchored")
+    evs = copy(books)
+    del evs[A][1]
+    assert has(audit(books, evidence=evs), "hpc-a on hpc-b", "1 records supplied, 2 anchored")
 
 
-def test_added_record_is_detected(books):
-    records = _copy(books)
-    extra = _record(8, C, B, 5)  # genuinely signed by hpc-c, but never anchored
-    records[C].append((extra, sign_record(extra, books.domain, books.keys[C])))
-    report = _audit(books, records)
-    assert _has(report, "hpc-c: 2 records supplied, 1 anchored")
-    assert _has(report, "hpc-c", "Merkle root")
-    assert _has(report, "hpc-c: claim on hpc-b is 5 by the records but 0 anchored")
-    assert not _has(report, "signature")
+def test_a_grant_not_signed_by_the_home_is_detected(books):
+    """The made-up-records attack: the serving centre signs the grant itself."""
+    evs = copy(books)
+    ev = evs[B][0]
+    forged = sign_typed(ev.grant, books.domain, books.k.accounts["hpc-b"].key)
+    evs[B][0] = dataclasses.replace(ev, grant_signature=forged)
+    assert has(audit(books, evidence=evs), "hpc-b on hpc-a", "grant is not signed by hpc-a's account")
 
 
 def test_signature_from_another_key_is_detected(books):
-    records = _copy(books)
-    rec, _ = records[C][0]
-    records[C][0] = (rec, sign_record(rec, books.domain, books.keys[B]))
-    report = _audit(books, records)
-    rid = "0x" + rec.record_id.hex()
-    assert report.findings == [
-        f"hpc-c: record {rid} signature does not recover to hpc-c's account (recovers to {books.keys[B].address})"
-    ]
-
-
-def test_malformed_signature_is_detected(books):
-    records = _copy(books)
-    rec, sig = records[C][0]
-    records[C][0] = (rec, sig[:64])
-    report = _audit(books, records)
-    assert _has(report, "hpc-c", "malformed signature")
-
-
-def test_record_of_another_epoch_is_detected(books):
-    records = _copy(books)
-    rec, _ = records[B][0]
-    moved = dataclasses.replace(rec, epoch=EPOCH + 1)
-    records[B][0] = (moved, sign_record(moved, books.domain, books.keys[B]))
-    report = _audit(books, records)
-    assert _has(report, "hpc-b: record 0x" + rec.record_id.hex(), f"is for epoch {EPOCH + 1}, not {EPOCH}")
-    assert _has(report, "hpc-b", "Merkle root")  # its leaf changed too
+    evs = copy(books)
+    ev = evs[A][0]
+    evs[A][0] = dataclasses.replace(ev, signature=sign_record(ev.record, books.domain, Account.create().key))
+    assert has(audit(books, evidence=evs), "hpc-a: record", "does not recover to hpc-a's account")
 
 
 def test_duplicate_and_misfiled_records_are_detected(books):
-    records = _copy(books)
-    records[B].append(records[B][0])  # the same record twice
-    records[C].append(records[A][1])  # hpc-a's record filed under hpc-c
-    report = _audit(books, records)
-    rid_b = "0x" + records[B][0][0].record_id.hex()
-    rid_a = "0x" + records[A][1][0].record_id.hex()
-    assert _has(report, "hpc-b", rid_b, "appears more than once")
-    assert _has(report, "hpc-b: 3 records supplied, 2 anchored")
-    assert _has(report, "hpc-c", rid_a, "names hpc-a as serving centre")
-    assert _has(report, "hpc-c", rid_a, "signature does not recover to hpc-c's account")
+    evs = copy(books)
+    evs[C] = evs[C] + [evs[A][0]]
+    report = audit(books, evidence=evs)
+    assert has(report, "appears more than once") and has(report, "names hpc-a as serving centre")
 
 
-def test_missing_centre_and_unknown_centre_are_detected(books):
-    records = _copy(books)
-    del records[C]
-    stranger = centre_id("hpc-x")
-    rec = _record(9, stranger, A, 1)
-    records[stranger] = [(rec, sign_record(rec, books.domain, Account.create()))]
-    report = _audit(books, records)
-    assert _has(report, "hpc-c: anchored 1 records for epoch 1, but none were supplied")
-    assert _has(report, "hpc-x: not a member")
+def test_missing_evidence_of_an_anchored_centre_is_a_finding(books):
+    evs = copy(books)
+    del evs[A]
+    assert has(audit(books, evidence=evs), "hpc-a: anchored 4 records", "no evidence")
 
 
-def test_unsettled_epoch_is_reported_not_failed(books):
-    epoch = 2
-    records = {}
-    for centre in (A, B, C):
-        rec = _record(100 + centre[4], centre, B if centre != B else A, 3, epoch=epoch)
-        signed = [(rec, sign_record(rec, books.domain, books.keys[centre]))]
-        _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, signed)
-        records[centre] = signed
-    report = _audit(books, records, epoch=epoch)
-    assert report.ok, report.findings
-    assert not report.settled and report.net == {} and report.transfers == []
-    assert f"epoch {epoch} is not settled" in report.notes
-    assert all(t.net is None for t in report.totals.values())
+def test_evidence_may_be_keyed_by_name(books):
+    assert audit(books, evidence={centre_name_of(c): evs for c, evs in books.evidence[1].items()}).ok
 
 
-def test_unanchored_epoch_with_records_is_a_finding(books):
-    rec = _record(200, A, B, 1, epoch=9)
-    report = _audit(books, {A: [(rec, sign_record(rec, books.domain, books.keys[A]))]}, epoch=9)
-    assert _has(report, "hpc-a: 1 records supplied, but epoch 9 is not anchored")
-    assert "hpc-b has not anchored epoch 9" in report.notes
+def test_unsettled_unanchored_epoch_is_reported_not_failed(books):
+    report = audit(books, 9, evidence={})
+    assert report.ok and not report.settled
+    assert "epoch 9 is not settled" in report.notes and "hpc-a has not anchored epoch 9" in report.notes
 
 
 def test_bad_arguments_are_refused(books):
-    with pytest.raises(ValueError):
-        _audit(books, {"Not A Centre": []})
-    with pytest.raises(ValueError):
-        _audit(books, {}, epoch=-1)
-
-
-def test_audit_over_json_rpc(anvil_url):
-    """Same audit against a real node (anvil): reads and revert mapping over JSON-RPC."""
-    chain = connect(anvil_url)
-    keys = {centre_id(n): Account.create() for n in ("aud-a", "aud-b")}
-    for acct in keys.values():
-        chain.fund(acct.address, 10**19)
-    specs = [
-        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-        for i, n in enumerate(("aud-a", "aud-b"))
-    ]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
-    domain = Domain.for_deployment(deployment)
-    x, y = keys
-    records = {}
-    for n, (serving, home) in enumerate([(x, y), (y, x)]):
-        rec = _record(n, serving, home, 10 + n)
-        records[serving] = [(rec, sign_record(rec, domain, keys[serving]))]
-        _anchor(chain, deployment, domain, keys[serving], serving, EPOCH, records[serving])
-    chain.transact(bind(chain, deployment).settlement.functions.settle(EPOCH), keys[x])
-
-    report = verify_epoch(EPOCH, records, chain, deployment)
-    assert report.ok, report.findings
-    assert report.net == {"aud-a": -1, "aud-b": 1}
-    stranger = centre_id("aud-z")
-    rec = _record(5, stranger, x, 1)
-    report = verify_epoch(
-        EPOCH, {**records, stranger: [(rec, sign_record(rec, domain, Account.create()))]}, chain, deployment
-    )
-    assert report.findings == [
-        "aud-z: not a member of the consortium, yet records are supplied for it",
-        "aud-z: 1 records supplied, but epoch 1 is not anchored",
-    ]
-
-
-def test_claims_anchored_without_records_are_a_finding(books):
-    """A centre that anchors no records but claims on others must not pass unseen when
-    its (empty) record list is not supplied."""
-    epoch = 3
-    ledger = bind(books.chain, books.deployment).usage_ledger
-    for centre in (A, B):
-        _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, [])
-    books.chain.transact(ledger.functions.anchor(epoch, bytes(32), 0, [A], [500]), books.keys[C])
-    report = _audit(books, {A: [], B: []}, epoch=epoch)
-    assert _has(report, "hpc-c: claim on hpc-a is 0 by the records but 500 anchored"), report.findings
-    supplied = _audit(books, {A: [], C: []}, epoch=epoch)
-    assert _has(supplied, "hpc-c: claim on hpc-a is 0 by the records but 500 anchored")
-    assert not _has(supplied, "hpc-b")  # anchored nothing, claims nothing: nothing to supply
-
-
-def test_audit_of_a_settled_epoch_survives_a_later_removal():
-    """Settlement netted the members of its time; removing one afterwards must neither
-    make the honest books look wrong nor hide the removed centre's anchor."""
-    chain = connect("embedded")
-    names = ("hpc-a", "hpc-b", "hpc-c", "hpc-d")
-    keys = {centre_id(n): Account.create() for n in names}
-    for acct in keys.values():
-        chain.fund(acct.address, 10**19)
-    specs = [
-        MemberSpec(n, keys[centre_id(n)].address, f"https://{n}", bytes([i + 1]) * 32, Prices(1, 1, 1))
-        for i, n in enumerate(names)
-    ]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, 2, 10_000)
-    domain = Domain.for_deployment(deployment)
-    D = centre_id("hpc-d")
-    plan = {A: [(1, B, 40), (2, D, 15)], B: [(3, A, 30)], C: [], D: [(4, A, 8), (5, C, 9)]}
-    records = {}
-    for centre, rows in plan.items():
-        signed = [
-            (rec, sign_record(rec, domain, keys[centre]))
-            for rec in (_record(n, centre, home, price) for n, home, price in rows)
-        ]
-        records[centre] = signed
-        _anchor(chain, deployment, domain, keys[centre], centre, EPOCH, signed)
-    k = bind(chain, deployment)
-    chain.transact(k.settlement.functions.settle(EPOCH), keys[A])
-    before = verify_epoch(EPOCH, records, chain, deployment, domain)
-    assert before.ok, before.findings
-    chain.transact(k.consortium.functions.propose(1, k.consortium.functions.member(D).call()), keys[A])
-    chain.transact(k.consortium.functions.vote(k.consortium.functions.proposalCount().call()), keys[B])
-    assert D not in k.consortium.functions.memberIds().call()
-
-    after = verify_epoch(EPOCH, records, chain, deployment, domain)
-    assert after.ok, after.findings
-    assert after.net == before.net and after.transfers == before.transfers
-    without_d = {c: v for c, v in records.items() if c != D}
-    missing = verify_epoch(EPOCH, without_d, chain, deployment, domain)
-    assert _has(missing, "hpc-d: anchored 2 records for epoch 1, but none were supplied"), missing.findings
-
-
-def _anchored_alone(books: Books, epoch: int, centre: bytes, recs: list[UsageRecord]) -> dict[bytes, list]:
-    """`recs` genuinely signed by `centre` and anchored (root, count, claims) for an epoch of their own."""
-    signed = [(r, sign_record(r, books.domain, books.keys[centre])) for r in recs]
-    _anchor(books.chain, books.deployment, books.domain, books.keys[centre], centre, epoch, signed)
-    return {centre: signed}
-
-
-def test_a_record_priced_at_other_rates_fails_the_audit(books):
-    """Signed, anchored and claimed consistently, yet priced at rates x1000: the price is recomputed from the chain."""
-    epoch = 4
-    honest = _record(400, A, B, 25, epoch=epoch)
-    dearer = _record(401, A, B, 25_000, epoch=epoch, cpu_millis=25_000)  # 25 cpu-seconds at 1000 per second
-    records = _anchored_alone(books, epoch, A, [honest, dearer])
-    report = _audit(books, records, epoch=epoch)
-    rid = "0x" + dearer.record_id.hex()
-    assert report.findings == [
-        f"hpc-a: record {rid} is priced 25000, but its meters at hpc-a's rates version 1 cost 25"
-    ]
-
-
-def test_each_record_is_priced_at_the_version_it_names(books):
-    """hpc-b publishes dearer rates (version 2): records naming 2 are checked at them, those naming 1 at the
-    genesis rates, and a version never published is a finding."""
-    epoch = 5
-    consortium = bind(books.chain, books.deployment).consortium
-    t = books.chain.w3.eth.get_block("latest")["timestamp"]
-    books.chain.transact(consortium.functions.publishRates((1000, 0, 0), t + 2 * 86_400), books.keys[B])
-    assert consortium.functions.ratesCount(B).call() == 2
-    old = _record(500, B, A, 7, epoch=epoch)
-    new = _record(501, B, A, 7_000, epoch=epoch, rates_version=2, cpu_millis=7_000)
-    unknown = _record(502, B, A, 7, epoch=epoch, rates_version=3)
-    report = _audit(books, _anchored_alone(books, epoch, B, [old, new, unknown]), epoch=epoch)
-    assert report.findings == [
-        f"hpc-b: record 0x{unknown.record_id.hex()} names rates version 3, which hpc-b never published"
-    ]
-    swapped = _record(503, B, A, 7, epoch=epoch + 1, rates_version=2)  # genesis price under version 2's name
-    report = _audit(books, _anchored_alone(books, epoch + 1, B, [swapped]), epoch=epoch + 1)
-    assert _has(report, "is priced 7, but its meters at hpc-b's rates version 2 cost 7000")
-
-
-def test_a_record_naming_rates_not_yet_in_force_fails_the_audit(books):
-    """hpc-c publishes rates x1000 due in two days (the notice allows no sooner) and names them at once in
-    the records of jobs it runs now, priced, signed, anchored and claimed consistently: a job is priced at
-    the rates in force when it was accepted, which was before it started, so the audit refuses the record."""
-    epoch = 7
-    consortium = bind(books.chain, books.deployment).consortium
-    now = books.chain.w3.eth.get_block("latest")["timestamp"]
-    due = now + 2 * 86_400
-    books.chain.transact(consortium.functions.publishRates((1000, 0, 0), due), books.keys[C])
-    early = _record(700, C, A, 7_000, epoch=epoch, rates_version=2, cpu_millis=7_000, started_at=now)
-    honest = _record(701, C, A, 7, epoch=epoch, started_at=now)
-    report = _audit(books, _anchored_alone(books, epoch, C, [early, honest]), epoch=epoch)
-    assert report.findings == [
-        (
-            f"hpc-c: record 0x{early.record_id.hex()} names rates version 2, in force only "
-            f"from {due}, but its job started at {now + 700}"
-        )
-    ]
+    for bad in (-1, 2**64, True):
+        with pytest.raises(ValueError, match="epoch"):
+            audit(books, bad, evidence={})
+    with pytest.raises(ValueError, match="twice"):
+        audit(books, evidence={"hpc-a": [], A: []})
+    with pytest.raises(ValueError, match="RecordEvidence"):
+        audit(books, evidence={A: [books.evidence[1][A][0].to_dict()]})
+    with pytest.raises(ValueError, match="name or bytes32"):
+        audit(books, evidence={b"short": []})

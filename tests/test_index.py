@@ -17,6 +17,7 @@ from ledger.index import EventIndex, IndexMismatch
 from ledger.netting import net_positions, transfers
 
 A, B, C, D = (centre_id(n) for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d"))
+WINDOW = 5  # the dispute window, seconds
 
 
 @dataclass
@@ -36,13 +37,22 @@ def _spec(name: str, account: LocalAccount, n: int) -> MemberSpec:
 def world() -> World:
     """Three genesis centres (quorum 2); hpc-d admitted and hpc-c removed by vote;
     hpc-b updates its endpoint and publishes rates due in two days; epoch 1 anchored by every active
-    centre and settled."""
+    centre (a claim per home), hpc-a's claim on hpc-b disputed and left unanswered, then settled."""
     chain = connect("embedded")
     accounts = {n: Account.create() for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d")}
     for acct in accounts.values():
         chain.fund(acct.address, 10**19)
     specs = {n: _spec(n, acct, i + 1) for i, (n, acct) in enumerate(accounts.items())}
-    deployment = deploy_consortium(chain, chain.dev_account, [specs[n] for n in ("hpc-a", "hpc-b", "hpc-c")], 2, 10_000)
+    deployment = deploy_consortium(
+        chain,
+        chain.dev_account,
+        [specs[n] for n in ("hpc-a", "hpc-b", "hpc-c")],
+        2,
+        10_000,
+        dispute_window=WINDOW,
+        anchor_bond=1_000,
+        dispute_bond=100,
+    )
     k = bind(chain, deployment)
     a, b, d = accounts["hpc-a"], accounts["hpc-b"], accounts["hpc-d"]
     chain.transact(k.consortium.functions.propose(0, specs["hpc-d"].as_tuple()), a)
@@ -54,9 +64,11 @@ def world() -> World:
     due = chain.w3.eth.get_block("latest")["timestamp"] + 2 * 86_400
     chain.transact(k.consortium.functions.publishRates((7, 70, 700), due), b)
     ledger = k.usage_ledger.functions
-    chain.transact(ledger.anchor(1, b"\x0a" * 32, 3, [B], [50]), a)
-    chain.transact(ledger.anchor(1, b"\x0b" * 32, 2, [A], [20]), b)
-    chain.transact(ledger.anchor(1, b"\x0d" * 32, 1, [B], [7]), d)
+    chain.transact(ledger.anchor(1, [B, A], [b"\x0a" * 32, b"\x0c" * 32], [3, 1], [50, 4]), a)
+    chain.transact(ledger.anchor(1, [A], [b"\x0b" * 32], [2], [20]), b)
+    chain.transact(ledger.anchor(1, [B], [b"\x0d" * 32], [1], [7]), d)
+    chain.transact(ledger.dispute(A, 1, B, 1, False), b)  # never answered: the claim is void at settlement
+    chain.w3.provider.ethereum_tester.time_travel(chain.w3.eth.get_block("latest")["timestamp"] + 2 * WINDOW + 1)
     chain.transact(k.settlement.functions.settle(1), a)
     return World(chain, deployment, k, accounts, specs)
 
@@ -96,10 +108,26 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
     assert index.member_by_account(world.accounts["hpc-c"].address) is None
 
     anchor = index.anchor(A, 1)
-    assert anchor.root == b"\x0a" * 32 and anchor.record_count == 3
-    assert anchor.claims == {B: 50}
+    assert anchor.record_count == 4 and anchor.anchored_at > 0
+    assert [(h, c.root, c.count, c.total, c.voided) for h, c in anchor.homes.items()] == [
+        (B, b"\x0a" * 32, 3, 50, True),  # disputed, unanswered: void
+        (A, b"\x0c" * 32, 1, 4, False),  # its own users': anchored for the audit, never claimed
+    ]
+    assert anchor.claims == {}
     assert anchor.tx_hash.startswith("0x") and anchor.block > world.deployment.start_block
     assert index.anchor("hpc-d", 1).claims == {B: 7}
+    assert [(d.id, d.centre, d.home, d.index, d.need_key, d.status) for d in index.disputes(epoch=1)] == [
+        (1, A, B, 1, False, "voided")
+    ]
+    assert index.open_disputes() == [] and [c.centre for c in index.claims_on(B)] == [A, D]
+    # the anchor bond of the voided claim went to the challenger; the others were released
+    bond = {n: index.collateral(world.accounts[n].address) for n in ("hpc-a", "hpc-b", "hpc-d")}
+    assert [(c.balance, c.locked) for c in bond.values()] == [
+        (10_000 - 1_000 - 20, 0),
+        (10_000 + 1_000 + 13, 0),
+        (7, 0),
+    ]
+    assert bond["hpc-b"].free == 11_013 and index.shortfalls(1) == {}
     assert index.anchor(A, 2) is None
     assert [x.centre for x in index.anchors(1)] == [A, B, D]
     assert index.anchors(2) == []
@@ -107,9 +135,9 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
     settled = index.settlement(1)
     members = [A, B, D]
     claims = {(x.centre, debtor): amt for x in index.anchors(1) for debtor, amt in x.claims.items()}
-    assert settled.net == net_positions(claims, members) == {A: 30, B: -37, D: 7}
+    assert settled.net == net_positions(claims, members) == {A: -20, B: 13, D: 7}
     assert list(settled.net) == members
-    assert settled.transfers == transfers(settled.net, members) == [(B, A, 30), (B, D, 7)]
+    assert settled.transfers == transfers(settled.net, members) == [(A, B, 13), (A, D, 7)]
     assert index.settlement(2) is None
 
     proposals = index.proposals()
@@ -143,13 +171,13 @@ def test_new_index_on_same_file_resumes(world, tmp_path):
     first.close()
 
     world.chain.transact(
-        world.contracts.usage_ledger.functions.anchor(2, b"\x0c" * 32, 1, [A], [5]),
+        world.contracts.usage_ledger.functions.anchor(2, [A], [b"\x0c" * 32], [1], [5]),
         world.accounts["hpc-b"],
     )
     again = EventIndex(path, world.chain, world.deployment)
     assert again.last_block == last
     assert again.anchor(A, 1) is not None  # kept from the first run
-    assert again.sync() == 1  # only the new anchor
+    assert again.sync() == 2  # only the new anchor, and the bond it locked
     assert again.anchor(B, 2).claims == {A: 5}
 
 
@@ -181,7 +209,7 @@ def test_follow_keeps_the_index_current(world, tmp_path):
     index.follow(interval=0.02, on_error=errors.append)
     try:
         world.chain.transact(
-            world.contracts.usage_ledger.functions.anchor(3, b"\x0d" * 32, 1, [B], [9]),
+            world.contracts.usage_ledger.functions.anchor(3, [B], [b"\x0d" * 32], [1], [9]),
             world.accounts["hpc-d"],
         )
         for _ in range(500):
@@ -229,10 +257,12 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
         chain.fund(acct.address, 10**19)
     x, y = (centre_id(n) for n in ("rpc-x", "rpc-y"))
     specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts, strict=True))]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000, dispute_window=1)
     k = bind(chain, deployment)
-    chain.transact(k.usage_ledger.functions.anchor(1, b"\x01" * 32, 2, [y], [11]), accounts[0])
-    chain.transact(k.usage_ledger.functions.anchor(1, b"\x02" * 32, 1, [x], [4]), accounts[1])
+    chain.transact(k.usage_ledger.functions.anchor(1, [y], [b"\x01" * 32], [2], [11]), accounts[0])
+    chain.transact(k.usage_ledger.functions.anchor(1, [x], [b"\x02" * 32], [1], [4]), accounts[1])
+    chain.w3.provider.make_request("evm_increaseTime", [3])  # past both windows
+    chain.w3.provider.make_request("anvil_mine", [1])
     chain.transact(k.settlement.functions.settle(1), accounts[1])
 
     index = EventIndex(tmp_path / "rpc.sqlite", chain, deployment, window=2)
@@ -304,10 +334,11 @@ def test_every_event_of_the_indexed_contracts_has_a_projection():
 
 
 def test_an_index_written_before_schema_versions_opens_with_its_rows(world, tmp_path):
-    """A file of the first layout (user_version 0) is adopted as version 1, rows and layout unchanged."""
+    """A file of the first layout (user_version 0) is adopted as version 1, rows kept, then migrated."""
     from pathlib import Path
 
     from ledger.db import schema_version
+    from ledger.index.schema import MIGRATIONS
 
     dump = (Path(__file__).parent / "fixtures" / "databases" / "index_v0.sql").read_text()
     deployment = Deployment.from_json(dump.splitlines()[1].removeprefix("-- Deployment: "))
@@ -322,7 +353,7 @@ def test_an_index_written_before_schema_versions_opens_with_its_rows(world, tmp_
         return [*db.execute("SELECT type, name, sql FROM sqlite_master ORDER BY name"), schema_version(db)]
 
     with sqlite3.connect(path) as old, sqlite3.connect(tmp_path / "new.sqlite") as new:
-        assert layout(old) == layout(new) and schema_version(old) == 1
+        assert layout(old) == layout(new) and schema_version(old) == len(MIGRATIONS)
     a, b, c = (centre_id(n) for n in ("hpc-a", "hpc-b", "hpc-c"))
     assert [m.name for m in index.members()] == ["hpc-a", "hpc-b", "hpc-c"] and fresh.members() == []
     assert index.member("hpc-c").prices == Prices(3, 30, 300)
@@ -335,3 +366,67 @@ def test_an_index_written_before_schema_versions_opens_with_its_rows(world, tmp_
     assert index.current_issuer_key("hpc-a").pk == b"\x07" * 96
     assert index.enrolment("hpc-a", b"\x05" * 32).revoked and index.revocation_epoch("hpc-a") == 1
     assert index.last_block > deployment.start_block and index.chain_time > 0
+
+
+def test_fair_payment_events_project_claims_disputes_keys_and_collateral(tmp_path):
+    """Anchors claim per home; a dispute answered by a reveal keeps k by its lock hash; a voided claim stands for
+    nothing; collateral follows deposits, settlement transfers and withdrawals."""
+    from eth_utils import keccak
+
+    from ledger.index.projections import Event, project
+    from ledger.index.queries import IndexQueries
+    from ledger.index.schema import open_index
+
+    db = open_index(tmp_path / "idx.sqlite")
+    accounts = {A: Account.create().address, B: Account.create().address}
+    n = iter(range(1, 100))
+
+    def ev(contract: str, event: str, **args) -> None:
+        project(db, Event(contract, event, args, next(n), 0, "0x" + "ab" * 32))
+
+    for i, (member, account) in enumerate(accounts.items()):
+        ev("Consortium", "MemberAdmitted", id=member, name=f"m{i}", account=account, gatewayUrl="u", tokenKey=b"k" * 32)
+    ev(
+        "UsageLedger",
+        "EpochAnchored",
+        centre=A,
+        epoch=1,
+        homes=[A, B],
+        roots=[b"\x01" * 32, b"\x02" * 32],
+        counts=[1, 3],
+        totals=[5, 70],
+        anchoredAt=1000,
+    )
+    ev(
+        "UsageLedger",
+        "EpochAnchored",
+        centre=B,
+        epoch=1,
+        homes=[A],
+        roots=[b"\x03" * 32],
+        counts=[2],
+        totals=[40],
+        anchoredAt=1001,
+    )
+    key = b"\x07" * 32
+    ev("UsageLedger", "Disputed", id=1, centre=A, epoch=1, home=B, index=2, needKey=True, challenger=accounts[B])
+    ev("UsageLedger", "Disputed", id=2, centre=B, epoch=1, home=A, index=0, needKey=False, challenger=accounts[A])
+    ev("Settlement", "Deposited", account=accounts[A], amount=1_000)
+    ev("Settlement", "Deposited", account=accounts[B], amount=500)
+    q = IndexQueries(db, threading.RLock())
+    assert [d.id for d in q.open_disputes()] == [1, 2] and q.revealed_key(keccak(key)) is None
+    ev("UsageLedger", "DisputeAnswered", id=1, recordDigest=b"\x09" * 32, key=key)
+    ev("UsageLedger", "ClaimVoided", centre=B, epoch=1, home=A, disputeId=2)
+    ev("Settlement", "SettlementTransfer", epoch=1, **{"from": B, "to": A, "amount": 70})
+    ev("Settlement", "WithdrawalRequested", account=accounts[A], amount=100, unlockEpoch=3)
+
+    assert q.revealed_key(keccak(key)) == key and q.revealed_key(b"\x00" * 32) is None
+    assert q.open_disputes() == [] and [d.status for d in q.disputes(epoch=1)] == ["answered", "voided"]
+    a, b = q.anchor(A, 1), q.anchor(B, 1)
+    assert (a.record_count, a.anchored_at, a.claims) == (4, 1000, {B: 70})  # own home anchored, never claimed
+    assert a.homes[B].root == b"\x02" * 32 and (a.homes[B].count, a.homes[B].total) == (3, 70)
+    assert b.claims == {} and b.homes[A].voided
+    assert [(c.centre, c.total, c.voided) for c in q.claims_on(A)] == [(B, 40, True)]
+    assert [(c.centre, c.count) for c in q.claims_on(B, 1)] == [(A, 3)]
+    assert q.collateral(accounts[A]).free == 1_000 + 70 - 100 and q.collateral(accounts[B]).balance == 430
+    assert q.collateral(Account.create().address).free == 0

@@ -19,6 +19,19 @@ from ledger.outbox import Outbox
 
 FIXTURES = Path(__file__).parent / "fixtures" / "databases"
 REQ = {"argv": ["echo", "hi"], "walltime": 60, "cores": 1}
+PAYMENT_COLUMNS = (
+    "pay_order",
+    "pay_order_sig",
+    "pay_grant",
+    "pay_grant_sig",
+    "order_digest",
+    "pay_account",
+    "result_key",
+    "lock_hash",
+    "sealed_stdout",
+    "sealed_stderr",
+    "receipt_sig",
+)
 
 
 def _load(path: Path, fixture: str, edit=lambda sql: sql) -> None:
@@ -70,6 +83,8 @@ def test_a_store_written_by_version_1_opens_with_its_rows_intact(tmp_path: Path)
         assert [j["id"] for j in after] == [j["id"] for j in jobs]  # same rows, same order (rowids kept)
         for old, new in zip(jobs, after, strict=True):
             assert new.pop("rates_version") is None  # accepted before rates were versioned
+            for column in PAYMENT_COLUMNS:  # accepted before fair payment: no order, grant, key or receipt
+                assert new.pop(column) is None
             url = old.pop("forwarded_url")
             if old["status"] == "forwarded":  # the one job forwarded before gateways stopped forwarding
                 assert (new.pop("status"), old.pop("status")) == ("failed", "forwarded")
@@ -77,7 +92,14 @@ def test_a_store_written_by_version_1_opens_with_its_rows_intact(tmp_path: Path)
                 assert url in detail and "hpc-c" in detail and old.pop("detail") is None
             assert new == old
         assert _rows(path, "usage_records") == records
+        # epochs keep their rows; a closed epoch's claims move to one row per home, without a root
+        claims = [(e["epoch"], json.loads(c)) for e in epochs if (c := e.pop("claims")) and e.pop("root")]
+        for e in epochs:
+            e.pop("root", None)
         assert _rows(path, "epochs") == epochs
+        assert [(h["epoch"], h["home"], h["root"], h["count"], h["total"]) for h in _rows(path, "epoch_homes")] == [
+            (epoch, home, None, None, str(total)) for epoch, c in claims for home, total in c.items()
+        ]
 
         # and the store works on it as on any other
         assert store.open_epoch() == 2
@@ -102,7 +124,7 @@ def test_a_store_written_by_version_1_opens_with_its_rows_intact(tmp_path: Path)
             new.id, "succeeded", 0, "", "", record=lambda epoch: (_Usage(epoch, record), b"\x01" * 65, b"\x55" * 32)
         )
         assert [r.epoch for r in store.records_for_epoch(2)] == [2]
-        assert store.close_epoch(2, b"\x66" * 32, 1, {"hpc-a": 3}).count == 1
+        assert store.close_epoch(2, {"01" * 32: (b"\x66" * 32, 1, 3)}).count == 1
         assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
         assert store._db.execute("PRAGMA foreign_keys").fetchone()[0] == 1  # back on after migrating
 

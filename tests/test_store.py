@@ -16,10 +16,14 @@ from gateway.store import (
     EpochClosed,
     EpochError,
     EpochMismatch,
+    HomeClosure,
     IdempotencyConflict,
     JobNotFound,
     JobStateError,
     NewRecord,
+    Payment,
+    ReplayedOrder,
+    SealedResult,
     Store,
     StoredRecord,
     StoreError,
@@ -302,25 +306,25 @@ def test_epochs_open_close_and_idempotent_retry(store: Store) -> None:
     j1, j2 = running_job(store), running_job(store)
     store.complete_job(j1, "succeeded", 0, "", "", record=signer(j1, HOME_A, 5))
     store.complete_job(j2, "succeeded", 0, "", "", record=signer(j2, HOME_B, 7))
-    root = _h("root1")
-    claims = {HOME_A.hex(): 5, HOME_B.hex(): 7}
-    closure = store.close_epoch(1, root, 2, claims)
-    assert (closure.epoch, closure.root_bytes, closure.count, closure.claims) == (1, root, 2, claims)
-    assert closure.root == root.hex()
+    homes = {HOME_A.hex(): (_h("root a"), 1, 5), HOME_B.hex(): (_h("root b"), 1, 7)}
+    closure = store.close_epoch(1, homes)
+    assert (closure.epoch, closure.count, closure.claims) == (1, 2, {HOME_A.hex(): 5, HOME_B.hex(): 7})
+    assert closure.homes[HOME_A.hex()] == HomeClosure(_h("root a").hex(), 1, 5)
     assert store.open_epoch() == 2
     assert store.closure(1) == closure
     # retry with the same values: same closure, no new epoch
-    assert store.close_epoch(1, root, 2, claims) == closure
-    assert store.close_epoch(1, "0x" + root.hex(), 2, claims) == closure  # hex spelling of the same root
+    assert store.close_epoch(1, homes) == closure
+    spelt = {"0x" + h: ("0x" + r.hex(), c, t) for h, (r, c, t) in homes.items()}  # hex spelling of the same
+    assert store.close_epoch(1, spelt) == closure
     assert store.open_epoch() == 2
     # retry with different values: refused
     with pytest.raises(EpochError):
-        store.close_epoch(1, _h("other root"), 2, claims)
+        store.close_epoch(1, {**homes, HOME_A.hex(): (_h("other root"), 1, 5)})
     # an epoch that is not open yet
     with pytest.raises(EpochError):
-        store.close_epoch(3, root, 0, {})
+        store.close_epoch(3, {})
     # an empty epoch closes with count 0
-    empty = store.close_epoch(2, b"\0" * 32, 0, {})
+    empty = store.close_epoch(2, {})
     assert empty.count == 0 and store.open_epoch() == 3
     assert [c.epoch for c in store.closures()] == [1, 2]
     assert [c.epoch for c in store.closures(since=2)] == [2]
@@ -332,14 +336,14 @@ def test_close_epoch_refuses_a_stale_count(store: Store) -> None:
     seen = store.records_for_epoch(1)  # the closer computes its root from these...
     store.complete_job(j2, "succeeded", 0, "", "", record=signer(j2))  # ...and a record arrives meanwhile
     with pytest.raises(EpochMismatch):
-        store.close_epoch(1, _h(*[r.leaf for r in seen]), len(seen), {})
+        store.close_epoch(1, {seen[0].home_centre: (_h("root"), len(seen), 10)})
     assert store.open_epoch() == 1 and store.closure(1) is None
 
 
 def test_record_signed_for_a_closed_epoch_is_refused(store: Store) -> None:
     job_id = running_job(store)
     signed = new_record(job_id, store.open_epoch())  # signed for epoch 1...
-    store.close_epoch(1, b"\0" * 32, 0, {})  # ...which closes before it is stored
+    store.close_epoch(1, {})  # ...which closes before it is stored
     before = store.get_job(job_id)
     with pytest.raises(EpochClosed):
         store.complete_job(job_id, "succeeded", 0, "", "", record=signed)
@@ -353,15 +357,16 @@ def test_record_signed_for_a_closed_epoch_is_refused(store: Store) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        (0, b"\0" * 32, 0, {}),
-        (1, b"\0" * 31, 0, {}),
-        (1, "zz" * 32, 0, {}),
-        (1, None, 0, {}),
-        (1, b"\0" * 32, -1, {}),
-        (1, b"\0" * 32, 0, {"a": -1}),
-        (1, b"\0" * 32, 0, {"a": 1.5}),
-        (1, b"\0" * 32, 0, {"": 1}),
-        (1, b"\0" * 32, 0, [("a", 1)]),
+        (0, {}),
+        (1, {HOME_A.hex(): (b"\0" * 31, 1, 1)}),
+        (1, {HOME_A.hex(): ("zz" * 32, 1, 1)}),
+        (1, {HOME_A.hex(): (None, 1, 1)}),
+        (1, {HOME_A.hex(): (b"\0" * 32, 0, 1)}),
+        (1, {HOME_A.hex(): (b"\0" * 32, 1, -1)}),
+        (1, {HOME_A.hex(): (b"\0" * 32, 1, 1.5)}),
+        (1, {"a": (b"\0" * 32, 1, 1)}),
+        (1, {HOME_A.hex(): 1}),
+        (1, [(HOME_A.hex(), (b"\0" * 32, 1, 1))]),
     ],
 )
 def test_close_epoch_bad_input(store: Store, args) -> None:
@@ -370,16 +375,22 @@ def test_close_epoch_bad_input(store: Store, args) -> None:
     assert store.open_epoch() == 1
 
 
+def _root(records: list[StoredRecord], home: str) -> bytes:
+    """A stand-in for a home's tree root: a hash over its records' leaves in store order."""
+    return hashlib.sha256(b"".join(r.leaf_bytes for r in records if r.home_centre == home)).digest()
+
+
 def test_closing_and_completing_do_not_race(store: Store) -> None:
     """Jobs complete from many threads while epochs close: every record is in exactly one closure's root."""
     jobs = [running_job(store) for _ in range(120)]
 
-    def build(epoch: int, records: list[StoredRecord]) -> tuple[bytes, dict[str, int]]:
+    def build(epoch: int, records: list[StoredRecord]) -> dict[str, tuple[bytes, int, int]]:
         assert all(r.epoch == epoch for r in records)
-        claims: dict[str, int] = {}
+        homes: dict[str, tuple[bytes, int, int]] = {}
         for r in records:
-            claims[r.home_centre] = claims.get(r.home_centre, 0) + r.data["price"]
-        return hashlib.sha256(b"".join(r.leaf_bytes for r in records)).digest(), claims
+            _, count, total = homes.get(r.home_centre, (b"", 0, 0))
+            homes[r.home_centre] = (b"", count + 1, total + r.data["price"])
+        return {h: (_root(records, h), c, t) for h, (_, c, t) in homes.items()}
 
     stop = threading.Event()
     closures = []
@@ -403,7 +414,7 @@ def test_closing_and_completing_do_not_race(store: Store) -> None:
     for c in closures:
         records = store.records_for_epoch(c.epoch)
         assert c.count == len(records)
-        assert c.root_bytes == hashlib.sha256(b"".join(r.leaf_bytes for r in records)).digest()
+        assert {h: k.root_bytes for h, k in c.homes.items()} == {h: _root(records, h) for h in c.homes}
         assert sum(c.claims.values()) == 10 * len(records)
         covered += [r.job_id for r in records]
     assert sorted(covered) == sorted(jobs)
@@ -419,7 +430,7 @@ def test_state_survives_reopening(tmp_path: Path) -> None:
     s.update_job(job.id, status="running")
     queued, _ = s.create_job("bob@hpc-b", "hpc-b", REQ, "hpc-b")
     s.complete_job(job.id, "succeeded", 0, "hi", "", record=signer(job.id))
-    closure = s.close_epoch(1, _h("r"), 1, {HOME_A.hex(): 10})
+    closure = s.close_epoch(1, {s.records_for_epoch(1)[0].home_centre: (_h("r"), 1, 10)})
     s.close()
 
     s2 = Store(path)
@@ -488,6 +499,9 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
             gpu_millis=0,
             rates_version=1,
             price=3,
+            order=_h("order"),
+            grant=_h("grant"),
+            lock_hash=_h("lock"),
         )
         return rec, sign_record(rec, domain, account.key), record_leaf(rec, domain)
 
@@ -502,7 +516,7 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
     other = running_job(store)
     rec, _, _ = sign(1)
     rec = UsageRecord(**{**rec.__dict__, "record_id": _h("r2"), "job_id": _h("j2")})
-    store.close_epoch(1, b"\0" * 32, 1, {})
+    store.close_epoch(1, {HOME_A.hex(): (b"\0" * 32, 1, 3)})
     with pytest.raises(EpochClosed):
         store.complete_job(
             other, "succeeded", 0, "", "", record=(rec, sign_record(rec, domain, account.key), record_leaf(rec, domain))
@@ -522,3 +536,68 @@ def test_a_job_keeps_the_rates_version_it_was_accepted_under(store: Store) -> No
         with pytest.raises(StoreError):
             store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-a", rates_version=bad)
     assert store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")[0].rates_version is None
+
+
+# ------------------------------------------------------------------ payment
+
+
+def payment(n: int = 1) -> Payment:
+    return Payment(
+        order={"request": "0x" + _h("req", n).hex(), "nonce": n},
+        order_signature=_h("osig", n) + b"\x1b",
+        grant={"order": "0x" + _h("order", n).hex(), "amount": 100},
+        grant_signature=_h("gsig", n) + b"\x1c",
+        order_digest=_h("order", n),
+        account="0x" + "ab" * 20,
+    )
+
+
+def test_a_job_keeps_the_order_and_grant_it_was_accepted_under(store: Store) -> None:
+    job, created = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", idempotency_key="k", payment=payment())
+    assert created and job.payment == payment() and store.get_job(job.id).payment == payment()
+    # a retry with the same key answers the same job; the order is not taken as replayed
+    again, created = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", idempotency_key="k", payment=payment())
+    assert not created and again.id == job.id
+
+
+def test_an_order_pays_for_one_job_only(store: Store) -> None:
+    first, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", payment=payment())
+    for kw in ({}, {"idempotency_key": "other"}):
+        with pytest.raises(ReplayedOrder, match=first.id):
+            store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", payment=payment(), **kw)
+    assert [j.id for j in store.list_jobs()] == [first.id]
+    assert store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b", payment=payment(2))[1]
+
+
+def test_the_sealed_result_and_receipt_are_stored_with_the_job(store: Store) -> None:
+    job_id = running_job(store, payment=payment())
+    with pytest.raises(JobStateError):  # nothing to give a receipt for yet
+        store.add_receipt(job_id, b"\x01" * 65)
+    sealed = SealedResult(key=b"k" * 32, lock_hash=_h("lock"), stdout=b"\x00sealed-out", stderr=b"\x00sealed-err")
+    job = store.complete_job(job_id, "succeeded", 0, None, None, record=signer(job_id), result=sealed)
+    assert job.result == sealed and job.stdout_tail is None and job.receipt_signature is None
+    assert store.add_receipt(job_id, b"\x01" * 65).receipt_signature == b"\x01" * 65
+    assert store.add_receipt(job_id, b"\x02" * 65).receipt_signature == b"\x01" * 65  # never replaced
+    with pytest.raises(JobNotFound):
+        store.add_receipt("job-ffffffffffffffff", b"\x01" * 65)
+
+
+def test_a_failed_completion_keeps_no_key(store: Store) -> None:
+    job_id = running_job(store, payment=payment())
+    sealed = SealedResult(key=b"k" * 32, lock_hash=_h("lock"), stdout=b"o", stderr=b"e")
+
+    def exploding(epoch: int) -> NewRecord:
+        raise RuntimeError("signer down")
+
+    with pytest.raises(RuntimeError):
+        store.complete_job(job_id, "succeeded", 0, None, None, record=exploding, result=sealed)
+    assert store.get_job(job_id).result is None and store.get_job(job_id).status == "running"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"order_digest": b"short"}, {"order_signature": b""}, {"order": "not a dict"}, {"account": ""}],
+)
+def test_bad_payment_terms_are_refused(change: dict) -> None:
+    with pytest.raises(StoreError):
+        Payment(**{**payment().__dict__, **change})

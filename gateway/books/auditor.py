@@ -1,62 +1,69 @@
-"""An auditor's check of one epoch: records from every centre, figures from the chain.
+"""An auditor's check of one epoch: evidence from every centre, figures from the chain.
 
-The records come from each centre's gateway (the URL is the one on chain); every
-figure they are checked against is read from the chain itself, so no single
-centre, not even the one asked, has to be trusted.
+The evidence (each record with the order, grant and receipt it rests on and its sum
+proof) comes from each centre's gateway, per home it claimed on (the URL and the homes
+are the ones on chain); every figure it is checked against is read from the chain itself,
+so no single centre, not even the one asked, has to be trusted.
 """
 
 from __future__ import annotations
 
 import httpx
 
-from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
+from gateway.books.watcher import fetch_evidence
 from ledger.audit import AuditReport, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
-from ledger.primitives.hex import from_hex
-from ledger.records import UsageRecord
+from ledger.evidence import EvidenceError, RecordEvidence
+from ledger.ids import centre_name
 
 
-def collect_records(chain: Chain, deployment: Deployment, epoch: int) -> tuple[dict[bytes, list], list[str]]:
-    """The signed records of `epoch` from every centre it concerns, and the centres that could not be asked.
+def collect_evidence(
+    chain: Chain, deployment: Deployment, epoch: int
+) -> tuple[dict[bytes, list[RecordEvidence]], list[str]]:
+    """The evidence of `epoch` from every centre it concerns, and the centres that could not be asked.
 
     Those are today's members and the centres the epoch was settled over: a centre
-    removed since still answers for the records it anchored.
+    removed since still answers for the claims it anchored.
     """
     contracts = bind(chain, deployment, named=True)
-    consortium = contracts.consortium
-    concerned = list(consortium.functions.memberIds().call())
+    consortium, ledger = contracts.consortium.functions, contracts.usage_ledger.functions
+    concerned = list(consortium.memberIds().call())
     for centre in contracts.settlement.functions.settledCentres(epoch).call():
         if centre not in concerned:
             concerned.append(centre)
-    records: dict[bytes, list[tuple[UsageRecord, bytes]]] = {}
+    evidence: dict[bytes, list[RecordEvidence]] = {}
     problems: list[str] = []
     for centre in concerned:
-        member = consortium.functions.member(centre).call()
+        member = consortium.member(centre).call()
         name, url = member.name, member.gatewayUrl
-        try:
-            with GatewayClient(url, timeout=30) as client:
-                rows = client.epoch_records(epoch)
-        except (httpx.HTTPError, GatewayRefused, GatewayUnreachable) as exc:
-            problems.append(f"{name}: records unavailable from {url} ({exc})")
-            continue
-        try:
-            records[centre] = _parse(rows)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            problems.append(f"{name}: records unreadable from {url} ({type(exc).__name__}: {str(exc)[:200]})")
-    return records, problems
+        bundles: list[RecordEvidence] = []
+        for home in ledger.homesOf(epoch, centre).call():
+            try:
+                rows = fetch_evidence(url, epoch, centre_name(home))
+            except (httpx.HTTPError, ValueError) as exc:  # no answer, an error status, or not JSON
+                problems.append(f"{name}: evidence unavailable from {url} ({exc})")
+                break
+            try:
+                bundles += _parse(rows)
+            except EvidenceError as exc:
+                problems.append(f"{name}: evidence unreadable from {url} ({str(exc)[:200]})")
+                break
+        else:
+            evidence[centre] = bundles
+    return evidence, problems
 
 
-def _parse(rows: object) -> list[tuple[UsageRecord, bytes]]:
-    """A gateway's answer as (record, signature) pairs; raises on anything else, whatever a centre sends."""
+def _parse(rows: object) -> list[RecordEvidence]:
+    """A gateway's answer as evidence bundles; EvidenceError on anything else, whatever a centre sends."""
     if not isinstance(rows, list):
-        raise TypeError(f"expected a list of records, got {type(rows).__name__}")
-    return [(UsageRecord.from_json(r["record"]), from_hex(r["signature"], what="signature")) for r in rows]
+        raise EvidenceError(f"expected a list of records, got {type(rows).__name__}")
+    return [RecordEvidence.from_dict(r) for r in rows]
 
 
 def audit_epoch(chain: Chain, deployment: Deployment, epoch: int) -> AuditReport:
-    records, problems = collect_records(chain, deployment, epoch)
-    report = verify_epoch(epoch, records, chain, deployment)
+    evidence, problems = collect_evidence(chain, deployment, epoch)
+    report = verify_epoch(epoch, evidence, chain, deployment)
     if problems:
         report.findings[:0] = problems
         report.ok = False

@@ -1,25 +1,29 @@
-"""Closing a centre's epoch: commit its usage records by Merkle root, then settle.
+"""Closing a centre's epoch: commit its usage records per home by Merkle sum tree, then settle.
 
-One chain transaction per centre per epoch (the anchor), plus one settlement
-per epoch by whichever centre closes last; never one per job.
+One chain transaction per centre per epoch (the anchor: root, count and total
+per payer home), plus one settlement per epoch once the dispute and answer
+windows have passed; never one per job. The evidence behind every leaf is
+public (`evidence`), so a home can check each claim on it before it stands.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
 from collections import defaultdict
+from collections.abc import Callable
 
-from gateway.api.schemas import EpochClosure
+from gateway.api.schemas import EpochClosure, HomeClaim
 from gateway.node.errors import Conflict, Invalid
-from gateway.store import ClosedEpoch, Store
+from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
-from ledger.merkle import MerkleTree
 from ledger.outbox import Outbox
 from ledger.primitives.hex import to_hex
-from ledger.records import UsageRecord
+from ledger.records import Domain, UsageRecord, record_digest
+from ledger.sumtree import SumTree
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,22 @@ def check_record_id(record_id: str) -> str:
 
 
 class EpochCloser:
-    def __init__(self, name: str, store: Store, outbox: Outbox, index: EventIndex) -> None:
+    def __init__(
+        self,
+        name: str,
+        store: Store,
+        outbox: Outbox,
+        index: EventIndex,
+        domain: Domain,
+        settleable: Callable[[int], bool],
+    ) -> None:
         self.name = name
         self.store = store
         self.outbox = outbox
         self.index = index
+        self.domain = domain
+        self.settleable = settleable  # UsageLedger.settleable: every member anchored and both windows passed
+        self.rounds: tuple[Callable[[], object], ...] = ()  # housekeeping's other rounds: disputes, answers
         self._oldest_unsettled = 1
         self._closing = threading.Lock()  # one close at a time, so a named epoch is checked and closed as one
 
@@ -91,27 +106,29 @@ class EpochCloser:
                 self._enqueue_anchor(closure)
 
     def _enqueue_anchor(self, closure: ClosedEpoch) -> None:
+        homes = {h: c for h, c in closure.homes.items() if c.root is not None}  # epochs before sum trees: none
+        if len(homes) != len(closure.homes):
+            return
         self.outbox.enqueue(
             "anchor",
             f"anchor:{closure.epoch}",
             {
                 "epoch": closure.epoch,
-                "root": "0x" + closure.root,
-                "count": closure.count,
-                "debtors": list(closure.claims),
-                "amounts": list(closure.claims.values()),
+                "homes": ["0x" + h for h in homes],
+                "roots": ["0x" + str(c.root) for c in homes.values()],
+                "counts": [c.count for c in homes.values()],
+                "totals": [c.total for c in homes.values()],
             },
         )
 
-    def _commit(self, epoch: int, rows: list) -> tuple[bytes, dict[str, int]]:
-        """The epoch's Merkle root and what each home centre owes for its users' jobs here."""
-        claims: dict[str, int] = defaultdict(int)
+    def _commit(self, epoch: int, rows: list[StoredRecord]) -> dict[str, tuple[bytes, int, int]]:
+        """Per home (own users' included, for the audit), the sum tree of its records in store order."""
+        leaves: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
         for row in rows:
             record = UsageRecord.from_json(row.record)
-            home = centre_name(record.home_centre)
-            if home != self.name:
-                claims[home] += record.price
-        return MerkleTree(row.leaf_bytes for row in rows).root, dict(sorted(claims.items()))
+            leaves[row.home_centre].append((record_digest(record, self.domain), record.price))
+        trees = {home: SumTree(pairs) for home, pairs in leaves.items()}
+        return {home: (t.root, t.count, t.total) for home, t in sorted(trees.items())}
 
     def flush(self) -> None:
         """Send what the outbox holds and bring the local index up to date."""
@@ -119,7 +136,13 @@ class EpochCloser:
         self.index.sync()
 
     def catch_up(self) -> None:
-        """Settle closed epochs whose last anchor arrived after this centre closed them."""
+        """Run the dispute rounds, then settle closed epochs once the chain says they may be
+        (every anchor in, both windows passed)."""
+        for round_ in self.rounds:
+            try:
+                round_()
+            except Exception as exc:  # noqa: BLE001 - one round failing must not stop the others
+                log.warning("%s: %s failed: %s", self.name, getattr(round_, "__qualname__", round_), exc)
         for closure in self.store.closures(since=self._oldest_unsettled):
             if self.index.settlement(closure.epoch) is None:
                 self._settle_if_ready(closure.epoch)
@@ -127,32 +150,36 @@ class EpochCloser:
                 self._oldest_unsettled += 1
 
     def _settle_if_ready(self, epoch: int) -> None:
-        anchored = {a.centre for a in self.index.anchors(epoch)}
-        members = {m.id for m in self.index.members()}
-        if members <= anchored and self.index.settlement(epoch) is None:
-            self.outbox.enqueue("settle", f"settle:{epoch}", {"epoch": epoch})
+        if self.index.settlement(epoch) is None and self.settleable(epoch):
+            item = self.outbox.enqueue("settle", f"settle:{epoch}", {"epoch": epoch})
+            self.outbox.retry(item)  # a settle that reverted earlier (say, a block too soon) is asked again
             self.flush()
 
     def _closure(self, closure: ClosedEpoch) -> EpochClosure:
         epoch = closure.epoch
+        me = centre_id(self.name).hex()
         return EpochClosure(
             centre=self.name,
             epoch=epoch,
-            root="0x" + closure.root,
             record_count=closure.count,
-            claims=closure.claims,
+            homes={_name(h): _home_view(c) for h, c in closure.homes.items()},
+            claims={_name(h): c.total for h, c in closure.homes.items() if h != me},
             anchored=self.index.anchor(centre_id(self.name), epoch) is not None,
             settled=self.index.settlement(epoch) is not None,
         )
 
     def audit_view(self, epoch: int) -> dict:
-        """What the chain says of `epoch`, from the local index: roots, counts, claims, nets."""
+        """What the chain says of `epoch`, from the local index: claims per home, disputes, nets."""
         check_epoch(epoch)
         self.index.sync()
         anchors = {
             centre_name(a.centre): {
-                "root": to_hex(a.root),
                 "record_count": a.record_count,
+                "anchored_at": a.anchored_at,
+                "homes": {
+                    centre_name(h): {"root": to_hex(c.root), "count": c.count, "total": c.total, "voided": c.voided}
+                    for h, c in a.homes.items()
+                },
                 "claims": {centre_name(d): amount for d, amount in a.claims.items()},
                 "tx": a.tx_hash,
             }
@@ -162,6 +189,17 @@ class EpochCloser:
         return {
             "epoch": epoch,
             "anchors": anchors,
+            "disputes": [
+                {
+                    "id": d.id,
+                    "centre": centre_name(d.centre),
+                    "home": centre_name(d.home),
+                    "index": d.index,
+                    "need_key": d.need_key,
+                    "status": d.status,
+                }
+                for d in self.index.disputes(epoch=epoch)
+            ],
             "settled": settlement is not None,
             "net_positions": {centre_name(c): n for c, n in settlement.net.items()} if settlement else {},
             "transfers": [
@@ -169,6 +207,7 @@ class EpochCloser:
             ]
             if settlement
             else [],
+            "shortfalls": {centre_name(d): u for d, u in self.index.shortfalls(epoch).items()},
         }
 
     def records(self, epoch: int) -> list[dict]:
@@ -176,19 +215,75 @@ class EpochCloser:
         return [{"record": row.data, "signature": "0x" + row.signature} for row in self.store.records_for_epoch(epoch)]
 
     def proof(self, record_id: str) -> dict | None:
-        """A usage record, its signature and its Merkle proof against the anchored root."""
+        """A usage record, its signature and its sum-tree proof against its home's anchored claim."""
         row = self.store.record(check_record_id(record_id))
         if row is None:
             return None
-        tree = MerkleTree(r.leaf_bytes for r in self.store.records_for_epoch(row.epoch))
-        leaf = row.leaf_bytes
+        rows = self.store.records_for_home(row.epoch, row.home_centre)
+        index = next(i for i, r in enumerate(rows) if r.record_id == row.record_id)
+        tree = SumTree(self._leaf(r) for r in rows)
         anchor = self.index.anchor(centre_id(self.name), row.epoch)
+        claim = anchor.homes.get(bytes.fromhex(row.home_centre)) if anchor else None
+        proof = tree.proof(index)
+        ours = (tree.root, tree.count, tree.total)
         return {
             "record": row.data,
             "signature": "0x" + row.signature,
             "epoch": row.epoch,
-            "leaf": to_hex(leaf),
-            "proof": [to_hex(p) for p in tree.proof(leaf)],
-            "anchored_root": to_hex(anchor.root) if anchor else None,
-            "anchored": anchor is not None and anchor.root == tree.root,
+            "home": to_hex(bytes.fromhex(row.home_centre)),
+            "digest": to_hex(self._leaf(row)[0]),
+            "index": index,
+            "proof": proof.to_dict(),
+            "anchored_root": to_hex(claim.root) if claim else None,
+            "anchored": claim is not None and (claim.root, claim.count, claim.total) == ours,
         }
+
+    def evidence(self, epoch: int, home: str) -> list[dict]:
+        """Every record of a closed epoch for `home`'s users, in leaf order, with what it is paid under.
+
+        Public: the payer's home checks each leaf of the claim on it against its own holds, and
+        anyone may dispute a leaf; the key k is never shown (a receipt, or a reveal on chain, releases it).
+        """
+        check_epoch(epoch)
+        try:
+            home_id = centre_id(home)
+        except ValueError:
+            raise Invalid(f"{home[:40]!r} is not a centre name") from None
+        if self.store.closure(epoch) is None:
+            raise Conflict(f"epoch {epoch} is not closed at {self.name}: its trees are not fixed yet")
+        rows = self.store.paid_records(epoch, home_id)
+        if not rows:
+            return []  # nothing claimed on that home
+        tree = SumTree(self._leaf(r.record) for r in rows)
+        return [_evidence(i, r, tree) for i, r in enumerate(rows)]
+
+    def _leaf(self, row: StoredRecord) -> tuple[bytes, int]:
+        record = UsageRecord.from_json(row.record)
+        return record_digest(record, self.domain), record.price
+
+
+def _name(home_hex: str) -> str:
+    return centre_name(bytes.fromhex(home_hex))
+
+
+def _home_view(claim: HomeClosure) -> HomeClaim:
+    return HomeClaim(root=None if claim.root is None else "0x" + claim.root, count=claim.count, total=claim.total)
+
+
+def _evidence(index: int, row: PaidRecord, tree: SumTree) -> dict:
+    proof = tree.proof(index)
+
+    def hex_or_none(value: str | None) -> str | None:
+        return None if value is None else "0x" + value
+
+    return {
+        "index": index,
+        "record": row.record.data,
+        "signature": "0x" + row.record.signature,
+        "order": None if row.order is None else json.loads(row.order),
+        "order_signature": hex_or_none(row.order_signature),
+        "grant": None if row.grant is None else json.loads(row.grant),
+        "grant_signature": hex_or_none(row.grant_signature),
+        "receipt_signature": hex_or_none(row.receipt_signature),
+        "proof": proof.to_dict(),
+    }

@@ -22,7 +22,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.store.books import Books, ClosedEpoch, NewRecord, RecordInput, StoredRecord, open_first_epoch
+from gateway.store.books import (
+    Books,
+    ClosedEpoch,
+    HomeClosure,
+    NewRecord,
+    PaidRecord,
+    RecordInput,
+    StoredRecord,
+    open_first_epoch,
+)
 from gateway.store.errors import (
     DuplicateRecord,
     EpochClosed,
@@ -31,9 +40,10 @@ from gateway.store.errors import (
     IdempotencyConflict,
     JobNotFound,
     JobStateError,
+    ReplayedOrder,
     StoreError,
 )
-from gateway.store.jobs import ACTIVE_STATUSES, COMPLETION_STATUSES, JOB_STATUSES, Job, Jobs
+from gateway.store.jobs import ACTIVE_STATUSES, COMPLETION_STATUSES, JOB_STATUSES, Job, Jobs, Payment, SealedResult
 from gateway.store.schema import MIGRATIONS
 from ledger.db import migrate, open_durable
 
@@ -46,12 +56,17 @@ __all__ = [
     "EpochClosed",
     "EpochError",
     "EpochMismatch",
+    "HomeClosure",
     "IdempotencyConflict",
     "Job",
     "JobNotFound",
     "JobStateError",
     "NewRecord",
+    "PaidRecord",
+    "Payment",
     "RecordInput",
+    "ReplayedOrder",
+    "SealedResult",
     "Store",
     "StoreError",
     "StoredRecord",

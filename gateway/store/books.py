@@ -1,8 +1,8 @@
 """The books half of the store: signed usage records and the epochs they are committed in.
 
 A record always lands in the epoch open at the moment it is stored, inside
-the transaction that stores it, and never in one whose Merkle root has been
-fixed; closing an epoch and opening the next is one transaction.
+the transaction that stores it, and never in one whose claims have been
+fixed; closing an epoch (a sum tree per home) and opening the next is one transaction.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gateway.store import checks
 from gateway.store.base import StoreBase
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
 
-__all__ = ["Books", "ClosedEpoch", "NewRecord", "RecordInput", "StoredRecord"]
+__all__ = ["Books", "ClosedEpoch", "HomeClosure", "NewRecord", "PaidRecord", "RecordInput", "StoredRecord"]
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,50 @@ class StoredRecord:
 
 
 @dataclass(frozen=True)
+class HomeClosure:
+    """An epoch's records for one home's users, committed as a sum tree: root (hex without 0x),
+    leaf count and total price. Epochs closed before sum trees have root and count None."""
+
+    root: str | None
+    count: int | None
+    total: int
+
+    @property
+    def root_bytes(self) -> bytes | None:
+        return None if self.root is None else bytes.fromhex(self.root)
+
+
+@dataclass(frozen=True)
 class ClosedEpoch:
-    """How an epoch was closed: its Merkle root (hex without 0x), record count and claims."""
+    """How an epoch was closed: its record count and, per home centre (hex id without 0x), the claim."""
 
     epoch: int
-    root: str
     count: int
-    claims: dict[str, int] = field(default_factory=dict)
+    homes: dict[str, HomeClosure] = field(default_factory=dict)
     closed_at: int = 0
 
     @property
-    def root_bytes(self) -> bytes:
-        return bytes.fromhex(self.root)
+    def claims(self) -> dict[str, int]:
+        """The total per home, in closing order."""
+        return {home: h.total for home, h in self.homes.items()}
+
+
+@dataclass(frozen=True)
+class PaidRecord:
+    """A stored record with what its job was paid under: the evidence a claim on its home rests on.
+
+    Hex strings without 0x; order and grant are the JSON the job was accepted with; None where the
+    job has none (a receipt not given yet, a job accepted before payment).
+    """
+
+    record: StoredRecord
+    order: str | None
+    order_signature: str | None
+    grant: str | None
+    grant_signature: str | None
+    receipt_signature: str | None
+    key: str | None
+    lock_hash: str | None
 
 
 def as_new_record(value: Any) -> NewRecord:
@@ -141,13 +173,23 @@ def _record_text(value: Any) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
-def _claims(value: Any) -> dict[str, int]:
+def _homes(value: Any) -> dict[str, HomeClosure]:
+    """Home (bytes32 as hex) -> (root, count, total) or HomeClosure, checked and normalised."""
     if not isinstance(value, dict):
-        raise StoreError("claims must be a dict of home centre -> int amount")
-    for key, amount in value.items():
-        checks.text("claims key", key)
-        checks.natural(f"claims[{key!r}]", amount)
-    return dict(value)
+        raise StoreError("homes must be a dict of home centre id -> (root, count, total)")
+    homes: dict[str, HomeClosure] = {}
+    for key, given in value.items():
+        home = checks.hex32("home", key)
+        claim = (given.root, given.count, given.total) if isinstance(given, HomeClosure) else given
+        if not (isinstance(claim, tuple) and len(claim) == 3):
+            raise StoreError(f"homes[{key!r}] must be (root, count, total)")
+        root, count, total = claim
+        homes[home] = HomeClosure(
+            checks.hex32(f"homes[{key!r}] root", root),
+            checks.positive_int(f"homes[{key!r}] count", count),
+            checks.natural(f"homes[{key!r}] total", total),
+        )
+    return homes
 
 
 def _record(row: sqlite3.Row) -> StoredRecord:
@@ -163,12 +205,12 @@ def _record(row: sqlite3.Row) -> StoredRecord:
     )
 
 
-def _closure(row: sqlite3.Row) -> ClosedEpoch:
+def _closure(db: sqlite3.Connection, row: sqlite3.Row) -> ClosedEpoch:
+    homes = db.execute("SELECT * FROM epoch_homes WHERE epoch = ? ORDER BY position", (row["epoch"],)).fetchall()
     return ClosedEpoch(
         epoch=row["epoch"],
-        root=row["root"],
         count=row["record_count"],
-        claims=json.loads(row["claims"]),
+        homes={h["home"]: HomeClosure(h["root"], h["count"], int(h["total"])) for h in homes},
         closed_at=row["closed_at"],
     )
 
@@ -251,78 +293,114 @@ class Books(StoreBase):
         return _record(rows[0]) if rows else None
 
     def records_for_epoch(self, epoch: int) -> list[StoredRecord]:
-        """The epoch's records in the order they were stored (the order of the Merkle leaves)."""
+        """The epoch's records in the order they were stored."""
         checks.positive_int("epoch", epoch)
         rows = self._read("SELECT * FROM usage_records WHERE epoch = ? ORDER BY seq", (epoch,))
         return [_record(r) for r in rows]
+
+    def records_for_home(self, epoch: int, home: bytes | str) -> list[StoredRecord]:
+        """The epoch's records for one home's users in store order: the leaves of that home's sum tree."""
+        checks.positive_int("epoch", epoch)
+        rows = self._read(
+            "SELECT * FROM usage_records WHERE epoch = ? AND home_centre = ? ORDER BY seq",
+            (epoch, checks.hex32("home", home)),
+        )
+        return [_record(r) for r in rows]
+
+    def paid_records(self, epoch: int, home: bytes | str) -> list[PaidRecord]:
+        """`records_for_home` with the order, grant, receipt and key of each record's job, in one query."""
+        checks.positive_int("epoch", epoch)
+        rows = self._read(
+            "SELECT r.*, j.pay_order, j.pay_order_sig, j.pay_grant, j.pay_grant_sig, j.receipt_sig,"
+            " j.result_key, j.lock_hash FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
+            " WHERE r.epoch = ? AND r.home_centre = ? ORDER BY r.seq",
+            (epoch, checks.hex32("home", home)),
+        )
+        return [
+            PaidRecord(
+                record=_record(r),
+                order=r["pay_order"],
+                order_signature=r["pay_order_sig"],
+                grant=r["pay_grant"],
+                grant_signature=r["pay_grant_sig"],
+                receipt_signature=r["receipt_sig"],
+                key=r["result_key"],
+                lock_hash=r["lock_hash"],
+            )
+            for r in rows
+        ]
 
     def open_epoch(self) -> int:
         """The epoch new records are assigned to (1 for a new store)."""
         with self._lock:
             return open_epoch_in(self._db)
 
-    def close_epoch(self, epoch: int, root: bytes | str, count: int, claims: dict[str, int]) -> ClosedEpoch:
-        """Fix the open epoch's Merkle root, record count and claims, and open the next epoch.
+    def close_epoch(self, epoch: int, homes: dict[str, Any]) -> ClosedEpoch:
+        """Fix the open epoch's claim per home ((root, count, total) of its sum tree) and open the next epoch.
 
-        count must equal the number of records stored in the epoch
-        (EpochMismatch otherwise: a record arrived after the root was
-        computed; recompute, or use close_open_epoch()). Closing an epoch that
-        is already closed with the same root, count and claims returns the
-        stored closure (safe to retry); with different values, or for an
-        epoch that is not open yet, raises EpochError.
+        Every home with records in the epoch must be there with its record count
+        (EpochMismatch otherwise: a record arrived after the trees were built;
+        rebuild, or use close_open_epoch()). Closing an epoch already closed with
+        the same claims returns the stored closure (safe to retry); with other
+        claims, or an epoch not open yet, raises EpochError.
         """
         checks.positive_int("epoch", epoch)
-        root = checks.hex32("root", root)
-        checks.natural("count", count)
-        claims = _claims(claims)
-        claims_text = checks.canonical_json("claims", claims)
+        claims = _homes(homes)
         with self._tx() as db:
             row = db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
             if row is None:
                 raise EpochError(f"epoch {epoch} is not open yet; the open epoch is {open_epoch_in(db)}")
             if row["status"] == "closed":
-                stored = _closure(row)
-                same = (stored.root, stored.count, checks.canonical_json("claims", stored.claims))
-                if same != (root, count, claims_text):
-                    raise EpochError(f"epoch {epoch} is already closed with a different root, count or claims")
+                stored = _closure(db, row)
+                if stored.homes != claims:
+                    raise EpochError(f"epoch {epoch} is already closed with other claims")
                 return stored
-            stored_count = db.execute("SELECT COUNT(*) FROM usage_records WHERE epoch = ?", (epoch,)).fetchone()[0]
-            if stored_count != count:
-                raise EpochMismatch(f"epoch {epoch} holds {stored_count} records, not {count}: recompute its root")
+            counts = dict(
+                db.execute(
+                    "SELECT home_centre, COUNT(*) FROM usage_records WHERE epoch = ? GROUP BY home_centre", (epoch,)
+                ).fetchall()
+            )
+            given = {home: claim.count for home, claim in claims.items()}
+            if counts != given:
+                raise EpochMismatch(
+                    f"epoch {epoch} holds {sum(counts.values())} records for {len(counts)} homes, not the "
+                    f"{sum(c or 0 for c in given.values())} given: rebuild its trees"
+                )
             now = self._now()
             db.execute(
-                "UPDATE epochs SET status = 'closed', closed_at = ?, root = ?, record_count = ?, claims = ?"
-                " WHERE epoch = ?",
-                (now, root, count, claims_text, epoch),
+                "UPDATE epochs SET status = 'closed', closed_at = ?, record_count = ? WHERE epoch = ?",
+                (now, sum(counts.values()), epoch),
             )
+            for position, (home, claim) in enumerate(claims.items()):
+                db.execute(
+                    "INSERT INTO epoch_homes (epoch, home, position, root, count, total) VALUES (?, ?, ?, ?, ?, ?)",
+                    (epoch, home, position, claim.root, claim.count, str(claim.total)),
+                )
             db.execute("INSERT INTO epochs (epoch, status, opened_at) VALUES (?, 'open', ?)", (epoch + 1, now))
-            return _closure(db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,)).fetchone())
+            return _closure(db, db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,)).fetchone())
 
-    def close_open_epoch(
-        self, build: Callable[[int, list[StoredRecord]], tuple[bytes | str, dict[str, int]]]
-    ) -> ClosedEpoch:
-        """Close the open epoch with build(epoch, records) -> (root, claims), computed inside the transaction.
+    def close_open_epoch(self, build: Callable[[int, list[StoredRecord]], dict[str, Any]]) -> ClosedEpoch:
+        """Close the open epoch with build(epoch, records) -> {home: (root, count, total)}, inside the transaction.
 
         No record can arrive between reading the records and closing, so the
-        root always covers exactly the epoch's records.
+        trees always cover exactly the epoch's records.
         """
         with self._tx() as db:
             epoch = open_epoch_in(db)
-            records = self.records_for_epoch(epoch)
-            result = build(epoch, records)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise StoreError("build must return (root, claims)")
-            root, claims = result
-            return self.close_epoch(epoch, root, len(records), claims)
+            return self.close_epoch(epoch, build(epoch, self.records_for_epoch(epoch)))
 
     def closure(self, epoch: int) -> ClosedEpoch | None:
         """How the epoch was closed, or None while it is open (or does not exist yet)."""
         checks.positive_int("epoch", epoch)
-        rows = self._read("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,))
-        return _closure(rows[0]) if rows else None
+        with self._lock:
+            row = self._db.execute("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone()
+            return _closure(self._db, row) if row else None
 
     def closures(self, since: int = 1) -> list[ClosedEpoch]:
         """All closed epochs from `since` on, oldest first (to re-queue anchoring after a restart)."""
         checks.positive_int("since", since)
-        rows = self._read("SELECT * FROM epochs WHERE status = 'closed' AND epoch >= ? ORDER BY epoch", (since,))
-        return [_closure(r) for r in rows]
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM epochs WHERE status = 'closed' AND epoch >= ? ORDER BY epoch", (since,)
+            ).fetchall()
+            return [_closure(self._db, r) for r in rows]

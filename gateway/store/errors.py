@@ -14,6 +14,7 @@ __all__ = [
     "IdempotencyConflict",
     "JobNotFound",
     "JobStateError",
+    "ReplayedOrder",
     "StoreError",
 ]
 
@@ -24,6 +25,10 @@ class StoreError(ValueError):
 
 class IdempotencyConflict(StoreError):
     """The idempotency key was already used by this principal for a different request."""
+
+
+class ReplayedOrder(StoreError):
+    """A job was already accepted under this order: an order pays for one job only."""
 
 
 class JobNotFound(StoreError, LookupError):

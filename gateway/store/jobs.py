@@ -1,8 +1,10 @@
 """The jobs half of the store: accepted jobs, their idempotency keys, their status and outcome.
 
-A job is stored before it is acknowledged; completing it and storing its
-usage record (books) is one transaction, so a finished job never lacks the
-record it was billed with.
+A job is stored before it is acknowledged, with the order and grant it is
+paid under (an order is accepted once); completing it, storing its usage
+record (books) and the key its sealed outputs open with is one transaction, so
+a finished job never lacks the record it was billed with nor the key that
+releases its result.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import Any
 from gateway.store import checks
 from gateway.store.base import StoreBase
 from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record, open_epoch_in
-from gateway.store.errors import IdempotencyConflict, JobNotFound, JobStateError, StoreError
+from gateway.store.errors import IdempotencyConflict, JobNotFound, JobStateError, ReplayedOrder, StoreError
 
-__all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Jobs"]
+__all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Jobs", "Payment", "SealedResult"]
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
 ACTIVE_STATUSES = ("queued", "running")
@@ -28,6 +30,47 @@ COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
 """The outcomes complete_job() accepts: the job ran here."""
 
 _UPDATABLE = ("status", "serving_centre", "exit_code", "stdout_tail", "stderr_tail", "detail")
+
+
+@dataclass(frozen=True)
+class Payment:
+    """What a job is paid under, as the payer signed it: the evidence the centre answers disputes with.
+
+    `order` and `grant` are ledger.payment's to_dict(); `order_digest` is unique among jobs.
+    """
+
+    order: dict[str, Any]
+    order_signature: bytes
+    grant: dict[str, Any]
+    grant_signature: bytes
+    order_digest: bytes
+    account: str
+    """The payment account that signed the order: the one whose receipt releases the result."""
+
+    def __post_init__(self) -> None:
+        for name in ("order", "grant"):
+            if not isinstance(getattr(self, name), dict):
+                raise StoreError(f"{name} must be a dict (its to_dict())")
+        object.__setattr__(self, "order_signature", checks.raw_bytes("order_signature", self.order_signature))
+        object.__setattr__(self, "grant_signature", checks.raw_bytes("grant_signature", self.grant_signature))
+        object.__setattr__(self, "order_digest", bytes.fromhex(checks.hex32("order_digest", self.order_digest)))
+        checks.text("account", self.account, max_len=64)
+
+
+@dataclass(frozen=True)
+class SealedResult:
+    """A job's outputs sealed under a fresh key k, and H(k): k is released only against a receipt."""
+
+    key: bytes
+    lock_hash: bytes
+    stdout: bytes
+    stderr: bytes
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", bytes.fromhex(checks.hex32("key", self.key)))
+        object.__setattr__(self, "lock_hash", bytes.fromhex(checks.hex32("lock_hash", self.lock_hash)))
+        for name in ("stdout", "stderr"):
+            object.__setattr__(self, name, checks.raw_bytes(name, getattr(self, name)))
 
 
 @dataclass(frozen=True)
@@ -48,6 +91,10 @@ class Job:
     updated_at: int
     rates_version: int | None = None
     """The serving centre's rates version in force when it accepted the job: what it is priced at."""
+    payment: Payment | None = None
+    result: SealedResult | None = None
+    receipt_signature: bytes | None = None
+    """The payer's receipt for the job's record, once given: what the centre's claim on it rests on."""
 
 
 def _status(value: Any, allowed: tuple[str, ...] = JOB_STATUSES) -> str:
@@ -73,7 +120,29 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         rates_version=row["rates_version"],
+        payment=_payment(row),
+        result=_result(row),
+        receipt_signature=bytes.fromhex(row["receipt_sig"]) if row["receipt_sig"] else None,
     )
+
+
+def _payment(row: sqlite3.Row) -> Payment | None:
+    if row["order_digest"] is None:
+        return None
+    return Payment(
+        order=json.loads(row["pay_order"]),
+        order_signature=row["pay_order_sig"],
+        grant=json.loads(row["pay_grant"]),
+        grant_signature=row["pay_grant_sig"],
+        order_digest=row["order_digest"],
+        account=row["pay_account"],
+    )
+
+
+def _result(row: sqlite3.Row) -> SealedResult | None:
+    if row["result_key"] is None:
+        return None
+    return SealedResult(row["result_key"], row["lock_hash"], row["sealed_stdout"], row["sealed_stderr"])
 
 
 def same_request(stored: str, body: str) -> bool:
@@ -93,13 +162,15 @@ class Jobs(StoreBase):
         idempotency_key: str | None = None,
         status: str = "queued",
         rates_version: int | None = None,
+        payment: Payment | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one this principal created with this key.
 
         Returns (job, created). A retry with the same key and the same request
         body gets the original job back (created=False), with the rates version
-        it was accepted under; the same key with a different body raises
-        IdempotencyConflict. Keys are per principal.
+        and payment it was accepted under; the same key with a different body raises
+        IdempotencyConflict. Keys are per principal. An order already accepted
+        for another job raises ReplayedOrder.
         """
         checks.text("principal", principal, max_len=512)
         checks.text("home", home, max_len=512)
@@ -110,7 +181,21 @@ class Jobs(StoreBase):
             checks.positive_int("rates_version", rates_version)
         if not isinstance(request, dict):
             raise StoreError("request must be a JSON object (dict)")
+        if payment is not None and not isinstance(payment, Payment):
+            raise StoreError("payment must be a Payment")
         body = checks.canonical_json("request", request)
+        terms = (
+            (None,) * 6
+            if payment is None
+            else (
+                checks.canonical_json("order", payment.order),
+                payment.order_signature.hex(),
+                checks.canonical_json("grant", payment.grant),
+                payment.grant_signature.hex(),
+                payment.order_digest.hex(),
+                payment.account,
+            )
+        )
         with self._tx() as db:
             if idempotency_key is not None:
                 row = db.execute(
@@ -123,12 +208,32 @@ class Jobs(StoreBase):
                             f"(job {row['id']}); use a new key for a new request"
                         )
                     return _job(row), False
+            if payment is not None:
+                seen = db.execute("SELECT id FROM jobs WHERE order_digest = ?", (terms[4],)).fetchone()
+                if seen is not None:
+                    raise ReplayedOrder(
+                        f"this order was already accepted for job {seen['id']}: an order pays for one job; "
+                        "sign a new order (with a fresh account) for a new job"
+                    )
             job_id = "job-" + secrets.token_hex(8)
             now = self._now()
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
-                " created_at, updated_at, rates_version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, idempotency_key, principal, home, body, serving_centre, status, now, now, rates_version),
+                " created_at, updated_at, rates_version, pay_order, pay_order_sig, pay_grant, pay_grant_sig,"
+                " order_digest, pay_account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    idempotency_key,
+                    principal,
+                    home,
+                    body,
+                    serving_centre,
+                    status,
+                    now,
+                    now,
+                    rates_version,
+                    *terms,
+                ),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
@@ -207,6 +312,7 @@ class Jobs(StoreBase):
         stderr_tail: str | None,
         record: RecordInput | Callable[[int], RecordInput] | None = None,
         detail: str | None = None,
+        result: SealedResult | None = None,
     ) -> Job:
         """Mark a queued/running job finished and store its usage record, atomically.
 
@@ -214,7 +320,8 @@ class Jobs(StoreBase):
         or a tuple (UsageRecord, signature, leaf) — (EpochClosed if that
         epoch has closed meanwhile: re-sign and retry), or a function called
         *inside* the transaction with the open epoch number that builds and
-        signs one, which cannot miss the epoch. If anything fails, nothing is
+        signs one, which cannot miss the epoch. `result`, the outputs sealed
+        under k, is stored with it. If anything fails, nothing is
         written: the job keeps its old status.
         """
         _status(status, COMPLETION_STATUSES)
@@ -222,6 +329,8 @@ class Jobs(StoreBase):
         checks.optional_str("stdout_tail", stdout_tail)
         checks.optional_str("stderr_tail", stderr_tail)
         checks.optional_str("detail", detail)
+        if result is not None and not isinstance(result, SealedResult):
+            raise StoreError("result must be a SealedResult")
         signed: NewRecord | None = None
         if record is not None and not callable(record):
             signed = as_new_record(record)  # bad input fails before anything is written
@@ -241,5 +350,26 @@ class Jobs(StoreBase):
                 signed = as_new_record(record(open_epoch_in(db)))
             if signed is not None:
                 insert_record(db, signed, job_id, now)
+            if result is not None:
+                db.execute(
+                    "UPDATE jobs SET result_key = ?, lock_hash = ?, sealed_stdout = ?, sealed_stderr = ? WHERE id = ?",
+                    (result.key.hex(), result.lock_hash.hex(), result.stdout.hex(), result.stderr.hex(), job_id),
+                )
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return _job(row)
+
+    def add_receipt(self, job_id: str, signature: bytes) -> Job:
+        """Keep the payer's receipt for the job's record (the first one given; a receipt is never replaced).
+
+        Committed before the key is released, so the centre always holds what it was paid against.
+        """
+        sig = checks.raw_bytes("receipt signature", signature)
+        with self._tx() as db:
+            row = db.execute("SELECT record_id, result_key FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                raise JobNotFound(f"no job {job_id!r}")
+            if row["record_id"] is None or row["result_key"] is None:
+                raise JobStateError(f"job {job_id} has no usage record and sealed result to give a receipt for")
+            db.execute("UPDATE jobs SET receipt_sig = COALESCE(receipt_sig, ?) WHERE id = ?", (sig.hex(), job_id))
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row)

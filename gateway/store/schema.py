@@ -8,9 +8,12 @@ CHECK constraint or drop a constrained column in place.
 
 from __future__ import annotations
 
+import json
+import re
 import sqlite3
 
 from ledger.db import Migration
+from ledger.ids import centre_id
 
 __all__ = ["LATEST", "MIGRATIONS"]
 
@@ -110,9 +113,100 @@ CREATE INDEX jobs_status ON jobs(status);
 """Gateways no longer forward jobs: the `forwarded` status and `forwarded_url` go. A job forwarded
 before keeps its row, as failed here, with where it went (the URL) in its detail."""
 
+_V4_JOB_PAYMENT = """
+ALTER TABLE jobs ADD COLUMN pay_order TEXT;
+ALTER TABLE jobs ADD COLUMN pay_order_sig TEXT;
+ALTER TABLE jobs ADD COLUMN pay_grant TEXT;
+ALTER TABLE jobs ADD COLUMN pay_grant_sig TEXT;
+ALTER TABLE jobs ADD COLUMN order_digest TEXT;
+ALTER TABLE jobs ADD COLUMN pay_account TEXT;
+ALTER TABLE jobs ADD COLUMN result_key TEXT;
+ALTER TABLE jobs ADD COLUMN lock_hash TEXT;
+ALTER TABLE jobs ADD COLUMN sealed_stdout TEXT;
+ALTER TABLE jobs ADD COLUMN sealed_stderr TEXT;
+ALTER TABLE jobs ADD COLUMN receipt_sig TEXT;
+CREATE UNIQUE INDEX jobs_order_digest ON jobs(order_digest);
+"""
+"""Fair payment: each job's order and grant as the payer signed them (an order is accepted once: its
+digest is unique), the key k its sealed outputs are released with, H(k), and the payer's receipt."""
+
+
+def _claims_per_home(db: sqlite3.Connection) -> None:
+    """An epoch is closed with a sum tree per home (root, count, total) instead of one Merkle root.
+
+    Epochs closed before keep their totals per home, with no root or count (they were anchored
+    under one root); the epochs table loses its `root` and `claims` columns.
+    """
+    db.execute(
+        "CREATE TABLE epoch_homes (epoch INTEGER NOT NULL REFERENCES epochs(epoch), home TEXT NOT NULL,"
+        " position INTEGER NOT NULL, root TEXT, count INTEGER, total TEXT NOT NULL, PRIMARY KEY (epoch, home))"
+    )
+    db.execute(
+        "CREATE TABLE epochs_v6 (epoch INTEGER PRIMARY KEY CHECK (epoch >= 1),"
+        " status TEXT NOT NULL CHECK (status IN ('open', 'closed')), opened_at INTEGER NOT NULL,"
+        " closed_at INTEGER, record_count INTEGER,"
+        " CHECK ((status = 'open') = (closed_at IS NULL AND record_count IS NULL)))"
+    )
+    for epoch, claims in db.execute("SELECT epoch, claims FROM epochs WHERE status = 'closed'").fetchall():
+        for position, (home, total) in enumerate(json.loads(claims).items()):
+            home_id = home if re.fullmatch(r"[0-9a-f]{64}", home) else centre_id(home).hex()  # names, once
+            db.execute(
+                "INSERT INTO epoch_homes (epoch, home, position, total) VALUES (?, ?, ?, ?)",
+                (epoch, home_id, position, str(total)),
+            )
+    db.execute(
+        "INSERT INTO epochs_v6 (epoch, status, opened_at, closed_at, record_count)"
+        " SELECT epoch, status, opened_at, closed_at, record_count FROM epochs"
+    )
+    db.execute("DROP TABLE epochs")
+    db.execute("ALTER TABLE epochs_v6 RENAME TO epochs")
+    db.execute("CREATE UNIQUE INDEX epochs_one_open ON epochs(status) WHERE status = 'open'")
+    db.execute("CREATE INDEX usage_records_home ON usage_records(epoch, home_centre, seq)")
+
+
+_V5_HOLDS = """
+CREATE TABLE holds (
+    order_digest    TEXT PRIMARY KEY,
+    grant_digest    TEXT NOT NULL UNIQUE,
+    account         TEXT NOT NULL UNIQUE,
+    principal       TEXT NOT NULL,
+    project         TEXT NOT NULL,
+    centre          TEXT NOT NULL,
+    amount          INTEGER NOT NULL CHECK (amount >= 0),
+    deadline        INTEGER NOT NULL CHECK (deadline >= 0),
+    status          TEXT NOT NULL CHECK (status IN ('held', 'paid', 'refunded')),
+    price           INTEGER CHECK (price >= 0 AND price <= amount),
+    order_json      TEXT NOT NULL,
+    grant_json      TEXT NOT NULL,
+    grant_signature TEXT NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    CHECK ((status = 'paid') = (price IS NOT NULL))
+);
+CREATE INDEX holds_project ON holds(project, status);
+CREATE INDEX holds_principal ON holds(principal, created_at);
+CREATE INDEX holds_open ON holds(status, deadline);
+
+CREATE TABLE complaints (
+    record_digest TEXT PRIMARY KEY,
+    grant_digest  TEXT NOT NULL REFERENCES holds(grant_digest),
+    principal     TEXT NOT NULL,
+    record        TEXT NOT NULL,
+    status        TEXT NOT NULL CHECK (status IN ('open', 'disputed')),
+    created_at    INTEGER NOT NULL
+);
+CREATE INDEX complaints_open ON complaints(status);
+"""
+"""The payer home's book: one hold per order it granted (an account pays for one order only, so the
+account is unique), reserved against a project's allocation until it is paid or refunded; and the
+records its users say they got no key for, which its watcher disputes."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
     Migration(3, "no forwarded jobs", _V3_NO_FORWARDING),
+    Migration(4, "each job's order, grant, result key and receipt", _V4_JOB_PAYMENT),
+    Migration(5, "the payer home's holds on its projects' allocations, and its users' complaints", _V5_HOLDS),
+    Migration(6, "an epoch closes with a sum tree per home: root, count, total", _claims_per_home),
 )
 LATEST = len(MIGRATIONS)

@@ -4,7 +4,8 @@
 indexed block + 1 up to the head, in block windows, decodes them with the contract
 ABIs and applies them in (block, log index) order to SQLite tables: members (current
 state), every published rates version of every member, proposals and votes, anchors
-and their claims, settlements and their transfers, and from the IdentityRegistry the
+and their claims per home (voided or standing), disputes and keys revealed in answers,
+members' collateral, settlements with their transfers and shortfalls, and from the IdentityRegistry the
 issuer keys with their validity windows, key proposals and votes, enrolments and each
 home's revocation epoch.
 
@@ -19,6 +20,9 @@ home's revocation epoch.
 from ledger.index.event_index import DEFAULT_WINDOW, EventIndex
 from ledger.index.rows import (
     AnchorInfo,
+    ClaimInfo,
+    CollateralInfo,
+    DisputeInfo,
     EnrolmentInfo,
     IssuerKeyInfo,
     KeyProposalInfo,
@@ -32,6 +36,9 @@ from ledger.index.sync import EventIndexError, IndexMismatch
 __all__ = [
     "DEFAULT_WINDOW",
     "AnchorInfo",
+    "ClaimInfo",
+    "CollateralInfo",
+    "DisputeInfo",
     "EnrolmentInfo",
     "EventIndex",
     "EventIndexError",

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import to_checksum_address
+from eth_utils import keccak, to_checksum_address
 
 
 @dataclass(frozen=True)
@@ -126,33 +126,143 @@ def _proposal_created(db: sqlite3.Connection, ev: Event) -> None:
 
 
 def _epoch_anchored(db: sqlite3.Connection, ev: Event) -> None:
+    """One anchor: a claim per home (sum-tree root, leaf count, total); the centre's own home is
+    anchored for the audit, never claimed (the contract's `standing` is 0 for it)."""
     a = ev.args
     centre, epoch = bytes(a["centre"]), int(a["epoch"])
+    homes = list(zip(a["homes"], a["roots"], a["counts"], a["totals"], strict=True))
     _insert(
         db,
         "anchors",
         {
             "centre": centre,
             "epoch": epoch,
-            "root": bytes(a["root"]),
-            "record_count": int(a["recordCount"]),
+            "record_count": sum(int(count) for _, _, count, _ in homes),
+            "anchored_at": int(a["anchoredAt"]),
             "tx_hash": ev.tx_hash,
             "block": ev.block,
             "log_index": ev.log_index,
         },
     )
-    for position, (debtor, amount) in enumerate(zip(a["debtors"], a["amounts"], strict=True)):
+    for position, (home, root, count, total) in enumerate(homes):
         _insert(
             db,
             "claims",
             {
                 "epoch": epoch,
                 "creditor": centre,
-                "debtor": bytes(debtor),
+                "debtor": bytes(home),
                 "position": position,
-                "amount": str(int(amount)),
+                "root": bytes(root),
+                "count": int(count),
+                "amount": str(int(total)),
+                "voided": 0,
             },
         )
+
+
+def _disputed(db: sqlite3.Connection, ev: Event) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "disputes",
+        {
+            "id": int(a["id"]),
+            "centre": bytes(a["centre"]),
+            "epoch": int(a["epoch"]),
+            "home": bytes(a["home"]),
+            "leaf": int(a["index"]),
+            "need_key": int(bool(a["needKey"])),
+            "challenger": to_checksum_address(a["challenger"]),
+            "status": "open",
+            "record": None,
+            "block": ev.block,
+            "tx_hash": ev.tx_hash,
+        },
+    )
+
+
+def _dispute_answered(db: sqlite3.Connection, ev: Event) -> None:
+    """An answered dispute; a key revealed in the answer is kept by its lock hash, for the user to read."""
+    a = ev.args
+    dispute, record, key = int(a["id"]), bytes(a["recordDigest"]), bytes(a["key"])
+    db.execute(
+        "UPDATE disputes SET status = 'answered', record = :record WHERE id = :id", {"record": record, "id": dispute}
+    )
+    if any(key):
+        row = {"lock_hash": keccak(key), "key": key, "record": record, "dispute_id": dispute, "block": ev.block}
+        _insert(db, "revealed_keys", row, conflict="IGNORE")
+
+
+def _claim_voided(db: sqlite3.Connection, ev: Event) -> None:
+    """A voided claim stands for nothing; its disputes still open are decided with it."""
+    a = ev.args
+    claim = {"centre": bytes(a["centre"]), "epoch": int(a["epoch"]), "home": bytes(a["home"])}
+    db.execute("UPDATE claims SET voided = 1 WHERE epoch = :epoch AND creditor = :centre AND debtor = :home", claim)
+    db.execute(
+        "UPDATE disputes SET status = 'voided'"
+        " WHERE epoch = :epoch AND centre = :centre AND home = :home AND status = 'open'",
+        claim,
+    )
+
+
+# -- Settlement: collateral ------------------------------------------------------
+
+
+def _add_collateral(db: sqlite3.Connection, account: str, **deltas: int) -> None:
+    """Adds to an account's collateral figures (TEXT: uint256 exceeds SQLite's integers)."""
+    account = to_checksum_address(account)
+    db.execute("INSERT OR IGNORE INTO collateral (account) VALUES (:account)", {"account": account})
+    row = db.execute("SELECT * FROM collateral WHERE account = :account", {"account": account}).fetchone()
+    values = {column: str(int(row[column]) + delta) for column, delta in deltas.items()}
+    if values:
+        sets = ", ".join(f"{column} = :{column}" for column in values)
+        db.execute(f"UPDATE collateral SET {sets} WHERE account = :account", {**values, "account": account})
+
+
+def _deposited(db: sqlite3.Connection, ev: Event) -> None:
+    _add_collateral(db, ev.args["account"], balance=int(ev.args["amount"]))
+
+
+def _withdrawal_requested(db: sqlite3.Connection, ev: Event) -> None:
+    """The event carries the account's whole pending withdrawal, unlocked after `unlockEpoch` settles."""
+    a = ev.args
+    _add_collateral(db, a["account"])
+    db.execute(
+        "UPDATE collateral SET pending = :pending, unlock_epoch = :epoch WHERE account = :account",
+        {
+            "pending": str(int(a["amount"])),
+            "epoch": int(a["unlockEpoch"]),
+            "account": to_checksum_address(a["account"]),
+        },
+    )
+
+
+def _withdrawn(db: sqlite3.Connection, ev: Event) -> None:
+    """The withdrawal is paid out (at most what was pending) and the request ends."""
+    account = to_checksum_address(ev.args["account"])
+    _add_collateral(db, account, balance=-int(ev.args["amount"]))
+    db.execute("UPDATE collateral SET pending = '0', unlock_epoch = 0 WHERE account = :account", {"account": account})
+
+
+def _bond_locked(db: sqlite3.Connection, ev: Event) -> None:
+    _add_collateral(db, ev.args["account"], locked=int(ev.args["amount"]))
+
+
+def _bond_unlocked(db: sqlite3.Connection, ev: Event) -> None:
+    _add_collateral(db, ev.args["account"], locked=-int(ev.args["amount"]))
+
+
+def _bond_slashed(db: sqlite3.Connection, ev: Event) -> None:
+    """A lost bond leaves its owner's locked collateral for the winner's free collateral."""
+    amount = int(ev.args["amount"])
+    _add_collateral(db, ev.args["from"], locked=-amount, balance=-amount)
+    _add_collateral(db, ev.args["to"], balance=amount)
+
+
+def _member_account(db: sqlite3.Connection, member: bytes) -> str | None:
+    row = db.execute("SELECT account FROM members WHERE id = :id", {"id": member}).fetchone()
+    return None if row is None else str(row["account"])
 
 
 def _epoch_settled(db: sqlite3.Connection, ev: Event) -> None:
@@ -187,6 +297,16 @@ def _settlement_transfer(db: sqlite3.Connection, ev: Event) -> None:
         },
         conflict="IGNORE",
     )
+    debtor, creditor = _member_account(db, bytes(a["from"])), _member_account(db, bytes(a["to"]))
+    if debtor is not None and creditor is not None:  # settlement moves members' internal collateral
+        _add_collateral(db, debtor, balance=-int(a["amount"]))
+        _add_collateral(db, creditor, balance=int(a["amount"]))
+
+
+def _shortfall(db: sqlite3.Connection, ev: Event) -> None:
+    a = ev.args
+    row = {"epoch": int(a["epoch"]), "debtor": bytes(a["debtor"]), "unpaid": str(int(a["unpaid"]))}
+    _insert(db, "shortfalls", row)
 
 
 # -- IdentityRegistry ------------------------------------------------------------
@@ -274,6 +394,10 @@ def _revoked(db: sqlite3.Connection, ev: Event) -> None:
     )
 
 
+def _nothing(db: sqlite3.Connection, ev: Event) -> None:
+    """An event the index keeps (in `events`) but that changes none of its tables."""
+
+
 # -- Governed (Consortium and IdentityRegistry each) --------------------------------
 
 
@@ -301,10 +425,22 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
     },
     "UsageLedger": {
         "EpochAnchored": _epoch_anchored,
+        "Disputed": _disputed,
+        "DisputeAnswered": _dispute_answered,
+        "ClaimVoided": _claim_voided,
+        "SettlementSet": _nothing,  # deployment wiring: the Settlement address is in the deployment already
+        "EIP712DomainChanged": _nothing,  # OpenZeppelin's EIP712: never emitted by this contract
     },
     "Settlement": {
+        "Deposited": _deposited,
+        "WithdrawalRequested": _withdrawal_requested,
+        "Withdrawn": _withdrawn,
+        "BondLocked": _bond_locked,
+        "BondUnlocked": _bond_unlocked,
+        "BondSlashed": _bond_slashed,
         "EpochSettled": _epoch_settled,
         "SettlementTransfer": _settlement_transfer,
+        "Shortfall": _shortfall,
     },
     "IdentityRegistry": {
         "IssuerKeySet": _issuer_key_set,

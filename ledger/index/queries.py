@@ -27,6 +27,9 @@ from ledger.ids import centre_id
 from ledger.index import schema
 from ledger.index.rows import (
     AnchorInfo,
+    ClaimInfo,
+    CollateralInfo,
+    DisputeInfo,
     EnrolmentInfo,
     IssuerKeyInfo,
     KeyProposalInfo,
@@ -47,7 +50,12 @@ LEFT JOIN rates AS r ON r.centre = m.id AND r.version = (
 """  # each member with the version in force at :at (the highest one in effect by then)
 
 _RATES = "SELECT centre, version, effective_from, per_cpu_second, per_gpu_second, per_gib_hour, block FROM rates"
-_ANCHORS = "SELECT centre, epoch, root, record_count, tx_hash, block FROM anchors"
+_ANCHORS = "SELECT centre, epoch, record_count, anchored_at, tx_hash, block FROM anchors"
+_CLAIMS = """
+SELECT c.creditor, c.debtor, c.epoch, c.root, c.count, c.amount, c.voided, a.anchored_at
+FROM claims AS c JOIN anchors AS a ON a.centre = c.creditor AND a.epoch = c.epoch
+"""
+_DISPUTES = "SELECT id, centre, epoch, home, leaf, need_key, challenger, status, record, block FROM disputes"
 _ISSUER_KEYS = "SELECT pk, key_id, valid_from, valid_until, centre, block FROM issuer_keys"
 
 
@@ -171,32 +179,97 @@ class IndexQueries:
         """The epoch's anchors (of one centre, or all), with their claims read in one more query."""
         params = {"epoch": epoch, "centre": centre}
         anchors_of = "" if centre is None else " AND centre = :centre"
-        claims_of = "" if centre is None else " AND creditor = :centre"
+        claims_of = "" if centre is None else " AND c.creditor = :centre"
         with self._lock:
             rows = self._db.execute(
                 _ANCHORS + " WHERE epoch = :epoch" + anchors_of + " ORDER BY block, log_index", params
             ).fetchall()
             claims = self._db.execute(
-                "SELECT creditor, debtor, amount FROM claims WHERE epoch = :epoch"
-                + claims_of
-                + " ORDER BY creditor, position",
-                params,
+                _CLAIMS + " WHERE c.epoch = :epoch" + claims_of + " ORDER BY c.creditor, c.position", params
             ).fetchall()
-        by_creditor: dict[bytes, dict[bytes, int]] = {}
+        by_creditor: dict[bytes, dict[bytes, ClaimInfo]] = {}
         for c in claims:
-            by_creditor.setdefault(bytes(c["creditor"]), {})[bytes(c["debtor"])] = int(c["amount"])
+            claim = _claim(c)
+            by_creditor.setdefault(claim.centre, {})[claim.home] = claim
         return [
             AnchorInfo(
                 centre=bytes(r["centre"]),
                 epoch=int(r["epoch"]),
-                root=bytes(r["root"]),
                 record_count=int(r["record_count"]),
-                claims=by_creditor.get(bytes(r["centre"]), {}),
+                homes=by_creditor.get(bytes(r["centre"]), {}),
+                anchored_at=int(r["anchored_at"]),
                 tx_hash=r["tx_hash"],
                 block=int(r["block"]),
             )
             for r in rows
         ]
+
+    def claims_on(self, home: bytes | str, epoch: int | None = None) -> list[ClaimInfo]:
+        """Other centres' claims on `home` (of one epoch, or all), voided ones included, in chain order."""
+        key = _centre_key(home)
+        if key is None:
+            return []
+        where = " WHERE c.debtor = :home AND c.creditor != :home"
+        params: dict[str, Any] = {"home": key}
+        if epoch is not None:
+            where += " AND c.epoch = :epoch"
+            params["epoch"] = int(epoch)
+        rows = self._all(_CLAIMS + where + " ORDER BY a.block, a.log_index, c.position", params)
+        return [_claim(r) for r in rows]
+
+    def disputes(
+        self, *, epoch: int | None = None, centre: bytes | str | None = None, open_only: bool = False
+    ) -> list[DisputeInfo]:
+        """Disputes in id order: of one epoch and/or one claimant, or only those still open."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if epoch is not None:
+            clauses.append("epoch = :epoch")
+            params["epoch"] = int(epoch)
+        if centre is not None:
+            key = _centre_key(centre)
+            if key is None:
+                return []
+            clauses.append("centre = :centre")
+            params["centre"] = key
+        if open_only:
+            clauses.append("status = 'open'")
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        return [_dispute(r) for r in self._all(_DISPUTES + where + " ORDER BY id", params)]
+
+    def open_disputes(self, centre: bytes | str | None = None) -> list[DisputeInfo]:
+        """Disputes not answered and not decided yet (of one claimant, or all)."""
+        return self.disputes(centre=centre, open_only=True)
+
+    def revealed_key(self, lock_hash: bytes | str) -> bytes | None:
+        """The key k with keccak256(k) == lock_hash, if a claimant revealed it on chain; else None."""
+        key = _bytes32(lock_hash)
+        if key is None:
+            return None
+        row = self._one("SELECT key FROM revealed_keys WHERE lock_hash = :h", {"h": key})
+        return bytes(row["key"]) if row else None
+
+    def collateral(self, account: str) -> CollateralInfo:
+        """An account's collateral in Settlement (all zero for an account that never deposited)."""
+        try:
+            account = to_checksum_address(account)
+        except (TypeError, ValueError):
+            return CollateralInfo(str(account), 0, 0, 0, 0)
+        row = self._one("SELECT * FROM collateral WHERE account = :account", {"account": account})
+        if row is None:
+            return CollateralInfo(account, 0, 0, 0, 0)
+        return CollateralInfo(
+            account=account,
+            balance=int(row["balance"]),
+            locked=int(row["locked"]),
+            pending=int(row["pending"]),
+            unlock_epoch=int(row["unlock_epoch"]),
+        )
+
+    def shortfalls(self, epoch: int) -> dict[bytes, int]:
+        """What each debtor of a settled epoch could not pay from its collateral."""
+        rows = self._all("SELECT debtor, unpaid FROM shortfalls WHERE epoch = :epoch", {"epoch": int(epoch)})
+        return {bytes(r["debtor"]): int(r["unpaid"]) for r in rows}
 
     def settlement(self, epoch: int) -> SettlementInfo | None:
         """The settlement of `epoch`, or None if it is not settled (or not indexed yet)."""
@@ -352,6 +425,34 @@ class IndexQueries:
             return 0
         row = self._one("SELECT epoch FROM revocation_epochs WHERE centre = :centre", {"centre": key})
         return int(row["epoch"]) if row else 0
+
+
+def _claim(row: sqlite3.Row) -> ClaimInfo:
+    return ClaimInfo(
+        centre=bytes(row["creditor"]),
+        epoch=int(row["epoch"]),
+        home=bytes(row["debtor"]),
+        root=bytes(row["root"] or b""),
+        count=int(row["count"]),
+        total=int(row["amount"]),
+        voided=bool(row["voided"]),
+        anchored_at=int(row["anchored_at"]),
+    )
+
+
+def _dispute(row: sqlite3.Row) -> DisputeInfo:
+    return DisputeInfo(
+        id=int(row["id"]),
+        centre=bytes(row["centre"]),
+        epoch=int(row["epoch"]),
+        home=bytes(row["home"]),
+        index=int(row["leaf"]),
+        need_key=bool(row["need_key"]),
+        challenger=row["challenger"],
+        status=row["status"],
+        record=None if row["record"] is None else bytes(row["record"]),
+        block=int(row["block"]),
+    )
 
 
 def _member(row: sqlite3.Row) -> MemberInfo:

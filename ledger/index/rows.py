@@ -33,16 +33,68 @@ class MemberInfo:
 
 
 @dataclass(frozen=True)
-class AnchorInfo:
-    """One centre's anchored epoch: Merkle root, record count and claims on debtors."""
+class ClaimInfo:
+    """One centre's anchored claim on one home for an epoch: the root, leaf count and total of
+    the sum tree of its records for that home's users. The centre's own home is anchored too
+    (for the audit) but never claimed."""
 
     centre: bytes
     epoch: int
+    home: bytes
     root: bytes
-    record_count: int
-    claims: dict[bytes, int]  # debtor id -> amount, in anchoring order
+    count: int
+    total: int
+    voided: bool = False
+    anchored_at: int = 0  # UTC seconds (block time): disputes are open for a window from then
+
+
+@dataclass(frozen=True)
+class AnchorInfo:
+    """One centre's anchored epoch: its claims per home, in anchoring order."""
+
+    centre: bytes
+    epoch: int
+    record_count: int  # over every home
+    homes: dict[bytes, ClaimInfo]  # home id -> claim
+    anchored_at: int
     tx_hash: str
     block: int
+
+    @property
+    def claims(self) -> dict[bytes, int]:
+        """What stands for settlement: totals on other homes, voided ones left out."""
+        return {h: c.total for h, c in self.homes.items() if h != self.centre and not c.voided}
+
+
+@dataclass(frozen=True)
+class DisputeInfo:
+    """A dispute of one leaf of a claim; status open, answered or voided (with its claim)."""
+
+    id: int
+    centre: bytes
+    epoch: int
+    home: bytes
+    index: int
+    need_key: bool
+    challenger: str
+    status: str
+    record: bytes | None  # the record digest the answer proved
+    block: int
+
+
+@dataclass(frozen=True)
+class CollateralInfo:
+    """A member's collateral in Settlement, as the events tell it."""
+
+    account: str
+    balance: int
+    locked: int
+    pending: int  # asked to withdraw
+    unlock_epoch: int
+
+    @property
+    def free(self) -> int:
+        return max(0, self.balance - self.locked - self.pending)
 
 
 @dataclass(frozen=True)

@@ -152,8 +152,67 @@ CREATE INDEX IF NOT EXISTS transfers_epoch ON transfers (epoch, block, log_index
 CREATE INDEX IF NOT EXISTS anchors_epoch ON anchors (epoch, block, log_index);
 """
 
+_V2_FAIR_PAYMENT = """
+CREATE TABLE anchors_v2 (
+    centre       BLOB    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    record_count INTEGER NOT NULL,
+    anchored_at  INTEGER NOT NULL,
+    tx_hash      TEXT    NOT NULL,
+    block        INTEGER NOT NULL,
+    log_index    INTEGER NOT NULL,
+    PRIMARY KEY (centre, epoch)
+);
+INSERT INTO anchors_v2 (centre, epoch, record_count, anchored_at, tx_hash, block, log_index)
+SELECT centre, epoch, record_count, 0, tx_hash, block, log_index FROM anchors;
+DROP TABLE anchors;
+ALTER TABLE anchors_v2 RENAME TO anchors;
+CREATE INDEX anchors_epoch ON anchors (epoch, block, log_index);
+ALTER TABLE claims ADD COLUMN root BLOB;
+ALTER TABLE claims ADD COLUMN count INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE claims ADD COLUMN voided INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX claims_debtor ON claims (debtor, epoch);
+CREATE TABLE disputes (
+    id          INTEGER PRIMARY KEY,
+    centre      BLOB    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    home        BLOB    NOT NULL,
+    leaf        INTEGER NOT NULL,
+    need_key    INTEGER NOT NULL,
+    challenger  TEXT    NOT NULL,
+    status      TEXT    NOT NULL CHECK (status IN ('open', 'answered', 'voided')),
+    record      BLOB,
+    block       INTEGER NOT NULL,
+    tx_hash     TEXT    NOT NULL
+);
+CREATE INDEX disputes_epoch ON disputes (epoch, centre, home);
+CREATE TABLE revealed_keys (
+    lock_hash  BLOB PRIMARY KEY,
+    key        BLOB    NOT NULL,
+    record     BLOB    NOT NULL,
+    dispute_id INTEGER NOT NULL,
+    block      INTEGER NOT NULL
+);
+CREATE TABLE collateral (
+    account       TEXT PRIMARY KEY,
+    balance       TEXT    NOT NULL DEFAULT '0',
+    locked        TEXT    NOT NULL DEFAULT '0',
+    pending       TEXT    NOT NULL DEFAULT '0',
+    unlock_epoch  INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE shortfalls (
+    epoch   INTEGER NOT NULL,
+    debtor  BLOB    NOT NULL,
+    unpaid  TEXT    NOT NULL,
+    PRIMARY KEY (epoch, debtor)
+);
+"""
+"""Fair payment: an anchor claims per home (root, count, total of a sum tree), and a claim can be voided;
+disputes, keys revealed on chain, members' collateral and settlement shortfalls. The single root goes."""
+
 MIGRATIONS = [
     Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
+    Migration(2, "claims per home with sum-tree roots, disputes, revealed keys, collateral", _V2_FAIR_PAYMENT),
 ]
 
 # meta keys
