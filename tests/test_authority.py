@@ -13,10 +13,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.client.dispatch import submit_anywhere, with_home_session, with_wallet
+from gateway.client.dispatch import finish, submit_anywhere, with_home_session, with_wallet
 from gateway.client.http import GatewayClient, WrongCentre
-from gateway.client.wallet import Wallet
+from gateway.client.wallet import PaymentKeys, Wallet
 from tests.fixtures.consortium import PASSWORDS
+from tests.fixtures.payment import paid
 
 QUICK = {"command": ["true"], "walltime": 30}
 GPU = QUICK | {"resources": {"queue": "gpu", "gpus": 1}}
@@ -24,6 +25,18 @@ GPU = QUICK | {"resources": {"queue": "gpu", "gpus": 1}}
 
 def bearer(token: str) -> dict:
     return {"Authorization": f"Bearer {token}"}
+
+
+def paid_job(consortium, job: dict, centre: str, home: str = "hpc-a") -> dict:
+    """`job` for `centre` with an order for it and `home`'s grant: whatever is refused, it is not for payment."""
+    return job | {"centre": centre} | paid(consortium, job, centre, home).fields()
+
+
+def home_session(consortium, uid: str = "alice", home: str = "hpc-a") -> GatewayClient:
+    """A client signed on at the user's home with a password: it exchanges tokens and grants orders."""
+    client = GatewayClient(consortium.url(home))
+    client.login(uid, PASSWORDS[uid])
+    return client
 
 
 @pytest.fixture
@@ -46,7 +59,9 @@ def test_a_member_cannot_mint_a_session_for_another_homes_user(consortium, count
     minted = rogue.issue_presented("cloud-b", disclosed, epoch)
     for centre in ("cloud-b", "ai-c"):
         response = httpx.post(
-            consortium.url(centre) + "/v1/jobs", json=GPU | {"centre": centre}, headers=bearer(minted)
+            consortium.url(centre) + "/v1/jobs",
+            json=paid_job(consortium, GPU, centre, "cloud-b"),
+            headers=bearer(minted),
         )
         assert response.status_code == 401, response.text
         assert "hpc-a" in response.json()["error"]
@@ -57,7 +72,9 @@ def test_a_token_is_good_only_at_the_centre_it_was_issued_for(consortium, counte
     """A member shown a user's token cannot use it anywhere else (the old forwarding leak)."""
     token = consortium.login("alice", "hpc-a", at="cloud-b")
     for centre in ("hpc-a", "ai-c"):
-        response = httpx.post(consortium.url(centre) + "/v1/jobs", json=QUICK, headers=bearer(token))
+        response = httpx.post(
+            consortium.url(centre) + "/v1/jobs", json=paid_job(consortium, QUICK, centre), headers=bearer(token)
+        )
         assert response.status_code == 401 and f"not {centre!r}" in response.json()["error"]
     assert consortium.job_count() == counted
 
@@ -65,7 +82,7 @@ def test_a_token_is_good_only_at_the_centre_it_was_issued_for(consortium, counte
 def test_home_exchanges_a_password_session_for_another_centre(consortium):
     token = consortium.login("alice", "hpc-a", at="ai-c")
     with GatewayClient(consortium.url("ai-c"), token=token) as client:
-        view = client.wait(client.submit(GPU | {"centre": "ai-c"})["id"])
+        view = client.wait(client.submit(paid_job(consortium, GPU, "ai-c"))["id"])
     assert view["status"] == "succeeded" and view["serving_centre"] == "ai-c"
     assert view["principal"] == "alice@hpc-a"
 
@@ -158,11 +175,12 @@ def test_a_credential_in_its_last_second_is_refused_not_a_server_error(monkeypat
 def test_a_gateway_never_submits_on_a_users_behalf(consortium, counted):
     token = consortium.login("alice", "hpc-a")
     response = httpx.post(
-        consortium.url("hpc-a") + "/v1/jobs", json=QUICK | {"centre": "cloud-b"}, headers=bearer(token)
+        consortium.url("hpc-a") + "/v1/jobs", json=paid_job(consortium, QUICK, "cloud-b"), headers=bearer(token)
     )
     assert response.status_code == 421
     assert consortium.url("cloud-b") in response.json()["error"]
-    response = httpx.post(consortium.url("hpc-a") + "/v1/jobs", json=QUICK | {"centre": "auto"}, headers=bearer(token))
+    auto = paid_job(consortium, QUICK, "hpc-a") | {"centre": "auto"}
+    response = httpx.post(consortium.url("hpc-a") + "/v1/jobs", json=auto, headers=bearer(token))
     assert response.status_code == 421 and "/v1/placement" in response.json()["error"]
     assert consortium.job_count() == counted
 
@@ -195,19 +213,21 @@ def test_a_flood_of_capacity_requests_does_not_reach_the_executor(consortium, mo
 def test_single_sign_on_once_per_centre_with_a_wallet(consortium):
     """`auto` with a wallet: the client signs on at the GPU centre itself; the job runs there."""
     wallet = Wallet.from_issuance(consortium.url("hpc-a"), _credential(consortium, "alice", "hpc-a"))
-    submission = submit_anywhere(consortium.url("cloud-b"), GPU, with_wallet(wallet))
-    with submission.client as client:
-        view = client.wait(submission.view["id"])
+    keys = PaymentKeys()
+    with home_session(consortium) as payer:
+        submission = submit_anywhere(consortium.url("cloud-b"), GPU, with_wallet(wallet, payer), keys=keys)
+    with submission.client:
+        view = finish(submission, keys).view
     assert submission.centre == "ai-c" and view["status"] == "succeeded"
     assert view["principal"].endswith("@hpc-a") and view["principal"] != "alice@hpc-a"  # a pseudonym
 
 
 def test_single_sign_on_once_per_centre_with_a_password_session(consortium):
-    with GatewayClient(consortium.url("hpc-a")) as home:
-        home.login("alice", PASSWORDS["alice"])
-        submission = submit_anywhere(consortium.url("hpc-a"), GPU, with_home_session(home))
-    with submission.client as client:
-        view = client.wait(submission.view["id"])
+    keys = PaymentKeys()
+    with home_session(consortium) as home:
+        submission = submit_anywhere(consortium.url("hpc-a"), GPU, with_home_session(home), keys=keys)
+    with submission.client:
+        view = finish(submission, keys).view
     assert (submission.centre, view["status"], view["principal"]) == ("ai-c", "succeeded", "alice@hpc-a")
 
 
@@ -225,9 +245,12 @@ def test_a_member_cannot_relay_another_centres_challenge_to_a_users_wallet(conso
         relayed.append(answer.status_code)
         return httpx.Response(answer.status_code, content=answer.content)
 
-    with GatewayClient("http://cloud-b.example", transport=httpx.MockTransport(hostile_cloud_b)) as client:
+    with (
+        home_session(consortium) as payer,
+        GatewayClient("http://cloud-b.example", transport=httpx.MockTransport(hostile_cloud_b)) as client,
+    ):
         with pytest.raises(WrongCentre, match="ai-c"):
-            with_wallet(wallet)(client, "cloud-b")
+            with_wallet(wallet, payer)(client, "cloud-b")
         assert client.token is None
     assert relayed == []
 
@@ -276,16 +299,19 @@ def test_a_hostile_entry_gateway_cannot_send_the_client_elsewhere(consortium, co
         )
         return httpx.Response(real.status_code, content=real.content, headers={"Content-Type": "application/json"})
 
-    home = GatewayClient(consortium.url("hpc-a"))
+    home = home_session(consortium)  # grants the order either way; signs on for alice with a home session
     if signed_on == "wallet":
-        sign_on = with_wallet(Wallet.from_issuance(consortium.url("hpc-a"), _credential(consortium, "alice", "hpc-a")))
+        wallet = Wallet.from_issuance(consortium.url("hpc-a"), _credential(consortium, "alice", "hpc-a"))
+        sign_on = with_wallet(wallet, home)
     else:
-        home.login("alice", PASSWORDS["alice"])
         sign_on = with_home_session(home)
+    keys = PaymentKeys()
     with home:
-        submission = submit_anywhere("http://entry.example", GPU, sign_on, transport=httpx.MockTransport(network))
-    with submission.client as client:
-        view = client.wait(submission.view["id"])
+        submission = submit_anywhere(
+            "http://entry.example", GPU, sign_on, transport=httpx.MockTransport(network), keys=keys
+        )
+    with submission.client:
+        view = finish(submission, keys).view
     assert (submission.centre, view["status"]) == ("ai-c", "succeeded")
     assert submission.client.url == consortium.url("ai-c")
     assert evil == []

@@ -57,10 +57,13 @@ def wallet(consortium, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def submitted(consortium, wallet) -> dict:
-    """A job carol submits at her home gateway for hpc-a, waited for with --wait."""
+    """A job carol submits at her home gateway for hpc-a, waited for with --wait: paid, receipted, opened."""
     code, out, err = run_cli(
         [
             "submit",
+            "--user",
+            "carol",
+            "--password-stdin",
             "--gateway",
             consortium.url("cloud-b"),
             "--centre",
@@ -74,7 +77,8 @@ def submitted(consortium, wallet) -> dict:
             "python3",
             "-c",
             "print(6 * 7)",
-        ]
+        ],
+        stdin=PASSWORDS["carol"] + "\n",
     )
     assert code == 0, err
     return json.loads(out)
@@ -157,11 +161,15 @@ def test_login_at_an_unreachable_gateway(tmp_path):
 # -- submit ---------------------------------------------------------------------------------------
 
 
-def test_submit_wait_runs_the_job(submitted):
+def test_submit_wait_runs_the_job(submitted, wallet):
     run = submitted
     assert run["serving_centre"] == "hpc-a"
     assert run["status"] == "succeeded" and run["exit_code"] == 0
-    assert run["stdout_tail"].strip() == "42"
+    # the outputs came sealed; the receipt for the record released the key that opened them
+    assert run["stdout_tail"] is None and run["stdout"].strip() == "42"
+    assert run["paid"] == run["usage"]["price"] and run["receipt"] == run["record"]["digest"]
+    payments = wallet.with_suffix(".payments.json")  # the job's payment key is dropped once it is done
+    assert json.loads(payments.read_text()) == {} and stat.S_IMODE(payments.stat().st_mode) == 0o600
     # signed on with a presentation of her credential: the serving centre sees a pseudonym of cloud-b
     assert run["principal"].endswith("@cloud-b") and "carol" not in run["principal"]
     assert run["usage"]["price"] > 0 and run["record_id"].startswith("0x")
@@ -172,6 +180,9 @@ def test_submit_refused_by_policy(consortium, wallet):
     code, _, err = run_cli(
         [
             "submit",
+            "--user",
+            "carol",
+            "--password-stdin",
             "--gateway",
             consortium.url("cloud-b"),
             "--centre",
@@ -184,7 +195,8 @@ def test_submit_refused_by_policy(consortium, wallet):
             wallet,
             "--",
             "true",
-        ]
+        ],
+        stdin=PASSWORDS["carol"] + "\n",
     )
     assert code == 2
     assert "refused: 403" in err and "cloud-b: no policy permits" in err
@@ -196,6 +208,9 @@ def test_submit_auto_signs_on_where_the_job_runs(consortium, wallet):
     code, _, err = run_cli(
         [
             "submit",
+            "--user",
+            "carol",
+            "--password-stdin",
             "--gateway",
             consortium.url("cloud-b"),
             "--queue",
@@ -209,7 +224,8 @@ def test_submit_auto_signs_on_where_the_job_runs(consortium, wallet):
             wallet,
             "--",
             "true",
-        ]
+        ],
+        stdin=PASSWORDS["carol"] + "\n",
     )
     assert code == 2 and "refused: 403" in err  # carol's project has no GPUs anywhere: every centre says why
     assert all(f"{c}:" in err for c in ("hpc-a", "cloud-b", "ai-c"))
@@ -217,7 +233,17 @@ def test_submit_auto_signs_on_where_the_job_runs(consortium, wallet):
 
 def test_submit_without_a_wallet(consortium, tmp_path):
     code, _, err = run_cli(
-        ["submit", "--gateway", consortium.url("cloud-b"), "--wallet", tmp_path / "none.json", "--", "true"]
+        [
+            "submit",
+            "--user",
+            "carol",
+            "--gateway",
+            consortium.url("cloud-b"),
+            "--wallet",
+            tmp_path / "none.json",
+            "--",
+            "true",
+        ]
     )
     assert code == 1 and "run 'xcentre login'" in err
 
@@ -226,13 +252,84 @@ def test_submit_without_a_wallet(consortium, tmp_path):
 def test_submit_with_a_file_that_is_not_a_wallet(consortium, tmp_path, text):
     path = tmp_path / "wallet.json"
     path.write_text(text)
-    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", path, "--", "true"])
+    code, _, err = run_cli(
+        ["submit", "--user", "carol", "--gateway", consortium.url("cloud-b"), "--wallet", path, "--", "true"]
+    )
     assert code == 1 and f"{path} is not a wallet" in err
 
 
 def test_submit_without_a_command(consortium, wallet):
-    code, _, err = run_cli(["submit", "--gateway", consortium.url("cloud-b"), "--wallet", wallet])
+    code, _, err = run_cli(["submit", "--user", "carol", "--gateway", consortium.url("cloud-b"), "--wallet", wallet])
     assert code == 1 and "no command given" in err
+
+
+# -- result, balance, complain -----------------------------------------------------------------------
+
+
+def carol(*argv: object) -> tuple[int, str, str]:
+    """`xcentre argv` as carol, her password on standard input."""
+    return run_cli([*argv], stdin=PASSWORDS["carol"] + "\n")
+
+
+def test_a_job_submitted_without_wait_is_finished_by_result(consortium, wallet):
+    """submit returns at once, its payment key kept; `result` gives the receipt later and opens the outputs."""
+    code, out, err = carol(
+        "submit", "--user", "carol", "--password-stdin", "--gateway", consortium.url("cloud-b"), "--centre", "hpc-a",
+        "--walltime", "60", "--wallet", wallet, "--", "python3", "-c", "print(6 * 9)",
+    )  # fmt: skip
+    assert code == 0, err
+    job = json.loads(out)["id"]
+    assert f"xcentre result {job} --centre hpc-a" in err
+    payments = wallet.with_suffix(".payments.json")
+    assert [facts["job"] for facts in json.loads(payments.read_text()).values()] == [job]
+    code, out, err = run_cli(["result", job, "--centre", "hpc-a", "--wallet", wallet])
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["status"] == "succeeded" and done["stdout"].strip() == "54" and done["stdout_tail"] is None
+    assert done["paid"] == done["usage"]["price"] > 0 and done["receipt"] == done["record"]["digest"]
+    assert json.loads(payments.read_text()) == {}  # receipt given, key checked: the payment key is dropped
+    again = run_cli(["result", job, "--centre", "hpc-a", "--wallet", wallet])
+    assert again[0] == 1 and "pays for no unfinished job" in again[2]
+
+
+def test_result_of_an_unknown_job_or_at_another_centre_is_refused(consortium, wallet):
+    code, _, err = run_cli(["result", "no-such-job", "--centre", "hpc-a", "--wallet", wallet])
+    assert code == 1 and "pays for no unfinished job no-such-job at hpc-a" in err
+
+
+def test_balance_shows_the_project_and_the_user(consortium, wallet, submitted):
+    code, out, err = carol("balance", "--user", "carol", "--password-stdin", "--wallet", wallet, "--json")
+    assert code == 0, err
+    answer = json.loads(out)
+    project = answer["project"]
+    assert project["name"] == "biology" and project["allocation"] == 500_000_000
+    assert project["available"] == project["allocation"] - project["held"] - project["spent"]
+    assert answer["user"]["principal"] == "carol@cloud-b"
+    assert submitted["order"] in {h["order"] for h in answer["holds"]}  # the --wait job's hold, at hpc-a
+    code, out, err = carol("balance", "--user", "carol", "--password-stdin", "--wallet", wallet)
+    assert code == 0, err
+    text = " ".join(out.split())
+    assert "project biology" in text and "500,000,000" in text and "carol@cloud-b" in text and "hpc-a" in text
+
+
+def test_balance_of_a_project_that_is_not_yours_is_refused(consortium, wallet):
+    code, out, err = carol("balance", "--user", "carol", "--password-stdin", "--wallet", wallet, "--project", "physics")
+    assert code == 2 and "refused: 403" in err and "'physics' is not one of your projects" in err and out == ""
+    code, _, err = run_cli(["balance", "--user", "carol", "--password-stdin", "--wallet", wallet], stdin="wrong\n")
+    assert code == 2 and "refused: 401" in err
+
+
+@pytest.mark.parametrize("record", ["0xzz", "0x1234", "ab" * 31])
+def test_complain_with_a_malformed_record_digest_is_refused(wallet, record):
+    code, _, err = carol("complain", "--record", record, "--user", "carol", "--password-stdin", "--wallet", wallet)
+    assert code == 1 and "--record" in err and "Traceback" not in err
+
+
+def test_complain_about_a_record_the_wallet_does_not_know_is_refused(consortium, wallet):
+    code, _, err = carol(
+        "complain", "--record", "0x" + "ab" * 32, "--user", "carol", "--password-stdin", "--wallet", wallet
+    )
+    assert code == 1 and "has record 0x" + "ab" * 32 in err
 
 
 # -- audit -----------------------------------------------------------------------------------------

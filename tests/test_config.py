@@ -341,3 +341,37 @@ def test_a_deployment_without_an_identity_registry_is_refused_before_anything_is
     with pytest.raises(ValueError, match="no IdentityRegistry"):
         build_node(name="hpc-a", deployment=old, data_dir=tmp_path / "data", **parts)
     assert not (tmp_path / "data").exists()
+
+
+def test_allocations_are_a_table_of_group_and_amount(tmp_path):
+    assert load_config(write(tmp_path / "a", REQUIRED)).allocations == {}
+    path = write(tmp_path / "b", REQUIRED)
+    path.write_text(path.read_text() + "\n[allocations]\nphysics = 5_000_000\nml-project = 0\n")
+    config = load_config(path)
+    assert config.allocations == {"physics": 5_000_000, "ml-project": 0}
+    assert config.allocation("Physics") == 5_000_000 and config.allocation("biology") is None
+
+
+@pytest.mark.parametrize(
+    ("table", "words"),
+    [
+        ("physics = -1", "allocations.physics must be an integer from 0 to "),
+        ('physics = "5000"', "allocations.physics must be an integer from 0 to "),
+        ("physics = 5.5", "allocations.physics must be an integer from 0 to "),
+        ("physics = true", "allocations.physics must be an integer from 0 to "),
+        (f"physics = {2**128}", "allocations.physics must be an integer from 0 to "),
+        ('"a b" = 5', "allocations: 'a b' is not a group name"),
+        ('"" = 5', "allocations: '' is not a group name"),
+        ("physics = 1\nPhysics = 2", "allocations: 'physics' and 'Physics' are one group"),
+    ],
+)
+def test_a_bad_allocation_is_refused_by_name(tmp_path, table, words):
+    path = write(tmp_path, REQUIRED)
+    path.write_text(path.read_text() + f"\n[allocations]\n{table}\n")
+    with pytest.raises(ConfigError, match=re.escape(words)):
+        load_config(path)
+
+
+def test_allocations_must_be_a_table(tmp_path):
+    with pytest.raises(ConfigError, match=re.escape("allocations must be a table of LDAP group = amount")):
+        load_config(write(tmp_path, REQUIRED | {"allocations": 5}))

@@ -9,12 +9,20 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from eth_account import Account
 
-from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere
+from gateway.client.dispatch import GrantRefused, NoCentreAccepts, SignOn, submit_anywhere
 from gateway.client.http import GatewayRefused, GatewayUnreachable
+from gateway.client.paying import job_request
+from gateway.client.wallet import PaymentKeys
+from ledger.ids import centre_id
+from ledger.payment import Order, recover, request_digest
+from ledger.primitives.hex import from_hex
+from ledger.records import Domain
 
 JOB = {"command": ["true"], "walltime": 30, "resources": {"cores": 1}}
 RANKING = ["cloud-b", "hpc-a", "ai-c"]
+DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "cd" * 20)
 
 
 class Consortium:
@@ -36,12 +44,18 @@ class Consortium:
                 200,
                 json={
                     "members": [
-                        {"centre": c, "gateway_url": self.home_urls.get(c, f"http://{c}.example")}
+                        {
+                            "centre": c,
+                            "gateway_url": self.home_urls.get(c, f"http://{c}.example"),
+                            "account": Account.from_key(c.encode().ljust(32, b"k")).address,
+                        }
                         for c in sorted(RANKING)
-                    ]
+                    ],
+                    "domain": {"chain_id": DOMAIN.chain_id, "verifying_contract": DOMAIN.verifying_contract},
                 },
             )
-        if request.url.path == "/v1/placement":
+        if request.url.path == "/v1/placement":  # the entry ranks everyone; a centre asked itself quotes itself
+            ranking = self.ranking if centre == "entry" else [centre]
             return httpx.Response(
                 200,
                 json={
@@ -49,10 +63,11 @@ class Consortium:
                         {
                             "centre": c,
                             "gateway_url": self.entry_urls.get(c, f"http://{c}.example"),
-                            "max_price": i,
+                            "max_price": 1000 + i,
                             "free_cpus": 4,
+                            "rates_version": 2,
                         }
-                        for i, c in enumerate(self.ranking)
+                        for i, c in enumerate(ranking)
                     ]
                 },
             )
@@ -71,10 +86,22 @@ def token_for(client, centre: str) -> None:
     client.token = f"token-for-{centre}"
 
 
-sign_on = SignOn("http://hpc-a.example", token_for)
+class Home:
+    """The home's grant desk, as the client sees it: what it was asked, and its answer."""
+
+    def __init__(self, answer: Exception | None = None) -> None:
+        self.asked: list[dict] = []
+        self.answer = answer
+
+    def __call__(self, order: dict, signature: str) -> dict:
+        self.asked.append(order)
+        if self.answer is not None:
+            raise self.answer
+        return {"grant": {"order": "granted", "amount": order["max_price"]}, "grant_signature": "0x" + "11" * 65}
 
 
-def submit(consortium: Consortium, **kw):
+def submit(consortium: Consortium, home: Home | None = None, **kw):
+    sign_on = SignOn("http://hpc-a.example", token_for, home or Home())
     return submit_anywhere("http://entry.example", JOB, sign_on, transport=httpx.MockTransport(consortium), **kw)
 
 
@@ -152,3 +179,47 @@ def test_a_member_whose_registered_url_is_unusable_is_skipped():
     consortium.home_urls = {"cloud-b": "http://\x00"}
     submission = submit(consortium)
     assert submission.centre == "hpc-a"
+
+
+# -- paying -----------------------------------------------------------------------------------------
+
+
+def test_each_centre_gets_an_order_for_it_from_a_fresh_account_and_its_homes_grant():
+    consortium = Consortium(**{"cloud-b": 403})
+    home, keys = Home(), PaymentKeys()
+    submission = submit(consortium, home, keys=keys)
+    signers = []
+    for centre, _, body in consortium.submitted:
+        order = Order.from_dict(body["order"])
+        assert order.centre == centre_id(centre) and order.rates_version == 2
+        assert order.request == request_digest(job_request(JOB, centre))  # the request as the centre stores it
+        assert order.max_price == 1000 + RANKING.index(centre)  # the entry's quote for that centre
+        assert body["grant"] == {"order": "granted", "amount": order.max_price}
+        signers.append(recover(order, DOMAIN, from_hex(body["order_signature"])))
+    assert len(set(signers)) == 2  # one account per order: the centres cannot link them
+    assert [o["centre"] for o in home.asked] == ["0x" + centre_id(c).hex() for c in ("cloud-b", "hpc-a")]
+    # the key of the refused order is dropped; the accepted one's is kept for the receipt
+    assert list(keys.open()) == [submission.paid.account] == [signers[1]]
+    assert keys.open()[signers[1]]["job"] == "job-at-hpc-a"
+
+
+def test_a_centre_the_entry_left_out_quotes_for_itself():
+    consortium = Consortium(**{"cloud-b": 403, "hpc-a": 403})
+    consortium.ranking = ["cloud-b", "hpc-a"]
+    submission = submit(consortium)
+    assert submission.centre == "ai-c" and submission.paid.order.max_price == 1000
+
+
+@pytest.mark.parametrize(
+    ("answer", "status"),
+    [
+        (GatewayRefused(402, "over the project's budget", ["allocation: 5"]), 402),
+        (GatewayUnreachable("home is down"), 503),
+    ],
+)
+def test_a_grant_refused_at_home_submits_nothing_anywhere(answer, status):
+    consortium, keys = Consortium(), PaymentKeys()
+    with pytest.raises(GrantRefused) as caught:
+        submit(consortium, Home(answer), keys=keys)
+    assert caught.value.status == status and "your home did not" in caught.value.error
+    assert consortium.submitted == [] and keys.open() == {}

@@ -20,8 +20,15 @@ from auth.tokens import TokenIssuer, generate_key
 from gateway.client.http import GatewayClient
 from gateway.client.wallet import Wallet
 from tests.fixtures.consortium import PASSWORDS
+from tests.fixtures.payment import paid
 
 QUICK = {"command": ["python3", "-c", "print('ok')"], "walltime": 30, "centre": "hpc-a"}
+
+
+def with_payment(consortium, job: dict, home: str = "hpc-a") -> dict:
+    """The job with an order for its centre and its home's grant (tests/fixtures/payment.py)."""
+    centre = job["centre"] if job.get("centre") in ("hpc-a", "cloud-b", "ai-c") else "hpc-a"
+    return job | paid(consortium, job, centre, home).fields()
 
 
 @pytest.fixture(scope="module")
@@ -312,13 +319,15 @@ def test_job_over_the_policy_limits(consortium, http, nothing_stored):
     student = dict(QUICK, walltime=7200, centre="cloud-b")  # refused by cloud-b's own policy
     bob = consortium.login("bob", "hpc-a", at="cloud-b")
     body = refused(
-        http["cloud-b"].post("/v1/jobs", json=student, headers=bearer(bob)), 403, "cloud-b does not accept this job"
+        http["cloud-b"].post("/v1/jobs", json=with_payment(consortium, student), headers=bearer(bob)),
+        403,
+        "cloud-b does not accept this job",
     )
     assert body["reasons"] == ["cloud-b: students may request at most 1 hour of walltime"]
     gpus = dict(QUICK, centre="ai-c", resources={"queue": "gpu", "gpus": 16})
     alice = consortium.login("alice", "hpc-a", at="ai-c")
     refused(
-        http["ai-c"].post("/v1/jobs", json=gpus, headers=bearer(alice)),
+        http["ai-c"].post("/v1/jobs", json=with_payment(consortium, gpus), headers=bearer(alice)),
         403,
         "ai-c does not accept this job",
         "ai-c: no policy permits",
@@ -326,7 +335,8 @@ def test_job_over_the_policy_limits(consortium, http, nothing_stored):
     gpu = dict(QUICK, resources={"queue": "gpu", "gpus": 1})
     for name in consortium.centres:  # carol's project has no GPUs anywhere, and every centre says why
         carol = consortium.login("carol", "cloud-b", at=name)
-        body = refused(http[name].post("/v1/jobs", json=gpu | {"centre": name}, headers=bearer(carol)), 403)
+        job = with_payment(consortium, gpu | {"centre": name}, "cloud-b")
+        body = refused(http[name].post("/v1/jobs", json=job, headers=bearer(carol)), 403)
         assert [r.split(":")[0] for r in body["reasons"]] == [name]
 
 
@@ -415,8 +425,9 @@ def test_oversized_body_is_refused(http, tokens, nothing_stored):
     refused(http["hpc-a"].post("/v1/jobs", content=chunks(), headers=headers), 413, "too large")
 
 
-def test_job_for_an_unknown_centre(http, tokens, nothing_stored):
-    response = http["hpc-a"].post("/v1/jobs", json=QUICK | {"centre": "nowhere"}, headers=bearer(tokens["alice"]))
+def test_job_for_an_unknown_centre(consortium, http, tokens, nothing_stored):
+    job = with_payment(consortium, QUICK) | {"centre": "nowhere"}
+    response = http["hpc-a"].post("/v1/jobs", json=job, headers=bearer(tokens["alice"]))
     refused(response, 421, "unknown centre 'nowhere'", "members are ai-c, cloud-b, hpc-a")  # misdirected: not here
 
 
@@ -489,13 +500,14 @@ def test_same_idempotency_key_gives_the_same_job(consortium, http, tokens):
     key = str(uuid.uuid4())
     headers = bearer(tokens["alice"]) | {"Idempotency-Key": key}
     before = consortium.job_count()
-    first = http["hpc-a"].post("/v1/jobs", json=QUICK, headers=headers)
-    second = http["hpc-a"].post("/v1/jobs", json=QUICK, headers=headers)
+    job = with_payment(consortium, QUICK)
+    first = http["hpc-a"].post("/v1/jobs", json=job, headers=headers)
+    second = http["hpc-a"].post("/v1/jobs", json=job, headers=headers)
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] == second.json()["id"]
     assert consortium.job_count() == before | {"hpc-a": before["hpc-a"] + 1}
     # the same key with another body is a conflict, and stores nothing
-    response = http["hpc-a"].post("/v1/jobs", json=QUICK | {"walltime": 31}, headers=headers)
+    response = http["hpc-a"].post("/v1/jobs", json=job | {"walltime": 31}, headers=headers)
     refused(response, 409, "idempotency key")
     assert consortium.job_count() == before | {"hpc-a": before["hpc-a"] + 1}
     wait_final(http["hpc-a"], first.json()["id"], tokens["alice"])
@@ -504,9 +516,10 @@ def test_same_idempotency_key_gives_the_same_job(consortium, http, tokens):
 def test_a_job_for_another_centre_is_misdirected_and_starts_nothing(consortium, http, tokens):
     key = str(uuid.uuid4())
     headers = bearer(tokens["alice"]) | {"Idempotency-Key": key}
-    first = http["hpc-a"].post("/v1/jobs", json=QUICK, headers=headers).json()
+    job = with_payment(consortium, QUICK)
+    first = http["hpc-a"].post("/v1/jobs", json=job, headers=headers).json()
     wait_final(http["hpc-a"], first["id"], tokens["alice"])
     before = consortium.job_count()
-    response = http["hpc-a"].post("/v1/jobs", json=QUICK | {"centre": "ai-c"}, headers=headers)
+    response = http["hpc-a"].post("/v1/jobs", json=job | {"centre": "ai-c"}, headers=headers)
     refused(response, 421, "sign on at ai-c", consortium.url("ai-c"))
     assert consortium.job_count() == before

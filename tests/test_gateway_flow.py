@@ -12,13 +12,14 @@ from dataclasses import dataclass, field
 import pytest
 
 from gateway.books.auditor import audit_epoch
-from gateway.client.dispatch import SignOn, submit_anywhere, with_home_session
+from gateway.client.dispatch import SignOn, finish, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient, GatewayRefused
-from gateway.client.wallet import Wallet
+from gateway.client.paying import Result
+from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.deploy import bind
 from ledger.ids import centre_id, user_id
 from ledger.netting import net_positions, transfers
-from ledger.records import UsageRecord, domain_for, record_leaf, recover_signer
+from ledger.records import UsageRecord, domain_for, record_digest, recover_signer
 from tests.fixtures.consortium import PASSWORDS
 
 BURN = "import sys; print(sum(i * i for i in range(int(sys.argv[1]))))"
@@ -48,6 +49,7 @@ class Flow:
     sessions: dict[str, dict]
     presented: dict[str, dict] = field(default_factory=dict)
     views: dict[str, dict] = field(default_factory=dict)
+    results: dict[str, Result] = field(default_factory=dict)
     refusals: dict[str, GatewayRefused] = field(default_factory=dict)
     closures: list[dict] = field(default_factory=list)
     jobs_before: dict[str, int] = field(default_factory=dict)
@@ -59,7 +61,8 @@ def flow(consortium) -> Flow:
 
     Each job goes through client-side placement: the gateway named in SCENARIO ranks the
     centres, and the client signs on at each candidate itself (a token exchanged at home,
-    or a fresh presentation from the wallet) and submits there.
+    or a fresh presentation from the wallet) and submits there, paid by an order its
+    home grants; then it gives the receipt for the record and opens the outputs.
     """
     if any(consortium.store(n).records_for_epoch(e) for n, e in consortium.open_epochs().items()):
         consortium.close_epoch_everywhere()  # start from an empty epoch: exact counts below
@@ -71,6 +74,7 @@ def flow(consortium) -> Flow:
             homes[user] = GatewayClient(consortium.url(home))
             sessions[user] = homes[user].login(user, PASSWORDS[user])
     result = Flow(epoch=epoch, sessions=sessions, jobs_before=consortium.job_count())
+    keys = PaymentKeys()
     submitted = {}
     for name, (user, home, gateway, scenario_body) in SCENARIO.items():
         body = dict(scenario_body)
@@ -82,18 +86,19 @@ def flow(consortium) -> Flow:
             def present(client: GatewayClient, centre: str, name: str = name, wallet: Wallet = wallet) -> None:
                 result.presented[name] = client.sign_on(wallet, centre)
 
-            sign_on = SignOn(consortium.url(home), present)
+            sign_on = SignOn(consortium.url(home), present, homes[user].grant)
         else:
             sign_on = with_home_session(homes[user])
         try:
-            submitted[name] = submit_anywhere(consortium.url(gateway), body, sign_on, centre=centre)
+            submitted[name] = submit_anywhere(consortium.url(gateway), body, sign_on, centre=centre, keys=keys)
         except GatewayRefused as refusal:
             result.refusals[name] = refusal
     for home in homes.values():
         home.close()
     for name, submission in submitted.items():
-        with submission.client as client:
-            result.views[name] = client.wait(submission.view["id"])
+        with submission.client:
+            result.results[name] = finish(submission, keys)
+            result.views[name] = result.results[name].view
     result.closures = consortium.close_epoch_everywhere()
     return result
 
@@ -118,7 +123,8 @@ def test_explicit_target_runs_there(flow, consortium):
     assert view["serving_centre"] == "cloud-b" and view["principal"] == "alice@hpc-a"
     assert view["usage"]["epoch"] == flow.epoch
     assert view["usage"]["price"] > 0
-    assert view["stdout_tail"].strip().isdigit()
+    assert view["stdout_tail"] is None  # sealed: opened by the client with the key its receipt released
+    assert flow.results["explicit"].stdout.strip().isdigit()
     # the serving centre holds the job and its record; the gateway that ranked the centres holds nothing
     served = consortium.store("cloud-b").get_job(view["id"])
     assert served.principal == "alice@hpc-a" and served.home == "hpc-a" and served.record_id
@@ -224,7 +230,9 @@ def test_audit_view_shows_roots_counts_claims_and_net_positions(flow, consortium
     assert view["epoch"] == flow.epoch and view["settled"]
     assert set(view["anchors"]) == set(consortium.centres)
     for name, anchor in view["anchors"].items():
-        assert anchor["root"] == closures[name]["root"]
+        assert {h: c["root"] for h, c in anchor["homes"].items()} == {
+            h: c["root"] for h, c in closures[name]["homes"].items()
+        }
         assert anchor["record_count"] == closures[name]["record_count"]
         assert anchor["claims"] == closures[name]["claims"]
         assert anchor["tx"].startswith("0x")
@@ -274,19 +282,20 @@ def test_usage_record_proof_is_accepted_by_the_contract(flow, consortium):
         assert record.serving_centre == centre_id(serving)
         assert record.user == user_id(run["principal"])
         assert record.price == run["usage"]["price"]
-        leaf = bytes.fromhex(proof["leaf"][2:])
-        assert record_leaf(record, domain) == leaf
+        digest = bytes.fromhex(proof["digest"][2:])
+        assert record_digest(record, domain) == digest
         signature = bytes.fromhex(proof["signature"][2:])
         assert recover_signer(record, domain, signature) == consortium.centres[serving].account.address
-        path = [bytes.fromhex(p[2:]) for p in proof["proof"]]
+        path = [bytes.fromhex(h[2:]) for h in proof["proof"]["hashes"]], proof["proof"]["sums"]
         verify = contracts.usage_ledger.functions.verifyRecord
-        assert verify(centre_id(serving), flow.epoch, leaf, path).call() is True
+        home, index = record.home_centre, proof["index"]
+        assert verify(centre_id(serving), flow.epoch, home, index, digest, record.price, *path).call() is True
         # the same proof does not vouch for an altered record, another epoch or another centre
-        forged = record_leaf(UsageRecord.from_json(proof["record"] | {"price": record.price - 1}), domain)
-        assert verify(centre_id(serving), flow.epoch, forged, path).call() is False
-        assert verify(centre_id(serving), flow.epoch + 1, leaf, path).call() is False
+        forged = record_digest(UsageRecord.from_json(proof["record"] | {"price": record.price - 1}), domain)
+        assert verify(centre_id(serving), flow.epoch, home, index, forged, record.price - 1, *path).call() is False
+        assert verify(centre_id(serving), flow.epoch + 1, home, index, digest, record.price, *path).call() is False
         other = next(n for n in consortium.centres if n != serving)
-        assert verify(centre_id(other), flow.epoch, leaf, path).call() is False
+        assert verify(centre_id(other), flow.epoch, home, index, digest, record.price, *path).call() is False
         checked += 1
     assert checked == len(flow.views) == 6
 

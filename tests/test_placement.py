@@ -14,6 +14,7 @@ from ledger.deploy import Prices
 class Member:
     name: str
     prices: Prices | None
+    rates_version: int = 1
 
     @property
     def gateway_url(self) -> str:
@@ -110,3 +111,11 @@ def test_each_candidate_says_where_to_go_what_it_costs_and_its_room():
     first, *_ = rank(MEMBERS, job, "hpc-a", {"cloud-b": 8, "hpc-a": 8, "ai-c": 8})
     assert (first.centre, first.gateway_url, first.free_cpus) == ("cloud-b", "http://cloud-b.example", 8)
     assert first.max_price == max_price(3600, 2, 1024, 0, CLOUD.prices) and first.has_room
+
+
+def test_each_candidate_names_the_rates_version_its_price_is_at() -> None:
+    """What a client's order for that centre names: its max price is at exactly that version."""
+    job = PlacementRequest(walltime=60)
+    members = [HPC, Member("cloud-b", CLOUD.prices, rates_version=3)]
+    ranked = rank(members, job, "hpc-a", {m.name: 8 for m in members})
+    assert {c.centre: c.rates_version for c in ranked} == {"hpc-a": 1, "cloud-b": 3}

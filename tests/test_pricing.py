@@ -217,9 +217,12 @@ def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
     """Rates x1000 published, and in force, while a job runs: its record keeps the version it was accepted under,
     the next job is priced at the new one, and the audit recomputes both from the chain."""
     from gateway.books.auditor import audit_epoch
+    from gateway.client.dispatch import finish, submit_anywhere, with_home_session
     from gateway.client.http import GatewayClient
+    from gateway.client.wallet import PaymentKeys
     from ledger.deploy import Prices
     from ledger.records import UsageRecord
+    from tests.fixtures.consortium import PASSWORDS
 
     node = fresh.centres["hpc-a"].node
     index, store = node.parts.index, node.parts.store
@@ -227,21 +230,27 @@ def test_rates_changed_while_a_job_runs_do_not_price_it(fresh) -> None:
     p = accepted.prices
     dearer = Prices(p.per_cpu_second * 1000, p.per_gpu_second * 1000, p.per_gib_hour * 1000)
     notice = fresh.spec.rate_notice
-    job = {
-        "command": ["python3", "-c", f"import time; time.sleep({notice + 4}); print('done')"],
-        "walltime": 60,
-        "centre": "hpc-a",
-    }
-    with GatewayClient(fresh.url("hpc-a"), token=fresh.login("alice", "hpc-a")) as client:
-        job_id = client.submit(job)["id"]
-        assert store.get_job(job_id).rates_version == accepted.version
+    job = {"command": ["python3", "-c", f"import time; time.sleep({notice + 4}); print('done')"], "walltime": 60}
+    # the later job's walltime is short: at rates x1000 its price at its limits is what alice's project can hold
+    later_job = {"command": ["python3", "-c", "print('later')"], "walltime": 5}
+    keys = PaymentKeys()
+    with GatewayClient(fresh.url("hpc-a")) as home:
+        home.login("alice", PASSWORDS["alice"])
+        sign_on = with_home_session(home)
+        first = submit_anywhere(fresh.url("hpc-a"), job, sign_on, centre="hpc-a", keys=keys)
+        job_id = first.view["id"]
+        assert store.get_job(job_id).rates_version == accepted.version == first.paid.order.rates_version
         _eventually(lambda: store.get_job(job_id).status == "running")
         due = _publish(fresh, "hpc-a", dearer)
         _eventually(lambda: index.sync() >= 0 and index.rates_in_force("hpc-a", index.now()).prices == dearer)
         assert index.member("hpc-a").prices == dearer  # what hpc-a charges for new jobs now ...
         assert store.get_job(job_id).status == "running", store.get_job(job_id)  # ... took effect while it ran
-        view = client.wait(job_id)
-        later = client.wait(client.submit(job | {"command": ["python3", "-c", "print('later')"]})["id"])
+        with first.client:
+            view = finish(first, keys).view
+        second_submission = submit_anywhere(fresh.url("hpc-a"), later_job, sign_on, centre="hpc-a", keys=keys)
+        assert second_submission.paid.order.rates_version == accepted.version + 1  # ordered at the new rates
+        with second_submission.client:
+            later = finish(second_submission, keys).view
     assert view["status"] == later["status"] == "succeeded", [store.get_job(v["id"]).detail for v in (view, later)]
     record = UsageRecord.from_json(store.record(view["record_id"]).record)
     assert record.rates_version == accepted.version and record.ended_at >= due

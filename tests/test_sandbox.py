@@ -820,22 +820,32 @@ def test_the_local_consortium_sandboxes_when_it_can_and_says_so_when_it_cannot(m
 
 def test_a_nodes_jobs_run_under_their_limits_and_cannot_see_its_data(consortium) -> None:
     """Through a real gateway: the node passes the job's resources as limits, and hides its data folder."""
+    from gateway.client.dispatch import finish, submit_anywhere, with_home_session
     from gateway.client.http import GatewayClient
+    from gateway.client.wallet import PaymentKeys
+    from tests.fixtures.consortium import PASSWORDS
 
     data = consortium.data_dir / "hpc-a"
     allocate = "b = bytearray(200 * 1024 * 1024); b[::4096] = b'x' * len(b[::4096])"
     spy = f"cat {data}/enrolment.secret ../../../enrolment.secret 2>/dev/null | wc -c; ls -A {data}"
-    with GatewayClient(consortium.url("hpc-a"), token=consortium.login("alice", "hpc-a")) as client:
-        big = client.submit(
-            {"command": ["python3", "-c", allocate], "walltime": 30, "centre": "hpc-a", "resources": {"memory_mib": 64}}
-        )
-        nosy = client.submit({"command": ["/bin/sh", "-c", spy], "walltime": 30, "centre": "hpc-a"})
-        big, nosy = client.wait(big["id"]), client.wait(nosy["id"])
+    keys = PaymentKeys()
+    with GatewayClient(consortium.url("hpc-a")) as home:
+        home.login("alice", PASSWORDS["alice"])
+        submitted = [
+            submit_anywhere(consortium.url("hpc-a"), job, with_home_session(home), centre="hpc-a", keys=keys)
+            for job in (
+                {"command": ["python3", "-c", allocate], "walltime": 30, "resources": {"memory_mib": 64}},
+                {"command": ["/bin/sh", "-c", spy], "walltime": 30},
+            )
+        ]
+    big, nosy = (finish(submission, keys) for submission in submitted)  # the outputs, opened by the receipt's key
+    for submission in submitted:
+        submission.client.close()
     assert (data / "enrolment.secret").exists()
-    assert big["status"] == "failed" and "exceeded its memory limit (64 MiB)" in big["stderr_tail"]
+    assert big.view["status"] == "failed" and "exceeded its memory limit (64 MiB)" in big.stderr
     assert (data / "gateway.db").exists()
     # nothing read; of the data folder, only the path down to the job's own folder
-    assert nosy["status"] == "succeeded" and nosy["stdout_tail"].split() == ["0", "jobs"]
+    assert nosy.view["status"] == "succeeded" and nosy.stdout.split() == ["0", "jobs"]
 
 
 def test_a_launcher_told_to_stop_kills_its_job_and_leaves_nothing_behind(node) -> None:

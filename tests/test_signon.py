@@ -24,6 +24,7 @@ from ledger.chain import connect
 from ledger.deploy import bind
 from ledger.ids import centre_id
 from tests.fixtures.consortium import PASSWORDS, start_consortium
+from tests.fixtures.payment import paid
 from tests.fixtures.relay import Relay
 
 CENTRES = ("hpc-a", "cloud-b", "ai-c")
@@ -36,6 +37,11 @@ def fresh(slapd_factory, anvil_url, tmp_path_factory):
     running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("signon"))
     yield running
     running.stop()
+
+
+def paid_job(consortium, centre: str, home: str = "hpc-a") -> dict:
+    """QUICK for `centre`, paid by an order and `home`'s grant: what is refused is the sign-on, not the payment."""
+    return QUICK | {"centre": centre} | paid(consortium, QUICK, centre, home).fields()
 
 
 def wallet_of(consortium, uid: str, home: str, password: str | None = None) -> Wallet:
@@ -146,10 +152,10 @@ def test_each_centre_learns_only_what_it_asks_and_sign_ons_do_not_link(fresh):
 
     # a token is good where the sign-on was made, and nowhere else
     with GatewayClient(fresh.url("ai-c"), token=sessions["ai-c"]["token"]) as client:
-        job = client.submit(QUICK | {"centre": "ai-c"})
+        job = client.submit(paid_job(fresh, "ai-c"))
         assert client.wait(job["id"])["status"] == "succeeded"
     with GatewayClient(fresh.url("ai-c"), token=sessions["cloud-b"]["token"]) as client:
-        elsewhere = refusal(lambda: client.submit(QUICK | {"centre": "ai-c"}))
+        elsewhere = refusal(lambda: client.submit(paid_job(fresh, "ai-c")))
         assert elsewhere.status == 401 and "not 'ai-c'" in elsewhere.error
 
 
@@ -244,7 +250,7 @@ def test_revocation_reaches_every_centre_and_only_that_home(fresh):
     for centre in CENTRES:
         for token in bob_tokens[centre]:
             with GatewayClient(fresh.url(centre), token=token) as client:
-                ended = refusal(lambda centre=centre: client.submit(QUICK | {"centre": centre}))
+                ended = refusal(lambda centre=centre: client.submit(paid_job(fresh, centre)))
                 assert ended.status == 401 and "predates a revocation" in ended.error
 
     with GatewayClient(fresh.url("hpc-a")) as home:
@@ -322,7 +328,7 @@ def test_a_revocation_the_chain_cannot_take_yet_is_queued_not_reported_done(own_
             assert refusal(lambda: home.login("frank", "frank-pw")).status == 403
         with GatewayClient(c.url("hpc-a"), token=session.token) as home:  # the session too: no new tokens, no jobs
             assert "revoked" in refusal(lambda: home.exchange("cloud-b")).error
-            assert "revoked" in refusal(lambda: home.submit(QUICK)).error
+            assert "revoked" in refusal(lambda: home.submit(paid_job(c, "hpc-a"))).error
         assert registry(c).revocationEpoch(centre_id("hpc-a")).call() == epoch  # nothing claimed on chain
         assert accepted_at(c, "cloud-b", frank)  # and so the others cannot know yet
 

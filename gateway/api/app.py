@@ -8,7 +8,7 @@ answer (`responses=errors.responses(...)`): tests/test_openapi.py holds the app 
 from dataclasses import asdict
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Path, Request, Response, Security
+from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
@@ -20,15 +20,22 @@ from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
 from gateway.api.schemas import (
     IDEMPOTENCY_KEY,
+    LOCK_HASH,
     MAX_EPOCH,
+    PROJECT,
     RECORD_ID,
+    Balance,
     Candidate,
     Capacity,
     CloseEpochRequest,
+    ComplaintRequest,
+    ComplaintView,
     CredentialResponse,
     EpochClosure,
     ExchangeRequest,
-    JobRequest,
+    GrantRequest,
+    GrantResponse,
+    JobSubmission,
     JobView,
     LoginRequest,
     LoginResponse,
@@ -36,13 +43,18 @@ from gateway.api.schemas import (
     Placement,
     PlacementRequest,
     PresentRequest,
+    ReceiptRequest,
+    ReceiptResponse,
+    RevealedKey,
     RevokeRequest,
     RevokeResponse,
     SignOnResponse,
     check_idempotency_key,
 )
 from gateway.node.centre import CentreNode
-from gateway.node.errors import Refusal
+from gateway.node.errors import Refusal, Unavailable
+from gateway.node.payer import Payer
+from ledger.primitives.names import CENTRE_NAME_PATTERN
 
 SESSION = HTTPBearer(
     auto_error=False,
@@ -188,27 +200,50 @@ def create_app(node: CentreNode) -> FastAPI:
         tags=["jobs"],
         responses=responses(
             401,
-            403,
-            409,
             421,
             422,
             503,
             descriptions={
-                400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; nothing was stored"
+                400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; or the order is for "
+                "another centre or request, expired, or its deadline leaves no room for the walltime; or the grant "
+                "does not match the order; or a signature is not valid. Nothing was stored",
+                402: "the order's maximum price or the grant is below what the job may cost here at its limits",
+                403: "this centre's policy refuses the job, or the grant is from another home than the user's",
+                409: "the order names another rates version than the one in force here; or it was already used "
+                "(replayed); or the idempotency key was used for another request",
             },
         ),
     )
     def submit(
-        body: JobRequest,
+        body: JobSubmission,
         claims: Annotated[Claims, Depends(session)],
         idempotency_key: Annotated[str | None, Depends(retry_key)],
     ) -> JobView:
-        """Submit a job to this centre; it runs here if this centre's policy allows it."""
+        """Submit a job to this centre with its order and grant; it runs here if the policy allows it."""
         return node.submit(claims, body, idempotency_key)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
     def job(job_id: str, claims: Annotated[Claims, Depends(session)]) -> JobView:
         return node.job(claims, job_id)
+
+    @app.post(
+        "/v1/jobs/{job_id}/receipt",
+        response_model=ReceiptResponse,
+        tags=["jobs"],
+        responses=responses(
+            401,
+            404,
+            422,
+            descriptions={
+                400: "receipt is not for this record: not the order's account's signature of Receipt(record "
+                "digest); no key released",
+                409: "the job has no usage record yet (still running, or not billed)",
+            },
+        ),
+    )
+    def receipt(job_id: str, body: ReceiptRequest, claims: Annotated[Claims, Depends(session)]) -> ReceiptResponse:
+        """The key of the job's sealed outputs, for the payer's receipt of its usage record."""
+        return node.receipt(claims, job_id, body.signature)
 
     @app.post("/v1/placement", response_model=Placement, tags=["jobs"], responses=responses(422))
     def placement(body: PlacementRequest) -> Placement:
@@ -217,8 +252,9 @@ def create_app(node: CentreNode) -> FastAPI:
 
     @app.get("/v1/members", response_model=Members, tags=["jobs"], responses=responses())
     def members() -> dict:
-        """Every member centre and its gateway URL, as on chain: a client asks its home where each member is."""
-        return {"members": node.members()}
+        """Every member centre, its gateway URL and account, as on chain, and the payment domain: a client asks its
+        home where each member is."""
+        return node.members()
 
     @app.get("/v1/capacity", response_model=Capacity, tags=["jobs"], responses=responses())
     def capacity() -> dict:
@@ -236,6 +272,19 @@ def create_app(node: CentreNode) -> FastAPI:
         """Close the open epoch: anchor its Merkle root and claims, settle when every centre has."""
         return node.close_epoch(body.epoch if body else None)
 
+    @app.get(
+        "/v1/epochs/{epoch}/evidence",
+        tags=["epochs"],
+        responses=responses(422, descriptions={409: "the epoch is not closed here yet: its trees are not fixed"}),
+    )
+    def epoch_evidence(
+        epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
+        home: Annotated[str, Query(pattern=CENTRE_NAME_PATTERN)],
+    ) -> list[dict]:
+        """Every record of this centre's claim on `home` for the epoch, in leaf order, with the order, grant,
+        receipt and sum proof it rests on (public: anyone may check a claim and dispute a leaf)."""
+        return node.parts.epochs.evidence(epoch, home)
+
     @app.get("/v1/audit/epochs/{epoch}", tags=["audit"], responses=responses(422))
     def audit_epoch(epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> dict:
         """Roots, counts, claims and net positions of an epoch, as anchored on chain."""
@@ -250,6 +299,79 @@ def create_app(node: CentreNode) -> FastAPI:
     def audit_usage(record_id: Annotated[str, Path(pattern=RECORD_ID)]) -> dict:
         """One signed usage record and its Merkle proof against the anchored root."""
         return node.usage_proof(record_id)
+
+    def payer() -> Payer:
+        if node.parts.payer is None:
+            raise Unavailable(f"{node.name}'s gateway keeps no grant desk")
+        return node.parts.payer
+
+    home_session = {401: "no session token, or one not for this centre", 503: "the directory or chain is unavailable"}
+
+    @app.post(
+        "/v1/grants",
+        response_model=GrantResponse,
+        tags=["payment"],
+        responses=responses(
+            422,
+            descriptions=home_session
+            | {
+                400: "the order is malformed, its signature does not recover, its centre is no member, its rates "
+                "version is unpublished, its deadline is past or more than 7 days out, or the user belongs to "
+                "several projects and named none; nothing was held",
+                402: "the hold does not fit: the project's available allocation or the home's free collateral "
+                "(the figures are in `reasons`); nothing was held",
+                403: "not a password sign-on at home, or the project named is not the user's",
+                409: "the order's account paid for another order (an account is for one order), or the order was "
+                "granted to someone else",
+            },
+        ),
+    )
+    def grant(body: GrantRequest, claims: Annotated[Claims, Depends(session)]) -> dict:
+        """At the user's home: hold the order's maximum price on their project and sign the grant (idempotent)."""
+        return payer().grant(claims, body.order, body.order_signature, body.project)
+
+    @app.get(
+        "/v1/balance",
+        response_model=Balance,
+        tags=["payment"],
+        responses=responses(
+            422,
+            descriptions=home_session
+            | {
+                400: "the user belongs to several projects: name one (?project=)",
+                403: "not a password sign-on at home, or no project of the user's",
+            },
+        ),
+    )
+    def balance(
+        claims: Annotated[Claims, Depends(session)],
+        project: Annotated[str | None, Query(pattern=PROJECT)] = None,
+    ) -> dict:
+        """At the user's home: the project's allocation, held, spent and available; the user's holds."""
+        return payer().balance(claims, project)
+
+    @app.post(
+        "/v1/complaints",
+        response_model=ComplaintView,
+        tags=["payment"],
+        responses=responses(
+            404,
+            422,
+            descriptions=home_session
+            | {
+                400: "the record is malformed, bills another home, or names another order than its grant's",
+                403: "not a password sign-on at home",
+            },
+        ),
+    )
+    def complain(body: ComplaintRequest, claims: Annotated[Claims, Depends(session)]) -> dict:
+        """At the user's home: the serving centre kept the key of this record; the home disputes it on chain."""
+        return payer().complain(claims, body.record)
+
+    @app.get("/v1/keys/{lock_hash}", response_model=RevealedKey, tags=["payment"], responses=responses(404, 422, 503))
+    def revealed_key(lock_hash: Annotated[str, Path(pattern=LOCK_HASH)]) -> dict:
+        """A result key revealed on chain (answering a dispute), by its lock hash keccak256(k)."""
+        return payer().revealed_key(lock_hash)
 
     return app
 

@@ -18,6 +18,7 @@ from gateway.node.errors import (
     Invalid,
     Misdirected,
     NotFound,
+    PaymentRequired,
     Refusal,
     Unauthenticated,
     Unavailable,
@@ -27,6 +28,7 @@ from gateway.node.errors import (
 STATUS: dict[type[Refusal], int] = {
     Invalid: 400,
     Unauthenticated: 401,
+    PaymentRequired: 402,
     Forbidden: 403,
     NotFound: 404,
     Conflict: 409,
@@ -51,6 +53,7 @@ class ErrorBody(BaseModel):
 MEANINGS = {
     400: "bad input the schema cannot express, or a body nested too deeply; nothing was stored",
     401: "no session token or operator key, or one that is not valid here; or wrong credentials",
+    402: "the payment does not cover it: a maximum price or a hold below what it may cost; nothing was stored",
     403: "authenticated, but refused: the policy, a revoked enrolment, or not allowed for this sign-on",
     404: "no such thing here, or not yours",
     409: "conflicts with what was done before (an idempotency key reused for another request, a chain revert)",

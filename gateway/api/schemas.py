@@ -125,6 +125,7 @@ class Candidate(BaseModel):
     centre: str
     gateway_url: str
     max_price: int = Field(description="the most the job can cost there, at its current rates")
+    rates_version: int = Field(description="the version of its rates in force now: what an order for it names")
     free_cpus: int | None = Field(description="free CPUs the centre reported just now; null if it did not answer")
 
 
@@ -135,10 +136,19 @@ class Placement(BaseModel):
 class Member(BaseModel):
     centre: str
     gateway_url: str = Field(description="the member's gateway, as registered on chain")
+    account: str = Field(description="the member's chain account: what signs its usage records and grants")
+
+
+class PaymentDomain(BaseModel):
+    chain_id: int
+    verifying_contract: str = Field(
+        description="the UsageLedger: orders, grants, receipts and records are signed for it"
+    )
 
 
 class Members(BaseModel):
     members: list[Member] = Field(description="every active member centre, in admission order")
+    domain: PaymentDomain = Field(description="the EIP-712 domain every order, grant, receipt and record is signed in")
 
 
 class Capacity(BaseModel):
@@ -173,6 +183,34 @@ class JobRequest(PlacementRequest):
         return argv
 
 
+SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
+"""A 65-byte signature r ‖ s ‖ v, 0x-hex."""
+
+
+class JobSubmission(JobRequest):
+    """A job request and what pays for it: the user's order over the request and its home's grant."""
+
+    order: dict = Field(description="the Order (ledger.payment, snake_case) signed by a fresh payment account")
+    order_signature: str = Field(pattern=SIGNATURE, description="the order's EIP-712 signature")
+    grant: dict = Field(description="the Grant of the user's home for that order (POST /v1/grants at home)")
+    grant_signature: str = Field(pattern=SIGNATURE, description="the grant's signature by the home's member account")
+
+    def request(self) -> JobRequest:
+        """The job request alone: what the order's request digest covers (with `centre` set)."""
+        return JobRequest.model_validate(self.model_dump(include=set(JobRequest.model_fields)))
+
+
+class SignedRecord(BaseModel):
+    data: dict = Field(description="the usage record (ledger.records.UsageRecord, snake_case)")
+    digest: str = Field(description="its EIP-712 digest: what a receipt names")
+    signature: str = Field(description="the serving centre's signature of it")
+
+
+class SealedOutputs(BaseModel):
+    stdout: str = Field(description="the stdout tail sealed under k (ledger.lock), 0x-hex")
+    stderr: str = Field(description="the stderr tail sealed under k, 0x-hex")
+
+
 class JobView(BaseModel):
     id: str
     status: str
@@ -181,9 +219,24 @@ class JobView(BaseModel):
     submitted_at: str
     exit_code: int | None = None
     record_id: str | None = None
-    stdout_tail: str | None = None
-    stderr_tail: str | None = None
+    stdout_tail: str | None = Field(default=None, description="only for a job that was not billed (no record)")
+    stderr_tail: str | None = Field(default=None, description="only for a job that was not billed (no record)")
     usage: dict | None = Field(default=None, description="metered usage and price, once the job has run")
+    order: str | None = Field(default=None, description="the digest of the order the job runs under")
+    record: SignedRecord | None = Field(default=None, description="the signed usage record, once the job has run")
+    lock_hash: str | None = Field(default=None, description="keccak256(k): the receipt for the record releases k")
+    sealed: SealedOutputs | None = Field(default=None, description="the outputs, sealed under k")
+    receipted: bool = Field(default=False, description="whether the payer's receipt for the record is held")
+
+
+class ReceiptRequest(Strict):
+    signature: str = Field(pattern=SIGNATURE, description="the order's account's signature of Receipt(record digest)")
+
+
+class ReceiptResponse(BaseModel):
+    job: str
+    record: str = Field(description="the digest of the record the receipt is for")
+    key: str = Field(description="k, 32 bytes 0x-hex: opens the sealed outputs; keccak256(k) is the lock hash")
 
 
 class CloseEpochRequest(Strict):
@@ -192,11 +245,85 @@ class CloseEpochRequest(Strict):
     )
 
 
+class HomeClaim(BaseModel):
+    root: str | None = Field(description="root of the sum tree of the home's records (None: closed before sum trees)")
+    count: int | None
+    total: int
+
+
 class EpochClosure(BaseModel):
     centre: str
     epoch: int
-    root: str
     record_count: int
-    claims: dict[str, int]
+    homes: dict[str, HomeClaim] = Field(description="per payer home (own users' too): the sum tree anchored")
+    claims: dict[str, int] = Field(description="what this centre claims from each other home")
     anchored: bool
     settled: bool
+
+
+PROJECT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+"""A project: the cn of an LDAP group at the user's home that has an allocation."""
+LOCK_HASH = r"^0x[0-9a-fA-F]{64}$"
+
+
+class GrantRequest(Strict):
+    """At the user's home: hold an order's maximum price against one of the user's projects."""
+
+    order: dict = Field(description="the Order (ledger.payment, snake_case), signed by a fresh payment account")
+    order_signature: str = Field(pattern=SIGNATURE, description="the order's EIP-712 signature by that account")
+    project: str | None = Field(
+        default=None, pattern=PROJECT, description="the project to charge; needed only for a member of several"
+    )
+
+
+class GrantResponse(BaseModel):
+    grant: dict = Field(description="the Grant (ledger.payment, snake_case): submit it with the order")
+    grant_signature: str = Field(description="the grant's signature by the home's member account, 0x-hex")
+    order: str = Field(description="the order's digest")
+    project: str = Field(description="the project the hold is charged to")
+
+
+class ProjectBalance(BaseModel):
+    name: str
+    allocation: int
+    held: int = Field(description="reserved by grants not yet paid or refunded")
+    spent: int = Field(description="paid: prices of records in settled claims")
+    available: int = Field(description="allocation - held - spent")
+
+
+class UserBalance(BaseModel):
+    principal: str
+    held: int
+    spent: int
+
+
+class HoldView(BaseModel):
+    order: str
+    grant: str
+    project: str
+    centre: str = Field(description="the serving centre the order is for")
+    amount: int = Field(description="the hold: the order's maximum price")
+    deadline: int
+    status: Literal["held", "paid", "refunded"]
+    price: int | None = Field(description="what was paid, once paid")
+
+
+class Balance(BaseModel):
+    project: ProjectBalance
+    user: UserBalance
+    holds: list[HoldView] = Field(description="the user's holds, most recent first (at most 100)")
+
+
+class ComplaintRequest(Strict):
+    record: dict = Field(description="the usage record (snake_case) whose key the serving centre did not release")
+
+
+class ComplaintView(BaseModel):
+    record: str = Field(description="the record's digest")
+    grant: str
+    status: Literal["open", "disputed"] = Field(description="open: the home's watcher disputes it on chain")
+
+
+class RevealedKey(BaseModel):
+    lock_hash: str
+    key: str = Field(description="k, revealed on chain by the serving centre: opens the sealed outputs")

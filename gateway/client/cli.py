@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import getpass
 import json
 import os
@@ -10,10 +11,14 @@ import sys
 import uuid
 from pathlib import Path
 
-from gateway.client.dispatch import submit_anywhere, with_wallet
-from gateway.client.http import GatewayClient, GatewayRefused
-from gateway.client.wallet import Wallet
+from gateway.client.dispatch import finish, submit_anywhere, with_wallet
+from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
+from gateway.client.paying import Paid, PaymentError
+from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.chain import ChainError
+from ledger.payment import Order, order_digest
+from ledger.primitives.hex import bytes32, from_hex, to_hex
+from ledger.records import Domain, record_digest
 
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
@@ -25,6 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     except GatewayRefused as exc:
         print(f"refused: {exc}", file=sys.stderr)
         return 2
+    except PaymentError as exc:
+        print(f"not paid: {exc}", file=sys.stderr)
+        return 5
     except (OSError, ValueError, TimeoutError, ChainError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -67,8 +75,16 @@ def _parser() -> argparse.ArgumentParser:
     login.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     login.set_defaults(run=_login)
 
-    submit = sub.add_parser("submit", help="submit a job to a member centre: signs on there with your wallet")
+    submit = sub.add_parser(
+        "submit",
+        help="submit a job to a member centre: signs on there with your wallet, pays with an order your home grants",
+    )
     submit.add_argument("--gateway", required=True, help="any member gateway: it ranks the centres for the job")
+    submit.add_argument(
+        "--user", required=True, help="your uid at home: home grants the job's order to a password sign-on"
+    )
+    submit.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    submit.add_argument("--project", help="the project (a group with an allocation at home) to pay from")
     submit.add_argument(
         "--centre",
         default="auto",
@@ -79,10 +95,42 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--memory-mib", type=int, default=1024)
     submit.add_argument("--gpus", type=int, default=0)
     submit.add_argument("--queue", default="cpu")
-    submit.add_argument("--wait", action="store_true", help="wait for the job to finish")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="wait for the job, check its record, give the receipt and show the outputs it releases",
+    )
     submit.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     submit.set_defaults(run=_submit)
+
+    result = sub.add_parser(
+        "result", help="finish a job submitted without --wait: check its record, give the receipt, open the outputs"
+    )
+    result.add_argument("job", metavar="JOB_ID")
+    result.add_argument("--centre", required=True, help="the centre that ran the job")
+    result.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the job to end")
+    result.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
+    result.set_defaults(run=_result)
+
+    balance = sub.add_parser("balance", help="your project's allocation, holds and spending, and your own, at home")
+    balance.add_argument("--user", required=True, help="your uid at home")
+    balance.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    balance.add_argument("--project", help="the project (default: your only one)")
+    balance.add_argument("--json", action="store_true", help="print the home's answer as JSON")
+    balance.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
+    balance.set_defaults(run=_balance)
+
+    complain = sub.add_parser(
+        "complain", help="tell your home you got no key for a record: it disputes the record until k is revealed"
+    )
+    complain.add_argument(
+        "--record", required=True, metavar="0xDIGEST", help="the record's digest (what receipts name)"
+    )
+    complain.add_argument("--user", required=True, help="your uid at home")
+    complain.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    complain.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
+    complain.set_defaults(run=_complain)
 
     epoch = sub.add_parser("epoch", help="epoch operations (operators)")
     esub = epoch.add_subparsers(required=True, metavar="ACTION")
@@ -215,12 +263,165 @@ def _submit(args: argparse.Namespace) -> int:
         "resources": {"cores": args.cores, "memory_mib": args.memory_mib, "gpus": args.gpus, "queue": args.queue},
     }
     wallet = Wallet.load(args.wallet)
-    submission = submit_anywhere(
-        args.gateway, job, with_wallet(wallet), centre=args.centre, idempotency_key=str(uuid.uuid4())
+    keys = PaymentKeys.beside(args.wallet)
+    password = (
+        sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
     )
-    with submission.client as client:
-        view = client.wait(submission.view["id"]) if args.wait else submission.view
-    return _print_json(view)
+    with GatewayClient(wallet.home_url) as home:
+        home.login(args.user, password)
+        submission = submit_anywhere(
+            args.gateway,
+            job,
+            with_wallet(wallet, home, args.project),
+            centre=args.centre,
+            idempotency_key=str(uuid.uuid4()),
+            keys=keys,
+        )
+    # what `xcentre result` needs to check the record and give the receipt later: the order and its grant
+    # and the session there: a new presentation is a new pseudonym, which the job is not shown to
+    keys.note(submission.paid.account, paid=json.dumps(submission.paid.fields()), session=submission.client.token or "")
+    with submission.client:
+        if not args.wait:
+            print(
+                f"the job's result is sealed: run `xcentre result {submission.view['id']} --centre "
+                f"{submission.centre}` to give the receipt for its record and open it (its payment key stays in "
+                "the wallet meanwhile)",
+                file=sys.stderr,
+            )
+            return _print_json(submission.view)
+        result = finish(submission, keys)
+    return _print_json(
+        result.view | {"stdout": result.stdout, "stderr": result.stderr, "paid": result.price, "receipt": result.record}
+    )
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    return getpass.getpass(f"{args.user}'s password: ")
+
+
+def _home_session(args: argparse.Namespace) -> GatewayClient:
+    """A client signed on with a password at the home of the wallet's credential."""
+    wallet = Wallet.load(args.wallet)
+    home = GatewayClient(wallet.home_url)
+    try:
+        home.login(args.user, _password(args))
+    except BaseException:
+        home.close()
+        raise
+    return home
+
+
+def _balance(args: argparse.Namespace) -> int:
+    with _home_session(args) as home:
+        answer = home.balance(args.project)
+    if args.json:
+        return _print_json(answer)
+    from rich.console import Console
+
+    from gateway.client.balances import balance_tables
+
+    console = Console()
+    for table in balance_tables(answer):
+        console.print(table)
+    return 0
+
+
+def _complain(args: argparse.Namespace) -> int:
+    digest = to_hex(bytes32(args.record, what="--record"))
+    wallet = Wallet.load(args.wallet)
+    keys = PaymentKeys.beside(args.wallet)
+    found = _find_record(wallet.home_url, keys, digest)
+    with _home_session(args) as home:
+        return _print_json(home.complain(found["data"]))
+
+
+def _find_record(home_url: str, keys: PaymentKeys, digest: str) -> dict:
+    """The signed record with this digest, from the centre that ran one of the wallet's unfinished jobs
+    (asked on the session that submitted it)."""
+    pending = [facts for facts in keys.open().values() if facts.get("centre") and facts.get("job")]
+    with GatewayClient(home_url) as home:
+        where = home.members()
+    for facts in pending:
+        with GatewayClient(where.get(facts["centre"], "http://unknown.invalid"), token=facts.get("session")) as client:
+            try:
+                signed = client.job(facts["job"]).get("record") or {}
+            except (GatewayRefused, GatewayUnreachable):
+                continue
+        if str(signed.get("digest", "")).lower() == digest.lower():
+            return signed
+    raise ValueError(
+        f"no job of yours this wallet still pays for has record {digest} (the wallet keeps the jobs whose "
+        "receipt is not done): check the digest"
+    )
+
+
+def _result(args: argparse.Namespace) -> int:
+    from gateway.client.paying import WrongResultKey, check_record, open_result, receipt_signature
+
+    wallet = Wallet.load(args.wallet)
+    keys = PaymentKeys.beside(args.wallet)
+    account, facts = _payment_of(keys, args.job, args.centre)
+    paid = _paid(facts)
+    with GatewayClient(wallet.home_url) as home:
+        known = home.consortium()
+        member = next((m for m in known["members"] if m["centre"] == args.centre), None)
+        if member is None:
+            raise ValueError(f"unknown centre {args.centre!r}")
+        domain = Domain(chain_id=known["domain"]["chain_id"], verifying_contract=known["domain"]["verifying_contract"])
+        paid = dataclasses.replace(paid, account=account, digest=order_digest(paid.order, domain))
+        with GatewayClient(member["gateway_url"], token=facts.get("session") or None) as client:
+            try:
+                view = client.wait(args.job, timeout=args.timeout)
+            except GatewayRefused as exc:
+                if exc.status != 401:
+                    raise
+                raise GatewayRefused(
+                    401, f"the session that submitted job {args.job} at {args.centre} has ended: {exc.error}", []
+                ) from None
+            if not view.get("record"):  # not billed: nothing to pay, nothing sealed
+                keys.forget(account)
+                return _print_json(view | {"stdout": view.get("stdout_tail"), "stderr": view.get("stderr_tail")})
+            record = check_record(view, paid, args.centre, member["account"], domain)
+            try:
+                key = client.receipt(args.job, receipt_signature(record, keys.account(account), domain))["key"]
+                stdout, stderr = open_result(view, record, key, domain)
+            except (GatewayRefused, GatewayUnreachable, WrongResultKey) as withheld:
+                # the centre withheld k or released a wrong one: it may have revealed k on chain since
+                try:
+                    key = home.revealed_key(to_hex(record.lock_hash))["key"]
+                except GatewayRefused:
+                    raise withheld from None
+                stdout, stderr = open_result(view, record, key, domain)
+    keys.forget(account)
+    digest = to_hex(record_digest(record, domain))
+    return _print_json(view | {"stdout": stdout, "stderr": stderr, "paid": record.price, "receipt": digest})
+
+
+def _payment_of(keys: PaymentKeys, job: str, centre: str) -> tuple[str, dict[str, str]]:
+    """The wallet's payment account of `job` at `centre` and what it kept of its order."""
+    for account, facts in keys.open().items():
+        if facts.get("job") == job and facts.get("centre") == centre:
+            if "paid" not in facts:
+                raise ValueError(f"the wallet kept no order for job {job}: it was submitted by another client")
+            return account, facts
+    raise ValueError(
+        f"this wallet pays for no unfinished job {job} at {centre} (finished already, or submitted elsewhere)"
+    )
+
+
+def _paid(facts: dict[str, str]) -> Paid:
+    fields = json.loads(facts["paid"])
+    order = Order.from_dict(fields["order"])
+    return Paid(
+        order=order,
+        order_signature=from_hex(fields["order_signature"], what="order_signature"),
+        grant=fields["grant"],
+        grant_signature=fields["grant_signature"],
+        account="",
+        digest=b"",
+    )
 
 
 def _close_epoch(args: argparse.Namespace) -> int:

@@ -13,31 +13,42 @@ one gateway the user already trusts: an entry that lists its own server as anoth
 member's would otherwise receive the user's tokens and proofs for that member. And a
 wallet answers only a challenge of the centre it means to sign on at, so no gateway
 can relay another centre's challenge to it.
+
+Every submission is paid for (gateway.client.paying): before submitting at a centre the
+client signs an order for that centre's quote with a fresh payment account and gets its
+home's grant for it; `finish` then checks the record, gives the receipt and opens the
+result with the key it releases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
 from auth.credentials import CredentialError
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre
-from gateway.client.wallet import Wallet
+from gateway.client.paying import Paid, Quote, Result, check_record, open_result, pay, receipt_signature
+from gateway.client.wallet import PaymentKeys, Wallet
+from ledger.primitives.hex import to_hex
+from ledger.records import Domain, record_digest
 
 
 @dataclass(frozen=True)
 class SignOn:
-    """How the client signs on at a centre, and where the user's home is.
+    """How the client signs on at a centre, where the user's home is, and how it grants orders.
 
     `at(client, centre)` makes `client` hold a session token good at `centre` (a wallet
     presentation, or a token exchanged at home); `home_url` is the gateway of the
-    user's home, which says where every member is.
+    user's home, which says where every member is; `grant(order, signature)` is the
+    home's grant for an order (POST /v1/grants with a password session at home).
     """
 
     home_url: str
     at: Callable[[GatewayClient, str], None]
+    grant: Callable[[dict, str], dict]
 
     def __call__(self, client: GatewayClient, centre: str) -> None:
         self.at(client, centre)
@@ -45,11 +56,18 @@ class SignOn:
 
 @dataclass
 class Submission:
-    """Where a job was accepted, its view, and a client signed on there (to follow the job)."""
+    """Where a job was accepted, its view, a client signed on there (to follow the job), and what pays for it."""
 
     centre: str
     view: dict
     client: GatewayClient
+    paid: Paid
+    centre_account: str
+    domain: Domain
+
+
+class GrantRefused(GatewayRefused):
+    """The user's home would not grant the order (402: over the project's budget): no centre is tried further."""
 
 
 class NoCentreAccepts(GatewayRefused):
@@ -68,21 +86,31 @@ def submit_anywhere(
     centre: str = "auto",
     idempotency_key: str | None = None,
     transport: httpx.BaseTransport | None = None,
+    keys: PaymentKeys | None = None,
 ) -> Submission:
-    """Submit `job` at `centre`, or with "auto" at the best-ranked member that accepts it.
+    """Submit `job` at `centre`, or with "auto" at the best-ranked member that accepts it, paid by an order
+    of a fresh account from `keys` (kept in memory when None) and its home's grant.
 
-    `entry_url` (any member's gateway) only ranks the members; their URLs come from home.
+    `entry_url` (any member's gateway) only ranks the members and quotes their rates version and the
+    job's maximum price; their URLs and accounts, and the payment domain, come from home. A refusal by
+    the home (402: over budget) stops the submission.
     """
+    keys = keys if keys is not None else PaymentKeys()
     resources = job.get("resources", {})
     with GatewayClient(sign_on.home_url, transport=transport) as home:
-        where = home.members()
+        known = home.consortium()
+    where = {m["centre"]: m["gateway_url"] for m in known["members"]}
+    accounts = {m["centre"]: m["account"] for m in known["members"]}
+    domain = Domain(chain_id=known["domain"]["chain_id"], verifying_contract=known["domain"]["verifying_contract"])
+    if centre != "auto" and centre not in where:
+        raise ValueError(f"unknown centre {centre!r}; members are {', '.join(sorted(where))}")
+    with GatewayClient(entry_url, transport=transport) as entry:
+        ranking = entry.placement(job["walltime"], resources)
+    quotes = {c["centre"]: Quote(c["centre"], c["rates_version"], c["max_price"]) for c in ranking}
     if centre != "auto":
-        if centre not in where:
-            raise ValueError(f"unknown centre {centre!r}; members are {', '.join(sorted(where))}")
         names = [centre]
     else:
-        with GatewayClient(entry_url, transport=transport) as entry:
-            ranked = [c["centre"] for c in entry.placement(job["walltime"], resources)]
+        ranked = [c["centre"] for c in ranking]
         # The entry's ranking of the members home knows, at the URLs home gives; then any it left out.
         names = [n for n in dict.fromkeys(ranked) if n in where] + sorted(n for n in where if n not in ranked)
     refusals: list[str] = []
@@ -94,9 +122,21 @@ def submit_anywhere(
             refusals.append(f"{name}: {exc}")
             unavailable = True
             continue
+        quote = quotes.get(name) or _own_quote(client, name, job)
+        if quote is None:
+            client.close()
+            refusals.append(f"{name}: no quote (no rates in force there), so no order can be signed for it")
+            unavailable = True
+            continue
+        account = None
         try:
             sign_on(client, name)
-            view = client.submit(job | {"centre": name}, idempotency_key)
+            account = keys.new()
+            paid = _granted(job, quote, account, sign_on, domain, keys)
+            view = client.submit(job | {"centre": name} | paid.fields(), idempotency_key)
+        except GrantRefused:
+            client.close()
+            raise
         except (WrongCentre, CredentialError) as exc:  # a gateway the wallet will not answer
             client.close()
             refusals.append(f"{name}: {exc}")
@@ -104,16 +144,20 @@ def submit_anywhere(
             continue
         except GatewayUnreachable as exc:
             client.close()
-            if exc.sent and client.token:
+            if exc.sent and client.token and account is not None:
                 again = "retry with the same idempotency key" if idempotency_key else "look for it there first"
                 raise GatewayUnreachable(
                     f"{name} took the job but did not answer; it may be running there: {again}"
                 ) from None
+            if account is not None:
+                keys.forget(account.address)
             refusals.append(f"{name}: gateway unreachable")
             unavailable = True
             continue
         except GatewayRefused as exc:
             client.close()
+            if account is not None:  # the job did not start: its order pays for nothing, the home refunds the hold
+                keys.forget(account.address)
             if exc.status == 403 or (exc.status == 401 and not client.token):
                 refusals.extend(exc.reasons or [f"{name}: {exc.error}"])
                 continue
@@ -122,21 +166,72 @@ def submit_anywhere(
                 unavailable = True
                 continue
             raise
-        return Submission(name, view, client)
+        keys.note(paid.account, centre=name, job=view["id"], order=to_hex(paid.digest))
+        return Submission(name, view, client, paid, accounts[name], domain)
     raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals)
 
 
-def with_wallet(wallet: Wallet) -> SignOn:
-    """Sign on at each centre with a fresh presentation from the user's wallet, for that centre only."""
+def _own_quote(client: GatewayClient, name: str, job: dict) -> Quote | None:
+    """A centre the entry left out quotes for itself (its own placement answer), or None if it cannot."""
+    try:
+        ranking = client.placement(job["walltime"], job.get("resources", {}))
+    except (GatewayRefused, GatewayUnreachable):
+        return None
+    own = next((c for c in ranking if c.get("centre") == name), None)
+    return None if own is None else Quote(name, own["rates_version"], own["max_price"])
+
+
+def _granted(job: dict, quote: Quote, account: Any, sign_on: SignOn, domain: Domain, keys: PaymentKeys) -> Paid:
+    """The order for `quote`, signed by `account`, with its home's grant; GrantRefused if home says no."""
+    try:
+        return pay(job, quote, account, sign_on.grant, domain)
+    except GatewayRefused as exc:
+        keys.forget(account.address)
+        raise GrantRefused(
+            exc.status, f"your home did not grant the order for {quote.centre}: {exc.error}", exc.reasons
+        ) from None
+    except GatewayUnreachable as exc:
+        keys.forget(account.address)
+        raise GrantRefused(
+            503, f"your home did not answer, so nothing grants the order and no centre runs the job: {exc}", []
+        ) from None
+
+
+def finish(submission: Submission, keys: PaymentKeys, timeout: float = 120.0) -> Result:
+    """Wait for the job, check its record, give the receipt and open the outputs with the key it releases.
+
+    RecordRefused (no receipt given) when the record is not for our order, prices above it or is
+    not the centre's signature; WrongResultKey when the key does not open the result (the user then
+    complains at home). A job that was not billed (no record) shows its outputs as they are.
+    """
+    client, paid = submission.client, submission.paid
+    view = client.wait(submission.view["id"], timeout=timeout)
+    if not view.get("record"):
+        keys.forget(paid.account)
+        return Result(view, view.get("stdout_tail") or "", view.get("stderr_tail") or "", 0, None)
+    record = check_record(view, paid, submission.centre, submission.centre_account, submission.domain)
+    answer = client.receipt(view["id"], receipt_signature(record, keys.account(paid.account), submission.domain))
+    stdout, stderr = open_result(view, record, answer["key"], submission.domain)
+    keys.forget(paid.account)
+    return Result(view, stdout, stderr, record.price, to_hex(record_digest(record, submission.domain)))
+
+
+def with_wallet(wallet: Wallet, payer: GatewayClient, project: str | None = None) -> SignOn:
+    """Sign on at each centre with a fresh presentation from the user's wallet, for that centre only;
+    orders are granted by `payer`, a client signed on at home with a password (against `project`, if named)."""
 
     def sign_on(client: GatewayClient, centre: str) -> None:
         client.sign_on(wallet, centre)
 
-    return SignOn(wallet.home_url, sign_on)
+    def grant(order: dict, signature: str) -> dict:
+        return payer.grant(order, signature, project)
+
+    return SignOn(wallet.home_url, sign_on, grant)
 
 
 def with_home_session(home: GatewayClient) -> SignOn:
-    """Sign on at each centre with a token the user's home issues for it (token exchange).
+    """Sign on at each centre with a token the user's home issues for it (token exchange); orders are
+    granted by the home on the same session.
 
     `home` is a client that logged in at the user's home with a password.
     """
@@ -144,4 +239,4 @@ def with_home_session(home: GatewayClient) -> SignOn:
     def sign_on(client: GatewayClient, centre: str) -> None:
         client.token = home.token if centre == home.home else home.exchange(centre)["token"]
 
-    return SignOn(home.url, sign_on)
+    return SignOn(home.url, sign_on, home.grant)

@@ -135,7 +135,32 @@ class GatewayClient:
 
     def members(self) -> dict[str, str]:
         """Every member centre's gateway URL, by name, as this gateway's chain index has them."""
-        return {m["centre"]: m["gateway_url"] for m in self._call("GET", "/v1/members")["members"]}
+        return {m["centre"]: m["gateway_url"] for m in self.consortium()["members"]}
+
+    def consortium(self) -> dict:
+        """Every member (gateway URL, chain account) and the domain orders are signed in: ask the user's home."""
+        return self._call("GET", "/v1/members")
+
+    def grant(self, order: dict, order_signature: str, project: str | None = None) -> dict:
+        """At home, signed on with a password: the home holds the order's maximum price and signs a Grant."""
+        body = {"order": order, "order_signature": order_signature} | ({"project": project} if project else {})
+        return self._call("POST", "/v1/grants", json=body)
+
+    def balance(self, project: str | None = None) -> dict:
+        """At home, signed on with a password: the project's allocation, held, spent; the user's holds."""
+        return self._call("GET", "/v1/balance", params={"project": project} if project else None)
+
+    def complain(self, record: dict) -> dict:
+        """At home, signed on with a password: the user got no key for this record; home disputes it on chain."""
+        return self._call("POST", "/v1/complaints", json={"record": record})
+
+    def revealed_key(self, lock_hash: str) -> dict:
+        """At home: a result key a serving centre revealed on chain to answer a dispute (404 until then)."""
+        return self._call("GET", f"/v1/keys/{lock_hash}")
+
+    def receipt(self, job_id: str, signature: str) -> dict:
+        """The payer's receipt of a job's record, for the key its outputs are sealed under."""
+        return self._call("POST", f"/v1/jobs/{job_id}/receipt", json={"signature": signature})
 
     def capacity(self) -> dict:
         return self._call("GET", "/v1/capacity")

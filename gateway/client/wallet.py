@@ -1,7 +1,8 @@
-"""A user's wallet: the credential from their home centre, kept in a private file.
+"""A user's wallet: the credential from their home centre and the payment keys, kept in private files.
 
 The credential never leaves the wallet; only presentations made from it, one
-per sign-on and bound to the verifier's challenge, are sent to a gateway.
+per sign-on and bound to the verifier's challenge, are sent to a gateway. The
+payment keys sign one order each and the receipt of its job's record.
 """
 
 from __future__ import annotations
@@ -9,6 +10,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from auth.credentials import Credential, CredentialError, CredentialSchema, PresentationRequest, make_presentation
 from ledger.primitives.files import write_private
@@ -82,3 +86,58 @@ class Wallet:
                 f"{path} is not a wallet ({type(exc).__name__}: {exc}): "
                 "run 'xcentre login' at your home centre to make a new one"
             ) from None
+
+
+class PaymentKeys:
+    """The wallet's payment accounts: a fresh secp256k1 key for each order, kept until the job's receipt is done.
+
+    One account per order, so no serving centre can link a user's jobs by account. A key is
+    written (0600) before its order is signed, so a crash never loses the key a receipt needs;
+    `path=None` keeps them in memory only (a session that ends with its process).
+    """
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._keys: dict[str, dict[str, str]] = {}
+        if path is not None and path.exists():
+            try:
+                self._keys = dict(json.loads(path.read_text()))
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"{path} is not a wallet's payment keys ({exc}); move it aside") from None
+
+    @classmethod
+    def beside(cls, wallet_path: Path) -> PaymentKeys:
+        """The payment keys kept next to a wallet file (`wallet.json` -> `wallet.payments.json`)."""
+        return cls(wallet_path.with_suffix(".payments.json"))
+
+    def new(self) -> LocalAccount:
+        """A fresh account for one order, kept before it signs anything."""
+        account: LocalAccount = Account.create()
+        self._keys[account.address] = {"key": to_hex(account.key)}
+        self._save()
+        return account
+
+    def note(self, address: str, **facts: str) -> None:
+        """Remember what an account's order is for (centre, job, order digest), to finish it later."""
+        self._keys[address] = self._keys[address] | facts
+        self._save()
+
+    def account(self, address: str) -> LocalAccount:
+        try:
+            return Account.from_key(self._keys[address]["key"])
+        except KeyError:
+            raise ValueError(f"the wallet holds no payment key for account {address}") from None
+
+    def open(self) -> dict[str, dict[str, str]]:
+        """Every account still kept, with what it is for (keys left out)."""
+        return {address: {k: v for k, v in facts.items() if k != "key"} for address, facts in self._keys.items()}
+
+    def forget(self, address: str) -> None:
+        """Drop an account whose job is done (receipt given and key checked) or never ran."""
+        if self._keys.pop(address, None) is not None:
+            self._save()
+
+    def _save(self) -> None:
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            write_private(self.path, json.dumps(self._keys), replace=True)

@@ -30,7 +30,7 @@ from gateway.node.assemble import build_node
 from gateway.node.centre import CentreNode
 from gateway.node.signon import IssuerKey
 from ledger.chain import Chain
-from ledger.deploy import DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
+from ledger.deploy import DEFAULT_DISPUTE_WINDOW, DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
 
 GAS_MONEY = 10**20
 
@@ -59,6 +59,8 @@ class CentreSpec:
     groups: list[dict]
     policy: str
     signon_attributes: tuple[str, ...]
+    allocations: dict[str, int] = field(default_factory=dict)
+    """What the centre, as its users' home, grants each project (an LDAP group's cn) to spend."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class ConsortiumSpec:
     schema: CredentialSchema
     centres: list[CentreSpec]
     rate_notice: int = DEFAULT_RATE_NOTICE
+    dispute_window: int = DEFAULT_DISPUTE_WINDOW
 
     def centre(self, name: str) -> CentreSpec:
         return next(c for c in self.centres if c.name == name)
@@ -87,6 +90,7 @@ def demo_spec() -> ConsortiumSpec:
             groups=c.get("groups", []),
             policy=(data / c["policy"]).read_text(),
             signon_attributes=tuple(c["signon_attributes"]),
+            allocations=dict(c.get("allocations", {})),
         )
         for c in raw["centre"]
     ]
@@ -97,6 +101,7 @@ def demo_spec() -> ConsortiumSpec:
         schema=schema,
         centres=centres,
         rate_notice=raw.get("rate_notice", DEFAULT_RATE_NOTICE),
+        dispute_window=raw.get("dispute_window", DEFAULT_DISPUTE_WINDOW),
     )
 
 
@@ -155,7 +160,13 @@ class LocalConsortium:
             for c in self.spec.centres
         ]
         self._deployment = deploy_consortium(
-            self.chain, deployer, members, self.spec.quorum, self.spec.initial_credit, rate_notice=self.spec.rate_notice
+            self.chain,
+            deployer,
+            members,
+            self.spec.quorum,
+            self.spec.initial_credit,
+            rate_notice=self.spec.rate_notice,
+            dispute_window=self.spec.dispute_window,
         )
         nodes = [self.start_centre(c.name, ports[c.name]) for c in self.spec.centres]
         for node in nodes:  # every index sees every issuer key before anyone signs on
@@ -195,6 +206,7 @@ class LocalConsortium:
             policy_text=c.policy,
             data_dir=self.data_dir / c.name,
             operator_key=running.operator_key,
+            allocations=c.allocations,
         )
         if "executor" not in overrides:  # jobs see none of the consortium's data folders
             arguments["executor"] = LocalExecutor(

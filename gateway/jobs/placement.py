@@ -24,6 +24,9 @@ class Priced(Protocol):
     @property
     def prices(self) -> Prices | None:
         """None while no rates of the centre are in force."""
+    @property
+    def rates_version(self) -> int:
+        """The number of the version in force (0 with prices None)."""
 
 
 class Resources(Protocol):
@@ -53,6 +56,8 @@ class Candidate:
     max_price: int
     free_cpus: int | None
     """Free CPUs the centre reported just now, or None when it did not answer."""
+    rates_version: int
+    """The centre's rates version in force: what an order for it names (and max_price is at)."""
 
     @property
     def has_room(self) -> bool:
@@ -71,7 +76,7 @@ def rank_centres(
 
     def candidate(m: Priced, prices: Prices) -> Candidate:
         cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, prices)
-        return Candidate(m.name, m.gateway_url, cost, free_cpus.get(m.name))
+        return Candidate(m.name, m.gateway_url, cost, free_cpus.get(m.name), m.rates_version)
 
     def rank(c: Candidate) -> tuple[int, int, bool, str]:
         room = 2 if c.free_cpus is None else (0 if c.free_cpus >= res.cores else 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -21,22 +21,26 @@ from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
+from gateway.books.answerer import Answerer
 from gateway.books.epochs import EpochCloser
+from gateway.books.watcher import Watcher, fetch_evidence
 from gateway.jobs.executor import Executor, LocalExecutor
 from gateway.jobs.slurm import SlurmExecutor
 from gateway.node.centre import CentreNode, NodeParts
 from gateway.node.config import GatewayConfig
+from gateway.node.payer import Payer, collateral_source
 from gateway.node.peers import Peers
 from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
+from gateway.store.holds import HoldBook
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
-from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
+from ledger.payment import Grant, Order
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import bytes32, from_hex, to_hex
-from ledger.records import domain_for
+from ledger.records import UsageRecord, domain_for
 
 
 def build_node(
@@ -58,6 +62,7 @@ def build_node(
     workers: int = 4,
     executor: Executor | None = None,
     chain_confirmations: int = 0,
+    allocations: Mapping[str, int] | None = None,
 ) -> CentreNode:
     if deployment.identity_registry is None:
         raise ValueError(
@@ -70,6 +75,8 @@ def build_node(
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
     _register_chain_writes(outbox, chain, deployment, account)
+    domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
+    dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
     tokens = TokenIssuer(name, token_key, ttl=token_ttl)
     signon = SignOn(
         name=name,
@@ -92,13 +99,44 @@ def build_node(
         policy=PolicyEngine(policy_text),
         issuer=tokens,
         executor=executor or LocalExecutor(data_dir / "jobs", hide=(data_dir,)),
-        epochs=EpochCloser(name, store, outbox, index),
+        epochs=EpochCloser(
+            name,
+            store,
+            outbox,
+            index,
+            domain_for(deployment),
+            settleable=lambda epoch: settleable(index, epoch, dispute_window),
+        ),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
         domain=domain_for(deployment),
         operator_key=operator_key,
         workers=workers,
+        payer=Payer(
+            name=name,
+            account=account,
+            domain=domain_for(deployment),
+            index=index,
+            directory=directory,
+            book=HoldBook(store),
+            allocations=allocations or {},
+            collateral=collateral_source(index, account.address, bind(chain, deployment).settlement),
+        ),
     )
+    rounds: list[Callable[[], object]] = [Answerer(name, store, outbox, index, domain).answer_open]
+    if parts.payer is not None:
+        watcher = Watcher(
+            name=name,
+            index=index,
+            outbox=outbox,
+            payer=parts.payer,
+            domain=domain,
+            dispute_window=dispute_window,
+            booking_delay=_or_chain(deployment.booking_delay, ledger.bookingDelay()),
+            fetch=fetch_evidence,
+        )
+        rounds.append(watcher.round)
+    parts.epochs.rounds = tuple(rounds)
     return CentreNode(parts)
 
 
@@ -126,7 +164,27 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         workers=config.workers,
         executor=executor,
         chain_confirmations=config.chain_confirmations,
+        allocations=config.allocations,
     )
+
+
+def settleable(index: EventIndex, epoch: int, dispute_window: int) -> bool:
+    """Whether `epoch` may settle now, judged from the index and the clock (no chain read per round).
+
+    UsageLedger.settleable's rule: every active member anchored and both windows (disputes, then
+    answers) passed since the last anchor. Judged by the later of this machine's clock and the
+    chain's, as the settle transaction is mined in a block stamped now; a chain that disagrees
+    reverts it, and the next round asks again.
+    """
+    anchors = index.anchors(epoch)
+    if not {m.id for m in index.members()} <= {a.centre for a in anchors}:
+        return False
+    return index.now() > max(a.anchored_at for a in anchors) + 2 * dispute_window
+
+
+def _or_chain(value: int | None, view: ContractFunction) -> int:
+    """A deployment parameter from its description, or read from the contract (descriptions without it)."""
+    return int(view.call()) if value is None else value
 
 
 def job_executor(config: GatewayConfig) -> Executor:
@@ -197,16 +255,36 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
             raise
         return to_hex(receipt["transactionHash"])
 
+    ledger = contracts.usage_ledger.functions
+
     def anchor(p: dict) -> str | None:
-        fn = contracts.usage_ledger.functions.anchor(
-            p["epoch"], bytes32(p["root"]), p["count"], [centre_id(d) for d in p["debtors"]], p["amounts"]
-        )
+        homes, roots = [bytes32(h) for h in p["homes"]], [bytes32(r) for r in p["roots"]]
+        fn = ledger.anchor(p["epoch"], homes, roots, p["counts"], p["totals"])
         return send(
             fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored
         )
 
     def settle(p: dict) -> str | None:
         return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
+
+    # A dispute or an answer goes on chain only when something is wrong: never per job.
+    def dispute(p: dict) -> str | None:
+        fn = ledger.dispute(bytes32(p["centre"]), p["epoch"], bytes32(p["home"]), p["index"], p["need_key"])
+        return send(fn, "AlreadyDisputed")
+
+    def answer(p: dict) -> str | None:
+        evidence = {
+            "record": UsageRecord.from_dict(p["record"]).message(),
+            "order": Order.from_dict(p["order"]).message(),
+            "orderSig": from_hex(p["order_signature"]),
+            "grant": Grant.from_dict(p["grant"]).message(),
+            "grantSig": from_hex(p["grant_signature"]),
+            "receiptSig": from_hex(p["receipt_signature"]),
+            "key": bytes32(p["key"]),
+            "hashes": [bytes32(h) for h in p["hashes"]],
+            "sums": p["sums"],
+        }
+        return send(ledger.answer(p["id"], evidence), "AlreadyAnswered")
 
     def issuer_key(p: dict) -> str | None:
         pk = from_hex(p["pk"], what="pk")
@@ -231,6 +309,8 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     for kind, handler in (
         ("anchor", anchor),
         ("settle", settle),
+        ("dispute", dispute),
+        ("answer", answer),
         ("issuer-key", issuer_key),
         ("enrol", enrol),
         ("revoke", revoke),

@@ -19,24 +19,40 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
+from eth_utils import keccak, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
 from auth.policy import Decision, PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
-from gateway.api.schemas import EpochClosure, JobRequest, JobView, LoginResponse, PlacementRequest, RevokeResponse
+from gateway.api.schemas import (
+    EpochClosure,
+    JobRequest,
+    JobSubmission,
+    JobView,
+    LoginResponse,
+    PlacementRequest,
+    ReceiptResponse,
+    RevokeResponse,
+    SealedOutputs,
+    SignedRecord,
+)
 from gateway.books.epochs import EpochCloser
 from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
 from gateway.jobs.placement import Candidate, rank_centres
 from gateway.jobs.pricing import cap_to_limits, price
+from gateway.node import orders
 from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
+from gateway.node.payer import Payer
 from gateway.node.peers import Peers
 from gateway.node.signon import SignOn
-from gateway.store import IdempotencyConflict, Job, Store, StoreError
+from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
+from ledger import lock
 from ledger.ids import centre_id, user_id
 from ledger.index import EventIndex
-from ledger.records import Domain, UsageRecord, record_leaf, sign_record
+from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
+from ledger.primitives.hex import HexError, from_hex, to_hex
+from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +81,8 @@ class NodeParts:
     domain: Domain
     operator_key: str
     workers: int = 4
+    payer: Payer | None = None
+    """The home's grant desk (gateway.node.payer): grants, holds, balances, complaints of its own users."""
 
 
 class CentreNode:
@@ -210,13 +228,14 @@ class CentreNode:
 
     # -- jobs --------------------------------------------------------------------
 
-    def submit(self, claims: Claims, request: JobRequest, idempotency_key: str | None) -> JobView:
-        """Accept a job for this centre, if its policy allows it.
+    def submit(self, claims: Claims, submission: JobSubmission, idempotency_key: str | None) -> JobView:
+        """Accept a job for this centre, if its policy allows it and its order and grant pay for it.
 
         A gateway serves only its own centre: it never carries a user's authority to
         another member. Placement across centres is the client's (see `placement`):
         it signs on at the centre it picks and submits there.
         """
+        request = submission.request()
         if request.centre not in (None, self.name):
             raise self._misdirected(request.centre)
         if idempotency_key is not None:
@@ -229,7 +248,10 @@ class CentreNode:
                 f"{self.name} does not accept this job",
                 reasons=[f"{self.name}: {reason}" for reason in decision.reasons],
             )
-        return self._accept(claims, request, idempotency_key)
+        signed = orders.Signed(
+            submission.order, submission.order_signature, submission.grant, submission.grant_signature
+        )
+        return self._accept(claims, request, signed, idempotency_key)
 
     def _misdirected(self, centre: str) -> Misdirected:
         if centre == "auto":
@@ -256,9 +278,17 @@ class CentreNode:
         free[self.name] = self.capacity()["free_cpus"]
         return rank_centres(members, request, self.name, free)
 
-    def members(self) -> list[dict]:
-        """Every active member and its gateway URL, from the chain: where a client of this home may go."""
-        return [{"centre": m.name, "gateway_url": m.gateway_url} for m in self.parts.index.members()]
+    def members(self) -> dict:
+        """Every active member, its gateway URL and account, from the chain: where a client of this home may go,
+        whose signature its records carry; and the domain a client signs its orders and receipts in."""
+        domain = self.parts.domain
+        return {
+            "members": [
+                {"centre": m.name, "gateway_url": m.gateway_url, "account": to_checksum_address(m.account)}
+                for m in self.parts.index.members()
+            ],
+            "domain": {"chain_id": domain.chain_id, "verifying_contract": domain.verifying_contract},
+        }
 
     def capacity(self) -> dict:
         """What this centre can take now, for other gateways' placement.
@@ -316,13 +346,35 @@ class CentreNode:
             groups.update(self.parts.directory.groups_of(claims.sub))
         return sorted(groups)
 
-    def _accept(self, claims: Claims, request: JobRequest, idempotency_key: str | None) -> JobView:
-        """Store the job with the rates version in force now: the job is priced at it, whatever is published later."""
+    def _accept(
+        self, claims: Claims, request: JobRequest, signed: orders.Signed, idempotency_key: str | None
+    ) -> JobView:
+        """Store the job with the rates version in force now and the order and grant that pay for it.
+
+        The job is priced at that version, whatever is published later, and at most at the grant.
+        The grant is checked against the home's member account in the index: the home is not asked.
+        """
         body = request.model_dump() | {"centre": self.name}
         index = self.parts.index
-        rates = index.rates_in_force(self.name, index.now())
+        now = index.now()
+        rates = index.rates_in_force(self.name, now)
         if rates is None:
             raise Unavailable(f"{self.name} has no published rates in force, so it cannot price a job; try again later")
+        home = index.member(claims.home)
+        res = request.resources
+        accepted = orders.check_payment(
+            signed,
+            orders.Job(body, request.walltime, res.cores, res.memory_mib, res.gpus),
+            orders.Terms(
+                self.name,
+                rates.version,
+                rates.prices,
+                claims.home,
+                to_checksum_address(home.account) if home is not None and home.active else None,
+            ),
+            now=int(time.time()),
+            domain=self.parts.domain,
+        )
         try:
             job, created = self.parts.store.create_job(
                 claims.sub,
@@ -331,7 +383,10 @@ class CentreNode:
                 self.name,
                 idempotency_key=idempotency_key,
                 rates_version=rates.version,
+                payment=accepted.payment,
             )
+        except ReplayedOrder as exc:
+            raise Conflict(f"replayed order: {exc}") from None
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
         if created:
@@ -344,13 +399,49 @@ class CentreNode:
             raise NotFound(f"no job {job_id} of yours at {self.name}")
         return self._view(job)
 
+    def receipt(self, claims: Claims, job_id: str, signature: str) -> ReceiptResponse:
+        """The key k of the job's sealed outputs, for the payer's receipt of its usage record.
+
+        The receipt must be the order's account's signature of Receipt(record digest); it is
+        stored durably before k is released, so the centre holds what it is paid against.
+        """
+        job = self.parts.store.get_job(job_id)
+        if job is None or job.principal != claims.sub:
+            raise NotFound(f"no job {job_id} of yours at {self.name}")
+        if job.record_id is None or job.result is None or job.payment is None:
+            raise Conflict(f"job {job_id} has no usage record to give a receipt for ({job.status})")
+        digest = record_digest(self._record(job)[0], self.parts.domain)
+        try:
+            signer = recover(Receipt(record=digest), self.parts.domain, from_hex(signature, what="signature"))
+        except (InvalidSignature, HexError) as exc:
+            raise Invalid(
+                f"receipt is not for this record: its signature is not valid ({exc}); no key released"
+            ) from None
+        if signer != job.payment.account:
+            raise Invalid(
+                f"receipt is not for this record: Receipt({to_hex(digest)}) must be signed by the order's account "
+                f"{job.payment.account}, not {signer}; no key released"
+            )
+        self.parts.store.add_receipt(job.id, from_hex(signature))
+        return ReceiptResponse(job=job.id, record=to_hex(digest), key=to_hex(job.result.key))
+
+    def _record(self, job: Job) -> tuple[UsageRecord, bytes]:
+        """The job's signed usage record, as stored."""
+        stored = self.parts.store.record(job.record_id) if job.record_id else None
+        if stored is None:  # written in the transaction that named it: the store is damaged
+            raise StoreError(f"job {job.id} names usage record {job.record_id}, which the store does not hold")
+        return UsageRecord.from_json(stored.record), stored.signature_bytes
+
     def _view(self, job: Job) -> JobView:
-        usage = None
+        usage = record = sealed = None
         if job.record_id:
-            stored = self.parts.store.record(job.record_id)
-            if stored is None:  # written in the transaction that named it: the store is damaged
-                raise StoreError(f"job {job.id} names usage record {job.record_id}, which the store does not hold")
-            usage = {key: stored.data[key] for key in USAGE_FIELDS}
+            usage_record, signature = self._record(job)
+            data = usage_record.to_dict()
+            usage = {key: data[key] for key in USAGE_FIELDS}
+            digest = record_digest(usage_record, self.parts.domain)
+            record = SignedRecord(data=data, digest=to_hex(digest), signature=to_hex(signature))
+        if job.result is not None:
+            sealed = SealedOutputs(stdout=to_hex(job.result.stdout), stderr=to_hex(job.result.stderr))
         return JobView(
             id=job.id,
             status=job.status,
@@ -359,9 +450,14 @@ class CentreNode:
             submitted_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(job.created_at)),
             exit_code=job.exit_code,
             record_id=job.record_id and "0x" + job.record_id,
-            stdout_tail=job.stdout_tail,
-            stderr_tail=job.stderr_tail,
+            stdout_tail=None if sealed else job.stdout_tail,
+            stderr_tail=None if sealed else job.stderr_tail,
             usage=usage,
+            order=to_hex(job.payment.order_digest) if job.payment else None,
+            record=record,
+            lock_hash=to_hex(job.result.lock_hash) if job.result else None,
+            sealed=sealed,
+            receipted=job.receipt_signature is not None,
         )
 
     def _run(self, job_id: str) -> None:
@@ -383,6 +479,10 @@ class CentreNode:
         store = self.parts.store
         job = store.update_job(job_id, status="running")
         request = JobRequest.model_validate(job.request)
+        late = self._too_late(job, request)
+        if late:
+            store.complete_job(job_id, "failed", None, "", "", detail=late)
+            return
         try:
             res = request.resources
             execution = self.parts.executor.run(
@@ -410,11 +510,27 @@ class CentreNode:
                 detail=f"the job ran ({status}) but its usage record could not be made: {exc}",
             )
 
+    def _too_late(self, job: Job, request: JobRequest) -> str | None:
+        """Why a job may not start now: it could not end by its order's deadline (then it is never billed)."""
+        if job.payment is None:
+            return None
+        deadline = int(job.payment.order["deadline"])
+        latest_end = int(time.time()) + request.walltime + orders.DEADLINE_MARGIN
+        if latest_end <= deadline:
+            return None
+        return (
+            f"not started, unbilled: it waited here until it could no longer end by its order's deadline ({deadline}); "
+            "your home refunds the hold"
+        )
+
     def _complete_with_record(self, job: Job, request: JobRequest, execution: Execution, status: str) -> None:
-        """Price and sign the job's usage record and store it with the job's completion, in one transaction.
+        """Price and sign the job's usage record, seal its outputs under a fresh key k, and store all of it
+        with the job's completion, in one transaction.
 
         The price is at the rates version the job was accepted under, which the record names,
-        so that rates published while it ran never apply to it and an auditor can recompute it.
+        so that rates published while it ran never apply to it and an auditor can recompute it;
+        it never exceeds the grant. The record names the order, the grant and keccak256(k): the
+        payer gets k for a receipt of it (`receipt`).
         """
         rates = self.parts.index.rates(self.name, job.rates_version) if job.rates_version else None
         if rates is None:
@@ -422,11 +538,23 @@ class CentreNode:
                 f"the rates version it was accepted under ({job.rates_version or 'none recorded'}) is not among "
                 f"{self.name}'s published rates, so it cannot be priced"
             )
+        if job.payment is None:
+            raise LookupError("it was accepted without an order and a grant, so nobody pays for it")
         res = request.resources
-        # Bill what was metered, never more than the job's limits allow.
+        # Bill what was metered, never more than the job's limits allow, nor more than the home granted.
         metered = cap_to_limits(execution, request.walltime, res.cores, res.memory_mib, res.gpus)
-        amount = price(metered, rates.prices)
+        amount = min(price(metered, rates.prices), int(job.payment.grant["amount"]))
         job_ref = keccak(text=f"{self.name}/{job.id}")
+        domain = self.parts.domain
+        order_ref = job.payment.order_digest
+        grant_ref = grant_digest(Grant.from_dict(job.payment.grant), domain)
+        key = lock.new_key()
+        sealed = SealedResult(
+            key=key,
+            lock_hash=lock.lock_hash(key),
+            stdout=lock.seal(key, execution.stdout_tail.encode("utf-8", "surrogateescape")),
+            stderr=lock.seal(key, execution.stderr_tail.encode("utf-8", "surrogateescape")),
+        )
 
         def signed_record(epoch: int) -> tuple[UsageRecord, bytes, bytes]:
             record = UsageRecord(
@@ -444,12 +572,14 @@ class CentreNode:
                 gpu_millis=metered.gpu_millis,
                 rates_version=rates.version,
                 price=amount,
+                order=order_ref,
+                grant=grant_ref,
+                lock_hash=sealed.lock_hash,
             )
-            domain = self.parts.domain
             return record, sign_record(record, domain, self.parts.account.key), record_leaf(record, domain)
 
         self.parts.store.complete_job(
-            job.id, status, execution.exit_code, execution.stdout_tail, execution.stderr_tail, record=signed_record
+            job.id, status, execution.exit_code, None, None, record=signed_record, result=sealed
         )
 
     # -- epochs and audit --------------------------------------------------------

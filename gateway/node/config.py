@@ -8,8 +8,9 @@ must be (the setting's description); a secret's value is never repeated.
 
 from __future__ import annotations
 
+import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -32,6 +33,10 @@ from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
 EXECUTORS = ("local", "slurm")
 #: Settings whose values an error message never repeats.
 SECRETS = frozenset({"operator_key", "ldap_bind_password"})
+#: The largest allocation: what the hold book's integers hold (gateway.store.holds.MAX_AMOUNT, 64-bit).
+MAX_ALLOCATION = 2**63 - 1
+GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""An LDAP group's cn as an allocation names it: what directories' group names look like, nothing to escape."""
 
 
 class ConfigError(ValueError):
@@ -64,6 +69,21 @@ def _path(value: Any, info: ValidationInfo) -> Path | None:
 Text = Annotated[str, Strict(), AfterValidator(_check(lambda v: bool(v.strip())))]
 AbsolutePath = Annotated[Path, BeforeValidator(_path)]
 OptionalPath = Annotated[Path | None, BeforeValidator(_path)]
+
+
+def _groups(table: dict[str, int]) -> dict[str, int]:
+    """Group names are LDAP cns, which compare without case: two spellings of one group are refused."""
+    seen: dict[str, str] = {}
+    for name in table:
+        if not GROUP_NAME.fullmatch(name):
+            raise ValueError(f"allocations: {name!r} is not a group name (a cn of letters, digits, _ . -, up to 64)")
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise ValueError(f"allocations: {other!r} and {name!r} are one group (cns compare without case)")
+    return table
+
+
+Allocations = Annotated[dict[str, Annotated[int, Strict(), Field(ge=0, le=MAX_ALLOCATION)]], AfterValidator(_groups)]
 Uids = Annotated[
     tuple[Annotated[int, Strict()], Annotated[int, Strict()]],
     AfterValidator(_check(lambda v: 1 <= v[0] <= v[1] <= 2**32 - 2)),
@@ -124,6 +144,10 @@ class GatewayConfig(BaseModel):
         None, description="a Slurm partition name (letters, digits, _ . -)"
     )
     chain_confirmations: int = _int(0, 10_000, 0)
+    allocations: Allocations = Field(
+        default_factory=dict,
+        description=f"a table of LDAP group = amount (an integer from 0 to {MAX_ALLOCATION}): each project's credit",
+    )
 
     @model_validator(mode="after")
     def _settings_that_go_together(self) -> GatewayConfig:
@@ -145,10 +169,20 @@ class GatewayConfig(BaseModel):
             raise ValueError("; ".join(problems))
         return self
 
+    def allocation(self, group: str) -> int | None:
+        """The allocation of an LDAP group (its cn, in any case), or None for a group that is no project."""
+        return allocation_of(self.allocations, group)
+
     @property
     def job_folder(self) -> Path:
         """Where jobs' folders are made: `jobs_dir`, or `data_dir/jobs` (hidden from jobs either way)."""
         return self.jobs_dir or self.data_dir / "jobs"
+
+
+def allocation_of(allocations: Mapping[str, int], group: str) -> int | None:
+    """The allocation a table gives a group cn, compared without case as LDAP compares cns."""
+    folded = group.casefold()
+    return next((amount for name, amount in allocations.items() if name.casefold() == folded), None)
 
 
 def load_config(path: Path) -> GatewayConfig:
@@ -181,6 +215,8 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
             missing.append(str(loc[0]))
         elif e["type"] == "extra_forbidden":
             unknown.append(str(loc[0]))
+        elif loc[0] == "allocations":
+            wrong.setdefault(f"allocations {loc[1:]}", _wrong_allocation(e, raw.get("allocations")))
         else:
             name = str(loc[0])
             wrong.setdefault(name, _wrong(name, raw.get(name)))
@@ -189,6 +225,16 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
     if unknown:
         return f"unknown setting(s): {', '.join(sorted(unknown))}"
     return "; ".join([*wrong.values(), *together])
+
+
+def _wrong_allocation(error: Any, table: Any) -> str:
+    loc = error["loc"]
+    if len(loc) == 1 and error["type"] == "value_error":  # the groups' names (_groups)
+        return str(error["ctx"]["error"])
+    if len(loc) == 1 or not isinstance(table, dict):
+        return _wrong("allocations", table)
+    group = str(loc[1])
+    return f"allocations.{group} must be an integer from 0 to {MAX_ALLOCATION}, got {table.get(group)!r}"
 
 
 def _wrong(name: str, value: Any) -> str:

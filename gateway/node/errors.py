@@ -24,6 +24,10 @@ class Unauthenticated(Refusal):
     """No valid session, credentials or operator key for this centre."""
 
 
+class PaymentRequired(Refusal):
+    """The payment terms do not cover the request: a maximum price or a hold below what it may cost."""
+
+
 class Forbidden(Refusal):
     """Who asked is known, and not allowed: a policy, a revoked enrolment, the kind of sign-on."""
 

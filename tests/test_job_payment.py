@@ -1,0 +1,211 @@
+"""A job's payment at the serving centre, over HTTP on real parts (slapd per centre, anvil, gateways).
+
+The client pays with an order of a fresh account and its home's grant; the centre checks
+both against its index (no call to the home), runs the job, returns its outputs sealed
+under k with H(k) in the signed record, and releases k for the payer's receipt. Every
+refusal is a clear 4xx with nothing stored. Grants here are signed with the home's member
+key directly (what the home's grant desk does after holding the amount), so these tests
+are about the serving centre; the home's side has its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import httpx
+import pytest
+
+from gateway.client.dispatch import SignOn, finish, submit_anywhere, with_home_session
+from gateway.client.http import GatewayClient, GatewayRefused
+from gateway.client.paying import WrongResultKey, open_result, receipt_signature
+from gateway.client.wallet import PaymentKeys
+from gateway.node.orders import DEADLINE_MARGIN
+from ledger import lock
+from ledger.ids import centre_id
+from ledger.primitives.hex import from_hex, to_hex
+from ledger.records import UsageRecord, record_digest
+from tests.fixtures.consortium import PASSWORDS
+from tests.fixtures.payment import home_grant, paid
+
+JOB = {"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30, "resources": {"cores": 1}}
+
+
+@pytest.fixture(scope="module")
+def alice(consortium):
+    """alice@hpc-a signed on at home with a password; her grants signed by hpc-a's member key."""
+    home = GatewayClient(consortium.url("hpc-a"))
+    home.login("alice", PASSWORDS["alice"])
+    session = with_home_session(home)
+    yield SignOn(session.home_url, session.at, home_grant(consortium, "hpc-a"))
+    home.close()
+
+
+@pytest.fixture(scope="module")
+def paid_run(consortium, alice):
+    """alice's job at cloud-b, paid, followed through to its receipt."""
+    keys = PaymentKeys()
+    submission = submit_anywhere(consortium.url("hpc-a"), JOB, alice, centre="cloud-b", keys=keys)
+    accepted = submission.view
+    result = finish(submission, keys)
+    submission.client.close()
+    return submission, accepted, result, keys
+
+
+@pytest.fixture
+def nothing_stored(consortium):
+    before = (consortium.job_count(), consortium.record_count())
+    yield
+    assert (consortium.job_count(), consortium.record_count()) == before
+
+
+# -- the paid path ------------------------------------------------------------------------------
+
+
+def test_the_result_is_sealed_until_the_receipt(consortium, paid_run):
+    submission, accepted, result, keys = paid_run
+    view = result.view
+    assert view["status"] == "succeeded" and view["serving_centre"] == "cloud-b"
+    assert view["stdout_tail"] is None and view["stderr_tail"] is None  # only sealed
+    assert result.stdout.strip() == "42" and result.price == view["usage"]["price"] > 0
+    assert keys.open() == {}  # the payment key is dropped once the receipt is done and k checked
+    # the job is stored with its order, and the record names it, the grant and H(k)
+    record = UsageRecord.from_dict(view["record"]["data"])
+    assert accepted["order"] == to_hex(submission.paid.digest) == to_hex(record.order)
+    assert to_hex(record.lock_hash) == view["lock_hash"]
+    assert record.price <= submission.paid.order.max_price
+    stored = consortium.store("cloud-b").get_job(view["id"])
+    assert stored.payment.account == submission.paid.account and stored.receipt_signature is not None
+    assert lock.lock_hash(stored.result.key) == record.lock_hash
+    # nothing of the plaintext reaches the view: the sealed bytes open only under k
+    with pytest.raises(lock.WrongKey):
+        lock.open_sealed(lock.new_key(), from_hex(view["sealed"]["stdout"]))
+
+
+def test_a_receipt_again_gets_the_same_key(consortium, paid_run, alice):
+    submission, _, result, _ = paid_run
+    domain = submission.domain
+    record = UsageRecord.from_dict(result.view["record"]["data"])
+    stored = consortium.store("cloud-b").get_job(result.view["id"])
+    with GatewayClient(consortium.url("cloud-b")) as client:
+        alice(client, "cloud-b")
+        signature = to_hex(stored.receipt_signature)
+        answer = client.receipt(result.view["id"], signature)
+    assert answer["record"] == to_hex(record_digest(record, domain))
+    assert from_hex(answer["key"]) == stored.result.key
+
+
+def test_a_receipt_for_another_record_or_by_another_key_releases_nothing(consortium, alice):
+    keys = PaymentKeys()
+    submission = submit_anywhere(consortium.url("hpc-a"), JOB, alice, centre="cloud-b", keys=keys)
+    view = submission.client.wait(submission.view["id"])
+    domain = submission.domain
+    record = UsageRecord.from_dict(view["record"]["data"])
+    account = keys.account(submission.paid.account)
+    other = dataclasses.replace(record, price=record.price + 1)
+    stranger = PaymentKeys().new()
+    try:
+        for signature in (receipt_signature(other, account, domain), receipt_signature(record, stranger, domain)):
+            with pytest.raises(GatewayRefused) as refused:
+                submission.client.receipt(view["id"], signature)
+            assert refused.value.status == 400
+            assert "receipt is not for this record" in refused.value.error and "no key released" in refused.value.error
+        job = consortium.store("cloud-b").get_job(view["id"])
+        assert job.receipt_signature is None  # nothing kept, nothing released
+    finally:
+        finish(submission, keys)  # the honest receipt, so the job's books stay whole
+        submission.client.close()
+
+
+def test_a_wrong_key_tells_the_user_to_complain(paid_run):
+    submission, _, result, _ = paid_run
+    record = UsageRecord.from_dict(result.view["record"]["data"])
+    with pytest.raises(WrongResultKey, match="xcentre complain --record 0x"):
+        open_result(result.view, record, to_hex(lock.new_key()), submission.domain)
+
+
+# -- refusals at the serving centre: clear, and nothing stored ---------------------------------------
+
+
+def submit_paid(consortium, alice, *, centre="cloud-b", **changes):
+    """POST /v1/jobs at `centre` with an order and a grant (fields changed as asked); the raw answer."""
+    payment = paid(consortium, JOB, centre, **changes)
+    with GatewayClient(consortium.url(centre)) as client:
+        alice(client, centre)
+        return httpx.post(
+            f"{consortium.url(centre)}/v1/jobs",
+            json=JOB | {"centre": centre} | payment.fields(),
+            headers={"Authorization": f"Bearer {client.token}"},
+            timeout=30,
+        )
+
+
+def refused(response: httpx.Response, status: int, *words: str) -> None:
+    assert response.status_code == status, response.text
+    text = response.json()["error"].lower()
+    for word in words:
+        assert word.lower() in text, f"{word!r} not in {text}"
+
+
+def test_an_order_for_another_centre(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, order_change={"centre": centre_id("ai-c")}), 400, "for another centre")
+
+
+def test_an_expired_order(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, order_change={"deadline": int(time.time()) - 1}), 400, "expired")
+
+
+def test_an_order_whose_deadline_leaves_no_room_for_the_walltime(consortium, alice, nothing_stored):
+    short = int(time.time()) + JOB["walltime"] + DEADLINE_MARGIN // 2
+    refused(submit_paid(consortium, alice, order_change={"deadline": short}), 400, "too short for a walltime")
+
+
+def test_an_order_at_a_wrong_rates_version(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, order_change={"rates_version": 99}), 409, "rates version 99")
+
+
+def test_a_maximum_price_below_the_jobs_price(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, order_change={"max_price": 1}), 402, "maximum price 1 is below")
+
+
+def test_a_grant_from_another_home(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, grantor="ai-c"), 403, "grant from another home")
+
+
+def test_a_grant_that_does_not_match_the_order(consortium, alice, nothing_stored):
+    other = b"\x07" * 32
+    refused(submit_paid(consortium, alice, grant_change={"order": other}), 400, "grant does not match the order: order")
+
+
+def test_a_grant_below_the_jobs_price(consortium, alice, nothing_stored):
+    refused(submit_paid(consortium, alice, grant_change={"amount": 1}), 402, "the grant holds 1")
+
+
+def test_a_replayed_order(consortium, alice):
+    keys = PaymentKeys()
+    submission = submit_anywhere(consortium.url("hpc-a"), JOB, alice, centre="cloud-b", keys=keys)
+    try:
+        before = consortium.job_count()
+        again = httpx.post(
+            f"{consortium.url('cloud-b')}/v1/jobs",
+            json=JOB | {"centre": "cloud-b"} | submission.paid.fields(),
+            headers={"Authorization": f"Bearer {submission.client.token}"},
+            timeout=30,
+        )
+        refused(again, 409, "replayed order", submission.view["id"])
+        assert consortium.job_count() == before
+    finally:
+        finish(submission, keys)
+        submission.client.close()
+
+
+def test_a_job_without_payment_is_refused(consortium, alice, nothing_stored):
+    with GatewayClient(consortium.url("cloud-b")) as client:
+        alice(client, "cloud-b")
+        response = httpx.post(
+            f"{consortium.url('cloud-b')}/v1/jobs",
+            json=JOB | {"centre": "cloud-b"},
+            headers={"Authorization": f"Bearer {client.token}"},
+            timeout=30,
+        )
+    assert response.status_code == 422 and "order" in response.json()["error"]
