@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from eth_abi import encode
@@ -40,21 +41,28 @@ def test_fund_and_deploy(chain):
     credit = chain.deploy("ConsortiumCredit", owner, [acct.address], [77])
     assert chain.w3.eth.get_code(credit.address) != b""
     assert credit.functions.balanceOf(acct.address).call() == 77
-    assert credit.functions.deployer().call() == owner.address
+    assert credit.functions.totalSupply().call() == 77
+
+
+def ledger_of(chain, owner):
+    """A UsageLedger whose settlement only `owner` may set (its deployer): a custom error with an address."""
+    return chain.deploy("UsageLedger", owner, Account.create().address, 60, 60)
 
 
 def test_reverts_carry_the_custom_error_name(chain):
     owner = funded(chain)
     credit = chain.deploy("ConsortiumCredit", owner, [owner.address], [10])
+    ledger = ledger_of(chain, owner)
+    other = funded(chain)
     with pytest.raises(ChainRevert) as info:
-        chain.transact(credit.functions.settleTransfer(owner.address, owner.address, 1), owner)
-    assert info.value.reason == "Unauthorized" and info.value.error_args == (owner.address.lower(),)
+        chain.transact(ledger.functions.setSettlement(other.address), other)
+    assert info.value.reason == "Unauthorized" and info.value.error_args == (other.address.lower(),)
     with pytest.raises(ChainRevert) as info:
         chain.transact(credit.functions.transfer(credit.address, 11), owner)
     assert info.value.reason == "ERC20InsufficientBalance"
     assert info.value.error_args[1:] == (10, 11)
     with pytest.raises(ChainRevert) as info:
-        chain.call(credit.functions.settleTransfer(owner.address, owner.address, 1))
+        chain.call(ledger.functions.setSettlement(other.address))  # a call, not from the deployer
     assert info.value.reason == "Unauthorized"
     # a revert consumes no nonce: the next transaction goes through
     chain.transact(credit.functions.transfer(credit.address, 1), owner)
@@ -100,6 +108,20 @@ def test_mine_advances_blocks(chain):
     assert chain.block_number() == before + 3
 
 
+def test_a_transaction_is_judged_at_the_time_of_the_block_it_goes_into(anvil_url):
+    """anvil mines only on demand: its latest block can be seconds old. A transaction gated on time
+    (settle once the dispute windows passed) is checked against the next block, as it will be mined,
+    not against the last one, or it would never go through on a quiet chain."""
+    chain = connect(anvil_url)
+    sender = funded(chain)
+    last = chain.w3.eth.get_block("latest")["timestamp"]
+    time.sleep(2.2)  # now the next block is at least last + 2
+    # init code: revert (INVALID) unless block.timestamp > last + 1, else deploy nothing
+    code = "0x63" + (last + 1).to_bytes(4, "big").hex() + "4211600b57fe5b00"
+    receipt = chain.transact(chain.w3.eth.contract(abi=[], bytecode=code).constructor(), sender)
+    assert receipt["status"] == 1
+
+
 def test_decode_revert_standard_forms():
     assert decode_revert(bytes.fromhex("08c379a0") + encode(["string"], ["boom"])).reason == "boom"
     assert decode_revert(bytes.fromhex("4e487b71") + encode(["uint256"], [0x11])).reason == "Panic(0x11)"
@@ -111,21 +133,25 @@ def test_decode_revert_standard_forms():
     assert err.reason == "AlreadySettled" and err.error_args == (9,)
     assert str(err) == "reverted: AlreadySettled(9)"
     anchored = decode_revert(
-        keccak(text="NotAnchored(bytes32,uint64)")[:4] + encode(["bytes32", "uint64"], [centre_id("hpc-a"), 2])
+        keccak(text="AlreadyAnchored(bytes32,uint64)")[:4] + encode(["bytes32", "uint64"], [centre_id("hpc-a"), 2])
     )
-    assert anchored.error_args == (centre_id("hpc-a"), 2)
+    assert anchored.reason == "AlreadyAnchored" and anchored.error_args == (centre_id("hpc-a"), 2)
+    voided = decode_revert(
+        keccak(text="GrantAlreadyAnswered(bytes32,bytes32)")[:4] + encode(["bytes32"] * 2, [b"g" * 32, b"l" * 32])
+    )
+    assert voided.reason == "GrantAlreadyAnswered" and voided.error_args == (b"g" * 32, b"l" * 32)
 
 
 def test_a_transaction_reverting_when_mined_is_replayed_for_its_reason(chain):
     # Bypass the pre-flight check, as when state changes between check and inclusion.
     owner = funded(chain)
     credit = chain.deploy("ConsortiumCredit", owner, [owner.address], [10])
-    tx = credit.functions.settleTransfer(owner.address, owner.address, 1).build_transaction(
+    tx = credit.functions.transfer(credit.address, 11).build_transaction(
         {"from": owner.address, "gas": 200_000, "chainId": chain.chain_id, **chain._fees()}
     )
     with pytest.raises(ChainRevert) as info:
         chain._send(tx, owner)
-    assert info.value.reason == "Unauthorized"
+    assert info.value.reason == "ERC20InsufficientBalance" and info.value.error_args[1:] == (10, 11)
     chain.transact(credit.functions.transfer(credit.address, 1), owner)  # nonce stays in step
     assert chain.w3.eth.get_transaction_count(owner.address) == 3
 
@@ -149,6 +175,14 @@ def test_a_named_binding_reads_struct_fields_by_name(chain):
     assert Prices.from_chain(got.prices) == spec.prices
     version = chain.call(named.consortium.functions.rates(centre_id("hpc-a"), 1))
     assert version.version == 1 and Prices.from_chain(version.prices) == spec.prices
+    chain.transact(named.usage_ledger.functions.anchor(1, [centre_id("hpc-a")], [b"\x07" * 32], [3], [90]), member)
+    claim = named.usage_ledger.functions.claimOf(1, centre_id("hpc-a"), centre_id("hpc-a")).call()
+    assert (claim.root, claim.count, claim.total, claim.voided) == (b"\x07" * 32, 3, 90, False)
     anchor = named.usage_ledger.functions.anchorOf(centre_id("hpc-a"), 1).call()
-    assert (anchor.root, anchor.recordCount, anchor.anchored) == (bytes(32), 0, False)
-    assert plain.usage_ledger.functions.anchorOf(centre_id("hpc-a"), 1).call() == [bytes(32), 0, False]
+    assert (anchor.anchored, anchor.recordCount) == (True, 3) and anchor.anchoredAt > 0
+    assert plain.usage_ledger.functions.claimOf(1, centre_id("hpc-a"), centre_id("hpc-a")).call() == [
+        b"\x07" * 32,
+        3,
+        90,
+        False,
+    ]

@@ -495,7 +495,7 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     assert ul.anchorOf(a, 8).call() == [False, 0, 0]
     assert ul.claimOf(7, a, b).call() == [tb.root, 3, 600, False]
     assert ul.claimOf(7, a, centre_id("cloud-c")).call() == [bytes(32), 0, 0, False]
-    assert ul.homesOf(7, a).call() == [b, d, a]
+    assert ul.homesOf(7, a).call() == [a, b, d]  # active members with a claim, in admission order
     assert ul.lastAnchoredAt(7).call() == at and ul.highestEpoch().call() == 7
     # the claim stands as anchored; the anchoring centre's own users' records are never claimed
     assert ul.standing(7, a, b).call() == 600 and ul.standing(7, a, a).call() == 0
@@ -504,8 +504,10 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call() == [INITIAL, bond, 0, 0]
     ev = k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (ev["account"], ev["amount"]) == (k.accounts["hpc-a"].address, bond)
-    # with no free collateral left the next anchor still goes through, bonded by nothing
-    k.tx(ul.anchor(8, [b], [tb.root], [3], [600]), "hpc-a")
+    assert ul.bondOf(a).call() == [k.accounts["hpc-a"].address, bond]
+    # the bond stays locked across epochs: the next anchor finds it whole and locks nothing more
+    receipt = k.tx(ul.anchor(8, [b], [tb.root], [3], [600]), "hpc-a")
+    assert k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD) == ()
     assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call()[1] == bond
 
 
@@ -633,8 +635,7 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
     ids = k.ids()
     settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert settled["centres"] == ids and sum(settled["net"]) == 0
-    net = {i: k.c.settlement.functions.netPosition(9, i).call() for i in ids}
-    assert list(net.values()) == settled["net"]
+    net = dict(zip(ids, settled["net"], strict=True))
     expected = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
     assert net == expected
     assert [a - b for a, b in zip(after, before, strict=True)] == [net[i] for i in ids]
@@ -645,8 +646,12 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
     assert k.c.settlement.functions.settled(9).call() is True
     reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(9), "hpc-a")
     assert collateral(k) == after
-    # the anchor bonds of the epoch are released by its settlement
-    assert [k.c.settlement.functions.collateralOf(a.address).call()[1] for a in k.accounts.values()] == [0] * 4
+    # the anchor bonds stay locked for the next epochs, but a debtor's bond never keeps its
+    # collateral from its debts: here every credit is bonded, so each debtor's bond paid its debt
+    bond = min(DEFAULT_ANCHOR_BOND, INITIAL)
+    locked = [k.c.settlement.functions.collateralOf(a.address).call()[1] for a in k.accounts.values()]
+    assert locked == [bond - max(0, -net[i]) for i in ids]
+    assert [k.c.usage_ledger.functions.bondOf(i).call()[1] for i in ids] == locked
 
 
 def test_settlement_ignores_claims_on_removed_members():
@@ -656,9 +661,16 @@ def test_settlement_ignores_claims_on_removed_members():
     receipt = k.tx(k.c.settlement.functions.settle(1), "hpc-b")
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
     assert settled_transfers(k, receipt) == [(a, b, 15)]
-    assert k.c.settlement.functions.netPosition(1, centre_id("cloud-c")).call() == 0
-    # the removed member's anchor bond is released too: its collateral stays whole
+    settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (settled["centres"], settled["net"]) == ([a, b], [-15, 15])
+    # the removed member's anchor bond secures nothing now: anyone may release it, whole
+    c = centre_id("cloud-c")
+    assert k.c.settlement.functions.collateralOf(k.accounts["cloud-c"].address).call()[:2] == [INITIAL, INITIAL]
+    err = reverts("StillMember", k.tx, k.c.usage_ledger.functions.releaseBond(a), "hpc-b")
+    assert err.error_args == (a,)
+    k.tx(k.c.usage_ledger.functions.releaseBond(c), "hpc-b")
     assert k.c.settlement.functions.collateralOf(k.accounts["cloud-c"].address).call()[:2] == [INITIAL, 0]
+    assert k.c.usage_ledger.functions.bondOf(c).call() == [k.accounts["cloud-c"].address, 0]
 
 
 def test_only_the_ledger_moves_collateral_and_links_are_set_once(four):
@@ -705,7 +717,8 @@ def test_shortfall_pays_creditors_pro_rata_and_conserves_credit():
     assert [(e["args"]["debtor"], e["args"]["unpaid"]) for e in shortfalls] == short == [(centre_id("cloud-c"), 200)]
     # collected 150 of 350 owed: hpc-a is owed 152 and gets floor(152*150/350) = 65 + 1 dust, hpc-b 198 -> 84
     assert moved == {ids[0]: 66, ids[1]: 84, ids[2]: -100, ids[3]: -50}
-    assert [k.c.settlement.functions.netPosition(3, i).call() for i in ids] == [66, 84, -100, -50]
+    settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert (settled["centres"], settled["net"]) == (ids, [66, 84, -100, -50])
 
 
 # -- collateral ----------------------------------------------------------------------------
@@ -723,7 +736,7 @@ def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
     receipt = k.tx(s.requestWithdrawal(300), "hpc-a")
     ev = k.c.settlement.events.WithdrawalRequested().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (ev["account"], ev["amount"], ev["unlockEpoch"]) == (a.address, 300, 6)
-    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 6]  # the anchor bond of epoch 4 is locked
+    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 6]  # the anchor bond is locked
     assert s.freeOf(a.address).call() == INITIAL - 100 - 300
     for epoch in (4, 5):
         if epoch == 5:
@@ -736,7 +749,7 @@ def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
     receipt = k.tx(s.withdraw(), "hpc-a")
     assert k.c.settlement.events.Withdrawn().process_receipt(receipt, errors=DISCARD)[0]["args"]["amount"] == 300
     assert credit.balanceOf(a.address).call() == 300
-    assert s.collateralOf(a.address).call() == [INITIAL - 300, 0, 0, 6]
+    assert s.collateralOf(a.address).call() == [INITIAL - 300, 100, 0, 6]  # the bond stays for the next anchor
     reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
     # anyone may add collateral, for itself or for a member
     k.tx(credit.approve(k.deployment.settlement, 300), "hpc-a")
@@ -769,7 +782,9 @@ def test_deploy_anchor_settle_on_anvil(anvil_url):
     before = collateral(k)
     receipt = k.tx(k.c.settlement.functions.settle(1), "edge-d")
     ids = k.ids()
-    net = {i: k.c.settlement.functions.netPosition(1, i).call() for i in ids}
+    settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert settled["centres"] == ids
+    net = dict(zip(ids, settled["net"], strict=True))
     assert net[a] == 60 - 10 and sum(net.values()) == 0 and sum(collateral(k)) == sum(before)
     assert settled_transfers(k, receipt) == transfers(net, ids)
     reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(1), "edge-d")
@@ -810,7 +825,8 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     k.tx(fns.vote(pid), "cloud-c")
     receipt = k.tx(k.c.settlement.functions.settle(6), "cloud-c")
     assert settled_transfers(k, receipt) == [(centre_id("hpc-b"), centre_id("hpc-a"), 10)]
-    assert k.c.settlement.functions.settledCentres(6).call() == [centre_id(n) for n in ("hpc-a", "hpc-b", "cloud-c")]
+    settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
+    assert settled["centres"] == [centre_id(n) for n in ("hpc-a", "hpc-b", "cloud-c")]
     # a settled epoch takes no more anchors: a late one would lock a bond nothing releases
     k.tx(fns.propose(ADMIT, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
     pid = fns.proposalCount().call()

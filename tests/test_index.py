@@ -120,14 +120,15 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
         (1, A, B, 1, False, "voided")
     ]
     assert index.open_disputes() == [] and [c.centre for c in index.claims_on(B)] == [A, D]
-    # the anchor bond of the voided claim went to the challenger; the others were released
+    # the anchor bond of the voided claim went to the challenger; the others stay locked
+    # across epochs (hpc-d, admitted with no collateral, bonded nothing)
     bond = {n: index.collateral(world.accounts[n].address) for n in ("hpc-a", "hpc-b", "hpc-d")}
     assert [(c.balance, c.locked) for c in bond.values()] == [
         (10_000 - 1_000 - 20, 0),
-        (10_000 + 1_000 + 13, 0),
+        (10_000 + 1_000 + 13, 1_000),
         (7, 0),
     ]
-    assert bond["hpc-b"].free == 11_013 and index.shortfalls(1) == {}
+    assert bond["hpc-b"].free == 10_013 and index.shortfalls(1) == {}
     assert index.anchor(A, 2) is None
     assert [x.centre for x in index.anchors(1)] == [A, B, D]
     assert index.anchors(2) == []
@@ -177,7 +178,7 @@ def test_new_index_on_same_file_resumes(world, tmp_path):
     again = EventIndex(path, world.chain, world.deployment)
     assert again.last_block == last
     assert again.anchor(A, 1) is not None  # kept from the first run
-    assert again.sync() == 2  # only the new anchor, and the bond it locked
+    assert again.sync() == 1  # only the new anchor: hpc-b's bond, kept locked, is whole
     assert again.anchor(B, 2).claims == {A: 5}
 
 

@@ -46,8 +46,9 @@ contract Settlement {
     uint256 public immutable disputeBond;
 
     mapping(address => Collateral) private _collateral;
-    mapping(uint64 => mapping(bytes32 => int256)) private _net;
-    mapping(uint64 => bytes32[]) private _centres;
+    /// @dev Bit (epoch & 255) of word (epoch >> 8): the epoch is settled. What moved is in its
+    ///      `EpochSettled` event, not in storage: a settlement stays cheap.
+    mapping(uint256 => uint256) private _settled;
 
     /// @notice Credit was deposited as collateral.
     /// @param account Whose collateral grew.
@@ -163,6 +164,15 @@ contract Settlement {
         return c.balance > committed ? c.balance - committed : 0;
     }
 
+    /// @notice What settlement may take from an account for its debts: balance - locked (a
+    ///         pending withdrawal included).
+    /// @param account The account.
+    /// @return The amount.
+    function availableOf(address account) public view returns (uint256) {
+        Collateral storage c = _collateral[account];
+        return c.balance > c.locked ? c.balance - c.locked : 0;
+    }
+
     /// @notice Asks to withdraw `amount` more of the caller's free collateral, once the epoch
     ///         after the next anchored one is settled (the whole pending amount waits for it).
     /// @param amount The amount.
@@ -179,7 +189,7 @@ contract Settlement {
     function withdraw() external {
         Collateral storage c = _collateral[msg.sender];
         if (c.pendingWithdrawal == 0) revert NothingToWithdraw(msg.sender);
-        if (_centres[c.unlockEpoch].length == 0) revert WithdrawalLocked(c.unlockEpoch);
+        if (!settled(c.unlockEpoch)) revert WithdrawalLocked(c.unlockEpoch);
         uint256 available = c.balance - c.locked;
         uint256 amount = c.pendingWithdrawal < available ? c.pendingWithdrawal : available;
         c.pendingWithdrawal = 0;
@@ -234,40 +244,23 @@ contract Settlement {
     /// @notice Whether `epoch` has been settled.
     /// @param epoch The epoch.
     /// @return True when settled.
-    function settled(uint64 epoch) external view returns (bool) {
-        return _centres[epoch].length != 0;
-    }
-
-    /// @notice What a centre's collateral changed by in a settled epoch (positive: it was paid).
-    /// @param epoch The epoch.
-    /// @param centre The centre id.
-    /// @return The amount; zero if unsettled or not a member then.
-    function netPosition(uint64 epoch, bytes32 centre) external view returns (int256) {
-        return _net[epoch][centre];
-    }
-
-    /// @notice The centres netted in a settled epoch, in netting order (empty if unsettled).
-    /// @dev Membership changes after settlement; auditors need the set that was netted.
-    /// @param epoch The epoch.
-    /// @return The member ids active at settlement.
-    function settledCentres(uint64 epoch) external view returns (bytes32[] memory) {
-        return _centres[epoch];
+    function settled(uint64 epoch) public view returns (bool) {
+        return (_settled[epoch >> 8] >> (epoch & 255)) & 1 == 1;
     }
 
     /// @notice Settles `epoch`: closes its disputes, nets the standing claims of the active
     ///         members and pays them from collateral.
     /// @dev Anyone may call; the outcome depends only on chain state. Never reverts for a
     ///      debtor's balance: a debtor short of collateral pays what it has (`Shortfall`).
+    ///      The centres netted and what moved for each are the `EpochSettled` event (auditors
+    ///      need the set that was netted: membership changes after settlement).
     /// @param epoch The epoch.
     function settle(uint64 epoch) external {
-        if (_centres[epoch].length != 0) revert AlreadySettled(epoch);
+        if (settled(epoch)) revert AlreadySettled(epoch);
         if (!usageLedger.settleable(epoch)) revert NotSettleable(epoch);
+        _settled[epoch >> 8] |= uint256(1) << (epoch & 255);
         (bytes32[] memory ids, address[] memory accounts, int256[] memory net) = usageLedger.finalize(epoch);
         int256[] memory moved = _collect(epoch, ids, accounts, net);
-        _centres[epoch] = ids;
-        for (uint256 i = 0; i < ids.length; i++) {
-            _net[epoch][ids[i]] = moved[i];
-        }
         _transfer(epoch, ids, accounts, moved);
         emit EpochSettled(epoch, ids, moved);
     }
@@ -296,8 +289,7 @@ contract Settlement {
         for (uint256 i = 0; i < n; i++) {
             if (net[i] >= 0) continue;
             uint256 debt = uint256(-net[i]);
-            Collateral storage c = _collateral[accounts[i]];
-            uint256 available = c.balance - c.locked;
+            uint256 available = availableOf(accounts[i]);
             uint256 paid = debt < available ? debt : available;
             totalDebt += debt;
             collected += paid;

@@ -83,33 +83,34 @@ contract UsageLedger is EIP712 {
         uint256[] sums;
     }
 
-    /// @dev One centre's anchor of one epoch: when, how many records, and where its bond is.
+    /// @dev One centre's anchor of one epoch: when, and how many records.
     struct Anchor {
         uint64 anchoredAt;
         uint64 recordCount;
-        uint32 position;
     }
 
-    /// @dev The bond of one anchor: the anchoring account and what is still locked of it.
+    /// @dev A centre's anchor bond, locked across epochs: the account it last anchored with
+    ///      (where its collateral is debited and credited) and what is still locked.
     struct Bond {
         address account;
         uint96 amount;
     }
 
-    /// @dev A centre's claim on one home for one epoch: the sum tree's root, leaves and total.
+    /// @dev A bond movement of `finalize`, made after every state change: a slash to `to`, or
+    ///      an unlock when `to` is zero.
+    struct BondMove {
+        address from;
+        address to;
+        uint256 amount;
+    }
+
+    /// @dev A centre's claim on one home for one epoch: the sum tree's root, leaves and total
+    ///      (two slots: the root, then count, voided and total).
     struct Claim {
         bytes32 root;
         uint64 count;
         bool voided;
         uint128 total;
-    }
-
-    /// @dev When an epoch was last anchored, how many anchors it has, and whether its
-    ///      settlement has closed it.
-    struct EpochState {
-        uint64 lastAnchoredAt;
-        uint32 anchors;
-        bool finalized;
     }
 
     enum Status {
@@ -164,12 +165,14 @@ contract UsageLedger is EIP712 {
 
     mapping(bytes32 => mapping(uint64 => Anchor)) private _anchors;
     mapping(uint64 => mapping(bytes32 => mapping(bytes32 => Claim))) private _claims;
-    mapping(uint64 => mapping(bytes32 => bytes32[])) private _homes;
-    mapping(uint64 => mapping(uint256 => Bond)) private _bonds;
-    mapping(uint64 => EpochState) private _epochs;
+    mapping(bytes32 => Bond) private _bonds;
+    /// @dev Bit (epoch & 255) of word (epoch >> 8): the epoch was finalized by its settlement.
+    mapping(uint256 => uint256) private _finalized;
     mapping(uint256 => Dispute) private _disputes;
     mapping(uint64 => uint256[]) private _epochDisputes;
     mapping(bytes32 => uint256) private _leafDispute;
+    /// @dev Grant digest -> the leaf (centre, epoch, home, index) whose answer it paid.
+    mapping(bytes32 => bytes32) private _answeredGrant;
     uint256 private _disputeCount;
 
     /// @notice The Settlement contract was set (once, by the deployer).
@@ -275,6 +278,10 @@ contract UsageLedger is EIP712 {
     error NoReceipt();
     /// @notice The two leaves are the same record position or bill different grants.
     error NotDuplicate();
+    /// @notice The record's grant already answered a dispute of another leaf: a grant is paid once.
+    error GrantAlreadyAnswered(bytes32 grant, bytes32 answeredLeaf);
+    /// @notice The centre is an active member: its anchor bond stays locked.
+    error StillMember(bytes32 centre);
 
     /// @param consortium_ The Consortium contract.
     /// @param disputeWindow_ Seconds to dispute after an anchor (answers: as many again).
@@ -322,11 +329,38 @@ contract UsageLedger is EIP712 {
     ) external {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
-        if (_epochs[epoch].finalized) revert EpochFinalized(epoch);
+        if (_isFinalized(epoch)) revert EpochFinalized(epoch);
         uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
-        _homes[epoch][centre] = homes;
-        uint64 now_ = _recordAnchor(epoch, centre, recordCount);
+        uint64 now_ = uint64(block.timestamp);
+        _anchors[centre][epoch] = Anchor(now_, recordCount);
+        if (epoch > highestEpoch) highestEpoch = epoch;
         emit EpochAnchored(centre, epoch, homes, roots, counts, totals, now_);
+        _bondAnchor(centre);
+    }
+
+    /// @notice A centre's anchor bond: the account it last anchored with and what is locked.
+    /// @dev The bond stays locked across epochs; each anchor tops it up to `anchorBond` from
+    ///      the account's free collateral (as much as is free). An upheld dispute or a
+    ///      duplicate-grant proof pays what is locked to the challenger.
+    /// @param centre The centre id.
+    /// @return account The account (zero before its first anchor).
+    /// @return amount The amount locked.
+    function bondOf(bytes32 centre) external view returns (address account, uint256 amount) {
+        Bond storage b = _bonds[centre];
+        return (b.account, b.amount);
+    }
+
+    /// @notice Releases the anchor bond of a centre that is no longer an active member.
+    /// @dev Anyone may call. A former member's claims are no longer netted, so its bond secures
+    ///      nothing; a readmitted member bonds again with its next anchor.
+    /// @param centre The centre id.
+    function releaseBond(bytes32 centre) external {
+        if (consortium.isMember(centre)) revert StillMember(centre);
+        Bond storage b = _bonds[centre];
+        uint96 amount = b.amount;
+        if (amount == 0) return;
+        b.amount = 0;
+        settlement.unlock(b.account, amount);
     }
 
     /// @notice The anchor of `centre` for `epoch`.
@@ -361,19 +395,33 @@ contract UsageLedger is EIP712 {
         return (c.root, c.count, c.total, c.voided);
     }
 
-    /// @notice The homes `centre` anchored claims on for `epoch`, in the order given.
+    /// @notice The active members `centre` anchored claims on for `epoch`, in admission order.
+    /// @dev Not stored (an anchor stays cheap): the complete list, former members included and in
+    ///      the order given, is the anchor's `EpochAnchored` event.
     /// @param epoch The epoch.
     /// @param centre The anchoring centre.
-    /// @return The homes.
-    function homesOf(uint64 epoch, bytes32 centre) external view returns (bytes32[] memory) {
-        return _homes[epoch][centre];
+    /// @return homes The homes.
+    function homesOf(uint64 epoch, bytes32 centre) external view returns (bytes32[] memory homes) {
+        bytes32[] memory ids = consortium.memberIds();
+        homes = new bytes32[](ids.length);
+        uint256 n = 0;
+        for (uint256 i = 0; i < ids.length; i++) {
+            if (_claims[epoch][centre][ids[i]].count != 0) homes[n++] = ids[i];
+        }
+        assembly ("memory-safe") {
+            mstore(homes, n)
+        }
     }
 
-    /// @notice Block time of the latest anchor of `epoch` (0 if none).
+    /// @notice Block time of the latest anchor of `epoch` by an active member (0 if none).
     /// @param epoch The epoch.
-    /// @return The time.
-    function lastAnchoredAt(uint64 epoch) external view returns (uint64) {
-        return _epochs[epoch].lastAnchoredAt;
+    /// @return last The time.
+    function lastAnchoredAt(uint64 epoch) public view returns (uint64 last) {
+        bytes32[] memory ids = consortium.memberIds();
+        for (uint256 i = 0; i < ids.length; i++) {
+            uint64 at = _anchors[ids[i]][epoch].anchoredAt;
+            if (at > last) last = at;
+        }
     }
 
     /// @notice What `debtor` owes `creditor` for `epoch`: the claim's total unless voided.
@@ -491,11 +539,12 @@ contract UsageLedger is EIP712 {
         } else if (!keyOpens && !_signedBy(_receiptDigest(recordDigest), ev.receiptSig, ev.grant.account)) {
             revert NoReceipt();
         }
+        _payGrantOnce(ev.record.grant, keccak256(abi.encode(d.centre, d.epoch, d.home, d.index)));
         d.status = Status.Answered;
         if (d.needKey) {
             settlement.unlock(d.challenger, settlement.disputeBond());
         } else {
-            settlement.slash(d.challenger, _bonds[d.epoch][a.position].account, settlement.disputeBond());
+            settlement.slash(d.challenger, _bonds[d.centre].account, settlement.disputeBond());
         }
         emit DisputeAnswered(id, recordDigest, keyOpens ? ev.key : bytes32(0));
     }
@@ -520,7 +569,7 @@ contract UsageLedger is EIP712 {
         _checkLeaf(centre, home, b);
         claimB.voided = true;
         emit ClaimVoided(centre, b.epoch, home, 0);
-        _slashAnchorBond(centre, b.epoch, msg.sender);
+        _slashAnchorBond(centre, msg.sender);
     }
 
     // -- settlement -----------------------------------------------------------------------
@@ -530,22 +579,24 @@ contract UsageLedger is EIP712 {
     /// @param epoch The epoch.
     /// @return True when settleable.
     function settleable(uint64 epoch) external view returns (bool) {
-        uint64 last = _epochs[epoch].lastAnchoredAt;
-        if (last == 0 || block.timestamp <= uint256(last) + 2 * uint256(disputeWindow)) return false;
         bytes32[] memory ids = consortium.memberIds();
+        uint256 last = 0;
         for (uint256 i = 0; i < ids.length; i++) {
-            if (_anchors[ids[i]][epoch].anchoredAt == 0) return false;
+            uint256 at = _anchors[ids[i]][epoch].anchoredAt;
+            if (at == 0) return false;
+            if (at > last) last = at;
         }
-        return true;
+        return ids.length != 0 && block.timestamp > last + 2 * uint256(disputeWindow);
     }
 
     /// @notice Closes `epoch` and nets it: every dispute still open voids its claim, wins the
-    ///         claimant's anchor bond (once) and gets its own bond back; every other anchor bond
-    ///         of the epoch is unlocked; then the standing claims among the active members are
-    ///         netted.
+    ///         claimant's anchor bond (what is locked of it) and gets its own bond back; then the
+    ///         standing claims among the active members are netted.
     /// @dev net[c] = sum of standing claims c holds - sum of standing claims on c, over the
     ///      active members in admission order (claims on others are ignored). A member's account
-    ///      is the one it anchored the epoch with.
+    ///      is the one it last anchored with. A debtor's anchor bond is unlocked as far as its
+    ///      debt needs it (so settlement pays from it as when bonds were per epoch). Every state
+    ///      change precedes the bond movements.
     /// @param epoch The epoch.
     /// @return ids The active members, in admission order.
     /// @return accounts Their accounts.
@@ -555,31 +606,33 @@ contract UsageLedger is EIP712 {
         onlySettlement
         returns (bytes32[] memory ids, address[] memory accounts, int256[] memory net)
     {
-        _epochs[epoch].finalized = true;
-        _closeDisputes(epoch);
-        uint256 anchors = _epochs[epoch].anchors;
-        for (uint256 i = 0; i < anchors; i++) {
-            Bond storage b = _bonds[epoch][i];
-            uint96 bond = b.amount;
-            if (bond != 0) {
-                b.amount = 0;
-                settlement.unlock(b.account, bond);
+        _finalized[epoch >> 8] |= uint256(1) << (epoch & 255);
+        uint256 disputeBond = settlement.disputeBond();
+        BondMove[] memory moves = _closeDisputes(epoch, disputeBond);
+        ids = consortium.memberIds();
+        uint256 n = ids.length;
+        accounts = new address[](n);
+        net = new int256[](n);
+        for (uint256 c = 0; c < n; c++) {
+            accounts[c] = _bonds[ids[c]].account;
+            mapping(bytes32 => Claim) storage claims = _claims[epoch][ids[c]];
+            for (uint256 d = 0; d < n; d++) {
+                if (d == c) continue;
+                Claim storage claim = claims[ids[d]];
+                if (claim.voided) continue;
+                int256 total = int256(uint256(claim.total)); // exact: claims <= MAX_CLAIM
+                net[c] += total;
+                net[d] -= total;
             }
         }
-        ids = consortium.memberIds();
-        accounts = new address[](ids.length);
-        net = new int256[](ids.length);
-        for (uint256 c = 0; c < ids.length; c++) {
-            accounts[c] = _bonds[epoch][_anchors[ids[c]][epoch].position].account;
-            bytes32[] storage homes = _homes[epoch][ids[c]];
-            for (uint256 k = 0; k < homes.length; k++) {
-                uint256 d = _indexOf(ids, homes[k]);
-                if (d == ids.length || d == c) continue;
-                Claim storage claim = _claims[epoch][ids[c]][homes[k]];
-                if (claim.voided) continue;
-                net[c] += int256(uint256(claim.total)); // exact: claims <= MAX_CLAIM
-                net[d] -= int256(uint256(claim.total));
-            }
+        uint256[] memory released = _releaseForDebts(ids, accounts, net);
+        for (uint256 i = 0; i < moves.length; i++) {
+            BondMove memory m = moves[i];
+            if (m.to == address(0)) settlement.unlock(m.from, m.amount);
+            else settlement.slash(m.from, m.to, m.amount);
+        }
+        for (uint256 c = 0; c < n; c++) {
+            if (released[c] != 0) settlement.unlock(accounts[c], released[c]);
         }
     }
 
@@ -615,16 +668,21 @@ contract UsageLedger is EIP712 {
 
     // -- internals ------------------------------------------------------------------------
 
-    /// @dev Stores the caller's anchor of `epoch` and locks its bond; returns the anchor time.
-    function _recordAnchor(uint64 epoch, bytes32 centre, uint64 recordCount) private returns (uint64 now_) {
-        now_ = uint64(block.timestamp);
-        uint96 bond = SafeCast.toUint96(settlement.lockUpTo(msg.sender, settlement.anchorBond()));
-        EpochState storage state = _epochs[epoch];
-        uint32 position = state.anchors++;
-        _anchors[centre][epoch] = Anchor(now_, recordCount, position);
-        _bonds[epoch][position] = Bond(msg.sender, bond);
-        state.lastAnchoredAt = now_;
-        if (epoch > highestEpoch) highestEpoch = epoch;
+    /// @dev Tops the caller's anchor bond up to `anchorBond` from its free collateral (moving it
+    ///      over when the centre anchors with another account). Nothing to do, and no call into
+    ///      Settlement beyond reading the bond size, when the bond is whole.
+    function _bondAnchor(bytes32 centre) private {
+        Bond storage b = _bonds[centre];
+        (address account, uint96 held) = (b.account, b.amount);
+        uint256 want = settlement.anchorBond();
+        if (account == msg.sender && held >= want) return;
+        uint96 kept = account == msg.sender ? held : 0;
+        uint256 free = settlement.freeOf(msg.sender);
+        uint256 topUp = want - kept < free ? want - kept : free;
+        b.account = msg.sender;
+        b.amount = kept + SafeCast.toUint96(topUp);
+        if (account != msg.sender && held != 0) settlement.unlock(account, held);
+        if (topUp != 0) settlement.lock(msg.sender, topUp);
     }
 
     /// @dev Checks and stores an anchor's claims; returns their total record count.
@@ -695,11 +753,13 @@ contract UsageLedger is EIP712 {
         }
     }
 
-    /// @dev Upholds every dispute of `epoch` still open: voids its claim, pays the claimant's anchor
-    ///      bond (once) to the challenger and returns the challenger's bond.
-    function _closeDisputes(uint64 epoch) private {
-        uint256 disputeBond = settlement.disputeBond();
+    /// @dev Upholds every dispute of `epoch` still open: voids its claim, takes the claimant's
+    ///      anchor bond (what is locked of it) for the challenger and returns the challenger's
+    ///      bond. Only writes state: the bond movements are returned for `finalize` to make.
+    function _closeDisputes(uint64 epoch, uint256 disputeBond) private returns (BondMove[] memory moves) {
         uint256[] storage ids = _epochDisputes[epoch];
+        moves = new BondMove[](2 * ids.length);
+        uint256 n = 0;
         for (uint256 i = 0; i < ids.length; i++) {
             Dispute storage d = _disputes[ids[i]];
             if (d.status != Status.Open) continue;
@@ -709,20 +769,59 @@ contract UsageLedger is EIP712 {
                 c.voided = true;
                 emit ClaimVoided(d.centre, epoch, d.home, ids[i]);
             }
-            _slashAnchorBond(d.centre, epoch, d.challenger);
-            settlement.unlock(d.challenger, disputeBond);
+            Bond storage b = _bonds[d.centre];
+            uint96 bond = b.amount;
+            if (bond != 0) {
+                b.amount = 0;
+                moves[n++] = BondMove(b.account, d.challenger, bond);
+            }
+            moves[n++] = BondMove(d.challenger, address(0), disputeBond);
+        }
+        assembly ("memory-safe") {
+            mstore(moves, n)
         }
     }
 
-    function _indexOf(bytes32[] memory ids, bytes32 id) private pure returns (uint256 i) {
-        for (i = 0; i < ids.length; i++) {
-            if (ids[i] == id) return i;
+    /// @dev What of each debtor's anchor bond its debt needs: a debtor pays from balance - locked,
+    ///      so a bond locked across epochs must not keep collateral from the debts of the epoch
+    ///      it bonded. Only writes state (the bonds shrink); the next anchor tops them up.
+    function _releaseForDebts(bytes32[] memory ids, address[] memory accounts, int256[] memory net)
+        private
+        returns (uint256[] memory released)
+    {
+        released = new uint256[](ids.length);
+        for (uint256 c = 0; c < ids.length; c++) {
+            if (net[c] >= 0) continue;
+            Bond storage b = _bonds[ids[c]];
+            uint96 held = b.amount;
+            if (held == 0) continue;
+            uint256 available = settlement.availableOf(accounts[c]);
+            uint256 debt = uint256(-net[c]);
+            if (available >= debt) continue;
+            uint256 release = debt - available < held ? debt - available : held;
+            b.amount = held - uint96(release);
+            released[c] = release;
         }
     }
 
-    /// @dev Pays the locked bond (if any is left) of `centre`'s anchor of `epoch` to `to`.
-    function _slashAnchorBond(bytes32 centre, uint64 epoch, address to) private {
-        Bond storage b = _bonds[epoch][_anchors[centre][epoch].position];
+    /// @dev Whether `epoch` was finalized by its settlement.
+    function _isFinalized(uint64 epoch) private view returns (bool) {
+        return (_finalized[epoch >> 8] >> (epoch & 255)) & 1 == 1;
+    }
+
+    /// @dev Records that `grant` paid the answer of `leaf`; reverts when it already paid another
+    ///      leaf's (a centre withholding its evidence is disputed on every index: copies of one
+    ///      real grant must not all stand).
+    function _payGrantOnce(bytes32 grant, bytes32 leaf) private {
+        bytes32 earlier = _answeredGrant[grant];
+        if (earlier == leaf) return;
+        if (earlier != bytes32(0)) revert GrantAlreadyAnswered(grant, earlier);
+        _answeredGrant[grant] = leaf;
+    }
+
+    /// @dev Pays what is locked of `centre`'s anchor bond to `to`.
+    function _slashAnchorBond(bytes32 centre, address to) private {
+        Bond storage b = _bonds[centre];
         uint96 bond = b.amount;
         if (bond != 0) {
             b.amount = 0;
