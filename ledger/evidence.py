@@ -139,6 +139,7 @@ def check_evidence(
     claim: ClaimInfo | None = None,
     key: bytes | None = None,
     need_key: bool = False,
+    delivery: bool = True,
 ) -> list[str]:
     """Findings against UsageLedger.answer's rules 1-7 (empty: the contract would accept it).
 
@@ -146,7 +147,9 @@ def check_evidence(
     prices of the record's rates version (None: never published); `anchored_at` the
     anchor's block time (None before anchoring: rule 6's booking delay is not checked).
     Without a `claim`, rules 1 and 2 are skipped and centre and home are the record's.
-    `key` is a revealed result key; `need_key` a dispute only a key answers.
+    `key` is a revealed result key; `need_key` a dispute only a key answers. With
+    `delivery=False` only rules 1-6 (the terms) are checked: for a payer that judges
+    delivery itself, from the receipt or its user's complaint.
     """
     if not isinstance(home_account, str) or not is_address(home_account):
         raise EvidenceError(f"home_account must be an address, got {home_account!r:.80}")
@@ -155,6 +158,8 @@ def check_evidence(
     _uint64(booking_delay, "booking_delay")
     if key is not None and (not isinstance(key, (bytes, bytearray)) or len(key) != 32):
         raise EvidenceError(f"a result key is 32 bytes, got {key!r:.80}")
+    if not delivery and (key is not None or need_key):
+        raise EvidenceError("a key or need_key asks about delivery, which delivery=False leaves out")
     rec, order, grant = ev.record, ev.order, ev.grant
     centre, home = (claim.centre, claim.home) if claim else (rec.serving_centre, rec.home_centre)
     rd = record_digest(rec, domain)
@@ -221,6 +226,8 @@ def check_evidence(
             f"claim anchored at {anchored_at}, after the order's deadline {order.deadline}"
             f" plus the booking delay {booking_delay}"
         )
+    if not delivery:
+        return out
     # 7. delivery: the key, or the user's receipt
     # (as the contract: a valid receipt answers even beside a wrong key, unless need_key)
     key_ok = key is not None and keccak(key) == rec.lock_hash

@@ -26,10 +26,13 @@ DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "cd" * 20)
 
 
 class Consortium:
-    """Three mock gateways: `answers[centre]` is what its POST /v1/jobs does (a status, or an exception)."""
+    """Three mock gateways: `answers[centre]` is what its POST /v1/jobs does (a status, or an exception);
+    `quotes[centre]` what its POST /v1/jobs/quote does (a status, or the body of a 200)."""
 
     def __init__(self, **answers: object) -> None:
         self.answers = answers
+        self.quotes: dict[str, object] = {}
+        self.quoted: list[tuple[str, str | None, dict]] = []  # (centre, token, body)
         self.submitted: list[tuple[str, str | None, dict]] = []  # (centre, token, body)
         self.entry_urls: dict[str, str] = {}  # what the entry says of a centre's URL, where it lies
         self.home_urls: dict[str, str] = {}  # a URL a member registered on chain, where it is not the usual one
@@ -71,8 +74,16 @@ class Consortium:
                     ]
                 },
             )
-        assert request.url.path == "/v1/jobs"
         token = request.headers.get("Authorization", "").removeprefix("Bearer ") or None
+        if request.url.path == "/v1/jobs/quote":  # each centre's own terms, not the entry's
+            self.quoted.append((centre, token, httpx.Response(200, content=request.content).json()))
+            quote = self.quotes.get(
+                centre, {"centre": centre, "rates_version": 3, "max_price": 2000 + RANKING.index(centre)}
+            )
+            if isinstance(quote, int):
+                return httpx.Response(quote, json={"error": f"{centre} says {quote}", "reasons": [f"{centre}: no"]})
+            return httpx.Response(200, json=quote)
+        assert request.url.path == "/v1/jobs"
         self.submitted.append((centre, token, httpx.Response(200, content=request.content).json()))
         answer = self.answers.get(centre, 202)
         if isinstance(answer, Exception):
@@ -191,9 +202,9 @@ def test_each_centre_gets_an_order_for_it_from_a_fresh_account_and_its_homes_gra
     signers = []
     for centre, _, body in consortium.submitted:
         order = Order.from_dict(body["order"])
-        assert order.centre == centre_id(centre) and order.rates_version == 2
+        assert order.centre == centre_id(centre) and order.rates_version == 3
         assert order.request == request_digest(job_request(JOB, centre))  # the request as the centre stores it
-        assert order.max_price == 1000 + RANKING.index(centre)  # the entry's quote for that centre
+        assert order.max_price == 2000 + RANKING.index(centre)  # that centre's own quote, not the entry's ranking
         assert body["grant"] == {"order": "granted", "amount": order.max_price}
         signers.append(recover(order, DOMAIN, from_hex(body["order_signature"])))
     assert len(set(signers)) == 2  # one account per order: the centres cannot link them
@@ -203,11 +214,58 @@ def test_each_centre_gets_an_order_for_it_from_a_fresh_account_and_its_homes_gra
     assert keys.open()[signers[1]]["job"] == "job-at-hpc-a"
 
 
+def test_each_centre_is_asked_for_its_quote_signed_on_there_before_home_grants_anything():
+    consortium, home = Consortium(), Home()
+    submission = submit(consortium, home)
+    assert [(c, t, b) for c, t, b in consortium.quoted] == [
+        ("cloud-b", "token-for-cloud-b", JOB | {"centre": "cloud-b"})
+    ]
+    assert len(home.asked) == 1 and submission.paid.order.max_price == 2000
+
+
+@pytest.mark.parametrize("status", [403, 503])
+def test_a_centre_that_refuses_at_the_quote_costs_no_grant(status):
+    """Refused by its policy (403) or unable to price (503) at the quote: home is not asked, no key is made."""
+    consortium, home, keys = Consortium(), Home(), PaymentKeys()
+    consortium.quotes = {"cloud-b": status}
+    submission = submit(consortium, home, keys=keys)
+    assert submission.centre == "hpc-a"
+    assert [c for c, _, _ in consortium.quoted] == ["cloud-b", "hpc-a"]
+    assert [c for c, _, _ in consortium.submitted] == ["hpc-a"]
+    assert [o["centre"] for o in home.asked] == ["0x" + centre_id("hpc-a").hex()]
+    assert list(keys.open()) == [submission.paid.account]
+
+
+def test_every_refusal_at_the_quote_is_reported_and_nothing_granted():
+    consortium, home = Consortium(), Home()
+    consortium.quotes = {c: 403 for c in RANKING}
+    with pytest.raises(NoCentreAccepts) as caught:
+        submit(consortium, home)
+    assert caught.value.status == 403 and caught.value.reasons == [f"{c}: no" for c in RANKING]
+    assert home.asked == [] and consortium.submitted == []
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"centre": "hpc-a", "rates_version": 3, "max_price": 5},  # another centre's name
+        {"centre": "cloud-b", "rates_version": "3", "max_price": 5},
+        {"centre": "cloud-b", "rates_version": 3, "max_price": -1},
+        {"centre": "cloud-b", "rates_version": 3},
+    ],
+)
+def test_an_answer_that_is_not_the_centres_quote_signs_no_order(answer):
+    consortium, home = Consortium(), Home()
+    consortium.quotes = {"cloud-b": answer}
+    submission = submit(consortium, home)
+    assert submission.centre == "hpc-a" and len(home.asked) == 1
+
+
 def test_a_centre_the_entry_left_out_quotes_for_itself():
     consortium = Consortium(**{"cloud-b": 403, "hpc-a": 403})
     consortium.ranking = ["cloud-b", "hpc-a"]
     submission = submit(consortium)
-    assert submission.centre == "ai-c" and submission.paid.order.max_price == 1000
+    assert submission.centre == "ai-c" and submission.paid.order.max_price == 2002
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,9 @@ the tests provoke.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import secrets
 import time
 from collections.abc import Callable
@@ -17,11 +19,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 from eth_account import Account
+from joserfc import jws
 
+from auth.tokens import TokenIssuer
 from gateway.client.dispatch import finish, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
 from gateway.client.wallet import PaymentKeys
 from gateway.demo import local
+from gateway.node.errors import Unavailable
 from gateway.store import Payment, SealedResult
 from ledger import lock
 from ledger.deploy import deploy_consortium
@@ -240,28 +245,154 @@ def test_an_honest_epoch_settles_without_a_dispute(court):
     assert all(record_digest(UsageRecord.from_dict(r.view["record"]["data"]), domain) for _, r in runs)
 
 
-def test_the_watcher_disputes_leaf_0_without_evidence_and_any_grant_paid_before(court):
-    """The home's checks on their own, on the claims above: evidence it cannot get, or that does not rebuild the
-    anchored claim, is leaf 0; a claim whose grants it already paid (a settled claim anchored again) is bad."""
-    from gateway.books.watcher import Watcher, fetch_evidence
+def bill_again(court, centre: str, job_id: str) -> None:
+    """`centre` stores a second record billing the grant of its real job `job_id` (same order and grant, a new
+    record id and key), as a cheat pads its claim: the contract takes either record's evidence, so the home must
+    not pay the grant twice."""
+    node = court.centres[centre].node
+    store, domain, account = node.parts.store, node.parts.domain, court.centres[centre].account
+    real = store.get_job(job_id)
+    original = UsageRecord.from_json(store.record(real.record_id).record)
+    payment = dataclasses.replace(real.payment, order_digest=secrets.token_bytes(32))  # past the store's replay check
+    job, _ = store.create_job(
+        real.principal, real.home, JOB | {"centre": centre}, centre, rates_version=real.rates_version, payment=payment
+    )
+    store.update_job(job.id, status="running")
+    key = lock.new_key()
+
+    def signed(epoch: int):
+        record = dataclasses.replace(
+            original,
+            record_id=secrets.token_bytes(32),
+            job_id=secrets.token_bytes(32),
+            epoch=epoch,
+            lock_hash=lock.lock_hash(key),
+        )
+        return record, sign_record(record, domain, account.key), record_leaf(record, domain)
+
+    sealed = SealedResult(key, lock.lock_hash(key), lock.seal(key, b"again"), lock.seal(key, b""))
+    store.complete_job(job.id, "succeeded", 0, "", "", record=signed, result=sealed)
+
+
+def balances(court) -> dict[str, int]:
+    index = court.centres["hpc-a"].node.parts.index
+    index.sync()
+    return {n: index.collateral(court.centres[n].account.address).balance for n in court.centres}
+
+
+def test_a_grant_billed_twice_in_a_claim_is_voided_by_disputeDuplicate(court):
+    """ai-c serves its evidence, but bills one real grant at two leaves: hpc-a proves both leaves to the contract
+    (disputeDuplicate), which voids the claim at once: no index dispute, nothing for ai-c to answer; ai-c's anchor
+    bond goes to hpc-a and alice's hold is refunded."""
+    submission, result = run_paid(court, "ai-c", PaymentKeys())
+    bill_again(court, "ai-c", submission.view["id"])
+    before = balances(court)
+
+    epoch = close_and_settle(court)
+
+    index = court.centres["hpc-a"].node.parts.index
+    (claim,) = index.claims_on("hpc-a", epoch)
+    assert (claim.centre, claim.count, claim.total, claim.voided) == (centre_id("ai-c"), 2, 2 * result.price, True)
+    assert index.disputes(epoch=epoch) == []
+    key = f"duplicate:{to_hex(centre_id('ai-c'))}:{epoch}"
+    sent = court.centres["hpc-a"].node.parts.epochs.outbox.item_by_key(key)
+    assert (sent.status, sent.payload["a"]["index"], sent.payload["b"]["index"]) == ("done", 0, 1)
+    after = balances(court)
+    bond = before["ai-c"] - after["ai-c"]
+    assert bond > 0 and after["hpc-a"] - before["hpc-a"] == bond
+    assert index.settlement(epoch).net.get(centre_id("ai-c"), 0) == 0
+    eventually(lambda: hold_status(court, submission.paid.grant) == "refunded")
+
+
+def test_a_grant_paid_in_an_earlier_epoch_and_billed_again_is_voided(court):
+    """cloud-b is paid for alice's job in one epoch and bills its grant again in the next: hpc-a proves the earlier
+    leaf and the new one (disputeDuplicate) and the new claim is voided; a watcher restarted without memory finds
+    the earlier leaf from cloud-b's evidence of the earlier epoch."""
+    from gateway.books.watcher import DuplicateDispute, fetch_evidence
+
+    submission, result = run_paid(court, "cloud-b", PaymentKeys())
+    first = close_and_settle(court)
+    eventually(lambda: hold_status(court, submission.paid.grant) == "paid")
+    bill_again(court, "cloud-b", submission.view["id"])
+
+    second = close_and_settle(court)
 
     parts = court.centres["hpc-a"].node.parts
-    (paid,) = [c for c in parts.index.claims_on("hpc-a") if c.centre == centre_id("cloud-b") and not c.voided]
-    assert parts.index.settlement(paid.epoch) is not None
+    (claim,) = parts.index.claims_on("hpc-a", second)
+    assert (claim.centre, claim.count, claim.voided) == (centre_id("cloud-b"), 1, True)
+    assert parts.index.disputes(epoch=second) == []
+    assert parts.index.settlement(second).net.get(centre_id("cloud-b"), 0) == 0
+    assert hold_status(court, submission.paid.grant) == "paid"  # once, at its price
+    assert parts.payer.book.hold(grant_digest(Grant.from_dict(submission.paid.grant), parts.domain)).price == (
+        result.price
+    )
+    fresh = watcher_of(court, fetch_evidence)
+    found = fresh.review(claim, claim.anchored_at)
+    assert len(found) == 1 and isinstance(found[0], DuplicateDispute)
+    assert (found[0].first.epoch, found[0].second.epoch, found[0].second.index) == (first, second, 0)
 
-    def watcher(fetch) -> Watcher:
-        return Watcher(
-            name="hpc-a",
-            index=parts.index,
-            outbox=parts.epochs.outbox,
-            payer=parts.payer,
-            domain=parts.domain,
-            dispute_window=WINDOW,
-            booking_delay=court.deployment.booking_delay,
-            fetch=fetch,
-        )
+
+def test_withheld_evidence_gets_every_leaf_disputed_and_a_padded_claim_voided(court, monkeypatch):
+    """cloud-b pads its claim with two copies of a real grant and withholds its evidence: hpc-a asks again, then
+    disputes all three leaves; cloud-b answers the genuine one, a grant answers for one leaf only, so the copies
+    stand unanswered and the claim is void: cloud-b loses its bond, hpc-a pays nothing."""
+    submission, _ = run_paid(court, "cloud-b", PaymentKeys())
+    bill_again(court, "cloud-b", submission.view["id"])
+    bill_again(court, "cloud-b", submission.view["id"])
+    asked: list[int] = []
+
+    def withheld(epoch: int, home: str) -> list[dict]:
+        asked.append(epoch)
+        raise Unavailable("evidence withheld")
+
+    monkeypatch.setattr(court.centres["cloud-b"].node.parts.epochs, "evidence", withheld)
+    before = balances(court)
+
+    epoch = close_and_settle(court)
+
+    index = court.centres["hpc-a"].node.parts.index
+    (claim,) = index.claims_on("hpc-a", epoch)
+    assert (claim.centre, claim.count, claim.voided) == (centre_id("cloud-b"), 3, True)
+    assert asked.count(epoch) >= 1
+    disputes = index.disputes(epoch=epoch)
+    assert sorted((d.index, d.need_key) for d in disputes) == [(0, False), (1, False), (2, False)]
+    assert sum(d.status == "answered" for d in disputes) <= 1  # the grant answers for one leaf at most
+    assert index.settlement(epoch).net.get(centre_id("cloud-b"), 0) == 0
+    assert index.settlement(epoch).net.get(centre_id("hpc-a"), 0) == 0
+    after = balances(court)
+    assert after["cloud-b"] < before["cloud-b"] and after["hpc-a"] > before["hpc-a"]
+
+
+def watcher_of(court, fetch):
+    from gateway.books.watcher import Watcher
+
+    parts = court.centres["hpc-a"].node.parts
+    return Watcher(
+        name="hpc-a",
+        index=parts.index,
+        outbox=parts.epochs.outbox,
+        payer=parts.payer,
+        domain=parts.domain,
+        dispute_window=WINDOW,
+        booking_delay=court.deployment.booking_delay,
+        fetch=fetch,
+    )
+
+
+def test_the_watcher_retries_missing_evidence_then_disputes_every_leaf(court):
+    """The home's checks on their own, on a settled claim above: evidence it cannot get, or that does not rebuild
+    the anchored claim, is asked for again over the first half of the window, then every leaf is disputed; a claim
+    whose grants it already paid (a settled claim anchored again) has every leaf bad."""
+    from gateway.books.watcher import LeafDispute, fetch_evidence
+
+    parts = court.centres["hpc-a"].node.parts
+    paid = next(c for c in parts.index.claims_on("hpc-a") if c.centre == centre_id("cloud-b") and not c.voided)
+    assert parts.index.settlement(paid.epoch) is not None
+    every = [LeafDispute(i) for i in range(paid.count)]
+    calls: list[int] = []
 
     def unreachable(url: str, epoch: int, home: str):
+        calls.append(epoch)
         raise httpx.ConnectError("connection refused")
 
     def tampered(url: str, epoch: int, home: str):
@@ -269,7 +400,81 @@ def test_the_watcher_disputes_leaf_0_without_evidence_and_any_grant_paid_before(
         rows[-1]["record"]["price"] -= 1
         return rows
 
-    assert watcher(unreachable).findings(paid) == [(0, False)]
-    assert watcher(lambda *_: {"not": "evidence"}).findings(paid) == [(0, False)]
-    assert watcher(tampered).findings(paid) == [(0, False)]
-    assert watcher(fetch_evidence).findings(paid) == [(0, False)]  # every grant in it is paid already
+    at = paid.anchored_at
+    watcher = watcher_of(court, unreachable)
+    assert watcher.review(paid, at) is None  # asked again later
+    assert watcher.review(paid, at) is None and len(calls) == 1  # not before it is due: housekeeping goes on
+    assert watcher.review(paid, at + 1) is None and len(calls) == 2
+    assert watcher.review(paid, at + 2) == every and len(calls) == 3
+    late = at + WINDOW // 2  # first seen late in the window: no time to ask again
+    assert watcher_of(court, lambda *_: {"not": "evidence"}).review(paid, late) == every
+    assert watcher_of(court, tampered).review(paid, late) == every
+    assert watcher_of(court, fetch_evidence).review(paid, late) == every  # every grant in it is paid already
+    # served on the second try: judged from the evidence
+    flaky = iter([httpx.ConnectError("refused")])
+
+    def once_down(url: str, epoch: int, home: str):
+        for exc in flaky:
+            raise exc
+        return fetch_evidence(url, epoch, home)
+
+    retried = watcher_of(court, once_down)
+    assert retried.review(paid, at) is None
+    assert retried.review(paid, at + 1) == every
+
+
+def test_the_orders_account_fetches_the_result_after_the_session_ended(court, tmp_path):
+    """`xcentre result` signs as the job's payment account (X-Job-Signature) instead of presenting the session that
+    submitted, which may have ended: the outputs still come. A signature by another key, or an old one, is a 401
+    and releases nothing."""
+    from gateway.client.http import GatewayRefused, job_signer
+    from tests.test_cli import run_cli
+
+    wallet = tmp_path / "wallet.json"
+    code, _, err = run_cli(
+        ["login", "--gateway", court.url("hpc-a"), "--user", "alice", "--password-stdin", "--wallet", wallet],
+        stdin=PASSWORDS["alice"] + "\n",
+    )
+    assert code == 0, err
+    code, out, err = run_cli(
+        ["submit", "--user", "alice", "--password-stdin", "--gateway", court.url("hpc-a"), "--centre", "cloud-b",
+         "--walltime", "60", "--wallet", wallet, "--", "python3", "-c", "print(6 * 9)"],
+        stdin=PASSWORDS["alice"] + "\n",
+    )  # fmt: skip
+    assert code == 0, err
+    job = json.loads(out)["id"]
+    keys = PaymentKeys.beside(wallet)
+    ((account, facts),) = keys.open().items()
+    # the session that submitted, as it is once expired: refused
+    claims = json.loads(jws.extract_compact(facts["session"].encode()).payload)
+    expired = TokenIssuer("cloud-b", court.centres["cloud-b"].token_key)._sign(
+        claims | {"iat": claims["iat"] - 7200, "exp": int(time.time()) - 3600}
+    )
+    with GatewayClient(court.url("cloud-b"), token=expired) as client:
+        with pytest.raises(GatewayRefused) as refused:
+            client.job(job)
+        assert refused.value.status == 401 and "expired" in refused.value.error
+    store = court.centres["cloud-b"].node.parts.store
+    with GatewayClient(court.url("cloud-b")) as client:
+        client.job_signer = job_signer("cloud-b", keys.account(account))
+        view = client.wait(job, timeout=60)
+        receipt = "0x" + "11" * 65
+        for signer, phrase in [
+            (job_signer("cloud-b", Account.create()), "not that of the account"),
+            (job_signer("cloud-b", keys.account(account), clock=lambda: time.time() - 121), "good for 120 s"),
+            (job_signer("hpc-a", keys.account(account)), "not that of the account"),  # signed for another centre
+            (lambda _: "yesterday", "X-Job-Signature must be"),
+        ]:
+            client.job_signer = signer
+            for call in (lambda: client.job(job), lambda: client.receipt(job, receipt)):
+                with pytest.raises(GatewayRefused) as refused:
+                    call()
+                assert refused.value.status == 401 and phrase in refused.value.error, refused.value.error
+    assert view["record"] and store.get_job(job).receipt_signature is None  # nothing released, nothing taken
+
+    code, out, err = run_cli(["result", job, "--centre", "cloud-b", "--wallet", wallet])
+
+    assert code == 0, err
+    done = json.loads(out)
+    assert done["stdout"].strip() == "54" and done["paid"] == done["usage"]["price"] > 0
+    assert store.get_job(job).receipt_signature is not None

@@ -187,6 +187,18 @@ def test_rule_7_receipt_or_key():
     assert check(ev, claim, key=b"\x01" * 32) == []  # as answer(): a receipt answers beside a wrong key
 
 
+def test_rules_1_to_6_alone_without_delivery():
+    """delivery=False: the terms only (the home's watcher judges delivery by the receipt itself)."""
+    ev, claim = build(receipt=False)
+    assert check(ev, claim, delivery=False) == []
+    late, claim = build(record_changes={"ended_at": DEADLINE + 1}, receipt=False)
+    only(check(late, claim, delivery=False), "after the order's deadline")
+    with pytest.raises(EvidenceError, match="delivery"):
+        check(ev, claim, delivery=False, key=KEY)
+    with pytest.raises(EvidenceError, match="delivery"):
+        check(ev, claim, delivery=False, need_key=True)
+
+
 def test_rule_7_receipt_for_another_record():
     ev, claim = build()
     wrong = sign_typed(Receipt(record=keccak(text="another record")), DOMAIN, USER.key)

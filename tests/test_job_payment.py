@@ -26,7 +26,7 @@ from ledger.ids import centre_id
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import UsageRecord, record_digest
 from tests.fixtures.consortium import PASSWORDS
-from tests.fixtures.payment import home_grant, paid
+from tests.fixtures.payment import home_grant, paid, quote
 
 JOB = {"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30, "resources": {"cores": 1}}
 
@@ -209,3 +209,99 @@ def test_a_job_without_payment_is_refused(consortium, alice, nothing_stored):
             timeout=30,
         )
     assert response.status_code == 422 and "order" in response.json()["error"]
+
+
+# -- the quote: the serving centre's own checks before anything is granted at home --------------------
+
+RESTRICTED = JOB | {"resources": {"cores": 1, "data_class": "restricted"}}
+"""A job cloud-b's policy refuses (no restricted data on shared cloud nodes) and hpc-a's and ai-c's take."""
+
+
+@pytest.fixture(scope="module")
+def alice_at_home(consortium):
+    """alice signed on at home with a password: her orders are granted by hpc-a's real grant desk (holds)."""
+    home = GatewayClient(consortium.url("hpc-a"))
+    home.login("alice", PASSWORDS["alice"])
+    yield home
+    home.close()
+
+
+def holds(home: GatewayClient) -> dict[str, dict]:
+    return {hold["order"]: hold for hold in home.balance()["holds"]}
+
+
+def test_a_centre_whose_policy_refuses_the_job_ties_up_no_allocation(consortium, alice_at_home):
+    with GatewayClient(consortium.url("hpc-a")) as entry:
+        ranking = [c["centre"] for c in entry.placement(RESTRICTED["walltime"], RESTRICTED["resources"])]
+    assert ranking[0] == "cloud-b", f"the test needs cloud-b tried first: ranking {ranking}"
+    before = holds(alice_at_home)
+    keys = PaymentKeys()
+    submission = submit_anywhere(consortium.url("hpc-a"), RESTRICTED, with_home_session(alice_at_home), keys=keys)
+    try:
+        assert submission.centre == ranking[1]  # cloud-b refused it, the next one took it
+        new = {order: hold for order, hold in holds(alice_at_home).items() if order not in before}
+        assert list(new) == [to_hex(submission.paid.digest)]  # exactly one hold: the accepted order's
+        hold = new[to_hex(submission.paid.digest)]
+        assert hold["centre"] == submission.centre and hold["amount"] == submission.paid.order.max_price
+        assert list(keys.open()) == [submission.paid.account]  # no key was made for cloud-b
+    finally:
+        finish(submission, keys)
+        submission.client.close()
+
+
+def post_quote(consortium, centre: str, body: dict, token: str | None) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.post(f"{consortium.url(centre)}/v1/jobs/quote", json=body, headers=headers, timeout=30)
+
+
+def test_the_quote_is_what_the_order_then_signs(consortium, alice, paid_run):
+    submission = paid_run[0]
+    expected = quote(consortium, JOB, "cloud-b")
+    with GatewayClient(consortium.url("cloud-b")) as client:
+        alice(client, "cloud-b")
+        answer = client.quote(JOB | {"centre": "cloud-b"})
+    assert answer == {"centre": "cloud-b", "rates_version": expected.rates_version, "max_price": expected.max_price}
+    order = submission.paid.order
+    assert (order.rates_version, order.max_price) == (answer["rates_version"], answer["max_price"])
+    assert int(submission.paid.grant["amount"]) == answer["max_price"]
+
+
+def test_a_quote_stores_nothing(consortium, alice):
+    before = (consortium.job_count(), consortium.record_count())
+    with GatewayClient(consortium.url("cloud-b")) as client:
+        alice(client, "cloud-b")
+        assert client.quote(JOB)["centre"] == "cloud-b"  # no centre named: this one's
+    assert (consortium.job_count(), consortium.record_count()) == before
+
+
+def test_a_quote_needs_a_session_at_that_centre(consortium, nothing_stored):
+    refused(post_quote(consortium, "cloud-b", JOB, None), 401, "session token is required")
+    at_home = consortium.login("alice", "hpc-a")  # good at hpc-a only
+    refused(post_quote(consortium, "cloud-b", JOB, at_home), 401, "session token refused")
+
+
+def test_a_quote_the_policy_refuses_says_why(consortium, nothing_stored):
+    token = consortium.login("alice", "hpc-a", at="cloud-b")
+    response = post_quote(consortium, "cloud-b", RESTRICTED, token)
+    refused(response, 403, "cloud-b does not accept this job")
+    assert any("restricted data may not be processed" in r for r in response.json()["reasons"])
+
+
+def test_a_quote_for_another_centre_is_misdirected(consortium, nothing_stored):
+    token = consortium.login("alice", "hpc-a", at="cloud-b")
+    refused(post_quote(consortium, "cloud-b", JOB | {"centre": "hpc-a"}, token), 421, "sign on at hpc-a")
+    refused(post_quote(consortium, "cloud-b", JOB | {"centre": "auto"}, token), 421, "placement is made by the client")
+
+
+def test_a_quote_with_payment_fields_is_malformed(consortium, nothing_stored):
+    token = consortium.login("alice", "hpc-a", at="cloud-b")
+    payment = paid(consortium, JOB, "cloud-b")
+    assert post_quote(consortium, "cloud-b", JOB | payment.fields(), token).status_code == 422
+
+
+def test_no_quote_without_rates_in_force(consortium, monkeypatch, nothing_stored):
+    """cloud-b's index (a double of its one query) has no rates version in force: nothing can be priced."""
+    index = consortium.centres["cloud-b"].node.parts.index
+    monkeypatch.setattr(index, "rates_in_force", lambda centre, at: None)
+    token = consortium.login("alice", "hpc-a", at="cloud-b")
+    refused(post_quote(consortium, "cloud-b", JOB, token), 503, "no published rates in force")

@@ -5,6 +5,7 @@ people read refusals the same way, and every route declares each status it can
 answer (`responses=errors.responses(...)`): tests/test_openapi.py holds the app to it.
 """
 
+import re
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -20,6 +21,9 @@ from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
 from gateway.api.schemas import (
     IDEMPOTENCY_KEY,
+    JOB_SIGNATURE,
+    JOB_SIGNATURE_HEADER,
+    JOB_SIGNATURE_SKEW,
     LOCK_HASH,
     MAX_EPOCH,
     PROJECT,
@@ -35,6 +39,8 @@ from gateway.api.schemas import (
     ExchangeRequest,
     GrantRequest,
     GrantResponse,
+    JobQuote,
+    JobRequest,
     JobSubmission,
     JobView,
     LoginRequest,
@@ -51,8 +57,8 @@ from gateway.api.schemas import (
     SignOnResponse,
     check_idempotency_key,
 )
-from gateway.node.centre import CentreNode
-from gateway.node.errors import Refusal, Unavailable
+from gateway.node.centre import CentreNode, JobSignature
+from gateway.node.errors import Refusal, Unauthenticated, Unavailable
 from gateway.node.payer import Payer
 from ledger.primitives.names import CENTRE_NAME_PATTERN
 
@@ -101,6 +107,27 @@ def create_app(node: CentreNode) -> FastAPI:
 
     def operator(key: Annotated[str | None, Security(OPERATOR)]) -> None:
         node.check_operator(key)
+
+    def job_caller(
+        token: Annotated[str | None, Depends(bearer)],
+        signature: Annotated[
+            str | None,
+            Header(
+                alias=JOB_SIGNATURE_HEADER,
+                description="instead of a session: `<unix time>:<0x signature>`, the order's payment account's "
+                "EIP-191 signature of `xcentre job <centre> <job id> <unix time>`, good for "
+                f"{JOB_SIGNATURE_SKEW} s either side of the centre's clock",
+                json_schema_extra={"pattern": JOB_SIGNATURE},
+            ),
+        ] = None,
+    ) -> Claims | JobSignature:
+        """The job's session, or its order's account (a session ends; the wallet keeps the account's key)."""
+        if signature is None:
+            return node.authenticate(token)
+        at, _, sig = signature.strip().partition(":")
+        if not re.fullmatch(JOB_SIGNATURE, signature.strip()):
+            raise Unauthenticated(f"{JOB_SIGNATURE_HEADER} must be '<unix time>:0x<65-byte signature>'")
+        return JobSignature(at=int(at), signature=sig)
 
     def retry_key(
         idempotency_key: Annotated[
@@ -222,9 +249,28 @@ def create_app(node: CentreNode) -> FastAPI:
         """Submit a job to this centre with its order and grant; it runs here if the policy allows it."""
         return node.submit(claims, body, idempotency_key)
 
+    @app.post(
+        "/v1/jobs/quote",
+        response_model=JobQuote,
+        tags=["jobs"],
+        responses=responses(
+            401,
+            421,
+            422,
+            descriptions={
+                403: "this centre's policy refuses the job (its reasons in `reasons`): ask no grant for it",
+                503: "this centre has no rates in force, so it cannot price a job",
+            },
+        ),
+    )
+    def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)]) -> JobQuote:
+        """Before asking home for a grant: whether this centre takes the job (the checks of a submission) and
+        its rates version and maximum price, for the order. Nothing is stored; the submission checks again."""
+        return node.quote(claims, body)
+
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
-    def job(job_id: str, claims: Annotated[Claims, Depends(session)]) -> JobView:
-        return node.job(claims, job_id)
+    def job(job_id: str, caller: Annotated[Claims | JobSignature, Depends(job_caller)]) -> JobView:
+        return node.job(caller, job_id)
 
     @app.post(
         "/v1/jobs/{job_id}/receipt",
@@ -241,9 +287,11 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def receipt(job_id: str, body: ReceiptRequest, claims: Annotated[Claims, Depends(session)]) -> ReceiptResponse:
+    def receipt(
+        job_id: str, body: ReceiptRequest, caller: Annotated[Claims | JobSignature, Depends(job_caller)]
+    ) -> ReceiptResponse:
         """The key of the job's sealed outputs, for the payer's receipt of its usage record."""
-        return node.receipt(claims, job_id, body.signature)
+        return node.receipt(caller, job_id, body.signature)
 
     @app.post("/v1/placement", response_model=Placement, tags=["jobs"], responses=responses(422))
     def placement(body: PlacementRequest) -> Placement:

@@ -186,6 +186,19 @@ class JobRequest(PlacementRequest):
 SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 """A 65-byte signature r ‖ s ‖ v, 0x-hex."""
 
+JOB_SIGNATURE_HEADER = "X-Job-Signature"
+JOB_SIGNATURE = r"^[0-9]{1,12}:0x[0-9a-fA-F]{130}$"
+"""`<unix time>:<signature>`: the order's payment account acting for its own job, without a session."""
+
+JOB_SIGNATURE_SKEW = 120
+"""Seconds a job signature is good for, either side of the centre's clock."""
+
+
+def job_message(centre: str, job_id: str, at: int) -> str:
+    """What a job's payment account signs (EIP-191 personal_sign) to read the job or give its receipt: the
+    account is the user's one-time key for that order, so it links nothing a session would not."""
+    return f"xcentre job {centre} {job_id} {at}"
+
 
 class JobSubmission(JobRequest):
     """A job request and what pays for it: the user's order over the request and its home's grant."""
@@ -198,6 +211,14 @@ class JobSubmission(JobRequest):
     def request(self) -> JobRequest:
         """The job request alone: what the order's request digest covers (with `centre` set)."""
         return JobRequest.model_validate(self.model_dump(include=set(JobRequest.model_fields)))
+
+
+class JobQuote(BaseModel):
+    """What the serving centre takes a job at now, having checked it as a submission (nothing stored)."""
+
+    centre: str = Field(description="the centre that quotes: an order for the job names it")
+    rates_version: int = Field(description="the version of its rates in force now: what an order for it names")
+    max_price: int = Field(description="the most the job can cost here at its limits: an order's maximum price")
 
 
 class SignedRecord(BaseModel):

@@ -33,6 +33,7 @@ class Answerer:
         self.outbox = outbox
         self.index = index
         self.domain = domain
+        self._unanswerable: set[int] = set()  # said once each, not every round
 
     def answer_open(self) -> int:
         """Queue an answer to every open dispute on this centre's claims; returns how many were queued."""
@@ -40,7 +41,9 @@ class Answerer:
         for dispute in self.index.open_disputes(centre=centre_id(self.name)):
             payload = self.answer(dispute)
             if payload is None:
-                log.warning("%s: dispute %d names a leaf this centre cannot evidence", self.name, dispute.id)
+                if dispute.id not in self._unanswerable:
+                    self._unanswerable.add(dispute.id)
+                    log.warning("%s: dispute %d names a leaf this centre cannot evidence", self.name, dispute.id)
                 continue
             self.outbox.enqueue("answer", f"answer:{dispute.id}", payload)
             queued += 1

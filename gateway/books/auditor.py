@@ -11,7 +11,7 @@ from __future__ import annotations
 import httpx
 
 from gateway.books.watcher import fetch_evidence
-from ledger.audit import AuditReport, verify_epoch
+from ledger.audit import AuditReport, anchored_homes, settlement_of, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
 from ledger.evidence import EvidenceError, RecordEvidence
@@ -24,12 +24,13 @@ def collect_evidence(
     """The evidence of `epoch` from every centre it concerns, and the centres that could not be asked.
 
     Those are today's members and the centres the epoch was settled over: a centre
-    removed since still answers for the claims it anchored.
+    removed since still answers for the claims it anchored. A claim voided on chain is
+    not asked for: it moved nothing (the audit notes it).
     """
     contracts = bind(chain, deployment, named=True)
     consortium, ledger = contracts.consortium.functions, contracts.usage_ledger.functions
     concerned = list(consortium.memberIds().call())
-    for centre in contracts.settlement.functions.settledCentres(epoch).call():
+    for centre in settlement_of(contracts, deployment, epoch):
         if centre not in concerned:
             concerned.append(centre)
     evidence: dict[bytes, list[RecordEvidence]] = {}
@@ -38,7 +39,9 @@ def collect_evidence(
         member = consortium.member(centre).call()
         name, url = member.name, member.gatewayUrl
         bundles: list[RecordEvidence] = []
-        for home in ledger.homesOf(epoch, centre).call():
+        for home in anchored_homes(contracts, deployment, epoch, centre):  # removed members' included
+            if ledger.claimOf(epoch, centre, home).call().voided:  # stands for nothing: nothing to evidence
+                continue
             try:
                 rows = fetch_evidence(url, epoch, centre_name(home))
             except (httpx.HTTPError, ValueError) as exc:  # no answer, an error status, or not JSON

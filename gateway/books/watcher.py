@@ -2,14 +2,24 @@
 
 For each anchor naming this home (count > 0) within the dispute window, the
 watcher fetches the evidence from the serving centre's gateway, rebuilds the
-sum tree and checks every record (`ledger.evidence.check_evidence`) against the
-home's own hold book: a grant it did not issue, or one already paid, is bad.
-The first bad leaf is disputed (leaf 0 when the evidence is unavailable or does
-not rebuild the anchored root, count and total): unanswerable, it voids the
-whole claim. A record without a receipt, or one a user complained of, is
-disputed with needKey: only a key reveal on chain answers it, and the user then
-reads k from the chain. Once an epoch is settled, its holds are paid (claim
-standing) or refunded (claim voided). Disputes and nothing else go on chain.
+sum tree and checks every record's terms (`ledger.evidence.check_evidence`,
+rules 1-6) against the home's own hold book. What it disputes:
+
+- evidence that cannot be had, or does not rebuild the anchored root, count and
+  total: fetched again a few times over the first half of the window (one try
+  per housekeeping round that is due, never a wait), then EVERY leaf is
+  disputed. A cheat cannot answer one genuine leaf and keep a padded claim: each
+  leaf's evidence must go on chain, and a grant answers for one leaf only;
+- a record whose terms are wrong, or that names a grant this home did not
+  issue: that leaf (an index dispute, which nobody can answer);
+- a grant billed twice by the same centre (twice in the claim, or in this and
+  an earlier epoch's claim): `disputeDuplicate` with both leaves and their
+  proofs, which voids the claim at once, with nothing for the claimant to answer;
+- a record without the user's receipt, or one a user complained of: a needKey
+  dispute, which only a key reveal on chain answers (the user reads k there).
+
+Once an epoch is settled, its holds are paid (claim standing) or refunded
+(claim voided). Disputes and nothing else go on chain.
 """
 
 from __future__ import annotations
@@ -17,19 +27,20 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from gateway.node.payer import Payer
+from gateway.node.payer import MAX_DEADLINE_AHEAD, Payer
 from ledger.evidence import EvidenceError, RecordEvidence, check_evidence
 from ledger.ids import centre_id
 from ledger.index import ClaimInfo, EventIndex
 from ledger.outbox import Outbox
 from ledger.payment import InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.hex import to_hex
-from ledger.records import Domain, record_digest
-from ledger.sumtree import SumTree
+from ledger.records import Domain, UsageRecord, record_digest
+from ledger.sumtree import SumProof, SumTree
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +53,52 @@ def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0) -> An
     response = httpx.get(f"{url.rstrip('/')}/v1/epochs/{epoch}/evidence", params={"home": home}, timeout=timeout)
     response.raise_for_status()
     return response.json()
+
+
+EVIDENCE_ATTEMPTS = 3
+"""Tries at a claim's evidence, spread over the first half of its dispute window, before every leaf is disputed."""
+
+CLOCK_SKEW = 300
+"""Seconds the home's clock (a hold's creation) may be ahead of the chain's (an anchor's time)."""
+
+
+@dataclass(frozen=True)
+class Leaf:
+    """One leaf of a claim whose evidence rebuilt the anchored tree: what `disputeDuplicate` proves it with."""
+
+    epoch: int
+    index: int
+    record: UsageRecord
+    proof: SumProof
+    anchored_at: int = 0
+
+    def payload(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "index": self.index,
+            "record": self.record.to_dict(),
+            "hashes": [to_hex(h) for h in self.proof.hashes],
+            "sums": list(self.proof.sums),
+        }
+
+
+@dataclass(frozen=True)
+class LeafDispute:
+    """Dispute one leaf (index) of the claim; need_key: only a key reveal answers it."""
+
+    index: int
+    need_key: bool = False
+
+
+@dataclass(frozen=True)
+class DuplicateDispute:
+    """The claim bills a grant that `first` (same or earlier epoch, same centre) bills already."""
+
+    first: Leaf
+    second: Leaf
+
+
+Finding = LeafDispute | DuplicateDispute
 
 
 class Watcher:
@@ -69,7 +126,10 @@ class Watcher:
         self.fetch = fetch
         self.clock = clock
         self._checked: set[tuple[bytes, int]] = set()
+        self._tries: dict[tuple[bytes, int], tuple[int, int]] = {}  # claim -> (failed fetches, next try at)
         self._leaves: dict[str, tuple[ClaimInfo, int]] = {}  # record digest (hex) -> its claim and leaf, in window
+        self._granted: dict[tuple[bytes, bytes], Leaf] = {}  # (centre, grant digest) -> the first leaf billing it
+        self._indexed: set[tuple[bytes, int]] = set()  # claims whose leaves are in _granted
         self._closed: set[int] = set()
 
     def round(self) -> None:
@@ -79,47 +139,72 @@ class Watcher:
 
     # -- before settlement ----------------------------------------------------------
 
-    def check_claims(self) -> list[tuple[ClaimInfo, int, bool]]:
+    def check_claims(self) -> list[tuple[ClaimInfo, Finding]]:
         """Dispute what is wrong in every claim on this home still in its window; returns the disputes queued."""
-        now = max(int(self.clock()), self.index.chain_time)
-        queued: list[tuple[ClaimInfo, int, bool]] = []
+        now = self._now()
+        queued: list[tuple[ClaimInfo, Finding]] = []
         for claim in self.index.claims_on(self.me):
             key = (claim.centre, claim.epoch)
             if key in self._checked or claim.voided or claim.count == 0:
                 continue
             if now <= claim.anchored_at + self.dispute_window:  # later, settlement decides
-                for index, need_key in self.findings(claim):
-                    self._dispute(claim, index, need_key)
-                    queued.append((claim, index, need_key))
+                found = self.review(claim, now)
+                if found is None:
+                    continue  # its evidence is due again in a later round
+                for finding in found:
+                    self._dispute(claim, finding)
+                    queued.append((claim, finding))
             self._checked.add(key)  # once its disputes are queued: a round that failed checks it again
+            self._tries.pop(key, None)
         queued += self._answer_complaints(now)
         return queued
 
-    def _answer_complaints(self, now: int) -> list[tuple[ClaimInfo, int, bool]]:
+    def review(self, claim: ClaimInfo, now: int) -> list[Finding] | None:
+        """What to dispute in `claim`, or None while its missing evidence is still worth asking for again."""
+        key = (claim.centre, claim.epoch)
+        failures, due = self._tries.get(key, (0, 0))
+        if now < due:
+            return None
+        bundles = self._evidence(claim)
+        if bundles is not None:
+            return self.findings(claim, bundles)
+        failures += 1
+        spacing = max(1, self.dispute_window // (2 * (EVIDENCE_ATTEMPTS - 1)))
+        if failures < EVIDENCE_ATTEMPTS and now + spacing <= claim.anchored_at + self.dispute_window // 2:
+            self._tries[key] = (failures, now + spacing)
+            return None
+        log.warning(
+            "%s: %s's evidence for its claim of epoch %d is still unavailable or wrong: disputing all %d leaves",
+            self.name,
+            _centre(claim.centre),
+            claim.epoch,
+            claim.count,
+        )
+        return [LeafDispute(i) for i in range(claim.count)]
+
+    def _answer_complaints(self, now: int) -> list[tuple[ClaimInfo, Finding]]:
         """A complaint about a leaf already checked, its claim still in its window: a needKey dispute of it."""
         self._leaves = {d: (c, i) for d, (c, i) in self._leaves.items() if now <= c.anchored_at + self.dispute_window}
-        queued = []
+        queued: list[tuple[ClaimInfo, Finding]] = []
         for complaint in self.payer.book.complaints("open"):
             found = self._leaves.get(complaint.record_digest)
             if found is not None:
                 claim, index = found
-                self._dispute(claim, index, True)
-                queued.append((claim, index, True))
+                self._dispute(claim, LeafDispute(index, True))
+                queued.append((claim, LeafDispute(index, True)))
         return queued
 
-    def findings(self, claim: ClaimInfo) -> list[tuple[int, bool]]:
-        """The leaves of `claim` to dispute: [(first bad leaf, False)], or the needKey ones, or none."""
-        bundles = self._evidence(claim)
-        if bundles is None:
-            return [(0, False)]
+    def findings(self, claim: ClaimInfo, bundles: list[RecordEvidence]) -> list[Finding]:
+        """The disputes of a claim whose evidence rebuilt it: a duplicate grant (which voids it at once, so alone),
+        else every bad leaf, and the leaves whose user has no key (needKey)."""
         complained = {c.record_digest for c in self.payer.book.complaints("open")}
         account = self.index.member(self.me)
-        grants: set[bytes] = set()
-        need_key: list[tuple[int, bool]] = []
+        self._index_earlier(claim, bundles)
+        bad: list[Finding] = []
+        need_key: list[Finding] = []
+        seen: dict[bytes, Leaf] = {}
         for i, ev in enumerate(bundles):
             rates = self.index.rates(claim.centre, ev.record.rates_version)
-            # rules 1-6 (record, proof, order, grant, price, time); asked as a needKey dispute without the key,
-            # rule 7 adds exactly one finding, the last: delivery is judged below, by the receipt
             findings = check_evidence(
                 ev,
                 domain=self.domain,
@@ -128,26 +213,64 @@ class Watcher:
                 anchored_at=claim.anchored_at,
                 booking_delay=self.booking_delay,
                 claim=claim,
-                need_key=True,
-            )[:-1]
+                delivery=False,  # judged below, from the receipt and the user's complaints
+            )
             grant = grant_digest(ev.grant, self.domain)
+            leaf = Leaf(claim.epoch, i, ev.record, ev.proof, claim.anchored_at)
+            first = seen.get(grant) or self._granted.get((claim.centre, grant))
+            if not findings and first is not None and (first.epoch, first.index) < (claim.epoch, i):
+                log.warning("%s: %s bills grant %s twice", self.name, _centre(claim.centre), to_hex(grant))
+                return [DuplicateDispute(first, leaf)]
             hold = self.payer.book.hold(grant)
-            if findings or hold is None or hold.status == "paid" or grant in grants:
+            if findings or hold is None or hold.status == "paid":
                 log.warning(
                     "%s: leaf %d of %s's claim for epoch %d is bad: %s",
                     self.name,
                     i,
-                    claim.centre.rstrip(b"\0").decode(errors="replace"),
+                    _centre(claim.centre),
                     claim.epoch,
-                    findings or ("a grant this home did not issue, or paid already"),
+                    findings or "a grant this home did not issue, or paid in a claim it cannot find",
                 )
-                return [(i, False)]
-            grants.add(grant)
+                bad.append(LeafDispute(i))
+                continue
+            seen[grant] = leaf
             digest = record_digest(ev.record, self.domain)
             self._leaves[digest.hex()] = (claim, i)
             if digest.hex() in complained or not _receipted(ev, digest, self.domain):
-                need_key.append((i, True))
-        return need_key
+                need_key.append(LeafDispute(i, True))
+        for grant, leaf in seen.items():
+            self._granted.setdefault((claim.centre, grant), leaf)
+        self._indexed.add((claim.centre, claim.epoch))
+        return bad + need_key
+
+    def _index_earlier(self, claim: ClaimInfo, bundles: list[RecordEvidence]) -> None:
+        """Learn the grants billed in the centre's earlier claims on this home that may hold this claim's grants
+        (anchored after the oldest of their holds): a duplicate is then proven with both leaves."""
+        # A grant's two leaves are anchored at most its deadline (<= a week after the grant, before the first
+        # anchor) plus the booking delay apart (rule 6): older leaves cannot be billed again.
+        horizon = claim.anchored_at - MAX_DEADLINE_AHEAD - self.booking_delay
+        self._granted = {k: leaf for k, leaf in self._granted.items() if leaf.anchored_at >= horizon}
+        holds = [self.payer.book.hold(grant_digest(ev.grant, self.domain)) for ev in bundles]
+        since = min((h.created_at for h in holds if h is not None), default=None)
+        if since is None:
+            return
+        for other in self.index.claims_on(self.me):
+            key = (other.centre, other.epoch)
+            if (
+                other.centre != claim.centre
+                or other.epoch >= claim.epoch
+                or other.count == 0
+                or key in self._indexed
+                or other.anchored_at < since - CLOCK_SKEW
+            ):
+                continue
+            earlier = self._evidence(other)
+            if earlier is None:
+                continue  # withheld: a grant it paid is disputed as a bad leaf instead
+            for i, ev in enumerate(earlier):
+                leaf = Leaf(other.epoch, i, ev.record, ev.proof, other.anchored_at)
+                self._granted.setdefault((other.centre, grant_digest(ev.grant, self.domain)), leaf)
+            self._indexed.add(key)
 
     def _evidence(self, claim: ClaimInfo) -> list[RecordEvidence] | None:
         """The claim's evidence, if it can be had and rebuilds the anchored root, count and total."""
@@ -160,32 +283,52 @@ class Watcher:
                 raise EvidenceError("the evidence must be a list")
             bundles = [RecordEvidence.from_dict(r) for r in rows]
         except Exception as exc:  # noqa: BLE001 - whatever a centre sends or fails with: unavailable evidence
-            log.warning("%s: evidence for epoch %d unavailable from %s: %s", self.name, claim.epoch, member.name, exc)
+            log.info(
+                "%s: evidence for epoch %d unavailable from %s: %s",
+                self.name,
+                claim.epoch,
+                member.name,
+                str(exc).splitlines()[0],
+            )
             return None
         if not bundles:
             return None  # a claim with leaves and no evidence for them
         tree = SumTree((record_digest(ev.record, self.domain), ev.record.price) for ev in bundles)
         if (tree.root, tree.count, tree.total) != (claim.root, claim.count, claim.total):
+            log.warning(
+                "%s: %s's evidence for epoch %d does not rebuild its claim", self.name, member.name, claim.epoch
+            )
             return None
         return bundles
 
-    def _dispute(self, claim: ClaimInfo, index: int, need_key: bool) -> None:
+    def _dispute(self, claim: ClaimInfo, finding: Finding) -> None:
         """Queue the dispute (once: the outbox key names the leaf); a complaint about that leaf is then disputed."""
-        if need_key:
+        centre, home = to_hex(claim.centre), to_hex(self.me)
+        if isinstance(finding, DuplicateDispute):
+            self.outbox.enqueue(
+                "duplicate",
+                f"duplicate:{centre}:{claim.epoch}",
+                {"centre": centre, "home": home, "a": finding.first.payload(), "b": finding.second.payload()},
+            )
+            return
+        if finding.need_key:
             for digest, (leaf_claim, leaf) in self._leaves.items():
-                if (leaf_claim.centre, leaf_claim.epoch, leaf) == (claim.centre, claim.epoch, index):
+                if (leaf_claim.centre, leaf_claim.epoch, leaf) == (claim.centre, claim.epoch, finding.index):
                     self.payer.book.mark_disputed(digest)
         self.outbox.enqueue(
             "dispute",
-            f"dispute:{to_hex(claim.centre)}:{claim.epoch}:{index}:{int(need_key)}",
+            f"dispute:{centre}:{claim.epoch}:{finding.index}:{int(finding.need_key)}",
             {
-                "centre": to_hex(claim.centre),
+                "centre": centre,
                 "epoch": claim.epoch,
-                "home": to_hex(self.me),
-                "index": index,
-                "need_key": need_key,
+                "home": home,
+                "index": finding.index,
+                "need_key": finding.need_key,
             },
         )
+
+    def _now(self) -> int:
+        return max(int(self.clock()), self.index.chain_time)
 
     # -- after settlement -------------------------------------------------------------
 
@@ -196,7 +339,7 @@ class Watcher:
                 continue
             self._close_epoch_holds(claim.epoch)
             self._closed.add(claim.epoch)
-        self.payer.expire(max(int(self.clock()), self.index.chain_time), self.booking_delay)
+        self.payer.expire(self._now(), self.booking_delay)
 
     def _close_epoch_holds(self, epoch: int) -> None:
         for claim in self.index.claims_on(self.me, epoch):
@@ -212,6 +355,10 @@ class Watcher:
                     self.payer.refund(grant)
                 except (LookupError, ValueError) as exc:  # a grant never issued here, or paid elsewhere
                     log.info("%s: no refund for grant %s: %s", self.name, to_hex(grant), exc)
+
+
+def _centre(centre: bytes) -> str:
+    return centre.rstrip(b"\0").decode(errors="replace")
 
 
 def _receipted(ev: RecordEvidence, digest: bytes, domain: Domain) -> bool:

@@ -17,8 +17,10 @@ def balance_tables(answer: dict) -> list[Table]:
     own.add_column("spent", justify="right")
     own.add_row(f"{user['held']:,}", f"{user['spent']:,}")
     holds = Table(title="your holds")
-    for column, justify in (("order", "left"), ("centre", "left"), ("amount", "right"), ("status", "left")):
-        holds.add_column(column, justify=justify)
+    for column in ("order", "centre"):
+        holds.add_column(column)
+    holds.add_column("amount", justify="right")
+    holds.add_column("status")
     holds.add_column("price", justify="right")
     for hold in answer.get("holds", []):
         price = hold.get("price")

@@ -12,13 +12,13 @@ import uuid
 from pathlib import Path
 
 from gateway.client.dispatch import finish, submit_anywhere, with_wallet
-from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
-from gateway.client.paying import Paid, PaymentError
+from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, job_signer
+from gateway.client.paying import Paid, PaymentError, signing_domain
 from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.chain import ChainError
 from ledger.payment import Order, order_digest
 from ledger.primitives.hex import bytes32, from_hex, to_hex
-from ledger.records import Domain, record_digest
+from ledger.records import record_digest
 
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
@@ -216,12 +216,19 @@ def _deploy(args: argparse.Namespace) -> int:
     for member in plan.members if args.fund_members else ():
         chain.send_value(deployer, member.account, args.fund_members)
     deployment = deploy_consortium(
-        chain, deployer, plan.members, plan.quorum, plan.initial_credit, rate_notice=plan.rate_notice
+        chain,
+        deployer,
+        plan.members,
+        plan.quorum,
+        plan.initial_credit,
+        rate_notice=plan.rate_notice,
+        dispute_window=plan.dispute_window,
+        booking_delay=plan.booking_delay,
     )
     deployment.to_json(args.out)
     print(
-        f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s); "
-        f"deployment written to {args.out}"
+        f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s, "
+        f"dispute window {plan.dispute_window} s); deployment written to {args.out}"
     )
     return 0
 
@@ -339,12 +346,13 @@ def _complain(args: argparse.Namespace) -> int:
 
 def _find_record(home_url: str, keys: PaymentKeys, digest: str) -> dict:
     """The signed record with this digest, from the centre that ran one of the wallet's unfinished jobs
-    (asked on the session that submitted it)."""
-    pending = [facts for facts in keys.open().values() if facts.get("centre") and facts.get("job")]
+    (asked as the job's payment account: the session that submitted it may have ended)."""
+    pending = [(account, facts) for account, facts in keys.open().items() if facts.get("centre") and facts.get("job")]
     with GatewayClient(home_url) as home:
         where = home.members()
-    for facts in pending:
-        with GatewayClient(where.get(facts["centre"], "http://unknown.invalid"), token=facts.get("session")) as client:
+    for account, facts in pending:
+        with GatewayClient(where.get(facts["centre"], "http://unknown.invalid")) as client:
+            client.job_signer = job_signer(facts["centre"], keys.account(account))
             try:
                 signed = client.job(facts["job"]).get("record") or {}
             except (GatewayRefused, GatewayUnreachable):
@@ -369,16 +377,18 @@ def _result(args: argparse.Namespace) -> int:
         member = next((m for m in known["members"] if m["centre"] == args.centre), None)
         if member is None:
             raise ValueError(f"unknown centre {args.centre!r}")
-        domain = Domain(chain_id=known["domain"]["chain_id"], verifying_contract=known["domain"]["verifying_contract"])
+        domain = signing_domain(known)
         paid = dataclasses.replace(paid, account=account, digest=order_digest(paid.order, domain))
-        with GatewayClient(member["gateway_url"], token=facts.get("session") or None) as client:
+        with GatewayClient(member["gateway_url"]) as client:
+            # the order's account, not the session that submitted (it ends), is the job's authority here
+            client.job_signer = job_signer(args.centre, keys.account(account))
             try:
                 view = client.wait(args.job, timeout=args.timeout)
             except GatewayRefused as exc:
                 if exc.status != 401:
                     raise
                 raise GatewayRefused(
-                    401, f"the session that submitted job {args.job} at {args.centre} has ended: {exc.error}", []
+                    401, f"{args.centre} refused job {args.job}'s payment account {account}: {exc.error}", []
                 ) from None
             if not view.get("record"):  # not billed: nothing to pay, nothing sealed
                 keys.forget(account)

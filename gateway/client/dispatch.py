@@ -14,23 +14,36 @@ member's would otherwise receive the user's tokens and proofs for that member. A
 wallet answers only a challenge of the centre it means to sign on at, so no gateway
 can relay another centre's challenge to it.
 
-Every submission is paid for (gateway.client.paying): before submitting at a centre the
-client signs an order for that centre's quote with a fresh payment account and gets its
-home's grant for it; `finish` then checks the record, gives the receipt and opens the
-result with the key it releases.
+Every submission is paid for (gateway.client.paying): signed on at a centre, the client
+first asks it for a quote (POST /v1/jobs/quote: the centre runs the checks of a
+submission, its policy included, and names its rates version and the job's maximum
+price); only then does it sign an order for that quote with a fresh payment account and
+get its home's grant, which holds the maximum price on the project. A centre that
+refuses the job at the quote costs no hold. `finish` then checks the record, gives the
+receipt and opens the result with the key it releases.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 
 from auth.credentials import CredentialError
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre
-from gateway.client.paying import Paid, Quote, Result, check_record, open_result, pay, receipt_signature
+from gateway.client.paying import (
+    ORDER_SLACK,
+    Paid,
+    Quote,
+    Result,
+    check_record,
+    open_result,
+    pay,
+    receipt_signature,
+    signing_domain,
+)
 from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, record_digest
@@ -87,13 +100,16 @@ def submit_anywhere(
     idempotency_key: str | None = None,
     transport: httpx.BaseTransport | None = None,
     keys: PaymentKeys | None = None,
+    slack: int = ORDER_SLACK,
 ) -> Submission:
     """Submit `job` at `centre`, or with "auto" at the best-ranked member that accepts it, paid by an order
-    of a fresh account from `keys` (kept in memory when None) and its home's grant.
+    of a fresh account from `keys` (kept in memory when None) and its home's grant. The order must be
+    done `slack` seconds after the walltime (paying.make_order).
 
-    `entry_url` (any member's gateway) only ranks the members and quotes their rates version and the
-    job's maximum price; their URLs and accounts, and the payment domain, come from home. A refusal by
-    the home (402: over budget) stops the submission.
+    `entry_url` (any member's gateway) only ranks the members; their URLs and accounts, and the payment
+    domain, come from home; the rates version and maximum price an order names come from the centre
+    itself (its quote), asked before home grants anything. A refusal by the home (402: over budget)
+    stops the submission.
     """
     keys = keys if keys is not None else PaymentKeys()
     resources = job.get("resources", {})
@@ -101,12 +117,11 @@ def submit_anywhere(
         known = home.consortium()
     where = {m["centre"]: m["gateway_url"] for m in known["members"]}
     accounts = {m["centre"]: m["account"] for m in known["members"]}
-    domain = Domain(chain_id=known["domain"]["chain_id"], verifying_contract=known["domain"]["verifying_contract"])
+    domain = signing_domain(known)
     if centre != "auto" and centre not in where:
         raise ValueError(f"unknown centre {centre!r}; members are {', '.join(sorted(where))}")
     with GatewayClient(entry_url, transport=transport) as entry:
         ranking = entry.placement(job["walltime"], resources)
-    quotes = {c["centre"]: Quote(c["centre"], c["rates_version"], c["max_price"]) for c in ranking}
     if centre != "auto":
         names = [centre]
     else:
@@ -122,17 +137,12 @@ def submit_anywhere(
             refusals.append(f"{name}: {exc}")
             unavailable = True
             continue
-        quote = quotes.get(name) or _own_quote(client, name, job)
-        if quote is None:
-            client.close()
-            refusals.append(f"{name}: no quote (no rates in force there), so no order can be signed for it")
-            unavailable = True
-            continue
         account = None
         try:
             sign_on(client, name)
+            quote = _quote(client, name, job)  # refused here (403, 503): nothing granted, nothing held
             account = keys.new()
-            paid = _granted(job, quote, account, sign_on, domain, keys)
+            paid = _granted(job, quote, account, sign_on, domain, keys, slack)
             view = client.submit(job | {"centre": name} | paid.fields(), idempotency_key)
         except GrantRefused:
             client.close()
@@ -171,20 +181,29 @@ def submit_anywhere(
     raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals)
 
 
-def _own_quote(client: GatewayClient, name: str, job: dict) -> Quote | None:
-    """A centre the entry left out quotes for itself (its own placement answer), or None if it cannot."""
-    try:
-        ranking = client.placement(job["walltime"], job.get("resources", {}))
-    except (GatewayRefused, GatewayUnreachable):
-        return None
-    own = next((c for c in ranking if c.get("centre") == name), None)
-    return None if own is None else Quote(name, own["rates_version"], own["max_price"])
+def _quote(client: GatewayClient, name: str, job: dict) -> Quote:
+    """The centre's own quote for the job, after its checks of a submission (GatewayRefused if it refuses).
+
+    WrongCentre when the answer is not a quote of `name`: no order is signed on it.
+    """
+    answer = client.quote(job | {"centre": name})
+    rates_version = answer.get("rates_version") if isinstance(answer, dict) else None
+    cost = answer.get("max_price") if isinstance(answer, dict) else None
+    if not (_whole(rates_version) and _whole(cost) and answer.get("centre") == name):
+        raise WrongCentre(f"the gateway of {name} did not answer with a quote of {name}: {answer!r:.120}")
+    return Quote(name, rates_version, cost)
 
 
-def _granted(job: dict, quote: Quote, account: Any, sign_on: SignOn, domain: Domain, keys: PaymentKeys) -> Paid:
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _granted(
+    job: dict, quote: Quote, account: Any, sign_on: SignOn, domain: Domain, keys: PaymentKeys, slack: int
+) -> Paid:
     """The order for `quote`, signed by `account`, with its home's grant; GrantRefused if home says no."""
     try:
-        return pay(job, quote, account, sign_on.grant, domain)
+        return pay(job, quote, account, sign_on.grant, domain, slack=slack)
     except GatewayRefused as exc:
         keys.forget(account.address)
         raise GrantRefused(

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
+from eth_account.messages import encode_defunct
+from eth_account.signers.local import LocalAccount
 
+from gateway.api.schemas import JOB_SIGNATURE_HEADER, job_message
 from gateway.client.wallet import Wallet
 
 FINAL = {"succeeded", "failed", "timed_out"}
@@ -50,6 +54,7 @@ class GatewayClient:
         self.url = url.rstrip("/")
         self.token = token
         self.home: str | None = None  # the user's home, once logged in there with a password
+        self.job_signer: Callable[[str], str] | None = None  # job id -> X-Job-Signature, instead of a session
         try:
             self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
         except httpx.InvalidURL as exc:  # a member registers whatever URL it likes on chain
@@ -126,8 +131,16 @@ class GatewayClient:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/jobs", json=job, headers=headers)
 
+    def quote(self, job: dict) -> dict:
+        """Whether this centre takes the job, at which rates version and maximum price: what an order for it names."""
+        return self._call("POST", "/v1/jobs/quote", json=job)
+
     def job(self, job_id: str) -> dict:
-        return self._call("GET", f"/v1/jobs/{job_id}")
+        return self._call("GET", f"/v1/jobs/{job_id}", headers=self._job_headers(job_id))
+
+    def _job_headers(self, job_id: str) -> dict[str, str]:
+        """The order's account's signature for the job, when this client acts as that account."""
+        return {JOB_SIGNATURE_HEADER: self.job_signer(job_id)} if self.job_signer else {}
 
     def placement(self, walltime: int, resources: dict) -> list[dict]:
         """Every member centre ranked for such a job, best first (room, then price)."""
@@ -160,7 +173,9 @@ class GatewayClient:
 
     def receipt(self, job_id: str, signature: str) -> dict:
         """The payer's receipt of a job's record, for the key its outputs are sealed under."""
-        return self._call("POST", f"/v1/jobs/{job_id}/receipt", json={"signature": signature})
+        return self._call(
+            "POST", f"/v1/jobs/{job_id}/receipt", json={"signature": signature}, headers=self._job_headers(job_id)
+        )
 
     def capacity(self) -> dict:
         return self._call("GET", "/v1/capacity")
@@ -189,3 +204,15 @@ class GatewayClient:
 
     def usage(self, record_id: str) -> dict:
         return self._call("GET", f"/v1/audit/usage/{record_id}")
+
+
+def job_signer(centre: str, account: LocalAccount, clock: Callable[[], float] = time.time) -> Callable[[str], str]:
+    """Sign for a job at `centre` as its order's payment account (GatewayClient.job_signer): unlike a session, the
+    account's key stays in the wallet until the job's result is opened."""
+
+    def sign(job_id: str) -> str:
+        at = int(clock())
+        signed = account.sign_message(encode_defunct(text=job_message(centre, job_id, at)))
+        return f"{at}:0x{bytes(signed.signature).hex()}"
+
+    return sign

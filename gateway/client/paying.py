@@ -1,7 +1,7 @@
 """Paying for a job, on the user's side: the order, the home's grant, the receipt and the result's key.
 
 The client signs an order with a fresh payment account for one centre's quote (its
-rates version and the job's maximum price there, from placement), gets its home's
+rates version and the job's maximum price there, from its POST /v1/jobs/quote), gets its home's
 grant for it, and submits both with the job. When the job is done it checks the
 serving centre's record (its order, a price within the order, the centre's
 signature), signs a receipt for it, and opens the sealed outputs with the key k the
@@ -44,7 +44,7 @@ class WrongResultKey(PaymentError):
 
 @dataclass(frozen=True)
 class Quote:
-    """What a centre takes a job at now, as placement says: its rates version and the job's price at its limits."""
+    """What a centre takes a job at now, as it quotes it: its rates version and the job's price at its limits."""
 
     centre: str
     rates_version: int
@@ -84,19 +84,28 @@ class Result:
     """The digest of the record the receipt is for (None: the job was not billed)."""
 
 
+def signing_domain(members: dict) -> Domain:
+    """The EIP-712 domain orders and receipts are signed in, from the home's `GET /v1/members` answer."""
+    return Domain(chain_id=members["domain"]["chain_id"], verifying_contract=members["domain"]["verifying_contract"])
+
+
 def job_request(job: dict, centre: str) -> dict:
     """The request as the centre stores it (its defaults filled in): what the order's digest covers."""
     return JobRequest.model_validate(job | {"centre": centre}).model_dump() | {"centre": centre}
 
 
-def make_order(job: dict, quote: Quote, *, now: int, nonce: int | None = None) -> Order:
-    """The order for `job` at the quoted centre; it must have ended by now + walltime + ORDER_SLACK."""
+def make_order(job: dict, quote: Quote, *, now: int, nonce: int | None = None, slack: int = ORDER_SLACK) -> Order:
+    """The order for `job` at the quoted centre; it must have ended by now + walltime + `slack`.
+
+    The slack is how long an unused order (a job refused or never run) keeps its hold at home:
+    it is refunded once the deadline and the booking delay have passed.
+    """
     return Order(
         request=request_digest(job_request(job, quote.centre)),
         centre=centre_id(quote.centre),
         rates_version=quote.rates_version,
         max_price=quote.max_price,
-        deadline=now + int(job["walltime"]) + ORDER_SLACK,
+        deadline=now + int(job["walltime"]) + slack,
         nonce=secrets.randbits(256) if nonce is None else nonce,
     )
 
@@ -109,9 +118,10 @@ def pay(
     domain: Domain,
     *,
     now: int | None = None,
+    slack: int = ORDER_SLACK,
 ) -> Paid:
     """Sign the order with `account` (fresh, for this order only) and get the home's grant for it (`grant`)."""
-    order = make_order(job, quote, now=int(time.time()) if now is None else now)
+    order = make_order(job, quote, now=int(time.time()) if now is None else now, slack=slack)
     signature = sign_typed(order, domain, account.key)
     granted = grant(order.to_dict(), to_hex(signature))
     return Paid(

@@ -16,7 +16,7 @@ from eth_account import Account
 
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
-from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices
+from ledger.deploy import DEFAULT_BOOKING_DELAY, DEFAULT_DISPUTE_WINDOW, DEFAULT_RATE_NOTICE, MemberSpec, Prices
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import from_hex, to_hex
 
@@ -55,16 +55,20 @@ def new_centre_keys(folder: Path, centre: str) -> dict:
 
 @dataclass(frozen=True)
 class ConsortiumPlan:
-    """What `xcentre deploy` writes on chain: the genesis members, the quorum, the credit, the rates notice."""
+    """What `xcentre deploy` writes on chain: the genesis members, the quorum, the credit and the consortium's
+    periods in seconds (rates notice, dispute window, booking delay)."""
 
     members: list[MemberSpec]
     quorum: int
     initial_credit: int
     rate_notice: int = DEFAULT_RATE_NOTICE
+    dispute_window: int = DEFAULT_DISPUTE_WINDOW
+    booking_delay: int = DEFAULT_BOOKING_DELAY
 
 
 def load_members(path: Path) -> ConsortiumPlan:
-    """Read a members file: `quorum`, `initial_credit`, `rate_notice`, and one [[member]] table per centre."""
+    """Read a members file: `quorum`, `initial_credit`, `rate_notice`, `dispute_window`, `booking_delay`,
+    and one [[member]] table per centre."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -91,7 +95,19 @@ def load_members(path: Path) -> ConsortiumPlan:
         raise ProvisionError(f"{path}: quorum must be an integer from 1 to {len(members)}, got {quorum!r}")
     if not isinstance(credit, int) or credit < 0:
         raise ProvisionError(f"{path}: initial_credit must be a non-negative integer, got {credit!r}")
-    notice = raw.get("rate_notice", DEFAULT_RATE_NOTICE)
-    if not isinstance(notice, int) or isinstance(notice, bool) or not 0 <= notice < 2**64:
-        raise ProvisionError(f"{path}: rate_notice must be a non-negative integer (seconds), got {notice!r}")
-    return ConsortiumPlan(members, quorum, credit, notice)
+    periods = {
+        key: _seconds(path, raw, key, default)
+        for key, default in (
+            ("rate_notice", DEFAULT_RATE_NOTICE),
+            ("dispute_window", DEFAULT_DISPUTE_WINDOW),
+            ("booking_delay", DEFAULT_BOOKING_DELAY),
+        )
+    }
+    return ConsortiumPlan(members, quorum, credit, **periods)
+
+
+def _seconds(path: Path, raw: dict, key: str, default: int) -> int:
+    value = raw.get(key, default)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+        raise ProvisionError(f"{path}: {key} must be a non-negative integer (seconds), got {value!r}")
+    return value

@@ -18,15 +18,20 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_utils import keccak, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
-from auth.policy import Decision, PolicyEngine, Subject
+from auth.policy import PolicyEngine, Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.api.schemas import (
+    JOB_SIGNATURE_SKEW,
     EpochClosure,
+    JobQuote,
     JobRequest,
     JobSubmission,
     JobView,
@@ -36,11 +41,12 @@ from gateway.api.schemas import (
     RevokeResponse,
     SealedOutputs,
     SignedRecord,
+    job_message,
 )
 from gateway.books.epochs import EpochCloser
 from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
 from gateway.jobs.placement import Candidate, rank_centres
-from gateway.jobs.pricing import cap_to_limits, price
+from gateway.jobs.pricing import cap_to_limits, max_price, price
 from gateway.node import orders
 from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
 from gateway.node.payer import Payer
@@ -49,7 +55,7 @@ from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
 from ledger import lock
 from ledger.ids import centre_id, user_id
-from ledger.index import EventIndex
+from ledger.index import EventIndex, RatesInfo
 from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
@@ -61,6 +67,14 @@ CAPACITY_FRESH_FOR = 1.0
 
 #: What a job's owner sees of its usage record.
 USAGE_FIELDS = ("epoch", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "price")
+
+
+@dataclass(frozen=True)
+class JobSignature:
+    """The order's payment account acting for its own job: its EIP-191 signature of job_message(centre, job, at)."""
+
+    at: int
+    signature: str
 
 
 @dataclass
@@ -236,22 +250,42 @@ class CentreNode:
         it signs on at the centre it picks and submits there.
         """
         request = submission.request()
-        if request.centre not in (None, self.name):
-            raise self._misdirected(request.centre)
+        self._check_centre(request)
         if idempotency_key is not None:
             earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
             if earlier is not None:  # decided before anything runs: a retry never starts a second job
                 return self._retry(earlier, request, idempotency_key)
-        decision = self._authorise(claims, request)
-        if not decision.allowed:
-            raise Forbidden(
-                f"{self.name} does not accept this job",
-                reasons=[f"{self.name}: {reason}" for reason in decision.reasons],
-            )
+        self._authorise(claims, request)
         signed = orders.Signed(
             submission.order, submission.order_signature, submission.grant, submission.grant_signature
         )
         return self._accept(claims, request, signed, idempotency_key)
+
+    def quote(self, claims: Claims, request: JobRequest) -> JobQuote:
+        """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
+        the policy): asked before the user's home holds anything, so a job refused here costs no hold.
+
+        Advisory and stored nowhere: the order signed for it and the home's grant are what bind,
+        and `submit` checks everything again.
+        """
+        self._check_centre(request)
+        self._authorise(claims, request)
+        rates = self._rates_in_force()
+        res = request.resources
+        cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, rates.prices)
+        return JobQuote(centre=self.name, rates_version=rates.version, max_price=cost)
+
+    def _check_centre(self, request: JobRequest) -> None:
+        """421 for a request meant for another centre (or for "auto"): this gateway serves only its own."""
+        if request.centre not in (None, self.name):
+            raise self._misdirected(request.centre)
+
+    def _rates_in_force(self) -> RatesInfo:
+        """The rates version a job accepted now is priced at; 503 while none is in force."""
+        rates = self.parts.index.rates_in_force(self.name, self.parts.index.now())
+        if rates is None:
+            raise Unavailable(f"{self.name} has no published rates in force, so it cannot price a job; try again later")
+        return rates
 
     def _misdirected(self, centre: str) -> Misdirected:
         if centre == "auto":
@@ -305,7 +339,8 @@ class CentreNode:
                 self._capacity = (time.monotonic(), answer)
             return dict(answer)
 
-    def _authorise(self, claims: Claims, request: JobRequest) -> Decision:
+    def _authorise(self, claims: Claims, request: JobRequest) -> None:
+        """403 with the policy's reasons unless this centre's Cedar policy permits the job for this session."""
         subject = Subject(
             claims.sub, claims.home, {k: v for k, v in claims.attrs.items() if k != "groups"}, self._groups(claims)
         )
@@ -321,7 +356,11 @@ class CentreNode:
         decision = self.parts.policy.decide(subject, "submit", resource, context)
         for error in decision.errors:
             log.warning("policy evaluation error at %s: %s", self.name, error)
-        return decision
+        if not decision.allowed:
+            raise Forbidden(
+                f"{self.name} does not accept this job",
+                reasons=[f"{self.name}: {reason}" for reason in decision.reasons],
+            )
 
     def _retry(self, earlier: Job, request: JobRequest, key: str) -> JobView:
         """The job a retry refers to, or 409 when the key was used for a different request."""
@@ -356,10 +395,7 @@ class CentreNode:
         """
         body = request.model_dump() | {"centre": self.name}
         index = self.parts.index
-        now = index.now()
-        rates = index.rates_in_force(self.name, now)
-        if rates is None:
-            raise Unavailable(f"{self.name} has no published rates in force, so it cannot price a job; try again later")
+        rates = self._rates_in_force()
         home = index.member(claims.home)
         res = request.resources
         accepted = orders.check_payment(
@@ -393,21 +429,51 @@ class CentreNode:
             self._pool.submit(self._run, job.id)
         return self._view(job)
 
-    def job(self, claims: Claims, job_id: str) -> JobView:
-        job = self.parts.store.get_job(job_id)
-        if job is None or job.principal != claims.sub:
-            raise NotFound(f"no job {job_id} of yours at {self.name}")
-        return self._view(job)
+    def job(self, caller: Claims | JobSignature, job_id: str) -> JobView:
+        return self._view(self._own_job(caller, job_id))
 
-    def receipt(self, claims: Claims, job_id: str, signature: str) -> ReceiptResponse:
+    def _own_job(self, caller: Claims | JobSignature, job_id: str) -> Job:
+        """The job, if `caller` is its session's principal or its order's payment account (by a fresh signature).
+
+        The account is an authority of its own job because a session ends (a new sign-on is a new
+        pseudonym) while the wallet keeps the account's key until the result is opened.
+        """
+        job = self.parts.store.get_job(job_id)
+        if isinstance(caller, JobSignature):
+            if job is None:
+                raise NotFound(f"no job {job_id} at {self.name}")
+            self._check_job_signature(job, caller)
+            return job
+        if job is None or job.principal != caller.sub:
+            raise NotFound(f"no job {job_id} of yours at {self.name}")
+        return job
+
+    def _check_job_signature(self, job: Job, caller: JobSignature) -> None:
+        now = int(time.time())
+        if abs(now - caller.at) > JOB_SIGNATURE_SKEW:
+            raise Unauthenticated(
+                f"job signature refused: signed at {caller.at}, {now - caller.at:+d} s from {self.name}'s clock; "
+                f"it is good for {JOB_SIGNATURE_SKEW} s either side: sign again"
+            )
+        if job.payment is None:
+            raise Unauthenticated(f"job signature refused: job {job.id} has no order, so no account acts for it")
+        message = encode_defunct(text=job_message(self.name, job.id, caller.at))
+        try:
+            signer = Account.recover_message(message, signature=from_hex(caller.signature, size=65))
+        except (HexError, ValueError, BadSignature) as exc:
+            raise Unauthenticated(f"job signature refused: not a valid signature ({exc})") from None
+        if signer != job.payment.account:
+            raise Unauthenticated(
+                f"job signature refused: it is {signer}'s, not that of the account that signed job {job.id}'s order"
+            )
+
+    def receipt(self, caller: Claims | JobSignature, job_id: str, signature: str) -> ReceiptResponse:
         """The key k of the job's sealed outputs, for the payer's receipt of its usage record.
 
         The receipt must be the order's account's signature of Receipt(record digest); it is
         stored durably before k is released, so the centre holds what it is paid against.
         """
-        job = self.parts.store.get_job(job_id)
-        if job is None or job.principal != claims.sub:
-            raise NotFound(f"no job {job_id} of yours at {self.name}")
+        job = self._own_job(caller, job_id)
         if job.record_id is None or job.result is None or job.payment is None:
             raise Conflict(f"job {job_id} has no usage record to give a receipt for ({job.status})")
         digest = record_digest(self._record(job)[0], self.parts.domain)

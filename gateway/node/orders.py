@@ -32,7 +32,7 @@ from ledger.records import DomainLike
 
 #: Seconds an order's deadline must leave after the job's walltime: the executor's grace to stop it,
 #: starting and metering. A job must have ended by its order's deadline for its record to stand.
-DEADLINE_MARGIN = 60
+DEADLINE_MARGIN = 15
 
 
 @dataclass(frozen=True)
