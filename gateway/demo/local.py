@@ -30,7 +30,15 @@ from gateway.node.assemble import build_node
 from gateway.node.centre import CentreNode
 from gateway.node.signon import IssuerKey
 from ledger.chain import Chain
-from ledger.deploy import DEFAULT_DISPUTE_WINDOW, DEFAULT_RATE_NOTICE, Deployment, MemberSpec, Prices, deploy_consortium
+from ledger.deploy import (
+    DEFAULT_BOOKING_DELAY,
+    DEFAULT_DISPUTE_WINDOW,
+    DEFAULT_RATE_NOTICE,
+    Deployment,
+    MemberSpec,
+    Prices,
+    deploy_consortium,
+)
 
 GAS_MONEY = 10**20
 
@@ -71,6 +79,7 @@ class ConsortiumSpec:
     centres: list[CentreSpec]
     rate_notice: int = DEFAULT_RATE_NOTICE
     dispute_window: int = DEFAULT_DISPUTE_WINDOW
+    booking_delay: int = DEFAULT_BOOKING_DELAY
 
     def centre(self, name: str) -> CentreSpec:
         return next(c for c in self.centres if c.name == name)
@@ -102,6 +111,7 @@ def demo_spec() -> ConsortiumSpec:
         centres=centres,
         rate_notice=raw.get("rate_notice", DEFAULT_RATE_NOTICE),
         dispute_window=raw.get("dispute_window", DEFAULT_DISPUTE_WINDOW),
+        booking_delay=raw.get("booking_delay", DEFAULT_BOOKING_DELAY),
     )
 
 
@@ -167,6 +177,7 @@ class LocalConsortium:
             self.spec.initial_credit,
             rate_notice=self.spec.rate_notice,
             dispute_window=self.spec.dispute_window,
+            booking_delay=self.spec.booking_delay,
         )
         nodes = [self.start_centre(c.name, ports[c.name]) for c in self.spec.centres]
         for node in nodes:  # every index sees every issuer key before anyone signs on

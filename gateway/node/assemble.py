@@ -286,6 +286,20 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         }
         return send(ledger.answer(p["id"], evidence), "AlreadyAnswered")
 
+    def duplicate(p: dict) -> str | None:
+        def leaf(x: dict) -> dict:
+            record = UsageRecord.from_dict(x["record"]).message()
+            return {
+                "epoch": x["epoch"],
+                "index": x["index"],
+                "record": record,
+                "hashes": [bytes32(h) for h in x["hashes"]],
+                "sums": x["sums"],
+            }
+
+        fn = ledger.disputeDuplicate(bytes32(p["centre"]), bytes32(p["home"]), leaf(p["a"]), leaf(p["b"]))
+        return send(fn, "AlreadyVoided")
+
     def issuer_key(p: dict) -> str | None:
         pk = from_hex(p["pk"], what="pk")
         return send(
@@ -311,6 +325,7 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         ("settle", settle),
         ("dispute", dispute),
         ("answer", answer),
+        ("duplicate", duplicate),
         ("issuer-key", issuer_key),
         ("enrol", enrol),
         ("revoke", revoke),
