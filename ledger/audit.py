@@ -33,7 +33,7 @@ from typing import Any
 from web3.types import BlockIdentifier
 
 from ledger.chain import Chain, ChainRevert
-from ledger.deploy import Deployment, Prices, bind
+from ledger.deploy import Contracts, Deployment, Prices, bind
 from ledger.evidence import RecordEvidence, check_evidence
 from ledger.ids import InvalidName, centre_id, centre_name
 from ledger.index.rows import ClaimInfo
@@ -302,6 +302,36 @@ def _signature_finding(name: str, rid: str, ev: RecordEvidence, domain: Domain, 
     return []
 
 
+def settlement_of(
+    contracts: Contracts, deployment: Deployment, epoch: int, to_block: BlockIdentifier = "latest"
+) -> dict[bytes, int]:
+    """Centre -> what moved for it when `epoch` settled, in the order netted; empty before.
+
+    The chain keeps no view of it: its EpochSettled event is the record, and the set it
+    netted matters as membership changes after settlement.
+    """
+    logs = contracts.settlement.events.EpochSettled.get_logs(
+        from_block=deployment.start_block, to_block=to_block, argument_filters={"epoch": epoch}
+    )
+    if not logs:
+        return {}
+    return {bytes(c): int(n) for c, n in zip(logs[0].args.centres, logs[0].args.net, strict=True)}
+
+
+def anchored_homes(
+    contracts: Contracts, deployment: Deployment, epoch: int, centre: bytes, to_block: BlockIdentifier = "latest"
+) -> list[bytes]:
+    """The homes `centre` anchored claims on for `epoch`, former members included.
+
+    From its EpochAnchored event: UsageLedger.homesOf lists only today's members, so a
+    claim on a centre removed since would drop out of the audit.
+    """
+    logs = contracts.usage_ledger.events.EpochAnchored.get_logs(
+        from_block=deployment.start_block, to_block=to_block, argument_filters={"centre": centre, "epoch": epoch}
+    )
+    return [bytes(h) for h in logs[0].args.homes] if logs else []
+
+
 class _ChainReader:
     """Every chain read of an audit, pinned to one block, cached."""
 
@@ -316,6 +346,7 @@ class _ChainReader:
         )
         self._accounts: dict[bytes, str | None] = {}
         self._rates: dict[tuple[bytes, int], Prices | None] = {}
+        self._settlements: dict[int, dict[bytes, int]] = {}
 
     def call(self, fn: Any) -> Any:
         return self.chain.call(fn, self.block)
@@ -327,7 +358,13 @@ class _ChainReader:
         return bool(self.call(self.settlement.settled(epoch)))
 
     def settled_centres(self, epoch: int) -> list[bytes]:
-        return [bytes(c) for c in self.call(self.settlement.settledCentres(epoch))]
+        """The centres `epoch` was netted over, in order."""
+        return list(self._settlement(epoch))
+
+    def _settlement(self, epoch: int) -> dict[bytes, int]:
+        if epoch not in self._settlements:
+            self._settlements[epoch] = settlement_of(self.k, self.deployment, epoch, self._to_block)
+        return self._settlements[epoch]
 
     def booking_delay(self) -> int:
         return int(self.call(self.ledger.bookingDelay()))
@@ -357,18 +394,23 @@ class _ChainReader:
         return bool(a.anchored), int(a.anchoredAt), int(a.recordCount)
 
     def homes(self, epoch: int, centre: bytes) -> list[bytes]:
-        return [bytes(h) for h in self.call(self.ledger.homesOf(epoch, centre))]
+        return anchored_homes(self.k, self.deployment, epoch, centre, self._to_block)
 
     def claim(self, epoch: int, centre: bytes, home: bytes) -> ClaimInfo:
         c = self.call(self.ledger.claimOf(epoch, centre, home))
         return ClaimInfo(centre, epoch, home, bytes(c.root), int(c.count), int(c.total), bool(c.voided))
 
     def net_position(self, epoch: int, centre: bytes) -> int:
-        return int(self.call(self.settlement.netPosition(epoch, centre)))
+        return self._settlement(epoch).get(centre, 0)
+
+    @property
+    def _to_block(self) -> BlockIdentifier:
+        return self.block if isinstance(self.block, int) else "latest"
 
     def _logs(self, event: Any, **filters: Any) -> list[Any]:
-        to_block = self.block if isinstance(self.block, int) else "latest"
-        return list(event.get_logs(from_block=self.deployment.start_block, to_block=to_block, argument_filters=filters))
+        return list(
+            event.get_logs(from_block=self.deployment.start_block, to_block=self._to_block, argument_filters=filters)
+        )
 
     def revealed_keys(self) -> dict[bytes, bytes]:
         """Record digest -> the key its centre revealed on chain to answer a dispute."""

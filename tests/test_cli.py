@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import stat
@@ -86,7 +87,7 @@ def submitted(consortium, wallet) -> dict:
 
 @pytest.fixture(scope="module")
 def closed_epoch(consortium, submitted, tmp_path_factory) -> int:
-    """The epoch holding the CLI's job, closed at every centre with `xcentre epoch close`."""
+    """The epoch holding the CLI's job, closed at every centre with `xcentre epoch close`, then settled."""
     (epoch,) = set(consortium.open_epochs().values())
     keys = tmp_path_factory.mktemp("operator-keys")
     closures = []
@@ -97,7 +98,9 @@ def closed_epoch(consortium, submitted, tmp_path_factory) -> int:
         assert code == 0, err
         closures.append(json.loads(out))
     assert {c["epoch"] for c in closures} == {epoch}
-    assert closures[-1]["settled"]
+    assert all(c["anchored"] for c in closures)
+    assert not any(c["settled"] for c in closures)  # a dispute window opens before anyone is paid
+    consortium.wait_settled(epoch)  # then the gateways settle it on their own
     return epoch
 
 
@@ -493,3 +496,10 @@ def test_demo_runs_end_to_end():
     assert "verified against the chain" in text
     assert "NOT verified" not in text
     assert "students may request at most 1 hour of walltime" in text
+    # fair payment: receipts, a reveal for the payer who vanished, a refund, a cheat voided
+    assert text.count("│ receipt │") == 4
+    assert "hpc-a was paid by revealing k on chain, and the payer reads k at home and opens the result" in text
+    assert "unused order for cloud-b was refunded after its deadline" in text
+    assert "hpc-a disputed all 5 records of ai-c's claim (no evidence shown) → nobody could answer" in text
+    cheat = re.search(r"│ ai-c │ 1000000000 │ \d+ │ ([+-]\d+) │", text)
+    assert cheat and int(cheat.group(1)) < -900_000  # the cheat's anchor bond went to hpc-a

@@ -100,6 +100,7 @@ def flow(consortium) -> Flow:
             result.results[name] = finish(submission, keys)
             result.views[name] = result.results[name].view
     result.closures = consortium.close_epoch_everywhere()
+    consortium.wait_settled(epoch)  # the gateways settle it once its dispute and answer windows passed
     return result
 
 
@@ -198,7 +199,11 @@ def test_epoch_is_closed_anchored_and_settled_at_every_centre(flow, consortium):
     assert [c["centre"] for c in flow.closures] == list(consortium.centres)
     assert {c["epoch"] for c in flow.closures} == {flow.epoch}
     assert all(c["anchored"] for c in flow.closures)
-    assert flow.closures[-1]["settled"]  # the last centre to close settles the epoch
+    # closing opens the dispute window: nobody is paid at the moment the last centre anchors
+    assert not any(c["settled"] for c in flow.closures)
+    for name in consortium.centres:  # then every centre sees it settled, once both windows passed
+        with GatewayClient(consortium.url(name)) as client:
+            assert client.audit_epoch(flow.epoch)["settled"]
     served = {}
     for view in flow.views.values():
         centre = view["serving_centre"]
@@ -262,8 +267,11 @@ def test_settlement_is_on_chain(flow, consortium):
     assert contracts.settlement.functions.settled(flow.epoch).call()
     with GatewayClient(consortium.url("hpc-a")) as client:
         net = client.audit_epoch(flow.epoch)["net_positions"]
-    for name, position in net.items():
-        assert contracts.settlement.functions.netPosition(flow.epoch, centre_id(name)).call() == position
+    (settled,) = contracts.settlement.events.EpochSettled.get_logs(
+        from_block=consortium.deployment.start_block, argument_filters={"epoch": flow.epoch}
+    )
+    on_chain = dict(zip(settled.args.centres, settled.args.net, strict=True))
+    assert on_chain == {centre_id(name): position for name, position in net.items()}
 
 
 # -- proofs and audit -----------------------------------------------------------------------

@@ -186,13 +186,17 @@ def test_wrong_shapes_raise() -> None:
 
 
 @pytest.fixture(scope="module")
-def fresh(slapd_factory, anvil_url, tmp_path_factory):
-    """A consortium of its own: this module changes a centre's rates on chain."""
+def fresh(slapd_factory, tmp_path_factory):
+    """A consortium of its own: this module changes a centre's rates on chain. On an anvil of its own too,
+    as it times a job against when rates apply: the shared node's clock is moved ahead by tests of the
+    dispute windows, and a quiet anvil mines no block that would bring its chain time up to date."""
+    from tests.fixtures.anvil import running_anvil
     from tests.fixtures.consortium import start_consortium
 
-    running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("rates"))
-    yield running
-    running.stop()
+    with running_anvil(tmp_path_factory.mktemp("rates-anvil")) as anvil_url:
+        running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("rates"))
+        yield running
+        running.stop()
 
 
 def _eventually(check, within: float = 20.0) -> None:

@@ -23,9 +23,10 @@ import httpx
 import pytest
 
 from gateway.api.server import free_port
+from gateway.client.dispatch import finish, submit_anywhere, with_wallet
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
 from gateway.client.provision import ProvisionError, load_members, new_centre_keys
-from gateway.client.wallet import Wallet
+from gateway.client.wallet import PaymentKeys, Wallet
 from gateway.demo.local import demo_spec
 from ledger.chain import connect
 from tests.fixtures.consortium import PASSWORDS
@@ -70,6 +71,8 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
         ("this is = not toml [", "cannot read"),
         ("rate_notice = -1\n" + ONE_MEMBER, "rate_notice must be a non-negative integer"),
         ('rate_notice = "1d"\n' + ONE_MEMBER, "rate_notice must be a non-negative integer"),
+        ("dispute_window = -4\n" + ONE_MEMBER, "dispute_window must be a non-negative integer"),
+        ('booking_delay = "a day"\n' + ONE_MEMBER, "booking_delay must be a non-negative integer"),
     ):
         path.write_text(text)
         with pytest.raises(ProvisionError, match=words.replace("[", r"\[")):
@@ -78,6 +81,10 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
     assert load_members(path).rate_notice == 86_400  # a day unless the consortium says otherwise
     path.write_text("rate_notice = 600\n" + ONE_MEMBER)
     assert load_members(path).rate_notice == 600
+    plan = load_members(path)  # disputes within an hour, records up to a day late, unless the consortium says otherwise
+    assert (plan.dispute_window, plan.booking_delay) == (3_600, 86_400)
+    path.write_text("dispute_window = 4\nbooking_delay = 2\n" + ONE_MEMBER)
+    assert (load_members(path).dispute_window, load_members(path).booking_delay) == (4, 2)
 
 
 ONE_MEMBER = (
@@ -95,7 +102,8 @@ def test_a_consortium_from_nothing(tmp_path, anvil_url, slapd_factory):
         assert result.returncode == 0, result.stderr
         public[name] = json.loads(result.stdout)
 
-    members = ["quorum = 2", "initial_credit = 1000000"]
+    # collateral for the anchor bond and the grants; disputes within 2 s, so the epoch settles soon
+    members = ["quorum = 2", "initial_credit = 1000000000", "dispute_window = 2", "booking_delay = 60"]
     for name in CENTRES:
         prices = spec.centre(name).prices
         members += [
@@ -150,28 +158,47 @@ ldap_url = "{slapd.url}"
 ldap_base_dn = "{slapd.base_dn}"
 ldap_bind_dn = "{slapd.service_dn}"
 ldap_bind_password = "{slapd.service_password}"
+
+[allocations]
+{chr(10).join(f"{group} = {amount}" for group, amount in centre.allocations.items())}
 """)
             stack.enter_context(_gateway(folder))
         urls = {name: f"http://127.0.0.1:{ports[name]}" for name in CENTRES}
         for url in urls.values():
             _wait_until_up(url)
 
-        # alice enrols at home, signs on at cloud-b with a proof and runs a job there
+        # alice enrols at home, signs on at cloud-b with a proof and runs a job there, paid from her project
+        keys = PaymentKeys()
         with GatewayClient(urls["hpc-a"]) as home:
             wallet = Wallet.from_issuance(urls["hpc-a"], home.credential("alice", PASSWORDS["alice"]))
-        with GatewayClient(urls["cloud-b"]) as client:
-            _eventually(lambda: _signs_on(client, wallet))  # once cloud-b's index has hpc-a's issuer key
-            job = client.submit({"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30, "centre": "cloud-b"})
-            done = client.wait(job["id"])
-            assert done["status"] == "succeeded" and done["stdout_tail"].strip() == "42"
-            assert done["usage"]["price"] > 0
+            home.login("alice", PASSWORDS["alice"])  # her home grants the order of each job
+            with GatewayClient(urls["cloud-b"]) as client:
+                _eventually(lambda: _signs_on(client, wallet))  # once cloud-b's index has hpc-a's issuer key
+            job = {"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30}
+            submission = submit_anywhere(urls["hpc-a"], job, with_wallet(wallet, home), centre="cloud-b", keys=keys)
+            with submission.client:
+                result = finish(submission, keys)
+            done = result.view
+            assert done["serving_centre"] == "cloud-b"
+            assert done["status"] == "succeeded" and result.stdout.strip() == "42"
+            assert done["usage"]["price"] > 0 and result.price == done["usage"]["price"]
+            held = home.balance()["user"]
+            assert held["held"] >= done["usage"]["price"] and held["spent"] == 0  # the order's maximum, until settled
 
         closures = []
         for name in ("cloud-b", "hpc-a"):
             with GatewayClient(urls[name]) as client:
                 closures.append(client.close_epoch(f"{name}-operator"))
         assert closures[0]["claims"] == {"hpc-a": done["usage"]["price"]}
-        assert closures[1]["settled"]
+        assert all(c["anchored"] and not c["settled"] for c in closures)  # the dispute window opens first
+        with GatewayClient(urls["hpc-a"]) as client:  # then the gateways settle it on their own
+            _eventually(lambda: client.audit_epoch(1)["settled"], within=60)
+            client.login("alice", PASSWORDS["alice"])
+            # settled: her project paid the price, the rest of the hold is free again
+            _eventually(lambda: client.balance()["holds"][0]["status"] != "held", within=30)
+            mine = client.balance()
+            assert [(h["status"], h["price"]) for h in mine["holds"]] == [("paid", done["usage"]["price"])]
+            assert (mine["user"]["held"], mine["user"]["spent"]) == (0, done["usage"]["price"])
 
         audit = xcentre(
             "audit", "verify", "--epoch", "1", "--chain", anvil_url, "--deployment", "deployment.json", cwd=tmp_path

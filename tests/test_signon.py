@@ -369,3 +369,56 @@ def test_a_revocation_the_chain_refuses_is_reported_as_failed(own_consortium):
     enrolled, revoked, _ = registry(c).enrolment(centre_id("ai-c"), pseudonym).call()
     assert enrolled and not revoked  # the truth: nothing changed on chain
     assert registry(c).revocationEpoch(centre_id("ai-c")).call() == 0
+
+
+def test_a_sign_on_request_lives_its_full_time_when_the_chain_clock_runs_ahead():
+    """A gateway judges a presentation by the later of its clock and the chain's (block stamps may run ahead,
+    as on a chain whose time was advanced). Its sign-on requests were stamped by its own clock alone, so with
+    the chain a minute ahead every request had expired before the wallet answered it. Unit test: SignOn with
+    an index double whose chain time is an hour ahead."""
+    from pathlib import Path
+
+    from auth.credentials import CredentialSchema, key_id, make_presentation
+    from auth.tokens import TokenIssuer, generate_key
+    from gateway.node.signon import SignOn
+
+    schema = CredentialSchema.load(Path(__file__).resolve().parents[1] / "gateway/demo/data/credential_schema.toml")
+    sk, pk = generate_issuer_key(b"hpc-a issuer key material, 32+ bytes")
+    values = {
+        "home": "hpc-a",
+        "pseudonym": "7f" * 32,
+        "department": "physics",
+        "employee_type": ["staff"],
+        "groups": ["physics"],
+        "clearance": 2,
+        "revocation_epoch": 0,
+    }
+    credential = issue_credential(schema, sk, pk, values, now=int(time.time()))
+
+    class Index:
+        chain_time = int(time.time()) + 3600
+
+        def issuer_key(self, issuer: str, kid: str, at: int) -> bytes | None:
+            return pk if (issuer, kid) == ("hpc-a", key_id(pk)) else None
+
+        def issuer_keys(self, issuer: str) -> list[bytes]:
+            return [pk] if issuer == "hpc-a" else []
+
+        def revocation_epoch(self, centre: str) -> int:
+            return 0
+
+    signon = SignOn(
+        name="cloud-b",
+        schema=schema,
+        issuer_key=IssuerKey(sk, pk),
+        enrolment_secret=b"s" * 32,
+        directory=None,
+        index=Index(),
+        outbox=None,
+        tokens=TokenIssuer("cloud-b", generate_key()),
+        requested=["department"],
+    )
+    request = signon.request()
+    assert request.expires_at >= Index.chain_time + 59  # a full minute by the clock that will judge it
+    token, disclosed = signon.present(make_presentation(schema, credential, pk, request).to_dict())
+    assert token.count(".") == 2 and disclosed["department"] == "physics"

@@ -197,12 +197,19 @@ class SignOn:
     # -- anywhere ----------------------------------------------------------------
 
     def request(self) -> PresentationRequest:
-        """A one-time challenge naming the attributes this centre's policy needs; sealed, so nothing is stored."""
-        return self.challenges.issue()
+        """A one-time challenge naming the attributes this centre's policy needs; sealed, so nothing is stored.
+
+        Stamped by the clock `present` judges it by (the later of this machine's and the chain's), or a
+        chain running ahead would expire every request before the wallet could answer it.
+        """
+        return self.challenges.issue(now=self._now())
+
+    def _now(self) -> int:
+        return max(int(time.time()), self.index.chain_time)
 
     def present(self, presentation: dict) -> tuple[str, dict[str, str]]:
         """Verify a presentation against its challenge; a session token for its disclosed attributes."""
-        now = max(int(time.time()), self.index.chain_time)
+        now = self._now()
         try:
             nonce = presentation.get("nonce") if isinstance(presentation, dict) else None
             request = self.challenges.open(nonce, now=now)
