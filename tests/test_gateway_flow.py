@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
+from eth_utils import to_canonical_address
 
 from gateway.books.auditor import audit_epoch
 from gateway.client.dispatch import SignOn, finish, submit_anywhere, with_home_session
@@ -17,7 +18,7 @@ from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.paying import Result
 from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.deploy import bind
-from ledger.ids import centre_id, user_id
+from ledger.ids import centre_id
 from ledger.netting import net_positions, transfers
 from ledger.records import UsageRecord, domain_for, record_digest, recover_signer
 from tests.fixtures.consortium import PASSWORDS
@@ -53,6 +54,8 @@ class Flow:
     refusals: dict[str, GatewayRefused] = field(default_factory=dict)
     closures: list[dict] = field(default_factory=list)
     jobs_before: dict[str, int] = field(default_factory=dict)
+    accounts: dict[str, str] = field(default_factory=dict)
+    """The payment account each job's order was signed with."""
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +100,7 @@ def flow(consortium) -> Flow:
         home.close()
     for name, submission in submitted.items():
         with submission.client:
+            result.accounts[name] = submission.paid.account
             result.results[name] = finish(submission, keys)
             result.views[name] = result.results[name].view
     result.closures = consortium.close_epoch_everywhere()
@@ -281,14 +285,15 @@ def test_usage_record_proof_is_accepted_by_the_contract(flow, consortium):
     contracts = bind(consortium.chain, consortium.deployment)
     domain = domain_for(consortium.deployment)
     checked = 0
-    for run in flow.views.values():
+    for name, run in flow.views.items():
         serving = run["serving_centre"]
         with GatewayClient(consortium.url(serving)) as client:
             proof = client.usage(run["record_id"])
         assert proof["epoch"] == flow.epoch and proof["anchored"]
         record = UsageRecord.from_json(proof["record"])
         assert record.serving_centre == centre_id(serving)
-        assert record.user == user_id(run["principal"])
+        # the order's fresh payment account, never a hash of the principal (guessable, the same for every job)
+        assert record.user == to_canonical_address(flow.accounts[name]).rjust(32, b"\x00")
         assert record.price == run["usage"]["price"]
         digest = bytes.fromhex(proof["digest"][2:])
         assert record_digest(record, domain) == digest

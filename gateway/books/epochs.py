@@ -30,6 +30,22 @@ log = logging.getLogger(__name__)
 MAX_EPOCH = 2**63 - 1
 """Epochs are uint64 on chain, but the gateway's SQLite files hold signed 64-bit integers."""
 _RECORD_ID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
+ANCHOR_MARGIN = 60
+"""Seconds an anchor sent at close may take to be mined: the outbox sends it at once and housekeeping
+retries it every second, so a minute covers retries and a few blocks of a public chain."""
+
+
+def lapse_before(now: int, booking_delay: int) -> int:
+    """Records whose order's deadline is before this lapse at a close at `now`.
+
+    The contract answers a dispute of a leaf only if its claim was anchored by the order's
+    deadline + the booking delay; a claim with one unanswerable leaf is void, all of it. So a
+    record lapses unless deadline + delay >= now + margin, the margin being ANCHOR_MARGIN or
+    half the booking delay when that is shorter (the demo's seconds): a record whose deadline
+    has not passed yet never lapses.
+    """
+    margin = min(ANCHOR_MARGIN, booking_delay // 2)
+    return max(0, now + margin - booking_delay)
 
 
 def check_epoch(epoch: int) -> int:
@@ -55,6 +71,7 @@ class EpochCloser:
         index: EventIndex,
         domain: Domain,
         settleable: Callable[[int], bool],
+        booking_delay: int | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -62,6 +79,7 @@ class EpochCloser:
         self.index = index
         self.domain = domain
         self.settleable = settleable  # UsageLedger.settleable: every member anchored and both windows passed
+        self.booking_delay = booking_delay  # UsageLedger.bookingDelay; None: no record ever lapses
         self.rounds: tuple[Callable[[], object], ...] = ()  # housekeeping's other rounds: disputes, answers
         self._oldest_unsettled = 1
         self._closing = threading.Lock()  # one close at a time, so a named epoch is checked and closed as one
@@ -84,7 +102,9 @@ class EpochCloser:
                 open_epoch = self.store.open_epoch()
                 if epoch != open_epoch:
                     raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
-            closure = self.store.close_open_epoch(self._commit)
+            cutoff = None if self.booking_delay is None else lapse_before(self.index.now(), self.booking_delay)
+            closure = self.store.close_open_epoch(self._commit, lapse_before=cutoff)
+            self._log_lapsed(closure.epoch)
             self._enqueue_anchor(closure)
             try:
                 self.flush()
@@ -92,6 +112,19 @@ class EpochCloser:
             except Exception as exc:  # noqa: BLE001 - the chain may be briefly unreachable: housekeeping retries
                 log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
         return self._closure(closure)
+
+    def _log_lapsed(self, epoch: int) -> None:
+        lapsed = self.store.lapsed_records(epoch)
+        if lapsed:
+            log.warning(
+                "%s: epoch %d closed without %d record(s) too late to anchor by their order's deadline + the "
+                "booking delay (%d s): unbilled, kept as lapsed: %s",
+                self.name,
+                epoch,
+                len(lapsed),
+                self.booking_delay,
+                ", ".join(r.record_id for r in lapsed),
+            )
 
     def resend_anchors(self) -> None:
         """Queue the anchor of every closed epoch the chain does not show anchored.
@@ -219,6 +252,16 @@ class EpochCloser:
         row = self.store.record(check_record_id(record_id))
         if row is None:
             return None
+        if row.lapsed_at is not None:
+            return {
+                "record": row.data,
+                "signature": "0x" + row.signature,
+                "epoch": row.epoch,
+                "home": to_hex(bytes.fromhex(row.home_centre)),
+                "lapsed": True,
+                "anchored": False,
+                "detail": f"left out of epoch {row.epoch}'s claims at its close (too late to anchor): unbilled",
+            }
         rows = self.store.records_for_home(row.epoch, row.home_centre)
         index = next(i for i, r in enumerate(rows) if r.record_id == row.record_id)
         tree = SumTree(self._leaf(r) for r in rows)
@@ -235,6 +278,7 @@ class EpochCloser:
             "index": index,
             "proof": proof.to_dict(),
             "anchored_root": to_hex(claim.root) if claim else None,
+            "lapsed": False,
             "anchored": claim is not None and (claim.root, claim.count, claim.total) == ours,
         }
 

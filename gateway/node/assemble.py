@@ -77,6 +77,7 @@ def build_node(
     _register_chain_writes(outbox, chain, deployment, account)
     domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
     dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
+    booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
     tokens = TokenIssuer(name, token_key, ttl=token_ttl)
     signon = SignOn(
         name=name,
@@ -106,6 +107,7 @@ def build_node(
             index,
             domain_for(deployment),
             settleable=lambda epoch: settleable(index, epoch, dispute_window),
+            booking_delay=booking_delay,
         ),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
@@ -132,7 +134,7 @@ def build_node(
             payer=parts.payer,
             domain=domain,
             dispute_window=dispute_window,
-            booking_delay=_or_chain(deployment.booking_delay, ledger.bookingDelay()),
+            booking_delay=booking_delay,
             fetch=fetch_evidence,
         )
         rounds.append(watcher.round)

@@ -22,7 +22,7 @@ from eth_account import Account
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 from eth_keys.exceptions import BadSignature
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak, to_canonical_address, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
@@ -54,7 +54,7 @@ from gateway.node.peers import Peers
 from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
 from ledger import lock
-from ledger.ids import centre_id, user_id
+from ledger.ids import centre_id
 from ledger.index import EventIndex, RatesInfo
 from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.hex import HexError, from_hex, to_hex
@@ -609,6 +609,27 @@ class CentreNode:
         res = request.resources
         # Bill what was metered, never more than the job's limits allow, nor more than the home granted.
         metered = cap_to_limits(execution, request.walltime, res.cores, res.memory_mib, res.gpus)
+        deadline = int(job.payment.order["deadline"])
+        if metered.ended_at > deadline:
+            # No answer to a dispute of such a record exists (the contract refuses an order's job that ended
+            # after its deadline), and one unanswerable leaf voids the centre's whole claim on that home.
+            log.warning(
+                "%s: job %s ended at %d, after its order's deadline %d: unbilled",
+                self.name,
+                job.id,
+                metered.ended_at,
+                deadline,
+            )
+            self.parts.store.complete_job(
+                job.id,
+                status,
+                execution.exit_code,
+                execution.stdout_tail,
+                execution.stderr_tail,
+                detail=f"ran late, unbilled: it ended at {metered.ended_at}, after its order's deadline {deadline}, "
+                "so this centre records no usage for it; your home refunds the hold",
+            )
+            return
         amount = min(price(metered, rates.prices), int(job.payment.grant["amount"]))
         job_ref = keccak(text=f"{self.name}/{job.id}")
         domain = self.parts.domain
@@ -628,7 +649,7 @@ class CentreNode:
                 job_id=job_ref,
                 serving_centre=centre_id(self.name),
                 home_centre=centre_id(job.home),
-                user=user_id(job.principal),
+                user=_account_word(job.payment.account),
                 epoch=epoch,
                 started_at=metered.started_at,
                 ended_at=metered.ended_at,
@@ -668,6 +689,15 @@ class CentreNode:
         if proof is None:
             raise NotFound(f"no usage record {record_id} at {self.name}")
         return proof
+
+
+def _account_word(account: str) -> bytes:
+    """A record's `user`: the order's payment account, fresh per order, left-padded to 32 bytes.
+
+    Never a hash of the principal: a uid@home is guessable, and one value per user would link all of
+    a user's jobs in the public records.
+    """
+    return to_canonical_address(account).rjust(32, b"\x00")
 
 
 def _claims(token: str) -> dict:

@@ -83,6 +83,8 @@ class StoredRecord:
     signature: str
     leaf: str
     created_at: int
+    lapsed_at: int | None = None
+    """When its epoch closed without it (its claim could no longer be anchored in time): never anchored."""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -202,6 +204,7 @@ def _record(row: sqlite3.Row) -> StoredRecord:
         signature=row["signature"],
         leaf=row["leaf"],
         created_at=row["created_at"],
+        lapsed_at=row["lapsed_at"],
     )
 
 
@@ -253,6 +256,29 @@ def insert_record(db: sqlite3.Connection, new: NewRecord, job_id: str, now: int)
     return StoredRecord(record_id, job_id, new.epoch, home, text, signature.hex(), leaf.hex(), now)
 
 
+def _lapse(db: sqlite3.Connection, epoch: int, deadline_before: int, now: int) -> None:
+    """Mark the open epoch's records whose order's deadline is before `deadline_before` lapsed, and say so
+    in their jobs' detail."""
+    rows = db.execute(
+        "SELECT r.record_id, r.job_id, j.pay_order FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
+        " WHERE r.epoch = ? AND r.lapsed_at IS NULL AND j.pay_order IS NOT NULL",
+        (epoch,),
+    ).fetchall()
+    for row in rows:
+        deadline = int(json.loads(row["pay_order"])["deadline"])
+        if deadline >= deadline_before:
+            continue
+        db.execute("UPDATE usage_records SET lapsed_at = ? WHERE record_id = ?", (now, row["record_id"]))
+        note = (
+            f"unbilled: its record lapsed when epoch {epoch} closed, too late to anchor it by its order's "
+            f"deadline {deadline} plus the booking delay; your home refunds the hold"
+        )
+        db.execute(
+            "UPDATE jobs SET detail = COALESCE(detail || '; ', '') || ?, updated_at = ? WHERE id = ?",
+            (note, now, row["job_id"]),
+        )
+
+
 # ---------------------------------------------------------------- the store's methods
 
 
@@ -293,16 +319,16 @@ class Books(StoreBase):
         return _record(rows[0]) if rows else None
 
     def records_for_epoch(self, epoch: int) -> list[StoredRecord]:
-        """The epoch's records in the order they were stored."""
+        """The epoch's records in the order they were stored (the lapsed ones left out: they are no leaves)."""
         checks.positive_int("epoch", epoch)
-        rows = self._read("SELECT * FROM usage_records WHERE epoch = ? ORDER BY seq", (epoch,))
+        rows = self._read("SELECT * FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL ORDER BY seq", (epoch,))
         return [_record(r) for r in rows]
 
     def records_for_home(self, epoch: int, home: bytes | str) -> list[StoredRecord]:
         """The epoch's records for one home's users in store order: the leaves of that home's sum tree."""
         checks.positive_int("epoch", epoch)
         rows = self._read(
-            "SELECT * FROM usage_records WHERE epoch = ? AND home_centre = ? ORDER BY seq",
+            "SELECT * FROM usage_records WHERE epoch = ? AND home_centre = ? AND lapsed_at IS NULL ORDER BY seq",
             (epoch, checks.hex32("home", home)),
         )
         return [_record(r) for r in rows]
@@ -313,7 +339,7 @@ class Books(StoreBase):
         rows = self._read(
             "SELECT r.*, j.pay_order, j.pay_order_sig, j.pay_grant, j.pay_grant_sig, j.receipt_sig,"
             " j.result_key, j.lock_hash FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
-            " WHERE r.epoch = ? AND r.home_centre = ? ORDER BY r.seq",
+            " WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL ORDER BY r.seq",
             (epoch, checks.hex32("home", home)),
         )
         return [
@@ -357,7 +383,9 @@ class Books(StoreBase):
                 return stored
             counts = dict(
                 db.execute(
-                    "SELECT home_centre, COUNT(*) FROM usage_records WHERE epoch = ? GROUP BY home_centre", (epoch,)
+                    "SELECT home_centre, COUNT(*) FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL"
+                    " GROUP BY home_centre",
+                    (epoch,),
                 ).fetchall()
             )
             given = {home: claim.count for home, claim in claims.items()}
@@ -379,15 +407,30 @@ class Books(StoreBase):
             db.execute("INSERT INTO epochs (epoch, status, opened_at) VALUES (?, 'open', ?)", (epoch + 1, now))
             return _closure(db, db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,)).fetchone())
 
-    def close_open_epoch(self, build: Callable[[int, list[StoredRecord]], dict[str, Any]]) -> ClosedEpoch:
+    def close_open_epoch(
+        self, build: Callable[[int, list[StoredRecord]], dict[str, Any]], lapse_before: int | None = None
+    ) -> ClosedEpoch:
         """Close the open epoch with build(epoch, records) -> {home: (root, count, total)}, inside the transaction.
 
         No record can arrive between reading the records and closing, so the
-        trees always cover exactly the epoch's records.
+        trees always cover exactly the epoch's records. Records whose order's
+        deadline is before `lapse_before` lapse first: marked, kept, left out of
+        the trees (their jobs say so), because no claim anchored now could
+        answer a dispute of them.
         """
         with self._tx() as db:
             epoch = open_epoch_in(db)
+            if lapse_before is not None:
+                _lapse(db, epoch, checks.natural("lapse_before", lapse_before), self._now())
             return self.close_epoch(epoch, build(epoch, self.records_for_epoch(epoch)))
+
+    def lapsed_records(self, epoch: int) -> list[StoredRecord]:
+        """The records of `epoch` that lapsed at its close, in store order: in no tree, never billed."""
+        checks.positive_int("epoch", epoch)
+        rows = self._read(
+            "SELECT * FROM usage_records WHERE epoch = ? AND lapsed_at IS NOT NULL ORDER BY seq", (epoch,)
+        )
+        return [_record(r) for r in rows]
 
     def closure(self, epoch: int) -> ClosedEpoch | None:
         """How the epoch was closed, or None while it is open (or does not exist yet)."""

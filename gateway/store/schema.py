@@ -201,6 +201,12 @@ CREATE INDEX complaints_open ON complaints(status);
 account is unique), reserved against a project's allocation until it is paid or refunded; and the
 records its users say they got no key for, which its watcher disputes."""
 
+_V7_LAPSED = """
+ALTER TABLE usage_records ADD COLUMN lapsed_at INTEGER;
+"""
+"""A record left out of its epoch's trees at close, because its claim could not be anchored by its
+order's deadline + the booking delay (no dispute of it could be answered): kept, never anchored, unbilled."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -208,5 +214,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(4, "each job's order, grant, result key and receipt", _V4_JOB_PAYMENT),
     Migration(5, "the payer home's holds on its projects' allocations, and its users' complaints", _V5_HOLDS),
     Migration(6, "an epoch closes with a sum tree per home: root, count, total", _claims_per_home),
+    Migration(7, "records that lapsed at their epoch's close, unanchored", _V7_LAPSED),
 )
 LATEST = len(MIGRATIONS)
