@@ -363,6 +363,35 @@ def test_withheld_evidence_gets_every_leaf_disputed_and_a_padded_claim_voided(co
     assert after["cloud-b"] < before["cloud-b"] and after["hpc-a"] > before["hpc-a"]
 
 
+def test_a_grant_refunded_after_a_voided_claim_and_billed_again_is_a_bad_leaf(court):
+    """cloud-b's claim is voided (it billed a made-up job too), so alice's real job in it is refunded to her project;
+    cloud-b bills that grant again in the next epoch: the home proves the duplicate with the voided claim's leaf, and
+    a watcher that cannot (cloud-b withholds the voided epoch's evidence) finds the hold refunded: a bad leaf, disputed
+    as one (not merely as a record without its receipt, which a key reveal would answer)."""
+    from gateway.books.watcher import EvidenceUnavailable, LeafDispute, fetch_evidence
+
+    submission, _ = run_paid(court, "cloud-b", PaymentKeys())
+    fabricate(court, "cloud-b", "hpc-a", 250_000_000)
+    first = close_and_settle(court)
+    eventually(lambda: hold_status(court, submission.paid.grant) == "refunded")
+    bill_again(court, "cloud-b", submission.view["id"])
+
+    second = close_and_settle(court)
+
+    parts = court.centres["hpc-a"].node.parts
+    (claim,) = parts.index.claims_on("hpc-a", second)
+    assert (claim.centre, claim.count, claim.voided) == (centre_id("cloud-b"), 1, True)
+    assert parts.index.settlement(second).net.get(centre_id("cloud-b"), 0) == 0
+    assert hold_status(court, submission.paid.grant) == "refunded"  # the home paid nothing for it
+
+    def withheld_first(url: str, epoch: int, home: str):
+        if epoch == first:
+            raise EvidenceUnavailable("withheld")
+        return fetch_evidence(url, epoch, home)
+
+    assert watcher_of(court, withheld_first).review(claim, claim.anchored_at) == [LeafDispute(0)]
+
+
 def watcher_of(court, fetch):
     from gateway.books.watcher import Watcher
 

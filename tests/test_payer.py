@@ -415,6 +415,18 @@ def test_a_user_complains_once_about_a_record_of_their_grant(desk):
     )
 
 
+def test_a_user_complains_once_per_grant_whatever_records_they_make_up(desk):
+    """A record is the user's own word here (no signature is checked): one complaint per grant, or a user could
+    store made-up records for their grant without end (and have the watcher look each one up every round)."""
+    grant = granted(desk)
+    first = desk.payer.complain(session("bob"), record_for(desk, grant))
+    for n in range(3):
+        with pytest.raises(Conflict, match=r"complained about grant 0x\w+ already"):
+            desk.payer.complain(session("bob"), record_for(desk, grant, record_id=keccak(b"made up %d" % n)))
+    assert [c.record_digest for c in desk.payer.book.complaints()] == [first["record"][2:]]
+    assert desk.payer.complain(session("bob"), record_for(desk, grant)) == first  # the same one again: as before
+
+
 def test_a_complaint_about_a_record_not_of_the_users_grants_is_refused(desk):
     grant = granted(desk)
     with pytest.raises(NotFound, match="granted no order of yours"):

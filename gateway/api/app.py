@@ -409,6 +409,7 @@ def create_app(node: CentreNode) -> FastAPI:
             | {
                 400: "the record is malformed, bills another home, or names another order than its grant's",
                 403: "not a password sign-on at home",
+                409: "a complaint about this grant exists already, for another record",
             },
         ),
     )

@@ -8,9 +8,7 @@ so no single centre, not even the one asked, has to be trusted.
 
 from __future__ import annotations
 
-import httpx
-
-from gateway.books.watcher import fetch_evidence
+from gateway.books.watcher import EvidenceUnavailable, fetch_evidence
 from ledger.audit import AuditReport, anchored_homes, settlement_of, verify_epoch
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
@@ -44,7 +42,7 @@ def collect_evidence(
                 continue
             try:
                 rows = fetch_evidence(url, epoch, centre_name(home))
-            except (httpx.HTTPError, ValueError) as exc:  # no answer, an error status, or not JSON
+            except EvidenceUnavailable as exc:  # no answer, an error status, too slow, too large, or not JSON
                 problems.append(f"{name}: evidence unavailable from {url} ({exc})")
                 break
             try:

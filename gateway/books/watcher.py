@@ -7,11 +7,14 @@ rules 1-6) against the home's own hold book. What it disputes:
 
 - evidence that cannot be had, or does not rebuild the anchored root, count and
   total: fetched again a few times over the first half of the window (one try
-  per housekeeping round that is due, never a wait), then EVERY leaf is
-  disputed. A cheat cannot answer one genuine leaf and keep a padded claim: each
-  leaf's evidence must go on chain, and a grant answers for one leaf only;
-- a record whose terms are wrong, or that names a grant this home did not
-  issue: that leaf (an index dispute, which nobody can answer);
+  per housekeeping round that is due, never a wait, each within a deadline and a
+  size cap), then leaves 0 .. min(count, H + 1) - 1 are disputed, H being this
+  home's grants that claim could bill: every leaf when count <= H. A cheat
+  cannot answer one genuine leaf and keep a padded claim: each leaf's evidence
+  must go on chain, and a grant answers for one leaf only;
+- a record whose terms are wrong, that names a grant this home did not issue, or
+  one already paid or refunded (a voided claim's, billed again): that leaf (an
+  index dispute);
 - a grant billed twice by the same centre (twice in the claim, or in this and
   an earlier epoch's claim): `disputeDuplicate` with both leaves and their
   proofs, which voids the claim at once, with nothing for the claimant to answer;
@@ -24,6 +27,8 @@ Once an epoch is settled, its holds are paid (claim standing) or refunded
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -48,15 +53,53 @@ Fetch = Callable[[str, int, str], Any]
 """(gateway URL, epoch, home name) -> the evidence endpoint's JSON; raises when it cannot be had."""
 
 
-def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0) -> Any:
-    """The serving centre's evidence for its claim on `home` (GET /v1/epochs/{epoch}/evidence?home=)."""
-    response = httpx.get(f"{url.rstrip('/')}/v1/epochs/{epoch}/evidence", params={"home": home}, timeout=timeout)
-    response.raise_for_status()
-    return response.json()
+MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
+"""The largest evidence answer read: a record's bundle (record, order, grant, signatures, a 14-level sum proof)
+is at most ~4 kB of JSON, so 10,000 records fit about 1.6 times over."""
+
+
+class EvidenceUnavailable(Exception):
+    """The evidence could not be had: no answer, an error status, too slow, too large, or not JSON."""
+
+
+def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0, max_bytes: int = MAX_EVIDENCE_BYTES) -> Any:
+    """The serving centre's evidence for its claim on `home` (GET /v1/epochs/{epoch}/evidence?home=).
+
+    The centre is the party checked, so it must not choose how long or how much the home reads: the
+    whole answer is due within `timeout` seconds (httpx's own timeout bounds each read, which a centre
+    dripping a byte at a time never trips) and at most `max_bytes` long.
+    """
+    try:
+        body = asyncio.run(asyncio.wait_for(_read(url, epoch, home, timeout, max_bytes), timeout))
+    except TimeoutError:
+        raise EvidenceUnavailable(f"{url} did not send its evidence within the {timeout:g} s deadline") from None
+    except httpx.HTTPError as exc:
+        raise EvidenceUnavailable(f"{url}: {exc}") from None
+    try:
+        return json.loads(body)
+    except ValueError as exc:
+        raise EvidenceUnavailable(f"{url} sent evidence that is not JSON: {exc}") from None
+
+
+async def _read(url: str, epoch: int, home: str, per_read: float, max_bytes: int) -> bytes:
+    too_large = f"{url}'s evidence is larger than the {max_bytes} bytes read of a claim's evidence"
+    async with httpx.AsyncClient(timeout=per_read) as client:
+        endpoint = f"{url.rstrip('/')}/v1/epochs/{epoch}/evidence"
+        async with client.stream("GET", endpoint, params={"home": home}) as response:
+            response.raise_for_status()
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > max_bytes:
+                raise EvidenceUnavailable(too_large)
+            body = bytearray()
+            async for chunk in response.aiter_bytes():  # decoded: a compressed bomb counts as what it becomes
+                body += chunk
+                if len(body) > max_bytes:
+                    raise EvidenceUnavailable(too_large)
+    return bytes(body)
 
 
 EVIDENCE_ATTEMPTS = 3
-"""Tries at a claim's evidence, spread over the first half of its dispute window, before every leaf is disputed."""
+"""Tries at a claim's evidence, spread over the first half of its dispute window, before its leaves are disputed."""
 
 CLOCK_SKEW = 300
 """Seconds the home's clock (a hold's creation) may be ahead of the chain's (an anchor's time)."""
@@ -173,14 +216,29 @@ class Watcher:
         if failures < EVIDENCE_ATTEMPTS and now + spacing <= claim.anchored_at + self.dispute_window // 2:
             self._tries[key] = (failures, now + spacing)
             return None
+        leaves = self.leaves_to_dispute(claim)
         log.warning(
-            "%s: %s's evidence for its claim of epoch %d is still unavailable or wrong: disputing all %d leaves",
+            "%s: %s's evidence for its claim of epoch %d is still unavailable or wrong: disputing %d of its %d leaves",
             self.name,
             _centre(claim.centre),
             claim.epoch,
+            leaves,
             claim.count,
         )
-        return [LeafDispute(i) for i in range(claim.count)]
+        return [LeafDispute(i) for i in range(leaves)]
+
+    def leaves_to_dispute(self, claim: ClaimInfo) -> int:
+        """How many leaves (0, 1, ...) of a claim without evidence to dispute so that one is sure to stand unanswered.
+
+        The count is the centre's word (up to 2**64 - 1), so it does not size the disputes. An answer needs a grant
+        signed by this home, for that centre, whose deadline + booking delay the anchor did not pass, and the
+        contract lets a grant answer ONE leaf (GrantAlreadyAnswered): at most H leaves can be answered, H being this
+        home's grants the claim could bill (held, paid or refunded: the chain does not know the book). Disputing
+        min(count, H + 1) leaves therefore leaves one unanswerable when count > H (and the claim is void), and
+        disputes every leaf when count <= H.
+        """
+        billable = self.payer.book.billable(_centre(claim.centre), claim.anchored_at, self.booking_delay, claim.count)
+        return min(claim.count, billable + 1)
 
     def _answer_complaints(self, now: int) -> list[tuple[ClaimInfo, Finding]]:
         """A complaint about a leaf already checked, its claim still in its window: a needKey dispute of it."""
@@ -222,14 +280,15 @@ class Watcher:
                 log.warning("%s: %s bills grant %s twice", self.name, _centre(claim.centre), to_hex(grant))
                 return [DuplicateDispute(first, leaf)]
             hold = self.payer.book.hold(grant)
-            if findings or hold is None or hold.status == "paid":
+            if findings or hold is None or hold.status != "held":
                 log.warning(
                     "%s: leaf %d of %s's claim for epoch %d is bad: %s",
                     self.name,
                     i,
                     _centre(claim.centre),
                     claim.epoch,
-                    findings or "a grant this home did not issue, or paid in a claim it cannot find",
+                    findings
+                    or "a grant this home did not issue, or paid or refunded (its claim voided) in a claim not found",
                 )
                 bad.append(LeafDispute(i))
                 continue
@@ -339,7 +398,10 @@ class Watcher:
                 continue
             self._close_epoch_holds(claim.epoch)
             self._closed.add(claim.epoch)
-        self.payer.expire(self._now(), self.booking_delay)
+        # A hold is released a dispute window after no claim can bill it any more (deadline + booking delay):
+        # a claim anchored in time is reviewed within its window, so it never finds its hold refunded by expiry,
+        # and a refunded hold a claim bills is one whose earlier claim was voided (a bad leaf).
+        self.payer.expire(max(0, self._now() - self.dispute_window), self.booking_delay)
 
     def _close_epoch_holds(self, epoch: int) -> None:
         for claim in self.index.claims_on(self.me, epoch):

@@ -32,6 +32,7 @@ from gateway.store.holds import (
     AccountUsed,
     CollateralCommitted,
     Complaint,
+    ComplaintTaken,
     Hold,
     HoldBook,
     NewHold,
@@ -302,9 +303,12 @@ class Payer:
             raise NotFound(f"{self.name} granted no order of yours under grant {to_hex(parsed.grant)}")
         if bytes32(hold.order_digest) != parsed.order:
             raise Invalid("the record names another order than the one its grant was for")
-        complaint, _ = self.book.complain(
-            record_digest(parsed, self._domain), parsed.grant, claims.sub, parsed.to_dict()
-        )
+        try:
+            complaint, _ = self.book.complain(
+                record_digest(parsed, self._domain), parsed.grant, claims.sub, parsed.to_dict()
+            )
+        except ComplaintTaken as exc:
+            raise Conflict(str(exc)) from None
         return _complaint_view(complaint)
 
     def revealed_key(self, lock_hash: str) -> dict:

@@ -30,6 +30,7 @@ __all__ = [
     "AccountUsed",
     "CollateralCommitted",
     "Complaint",
+    "ComplaintTaken",
     "Hold",
     "HoldBook",
     "HoldStateError",
@@ -63,6 +64,10 @@ class OverBudget(StoreError):
 
 class CollateralCommitted(OverBudget):
     """The home's outstanding holds would exceed its free collateral in the Settlement contract."""
+
+
+class ComplaintTaken(StoreError):
+    """The grant was complained of before, for another record: one complaint per grant."""
 
 
 class UnknownHold(StoreError, LookupError):
@@ -285,6 +290,19 @@ class HoldBook(StoreBase):
             raise StoreError(f"status must be one of {', '.join(HOLD_STATUSES)}; got {status!r}")
         return [_hold(r) for r in self._read("SELECT * FROM holds WHERE status = ? ORDER BY rowid", (status,))]
 
+    def billable(self, centre: str, anchored_at: int, booking_delay: int, limit: int) -> int:
+        """How many of this home's grants to `centre` a claim anchored at `anchored_at` could bill (on chain: the
+        order's deadline + booking delay not passed), counted up to `limit`. Every status counts: the chain pays a
+        grant once whatever the book says of it, so a paid or refunded grant can still answer for one leaf."""
+        checks.natural("anchored_at", anchored_at)
+        checks.natural("booking_delay", booking_delay)
+        checks.natural("limit", limit)
+        row = self._read(  # SQLite's integers are 64-bit: a claim's count or time may be a uint64
+            "SELECT COUNT(*) FROM (SELECT 1 FROM holds WHERE centre = ? AND deadline + ? >= ? LIMIT ?)",
+            (centre, min(booking_delay, MAX_AMOUNT), min(anchored_at, MAX_AMOUNT), min(limit, MAX_AMOUNT)),
+        )[0]
+        return int(row[0])
+
     def project_figures(self, project: str) -> tuple[int, int]:
         """(held, spent) of a project."""
         with self._lock:
@@ -377,13 +395,22 @@ class HoldBook(StoreBase):
     def complain(
         self, record_digest: bytes | str, grant_digest: bytes | str, principal: str, record: dict[str, Any]
     ) -> tuple[Complaint, bool]:
-        """Note that a user got no key for a record (once per record); returns (complaint, created)."""
+        """Note that a user got no key for a record; returns (complaint, created).
+
+        Once per grant: the record is the user's word, and a grant pays for one record, so another record
+        for a grant already complained of is refused (ComplaintTaken) rather than stored without end.
+        """
         digest = checks.hex32("record_digest", record_digest)
         grant = checks.hex32("grant_digest", grant_digest)
         checks.text("principal", principal, max_len=512)
         text = checks.canonical_json("record", record)
         with self._tx() as db:
-            row = db.execute("SELECT * FROM complaints WHERE record_digest = ?", (digest,)).fetchone()
+            row = db.execute("SELECT * FROM complaints WHERE grant_digest = ?", (grant,)).fetchone()
+            if row is not None and row["record_digest"] != digest:
+                raise ComplaintTaken(
+                    f"you complained about grant 0x{grant} already, for record 0x{row['record_digest']}: "
+                    "a grant pays for one record, so one complaint per grant"
+                )
             if row is None:
                 db.execute(
                     "INSERT INTO complaints (record_digest, grant_digest, principal, record, status, created_at)"
