@@ -185,6 +185,7 @@ def deploy_consortium(
     booking_delay: int = DEFAULT_BOOKING_DELAY,
     anchor_bond: int = DEFAULT_ANCHOR_BOND,
     dispute_bond: int = DEFAULT_DISPUTE_BOND,
+    reserve: int = 0,
 ) -> Deployment:
     """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement and IdentityRegistry.
 
@@ -195,7 +196,10 @@ def deploy_consortium(
     `rate_notice` (seconds) is how long after publication new rates may first apply;
     `dispute_window` how long after an anchor its records may be disputed (answers are due
     within as long again); `booking_delay` how long after an order's deadline its record
-    may still be anchored. All four are fixed for the consortium's life.
+    may still be anchored. All four are fixed for the consortium's life. An anchor locks
+    the whole `anchor_bond` from the centre's free collateral or reverts, so
+    `initial_credit` must cover it; a member admitted later deposits its own (`reserve`
+    is credit minted to the deployer beyond the genesis members' collateral, for that).
     """
     if not members:
         raise ValueError("a consortium needs at least one member")
@@ -203,6 +207,8 @@ def deploy_consortium(
         raise ValueError(f"quorum must be between 1 and {len(members)}, got {quorum}")
     if not isinstance(initial_credit, int) or isinstance(initial_credit, bool) or initial_credit < 0:
         raise ValueError("initial_credit must be an int >= 0")
+    if not isinstance(reserve, int) or isinstance(reserve, bool) or reserve < 0:
+        raise ValueError("reserve must be an int >= 0")
     _seconds("rate_notice", rate_notice)
     _seconds("dispute_window", dispute_window)
     _seconds("booking_delay", booking_delay)
@@ -216,7 +222,7 @@ def deploy_consortium(
     usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address, dispute_window, booking_delay)
     accounts = [to_checksum_address(m.account) for m in members]
     total = initial_credit * len(members)
-    credit = chain.deploy("ConsortiumCredit", deployer, [deployer.address], [total])
+    credit = chain.deploy("ConsortiumCredit", deployer, [deployer.address], [total + reserve])
     settlement = chain.deploy(
         "Settlement", deployer, consortium.address, usage_ledger.address, credit.address, anchor_bond, dispute_bond
     )

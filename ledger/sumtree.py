@@ -6,8 +6,10 @@ cannot inflate a claim without a leaf that a dispute exposes. Pure; the same rul
 UsageLedger.verifyRecord.
 
 leaf(d, a) = (keccak256(abi.encode(d, a)), a); node(L, R) = (keccak256(abi.encode(L.h, L.s,
-R.h, R.s)), L.s + R.s); leaves padded with EMPTY = (0, 0) to a power of two; proofs list
-the siblings from the leaf level up.
+R.h, R.s)), L.s + R.s); leaves padded with EMPTY = (0, 0) to a power of two, and a subtree
+with no leaf below `count` is EMPTY at every level; proofs list the siblings from the leaf
+level up, and every sibling starting at or past `count` must be EMPTY (no amount can hide in
+padding, where no dispute can name it).
 """
 
 from __future__ import annotations
@@ -56,6 +58,16 @@ def node(left: Node, right: Node) -> Node:
     if total >= UINT256:
         raise SumTreeError("the total of a claim must fit in a uint256")
     return keccak(left[0] + _word(left[1]) + right[0] + _word(right[1])), total
+
+
+def _parent(left: Node, right: Node) -> Node:
+    """A node of the tree: EMPTY over two EMPTY children (a subtree wholly in the padding)."""
+    return EMPTY if left == EMPTY and right == EMPTY else node(left, right)
+
+
+def _in_padding(index: int, level: int, count: int) -> bool:
+    """Whether the sibling of `index`'s ancestor at `level` starts at or past `count`."""
+    return ((index >> level) | 1) << level >= count
 
 
 def depth(count: int) -> int:
@@ -117,7 +129,7 @@ class SumTree:
         level += [EMPTY] * ((1 << depth(self.count)) - self.count)
         self._levels = [level]
         while len(level) > 1:
-            level = [node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+            level = [_parent(level[i], level[i + 1]) for i in range(0, len(level), 2)]
             self._levels.append(level)
 
     @property
@@ -140,7 +152,7 @@ def verify(root: bytes, total: int, count: int, index: int, digest: bytes, amoun
     """Whether `proof` shows (digest, amount) at `index` of the claim (root, total, count).
 
     False for a proof that does not fit the claim (wrong length, index past count, another
-    leaf); SumTreeError for arguments of the wrong type.
+    leaf, a sibling in the padding that is not EMPTY); SumTreeError for arguments of the wrong type.
     """
     root, digest = _bytes32(root, "root"), _bytes32(digest, "digest")
     total, amount = _uint(total, "total"), _uint(amount, "amount")
@@ -153,6 +165,8 @@ def verify(root: bytes, total: int, count: int, index: int, digest: bytes, amoun
     running = leaf(digest, amount)
     try:
         for k, sibling in enumerate(zip(proof.hashes, proof.sums, strict=True)):
+            if _in_padding(index, k, count) and sibling != EMPTY:
+                return False  # an amount hidden in the padding
             running = node(running, sibling) if (index >> k) & 1 == 0 else node(sibling, running)
     except SumTreeError:
         return False  # sums past uint256: the contract's checked addition reverts

@@ -480,25 +480,25 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     a, b, d = centre_id("hpc-a"), centre_id("hpc-b"), centre_id("edge-d")
     tb = SumTree([(leaf_digest(i), 100 * i) for i in range(1, 4)])
     ta = SumTree([(leaf_digest("own"), 7)])
-    receipt = k.tx(ul.anchor(7, [b, d, a], [tb.root, b"\x42" * 32, ta.root], [3, 12, 1], [600, 5, 7]), "hpc-a")
+    receipt = k.tx(ul.anchor(1, [b, d, a], [tb.root, b"\x42" * 32, ta.root], [3, 12, 1], [600, 5, 7]), "hpc-a")
     ev = k.c.usage_ledger.events.EpochAnchored().process_receipt(receipt, errors=DISCARD)[0]["args"]
     at = k.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
     assert (ev["centre"], ev["epoch"], ev["homes"], ev["counts"], ev["totals"]) == (
         a,
-        7,
+        1,
         [b, d, a],
         [3, 12, 1],
         [600, 5, 7],
     )
     assert ev["roots"] == [tb.root, b"\x42" * 32, ta.root] and ev["anchoredAt"] == at
-    assert ul.anchorOf(a, 7).call() == [True, at, 16]
-    assert ul.anchorOf(a, 8).call() == [False, 0, 0]
-    assert ul.claimOf(7, a, b).call() == [tb.root, 3, 600, False]
-    assert ul.claimOf(7, a, centre_id("cloud-c")).call() == [bytes(32), 0, 0, False]
-    assert ul.homesOf(7, a).call() == [a, b, d]  # active members with a claim, in admission order
-    assert ul.lastAnchoredAt(7).call() == at and ul.highestEpoch().call() == 7
+    assert ul.anchorOf(a, 1).call() == [True, at, 16]
+    assert ul.anchorOf(a, 2).call() == [False, 0, 0]
+    assert ul.claimOf(1, a, b).call() == [tb.root, 3, 600, False]
+    assert ul.claimOf(1, a, centre_id("cloud-c")).call() == [bytes(32), 0, 0, False]
+    assert ul.homesOf(1, a).call() == [a, b, d]  # active members with a claim, in admission order
+    assert ul.lastAnchoredAt(1).call() == at and ul.highestSettled().call() == 0
     # the claim stands as anchored; the anchoring centre's own users' records are never claimed
-    assert ul.standing(7, a, b).call() == 600 and ul.standing(7, a, a).call() == 0
+    assert ul.standing(1, a, b).call() == 600 and ul.standing(1, a, a).call() == 0
     # the anchor bond is locked from the centre's collateral
     bond = min(DEFAULT_ANCHOR_BOND, INITIAL)
     assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call() == [INITIAL, bond, 0, 0]
@@ -506,7 +506,7 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     assert (ev["account"], ev["amount"]) == (k.accounts["hpc-a"].address, bond)
     assert ul.bondOf(a).call() == [k.accounts["hpc-a"].address, bond]
     # the bond stays locked across epochs: the next anchor finds it whole and locks nothing more
-    receipt = k.tx(ul.anchor(8, [b], [tb.root], [3], [600]), "hpc-a")
+    receipt = k.tx(ul.anchor(2, [b], [tb.root], [3], [600]), "hpc-a")
     assert k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD) == ()
     assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call()[1] == bond
 
@@ -538,23 +538,23 @@ def test_python_sum_tree_proofs_verify_on_chain(four):
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
     pairs = [(leaf_digest(i), 17 * i) for i in range(1, 8)]
     tree = SumTree(pairs)
-    k.tx(ul.anchor(3, [a], [tree.root], [tree.count], [tree.total]), "hpc-b")
+    k.tx(ul.anchor(1, [a], [tree.root], [tree.count], [tree.total]), "hpc-b")
     verify = ul.verifyRecord
     for i, (digest, amount) in enumerate(pairs):
         p = tree.proof(i)
-        assert verify(b, 3, a, i, digest, amount, list(p.hashes), list(p.sums)).call() is True
+        assert verify(b, 1, a, i, digest, amount, list(p.hashes), list(p.sums)).call() is True
     p0, p1 = tree.proof(0), tree.proof(1)
     d0, m0 = pairs[0]
-    assert verify(b, 3, a, 0, d0, m0, list(p1.hashes), list(p1.sums)).call() is False  # another leaf's proof
-    assert verify(b, 3, a, 1, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another index
-    assert verify(b, 3, a, 0, d0, m0 + 1, list(p0.hashes), list(p0.sums)).call() is False  # another amount
-    assert verify(b, 3, a, 7, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # past the count
-    assert verify(b, 3, a, 0, d0, m0, list(p0.hashes)[:2], list(p0.sums)[:2]).call() is False  # short proof
-    assert verify(b, 4, a, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # not anchored
-    assert verify(a, 3, b, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another claim
+    assert verify(b, 1, a, 0, d0, m0, list(p1.hashes), list(p1.sums)).call() is False  # another leaf's proof
+    assert verify(b, 1, a, 1, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another index
+    assert verify(b, 1, a, 0, d0, m0 + 1, list(p0.hashes), list(p0.sums)).call() is False  # another amount
+    assert verify(b, 1, a, 7, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # past the count
+    assert verify(b, 1, a, 0, d0, m0, list(p0.hashes)[:2], list(p0.sums)[:2]).call() is False  # short proof
+    assert verify(b, 2, a, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # not anchored
+    assert verify(a, 1, b, 0, d0, m0, list(p0.hashes), list(p0.sums)).call() is False  # another claim
     # sums that wrap past 2**256 on the way up are refused, not reverted on
     wrapped = [2**256 - 1, *list(p0.sums)[1:]]
-    assert verify(b, 3, a, 0, d0, m0, list(p0.hashes), wrapped).call() is False
+    assert verify(b, 1, a, 0, d0, m0, list(p0.hashes), wrapped).call() is False
 
 
 def test_sum_trees_of_every_shape_verify_on_chain(four):
@@ -562,13 +562,23 @@ def test_sum_trees_of_every_shape_verify_on_chain(four):
     k = four
     ul = k.c.usage_ledger.functions
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
-    for n in range(1, 18):
-        pairs = [(leaf_digest(n, i), n * 1000 + i) for i in range(n)]
-        tree = SumTree(pairs)
-        k.tx(ul.anchor(100 + n, [b], [tree.root], [n], [tree.total]), "hpc-a")
-        for i, (digest, amount) in enumerate(pairs):
-            p = tree.proof(i)
-            assert ul.verifyRecord(a, 100 + n, b, i, digest, amount, list(p.hashes), list(p.sums)).call(), (n, i)
+    homes = k.ids()
+    sizes = iter(range(1, 18))
+    for epoch in (1, 2):  # epochs past the highest settled + 2 cannot be anchored: 4 centres x 4 homes each
+        for centre in k.accounts:
+            trees = {h: SumTree([(leaf_digest(n, i), n * 1000 + i) for i in range(n)]) for h, n in zip(homes, sizes)}
+            if not trees:
+                return
+            fn = ul.anchor(epoch, list(trees), [t.root for t in trees.values()], [t.count for t in trees.values()],
+                           [t.total for t in trees.values()])
+            k.tx(fn, centre)
+            for h, tree in trees.items():
+                n = tree.count
+                for i in range(n):
+                    digest, amount = leaf_digest(n, i), n * 1000 + i
+                    p = tree.proof(i)
+                    call = ul.verifyRecord(centre_id(centre), epoch, h, i, digest, amount, list(p.hashes), list(p.sums))
+                    assert call.call(), (n, i)
 
 
 # -- settlement ------------------------------------------------------------------------
@@ -600,21 +610,21 @@ def settled_transfers(k: Consortium, receipt) -> list[tuple[bytes, bytes, int]]:
 
 def test_settle_before_all_anchored_or_within_the_answer_window_reverts():
     k = make_consortium(["hpc-a", "hpc-b", "cloud-c"], quorum=2, dispute_window=50)
-    anchor_all(k, 5, {("hpc-a", "hpc-b"): 10}, skip=("cloud-c",))
-    err = reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
-    assert err.error_args == (5,)
+    anchor_all(k, 1, {("hpc-a", "hpc-b"): 10}, skip=("cloud-c",))
+    err = reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    assert err.error_args == (1,)
     advance(k.chain, 200)
-    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")  # cloud-c never anchored
-    anchor_all(k, 5, {}, skip=("hpc-a", "hpc-b"))
-    last = k.c.usage_ledger.functions.lastAnchoredAt(5).call()
-    assert k.c.usage_ledger.functions.settleable(5).call() is False  # answers are due until last + 2 windows
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")  # cloud-c never anchored
+    anchor_all(k, 1, {}, skip=("hpc-a", "hpc-b"))
+    last = k.c.usage_ledger.functions.lastAnchoredAt(1).call()
+    assert k.c.usage_ledger.functions.settleable(1).call() is False  # answers are due until last + 2 windows
     advance(k.chain, last + 100 - now(k))  # at last + 100 answers are still due
-    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(5), "hpc-a")
-    assert k.c.settlement.functions.settled(5).call() is False
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
+    assert k.c.settlement.functions.settled(1).call() is False
     k.chain.mine()
-    k.tx(k.c.settlement.functions.settle(5), "hpc-a")  # at last + 101
-    assert k.c.settlement.functions.settled(5).call() is True
-    assert k.c.usage_ledger.functions.settleable(6).call() is False  # nothing anchored
+    k.tx(k.c.settlement.functions.settle(1), "hpc-a")  # at last + 101
+    assert k.c.settlement.functions.settled(1).call() is True
+    assert k.c.usage_ledger.functions.settleable(2).call() is False  # nothing anchored
 
 
 def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(four):
@@ -627,9 +637,9 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
         ("edge-d", "hpc-a"): 5,
         ("cloud-c", "edge-d"): 20,
     }
-    anchor_all(k, 9, claims)
+    anchor_all(k, 1, claims)
     before = collateral(k)
-    receipt = k.tx(k.c.settlement.functions.settle(9), "cloud-c")
+    receipt = k.tx(k.c.settlement.functions.settle(1), "cloud-c")
     after = collateral(k)
     assert sum(after) == sum(before) == k.c.credit.functions.balanceOf(k.deployment.settlement).call()
     ids = k.ids()
@@ -643,8 +653,8 @@ def test_settlement_conserves_credit_and_nets_to_at_most_n_minus_1_transfers(fou
     assert 0 < len(moved) <= len(ids) - 1
     assert moved == transfers(net, ids)
     assert k.c.settlement.events.Shortfall().process_receipt(receipt, errors=DISCARD) == ()
-    assert k.c.settlement.functions.settled(9).call() is True
-    reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(9), "hpc-a")
+    assert k.c.settlement.functions.settled(1).call() is True
+    reverts("AlreadySettled", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
     assert collateral(k) == after
     # the anchor bonds stay locked for the next epochs, but a debtor's bond never keeps its
     # collateral from its debts: here every credit is bonded, so each debtor's bond paid its debt
@@ -677,7 +687,7 @@ def test_only_the_ledger_moves_collateral_and_links_are_set_once(four):
     k = four
     s, ul = k.c.settlement.functions, k.c.usage_ledger.functions
     a, b = k.accounts["hpc-a"].address, k.accounts["hpc-b"].address
-    for fn in (s.lock(a, 1), s.lockUpTo(a, 1), s.unlock(a, 1), s.slash(a, b, 1)):
+    for fn in (s.lock(a, 1), s.unlock(a, 1), s.slash(a, b, 1)):
         err = reverts("Unauthorized", k.tx, fn, "hpc-a")
         assert err.error_args == (a.lower(),)
     reverts("Unauthorized", k.tx, ul.finalize(1), "hpc-a")
@@ -702,9 +712,9 @@ def test_shortfall_pays_creditors_pro_rata_and_conserves_credit():
     names = ["hpc-a", "hpc-b", "cloud-c", "edge-d"]
     k = make_consortium(names, quorum=2, initial=100, anchor_bond=0)
     claims = {("hpc-a", "cloud-c"): 102, ("hpc-b", "cloud-c"): 198, ("hpc-a", "edge-d"): 50}
-    anchor_all(k, 3, claims)
+    anchor_all(k, 1, claims)
     before = collateral(k)
-    receipt = k.tx(k.c.settlement.functions.settle(3), "hpc-a")
+    receipt = k.tx(k.c.settlement.functions.settle(1), "hpc-a")
     ids = k.ids()
     net = net_positions({(centre_id(c), centre_id(d)): v for (c, d), v in claims.items()}, ids)
     free = dict(zip(ids, before, strict=True))
@@ -732,24 +742,23 @@ def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
     reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
     err = reverts("InsufficientCollateral", k.tx, s.requestWithdrawal(INITIAL + 1), "hpc-a")
     assert err.error_args == (a.address.lower(), INITIAL, INITIAL + 1)
-    anchor_all(k, 4, {})  # highest epoch 4: a withdrawal asked now waits for epoch 6
+    anchor_all(k, 1, {})
+    k.tx(s.settle(1), "hpc-b")
+    anchor_all(k, 2, {})  # highest settled 1: epochs up to 3 may be anchored, so a withdrawal waits for 3
     receipt = k.tx(s.requestWithdrawal(300), "hpc-a")
     ev = k.c.settlement.events.WithdrawalRequested().process_receipt(receipt, errors=DISCARD)[0]["args"]
-    assert (ev["account"], ev["amount"], ev["unlockEpoch"]) == (a.address, 300, 6)
-    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 6]  # the anchor bond is locked
+    assert (ev["account"], ev["amount"], ev["unlockEpoch"]) == (a.address, 300, 3)
+    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 3]  # the anchor bond is locked
     assert s.freeOf(a.address).call() == INITIAL - 100 - 300
-    for epoch in (4, 5):
-        if epoch == 5:
-            anchor_all(k, 5, {})
-        k.tx(s.settle(epoch), "hpc-b")
-        err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
-        assert err.error_args == (6,)
-    anchor_all(k, 6, {})
-    k.tx(s.settle(6), "hpc-b")
+    k.tx(s.settle(2), "hpc-b")
+    err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
+    assert err.error_args == (3,)
+    anchor_all(k, 3, {})
+    k.tx(s.settle(3), "hpc-b")
     receipt = k.tx(s.withdraw(), "hpc-a")
     assert k.c.settlement.events.Withdrawn().process_receipt(receipt, errors=DISCARD)[0]["args"]["amount"] == 300
     assert credit.balanceOf(a.address).call() == 300
-    assert s.collateralOf(a.address).call() == [INITIAL - 300, 100, 0, 6]  # the bond stays for the next anchor
+    assert s.collateralOf(a.address).call() == [INITIAL - 300, 100, 0, 3]  # the bond stays for the next anchor
     reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
     # anyone may add collateral, for itself or for a member
     k.tx(credit.approve(k.deployment.settlement, 300), "hpc-a")
@@ -763,8 +772,9 @@ def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
 # -- end to end on a real node -----------------------------------------------------------
 
 
-def test_deploy_anchor_settle_on_anvil(anvil_url):
-    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=anvil_url, dispute_window=30)
+def test_deploy_anchor_settle_on_anvil(own_anvil_url):
+    # on an anvil of its own: it moves the chain's clock a minute ahead, past the dispute windows
+    k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=2, url=own_anvil_url, dispute_window=30)
     assert k.chain.embedded is False and k.deployment.chain_id == k.chain.chain_id
     ul = k.c.usage_ledger.functions
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
@@ -805,9 +815,9 @@ def test_claims_beyond_max_claim_are_refused_at_anchor_time(four):
     b = centre_id("hpc-b")
     assert ul.MAX_CLAIM().call() == MAX_CLAIM
     for amount in (MAX_CLAIM + 1, 2**255 + 5, 2**256 - 1):
-        err = reverts("ClaimTooLarge", k.tx, ul.anchor(4, [b], [b"\x01" * 32], [1], [amount]), "hpc-a")
+        err = reverts("ClaimTooLarge", k.tx, ul.anchor(1, [b], [b"\x01" * 32], [1], [amount]), "hpc-a")
         assert err.error_args == (b, amount)
-    k.tx(ul.anchor(4, [b], [b"\x01" * 32], [1], [MAX_CLAIM]), "hpc-a")
+    k.tx(ul.anchor(1, [b], [b"\x01" * 32], [1], [MAX_CLAIM]), "hpc-a")
     with pytest.raises(ValueError):
         net_positions({(centre_id("hpc-a"), b): MAX_CLAIM + 1}, k.ids())
 
@@ -816,14 +826,14 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     """The design's remedy for a silent member: k of n vote it out; its claims (and the
     claims on it) are then ignored and the epoch settles among the others."""
     k = four
-    anchor_all(k, 6, {("hpc-a", "hpc-b"): 10, ("hpc-a", "edge-d"): 7}, skip=("edge-d",))
-    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(6), "hpc-a")
+    anchor_all(k, 1, {("hpc-a", "hpc-b"): 10, ("hpc-a", "edge-d"): 7}, skip=("edge-d",))
+    reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
     fns = k.c.consortium.functions
     k.tx(fns.propose(REMOVE, spec("edge-d", k.accounts["edge-d"]).as_tuple()), "hpc-a")
     pid = fns.proposalCount().call()
     k.tx(fns.vote(pid), "hpc-b")
     k.tx(fns.vote(pid), "cloud-c")
-    receipt = k.tx(k.c.settlement.functions.settle(6), "cloud-c")
+    receipt = k.tx(k.c.settlement.functions.settle(1), "cloud-c")
     assert settled_transfers(k, receipt) == [(centre_id("hpc-b"), centre_id("hpc-a"), 10)]
     settled = k.c.settlement.events.EpochSettled().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert settled["centres"] == [centre_id(n) for n in ("hpc-a", "hpc-b", "cloud-c")]
@@ -832,8 +842,8 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     pid = fns.proposalCount().call()
     k.tx(fns.vote(pid), "hpc-b")
     k.tx(fns.vote(pid), "cloud-c")
-    err = reverts("EpochFinalized", k.tx, k.c.usage_ledger.functions.anchor(6, [], [], [], []), "edge-d")
-    assert err.error_args == (6,)
+    err = reverts("EpochFinalized", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], []), "edge-d")
+    assert err.error_args == (1,)
 
 
 def test_with_quorum_equal_to_n_a_silent_member_blocks_settlement_for_good():

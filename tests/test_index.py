@@ -52,11 +52,15 @@ def world() -> World:
         dispute_window=WINDOW,
         anchor_bond=1_000,
         dispute_bond=100,
+        reserve=1_000,
     )
     k = bind(chain, deployment)
     a, b, d = accounts["hpc-a"], accounts["hpc-b"], accounts["hpc-d"]
     chain.transact(k.consortium.functions.propose(0, specs["hpc-d"].as_tuple()), a)
     chain.transact(k.consortium.functions.vote(1), b)
+    # an admitted member deposits its anchor bond before it can anchor
+    chain.transact(k.credit.functions.approve(k.settlement.address, 1_000), chain.dev_account)
+    chain.transact(k.settlement.functions.depositFor(d.address, 1_000), chain.dev_account)
     chain.transact(k.consortium.functions.propose(1, specs["hpc-c"].as_tuple()), a)
     chain.transact(k.consortium.functions.vote(2), b)
     chain.transact(k.consortium.functions.propose(1, specs["hpc-b"].as_tuple()), d)  # stays open
@@ -121,12 +125,12 @@ def test_sync_builds_members_anchors_and_settlement(world, tmp_path):
     ]
     assert index.open_disputes() == [] and [c.centre for c in index.claims_on(B)] == [A, D]
     # the anchor bond of the voided claim went to the challenger; the others stay locked
-    # across epochs (hpc-d, admitted with no collateral, bonded nothing)
+    # across epochs (hpc-d, admitted later, deposited its bond)
     bond = {n: index.collateral(world.accounts[n].address) for n in ("hpc-a", "hpc-b", "hpc-d")}
     assert [(c.balance, c.locked) for c in bond.values()] == [
         (10_000 - 1_000 - 20, 0),
         (10_000 + 1_000 + 13, 1_000),
-        (7, 0),
+        (1_000 + 7, 1_000),
     ]
     assert bond["hpc-b"].free == 10_013 and index.shortfalls(1) == {}
     assert index.anchor(A, 2) is None
@@ -258,7 +262,7 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
         chain.fund(acct.address, 10**19)
     x, y = (centre_id(n) for n in ("rpc-x", "rpc-y"))
     specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts, strict=True))]
-    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000, dispute_window=1)
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000, dispute_window=1, anchor_bond=100)
     k = bind(chain, deployment)
     chain.transact(k.usage_ledger.functions.anchor(1, [y], [b"\x01" * 32], [2], [11]), accounts[0])
     chain.transact(k.usage_ledger.functions.anchor(1, [x], [b"\x02" * 32], [1], [4]), accounts[1])

@@ -401,7 +401,7 @@ def test_a_debtor_moving_its_credit_away_cannot_block_settlement():
     k.tx(credit.transfer(Account.create().address, 600_000_000), "hpc-a")
     k.tx(s.requestWithdrawal(400_000_000), "hpc-a")
     err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
-    assert err.error_args == (5,)
+    assert err.error_args == (4,)  # the highest settled (2) + 2: nothing can be anchored past it yet
     before = balances(k)
     receipt = settle_after_window(k, 3)
     assert [(e["debtor"], e["unpaid"]) for e in events(k, "settlement", "Shortfall", receipt)] == [(A, 1)]
@@ -438,7 +438,7 @@ def test_a_valid_answer_by_receipt_keeps_the_claim_and_costs_the_challenger_its_
     err = reverts("AlreadyDisputed", k.tx, ul.dispute(B, 1, A, 1, False), "cloud-c")
     assert err.error_args == (did,)
     # ... but a receipt does not give the user its key: it may still ask for it
-    dispute(k, "cloud-c", "hpc-b", 1, "hpc-a", 1, need_key=True)
+    dispute(k, "hpc-a", "hpc-b", 1, "hpc-a", 1, need_key=True)  # only the payer home may ask
     receipt = settle_after_window(k, 1)
     assert ul.standing(1, B, A).call() == 0  # the second dispute went unanswered
     assert events(k, "usage_ledger", "ClaimVoided", receipt)[0]["home"] == A
@@ -522,6 +522,27 @@ def test_every_rule_of_an_answer_refuses_with_its_error(k):
     answer(k, "hpc-b", did, ev)
     receipt = settle_after_window(k, 1)
     assert [e["disputeId"] for e in events(k, "usage_ledger", "ClaimVoided", receipt)] == [1]  # voided once
+
+
+def test_an_anchor_locks_its_whole_bond_or_is_refused(k):
+    """A claim that nothing backs is no claim: the anchor bond is locked in full or the anchor reverts."""
+    ul, s = k.c.usage_ledger.functions, k.c.settlement.functions
+    account = k.accounts["hpc-a"].address
+    k.tx(s.requestWithdrawal(INITIAL - ANCHOR_BOND + 1), "hpc-a")  # one short of a whole bond stays free
+    err = reverts("InsufficientCollateral", k.tx, ul.anchor(1, [B], [b"\x01" * 32], [1], [5]), "hpc-a")
+    assert err.error_args == (account.lower(), ANCHOR_BOND - 1, ANCHOR_BOND)
+    assert ul.anchorOf(A, 1).call()[0] is False and ul.bondOf(A).call()[1] == 0  # nothing kept of it
+    assert s.collateralOf(account).call()[1] == 0
+    k.tx(ul.anchor(1, [A], [b"\x01" * 32], [1], [5]), "hpc-b")  # a centre with a whole bond free anchors
+    assert ul.bondOf(B).call() == [k.accounts["hpc-b"].address, ANCHOR_BOND]
+
+
+def test_an_anchor_counting_more_than_a_uint64_of_records_is_refused(k):
+    ul = k.c.usage_ledger.functions
+    err = reverts("TooManyRecords", k.tx, ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 1, 1], [0, 0]), "cloud-c")
+    assert err.error_args == (2**64,)
+    k.tx(ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 2, 1], [0, 0]), "cloud-c")
+    assert ul.anchorOf(C, 1).call()[2] == 2**64 - 1
 
 
 def test_disputes_and_answers_keep_to_their_windows_and_bonds(k):
@@ -652,7 +673,7 @@ def test_a_grant_is_answered_at_one_leaf_only(k):
     leaf = keccak(encode(["bytes32", "uint64", "bytes32", "uint64"], [B, 1, A, 0]))
     assert err.error_args == (once.record.grant, leaf)
     reverts("GrantAlreadyAnswered", k.tx, ul.answer(second_id, evidence(second, tree, 1, key=second.key)), "hpc-b")
-    need_key = dispute(k, "cloud-c", "hpc-b", 1, "hpc-a", 0, need_key=True)
+    need_key = dispute(k, "hpc-a", "hpc-b", 1, "hpc-a", 0, need_key=True)
     answer(k, "hpc-b", need_key, evidence(once, tree, 0, key=once.key))  # the same leaf: answered again
     before = balances(k)
     receipt = settle_after_window(k, 1)

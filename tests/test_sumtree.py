@@ -40,7 +40,7 @@ def test_root_by_hand(n):
         1: lambda: ls[0],
         2: lambda: node(ls[0], ls[1]),
         3: lambda: node(node(ls[0], ls[1]), node(ls[2], e)),
-        5: lambda: node(node(node(ls[0], ls[1]), node(ls[2], ls[3])), node(node(ls[4], e), node(e, e))),
+        5: lambda: node(node(node(ls[0], ls[1]), node(ls[2], ls[3])), node(node(ls[4], e), e)),  # all padding: EMPTY
     }[n]()
     tree = SumTree(zip(D[:n], A[:n], strict=True))
     assert (tree.root, tree.total, tree.count) == (expected[0], expected[1], n)
@@ -82,6 +82,47 @@ def test_tampering_fails():
     assert not verify(tree.root, tree.total, 9, 3, D[3], A[3], p)  # another count (depth 4)
     assert not verify(tree.root, tree.total, n, 5, D[3], A[3], p)  # index past count
     assert not verify(tree.root, tree.total, n, 7, D[3], A[3], p)  # an empty padding slot
+
+
+def _padded_root(slots: list[tuple[bytes, int]]) -> tuple[bytes, int]:
+    level = slots
+    while len(level) > 1:
+        level = [node(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def _siblings(slots: list[tuple[bytes, int]], index: int) -> SumProof:
+    levels = [slots]
+    while len(levels[-1]) > 1:
+        prev = levels[-1]
+        levels.append([node(prev[i], prev[i + 1]) for i in range(0, len(prev), 2)])
+    sib = [level[(index >> k) ^ 1] for k, level in enumerate(levels[:-1])]
+    return SumProof(tuple(h for h, _ in sib), tuple(a for _, a in sib))
+
+
+def test_every_padding_sibling_of_a_proof_is_empty():
+    tree = SumTree(zip(D[:5], A[:5], strict=True))
+    p = tree.proof(4)
+    assert (p.hashes[0], p.sums[0]) == EMPTY and (p.hashes[1], p.sums[1]) == EMPTY
+    assert p.sums[2] == sum(A[:4])
+
+
+def test_an_amount_hidden_in_the_padding_fails():
+    """A leaf past `count` cannot be disputed, so no proof may pass through a padding slot that holds one."""
+    slots = [leaf(D[i], A[i]) for i in range(3)] + [leaf(keccak(b"never ran"), 300)]
+    root, total = _padded_root(slots)
+    assert not verify(root, total, 3, 2, D[2], A[2], _siblings(slots, 2))
+    # the leaves whose proofs never touch the padding still verify: their dispute would be answered
+    assert verify(root, total, 3, 0, D[0], A[0], _siblings(slots, 0))
+    # a subtree of padding must be EMPTY itself, not a node over two EMPTY leaves (which could hide sums)
+    e = (bytes(32), 0)
+    slots5 = [leaf(D[i], A[i]) for i in range(5)] + [e, e, e]
+    root5, total5 = _padded_root(slots5)
+    assert not verify(root5, total5, 5, 4, D[4], A[4], _siblings(slots5, 4))
+    # a zero hash with a non-zero sum is no EMPTY either
+    tree = SumTree(zip(D[:3], A[:3], strict=True))
+    p = tree.proof(2)
+    assert not verify(tree.root, tree.total + 1, 3, 2, D[2], A[2], SumProof(p.hashes, (1, p.sums[1])))
 
 
 def test_shifted_amounts_between_siblings_change_the_root():

@@ -174,14 +174,17 @@ contract Settlement {
     }
 
     /// @notice Asks to withdraw `amount` more of the caller's free collateral, once the epoch
-    ///         after the next anchored one is settled (the whole pending amount waits for it).
+    ///         two past the highest settled one is settled (the whole pending amount waits for
+    ///         it): no epoch past that can be anchored yet, so every claim open now is settled
+    ///         first, and no member can push the wait further by anchoring far ahead.
     /// @param amount The amount.
     function requestWithdrawal(uint256 amount) external {
         uint256 free = freeOf(msg.sender);
         if (amount > free) revert InsufficientCollateral(msg.sender, free, amount);
         Collateral storage c = _collateral[msg.sender];
         c.pendingWithdrawal += amount;
-        c.unlockEpoch = usageLedger.highestEpoch() + 2;
+        uint64 top = usageLedger.highestSettled();
+        c.unlockEpoch = top < type(uint64).max - 1 ? top + 2 : type(uint64).max; // never reached: one settlement per epoch
         emit WithdrawalRequested(msg.sender, c.pendingWithdrawal, c.unlockEpoch);
     }
 
@@ -207,16 +210,6 @@ contract Settlement {
         uint256 free = freeOf(account);
         if (amount > free) revert InsufficientCollateral(account, free, amount);
         _lock(account, amount);
-    }
-
-    /// @notice Locks up to `amount` of `account`'s free collateral (never reverts for lack of it).
-    /// @param account The account.
-    /// @param amount The most to lock.
-    /// @return locked The amount locked.
-    function lockUpTo(address account, uint256 amount) external onlyUsageLedger returns (uint256 locked) {
-        uint256 free = freeOf(account);
-        locked = amount < free ? amount : free;
-        if (locked != 0) _lock(account, locked);
     }
 
     /// @notice Releases `amount` of `account`'s locked collateral.

@@ -160,8 +160,10 @@ contract UsageLedger is EIP712 {
     address public immutable deployer;
     /// @notice The Settlement contract: the collateral vault bonds are locked in.
     Settlement public settlement;
-    /// @notice The largest epoch anyone has anchored.
-    uint64 public highestEpoch;
+    /// @notice The highest epoch settled so far (0 before the first settlement). An anchor may
+    ///         name no epoch past it + 2, and a withdrawal waits for it + 2 to settle.
+    /// @dev Packed with `settlement`: an anchor reads both in one slot.
+    uint64 public highestSettled;
 
     mapping(bytes32 => mapping(uint64 => Anchor)) private _anchors;
     mapping(uint64 => mapping(bytes32 => mapping(bytes32 => Claim))) private _claims;
@@ -282,6 +284,16 @@ contract UsageLedger is EIP712 {
     error GrantAlreadyAnswered(bytes32 grant, bytes32 answeredLeaf);
     /// @notice The centre is an active member: its anchor bond stays locked.
     error StillMember(bytes32 centre);
+    /// @notice The epoch is more than two past the highest settled one (`limit`).
+    error EpochTooFar(uint64 epoch, uint256 limit);
+    /// @notice An anchor's claims count more than 2^64 - 1 records in all.
+    error TooManyRecords(uint256 count);
+    /// @notice A centre may not dispute its own claim (it would win back its own anchor bond).
+    error OwnClaim(bytes32 centre);
+    /// @notice A claim on the centre's own users is never paid: there is nothing to dispute.
+    error OwnUsers(bytes32 centre);
+    /// @notice Only the claim's payer home may say its user lacks the result key.
+    error NotPayerHome(address caller, bytes32 home);
 
     /// @param consortium_ The Consortium contract.
     /// @param disputeWindow_ Seconds to dispute after an anchor (answers: as many again).
@@ -311,10 +323,13 @@ contract UsageLedger is EIP712 {
     // -- anchoring ----------------------------------------------------------------------
 
     /// @notice Anchors the caller's records of `epoch`: per payer home, a sum-tree root, the
-    ///         record count and the total claimed. Locks the anchor bond from the caller's free
-    ///         collateral (as much of it as is free: an anchor never fails for lack of it).
-    /// @dev The caller's member id is the claimant; reverts NotMember for non-members. A home
-    ///      that is the caller itself is anchored for the audit and never claimed.
+    ///         record count and the total claimed. Tops the anchor bond up to `anchorBond` from
+    ///         the caller's free collateral (InsufficientCollateral when it cannot: nothing would
+    ///         back the claim).
+    /// @dev The caller's member id is the claimant; reverts NotMember for non-members, and
+    ///      EpochTooFar for an epoch past `highestSettled` + 2 (so no far epoch holds
+    ///      withdrawals or bonds hostage). A home that is the caller itself is anchored for the
+    ///      audit and never claimed.
     /// @param epoch The epoch number.
     /// @param homes The payer homes (active members, no duplicates).
     /// @param roots Each home's sum-tree root.
@@ -330,17 +345,18 @@ contract UsageLedger is EIP712 {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
         if (_isFinalized(epoch)) revert EpochFinalized(epoch);
+        uint64 settledTop = highestSettled;
+        if (uint256(epoch) > uint256(settledTop) + 2) revert EpochTooFar(epoch, uint256(settledTop) + 2);
         uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
         uint64 now_ = uint64(block.timestamp);
         _anchors[centre][epoch] = Anchor(now_, recordCount);
-        if (epoch > highestEpoch) highestEpoch = epoch;
         emit EpochAnchored(centre, epoch, homes, roots, counts, totals, now_);
         _bondAnchor(centre);
     }
 
     /// @notice A centre's anchor bond: the account it last anchored with and what is locked.
     /// @dev The bond stays locked across epochs; each anchor tops it up to `anchorBond` from
-    ///      the account's free collateral (as much as is free). An upheld dispute or a
+    ///      the account's free collateral. An upheld dispute or a
     ///      duplicate-grant proof pays what is locked to the challenger.
     /// @param centre The centre id.
     /// @return account The account (zero before its first anchor).
@@ -465,7 +481,10 @@ contract UsageLedger is EIP712 {
     ///         dispute bond from the caller's free collateral. Unanswered by the answer deadline,
     ///         it voids the whole claim and wins the claimant's anchor bond.
     /// @dev A record is disputed at most once without and once with needKey, so an answered
-    ///      record cannot be disputed again to make its claimant pay for answering again.
+    ///      record cannot be disputed again to make its claimant pay for answering again. The
+    ///      claimant may not dispute its own claim (OwnClaim), a claim on the claimant's own
+    ///      users is never disputed (OwnUsers), and only the payer home may open a needKey
+    ///      dispute (NotPayerHome): nobody else can know whether its user got the key.
     /// @param centre The claimant.
     /// @param epoch The epoch.
     /// @param home The payer home.
@@ -482,6 +501,9 @@ contract UsageLedger is EIP712 {
         uint256 deadline = uint256(_anchors[centre][epoch].anchoredAt) + disputeWindow;
         if (block.timestamp > deadline) revert TooLate(deadline);
         if (c.voided) revert AlreadyVoided(centre, epoch, home);
+        if (home == centre) revert OwnUsers(centre);
+        if (_isAccountOf(centre, msg.sender)) revert OwnClaim(centre);
+        if (needKey && !_isAccountOf(home, msg.sender)) revert NotPayerHome(msg.sender, home);
         bytes32 leaf = keccak256(abi.encode(centre, epoch, home, index, needKey));
         uint256 earlier = _leafDispute[leaf];
         if (earlier != 0) revert AlreadyDisputed(earlier);
@@ -607,6 +629,7 @@ contract UsageLedger is EIP712 {
         returns (bytes32[] memory ids, address[] memory accounts, int256[] memory net)
     {
         _finalized[epoch >> 8] |= uint256(1) << (epoch & 255);
+        if (epoch > highestSettled) highestSettled = epoch;
         uint256 disputeBond = settlement.disputeBond();
         BondMove[] memory moves = _closeDisputes(epoch, disputeBond);
         ids = consortium.memberIds();
@@ -669,7 +692,8 @@ contract UsageLedger is EIP712 {
     // -- internals ------------------------------------------------------------------------
 
     /// @dev Tops the caller's anchor bond up to `anchorBond` from its free collateral (moving it
-    ///      over when the centre anchors with another account). Nothing to do, and no call into
+    ///      over when the centre anchors with another account); Settlement.lock reverts
+    ///      InsufficientCollateral when it is not free. Nothing to do, and no call into
     ///      Settlement beyond reading the bond size, when the bond is whole.
     function _bondAnchor(bytes32 centre) private {
         Bond storage b = _bonds[centre];
@@ -677,12 +701,10 @@ contract UsageLedger is EIP712 {
         uint256 want = settlement.anchorBond();
         if (account == msg.sender && held >= want) return;
         uint96 kept = account == msg.sender ? held : 0;
-        uint256 free = settlement.freeOf(msg.sender);
-        uint256 topUp = want - kept < free ? want - kept : free;
         b.account = msg.sender;
-        b.amount = kept + SafeCast.toUint96(topUp);
+        b.amount = SafeCast.toUint96(want);
         if (account != msg.sender && held != 0) settlement.unlock(account, held);
-        if (topUp != 0) settlement.lock(msg.sender, topUp);
+        settlement.lock(msg.sender, want - kept);
     }
 
     /// @dev Checks and stores an anchor's claims; returns their total record count.
@@ -692,7 +714,8 @@ contract UsageLedger is EIP712 {
         bytes32[] calldata roots,
         uint64[] calldata counts,
         uint256[] calldata totals
-    ) private returns (uint64 recordCount) {
+    ) private returns (uint64) {
+        uint256 recordCount = 0;
         uint256 n = homes.length;
         if (roots.length != n || counts.length != n || totals.length != n) revert LengthMismatch();
         for (uint256 i = 0; i < n; i++) {
@@ -706,6 +729,8 @@ contract UsageLedger is EIP712 {
             claims[h] = Claim(roots[i], counts[i], false, uint128(totals[i]));
             recordCount += counts[i];
         }
+        if (recordCount > type(uint64).max) revert TooManyRecords(recordCount);
+        return uint64(recordCount);
     }
 
     /// @dev Rules 1-2 of an answer: the record is the disputed leaf of a claim still standing.
