@@ -24,10 +24,10 @@ from tests.test_payment_contracts import (
     collateral,
     dispute,
     evidence,
+    k,  # noqa: F401 - the fixture
     make_job,
     settle_after_window,
 )
-from tests.test_payment_contracts import k  # noqa: F401 - the fixture
 
 
 def test_a_third_party_cannot_force_key_reveals_for_free(k):  # noqa: F811

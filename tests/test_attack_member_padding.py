@@ -22,10 +22,10 @@ from tests.test_payment_contracts import (
     balances,
     dispute,
     evidence,
+    k,  # noqa: F401 - the fixture
     make_job,
     settle_after_window,
 )
-from tests.test_payment_contracts import k  # noqa: F401 - the fixture
 
 
 class PaddedTree:

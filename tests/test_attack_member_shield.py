@@ -22,8 +22,15 @@ INITIAL = 5_000_000  # collateral of each member; the deployment's default bonds
 
 
 def test_a_debtor_cannot_lock_its_collateral_away_from_its_debts():
-    k = make_consortium(NAMES, quorum=2, rate_notice=0, initial=INITIAL, dispute_window=WINDOW,
-                        anchor_bond=1_000_000, dispute_bond=100_000)
+    k = make_consortium(
+        NAMES,
+        quorum=2,
+        rate_notice=0,
+        initial=INITIAL,
+        dispute_window=WINDOW,
+        anchor_bond=1_000_000,
+        dispute_bond=100_000,
+    )
     ul, s = k.c.usage_ledger.functions, k.c.settlement.functions
     debt = 3_000_000
     # epoch 1: hpc-b did 3,000,000 of work for hpc-a's users (undisputed: it is genuine)

@@ -561,16 +561,23 @@ def test_sum_trees_of_every_shape_verify_on_chain(four):
     """Every tree from 1 to 17 leaves (full ones, and last levels filled to every extent): every proof checks."""
     k = four
     ul = k.c.usage_ledger.functions
-    a, b = centre_id("hpc-a"), centre_id("hpc-b")
     homes = k.ids()
     sizes = iter(range(1, 18))
     for epoch in (1, 2):  # epochs past the highest settled + 2 cannot be anchored: 4 centres x 4 homes each
         for centre in k.accounts:
-            trees = {h: SumTree([(leaf_digest(n, i), n * 1000 + i) for i in range(n)]) for h, n in zip(homes, sizes)}
+            trees = {
+                h: SumTree([(leaf_digest(n, i), n * 1000 + i) for i in range(n)])
+                for h, n in zip(homes, sizes, strict=False)
+            }
             if not trees:
                 return
-            fn = ul.anchor(epoch, list(trees), [t.root for t in trees.values()], [t.count for t in trees.values()],
-                           [t.total for t in trees.values()])
+            fn = ul.anchor(
+                epoch,
+                list(trees),
+                [t.root for t in trees.values()],
+                [t.count for t in trees.values()],
+                [t.total for t in trees.values()],
+            )
             k.tx(fn, centre)
             for h, tree in trees.items():
                 n = tree.count

@@ -184,9 +184,7 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
     console.print(table)
 
     projects_after = _wait_for_refunds(homes)
-    console.print(
-        _project_table("Projects after (paid by receipts and reveals)", projects_after)
-    )
+    console.print(_project_table("Projects after (paid by receipts and reveals)", projects_after))
     for user, (home, _) in PEOPLE.items():
         for hold in homes[user].balance()["holds"]:
             if hold["status"] == "refunded":

@@ -24,6 +24,7 @@ class Priced(Protocol):
     @property
     def prices(self) -> Prices | None:
         """None while no rates of the centre are in force."""
+
     @property
     def rates_version(self) -> int:
         """The number of the version in force (0 with prices None)."""

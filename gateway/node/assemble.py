@@ -236,6 +236,14 @@ def _secret(path: Path) -> bytes:
     return from_hex(path.read_text().strip(), size=32, what=f"the secret in {path}")
 
 
+#: Reverts of an anchor that pass with time: earlier epochs settle, the centre deposits its bond.
+ANCHOR_LATER = {"EpochTooFar", "InsufficientCollateral"}
+
+
+class AnchorNotYet(RuntimeError):
+    """An anchor the chain refuses for now (not a revert the outbox gives up on)."""
+
+
 def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
     """The chain writes a gateway makes, each safe to repeat after a crash.
 
@@ -262,9 +270,14 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     def anchor(p: dict) -> str | None:
         homes, roots = [bytes32(h) for h in p["homes"]], [bytes32(r) for r in p["roots"]]
         fn = ledger.anchor(p["epoch"], homes, roots, p["counts"], p["totals"])
-        return send(
-            fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored
-        )
+        try:
+            return send(
+                fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored
+            )
+        except ChainRevert as exc:
+            if exc.reason in ANCHOR_LATER:  # kept pending: the outbox sends it again next round
+                raise AnchorNotYet(f"epoch {p['epoch']} cannot be anchored yet: {exc}") from exc
+            raise
 
     def settle(p: dict) -> str | None:
         return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")

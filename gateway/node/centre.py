@@ -633,7 +633,8 @@ class CentreNode:
         amount = min(price(metered, rates.prices), int(job.payment.grant["amount"]))
         job_ref = keccak(text=f"{self.name}/{job.id}")
         domain = self.parts.domain
-        order_ref = job.payment.order_digest
+        payment = job.payment
+        order_ref = payment.order_digest
         grant_ref = grant_digest(Grant.from_dict(job.payment.grant), domain)
         key = lock.new_key()
         sealed = SealedResult(
@@ -649,7 +650,7 @@ class CentreNode:
                 job_id=job_ref,
                 serving_centre=centre_id(self.name),
                 home_centre=centre_id(job.home),
-                user=_account_word(job.payment.account),
+                user=_account_word(payment.account),
                 epoch=epoch,
                 started_at=metered.started_at,
                 ended_at=metered.ended_at,
