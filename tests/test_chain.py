@@ -168,7 +168,7 @@ def test_a_named_binding_reads_struct_fields_by_name(chain):
         token_key=b"\x01" * 32,
         prices=Prices(40_000, 7, 200_000),
     )
-    deployment = deploy_consortium(chain, deployer, [spec], quorum=1, initial_credit=0)
+    deployment = deploy_consortium(chain, deployer, [spec], quorum=1, initial_credit=1_000_000)
     named, plain = bind(chain, deployment, named=True), bind(chain, deployment)
     got = chain.call(named.consortium.functions.member(centre_id("hpc-a")))
     assert (got.name, got.account, got.gatewayUrl) == ("hpc-a", member.address, "http://hpc-a.example") and got.active
