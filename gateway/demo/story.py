@@ -283,7 +283,7 @@ def _show_epoch(console: Console, view: dict) -> None:
     for d in view["disputes"]:
         grouped[(d["home"], d["centre"], d["need_key"], d["status"])].append(d["index"])
     for (home, centre, need_key, status), indices in grouped.items():
-        which = f"record #{indices[0]}" if len(indices) == 1 else f"all {len(indices)} records"
+        which = ("record " if len(indices) == 1 else "records ") + ", ".join(f"#{i}" for i in indices)
         kind = "its user got no key" if need_key else "no evidence shown"
         outcome = {
             "answered": f"{centre} answered on chain with the order, the grant and "
