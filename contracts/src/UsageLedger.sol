@@ -284,8 +284,6 @@ contract UsageLedger is EIP712 {
     error GrantAlreadyAnswered(bytes32 grant, bytes32 answeredLeaf);
     /// @notice The centre is an active member: its anchor bond stays locked.
     error StillMember(bytes32 centre);
-    /// @notice The epoch is more than two past the highest settled one (`limit`).
-    error EpochTooFar(uint64 epoch, uint256 limit);
     /// @notice An anchor's claims count more than 2^64 - 1 records in all.
     error TooManyRecords(uint256 count);
     /// @notice A centre may not dispute its own claim (it would win back its own anchor bond).
@@ -326,10 +324,11 @@ contract UsageLedger is EIP712 {
     ///         record count and the total claimed. Tops the anchor bond up to `anchorBond` from
     ///         the caller's free collateral (InsufficientCollateral when it cannot: nothing would
     ///         back the claim).
-    /// @dev The caller's member id is the claimant; reverts NotMember for non-members, and
-    ///      EpochTooFar for an epoch past `highestSettled` + 2 (so no far epoch holds
-    ///      withdrawals or bonds hostage). A home that is the caller itself is anchored for the
-    ///      audit and never claimed.
+    /// @dev The caller's member id is the claimant; reverts NotMember for non-members. Any epoch
+    ///      may be anchored: withdrawals wait on settled epochs (`highestSettled`), never on
+    ///      anchored ones, so a far epoch holds nothing hostage, and an honest anchor is never
+    ///      held back (a late anchor would make its records unanswerable: rule 6 of `answer`).
+    ///      A home that is the caller itself is anchored for the audit and never claimed.
     /// @param epoch The epoch number.
     /// @param homes The payer homes (active members, no duplicates).
     /// @param roots Each home's sum-tree root.
@@ -345,8 +344,6 @@ contract UsageLedger is EIP712 {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
         if (_isFinalized(epoch)) revert EpochFinalized(epoch);
-        uint64 settledTop = highestSettled;
-        if (uint256(epoch) > uint256(settledTop) + 2) revert EpochTooFar(epoch, uint256(settledTop) + 2);
         uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
         uint64 now_ = uint64(block.timestamp);
         _anchors[centre][epoch] = Anchor(now_, recordCount);

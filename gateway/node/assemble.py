@@ -236,8 +236,8 @@ def _secret(path: Path) -> bytes:
     return from_hex(path.read_text().strip(), size=32, what=f"the secret in {path}")
 
 
-#: Reverts of an anchor that pass with time: earlier epochs settle, the centre deposits its bond.
-ANCHOR_LATER = {"EpochTooFar", "InsufficientCollateral"}
+#: Reverts of an anchor that pass with time: the centre deposits what its anchor bond lacks.
+ANCHOR_LATER = {"InsufficientCollateral"}
 
 
 class AnchorNotYet(RuntimeError):
