@@ -52,7 +52,6 @@ class Step:
     gateway: str
     centre: str
     job: dict
-    note: str
     pays: str = "receipt"  # or "vanishes": no receipt, the centre is paid by revealing k
 
 
@@ -64,12 +63,12 @@ PEOPLE = {
 }
 
 SCENARIO = [
-    Step("alice", "hpc-a", "cloud-b", _job(2_000_000), "submitted at home, runs at cloud-b"),
-    Step("alice", "hpc-a", "auto", _job(500_000, queue="gpu", gpus=1), "GPU job: placement finds ai-c"),
-    Step("alice", "cloud-b", "auto", _job(1_000_000), "placement asked at another gateway"),
-    Step("carol", "cloud-b", "hpc-a", _job(3_000_000), "cloud user on the supercomputer, then gone", "vanishes"),
-    Step("dave", "ai-c", "auto", _job(1_500_000), "cheapest CPU centre wins"),
-    Step("bob", "hpc-a", "hpc-a", _job(1_000) | {"walltime": 7200}, "a student's 2-hour job"),
+    Step("alice", "hpc-a", "cloud-b", _job(2_000_000)),  # submitted at home, runs at cloud-b
+    Step("alice", "hpc-a", "auto", _job(500_000, queue="gpu", gpus=1)),  # a GPU job: placement finds ai-c
+    Step("alice", "cloud-b", "auto", _job(1_000_000)),  # placement asked at another gateway
+    Step("carol", "cloud-b", "hpc-a", _job(3_000_000), "vanishes"),  # on the supercomputer, then gone
+    Step("dave", "ai-c", "auto", _job(1_500_000)),  # the cheapest CPU centre wins
+    Step("bob", "hpc-a", "hpc-a", _job(1_000) | {"walltime": 7200}),  # a student's 2-hour job: refused
 ]
 
 
