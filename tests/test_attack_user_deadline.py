@@ -11,7 +11,6 @@ there goes unpaid, and the centre's anchor bond goes to the home. One user, one 
 
 from __future__ import annotations
 
-import functools
 import time
 
 import httpx
@@ -20,15 +19,13 @@ import pytest
 from gateway.client.dispatch import finish, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
 from gateway.client.wallet import PaymentKeys
-from gateway.demo import local
 from gateway.node import orders
 from gateway.node.orders import DEADLINE_MARGIN
-from ledger.deploy import deploy_consortium
 from ledger.ids import centre_id
-from tests.fixtures.consortium import PASSWORDS, start_consortium
+from tests.fixtures.consortium import PASSWORDS, eventually
+from tests.fixtures.consortium import court as consortium_court
 
 WINDOW = 4
-ALLOCATIONS = {"physics": 10**12, "biology": 10**12, "gpu-users": 10**12}
 JOB = {"command": ["python3", "-c", "print('honest work')"], "walltime": 30}
 TIGHT = {"command": ["python3", "-c", "print('tight')"], "walltime": 2}
 LATE = {"command": ["python3", "-c", "import time; time.sleep(6); print('late')"], "walltime": 20}
@@ -36,25 +33,8 @@ LATE = {"command": ["python3", "-c", "import time; time.sleep(6); print('late')"
 
 @pytest.fixture(scope="module")
 def court(slapd_factory, anvil_url, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(local, "deploy_consortium", functools.partial(deploy_consortium, dispute_window=WINDOW))
-        build_node = local.build_node
-        patch.setattr(local, "build_node", lambda **kw: build_node(**{"allocations": ALLOCATIONS, **kw}))
-        running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("attack-deadline"))
-        try:
-            yield running
-        finally:
-            running.stop()
-
-
-def eventually(check, within: float = 90.0):
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.2)
+    with consortium_court(slapd_factory, anvil_url, tmp_path_factory.mktemp("attack-deadline"), WINDOW) as running:
+        yield running
 
 
 def close_and_settle(court) -> int:
@@ -66,7 +46,7 @@ def close_and_settle(court) -> int:
             court.chain.mine()
             return index.sync() is not None and index.settlement(epoch)
 
-        eventually(settled)
+        eventually(settled, within=90.0)
     return epoch
 
 

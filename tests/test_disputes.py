@@ -10,11 +10,9 @@ the tests provoke.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import secrets
 import time
-from collections.abc import Callable
 
 import httpx
 import pytest
@@ -25,43 +23,24 @@ from auth.tokens import TokenIssuer
 from gateway.client.dispatch import finish, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
 from gateway.client.wallet import PaymentKeys
-from gateway.demo import local
 from gateway.node.errors import Unavailable
 from gateway.store import Payment, SealedResult
 from ledger import lock
-from ledger.deploy import deploy_consortium
 from ledger.ids import centre_id, user_id
 from ledger.payment import Grant, Order, grant_digest, order_digest, sign_typed
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import UsageRecord, record_digest, record_leaf, sign_record
-from tests.fixtures.consortium import PASSWORDS, start_consortium
+from tests.fixtures.consortium import PASSWORDS, eventually
+from tests.fixtures.consortium import court as consortium_court
 
 WINDOW = 4  # seconds: a dispute within it, an answer within as long again, then settlement
-ALLOCATIONS = {"physics": 10**12, "biology": 10**12, "gpu-users": 10**12}
 JOB = {"command": ["python3", "-c", "print('the answer is 42')"], "walltime": 30}
 
 
 @pytest.fixture(scope="module")
 def court(slapd_factory, anvil_url, tmp_path_factory):
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(local, "deploy_consortium", functools.partial(deploy_consortium, dispute_window=WINDOW))
-        build_node = local.build_node
-        patch.setattr(local, "build_node", lambda **kw: build_node(**{"allocations": ALLOCATIONS, **kw}))
-        running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("disputes"))
-        try:
-            yield running
-        finally:
-            running.stop()
-
-
-def eventually(check: Callable[[], object], within: float = 60.0) -> object:
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.2)
+    with consortium_court(slapd_factory, anvil_url, tmp_path_factory.mktemp("disputes"), WINDOW) as running:
+        yield running
 
 
 def home_session(court) -> GatewayClient:
