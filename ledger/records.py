@@ -256,7 +256,9 @@ class UsageRecord(TypedData, name="UsageRecord", what="usage record", error=Inva
     force when the job was accepted; `price` is the meters x those rates, capped at the
     grant, so anyone can recompute it from the chain. `order` and `grant` are the digests
     of the user's order and its home's grant that authorised the job; `lock_hash` is
-    keccak256 of the key the job's outputs are sealed under (ledger.lock). `user` is the
+    keccak256 of the key the job's outputs are sealed under (ledger.lock); `decision` is
+    the digest of the access-decision log entry that admitted the job (ledger.decisions),
+    committed by the centre's anchored decision log. `user` is the
     order's payment account, fresh per order, left-padded to 32 bytes: records are public,
     and a hash of the principal would name a guessable uid and link all of a user's jobs.
     """
@@ -278,6 +280,7 @@ class UsageRecord(TypedData, name="UsageRecord", what="usage record", error=Inva
     order: Bytes32
     grant: Bytes32
     lock_hash: Bytes32
+    decision: Bytes32
 
     def check(self) -> None:
         if self.ended_at < self.started_at:

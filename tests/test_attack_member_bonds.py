@@ -55,7 +55,7 @@ def test_a_third_party_cannot_force_key_reveals_for_free(k):  # noqa: F811
 def test_a_cheat_cannot_take_back_its_own_anchor_bond(k):  # noqa: F811
     ul = k.c.usage_ledger.functions
     # cloud-c anchors a made-up claim on hpc-a (and one genuine-looking claim on itself, for the audit)
-    k.tx(ul.anchor(1, [A], [bytes(32)], [5], [400_000_000]), "cloud-c")
+    k.tx(ul.anchor(1, [A], [bytes(32)], [5], [400_000_000], bytes(32), 0), "cloud-c")
     C = k.c.consortium.functions.idOf(k.accounts["cloud-c"].address).call()
     reverts("OwnClaim", dispute, k, "cloud-c", "cloud-c", 1, "hpc-a", 4)  # it may not dispute its own claim
     dispute(k, "hpc-a", "cloud-c", 1, "hpc-a", 0)  # the honest payer catches the cheat

@@ -22,7 +22,7 @@ def test_a_far_anchor_does_not_freeze_other_members_withdrawals(far):
     k = pay_consortium()
     ul, s = k.c.usage_ledger.functions, k.c.settlement.functions
     settle_after_window(k, 1)  # an ordinary epoch
-    k.tx(ul.anchor(far, [], [], [], []), "cloud-c")  # one empty anchor, far ahead
+    k.tx(ul.anchor(far, [], [], [], [], bytes(32), 0), "cloud-c")  # one empty anchor, far ahead
     assert ul.highestSettled().call() == 1
     k.tx(s.requestWithdrawal(100), "hpc-a")
     for epoch in (2, 3):
@@ -36,7 +36,7 @@ def test_an_honest_anchor_is_never_held_back_by_an_unsettled_epoch():
     k = pay_consortium()
     ul = k.c.usage_ledger.functions
     for epoch in (1, 2, 3, 4):  # nothing settled yet (a slow member): the anchors still go on chain
-        k.tx(ul.anchor(epoch, [], [], [], []), "cloud-c")
+        k.tx(ul.anchor(epoch, [], [], [], [], bytes(32), 0), "cloud-c")
         assert ul.anchorOf(centre_id("cloud-c"), epoch).call()[0]
     settle_after_window(k, 2)  # settled out of order: the highest settled is 2 ...
     assert ul.highestSettled().call() == 2

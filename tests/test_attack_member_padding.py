@@ -60,7 +60,7 @@ def test_a_leaf_hidden_in_the_padding_is_never_paid(k):  # noqa: F811
     slots = [leaf(j.digest, j.record.price) for j in jobs] + [leaf(keccak(b"never ran"), hidden)]
     tree = PaddedTree(slots, count=3)
     assert EMPTY != slots[3]
-    k.tx(ul.anchor(1, [A], [tree.root], [3], [tree.total]), "cloud-c")
+    k.tx(ul.anchor(1, [A], [tree.root], [3], [tree.total], bytes(32), 0), "cloud-c")
     assert ul.claimOf(1, C, A).call() == [tree.root, 3, genuine + hidden, False]
     # the padded slot cannot be disputed at all
     reverts("IndexOutOfRange", k.tx, ul.dispute(C, 1, A, 3, False), "hpc-a")

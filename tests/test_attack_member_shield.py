@@ -36,10 +36,10 @@ def test_a_debtor_cannot_lock_its_collateral_away_from_its_debts():
     # epoch 1: hpc-b did 3,000,000 of work for hpc-a's users (undisputed: it is genuine)
     anchor(k, "hpc-b", 1, {"hpc-a": [(keccak(b"genuine work"), debt)]})
     for name in ("hpc-a", "cloud-c"):
-        k.tx(ul.anchor(1, [], [], [], []), name)
+        k.tx(ul.anchor(1, [], [], [], [], bytes(32), 0), name)
     start = balances(k)
     # hpc-a anchors epoch 2 at once, with a claim on itself that is never netted (and one on cloud-c) ...
-    k.tx(ul.anchor(2, [A, C], [bytes(32), bytes(32)], [2**63, 2**63 - 1], [0, 0]), "hpc-a")
+    k.tx(ul.anchor(2, [A, C], [bytes(32), bytes(32)], [2**63, 2**63 - 1], [0, 0], bytes(32), 0), "hpc-a")
     # ... and tries to dispute its own leaves until none of its collateral is free: refused
     free = s.freeOf(k.accounts["hpc-a"].address).call()
     n = 0

@@ -84,6 +84,7 @@ def evidence(
         order=od,
         grant=grant_digest(grant, domain),
         lock_hash=lock_hash(key_of(n)),
+        decision=key_of(2000 + n),
     )
     rd = record_digest(record, domain)
     return RecordEvidence(
@@ -111,7 +112,7 @@ def anchor(k: Consortium, domain: Domain, epoch: int, centre: str, evs: list[Rec
         counts.append(tree.count)
         totals.append(tree.total)
         out += [dataclasses.replace(ev, index=i, proof=tree.proof(i)) for i, ev in enumerate(home_evs)]
-    k.tx(k.c.usage_ledger.functions.anchor(epoch, list(homes), roots, counts, totals), centre)
+    k.tx(k.c.usage_ledger.functions.anchor(epoch, list(homes), roots, counts, totals, bytes(32), 0), centre)
     return out
 
 

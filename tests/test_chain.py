@@ -175,7 +175,9 @@ def test_a_named_binding_reads_struct_fields_by_name(chain):
     assert Prices.from_chain(got.prices) == spec.prices
     version = chain.call(named.consortium.functions.rates(centre_id("hpc-a"), 1))
     assert version.version == 1 and Prices.from_chain(version.prices) == spec.prices
-    chain.transact(named.usage_ledger.functions.anchor(1, [centre_id("hpc-a")], [b"\x07" * 32], [3], [90]), member)
+    chain.transact(
+        named.usage_ledger.functions.anchor(1, [centre_id("hpc-a")], [b"\x07" * 32], [3], [90], bytes(32), 0), member
+    )
     claim = named.usage_ledger.functions.claimOf(1, centre_id("hpc-a"), centre_id("hpc-a")).call()
     assert (claim.root, claim.count, claim.total, claim.voided) == (b"\x07" * 32, 3, 90, False)
     anchor = named.usage_ledger.functions.anchorOf(centre_id("hpc-a"), 1).call()

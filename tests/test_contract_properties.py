@@ -225,6 +225,7 @@ class FairPayment(RuleBasedStateMachine):
             order=order_digest(order, domain),
             grant=grant_digest(grant, domain),
             lock_hash=lock_hash(key),
+            decision=os.urandom(32),
         )
         receipt_sig = sign_typed(Receipt(record_digest(record, domain)), domain, user.key) if receipt else b""
         parts = (
@@ -318,6 +319,8 @@ class FairPayment(RuleBasedStateMachine):
                     [c.tree.root for c in mine],
                     [c.tree.count for c in mine],
                     [c.tree.total for c in mine],
+                    bytes(32),
+                    0,
                 ),
                 w.accounts[centre],
             )

@@ -234,7 +234,7 @@ def test_removal_by_vote_keeps_order_and_revokes_rights(four):
     assert active_names(k) == ["hpc-a", "cloud-c", "edge-d"]
     assert fns.member(centre_id("hpc-b")).call()[6] is False
     reverts("NotMember", k.tx, fns.propose(ADMIT, spec("ai-e", Account.create()).as_tuple()), "hpc-b")
-    reverts("NotMember", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], []), "hpc-b")
+    reverts("NotMember", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], [], bytes(32), 0), "hpc-b")
     # 3 members left with quorum 3: a further removal would make governance impossible
     reverts("QuorumUnreachable", k.tx, fns.propose(REMOVE, spec("hpc-a", k.accounts["hpc-a"]).as_tuple()), "edge-d")
 
@@ -480,7 +480,9 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     a, b, d = centre_id("hpc-a"), centre_id("hpc-b"), centre_id("edge-d")
     tb = SumTree([(leaf_digest(i), 100 * i) for i in range(1, 4)])
     ta = SumTree([(leaf_digest("own"), 7)])
-    receipt = k.tx(ul.anchor(1, [b, d, a], [tb.root, b"\x42" * 32, ta.root], [3, 12, 1], [600, 5, 7]), "hpc-a")
+    receipt = k.tx(
+        ul.anchor(1, [b, d, a], [tb.root, b"\x42" * 32, ta.root], [3, 12, 1], [600, 5, 7], bytes(32), 0), "hpc-a"
+    )
     ev = k.c.usage_ledger.events.EpochAnchored().process_receipt(receipt, errors=DISCARD)[0]["args"]
     at = k.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
     assert (ev["centre"], ev["epoch"], ev["homes"], ev["counts"], ev["totals"]) == (
@@ -506,7 +508,7 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     assert (ev["account"], ev["amount"]) == (k.accounts["hpc-a"].address, bond)
     assert ul.bondOf(a).call() == [k.accounts["hpc-a"].address, bond]
     # the bond stays locked across epochs: the next anchor finds it whole and locks nothing more
-    receipt = k.tx(ul.anchor(2, [b], [tb.root], [3], [600]), "hpc-a")
+    receipt = k.tx(ul.anchor(2, [b], [tb.root], [3], [600], bytes(32), 0), "hpc-a")
     assert k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD) == ()
     assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call()[1] == bond
 
@@ -516,20 +518,23 @@ def test_anchor_rejects_bad_claims_and_second_anchor(four):
     ul = k.c.usage_ledger.functions
     b, c = centre_id("hpc-b"), centre_id("cloud-c")
     r = b"\x01" * 32
-    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], []), k.outsider())
-    err = reverts("UnknownHome", k.tx, ul.anchor(1, [centre_id("nobody")], [r], [1], [1]), "hpc-a")
+    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], [], bytes(32), 0), k.outsider())
+    err = reverts("UnknownHome", k.tx, ul.anchor(1, [centre_id("nobody")], [r], [1], [1], bytes(32), 0), "hpc-a")
     assert err.error_args == (centre_id("nobody"),)
-    err = reverts("DuplicateHome", k.tx, ul.anchor(1, [b, c, b], [r, r, r], [1, 1, 1], [1, 2, 3]), "hpc-a")
+    err = reverts(
+        "DuplicateHome", k.tx, ul.anchor(1, [b, c, b], [r, r, r], [1, 1, 1], [1, 2, 3], bytes(32), 0), "hpc-a"
+    )
     assert err.error_args == (b,)
-    err = reverts("EmptyClaim", k.tx, ul.anchor(1, [b, c], [r, r], [1, 0], [1, 0]), "hpc-a")
+    err = reverts("EmptyClaim", k.tx, ul.anchor(1, [b, c], [r, r], [1, 0], [1, 0], bytes(32), 0), "hpc-a")
     assert err.error_args == (c,)
     for bad in (([b, c], [r], [1, 1], [1, 1]), ([b], [r], [1, 1], [1]), ([b], [r], [1], [])):
-        reverts("LengthMismatch", k.tx, ul.anchor(1, *bad), "hpc-a")
+        reverts("LengthMismatch", k.tx, ul.anchor(1, *bad, bytes(32), 0), "hpc-a")
     assert ul.anchorOf(centre_id("hpc-a"), 1).call()[0] is False  # nothing of a refused anchor stays
-    k.tx(ul.anchor(1, [b], [r], [1], [1]), "hpc-a")
-    err = reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], []), "hpc-a")
+    k.tx(ul.anchor(1, [b], [r], [1], [1], bytes(32), 0), "hpc-a")
+    err = reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], [], bytes(32), 0), "hpc-a")
     assert err.error_args == (centre_id("hpc-a"), 1)
-    k.tx(ul.anchor(2, [], [], [], []), "hpc-a")  # another epoch is fine, and so is an epoch with no records
+    # another epoch is fine, and so is an epoch with no records
+    k.tx(ul.anchor(2, [], [], [], [], bytes(32), 0), "hpc-a")
 
 
 def test_python_sum_tree_proofs_verify_on_chain(four):
@@ -538,7 +543,7 @@ def test_python_sum_tree_proofs_verify_on_chain(four):
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
     pairs = [(leaf_digest(i), 17 * i) for i in range(1, 8)]
     tree = SumTree(pairs)
-    k.tx(ul.anchor(1, [a], [tree.root], [tree.count], [tree.total]), "hpc-b")
+    k.tx(ul.anchor(1, [a], [tree.root], [tree.count], [tree.total], bytes(32), 0), "hpc-b")
     verify = ul.verifyRecord
     for i, (digest, amount) in enumerate(pairs):
         p = tree.proof(i)
@@ -577,6 +582,8 @@ def test_sum_trees_of_every_shape_verify_on_chain(four):
                 [t.root for t in trees.values()],
                 [t.count for t in trees.values()],
                 [t.total for t in trees.values()],
+                bytes(32),
+                0,
             )
             k.tx(fn, centre)
             for h, tree in trees.items():
@@ -600,7 +607,13 @@ def anchor_all(k: Consortium, epoch: int, claims: dict[tuple[str, str], int], sk
         mine = [(centre_id(d), v) for (c, d), v in claims.items() if c == name]
         trees = [SumTree([(leaf_digest(epoch, name, d), v)]) for d, v in mine]
         fn = k.c.usage_ledger.functions.anchor(
-            epoch, [d for d, _ in mine], [t.root for t in trees], [1] * len(mine), [v for _, v in mine]
+            epoch,
+            [d for d, _ in mine],
+            [t.root for t in trees],
+            [1] * len(mine),
+            [v for _, v in mine],
+            bytes(32),
+            0,
         )
         k.tx(fn, name)
     k.chain.mine()  # settle checks block.timestamp > the last anchor's (+ 2 windows)
@@ -787,11 +800,11 @@ def test_deploy_anchor_settle_on_anvil(own_anvil_url):
     a, b = centre_id("hpc-a"), centre_id("hpc-b")
     pairs = [(leaf_digest(i), 20) for i in range(3)]
     tree = SumTree(pairs)
-    k.tx(ul.anchor(1, [b], [tree.root], [3], [60]), "hpc-a")
+    k.tx(ul.anchor(1, [b], [tree.root], [3], [60], bytes(32), 0), "hpc-a")
     p = tree.proof(2)
     assert ul.verifyRecord(a, 1, b, 2, pairs[2][0], 20, list(p.hashes), list(p.sums)).call() is True
-    reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], []), "hpc-a")
-    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], []), k.outsider())
+    reverts("AlreadyAnchored", k.tx, ul.anchor(1, [], [], [], [], bytes(32), 0), "hpc-a")
+    reverts("NotMember", k.tx, ul.anchor(1, [], [], [], [], bytes(32), 0), k.outsider())
     reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")
     anchor_all(k, 1, {("hpc-b", "edge-d"): 25, ("cloud-c", "hpc-a"): 10}, skip=("hpc-a",))
     reverts("NotSettleable", k.tx, k.c.settlement.functions.settle(1), "hpc-a")  # within the answer window
@@ -822,9 +835,9 @@ def test_claims_beyond_max_claim_are_refused_at_anchor_time(four):
     b = centre_id("hpc-b")
     assert ul.MAX_CLAIM().call() == MAX_CLAIM
     for amount in (MAX_CLAIM + 1, 2**255 + 5, 2**256 - 1):
-        err = reverts("ClaimTooLarge", k.tx, ul.anchor(1, [b], [b"\x01" * 32], [1], [amount]), "hpc-a")
+        err = reverts("ClaimTooLarge", k.tx, ul.anchor(1, [b], [b"\x01" * 32], [1], [amount], bytes(32), 0), "hpc-a")
         assert err.error_args == (b, amount)
-    k.tx(ul.anchor(1, [b], [b"\x01" * 32], [1], [MAX_CLAIM]), "hpc-a")
+    k.tx(ul.anchor(1, [b], [b"\x01" * 32], [1], [MAX_CLAIM], bytes(32), 0), "hpc-a")
     with pytest.raises(ValueError):
         net_positions({(centre_id("hpc-a"), b): MAX_CLAIM + 1}, k.ids())
 
@@ -849,7 +862,7 @@ def test_a_member_that_never_anchors_blocks_settlement_until_removed_by_vote(fou
     pid = fns.proposalCount().call()
     k.tx(fns.vote(pid), "hpc-b")
     k.tx(fns.vote(pid), "cloud-c")
-    err = reverts("EpochFinalized", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], []), "edge-d")
+    err = reverts("EpochFinalized", k.tx, k.c.usage_ledger.functions.anchor(1, [], [], [], [], bytes(32), 0), "edge-d")
     assert err.error_args == (1,)
 
 

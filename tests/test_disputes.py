@@ -140,6 +140,7 @@ def fabricate(court, cheater: str, victim: str, price: int) -> bytes:
             order=order_digest(order, domain),
             grant=grant_digest(grant, domain),
             lock_hash=lock.lock_hash(key),
+            decision=secrets.token_bytes(32),
         )
         return record, sign_record(record, domain, account.key), record_leaf(record, domain)
 

@@ -124,6 +124,7 @@ def test_record_leaves_are_standard_leaves_of_their_eip712_digest():
             bytes([200 + i]) * 32,
             bytes([210 + i]) * 32,
             bytes([220 + i]) * 32,
+            bytes([230 + i]) * 32,
         )
         for i in range(1, 10)
     ]

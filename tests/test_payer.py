@@ -397,6 +397,7 @@ def record_for(desk: Desk, grant: bytes, /, **change) -> dict:
         "order": bytes.fromhex(hold.order_digest),
         "grant": grant,
         "lock_hash": keccak(b"k"),
+        "decision": keccak(b"d" + grant),
     } | change
     return UsageRecord(**fields).to_dict()
 

@@ -135,6 +135,7 @@ def make_job(
         order=od,
         grant=grant_digest(grant, domain),
         lock_hash=lock_hash(key),
+        decision=secrets.token_bytes(32),
     )
     record = replace(record, **(record_changes or {}))
     digest = record_digest(record, domain)
@@ -165,6 +166,8 @@ def anchor(k: Consortium, serving: str, epoch: int, claims: dict[str, list]) -> 
             [trees[h].root for h in homes],
             [trees[h].count for h in homes],
             [trees[h].total for h in homes],
+            bytes(32),
+            0,
         ),
         serving,
     )
@@ -200,7 +203,7 @@ def settle_after_window(k: Consortium, epoch: int, who: str = "hpc-a"):
     """Anchors `epoch` empty for whoever has not, waits out the answer window, settles."""
     for name in NAMES:
         if not k.c.usage_ledger.functions.anchorOf(centre_id(name), epoch).call()[0]:
-            k.tx(k.c.usage_ledger.functions.anchor(epoch, [], [], [], []), name)
+            k.tx(k.c.usage_ledger.functions.anchor(epoch, [], [], [], [], bytes(32), 0), name)
     last = k.c.usage_ledger.functions.lastAnchoredAt(epoch).call()
     advance(k.chain, last + 2 * WINDOW + 1 - now(k))
     return k.tx(k.c.settlement.functions.settle(epoch), who)
@@ -238,7 +241,8 @@ SPEC_TYPES = {  # spelled out from the protocol spec, independently of ledger.pa
     "Receipt": "bytes32 record",
     "UsageRecord": "bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,bytes32 user,"
     "uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,uint64 wallMillis,uint64 maxRssKib,"
-    "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash",
+    "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,"
+    "bytes32 decision",
 }
 
 
@@ -325,7 +329,7 @@ def test_a_claim_with_root_zero_is_voided_and_the_thief_gains_nothing(k):
     ul = k.c.usage_ledger.functions
     honest = make_job(k, "hpc-a", "hpc-b", 1)
     anchor(k, "hpc-a", 1, {"hpc-b": [honest]})
-    k.tx(ul.anchor(1, [A, B], [bytes(32), bytes(32)], [5, 5], [400_000_000, 300_000_000]), "cloud-c")
+    k.tx(ul.anchor(1, [A, B], [bytes(32), bytes(32)], [5, 5], [400_000_000, 300_000_000], bytes(32), 0), "cloud-c")
     before = balances(k)
     first = dispute(k, "hpc-a", "cloud-c", 1, "hpc-a", 0)
     second = dispute(k, "hpc-b", "cloud-c", 1, "hpc-b", 3)
@@ -529,19 +533,21 @@ def test_an_anchor_locks_its_whole_bond_or_is_refused(k):
     ul, s = k.c.usage_ledger.functions, k.c.settlement.functions
     account = k.accounts["hpc-a"].address
     k.tx(s.requestWithdrawal(INITIAL - ANCHOR_BOND + 1), "hpc-a")  # one short of a whole bond stays free
-    err = reverts("InsufficientCollateral", k.tx, ul.anchor(1, [B], [b"\x01" * 32], [1], [5]), "hpc-a")
+    err = reverts("InsufficientCollateral", k.tx, ul.anchor(1, [B], [b"\x01" * 32], [1], [5], bytes(32), 0), "hpc-a")
     assert err.error_args == (account.lower(), ANCHOR_BOND - 1, ANCHOR_BOND)
     assert ul.anchorOf(A, 1).call()[0] is False and ul.bondOf(A).call()[1] == 0  # nothing kept of it
     assert s.collateralOf(account).call()[1] == 0
-    k.tx(ul.anchor(1, [A], [b"\x01" * 32], [1], [5]), "hpc-b")  # a centre with a whole bond free anchors
+    k.tx(ul.anchor(1, [A], [b"\x01" * 32], [1], [5], bytes(32), 0), "hpc-b")  # a centre with a whole bond free anchors
     assert ul.bondOf(B).call() == [k.accounts["hpc-b"].address, ANCHOR_BOND]
 
 
 def test_an_anchor_counting_more_than_a_uint64_of_records_is_refused(k):
     ul = k.c.usage_ledger.functions
-    err = reverts("TooManyRecords", k.tx, ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 1, 1], [0, 0]), "cloud-c")
+    err = reverts(
+        "TooManyRecords", k.tx, ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 1, 1], [0, 0], bytes(32), 0), "cloud-c"
+    )
     assert err.error_args == (2**64,)
-    k.tx(ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 2, 1], [0, 0]), "cloud-c")
+    k.tx(ul.anchor(1, [A, B], [bytes(32)] * 2, [2**64 - 2, 1], [0, 0], bytes(32), 0), "cloud-c")
     assert ul.anchorOf(C, 1).call()[2] == 2**64 - 1
 
 
@@ -632,6 +638,8 @@ def test_gas_of_anchor_settle_and_a_depth_14_answer(k, capsys):
             [trees[h].root for h in homes],
             [trees[h].count for h in homes],
             [trees[h].total for h in homes],
+            bytes(32),
+            0,
         ),
         "hpc-b",
     )
@@ -703,6 +711,8 @@ def test_the_honest_path_costs_under_100_gas_per_job_over_10000_jobs(k):
                 [x.root for x in t.values()],
                 [x.count for x in t.values()],
                 [x.total for x in t.values()],
+                bytes(32),
+                0,
             )
             used.append(k.tx(fn, c)["gasUsed"])
         used.append(settle_after_window(k, epoch)["gasUsed"])

@@ -177,6 +177,7 @@ def test_signed_and_stored_spellings_are_the_canonical_one():
         order=b"\x04" * 32,
         grant=b"\x05" * 32,
         lock_hash=b"\x06" * 32,
+        decision=b"\x07" * 32,
     )
     assert record.to_json() == canonical_json(record.to_dict())
 

@@ -46,6 +46,7 @@ def record(**changes) -> UsageRecord:
         order=keccak(text="order-1"),
         grant=keccak(text="grant-1"),
         lock_hash=keccak(b"\x07" * 32),
+        decision=keccak(text="decision-entry-1"),
     )
     fields.update(changes)
     return UsageRecord(**fields)
@@ -72,11 +73,11 @@ def test_digest_matches_a_hand_computed_eip712_hash():
         text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
         "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
         "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
-        "uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash)"
+        "uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,bytes32 decision)"
     )
     struct_hash = keccak(
         encode(
-            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"] + ["bytes32"] * 3,
+            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"] + ["bytes32"] * 4,
             [
                 type_hash,
                 rec.record_id,
@@ -96,6 +97,7 @@ def test_digest_matches_a_hand_computed_eip712_hash():
                 rec.order,
                 rec.grant,
                 rec.lock_hash,
+                rec.decision,
             ],
         )
     )
@@ -170,6 +172,9 @@ def test_json_round_trip_uses_hex_strings():
         {"order": b"\x01" * 31},
         {"grant": "0x" + "00" * 32},
         {"lock_hash": None},
+        {"decision": None},
+        {"decision": b"\x01" * 31},
+        {"decision": "0x" + "00" * 32},
     ],
 )
 def test_invalid_fields_raise(changes):
@@ -188,6 +193,8 @@ def test_invalid_fields_raise(changes):
         lambda d: d.update(epoch="3"),
         lambda d: d.update(lock_hash="0x" + "ab" * 31),
         lambda d: d.update(grant=123),
+        lambda d: d.pop("decision"),
+        lambda d: d.update(decision="0x" + "cd" * 33),
     ],
 )
 def test_malformed_json_raises(mutate):
@@ -219,6 +226,19 @@ def test_a_record_from_before_payment_names_the_missing_fields():
         data.pop(name)
     with pytest.raises(InvalidRecord, match=r"missing \['order', 'grant', 'lock_hash'\]"):
         UsageRecord.from_dict(data)
+
+
+def test_a_record_from_before_decision_logs_names_the_missing_field():
+    """Records signed before decision logs lack `decision`: the error names it, nothing is guessed."""
+    data = record().to_dict()
+    data.pop("decision")
+    with pytest.raises(InvalidRecord, match=r"missing \['decision'\]"):
+        UsageRecord.from_dict(data)
+
+
+def test_the_decision_field_is_signed():
+    """Naming another decision entry changes the digest: a record cannot be re-pointed after signing."""
+    assert record_digest(record(), DOMAIN) != record_digest(record(decision=keccak(text="other")), DOMAIN)
 
 
 def test_high_s_and_bad_v_signatures_are_refused_as_the_contract_does():

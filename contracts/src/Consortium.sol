@@ -14,6 +14,9 @@ import {Governed} from "./Governed.sol";
 ///      and its usage record names that version, so an auditor recomputes every price from
 ///      the chain. A published version never changes; a new one takes effect no sooner than
 ///      `rateNotice` seconds after it is published.
+///      Each member publishes the sha256 of its Cedar policy set (and of its schema) as numbered
+///      versions, in force from their block: an auditor re-evaluates a centre's logged access
+///      decisions under the version it claims, and a gateway refuses to serve with another text.
 ///      Proposals, votes and the quorum rule are `Governed`'s; this contract says what an
 ///      admission or a removal checks and does.
 contract Consortium is Governed {
@@ -31,6 +34,17 @@ contract Consortium is Governed {
         uint64 version;
         uint64 effectiveFrom;
         Prices prices;
+    }
+
+    /// @notice One published version of a member's access policy (Cedar).
+    /// @dev `version` counts from 1 per member; `publishedAt` is the block time it was published
+    ///      at, from which it is in force. `policyHash` is sha256 of the policy text (UTF-8),
+    ///      `schemaHash` sha256 of the schema text, or zero when the centre has no schema.
+    struct Policy {
+        uint64 version;
+        uint64 publishedAt;
+        bytes32 policyHash;
+        bytes32 schemaHash;
     }
 
     /// @notice A member centre. `id` is the centre's short name, utf-8, right-padded with zeros.
@@ -71,6 +85,7 @@ contract Consortium is Governed {
     bytes32[] private _activeIds;
     mapping(uint256 => Proposal) private _subjects;
     mapping(bytes32 => Rates[]) private _rates;
+    mapping(bytes32 => Policy[]) private _policies;
 
     /// @notice A member was admitted (its admission rates follow as a `RatesPublished`).
     /// @param id The centre id.
@@ -93,6 +108,15 @@ contract Consortium is Governed {
     /// @param effectiveFrom UTC seconds from which jobs accepted are priced at these rates.
     /// @param prices The rates.
     event RatesPublished(bytes32 indexed id, uint64 indexed version, uint64 effectiveFrom, Prices prices);
+    /// @notice A member published a new version of its access policy.
+    /// @param id The centre id.
+    /// @param version The version number, counting from 1 per member.
+    /// @param policyHash sha256 of the Cedar policy text.
+    /// @param schemaHash sha256 of the Cedar schema text (zero: no schema).
+    /// @param publishedAt Block time from which the version is in force.
+    event PolicyPublished(
+        bytes32 indexed id, uint64 indexed version, bytes32 policyHash, bytes32 schemaHash, uint64 publishedAt
+    );
     /// @notice A member proposed to admit or remove a centre; its own `Voted` follows.
     /// @param proposalId The new proposal's id (ids count from 1).
     /// @param action ADMIT (0) or REMOVE (1).
@@ -121,6 +145,12 @@ contract Consortium is Governed {
     error RatesTooSoon(uint64 effectiveFrom, uint256 earliest);
     /// @notice The member has no rates version with this number (or none in force at that time).
     error UnknownRates(bytes32 id, uint64 version);
+    /// @notice A policy hash must not be zero (it is sha256 of a policy text).
+    error InvalidPolicyHash();
+    /// @notice The policy and schema hashes are those of the caller's latest version `version`.
+    error PolicyUnchanged(bytes32 id, uint64 version);
+    /// @notice The member has no policy version with this number.
+    error UnknownPolicy(bytes32 id, uint64 version);
 
     /// @notice Creates the consortium with its genesis members, a fixed quorum and a fixed notice.
     /// @param genesis The founding members (their `active` flag is ignored).
@@ -298,6 +328,46 @@ contract Consortium is Governed {
             if (list[i - 1].effectiveFrom <= time) return list[i - 1];
         }
         revert UnknownRates(id, 0);
+    }
+
+    /// @notice Publishes a new version of the caller's access policy, in force from this block.
+    /// @dev Only a member publishes, and only its own policy. Versions already published never
+    ///      change; publishing the hashes of the latest version again is refused, so every
+    ///      version is a change (a new schema with the same policy is one).
+    /// @param policyHash sha256 of the Cedar policy text (UTF-8), not zero.
+    /// @param schemaHash sha256 of the Cedar schema text, or zero when the centre has none.
+    /// @return version The new version's number.
+    function publishPolicy(bytes32 policyHash, bytes32 schemaHash) external onlyMember returns (uint64 version) {
+        if (policyHash == bytes32(0)) revert InvalidPolicyHash();
+        bytes32 id = _idByAccount[msg.sender];
+        uint256 n = _policies[id].length;
+        if (n != 0) {
+            Policy storage latest = _policies[id][n - 1];
+            if (latest.policyHash == policyHash && latest.schemaHash == schemaHash) {
+                revert PolicyUnchanged(id, latest.version);
+            }
+        }
+        version = uint64(n + 1);
+        uint64 now_ = uint64(block.timestamp);
+        _policies[id].push(Policy(version, now_, policyHash, schemaHash));
+        emit PolicyPublished(id, version, policyHash, schemaHash, now_);
+    }
+
+    /// @notice How many policy versions `id` has published (its latest version's number).
+    /// @param id The centre id.
+    /// @return The count (0 before its first publication).
+    function policyCount(bytes32 id) external view returns (uint64) {
+        return uint64(_policies[id].length);
+    }
+
+    /// @notice One policy version of a centre (also of a removed one).
+    /// @param id The centre id.
+    /// @param version The version number (from 1).
+    /// @return The version; reverts UnknownPolicy if it was never published.
+    function policy(bytes32 id, uint64 version) external view returns (Policy memory) {
+        Policy[] storage list = _policies[id];
+        if (version == 0 || version > list.length) revert UnknownPolicy(id, version);
+        return list[version - 1];
     }
 
     function _isMember(bytes32 id) internal view override returns (bool) {

@@ -58,6 +58,7 @@ contract UsageLedger is EIP712 {
         bytes32 order;
         bytes32 grant;
         bytes32 lockHash;
+        bytes32 decision;
     }
 
     /// @notice What answers a dispute: the record, its order and grant with their signatures,
@@ -83,10 +84,14 @@ contract UsageLedger is EIP712 {
         uint256[] sums;
     }
 
-    /// @dev One centre's anchor of one epoch: when, and how many records.
+    /// @dev One centre's anchor of one epoch: when, how many records, and its decision log
+    ///      (the Merkle root and entry count of the access decisions it logged in the epoch;
+    ///      both zero when it logged none). Two slots: the times and counts, then the root.
     struct Anchor {
         uint64 anchoredAt;
         uint64 recordCount;
+        uint64 decisionCount;
+        bytes32 decisionRoot;
     }
 
     /// @dev A centre's anchor bond, locked across epochs: the account it last anchored with
@@ -146,7 +151,8 @@ contract UsageLedger is EIP712 {
     bytes32 private constant RECORD_TYPEHASH = keccak256(
         "UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,bytes32 user,"
         "uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,uint64 wallMillis,uint64 maxRssKib,"
-        "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash)"
+        "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,"
+        "bytes32 decision)"
     );
 
     /// @notice The member registry consulted for who may anchor, who may be named, keys and rates.
@@ -188,6 +194,8 @@ contract UsageLedger is EIP712 {
     /// @param counts Each home's number of records.
     /// @param totals Each home's claim (the root's sum).
     /// @param anchoredAt Block time of the anchor.
+    /// @param decisionRoot Merkle root of the centre's access-decision log of the epoch (0: none).
+    /// @param decisionCount Entries of that log.
     event EpochAnchored(
         bytes32 indexed centre,
         uint64 indexed epoch,
@@ -195,7 +203,9 @@ contract UsageLedger is EIP712 {
         bytes32[] roots,
         uint64[] counts,
         uint256[] totals,
-        uint64 anchoredAt
+        uint64 anchoredAt,
+        bytes32 decisionRoot,
+        uint64 decisionCount
     );
     /// @notice A record of a claim was disputed.
     /// @param id The dispute id (ids count from 1).
@@ -236,6 +246,8 @@ contract UsageLedger is EIP712 {
     error AlreadyAnchored(bytes32 centre, uint64 epoch);
     /// @notice The epoch has been settled; it takes no more anchors.
     error EpochFinalized(uint64 epoch);
+    /// @notice A decision log's root and count must both be zero (no log) or both non-zero.
+    error InvalidDecisionLog();
     /// @notice homes, roots, counts and totals differ in length.
     error LengthMismatch();
     /// @notice A named home is not an active member.
@@ -321,33 +333,42 @@ contract UsageLedger is EIP712 {
     // -- anchoring ----------------------------------------------------------------------
 
     /// @notice Anchors the caller's records of `epoch`: per payer home, a sum-tree root, the
-    ///         record count and the total claimed. Tops the anchor bond up to `anchorBond` from
-    ///         the caller's free collateral (InsufficientCollateral when it cannot: nothing would
-    ///         back the claim).
+    ///         record count and the total claimed; and the Merkle root and size of its log of
+    ///         access decisions of the epoch, so that log cannot be rewritten later. Tops the
+    ///         anchor bond up to `anchorBond` from the caller's free collateral
+    ///         (InsufficientCollateral when it cannot: nothing would back the claim).
     /// @dev The caller's member id is the claimant; reverts NotMember for non-members. Any epoch
     ///      may be anchored: withdrawals wait on settled epochs (`highestSettled`), never on
     ///      anchored ones, so a far epoch holds nothing hostage, and an honest anchor is never
     ///      held back (a late anchor would make its records unanswerable: rule 6 of `answer`).
-    ///      A home that is the caller itself is anchored for the audit and never claimed.
+    ///      A home that is the caller itself is anchored for the audit and never claimed. A centre
+    ///      that logged decisions but served no records anchors with no homes.
     /// @param epoch The epoch number.
     /// @param homes The payer homes (active members, no duplicates).
     /// @param roots Each home's sum-tree root.
     /// @param counts Each home's number of records (at least 1).
     /// @param totals Each home's total (the root's sum, at most MAX_CLAIM).
+    /// @param decisionRoot Merkle root of the decision log's entries (0 with no entries).
+    /// @param decisionCount The log's number of entries (0 with no log).
     function anchor(
         uint64 epoch,
         bytes32[] calldata homes,
         bytes32[] calldata roots,
         uint64[] calldata counts,
-        uint256[] calldata totals
+        uint256[] calldata totals,
+        bytes32 decisionRoot,
+        uint64 decisionCount
     ) external {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
         if (_isFinalized(epoch)) revert EpochFinalized(epoch);
+        if ((decisionRoot == bytes32(0)) != (decisionCount == 0)) revert InvalidDecisionLog();
+        // block.timestamp is read twice, not kept: eleven parameters leave no stack slot for it.
         uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
-        uint64 now_ = uint64(block.timestamp);
-        _anchors[centre][epoch] = Anchor(now_, recordCount);
-        emit EpochAnchored(centre, epoch, homes, roots, counts, totals, now_);
+        _anchors[centre][epoch] = Anchor(uint64(block.timestamp), recordCount, decisionCount, decisionRoot);
+        emit EpochAnchored(
+            centre, epoch, homes, roots, counts, totals, uint64(block.timestamp), decisionRoot, decisionCount
+        );
         _bondAnchor(centre);
     }
 
@@ -389,6 +410,16 @@ contract UsageLedger is EIP712 {
     {
         Anchor storage a = _anchors[centre][epoch];
         return (a.anchoredAt != 0, a.anchoredAt, a.recordCount);
+    }
+
+    /// @notice The decision log `centre` anchored for `epoch`.
+    /// @param centre The centre id.
+    /// @param epoch The epoch.
+    /// @return root Merkle root of the log's entries (0: none, or not anchored).
+    /// @return count Its number of entries.
+    function decisionsOf(bytes32 centre, uint64 epoch) external view returns (bytes32 root, uint64 count) {
+        Anchor storage a = _anchors[centre][epoch];
+        return (a.decisionRoot, a.decisionCount);
     }
 
     /// @notice The claim `creditor` anchored on `home` for `epoch`.

@@ -30,6 +30,6 @@ def anchor_made_up_claim(
     """Anchor `centre`'s `epoch` with a claim of `total` on `debtor` over `records` records that do not exist."""
     ledger = bind(consortium.chain, consortium.deployment).usage_ledger
     made_up_root = secrets.token_bytes(32)
-    fn = ledger.functions.anchor(epoch, [centre_id(debtor)], [made_up_root], [records], [total])
+    fn = ledger.functions.anchor(epoch, [centre_id(debtor)], [made_up_root], [records], [total], bytes(32), 0)
     consortium.chain.transact(fn, consortium.centres[centre].account)
     return Cheat(records, total)

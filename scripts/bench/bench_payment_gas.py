@@ -47,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[2]
 TITLE = "Fair payment: gas per job (UsageLedger + Settlement vs per-job escrow)"
 ABOUT = (
     "One epoch of 10,000 jobs served by 3 centres for each other's users: each centre anchors "
-    "its per-home sum-tree roots in one transaction and one transaction settles the epoch "
+    "its per-home sum-tree roots and its decision log's root (one entry per job) in one "
+    "transaction and one transaction settles the epoch "
     "from collateral; gas per job = (3 anchors + settle) / 10,000 (building the trees is "
     "off-chain). Peer, same run, same embedded chain (py-evm, Cancun): per-job escrow "
     "(`scripts/bench/peer/JobEscrow.sol`: the payer deposits each job with an OpenZeppelin "
@@ -130,7 +131,9 @@ class World:
         return int(self.chain.transact(fn, sender)["gasUsed"])
 
     def anchor(self, epoch: int, centre: str, trees: dict[str, SumTree]) -> int:
+        """The anchor's gas, with a decision log of one entry per record (its root is off-chain work)."""
         homes = list(trees)
+        decisions = sum(t.count for t in trees.values())
         return self.gas(
             self.c.usage_ledger.functions.anchor(
                 epoch,
@@ -138,6 +141,8 @@ class World:
                 [trees[h].root for h in homes],
                 [trees[h].count for h in homes],
                 [trees[h].total for h in homes],
+                os.urandom(32) if decisions else bytes(32),
+                decisions,
             ),
             self.accounts[centre],
         )
@@ -199,6 +204,7 @@ def signed_job(world: World, centre: str, home: str, epoch: int) -> tuple[UsageR
         order=order_hash,
         grant=grant_digest(grant, world.domain),
         lock_hash=lock_hash(key),
+        decision=os.urandom(32),
         **meters,
     )
     receipt_sig = sign_typed(Receipt(record=record_digest(record, world.domain)), world.domain, user.key)
