@@ -18,6 +18,9 @@ from ledger.netting import net_positions, transfers
 
 A, B, C, D = (centre_id(n) for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d"))
 WINDOW = 5  # the dispute window, seconds
+NONE = bytes(32)  # no decision log; no schema
+POLICY_A1, POLICY_A2, SCHEMA_A2, POLICY_B1 = (bytes([n]) * 32 for n in (0xA1, 0xA2, 0x5A, 0xB1))
+DECISIONS_A = b"\xde" * 32  # hpc-a's decision-log root of epoch 1
 
 
 @dataclass
@@ -36,8 +39,9 @@ def _spec(name: str, account: LocalAccount, n: int) -> MemberSpec:
 @pytest.fixture(scope="module")
 def world() -> World:
     """Three genesis centres (quorum 2); hpc-d admitted and hpc-c removed by vote;
-    hpc-b updates its endpoint and publishes rates due in two days; epoch 1 anchored by every active
-    centre (a claim per home), hpc-a's claim on hpc-b disputed and left unanswered, then settled."""
+    hpc-b updates its endpoint and publishes rates due in two days; hpc-a publishes two policy versions
+    (the second with a schema), hpc-b one; epoch 1 anchored by every active centre (a claim per home; hpc-a
+    with a decision log of 5 entries), hpc-a's claim on hpc-b disputed and left unanswered, then settled."""
     chain = connect("embedded")
     accounts = {n: Account.create() for n in ("hpc-a", "hpc-b", "hpc-c", "hpc-d")}
     for acct in accounts.values():
@@ -67,10 +71,13 @@ def world() -> World:
     chain.transact(k.consortium.functions.updateMember("https://b2.example", b"\x22" * 32), b)
     due = chain.w3.eth.get_block("latest")["timestamp"] + 2 * 86_400
     chain.transact(k.consortium.functions.publishRates((7, 70, 700), due), b)
+    chain.transact(k.consortium.functions.publishPolicy(POLICY_A1, NONE), a)
+    chain.transact(k.consortium.functions.publishPolicy(POLICY_B1, NONE), b)
+    chain.transact(k.consortium.functions.publishPolicy(POLICY_A2, SCHEMA_A2), a)
     ledger = k.usage_ledger.functions
-    chain.transact(ledger.anchor(1, [B, A], [b"\x0a" * 32, b"\x0c" * 32], [3, 1], [50, 4]), a)
-    chain.transact(ledger.anchor(1, [A], [b"\x0b" * 32], [2], [20]), b)
-    chain.transact(ledger.anchor(1, [B], [b"\x0d" * 32], [1], [7]), d)
+    chain.transact(ledger.anchor(1, [B, A], [b"\x0a" * 32, b"\x0c" * 32], [3, 1], [50, 4], DECISIONS_A, 5), a)
+    chain.transact(ledger.anchor(1, [A], [b"\x0b" * 32], [2], [20], NONE, 0), b)
+    chain.transact(ledger.anchor(1, [B], [b"\x0d" * 32], [1], [7], b"\xdd" * 32, 1), d)
     chain.transact(ledger.dispute(A, 1, B, 1, False), b)  # never answered: the claim is void at settlement
     chain.w3.provider.ethereum_tester.time_travel(chain.w3.eth.get_block("latest")["timestamp"] + 2 * WINDOW + 1)
     chain.transact(k.settlement.functions.settle(1), a)
@@ -176,7 +183,7 @@ def test_new_index_on_same_file_resumes(world, tmp_path):
     first.close()
 
     world.chain.transact(
-        world.contracts.usage_ledger.functions.anchor(2, [A], [b"\x0c" * 32], [1], [5]),
+        world.contracts.usage_ledger.functions.anchor(2, [A], [b"\x0c" * 32], [1], [5], NONE, 0),
         world.accounts["hpc-b"],
     )
     again = EventIndex(path, world.chain, world.deployment)
@@ -214,7 +221,7 @@ def test_follow_keeps_the_index_current(world, tmp_path):
     index.follow(interval=0.02, on_error=errors.append)
     try:
         world.chain.transact(
-            world.contracts.usage_ledger.functions.anchor(3, [B], [b"\x0d" * 32], [1], [9]),
+            world.contracts.usage_ledger.functions.anchor(3, [B], [b"\x0d" * 32], [1], [9], NONE, 0),
             world.accounts["hpc-d"],
         )
         for _ in range(500):
@@ -264,8 +271,9 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
     specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(zip(("rpc-x", "rpc-y"), accounts, strict=True))]
     deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000, dispute_window=1, anchor_bond=100)
     k = bind(chain, deployment)
-    chain.transact(k.usage_ledger.functions.anchor(1, [y], [b"\x01" * 32], [2], [11]), accounts[0])
-    chain.transact(k.usage_ledger.functions.anchor(1, [x], [b"\x02" * 32], [1], [4]), accounts[1])
+    chain.transact(k.usage_ledger.functions.anchor(1, [y], [b"\x01" * 32], [2], [11], b"\x03" * 32, 2), accounts[0])
+    chain.transact(k.usage_ledger.functions.anchor(1, [x], [b"\x02" * 32], [1], [4], NONE, 0), accounts[1])
+    chain.transact(k.consortium.functions.publishPolicy(b"\x04" * 32, NONE), accounts[1])
     chain.w3.provider.make_request("evm_increaseTime", [3])  # past both windows
     chain.w3.provider.make_request("anvil_mine", [1])
     chain.transact(k.settlement.functions.settle(1), accounts[1])
@@ -274,6 +282,8 @@ def test_sync_over_json_rpc(anvil_url, tmp_path):
     assert index.sync() > 0 and index.sync() == 0
     assert [m.name for m in index.members()] == ["rpc-x", "rpc-y"]
     assert index.anchor(x, 1).claims == {y: 11}
+    assert (index.anchor(x, 1).decision_root, index.anchor(x, 1).decision_count) == (b"\x03" * 32, 2)
+    assert index.policy("rpc-y").policy_hash == b"\x04" * 32 and index.policy("rpc-x") is None
     settled = index.settlement(1)
     assert settled.net == {x: 7, y: -7} and settled.transfers == [(y, x, 7)]
 
@@ -298,6 +308,44 @@ def test_every_rates_version_is_kept_and_the_one_in_force_found(world, tmp_path)
     for centre, version in (("hpc-b", 3), ("hpc-b", 0), ("nowhere", 1), ("Not A Name!", 1), ("hpc-b", "1")):
         assert index.rates(centre, version) is None
     assert index.rates_history("nowhere") == [] and index.rates_in_force("Not A Name!", due) is None
+
+
+def test_every_policy_version_is_kept_apart_per_centre_and_the_latest_found(world, tmp_path):
+    from ledger.policies import history
+
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    a1, a2 = index.policies("hpc-a")
+    assert [(p.centre, p.version, p.policy_hash, p.schema_hash) for p in (a1, a2)] == [
+        (A, 1, POLICY_A1, NONE),
+        (A, 2, POLICY_A2, SCHEMA_A2),
+    ]
+    assert 0 < a1.published_at <= a2.published_at <= index.chain_time
+    # the same versions, published_at included, as the contract's own views give them
+    on_chain = [
+        (v.version, v.policy_hash, v.schema_hash, v.published_at)
+        for v in history(world.chain, world.deployment, "hpc-a")
+    ]
+    assert on_chain == [(p.version, p.policy_hash, p.schema_hash, p.published_at) for p in (a1, a2)]
+    assert index.policy("hpc-a") == index.policy(A) == index.policy("hpc-a", 2) == a2  # the latest
+    assert index.policy("hpc-a", 1) == index.policy(A, 1) == a1
+    # hpc-b's version 1, published between hpc-a's two, is its own
+    assert [(p.centre, p.version, p.policy_hash) for p in index.policies(B)] == [(B, 1, POLICY_B1)]
+    assert index.policy("hpc-b") == index.policy("hpc-b", 1) == index.policies("hpc-b")[0]
+    assert index.policies("hpc-d") == [] and index.policy("hpc-d") is None  # never published one
+    for centre, version in (("hpc-a", 3), ("hpc-a", 0), ("hpc-b", 2), ("hpc-a", "1"), ("hpc-a", True)):
+        assert index.policy(centre, version) is None, (centre, version)
+    assert index.policy("nowhere") is None and index.policy("Not A Name!") is None and index.policies(b"x") == []
+
+
+def test_an_anchor_carries_its_decision_log_root_and_count(world, tmp_path):
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    logs = {x.centre: (x.decision_root, x.decision_count) for x in index.anchors(1)}
+    assert logs == {A: (DECISIONS_A, 5), B: (NONE, 0), D: (b"\xdd" * 32, 1)}
+    assert (index.anchor("hpc-a", 1).decision_root, index.anchor("hpc-a", 1).decision_count) == (DECISIONS_A, 5)
+    decisions = world.contracts.usage_ledger.functions.decisionsOf(A, 1).call()
+    assert (bytes(decisions[0]), decisions[1]) == (DECISIONS_A, 5)
 
 
 def test_list_reads_run_a_fixed_number_of_queries(world, tmp_path):
@@ -367,6 +415,9 @@ def test_an_index_written_before_schema_versions_opens_with_its_rows(world, tmp_
         (2, 1, b, False, [c]),
     ]
     assert [(x.centre, x.claims) for x in index.anchors(1)] == [(a, {b: 50}), (b, {a: 20}), (c, {})]
+    # anchored before decision logs were: none committed
+    assert {(x.decision_root, x.decision_count) for x in index.anchors(1)} == {(NONE, 0)}
+    assert index.policies("hpc-a") == [] and index.policy("hpc-a") is None
     assert index.settlement(1).transfers == [(b, a, 30)]
     assert index.current_issuer_key("hpc-a").pk == b"\x07" * 96
     assert index.enrolment("hpc-a", b"\x05" * 32).revoked and index.revocation_epoch("hpc-a") == 1
@@ -401,6 +452,8 @@ def test_fair_payment_events_project_claims_disputes_keys_and_collateral(tmp_pat
         counts=[1, 3],
         totals=[5, 70],
         anchoredAt=1000,
+        decisionRoot=b"\x08" * 32,
+        decisionCount=6,
     )
     ev(
         "UsageLedger",
@@ -412,6 +465,8 @@ def test_fair_payment_events_project_claims_disputes_keys_and_collateral(tmp_pat
         counts=[2],
         totals=[40],
         anchoredAt=1001,
+        decisionRoot=NONE,
+        decisionCount=0,
     )
     key = b"\x07" * 32
     ev("UsageLedger", "Disputed", id=1, centre=A, epoch=1, home=B, index=2, needKey=True, challenger=accounts[B])
@@ -429,6 +484,7 @@ def test_fair_payment_events_project_claims_disputes_keys_and_collateral(tmp_pat
     assert q.open_disputes() == [] and [d.status for d in q.disputes(epoch=1)] == ["answered", "voided"]
     a, b = q.anchor(A, 1), q.anchor(B, 1)
     assert (a.record_count, a.anchored_at, a.claims) == (4, 1000, {B: 70})  # own home anchored, never claimed
+    assert (a.decision_root, a.decision_count, b.decision_root, b.decision_count) == (b"\x08" * 32, 6, NONE, 0)
     assert a.homes[B].root == b"\x02" * 32 and (a.homes[B].count, a.homes[B].total) == (3, 70)
     assert b.claims == {} and b.homes[A].voided
     assert [(c.centre, c.total, c.voided) for c in q.claims_on(A)] == [(B, 40, True)]

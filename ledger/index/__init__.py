@@ -3,11 +3,11 @@
 `EventIndex.sync()` fetches the logs of the deployment's contracts from the last
 indexed block + 1 up to the head, in block windows, decodes them with the contract
 ABIs and applies them in (block, log index) order to SQLite tables: members (current
-state), every published rates version of every member, proposals and votes, anchors
-and their claims per home (voided or standing), disputes and keys revealed in answers,
-members' collateral, settlements with their transfers and shortfalls, and from the IdentityRegistry the
-issuer keys with their validity windows, key proposals and votes, enrolments and each
-home's revocation epoch.
+state), every published rates version and policy version of every member, proposals and
+votes, anchors with their decision-log roots and their claims per home (voided or
+standing), disputes and keys revealed in answers, members' collateral, settlements with
+their transfers and shortfalls, and from the IdentityRegistry the issuer keys with their
+validity windows, key proposals and votes, enrolments and each home's revocation epoch.
 
     schema.py        the tables and the file's bookkeeping (deployment, last block)
     rows.py          the typed rows queries return (MemberInfo, AnchorInfo, …)
@@ -27,6 +27,7 @@ from ledger.index.rows import (
     IssuerKeyInfo,
     KeyProposalInfo,
     MemberInfo,
+    PolicyInfo,
     ProposalInfo,
     RatesInfo,
     SettlementInfo,
@@ -46,6 +47,7 @@ __all__ = [
     "IssuerKeyInfo",
     "KeyProposalInfo",
     "MemberInfo",
+    "PolicyInfo",
     "ProposalInfo",
     "RatesInfo",
     "SettlementInfo",

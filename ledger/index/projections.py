@@ -105,6 +105,22 @@ def _rates_published(db: sqlite3.Connection, ev: Event) -> None:
     )
 
 
+def _policy_published(db: sqlite3.Connection, ev: Event) -> None:
+    a = ev.args
+    _insert(
+        db,
+        "policies",
+        {
+            "centre": bytes(a["id"]),
+            "version": int(a["version"]),
+            "policy_hash": bytes(a["policyHash"]),
+            "schema_hash": bytes(a["schemaHash"]),
+            "published_at": int(a["publishedAt"]),
+            "block": ev.block,
+        },
+    )
+
+
 def _proposal_created(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
@@ -127,7 +143,8 @@ def _proposal_created(db: sqlite3.Connection, ev: Event) -> None:
 
 def _epoch_anchored(db: sqlite3.Connection, ev: Event) -> None:
     """One anchor: a claim per home (sum-tree root, leaf count, total); the centre's own home is
-    anchored for the audit, never claimed (the contract's `standing` is 0 for it)."""
+    anchored for the audit, never claimed (the contract's `standing` is 0 for it). The anchor
+    also commits the centre's decision log of the epoch (its Merkle root and entry count)."""
     a = ev.args
     centre, epoch = bytes(a["centre"]), int(a["epoch"])
     homes = list(zip(a["homes"], a["roots"], a["counts"], a["totals"], strict=True))
@@ -142,6 +159,8 @@ def _epoch_anchored(db: sqlite3.Connection, ev: Event) -> None:
             "tx_hash": ev.tx_hash,
             "block": ev.block,
             "log_index": ev.log_index,
+            "decision_root": bytes(a["decisionRoot"]),
+            "decision_count": int(a["decisionCount"]),
         },
     )
     for position, (home, root, count, total) in enumerate(homes):
@@ -420,6 +439,7 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
         "MemberRemoved": _member_removed,
         "MemberUpdated": _member_updated,
         "RatesPublished": _rates_published,
+        "PolicyPublished": _policy_published,
         "ProposalCreated": _proposal_created,
         **_governance("votes", "proposals"),
     },

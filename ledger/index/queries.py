@@ -34,6 +34,7 @@ from ledger.index.rows import (
     IssuerKeyInfo,
     KeyProposalInfo,
     MemberInfo,
+    PolicyInfo,
     ProposalInfo,
     RatesInfo,
     SettlementInfo,
@@ -50,7 +51,8 @@ LEFT JOIN rates AS r ON r.centre = m.id AND r.version = (
 """  # each member with the version in force at :at (the highest one in effect by then)
 
 _RATES = "SELECT centre, version, effective_from, per_cpu_second, per_gpu_second, per_gib_hour, block FROM rates"
-_ANCHORS = "SELECT centre, epoch, record_count, anchored_at, tx_hash, block FROM anchors"
+_POLICIES = "SELECT centre, version, policy_hash, schema_hash, published_at FROM policies"
+_ANCHORS = "SELECT centre, epoch, record_count, anchored_at, tx_hash, block, decision_root, decision_count FROM anchors"
 _CLAIMS = """
 SELECT c.creditor, c.debtor, c.epoch, c.root, c.count, c.amount, c.voided, a.anchored_at
 FROM claims AS c JOIN anchors AS a ON a.centre = c.creditor AND a.epoch = c.epoch
@@ -161,6 +163,30 @@ class IndexQueries:
         )
         return _rates(row) if row else None
 
+    # -- policies -----------------------------------------------------------------
+
+    def policy(self, centre: bytes | str, version: int | None = None) -> PolicyInfo | None:
+        """A centre's policy version by number, or its latest (None); None if it never published that one."""
+        key = _centre_key(centre)
+        if key is None:
+            return None
+        if version is None:
+            row = self._one(_POLICIES + " WHERE centre = :centre ORDER BY version DESC LIMIT 1", {"centre": key})
+        elif isinstance(version, int) and not isinstance(version, bool):
+            row = self._one(
+                _POLICIES + " WHERE centre = :centre AND version = :version", {"centre": key, "version": version}
+            )
+        else:
+            return None
+        return _policy(row) if row else None
+
+    def policies(self, centre: bytes | str) -> list[PolicyInfo]:
+        """Every policy version the centre published, oldest first."""
+        key = _centre_key(centre)
+        if key is None:
+            return []
+        return [_policy(r) for r in self._all(_POLICIES + " WHERE centre = :centre ORDER BY version", {"centre": key})]
+
     # -- anchors and settlements -------------------------------------------------
 
     def anchor(self, centre: bytes | str, epoch: int) -> AnchorInfo | None:
@@ -200,6 +226,8 @@ class IndexQueries:
                 anchored_at=int(r["anchored_at"]),
                 tx_hash=r["tx_hash"],
                 block=int(r["block"]),
+                decision_root=bytes(r["decision_root"] or bytes(32)),
+                decision_count=int(r["decision_count"]),
             )
             for r in rows
         ]
@@ -466,6 +494,16 @@ def _member(row: sqlite3.Row) -> MemberInfo:
         prices=_prices(row) if in_force else None,
         active=bool(row["active"]),
         rates_version=int(row["rates_version"]) if in_force else 0,
+    )
+
+
+def _policy(row: sqlite3.Row) -> PolicyInfo:
+    return PolicyInfo(
+        centre=bytes(row["centre"]),
+        version=int(row["version"]),
+        policy_hash=bytes(row["policy_hash"]),
+        schema_hash=bytes(row["schema_hash"]),
+        published_at=int(row["published_at"]),
     )
 
 

@@ -19,6 +19,18 @@ class RatesInfo:
 
 
 @dataclass(frozen=True)
+class PolicyInfo:
+    """One published version of a centre's Cedar policy: the sha256 of its text and of its schema
+    (zero: none), in force from `published_at` until the next version."""
+
+    centre: bytes
+    version: int
+    policy_hash: bytes
+    schema_hash: bytes
+    published_at: int  # UTC seconds (block time)
+
+
+@dataclass(frozen=True)
 class MemberInfo:
     """A member centre as the chain last described it, with the rates in force when asked."""
 
@@ -59,6 +71,8 @@ class AnchorInfo:
     anchored_at: int
     tx_hash: str
     block: int
+    decision_root: bytes = bytes(32)  # Merkle root of the centre's decision log of the epoch (zero: none)
+    decision_count: int = 0  # entries in that log
 
     @property
     def claims(self) -> dict[bytes, int]:

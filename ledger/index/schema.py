@@ -210,9 +210,26 @@ CREATE TABLE shortfalls (
 """Fair payment: an anchor claims per home (root, count, total of a sum tree), and a claim can be voided;
 disputes, keys revealed on chain, members' collateral and settlement shortfalls. The single root goes."""
 
+_V3_DECISIONS = """
+CREATE TABLE policies (
+    centre       BLOB    NOT NULL,
+    version      INTEGER NOT NULL,
+    policy_hash  BLOB    NOT NULL,
+    schema_hash  BLOB    NOT NULL,
+    published_at INTEGER NOT NULL,
+    block        INTEGER NOT NULL,
+    PRIMARY KEY (centre, version)
+);
+ALTER TABLE anchors ADD COLUMN decision_root BLOB;
+ALTER TABLE anchors ADD COLUMN decision_count INTEGER NOT NULL DEFAULT 0;
+"""
+"""Access decisions on the record: every member's published policy versions (hashes), and each anchor's
+decision-log root and count. Anchors indexed before the step committed no decision log: no root, count 0."""
+
 MIGRATIONS = [
     Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
     Migration(2, "claims per home with sum-tree roots, disputes, revealed keys, collateral", _V2_FAIR_PAYMENT),
+    Migration(3, "policy versions, decision-log roots of anchors", _V3_DECISIONS),
 ]
 
 # meta keys
