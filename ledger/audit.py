@@ -21,6 +21,8 @@ through a centre's event index: an auditor trusts no single centre):
   reported) gives the net the Settlement contract moved.
 
 Every discrepancy becomes one human-readable finding naming the centre, home and record.
+`verify_records` makes the first two checks alone, on records without their payment
+evidence (`GET /v1/audit/epochs/{e}/records`): for audits that need only the records.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from ledger.ids import InvalidName, centre_id, centre_name
 from ledger.index.rows import ClaimInfo
 from ledger.netting import net_positions, settle_from_collateral
 from ledger.primitives.hex import to_hex
-from ledger.records import Domain, InvalidSignature, record_digest, recover_signer
+from ledger.records import Domain, InvalidSignature, UsageRecord, record_digest, recover_signer
 from ledger.sumtree import SumTree
 
 # Each serving centre by bytes32 id or by name (a Mapping's key type is invariant, hence the union).
@@ -179,22 +181,10 @@ def verify_epoch(
 
         by_home: dict[bytes, list[RecordEvidence]] = defaultdict(list)
         for ev in items:
-            rec = ev.record
-            rid = to_hex(rec.record_id)
-            if rec.record_id in seen_ids:
-                findings.append(
-                    f"{name}: record {rid} appears more than once (also under {label(seen_ids[rec.record_id])})"
-                )
-            else:
-                seen_ids[rec.record_id] = c
-            if rec.serving_centre != c:
-                findings.append(f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre")
-            if rec.epoch != epoch:
-                findings.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
-            findings.extend(_signature_finding(name, rid, ev, domain, account))
-            by_home[rec.home_centre].append(ev)
+            findings.extend(_record_findings(c, epoch, ev.record, ev.signature, domain, account, seen_ids))
+            by_home[ev.record.home_centre].append(ev)
             t.records += 1
-            t.amount += rec.price
+            t.amount += ev.record.price
         t.claims = {label(h): sum(ev.record.price for ev in evs) for h, evs in by_home.items() if h != c}
 
         for home in list(claims) + [h for h in by_home if h not in claims]:
@@ -215,6 +205,49 @@ def verify_epoch(
         notes.append(f"epoch {epoch} is not settled")
     report.ok = not findings
     return report
+
+
+def verify_records(
+    centre: bytes | str,
+    epoch: int,
+    records: Sequence[tuple[UsageRecord, bytes]],
+    chain: Chain,
+    deployment: Deployment,
+    domain: Domain | None = None,
+    *,
+    block: BlockIdentifier = "latest",
+) -> list[str]:
+    """Findings unless `records` (each with its signature, in store order, as `GET /v1/audit/epochs/{e}/records`
+    serves them) are exactly the ones `centre` anchored for `epoch`: each signed by its on-chain account, naming it
+    and the epoch, no id twice, and each home's, in the order given, the leaves of the sum tree of the claim
+    anchored on that home (root, count and total; a voided claim's tree included: it was committed all the same).
+
+    What a check of anything the records say rests on (the decision audit: which allow admitted each job): a
+    record the centre serves proves nothing unless it is one the centre committed.
+    """
+    key = _key(centre)
+    name = label(key)
+    domain = domain or Domain.for_deployment(deployment)
+    reader = _ChainReader(chain, deployment, block)
+    account = reader.account(key)
+    if account is None:
+        return [f"{name}: not a member of the consortium, yet its records are supplied"]
+    if not reader.anchor(key, epoch)[0]:
+        return [f"{name}: {len(records)} records supplied, but epoch {epoch} is not anchored"] if records else []
+    findings: list[str] = []
+    seen_ids: dict[bytes, bytes] = {}
+    by_home: dict[bytes, list[UsageRecord]] = defaultdict(list)
+    for record, signature in records:
+        findings.extend(_record_findings(key, epoch, record, signature, domain, account, seen_ids))
+        by_home[record.home_centre].append(record)
+    claims = {home: reader.claim(epoch, key, home) for home in reader.homes(epoch, key)}
+    for home in list(claims) + [h for h in by_home if h not in claims]:
+        where, recs = f"{name} on {label(home)}", by_home.get(home, [])
+        if home not in claims:
+            findings.append(f"{where}: {len(recs)} records supplied, but no claim on {label(home)} is anchored")
+        else:
+            findings.extend(_sum_tree_findings(where, claims[home], recs, domain))
+    return findings
 
 
 @dataclass(frozen=True)
@@ -254,9 +287,14 @@ def _tree_findings(where: str, claim: ClaimInfo, evs: list[RecordEvidence], doma
     indices = sorted(ev.index for ev in evs)
     if indices != list(range(len(evs))):
         return [f"{where}: record indices are {indices[:10]}, not 0..{len(evs) - 1} each once"]
-    if len(evs) != claim.count:
-        return [f"{where}: {len(evs)} records supplied, {claim.count} anchored"]
-    tree = SumTree((record_digest(ev.record, domain), ev.record.price) for ev in sorted(evs, key=lambda e: e.index))
+    return _sum_tree_findings(where, claim, [ev.record for ev in sorted(evs, key=lambda e: e.index)], domain)
+
+
+def _sum_tree_findings(where: str, claim: ClaimInfo, records: Sequence[UsageRecord], domain: Domain) -> list[str]:
+    """`records`, in leaf order, must be the leaves of the claim's anchored sum tree: its count, root and total."""
+    if len(records) != claim.count:
+        return [f"{where}: {len(records)} records supplied, {claim.count} anchored"]
+    tree = SumTree((record_digest(record, domain), record.price) for record in records)
     if (tree.root, tree.total) != (claim.root, claim.total):
         ours, theirs = (
             f"root {to_hex(tree.root)}, total {tree.total}",
@@ -290,11 +328,37 @@ def _settlement_findings(
     return out
 
 
-def _signature_finding(name: str, rid: str, ev: RecordEvidence, domain: Domain, account: str | None) -> list[str]:
+def _record_findings(
+    centre: bytes,
+    epoch: int,
+    rec: UsageRecord,
+    signature: bytes,
+    domain: Domain,
+    account: str | None,
+    seen_ids: dict[bytes, bytes],
+) -> list[str]:
+    """One record as `centre`'s of `epoch`: its id not seen before (`seen_ids`, record id -> centre, updated), its
+    serving centre and epoch, its signature by the centre's account."""
+    name, rid = label(centre), to_hex(rec.record_id)
+    out: list[str] = []
+    if rec.record_id in seen_ids:
+        out.append(f"{name}: record {rid} appears more than once (also under {label(seen_ids[rec.record_id])})")
+    else:
+        seen_ids[rec.record_id] = centre
+    if rec.serving_centre != centre:
+        out.append(f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre")
+    if rec.epoch != epoch:
+        out.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
+    return out + _signature_finding(name, rid, rec, signature, domain, account)
+
+
+def _signature_finding(
+    name: str, rid: str, rec: UsageRecord, signature: bytes, domain: Domain, account: str | None
+) -> list[str]:
     if account is None:
         return []  # already reported: the centre has no account to check against
     try:
-        signer = recover_signer(ev.record, domain, ev.signature)
+        signer = recover_signer(rec, domain, signature)
     except InvalidSignature as exc:
         return [f"{name}: record {rid} has a malformed signature ({exc})"]
     if signer.lower() != account.lower():

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import pytest
 
-from auth.policy import Decision, PolicyEngine, PolicyError, Subject
+from auth.policy import CedarRequest, Decision, PolicyEngine, PolicyError, Subject
 
 POLICIES = """
 @id("gpu-members")
@@ -155,6 +158,15 @@ def test_batch_equals_single_decisions():
     assert ENGINE.decide_batch(ALICE, "submit", [], SHORT) == []
 
 
+def test_batch_of_one_queue_with_two_attribute_sets():
+    # The same queue name twice with other attributes: each is decided with its own.
+    public = {"queue": "secure", "centre": "hpc-a", "data_class": "public"}
+    batch = ENGINE.decide_batch(DAVE, "submit", [public, SECRET], SHORT)
+    assert [d.allowed for d in batch] == [True, False]
+    assert batch == [ENGINE.decide(DAVE, "submit", r, SHORT) for r in (public, SECRET)]
+    assert batch[1].policies == ["secret-data"]
+
+
 def test_department_alias_and_attributes_reach_cedar():
     engine = PolicyEngine("""
         @reason("physics may use the lab queue")
@@ -212,10 +224,11 @@ def test_invalid_requests():
         ENGINE.decide(ALICE, "submit", CPU, {"walltime": 2**70})
 
 
-def test_policy_ids_and_version():
+def test_policy_ids_and_hashes():
     assert ENGINE.policy_ids == ["gpu-members", "cpu-for-all", "student-walltime", "secret-data", "night-gpus"]
-    assert PolicyEngine(POLICIES).version == ENGINE.version
-    assert PolicyEngine(POLICIES + "\n").version != ENGINE.version
+    assert ENGINE.policy_hash == hashlib.sha256(POLICIES.encode("utf-8")).digest()
+    assert PolicyEngine(POLICIES + "\n").policy_hash != ENGINE.policy_hash
+    assert ENGINE.schema_hash == bytes(32) and ENGINE.schema_text is None
 
 
 SCHEMA = """
@@ -246,3 +259,220 @@ def test_schema_validates_policies_and_requests():
         PolicyEngine('permit(principal, action, resource) when { principal.nickname == "x" };', SCHEMA)
     with pytest.raises(PolicyError, match="schema"):
         PolicyEngine("permit(principal, action, resource);", "entity {")
+
+
+def test_schema_hash_and_text():
+    engine = PolicyEngine("permit(principal, action, resource);", SCHEMA)
+    assert engine.schema_text == SCHEMA
+    assert engine.schema_hash == hashlib.sha256(SCHEMA.encode("utf-8")).digest()
+    as_dict = json.loads(cedar_schema_json())
+    engine = PolicyEngine("permit(principal, action, resource);", as_dict)
+    assert engine.schema_hash == hashlib.sha256(engine.schema_text.encode("utf-8")).digest()
+    assert json.loads(engine.schema_text) == as_dict
+
+
+def cedar_schema_json() -> str:
+    """A schema in Cedar's JSON format (a dict given to the engine is read as one)."""
+    return json.dumps(
+        {
+            "XCentre": {
+                "entityTypes": {"User": {}, "Queue": {}},
+                "actions": {"submit": {"appliesTo": {"principalTypes": ["User"], "resourceTypes": ["Queue"]}}},
+            }
+        }
+    )
+
+
+# --- the logged form of a request ------------------------------------------------------
+
+
+def test_request_is_what_cedar_evaluates():
+    req = ENGINE.request(ALICE, "submit", CPU, SHORT)
+    assert req == CedarRequest(
+        principal="alice@hpc-a",
+        attrs={
+            "departmentNumber": "physics",
+            "department": "physics",
+            "employeeType": "staff",
+            "clearance": 4,
+            "principal": "alice@hpc-a",
+            "home": "hpc-a",
+        },
+        groups=("gpu-users", "physics"),
+        action="submit",
+        queue="cpu",
+        resource_attrs={"centre": "hpc-a", "data_class": "public"},
+        context=SHORT,
+    )
+    assert req.to_dict() == {
+        "principal": {"id": "alice@hpc-a", "attrs": req.attrs, "groups": ["gpu-users", "physics"]},
+        "action": "submit",
+        "resource": {"queue": "cpu", "attrs": {"centre": "hpc-a", "data_class": "public"}},
+        "context": SHORT,
+    }
+    assert CedarRequest.from_dict(json.loads(json.dumps(req.to_dict()))) == req
+
+
+def test_decide_request_equals_decide():
+    for subject in (ALICE, BOB, DAVE, OUTSIDER):
+        for resource in (GPU, CPU, SECRET, {"queue": "odd"}):
+            for context in (SHORT, LONG, dict(SHORT, gpus=8, hour=3)):
+                req = ENGINE.request(subject, "submit", resource, context)
+                assert ENGINE.decide_request(req) == ENGINE.decide(subject, "submit", resource, context)
+
+
+@pytest.mark.parametrize(
+    "mutate, match",
+    [
+        (lambda d: d.pop("context"), "missing \\['context'\\]"),
+        (lambda d: d.update(extra=1), "unexpected \\['extra'\\]"),
+        (lambda d: d["principal"].update(id=""), "principal.id"),
+        (lambda d: d["principal"].update(groups="gpu-users"), "principal.groups"),
+        (lambda d: d["principal"].update(groups=["gpu-users", 3]), "principal.groups"),
+        (lambda d: d["principal"]["attrs"].update(__entity={"type": "XCentre::Group", "id": "admins"}), "__entity"),
+        (lambda d: d["principal"]["attrs"].update(level=1.5), "level"),
+        (lambda d: d["principal"]["attrs"].update(level=None), "level"),
+        (lambda d: d["context"].update(walltime=2**70), "walltime"),
+        (lambda d: d["resource"].pop("queue"), "resource"),
+        (lambda d: d["resource"].update(attrs=[]), "resource.attrs"),
+        (lambda d: d.update(action=7), "action"),
+        (lambda d: d.update(context={"nested": {"__extn": {"fn": "ip", "arg": "1.2.3.4"}}}), "__extn"),
+    ],
+)
+def test_from_dict_refuses_bad_shapes(mutate, match):
+    data = json.loads(json.dumps(ENGINE.request(ALICE, "submit", CPU, SHORT).to_dict()))
+    mutate(data)
+    with pytest.raises(PolicyError, match=match):
+        CedarRequest.from_dict(data)
+
+
+def test_from_dict_refuses_non_objects():
+    wrong_principal = {"principal": [], "action": "submit", "resource": {"queue": "cpu", "attrs": {}}, "context": {}}
+    for bad in (None, [], "x", wrong_principal):
+        with pytest.raises(PolicyError, match="must be"):
+            CedarRequest.from_dict(bad)
+
+
+# --- re-evaluation of many logged requests -----------------------------------------------
+
+
+def verdicts(decisions: list[Decision]) -> list[tuple[bool, list[str], list[str]]]:
+    """What a re-evaluation must reproduce: allowed, the deciding policies and the errors."""
+    return [(d.allowed, d.policies, d.errors) for d in decisions]
+
+
+def test_reevaluate_equals_decide_request_across_subjects():
+    subjects = [ALICE, BOB, DAVE, OUTSIDER]
+    resources = [GPU, CPU, SECRET, {"queue": "odd"}]
+    contexts = [SHORT, LONG, dict(SHORT, gpus=8, hour=3)]
+    reqs = [ENGINE.request(s, "submit", r, c) for s in subjects for r in resources for c in contexts]
+    decisions = ENGINE.reevaluate(reqs)
+    assert verdicts(decisions) == verdicts([ENGINE.decide_request(r) for r in reqs])
+    # Reasons are the deciding policies' (decide_request also says when nothing would permit).
+    assert decisions[subjects.index(BOB) * 12 + 1].reasons == ["students may request at most 1 hour of walltime"]
+    assert ENGINE.reevaluate([]) == []
+
+
+def test_reevaluate_keeps_apart_one_uid_with_two_attribute_sets():
+    # The same principal seen with and without clearance, with and without a group, and the
+    # same queue seen with two data classes: evaluated together, Cedar would refuse (or, with
+    # one entity kept, decide with the wrong attributes).
+    cleared = Subject("carol@hpc-a", "hpc-a", {"clearance": "5"}, ["gpu-users"])
+    uncleared = Subject("carol@hpc-a", "hpc-a", {"clearance": "1"}, [])
+    public = {"queue": "secure", "centre": "hpc-a", "data_class": "public"}
+    reqs = [
+        ENGINE.request(subject, "submit", resource, SHORT)
+        for _ in range(3)
+        for subject in (cleared, uncleared)
+        for resource in (SECRET, public, GPU)
+    ]
+    decisions = ENGINE.reevaluate(reqs)
+    assert verdicts(decisions) == verdicts([ENGINE.decide_request(r) for r in reqs])
+    assert [d.allowed for d in decisions[:6]] == [True, True, True, False, True, False]
+    assert decisions[3].policies == ["secret-data"]
+
+
+def test_reevaluate_applies_the_errored_forbid_rule():
+    engine = PolicyEngine("""
+        @id("all") permit(principal, action, resource);
+        @id("no-long-student-jobs") forbid(principal, action, resource)
+        when { principal.employee_type == "student" && context.walltime > 3600 };
+    """)
+    silent = engine.request(Subject("s@hpc-a", "hpc-a", {}, []), "submit", CPU, LONG)
+    staff = engine.request(Subject("t@hpc-a", "hpc-a", {"employee_type": "staff"}, []), "submit", CPU, LONG)
+    decisions = engine.reevaluate([silent, staff])
+    assert [d.allowed for d in decisions] == [False, True]
+    assert decisions[0].policies == ["no-long-student-jobs"]
+    assert verdicts(decisions) == verdicts([engine.decide_request(silent), engine.decide_request(staff)])
+
+
+def test_reevaluate_decides_a_request_the_schema_refuses_on_its_own():
+    # Cedar refuses a whole entity set for one entity the schema does not allow: one such
+    # request in a log must not turn the others of its chunk into denials.
+    engine = PolicyEngine('permit(principal, action == XCentre::Action::"submit", resource);', SCHEMA)
+    cpu = {"queue": "cpu", "centre": "hpc-a"}
+    good = [engine.request(Subject(f"u{i}@hpc-a", "hpc-a", {}, []), "submit", cpu, SHORT) for i in range(3)]
+    bad = CedarRequest("bob@hpc-a", {"principal": "bob@hpc-a"}, (), "submit", "gpu", {}, SHORT)
+    decisions = engine.reevaluate([good[0], bad, good[1], good[2]])
+    assert [d.allowed for d in decisions] == [True, False, True, True]
+    assert "schema" in decisions[1].errors[0]  # which entity Cedar names first varies from call to call
+    alone = engine.decide_request(bad)
+    assert (decisions[1].allowed, decisions[1].policies) == (alone.allowed, alone.policies)
+    assert verdicts([decisions[0], *decisions[2:]]) == verdicts([engine.decide_request(r) for r in good])
+
+
+def test_reevaluate_with_many_attribute_sets_and_small_chunks(monkeypatch):
+    # A log where one queue is seen with many attribute sets opens many chunks; with few open
+    # at a time and small ones, a (principal, queue) pair keeps going to a chunk closed early.
+    import auth.policy
+
+    monkeypatch.setattr(auth.policy, "_CHUNK", 5)
+    monkeypatch.setattr(auth.policy, "_OPEN_CHUNKS", 2)
+    people = [ALICE, BOB, DAVE]
+    reqs = [
+        ENGINE.request(people[n % 3], "submit", dict(SECRET, data_class=f"class-{n % 7}"), dict(SHORT, hour=n % 24))
+        for n in range(300)
+    ]
+    reqs += reqs[:40]  # and some identical requests again
+    decisions = ENGINE.reevaluate(reqs)
+    assert len(decisions) == len(reqs)
+    assert verdicts(decisions) == verdicts([ENGINE.decide_request(r) for r in reqs])
+
+
+# --- how deep a value may nest ------------------------------------------------------------
+
+
+def nested(depth: int, leaf: object = "x", in_lists: bool = False) -> object:
+    """`leaf` inside `depth` Records (or Sets), built without recursion."""
+    value = leaf
+    for _ in range(depth):
+        value = [value] if in_lists else {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("in_lists", [False, True])
+def test_values_nest_at_most_32_deep(in_lists):
+    """A logged request is read back from a centre's log: a value nested past MAX_DEPTH is refused with a
+    PolicyError, never followed (a RecursionError, or with py_ecc's raised limit a crash of the auditor)."""
+    ok = json.loads(json.dumps(ENGINE.request(ALICE, "submit", CPU, SHORT).to_dict()))
+    ok["principal"]["attrs"]["deep"] = nested(32, in_lists=in_lists)
+    req = CedarRequest.from_dict(ok)
+    assert ENGINE.decide_request(req).allowed  # Cedar takes 32 levels
+    for where in ("principal.attrs", "resource.attrs", "context"):
+        for depth in (33, 100_000):
+            data = json.loads(json.dumps(ENGINE.request(ALICE, "submit", CPU, SHORT).to_dict()))
+            part, _, key = where.partition(".")
+            (data[part][key] if key else data[part])["deep"] = nested(depth, in_lists=in_lists)
+            with pytest.raises(PolicyError, match=f"{where}.deep nests deeper than 32"):
+                CedarRequest.from_dict(data)
+
+
+def test_a_subject_context_or_resource_nested_too_deep_is_refused():
+    assert ENGINE.request(ALICE, "submit", CPU, dict(SHORT, deep=nested(32))).context["deep"] == nested(32)
+    deep = nested(100_000)
+    subject = Subject("alice@hpc-a", "hpc-a", {"deep": deep}, [])
+    for args in ((subject, CPU, SHORT), (ALICE, dict(CPU, deep=deep), SHORT), (ALICE, CPU, dict(SHORT, deep=deep))):
+        with pytest.raises(PolicyError, match="nests deeper than 32"):
+            ENGINE.request(args[0], "submit", args[1], args[2])
+    with pytest.raises(PolicyError, match="nests deeper than 32"):
+        ENGINE.request(Subject("alice@hpc-a", "hpc-a", {"deep": nested(33, in_lists=True)}, []), "submit", CPU, SHORT)
