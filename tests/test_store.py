@@ -502,6 +502,7 @@ def test_usage_record_tuple_round_trips(store: Store) -> None:
             order=_h("order"),
             grant=_h("grant"),
             lock_hash=_h("lock"),
+            decision=_h("decision", job_id),
         )
         return rec, sign_record(rec, domain, account.key), record_leaf(rec, domain)
 

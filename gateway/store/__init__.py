@@ -1,11 +1,14 @@
-"""The gateway's durable state in one SQLite file: jobs (`jobs`) and the books (`books`: usage records, epochs).
+"""The gateway's durable state in one SQLite file: jobs (`jobs`), the books (`books`: usage records, epochs),
+the decision log (`decisions`) and the policy texts served (`policy_texts`).
 
 A request is acknowledged only after its write is committed (WAL,
 synchronous=FULL), so a crash never loses an accepted job or a signed record.
 Completing a job and storing its usage record happen in one transaction, and
 so do closing an epoch and opening the next: a record always lands in the
 epoch that is open at that moment, and never in one whose Merkle root has
-been fixed.
+been fixed. A policy decision is stored before it is answered, in the epoch open
+then; a job's admitting decision is stored with the job, and an epoch's close
+fixes the root of its decision log in the same transaction.
 
 One Store object per database file and process; it is thread-safe (one
 connection behind a re-entrant lock; every write is a `ledger.db.transaction`,
@@ -32,6 +35,7 @@ from gateway.store.books import (
     StoredRecord,
     open_first_epoch,
 )
+from gateway.store.decisions import DECISION_ID_BYTES, Decisions, DuplicateDecision, NewDecision, StoredDecision
 from gateway.store.errors import (
     DuplicateRecord,
     EpochClosed,
@@ -44,14 +48,17 @@ from gateway.store.errors import (
     StoreError,
 )
 from gateway.store.jobs import ACTIVE_STATUSES, COMPLETION_STATUSES, JOB_STATUSES, Job, Jobs, Payment, SealedResult
+from gateway.store.policy_texts import PolicyTexts
 from gateway.store.schema import MIGRATIONS
 from ledger.db import migrate, open_durable
 
 __all__ = [
     "ACTIVE_STATUSES",
     "COMPLETION_STATUSES",
+    "DECISION_ID_BYTES",
     "JOB_STATUSES",
     "ClosedEpoch",
+    "DuplicateDecision",
     "DuplicateRecord",
     "EpochClosed",
     "EpochError",
@@ -61,6 +68,7 @@ __all__ = [
     "Job",
     "JobNotFound",
     "JobStateError",
+    "NewDecision",
     "NewRecord",
     "PaidRecord",
     "Payment",
@@ -69,15 +77,17 @@ __all__ = [
     "SealedResult",
     "Store",
     "StoreError",
+    "StoredDecision",
     "StoredRecord",
 ]
 
 
-class Store(Jobs, Books):
-    """Jobs, usage records and epochs of one gateway, in one SQLite file.
+class Store(Jobs, Books, Decisions, PolicyTexts):
+    """Jobs, usage records, epochs, decisions and policy texts of one gateway, in one SQLite file.
 
-    The methods are those of its two halves, `jobs.Jobs` and `books.Books`, which
-    share this object's connection, lock and clock (`base.StoreBase`).
+    The methods are those of its parts, `jobs.Jobs`, `books.Books`, `decisions.Decisions`
+    and `policy_texts.PolicyTexts`, which share this object's connection, lock and clock
+    (`base.StoreBase`).
     """
 
     def __init__(self, path: Path | str, clock: Callable[[], float] = time.time) -> None:

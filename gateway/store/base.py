@@ -1,4 +1,4 @@
-"""What the two halves of the store (jobs, books) share: one SQLite connection, its lock and the clock."""
+"""What the parts of the store (jobs, books, decisions) share: one SQLite connection, its lock and the clock."""
 
 from __future__ import annotations
 
@@ -32,3 +32,9 @@ class StoreBase:
     def _read(self, sql: str, args: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, args).fetchall()
+
+
+def open_epoch_in(db: sqlite3.Connection) -> int:
+    """The epoch open now, read inside the caller's transaction: what a record or decision written in it joins."""
+    epoch: int = db.execute("SELECT epoch FROM epochs WHERE status = 'open'").fetchone()[0]
+    return epoch

@@ -2,7 +2,8 @@
 
 A record always lands in the epoch open at the moment it is stored, inside
 the transaction that stores it, and never in one whose claims have been
-fixed; closing an epoch (a sum tree per home) and opening the next is one transaction.
+fixed; closing an epoch (a sum tree per home, and the root and tree of its decision log) and
+opening the next is one transaction.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.store import checks
-from gateway.store.base import StoreBase
+from gateway.store.base import StoreBase, open_epoch_in
+from gateway.store.decisions import close_decision_log
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
 
 __all__ = ["Books", "ClosedEpoch", "HomeClosure", "NewRecord", "PaidRecord", "RecordInput", "StoredRecord"]
@@ -117,12 +119,15 @@ class HomeClosure:
 
 @dataclass(frozen=True)
 class ClosedEpoch:
-    """How an epoch was closed: its record count and, per home centre (hex id without 0x), the claim."""
+    """How an epoch was closed: its record count and, per home centre (hex id without 0x), the claim;
+    and its decision log's root and entry count (root 0 and count 0: no entry)."""
 
     epoch: int
     count: int
     homes: dict[str, HomeClosure] = field(default_factory=dict)
     closed_at: int = 0
+    decision_root: bytes = bytes(32)
+    decision_count: int = 0
 
     @property
     def claims(self) -> dict[str, int]:
@@ -215,6 +220,8 @@ def _closure(db: sqlite3.Connection, row: sqlite3.Row) -> ClosedEpoch:
         count=row["record_count"],
         homes={h["home"]: HomeClosure(h["root"], h["count"], int(h["total"])) for h in homes},
         closed_at=row["closed_at"],
+        decision_root=bytes.fromhex(row["decision_root"]),
+        decision_count=row["decision_count"],
     )
 
 
@@ -225,11 +232,6 @@ def open_first_epoch(db: sqlite3.Connection, now: int) -> None:
     """Open epoch 1 in a store that has no epoch yet."""
     if db.execute("SELECT COUNT(*) FROM epochs").fetchone()[0] == 0:
         db.execute("INSERT INTO epochs (epoch, status, opened_at) VALUES (1, 'open', ?)", (now,))
-
-
-def open_epoch_in(db: sqlite3.Connection) -> int:
-    epoch: int = db.execute("SELECT epoch FROM epochs WHERE status = 'open'").fetchone()[0]
-    return epoch
 
 
 def insert_record(db: sqlite3.Connection, new: NewRecord, job_id: str, now: int) -> StoredRecord:
@@ -364,6 +366,10 @@ class Books(StoreBase):
     def close_epoch(self, epoch: int, homes: dict[str, Any]) -> ClosedEpoch:
         """Fix the open epoch's claim per home ((root, count, total) of its sum tree) and open the next epoch.
 
+        The epoch's decision log (root and count) is fixed in the same transaction, over every
+        entry stored in it, and its tree kept for proofs: an entry written after this commits joins
+        the next epoch.
+
         Every home with records in the epoch must be there with its record count
         (EpochMismatch otherwise: a record arrived after the trees were built;
         rebuild, or use close_open_epoch()). Closing an epoch already closed with
@@ -395,9 +401,11 @@ class Books(StoreBase):
                     f"{sum(c or 0 for c in given.values())} given: rebuild its trees"
                 )
             now = self._now()
+            decision_root, decision_count = close_decision_log(db, epoch)
             db.execute(
-                "UPDATE epochs SET status = 'closed', closed_at = ?, record_count = ? WHERE epoch = ?",
-                (now, sum(counts.values()), epoch),
+                "UPDATE epochs SET status = 'closed', closed_at = ?, record_count = ?, decision_root = ?,"
+                " decision_count = ? WHERE epoch = ?",
+                (now, sum(counts.values()), decision_root.hex(), decision_count, epoch),
             )
             for position, (home, claim) in enumerate(claims.items()):
                 db.execute(

@@ -1,7 +1,8 @@
 """The jobs half of the store: accepted jobs, their idempotency keys, their status and outcome.
 
 A job is stored before it is acknowledged, with the order and grant it is
-paid under (an order is accepted once); completing it, storing its usage
+paid under (an order is accepted once) and the decision-log entry that
+admitted it, in one transaction; completing it, storing its usage
 record (books) and the key its sealed outputs open with is one transaction, so
 a finished job never lacks the record it was billed with nor the key that
 releases its result.
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.store import checks
-from gateway.store.base import StoreBase
-from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record, open_epoch_in
+from gateway.store.base import StoreBase, open_epoch_in
+from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record
+from gateway.store.decisions import NewDecision, insert_decision
 from gateway.store.errors import IdempotencyConflict, JobNotFound, JobStateError, ReplayedOrder, StoreError
 
 __all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Jobs", "Payment", "SealedResult"]
@@ -95,6 +97,8 @@ class Job:
     result: SealedResult | None = None
     receipt_signature: bytes | None = None
     """The payer's receipt for the job's record, once given: what the centre's claim on it rests on."""
+    decision: str | None = None
+    """The digest (64 hex) of the decision-log entry that admitted the job; None for jobs from before the log."""
 
 
 def _status(value: Any, allowed: tuple[str, ...] = JOB_STATUSES) -> str:
@@ -123,6 +127,7 @@ def _job(row: sqlite3.Row) -> Job:
         payment=_payment(row),
         result=_result(row),
         receipt_signature=bytes.fromhex(row["receipt_sig"]) if row["receipt_sig"] else None,
+        decision=row["decision"],
     )
 
 
@@ -163,14 +168,21 @@ class Jobs(StoreBase):
         status: str = "queued",
         rates_version: int | None = None,
         payment: Payment | None = None,
+        decision: NewDecision | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one this principal created with this key.
 
         Returns (job, created). A retry with the same key and the same request
-        body gets the original job back (created=False), with the rates version
-        and payment it was accepted under; the same key with a different body raises
+        body gets the original job back (created=False), with the rates version,
+        payment and decision it was accepted under; the same key with a different body raises
         IdempotencyConflict. Keys are per principal. An order already accepted
         for another job raises ReplayedOrder.
+
+        `decision`, the allow that admitted the request, is logged in the same
+        transaction (in the open epoch) and named by the new job; a retry's own
+        evaluation is logged too, the job keeps the entry that admitted it. When
+        anything is refused (DuplicateDecision included) nothing is written: a
+        refused request's entry is the caller's to log alone (log_decision).
         """
         checks.text("principal", principal, max_len=512)
         checks.text("home", home, max_len=512)
@@ -183,6 +195,10 @@ class Jobs(StoreBase):
             raise StoreError("request must be a JSON object (dict)")
         if payment is not None and not isinstance(payment, Payment):
             raise StoreError("payment must be a Payment")
+        if decision is not None and not isinstance(decision, NewDecision):
+            raise StoreError("decision must be a NewDecision")
+        if decision is not None and not decision.allowed:
+            raise StoreError("a job is admitted by an allow; a deny is logged alone (log_decision), with no job")
         body = checks.canonical_json("request", request)
         terms = (
             (None,) * 6
@@ -207,6 +223,8 @@ class Jobs(StoreBase):
                             f"idempotency key {idempotency_key!r} was already used for a different request "
                             f"(job {row['id']}); use a new key for a new request"
                         )
+                    if decision is not None:
+                        insert_decision(db, decision, self._now())
                     return _job(row), False
             if payment is not None:
                 seen = db.execute("SELECT id FROM jobs WHERE order_digest = ?", (terms[4],)).fetchone()
@@ -217,10 +235,12 @@ class Jobs(StoreBase):
                     )
             job_id = "job-" + secrets.token_hex(8)
             now = self._now()
+            if decision is not None:
+                insert_decision(db, decision, now)
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
                 " created_at, updated_at, rates_version, pay_order, pay_order_sig, pay_grant, pay_grant_sig,"
-                " order_digest, pay_account) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " order_digest, pay_account, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     idempotency_key,
@@ -233,6 +253,7 @@ class Jobs(StoreBase):
                     now,
                     rates_version,
                     *terms,
+                    None if decision is None else decision.digest.hex(),
                 ),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()

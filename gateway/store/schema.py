@@ -207,6 +207,44 @@ ALTER TABLE usage_records ADD COLUMN lapsed_at INTEGER;
 """A record left out of its epoch's trees at close, because its claim could not be anchored by its
 order's deadline + the booking delay (no dispute of it could be answered): kept, never anchored, unbilled."""
 
+_V8_DECISIONS = """
+CREATE TABLE decisions (
+    seq        INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         TEXT UNIQUE NOT NULL CHECK (length(id) = 32),
+    digest     TEXT UNIQUE NOT NULL CHECK (length(digest) = 64),
+    epoch      INTEGER NOT NULL REFERENCES epochs(epoch),
+    allowed    INTEGER NOT NULL CHECK (allowed IN (0, 1)),
+    entry      TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+);
+CREATE INDEX decisions_epoch ON decisions(epoch, seq);
+ALTER TABLE jobs ADD COLUMN decision TEXT REFERENCES decisions(digest);
+ALTER TABLE epochs ADD COLUMN decision_root TEXT CHECK (decision_root IS NULL OR length(decision_root) = 64);
+ALTER TABLE epochs ADD COLUMN decision_count INTEGER CHECK (decision_count >= 0);
+UPDATE epochs SET decision_root = '0000000000000000000000000000000000000000000000000000000000000000',
+                  decision_count = 0
+WHERE status = 'closed';
+CREATE TABLE decision_trees (
+    epoch INTEGER PRIMARY KEY REFERENCES epochs(epoch),
+    nodes BLOB NOT NULL CHECK (typeof(nodes) = 'blob' AND length(nodes) % 64 = 32)
+);
+
+CREATE TABLE policy_texts (
+    hash        TEXT NOT NULL CHECK (length(hash) = 64),
+    schema_hash TEXT NOT NULL CHECK (length(schema_hash) = 64),
+    policy      TEXT NOT NULL,
+    schema      TEXT,
+    stored_at   INTEGER NOT NULL,
+    PRIMARY KEY (hash, schema_hash)
+);
+"""
+"""Access decisions on the record: every policy evaluation's log entry (canonical JSON) in the epoch open
+when it was written, each job's admitting entry (its digest), each closed epoch's decision log root and
+count, the tree each close built over a non-empty log (its node array, 2n - 1 nodes of 32 bytes: a proof
+reads a few of them, never the log), and the policy texts this gateway served under, by hash. Epochs closed
+before logged no decision: their log is the empty one (root 0, count 0), which is what they anchor if
+their anchor is sent again."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -215,5 +253,8 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(5, "the payer home's holds on its projects' allocations, and its users' complaints", _V5_HOLDS),
     Migration(6, "an epoch closes with a sum tree per home: root, count, total", _claims_per_home),
     Migration(7, "records that lapsed at their epoch's close, unanchored", _V7_LAPSED),
+    Migration(
+        8, "access decisions, each job's decision, each epoch's decision log root and tree; policy texts", _V8_DECISIONS
+    ),
 )
 LATEST = len(MIGRATIONS)
