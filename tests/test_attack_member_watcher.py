@@ -93,6 +93,31 @@ def test_endless_or_oversized_evidence_is_refused_without_reading_it_all():
     assert MAX_EVIDENCE_BYTES >= 10_000 * 4_000  # 10,000 records of ~4 kB each (record, order, grant, proof)
 
 
+DEEP_EVIDENCE = """
+import sys
+from gateway.books.watcher import EvidenceUnavailable, fetch_evidence  # with web3: recursion limit 100,000
+try:
+    fetch_evidence(sys.argv[1], 1, "hpc-a", timeout=10.0)
+except EvidenceUnavailable as exc:
+    print("unavailable:", exc)
+"""
+
+
+def test_deeply_nested_evidence_is_unavailable_not_a_crash():
+    """Evidence nested 100,000 deep (200 kB, far under the size cap): json.loads recursed past the C stack (py_ecc
+    raises Python's recursion limit to 100,000) and the home's gateway died of SIGSEGV."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(deep)
+    url, stop = _server(head, iter([deep]), pause=0)
+    try:
+        argv = [sys.executable, "-c", DEEP_EVIDENCE, url]
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        stop.set()
+    assert run.returncode == 0, f"the watcher died (exit {run.returncode}): {run.stderr[-300:]}"
+    assert "unavailable:" in run.stdout and "nested more than" in run.stdout, run.stdout
+
+
 def test_a_claim_with_a_huge_count_and_no_evidence_is_disputed_on_a_bounded_number_of_leaves(tmp_path):
     """count = 2**64 - 1 and no evidence: hpc-a has 2 holds that cloud-b could bill in that claim, so at most 2 of
     its leaves can be answered (a grant answers one leaf, on chain): leaves 0, 1 and 2 are disputed and one of them

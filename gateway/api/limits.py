@@ -3,19 +3,20 @@
 Two reasons. A body is read whole into memory before validation, so without a
 size limit one client could make a gateway hold gigabytes. And JSON nested a
 few ten thousand levels deep overflows the C stack of the JSON parser in a
-server thread (py-evm raises Python's recursion limit to 12,288 for the EVM, so
-the parser's own guard comes too late): the whole gateway process dies with a
-segmentation fault. No body of this API is nested more than a few levels, so
-anything deeper is refused unparsed.
+server thread (py_ecc and py-evm raise Python's recursion limit to 100,000 and
+12,288, so the parser's own guard comes too late): the whole gateway process
+dies with a segmentation fault. No body of this API is nested more than a few
+levels, so anything deeper is refused unparsed (`ledger.primitives.bounded`,
+which the clients of a gateway use for its answers too).
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Awaitable, Callable, MutableMapping
-from itertools import accumulate
 from typing import Any
+
+from ledger.primitives.bounded import json_depth
 
 MAX_BODY_BYTES = 1 << 20
 """The largest request body a gateway reads (a presentation is a few KiB, a job far less)."""
@@ -27,19 +28,6 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-
-
-def json_depth(body: bytes) -> int:
-    """How deeply arrays and objects nest in `body` (brackets inside strings do not count).
-
-    Works on any bytes, JSON or not, without parsing them: what a parser would
-    have to recurse through, at most.
-    """
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
-    return max(accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
 
 
 class BodyLimits:

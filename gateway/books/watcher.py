@@ -28,7 +28,6 @@ Once an epoch is settled, its holds are paid (claim standing) or refunded
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -43,6 +42,7 @@ from ledger.ids import centre_id
 from ledger.index import ClaimInfo, EventIndex
 from ledger.outbox import Outbox
 from ledger.payment import InvalidSignature, Receipt, grant_digest, recover
+from ledger.primitives.bounded import Collected
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumProof, SumTree
@@ -59,7 +59,8 @@ is at most ~4 kB of JSON, so 10,000 records fit about 1.6 times over."""
 
 
 class EvidenceUnavailable(Exception):
-    """The evidence could not be had: no answer, an error status, too slow, too large, or not JSON."""
+    """The evidence could not be had: no answer, an error status, too slow, too large, too deeply nested, or not
+    JSON."""
 
 
 def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0, max_bytes: int = MAX_EVIDENCE_BYTES) -> Any:
@@ -67,35 +68,30 @@ def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0, max_b
 
     The centre is the party checked, so it must not choose how long or how much the home reads: the
     whole answer is due within `timeout` seconds (httpx's own timeout bounds each read, which a centre
-    dripping a byte at a time never trips) and at most `max_bytes` long.
+    dripping a byte at a time never trips), at most `max_bytes` long and nested no deeper than
+    `ledger.primitives.bounded.MAX_DEPTH` (deeper JSON would crash the parser, not raise).
     """
     try:
-        body = asyncio.run(asyncio.wait_for(_read(url, epoch, home, timeout, max_bytes), timeout))
+        answer = asyncio.run(asyncio.wait_for(_read(url, epoch, home, timeout, max_bytes), timeout))
+        return answer.json()
     except TimeoutError:
         raise EvidenceUnavailable(f"{url} did not send its evidence within the {timeout:g} s deadline") from None
     except httpx.HTTPError as exc:
         raise EvidenceUnavailable(f"{url}: {exc}") from None
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise EvidenceUnavailable(f"{url} sent evidence that is not JSON: {exc}") from None
+    except ValueError as exc:  # too large, too deep (OverLimit), or not JSON
+        raise EvidenceUnavailable(f"{url} sent evidence that cannot be read: {exc}") from None
 
 
-async def _read(url: str, epoch: int, home: str, per_read: float, max_bytes: int) -> bytes:
-    too_large = f"{url}'s evidence is larger than the {max_bytes} bytes read of a claim's evidence"
+async def _read(url: str, epoch: int, home: str, per_read: float, max_bytes: int) -> Collected:
     async with httpx.AsyncClient(timeout=per_read) as client:
         endpoint = f"{url.rstrip('/')}/v1/epochs/{epoch}/evidence"
         async with client.stream("GET", endpoint, params={"home": home}) as response:
             response.raise_for_status()
-            declared = response.headers.get("content-length", "")
-            if declared.isdigit() and int(declared) > max_bytes:
-                raise EvidenceUnavailable(too_large)
-            body = bytearray()
+            answer = Collected(max_bytes)
+            answer.declared(response.headers.get("content-length"))
             async for chunk in response.aiter_bytes():  # decoded: a compressed bomb counts as what it becomes
-                body += chunk
-                if len(body) > max_bytes:
-                    raise EvidenceUnavailable(too_large)
-    return bytes(body)
+                answer.add(chunk)
+    return answer
 
 
 EVIDENCE_ATTEMPTS = 3

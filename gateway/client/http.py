@@ -2,28 +2,42 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from gateway.api.schemas import JOB_SIGNATURE_HEADER, job_message
+from gateway.api.schemas import AUDIT_PAGE, AUDIT_SIGNATURE_HEADER, JOB_SIGNATURE_HEADER, audit_message, job_message
 from gateway.client.wallet import Wallet
+from ledger.primitives.bounded import Collected, OverLimit
 
 FINAL = {"succeeded", "failed", "timed_out"}
 
+MAX_ANSWER_BYTES = 4 * 2**20
+"""The largest answer read of a call but the audit's: a policy text, a job's view or a quote is kilobytes."""
+
+MAX_AUDIT_ANSWER_BYTES = 64 * 2**20
+"""The largest page of a decision log (AUDIT_PAGE entries: ~10 MB) or list of an epoch's usage records read."""
+
+T = TypeVar("T")
+
 
 class GatewayRefused(Exception):
-    """The gateway answered with an error; `status`, `error` and `reasons` say why."""
+    """The gateway answered with an error; `status`, `error` and `reasons` say why.
 
-    def __init__(self, status: int, error: str, reasons: list[str]) -> None:
+    `decision`: for a refusal by the centre's policy, the id of its entry in the centre's decision log.
+    """
+
+    def __init__(self, status: int, error: str, reasons: list[str], decision: str | None = None) -> None:
         super().__init__(f"{status}: {error}" + "".join(f"\n  - {r}" for r in reasons))
         self.status = status
         self.error = error
         self.reasons = reasons
+        self.decision = decision
 
 
 class GatewayUnreachable(ConnectionError):
@@ -38,6 +52,15 @@ class GatewayUnreachable(ConnectionError):
         self.sent = sent
 
 
+class UnreadableAnswer(GatewayUnreachable):
+    """The gateway's answer was not taken: not whole within the client's deadline, larger than the call reads, or
+    nested deeper than any answer of the API. Nothing of it is used: as if the gateway had not answered."""
+
+
+class BadAnswer(ValueError):
+    """The gateway answered, but not as its API says: pages of a decision log that do not make one log."""
+
+
 class WrongCentre(Exception):
     """A gateway answered as another centre than the one the client meant to reach (a relayed
     challenge, say): the client sent it nothing of value and goes no further with it."""
@@ -48,9 +71,15 @@ _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol
 
 
 class GatewayClient:
+    """The gateway's API as calls. Whatever the gateway answers, a call ends within `timeout` seconds (the whole
+    answer, not each read: a gateway dripping a byte at a time is cut off) and reads at most MAX_ANSWER_BYTES
+    (MAX_AUDIT_ANSWER_BYTES for the audit's pages) nested no deeper than `ledger.primitives.bounded.MAX_DEPTH`;
+    an answer past any of them is an UnreadableAnswer."""
+
     def __init__(
         self, url: str, token: str | None = None, timeout: float = 60.0, transport: httpx.BaseTransport | None = None
     ) -> None:
+        self.timeout = timeout
         self.url = url.rstrip("/")
         self.token = token
         self.home: str | None = None  # the user's home, once logged in there with a password
@@ -69,26 +98,50 @@ class GatewayClient:
     def close(self) -> None:
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, *, max_bytes: int = MAX_ANSWER_BYTES, **kwargs: Any) -> Any:
         headers = kwargs.pop("headers", {})
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
+        asked = f"gateway {self.url} ({method} {path})"
         try:
-            response = self._http.request(method, path, headers=headers, **kwargs)
+            response, answer = _within(self.timeout, self._exchange, method, path, max_bytes, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise GatewayUnreachable(
                 f"gateway {self.url} did not answer ({type(exc).__name__}: {exc})", sent=not isinstance(exc, _NOT_SENT)
             ) from None
+        except TimeoutError:
+            raise UnreadableAnswer(f"{asked} did not answer within the {self.timeout:g} s deadline") from None
+        except (OverLimit, httpx.DecodingError) as exc:
+            raise UnreadableAnswer(f"{asked} sent an answer refused unread: {exc}") from None
         try:
-            payload = response.json()
-        except ValueError:
-            payload = {"error": response.text}
+            payload = answer.json()
+        except OverLimit as exc:
+            raise UnreadableAnswer(f"{asked} sent an answer refused unread: {exc}") from None
+        except ValueError:  # not JSON (a proxy's error page, say): its text is the error
+            payload = {"error": answer.body.decode("utf-8", "replace")[:1000]}
         if response.is_error:
             body = payload if isinstance(payload, dict) else {}
+            decision = body.get("decision")
             raise GatewayRefused(
-                response.status_code, body.get("error", response.reason_phrase), body.get("reasons", [])
+                response.status_code,
+                body.get("error", response.reason_phrase),
+                body.get("reasons", []),
+                decision if isinstance(decision, str) else None,
             )
         return payload
+
+    def _exchange(self, method: str, path: str, max_bytes: int, **kwargs: Any) -> tuple[httpx.Response, Collected]:
+        """The request and its answer's body, read as it comes: given up once over `max_bytes` or past the deadline
+        (which, checked at each chunk, ends this read even when `_within` has stopped waiting for it)."""
+        deadline = time.monotonic() + self.timeout
+        with self._http.stream(method, path, **kwargs) as response:
+            answer = Collected(max_bytes)
+            answer.declared(response.headers.get("content-length"))
+            for chunk in response.iter_bytes():  # decoded: a compressed answer counts as what it becomes
+                answer.add(chunk)
+                if time.monotonic() > deadline:
+                    raise TimeoutError
+        return response, answer
 
     def login(self, username: str, password: str) -> dict:
         """Password sign-on at home; keeps the session token, good at home only."""
@@ -177,6 +230,58 @@ class GatewayClient:
             "POST", f"/v1/jobs/{job_id}/receipt", json={"signature": signature}, headers=self._job_headers(job_id)
         )
 
+    def policy(self, version: int | None = None) -> dict:
+        """The centre's policy text and schema as it serves them (the latest, or a past `version`):
+        unchecked, so check it against the chain (ledger.policies.check_latest, verify_text)."""
+        return self._call("GET", "/v1/policy" if version is None else f"/v1/policy/{int(version)}")
+
+    def decision(self, entry_id: str) -> dict:
+        """One entry of the centre's decision log by its id (from a quote, a job or a refusal), with its
+        Merkle proof once its epoch is closed: check it with ledger.decisions.verify_entry."""
+        return self._call("GET", f"/v1/decisions/{entry_id}")
+
+    def audit_decisions_page(
+        self, epoch: int, account: LocalAccount, centre: str, after: int = 0, limit: int | None = None
+    ) -> dict:
+        """One page of `centre`'s decision log of a closed epoch: its entries stored after `after` (the `next`
+        of the page before), asked as `account`, one of the centre's auditors, with a fresh signature."""
+        params = {"after": int(after)} | ({} if limit is None else {"limit": int(limit)})
+        headers = audit_headers(account, centre, epoch)
+        path = f"/v1/audit/decisions/{int(epoch)}"
+        return self._call("GET", path, params=params, headers=headers, max_bytes=MAX_AUDIT_ANSWER_BYTES)
+
+    def audit_decision(self, digest: bytes, account: LocalAccount, centre: str) -> dict:
+        """The entry of `centre`'s decision log with this digest (what a usage record names), its epoch and its
+        Merkle proof, asked as `account`, one of the centre's auditors, signing for this digest alone: check the
+        proof against the root anchored for that epoch."""
+        name = "0x" + bytes(digest).hex()
+        headers = audit_headers(account, centre, name)
+        return self._call("GET", f"/v1/audit/decisions/by-digest/{name}", headers=headers)
+
+    def audit_decisions(self, epoch: int, account: LocalAccount, centre: str, page: int = AUDIT_PAGE) -> dict:
+        """`centre`'s whole decision log of a closed epoch, `page` entries a request, as one
+        `{"centre", "epoch", "root", "count", "entries"}`; BadAnswer when the pages do not make one log."""
+        head: dict | None = None
+        entries: list = []
+        after = 0
+        while True:
+            answer = self.audit_decisions_page(epoch, account, centre, after, page)
+            if not isinstance(answer, dict) or not isinstance(answer.get("entries"), list):
+                raise BadAnswer(f"gateway {self.url} answered no page of a decision log (a JSON object with 'entries')")
+            this = {k: answer.get(k) for k in ("centre", "epoch", "root", "count")}
+            head = this if head is None else head
+            if this != head:
+                raise BadAnswer(f"gateway {self.url} changed its log's centre, epoch, root or count between pages")
+            count, following = head["count"], answer.get("next")
+            entries += answer["entries"]
+            if not _is_int(count) or len(entries) > count:
+                raise BadAnswer(f"gateway {self.url} served {len(entries)} entries of a log it counts {count!r:.20}")
+            if following is None:
+                return head | {"entries": entries}
+            if not _is_int(following) or following <= after or not answer["entries"]:
+                raise BadAnswer(f"gateway {self.url} named a next page ({following!r:.20}) that does not move on")
+            after = following
+
     def capacity(self) -> dict:
         return self._call("GET", "/v1/capacity")
 
@@ -200,7 +305,7 @@ class GatewayClient:
         return self._call("GET", f"/v1/audit/epochs/{epoch}")
 
     def epoch_records(self, epoch: int) -> list[dict]:
-        return self._call("GET", f"/v1/audit/epochs/{epoch}/records")
+        return self._call("GET", f"/v1/audit/epochs/{epoch}/records", max_bytes=MAX_AUDIT_ANSWER_BYTES)
 
     def usage(self, record_id: str) -> dict:
         return self._call("GET", f"/v1/audit/usage/{record_id}")
@@ -216,3 +321,41 @@ def job_signer(centre: str, account: LocalAccount, clock: Callable[[], float] = 
         return f"{at}:0x{bytes(signed.signature).hex()}"
 
     return sign
+
+
+def _within(seconds: float, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`work(*args, **kwargs)`, or TimeoutError when it is not done within `seconds`.
+
+    httpx's timeouts bound each read, never a whole answer, and a blocked read cannot be cut short from its own
+    thread: so the work runs in a thread of its own, which is left behind when late (a daemon: it ends with its
+    connection, and never holds a process at exit)."""
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(*args, **kwargs)))
+        except Exception as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome.append((False, exc))
+
+    worker = threading.Thread(target=run, name="gateway-answer", daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if not outcome:
+        raise TimeoutError(f"not done within {seconds:g} s")
+    done, value = outcome[0]
+    if not done:
+        raise value
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def audit_headers(account: LocalAccount, centre: str, epoch: int | str, at: int | None = None) -> dict[str, str]:
+    """The header that opens `centre`'s decision log of `epoch` (or the one entry whose 0x digest `epoch` is) to
+    `account` (one of its auditors' chain keys): its EIP-191 signature of `xcentre-audit:<centre>:<epoch>:<at>`,
+    good for a few minutes after `at` (now)."""
+    at = int(time.time()) if at is None else at
+    signed = account.sign_message(encode_defunct(text=audit_message(centre, epoch, at)))
+    return {AUDIT_SIGNATURE_HEADER: f"{at}:0x{bytes(signed.signature).hex()}"}

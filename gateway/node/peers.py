@@ -6,7 +6,8 @@ centre only), so all it asks a peer is how much room it has, for placement.
 A peer is another member, which controls its gateway's answers: it may answer
 slowly, a byte at a time, or without end. So every round of questions has one
 deadline for the whole round (httpx's timeouts bound each read, not an answer),
-reads at most MAX_ANSWER bytes of an answer, and is shared: concurrent placements
+reads at most MAX_ANSWER bytes of an answer (parsed only if shallow:
+`ledger.primitives.bounded`), and is shared: concurrent placements
 wait for the round under way and reuse its answers for `fresh_for` seconds, so a
 flood of placement requests never becomes a flood on the peers.
 """
@@ -14,12 +15,13 @@ flood of placement requests never becomes a flood on the peers.
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable
 
 import httpx
+
+from ledger.primitives.bounded import Collected
 
 MAX_ANSWER = 4096
 """Bytes of a capacity answer read at most; a real one is about 60."""
@@ -73,12 +75,11 @@ class Peers:
             ) as response:
                 if response.status_code != 200:
                     return None
-                body = b""
+                answer = Collected(MAX_ANSWER)
+                answer.declared(response.headers.get("content-length"))
                 async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) > MAX_ANSWER:
-                        return None
-            payload = json.loads(body)
+                    answer.add(chunk)
+            payload = answer.json()
         except Exception:  # noqa: BLE001 - whatever its URL or its answer, a peer that gave no capacity is silent
             return None
         free = payload.get("free_cpus") if isinstance(payload, dict) else None
