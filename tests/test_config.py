@@ -334,7 +334,7 @@ def test_a_deployment_without_an_identity_registry_is_refused_before_anything_is
             "schema",
             "signon_attributes",
             "directory",
-            "policy_text",
+            "policy_file",
             "operator_key",
         )
     )
@@ -375,3 +375,29 @@ def test_a_bad_allocation_is_refused_by_name(tmp_path, table, words):
 def test_allocations_must_be_a_table(tmp_path):
     with pytest.raises(ConfigError, match=re.escape("allocations must be a table of LDAP group = amount")):
         load_config(write(tmp_path, REQUIRED | {"allocations": 5}))
+
+
+def test_a_policy_schema_and_auditors_are_optional(tmp_path):
+    config = load_config(write(tmp_path / "a", REQUIRED))
+    assert config.policy_schema_file is None and config.auditors == ()
+    auditor = "0x" + "ab" * 20
+    values = REQUIRED | {"policy_schema_file": "policy.cedarschema", "auditors": [auditor]}
+    config = load_config(write(tmp_path / "b", values))
+    assert config.policy_schema_file == (tmp_path / "b" / "policy.cedarschema").resolve()
+    assert config.auditors == ("0xABaBaBaBABabABabAbAbABAbABabababaBaBABaB",)  # kept as its checksum
+
+
+@pytest.mark.parametrize(
+    "auditors",
+    [
+        ["0x" + "ab" * 19],  # 19 bytes
+        ["ab" * 20],  # no 0x
+        ["0xABaBaBaBABabABabAbAbABAbABabababaBaBABab"],  # mixed case that is not its checksum
+        "0x" + "ab" * 20,  # one string, not a list
+        [42],
+    ],
+)
+def test_auditors_must_be_chain_addresses(tmp_path, auditors):
+    with pytest.raises(ConfigError) as error:
+        load_config(write(tmp_path, REQUIRED | {"auditors": auditors}))
+    assert "auditors must be a list of chain addresses (0x and 40 hex digits)" in str(error.value)

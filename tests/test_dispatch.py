@@ -36,6 +36,7 @@ class Consortium:
         self.submitted: list[tuple[str, str | None, dict]] = []  # (centre, token, body)
         self.entry_urls: dict[str, str] = {}  # what the entry says of a centre's URL, where it lies
         self.home_urls: dict[str, str] = {}  # a URL a member registered on chain, where it is not the usual one
+        self.decisions: dict[str, str] = {}  # the decision-log id a centre's policy refusal names
 
     ranking = RANKING
 
@@ -81,7 +82,10 @@ class Consortium:
                 centre, {"centre": centre, "rates_version": 3, "max_price": 2000 + RANKING.index(centre)}
             )
             if isinstance(quote, int):
-                return httpx.Response(quote, json={"error": f"{centre} says {quote}", "reasons": [f"{centre}: no"]})
+                body = {"error": f"{centre} says {quote}", "reasons": [f"{centre}: no"]}
+                if centre in self.decisions:
+                    body["decision"] = self.decisions[centre]
+                return httpx.Response(quote, json=body)
             return httpx.Response(200, json=quote)
         assert request.url.path == "/v1/jobs"
         self.submitted.append((centre, token, httpx.Response(200, content=request.content).json()))
@@ -234,6 +238,18 @@ def test_a_centre_that_refuses_at_the_quote_costs_no_grant(status):
     assert [c for c, _, _ in consortium.submitted] == ["hpc-a"]
     assert [o["centre"] for o in home.asked] == ["0x" + centre_id("hpc-a").hex()]
     assert list(keys.open()) == [submission.paid.account]
+
+
+def test_a_policy_refusal_keeps_the_id_of_its_decision_entry():
+    """The id is the user's proof of the refusal: GET /v1/decisions/{id} at the centre gives it with its proof."""
+    consortium, home = Consortium(), Home()
+    consortium.quotes = {c: 403 for c in RANKING}
+    consortium.decisions = {"cloud-b": "0x" + "ab" * 16}
+    with pytest.raises(NoCentreAccepts) as caught:
+        submit(consortium, home)
+    assert caught.value.decisions == {"cloud-b": "0x" + "ab" * 16}
+    assert caught.value.decision == "0x" + "ab" * 16
+    assert f"cloud-b: decision 0x{'ab' * 16} records this refusal in its log" in caught.value.reasons
 
 
 def test_every_refusal_at_the_quote_is_reported_and_nothing_granted():

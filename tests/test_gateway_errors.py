@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 import uuid
 
@@ -65,7 +66,10 @@ def refused(response: httpx.Response, status: int, *words: str) -> dict:
     """The body of a refusal, after checking its status and that its message says `words`."""
     assert response.status_code == status, response.text
     body = response.json()
-    assert set(body) == {"error", "reasons"}
+    signed = {"decision", "entry", "signature"}  # a policy's refusal: its decision entry, signed by the centre
+    assert set(body) - signed == {"error", "reasons"} and set(body) & signed in (set(), signed)
+    assert "decision" not in body or (status == 403 and re.fullmatch(r"0x[0-9a-f]{32}", body["decision"]))
+    assert "entry" not in body or body["entry"]["id"] == body["decision"]
     text = (body["error"] + " " + " ".join(body["reasons"])).lower()
     for word in words:
         assert word.lower() in text, f"{word!r} not in {body}"

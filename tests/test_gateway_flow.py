@@ -181,7 +181,14 @@ def test_student_job_is_denied_with_the_policy_reason(flow, consortium):
     refusal = flow.refusals["student"]
     assert refusal.status == 403
     assert "no member centre accepts this job" in refusal.error
-    assert refusal.reasons == ["hpc-a: students may request at most 1 hour of walltime"]
+    assert refusal.reasons == [
+        "hpc-a: students may request at most 1 hour of walltime",
+        f"hpc-a: decision {refusal.decision} records this refusal in its log",
+    ]
+    stored = consortium.store("hpc-a").decision(refusal.decision)  # the user's proof of it, and all that is stored
+    assert (
+        stored is not None and stored.entry["decision"] == "deny" and stored.entry["policies"] == ["student-walltime"]
+    )
     assert "student" not in flow.views
     for name in consortium.centres:
         assert not consortium.store(name).list_jobs(principal="bob@hpc-a", limit=10000)

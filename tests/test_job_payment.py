@@ -260,7 +260,9 @@ def test_the_quote_is_what_the_order_then_signs(consortium, alice, paid_run):
     with GatewayClient(consortium.url("cloud-b")) as client:
         alice(client, "cloud-b")
         answer = client.quote(JOB | {"centre": "cloud-b"})
+    decision = answer.pop("decision")  # the id of the policy's allow in cloud-b's decision log
     assert answer == {"centre": "cloud-b", "rates_version": expected.rates_version, "max_price": expected.max_price}
+    assert len(decision) == 34 and decision.startswith("0x")
     order = submission.paid.order
     assert (order.rates_version, order.max_price) == (answer["rates_version"], answer["max_price"])
     assert int(submission.paid.grant["amount"]) == answer["max_price"]

@@ -135,6 +135,22 @@ def test_a_consortium_from_nothing(tmp_path, anvil_url, slapd_factory):
     )
     assert deployed.returncode == 0, deployed.stderr
     assert "deployed 2 members" in deployed.stdout
+    for name in CENTRES:  # each centre publishes its policy on chain: its gateway serves no other
+        published = xcentre(
+            "policy",
+            "publish",
+            "--chain",
+            anvil_url,
+            "--deployment",
+            "deployment.json",
+            "--key-file",
+            f"{name}/keys/chain.key",
+            "--policy",
+            str(DEMO_DATA / f"{name}.cedar"),
+            cwd=tmp_path,
+        )
+        assert published.returncode == 0, published.stderr
+        assert json.loads(published.stdout)["version"] == 1
 
     with ExitStack() as stack:
         for name in CENTRES:

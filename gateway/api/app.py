@@ -1,10 +1,12 @@
 """The gateway's HTTP API: one FastAPI app per centre, a thin layer over CentreNode.
 
-Every error body is `{"error": "...", "reasons": [...]}` so that clients and
-people read refusals the same way, and every route declares each status it can
-answer (`responses=errors.responses(...)`): tests/test_openapi.py holds the app to it.
+Every error body is `{"error": "...", "reasons": [...]}` (a refusal by the policy adds
+`"decision"`, its entry's id) so that clients and people read refusals the same way,
+and every route declares each status it can answer (`responses=errors.responses(...)`):
+tests/test_openapi.py holds the app to it.
 """
 
+import math
 import re
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -20,14 +22,23 @@ from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
 from gateway.api.schemas import (
+    AUDIT_PAGE,
+    AUDIT_SIGNATURE,
+    AUDIT_SIGNATURE_AHEAD,
+    AUDIT_SIGNATURE_HEADER,
+    AUDIT_SIGNATURE_SKEW,
+    DECISION_DIGEST,
+    DECISION_ID,
     IDEMPOTENCY_KEY,
     JOB_SIGNATURE,
     JOB_SIGNATURE_HEADER,
     JOB_SIGNATURE_SKEW,
     LOCK_HASH,
     MAX_EPOCH,
+    MAX_SEQ,
     PROJECT,
     RECORD_ID,
+    AuditedDecision,
     Balance,
     Candidate,
     Capacity,
@@ -35,6 +46,8 @@ from gateway.api.schemas import (
     ComplaintRequest,
     ComplaintView,
     CredentialResponse,
+    DecisionLogView,
+    DecisionView,
     EpochClosure,
     ExchangeRequest,
     GrantRequest,
@@ -48,6 +61,7 @@ from gateway.api.schemas import (
     Members,
     Placement,
     PlacementRequest,
+    PolicyView,
     PresentRequest,
     ReceiptRequest,
     ReceiptResponse,
@@ -58,8 +72,9 @@ from gateway.api.schemas import (
     check_idempotency_key,
 )
 from gateway.node.centre import CentreNode, JobSignature
-from gateway.node.errors import Refusal, Unauthenticated, Unavailable
+from gateway.node.errors import Refusal, TooManyRequests, Unauthenticated, Unavailable
 from gateway.node.payer import Payer
+from gateway.node.policies import PolicyRefused
 from ledger.primitives.names import CENTRE_NAME_PATTERN
 
 SESSION = HTTPBearer(
@@ -83,7 +98,11 @@ def create_app(node: CentreNode) -> FastAPI:
 
     @app.exception_handler(Refusal)
     async def refused(_: Request, exc: Refusal) -> JSONResponse:
-        return JSONResponse({"error": exc.message, "reasons": exc.reasons}, status_code=status_of(exc))
+        body: dict[str, Any] = {"error": exc.message, "reasons": exc.reasons}
+        if isinstance(exc, PolicyRefused):  # the deny's entry in the decision log, signed: the refused user's proof
+            body |= {"decision": exc.decision, "entry": exc.entry, "signature": exc.signature}
+        headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, TooManyRequests) else None
+        return JSONResponse(body, status_code=status_of(exc), headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -229,13 +248,16 @@ def create_app(node: CentreNode) -> FastAPI:
             401,
             421,
             422,
-            503,
+            429,
             descriptions={
+                503: "the directory or chain is unavailable, no rates are in force, or this centre's policy files "
+                "are not yet the version it published on chain (both hashes in `error`)",
                 400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; or the order is for "
                 "another centre or request, expired, or its deadline leaves no room for the walltime; or the grant "
-                "does not match the order; or a signature is not valid. Nothing was stored",
+                "does not match the order; or a signature is not valid. Nothing was stored but the policy's decision",
                 402: "the order's maximum price or the grant is below what the job may cost here at its limits",
-                403: "this centre's policy refuses the job, or the grant is from another home than the user's",
+                403: "this centre's policy refuses the job (its reasons in `reasons`, its entry in the decision log "
+                "in `decision`), or the grant is from another home than the user's",
                 409: "the order names another rates version than the one in force here; or it was already used "
                 "(replayed); or the idempotency key was used for another request",
             },
@@ -257,15 +279,19 @@ def create_app(node: CentreNode) -> FastAPI:
             401,
             421,
             422,
+            429,
             descriptions={
-                403: "this centre's policy refuses the job (its reasons in `reasons`): ask no grant for it",
-                503: "this centre has no rates in force, so it cannot price a job",
+                403: "this centre's policy refuses the job (its reasons in `reasons`, its entry in the decision log "
+                "in `decision`): ask no grant for it",
+                503: "this centre has no rates in force, so it cannot price a job; or its policy files are not "
+                "yet the version it published on chain (both hashes in `error`)",
             },
         ),
     )
     def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)]) -> JobQuote:
         """Before asking home for a grant: whether this centre takes the job (the checks of a submission) and
-        its rates version and maximum price, for the order. Nothing is stored; the submission checks again."""
+        its rates version and maximum price, for the order. Nothing is stored but the policy's decision; the
+        submission checks again."""
         return node.quote(claims, body)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
@@ -347,6 +373,99 @@ def create_app(node: CentreNode) -> FastAPI:
     def audit_usage(record_id: Annotated[str, Path(pattern=RECORD_ID)]) -> dict:
         """One signed usage record and its Merkle proof against the anchored root."""
         return node.usage_proof(record_id)
+
+    @app.get("/v1/policy", response_model=PolicyView, tags=["policy"], responses=responses(404))
+    def policy() -> dict:
+        """The Cedar policy this centre decides with, its version and hashes on chain (public: check the texts
+        against the hashes on chain, `ledger.policies.verify_text`)."""
+        return node.parts.policy.view()
+
+    @app.get("/v1/policy/{version}", response_model=PolicyView, tags=["policy"], responses=responses(404, 422))
+    def policy_version(version: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> dict:
+        """A version of this centre's policy this gateway served (404 for one it never served)."""
+        return node.parts.policy.view(version)
+
+    @app.get(
+        "/v1/decisions/{entry_id}",
+        response_model=DecisionView,
+        tags=["policy"],
+        responses=responses(404, 422),
+    )
+    def decision(entry_id: Annotated[str, Path(pattern=DECISION_ID)]) -> dict:
+        """One entry of the decision log, and once its epoch is closed its Merkle proof against the log's root
+        (public: the id is the capability its principal was given with the answer)."""
+        return node.parts.decision_log.entry(entry_id)
+
+    @app.get(
+        "/v1/audit/decisions/{epoch}",
+        response_model=DecisionLogView,
+        tags=["audit"],
+        responses=responses(
+            422,
+            descriptions={
+                401: f"no {AUDIT_SIGNATURE_HEADER}, or one that is malformed, stale, for another epoch or not "
+                "by one of this centre's auditors",
+                409: "the epoch is not closed here yet: its decision log is not fixed",
+            },
+        ),
+    )
+    def audit_decisions(
+        epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
+        signature: Annotated[
+            str | None,
+            Header(
+                alias=AUDIT_SIGNATURE_HEADER,
+                description="`<unix time>:<0x signature>`: the EIP-191 signature, by the chain account of one of "
+                "this centre's auditors (its configuration's `auditors`), of `xcentre-audit:<centre>:<epoch>:<unix "
+                f"time>`, good from {AUDIT_SIGNATURE_AHEAD} s ahead of the centre's clock to "
+                f"{AUDIT_SIGNATURE_SKEW} s behind it",
+                json_schema_extra={"pattern": AUDIT_SIGNATURE},
+            ),
+        ] = None,
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=AUDIT_PAGE, description=f"most entries in this page (at most {AUDIT_PAGE})")
+        ] = AUDIT_PAGE,
+    ) -> dict:
+        """Every decision of a closed epoch, page by page, for this centre's auditors only (the log names every
+        requester's attributes): check it against the anchored root and re-evaluate each one with the policy
+        version it names (`xcentre audit decisions`). Follow `next` as `after` until it is null."""
+        return node.parts.decision_log.audit(epoch, signature, after, limit)
+
+    @app.get(
+        "/v1/audit/decisions/by-digest/{digest}",
+        response_model=AuditedDecision,
+        tags=["audit"],
+        responses=responses(
+            404,
+            422,
+            descriptions={
+                401: f"no {AUDIT_SIGNATURE_HEADER}, or one that is malformed, stale, for another entry or not "
+                "by one of this centre's auditors",
+                409: "the entry's epoch is not closed here yet: its log's root is not fixed",
+            },
+        ),
+    )
+    def audit_decision(
+        digest: Annotated[str, Path(pattern=DECISION_DIGEST)],
+        signature: Annotated[
+            str | None,
+            Header(
+                alias=AUDIT_SIGNATURE_HEADER,
+                description="`<unix time>:<0x signature>`: the EIP-191 signature, by the chain account of one of "
+                "this centre's auditors, of `xcentre-audit:<centre>:<digest, 0x and lowercase hex>:<unix time>`, "
+                f"good from {AUDIT_SIGNATURE_AHEAD} s ahead of the centre's clock to {AUDIT_SIGNATURE_SKEW} s "
+                "behind it",
+                json_schema_extra={"pattern": AUDIT_SIGNATURE},
+            ),
+        ] = None,
+    ) -> dict:
+        """The entry of this centre's decision log with this digest (what a usage record's `decision` names), its
+        epoch and its Merkle proof, for this centre's auditors only: check the proof against the root anchored for
+        that epoch (UsageLedger.decisionsOf). A record may name an allow of an earlier epoch than its own."""
+        return node.parts.decision_log.by_digest(digest, signature)
 
     def payer() -> Payer:
         if node.parts.payer is None:

@@ -20,6 +20,7 @@ from gateway.node.errors import (
     NotFound,
     PaymentRequired,
     Refusal,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -33,6 +34,7 @@ STATUS: dict[type[Refusal], int] = {
     NotFound: 404,
     Conflict: 409,
     Misdirected: 421,
+    TooManyRequests: 429,
     Unavailable: 503,
 }
 
@@ -47,6 +49,19 @@ class ErrorBody(BaseModel):
 
     error: str = Field(description="what went wrong, in words a person can act on")
     reasons: list[str] = Field(description="the details: one per invalid field, or per centre that refused")
+    decision: str | None = Field(
+        default=None,
+        description="only when the centre's policy refused: the id of that decision's entry in the centre's "
+        "decision log (GET /v1/decisions/{id}), the refused user's proof",
+    )
+    entry: dict[str, Any] | None = Field(
+        default=None, description="only when the centre's policy refused: that decision's entry in the decision log"
+    )
+    signature: str | None = Field(
+        default=None,
+        description="only when the centre's policy refused: the centre's EIP-712 signature of Decision(keccak256 of "
+        "the entry's canonical JSON) with its chain key, in the deployment's domain (ledger.signed_decisions)",
+    )
 
 
 #: What each status means at a gateway (the OpenAPI's description of it).
@@ -60,6 +75,7 @@ MEANINGS = {
     413: f"the request body is larger than {MAX_BODY_BYTES} bytes",
     421: "meant for another centre: sign on and send it there",
     422: "the request does not match its schema (each field's problem is one reason); nothing was stored",
+    429: "asked too often: nothing was evaluated or stored; try again after `Retry-After` seconds",
     503: "a dependency is unavailable (directory, chain) or a bound was reached: the same request may succeed later",
 }
 

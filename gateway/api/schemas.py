@@ -200,6 +200,35 @@ def job_message(centre: str, job_id: str, at: int) -> str:
     return f"xcentre job {centre} {job_id} {at}"
 
 
+DECISION_ID = r"^0x[0-9a-fA-F]{32}$"
+"""A decision-log entry's id: 16 random bytes, 0x-hex; whoever holds it may fetch the entry."""
+DECISION_DIGEST = r"^0x[0-9a-fA-F]{64}$"
+"""A decision-log entry's digest (ledger.decisions.entry_digest), 0x-hex: what a usage record's `decision` names."""
+
+AUDIT_SIGNATURE_HEADER = "X-Audit-Signature"
+AUDIT_SIGNATURE = JOB_SIGNATURE
+"""`<unix time>:<signature>`: one of the centre's auditors' chain accounts, asking for an epoch's decision log."""
+
+AUDIT_SIGNATURE_SKEW = 300
+"""Seconds an audit signature stays good after the time it names (by the centre's clock)."""
+
+AUDIT_SIGNATURE_AHEAD = 30
+"""Seconds the time an audit signature names may be ahead of the centre's clock: clock drift, no more, so a
+signature cannot be made to last longer than AUDIT_SIGNATURE_SKEW."""
+
+AUDIT_PAGE = 10_000
+"""Most entries of a decision log in one answer (and the default): 100,000 entries come in 10 pages of a few MB."""
+MAX_SEQ = 2**53 - 1
+"""The largest `after` of a page of a decision log (a store seq, a JSON-safe integer)."""
+
+
+def audit_message(centre: str, epoch: int | str, at: int) -> str:
+    """What an auditor's chain account signs (EIP-191 personal_sign) to read `centre`'s decision log of `epoch`,
+    or, with an entry's digest (0x and 64 lowercase hex digits) for `epoch`, that one entry: bound to what it
+    opens, so a header seen once opens no other epoch's log and no other entry."""
+    return f"xcentre-audit:{centre}:{epoch}:{at}"
+
+
 class JobSubmission(JobRequest):
     """A job request and what pays for it: the user's order over the request and its home's grant."""
 
@@ -219,6 +248,9 @@ class JobQuote(BaseModel):
     centre: str = Field(description="the centre that quotes: an order for the job names it")
     rates_version: int = Field(description="the version of its rates in force now: what an order for it names")
     max_price: int = Field(description="the most the job can cost here at its limits: an order's maximum price")
+    decision: str = Field(
+        description="the id of the policy's allow in this centre's decision log (GET /v1/decisions/{id})"
+    )
 
 
 class SignedRecord(BaseModel):
@@ -248,6 +280,9 @@ class JobView(BaseModel):
     lock_hash: str | None = Field(default=None, description="keccak256(k): the receipt for the record releases k")
     sealed: SealedOutputs | None = Field(default=None, description="the outputs, sealed under k")
     receipted: bool = Field(default=False, description="whether the payer's receipt for the record is held")
+    decision: str | None = Field(
+        default=None, description="the id of the policy's allow that admitted the job (GET /v1/decisions/{id})"
+    )
 
 
 class ReceiptRequest(Strict):
@@ -280,6 +315,58 @@ class EpochClosure(BaseModel):
     claims: dict[str, int] = Field(description="what this centre claims from each other home")
     anchored: bool
     settled: bool
+    decision_root: str = Field(description="the Merkle root of the epoch's decision log (0x0…0: no decision)")
+    decision_count: int = Field(description="how many decisions (allows and denies) the epoch's log holds")
+
+
+class PolicyView(BaseModel):
+    """A version of the centre's Cedar policy: check its texts against the hashes on chain (ledger.policies)."""
+
+    centre: str
+    version: int = Field(description="the version number on chain (Consortium.policy)")
+    policy_hash: str = Field(description="sha256 of the policy text (UTF-8), as published on chain")
+    schema_hash: str = Field(description="sha256 of the schema text, or 0x0…0 for none")
+    published_at: int = Field(description="when the version was published on chain, in force from then")
+    policy: str = Field(description="the Cedar policy text")
+    schema_: str | None = Field(alias="schema", description="the Cedar schema text, if the centre has one")
+
+
+class DecisionView(BaseModel):
+    """One entry of the decision log and, once its epoch is closed, its proof (ledger.decisions.verify_entry)."""
+
+    entry: dict = Field(description="the entry (ledger.decisions): request, principal, resource, context, decision")
+    digest: str = Field(description="keccak256 of the entry's canonical JSON: what a usage record's `decision` names")
+    epoch: int = Field(description="the epoch whose log holds it")
+    closed: bool = Field(description="whether that epoch is closed here (its log's root fixed)")
+    proof: list[str] | None = Field(description="the Merkle proof of the entry in the epoch's log, once closed")
+    root: str | None = Field(description="the root of the epoch's log as closed here")
+    anchored_root: str | None = Field(description="the root this centre anchored on chain for the epoch, once anchored")
+    anchored: bool = Field(description="whether the anchored root and count are those of the log as closed here")
+
+
+class DecisionLogView(BaseModel):
+    """A page of a closed epoch's decision log, for auditors: re-evaluate each entry with the published policy
+    version. Follow `next` (as `after`) until it is null; the entries of all pages make the log."""
+
+    centre: str
+    epoch: int
+    root: str = Field(description="the root of the whole log (ledger.decisions.log_root), as anchored")
+    count: int = Field(description="the number of entries of the whole log")
+    entries: list[dict] = Field(description="this page's entries, in the order stored")
+    next: int | None = Field(description="the `after` of the next page; null on the last page")
+
+
+class AuditedDecision(BaseModel):
+    """One entry of a closed epoch's decision log, found by its digest, for auditors: a usage record may name an
+    allow of an earlier epoch. Check `proof` against the root the centre anchored for `epoch`
+    (UsageLedger.decisionsOf) with ledger.decisions.verify_entry."""
+
+    centre: str
+    epoch: int = Field(description="the epoch whose log holds the entry")
+    digest: str = Field(description="keccak256 of the entry's canonical JSON, as asked")
+    entry: dict = Field(description="the entry (ledger.decisions)")
+    proof: list[str] = Field(description="the Merkle proof of the entry in that epoch's log")
+    root: str = Field(description="the root of that epoch's log as closed here")
 
 
 PROJECT = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"

@@ -1,9 +1,10 @@
 """Closing a centre's epoch: commit its usage records per home by Merkle sum tree, then settle.
 
 One chain transaction per centre per epoch (the anchor: root, count and total
-per payer home), plus one settlement per epoch once the dispute and answer
-windows have passed; never one per job. The evidence behind every leaf is
-public (`evidence`), so a home can check each claim on it before it stands.
+per payer home, and the root and count of the epoch's decision log), plus one
+settlement per epoch once the dispute and answer windows have passed; never
+one per job. The evidence behind every leaf is public (`evidence`), so a home
+can check each claim on it before it stands.
 """
 
 from __future__ import annotations
@@ -142,17 +143,18 @@ class EpochCloser:
         homes = {h: c for h, c in closure.homes.items() if c.root is not None}  # epochs before sum trees: none
         if len(homes) != len(closure.homes):
             return
-        self.outbox.enqueue(
-            "anchor",
-            f"anchor:{closure.epoch}",
-            {
-                "epoch": closure.epoch,
-                "homes": ["0x" + h for h in homes],
-                "roots": ["0x" + str(c.root) for c in homes.values()],
-                "counts": [c.count for c in homes.values()],
-                "totals": [c.total for c in homes.values()],
-            },
-        )
+        payload: dict[str, object] = {
+            "epoch": closure.epoch,
+            "homes": ["0x" + h for h in homes],
+            "roots": ["0x" + str(c.root) for c in homes.values()],
+            "counts": [c.count for c in homes.values()],
+            "totals": [c.total for c in homes.values()],
+        }
+        if closure.decision_count:
+            # The epoch's decision log, committed with its claims. An empty log is left out, so an anchor
+            # queued before decision logs existed is the same write when it is queued again at a start.
+            payload |= {"decision_root": to_hex(closure.decision_root), "decision_count": closure.decision_count}
+        self.outbox.enqueue("anchor", f"anchor:{closure.epoch}", payload)
 
     def _commit(self, epoch: int, rows: list[StoredRecord]) -> dict[str, tuple[bytes, int, int]]:
         """Per home (own users' included, for the audit), the sum tree of its records in store order."""
@@ -199,6 +201,8 @@ class EpochCloser:
             claims={_name(h): c.total for h, c in closure.homes.items() if h != me},
             anchored=self.index.anchor(centre_id(self.name), epoch) is not None,
             settled=self.index.settlement(epoch) is not None,
+            decision_root=to_hex(closure.decision_root),
+            decision_count=closure.decision_count,
         )
 
     def audit_view(self, epoch: int) -> dict:
@@ -214,6 +218,8 @@ class EpochCloser:
                     for h, c in a.homes.items()
                 },
                 "claims": {centre_name(d): amount for d, amount in a.claims.items()},
+                "decision_root": to_hex(a.decision_root),
+                "decision_count": a.decision_count,
                 "tx": a.tx_hash,
             }
             for a in self.index.anchors(epoch)

@@ -87,8 +87,14 @@ class NoCentreAccepts(GatewayRefused):
     """Every candidate refused the job or could not take it now; reasons name each centre.
 
     403 when every centre refused by policy, 503 when at least one was only unavailable
-    (trying again later may succeed).
+    (trying again later may succeed). `decisions`: for each centre whose policy refused,
+    the id of the refusal's entry in its decision log (the user's proof of it).
     """
+
+    def __init__(self, status: int, error: str, reasons: list[str], decisions: dict[str, str]) -> None:
+        only = next(iter(decisions.values())) if len(decisions) == 1 else None
+        super().__init__(status, error, reasons, decision=only)
+        self.decisions = decisions
 
 
 def submit_anywhere(
@@ -129,6 +135,7 @@ def submit_anywhere(
         # The entry's ranking of the members home knows, at the URLs home gives; then any it left out.
         names = [n for n in dict.fromkeys(ranked) if n in where] + sorted(n for n in where if n not in ranked)
     refusals: list[str] = []
+    decisions: dict[str, str] = {}
     unavailable = False
     for name in names:
         try:
@@ -170,6 +177,9 @@ def submit_anywhere(
                 keys.forget(account.address)
             if exc.status == 403 or (exc.status == 401 and not client.token):
                 refusals.extend(exc.reasons or [f"{name}: {exc.error}"])
+                if exc.decision:
+                    decisions[name] = exc.decision
+                    refusals.append(f"{name}: decision {exc.decision} records this refusal in its log")
                 continue
             if exc.status == 503:
                 refusals.append(f"{name}: unavailable ({exc.error})")
@@ -178,7 +188,7 @@ def submit_anywhere(
             raise
         keys.note(paid.account, centre=name, job=view["id"], order=to_hex(paid.digest))
         return Submission(name, view, client, paid, accounts[name], domain)
-    raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals)
+    raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals, decisions)
 
 
 def _quote(client: GatewayClient, name: str, job: dict) -> Quote:

@@ -39,6 +39,8 @@ from ledger.deploy import (
     Prices,
     deploy_consortium,
 )
+from ledger.policies import PolicyVersion
+from ledger.policies import publish as publish_policy
 
 GAS_MONEY = 10**20
 
@@ -139,6 +141,9 @@ class LocalConsortium:
     directories: dict[str, Directory]
     data_dir: Path
     centres: dict[str, RunningCentre] = field(default_factory=dict)
+    auditor: LocalAccount = field(default_factory=Account.create, repr=False)
+    """The consortium's auditor: a chain key of its own (no member's), in every gateway's `auditors`,
+    the only reader of the centres' whole decision logs."""
     _deployment: Deployment | None = field(default=None, init=False, repr=False)
 
     @property
@@ -179,10 +184,24 @@ class LocalConsortium:
             dispute_window=self.spec.dispute_window,
             booking_delay=self.spec.booking_delay,
         )
+        for c in self.spec.centres:  # each centre publishes its policy on chain before its gateway serves it
+            self.policy_file(c.name).parent.mkdir(parents=True, exist_ok=True)
+            self.policy_file(c.name).write_bytes(c.policy.encode("utf-8"))
+            publish_policy(self.chain, self._deployment, self.centres[c.name].account, c.policy)
         nodes = [self.start_centre(c.name, ports[c.name]) for c in self.spec.centres]
         for node in nodes:  # every index sees every issuer key before anyone signs on
             node.parts.epochs.flush()
         return self
+
+    def policy_file(self, name: str) -> Path:
+        """The file a centre's gateway reads its Cedar policy from (as its configuration's `policy_file`)."""
+        return self.data_dir / "policies" / f"{name}.cedar"
+
+    def change_policy(self, name: str, text: str) -> PolicyVersion:
+        """What a centre's operator does to change its policy: write the new text to the gateway's file and
+        publish its hash on chain; the running gateway serves it from its next housekeeping round."""
+        self.policy_file(name).write_bytes(text.encode("utf-8"))
+        return publish_policy(self.chain, self.deployment, self.centres[name].account, text)
 
     def start_centre(self, name: str, port: int | None = None, **overrides: Any) -> CentreNode:
         """Build a centre's node on its data folder, start it and serve it (again, after stop_centre).
@@ -214,7 +233,8 @@ class LocalConsortium:
             schema=self.spec.schema,
             signon_attributes=c.signon_attributes,
             directory=self.directories[c.name],
-            policy_text=c.policy,
+            policy_file=self.policy_file(c.name),
+            auditors=(self.auditor.address,),
             data_dir=self.data_dir / c.name,
             operator_key=running.operator_key,
             allocations=c.allocations,

@@ -19,7 +19,6 @@ from web3.contract.contract import ContractFunction
 from auth import bbs
 from auth.credentials import CredentialSchema
 from auth.directory import Directory
-from auth.policy import PolicyEngine
 from auth.tokens import TokenIssuer, load_private_key
 from gateway.books.answerer import Answerer
 from gateway.books.epochs import EpochCloser
@@ -28,8 +27,10 @@ from gateway.jobs.executor import Executor, LocalExecutor
 from gateway.jobs.slurm import SlurmExecutor
 from gateway.node.centre import CentreNode, NodeParts
 from gateway.node.config import GatewayConfig
+from gateway.node.decisions import DecisionLog
 from gateway.node.payer import Payer, collateral_source
 from gateway.node.peers import Peers
+from gateway.node.policies import DecisionDesk, PolicyFiles, PolicyKeeper
 from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.holds import HoldBook
@@ -54,9 +55,11 @@ def build_node(
     schema: CredentialSchema,
     signon_attributes: Sequence[str],
     directory: Directory,
-    policy_text: str,
+    policy_file: Path,
     data_dir: Path,
     operator_key: str,
+    schema_file: Path | None = None,
+    auditors: Sequence[str] = (),
     token_ttl: int = 900,
     issuer_key_overlap: int = 86_400,
     workers: int = 4,
@@ -64,6 +67,11 @@ def build_node(
     chain_confirmations: int = 0,
     allocations: Mapping[str, int] | None = None,
 ) -> CentreNode:
+    """A centre's node, not started: `CentreNode.start` checks the policy files against the chain first.
+
+    `schema_file` is the Cedar schema published with the policy, if any; `auditors` are the chain
+    accounts that may read the whole decision log of an epoch (the only ones: members are not let in as such).
+    """
     if deployment.identity_registry is None:
         raise ValueError(
             "the deployment description names no IdentityRegistry, which a gateway needs to sign "
@@ -91,13 +99,16 @@ def build_node(
         requested=signon_attributes,
         key_overlap=issuer_key_overlap,
     )
+    policy = PolicyKeeper(name, index, store, PolicyFiles(policy_file, schema_file))
     parts = NodeParts(
         name=name,
         account=account,
         index=index,
         store=store,
         directory=directory,
-        policy=PolicyEngine(policy_text),
+        policy=policy,
+        decisions=DecisionDesk(name, policy, store, account, domain_for(deployment)),
+        decision_log=DecisionLog(name, store, index, auditors),
         issuer=tokens,
         executor=executor or LocalExecutor(data_dir / "jobs", hide=(data_dir,)),
         epochs=EpochCloser(
@@ -125,7 +136,8 @@ def build_node(
             collateral=collateral_source(index, account.address, bind(chain, deployment).settlement),
         ),
     )
-    rounds: list[Callable[[], object]] = [Answerer(name, store, outbox, index, domain).answer_open]
+    # a policy version published on chain is served as soon as the files hold it, without a restart
+    rounds: list[Callable[[], object]] = [policy.refresh, Answerer(name, store, outbox, index, domain).answer_open]
     if parts.payer is not None:
         watcher = Watcher(
             name=name,
@@ -158,7 +170,9 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         directory=Directory(
             config.ldap_url, config.ldap_base_dn, config.ldap_bind_dn, config.ldap_bind_password, centre=config.centre
         ),
-        policy_text=config.policy_file.read_text(),
+        policy_file=config.policy_file,
+        schema_file=config.policy_schema_file,
+        auditors=config.auditors,
         data_dir=config.data_dir,
         operator_key=config.operator_key,
         token_ttl=config.token_ttl,
@@ -269,7 +283,11 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
 
     def anchor(p: dict) -> str | None:
         homes, roots = [bytes32(h) for h in p["homes"]], [bytes32(r) for r in p["roots"]]
-        fn = ledger.anchor(p["epoch"], homes, roots, p["counts"], p["totals"])
+        # An anchor queued before decision logs existed carries none: it anchors an empty log.
+        decision_root = bytes32(p.get("decision_root", bytes(32)), what="decision_root")
+        fn = ledger.anchor(
+            p["epoch"], homes, roots, p["counts"], p["totals"], decision_root, p.get("decision_count", 0)
+        )
         try:
             return send(
                 fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored

@@ -26,7 +26,7 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
-from auth.policy import PolicyEngine, Subject
+from auth.policy import Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.api.schemas import (
     JOB_SIGNATURE_SKEW,
@@ -48,15 +48,17 @@ from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
 from gateway.jobs.placement import Candidate, rank_centres
 from gateway.jobs.pricing import cap_to_limits, max_price, price
 from gateway.node import orders
+from gateway.node.decisions import DecisionLog
 from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
 from gateway.node.payer import Payer
 from gateway.node.peers import Peers
+from gateway.node.policies import DecisionDesk, Evaluated, PolicyKeeper
 from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
 from ledger import lock
 from ledger.ids import centre_id
 from ledger.index import EventIndex, RatesInfo
-from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
+from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover, request_digest
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
 
@@ -86,7 +88,11 @@ class NodeParts:
     index: EventIndex
     store: Store
     directory: Directory
-    policy: PolicyEngine
+    policy: PolicyKeeper
+    """The Cedar policy served: the latest version this centre published on chain."""
+    decisions: DecisionDesk
+    """Evaluates the policy; every evaluation is an entry of the decision log, stored before the answer."""
+    decision_log: DecisionLog
     issuer: TokenIssuer
     executor: Executor
     epochs: EpochCloser
@@ -114,8 +120,13 @@ class CentreNode:
     # -- lifecycle ---------------------------------------------------------------
 
     def start(self, interval: float = 1.0) -> None:
-        """Catch up with the chain and keep up with it; resume the jobs a restart interrupted."""
+        """Catch up with the chain and keep up with it; resume the jobs a restart interrupted.
+
+        Raises PolicyStartError, before anything else starts, when the policy files are not the
+        policy version this centre last published on chain.
+        """
         self.parts.index.sync()
+        self.parts.policy.start()
         self.parts.signon.publish_issuer_key()
         self.parts.epochs.resend_anchors()
         self.parts.epochs.flush()
@@ -255,25 +266,26 @@ class CentreNode:
             earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
             if earlier is not None:  # decided before anything runs: a retry never starts a second job
                 return self._retry(earlier, request, idempotency_key)
-        self._authorise(claims, request)
+        allowed = self._authorise(claims, request, "submit")
         signed = orders.Signed(
             submission.order, submission.order_signature, submission.grant, submission.grant_signature
         )
-        return self._accept(claims, request, signed, idempotency_key)
+        return self._accept(claims, request, signed, idempotency_key, allowed)
 
     def quote(self, claims: Claims, request: JobRequest) -> JobQuote:
         """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
         the policy): asked before the user's home holds anything, so a job refused here costs no hold.
 
-        Advisory and stored nowhere: the order signed for it and the home's grant are what bind,
-        and `submit` checks everything again.
+        Advisory, and nothing of it is stored but the policy's decision (in the decision log): the order
+        signed for it and the home's grant are what bind, and `submit` checks everything again.
         """
         self._check_centre(request)
-        self._authorise(claims, request)
+        allowed = self._authorise(claims, request, "quote")
+        self.parts.decisions.keep(allowed)
         rates = self._rates_in_force()
         res = request.resources
         cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, rates.prices)
-        return JobQuote(centre=self.name, rates_version=rates.version, max_price=cost)
+        return JobQuote(centre=self.name, rates_version=rates.version, max_price=cost, decision=allowed.id)
 
     def _check_centre(self, request: JobRequest) -> None:
         """421 for a request meant for another centre (or for "auto"): this gateway serves only its own."""
@@ -339,8 +351,10 @@ class CentreNode:
                 self._capacity = (time.monotonic(), answer)
             return dict(answer)
 
-    def _authorise(self, claims: Claims, request: JobRequest) -> None:
-        """403 with the policy's reasons unless this centre's Cedar policy permits the job for this session."""
+    def _authorise(self, claims: Claims, request: JobRequest, kind: str) -> Evaluated:
+        """The allow of this centre's Cedar policy for the job and this session, its entry not stored yet;
+        or, its entry stored, 403 with the policy's reasons and the entry's id."""
+        now = int(time.time())
         subject = Subject(
             claims.sub, claims.home, {k: v for k, v in claims.attrs.items() if k != "groups"}, self._groups(claims)
         )
@@ -351,16 +365,15 @@ class CentreNode:
             "cores": res.cores,
             "memory_mib": res.memory_mib,
             "gpus": res.gpus,
-            "hour": time.gmtime().tm_hour,
+            "hour": time.gmtime(now).tm_hour,
         }
-        decision = self.parts.policy.decide(subject, "submit", resource, context)
-        for error in decision.errors:
-            log.warning("policy evaluation error at %s: %s", self.name, error)
-        if not decision.allowed:
-            raise Forbidden(
-                f"{self.name} does not accept this job",
-                reasons=[f"{self.name}: {reason}" for reason in decision.reasons],
-            )
+        digest = request_digest(request.model_dump() | {"centre": self.name})  # what the order signs
+        evaluated = self.parts.decisions.evaluate(
+            kind=kind, request=digest, subject=subject, resource=resource, context=context, now=now
+        )
+        if not evaluated.decision.allowed:
+            raise self.parts.decisions.refuse(evaluated)
+        return evaluated
 
     def _retry(self, earlier: Job, request: JobRequest, key: str) -> JobView:
         """The job a retry refers to, or 409 when the key was used for a different request."""
@@ -386,13 +399,37 @@ class CentreNode:
         return sorted(groups)
 
     def _accept(
-        self, claims: Claims, request: JobRequest, signed: orders.Signed, idempotency_key: str | None
+        self,
+        claims: Claims,
+        request: JobRequest,
+        signed: orders.Signed,
+        idempotency_key: str | None,
+        allowed: Evaluated,
     ) -> JobView:
-        """Store the job with the rates version in force now and the order and grant that pay for it.
+        """Store the job with the rates version in force now, the order and grant that pay for it and the
+        policy's allow that admitted it (one transaction); refused after all, the allow is stored alone.
 
         The job is priced at that version, whatever is published later, and at most at the grant.
         The grant is checked against the home's member account in the index: the home is not asked.
         """
+        try:
+            job, created = self._store_job(claims, request, signed, idempotency_key, allowed)
+        except Exception:
+            self.parts.decisions.keep(allowed)
+            raise
+        if created:
+            self._pool.submit(self._run, job.id)
+        return self._view(job)
+
+    def _store_job(
+        self,
+        claims: Claims,
+        request: JobRequest,
+        signed: orders.Signed,
+        idempotency_key: str | None,
+        allowed: Evaluated,
+    ) -> tuple[Job, bool]:
+        """Check the order and grant, then store the job with them and its allow: (job, created)."""
         body = request.model_dump() | {"centre": self.name}
         index = self.parts.index
         rates = self._rates_in_force()
@@ -420,14 +457,13 @@ class CentreNode:
                 idempotency_key=idempotency_key,
                 rates_version=rates.version,
                 payment=accepted.payment,
+                decision=allowed.entry,
             )
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
-        if created:
-            self._pool.submit(self._run, job.id)
-        return self._view(job)
+        return job, created
 
     def job(self, caller: Claims | JobSignature, job_id: str) -> JobView:
         return self._view(self._own_job(caller, job_id))
@@ -524,7 +560,13 @@ class CentreNode:
             lock_hash=to_hex(job.result.lock_hash) if job.result else None,
             sealed=sealed,
             receipted=job.receipt_signature is not None,
+            decision=self._decision_id(job),
         )
+
+    def _decision_id(self, job: Job) -> str | None:
+        """The id of the entry that admitted the job (its owner's to fetch with GET /v1/decisions/{id})."""
+        stored = self.parts.store.decision_by_digest(job.decision) if job.decision else None
+        return None if stored is None else "0x" + stored.id
 
     def _run(self, job_id: str) -> None:
         """A worker's task: run the job and complete it; never leave it `running` behind.
@@ -663,6 +705,7 @@ class CentreNode:
                 order=order_ref,
                 grant=grant_ref,
                 lock_hash=sealed.lock_hash,
+                decision=bytes.fromhex(job.decision) if job.decision else bytes(32),  # the admitting entry's digest
             )
             return record, sign_record(record, domain, self.parts.account.key), record_leaf(record, domain)
 

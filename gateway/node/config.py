@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+from eth_utils import is_checksum_address, to_checksum_address
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +36,7 @@ EXECUTORS = ("local", "slurm")
 SECRETS = frozenset({"operator_key", "ldap_bind_password"})
 #: The largest allocation: what the hold book's integers hold (gateway.store.holds.MAX_AMOUNT, 64-bit).
 MAX_ALLOCATION = 2**63 - 1
+ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 GROUP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """An LDAP group's cn as an allocation names it: what directories' group names look like, nothing to escape."""
 
@@ -83,6 +85,16 @@ def _groups(table: dict[str, int]) -> dict[str, int]:
     return table
 
 
+def _address(value: str) -> str:
+    """A chain account as 0x and 40 hex digits (mixed case must be its checksum), kept in checksum case."""
+    digits = value[2:]
+    mixed = digits != digits.lower() and digits != digits.upper()
+    if not ADDRESS.fullmatch(value) or (mixed and not is_checksum_address(value)):
+        raise ValueError("refused")
+    return to_checksum_address(value)
+
+
+Address = Annotated[str, Strict(), AfterValidator(_address)]
 Allocations = Annotated[dict[str, Annotated[int, Strict(), Field(ge=0, le=MAX_ALLOCATION)]], AfterValidator(_groups)]
 Uids = Annotated[
     tuple[Annotated[int, Strict()], Annotated[int, Strict()]],
@@ -117,6 +129,12 @@ class GatewayConfig(BaseModel):
     credential_schema: AbsolutePath = Field(description=_PATH)
     operator_key: Text = _text()
     policy_file: AbsolutePath = Field(description=_PATH)
+    policy_schema_file: OptionalPath = Field(
+        None, description=_PATH + ": the Cedar schema published with the policy, if the centre has one"
+    )
+    auditors: tuple[Address, ...] = Field(
+        (), description="a list of chain addresses (0x and 40 hex digits): who may read the whole decision log"
+    )
     ldap_url: Text = _text()
     ldap_base_dn: Text = _text()
     signon_attributes: tuple[Text, ...] = Field(("employee_type", "groups"), description="a list of attribute names")

@@ -44,5 +44,13 @@ class Misdirected(Refusal):
     """Meant for another centre: a gateway serves only its own centre and never carries a user's authority elsewhere."""
 
 
+class TooManyRequests(Refusal):
+    """The asker asked too often: refused before anything is evaluated or stored; `retry_after` seconds on."""
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(Refusal):
     """The centre cannot do it now (its directory or chain is unreachable, a bound was reached); later it may."""
