@@ -504,3 +504,18 @@ def test_demo_runs_end_to_end():
     assert re.search(voided, text)
     cheat = re.search(r"│ ai-c │ 1000000000 │ \d+ │ ([+-]\d+) │", text)
     assert cheat and int(cheat.group(1)) < -900_000  # the cheat's anchor bond went to hpc-a
+    # access decisions on the record: each policy version as published, hpc-a's decision log of epoch 1 as
+    # anchored, every decision in it taken again, bob's refusal among them
+    assert len(re.findall(r"│ [a-z-]+ │ v1 │ 0x[0-9a-f]{8}…[0-9a-f]{4} │ ✓ the published one │", text)) == 3
+    anchored = re.search(r"Decision logs, epoch 1, on chain .*?│ hpc-a │ (\d+) │ (0x[0-9a-f]{8}…[0-9a-f]{4}) │", text)
+    assert anchored
+    entries, root = anchored.groups()
+    assert f"{entries} entries, root {root} as anchored on chain" in text
+    again = re.search(
+        r"re-evaluated (\d+) with policy v1 in [\d.]+ s: each as logged \((\d+) allow, (\d+) deny\)", text
+    )
+    assert again and int(again.group(1)) == int(again.group(2)) + int(again.group(3)) == int(entries)
+    assert (
+        "refused to " in text and "logged deny by student-walltime; policy v1 again: deny by student-walltime" in text
+    )
+    assert "Audit of hpc-a's decisions in epoch 1: verified against the chain" in text

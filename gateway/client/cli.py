@@ -172,6 +172,30 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("--centre", required=True)
     history.set_defaults(run=_rates_show)
 
+    policy = sub.add_parser(
+        "policy", help="a centre's Cedar access policy (its hash is on chain; its gateway serves the text)"
+    )
+    psub = policy.add_subparsers(required=True, metavar="ACTION")
+    publish_policy = psub.add_parser(
+        "publish", help="publish a new policy version (checked with Cedar first); in force from its block"
+    )
+    publish_policy.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    publish_policy.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    publish_policy.add_argument("--key-file", type=Path, required=True, help="the centre's hex chain key")
+    publish_policy.add_argument("--policy", type=Path, required=True, help="the Cedar policy file the gateway serves")
+    publish_policy.add_argument("--schema", type=Path, help="the Cedar schema file the gateway serves, if any")
+    publish_policy.set_defaults(run=_policy_publish)
+    show_policy = psub.add_parser(
+        "show", help="every policy version a centre published, from the chain; with --gateway, its text, checked"
+    )
+    show_policy.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    show_policy.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    show_policy.add_argument("--centre", required=True)
+    show_policy.add_argument(
+        "--gateway", help="fetch the text the centre's gateway serves and check it against its latest version"
+    )
+    show_policy.set_defaults(run=_policy_show)
+
     audit = sub.add_parser("audit", help="check the books against the chain")
     asub = audit.add_subparsers(required=True, metavar="ACTION")
     verify = asub.add_parser("verify", help="recompute an epoch from the records and check it against the chain")
@@ -179,6 +203,41 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
     verify.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
     verify.set_defaults(run=_audit_verify)
+    decisions = asub.add_parser(
+        "decisions",
+        help="check a centre's decision log of an epoch against its anchored root and take every decision again "
+        "with its published policy (exit 3 on a finding, 2 when it cannot be checked)",
+    )
+    decisions.add_argument("--epoch", type=int, required=True)
+    decisions.add_argument("--centre", required=True, help="the centre whose decisions are audited")
+    decisions.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    decisions.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    decisions.add_argument(
+        "--key-file", type=Path, required=True, help="the hex chain key of one of the centre's auditors"
+    )
+    decisions.add_argument("--gateway", help="the centre's gateway URL (default: its URL on chain)")
+    decisions.add_argument(
+        "--grace",
+        type=int,
+        default=60,
+        metavar="S",
+        help="seconds of clock difference allowed between a decision and its policy version's block (default 60)",
+    )
+    decisions.set_defaults(run=_audit_decisions)
+    decision = asub.add_parser(
+        "decision",
+        help="check one decision (a refusal or an admission) against the chain: the entry by its id, its proof "
+        "against the anchored root, and a refusal's signature (exit 3 when something contradicts it)",
+    )
+    decision.add_argument("--centre", required=True, help="the centre that decided")
+    decision.add_argument("--id", required=True, dest="entry_id", help="the entry's id (0x + 32 hex digits)")
+    decision.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+    decision.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    decision.add_argument("--gateway", help="the centre's gateway URL (default: its URL on chain)")
+    decision.add_argument(
+        "--refusal", type=Path, help="the refusal's JSON body as the centre answered it (its `entry` and `signature`)"
+    )
+    decision.set_defaults(run=_audit_decision)
     show = asub.add_parser("epoch", help="what the chain says of an epoch, via a gateway's index")
     show.add_argument("--gateway", required=True)
     show.add_argument("--epoch", type=int, required=True)
@@ -238,10 +297,16 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway.api.server import serve
     from gateway.node.assemble import node_from_config
     from gateway.node.config import load_config
+    from gateway.node.policies import PolicyStartError
 
     config = load_config(args.config)
     node = node_from_config(config)
-    node.start()
+    try:
+        node.start()
+    except PolicyStartError as exc:  # its policy files are not what the centre published on chain
+        node.stop()
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     try:
         serve(create_app(node), config.host, config.port)
     finally:
@@ -482,6 +547,54 @@ def _rates_show(args: argparse.Namespace) -> int:
     return _print_json([v.to_dict() for v in versions])
 
 
+def _policy_publish(args: argparse.Namespace) -> int:
+    from eth_account import Account
+
+    from auth.policy import PolicyError
+    from ledger import policies
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    text = policies.read_text(args.policy)
+    schema = None if args.schema is None else policies.read_text(args.schema, "schema")
+    try:
+        policies.validate(text, schema)
+    except PolicyError as exc:
+        raise PolicyError(f"{args.policy} was not published: {exc}") from None
+    account = Account.from_key(args.key_file.read_text().strip())
+    chain = connect(args.chain)
+    published = policies.publish(chain, Deployment.from_json(args.deployment.read_text()), account, text, schema)
+    return _print_json(published.to_dict())
+
+
+def _policy_show(args: argparse.Namespace) -> int:
+    """With --gateway, exit 0 only when the text it serves is the centre's latest version on chain."""
+    from ledger import policies
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    chain = connect(args.chain)
+    versions = policies.history(chain, Deployment.from_json(args.deployment.read_text()), args.centre)
+    if args.gateway is None:
+        return _print_json([v.to_dict() for v in versions])
+    with GatewayClient(args.gateway) as client:
+        served = client.policy()
+    where = f"the gateway at {args.gateway}"
+    if not isinstance(served, dict) or served.get("centre") != args.centre:
+        centre = served.get("centre") if isinstance(served, dict) else None
+        raise ValueError(f"{where} serves the policy of {centre!r}, not of {args.centre!r}")
+    text, schema = served.get("policy"), served.get("schema")
+    if not isinstance(text, str) or not (schema is None or isinstance(schema, str)):
+        raise ValueError(f"{where} answered no policy text (and schema) for {args.centre}: nothing to check")
+    try:
+        latest = policies.check_latest(versions, text, schema)
+    except policies.PolicyTextMismatch as exc:
+        raise policies.PolicyTextMismatch(f"{where} serves a policy the chain does not have in force: {exc}") from None
+    return _print_json(
+        {"versions": [v.to_dict() for v in versions], "served": latest.to_dict() | {"policy": text, "schema": schema}}
+    )
+
+
 def _audit_show(args: argparse.Namespace) -> int:
     with GatewayClient(args.gateway) as client:
         return _print_json(client.audit_epoch(args.epoch))
@@ -499,6 +612,72 @@ def _audit_verify(args: argparse.Namespace) -> int:
         print(f"MISMATCH {finding}")
     print(f"epoch {args.epoch}: {'verified' if report.ok else 'NOT verified'} against the chain")
     return 0 if report.ok else 3
+
+
+def _audit_decisions(args: argparse.Namespace) -> int:
+    """Exit 0 when every decision checks, 3 on any finding (as `audit verify`), 2 when the audit cannot be made."""
+    from eth_account import Account
+
+    from gateway.client.auditing import AuditUnusable, audit_log, fetch_decision_log, report_lines
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    if args.grace < 0:
+        print(f"error: --grace is a number of seconds, 0 or more, not {args.grace}", file=sys.stderr)
+        return 2
+    try:
+        auditor = Account.from_key(args.key_file.read_text().strip())
+    except (OSError, ValueError) as exc:  # never the key's value in a message
+        why = exc if isinstance(exc, OSError) else "it holds no hex chain key"
+        print(f"error: the key file {args.key_file}: {why}", file=sys.stderr)
+        return 2
+    try:
+        deployment = Deployment.from_json(args.deployment.read_text())
+        log = fetch_decision_log(connect(args.chain), deployment, args.centre, args.epoch, auditor, args.gateway)
+    except (AuditUnusable, ChainError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    report = audit_log(log, grace=args.grace)
+    for line in report_lines(log, report):
+        print(line)
+    return 0 if report.ok else 3
+
+
+def _audit_decision(args: argparse.Namespace) -> int:
+    """Exit 0 when the chain confirms the entry (or nothing contradicts it yet), 3 when something does."""
+    from gateway.client.decision_check import check_decision
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+
+    held = signature = None
+    if args.refusal is not None:
+        refusal = json.loads(args.refusal.read_text())
+        if not isinstance(refusal, dict) or "entry" not in refusal or "signature" not in refusal:
+            raise ValueError(f"{args.refusal} is not a refusal's body: it has no `entry` and `signature`")
+        held, signature = refusal["entry"], refusal["signature"]
+    deployment = Deployment.from_json(args.deployment.read_text())
+    checked = check_decision(
+        connect(args.chain),
+        deployment,
+        args.centre,
+        args.entry_id,
+        gateway=args.gateway,
+        held=held,
+        signature=signature,
+    )
+    entry = checked.entry
+    print(f"entry: {entry['id']} at {entry['centre']}, time {entry['time']} ({entry['kind']})")
+    print(f"decision: {entry['decision']} by {', '.join(entry['policies']) or 'no policy'}")
+    print(f"policy: version {entry['policy_version']} ({entry['policy_hash']})")
+    if checked.signed is not None:
+        print(f"signed by {args.centre}: {'yes' if checked.signed else 'NO'}")
+    for problem in checked.problems:
+        print(f"PROBLEM {problem}")
+    if checked.anchored:
+        print(f"epoch {checked.epoch}: in the decision log {args.centre} anchored: verified against the chain")
+    elif checked.ok:
+        print(f"epoch {checked.epoch}: not anchored yet: check again after the epoch's close")
+    return 0 if checked.ok else 3
 
 
 if __name__ == "__main__":

@@ -25,7 +25,9 @@ from rich.table import Table
 from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
+from auth.policy import PolicyEngine
 from gateway.books.auditor import audit_epoch
+from gateway.client.auditing import DecisionLog, audit_log, fetch_decision_log
 from gateway.client.dispatch import Submission, finish, submit_anywhere, with_wallet
 from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.paying import Quote, check_record, open_result, pay, signing_domain
@@ -33,9 +35,12 @@ from gateway.client.wallet import PaymentKeys, Wallet
 from gateway.demo.cheat import anchor_made_up_claim
 from gateway.demo.local import LocalConsortium, demo_spec
 from gateway.node.orders import DEADLINE_MARGIN
+from ledger import policies
 from ledger.chain import connect
+from ledger.decisions import cedar_request
 from ledger.deploy import bind
-from ledger.ids import centre_name
+from ledger.ids import centre_id, centre_name
+from ledger.primitives.hex import to_hex
 
 BURN = "import sys; n = int(sys.argv[1]); print(sum(i * i for i in range(n)))"
 
@@ -107,6 +112,7 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
             c.name, c.title, str(prices.per_cpu_second), str(prices.per_gpu_second), str(prices.per_gib_hour)
         )
     console.print(members)
+    console.print(_policy_table(consortium))
     collateral_before = _collateral(consortium)
 
     wallets = {user: _enrol(console, consortium, user, home, password) for user, (home, password) in PEOPLE.items()}
@@ -155,6 +161,7 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
             closure = client.close_epoch(consortium.operator_key(c.name))
         claims = ", ".join(f"{home}: {total}" for home, total in closure["claims"].items()) or "none"
         console.print(f"[green]✓[/] {c.name} closed epoch 1: {closure['record_count']} records; claims {claims}")
+    console.print(_decision_logs(consortium, epoch=1))
 
     console.rule("Epoch 2: ai-c cheats")
     cheat = anchor_made_up_claim(consortium, "ai-c", epoch=2, debtor="hpc-a", records=5, total=250_000_000)
@@ -199,9 +206,87 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
         verdict = "[green]verified against the chain[/]" if report.ok else "[red]NOT verified[/]"
         console.print(f"Audit of epoch {epoch}: every record, order, grant, price, claim and net position {verdict}")
         ok &= report.ok
+    ok &= _decision_audit(console, consortium, "hpc-a", epoch=1)
     for client in homes.values():
         client.close()
     return ok and _revocation(console, consortium, wallets)
+
+
+def _policy_table(consortium: LocalConsortium) -> Table:
+    """Each centre's policy version and hash from the chain, and whether its gateway serves that very text."""
+    table = Table("centre", "version", "sha256 (on chain)", "text at its gateway", title="Cedar access policies")
+    for name in consortium.centres:
+        versions = policies.history(consortium.chain, consortium.deployment, name)
+        with GatewayClient(consortium.url(name)) as client:
+            served = client.policy()
+        try:
+            latest = policies.check_latest(versions, served["policy"], served["schema"])
+            verdict = "[green]✓ the published one[/]"
+        except policies.PolicyTextMismatch:
+            latest, verdict = versions[-1], "[red]✗ not the published one[/]"
+        table.add_row(name, f"v{latest.version}", _short(latest.policy_hash), verdict)
+    return table
+
+
+def _decision_logs(consortium: LocalConsortium, epoch: int, timeout: float = 30.0) -> Table:
+    """Each centre's decision log of `epoch` as anchored on chain: how many decisions, and their Merkle root."""
+    ledger = bind(consortium.chain, consortium.deployment, named=True).usage_ledger.functions
+    table = Table("centre", "decisions", "Merkle root", title=f"Decision logs, epoch {epoch}, on chain")
+    ends = time.monotonic() + timeout
+    for name in consortium.centres:
+        while not ledger.anchorOf(centre_id(name), epoch).call().anchored and time.monotonic() < ends:
+            time.sleep(0.1)
+        root, count = ledger.decisionsOf(centre_id(name), epoch).call()
+        table.add_row(name, str(count), _short(bytes(root)))
+    return table
+
+
+def _short(digest: bytes) -> str:
+    hexed = to_hex(digest)
+    return f"{hexed[:10]}…{hexed[-4:]}"
+
+
+def _decision_audit(console: Console, consortium: LocalConsortium, centre: str, epoch: int) -> bool:
+    """The consortium's auditor (in every gateway's `auditors`: the whole log names users, so members do not
+    read it) audits `centre`'s decisions of `epoch`: the log against its anchored root, and every decision
+    taken again with the policy version published on chain; then bob's refusal again."""
+    log = fetch_decision_log(consortium.chain, consortium.deployment, centre, epoch, consortium.auditor)
+    audit = audit_log(log)
+    versions = ", ".join(f"v{v}" for v in sorted({e["policy_version"] for e in log.entries}))
+    console.print(
+        f"Audit of {centre}'s decisions in epoch {epoch}, by the consortium's auditor (its log, from {centre}):"
+    )
+    console.print(f"  {audit.entries} entries, root {_short(log.anchored_root)} as anchored on chain")
+    console.print(
+        f"  re-evaluated {audit.reevaluated} with policy {versions} in {audit.seconds:.3f} s: "
+        + (f"each as logged ({audit.allows} allow, {audit.denies} deny)" if audit.ok else "[red]not all as logged[/]")
+    )
+    for finding in audit.findings:
+        console.print(f"[red]  ✗ {finding.message}[/]")
+    refused = _refusal_again(console, log)
+    verdict = "[green]verified against the chain[/]" if audit.ok and refused else "[red]NOT verified[/]"
+    console.print(f"Audit of {centre}'s decisions in epoch {epoch}: {verdict}")
+    return audit.ok and refused
+
+
+def _refusal_again(console: Console, log: DecisionLog) -> bool:
+    """The refusal of bob's two-hour job, decided again with the published text, for all to see."""
+    denies = [e for e in log.entries if e["decision"] == "deny" and e["context"].get("walltime") == 7200]
+    if len(denies) != 1 or log.texts.get(denies[0]["policy_version"]) is None:
+        console.print(f"[red]  ✗ the log holds {len(denies)} refusals of a 2-hour job; bob's was refused once[/]")
+        return False
+    entry = denies[0]
+    version = entry["policy_version"]
+    again = PolicyEngine(*log.texts[version]).decide_request(cedar_request(entry))
+    principal = entry["principal"]
+    console.print(
+        f"  bob's 2-hour job ({entry['context']['walltime']} s), refused to {principal['id']}, a "
+        f"{principal['attrs'].get('employee_type', '?')}:"
+    )
+    logged, given = ", ".join(entry["policies"]), ", ".join(again.policies)
+    outcome = "allow" if again.allowed else "deny"
+    console.print(f"  logged deny by {logged}; policy v{version} again: {outcome} by {given}")
+    return not again.allowed and again.policies == entry["policies"]
 
 
 def _enrol(console: Console, consortium: LocalConsortium, user: str, home: str, password: str) -> Wallet:
