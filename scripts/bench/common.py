@@ -29,6 +29,12 @@ SIGNON_ID = "signon.per_process"
 # bench_payment_gas.py: honest-path gas per job, and the larger of the two dispute answers.
 PAYMENT_GAS_PER_JOB = "payment.honest.gas_per_job"
 PAYMENT_ANSWER_MAX = "payment.dispute.answer_max"
+# bench_decisions.py: re-evaluating 100,000 logged decisions (ms for all of them).
+DECISIONS_REEVALUATE = "decisions.reevaluate"
+# bench_decisions.py: a client's submission with and without the decision log, and committing it per job (ms).
+DECISIONS_SUBMIT_WITH = "decisions.submit.with_log"
+DECISIONS_SUBMIT_WITHOUT = "decisions.submit.without_log"
+DECISIONS_COMMIT = "decisions.commit.per_job"
 
 
 @dataclass(frozen=True)

@@ -34,6 +34,10 @@ sys.path.insert(0, str(HERE))
 from common import (  # noqa: E402
     ANONCREDS_VERIFY,
     BBS_PROOF_VERIFY_10,
+    DECISIONS_COMMIT,
+    DECISIONS_REEVALUATE,
+    DECISIONS_SUBMIT_WITH,
+    DECISIONS_SUBMIT_WITHOUT,
     PAYMENT_ANSWER_MAX,
     PAYMENT_GAS_PER_JOB,
     SIGNON_ID,
@@ -140,6 +144,36 @@ def _max_gas(id: str, limit: float) -> Callable[[dict[str, Result]], tuple[str, 
     return judge
 
 
+def _max_overhead(
+    with_id: str, without_id: str, added_id: str, limit: float
+) -> Callable[[dict[str, Result]], tuple[str, bool] | None]:
+    """(with + added − without) ÷ without at most `limit`: what a feature adds to an operation, same run."""
+
+    def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
+        a, b, c = (_value(results, i) for i in (with_id, without_id, added_id))
+        if a is None or b is None or c is None or not b:
+            return None
+        overhead = (a + c - b) / b
+        return (f"{overhead:+.1%} ({a:.3f} ms + {c:.3f} ms against {b:.3f} ms)", overhead <= limit)
+
+    return judge
+
+
+def _max_seconds_for(id: str, count: int, limit: float) -> Callable[[dict[str, Result]], tuple[str, bool] | None]:
+    """The time of `count` operations in seconds, from a figure in ms for its `runs` operations
+    (a quick run measures fewer: its figure is extrapolated, and says so)."""
+
+    def judge(results: dict[str, Result]) -> tuple[str, bool] | None:
+        r = results.get(id)
+        if r is None or r.runs < 1:
+            return None
+        seconds = r.value / 1000 * count / r.runs
+        scaled = "" if r.runs == count else f" (extrapolated from {r.runs:,})"
+        return f"{seconds:.2f} s{scaled}", seconds <= limit
+
+    return judge
+
+
 BBS_SHAKE_PROOF_VERIFY_10 = "bbs.shake256.L10.proof_verify"
 TARGETS = [
     Target(
@@ -176,6 +210,18 @@ TARGETS = [
         "Fair payment: a dispute answered (receipt or key) at depth 14 < 200k gas",
         "bench_payment_gas",
         _max_gas(PAYMENT_ANSWER_MAX, 200_000),
+    ),
+    Target(
+        "Decision log: logging and committing the decisions ≤ 10 % of a client's submission "
+        "(quote, order, grant, submit over HTTP; same node with and without the log, same run)",
+        "bench_decisions",
+        _max_overhead(DECISIONS_SUBMIT_WITH, DECISIONS_SUBMIT_WITHOUT, DECISIONS_COMMIT, 0.10),
+    ),
+    Target(
+        "Decision log: re-evaluating 100,000 logged decisions (PolicyEngine.reevaluate, cedarpy batch, "
+        "policies parsed once) ≤ 10 s",
+        "bench_decisions",
+        _max_seconds_for(DECISIONS_REEVALUATE, 100_000, 10.0),
     ),
 ]
 
@@ -327,6 +373,7 @@ def run_module(path: Path, quick: bool) -> ModuleRun:
         if spec is None or spec.loader is None:
             raise ImportError(f"cannot load {path}")
         module: ModuleType = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it is being run
         spec.loader.exec_module(module)
         run.title = getattr(module, "TITLE", None) or (module.__doc__ or name).strip().splitlines()[0]
         run.about = getattr(module, "ABOUT", "")
