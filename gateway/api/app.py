@@ -267,9 +267,10 @@ def create_app(node: CentreNode) -> FastAPI:
         body: JobSubmission,
         claims: Annotated[Claims, Depends(session)],
         idempotency_key: Annotated[str | None, Depends(retry_key)],
+        request: Request,
     ) -> JobView:
         """Submit a job to this centre with its order and grant; it runs here if the policy allows it."""
-        return node.submit(claims, body, idempotency_key)
+        return node.submit(claims, body, idempotency_key, client=_address(request))
 
     @app.post(
         "/v1/jobs/quote",
@@ -288,11 +289,11 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)]) -> JobQuote:
+    def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)], request: Request) -> JobQuote:
         """Before asking home for a grant: whether this centre takes the job (the checks of a submission) and
         its rates version and maximum price, for the order. Nothing is stored but the policy's decision; the
         submission checks again."""
-        return node.quote(claims, body)
+        return node.quote(claims, body, client=_address(request))
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
     def job(job_id: str, caller: Annotated[Claims | JobSignature, Depends(job_caller)]) -> JobView:
@@ -542,6 +543,11 @@ def create_app(node: CentreNode) -> FastAPI:
         return payer().revealed_key(lock_hash)
 
     return app
+
+
+def _address(request: Request) -> str | None:
+    """The client's network address, which bounds the decisions of its pseudonymous sessions together."""
+    return request.client.host if request.client else None
 
 
 def _describe(error: dict) -> str:

@@ -75,6 +75,8 @@ def check_decision(
                 raise
             answer = None
             problems.append(f"{centre} no longer gives entry {entry_id}: {exc.error}")
+    if answer is not None and not isinstance(answer, dict):
+        raise DecisionUncheckable(f"{centre}'s gateway answered something that is not an object: {answer!r:.80}")
     entry = _entry(answer.get("entry"), centre) if answer else None
     if held is not None:
         held = _entry(held, centre)
@@ -87,9 +89,13 @@ def check_decision(
     epoch = answer.get("epoch") if answer else None
     if answer and (not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1):
         raise DecisionUncheckable(f"{centre}'s gateway names no epoch for the entry: {epoch!r:.40}")
-    anchored = epoch is not None and _anchored(
-        chain, contracts.usage_ledger.functions, ident, epoch, entry, answer.get("proof") if answer else None, problems
-    )
+    anchored = False
+    if epoch is not None:
+        anchors = _anchor_times(contracts, deployment, ident)
+        problems.extend(_placement(centre, epoch, entry["time"], anchors))
+        if epoch in anchors:
+            proof = answer.get("proof") if answer else None
+            anchored = _in_anchored_log(chain, contracts.usage_ledger.functions, ident, epoch, entry, proof, problems)
     signed = None
     if signature is not None:
         signed = _signed_by(entry, signature, Domain.for_deployment(deployment), member.account)
@@ -105,11 +111,49 @@ def _entry(value: object, centre: str) -> dict:
         raise DecisionUncheckable(f"not a decision entry of {centre}'s: {exc}") from None
 
 
-def _anchored(
+#: Seconds of clock difference allowed between a gateway's entry times and the chain's anchor times.
+GRACE = 60
+#: Seconds an anchor may follow its epoch's close (the outbox sends it at once; a chain outage delays it).
+ANCHOR_DELAY = 3600
+
+
+def _anchor_times(contracts: Any, deployment: Deployment, ident: bytes) -> dict[int, int]:
+    """Every epoch the centre anchored, with the anchor's block time (its EpochAnchored events)."""
+    logs = contracts.usage_ledger.events.EpochAnchored.get_logs(
+        from_block=deployment.start_block, argument_filters={"centre": ident}
+    )
+    return {int(log.args.epoch): int(log.args.anchoredAt) for log in logs}
+
+
+def _placement(centre: str, epoch: int, time: int, anchors: dict[int, int]) -> list[str]:
+    """Whether the epoch the gateway names can hold an entry of `time`, by the centre's anchors on chain.
+
+    An entry joins the epoch open when it is made: after the previous epoch's close (so not long before its
+    anchor: ANCHOR_DELAY) and before its own epoch's anchor. An epoch past the first one not
+    anchored yet is one the centre cannot be in: a gateway naming it would put off the check for ever.
+    """
+    latest = max(anchors, default=0)
+    if epoch not in anchors and epoch != latest + 1:
+        return [
+            f"{centre}'s gateway puts the entry in epoch {epoch}, but {centre} has anchored epochs up to {latest}"
+            + ("" if epoch > latest else f" and not epoch {epoch}")
+            + f": the entry can only be in an anchored epoch or in epoch {latest + 1}, the one open now"
+        ]
+    problems = []
+    if epoch in anchors and time > anchors[epoch] + GRACE:
+        problems.append(f"the entry's time {time} is after {centre} anchored epoch {epoch} ({anchors[epoch]})")
+    before = max((e for e in anchors if e < epoch), default=None)
+    if before is not None and time < anchors[before] - ANCHOR_DELAY - GRACE:
+        problems.append(
+            f"the entry's time {time} is before {centre} anchored epoch {before} ({anchors[before]}), so it "
+            f"belongs in that epoch's log or an earlier one, not in epoch {epoch}'s"
+        )
+    return problems
+
+
+def _in_anchored_log(
     chain: Chain, usage: Any, ident: bytes, epoch: int, entry: dict, proof: object, problems: list[str]
 ) -> bool:
-    if not chain.call(usage.anchorOf(ident, epoch)).anchored:
-        return False
     root = bytes(chain.call(usage.decisionsOf(ident, epoch)).root)
     try:
         hashes = [from_hex(p, size=32) for p in proof] if isinstance(proof, list) else None

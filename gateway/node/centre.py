@@ -253,7 +253,9 @@ class CentreNode:
 
     # -- jobs --------------------------------------------------------------------
 
-    def submit(self, claims: Claims, submission: JobSubmission, idempotency_key: str | None) -> JobView:
+    def submit(
+        self, claims: Claims, submission: JobSubmission, idempotency_key: str | None, client: str | None = None
+    ) -> JobView:
         """Accept a job for this centre, if its policy allows it and its order and grant pay for it.
 
         A gateway serves only its own centre: it never carries a user's authority to
@@ -266,13 +268,13 @@ class CentreNode:
             earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
             if earlier is not None:  # decided before anything runs: a retry never starts a second job
                 return self._retry(earlier, request, idempotency_key)
-        allowed = self._authorise(claims, request, "submit")
+        allowed = self._authorise(claims, request, "submit", client)
         signed = orders.Signed(
             submission.order, submission.order_signature, submission.grant, submission.grant_signature
         )
         return self._accept(claims, request, signed, idempotency_key, allowed)
 
-    def quote(self, claims: Claims, request: JobRequest) -> JobQuote:
+    def quote(self, claims: Claims, request: JobRequest, client: str | None = None) -> JobQuote:
         """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
         the policy): asked before the user's home holds anything, so a job refused here costs no hold.
 
@@ -280,7 +282,7 @@ class CentreNode:
         signed for it and the home's grant are what bind, and `submit` checks everything again.
         """
         self._check_centre(request)
-        allowed = self._authorise(claims, request, "quote")
+        allowed = self._authorise(claims, request, "quote", client)
         self.parts.decisions.keep(allowed)
         rates = self._rates_in_force()
         res = request.resources
@@ -351,9 +353,13 @@ class CentreNode:
                 self._capacity = (time.monotonic(), answer)
             return dict(answer)
 
-    def _authorise(self, claims: Claims, request: JobRequest, kind: str) -> Evaluated:
+    def _authorise(self, claims: Claims, request: JobRequest, kind: str, client: str | None = None) -> Evaluated:
         """The allow of this centre's Cedar policy for the job and this session, its entry not stored yet;
-        or, its entry stored, 403 with the policy's reasons and the entry's id."""
+        or, its entry stored, 403 with the policy's reasons and the entry's id.
+
+        `client` (the network address) bounds a presented session's decisions together with every other
+        presented session's from there: each sign-on is a fresh pseudonym, so one person signing on again
+        would otherwise get a fresh allowance each time."""
         now = int(time.time())
         subject = Subject(
             claims.sub, claims.home, {k: v for k, v in claims.attrs.items() if k != "groups"}, self._groups(claims)
@@ -369,7 +375,13 @@ class CentreNode:
         }
         digest = request_digest(request.model_dump() | {"centre": self.name})  # what the order signs
         evaluated = self.parts.decisions.evaluate(
-            kind=kind, request=digest, subject=subject, resource=resource, context=context, now=now
+            kind=kind,
+            request=digest,
+            subject=subject,
+            resource=resource,
+            context=context,
+            now=now,
+            client=client if claims.presented else None,
         )
         if not evaluated.decision.allowed:
             raise self.parts.decisions.refuse(evaluated)

@@ -206,6 +206,10 @@ class Evaluated:
 #: DECISIONS_PER_SECOND. Each decision is a durable entry; a person never asks this fast.
 DECISIONS_PER_SECOND = 10.0
 DECISION_BURST = 100
+#: And for all the pseudonymous (presented) sessions of one network address together: a person who signs on
+#: again gets a fresh pseudonym, so only the address bounds them (a campus behind one address shares it).
+CLIENT_DECISIONS_PER_SECOND = 20.0
+CLIENT_DECISION_BURST = 200
 
 
 class DecisionDesk:
@@ -223,6 +227,7 @@ class DecisionDesk:
         account: LocalAccount,
         domain: Domain,
         limit: RateLimit | None = None,
+        client_limit: RateLimit | None = None,
     ) -> None:
         self.name = name
         self.keeper = keeper
@@ -230,6 +235,7 @@ class DecisionDesk:
         self.account = account  # signs each refusal's entry, for the refused user to hold
         self.domain = domain
         self.limit = limit or RateLimit(DECISIONS_PER_SECOND, DECISION_BURST)
+        self.client_limit = client_limit or RateLimit(CLIENT_DECISIONS_PER_SECOND, CLIENT_DECISION_BURST)
 
     def evaluate(
         self,
@@ -240,15 +246,15 @@ class DecisionDesk:
         resource: Mapping[str, Any],
         context: Mapping[str, Any],
         now: int,
+        client: str | None = None,
     ) -> Evaluated:
-        """Decide `submit` on the resource, from the very Cedar request the entry records (so it re-evaluates)."""
-        wait = self.limit.take(subject.principal)
-        if wait is not None:
-            raise TooManyRequests(
-                f"{self.name} decides at most {self.limit.rate:g} requests a second for one principal "
-                f"(after a burst of {self.limit.burst}): nothing was evaluated or stored; try again in {wait:.1f} s",
-                retry_after=wait,
-            )
+        """Decide `submit` on the resource, from the very Cedar request the entry records (so it re-evaluates).
+
+        `client`: the network address of a pseudonymous session, whose decisions are bounded with those of
+        every other pseudonymous session from there."""
+        self._admit(self.limit, subject.principal, "one principal")
+        if client is not None:
+            self._admit(self.client_limit, client, "the presented sessions of one network address")
         served = self.keeper.current()
         try:
             cedar = served.engine.request(subject, "submit", resource, context)
@@ -268,6 +274,15 @@ class DecisionDesk:
             policy_hash=served.info.policy_hash,
         )
         return Evaluated(decision, NewDecision.of(entry))
+
+    def _admit(self, limit: RateLimit, key: str, whose: str) -> None:
+        wait = limit.take(key)
+        if wait is not None:
+            raise TooManyRequests(
+                f"{self.name} decides at most {limit.rate:g} requests a second for {whose} (after a burst of "
+                f"{limit.burst}): nothing was evaluated or stored; try again in {wait:.1f} s",
+                retry_after=wait,
+            )
 
     def refuse(self, evaluated: Evaluated) -> PolicyRefused:
         """Store a deny's entry (and nothing else), then the 403 with the policy's reasons, the entry and the

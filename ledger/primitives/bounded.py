@@ -22,7 +22,8 @@ MAX_DEPTH = 64
 """The deepest nesting of an answer read: a page of a decision log nests 5 levels (Cedar attributes that are
 records, a few more), and a request body, which an answer may echo, at most 32."""
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+_ESCAPE = re.compile(rb"\\.", re.S)
+_STRING = re.compile(rb'"[^"]*"')
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
@@ -36,7 +37,10 @@ def json_depth(body: bytes) -> int:
     Works on any bytes, JSON or not, without parsing them: what a parser would
     have to recurse through, at most.
     """
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    # Escapes first, then strings: with no escapes left, each quote's match ends at the next quote, so both
+    # passes are linear. (One pattern for strings with escapes rescans to the end from every quote of an
+    # unclosed string: 32 kB of `"\\"\\"…` took 7 s.)
+    brackets = _STRING.sub(b"", _ESCAPE.sub(b"", body)).translate(None, _NOT_BRACKETS)
     return max(accumulate(1 if b in b"[{" else -1 for b in brackets), default=0)
 
 

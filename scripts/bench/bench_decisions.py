@@ -335,6 +335,7 @@ class UnloggedDesk(DecisionDesk):
         resource: Mapping[str, Any],
         context: Mapping[str, Any],
         now: int,
+        client: str | None = None,
     ) -> Evaluated:
         engine = self.keeper.current().engine
         return Unlogged(engine.decide_request(engine.request(subject, "submit", resource, context)), None)  # type: ignore[arg-type]
