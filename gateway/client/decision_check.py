@@ -128,17 +128,22 @@ def _anchor_times(contracts: Any, deployment: Deployment, ident: bytes) -> dict[
 def _placement(centre: str, epoch: int, time: int, anchors: dict[int, int]) -> list[str]:
     """Whether the epoch the gateway names can hold an entry of `time`, by the centre's anchors on chain.
 
-    An entry joins the epoch open when it is made: after the previous epoch's close (so not long before its
-    anchor: ANCHOR_DELAY) and before its own epoch's anchor. An epoch past the first one not
-    anchored yet is one the centre cannot be in: a gateway naming it would put off the check for ever.
+    A centre closes its epochs in turn and anchors each as it closes it, so the epochs it anchored from 1 on
+    without a gap end at the one before its open epoch (or the one before that, while an anchor is still on
+    its way). An unanchored epoch past those is one the centre is not in: a gateway naming it would put the
+    check off for ever. An entry joins the epoch open when it is made, after the previous epoch's close (so
+    not long before that epoch's anchor: ANCHOR_DELAY) and before its own epoch's anchor.
     """
-    latest = max(anchors, default=0)
-    if epoch not in anchors and epoch != latest + 1:
-        return [
-            f"{centre}'s gateway puts the entry in epoch {epoch}, but {centre} has anchored epochs up to {latest}"
-            + ("" if epoch > latest else f" and not epoch {epoch}")
-            + f": the entry can only be in an anchored epoch or in epoch {latest + 1}, the one open now"
-        ]
+    settled = 0  # the epochs anchored without a gap: 1, 2, ... settled (a far epoch anchored out of turn aside)
+    while settled + 1 in anchors:
+        settled += 1
+    if epoch not in anchors and epoch not in (settled + 1, settled + 2):
+        why = (
+            f"{centre}'s gateway puts the entry in epoch {epoch}, which {centre} has not anchored; it anchored "
+            f"epochs 1 to {settled} in turn, so its open epoch is {settled + 1} (or {settled + 2} while an "
+            "anchor is on its way)"
+        )
+        return [why]
     problems = []
     if epoch in anchors and time > anchors[epoch] + GRACE:
         problems.append(f"the entry's time {time} is after {centre} anchored epoch {epoch} ({anchors[epoch]})")
