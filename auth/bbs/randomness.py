@@ -2,7 +2,10 @@
 
 ProofGen takes the random-scalar function as a parameter, so that the tests can
 reproduce the draft's fixtures byte for byte with its seeded generator (which
-lives with the tests: it makes proofs linkable).
+lives with the tests: it makes proofs linkable). A caller that must know the
+blindings may draw them itself, fresh from this CSPRNG, and pass them in:
+auth/group/signature.py does, because its encryption proof reuses the
+blinding of the hidden sk. Fixed or reused scalars leak the hidden messages.
 """
 
 from __future__ import annotations
