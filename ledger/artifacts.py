@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "contracts" / "artifacts"
-CONTRACT_NAMES = ("Consortium", "UsageLedger", "ConsortiumCredit", "Settlement", "IdentityRegistry")
+CONTRACT_NAMES = ("Consortium", "UsageLedger", "ConsortiumCredit", "Settlement", "IdentityRegistry", "Supervision")
 
 
 class ArtifactNotFound(LookupError):

@@ -29,6 +29,10 @@ DEFAULT_ANCHOR_BOND = 1_000_000
 """Collateral locked per anchor (as much as is free), lost to an upheld dispute."""
 DEFAULT_DISPUTE_BOND = 100_000
 """Collateral locked per dispute, lost to the claimant when the dispute is answered by a receipt."""
+DEFAULT_DKG_WINDOW = 600
+"""Seconds of each phase of the supervisors' key generation (dealing, complaints, answers)."""
+MAX_SUPERVISORS = 32
+"""Most supervisors a Supervision committee may have (the contract's MAX_SUPERVISORS)."""
 
 
 @dataclass(frozen=True)
@@ -109,6 +113,7 @@ class Deployment:
     identity_registry: str | None = None  # None only in descriptions written before issue 3
     dispute_window: int | None = None  # None in descriptions written before issue 8: read it from the chain
     booking_delay: int | None = None  # likewise
+    supervision: str | None = None  # None in descriptions written before issue 10
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of the deployment; also written to `path` when given."""
@@ -139,6 +144,7 @@ class Deployment:
                 ),
                 dispute_window=_optional_seconds(data, "dispute_window"),
                 booking_delay=_optional_seconds(data, "booking_delay"),
+                supervision=(to_checksum_address(data["supervision"]) if data.get("supervision") is not None else None),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a deployment description: {exc}") from exc
@@ -171,6 +177,30 @@ class Contracts:
     settlement: Contract
     credit: Contract
     identity_registry: Contract | None = None  # None for a deployment without one
+    supervision: Contract | None = None  # likewise
+
+
+def _supervision_committee(
+    members: Sequence[MemberSpec], supervisors: Sequence[str] | None, threshold: int | None
+) -> tuple[list[bytes], int]:
+    """The Supervision committee's member ids and threshold: by default every member, t = n // 2 + 1.
+
+    Raises ValueError for a name that is not a member, a name given twice, more than
+    MAX_SUPERVISORS or a threshold outside 1..n.
+    """
+    names = [m.name for m in members] if supervisors is None else list(supervisors)
+    known = {m.name: m.id for m in members}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"supervisors must be members; not members: {unknown}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"a supervisor is named twice: {names}")
+    if not 1 <= len(names) <= MAX_SUPERVISORS:
+        raise ValueError(f"a supervision committee has 1 to {MAX_SUPERVISORS} members, got {len(names)}: name them")
+    t = len(names) // 2 + 1 if threshold is None else threshold
+    if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= len(names):
+        raise ValueError(f"supervision_threshold must be between 1 and {len(names)}, got {threshold!r}")
+    return [known[name] for name in names], t
 
 
 def deploy_consortium(
@@ -186,8 +216,11 @@ def deploy_consortium(
     anchor_bond: int = DEFAULT_ANCHOR_BOND,
     dispute_bond: int = DEFAULT_DISPUTE_BOND,
     reserve: int = 0,
+    supervisors: Sequence[str] | None = None,
+    supervision_threshold: int | None = None,
+    dkg_window: int = DEFAULT_DKG_WINDOW,
 ) -> Deployment:
-    """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement and IdentityRegistry.
+    """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement, IdentityRegistry and Supervision.
 
     Every genesis member starts with `initial_credit` XCC of collateral in Settlement
     (minted to the deployer, deposited for each member): settlement pays from that
@@ -200,6 +233,10 @@ def deploy_consortium(
     the whole `anchor_bond` from the centre's free collateral or reverts, so
     `initial_credit` must cover it; a member admitted later deposits its own (`reserve`
     is credit minted to the deployer beyond the genesis members' collateral, for that).
+    Supervision's committee is the members named by `supervisors` (every member by
+    default), of whom `supervision_threshold` (n // 2 + 1 by default) open a group
+    signature together; its key is generated afterwards through the contract, each phase
+    lasting `dkg_window` seconds.
     """
     if not members:
         raise ValueError("a consortium needs at least one member")
@@ -214,9 +251,12 @@ def deploy_consortium(
     _seconds("booking_delay", booking_delay)
     _bond("anchor_bond", anchor_bond)
     _bond("dispute_bond", dispute_bond)
+    if not 0 < _seconds("dkg_window", dkg_window) < 2**32:
+        raise ValueError(f"dkg_window must be 1 to 2**32 - 1 seconds, got {dkg_window}")
     names = [m.name for m in members]
     if len(set(names)) != len(names):
         raise ValueError(f"duplicate member names: {names}")
+    committee, threshold = _supervision_committee(members, supervisors, supervision_threshold)
     start_block = chain.block_number()
     consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum, rate_notice)
     usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address, dispute_window, booking_delay)
@@ -232,6 +272,7 @@ def deploy_consortium(
         for account in accounts:
             chain.transact(settlement.functions.depositFor(account, initial_credit), deployer)
     identity_registry = chain.deploy("IdentityRegistry", deployer, consortium.address)
+    supervision = chain.deploy("Supervision", deployer, consortium.address, committee, threshold, dkg_window)
     return Deployment(
         chain_id=chain.chain_id,
         consortium=consortium.address,
@@ -242,6 +283,7 @@ def deploy_consortium(
         identity_registry=identity_registry.address,
         dispute_window=dispute_window,
         booking_delay=booking_delay,
+        supervision=supervision.address,
     )
 
 
@@ -260,6 +302,11 @@ def bind(chain: Chain, deployment: Deployment, *, named: bool = False) -> Contra
         identity_registry=(
             chain.contract("IdentityRegistry", deployment.identity_registry, named=named)
             if deployment.identity_registry is not None
+            else None
+        ),
+        supervision=(
+            chain.contract("Supervision", deployment.supervision, named=named)
+            if deployment.supervision is not None
             else None
         ),
     )
