@@ -258,8 +258,10 @@ class UsageRecord(TypedData, name="UsageRecord", what="usage record", error=Inva
     of the user's order and its home's grant that authorised the job; `lock_hash` is
     keccak256 of the key the job's outputs are sealed under (ledger.lock); `decision` is
     the digest of the access-decision log entry that admitted the job (ledger.decisions),
-    committed by the centre's anchored decision log. `user` is the
-    order's payment account, fresh per order, left-padded to 32 bytes: records are public,
+    committed by the centre's anchored decision log; `group_signature` is keccak256 of the
+    group signature an anonymous job was submitted under (auth.group.signature), what a
+    supervisor asks to open, and zero for a job signed on with a session (the default).
+    `user` is the order's payment account, fresh per order, left-padded to 32 bytes: records are public,
     and a hash of the principal would name a guessable uid and link all of a user's jobs.
     """
 
@@ -281,6 +283,7 @@ class UsageRecord(TypedData, name="UsageRecord", what="usage record", error=Inva
     grant: Bytes32
     lock_hash: Bytes32
     decision: Bytes32
+    group_signature: Bytes32 = bytes(32)
 
     def check(self) -> None:
         if self.ended_at < self.started_at:

@@ -242,7 +242,7 @@ SPEC_TYPES = {  # spelled out from the protocol spec, independently of ledger.pa
     "UsageRecord": "bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,bytes32 user,"
     "uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,uint64 wallMillis,uint64 maxRssKib,"
     "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,"
-    "bytes32 decision",
+    "bytes32 decision,bytes32 groupSignature",
 }
 
 
@@ -261,7 +261,12 @@ def eth_account_digest(k: Consortium, primary: str, message: dict) -> bytes:
 def test_contract_digests_are_eth_accounts_eip712_digests(k):
     ul = k.c.usage_ledger.functions
     domain = Domain.for_deployment(k.deployment)
-    for job in (make_job(k, "hpc-b", "hpc-a", 1), make_job(k, "cloud-c", "hpc-b", 2**64 - 1, max_price=2**256 - 1)):
+    anonymous = make_job(k, "hpc-b", "cloud-c", 3, record_changes={"group_signature": keccak(b"a group signature")})
+    for job in (
+        make_job(k, "hpc-b", "hpc-a", 1),
+        make_job(k, "cloud-c", "hpc-b", 2**64 - 1, max_price=2**256 - 1),
+        anonymous,
+    ):
         assert ul.hashOrder(fields(job.order)).call() == eth_account_digest(k, "Order", job.order.message())
         assert ul.hashOrder(fields(job.order)).call() == order_digest(job.order, domain) == job.record.order
         assert ul.hashGrant(fields(job.grant)).call() == eth_account_digest(k, "Grant", job.grant.message())

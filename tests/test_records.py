@@ -47,6 +47,7 @@ def record(**changes) -> UsageRecord:
         grant=keccak(text="grant-1"),
         lock_hash=keccak(b"\x07" * 32),
         decision=keccak(text="decision-entry-1"),
+        group_signature=keccak(text="group-signature-1"),
     )
     fields.update(changes)
     return UsageRecord(**fields)
@@ -73,11 +74,12 @@ def test_digest_matches_a_hand_computed_eip712_hash():
         text="UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,"
         "bytes32 user,uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,"
         "uint64 wallMillis,uint64 maxRssKib,uint64 gpuMillis,uint64 ratesVersion,"
-        "uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,bytes32 decision)"
+        "uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,bytes32 decision,"
+        "bytes32 groupSignature)"
     )
     struct_hash = keccak(
         encode(
-            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"] + ["bytes32"] * 4,
+            ["bytes32"] * 6 + ["uint64"] * 8 + ["uint256"] + ["bytes32"] * 5,
             [
                 type_hash,
                 rec.record_id,
@@ -98,6 +100,7 @@ def test_digest_matches_a_hand_computed_eip712_hash():
                 rec.grant,
                 rec.lock_hash,
                 rec.decision,
+                rec.group_signature,
             ],
         )
     )
@@ -175,6 +178,9 @@ def test_json_round_trip_uses_hex_strings():
         {"decision": None},
         {"decision": b"\x01" * 31},
         {"decision": "0x" + "00" * 32},
+        {"group_signature": None},
+        {"group_signature": b"\x01" * 31},
+        {"group_signature": "0x" + "00" * 32},
     ],
 )
 def test_invalid_fields_raise(changes):
@@ -195,6 +201,8 @@ def test_invalid_fields_raise(changes):
         lambda d: d.update(grant=123),
         lambda d: d.pop("decision"),
         lambda d: d.update(decision="0x" + "cd" * 33),
+        lambda d: d.pop("group_signature"),
+        lambda d: d.update(group_signature="0x" + "cd" * 31),
     ],
 )
 def test_malformed_json_raises(mutate):
@@ -239,6 +247,25 @@ def test_a_record_from_before_decision_logs_names_the_missing_field():
 def test_the_decision_field_is_signed():
     """Naming another decision entry changes the digest: a record cannot be re-pointed after signing."""
     assert record_digest(record(), DOMAIN) != record_digest(record(decision=keccak(text="other")), DOMAIN)
+
+
+def test_a_record_from_before_anonymous_jobs_names_the_missing_field():
+    """Records signed before anonymous jobs lack `group_signature`: their digest was another, so the error names
+    the field rather than reading it as zero."""
+    data = record().to_dict()
+    data.pop("group_signature")
+    with pytest.raises(InvalidRecord, match=r"missing \['group_signature'\]"):
+        UsageRecord.from_dict(data)
+
+
+def test_the_group_signature_is_signed_and_zero_for_a_signed_on_job():
+    """A record names keccak256 of its job's group signature, signed with the rest; a job signed on with a
+    session names none: zero, the constructor's default, so callers that make such records need not name it."""
+    fields = {k: v for k, v in record().__dict__.items() if k != "group_signature"}
+    assert UsageRecord(**fields).group_signature == bytes(32)
+    assert record_digest(UsageRecord(**fields), DOMAIN) != record_digest(record(), DOMAIN)
+    other = record(group_signature=keccak(text="another signature"))
+    assert record_digest(other, DOMAIN) != record_digest(record(), DOMAIN)
 
 
 def test_high_s_and_bad_v_signatures_are_refused_as_the_contract_does():

@@ -39,7 +39,9 @@ contract UsageLedger is EIP712 {
         uint64 deadline;
     }
 
-    /// @notice A serving centre's signed usage record of one job.
+    /// @notice A serving centre's signed usage record of one job. `groupSignature` is keccak256 of the group
+    ///         signature an anonymous job was submitted under (what a supervisor may ask to open), zero for a
+    ///         job signed on with a session.
     struct UsageRecord {
         bytes32 recordId;
         bytes32 jobId;
@@ -59,6 +61,7 @@ contract UsageLedger is EIP712 {
         bytes32 grant;
         bytes32 lockHash;
         bytes32 decision;
+        bytes32 groupSignature;
     }
 
     /// @notice What answers a dispute: the record, its order and grant with their signatures,
@@ -152,7 +155,7 @@ contract UsageLedger is EIP712 {
         "UsageRecord(bytes32 recordId,bytes32 jobId,bytes32 servingCentre,bytes32 homeCentre,bytes32 user,"
         "uint64 epoch,uint64 startedAt,uint64 endedAt,uint64 cpuMillis,uint64 wallMillis,uint64 maxRssKib,"
         "uint64 gpuMillis,uint64 ratesVersion,uint256 price,bytes32 order,bytes32 grant,bytes32 lockHash,"
-        "bytes32 decision)"
+        "bytes32 decision,bytes32 groupSignature)"
     );
 
     /// @notice The member registry consulted for who may anchor, who may be named, keys and rates.
