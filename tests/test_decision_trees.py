@@ -186,7 +186,7 @@ def test_a_version_7_store_gains_the_tree_table_and_keeps_trees_from_its_next_cl
     db.executescript((FIXTURES / "gateway_v7.sql").read_text())
     db.close()
     with Store(path) as store:
-        assert LATEST == 8
+        assert LATEST >= 8
         assert store._db.execute("SELECT COUNT(*) FROM decision_trees").fetchone()[0] == 0  # epoch 1: no log
         assert store.decision_proof(1, b"\x01" * 32) is None
         digests = fill(store, range(1, 4))

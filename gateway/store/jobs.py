@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from eth_utils import keccak
+
 from gateway.store import checks
 from gateway.store.base import StoreBase, open_epoch_in
 from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record
@@ -30,6 +32,9 @@ ACTIVE_STATUSES = ("queued", "running")
 """Jobs in these states must be resumed after a restart."""
 COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
 """The outcomes complete_job() accepts: the job ran here."""
+
+MAX_GROUP_SIGNATURE = 4096
+"""The most bytes a group signature has (auth.group.signature's bound)."""
 
 _UPDATABLE = ("status", "serving_centre", "exit_code", "stdout_tail", "stderr_tail", "detail")
 
@@ -99,6 +104,9 @@ class Job:
     """The payer's receipt for the job's record, once given: what the centre's claim on it rests on."""
     decision: str | None = None
     """The digest (64 hex) of the decision-log entry that admitted the job; None for jobs from before the log."""
+    group_signature: bytes | None = None
+    """The group signature an anonymous job was accepted under (its keccak256 is in the usage record); None for a
+    signed-on job."""
 
 
 def _status(value: Any, allowed: tuple[str, ...] = JOB_STATUSES) -> str:
@@ -128,6 +136,7 @@ def _job(row: sqlite3.Row) -> Job:
         result=_result(row),
         receipt_signature=bytes.fromhex(row["receipt_sig"]) if row["receipt_sig"] else None,
         decision=row["decision"],
+        group_signature=None if row["group_signature"] is None else bytes(row["group_signature"]),
     )
 
 
@@ -150,6 +159,14 @@ def _result(row: sqlite3.Row) -> SealedResult | None:
     return SealedResult(row["result_key"], row["lock_hash"], row["sealed_stdout"], row["sealed_stderr"])
 
 
+def _group_signature(value: Any) -> bytes | None:
+    if value is None:
+        return None
+    if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= MAX_GROUP_SIGNATURE:
+        raise StoreError(f"group_signature must be 1 to {MAX_GROUP_SIGNATURE} bytes, got {value!r:.40}")
+    return bytes(value)
+
+
 def same_request(stored: str, body: str) -> bool:
     """Whether a stored request and a new canonical body are one request, whatever spelling the row has."""
     return stored == body or checks.canonical_json("request", json.loads(stored)) == body
@@ -169,6 +186,7 @@ class Jobs(StoreBase):
         rates_version: int | None = None,
         payment: Payment | None = None,
         decision: NewDecision | None = None,
+        group_signature: bytes | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one this principal created with this key.
 
@@ -183,6 +201,9 @@ class Jobs(StoreBase):
         evaluation is logged too, the job keeps the entry that admitted it. When
         anything is refused (DuplicateDecision included) nothing is written: a
         refused request's entry is the caller's to log alone (log_decision).
+
+        `group_signature` (bytes) is the group signature an anonymous job was accepted under, kept with its
+        keccak256 (`job_by_group_signature`); a retry keeps the job's first one.
         """
         checks.text("principal", principal, max_len=512)
         checks.text("home", home, max_len=512)
@@ -199,6 +220,7 @@ class Jobs(StoreBase):
             raise StoreError("decision must be a NewDecision")
         if decision is not None and not decision.allowed:
             raise StoreError("a job is admitted by an allow; a deny is logged alone (log_decision), with no job")
+        signed = _group_signature(group_signature)
         body = checks.canonical_json("request", request)
         terms = (
             (None,) * 6
@@ -233,6 +255,15 @@ class Jobs(StoreBase):
                         f"this order was already accepted for job {seen['id']}: an order pays for one job; "
                         "sign a new order (with a fresh account) for a new job"
                     )
+            if signed is not None:
+                seen = db.execute(
+                    "SELECT id FROM jobs WHERE group_signature_hash = ?", (keccak(signed).hex(),)
+                ).fetchone()
+                if seen is not None:
+                    raise ReplayedOrder(
+                        f"this group signature was already accepted for job {seen['id']}: a signature is over one "
+                        "order, and an order pays for one job"
+                    )
             job_id = "job-" + secrets.token_hex(8)
             now = self._now()
             if decision is not None:
@@ -240,7 +271,8 @@ class Jobs(StoreBase):
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
                 " created_at, updated_at, rates_version, pay_order, pay_order_sig, pay_grant, pay_grant_sig,"
-                " order_digest, pay_account, decision) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " order_digest, pay_account, decision, group_signature, group_signature_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     idempotency_key,
@@ -254,6 +286,8 @@ class Jobs(StoreBase):
                     rates_version,
                     *terms,
                     None if decision is None else decision.digest.hex(),
+                    signed,
+                    None if signed is None else keccak(signed).hex(),
                 ),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -263,6 +297,14 @@ class Jobs(StoreBase):
         """The job this principal created with this idempotency key, if any."""
         rows = self._read(
             "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+        )
+        return _job(rows[0]) if rows else None
+
+    def job_by_group_signature(self, signature_hash: bytes | str) -> Job | None:
+        """The anonymous job accepted under the group signature with this keccak256, if any."""
+        rows = self._read(
+            "SELECT * FROM jobs WHERE group_signature_hash = ?",
+            (checks.hex32("signature hash", signature_hash),),
         )
         return _job(rows[0]) if rows else None
 

@@ -245,6 +245,36 @@ reads a few of them, never the log), and the policy texts this gateway served un
 before logged no decision: their log is the empty one (root 0, count 0), which is what they anchor if
 their anchor is sent again."""
 
+_V9_GROUPS = """
+CREATE TABLE group_members (
+    uid         TEXT NOT NULL,
+    enrolment   TEXT NOT NULL CHECK (length(enrolment) = 64),
+    project     TEXT NOT NULL,
+    tracing_key TEXT NOT NULL UNIQUE CHECK (length(tracing_key) = 96),
+    joined_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
+CREATE INDEX group_members_uid ON group_members(uid, project);
+CREATE TABLE identifications (
+    opening       INTEGER PRIMARY KEY CHECK (opening >= 1),
+    tracing_key   TEXT NOT NULL REFERENCES group_members(tracing_key),
+    uid           TEXT NOT NULL,
+    enrolment     TEXT NOT NULL CHECK (length(enrolment) = 64),
+    project       TEXT NOT NULL,
+    identified_at INTEGER NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN group_signature BLOB
+    CHECK (group_signature IS NULL OR (typeof(group_signature) = 'blob' AND length(group_signature) <= 4096));
+ALTER TABLE jobs ADD COLUMN group_signature_hash TEXT
+    CHECK ((group_signature IS NULL) = (group_signature_hash IS NULL)
+           AND (group_signature_hash IS NULL OR length(group_signature_hash) = 64));
+CREATE UNIQUE INDEX jobs_group_signature ON jobs(group_signature_hash);
+"""
+"""Anonymous membership and supervision: the home's members of its projects' groups (the uid, enrolment and
+project each tracing key T = sk·H_0 was registered by; T is unique), the openings it identified (which
+member an opened T was, as it told the chain), and the group signature an anonymous job was accepted under
+with its keccak256, by which supervisors and auditors ask for it (signed-on jobs: NULL)."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -256,5 +286,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         8, "access decisions, each job's decision, each epoch's decision log root and tree; policy texts", _V8_DECISIONS
     ),
+    Migration(9, "anonymous membership and supervision", _V9_GROUPS),
 )
 LATEST = len(MIGRATIONS)
