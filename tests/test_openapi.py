@@ -75,14 +75,16 @@ def schemathesis_run(
     @schema.hook("map_case")
     def harmless_jobs(context, case):
         body = case.body
+        # a quote checks the same request; an anonymous quote's is in its `request`
+        job = body.get("request") if case.path == "/v1/anonymous/quote" and isinstance(body, dict) else body
         if (
-            case.path in ("/v1/jobs", "/v1/jobs/quote")  # a quote checks the same request
-            and isinstance(body, dict)
-            and isinstance(body.get("command"), list)
-            and 1 <= len(body["command"]) <= 256
-            and all(isinstance(arg, str) for arg in body["command"])
+            case.path in ("/v1/jobs", "/v1/jobs/quote", "/v1/anonymous/jobs", "/v1/anonymous/quote")
+            and isinstance(job, dict)
+            and isinstance(job.get("command"), list)
+            and 1 <= len(job["command"]) <= 256
+            and all(isinstance(arg, str) for arg in job["command"])
         ):
-            body["command"] = HARMLESS  # still a valid argv: the case stays as valid or invalid as it was
+            job["command"] = HARMLESS  # still a valid argv: the case stays as valid or invalid as it was
         if pay is not None and case.path == "/v1/jobs" and case.method.upper() == "POST" and _for_us(body):
             request = {k: v for k, v in body.items() if k in JobRequest.model_fields}
             try:
@@ -125,7 +127,7 @@ def _describe(recorder, case_id: str, check) -> str:
     answer = interaction.response if interaction else None
     sent = f"{case.method} {case.formatted_path} body={case.body!r:.120} headers={case.headers!r:.120}"
     got = f"{answer.status_code} {answer.content[:160]!r}" if answer else "no answer"
-    return f"{check.name}: {failure.title}: {failure.message.splitlines()[0]}\n    sent {sent}\n    got {got}"
+    return f"{check.name}: {failure.title}: {(failure.message.splitlines() or [''])[0]}\n    sent {sent}\n    got {got}"
 
 
 def operations(app) -> set[str]:

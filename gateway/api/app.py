@@ -38,6 +38,10 @@ from gateway.api.schemas import (
     MAX_SEQ,
     PROJECT,
     RECORD_ID,
+    SIGNATURE_HASH,
+    AnonymousGrantRequest,
+    AnonymousQuote,
+    AnonymousSubmission,
     AuditedDecision,
     Balance,
     Candidate,
@@ -52,6 +56,10 @@ from gateway.api.schemas import (
     ExchangeRequest,
     GrantRequest,
     GrantResponse,
+    GroupJoinRequest,
+    GroupJoinResponse,
+    GroupSignatureView,
+    IdentificationView,
     JobQuote,
     JobRequest,
     JobSubmission,
@@ -73,6 +81,7 @@ from gateway.api.schemas import (
 )
 from gateway.node.centre import CentreNode, JobSignature
 from gateway.node.errors import Refusal, TooManyRequests, Unauthenticated, Unavailable
+from gateway.node.groups import GroupDesk
 from gateway.node.payer import Payer
 from gateway.node.policies import PolicyRefused
 from ledger.primitives.names import CENTRE_NAME_PATTERN
@@ -294,6 +303,80 @@ def create_app(node: CentreNode) -> FastAPI:
         its rates version and maximum price, for the order. Nothing is stored but the policy's decision; the
         submission checks again."""
         return node.quote(claims, body, client=_address(request))
+
+    anonymous_refusals = {
+        401: "the group signature is refused: malformed, by an issuer key the consortium does not know, or not "
+        "over this request or order (what failed is in `error`)",
+        403: "the group signature's credential expired or predates a revocation at its home; or this centre's "
+        "policy refuses the job for that project (its reasons in `reasons`, its entry in `decision`)",
+    }
+
+    @app.post(
+        "/v1/anonymous/quote",
+        response_model=JobQuote,
+        tags=["anonymous"],
+        responses=responses(
+            421,
+            422,
+            429,
+            descriptions=anonymous_refusals
+            | {
+                503: "the consortium has no supervision contract or its supervisors have not generated their key "
+                "yet; or no rates are in force here; or this centre's policy files are not yet the version it "
+                "published on chain",
+            },
+        ),
+    )
+    def anonymous_quote(body: AnonymousQuote, request: Request) -> JobQuote:
+        """`POST /v1/jobs/quote` for a member of a project who signs the request with a group signature instead of
+        signing on: the policy decides for the project and home the signature proves, and learns nobody."""
+        return node.anonymous_quote(body, client=_address(request))
+
+    @app.post(
+        "/v1/anonymous/jobs",
+        response_model=JobView,
+        status_code=202,
+        tags=["anonymous"],
+        responses=responses(
+            421,
+            422,
+            429,
+            descriptions=anonymous_refusals
+            | {
+                400: "the Idempotency-Key header is not 1 to 128 visible ASCII characters; or the order is "
+                "malformed, for another centre or request, expired, or its deadline leaves no room for the "
+                "walltime; or the grant does not match the order; or a signature is not valid. Nothing was stored "
+                "but the policy's decision",
+                402: "the order's maximum price or the grant is below what the job may cost here at its limits",
+                409: "replayed order: the order or its group signature was already used (retry with the same "
+                "Idempotency-Key to get that job); or the order names another rates version than the one in force "
+                "here; or the idempotency key was used for another request",
+                503: "the consortium has no supervision contract or its supervisors have not generated their key "
+                "yet; or the chain is unavailable, no rates are in force, or this centre's policy files are not yet "
+                "the version it published on chain",
+            },
+        ),
+    )
+    def anonymous_submit(
+        body: AnonymousSubmission,
+        idempotency_key: Annotated[str | None, Depends(retry_key)],
+        request: Request,
+    ) -> JobView:
+        """`POST /v1/jobs` with a group signature over the order instead of a session: the job runs and is paid as
+        any other, its usage record names the signature's hash, and the centre keeps the signature for the
+        supervisors. Follow the job with its order's account (`X-Job-Signature`)."""
+        return node.anonymous_submit(body, idempotency_key, client=_address(request))
+
+    @app.get(
+        "/v1/anonymous/signatures/{signature_hash}",
+        response_model=GroupSignatureView,
+        tags=["anonymous"],
+        responses=responses(404, 422),
+    )
+    def group_signature(signature_hash: Annotated[str, Path(pattern=SIGNATURE_HASH)]) -> GroupSignatureView:
+        """The group signature of a job accepted here, by its hash (an anonymous job's usage record names it), with
+        the record's digest (public: for the supervisors who may ask to open it, and for auditors)."""
+        return node.group_signature(signature_hash)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
     def job(job_id: str, caller: Annotated[Claims | JobSignature, Depends(job_caller)]) -> JobView:
@@ -541,6 +624,79 @@ def create_app(node: CentreNode) -> FastAPI:
     def revealed_key(lock_hash: Annotated[str, Path(pattern=LOCK_HASH)]) -> dict:
         """A result key revealed on chain (answering a dispute), by its lock hash keccak256(k)."""
         return payer().revealed_key(lock_hash)
+
+    def groups() -> GroupDesk:
+        if node.parts.groups is None:
+            raise Unavailable(f"{node.name}'s gateway keeps no group desk")
+        return node.parts.groups
+
+    no_key = "the consortium has no supervision contract, or its supervisors have not generated their key yet"
+
+    @app.post(
+        "/v1/groups/join",
+        response_model=GroupJoinResponse,
+        tags=["anonymous"],
+        responses=responses(
+            422,
+            descriptions={
+                400: "the join request's tracing key is not a point of G1, its proof does not verify for this home, "
+                "the project and your uid, or the project is spelt otherwise here; nothing was stored",
+                401: "no session token, or one not for this centre",
+                403: "not a password sign-on at home, or the project is not one of yours with an allocation",
+                409: "this tracing key is already registered (by someone else, or for another project)",
+                503: "the directory or chain is unavailable; or " + no_key,
+            },
+        ),
+    )
+    def group_join(body: GroupJoinRequest, claims: Annotated[Claims, Depends(session)]) -> dict:
+        """At the user's home: join a project's group with a tracing key you prove the secret of; the home keeps
+        the key with you and signs a group credential over it blindly (the same request again renews it)."""
+        return groups().join(claims, body.model_dump())
+
+    @app.post(
+        "/v1/anonymous/grants",
+        response_model=GrantResponse,
+        tags=["anonymous"],
+        responses=responses(
+            422,
+            descriptions={
+                400: "the order is malformed, its signature does not recover, its centre is no member, its rates "
+                "version is unpublished or its deadline is past or more than 7 days out; nothing was held",
+                401: "the group signature is refused: malformed, by an issuer key not known, or not over this order",
+                402: "the hold does not fit the project's available allocation or the home's free collateral "
+                "(the figures are in `reasons`); nothing was held",
+                403: "the group signature is by a member of another home, its credential expired or predates a "
+                "revocation here, or its project has no allocation any more",
+                409: "the order's account paid for another order, or the order was granted to someone else",
+                503: "the chain is unavailable; or " + no_key,
+            },
+        ),
+    )
+    def anonymous_grant(body: AnonymousGrantRequest) -> dict:
+        """At a member's home, with no session: hold the order's maximum price on the project the group signature
+        proves and sign the grant, as /v1/grants does, never learning which member asked (idempotent per order)."""
+        return groups().grant(body.order, body.order_signature, body.group_signature)
+
+    @app.post(
+        "/v1/supervision/identify/{opening}",
+        response_model=IdentificationView,
+        tags=["anonymous"],
+        dependencies=[Depends(operator)],
+        responses=responses(
+            422,
+            descriptions={
+                401: "the operator key is missing or wrong",
+                403: "the opening is of a signature by another home's member: that home identifies it",
+                404: "there is no such opening on chain, or no member of this home has the tracing key it revealed",
+                409: "the opening is not opened yet (fewer accepted shares than the threshold)",
+                503: "the chain is unavailable, or the consortium has no supervision contract",
+            },
+        ),
+    )
+    def identify(opening: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> dict:
+        """At the opened signature's home (operator): the member its tracing key belongs to, kept here and recorded
+        on chain with the member's enrolment id (Supervision.identify, through the outbox)."""
+        return groups().identify(opening)
 
     return app
 

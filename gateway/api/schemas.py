@@ -253,6 +253,41 @@ class JobQuote(BaseModel):
     )
 
 
+GROUP_SIGNATURE = r"^0x([0-9a-fA-F]{2}){201,4096}$"
+"""A group signature (auth.group.signature), 201 to 4096 bytes, 0x-hex."""
+SIGNATURE_HASH = r"^0x[0-9a-fA-F]{64}$"
+"""keccak256 of a group signature, 0x-hex: what an anonymous job's usage record names (`group_signature`)."""
+
+
+class AnonymousQuote(Strict):
+    """A job request signed by a member of a project instead of a session: what the centre takes it at."""
+
+    request: JobRequest
+    group_signature: str = Field(
+        pattern=GROUP_SIGNATURE,
+        description="a group signature over quote_message(the request's digest with `centre` this centre)",
+    )
+
+
+class AnonymousSubmission(JobSubmission):
+    """A job submission signed by a member of a project instead of a session: the order carries a group signature."""
+
+    group_signature: str = Field(
+        pattern=GROUP_SIGNATURE, description="a group signature over order_message(the order's EIP-712 digest)"
+    )
+
+
+class GroupSignatureView(BaseModel):
+    """The group signature of a job a centre ran, for the supervisors who may ask to open it, and auditors."""
+
+    signature_hash: str = Field(description="keccak256 of the signature: what the job's usage record names")
+    group_signature: str = Field(description="the signature, 0x-hex (its bytes 9 to 201 are the ciphertext C1, C2)")
+    record: str | None = Field(
+        description="the EIP-712 digest of the job's usage record (the transaction an opening names); null while "
+        "the job has none (running, or not billed)"
+    )
+
+
 class SignedRecord(BaseModel):
     data: dict = Field(description="the usage record (ledger.records.UsageRecord, snake_case)")
     digest: str = Field(description="its EIP-712 digest: what a receipt names")
@@ -389,6 +424,54 @@ class GrantResponse(BaseModel):
     grant_signature: str = Field(description="the grant's signature by the home's member account, 0x-hex")
     order: str = Field(description="the order's digest")
     project: str = Field(description="the project the hold is charged to")
+
+
+class AnonymousGrantRequest(Strict):
+    """At a member's home, with no session: hold an order's maximum price on the project a group signature proves."""
+
+    order: dict = Field(description="the Order (ledger.payment, snake_case), signed by a fresh payment account")
+    order_signature: str = Field(pattern=SIGNATURE, description="the order's EIP-712 signature by that account")
+    group_signature: str = Field(
+        pattern=GROUP_SIGNATURE,
+        description="a group signature over order_message(the order's EIP-712 digest) by a credential of this home",
+    )
+
+
+SCALAR = r"^0x[0-9a-fA-F]{64}$"
+"""A scalar of BLS12-381's group order, 32 bytes 0x-hex."""
+
+
+class JoinProof(Strict):
+    c: str = Field(pattern=SCALAR, description="the Schnorr proof's challenge")
+    s: str = Field(pattern=SCALAR, description="the Schnorr proof's response")
+
+
+class GroupJoinRequest(Strict):
+    """At home, signed on with a password: join one of your projects' groups (auth.group.credential.JoinRequest)."""
+
+    project: str = Field(pattern=PROJECT, description="the project (as your home names it) whose group to join")
+    tracing_key: str = Field(
+        pattern=r"^0x[0-9a-fA-F]{96}$", description="T = sk·H_0 for your secret sk, a compressed G1 point, 0x-hex"
+    )
+    proof: JoinProof = Field(description="a proof of knowing sk, bound to this home, the project and your uid")
+
+
+class GroupJoinResponse(BaseModel):
+    credential: dict = Field(
+        description="the group credential (auth.group.credential.GroupCredential), signed blindly over T: keep it "
+        "with sk in your wallet"
+    )
+    supervision_key: str = Field(description="the supervisors' joint key Y (96 bytes raw, 0x-hex): sign under it")
+    issuer_pk: str = Field(description="this home's issuer public key that signed the credential, 0x-hex")
+
+
+class IdentificationView(BaseModel):
+    """Whom an opened signature's tracing key belongs to, as this home mapped it (and records on chain)."""
+
+    opening: int
+    uid: str = Field(description="the member, as this home's directory names them")
+    enrolment: str = Field(description="the member's enrolment id (0x-hex): what Supervision.identify records")
+    project: str = Field(description="the project whose group the key joined")
 
 
 class ProjectBalance(BaseModel):

@@ -25,14 +25,17 @@ from gateway.books.epochs import EpochCloser
 from gateway.books.watcher import Watcher, fetch_evidence
 from gateway.jobs.executor import Executor, LocalExecutor
 from gateway.jobs.slurm import SlurmExecutor
+from gateway.node.anonymous import SupervisionKey
 from gateway.node.centre import CentreNode, NodeParts
 from gateway.node.config import GatewayConfig
 from gateway.node.decisions import DecisionLog
+from gateway.node.groups import GroupDesk, chain_openings
 from gateway.node.payer import Payer, collateral_source
 from gateway.node.peers import Peers
 from gateway.node.policies import DecisionDesk, PolicyFiles, PolicyKeeper
 from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
+from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
@@ -42,6 +45,7 @@ from ledger.payment import Grant, Order
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import bytes32, from_hex, to_hex
 from ledger.records import UsageRecord, domain_for
+from ledger.supervision import Supervision
 
 
 def build_node(
@@ -100,6 +104,16 @@ def build_node(
         key_overlap=issuer_key_overlap,
     )
     policy = PolicyKeeper(name, index, store, PolicyFiles(policy_file, schema_file))
+    payer = Payer(
+        name=name,
+        account=account,
+        domain=domain_for(deployment),
+        index=index,
+        directory=directory,
+        book=HoldBook(store),
+        allocations=allocations or {},
+        collateral=collateral_source(index, account.address, bind(chain, deployment).settlement),
+    )
     parts = NodeParts(
         name=name,
         account=account,
@@ -125,15 +139,18 @@ def build_node(
         domain=domain_for(deployment),
         operator_key=operator_key,
         workers=workers,
-        payer=Payer(
+        payer=payer,
+        groups=GroupDesk(
             name=name,
-            account=account,
-            domain=domain_for(deployment),
+            payer=payer,
+            domain=domain,
+            issuer_key=issuer_key,
+            enrol=signon.enrol,
             index=index,
-            directory=directory,
-            book=HoldBook(store),
-            allocations=allocations or {},
-            collateral=collateral_source(index, account.address, bind(chain, deployment).settlement),
+            book=GroupBook(store),
+            outbox=outbox,
+            supervision_key=SupervisionKey.from_chain(chain, deployment).get,
+            openings=None if deployment.supervision is None else chain_openings(Supervision.of(chain, deployment)),
         ),
     )
     # a policy version published on chain is served as soon as the files hold it, without a restart
@@ -353,6 +370,18 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
             send(registry.enrol(enrolment), "AlreadyEnrolled")
         return send(registry.revoke(enrolment), "AlreadyRevoked")
 
+    # Only an opening's home may identify it, so "already identified" with this enrolment is this home's own
+    # write landing before a crash.
+    def identify(p: dict) -> str | None:
+        if contracts.supervision is None:  # enqueued only where openings are read, from this contract
+            raise ValueError("the deployment has no Supervision contract")
+        supervision, enrolment = contracts.supervision.functions, bytes32(p["enrolment"])
+        return send(
+            supervision.identify(p["opening"], enrolment),
+            "AlreadyIdentified",
+            lambda: bytes(supervision.opening(p["opening"]).call().enrolment) == enrolment,
+        )
+
     for kind, handler in (
         ("anchor", anchor),
         ("settle", settle),
@@ -362,5 +391,6 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         ("issuer-key", issuer_key),
         ("enrol", enrol),
         ("revoke", revoke),
+        ("identify", identify),
     ):
         outbox.register(kind, handler)

@@ -26,11 +26,15 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
+from auth.group.signature import signature_hash
 from auth.policy import Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
 from gateway.api.schemas import (
     JOB_SIGNATURE_SKEW,
+    AnonymousQuote,
+    AnonymousSubmission,
     EpochClosure,
+    GroupSignatureView,
     JobQuote,
     JobRequest,
     JobSubmission,
@@ -48,8 +52,10 @@ from gateway.jobs.executor import Execution, Executor, ExecutorError, Limits
 from gateway.jobs.placement import Candidate, rank_centres
 from gateway.jobs.pricing import cap_to_limits, max_price, price
 from gateway.node import orders
+from gateway.node.anonymous import AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
 from gateway.node.decisions import DecisionLog
 from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
+from gateway.node.groups import GroupDesk
 from gateway.node.payer import Payer
 from gateway.node.peers import Peers
 from gateway.node.policies import DecisionDesk, Evaluated, PolicyKeeper
@@ -58,7 +64,7 @@ from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult,
 from ledger import lock
 from ledger.ids import centre_id
 from ledger.index import EventIndex, RatesInfo
-from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover, request_digest
+from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
 
@@ -103,6 +109,8 @@ class NodeParts:
     workers: int = 4
     payer: Payer | None = None
     """The home's grant desk (gateway.node.payer): grants, holds, balances, complaints of its own users."""
+    groups: GroupDesk | None = None
+    """The home's group desk (gateway.node.groups): joins, anonymous grants, identifications of openings."""
 
 
 class CentreNode:
@@ -116,6 +124,9 @@ class CentreNode:
         self._housekeeper: threading.Thread | None = None
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, dict | None] = (0.0, None)
+        self.anonymous = AnonymousDesk(
+            parts.name, parts.index, parts.domain, SupervisionKey.from_chain(parts.index.chain, parts.index.deployment)
+        )
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -254,13 +265,19 @@ class CentreNode:
     # -- jobs --------------------------------------------------------------------
 
     def submit(
-        self, claims: Claims, submission: JobSubmission, idempotency_key: str | None, client: str | None = None
+        self,
+        claims: Claims,
+        submission: JobSubmission,
+        idempotency_key: str | None,
+        client: str | None = None,
+        group_signature: bytes | None = None,
     ) -> JobView:
         """Accept a job for this centre, if its policy allows it and its order and grant pay for it.
 
         A gateway serves only its own centre: it never carries a user's authority to
         another member. Placement across centres is the client's (see `placement`):
-        it signs on at the centre it picks and submits there.
+        it signs on at the centre it picks and submits there. `group_signature` is an
+        anonymous job's (`anonymous_submit`), kept with the job for the supervisors.
         """
         request = submission.request()
         self._check_centre(request)
@@ -268,11 +285,48 @@ class CentreNode:
             earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
             if earlier is not None:  # decided before anything runs: a retry never starts a second job
                 return self._retry(earlier, request, idempotency_key)
+        if group_signature is not None:
+            used = self.parts.store.job_by_group_signature(signature_hash(group_signature))
+            if used is not None:  # its order is spent too: refused before the policy decides anything
+                raise Conflict(
+                    f"replayed order: this group signature was already used for job {used.id}; an order pays for "
+                    "one job: sign a new order (with a fresh account) and sign it again"
+                )
         allowed = self._authorise(claims, request, "submit", client)
         signed = orders.Signed(
             submission.order, submission.order_signature, submission.grant, submission.grant_signature
         )
-        return self._accept(claims, request, signed, idempotency_key, allowed)
+        return self._accept(claims, request, signed, idempotency_key, allowed, group_signature)
+
+    def anonymous_submit(
+        self, submission: AnonymousSubmission, idempotency_key: str | None, client: str | None = None
+    ) -> JobView:
+        """`submit` for a member of a project who signs the order with a group signature instead of signing on.
+
+        The claims name only a pseudonym (the signature's hash), the home and the project; the
+        job keeps the signature, and its usage record names the signature's hash.
+        """
+        verified = self.anonymous.for_order(submission.order, submission.group_signature)
+        return self.submit(verified.claims, submission, idempotency_key, client, verified.signature)
+
+    def anonymous_quote(self, body: AnonymousQuote, client: str | None = None) -> JobQuote:
+        """`quote` for a job request carrying a group signature over it, instead of a session."""
+        verified = self.anonymous.for_quote(body.request, body.group_signature)
+        return self.quote(verified.claims, body.request, client)
+
+    def group_signature(self, signature_hash_hex: str) -> GroupSignatureView:
+        """The group signature of a job run here, by its hash (what its usage record names), and the record's digest:
+        for a supervisor asking for an opening, and for auditors."""
+        wanted = bytes.fromhex(signature_hash_hex.removeprefix("0x"))
+        job = self.parts.store.job_by_group_signature(wanted)
+        if job is None or job.group_signature is None:
+            raise NotFound(f"no job at {self.name} was submitted under a group signature with hash 0x{wanted.hex()}")
+        record = record_digest(self._record(job)[0], self.parts.domain) if job.record_id else None
+        return GroupSignatureView(
+            signature_hash=to_hex(wanted),
+            group_signature=to_hex(job.group_signature),
+            record=None if record is None else to_hex(record),
+        )
 
     def quote(self, claims: Claims, request: JobRequest, client: str | None = None) -> JobQuote:
         """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
@@ -373,7 +427,7 @@ class CentreNode:
             "gpus": res.gpus,
             "hour": time.gmtime(now).tm_hour,
         }
-        digest = request_digest(request.model_dump() | {"centre": self.name})  # what the order signs
+        digest = job_request_digest(request, self.name)  # what the order signs
         evaluated = self.parts.decisions.evaluate(
             kind=kind,
             request=digest,
@@ -381,7 +435,7 @@ class CentreNode:
             resource=resource,
             context=context,
             now=now,
-            client=client if claims.presented else None,
+            client=client if pseudonymous(claims) else None,
         )
         if not evaluated.decision.allowed:
             raise self.parts.decisions.refuse(evaluated)
@@ -406,7 +460,7 @@ class CentreNode:
         groups = {f"{g}@{claims.home}" for g in home_groups}
         if claims.home == self.name:
             groups.update(home_groups)
-        if not claims.presented:  # a presented sign-on is pseudonymous: no directory entry to look up
+        if not pseudonymous(claims):  # a presented sign-on or a group signature: no directory entry to look up
             groups.update(self.parts.directory.groups_of(claims.sub))
         return sorted(groups)
 
@@ -417,6 +471,7 @@ class CentreNode:
         signed: orders.Signed,
         idempotency_key: str | None,
         allowed: Evaluated,
+        group_signature: bytes | None = None,
     ) -> JobView:
         """Store the job with the rates version in force now, the order and grant that pay for it and the
         policy's allow that admitted it (one transaction); refused after all, the allow is stored alone.
@@ -425,7 +480,7 @@ class CentreNode:
         The grant is checked against the home's member account in the index: the home is not asked.
         """
         try:
-            job, created = self._store_job(claims, request, signed, idempotency_key, allowed)
+            job, created = self._store_job(claims, request, signed, idempotency_key, allowed, group_signature)
         except Exception:
             self.parts.decisions.keep(allowed)
             raise
@@ -440,6 +495,7 @@ class CentreNode:
         signed: orders.Signed,
         idempotency_key: str | None,
         allowed: Evaluated,
+        group_signature: bytes | None = None,
     ) -> tuple[Job, bool]:
         """Check the order and grant, then store the job with them and its allow: (job, created)."""
         body = request.model_dump() | {"centre": self.name}
@@ -470,6 +526,7 @@ class CentreNode:
                 rates_version=rates.version,
                 payment=accepted.payment,
                 decision=allowed.entry,
+                group_signature=group_signature,
             )
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
@@ -718,6 +775,7 @@ class CentreNode:
                 grant=grant_ref,
                 lock_hash=sealed.lock_hash,
                 decision=bytes.fromhex(job.decision) if job.decision else bytes(32),  # the admitting entry's digest
+                group_signature=signature_hash(job.group_signature) if job.group_signature else bytes(32),
             )
             return record, sign_record(record, domain, self.parts.account.key), record_leaf(record, domain)
 

@@ -131,18 +131,30 @@ class Payer:
 
     def grant(self, claims: Claims, order: dict[str, Any], order_signature: str, project: str | None = None) -> dict:
         """Hold the order's maximum price against the user's project and sign the Grant; idempotent per order."""
-        self._home_session(claims, "grants")
-        parsed = self._order(order)
-        account = self._signer(parsed, order_signature)
+        self.home_session(claims, "grants")
+        return self.hold_and_sign(claims.sub, order, order_signature, lambda: self.project_of(claims, project))
+
+    def hold_and_sign(
+        self,
+        principal: str,
+        order: dict[str, Any],
+        order_signature: str,
+        project: Callable[[], tuple[str, int]],
+    ) -> dict:
+        """The grant's own step, for whoever the caller vouched for: a signed-on user (their uid@home), or a group
+        signature's project (`anonymous:<project>`). `project()` names the project and its allocation; it is asked
+        only for a new order (a retry gets its grant whatever changed since). Idempotent per order."""
+        parsed = self.parse_order(order)
+        account = self.order_signer(parsed, order_signature)
         digest = order_digest(parsed, self._domain)
         earlier = self.book.hold_for_order(digest)
         if earlier is not None:  # a retry: the same grant, whatever changed since
-            if earlier.principal != claims.sub:
+            if earlier.principal != principal:
                 raise Conflict(f"order {to_hex(digest)} was granted before, to another user")
             return self._granted(earlier)
         centre = self._serving_centre(parsed)
         self._check_deadline(parsed.deadline)
-        name, allocation = self._project(claims, project)
+        name, allocation = project()
         if parsed.max_price > MAX_AMOUNT:
             raise PaymentRequired(
                 f"the order's maximum price {parsed.max_price} is above any allocation at {self.name}",
@@ -160,7 +172,7 @@ class Payer:
             order_digest=digest,
             grant_digest=grant_digest(grant, self._domain),
             account=account,
-            principal=claims.sub,
+            principal=principal,
             project=name,
             centre=centre,
             amount=grant.amount,
@@ -187,7 +199,7 @@ class Payer:
             "project": hold.project,
         }
 
-    def _home_session(self, claims: Claims, what: str) -> None:
+    def home_session(self, claims: Claims, what: str) -> None:
         """Only a password sign-on here at home: a presented session is pseudonymous, an exchanged one not home's."""
         if claims.presented or not (claims.iss == claims.home == claims.aud == self.name):
             raise Forbidden(
@@ -195,14 +207,14 @@ class Payer:
                 "a session from a presentation or a token exchange is refused"
             )
 
-    def _order(self, order: Any) -> Order:
+    def parse_order(self, order: Any) -> Order:
         try:
             parsed: Order = Order.from_dict(order)
         except InvalidPayment as exc:
             raise Invalid(f"the order is malformed: {exc}") from None
         return parsed
 
-    def _signer(self, order: Order, signature: str) -> str:
+    def order_signer(self, order: Order, signature: str) -> str:
         try:
             raw = from_hex(signature, size=65, what="order_signature")
             return recover(order, self._domain, raw)
@@ -235,7 +247,8 @@ class Payer:
         groups = {g.casefold() for g in self._directory.groups_of(claims.sub)}
         return {name: amount for name, amount in self._allocations.items() if name.casefold() in groups}
 
-    def _project(self, claims: Claims, asked: str | None) -> tuple[str, int]:
+    def project_of(self, claims: Claims, asked: str | None) -> tuple[str, int]:
+        """The user's project to charge: the one asked for among theirs, else their only one."""
         projects = self._projects(claims)
         yours = ", ".join(sorted(projects)) or "none"
         if asked is not None:
@@ -250,6 +263,13 @@ class Payer:
         ((name, amount),) = projects.items()
         return name, amount
 
+    def allocation(self, project: str) -> tuple[str, int] | None:
+        """The project's name as allocated and its allocation, if it has one (names ignore case, as LDAP cns)."""
+        return next(
+            ((name, amount) for name, amount in self._allocations.items() if name.casefold() == project.casefold()),
+            None,
+        )
+
     def _free_collateral(self) -> int:
         try:
             return self._collateral.collateral()
@@ -261,8 +281,8 @@ class Payer:
 
     def balance(self, claims: Claims, project: str | None = None) -> dict:
         """The project's allocation, held, spent and available; the user's own holds and spending."""
-        self._home_session(claims, "balances")
-        name, allocation = self._project(claims, project)
+        self.home_session(claims, "balances")
+        name, allocation = self.project_of(claims, project)
         held, spent = self.book.project_figures(name)
         user_held, user_spent = self.book.user_figures(claims.sub)
         return {
@@ -291,7 +311,7 @@ class Payer:
 
     def complain(self, claims: Claims, record: dict[str, Any]) -> dict:
         """The user got no key for one of their records: noted for the watcher to dispute (needKey)."""
-        self._home_session(claims, "complaints")
+        self.home_session(claims, "complaints")
         try:
             parsed: UsageRecord = UsageRecord.from_dict(record)
         except InvalidRecord as exc:

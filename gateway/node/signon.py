@@ -99,6 +99,13 @@ class SignOn:
         """The user's pseudonymous enrolment id: stable at this home, meaningless anywhere else."""
         return hmac.new(self._enrolment_secret, uid.encode(), hashlib.sha256).digest()
 
+    def enrol(self, uid: str) -> bytes:
+        """The user's enrolment id, its registration on chain queued if the index does not show it yet."""
+        enrolment = self.enrolment_id(uid)
+        if self.index.enrolment(self.name, enrolment) is None:
+            self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": to_hex(enrolment)})
+        return enrolment
+
     def bind(self, username: str, password: str) -> DirectoryEntry:
         """The user's live directory entry, after a password bind here; a revoked enrolment is refused."""
         try:
@@ -114,9 +121,7 @@ class SignOn:
     def issue(self, username: str, password: str) -> dict:
         """A credential over the user's live directory attributes, after a password bind here."""
         entry = self.bind(username, password)
-        enrolment = self.enrolment_id(entry.uid)
-        if self.index.enrolment(self.name, enrolment) is None:
-            self.outbox.enqueue("enrol", f"enrol:{enrolment.hex()}", {"enrolment": to_hex(enrolment)})
+        enrolment = self.enrol(entry.uid)
         values = self.schema.from_directory(entry.attributes, entry.groups) | {
             "home": self.name,
             "pseudonym": enrolment.hex(),

@@ -1,0 +1,173 @@
+"""The serving side of an anonymous job: a group signature stands in for a sign-on.
+
+A member of a home's project signs the job request (to ask for a quote) or the order
+(to submit) with a group signature (auth.group.signature). The centre checks it with
+the home's issuer key from its index and the supervisors' key read once from the chain,
+refuses a credential that expired or predates a revocation at its home, and gives the
+normal quote and submission paths claims that name no one: a pseudonym made of the
+signature's hash, the home, and the project as the only group. No directory is asked,
+nothing of the member is stored but the signature itself (for the supervisors).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from py_arkworks_bls12381 import G1Point
+
+from auth.group.errors import GroupError
+from auth.group.signature import GroupSigned, order_message, quote_message, verify
+from auth.tokens import Claims
+from gateway.api.schemas import JobRequest
+from gateway.node.errors import Forbidden, Invalid, Unauthenticated, Unavailable
+from ledger.chain import Chain
+from ledger.deploy import Deployment
+from ledger.index import EventIndex
+from ledger.payment import InvalidPayment, Order, order_digest, request_digest
+from ledger.primitives.hex import HexError, from_hex
+from ledger.records import Domain
+from ledger.supervision import Supervision
+
+#: The authentication method of an anonymous job's claims: a group signature, no session.
+GROUP = "group"
+
+#: Seconds a "no key yet" answer of the chain is reused for: asking cannot make the chain read hot.
+KEY_RECHECK = 5.0
+
+
+def pseudonymous(claims: Claims) -> bool:
+    """Whether the claims name nobody the centre could look up: a presented session or a group signature."""
+    return claims.presented or claims.amr == [GROUP]
+
+
+def job_request_digest(request: JobRequest, centre: str) -> bytes:
+    """What an order's `request` names for a job at `centre`, and what a quote's group signature signs."""
+    return request_digest(request.model_dump() | {"centre": centre})
+
+
+class SupervisionKey:
+    """The supervisors' joint key Y, read from the chain the first time it is there, then kept.
+
+    One Supervision contract generates one key, never changed afterwards, so one read
+    serves for good; until the key is generated, the chain is asked again at most
+    every KEY_RECHECK seconds.
+    """
+
+    def __init__(
+        self,
+        read: Callable[[], G1Point | None] | None,
+        *,
+        recheck: float = KEY_RECHECK,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`read` gives the contract's key (None until it is generated); None when the consortium has no
+        Supervision contract."""
+        self._read, self._recheck, self._clock = read, recheck, clock
+        self._key: G1Point | None = None
+        self._asked_at: float | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_chain(cls, chain: Chain, deployment: Deployment) -> SupervisionKey:
+        """The key of the deployment's Supervision contract, if it has one (a description from before has none)."""
+        if deployment.supervision is None:
+            return cls(None)
+        return cls(lambda: Supervision.of(chain, deployment).public_key())
+
+    def get(self) -> G1Point:
+        """Y, or Unavailable (503) while there is none to sign or verify under."""
+        if self._read is None:
+            raise Unavailable(
+                "this consortium has no supervision contract, so nobody could open an anonymous job's signature: "
+                "anonymous jobs are not taken"
+            )
+        with self._lock:
+            now = self._clock()
+            if self._key is None and (self._asked_at is None or now - self._asked_at >= self._recheck):
+                self._asked_at = now
+                try:
+                    self._key = self._read()
+                except Exception as exc:  # noqa: BLE001 - a chain that does not answer now: asked again later
+                    raise Unavailable(f"the supervisors' key cannot be read from the chain now: {exc}") from None
+            key = self._key
+        if key is None:
+            raise Unavailable(
+                "the supervisors have not generated their key yet (their distributed key generation is not "
+                "finalized), so no anonymous job can be signed or checked; try again later"
+            )
+        return key
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A group signature that passed every check, and the claims it stands for."""
+
+    signature: bytes
+    signed: GroupSigned
+    claims: Claims
+
+
+class AnonymousDesk:
+    """Checks group signatures for one centre and turns them into claims for the policy."""
+
+    def __init__(self, name: str, index: EventIndex, domain: Domain, key: SupervisionKey) -> None:
+        self.name, self.index, self.domain, self.key = name, index, domain, key
+
+    def for_quote(self, request: JobRequest, group_signature: str) -> Verified:
+        """The signature over the job request as this centre would take it (quote_message of its digest)."""
+        return self._check(group_signature, quote_message(job_request_digest(request, self.name)), "the job request")
+
+    def for_order(self, order: Any, group_signature: str) -> Verified:
+        """The signature over the order (order_message of its EIP-712 digest); the order's own checks come later."""
+        try:
+            parsed = Order.from_dict(order)
+        except InvalidPayment as exc:
+            raise Invalid(f"the order is malformed: {exc}") from None
+        return self._check(group_signature, order_message(order_digest(parsed, self.domain)), "the order")
+
+    def _check(self, text: str, message: bytes, what: str) -> Verified:
+        try:
+            signature = from_hex(text, what="group_signature")
+        except HexError as exc:
+            raise Invalid(f"group_signature: {exc}") from None
+        now = self.index.now()
+        key = self.key.get()
+        try:
+            signed = verify(
+                signature,
+                message,
+                issuer_pk_for=lambda home, key_id: self.index.issuer_key(home, key_id, now),
+                supervision_key=key,
+            )
+        except GroupError as exc:
+            raise Unauthenticated(f"group signature refused: {exc} (it must sign {what} sent with it)") from None
+        if signed.expires_at <= now:
+            raise Forbidden(
+                f"group signature refused: its credential expired at {signed.expires_at} (now {now}); "
+                f"join project {signed.project} at {signed.home} again for a fresh one"
+            )
+        current = self.index.revocation_epoch(signed.home)
+        if signed.revocation_epoch < current:
+            raise Forbidden(
+                f"group signature refused: its credential predates a revocation at {signed.home} (its revocation "
+                f"epoch {signed.revocation_epoch}, current {current}); join project {signed.project} again"
+            )
+        return Verified(signature, signed, self._claims(signed, now))
+
+    def _claims(self, signed: GroupSigned, now: int) -> Claims:
+        """A pseudonym from the signature's hash, the home, and the project as the only attribute (its group)."""
+        return Claims(
+            iss=self.name,
+            aud=self.name,
+            sub=f"{signed.hash[:8].hex()}@{signed.home}",
+            home=signed.home,
+            attrs={"groups": signed.project},
+            iat=now,
+            exp=signed.expires_at,
+            amr=[GROUP],
+            rev=signed.revocation_epoch,
+        )

@@ -1,0 +1,264 @@
+"""The home's group desk: members join their projects' groups, members' orders are granted unnamed, and an
+opened signature is mapped back to its member, on the record.
+
+- **Join** (`POST /v1/groups/join`, a password session at home): the member proves knowledge of the secret
+  behind a tracing key T, the proof bound to the uid the home knows them by (so nobody registers another
+  member's T); the project must be one of their LDAP groups with an allocation. The home keeps T with the
+  member (T is unique) and signs a group credential over it blindly: it never sees the secret, so it can
+  never sign in the member's name.
+- **Anonymous grant** (`POST /v1/anonymous/grants`, no session): a group signature over the order, by a
+  credential of this home, of the current revocation epoch and unexpired, lets the home hold the order's
+  maximum price on the signed project exactly as a signed-on grant does (the Payer's step), under the
+  principal `anonymous:<project>`. The home learns the project, never the member, and stores nothing that
+  links the grant to one: anonymous spending is budgeted per project, not per member.
+- **Identify** (`POST /v1/supervision/identify/{opening}`, the operator): once t supervisors have opened a
+  signature on chain to T, its home maps T to the member row, keeps that, and records on chain the member's
+  enrolment id (`Supervision.identify`, through the outbox).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from py_arkworks_bls12381 import G1Point
+
+from auth.group.credential import JoinRequest, check_join, issue_group_credential
+from auth.group.errors import GroupError
+from auth.group.points import g1_raw
+from auth.group.signature import MAX_LENGTH, GroupSigned, order_message, parse, verify
+from auth.tokens import Claims
+from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
+from gateway.node.payer import Payer
+from gateway.node.signon import IssuerKey
+from gateway.store.groups import GroupBook, TracingKeyTaken
+from ledger.chain import ChainRevert
+from ledger.index import EventIndex
+from ledger.outbox import Outbox
+from ledger.payment import order_digest
+from ledger.primitives.hex import HexError, from_hex, to_hex
+from ledger.records import Domain
+from ledger.supervision import Supervision
+
+log = logging.getLogger(__name__)
+
+CREDENTIAL_PERIOD = 7 * 24 * 3600
+"""Group credentials expire on week boundaries (multiples of this since the Unix epoch), at least a week out."""
+
+
+def credential_expiry(now: int) -> int:
+    """The expiry of a credential issued at `now`: the first week boundary at least a week away (7 to 14 days).
+
+    Every signature discloses its credential's expiry, and the home knows when each member joined: an expiry
+    shared by everyone who joined or renewed in the same week keeps it from telling the home who signed.
+    """
+    return (now // CREDENTIAL_PERIOD + 2) * CREDENTIAL_PERIOD
+
+
+ANONYMOUS = "anonymous:"
+"""The principal of an anonymous grant's hold: `anonymous:<project>`, naming no member."""
+
+NO_SUPERVISION = "this consortium has no supervision contract"
+
+
+@dataclass(frozen=True)
+class OpeningFacts:
+    """What the home needs of an opening on chain."""
+
+    home: str
+    """The home the opening was asked of (a member centre's name)."""
+    opened: bool
+    tracing_key: G1Point | None
+    """T, once opened."""
+
+
+class Openings(Protocol):
+    """The openings of the consortium's Supervision contract, as the home reads them."""
+
+    def __call__(self, opening: int) -> OpeningFacts | None:
+        """The opening with this id, or None if there is none."""
+        ...
+
+
+class GroupDesk:
+    """One home's group memberships, anonymous grants and identifications."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        payer: Payer,
+        domain: Domain,
+        issuer_key: IssuerKey,
+        enrol: Callable[[str], bytes],
+        index: EventIndex,
+        book: GroupBook,
+        outbox: Outbox,
+        supervision_key: Callable[[], G1Point],
+        openings: Openings | None,
+        clock: Callable[[], int] | None = None,
+    ) -> None:
+        """`enrol(uid)` is the member's enrolment id, sent on its way to the chain if it is not there yet
+        (SignOn.enrol); `supervision_key()` is the supervisors' joint key Y, or Unavailable while there is none
+        (gateway.node.anonymous.SupervisionKey.get); `openings` is None on a deployment without a Supervision
+        contract."""
+        self.name = name
+        self._payer = payer
+        self._domain = domain
+        self._issuer = issuer_key
+        self._enrol = enrol
+        self._index = index
+        self.book = book
+        self._outbox = outbox
+        self._supervision_key = supervision_key
+        self._openings = openings
+        self._clock = clock or index.now
+
+    # -- join ------------------------------------------------------------------------
+
+    def join(self, claims: Claims, body: Any) -> dict:
+        """A blind group credential for a tracing key the member proves, in one of their projects."""
+        self._payer.home_session(claims, "group memberships")
+        uid = claims.sub.rsplit("@", 1)[0]
+        try:
+            request = JoinRequest.from_dict(body)
+        except GroupError as exc:
+            raise Invalid(f"the join request is malformed: {exc}") from None
+        project, _ = self._payer.project_of(claims, request.project)
+        if project != request.project:
+            raise Invalid(f"the project is called {project!r} at {self.name}: join it by that name")
+        try:
+            tracing_key = check_join(request, home=self.name, member=uid)
+        except GroupError as exc:
+            raise Invalid(f"{exc}: it must prove the secret of this tracing key, for {uid} at {self.name}") from None
+        supervision_key = self._supervision_key()
+        registered = self.book.member(tracing_key.to_compressed_bytes())
+        if registered is not None and (registered.uid, registered.project) != (uid, project):
+            raise Conflict("this tracing key is already registered: draw a new secret and join again")
+        credential = issue_group_credential(
+            self._issuer.sk,
+            self._issuer.pk,
+            request,
+            home=self.name,
+            member=uid,
+            revocation_epoch=self._index.revocation_epoch(self.name),
+            expires_at=credential_expiry(self._clock()),
+        )
+        try:  # the enrolment goes on chain only for a key this member may register (add_member checks again)
+            self.book.add_member(
+                uid, self._enrol(uid), project, tracing_key.to_compressed_bytes(), credential.expires_at
+            )
+        except TracingKeyTaken as exc:
+            raise Conflict(f"{exc}: draw a new secret and join again") from None
+        return {
+            "credential": credential.to_dict(),
+            "supervision_key": to_hex(g1_raw(supervision_key)),
+            "issuer_pk": to_hex(self._issuer.pk),
+        }
+
+    # -- anonymous grants --------------------------------------------------------------
+
+    def grant(self, order: dict[str, Any], order_signature: str, group_signature: str) -> dict:
+        """The Payer's hold and grant for an order a member of one of this home's projects signed, unnamed."""
+        signature = _signature_bytes(group_signature)
+        parsed = self._payer.parse_order(order)
+        digest = order_digest(parsed, self._domain)
+        try:
+            claimed = parse(signature)
+        except GroupError as exc:
+            raise Unauthenticated(f"the group signature is refused: {exc}") from None
+        if claimed.home != self.name:
+            raise Forbidden(
+                f"the group signature is by a member of {claimed.home}, not of {self.name}: its home grants its orders"
+            )
+        now = self._clock()
+        try:
+            signed = verify(
+                signature,
+                order_message(digest),
+                issuer_pk_for=lambda home, key_id: self._index.issuer_key(home, key_id, now),
+                supervision_key=self._supervision_key(),
+            )
+        except GroupError as exc:
+            raise Unauthenticated(
+                f"the group signature is refused: {exc} (it must sign the order sent with it)"
+            ) from None
+        self._check_current(signed, now)
+        return self._payer.hold_and_sign(
+            ANONYMOUS + signed.project, order, order_signature, lambda: self._allocation(signed.project)
+        )
+
+    def _check_current(self, signed: GroupSigned, now: int) -> None:
+        epoch = self._index.revocation_epoch(self.name)
+        if signed.revocation_epoch != epoch:
+            raise Forbidden(
+                f"the group credential is of revocation epoch {signed.revocation_epoch}, and {self.name}'s is "
+                f"{epoch}: join the group again (xcentre group join) for a current credential"
+            )
+        if signed.expires_at <= now:
+            raise Forbidden(
+                f"the group credential expired at {signed.expires_at} (now {now}): join the group again "
+                "(xcentre group join) for a fresh one"
+            )
+
+    def _allocation(self, project: str) -> tuple[str, int]:
+        found = self._payer.allocation(project)
+        if found is None:
+            raise Forbidden(f"project {project} has no allocation at {self.name} any more: it grants nothing")
+        return found
+
+    # -- identification ------------------------------------------------------------------
+
+    def identify(self, opening: int) -> dict:
+        """Map an opening of a signature by one of this home's members to the member, and put it on record."""
+        if self._openings is None:
+            raise Unavailable(NO_SUPERVISION)
+        try:
+            facts = self._openings(opening)
+        except GroupError as exc:
+            raise Conflict(f"opening {opening} on chain holds no usable tracing key: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - the chain may be unreachable: refuse for now
+            log.warning("%s: opening %d unreadable: %s", self.name, opening, exc)
+            raise Unavailable(f"opening {opening} cannot be read from the chain now; try again") from None
+        if facts is None:
+            raise NotFound(f"there is no opening {opening} on chain")
+        if facts.home != self.name:
+            raise Forbidden(f"opening {opening} is of a signature by a member of another home: that home identifies it")
+        if not facts.opened or facts.tracing_key is None:
+            raise Conflict(
+                f"opening {opening} is not opened yet: it needs the threshold of supervisors' shares on chain"
+            )
+        member = self.book.member(facts.tracing_key.to_compressed_bytes())
+        if member is None:
+            raise NotFound(f"no member of {self.name} has this tracing key")
+        identified, _ = self.book.identify(opening, member)
+        enrolment = to_hex(identified.enrolment)
+        self._outbox.enqueue("identify", f"identify:{opening}", {"opening": opening, "enrolment": enrolment})
+        return {"opening": opening, "uid": identified.uid, "enrolment": enrolment, "project": identified.project}
+
+
+def chain_openings(supervision: Supervision) -> Openings:
+    """The openings of the deployment's Supervision contract, read from the chain when asked (operator only)."""
+
+    def read(opening: int) -> OpeningFacts | None:
+        try:
+            found = supervision.opening(opening)
+        except ChainRevert as exc:
+            if exc.reason == "UnknownOpening":
+                return None
+            raise
+        return OpeningFacts(home=found.home, opened=found.opened, tracing_key=found.tracing_key)
+
+    return read
+
+
+def _signature_bytes(value: object) -> bytes:
+    try:
+        raw = from_hex(value, what="group_signature")
+    except HexError as exc:
+        raise Invalid(f"the group signature is refused: {exc}") from None
+    if not 0 < len(raw) <= MAX_LENGTH:
+        raise Invalid(f"the group signature is refused: it is 1 to {MAX_LENGTH} bytes, not {len(raw)}")
+    return raw
