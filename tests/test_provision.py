@@ -73,6 +73,12 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
         ('rate_notice = "1d"\n' + ONE_MEMBER, "rate_notice must be a non-negative integer"),
         ("dispute_window = -4\n" + ONE_MEMBER, "dispute_window must be a non-negative integer"),
         ('booking_delay = "a day"\n' + ONE_MEMBER, "booking_delay must be a non-negative integer"),
+        ("supervision = 1\n" + ONE_MEMBER, "supervision. must be a table"),
+        (ONE_MEMBER + '[supervision]\nsupervisors = ["b"]\n', "supervisors must be distinct members"),
+        (ONE_MEMBER + '[supervision]\nsupervisors = ["a", "a"]\n', "supervisors must be distinct members"),
+        (ONE_MEMBER + "[supervision]\nthreshold = 2\n", "threshold must be an integer from 1 to 1"),
+        (ONE_MEMBER + "[supervision]\ndkg_window = 0\n", "dkg_window must be 1 to"),
+        (ONE_MEMBER + "[supervision]\nquorum = 1\n", "unknown keys: quorum"),
     ):
         path.write_text(text)
         with pytest.raises(ProvisionError, match=words.replace("[", r"\[")):
@@ -85,6 +91,10 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
     assert (plan.dispute_window, plan.booking_delay) == (3_600, 86_400)
     path.write_text("dispute_window = 4\nbooking_delay = 2\n" + ONE_MEMBER)
     assert (load_members(path).dispute_window, load_members(path).booking_delay) == (4, 2)
+    assert (plan.supervisors, plan.supervision_threshold, plan.dkg_window) == (None, None, 600)
+    path.write_text(ONE_MEMBER + '[supervision]\nsupervisors = ["a"]\nthreshold = 1\ndkg_window = 30\n')
+    plan = load_members(path)
+    assert (plan.supervisors, plan.supervision_threshold, plan.dkg_window) == (["a"], 1, 30)
 
 
 ONE_MEMBER = (

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import getpass
 import json
 import os
 import sys
 import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from gateway.client.dispatch import finish, submit_anywhere, with_wallet
+from gateway.client.dispatch import anonymously, finish, join_group, submit_anywhere, with_wallet
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, job_signer
 from gateway.client.paying import Paid, PaymentError, signing_domain
 from gateway.client.wallet import PaymentKeys, Wallet
@@ -19,6 +22,9 @@ from ledger.chain import ChainError
 from ledger.payment import Order, order_digest
 from ledger.primitives.hex import bytes32, from_hex, to_hex
 from ledger.records import record_digest
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
@@ -81,10 +87,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     submit.add_argument("--gateway", required=True, help="any member gateway: it ranks the centres for the job")
     submit.add_argument(
-        "--user", required=True, help="your uid at home: home grants the job's order to a password sign-on"
+        "--user", help="your uid at home: home grants the job's order to a password sign-on (not with --anonymous)"
     )
     submit.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     submit.add_argument("--project", help="the project (a group with an allocation at home) to pay from")
+    submit.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="sign nowhere in your name: quote, order and job under a group signature of your membership of the "
+        "project (see `xcentre group join`); centres learn the project and your home only",
+    )
     submit.add_argument(
         "--centre",
         default="auto",
@@ -103,6 +115,19 @@ def _parser() -> argparse.ArgumentParser:
     submit.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
     submit.set_defaults(run=_submit)
+
+    group = sub.add_parser("group", help="your memberships of your home's projects, for anonymous jobs")
+    gsub = group.add_subparsers(required=True, metavar="ACTION")
+    join = gsub.add_parser(
+        "join",
+        help="join a project at home (password): the home signs a credential over a secret that stays in your "
+        "wallet, so it can never sign in your name",
+    )
+    join.add_argument("--project", required=True, help="one of your groups at home with an allocation")
+    join.add_argument("--user", required=True, help="your uid at home")
+    join.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    join.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
+    join.set_defaults(run=_group_join)
 
     result = sub.add_parser(
         "result", help="finish a job submitted without --wait: check its record, give the receipt, open the outputs"
@@ -242,7 +267,73 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--gateway", required=True)
     show.add_argument("--epoch", type=int, required=True)
     show.set_defaults(run=_audit_show)
+    _supervise_parser(sub)
     return parser
+
+
+def _supervise_parser(sub: argparse._SubParsersAction) -> None:
+    """`xcentre supervise …`: exit 2, nothing sent, when the input cannot be used (no such opening, a key or state
+    file that is not the supervisor's …)."""
+    supervise = sub.add_parser(
+        "supervise", help="supervisors: generate the joint key, ask for and share in openings, read the record"
+    )
+    vsub = supervise.add_subparsers(required=True, metavar="ACTION")
+
+    def on_chain(p: argparse.ArgumentParser, *, key: bool = True, state: bool = False) -> None:
+        p.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
+        p.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+        if key:
+            p.add_argument(
+                "--key-file", "--key", dest="key_file", type=Path, required=True, help="your centre's hex chain key"
+            )
+        if state:
+            p.add_argument(
+                "--state", type=Path, required=True, help="your supervisor state file (0600: your secrets of the key)"
+            )
+
+    dkg = vsub.add_parser(
+        "dkg",
+        help="your part of the joint key's generation: register, deal, check your shares (complain or answer), "
+        "acknowledge, finalize; safe to run again (exit 0 once the key is made, 4 while it waits for others)",
+    )
+    on_chain(dkg, state=True)
+    dkg.add_argument("--wait", action="store_true", help="keep going until the key is made")
+    dkg.add_argument("--interval", type=float, default=2.0, help="seconds between looks at the chain with --wait")
+    dkg.add_argument("--timeout", type=float, help="give up waiting after this many seconds")
+    dkg.set_defaults(run=_supervise_dkg)
+
+    request = vsub.add_parser(
+        "request", help="ask the committee to open an anonymous job's group signature (any member; on the record)"
+    )
+    on_chain(request)
+    request.add_argument("--signature-hash", required=True, metavar="0xHASH", help="what the job's record names")
+    request.add_argument("--centre", required=True, help="the centre that ran the job: it serves the signature")
+    request.add_argument("--gateway", help="that centre's gateway URL (default: its URL on chain)")
+    request.add_argument("--reason", required=True, help="why (at most 512 bytes, on the record)")
+    request.set_defaults(run=_supervise_request)
+
+    share = vsub.add_parser(
+        "share",
+        help="your proven decryption share for an opening, once the signature it opens is fetched and checked",
+    )
+    on_chain(share, state=True)
+    share.add_argument("--opening", type=int, required=True)
+    share.add_argument("--centre", help="the centre that ran the job (default: whichever member serves it)")
+    share.add_argument("--gateway", help="that centre's gateway URL (default: its URL on chain)")
+    share.set_defaults(run=_supervise_share)
+
+    status = vsub.add_parser("status", help="the committee, its key and every opening with its shares, from the chain")
+    on_chain(status, key=False)
+    status.add_argument("--opening", type=int, help="only this opening")
+    status.set_defaults(run=_supervise_status)
+
+    identify = vsub.add_parser(
+        "identify", help="at the opening's home (operator): map the opened tracing key to its member, on the record"
+    )
+    identify.add_argument("--gateway", required=True, help="your (the home's) gateway URL")
+    identify.add_argument("--operator-key-file", type=Path, required=True)
+    identify.add_argument("--opening", type=int, required=True)
+    identify.set_defaults(run=_supervise_identify)
 
 
 def _print_json(payload: object) -> int:
@@ -283,6 +374,9 @@ def _deploy(args: argparse.Namespace) -> int:
         rate_notice=plan.rate_notice,
         dispute_window=plan.dispute_window,
         booking_delay=plan.booking_delay,
+        supervisors=plan.supervisors,
+        supervision_threshold=plan.supervision_threshold,
+        dkg_window=plan.dkg_window,
     )
     deployment.to_json(args.out)
     print(
@@ -320,6 +414,12 @@ def _login(args: argparse.Namespace) -> int:
     )
     with GatewayClient(args.gateway) as client:
         wallet = Wallet.from_issuance(args.gateway, client.credential(args.user, password))
+    try:  # a new credential from the same home keeps the wallet's group memberships
+        earlier = Wallet.load(args.wallet)
+    except ValueError:
+        earlier = None
+    if earlier is not None and earlier.home == wallet.home:
+        wallet = dataclasses.replace(wallet, groups=earlier.groups)
     wallet.save(args.wallet)
     print(f"credential from {wallet.home} saved in {args.wallet}; sign on at any member with 'xcentre submit'")
     return 0
@@ -334,21 +434,33 @@ def _submit(args: argparse.Namespace) -> int:
         "walltime": args.walltime,
         "resources": {"cores": args.cores, "memory_mib": args.memory_mib, "gpus": args.gpus, "queue": args.queue},
     }
+    if not (args.anonymous or args.user):
+        raise ValueError("name your uid at home with --user (its password signs the order), or submit --anonymous")
     wallet = Wallet.load(args.wallet)
     keys = PaymentKeys.beside(args.wallet)
-    password = (
-        sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
-    )
-    with GatewayClient(wallet.home_url) as home:
-        home.login(args.user, password)
+    if args.anonymous:
+        membership = wallet.membership(args.project)
+        with GatewayClient(wallet.home_url) as home:
+            domain = signing_domain(home.consortium())
         submission = submit_anywhere(
             args.gateway,
             job,
-            with_wallet(wallet, home, args.project),
+            anonymously(membership, wallet.home_url, domain),
             centre=args.centre,
             idempotency_key=str(uuid.uuid4()),
             keys=keys,
         )
+    else:
+        with GatewayClient(wallet.home_url) as home:
+            home.login(args.user, _password(args))
+            submission = submit_anywhere(
+                args.gateway,
+                job,
+                with_wallet(wallet, home, args.project),
+                centre=args.centre,
+                idempotency_key=str(uuid.uuid4()),
+                keys=keys,
+            )
     # what `xcentre result` needs to check the record and give the receipt later: the order and its grant
     # and the session there: a new presentation is a new pseudonym, which the job is not shown to
     keys.note(submission.paid.account, paid=json.dumps(submission.paid.fields()), session=submission.client.token or "")
@@ -365,6 +477,20 @@ def _submit(args: argparse.Namespace) -> int:
     return _print_json(
         result.view | {"stdout": result.stdout, "stderr": result.stderr, "paid": result.price, "receipt": result.record}
     )
+
+
+def _group_join(args: argparse.Namespace) -> int:
+    """Keep the membership in the wallet (0600) only once the home's credential verifies over our secret."""
+    wallet = Wallet.load(args.wallet)
+    with _home_session(args) as home:
+        member = str(home.principal).rsplit("@", 1)[0]
+        membership = join_group(home, member, wallet, args.project)
+    wallet.with_membership(membership).save(args.wallet)
+    print(
+        f"member of {args.project}@{wallet.home} until {membership.credential.expires_at} (UTC seconds), saved in "
+        f"{args.wallet}; submit anonymously with 'xcentre submit --anonymous --project {args.project}'"
+    )
+    return 0
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -678,6 +804,161 @@ def _audit_decision(args: argparse.Namespace) -> int:
     elif checked.ok:
         print(f"epoch {checked.epoch}: not anchored yet: check again after the epoch's close")
     return 0 if checked.ok else 3
+
+
+# -- xcentre supervise ------------------------------------------------------------------------------
+
+
+def _supervising(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Exit 2 with the reason, nothing sent, for input a supervise command cannot use."""
+
+    @functools.wraps(run)
+    def checked(args: argparse.Namespace) -> int:
+        from gateway.client.supervising import SupervisionUnusable
+
+        try:
+            return run(args)
+        except SupervisionUnusable as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return checked
+
+
+def _supervision(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(the deployment, its Supervision contract) named by --chain and --deployment."""
+    from gateway.client.supervising import SupervisionUnusable
+    from ledger.chain import connect
+    from ledger.deploy import Deployment
+    from ledger.supervision import Supervision
+
+    try:
+        deployment = Deployment.from_json(args.deployment.read_text())
+    except (OSError, ValueError) as exc:
+        raise SupervisionUnusable(f"the deployment file {args.deployment}: {exc}") from None
+    try:
+        return deployment, Supervision.of(connect(args.chain), deployment)
+    except ValueError as exc:  # another chain's deployment, or one without a Supervision contract
+        raise SupervisionUnusable(f"{args.deployment}: {exc}") from None
+
+
+def _chain_key(path: Path) -> LocalAccount:
+    from eth_account import Account
+
+    from gateway.client.supervising import SupervisionUnusable
+
+    try:
+        return Account.from_key(path.read_text().strip())
+    except OSError as exc:
+        raise SupervisionUnusable(f"the key file {path}: {exc}") from None
+    except ValueError:  # never the key's value in a message
+        raise SupervisionUnusable(f"the key file {path} holds no hex chain key") from None
+
+
+@_supervising
+def _supervise_dkg(args: argparse.Namespace) -> int:
+    """Exit 0 once the key is made and this supervisor's share of it checked, 4 while it waits for others."""
+    from gateway.client.supervising import member_of, run_dkg
+
+    deployment, supervision = _supervision(args)
+    account = _chain_key(args.key_file)
+    centre = member_of(supervision.chain, deployment, account)
+
+    def report(progress: Any) -> None:
+        for done in progress.did:
+            print(f"{progress.supervisor} ({progress.index}): {done}")
+        if progress.finished:
+            print(
+                f"{progress.supervisor} ({progress.index}): the key is generated, your share of it is in {args.state}"
+            )
+            print(f"public key: {to_hex(progress.public_key)}")
+        else:
+            print(f"{progress.supervisor} ({progress.index}): {progress.phase}: waiting for {progress.waiting}")
+
+    progress = run_dkg(
+        supervision,
+        account,
+        centre,
+        args.state,
+        wait=args.wait,
+        interval=args.interval,
+        timeout=args.timeout,
+        report=report,
+    )
+    return 0 if progress.finished else 4
+
+
+@_supervising
+def _supervise_request(args: argparse.Namespace) -> int:
+    from gateway.client.supervising import SupervisionUnusable, member_of, request_opening
+
+    try:
+        wanted = bytes32(args.signature_hash, what="--signature-hash")
+    except ValueError as exc:
+        raise SupervisionUnusable(str(exc)) from None
+    deployment, supervision = _supervision(args)
+    account = _chain_key(args.key_file)
+    requester = member_of(supervision.chain, deployment, account)
+    opening_id = request_opening(
+        supervision, deployment, account, wanted, args.reason, centre=args.centre, gateway=args.gateway
+    )
+    opening = supervision.opening(opening_id)
+    return _print_json(
+        {
+            "opening": opening_id,
+            "requester": requester,
+            "home": opening.home,
+            "transaction": to_hex(opening.transaction),
+            "signature_hash": to_hex(opening.signature_hash),
+            "reason": opening.reason,
+        }
+    )
+
+
+@_supervising
+def _supervise_share(args: argparse.Namespace) -> int:
+    """Exit 0 when the share was accepted, 3 when the contract rejected it (it is on the record so)."""
+    from gateway.client.supervising import member_of, share
+
+    deployment, supervision = _supervision(args)
+    account = _chain_key(args.key_file)
+    centre = member_of(supervision.chain, deployment, account)
+    shared = share(
+        supervision, deployment, account, centre, args.state, args.opening, serving=args.centre, gateway=args.gateway
+    )
+    _print_json(
+        {
+            "opening": shared.opening,
+            "supervisor": centre,
+            "index": shared.index,
+            "accepted": shared.accepted,
+            "opened": shared.tracing_key is not None,
+            "tracing_key": None if shared.tracing_key is None else to_hex(shared.tracing_key),
+        }
+    )
+    return 0 if shared.accepted else 3
+
+
+@_supervising
+def _supervise_status(args: argparse.Namespace) -> int:
+    from gateway.client.supervising import overview, status_lines
+
+    _, supervision = _supervision(args)
+    for line in status_lines(overview(supervision, args.opening)):
+        print(line)
+    return 0
+
+
+@_supervising
+def _supervise_identify(args: argparse.Namespace) -> int:
+    from gateway.client.supervising import SupervisionUnusable
+
+    try:
+        key = args.operator_key_file.read_text().strip()
+    except OSError as exc:
+        raise SupervisionUnusable(f"the operator key file {args.operator_key_file}: {exc}") from None
+    with GatewayClient(args.gateway) as client:
+        return _print_json(client.identify(args.opening, key))
 
 
 if __name__ == "__main__":

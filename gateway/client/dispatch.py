@@ -21,6 +21,14 @@ price); only then does it sign an order for that quote with a fresh payment acco
 get its home's grant, which holds the maximum price on the project. A centre that
 refuses the job at the quote costs no hold. `finish` then checks the record, gives the
 receipt and opens the result with the key it releases.
+
+Anonymously (`anonymously`, a member of one of the home's projects, see
+gateway.client.wallet.GroupMembership), nobody signs on: the quote is asked under
+a group signature over the request's digest, the order (a fresh account as ever) is
+granted by the home under a group signature over the order's digest, which the
+centre then gets with the job; it follows the job and gives the receipt as the
+order's account, as for any job. No centre learns who the member is, only the
+project and its home.
 """
 
 from __future__ import annotations
@@ -32,20 +40,25 @@ from typing import Any, TypeGuard
 import httpx
 
 from auth.credentials import CredentialError
-from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre
+from auth.group.credential import GroupCredential, join_request, new_member_secret
+from auth.group.points import g1_from_raw
+from auth.group.signature import order_message, quote_message
+from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre, job_signer
 from gateway.client.paying import (
     ORDER_SLACK,
     Paid,
     Quote,
     Result,
     check_record,
+    job_request,
     open_result,
     pay,
     receipt_signature,
     signing_domain,
 )
-from gateway.client.wallet import PaymentKeys, Wallet
-from ledger.primitives.hex import to_hex
+from gateway.client.wallet import GroupMembership, PaymentKeys, Wallet
+from ledger.payment import Order, order_digest, request_digest
+from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import Domain, record_digest
 
 
@@ -57,11 +70,15 @@ class SignOn:
     presentation, or a token exchanged at home); `home_url` is the gateway of the
     user's home, which says where every member is; `grant(order, signature)` is the
     home's grant for an order (POST /v1/grants with a password session at home).
+    `quote(client, request)` and `submit(client, job, idempotency key)` ask the centre
+    (signed on: POST /v1/jobs/quote and /v1/jobs; anonymous: under a group signature).
     """
 
     home_url: str
     at: Callable[[GatewayClient, str], None]
     grant: Callable[[dict, str], dict]
+    quote: Callable[[GatewayClient, dict], dict] = GatewayClient.quote
+    submit: Callable[[GatewayClient, dict, str | None], dict] = GatewayClient.submit
 
     def __call__(self, client: GatewayClient, centre: str) -> None:
         self.at(client, centre)
@@ -147,10 +164,10 @@ def submit_anywhere(
         account = None
         try:
             sign_on(client, name)
-            quote = _quote(client, name, job)  # refused here (403, 503): nothing granted, nothing held
+            quote = _quote(client, name, job, sign_on)  # refused here (403, 503): nothing granted, nothing held
             account = keys.new()
             paid = _granted(job, quote, account, sign_on, domain, keys, slack)
-            view = client.submit(job | {"centre": name} | paid.fields(), idempotency_key)
+            view = sign_on.submit(client, job | {"centre": name} | paid.fields(), idempotency_key)
         except GrantRefused:
             client.close()
             raise
@@ -161,7 +178,7 @@ def submit_anywhere(
             continue
         except GatewayUnreachable as exc:
             client.close()
-            if exc.sent and client.token and account is not None:
+            if exc.sent and account is not None:  # past the grant: the submission may have reached the centre
                 again = "retry with the same idempotency key" if idempotency_key else "look for it there first"
                 raise GatewayUnreachable(
                     f"{name} took the job but did not answer; it may be running there: {again}"
@@ -187,16 +204,18 @@ def submit_anywhere(
                 continue
             raise
         keys.note(paid.account, centre=name, job=view["id"], order=to_hex(paid.digest))
+        if not client.token:  # no session there (anonymous): the order's account is the job's authority
+            client.job_signer = job_signer(name, keys.account(paid.account))
         return Submission(name, view, client, paid, accounts[name], domain)
     raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals, decisions)
 
 
-def _quote(client: GatewayClient, name: str, job: dict) -> Quote:
+def _quote(client: GatewayClient, name: str, job: dict, sign_on: SignOn) -> Quote:
     """The centre's own quote for the job, after its checks of a submission (GatewayRefused if it refuses).
 
     WrongCentre when the answer is not a quote of `name`: no order is signed on it.
     """
-    answer = client.quote(job | {"centre": name})
+    answer = sign_on.quote(client, job | {"centre": name})
     rates_version = answer.get("rates_version") if isinstance(answer, dict) else None
     cost = answer.get("max_price") if isinstance(answer, dict) else None
     if not (_whole(rates_version) and _whole(cost) and answer.get("centre") == name):
@@ -269,3 +288,54 @@ def with_home_session(home: GatewayClient) -> SignOn:
         client.token = home.token if centre == home.home else home.exchange(centre)["token"]
 
     return SignOn(home.url, sign_on, home.grant)
+
+
+def anonymously(
+    membership: GroupMembership, home_url: str, domain: Domain, transport: httpx.BaseTransport | None = None
+) -> SignOn:
+    """Transact as a member of `membership`'s project, signing on nowhere: each quote under a group signature
+    over the request's digest, each order granted by the home (`home_url`) under a group signature over the
+    order's digest (orders signed in `domain`), and the job submitted with that same signature, which its
+    record names by hash (what supervisors may be asked to open)."""
+    signed: dict[bytes, str] = {}  # order digest -> its group signature: one for the grant and the job
+
+    def order_signature(order: dict) -> str:
+        digest = order_digest(Order.from_dict(order), domain)
+        if digest not in signed:
+            signed[digest] = to_hex(membership.sign(order_message(digest)))
+        return signed[digest]
+
+    def quote(client: GatewayClient, request: dict) -> dict:
+        digest = request_digest(job_request(request, request["centre"]))
+        return client.anonymous_quote(request, to_hex(membership.sign(quote_message(digest))))
+
+    def grant(order: dict, signature: str) -> dict:
+        with GatewayClient(home_url, transport=transport) as home:
+            return home.anonymous_grant(order, signature, order_signature(order))
+
+    def submit(client: GatewayClient, job: dict, idempotency_key: str | None) -> dict:
+        return client.anonymous_submit(job, order_signature(job["order"]), idempotency_key)
+
+    return SignOn(home_url, lambda client, centre: None, grant, quote, submit)
+
+
+def join_group(home: GatewayClient, member: str, wallet: Wallet, project: str) -> GroupMembership:
+    """Join `project` at the wallet's home, where `home` is signed on with a password as `member` (the uid the
+    home knows the user by): a fresh secret sk, a proof of knowing it sent with its tracing key, and the home's
+    blind credential over it, checked against its issuer key before it is kept (ValueError otherwise)."""
+    secret = new_member_secret()
+    request = join_request(secret, home=wallet.home, project=project, member=member)
+    answer = home.group_join(request.to_dict())
+    where = f"{wallet.home}'s answer to joining {project}"
+    try:
+        credential = GroupCredential.from_dict(answer["credential"])
+        issuer_pk = from_hex(answer["issuer_pk"], what="issuer_pk") if answer.get("issuer_pk") else wallet.issuer_pk
+        supervision_key = from_hex(answer["supervision_key"], size=96, what="supervision_key")
+        g1_from_raw(supervision_key)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where} is not a group credential ({type(exc).__name__}: {exc}); nothing was kept") from None
+    if (credential.project, credential.home) != (project, wallet.home):
+        raise ValueError(f"{where} is a credential for {credential.project}@{credential.home}; nothing was kept")
+    if not credential.verify(secret, issuer_pk):
+        raise ValueError(f"{where} does not verify under its issuer key over your secret; nothing was kept")
+    return GroupMembership(project, secret, credential, issuer_pk, supervision_key)

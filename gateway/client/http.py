@@ -83,6 +83,7 @@ class GatewayClient:
         self.url = url.rstrip("/")
         self.token = token
         self.home: str | None = None  # the user's home, once logged in there with a password
+        self.principal: str | None = None  # uid@home, once logged in there with a password
         self.job_signer: Callable[[str], str] | None = None  # job id -> X-Job-Signature, instead of a session
         try:
             self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
@@ -146,7 +147,7 @@ class GatewayClient:
     def login(self, username: str, password: str) -> dict:
         """Password sign-on at home; keeps the session token, good at home only."""
         session = self._call("POST", "/v1/login", json={"username": username, "password": password})
-        self.token, self.home = session["token"], session["home"]
+        self.token, self.home, self.principal = session["token"], session["home"], session["principal"]
         return session
 
     def exchange(self, audience: str) -> dict:
@@ -211,6 +212,35 @@ class GatewayClient:
         """At home, signed on with a password: the home holds the order's maximum price and signs a Grant."""
         body = {"order": order, "order_signature": order_signature} | ({"project": project} if project else {})
         return self._call("POST", "/v1/grants", json=body)
+
+    def group_join(self, join_request: dict) -> dict:
+        """At home, signed on with a password: a blind group credential over the tracing key the request
+        proves (`auth.group.credential.JoinRequest.to_dict()`), with the supervisors' key."""
+        return self._call("POST", "/v1/groups/join", json=join_request)
+
+    def anonymous_quote(self, request: dict, group_signature: str) -> dict:
+        """A quote for `request` (its `centre` this one) asked under a group signature over the request's digest."""
+        return self._call("POST", "/v1/anonymous/quote", json={"request": request, "group_signature": group_signature})
+
+    def anonymous_grant(self, order: dict, order_signature: str, group_signature: str) -> dict:
+        """At home, with no session: the hold for an order a member of one of its projects signed (group
+        signature over the order's digest); the answer is a grant as POST /v1/grants gives."""
+        body = {"order": order, "order_signature": order_signature, "group_signature": group_signature}
+        return self._call("POST", "/v1/anonymous/grants", json=body)
+
+    def anonymous_submit(self, job: dict, group_signature: str, idempotency_key: str | None = None) -> dict:
+        """Submit a paid job (the fields of POST /v1/jobs) under a group signature over its order's digest."""
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        body = job | {"group_signature": group_signature}
+        return self._call("POST", "/v1/anonymous/jobs", json=body, headers=headers)
+
+    def anonymous_signature(self, signature_hash: str) -> dict:
+        """The group signature of a job this centre ran, by its hash, with the job's record digest: unchecked."""
+        return self._call("GET", f"/v1/anonymous/signatures/{signature_hash}")
+
+    def identify(self, opening: int, operator_key: str) -> dict:
+        """At the opening's home (operator): map the opened tracing key to its member and put that on the record."""
+        return self._call("POST", f"/v1/supervision/identify/{int(opening)}", headers={"X-Operator-Key": operator_key})
 
     def balance(self, project: str | None = None) -> dict:
         """At home, signed on with a password: the project's allocation, held, spent; the user's holds."""

@@ -16,7 +16,14 @@ from eth_account import Account
 
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
-from ledger.deploy import DEFAULT_BOOKING_DELAY, DEFAULT_DISPUTE_WINDOW, DEFAULT_RATE_NOTICE, MemberSpec, Prices
+from ledger.deploy import (
+    DEFAULT_BOOKING_DELAY,
+    DEFAULT_DISPUTE_WINDOW,
+    DEFAULT_DKG_WINDOW,
+    DEFAULT_RATE_NOTICE,
+    MemberSpec,
+    Prices,
+)
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import from_hex, to_hex
 
@@ -64,11 +71,17 @@ class ConsortiumPlan:
     rate_notice: int = DEFAULT_RATE_NOTICE
     dispute_window: int = DEFAULT_DISPUTE_WINDOW
     booking_delay: int = DEFAULT_BOOKING_DELAY
+    supervisors: list[str] | None = None
+    """The supervisors' committee (member names); None: every member."""
+    supervision_threshold: int | None = None
+    """How many supervisors open a signature together; None: a majority of the committee."""
+    dkg_window: int = DEFAULT_DKG_WINDOW
 
 
 def load_members(path: Path) -> ConsortiumPlan:
     """Read a members file: `quorum`, `initial_credit`, `rate_notice`, `dispute_window`, `booking_delay`,
-    and one [[member]] table per centre."""
+    one [[member]] table per centre and, optionally, `[supervision]` (`supervisors`, `threshold`,
+    `dkg_window`)."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -103,7 +116,45 @@ def load_members(path: Path) -> ConsortiumPlan:
             ("booking_delay", DEFAULT_BOOKING_DELAY),
         )
     }
-    return ConsortiumPlan(members, quorum, credit, **periods)
+    supervisors, threshold, dkg_window = _supervision(path, raw.get("supervision", {}), [m.name for m in members])
+    return ConsortiumPlan(
+        members,
+        quorum,
+        credit,
+        **periods,
+        supervisors=supervisors,
+        supervision_threshold=threshold,
+        dkg_window=dkg_window,
+    )
+
+
+def _supervision(path: Path, raw: object, names: list[str]) -> tuple[list[str] | None, int | None, int]:
+    """The `[supervision]` table: a committee of members, its threshold (1 to its size) and the DKG's window."""
+    if not isinstance(raw, dict):
+        raise ProvisionError(f"{path}: [supervision] must be a table")
+    unknown = set(raw) - {"supervisors", "threshold", "dkg_window"}
+    if unknown:
+        raise ProvisionError(f"{path}: [supervision] has unknown keys: {', '.join(sorted(unknown))}")
+    supervisors = raw.get("supervisors")
+    if supervisors is not None:
+        if not isinstance(supervisors, list) or not supervisors or not all(isinstance(s, str) for s in supervisors):
+            raise ProvisionError(f"{path}: [supervision] supervisors must be a non-empty list of member names")
+        strangers = [s for s in supervisors if s not in names]
+        if strangers or len(set(supervisors)) != len(supervisors):
+            raise ProvisionError(
+                f"{path}: [supervision] supervisors must be distinct members ({', '.join(names)}); "
+                f"got {', '.join(supervisors)}"
+            )
+    size = len(supervisors) if supervisors is not None else len(names)
+    threshold = raw.get("threshold")
+    if threshold is not None and (
+        not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= size
+    ):
+        raise ProvisionError(f"{path}: [supervision] threshold must be an integer from 1 to {size}, got {threshold!r}")
+    dkg_window = raw.get("dkg_window", DEFAULT_DKG_WINDOW)
+    if not isinstance(dkg_window, int) or isinstance(dkg_window, bool) or not 0 < dkg_window < 2**32:
+        raise ProvisionError(f"{path}: [supervision] dkg_window must be 1 to 2**32 - 1 seconds, got {dkg_window!r}")
+    return supervisors, threshold, dkg_window
 
 
 def _seconds(path: Path, raw: dict, key: str, default: int) -> int:

@@ -1,20 +1,28 @@
-"""A user's wallet: the credential from their home centre and the payment keys, kept in private files.
+"""A user's wallet: the credential from their home centre, group memberships and the payment keys, kept in
+private files.
 
 The credential never leaves the wallet; only presentations made from it, one
-per sign-on and bound to the verifier's challenge, are sent to a gateway. The
-payment keys sign one order each and the receipt of its job's record.
+per sign-on and bound to the verifier's challenge, are sent to a gateway. A
+group membership (the member's secret sk, the home's blind credential over it
+and the supervisors' key) signs anonymously for one project: its signatures
+show the project and home only, and only t of n supervisors together can open
+one. The payment keys sign one order each and the receipt of its job's record.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from auth.credentials import Credential, CredentialError, CredentialSchema, PresentationRequest, make_presentation
+from auth.group.credential import GroupCredential
+from auth.group.points import g1_from_raw
+from auth.group.signature import sign as group_sign
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import from_hex, to_hex
 
@@ -24,12 +32,53 @@ WITHHELD = frozenset({"pseudonym"})
 
 
 @dataclass(frozen=True)
+class GroupMembership:
+    """Membership of one project of the user's home, for anonymous transactions.
+
+    `secret` (sk) never leaves the wallet: the home signed the credential blindly over
+    its tracing key sk·H, so neither the home nor anyone else can sign in the member's name.
+    """
+
+    project: str
+    secret: int
+    credential: GroupCredential
+    issuer_pk: bytes
+    supervision_key: bytes
+    """The supervisors' joint key Y (raw, 96 bytes): each signature encrypts the tracing key under it."""
+
+    def sign(self, message: bytes) -> bytes:
+        """A group signature on `message`: verifiers learn the project and the home, nothing else."""
+        return group_sign(self.credential, self.secret, self.issuer_pk, g1_from_raw(self.supervision_key), message)
+
+    def to_dict(self) -> dict:
+        return {
+            "project": self.project,
+            "secret": to_hex(self.secret.to_bytes(32, "big")),
+            "credential": self.credential.to_dict(),
+            "issuer_pk": to_hex(self.issuer_pk),
+            "supervision_key": to_hex(self.supervision_key),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GroupMembership:
+        return cls(
+            project=str(data["project"]),
+            secret=int.from_bytes(from_hex(data["secret"], size=32, what="secret"), "big"),
+            credential=GroupCredential.from_dict(data["credential"]),
+            issuer_pk=from_hex(data["issuer_pk"], what="issuer_pk"),
+            supervision_key=from_hex(data["supervision_key"], size=96, what="supervision_key"),
+        )
+
+
+@dataclass(frozen=True)
 class Wallet:
     home: str
     home_url: str
     credential: Credential
     issuer_pk: bytes
     schema: CredentialSchema
+    groups: tuple[GroupMembership, ...] = ()
+    """The user's group memberships at home, one per project."""
 
     @classmethod
     def from_issuance(cls, home_url: str, issued: dict) -> Wallet:
@@ -56,6 +105,32 @@ class Wallet:
             )
         return make_presentation(self.schema, self.credential, self.issuer_pk, parsed).to_dict()
 
+    def membership(self, project: str | None = None, now: int | None = None) -> GroupMembership:
+        """The membership that signs for `project` (the only one when None); ValueError saying what to run when
+        there is none, several to choose from, or it has expired."""
+        join = "run `xcentre group join --project P` with your home's password"
+        if project is None:
+            if len(self.groups) != 1:
+                names = ", ".join(sorted(m.project for m in self.groups))
+                raise ValueError(
+                    f"name the project to sign for with --project (this wallet is a member of {names})"
+                    if self.groups
+                    else f"this wallet is a member of no group yet: {join}"
+                )
+            project = self.groups[0].project
+        found = next((m for m in self.groups if m.project == project), None)
+        if found is None:
+            raise ValueError(f"this wallet is no member of project {project!r} at {self.home}: {join}")
+        now = int(time.time()) if now is None else now
+        if found.credential.expires_at <= now:
+            raise ValueError(f"your membership of {found.project} expired at {found.credential.expires_at}: {join}")
+        return found
+
+    def with_membership(self, membership: GroupMembership) -> Wallet:
+        """This wallet with `membership` in place of any earlier one of its project."""
+        kept = tuple(m for m in self.groups if m.project != membership.project)
+        return replace(self, groups=(*kept, membership))
+
     def save(self, path: Path) -> None:
         """Write the wallet readable by its owner only (mode 0600), replacing any older one at once."""
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -68,6 +143,7 @@ class Wallet:
                     "credential": self.credential.to_dict(),
                     "issuer_pk": to_hex(self.issuer_pk),
                     "schema": self.schema.to_dict(),
+                    "groups": [m.to_dict() for m in self.groups],
                 }
             ),
             replace=True,
@@ -78,7 +154,8 @@ class Wallet:
         """The wallet saved at `path`; ValueError, saying what to do, for a missing or foreign file."""
         try:
             data = json.loads(path.read_text())
-            return cls.from_issuance(data["home_url"], data)
+            groups = tuple(GroupMembership.from_dict(m) for m in data.get("groups", []))
+            return replace(cls.from_issuance(data["home_url"], data), groups=groups)
         except FileNotFoundError:
             raise ValueError(f"no wallet at {path}: run 'xcentre login' at your home centre first") from None
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
