@@ -25,6 +25,7 @@ from auth.directory import Directory
 from auth.tokens import public_key_bytes
 from gateway.api.app import create_app
 from gateway.api.server import BackgroundServer, free_port
+from gateway.client.supervising import Supervisor, run_local_dkg
 from gateway.jobs.executor import LocalExecutor, sandbox_problem
 from gateway.node.assemble import build_node
 from gateway.node.centre import CentreNode
@@ -41,6 +42,7 @@ from ledger.deploy import (
 )
 from ledger.policies import PolicyVersion
 from ledger.policies import publish as publish_policy
+from ledger.supervision import Supervision
 
 GAS_MONEY = 10**20
 
@@ -82,6 +84,8 @@ class ConsortiumSpec:
     rate_notice: int = DEFAULT_RATE_NOTICE
     dispute_window: int = DEFAULT_DISPUTE_WINDOW
     booking_delay: int = DEFAULT_BOOKING_DELAY
+    supervision_threshold: int = 2
+    """Of every centre, a supervisor: this many of them open a group signature together."""
 
     def centre(self, name: str) -> CentreSpec:
         return next(c for c in self.centres if c.name == name)
@@ -183,15 +187,34 @@ class LocalConsortium:
             rate_notice=self.spec.rate_notice,
             dispute_window=self.spec.dispute_window,
             booking_delay=self.spec.booking_delay,
+            supervisors=[c.name for c in self.spec.centres],
+            supervision_threshold=self.spec.supervision_threshold,
         )
         for c in self.spec.centres:  # each centre publishes its policy on chain before its gateway serves it
             self.policy_file(c.name).parent.mkdir(parents=True, exist_ok=True)
             self.policy_file(c.name).write_bytes(c.policy.encode("utf-8"))
             publish_policy(self.chain, self._deployment, self.centres[c.name].account, c.policy)
+        # the supervisors' key, before any gateway signs a credential under it or checks a signature by it
+        parties = [(c.name, self.centres[c.name].account, self.supervisor_state(c.name)) for c in self.spec.centres]
+        run_local_dkg(Supervision.of(self.chain, self._deployment), parties)
         nodes = [self.start_centre(c.name, ports[c.name]) for c in self.spec.centres]
         for node in nodes:  # every index sees every issuer key before anyone signs on
             node.parts.epochs.flush()
         return self
+
+    def supervisor_state(self, name: str) -> Path:
+        """A centre's supervisor state file (0600: its DKG secrets, then its share of the supervisors' key)."""
+        return self.data_dir / name / "supervisor.json"
+
+    def supervisor(self, name: str) -> Supervisor:
+        """A centre's supervisor: asks for openings and shares for them, with its chain key and state file."""
+        return Supervisor(
+            Supervision.of(self.chain, self.deployment),
+            self.deployment,
+            name,
+            self.centres[name].account,
+            self.supervisor_state(name),
+        )
 
     def policy_file(self, name: str) -> Path:
         """The file a centre's gateway reads its Cedar policy from (as its configuration's `policy_file`)."""

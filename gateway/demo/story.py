@@ -2,7 +2,8 @@
 
 Everything runs for real on this machine: an in-process chain (py-evm), one
 embedded LDAP directory and one HTTP gateway per centre, jobs as sandboxed
-processes. Every job is paid for: a user's order, the home's grant, a receipt
+processes. One job runs anonymously, under a group signature that the
+supervisors later open together, on the record. Every job is paid for: a user's order, the home's grant, a receipt
 for the key that opens the result. One payer vanishes (the centre is paid by
 revealing the key on chain), one order is never used (its hold is refunded),
 and one member cheats (its claim is voided by a dispute).
@@ -32,6 +33,7 @@ from gateway.client.dispatch import Submission, finish, submit_anywhere, with_wa
 from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.paying import Quote, check_record, open_result, pay, signing_domain
 from gateway.client.wallet import PaymentKeys, Wallet
+from gateway.demo.anonymous import anonymous_job, supervised_opening
 from gateway.demo.cheat import anchor_made_up_claim
 from gateway.demo.local import LocalConsortium, demo_spec
 from gateway.node.orders import DEADLINE_MARGIN
@@ -149,6 +151,9 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
         jobs.add_row(*row)
     console.print(jobs)
 
+    console.rule("An anonymous job, under a group signature")
+    anonymous = anonymous_job(console, consortium, wallets["alice"], homes["alice"], keys, _job(800_000))
+
     unused = _abandoned_order(consortium, wallets["alice"], homes["alice"], "cloud-b", _job(1_000) | {"walltime": 5})
     console.print(
         f"[yellow]![/] alice's home granted an order for cloud-b (holding {unused}), then her client went away: "
@@ -207,6 +212,8 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
         console.print(f"Audit of epoch {epoch}: every record, order, grant, price, claim and net position {verdict}")
         ok &= report.ok
     ok &= _decision_audit(console, consortium, "hpc-a", epoch=1)
+    console.rule("A supervised opening, on the record")
+    ok &= supervised_opening(console, consortium, anonymous)
     for client in homes.values():
         client.close()
     return ok and _revocation(console, consortium, wallets)
