@@ -24,7 +24,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import Result, measure, one_core, print_results
+from common import (
+    GROUP_COMBINE,
+    GROUP_DKG,
+    GROUP_SHARE,
+    GROUP_SIGN,
+    GROUP_VERIFY,
+    Result,
+    measure,
+    one_core,
+    print_results,
+)
 from py_arkworks_bls12381 import GT, G1Point, G2Point
 
 from auth import bbs
@@ -58,12 +68,8 @@ ABOUT = (
 PAIRING = "group.pairing_check"
 BBS_GEN = "group.bbs.L5.proof_gen"
 BBS_VERIFY = "group.bbs.L5.proof_verify"
-SIGN = "group.sign"
-VERIFY = "group.verify"
-SHARE = "group.share"
+SIGN, VERIFY, SHARE, COMBINE, DKG = GROUP_SIGN, GROUP_VERIFY, GROUP_SHARE, GROUP_COMBINE, GROUP_DKG
 VERIFY_SHARE = "group.verify_share"
-COMBINE = "group.combine3"
-DKG = "group.dkg.n5t3"
 BBS04_SIGN = "group.peer.bbs04.sign"
 BBS04_VERIFY = "group.peer.bbs04.verify"
 #: The issue's targets, in ms.

@@ -35,6 +35,12 @@ DECISIONS_REEVALUATE = "decisions.reevaluate"
 DECISIONS_SUBMIT_WITH = "decisions.submit.with_log"
 DECISIONS_SUBMIT_WITHOUT = "decisions.submit.without_log"
 DECISIONS_COMMIT = "decisions.commit.per_job"
+# bench_group's ids (its module imports them from here, like the others)
+GROUP_SIGN = "group.sign"
+GROUP_VERIFY = "group.verify"
+GROUP_SHARE = "group.share"
+GROUP_COMBINE = "group.combine3"
+GROUP_DKG = "group.dkg.n5t3"
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,11 @@ from common import (  # noqa: E402
     DECISIONS_REEVALUATE,
     DECISIONS_SUBMIT_WITH,
     DECISIONS_SUBMIT_WITHOUT,
+    GROUP_COMBINE,
+    GROUP_DKG,
+    GROUP_SHARE,
+    GROUP_SIGN,
+    GROUP_VERIFY,
     PAYMENT_ANSWER_MAX,
     PAYMENT_GAS_PER_JOB,
     SIGNON_ID,
@@ -223,6 +228,11 @@ TARGETS = [
         "bench_decisions",
         _max_seconds_for(DECISIONS_REEVALUATE, 100_000, 10.0),
     ),
+    Target("Group signature: sign a 32-byte message ≤ 5 ms", "bench_group", _max_ms(GROUP_SIGN, 5.0)),
+    Target("Group signature: verify ≤ 6 ms", "bench_group", _max_ms(GROUP_VERIFY, 6.0)),
+    Target("Opening: one decryption share with its DLEQ proof ≤ 2 ms", "bench_group", _max_ms(GROUP_SHARE, 2.0)),
+    Target("Opening: combine 3 shares ≤ 1 ms", "bench_group", _max_ms(GROUP_COMBINE, 1.0)),
+    Target("DKG for n = 5 (t = 3, every party's every step) ≤ 1 s", "bench_group", _max_ms(GROUP_DKG, 1000.0)),
 ]
 
 
