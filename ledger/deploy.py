@@ -186,7 +186,8 @@ def _supervision_committee(
     """The Supervision committee's member ids and threshold: by default every member, t = n // 2 + 1.
 
     Raises ValueError for a name that is not a member, a name given twice, more than
-    MAX_SUPERVISORS or a threshold outside 1..n.
+    MAX_SUPERVISORS or a threshold outside 2..n (1 only for a committee of one: with a
+    threshold of 1 any one supervisor would open every signature alone).
     """
     names = [m.name for m in members] if supervisors is None else list(supervisors)
     known = {m.name: m.id for m in members}
@@ -198,8 +199,13 @@ def _supervision_committee(
     if not 1 <= len(names) <= MAX_SUPERVISORS:
         raise ValueError(f"a supervision committee has 1 to {MAX_SUPERVISORS} members, got {len(names)}: name them")
     t = len(names) // 2 + 1 if threshold is None else threshold
-    if not isinstance(t, int) or isinstance(t, bool) or not 1 <= t <= len(names):
-        raise ValueError(f"supervision_threshold must be between 1 and {len(names)}, got {threshold!r}")
+    low = 1 if len(names) == 1 else 2
+    if not isinstance(t, int) or isinstance(t, bool) or not low <= t <= len(names):
+        alone = " (with a threshold of 1 one supervisor alone would open every signature)" if t == 1 else ""
+        raise ValueError(
+            f"supervision_threshold must be between {low} and {len(names)} for {len(names)} supervisor(s), "
+            f"got {threshold!r}{alone}"
+        )
     return [known[name] for name in names], t
 
 
@@ -236,7 +242,8 @@ def deploy_consortium(
     Supervision's committee is the members named by `supervisors` (every member by
     default), of whom `supervision_threshold` (n // 2 + 1 by default) open a group
     signature together; its key is generated afterwards through the contract, each phase
-    lasting `dkg_window` seconds.
+    lasting `dkg_window` seconds, registration first: it closes `dkg_window` seconds after
+    this deployment, and the key is then made among the supervisors who registered.
     """
     if not members:
         raise ValueError("a consortium needs at least one member")
@@ -272,7 +279,9 @@ def deploy_consortium(
         for account in accounts:
             chain.transact(settlement.functions.depositFor(account, initial_credit), deployer)
     identity_registry = chain.deploy("IdentityRegistry", deployer, consortium.address)
-    supervision = chain.deploy("Supervision", deployer, consortium.address, committee, threshold, dkg_window)
+    supervision = chain.deploy(
+        "Supervision", deployer, consortium.address, identity_registry.address, committee, threshold, dkg_window
+    )
     return Deployment(
         chain_id=chain.chain_id,
         consortium=consortium.address,

@@ -46,7 +46,8 @@ class ShareState(IntEnum):
 
 @dataclass(frozen=True)
 class Deadlines:
-    """The key generation's deadlines, UTC seconds; all 0 until every supervisor registered."""
+    """The key generation's deadlines, UTC seconds; all 0 until dealing opens (with the last registration, or with
+    the first deal once registration closed)."""
 
     deal: int
     complaint: int
@@ -60,6 +61,8 @@ class Committee:
     supervisors: tuple[str, ...]
     threshold: int
     dkg_window: int
+    registration_deadline: int
+    """Registrations are taken before this time; the key is made among those who registered."""
     deadlines: Deadlines
     registered: frozenset[int]
     dealt: frozenset[int]
@@ -220,6 +223,7 @@ class Supervision:
             supervisors=supervisors,
             threshold=int(self._call(fns.threshold())),
             dkg_window=int(self._call(fns.dkgWindow())),
+            registration_deadline=int(self._call(fns.registrationDeadline())),
             deadlines=self.deadlines(),
             registered=_indexes(registered, n),
             dealt=_indexes(dealt, n),
@@ -266,7 +270,7 @@ class Supervision:
         return _point(self._call(self.contract.functions.publicKey()), "the public key")
 
     def verification_key(self, j: int) -> G1Point | None:
-        """Y_j = x_j·G, None until the key is generated."""
+        """Y_j = x_j·G, None until the key is generated (and for a seat that did not register)."""
         return _point(self._call(self.contract.functions.verificationKey(j)), f"Y_{j}")
 
     def deadlines(self) -> Deadlines:

@@ -12,18 +12,21 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 import pytest
+from eth_utils import keccak
 
 from auth import bbs
 from auth.credentials import key_id
-from auth.group.credential import issue_group_credential, join_request, new_member_secret
+from auth.group.credential import credential_expiry, issue_group_credential, join_request, new_member_secret
 from auth.group.dkg import run_local
 from auth.group.signature import order_message, quote_message, sign, signature_hash
 from auth.tokens import Claims
 from gateway.api.schemas import JobRequest
 from gateway.node.anonymous import GROUP, AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
-from gateway.node.errors import Forbidden, Invalid, Unauthenticated, Unavailable
+from gateway.node.errors import Forbidden, Invalid, TooManyRequests, Unauthenticated, Unavailable
+from gateway.node.ratelimit import RateLimit
 from ledger.deploy import Deployment
 from ledger.ids import centre_id
+from ledger.index.rows import IssuerKeyInfo
 from ledger.payment import Order, order_digest
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain
@@ -49,6 +52,10 @@ class Index:
         pk = self.keys.get(centre)
         return pk if pk is not None and key_id(pk).startswith(key_id_prefix_hex) else None
 
+    def issuer_keys(self, centre: str) -> list[IssuerKeyInfo]:
+        pk = self.keys.get(centre)
+        return [] if pk is None else [IssuerKeyInfo(pk=pk, key_id=keccak(pk), valid_from=0, valid_until=0)]
+
     def revocation_epoch(self, centre: str) -> int:
         return self.epochs.get(centre, 0)
 
@@ -65,7 +72,11 @@ def issuer() -> tuple[bytes, bytes]:
     return sk, bbs.SHA256.sk_to_pk(sk)
 
 
-def member(issuer_key: tuple[bytes, bytes], *, home="hpc-a", project="physics", epoch=2, expires_at=NOW + WEEK):
+EXPIRES = credential_expiry(NOW)
+"""The expiry of every credential issued at NOW."""
+
+
+def member(issuer_key: tuple[bytes, bytes], *, home="hpc-a", project="physics", epoch=2, expires_at=EXPIRES):
     sk = new_member_secret()
     request = join_request(sk, home=home, project=project, member="alice")
     credential = issue_group_credential(
@@ -186,7 +197,7 @@ def test_a_signature_under_another_supervision_key_is_refused(world):
 
 
 def test_an_expired_credential_is_refused(world):
-    alice = member(world[1], expires_at=NOW + 3600)
+    alice = member(world[1])
     o, sig = signed_order(world, alice)
     late = Index(keys=world[2].keys, epochs=world[2].epochs, time=alice.credential.expires_at)
     with pytest.raises(Forbidden, match=r"expired at \d+ .*join project physics at hpc-a again"):
@@ -196,11 +207,62 @@ def test_an_expired_credential_is_refused(world):
 
 def test_a_credential_from_before_a_revocation_at_its_home_is_refused(world):
     o, sig = signed_order(world, member(world[1], epoch=1))
-    with pytest.raises(Forbidden, match=r"predates a revocation at hpc-a .*epoch 1, current 2"):
+    with pytest.raises(
+        Forbidden, match=r"revocation epoch 1, and hpc-a's current revocation epoch is 2 \(it predates a revocation"
+    ):
         desk(world).for_order(o.to_dict(), to_hex(sig))
-    # an index behind the home (epoch 3 issued, 2 indexed here) is no reason to refuse
+    # nor one ahead of the home's on chain (a home could give each member an epoch of their own): it is taken once
+    # this centre's index has the home's revocation
     o, sig = signed_order(world, member(world[1], epoch=3))
-    assert desk(world).for_order(o.to_dict(), to_hex(sig)).signed.revocation_epoch == 3
+    with pytest.raises(Forbidden, match="revocation epoch 3, and hpc-a's current revocation epoch is 2"):
+        desk(world).for_order(o.to_dict(), to_hex(sig))
+    caught_up = Index(keys=world[2].keys, epochs={"hpc-a": 3})
+    assert desk(world, caught_up).for_order(o.to_dict(), to_hex(sig)).signed.revocation_epoch == 3
+
+
+def test_an_expiry_is_taken_up_to_the_one_a_credential_issued_now_gets(world):
+    """Week boundaries in the future, at most credential_expiry(now): the two expiries members of a home can hold."""
+    for expires_at in (credential_expiry(NOW), credential_expiry(NOW) - WEEK):
+        o, sig = signed_order(world, member(world[1], expires_at=expires_at))
+        assert desk(world).for_order(o.to_dict(), to_hex(sig)).claims.exp == expires_at
+    for expires_at, words in (
+        (credential_expiry(NOW) + WEEK, "later than any credential issued now"),
+        (credential_expiry(NOW) - 3600, "not on a week boundary"),
+    ):
+        o, sig = signed_order(world, member(world[1], expires_at=expires_at))
+        with pytest.raises(Forbidden, match=words):
+            desk(world).for_order(o.to_dict(), to_hex(sig))
+
+
+def test_a_burst_from_one_address_is_cut_off_before_any_signature_is_verified(world, monkeypatch):
+    """Verifying a group signature costs pairings (~5 ms) and anyone may send one: past a burst from one network
+    address the desk answers 429 with the wait, before it parses or verifies anything; another address goes on."""
+    import gateway.node.anonymous as anonymous
+
+    verified = []
+    real = anonymous.verify
+    monkeypatch.setattr(anonymous, "verify", lambda *a, **k: verified.append(1) or real(*a, **k))
+    limited = AnonymousDesk("cloud-b", world[2], DOMAIN, SupervisionKey(lambda: world[0]), limit=RateLimit(0.001, 2))
+    alice = member(world[1])
+    o, sig = signed_order(world, alice)
+    quoted = to_hex(
+        sign(
+            alice.credential, alice.sk, alice.issuer_pk, world[0], quote_message(job_request_digest(REQUEST, "cloud-b"))
+        )
+    )
+    limited.for_order(o.to_dict(), to_hex(sig), client="192.0.2.1")
+    limited.for_quote(REQUEST, quoted, client="192.0.2.1")
+    assert len(verified) == 2
+    for attempt in (
+        lambda: limited.for_order(o.to_dict(), to_hex(sig), client="192.0.2.1"),
+        lambda: limited.for_quote(REQUEST, "0x" + "01" * 300, client="192.0.2.1"),
+    ):
+        with pytest.raises(TooManyRequests, match=r"from one network address.*nothing was verified") as caught:
+            attempt()
+        assert caught.value.retry_after > 0
+    assert len(verified) == 2
+    assert limited.for_order(o.to_dict(), to_hex(sig), client="192.0.2.2").claims.home == "hpc-a"
+    assert len(verified) == 3
 
 
 def test_a_signature_by_a_home_the_index_does_not_know_is_refused(world):

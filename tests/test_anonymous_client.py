@@ -10,19 +10,31 @@ of alice; two supervisors open that signature on chain and hpc-a, its home, maps
 from __future__ import annotations
 
 import json
+import socket
 import stat
 from pathlib import Path
 
 import pytest
 from eth_utils import keccak
+from py_arkworks_bls12381 import G1Point
 
-from auth.group.credential import tracing_key
+from auth.bbs.encoding import to_scalar
+from auth.credentials import generate_issuer_key
+from auth.group.credential import (
+    CREDENTIAL_PERIOD,
+    credential_expiry,
+    issue_group_credential,
+    join_request,
+    new_member_secret,
+    tracing_key,
+)
 from auth.group.points import g1_raw
+from gateway.client.dispatch import JOIN_SLACK, singled_out
 from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.client.wallet import Wallet
 from gateway.store.groups import GroupBook
-from ledger.primitives.hex import from_hex
-from tests.fixtures.consortium import PASSWORDS
+from ledger.primitives.hex import from_hex, to_hex
+from tests.fixtures.consortium import PASSWORDS, eventually
 from tests.test_cli import run_cli
 
 HOME, SERVING = "hpc-a", "cloud-b"
@@ -41,8 +53,8 @@ def wallet(consortium, tmp_path_factory) -> Path:
     return path
 
 
-def join(wallet: Path, project: str, user: str = "alice") -> tuple[int, str, str]:
-    argv = ["group", "join", "--project", project, "--user", user, "--password-stdin", "--wallet", wallet]
+def join(wallet: Path, project: str, user: str = "alice", *extra: object) -> tuple[int, str, str]:
+    argv = ["group", "join", "--project", project, "--user", user, "--password-stdin", "--wallet", wallet, *extra]
     return run_cli(argv, stdin=PASSWORDS[user] + "\n")
 
 
@@ -72,6 +84,63 @@ def test_join_keeps_the_membership_in_the_private_wallet(consortium, wallet):
     # the home keeps the tracing key sk·H with alice, never sk: that is what an opening reveals
     row = GroupBook(consortium.store(HOME)).member(bytes(tracing_key(membership.secret).to_compressed_bytes()))
     assert row is not None and (row.uid, row.project) == ("alice", "physics")
+
+
+def test_join_checks_the_homes_answer_at_the_gateway_named(consortium, tmp_path):
+    """`--check-gateway URL`: the home's answer is compared with what that gateway reads on chain, and kept only if
+    it confirms it; one that cannot (here: nobody listening) keeps the membership out of the wallet."""
+    path = tmp_path / "wallet.json"
+    login = ["login", "--gateway", consortium.url(HOME), "--user", "alice", "--password-stdin", "--wallet", path]
+    assert run_cli(login, stdin=PASSWORDS["alice"] + "\n")[0] == 0
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    code, out, err = join(path, "physics", "alice", "--check-gateway", closed)
+    assert code != 0 and closed in err and not out and Wallet.load(path).groups == ()
+    code, out, err = join(path, "physics", "alice", "--check-gateway", consortium.url(SERVING))
+    assert code == 0, err
+    assert f"checked at {consortium.url(SERVING)}" in out and [m.project for m in Wallet.load(path).groups] == [
+        "physics"
+    ]
+
+
+def test_a_join_answer_is_taken_only_as_every_member_of_the_home_gets_it():
+    """What `join_group` compares with the check gateway's GET /v1/supervision: the chain's supervision key, the
+    home's current issuer key and epoch, and this week's expiry (or the last week's, if the week turned less than a
+    minute before the check gateway's clock)."""
+    isk, ipk = generate_issuer_key()
+    week = CREDENTIAL_PERIOD
+    turned = 3_000 * week  # a week boundary
+    Y = g1_raw(G1Point())
+    request = join_request(sk := new_member_secret(), home=HOME, project="physics", member="alice")
+    issued = issue_group_credential(
+        isk, ipk, request, home=HOME, member="alice", revocation_epoch=4, expires_at=credential_expiry(turned - 1)
+    )
+    assert issued.verify(sk, ipk)
+
+    def facts(now: int, **change) -> dict:
+        keys = {"centre": HOME, "issuer_key": to_hex(ipk), "key_id": issued.key_id, "revocation_epoch": 4}
+        return {"supervision_key": to_hex(Y), "committee": [HOME], "threshold": 1, "now": now, "home": keys | change}
+
+    assert singled_out(issued, ipk, Y, facts(turned - 1)) is None
+    assert singled_out(issued, ipk, Y, facts(turned + JOIN_SLACK - 1)) is None  # the week turned in between
+    assert "not at" in singled_out(issued, ipk, Y, facts(turned + JOIN_SLACK))
+    assert "supervisors' key" in singled_out(issued, ipk, g1_raw(G1Point() * to_scalar(2)), facts(turned))
+    assert "current issuer key" in singled_out(
+        issued, ipk, Y, facts(turned, issuer_key=to_hex(generate_issuer_key()[1]))
+    )
+    assert "current issuer key" in singled_out(issued, ipk, Y, facts(turned, issuer_key=None))
+    assert "revocation epoch is 4, not the home's current 5" in singled_out(
+        issued, ipk, Y, facts(turned, revocation_epoch=5)
+    )
+    for broken in (
+        {},
+        facts(turned) | {"home": None},
+        facts(turned) | {"now": "soon"},
+        facts(turned) | {"supervision_key": "0x12"},
+    ):
+        with pytest.raises(ValueError, match="not GET /v1/supervision's"):
+            singled_out(issued, ipk, Y, broken)
 
 
 def test_login_again_keeps_the_memberships(consortium, wallet):
@@ -106,12 +175,15 @@ def test_the_serving_centre_keeps_the_signature_and_no_identity(consortium, ran)
     with GatewayClient(consortium.url(SERVING)) as client:  # what supervisors fetch, by the record's hash
         served = client.anonymous_signature(record["group_signature"])
     assert from_hex(served["group_signature"]) == job.group_signature
-    assert served["record"] == ran["record"]["digest"]
+    assert (served["order"], served["record"]) == (record["order"], ran["record"]["digest"])
 
 
 def test_an_opening_is_identified_by_the_home_as_alice(consortium, wallet, ran):
     wanted = from_hex(ran["record"]["data"]["group_signature"], size=32)
     opening = consortium.supervisor(SERVING).request(wanted, "a test of the supervised opening", centre=SERVING)
+    assert consortium.supervisor(SERVING).supervision.opening(opening).transaction == from_hex(
+        ran["record"]["data"]["order"]
+    )  # the transaction an opening names is the order the signature signs
     assert not consortium.supervisor(HOME).share(opening).tracing_key  # one share of two opens nothing
     opened = consortium.supervisor("ai-c").share(opening)
     assert opened.accepted and opened.tracing_key is not None
@@ -122,6 +194,12 @@ def test_an_opening_is_identified_by_the_home_as_alice(consortium, wallet, ran):
     with GatewayClient(consortium.url(HOME)) as home:
         identified = home.identify(opening, consortium.operator_key(HOME))
     assert (identified["uid"], identified["project"], identified["opening"]) == ("alice", "physics", opening)
+    # on the record: the enrolment alice's login put on chain before the opening was asked for (the contract
+    # takes no other), written by hpc-a's outbox
+    enrolment = consortium.centres[HOME].node.parts.signon.enrolment_id("alice")
+    assert from_hex(identified["enrolment"]) == enrolment
+    contract = consortium.supervisor(HOME).supervision
+    eventually(lambda: contract.opening(opening).enrolment == enrolment)
     (membership,) = Wallet.load(wallet).groups
     assert opened.tracing_key == g1_raw(tracing_key(membership.secret))
 

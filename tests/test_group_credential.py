@@ -294,3 +294,17 @@ def test_issuing_refuses_a_bad_join_or_a_mismatched_key(issuer: tuple[bytes, byt
     for epoch, expires in ((-1, EXPIRES), (0, 2**63), (0, "soon")):
         with pytest.raises(GroupError):
             issue_group_credential(isk, ipk, req, home=HOME, member=MEMBER, revocation_epoch=epoch, expires_at=expires)  # type: ignore[arg-type]
+
+
+def test_a_credential_expires_on_the_first_week_boundary_at_least_a_week_out() -> None:
+    """The one expiry every member who joins in a week gets (every signature discloses it): a multiple of the period,
+    7 to 14 days after the join; the same for the whole week, the next one as the week turns."""
+    from auth.group.credential import CREDENTIAL_PERIOD, credential_expiry
+
+    week = CREDENTIAL_PERIOD
+    assert week == 7 * 24 * 3600
+    start = 2_000 * week
+    for now in (start, start + 1, start + week - 1):
+        expiry = credential_expiry(now)
+        assert expiry == start + 2 * week and expiry % week == 0 and week < expiry - now <= 2 * week
+    assert credential_expiry(start + week) == start + 3 * week

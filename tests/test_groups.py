@@ -23,8 +23,10 @@ from auth.bbs.encoding import R as ORDER
 from auth.credentials import CredentialSchema, generate_issuer_key
 from auth.directory import Directory
 from auth.group.credential import (
+    CREDENTIAL_PERIOD,
     GroupCredential,
     blind_sign,
+    credential_expiry,
     issuer_key_id,
     join_request,
     new_member_secret,
@@ -35,9 +37,19 @@ from auth.group.points import g1_raw, random_scalar
 from auth.group.signature import order_message, quote_message, sign
 from auth.tokens import PRESENTED, Claims, TokenIssuer, generate_key, public_key_bytes
 from gateway.node.anonymous import SupervisionKey
-from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unauthenticated, Unavailable
-from gateway.node.groups import CREDENTIAL_PERIOD, GroupDesk, OpeningFacts
+from gateway.node.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PaymentRequired,
+    TooManyRequests,
+    Unauthenticated,
+    Unavailable,
+)
+from gateway.node.groups import GroupDesk, OpeningFacts
 from gateway.node.payer import Payer
+from gateway.node.ratelimit import RateLimit
 from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.groups import GroupBook
@@ -48,7 +60,7 @@ from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
 from ledger.payment import Grant, Order, grant_digest, order_digest, recover, sign_typed
-from ledger.primitives.hex import to_hex
+from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import domain_for
 
 HOME = "hpc-a"
@@ -405,10 +417,12 @@ def test_an_anonymous_grant_holds_on_the_project_and_names_no_member(desk):
     hold = desk.holds.hold(grant_digest(grant, desk.domain))
     assert (hold.status, hold.amount, hold.principal, hold.project) == ("held", 300, "anonymous:physics", "physics")
     assert desk.holds.project_figures("physics") == (300, 0)
-    # nothing the grant wrote names the member: not the uid, the enrolment, the tracing key or the signature
+    # it keeps the signature (whose T only t supervisors can decrypt), for the supervisors to open the hold by
+    assert hold.group_signature == from_hex(group_signature)
+    # nothing else the grant wrote names the member: not the uid, the enrolment or the tracing key
     traces = ("alice", desk.signon.enrolment_id("alice").hex(), tracing_key(alice.sk).to_compressed_bytes().hex())
     written = desk.store._db.execute("SELECT * FROM holds").fetchall()
-    assert not [t for t in (*traces, group_signature[2:]) for row in written for v in row if t in str(v)]
+    assert not [t for t in traces for row in written for v in row if t in str(v)]
     assert count(desk, "identifications") == 0 and count(desk, "jobs") == 0
 
 
@@ -482,7 +496,8 @@ def test_a_bad_group_signature_is_refused_and_nothing_is_held(desk):
 
 def _credential(desk: Desk, sk: int, **change) -> GroupCredential:
     """A credential of hpc-a's issuer key over sk's T with fields the home would not give today."""
-    fields = {"project": "physics", "home": HOME, "revocation_epoch": desk.epoch, "expires_at": NOW + 3600} | change
+    fields = {"project": "physics", "home": HOME, "revocation_epoch": desk.epoch, "expires_at": credential_expiry(NOW)}
+    fields |= change
     T = tracing_key(sk)
     return GroupCredential(
         key_id=issuer_key_id(desk.issuer.pk),
@@ -496,8 +511,11 @@ def test_a_credential_of_another_home_an_old_epoch_or_expired_is_refused(desk):
     order, order_signature, digest = signed_order(desk)
     cases = [
         ({"home": SERVING}, "the group signature is by a member of cloud-b, not of hpc-a"),
-        ({"revocation_epoch": 99}, f"the group credential is of revocation epoch 99, and hpc-a's is {desk.epoch}"),
+        ({"revocation_epoch": 99}, f"revocation epoch 99, and hpc-a's current revocation epoch is {desk.epoch}"),
+        ({"revocation_epoch": desk.epoch + 1}, "and hpc-a's current revocation epoch is"),  # one member's own epoch
         ({"expires_at": NOW}, f"the group credential expired at {NOW} \\(now {NOW}\\)"),
+        ({"expires_at": credential_expiry(NOW) - 3600}, "not on a week boundary"),  # one member's own expiry
+        ({"expires_at": credential_expiry(NOW) + CREDENTIAL_PERIOD}, "later than any credential issued now"),
         ({"project": "biology"}, "project biology has no allocation at hpc-a any more"),
     ]
     for change, words in cases:
@@ -519,7 +537,7 @@ def test_after_a_revocation_every_credential_of_the_older_epoch_is_refused(desk,
     index.sync()
     epoch = index.revocation_epoch(HOME)
     assert epoch == before + 1
-    with pytest.raises(Forbidden, match=f"revocation epoch {before}, and hpc-a's is {epoch}: join the group again"):
+    with pytest.raises(Forbidden, match=f"revocation epoch {before}, and hpc-a's current revocation epoch is {epoch}"):
         desk.desk.grant(*anonymous(desk, alice))
     renewed = Membership(
         alice.sk, GroupCredential.from_dict(desk.desk.join(session("alice"), _rejoin(alice))["credential"]), {}
@@ -542,6 +560,26 @@ def test_an_expired_credential_is_refused_and_a_renewed_one_granted(desk):
         alice.sk, GroupCredential.from_dict(desk.desk.join(session("alice"), _rejoin(alice))["credential"]), {}
     )
     desk.desk.grant(*anonymous(desk, renewed, deadline=desk.clock[0] + 600))
+
+
+def test_a_burst_of_grant_requests_from_one_address_is_cut_off_before_any_verification(desk, monkeypatch):
+    """The grant route takes no session and a group signature costs pairings to verify: past a burst from one network
+    address it answers 429 with the wait before it verifies (or holds) anything; another address goes on."""
+    import gateway.node.groups as groups
+
+    verified = []
+    real = groups.verify
+    monkeypatch.setattr(groups, "verify", lambda *a, **k: verified.append(1) or real(*a, **k))
+    desk.desk._limit = RateLimit(0.001, 2)
+    alice = joined(desk)
+    for _ in range(2):
+        desk.desk.grant(*anonymous(desk, alice), client="192.0.2.1")
+    with pytest.raises(TooManyRequests, match=r"from one network address.*nothing was verified") as caught:
+        desk.desk.grant(*anonymous(desk, alice), client="192.0.2.1")
+    assert caught.value.retry_after > 0 and len(verified) == 2
+    assert desk.holds.project_figures("physics") == (200, 0)
+    desk.desk.grant(*anonymous(desk, alice), client="192.0.2.2")
+    assert len(verified) == 3
 
 
 def test_no_anonymous_grant_without_the_supervisors_key(desk):

@@ -17,14 +17,15 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from auth.group.credential import GroupCredential, join_request, new_member_secret, tracing_key
+from auth.group.credential import GroupCredential, issuer_key_id, join_request, new_member_secret, tracing_key
 from auth.group.opening import decryption_share
-from auth.group.points import g1_from_raw
+from auth.group.points import g1_from_raw, g1_raw
 from auth.group.signature import order_message, sign
-from gateway.client.supervising import SupervisorState
+from gateway.client.supervising import SupervisorState, request_opening, share
 from gateway.node.assemble import _register_chain_writes
 from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
+from ledger.deploy import bind
 from ledger.ids import centre_id
 from ledger.outbox import DONE, Outbox
 from ledger.payment import Grant, Order, order_digest, recover, sign_typed
@@ -117,6 +118,15 @@ def open_on_chain(running, signature: bytes, supervisors: tuple[str, ...] = (HOM
     return opening
 
 
+def enrolled_on_chain(running, uid: str) -> bytes:
+    """The member's enrolment id, once its home's outbox put it on chain (a join enrols; identify takes only an
+    enrolment made before the opening was asked for)."""
+    enrolment = running.centres[HOME].node.parts.signon.enrolment_id(uid)
+    registry = bind(running.chain, running.deployment).identity_registry.functions
+    eventually(lambda: registry.enrolment(centre_id(HOME), enrolment).call()[0])
+    return enrolment
+
+
 # -- joining ----------------------------------------------------------------------------------
 
 
@@ -127,6 +137,32 @@ def test_a_member_joins_over_http_and_the_key_on_chain_is_what_they_sign_under(r
     assert alice.issuer_pk == running.centres[HOME].node.parts.signon.issuer_key.pk
     member = GroupBook(running.store(HOME)).member(tracing_key(alice.sk).to_compressed_bytes())
     assert (member.uid, member.project) == ("alice", "physics")
+
+
+def test_every_gateway_says_what_a_member_checks_their_homes_join_answer_against(running):
+    """GET /v1/supervision, public at every gateway: the supervisors' key, committee and threshold on chain, the
+    gateway's clock, and for ?home= its current issuer key and revocation epoch: what `xcentre group join` compares
+    the home's answer with at another member's gateway."""
+    contract = supervision(running)
+    index = running.centres[THIRD].node.parts.index
+    with httpx.Client(base_url=running.url(THIRD), timeout=60) as http:
+        answer, bare = http.get("/v1/supervision", params={"home": HOME}), http.get("/v1/supervision")
+        unknown, malformed = (http.get("/v1/supervision", params={"home": h}) for h in ("edge-x", "not a name!"))
+    assert answer.status_code == 200, answer.text
+    facts = answer.json()
+    assert facts["supervision_key"] == to_hex(g1_raw(contract.public_key()))
+    assert (facts["committee"], facts["threshold"]) == (list(contract.supervisors()), contract.threshold())
+    issuer = running.centres[HOME].node.parts.signon.issuer_key
+    assert facts["home"] == {
+        "centre": HOME,
+        "issuer_key": to_hex(issuer.pk),
+        "key_id": issuer_key_id(issuer.pk),
+        "revocation_epoch": index.revocation_epoch(HOME),
+    }
+    assert abs(facts["now"] - index.now()) <= 60
+    assert bare.status_code == 200 and bare.json() | {"home": None, "now": 0} == facts | {"home": None, "now": 0}
+    assert unknown.status_code == 404 and "edge-x is not a member centre" in unknown.json()["error"]
+    assert malformed.status_code == 422
 
 
 def test_join_refusals_over_http_store_nothing(running):
@@ -188,11 +224,44 @@ def test_an_anonymous_grant_over_http_holds_on_the_project_and_is_idempotent(run
     assert elsewhere.status_code == 403 and "its home grants its orders" in elsewhere.json()["error"]
 
 
+def test_an_anonymous_grants_signature_is_kept_at_home_and_opens_for_its_order(running):
+    """A hold granted under a group signature is a transaction like a job (it can lock a project's budget): its
+    home serves the signature by its hash, with the order it signs and no record; a member asks for it to be
+    opened for that order, and the supervisors, having checked it signs the opening's transaction, open it."""
+    bob = Member(running, "bob")
+    order, order_signature, digest = order_fields(running)
+    signature = bob.sign(order_message(digest))
+    body = {"order": order, "order_signature": order_signature, "group_signature": to_hex(signature)}
+    assert grant(running, body).status_code == 200
+    wanted = to_hex(keccak(signature))
+    with httpx.Client(base_url=running.url(HOME), timeout=60) as http:
+        served = http.get(f"/v1/anonymous/signatures/{wanted}")
+    assert served.status_code == 200, served.text
+    assert served.json() == {
+        "signature_hash": wanted,
+        "group_signature": to_hex(signature),
+        "order": to_hex(digest),
+        "record": None,
+    }
+    with httpx.Client(base_url=running.url(SERVING), timeout=60) as http:
+        assert http.get(f"/v1/anonymous/signatures/{wanted}").status_code == 404  # no job ran under it there
+
+    contract = supervision(running)
+    asker = running.centres[SERVING].account
+    opening = request_opening(contract, running.deployment, asker, keccak(signature), "a hold of the whole budget")
+    assert (contract.opening(opening).transaction, contract.opening(opening).home) == (digest, HOME)
+    for name in (HOME, THIRD):
+        account, state = running.centres[name].account, running.supervisor_state(name)
+        shared = share(contract, running.deployment, account, name, state, opening)
+    assert shared.tracing_key == g1_raw(tracing_key(bob.sk))
+
+
 # -- identification ---------------------------------------------------------------------------
 
 
 def test_an_opened_signature_is_identified_by_its_home_on_the_record(running):
     member = Member(running, "alice")
+    enrolled_on_chain(running, "alice")
     signature = member.sign(order_message(keccak(b"an abusive order")))
     opening = open_on_chain(running, signature)
     assert supervision(running).opening(opening).tracing_key == tracing_key(member.sk)
@@ -229,8 +298,8 @@ def test_an_identification_already_on_chain_after_a_crash_counts_as_done(running
     """The home's identify write landed, then the gateway crashed before marking it done: sent again, the
     chain's AlreadyIdentified (with this enrolment) completes it instead of failing it."""
     alice = Member(running, "alice")
+    enrolment = enrolled_on_chain(running, "alice")
     opening = open_on_chain(running, alice.sign(order_message(keccak(b"crash"))))
-    enrolment = keccak(b"alice's enrolment")
     account = running.centres[HOME].account
     supervision(running).identify(account, opening, enrolment)
     outbox = Outbox(tmp_path / "outbox.db")

@@ -120,7 +120,7 @@ def test_a_receipt_for_another_record_or_by_another_key_releases_nothing(consort
 def test_a_wrong_key_tells_the_user_to_complain(paid_run):
     submission, _, result, _ = paid_run
     record = UsageRecord.from_dict(result.view["record"]["data"])
-    with pytest.raises(WrongResultKey, match="xcentre complain --record 0x"):
+    with pytest.raises(WrongResultKey, match=r"xcentre complain --record 0x[0-9a-f]{64} --user <your uid>"):
         open_result(result.view, record, to_hex(lock.new_key()), submission.domain)
 
 

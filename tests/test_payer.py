@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
 from auth.directory import Directory
 from auth.tokens import PRESENTED, Claims, generate_key, public_key_bytes
-from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired
+from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unauthenticated
 from gateway.node.payer import MAX_DEADLINE_AHEAD, Payer
 from gateway.store import Store
 from gateway.store.holds import HoldBook, HoldStateError, UnknownHold
@@ -440,6 +441,54 @@ def test_a_complaint_about_a_record_not_of_the_users_grants_is_refused(desk):
         desk.payer.complain(session("bob"), record_for(desk, grant, order=keccak(b"other")))
     with pytest.raises(Invalid, match="the record is malformed"):
         desk.payer.complain(session("bob"), {"price": 1})
+    assert desk.payer.book.complaints() == []
+
+
+def anonymously_granted(desk: Desk, account) -> bytes:
+    """An order of `account` granted as GroupDesk.grant does once a group signature checked: unnamed."""
+    order, signature, _ = signed_order(desk, account=account)
+    answer = desk.payer.hold_and_sign("anonymous:physics", order, signature, lambda: ("physics", 1_000))
+    return grant_digest(Grant.from_dict(answer["grant"]), desk.domain)
+
+
+def signed_complaint(desk: Desk, record: dict, account, at: int = NOW) -> tuple[dict, int, str]:
+    digest = to_hex(record_digest(UsageRecord.from_dict(record), desk.domain))
+    signed = account.sign_message(encode_defunct(text=f"xcentre complain {HOME} {digest} {at}"))
+    return record, at, "0x" + bytes(signed.signature).hex()
+
+
+def test_an_anonymous_orders_account_complains_for_its_record_only(desk):
+    """No session: the order's account signs, within 120 s of the home's clock, for a record of its own
+    anonymous hold; the complaint is the hold's (`anonymous:physics`), and the same one again is as before."""
+    account = Account.create()
+    grant = anonymously_granted(desk, account)
+    record = record_for(desk, grant)
+    for at in (NOW - 121, NOW + 121):
+        with pytest.raises(Unauthenticated, match="sign again"):
+            desk.payer.complain_anonymously(*signed_complaint(desk, record, account, at))
+    with pytest.raises(Forbidden, match="not by the account that signed"):
+        desk.payer.complain_anonymously(*signed_complaint(desk, record, Account.create()))
+    with pytest.raises(Unauthenticated, match="not a valid signature"):
+        desk.payer.complain_anonymously(record, NOW, "0x" + "00" * 65)
+    with pytest.raises(NotFound, match="granted no order under grant"):
+        desk.payer.complain_anonymously(*signed_complaint(desk, record_for(desk, grant, grant=keccak(b"x")), account))
+    with pytest.raises(Invalid, match="another order"):
+        desk.payer.complain_anonymously(*signed_complaint(desk, record_for(desk, grant, order=keccak(b"x")), account))
+    with pytest.raises(Invalid, match="the record is malformed"):
+        desk.payer.complain_anonymously({"price": 1}, NOW, signed_complaint(desk, record, account)[2])
+    assert desk.payer.book.complaints() == []
+    view = desk.payer.complain_anonymously(*signed_complaint(desk, record, account, NOW - 120))
+    assert view["status"] == "open"
+    assert desk.payer.complain_anonymously(*signed_complaint(desk, record, account)) == view  # the same again
+    assert [c.principal for c in desk.payer.book.complaints()] == ["anonymous:physics"]
+
+
+def test_a_signed_on_users_order_account_cannot_complain_without_them(desk):
+    account = Account.create()
+    answer = desk.payer.grant(session("bob"), *signed_order(desk, account=account)[:2])
+    record = record_for(desk, grant_digest(Grant.from_dict(answer["grant"]), desk.domain))
+    with pytest.raises(Forbidden, match="signed-on user's order"):
+        desk.payer.complain_anonymously(*signed_complaint(desk, record, account))
     assert desk.payer.book.complaints() == []
 
 

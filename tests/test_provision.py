@@ -77,6 +77,12 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
         (ONE_MEMBER + '[supervision]\nsupervisors = ["b"]\n', "supervisors must be distinct members"),
         (ONE_MEMBER + '[supervision]\nsupervisors = ["a", "a"]\n', "supervisors must be distinct members"),
         (ONE_MEMBER + "[supervision]\nthreshold = 2\n", "threshold must be an integer from 1 to 1"),
+        (
+            ONE_MEMBER
+            + ONE_MEMBER.split("\n", 1)[1].replace('"a"', '"b"').replace("11" * 20, "33" * 20)
+            + "[supervision]\nthreshold = 1\n",
+            "threshold must be an integer from 2 to 2",  # one supervisor of two would open alone
+        ),
         (ONE_MEMBER + "[supervision]\ndkg_window = 0\n", "dkg_window must be 1 to"),
         (ONE_MEMBER + "[supervision]\nquorum = 1\n", "unknown keys: quorum"),
     ):

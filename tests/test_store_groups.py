@@ -12,6 +12,7 @@ from eth_utils import keccak
 
 from gateway.store import ReplayedOrder, Store, StoreError
 from gateway.store.groups import GroupBook, IdentificationConflict, Member, TracingKeyTaken
+from gateway.store.holds import HoldBook, NewHold
 from gateway.store.schema import LATEST
 from ledger.db import schema_version
 from tests.test_migrations import _load, _rows, _schema
@@ -134,6 +135,51 @@ def test_a_group_signature_is_accepted_for_one_job_and_a_retry_keeps_the_first(s
     assert [j.id for j in store.list_jobs()] == [job.id]
 
 
+# ------------------------------------------------------------------ anonymous grants
+
+
+def anonymous_hold(n: int, group_signature: bytes | None = None) -> NewHold:
+    return NewHold(
+        bytes([n]) * 32,
+        bytes([n + 100]) * 32,
+        f"0x{n:040x}",
+        "anonymous:physics",
+        "physics",
+        "cloud-b",
+        10,
+        1_900_000_600,
+        {},
+        {},
+        b"s",
+        group_signature,
+    )
+
+
+def test_an_anonymous_holds_group_signature_is_kept_and_found_by_its_hash(store: Store) -> None:
+    """The home keeps the signature that authorised each anonymous hold: the supervisors can ask for it."""
+    holds = HoldBook(store)
+    hold, created = holds.reserve(anonymous_hold(1, SIGNATURE), 10**6, 10**6)
+    assert created and hold.group_signature == SIGNATURE
+    assert holds.hold_by_group_signature(keccak(SIGNATURE)) == hold == holds.hold_for_order(bytes([1]) * 32)
+    assert holds.hold_by_group_signature("0x" + keccak(SIGNATURE).hex()) == hold
+    assert holds.hold_by_group_signature(keccak(b"other")) is None
+    signed_on, _ = holds.reserve(anonymous_hold(2), 10**6, 10**6)
+    assert signed_on.group_signature is None and holds.hold_by_group_signature(keccak(b"")) is None
+    with pytest.raises(StoreError, match="signature hash"):
+        holds.hold_by_group_signature(b"short")
+
+
+def test_a_group_signature_holds_for_one_order_and_a_malformed_one_is_refused(store: Store) -> None:
+    holds = HoldBook(store)
+    holds.reserve(anonymous_hold(1, SIGNATURE), 10**6, 10**6)
+    with pytest.raises(StoreError, match="this group signature was already accepted for order"):
+        holds.reserve(anonymous_hold(3, SIGNATURE), 10**6, 10**6)
+    for bad in (b"", b"\x01" * 4097, SIGNATURE.hex()):
+        with pytest.raises(StoreError, match="group_signature must be 1 to 4096 bytes"):
+            holds.reserve(anonymous_hold(4, bad), 10**6, 10**6)
+    assert count(store, "holds") == 1
+
+
 # ------------------------------------------------------------------ migration 9
 
 
@@ -147,9 +193,11 @@ def test_a_store_written_by_version_8_gains_membership_with_its_rows_intact(tmp_
     with Store(path) as store:
         assert schema_version(store._db) == LATEST == 9
         after = {t: _rows(path, t) for t in tables}
-        assert after["jobs"] == [j | {"group_signature": None, "group_signature_hash": None} for j in before["jobs"]]
-        assert {t: rows for t, rows in after.items() if t != "jobs"} == {
-            t: rows for t, rows in before.items() if t != "jobs"
+        unsigned = {"group_signature": None, "group_signature_hash": None}  # signed on: no group signature
+        assert after["jobs"] == [j | unsigned for j in before["jobs"]]
+        assert after["holds"] == [h | unsigned for h in before["holds"]]
+        assert {t: rows for t, rows in after.items() if t not in ("jobs", "holds")} == {
+            t: rows for t, rows in before.items() if t not in ("jobs", "holds")
         }
         assert store.get_job("job-00000000000000b3").group_signature is None
         assert store.get_job("job-00000000000000b3").decision == decision(41).digest.hex()
@@ -160,6 +208,8 @@ def test_a_store_written_by_version_8_gains_membership_with_its_rows_intact(tmp_
         assert book.identify(1, member)[1]
         job, _ = store.create_job("p@hpc-a", "hpc-a", REQ, "cloud-b", group_signature=SIGNATURE, decision=decision(43))
         assert store.job_by_group_signature(keccak(SIGNATURE)).id == job.id
+        HoldBook(store).reserve(anonymous_hold(1, SIGNATURE), 10**6, 10**6)
+        assert HoldBook(store).hold_by_group_signature(keccak(SIGNATURE)).group_signature == SIGNATURE
         assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
 
     Store(tmp_path / "fresh.db").close()

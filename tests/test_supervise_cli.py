@@ -22,22 +22,25 @@ from pathlib import Path
 import pytest
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
+from eth_utils import keccak
 from py_arkworks_bls12381 import G1Point
 
 from auth.bbs.encoding import R, to_scalar
 from auth.group.credential import tracing_key
 from auth.group.dkg import Dealer
-from auth.group.points import g1_raw, lagrange_at_zero
+from auth.group.points import g1_from_raw, g1_raw, lagrange_at_zero, random_scalar
+from auth.group.signature import C1_AT, R_HAT_AT, order_message
 from gateway.client.dispatch import anonymously, finish, join_group, submit_anywhere
 from gateway.client.http import GatewayClient
 from gateway.client.paying import signing_domain
 from gateway.client.supervising import SupervisorState
-from gateway.client.wallet import PaymentKeys, Wallet
+from gateway.client.wallet import GroupMembership, PaymentKeys, Wallet
 from ledger.chain import connect
 from ledger.deploy import MemberSpec, Prices, deploy_consortium
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.supervision import ComplaintState, ShareState, Supervision
 from tests.fixtures.consortium import PASSWORDS, eventually
+from tests.test_attack_member_anonymous import HostileGateway
 from tests.test_cli import run_cli
 
 XCENTRE = Path(sys.executable).parent / "xcentre"
@@ -229,10 +232,18 @@ class Anonymous:
     signature_hash: str
     signature: bytes
     record: str
+    order: str
+    """The order's digest: what the signature signs, the transaction an opening names."""
     member_key: bytes
     """alice's tracing key T (raw): what an opening must reveal."""
     key_files: dict[str, Path]
     operator_files: dict[str, Path]
+    membership: GroupMembership
+    """alice's membership: more signatures of her order, each its own ciphertext (a ciphertext is opened once)."""
+
+    def again(self) -> bytes:
+        """Another signature of alice over her job's order: valid for the same transaction, another ciphertext."""
+        return self.membership.sign(order_message(from_hex(self.order)))
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +253,8 @@ def anonymous(consortium, tmp_path_factory) -> Anonymous:
     with GatewayClient(consortium.url("hpc-a")) as home:
         wallet = Wallet.from_issuance(consortium.url("hpc-a"), home.credential("alice", PASSWORDS["alice"]))
         home.login("alice", PASSWORDS["alice"])
-        membership = join_group(home, "alice", wallet, "physics")
+        with GatewayClient(consortium.url("ai-c")) as check:
+            membership = join_group(home, "alice", wallet, "physics", check=check)
         domain = signing_domain(home.consortium())
     keys = PaymentKeys()
     job = {"command": ["true"], "walltime": 60, "resources": {}}
@@ -265,7 +277,14 @@ def anonymous(consortium, tmp_path_factory) -> Anonymous:
         operator_files[name] = folder / f"{name}.operator"
         operator_files[name].write_text(consortium.operator_key(name))
     return Anonymous(
-        wanted, signature, record["digest"], g1_raw(tracing_key(membership.secret)), key_files, operator_files
+        wanted,
+        signature,
+        record["digest"],
+        record["data"]["order"],
+        g1_raw(tracing_key(membership.secret)),
+        key_files,
+        operator_files,
+        membership,
     )
 
 
@@ -294,7 +313,7 @@ def test_an_opening_asked_shared_forged_opened_and_identified(consortium, anonym
     assert code == 0, err
     asked = json.loads(out)
     opening = asked["opening"]
-    assert (asked["home"], asked["requester"], asked["transaction"]) == ("hpc-a", "cloud-b", anonymous.record)
+    assert (asked["home"], asked["requester"], asked["transaction"]) == ("hpc-a", "cloud-b", anonymous.order)
     supervision = Supervision.of(consortium.chain, consortium.deployment)
 
     code, out, err = supervise(consortium, "share", anonymous, "hpc-a", opening=opening)
@@ -352,22 +371,79 @@ def test_an_opening_asked_shared_forged_opened_and_identified(consortium, anonym
 
 
 def test_a_supervisor_refuses_to_share_for_what_it_cannot_check(consortium, anonymous):
-    """An opening that names another home than the signature's, or a signature no centre serves: no share."""
+    """An opening that names another home than the signature's, a transaction it does not sign (its record's digest,
+    or none), or a signature no centre serves: no share. (Each opening is of another signature of alice's order,
+    served by a gateway of the test's: a ciphertext is opened once, and who serves it does not matter.)"""
     supervision = Supervision.of(consortium.chain, consortium.deployment)
     asker = consortium.centres["ai-c"].account
-    wrong_home = supervision.request_opening(asker, anonymous.signature, "cloud-b", from_hex(anonymous.record), "x")
-    code, out, err = supervise(consortium, "share", anonymous, "hpc-a", opening=wrong_home)
-    assert code == 2 and not out
-    assert "the signature is by a member of hpc-a, but the opening names cloud-b" in err
-    wrong_record = supervision.request_opening(asker, anonymous.signature, "hpc-a", bytes(32), "x")
-    code, _, err = supervise(consortium, "share", anonymous, "hpc-a", opening=wrong_record)
-    assert code == 2 and "ran that signature's job with record" in err
-    unknown = anonymous.signature[:-1] + bytes([anonymous.signature[-1] ^ 1])  # its hash is served by nobody
-    unserved = supervision.request_opening(asker, unknown, "hpc-a", from_hex(anonymous.record), "x")
+    signatures = [anonymous.again() for _ in range(3)]
+    hostile = HostileGateway()
+    try:
+        for signature in signatures:
+            hostile.serve(signature, from_hex(anonymous.order))
+        asked = [
+            supervision.request_opening(asker, signatures[0], "cloud-b", from_hex(anonymous.order), "x"),
+            supervision.request_opening(asker, signatures[1], "hpc-a", from_hex(anonymous.record), "x"),
+            supervision.request_opening(asker, signatures[2], "hpc-a", bytes(32), "x"),
+        ]
+        wrong_home, wrong_record, no_transaction = (
+            supervise(consortium, "share", anonymous, "hpc-a", opening=o, centre="hpc-a", gateway=hostile.url)
+            for o in asked
+        )
+    finally:
+        hostile.server.shutdown()
+    assert wrong_home[0] == 2 and not wrong_home[1]
+    assert "the signature is by a member of hpc-a, but the opening names cloud-b" in wrong_home[2]
+    for (code, _, err), transaction in ((wrong_record, anonymous.record), (no_transaction, to_hex(bytes(32)))):
+        assert code == 2 and f"no valid group signature over the opening's transaction {transaction}" in err, err
+    fresh = anonymous.again()
+    unknown = fresh[:-1] + bytes([fresh[-1] ^ 1])  # its hash is served by nobody
+    unserved = supervision.request_opening(asker, unknown, "hpc-a", from_hex(anonymous.order), "x")
     code, _, err = supervise(consortium, "share", anonymous, "hpc-a", opening=unserved)
     assert code == 2 and "no centre served the group signature" in err
-    for opening in (wrong_home, wrong_record, unserved):
+    for opening in (*asked, unserved):
         assert supervision.share_of(opening, 1).state == ShareState.NONE
+
+
+def test_a_supervisor_shares_only_for_a_valid_signature_over_the_openings_transaction_whoever_serves_it(
+    consortium, anonymous
+):
+    """hpc-a, the home, knows alice's T from her join: it puts a fresh encryption of T into her signature's bytes
+    and serves that as the signature of her job's order; cloud-b, which ran her job, serves her signature as another
+    transaction's. Both come from a member's own gateway, naming whatever record suits them, and are asked for on
+    chain. Each supervisor checks the signature with nothing but the chain (hpc-a's issuer keys, the supervisors'
+    key, the opening's transaction) and shares for neither; the honest signature, served by the same gateway with a
+    false record and no order, is shared for: who serves it does not matter."""
+    supervision = Supervision.of(consortium.chain, consortium.deployment)
+    y, r = supervision.public_key(), random_scalar()
+    encrypted = (G1Point() * to_scalar(r), g1_from_raw(anonymous.member_key) + y * to_scalar(r))
+    real, honest_one = anonymous.again(), anonymous.again()  # her signatures, each its own ciphertext
+    framed = real[:C1_AT] + g1_raw(encrypted[0]) + g1_raw(encrypted[1]) + real[R_HAT_AT:]
+    another = keccak(b"another job's order")
+    hostile = HostileGateway()
+    try:
+        hostile.serve(framed, from_hex(anonymous.order))
+        hostile.serve(real, another)
+        hostile.serve(honest_one, another)
+        home, serving = consortium.centres["hpc-a"].account, consortium.centres["cloud-b"].account
+        framing = supervision.request_opening(home, framed, "hpc-a", from_hex(anonymous.order), "abuse")
+        misattributed = supervision.request_opening(serving, real, "hpc-a", another, "abuse")
+        for opening, transaction in ((framing, anonymous.order), (misattributed, to_hex(another))):
+            code, out, err = supervise(
+                consortium, "share", anonymous, "ai-c", opening=opening, centre="hpc-a", gateway=hostile.url
+            )
+            assert code == 2 and not out, out
+            assert f"no valid group signature over the opening's transaction {transaction}" in err, err
+            assert "does not verify for this message" in err, err
+            assert supervision.share_of(opening, 3).state == ShareState.NONE
+        honest = supervision.request_opening(serving, honest_one, "hpc-a", from_hex(anonymous.order), "x")
+        code, out, err = supervise(
+            consortium, "share", anonymous, "ai-c", opening=honest, centre="hpc-a", gateway=hostile.url
+        )
+        assert code == 0, err
+        assert json.loads(out)["accepted"] and supervision.share_of(honest, 3).state == ShareState.ACCEPTED
+    finally:
+        hostile.server.shutdown()
 
 
 def test_bad_input_is_refused_with_nothing_sent(consortium, anonymous, tmp_path):
@@ -397,7 +473,7 @@ def test_bad_input_is_refused_with_nothing_sent(consortium, anonymous, tmp_path)
     assert code == 2 and "512 bytes" in err
     assert supervision.opening_count() == count
     opening = supervision.request_opening(
-        consortium.centres["ai-c"].account, anonymous.signature, "hpc-a", from_hex(anonymous.record), "bad input"
+        consortium.centres["ai-c"].account, anonymous.again(), "hpc-a", from_hex(anonymous.order), "bad input"
     )
     argv = ["supervise", "share", "--chain", consortium.anvil_url, "--deployment", consortium.deployment_file]
     argv += ["--key-file", anonymous.key_files["hpc-a"], "--opening", opening]

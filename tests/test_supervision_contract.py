@@ -10,6 +10,7 @@ and the verdicts of tests/group_vectors.py on inputs tampered with here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -80,12 +81,23 @@ class World:
         """A new Supervision contract on this consortium."""
         ids = [centre_id(s) for s in supervisors]
         contract = self.chain.deploy(
-            "Supervision", self.chain.dev_account, self.deployment.consortium, ids, threshold, window
+            "Supervision",
+            self.chain.dev_account,
+            self.deployment.consortium,
+            self.deployment.identity_registry,
+            ids,
+            threshold,
+            window,
         )
         return Supervision(self.chain, contract)
 
     def sup(self, i: int) -> LocalAccount:
         return self.accounts[SUPERVISORS[i - 1]]
+
+    def enrol(self, home: str, enrolment: bytes) -> None:
+        """`home` enrols `enrolment` in the consortium's IdentityRegistry."""
+        registry = bind(self.chain, self.deployment).identity_registry
+        self.chain.transact(registry.functions.enrol(enrolment), self.accounts[home])
 
 
 def make_world(url: str) -> World:
@@ -201,28 +213,38 @@ def test_a_consortium_is_deployed_with_every_member_supervising_a_majority_openi
         ({"supervisors": ["m-0", "nobody"]}, "not members"),
         ({"supervisors": ["m-0", "m-0"]}, "named twice"),
         ({"supervisors": []}, "1 to 32"),
-        ({"supervision_threshold": 0}, "between 1 and 4"),
-        ({"supervision_threshold": 5}, "between 1 and 4"),
+        ({"supervision_threshold": 0}, "between 2 and 4"),
+        ({"supervision_threshold": 1}, "between 2 and 4 .* one supervisor alone would open"),
+        ({"supervision_threshold": 5}, "between 2 and 4"),
         ({"dkg_window": 0}, "dkg_window"),
         ({"dkg_window": 2**32}, "dkg_window"),
     ]:
         with pytest.raises(ValueError, match=message):
             deploy_consortium(chain, chain.dev_account, specs, 3, 0, **kwargs)
+    alone = deploy_consortium(chain, chain.dev_account, specs, 3, 0, supervisors=["m-2"], supervision_threshold=1)
+    assert Supervision.of(chain, alone).committee().threshold == 1  # a committee of one opens alone, by design
 
 
 def test_the_contract_refuses_a_committee_it_cannot_serve(world):
     consortium, dev = world.deployment.consortium, world.chain.dev_account
+    registry = world.deployment.identity_registry
     ids = [centre_id(s) for s in SUPERVISORS]
     for args, error in [
-        ((ids, 0, WINDOW), "InvalidThreshold"),
-        ((ids, 6, WINDOW), "InvalidThreshold"),
-        (([*ids, ids[0]], 1, WINDOW), "InvalidSupervisor"),  # listed twice
-        (([*ids[:2], centre_id("nobody")], 2, WINDOW), "InvalidSupervisor"),
-        ((ids, 3, 0), "InvalidWindow"),
-        ((ids, 3, 2**32), "InvalidWindow"),
-        (([centre_id(f"x-{k}") for k in range(33)], 3, WINDOW), "InvalidThreshold"),
+        ((registry, ids, 0, WINDOW), "InvalidThreshold"),
+        ((registry, ids, 1, WINDOW), "InvalidThreshold"),  # one of five would open alone
+        ((registry, ids[:2], 1, WINDOW), "InvalidThreshold"),
+        ((registry, ids, 6, WINDOW), "InvalidThreshold"),
+        ((registry, [*ids, ids[0]], 2, WINDOW), "InvalidSupervisor"),  # listed twice
+        ((registry, [*ids[:2], centre_id("nobody")], 2, WINDOW), "InvalidSupervisor"),
+        ((registry, ids, 3, 0), "InvalidWindow"),
+        ((registry, ids, 3, 2**32), "InvalidWindow"),
+        ((registry, [centre_id(f"x-{k}") for k in range(33)], 3, WINDOW), "InvalidThreshold"),
+        ((world.deployment.credit, ids, 3, WINDOW), "InvalidRegistry"),  # not an IdentityRegistry
+        ((world.outsider.address, ids, 3, WINDOW), "InvalidRegistry"),  # no contract at all
     ]:
         reverts(error, world.chain.deploy, "Supervision", dev, consortium, *args)
+    single = world.chain.deploy("Supervision", dev, consortium, registry, ids[:1], 1, WINDOW)
+    assert Supervision(world.chain, single).threshold() == 1
 
 
 # -- key generation -----------------------------------------------------------------------------------------------
@@ -317,11 +339,14 @@ def test_the_phases_keep_their_order_and_deadlines(world):
     reverts("WrongPhase", sup.deal, world.sup(1), dealer.commitments_raw(), bytes(5 * 128))  # nobody registered
     reverts("WrongPhase", sup.finalize, world.sup(1))
     reverts("WrongPhase", sup.acknowledge, world.sup(1))
+    deployed = world.chain.w3.eth.get_block("latest")["timestamp"]
+    assert sup.committee().registration_deadline == deployed + WINDOW
     keys = [dkg.EncryptionKey.new() for _ in SUPERVISORS]
     for i in range(1, 5):
         sup.register(world.sup(i), keys[i - 1].raw())
     assert sup.deadlines().deal == 0
-    reverts("WrongPhase", sup.deal, world.sup(1), dealer.commitments_raw(), bytes(5 * 128))  # one has not registered
+    # one has not registered, and registration is still open: nobody deals yet
+    reverts("WrongPhase", sup.deal, world.sup(1), dealer.commitments_raw(), bytes(5 * 128))
     reverts("WrongPhase", sup.complain, world.sup(1), 2)
     receipt = sup.register(world.sup(5), keys[4].raw())
     (opened,) = events(sup, "DealingOpened", receipt)
@@ -351,6 +376,61 @@ def test_too_few_qualified_dealers_make_no_key(world):
     error = reverts("NotEnoughQualified", run.sup.finalize, world.sup(1))
     assert error.error_args == (2, 3)
     assert run.sup.public_key() is None and run.sup.verification_key(1) is None
+
+
+def test_past_the_registration_deadline_the_registered_make_the_key_and_an_empty_seat_does_nothing(world, tmp_path):
+    sup = world.fresh()
+    keys = [dkg.EncryptionKey.new() for _ in SUPERVISORS]
+    for i in range(1, 5):  # supervisor 5 never registers
+        sup.register(world.sup(i), keys[i - 1].raw())
+    advance(world.chain, WINDOW)
+    reverts("WrongPhase", sup.register, world.sup(5), keys[4].raw())  # registration closed
+    assert sup.deadlines().deal == 0 and sup.encryption_key(5) is None
+    run = Run(sup, keys, [dkg.Dealer.new(T3) for _ in SUPERVISORS])
+    reverts("NotRegistered", sup.deal, world.sup(5), run.dealers[4].commitments_raw(), bytes(5 * 128))
+
+    def deal_among_four(i: int):
+        slots = [dkg.encrypt_share(run.dealers[i - 1].share_for(j), i, j, keys[j - 1].E) for j in range(1, 5)]
+        return sup.deal(world.sup(i), run.dealers[i - 1].commitments_raw(), b"".join(slots) + os.urandom(128))
+
+    receipt = deal_among_four(1)  # the first deal opens dealing; seat 5's slot is anything
+    (opened,) = events(sup, "DealingOpened", receipt)
+    assert opened["dealDeadline"] == world.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"] + WINDOW
+    assert sup.deadlines().deal == opened["dealDeadline"]
+    reverts("WrongPhase", sup.acknowledge, world.sup(1))  # three registered supervisors may still deal
+    for i in (2, 3, 4):
+        deal_among_four(i)
+    reverts("NotRegistered", sup.complain, world.sup(5), 1)
+    reverts("NotRegistered", sup.acknowledge, world.sup(5))
+    for i in (1, 2, 3, 4):  # dealing is over once every registered supervisor dealt; only they acknowledge
+        sup.acknowledge(world.sup(i))
+    Y, qualified = sup.finalize(world.outsider)
+    assert qualified == (1, 2, 3, 4) and Y == run.public_key([1, 2, 3, 4])
+    assert sup.verification_key(5) is None and not sup.qualified(5)
+    xs = {j: run.secret_share(j, [1, 2, 3, 4]) for j in range(1, 5)}
+    assert all(sup.verification_key(j) == mul(x) for j, x in xs.items())
+    signed = group_signature(Y)
+    oid = request(world, sup, signed)
+    c1 = sup.opening(oid).c1
+    reverts("NotRegistered", sup.submit_share, world.sup(5), oid, decryption_share(1, 5, c1, oid))
+    for j in (1, 3):
+        assert sup.submit_share(world.sup(j), oid, decryption_share(xs[j], j, c1, oid)).tracing_key is None
+    assert sup.submit_share(world.sup(4), oid, decryption_share(xs[4], 4, c1, oid)).tracing_key == signed.T
+
+
+def test_fewer_registered_than_the_threshold_by_the_deadline_make_no_key(world):
+    sup = world.fresh()
+    keys = [dkg.EncryptionKey.new() for _ in SUPERVISORS]
+    for i in (1, 2):
+        sup.register(world.sup(i), keys[i - 1].raw())
+    reverts("WrongPhase", sup.finalize, world.sup(1))  # registration is still open
+    advance(world.chain, WINDOW)
+    dealer = dkg.Dealer.new(T3)
+    error = reverts("NotEnoughQualified", sup.deal, world.sup(1), dealer.commitments_raw(), bytes(5 * 128))
+    assert error.error_args == (2, 3)
+    assert reverts("NotEnoughQualified", sup.finalize, world.sup(1)).error_args == (2, 3)
+    reverts("WrongPhase", sup.register, world.sup(3), keys[2].raw())
+    assert sup.deadlines().deal == 0 and sup.public_key() is None
 
 
 def test_key_generation_refuses_bad_input_with_named_errors(world):
@@ -421,6 +501,8 @@ def request(world: World, sup: Supervision, signed: Signed, reason: str = "abuse
 def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secrets):
     sup = keyed.sup
     signed = group_signature(sup.public_key())
+    enrolment = keccak(b"enrolment of alice")
+    world.enrol(signed.home, enrolment)  # at her join, before she signed
     before = sup.opening_count()
     receipt = sup.chain.transact(
         sup.contract.functions.requestOpening(signed.signature, centre_id(signed.home), keccak(b"record"), "abuse"),
@@ -452,7 +534,6 @@ def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secr
     late = decryption_share(secrets[0], 1, c1, oid)
     reverts("AlreadyOpened", sup.submit_share, world.sup(1), oid, late)
     # the home alone records whom it mapped T to, once
-    enrolment = keccak(b"enrolment of alice")
     reverts("NotHome", sup.identify, world.accounts[SUPERVISORS[1]], oid, enrolment)
     reverts("NotHome", sup.identify, world.outsider, oid, enrolment)
     reverts("InvalidEnrolment", sup.identify, world.accounts[signed.home], oid, bytes(32))
@@ -460,6 +541,49 @@ def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secr
     assert events(sup, "Identified", receipt) == [{"id": oid, "home": centre_id(signed.home), "enrolment": enrolment}]
     assert sup.opening(oid).enrolment == enrolment
     reverts("AlreadyIdentified", sup.identify, world.accounts[signed.home], oid, enrolment)
+
+
+def test_a_ciphertext_is_opened_once_and_a_second_request_for_it_names_the_first(world, keyed, secrets):
+    sup = keyed.sup
+    signed = group_signature(sup.public_key())
+    sig, c1 = signed.signature, ciphertext(signed.signature)[0]
+    oid = request(world, sup, signed)
+    other_c2 = g1_raw(mul(7))
+    for again in (sig, sig[:-1] + bytes([sig[-1] ^ 1]), sig[:105] + other_c2 + sig[201:]):  # same C1, other bytes
+        for who in (world.accounts[OTHER], world.sup(2)):
+            error = reverts("AlreadyRequested", sup.request_opening, who, again, signed.home, keccak(b"x"), "again")
+            assert error.error_args == (oid,)
+    assert sup.opening_count() == oid
+    # the shares go to the one opening of C1, which opens on the record
+    for j in (1, 2, 3):
+        sup.submit_share(world.sup(j), oid, decryption_share(secrets[j - 1], j, c1, oid))
+    assert sup.opening(oid).tracing_key == signed.T
+    reverts("AlreadyRequested", sup.request_opening, world.accounts[OTHER], sig, signed.home, keccak(b"x"), "later")
+    assert request(world, sup, group_signature(sup.public_key())) == oid + 1  # another ciphertext is another opening
+
+
+def test_an_opening_is_identified_only_as_an_enrolment_its_home_made_before_the_request(world, keyed, secrets):
+    sup = keyed.sup
+    signed = group_signature(sup.public_key())
+    home = world.accounts[signed.home]
+    before, revoked, elsewhere = keccak(b"enrolled before"), keccak(b"enrolled, then revoked"), keccak(b"of other-6")
+    world.enrol(signed.home, before)
+    world.enrol(signed.home, revoked)
+    world.enrol(OTHER, elsewhere)  # another home's enrolment
+    oid = request(world, sup, signed)
+    advance(world.chain, 1)
+    after = keccak(b"enrolled after the request")
+    world.enrol(signed.home, after)
+    registry = bind(world.chain, world.deployment).identity_registry
+    world.chain.transact(registry.functions.revoke(revoked), home)
+    c1 = sup.opening(oid).c1
+    for j in (1, 2, 3):
+        sup.submit_share(world.sup(j), oid, decryption_share(secrets[j - 1], j, c1, oid))
+    for enrolment in (elsewhere, after, keccak(b"never enrolled")):
+        error = reverts("NotEnrolled", sup.identify, home, oid, enrolment)
+        assert error.error_args == (centre_id(signed.home), enrolment)
+    sup.identify(home, oid, revoked)  # revoked since: what it signed before is still its own
+    assert sup.opening(oid).enrolment == revoked
 
 
 def test_forged_shares_are_rejected_on_the_record_naming_their_sender(world, keyed, secrets):
@@ -546,6 +670,7 @@ def test_gas_of_the_supervision_steps(world, keyed, secrets):
     """Ceilings on what a key generation (n = 5, t = 3) and an opening cost; the figures are in docs/ARCHITECTURE.md."""
     sup, fns, gas = keyed.sup, keyed.sup.contract.functions, dict(keyed.gas)
     signed = group_signature(sup.public_key())
+    world.enrol(signed.home, keccak(b"e"))
     tx = sup.chain.transact
     receipt = tx(fns.requestOpening(signed.signature, centre_id(signed.home), keccak(b"r"), "abuse"), world.sup(1))
     gas["requestOpening"] = receipt["gasUsed"]
@@ -598,6 +723,7 @@ def test_on_anvil_a_key_is_generated_and_a_signature_opened(anvil_url):
     xs = [run.secret_share(j, [1, 2, 3, 4, 5]) for j in range(1, 6)]
     assert all(sup.verification_key(j) == mul(x) for j, x in enumerate(xs, 1))
     signed = group_signature(Y, home=SUPERVISORS[2])
+    world.enrol(signed.home, b"\x05" * 32)
     oid = request(world, sup, signed)
     c1 = sup.opening(oid).c1
     honest = [decryption_share(xs[j - 1], j, c1, oid) for j in range(1, 6)]

@@ -347,6 +347,21 @@ class GroupCredential:
         )
 
 
+CREDENTIAL_PERIOD = 7 * 24 * 3600
+"""Group credentials expire on multiples of this since the Unix epoch: week boundaries."""
+
+
+def credential_expiry(now: int) -> int:
+    """The expiry of a group credential issued at `now`: the first week boundary more than a week away (7 to 14
+    days out).
+
+    Every signature discloses its credential's expiry and the home knows when each member joined, so the expiry
+    is part of the anonymity set: everyone who joins or renews in one week gets the same one, and verifiers take
+    no other (a week boundary, in the future, at most this): at most two expiries are in use at any time.
+    """
+    return (now // CREDENTIAL_PERIOD + 2) * CREDENTIAL_PERIOD
+
+
 def issue_group_credential(
     issuer_sk: bytes,
     issuer_pk: bytes,

@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {Consortium} from "./Consortium.sol";
+import {IdentityRegistry} from "./IdentityRegistry.sol";
 
 /// @title Supervision
 /// @notice A committee of n member centres that, together and only t at a time, can open an
@@ -22,6 +23,13 @@ import {Consortium} from "./Consortium.sol";
 ///      sender; it never reverts, so it stays on the record.
 ///      Supervisor i (1-based: its position in `supervisors` + 1) acts through the chain account
 ///      its member entry has at the time of the call.
+///      Registration closes `dkgWindow` seconds after deployment: dealing opens with the last
+///      registration, or, once registration has closed, with the first deal, among the supervisors
+///      who registered (at least `threshold` of them, or no key can ever be made). A seat that did not
+///      register is empty: it deals, complains, acknowledges and shares nothing, has no verification
+///      key, and its 128-byte slot in each deal's shares is not read (dealers fill it with anything).
+///      A ciphertext (C1) is opened at most once: a second request for it names the first, since the
+///      decryption shares x_i·C1 of two openings of one C1 would combine into T off the record.
 contract Supervision {
     /// @dev A raw point (x‖y, 96 bytes) in three words.
     struct G1Raw {
@@ -121,8 +129,12 @@ contract Supervision {
     Consortium public immutable consortium;
     /// @notice Shares needed to open (polynomials of degree threshold - 1).
     uint256 public immutable threshold;
-    /// @notice Seconds for each of the key generation's phases: dealing, complaints, answers.
+    /// @notice Seconds for each of the key generation's phases: registration, dealing, complaints, answers.
     uint64 public immutable dkgWindow;
+    /// @notice Registrations are taken before this time (deployment + dkgWindow).
+    uint64 public immutable registrationDeadline;
+    /// @notice The enrolments an opening's home may identify it as.
+    IdentityRegistry public immutable identityRegistry;
 
     bytes32[] private _supervisors;
     mapping(bytes32 => uint256) private _index;
@@ -140,13 +152,16 @@ contract Supervision {
     uint256 private _openingCount;
     mapping(uint256 => OpeningRecord) private _openings;
     mapping(uint256 => mapping(uint256 => ShareRecord)) private _shares;
+    /// @dev keccak256 of a requested C1 (raw) => the opening of it.
+    mapping(bytes32 => uint256) private _openingOfCiphertext;
 
     /// @notice A supervisor posted its encryption key for the key generation's shares.
     /// @param index The supervisor's index (1-based).
     /// @param supervisor The supervisor's member id.
     /// @param encryptionKey E_i, raw.
     event Registered(uint256 indexed index, bytes32 indexed supervisor, bytes encryptionKey);
-    /// @notice Every supervisor registered: dealing is open, and the phases' deadlines are set.
+    /// @notice Dealing is open (every supervisor registered, or registration closed with at least
+    ///         threshold of them), and the phases' deadlines are set.
     /// @param dealDeadline Deals are taken before this time.
     /// @param complaintDeadline Complaints are taken before this time.
     /// @param answerDeadline Answers are taken before this time; finalize may run from it.
@@ -242,7 +257,8 @@ contract Supervision {
     error NotEnoughQualified(uint256 qualified, uint256 threshold);
     /// @notice The reason is longer than MAX_REASON bytes.
     error ReasonTooLong(uint256 length);
-    /// @notice The threshold must be 1 … supervisors ≤ MAX_SUPERVISORS.
+    /// @notice The threshold must be 2 … supervisors ≤ MAX_SUPERVISORS (1 for a single supervisor):
+    ///         with a threshold of 1, any one supervisor opens alone.
     error InvalidThreshold(uint256 threshold, uint256 supervisors);
     /// @notice A supervisor is not a member, or is listed twice.
     error InvalidSupervisor(bytes32 id);
@@ -264,18 +280,45 @@ contract Supervision {
     error UnknownHome(bytes32 home);
     /// @notice The enrolment id must not be zero.
     error InvalidEnrolment();
+    /// @notice The home had not enrolled this id in the IdentityRegistry when the opening was requested.
+    error NotEnrolled(bytes32 home, bytes32 enrolment);
+    /// @notice This ciphertext's opening was requested already: that opening is the one to share for.
+    error AlreadyRequested(uint256 id);
+    /// @notice This supervisor did not register before registration closed: its seat is empty.
+    error NotRegistered(uint256 index);
+    /// @notice The IdentityRegistry given is no contract, or not of this consortium (a sanity check).
+    error InvalidRegistry();
 
     /// @param consortium_ The Consortium contract.
+    /// @param identityRegistry_ The consortium's IdentityRegistry (enrolments an opening is identified as).
     /// @param supervisors_ The committee's member ids; supervisor i is supervisors_[i - 1].
-    /// @param threshold_ Shares that open a signature (1 ≤ threshold_ ≤ supervisors_.length ≤ 32).
-    /// @param dkgWindow_ Seconds of each key generation phase (dealing, complaints, answers), below 2³².
-    constructor(address consortium_, bytes32[] memory supervisors_, uint256 threshold_, uint64 dkgWindow_) {
+    /// @param threshold_ Shares that open a signature: 2 ≤ threshold_ ≤ supervisors_.length ≤ 32, or 1 for
+    ///        a committee of one.
+    /// @param dkgWindow_ Seconds of each key generation phase (registration, dealing, complaints, answers),
+    ///        below 2³².
+    constructor(
+        address consortium_,
+        address identityRegistry_,
+        bytes32[] memory supervisors_,
+        uint256 threshold_,
+        uint64 dkgWindow_
+    ) {
         uint256 n = supervisors_.length;
-        if (threshold_ == 0 || threshold_ > n || n > MAX_SUPERVISORS) revert InvalidThreshold(threshold_, n);
+        if (threshold_ == 0 || threshold_ > n || n > MAX_SUPERVISORS || (n > 1 && threshold_ < 2)) {
+            revert InvalidThreshold(threshold_, n);
+        }
         if (dkgWindow_ == 0 || dkgWindow_ > type(uint32).max) revert InvalidWindow();
+        if (identityRegistry_.code.length == 0) revert InvalidRegistry();
+        try IdentityRegistry(identityRegistry_).consortium() returns (Consortium registryConsortium) {
+            if (address(registryConsortium) != consortium_) revert InvalidRegistry();
+        } catch {
+            revert InvalidRegistry();
+        }
         consortium = Consortium(consortium_);
+        identityRegistry = IdentityRegistry(identityRegistry_);
         threshold = threshold_;
         dkgWindow = dkgWindow_;
+        registrationDeadline = uint64(block.timestamp) + dkgWindow_;
         for (uint256 i = 0; i < n; i++) {
             bytes32 id = supervisors_[i];
             if (_index[id] != 0 || !Consortium(consortium_).isMember(id)) revert InvalidSupervisor(id);
@@ -289,13 +332,15 @@ contract Supervision {
     // -- key generation -------------------------------------------------------------------
 
     /// @notice Posts the caller's encryption key E_i = e_i·G, under which dealers encrypt its shares.
-    /// @dev Once per supervisor; the last registration opens dealing and sets the deadlines.
+    /// @dev Once per supervisor, before the registration deadline; the last registration opens
+    ///      dealing and sets the deadlines.
     /// @param key E_i, raw (96 bytes), a subgroup point other than the identity.
     function register(bytes calldata key) external {
         uint256 i = _callerIndex();
         Dkg memory d = _dkg;
         uint32 bit = _bit(i);
         if (d.registered & bit != 0) revert AlreadyRegistered(i);
+        if (block.timestamp >= registrationDeadline) revert WrongPhase();
         if (key.length != RAW_POINT) revert BadLength(key.length);
         G1Raw memory e = _point(key, 0);
         if (_isZero(e)) revert InvalidPoint();
@@ -303,26 +348,32 @@ contract Supervision {
         _encryptionKeys[i] = e;
         d.registered |= bit;
         emit Registered(i, _supervisors[i - 1], key);
-        if (d.registered == _everyone()) {
-            uint64 deadline = uint64(block.timestamp) + dkgWindow;
-            d.dealDeadline = deadline;
-            emit DealingOpened(deadline, deadline + dkgWindow, deadline + 2 * dkgWindow);
-        }
+        if (d.registered == _everyone()) _openDealing(d);
         _dkg = d;
     }
 
     /// @notice Posts the caller's deal: Feldman commitments to its secret polynomial and each
     ///         supervisor's share, encrypted to that supervisor's key.
-    /// @dev Only once every supervisor registered, before the deal deadline, once. The shares
-    ///      are only length-checked: each recipient decrypts and checks its own and complains.
+    /// @dev Only a registered supervisor, once dealing is open (every supervisor registered, or
+    ///      registration closed: the first deal after it opens dealing among the registered, if there
+    ///      are at least threshold of them), before the deal deadline, once. The shares are only
+    ///      length-checked: each recipient decrypts and checks its own and complains.
     /// @param commitments A_k = a_k·G for k = 0 … threshold − 1, raw, joined (threshold × 96 bytes);
     ///        A_0 is not the identity (a later A_k may be, for a zero coefficient).
-    /// @param shares Per supervisor 1 … n: raw(K) ‖ ciphertext (n × 128 bytes).
+    /// @param shares Per supervisor 1 … n: raw(K) ‖ ciphertext (n × 128 bytes); the slot of a seat that
+    ///        did not register is not read (any 128 bytes).
     function deal(bytes calldata commitments, bytes calldata shares) external {
         uint256 i = _callerIndex();
         Dkg memory d = _dkg;
-        if (d.finalized || d.dealDeadline == 0 || block.timestamp >= d.dealDeadline) revert WrongPhase();
+        if (d.finalized || (d.dealDeadline == 0 && block.timestamp < registrationDeadline)) revert WrongPhase();
         uint32 bit = _bit(i);
+        if (d.registered & bit == 0) revert NotRegistered(i);
+        if (d.dealDeadline == 0) {
+            uint256 registered = _count(d.registered);
+            if (registered < threshold) revert NotEnoughQualified(registered, threshold);
+            _openDealing(d);
+        }
+        if (block.timestamp >= d.dealDeadline) revert WrongPhase();
         if (d.dealt & bit != 0) revert AlreadyDealt(i);
         if (commitments.length != threshold * RAW_POINT) revert BadLength(commitments.length);
         if (shares.length != _supervisors.length * ENCRYPTED_SHARE) revert BadLength(shares.length);
@@ -347,6 +398,7 @@ contract Supervision {
         uint256 j = _callerIndex();
         Dkg memory d = _dkg;
         if (d.finalized || d.dealDeadline == 0 || block.timestamp >= d.dealDeadline + dkgWindow) revert WrongPhase();
+        if (d.registered & _bit(j) == 0) revert NotRegistered(j);
         if (!_isQualifiedDealer(d, dealer) || dealer == j) revert UnknownDealer(dealer);
         if (_complaints[dealer][j] != NONE) revert AlreadyComplained(dealer, j);
         _complaints[dealer][j] = OPEN_OR_ACCEPTED;
@@ -391,6 +443,7 @@ contract Supervision {
         Dkg memory d = _dkg;
         if (d.finalized || !_dealingOver(d) || block.timestamp >= d.dealDeadline + 2 * dkgWindow) revert WrongPhase();
         uint32 bit = _bit(i);
+        if (d.registered & bit == 0) revert NotRegistered(i);
         if (d.acknowledged & bit != 0) revert AlreadyAcknowledged(i);
         d.acknowledged |= bit;
         _dkg = d;
@@ -398,12 +451,19 @@ contract Supervision {
     }
 
     /// @notice Generates the key: QUAL = the dealers not disqualified (a complaint still open
-    ///         disqualifies), Y = Σ_{i∈QUAL} A_i0 and each Y_j = Σ_{i∈QUAL} Σ_k j^k·A_ik.
+    ///         disqualifies), Y = Σ_{i∈QUAL} A_i0 and each registered Y_j = Σ_{i∈QUAL} Σ_k j^k·A_ik.
     /// @dev Anyone; once dealing is over with every qualified dealer acknowledged and no
     ///      complaint open, or from the answer deadline on. Needs |QUAL| ≥ threshold.
     function finalize() external {
         Dkg memory d = _dkg;
-        if (d.finalized || d.dealDeadline == 0) revert WrongPhase();
+        if (d.finalized) revert WrongPhase();
+        if (d.dealDeadline == 0) {
+            uint256 registered = _count(d.registered);
+            if (block.timestamp >= registrationDeadline && registered < threshold) {
+                revert NotEnoughQualified(registered, threshold);
+            }
+            revert WrongPhase();
+        }
         uint256 n = _supervisors.length;
         if (block.timestamp >= d.dealDeadline + 2 * dkgWindow) {
             for (uint256 i = 1; i <= n; i++) {
@@ -417,7 +477,7 @@ contract Supervision {
         bytes[] memory sums = _sumCommitments(qual);
         _publicKey = _fromChain(sums[0]);
         for (uint256 j = 1; j <= n; j++) {
-            _verificationKeys[j] = _fromChain(_evaluate(sums, j));
+            if (d.registered & _bit(j) != 0) _verificationKeys[j] = _fromChain(_evaluate(sums, j));
         }
         d.finalized = true;
         _dkg = d;
@@ -429,7 +489,9 @@ contract Supervision {
     /// @notice Asks the committee to open a group signature: records who asks, for which
     ///         transaction and why, and the ciphertext (C1, C2) the signature carries.
     /// @dev Any member. The signature is 201 … 4096 bytes, version byte 0x01, C1 at bytes
-    ///      [9, 105) and C2 at [105, 201), both valid points other than the identity.
+    ///      [9, 105) and C2 at [105, 201), both valid points other than the identity. One opening
+    ///      per C1 (`AlreadyRequested` names it): D_i = x_i·C1 does not depend on the opening, so
+    ///      shares given to two openings of one C1 would reveal T with neither opening opened.
     /// @param signature The group signature.
     /// @param home The home centre it names (a member).
     /// @param transaction The transaction's usage record digest.
@@ -450,7 +512,11 @@ contract Supervision {
         G1Raw memory c2 = _point(signature, 105);
         if (_isZero(c1) || _isZero(c2)) revert InvalidPoint();
         _requireValid(bytes.concat(_chain(c1), bytes32(uint256(1)), _chain(c2), bytes32(uint256(1))), 2);
+        bytes32 ciphertext = keccak256(_bytes(c1));
+        uint256 earlier = _openingOfCiphertext[ciphertext];
+        if (earlier != 0) revert AlreadyRequested(earlier);
         id = ++_openingCount;
+        _openingOfCiphertext[ciphertext] = id;
         OpeningRecord storage o = _openings[id];
         o.requester = requester;
         o.home = home;
@@ -469,7 +535,8 @@ contract Supervision {
     ///         does not (bad proof, bad point) is recorded as rejected and its sender named.
     /// @dev c must equal keccak256("xcentre-dleq/1" ‖ id ‖ i ‖ Y_i ‖ C1 ‖ D_i ‖ A1 ‖ A2) mod r,
     ///      with A1 = z·G − c·Y_i and A2 = z·C1 − c·D_i, the points in EIP-2537 form and id, i as
-    ///      32-byte words; c and z below r. One share per supervisor per opening, either way.
+    ///      32-byte words; c and z below r. One share per supervisor per opening, either way; a
+    ///      supervisor who did not register has no share of the key (`NotRegistered`).
     /// @param id The opening.
     /// @param share D_i, raw (96 bytes).
     /// @param c The proof's challenge.
@@ -478,6 +545,7 @@ contract Supervision {
         uint256 i = _callerIndex();
         OpeningRecord storage o = _opening(id);
         if (o.opened) revert AlreadyOpened(id);
+        if (_dkg.registered & _bit(i) == 0) revert NotRegistered(i);
         ShareRecord storage s = _shares[id][i];
         if (s.state != NONE) revert AlreadyShared(id, i);
         if (share.length != RAW_POINT) revert BadLength(share.length);
@@ -498,7 +566,9 @@ contract Supervision {
     }
 
     /// @notice The opening's home records the enrolment it mapped the opened tracing key to.
-    /// @dev Only the home's member account, once the opening is open, once.
+    /// @dev Only the home's member account, once the opening is open, once; the enrolment must be
+    ///      the home's in the IdentityRegistry, enrolled no later than the opening was requested
+    ///      (revoked since or not: a revocation does not undo what the member signed).
     /// @param id The opening.
     /// @param enrolment The enrolment id (non-zero).
     function identify(uint256 id, bytes32 enrolment) external {
@@ -507,6 +577,8 @@ contract Supervision {
         if (!o.opened) revert NotOpened(id);
         if (o.enrolment != bytes32(0)) revert AlreadyIdentified(id);
         if (enrolment == bytes32(0)) revert InvalidEnrolment();
+        (bool enrolled,, uint64 enrolledAt) = identityRegistry.enrolment(o.home, enrolment);
+        if (!enrolled || enrolledAt > o.requestedAt) revert NotEnrolled(o.home, enrolment);
         o.enrolment = enrolment;
         emit Identified(id, o.home, enrolment);
     }
@@ -610,12 +682,14 @@ contract Supervision {
 
     /// @notice Supervisor j's verification key.
     /// @param j The index.
-    /// @return Y_j = x_j·G, raw; empty until the key is generated.
+    /// @return Y_j = x_j·G, raw; empty until the key is generated, and for a seat that did not register.
     function verificationKey(uint256 j) external view returns (bytes memory) {
-        return _dkg.finalized && _inRange(j) ? _bytes(_verificationKeys[j]) : bytes("");
+        Dkg memory d = _dkg;
+        return d.finalized && _inRange(j) && d.registered & _bit(j) != 0 ? _bytes(_verificationKeys[j]) : bytes("");
     }
 
-    /// @notice The key generation's deadlines (all 0 until every supervisor registered).
+    /// @notice The key generation's deadlines (all 0 until dealing opens: with the last registration,
+    ///         or with the first deal once registration closed at `registrationDeadline`).
     /// @return dealBy Deals before this time.
     /// @return complainBy Complaints before this time.
     /// @return answerBy Answers before this time; finalize from it on.
@@ -700,7 +774,18 @@ contract Supervision {
     // -- internals: key generation --------------------------------------------------------
 
     function _dealingOver(Dkg memory d) private view returns (bool) {
-        return d.dealDeadline != 0 && (d.dealt == _everyone() || block.timestamp >= d.dealDeadline);
+        return d.dealDeadline != 0 && (d.dealt == d.registered || block.timestamp >= d.dealDeadline);
+    }
+
+    /// @dev Opens dealing now among the registered: the deadlines run from here.
+    function _openDealing(Dkg memory d) private {
+        uint64 deadline = uint64(block.timestamp) + dkgWindow;
+        d.dealDeadline = deadline;
+        emit DealingOpened(deadline, deadline + dkgWindow, deadline + 2 * dkgWindow);
+    }
+
+    function _count(uint32 mask) private pure returns (uint256 count) {
+        for (; mask != 0; mask &= mask - 1) count++;
     }
 
     function _isQualifiedDealer(Dkg memory d, uint256 i) private view returns (bool) {

@@ -39,6 +39,7 @@ from gateway.api.schemas import (
     PROJECT,
     RECORD_ID,
     SIGNATURE_HASH,
+    AnonymousComplaintRequest,
     AnonymousGrantRequest,
     AnonymousQuote,
     AnonymousSubmission,
@@ -77,6 +78,7 @@ from gateway.api.schemas import (
     RevokeRequest,
     RevokeResponse,
     SignOnResponse,
+    SupervisionView,
     check_idempotency_key,
 )
 from gateway.node.centre import CentreNode, JobSignature
@@ -307,7 +309,8 @@ def create_app(node: CentreNode) -> FastAPI:
     anonymous_refusals = {
         401: "the group signature is refused: malformed, by an issuer key the consortium does not know, or not "
         "over this request or order (what failed is in `error`)",
-        403: "the group signature's credential expired or predates a revocation at its home; or this centre's "
+        403: "the group signature's credential expired, is not of its home's current revocation epoch, has an "
+        "expiry no credential issued now has, or is under an issuer key its home replaced; or this centre's "
         "policy refuses the job for that project (its reasons in `reasons`, its entry in `decision`)",
     }
 
@@ -374,8 +377,9 @@ def create_app(node: CentreNode) -> FastAPI:
         responses=responses(404, 422),
     )
     def group_signature(signature_hash: Annotated[str, Path(pattern=SIGNATURE_HASH)]) -> GroupSignatureView:
-        """The group signature of a job accepted here, by its hash (an anonymous job's usage record names it), with
-        the record's digest (public: for the supervisors who may ask to open it, and for auditors)."""
+        """A group signature kept here, by its hash: a job's accepted here (its usage record names it) or, at a home,
+        an anonymous grant's; with the order digest it signs (the transaction an opening names) and the job's
+        record digest (public: for the supervisors who may ask to open it, and for auditors)."""
         return node.group_signature(signature_hash)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
@@ -418,6 +422,26 @@ def create_app(node: CentreNode) -> FastAPI:
     def capacity() -> dict:
         """How many CPUs this centre has free now (public, for placement)."""
         return node.capacity()
+
+    @app.get(
+        "/v1/supervision",
+        response_model=SupervisionView,
+        tags=["anonymous"],
+        responses=responses(
+            404,
+            422,
+            descriptions={
+                404: "`home` is not a member centre",
+                503: "the consortium has no supervision contract, its supervisors have not generated their key yet, "
+                "or the chain does not answer",
+            },
+        ),
+    )
+    def supervision(home: Annotated[str | None, Query(pattern=CENTRE_NAME_PATTERN)] = None) -> dict:
+        """Public: the supervisors' key, committee and threshold, and for `home` its current issuer key and
+        revocation epoch, as this centre reads the chain. A member joining at home (`xcentre group join`) compares
+        the home's answer with this at another member's gateway, so that the home cannot single them out."""
+        return node.supervision(home)
 
     @app.post(
         "/v1/epochs/close",
@@ -620,6 +644,31 @@ def create_app(node: CentreNode) -> FastAPI:
         """At the user's home: the serving centre kept the key of this record; the home disputes it on chain."""
         return payer().complain(claims, body.record)
 
+    @app.post(
+        "/v1/anonymous/complaints",
+        response_model=ComplaintView,
+        tags=["anonymous"],
+        responses=responses(
+            404,
+            422,
+            descriptions={
+                400: "the record is malformed, bills another home, or names another order than its grant's; "
+                "nothing was stored",
+                401: f"the signature is not valid, or was made more than {JOB_SIGNATURE_SKEW} s from the home's "
+                "clock (sign again)",
+                403: "the signature is not by the account that signed the order of the record's grant (or not over "
+                "this record), or the grant is a signed-on user's (complain at /v1/complaints with their session)",
+                409: "a complaint about this grant exists already, for another record",
+                503: "this gateway keeps no grant desk",
+            },
+        ),
+    )
+    def anonymous_complain(body: AnonymousComplaintRequest) -> dict:
+        """At an anonymous job's home, with no session: its order's account got no key for this record; the home
+        disputes it on chain (needKey), as for /v1/complaints. The member stays unnamed: the account is the
+        order's own, fresh for it."""
+        return payer().complain_anonymously(body.record, body.at, body.signature)
+
     @app.get("/v1/keys/{lock_hash}", response_model=RevealedKey, tags=["payment"], responses=responses(404, 422, 503))
     def revealed_key(lock_hash: Annotated[str, Path(pattern=LOCK_HASH)]) -> dict:
         """A result key revealed on chain (answering a dispute), by its lock hash keccak256(k)."""
@@ -659,23 +708,25 @@ def create_app(node: CentreNode) -> FastAPI:
         tags=["anonymous"],
         responses=responses(
             422,
+            429,
             descriptions={
                 400: "the order is malformed, its signature does not recover, its centre is no member, its rates "
                 "version is unpublished or its deadline is past or more than 7 days out; nothing was held",
                 401: "the group signature is refused: malformed, by an issuer key not known, or not over this order",
                 402: "the hold does not fit the project's available allocation or the home's free collateral "
                 "(the figures are in `reasons`); nothing was held",
-                403: "the group signature is by a member of another home, its credential expired or predates a "
-                "revocation here, or its project has no allocation any more",
+                403: "the group signature is by a member of another home; its credential expired, is not of this "
+                "home's current revocation epoch, has an expiry no credential issued now has, or is under an issuer "
+                "key this home replaced; or its project has no allocation any more",
                 409: "the order's account paid for another order, or the order was granted to someone else",
                 503: "the chain is unavailable; or " + no_key,
             },
         ),
     )
-    def anonymous_grant(body: AnonymousGrantRequest) -> dict:
+    def anonymous_grant(body: AnonymousGrantRequest, request: Request) -> dict:
         """At a member's home, with no session: hold the order's maximum price on the project the group signature
         proves and sign the grant, as /v1/grants does, never learning which member asked (idempotent per order)."""
-        return groups().grant(body.order, body.order_signature, body.group_signature)
+        return groups().grant(body.order, body.order_signature, body.group_signature, client=_address(request))
 
     @app.post(
         "/v1/supervision/identify/{opening}",

@@ -200,6 +200,13 @@ def job_message(centre: str, job_id: str, at: int) -> str:
     return f"xcentre job {centre} {job_id} {at}"
 
 
+def complaint_message(home: str, record_digest: str, at: int) -> str:
+    """What an anonymous job's payment account signs (EIP-191 personal_sign) to complain at `home` that it got no
+    key for the record with this digest (0x and 64 lowercase hex digits): a member without a session there has
+    only the order's account to speak for the job, as at the serving centre."""
+    return f"xcentre complain {home} {record_digest} {at}"
+
+
 DECISION_ID = r"^0x[0-9a-fA-F]{32}$"
 """A decision-log entry's id: 16 random bytes, 0x-hex; whoever holds it may fetch the entry."""
 DECISION_DIGEST = r"^0x[0-9a-fA-F]{64}$"
@@ -278,13 +285,18 @@ class AnonymousSubmission(JobSubmission):
 
 
 class GroupSignatureView(BaseModel):
-    """The group signature of a job a centre ran, for the supervisors who may ask to open it, and auditors."""
+    """A group signature a centre keeps (a job it ran, or at a home an anonymous grant's hold), for the supervisors
+    who may ask to open it, and auditors. Unchecked by its reader until verified over `order`."""
 
     signature_hash: str = Field(description="keccak256 of the signature: what the job's usage record names")
     group_signature: str = Field(description="the signature, 0x-hex (its bytes 9 to 201 are the ciphertext C1, C2)")
+    order: str = Field(
+        description="the EIP-712 digest of the order it signs (over order_message(digest)): the transaction an "
+        "opening names, and what the job's usage record names as `order`"
+    )
     record: str | None = Field(
-        description="the EIP-712 digest of the job's usage record (the transaction an opening names); null while "
-        "the job has none (running, or not billed)"
+        description="the EIP-712 digest of the job's usage record; null while the job has none (running, or not "
+        "billed) and for a grant's hold"
     )
 
 
@@ -465,6 +477,32 @@ class GroupJoinResponse(BaseModel):
     issuer_pk: str = Field(description="this home's issuer public key that signed the credential, 0x-hex")
 
 
+class HomeKeys(BaseModel):
+    """What every member of one home has in common in its group credentials, as the chain says."""
+
+    centre: str
+    issuer_key: str | None = Field(
+        description="its current issuer public key (0x-hex): what a group credential of this home is signed with; "
+        "null before it published one"
+    )
+    key_id: str | None = Field(description="that key's id, as credentials and signatures name it (16 hex digits)")
+    revocation_epoch: int = Field(description="its current revocation epoch: what its credentials carry")
+
+
+class SupervisionView(BaseModel):
+    """What a member compares their home's answer to a join with, at a gateway other than the home's: a supervision
+    key, issuer key, epoch or expiry other than these would single the member out to their home."""
+
+    supervision_key: str = Field(description="the supervisors' joint key Y from the chain (96 bytes raw, 0x-hex)")
+    committee: list[str] = Field(description="the supervisors, by centre name (supervisor i is the i-th)")
+    threshold: int = Field(description="how many supervisors' shares open a signature")
+    now: int = Field(
+        description="this gateway's clock (Unix seconds; the later of its machine's and the chain's): a credential "
+        "issued now expires at the first week boundary more than a week after it"
+    )
+    home: HomeKeys | None = Field(description="the home asked for with `?home=`; null without it")
+
+
 class IdentificationView(BaseModel):
     """Whom an opened signature's tracing key belongs to, as this home mapped it (and records on chain)."""
 
@@ -507,6 +545,22 @@ class Balance(BaseModel):
 
 class ComplaintRequest(Strict):
     record: dict = Field(description="the usage record (snake_case) whose key the serving centre did not release")
+
+
+class AnonymousComplaintRequest(Strict):
+    """At the home of an anonymous job's payer, with no session: the order's account says it got no key."""
+
+    record: dict = Field(description="the usage record (snake_case) whose key the serving centre did not release")
+    at: int = Field(
+        ge=0,
+        le=MAX_EPOCH,
+        description=f"when it was signed (Unix seconds; good {JOB_SIGNATURE_SKEW} s either side of the home's clock)",
+    )
+    signature: str = Field(
+        pattern=SIGNATURE,
+        description="the EIP-191 signature, by the account that signed the record's order, of "
+        "`xcentre complain <home> <record digest, 0x and lowercase hex> <at>`",
+    )
 
 
 class ComplaintView(BaseModel):

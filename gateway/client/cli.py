@@ -21,7 +21,7 @@ from gateway.client.wallet import PaymentKeys, Wallet
 from ledger.chain import ChainError
 from ledger.payment import Order, order_digest
 from ledger.primitives.hex import bytes32, from_hex, to_hex
-from ledger.records import record_digest
+from ledger.records import UsageRecord, record_digest
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -127,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     join.add_argument("--user", required=True, help="your uid at home")
     join.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     join.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
+    join.add_argument(
+        "--check-gateway",
+        metavar="URL",
+        help="the gateway of a member other than your home, which you trust to read the chain: what your home "
+        "answers (the supervisors' key, its issuer key and revocation epoch, the expiry) is compared with what it "
+        "says before anything is kept (default: another member's gateway as your home lists them, which trusts "
+        "your home's list)",
+    )
     join.set_defaults(run=_group_join)
 
     result = sub.add_parser(
@@ -152,7 +160,11 @@ def _parser() -> argparse.ArgumentParser:
     complain.add_argument(
         "--record", required=True, metavar="0xDIGEST", help="the record's digest (what receipts name)"
     )
-    complain.add_argument("--user", required=True, help="your uid at home")
+    complain.add_argument(
+        "--user",
+        help="your uid at home, for a job you submitted signed on (its password signs the complaint); an anonymous "
+        "job's complaint is signed by its order's payment account instead, naming nobody",
+    )
     complain.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     complain.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     complain.set_defaults(run=_complain)
@@ -303,22 +315,29 @@ def _supervise_parser(sub: argparse._SubParsersAction) -> None:
     dkg.set_defaults(run=_supervise_dkg)
 
     request = vsub.add_parser(
-        "request", help="ask the committee to open an anonymous job's group signature (any member; on the record)"
+        "request",
+        help="ask the committee to open an anonymous job's or grant's group signature, for the order it signs (any "
+        "member; on the record); nothing is sent unless it verifies over that order",
     )
     on_chain(request)
     request.add_argument("--signature-hash", required=True, metavar="0xHASH", help="what the job's record names")
-    request.add_argument("--centre", required=True, help="the centre that ran the job: it serves the signature")
+    request.add_argument(
+        "--centre",
+        help="a centre that keeps the signature: the one that ran the job, or the home that granted its order "
+        "(default: whichever member serves it)",
+    )
     request.add_argument("--gateway", help="that centre's gateway URL (default: its URL on chain)")
     request.add_argument("--reason", required=True, help="why (at most 512 bytes, on the record)")
     request.set_defaults(run=_supervise_request)
 
     share = vsub.add_parser(
         "share",
-        help="your proven decryption share for an opening, once the signature it opens is fetched and checked",
+        help="your proven decryption share for an opening, once the signature it opens is fetched and checked: a "
+        "valid group signature over the opening's transaction, by a member of its home",
     )
     on_chain(share, state=True)
     share.add_argument("--opening", type=int, required=True)
-    share.add_argument("--centre", help="the centre that ran the job (default: whichever member serves it)")
+    share.add_argument("--centre", help="a centre that keeps the signature (default: whichever member serves it)")
     share.add_argument("--gateway", help="that centre's gateway URL (default: its URL on chain)")
     share.set_defaults(run=_supervise_share)
 
@@ -480,17 +499,31 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _group_join(args: argparse.Namespace) -> int:
-    """Keep the membership in the wallet (0600) only once the home's credential verifies over our secret."""
+    """Keep the membership in the wallet (0600) only once the home's credential verifies over our secret and another
+    member's gateway confirms it singles nobody out."""
     wallet = Wallet.load(args.wallet)
     with _home_session(args) as home:
         member = str(home.principal).rsplit("@", 1)[0]
-        membership = join_group(home, member, wallet, args.project)
+        check_url = args.check_gateway or _another_member(home, wallet.home)
+        with GatewayClient(check_url) as check:
+            membership = join_group(home, member, wallet, args.project, check=check)
     wallet.with_membership(membership).save(args.wallet)
     print(
-        f"member of {args.project}@{wallet.home} until {membership.credential.expires_at} (UTC seconds), saved in "
-        f"{args.wallet}; submit anonymously with 'xcentre submit --anonymous --project {args.project}'"
+        f"member of {args.project}@{wallet.home} until {membership.credential.expires_at} (UTC seconds), checked at "
+        f"{check_url}, saved in {args.wallet}; submit anonymously with 'xcentre submit --anonymous --project "
+        f"{args.project}'"
     )
     return 0
+
+
+def _another_member(home: GatewayClient, name: str) -> str:
+    """The gateway of the first member other than the home, as the home lists them (GET /v1/members)."""
+    others = [url for centre, url in home.members().items() if centre != name and url != home.url]
+    if not others:
+        raise ValueError(
+            f"{name} lists no other member whose gateway could confirm its answer: name one with --check-gateway URL"
+        )
+    return others[0]
 
 
 def _password(args: argparse.Namespace) -> str:
@@ -527,17 +560,28 @@ def _balance(args: argparse.Namespace) -> int:
 
 
 def _complain(args: argparse.Namespace) -> int:
+    """A signed-on job's complaint goes with a password session; an anonymous one's (its record names a group
+    signature) is signed by the order's account, so that nothing sent names the member."""
     digest = to_hex(bytes32(args.record, what="--record"))
     wallet = Wallet.load(args.wallet)
     keys = PaymentKeys.beside(args.wallet)
-    found = _find_record(wallet.home_url, keys, digest)
+    account, found = _find_record(wallet.home_url, keys, digest)
+    if UsageRecord.from_dict(found["data"]).group_signature != bytes(32):
+        if args.user:
+            raise ValueError(
+                f"record {digest} is of an anonymous job: complain without --user (a session would name you)"
+            )
+        with GatewayClient(wallet.home_url) as home:
+            return _print_json(home.anonymous_complain(found["data"], digest, keys.account(account), wallet.home))
+    if not args.user:
+        raise ValueError(f"record {digest} is of a job you submitted signed on: name your uid at home with --user")
     with _home_session(args) as home:
         return _print_json(home.complain(found["data"]))
 
 
-def _find_record(home_url: str, keys: PaymentKeys, digest: str) -> dict:
-    """The signed record with this digest, from the centre that ran one of the wallet's unfinished jobs
-    (asked as the job's payment account: the session that submitted it may have ended)."""
+def _find_record(home_url: str, keys: PaymentKeys, digest: str) -> tuple[str, dict]:
+    """The payment account and signed record with this digest, from the centre that ran one of the wallet's
+    unfinished jobs (asked as the job's payment account: the session that submitted it may have ended)."""
     pending = [(account, facts) for account, facts in keys.open().items() if facts.get("centre") and facts.get("job")]
     with GatewayClient(home_url) as home:
         where = home.members()
@@ -549,7 +593,7 @@ def _find_record(home_url: str, keys: PaymentKeys, digest: str) -> dict:
             except (GatewayRefused, GatewayUnreachable):
                 continue
         if str(signed.get("digest", "")).lower() == digest.lower():
-            return signed
+            return account, signed
     raise ValueError(
         f"no job of yours this wallet still pays for has record {digest} (the wallet keeps the jobs whose "
         "receipt is not done): check the digest"

@@ -40,7 +40,7 @@ from typing import Any, TypeGuard
 import httpx
 
 from auth.credentials import CredentialError
-from auth.group.credential import GroupCredential, join_request, new_member_secret
+from auth.group.credential import GroupCredential, credential_expiry, join_request, new_member_secret
 from auth.group.points import g1_from_raw
 from auth.group.signature import order_message, quote_message
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre, job_signer
@@ -319,10 +319,20 @@ def anonymously(
     return SignOn(home_url, lambda client, centre: None, grant, quote, submit)
 
 
-def join_group(home: GatewayClient, member: str, wallet: Wallet, project: str) -> GroupMembership:
+#: Seconds the week may have turned in between the home's answer to a join and the check gateway's clock: the expiry
+#: of a credential issued that much earlier is taken too.
+JOIN_SLACK = 60
+
+
+def join_group(
+    home: GatewayClient, member: str, wallet: Wallet, project: str, *, check: GatewayClient
+) -> GroupMembership:
     """Join `project` at the wallet's home, where `home` is signed on with a password as `member` (the uid the
     home knows the user by): a fresh secret sk, a proof of knowing it sent with its tracing key, and the home's
-    blind credential over it, checked against its issuer key before it is kept (ValueError otherwise)."""
+    blind credential over it, kept only once it verifies under its issuer key and `check`, the gateway of a member
+    other than the home, confirms all the credential's signatures would disclose or encrypt under (the
+    supervisors' key, the home's current issuer key and revocation epoch, this week's expiry): a home answering
+    otherwise could single the member out. ValueError (nothing kept) otherwise."""
     secret = new_member_secret()
     request = join_request(secret, home=wallet.home, project=project, member=member)
     answer = home.group_join(request.to_dict())
@@ -338,4 +348,47 @@ def join_group(home: GatewayClient, member: str, wallet: Wallet, project: str) -
         raise ValueError(f"{where} is a credential for {credential.project}@{credential.home}; nothing was kept")
     if not credential.verify(secret, issuer_pk):
         raise ValueError(f"{where} does not verify under its issuer key over your secret; nothing was kept")
+    try:
+        facts = check.supervision(wallet.home)
+    except GatewayRefused as exc:
+        raise ValueError(f"{check.url} cannot confirm {where} ({exc}); nothing was kept") from None
+    different = singled_out(credential, issuer_pk, supervision_key, facts)
+    if different:
+        raise ValueError(
+            f"{where} is not what every member of {wallet.home} gets, as {check.url} reads the chain: {different}. "
+            f"It would let {wallet.home} single you out; nothing was kept"
+        )
     return GroupMembership(project, secret, credential, issuer_pk, supervision_key)
+
+
+def singled_out(credential: GroupCredential, issuer_pk: bytes, supervision_key: bytes, facts: Any) -> str | None:
+    """How a home's answer to a join differs from what every member of the home gets, by `facts`, another member's
+    `GET /v1/supervision?home=` (the chain's supervision key, the home's current issuer key and revocation epoch,
+    that gateway's clock); None when it does not. ValueError for facts that are not such an answer."""
+    try:
+        keys = facts["home"]
+        chain_key = from_hex(facts["supervision_key"], size=96, what="supervision_key")
+        current = keys["issuer_key"] and from_hex(keys["issuer_key"], what="issuer_key")
+        epoch, now = keys["revocation_epoch"], facts["now"]
+        if not (_is_count(epoch) and _is_count(now)):
+            raise TypeError(f"revocation_epoch {epoch!r} and now {now!r} must be whole numbers")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"the check gateway's answer is not GET /v1/supervision's ({type(exc).__name__}: {exc})"
+        ) from None
+    if supervision_key != chain_key:
+        return "the supervisors' key it gave is not the one on chain (whoever made that key decrypts your signatures)"
+    if issuer_pk != current:
+        return "the credential is not signed with the home's current issuer key on chain (a key of your own names you)"
+    if credential.revocation_epoch != epoch:
+        return f"its revocation epoch is {credential.revocation_epoch}, not the home's current {epoch}"
+    if credential.expires_at not in (credential_expiry(now), credential_expiry(now - JOIN_SLACK)):
+        return (
+            f"it expires at {credential.expires_at}, not at {credential_expiry(now)} as every credential issued this "
+            "week does"
+        )
+    return None
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0

@@ -11,7 +11,14 @@ import httpx
 from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
 
-from gateway.api.schemas import AUDIT_PAGE, AUDIT_SIGNATURE_HEADER, JOB_SIGNATURE_HEADER, audit_message, job_message
+from gateway.api.schemas import (
+    AUDIT_PAGE,
+    AUDIT_SIGNATURE_HEADER,
+    JOB_SIGNATURE_HEADER,
+    audit_message,
+    complaint_message,
+    job_message,
+)
 from gateway.client.wallet import Wallet
 from ledger.primitives.bounded import Collected, OverLimit
 
@@ -218,6 +225,11 @@ class GatewayClient:
         proves (`auth.group.credential.JoinRequest.to_dict()`), with the supervisors' key."""
         return self._call("POST", "/v1/groups/join", json=join_request)
 
+    def supervision(self, home: str) -> dict:
+        """The supervisors' key, committee and threshold, this gateway's clock, and `home`'s current issuer key and
+        revocation epoch, as this gateway reads the chain: what a home's answer to a join must agree with."""
+        return self._call("GET", "/v1/supervision", params={"home": home})
+
     def anonymous_quote(self, request: dict, group_signature: str) -> dict:
         """A quote for `request` (its `centre` this one) asked under a group signature over the request's digest."""
         return self._call("POST", "/v1/anonymous/quote", json={"request": request, "group_signature": group_signature})
@@ -235,7 +247,8 @@ class GatewayClient:
         return self._call("POST", "/v1/anonymous/jobs", json=body, headers=headers)
 
     def anonymous_signature(self, signature_hash: str) -> dict:
-        """The group signature of a job this centre ran, by its hash, with the job's record digest: unchecked."""
+        """A group signature this centre keeps (a job it ran, or at a home an anonymous grant's), by its hash, with the
+        order digest it signs and the job's record digest (null for a grant): unchecked."""
         return self._call("GET", f"/v1/anonymous/signatures/{signature_hash}")
 
     def identify(self, opening: int, operator_key: str) -> dict:
@@ -249,6 +262,14 @@ class GatewayClient:
     def complain(self, record: dict) -> dict:
         """At home, signed on with a password: the user got no key for this record; home disputes it on chain."""
         return self._call("POST", "/v1/complaints", json={"record": record})
+
+    def anonymous_complain(self, record: dict, digest: str, account: LocalAccount, home: str) -> dict:
+        """At an anonymous job's home `home`, with no session: the order's `account` got no key for the record with
+        this digest; home disputes it on chain."""
+        at = int(time.time())
+        signed = account.sign_message(encode_defunct(text=complaint_message(home, digest.lower(), at)))
+        body = {"record": record, "at": at, "signature": "0x" + bytes(signed.signature).hex()}
+        return self._call("POST", "/v1/anonymous/complaints", json=body)
 
     def revealed_key(self, lock_hash: str) -> dict:
         """At home: a result key a serving centre revealed on chain to answer a dispute (404 until then)."""

@@ -173,8 +173,10 @@ def open_result(view: dict, record: UsageRecord, key_hex: str, domain: Domain) -
     does not open the outputs.
     """
     digest = to_hex(record_digest(record, domain))
+    # an anonymous job's complaint is signed by its order's account; a signed-on one's by the user at home
+    who = "" if record.group_signature != bytes(32) else " --user <your uid>"
     complain = (
-        f"run `xcentre complain --record {digest}` so that your home disputes the record and the centre must "
+        f"run `xcentre complain --record {digest}{who}` so that your home disputes the record and the centre must "
         "reveal the key on chain (or lose its claim)"
     )
     try:

@@ -129,7 +129,8 @@ def load_members(path: Path) -> ConsortiumPlan:
 
 
 def _supervision(path: Path, raw: object, names: list[str]) -> tuple[list[str] | None, int | None, int]:
-    """The `[supervision]` table: a committee of members, its threshold (1 to its size) and the DKG's window."""
+    """The `[supervision]` table: a committee of members, its threshold (2 to its size; 1 for a committee of one)
+    and the DKG's window."""
     if not isinstance(raw, dict):
         raise ProvisionError(f"{path}: [supervision] must be a table")
     unknown = set(raw) - {"supervisors", "threshold", "dkg_window"}
@@ -146,11 +147,14 @@ def _supervision(path: Path, raw: object, names: list[str]) -> tuple[list[str] |
                 f"got {', '.join(supervisors)}"
             )
     size = len(supervisors) if supervisors is not None else len(names)
+    low = 1 if size == 1 else 2  # with a threshold of 1, one supervisor of several would open alone
     threshold = raw.get("threshold")
     if threshold is not None and (
-        not isinstance(threshold, int) or isinstance(threshold, bool) or not 1 <= threshold <= size
+        not isinstance(threshold, int) or isinstance(threshold, bool) or not low <= threshold <= size
     ):
-        raise ProvisionError(f"{path}: [supervision] threshold must be an integer from 1 to {size}, got {threshold!r}")
+        raise ProvisionError(
+            f"{path}: [supervision] threshold must be an integer from {low} to {size}, got {threshold!r}"
+        )
     dkg_window = raw.get("dkg_window", DEFAULT_DKG_WINDOW)
     if not isinstance(dkg_window, int) or isinstance(dkg_window, bool) or not 0 < dkg_window < 2**32:
         raise ProvisionError(f"{path}: [supervision] dkg_window must be 1 to 2**32 - 1 seconds, got {dkg_window!r}")

@@ -13,10 +13,19 @@ still to do (register, deal, complain of a bad share, answer a complaint,
 acknowledge, finalize), so it can be run again after a crash, by each
 supervisor on its own, or for all local supervisors in turn (`run_local_dkg`).
 A secret is written before the transaction that depends on it is sent.
+Registration closes `dkg_window` seconds after the contract's deployment; the
+key is then made among those who registered (at least t), a seat left empty
+gets 128 zero bytes in each deal (the contract reads no slot of an empty seat).
 
-A supervisor shares for an opening only once it has seen what it opens: the
-group signature fetched from the centre that ran the job, whose hash is the one
-on chain and whose disclosed home is the opening's home (`share`).
+An opening's transaction is the digest of the order its group signature signs
+(a job's usage record names both, `order` and `groupSignature`; a home's hold of
+an anonymous grant is one too). A supervisor shares for an opening only once it
+has checked what it opens with nothing but the chain: the signature, fetched
+from any centre that keeps it, hashes to the one on record and is a valid group
+signature over exactly the opening's transaction, by an issuer key its home
+registered on chain, by a member of the opening's home (`share`). So it does
+not matter who serves it: a blob with a ciphertext of someone's choosing, or
+another transaction's signature, is never opened.
 """
 
 from __future__ import annotations
@@ -33,13 +42,35 @@ from eth_utils import to_checksum_address
 from py_arkworks_bls12381 import G1Point
 
 from auth.bbs.encoding import to_scalar
-from auth.group import GroupError, GroupSigned, decryption_share, g1_from_raw, g1_raw, parse, signature_hash
-from auth.group.dkg import Dealer, EncryptionKey, decrypt_share, parse_commitments, secret_share, verify_share
+from auth.credentials.credential import KEY_ID_BYTES
+from auth.group import (
+    GroupError,
+    GroupSigned,
+    decryption_share,
+    g1_from_raw,
+    g1_raw,
+    order_message,
+    parse,
+    signature_hash,
+    verify,
+)
+from auth.group.dkg import (
+    SLOT_LENGTH,
+    Dealer,
+    EncryptionKey,
+    decrypt_share,
+    encrypt_share,
+    parse_commitments,
+    secret_share,
+    verify_share,
+)
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
 from ledger.chain import Chain, ChainRevert
 from ledger.deploy import Deployment, bind
+from ledger.ids import centre_id
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import HexError, from_hex, to_hex
+from ledger.primitives.names import is_centre_name
 from ledger.supervision import Committee, ComplaintState, DealInfo, Opening, ShareInfo, ShareState, Supervision
 
 STATE_VERSION = 1
@@ -185,7 +216,7 @@ class _Look:
     @property
     def dealing_over(self) -> bool:
         c = self.committee
-        return bool(c.deadlines.deal) and (len(c.dealt) == c.n or self.now >= c.deadlines.deal)
+        return bool(c.deadlines.deal) and (c.registered <= c.dealt or self.now >= c.deadlines.deal)
 
 
 def dkg_step(
@@ -198,7 +229,8 @@ def dkg_step(
     """Do what is due of `centre`'s part of the key generation now, reading the chain before each move; the
     state file (0600) keeps its secrets, each written before the transaction that depends on it is sent.
 
-    SupervisionUnusable (nothing sent) when `centre` is not a supervisor or the state file is not its own."""
+    SupervisionUnusable (nothing sent) when `centre` is not a supervisor, its seat stayed empty (registration
+    closed without it), too few registered for any key, or the state file is not its own."""
     did: list[str] = []
     tried: set[tuple] = set()
     received: dict[int, int | None] = {}  # per dealer, its checked share for me (a deal never changes once posted)
@@ -208,6 +240,9 @@ def dkg_step(
         raise SupervisionUnusable(
             f"{centre} is not a supervisor of this consortium (they are {', '.join(committee.supervisors)})"
         )
+    problem = _seat_problem(committee, i, _chain_now(supervision, clock))
+    if problem is not None:
+        raise SupervisionUnusable(f"{centre}: {problem}")
     state = _own_state(supervision, i, centre, state_path, generated=committee.finalized)
     while True:
         if committee.finalized:
@@ -224,6 +259,24 @@ def dkg_step(
         state = _make(supervision, account, move, look, state, state_path)
         did.append(_said(move))
         committee = supervision.committee()
+
+
+def _seat_problem(c: Committee, i: int, now: int) -> str | None:
+    """Why supervisor i can take no part in the key generation any more, if so (pure): registration closed without
+    it, or with fewer supervisors than the threshold (no key can ever be made then)."""
+    if not c.deadlines.deal and now < c.registration_deadline:
+        return None  # registration is open
+    if i not in c.registered:
+        return (
+            f"registration closed at {_when(c.registration_deadline)} without supervisor {i}: its seat is empty, "
+            f"the key is made among the {len(c.registered)} supervisor(s) who registered"
+        )
+    if not c.deadlines.deal and len(c.registered) < c.threshold:
+        return (
+            f"only {len(c.registered)} of {c.n} supervisors registered by {_when(c.registration_deadline)}, fewer "
+            f"than the threshold {c.threshold}: this Supervision contract can never make a key"
+        )
+    return None
 
 
 def _own_state(supervision: Supervision, i: int, centre: str, path: Path, *, generated: bool) -> SupervisorState | None:
@@ -303,9 +356,9 @@ def _next_move(look: _Look, state: SupervisorState) -> tuple | None:
     """The one thing to send next, if any (pure): register, deal, answer, complain, acknowledge, finalize."""
     c, i, now = look.committee, look.index, look.now
     if i not in c.registered:
-        return ("register",)
-    if not c.deadlines.deal:
-        return None  # dealing opens with the last registration
+        return ("register",) if not c.deadlines.deal and now < c.registration_deadline else None
+    if not c.deadlines.deal:  # dealing opens with the last registration, or with the first deal once it closed
+        return ("deal",) if now >= c.registration_deadline and len(c.registered) >= c.threshold else None
     if i not in c.dealt and now < c.deadlines.deal:
         return ("deal",)
     if i in c.dealt and i not in c.disqualified and state.coefficients and now < c.deadlines.answer:
@@ -338,10 +391,8 @@ def _make(
             if not state.coefficients:
                 state = replace(state, coefficients=Dealer.new(look.committee.threshold).coefficients)
                 state.save(path)
-            keys = [supervision.encryption_key(j) for j in range(1, look.committee.n + 1)]
-            posted = [k for k in keys if k is not None]  # every one: dealing opens with the last registration
             dealer = Dealer(state.coefficients)
-            supervision.deal(account, dealer.commitments_raw(), dealer.deal(look.index, posted))
+            supervision.deal(account, dealer.commitments_raw(), _shares_blob(supervision, dealer, look))
         elif kind == "answer":
             supervision.answer(account, move[1], Dealer(state.coefficients).share_for(move[1]))
         elif kind == "complain":
@@ -354,6 +405,15 @@ def _make(
         if exc.reason not in {"WrongPhase", "AlreadyRegistered", "AlreadyDealt", "AlreadyAcknowledged"}:
             raise
     return state
+
+
+def _shares_blob(supervision: Supervision, dealer: Dealer, look: _Look) -> bytes:
+    """The deal's encrypted shares, one 128-byte slot per seat in order; a seat that did not register gets zeros."""
+    slots = []
+    for j in range(1, look.committee.n + 1):
+        key = supervision.encryption_key(j) if j in look.committee.registered else None
+        slots.append(bytes(SLOT_LENGTH) if key is None else encrypt_share(dealer.share_for(j), look.index, j, key))
+    return b"".join(slots)
 
 
 def _said(move: tuple) -> str:
@@ -372,7 +432,7 @@ def _said(move: tuple) -> str:
 
 def _phase(look: _Look) -> str:
     c = look.committee
-    if len(c.registered) < c.n:
+    if not c.deadlines.deal:
         return "registration"
     if not look.dealing_over:
         return "dealing"
@@ -388,10 +448,12 @@ def _waiting(look: _Look) -> str:
         return ", ".join(c.supervisors[j - 1] for j in sorted(indexes)) or "nobody"
 
     everyone = set(range(1, c.n + 1))
-    if len(c.registered) < c.n:
-        return f"registration of {names(everyone - c.registered)}"
+    if not c.deadlines.deal:
+        if look.now < c.registration_deadline:
+            return f"registration of {names(everyone - c.registered)} (until {_when(c.registration_deadline)})"
+        return f"the first deal among {names(c.registered)} (registration closed {_when(c.registration_deadline)})"
     if not look.dealing_over:
-        return f"deals of {names(everyone - c.dealt)} (until {_when(c.deadlines.deal)})"
+        return f"deals of {names(c.registered - c.dealt)} (until {_when(c.deadlines.deal)})"
     if c.open_complaints:
         return f"answers to {c.open_complaints} open complaint(s) (until {_when(c.deadlines.answer)})"
     late = (c.dealt - c.disqualified) - c.acknowledged
@@ -482,53 +544,139 @@ def run_local_dkg(supervision: Supervision, parties: Sequence[tuple[str, LocalAc
 
 MAX_REASON = 512
 """The longest reason an opening may give, in UTF-8 bytes (Supervision.MAX_REASON)."""
-NO_RECORD = bytes(32)
-"""The transaction an opening names for a job that has no usage record (not billed)."""
 
 
 @dataclass(frozen=True)
-class SeenSignature:
-    """A group signature as the centre that ran its job serves it, its hash checked; not verified (its message is
-    the order, which the centre keeps)."""
+class ServedSignature:
+    """A group signature as a centre serves it: its hash checked, parsed, not verified; the rest is the centre's
+    word (None where it names nothing usable)."""
 
     centre: str
     signature: bytes
     signed: GroupSigned
-    record: bytes
-    """The digest of the job's usage record (NO_RECORD while it has none)."""
+    order: bytes | None
+    """The digest of the order the centre says it signs."""
+    record: bytes | None
+    """The digest of the job's usage record the centre names; None for a grant's hold, or a job without one."""
 
 
-def fetch_signature(centre: str, url: str, wanted: bytes) -> SeenSignature:
-    """The group signature with hash `wanted` from `centre`'s gateway; GatewayRefused (404) when it has none,
-    SupervisionUnusable when it serves something else."""
+@dataclass(frozen=True)
+class SeenSignature:
+    """A group signature found and verified (`find_signature`): a group signature over `order`, checked against the
+    chain whoever served it."""
+
+    centre: str
+    signature: bytes
+    signed: GroupSigned
+    order: bytes
+    """The digest of the order it signs (its message is order_message(order)): the transaction an opening names."""
+    record: bytes | None
+    """The digest of the job's usage record, as the centre that served it says; None for a grant's hold."""
+
+
+def fetch_signature(centre: str, url: str, wanted: bytes) -> ServedSignature:
+    """The group signature with hash `wanted` from `centre`'s gateway, unverified (its order and record are the
+    centre's word, None when it names none usable); GatewayRefused (404) when it has none, SupervisionUnusable when
+    it serves something else."""
     with GatewayClient(url) as client:
         answer = client.anonymous_signature(to_hex(wanted))
     try:
         signature = from_hex(answer["group_signature"], what="group_signature")
         signed = parse(signature)
-        record = NO_RECORD if answer.get("record") is None else from_hex(answer["record"], size=32, what="record")
     except (KeyError, TypeError, ValueError) as exc:  # GroupError and HexError are ValueErrors
         raise SupervisionUnusable(f"{centre} answered no group signature for {to_hex(wanted)}: {exc}") from None
     if signature_hash(signature) != wanted:
         raise SupervisionUnusable(f"{centre} served a group signature whose hash is not {to_hex(wanted)}")
-    return SeenSignature(centre, signature, signed, record)
+    return ServedSignature(centre, signature, signed, _digest(answer, "order"), _digest(answer, "record"))
+
+
+def _digest(answer: dict, name: str) -> bytes | None:
+    try:
+        return from_hex(answer[name], size=32, what=name)
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def issuer_keys_on_chain(chain: Chain, deployment: Deployment) -> Callable[[str, str], bytes | None]:
+    """`issuer_pk_for` for `auth.group.verify` from the IdentityRegistry alone: any key the home ever registered on
+    chain (a key rotated or ended since does not make the signatures made under it unaccountable)."""
+    registry = bind(chain, deployment, named=True).identity_registry
+    keys: dict[str, list] = {}
+
+    def lookup(home: str, key_id: str) -> bytes | None:
+        if registry is None or not is_centre_name(home):
+            return None
+        if home not in keys:
+            keys[home] = list(chain.call(registry.functions.issuerKeys(centre_id(home))))
+        for key in keys[home]:
+            if bytes(key.keyId)[:KEY_ID_BYTES].hex() == key_id:
+                return bytes(key.pk)
+        return None
+
+    return lookup
+
+
+def verify_on_chain(
+    chain: Chain, deployment: Deployment, signature: bytes, transaction: bytes, supervision_key: G1Point
+) -> GroupSigned:
+    """What a supervisor checks before it shares, with nothing but the chain: `signature` is a group signature over
+    exactly `transaction` (an order digest: its message is order_message(transaction)), by an issuer key its home
+    registered on chain, its tracing key encrypted under the supervisors' key. GroupError otherwise. Expiry and
+    revocation are not checked: an old signature stays accountable."""
+    return verify(
+        signature,
+        order_message(transaction),
+        issuer_pk_for=issuer_keys_on_chain(chain, deployment),
+        supervision_key=supervision_key,
+    )
 
 
 def find_signature(
-    chain: Chain, deployment: Deployment, wanted: bytes, centre: str | None = None, gateway: str | None = None
+    chain: Chain,
+    deployment: Deployment,
+    wanted: bytes,
+    centre: str | None = None,
+    gateway: str | None = None,
+    *,
+    transaction: bytes | None = None,
+    supervision_key: G1Point | None = None,
 ) -> SeenSignature:
     """The group signature with hash `wanted`, from `centre` (at `gateway`, or its URL on chain), or else from
-    whichever member's gateway serves it; SupervisionUnusable when none does."""
+    whichever member's gateway serves it (the centre that ran its job, the home that granted its order), verified
+    over `transaction` (default: the order the centre names) with `verify_on_chain` and `supervision_key` (default:
+    the deployment's Supervision key). Who serves it does not matter: an answer that does not verify is passed over.
+    SupervisionUnusable when no centre serves it verified."""
+    if supervision_key is None:
+        try:
+            supervision_key = Supervision.of(chain, deployment).public_key()
+        except ValueError as exc:
+            raise SupervisionUnusable(str(exc)) from None
+        if supervision_key is None:
+            raise SupervisionUnusable("the supervisors have not generated their key yet: nothing can be opened")
     known = members(chain, deployment)
     if centre is not None and centre not in known:
         raise SupervisionUnusable(f"{centre!r} is not a member centre ({', '.join(sorted(known))})")
     asked = [centre] if centre is not None else sorted(n for n, m in known.items() if m.active)
-    silent = []
+    silent, invalid = [], []
     for name in asked:
         try:
-            return fetch_signature(name, gateway or known[name].gateway_url, wanted)
-        except (GatewayRefused, GatewayUnreachable) as exc:
+            seen = fetch_signature(name, gateway or known[name].gateway_url, wanted)
+        except (GatewayRefused, GatewayUnreachable, SupervisionUnusable) as exc:
             silent.append(f"{name}: {exc}")
+            continue
+        message = seen.order if transaction is None else transaction
+        if message is None:
+            invalid.append(f"{name} serves it, but names no order it signs")
+            continue
+        try:
+            signed = verify_on_chain(chain, deployment, seen.signature, message, supervision_key)
+        except GroupError as exc:
+            over = f"the order {name} names" if transaction is None else "the opening's transaction"
+            invalid.append(f"{name} serves it, but it is no valid group signature over {over} {to_hex(message)}: {exc}")
+            continue
+        return SeenSignature(name, seen.signature, signed, message, seen.record)
+    if invalid:
+        raise SupervisionUnusable(f"the group signature {to_hex(wanted)} cannot be opened: " + "; ".join(invalid))
     raise SupervisionUnusable(
         f"no centre served the group signature {to_hex(wanted)}, so nobody can check what it would open: "
         + "; ".join(silent)
@@ -552,14 +700,24 @@ def request_opening(
     centre: str | None = None,
     gateway: str | None = None,
 ) -> int:
-    """Ask the committee to open the group signature with hash `wanted`, fetched from the centre that ran its job
-    (its home and record go on the record with it); the opening's id. Any member may ask."""
+    """Ask the committee to open the group signature with hash `wanted`, found at a centre that keeps it (`centre`,
+    or any) and verified over the order it signs: that order's digest is the transaction on the record, with the
+    signature's home. The opening's id. Any member may ask; nothing is sent for a signature that does not verify."""
     if not reason.strip() or len(reason.encode("utf-8")) > MAX_REASON:
         raise SupervisionUnusable(f"give a reason of 1 to {MAX_REASON} bytes: it is on the record with the opening")
-    if supervision.public_key() is None:
+    key = supervision.public_key()
+    if key is None:
         raise SupervisionUnusable("the supervisors have not generated their key yet: nothing can be opened")
-    seen = find_signature(supervision.chain, deployment, wanted, centre, gateway)
-    return supervision.request_opening(account, seen.signature, seen.signed.home, seen.record, reason)
+    seen = find_signature(supervision.chain, deployment, wanted, centre, gateway, supervision_key=key)
+    try:
+        return supervision.request_opening(account, seen.signature, seen.signed.home, seen.order, reason)
+    except ChainRevert as exc:
+        if exc.reason != "AlreadyRequested":
+            raise
+        raise SupervisionUnusable(
+            f"this signature's ciphertext has an opening already ({exc}; a ciphertext is opened once): the "
+            "supervisors share for that one"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -584,9 +742,11 @@ def share(
     serving: str | None = None,
     gateway: str | None = None,
 ) -> Shared:
-    """`centre`'s decryption share for an opening, with its proof, sent only once the supervisor has seen what it
-    opens: the group signature, fetched from the centre that ran its job (`serving`, or whichever serves it), must
-    hash to the opening's, name its home, and belong to its transaction. SupervisionUnusable (nothing sent)
+    """`centre`'s decryption share for an opening, with its proof, sent only once the supervisor has checked what it
+    opens, with nothing but the chain: the group signature, fetched from a centre that keeps it (`serving`, or
+    whichever serves it; who serves it does not matter), must hash to the opening's and be a valid group signature
+    over exactly the opening's transaction (`verify_on_chain`), by a member of the opening's home. So nobody gets
+    a ciphertext of their choosing, or another transaction's signer, opened. SupervisionUnusable (nothing sent)
     otherwise, and for an unknown or finished opening, a share already given or a state file not this key's."""
     i = _committee_seat(supervision, centre)
     try:
@@ -612,7 +772,23 @@ def share(
     if y_i is None:
         raise SupervisionUnusable("the supervisors' key is not generated yet")
     _check_share(state, y_i, state_path)
-    seen = find_signature(supervision.chain, deployment, opening.signature_hash, serving, gateway)
+    y = supervision.public_key()
+    if y is None:
+        raise SupervisionUnusable("the supervisors' key is not generated yet")
+    try:
+        seen = find_signature(
+            supervision.chain,
+            deployment,
+            opening.signature_hash,
+            serving,
+            gateway,
+            transaction=opening.transaction,
+            supervision_key=y,
+        )
+    except SupervisionUnusable as exc:
+        raise SupervisionUnusable(
+            f"{centre} does not share for opening {opening_id}: {exc} (nothing was sent)"
+        ) from None
     problems = _mismatches(opening, seen)
     if problems:
         raise SupervisionUnusable(
@@ -627,18 +803,14 @@ def share(
 
 
 def _mismatches(opening: Opening, seen: SeenSignature) -> list[str]:
-    """What keeps a supervisor from sharing for `opening` after seeing its signature (pure)."""
+    """What keeps a supervisor from sharing for `opening` once its signature verified over its transaction (pure)."""
     problems = []
     if seen.signed.home != opening.home:
         problems.append(f"the signature is by a member of {seen.signed.home}, but the opening names {opening.home}")
     if (seen.signed.c1, seen.signed.c2) != (opening.c1, opening.c2):
         problems.append("the signature's ciphertext is not the one on record")
-    if seen.record != opening.transaction:
-        served = "no record" if seen.record == NO_RECORD else f"record {to_hex(seen.record)}"
-        problems.append(
-            f"the opening names transaction {to_hex(opening.transaction)}, but {seen.centre} ran that signature's "
-            f"job with {served}"
-        )
+    if seen.order != opening.transaction:
+        problems.append(f"the signature signs order {to_hex(seen.order)}, not the opening's transaction")
     return problems
 
 
@@ -680,12 +852,15 @@ def status_lines(view: Overview) -> list[str]:
         lines.append(f"key: generated, Y = {to_hex(g1_raw(view.public_key))}")
         lines.append(f"qualified dealers: {', '.join(c.supervisors[j - 1] for j in qualified)}")
     elif not c.deadlines.deal:
-        lines.append(f"key: not generated: registered {len(c.registered)} of {c.n}")
+        lines.append(
+            f"key: not generated: registered {len(c.registered)} of {c.n} (registration closes "
+            f"{_when(c.registration_deadline)}; the key is made among those registered, at least {c.threshold})"
+        )
     else:
         lines.append(
-            f"key: being generated: dealt {len(c.dealt)} of {c.n}, acknowledged {len(c.acknowledged)}, "
-            f"{c.open_complaints} complaint(s) open; deadlines: deals {_when(c.deadlines.deal)}, complaints "
-            f"{_when(c.deadlines.complaint)}, answers {_when(c.deadlines.answer)}"
+            f"key: being generated: dealt {len(c.dealt)} of {len(c.registered)} registered, acknowledged "
+            f"{len(c.acknowledged)}, {c.open_complaints} complaint(s) open; deadlines: deals "
+            f"{_when(c.deadlines.deal)}, complaints {_when(c.deadlines.complaint)}, answers {_when(c.deadlines.answer)}"
         )
     for j, name in enumerate(c.supervisors, 1):
         marks = [

@@ -29,14 +29,18 @@ from ledger.supervision import ShareState, Supervision
 
 HOME, PROJECT, SERVING = "hpc-a", "physics", "cloud-b"
 FORGER, SHARERS = "ai-c", ("hpc-a", "cloud-b")
+CHECK = "ai-c"
+"""A member other than alice's home, whose gateway she checks her home's answer to her join with."""
 
 
 @dataclass(frozen=True)
 class AnonymousRun:
-    """What the story needs later: the signature's hash, the record it is named in, the member's enrolment."""
+    """What the story needs later: the signature's hash, the record it is named in, the order it signs."""
 
     signature_hash: bytes
     record: str
+    order: str
+    """The order's digest: what the signature signs, the transaction an opening names."""
 
 
 def _short(data: bytes | str) -> str:
@@ -48,10 +52,12 @@ def anonymous_job(
     console: Console, consortium: LocalConsortium, wallet: Wallet, home: GatewayClient, keys: PaymentKeys, job: dict
 ) -> AnonymousRun:
     """alice joins physics at hpc-a, then runs `job` at cloud-b under a group signature; shows what cloud-b saw."""
-    membership = join_group(home, "alice", wallet, PROJECT)
+    with GatewayClient(consortium.url(CHECK)) as check:  # another member's gateway confirms hpc-a's answer
+        membership = join_group(home, "alice", wallet, PROJECT, check=check)
     console.print(
         f"[green]✓[/] alice joined {PROJECT}@{HOME}: her secret stayed in her wallet; {HOME} signed a credential "
-        "over its commitment (blind) and keeps her tracing key T"
+        f"over its commitment (blind) and keeps her tracing key T; {CHECK}'s gateway confirmed the supervisors' "
+        f"key, {HOME}'s issuer key, epoch and the week's expiry, so nothing in it singles her out"
     )
     domain = signing_domain(home.consortium())
     submission = submit_anywhere(
@@ -75,7 +81,7 @@ def anonymous_job(
     console.print(
         f"[green]✓[/] {SERVING} ran and billed a job of a member of {PROJECT}@{HOME}; no uid, name or key of alice"
     )
-    return AnonymousRun(signature_hash, result.record or "")
+    return AnonymousRun(signature_hash, result.record or "", result.view["record"]["data"]["order"])
 
 
 def supervised_opening(console: Console, consortium: LocalConsortium, run: AnonymousRun) -> bool:
@@ -84,7 +90,10 @@ def supervised_opening(console: Console, consortium: LocalConsortium, run: Anony
     opening = consortium.supervisor(SERVING).request(
         run.signature_hash, "demo: abuse report on an anonymous job", centre=SERVING
     )
-    console.print(f"[yellow]![/] {SERVING} asks the supervisors to open the signature of record {_short(run.record)}")
+    console.print(
+        f"[yellow]![/] {SERVING} asks the supervisors to open the signature of record {_short(run.record)}, for the "
+        f"order it signs ({_short(run.order)}): each supervisor checks it signs that order before sharing"
+    )
     forged = G1Point() * Scalar(secrets.randbelow(1 << 128) + 1)
     supervision.submit_raw_share(consortium.centres[FORGER].account, opening, g1_raw(forged), 1, 2)
     for name in SHARERS:
@@ -96,6 +105,7 @@ def supervised_opening(console: Console, consortium: LocalConsortium, run: Anony
     (opened, shares), committee = view.openings[0], view.committee
     table = Table("on chain", "value", title=f"Opening {opening} (Supervision contract)")
     table.add_row("asked by", opened.requester)
+    table.add_row("transaction (order)", _short(opened.transaction))
     table.add_row("reason", opened.reason)
     for info in shares:
         name = committee.supervisors[info.index - 1]

@@ -3,10 +3,12 @@
 A member of a home's project signs the job request (to ask for a quote) or the order
 (to submit) with a group signature (auth.group.signature). The centre checks it with
 the home's issuer key from its index and the supervisors' key read once from the chain,
-refuses a credential that expired or predates a revocation at its home, and gives the
-normal quote and submission paths claims that name no one: a pseudonym made of the
-signature's hash, the home, and the project as the only group. No directory is asked,
-nothing of the member is stored but the signature itself (for the supervisors).
+refuses what would single a member out or is no longer valid (gateway.node.group_rules: not
+the home's current revocation epoch, an expiry no honest home issues now, an issuer key the
+home replaced), and gives the normal quote and submission paths claims that name no one: a
+pseudonym made of the signature's hash, the home, and the project as the only group. No
+directory is asked, nothing of the member is stored but the signature itself (for the
+supervisors). Each network address has only so many signatures verified (group_rules.admit).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from auth.group.errors import GroupError
 from auth.group.signature import GroupSigned, order_message, quote_message, verify
 from auth.tokens import Claims
 from gateway.api.schemas import JobRequest
-from gateway.node.errors import Forbidden, Invalid, Unauthenticated, Unavailable
+from gateway.node.errors import Invalid, Unauthenticated, Unavailable
+from gateway.node.group_rules import admit, check_disclosed, group_issuer_key, verification_limit
+from gateway.node.ratelimit import RateLimit
 from ledger.chain import Chain
 from ledger.deploy import Deployment
 from ledger.index import EventIndex
@@ -61,12 +65,15 @@ class SupervisionKey:
         self,
         read: Callable[[], G1Point | None] | None,
         *,
+        committee: Callable[[], tuple[tuple[str, ...], int]] | None = None,
         recheck: float = KEY_RECHECK,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """`read` gives the contract's key (None until it is generated); None when the consortium has no
-        Supervision contract."""
+        Supervision contract. `committee` gives its supervisors (by name, in index order) and threshold."""
         self._read, self._recheck, self._clock = read, recheck, clock
+        self._read_committee = committee
+        self._committee: tuple[tuple[str, ...], int] | None = None
         self._key: G1Point | None = None
         self._asked_at: float | None = None
         self._lock = threading.Lock()
@@ -76,7 +83,12 @@ class SupervisionKey:
         """The key of the deployment's Supervision contract, if it has one (a description from before has none)."""
         if deployment.supervision is None:
             return cls(None)
-        return cls(lambda: Supervision.of(chain, deployment).public_key())
+
+        def committee() -> tuple[tuple[str, ...], int]:
+            supervision = Supervision.of(chain, deployment)
+            return supervision.supervisors(), supervision.threshold()
+
+        return cls(lambda: Supervision.of(chain, deployment).public_key(), committee=committee)
 
     def get(self) -> G1Point:
         """Y, or Unavailable (503) while there is none to sign or verify under."""
@@ -101,6 +113,19 @@ class SupervisionKey:
             )
         return key
 
+    def committee(self) -> tuple[tuple[str, ...], int]:
+        """The supervisors (by name; supervisor i is the i-th) and the threshold, fixed when the contract was
+        deployed: read once, then kept. Unavailable (503) when there is no contract or the chain does not answer."""
+        if self._read is None or self._read_committee is None:
+            raise Unavailable("this consortium has no supervision contract: there is no committee of supervisors")
+        with self._lock:
+            if self._committee is None:
+                try:
+                    self._committee = self._read_committee()
+                except Exception as exc:  # noqa: BLE001 - a chain that does not answer now: asked again next time
+                    raise Unavailable(f"the supervisors' committee cannot be read from the chain now: {exc}") from None
+            return self._committee
+
 
 @dataclass(frozen=True)
 class Verified:
@@ -114,15 +139,21 @@ class Verified:
 class AnonymousDesk:
     """Checks group signatures for one centre and turns them into claims for the policy."""
 
-    def __init__(self, name: str, index: EventIndex, domain: Domain, key: SupervisionKey) -> None:
+    def __init__(
+        self, name: str, index: EventIndex, domain: Domain, key: SupervisionKey, limit: RateLimit | None = None
+    ) -> None:
+        """`limit` bounds the signatures each network address has this desk verify (group_rules.verification_limit)."""
         self.name, self.index, self.domain, self.key = name, index, domain, key
+        self.limit = limit or verification_limit()
 
-    def for_quote(self, request: JobRequest, group_signature: str) -> Verified:
+    def for_quote(self, request: JobRequest, group_signature: str, client: str | None = None) -> Verified:
         """The signature over the job request as this centre would take it (quote_message of its digest)."""
+        admit(self.limit, client, self.name)
         return self._check(group_signature, quote_message(job_request_digest(request, self.name)), "the job request")
 
-    def for_order(self, order: Any, group_signature: str) -> Verified:
+    def for_order(self, order: Any, group_signature: str, client: str | None = None) -> Verified:
         """The signature over the order (order_message of its EIP-712 digest); the order's own checks come later."""
+        admit(self.limit, client, self.name)
         try:
             parsed = Order.from_dict(order)
         except InvalidPayment as exc:
@@ -140,22 +171,12 @@ class AnonymousDesk:
             signed = verify(
                 signature,
                 message,
-                issuer_pk_for=lambda home, key_id: self.index.issuer_key(home, key_id, now),
+                issuer_pk_for=lambda home, key_id: group_issuer_key(self.index, home, key_id, now),
                 supervision_key=key,
             )
         except GroupError as exc:
             raise Unauthenticated(f"group signature refused: {exc} (it must sign {what} sent with it)") from None
-        if signed.expires_at <= now:
-            raise Forbidden(
-                f"group signature refused: its credential expired at {signed.expires_at} (now {now}); "
-                f"join project {signed.project} at {signed.home} again for a fresh one"
-            )
-        current = self.index.revocation_epoch(signed.home)
-        if signed.revocation_epoch < current:
-            raise Forbidden(
-                f"group signature refused: its credential predates a revocation at {signed.home} (its revocation "
-                f"epoch {signed.revocation_epoch}, current {current}); join project {signed.project} again"
-            )
+        check_disclosed(signed, epoch=self.index.revocation_epoch(signed.home), now=now)
         return Verified(signature, signed, self._claims(signed, now))
 
     def _claims(self, signed: GroupSigned, now: int) -> Claims:

@@ -26,6 +26,7 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
+from auth.group.points import g1_raw
 from auth.group.signature import signature_hash
 from auth.policy import Subject
 from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
@@ -306,27 +307,37 @@ class CentreNode:
         The claims name only a pseudonym (the signature's hash), the home and the project; the
         job keeps the signature, and its usage record names the signature's hash.
         """
-        verified = self.anonymous.for_order(submission.order, submission.group_signature)
+        verified = self.anonymous.for_order(submission.order, submission.group_signature, client)
         return self.submit(verified.claims, submission, idempotency_key, client, verified.signature)
 
     def anonymous_quote(self, body: AnonymousQuote, client: str | None = None) -> JobQuote:
         """`quote` for a job request carrying a group signature over it, instead of a session."""
-        verified = self.anonymous.for_quote(body.request, body.group_signature)
+        verified = self.anonymous.for_quote(body.request, body.group_signature, client)
         return self.quote(verified.claims, body.request, client)
 
     def group_signature(self, signature_hash_hex: str) -> GroupSignatureView:
-        """The group signature of a job run here, by its hash (what its usage record names), and the record's digest:
-        for a supervisor asking for an opening, and for auditors."""
+        """A group signature kept here, by its hash: a job's run here (what its usage record names) or, at a home,
+        an anonymous grant's hold; with the order digest it signs (the transaction an opening names) and the job's
+        record digest. For a supervisor asking for an opening, and for auditors."""
         wanted = bytes.fromhex(signature_hash_hex.removeprefix("0x"))
         job = self.parts.store.job_by_group_signature(wanted)
-        if job is None or job.group_signature is None:
-            raise NotFound(f"no job at {self.name} was submitted under a group signature with hash 0x{wanted.hex()}")
-        record = record_digest(self._record(job)[0], self.parts.domain) if job.record_id else None
-        return GroupSignatureView(
-            signature_hash=to_hex(wanted),
-            group_signature=to_hex(job.group_signature),
-            record=None if record is None else to_hex(record),
-        )
+        if job is not None and job.group_signature is not None and job.payment is not None:
+            record = record_digest(self._record(job)[0], self.parts.domain) if job.record_id else None
+            return GroupSignatureView(
+                signature_hash=to_hex(wanted),
+                group_signature=to_hex(job.group_signature),
+                order=to_hex(job.payment.order_digest),
+                record=None if record is None else to_hex(record),
+            )
+        hold = None if self.parts.payer is None else self.parts.payer.book.hold_by_group_signature(wanted)
+        if hold is not None and hold.group_signature is not None:
+            return GroupSignatureView(
+                signature_hash=to_hex(wanted),
+                group_signature=to_hex(hold.group_signature),
+                order="0x" + hold.order_digest,
+                record=None,
+            )
+        raise NotFound(f"no job or grant at {self.name} was made under a group signature with hash 0x{wanted.hex()}")
 
     def quote(self, claims: Claims, request: JobRequest, client: str | None = None) -> JobQuote:
         """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
@@ -391,6 +402,34 @@ class CentreNode:
             ],
             "domain": {"chain_id": domain.chain_id, "verifying_contract": domain.verifying_contract},
         }
+
+    def supervision(self, home: str | None = None) -> dict:
+        """What a member compares their home's answer to a join with, as this centre reads the chain (public): the
+        supervisors' key, committee and threshold, this gateway's clock (the one homes issue expiries by) and, for
+        `home`, its current issuer key and revocation epoch. A home answering otherwise singles its member out."""
+        key = self.anonymous.key.get()
+        committee, threshold = self.anonymous.key.committee()
+        index = self.parts.index
+        facts: dict = {
+            "supervision_key": to_hex(g1_raw(key)),
+            "committee": list(committee),
+            "threshold": threshold,
+            "now": index.now(),
+            "home": None,
+        }
+        if home is not None:
+            member = index.member(home)
+            if member is None or not member.active:
+                names = ", ".join(sorted(m.name for m in index.members()))
+                raise NotFound(f"{home} is not a member centre (members are {names})")
+            current = index.current_issuer_key(home)
+            facts["home"] = {
+                "centre": home,
+                "issuer_key": None if current is None else to_hex(current.pk),
+                "key_id": None if current is None else current.short_id,
+                "revocation_epoch": index.revocation_epoch(home),
+            }
+        return facts
 
     def capacity(self) -> dict:
         """What this centre can take now, for other gateways' placement.

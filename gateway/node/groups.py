@@ -7,10 +7,14 @@ opened signature is mapped back to its member, on the record.
   member (T is unique) and signs a group credential over it blindly: it never sees the secret, so it can
   never sign in the member's name.
 - **Anonymous grant** (`POST /v1/anonymous/grants`, no session): a group signature over the order, by a
-  credential of this home, of the current revocation epoch and unexpired, lets the home hold the order's
+  credential of this home that singles nobody out and is still valid (gateway.node.group_rules, as at the
+  serving centre: the current revocation epoch, an expiry every member of its week holds, the current issuer
+  key or the one it lately replaced), lets the home hold the order's
   maximum price on the signed project exactly as a signed-on grant does (the Payer's step), under the
   principal `anonymous:<project>`. The home learns the project, never the member, and stores nothing that
-  links the grant to one: anonymous spending is budgeted per project, not per member.
+  links the grant to one but the signature itself, kept with the hold (`GET /v1/anonymous/signatures/{hash}`):
+  only t supervisors can open it, for the order it signs. Anonymous spending is budgeted per project, not per
+  member.
 - **Identify** (`POST /v1/supervision/identify/{opening}`, the operator): once t supervisors have opened a
   signature on chain to T, its home maps T to the member row, keeps that, and records on chain the member's
   enrolment id (`Supervision.identify`, through the outbox).
@@ -25,13 +29,15 @@ from typing import Any, Protocol
 
 from py_arkworks_bls12381 import G1Point
 
-from auth.group.credential import JoinRequest, check_join, issue_group_credential
+from auth.group.credential import JoinRequest, check_join, credential_expiry, issue_group_credential
 from auth.group.errors import GroupError
 from auth.group.points import g1_raw
-from auth.group.signature import MAX_LENGTH, GroupSigned, order_message, parse, verify
+from auth.group.signature import MAX_LENGTH, order_message, parse, verify
 from auth.tokens import Claims
 from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
-from gateway.node.payer import Payer
+from gateway.node.group_rules import admit, check_disclosed, group_issuer_key, verification_limit
+from gateway.node.payer import ANONYMOUS, Payer
+from gateway.node.ratelimit import RateLimit
 from gateway.node.signon import IssuerKey
 from gateway.store.groups import GroupBook, TracingKeyTaken
 from ledger.chain import ChainRevert
@@ -43,22 +49,6 @@ from ledger.records import Domain
 from ledger.supervision import Supervision
 
 log = logging.getLogger(__name__)
-
-CREDENTIAL_PERIOD = 7 * 24 * 3600
-"""Group credentials expire on week boundaries (multiples of this since the Unix epoch), at least a week out."""
-
-
-def credential_expiry(now: int) -> int:
-    """The expiry of a credential issued at `now`: the first week boundary at least a week away (7 to 14 days).
-
-    Every signature discloses its credential's expiry, and the home knows when each member joined: an expiry
-    shared by everyone who joined or renewed in the same week keeps it from telling the home who signed.
-    """
-    return (now // CREDENTIAL_PERIOD + 2) * CREDENTIAL_PERIOD
-
-
-ANONYMOUS = "anonymous:"
-"""The principal of an anonymous grant's hold: `anonymous:<project>`, naming no member."""
 
 NO_SUPERVISION = "this consortium has no supervision contract"
 
@@ -99,11 +89,12 @@ class GroupDesk:
         supervision_key: Callable[[], G1Point],
         openings: Openings | None,
         clock: Callable[[], int] | None = None,
+        limit: RateLimit | None = None,
     ) -> None:
         """`enrol(uid)` is the member's enrolment id, sent on its way to the chain if it is not there yet
         (SignOn.enrol); `supervision_key()` is the supervisors' joint key Y, or Unavailable while there is none
         (gateway.node.anonymous.SupervisionKey.get); `openings` is None on a deployment without a Supervision
-        contract."""
+        contract; `limit` bounds the grant requests each network address has this desk verify."""
         self.name = name
         self._payer = payer
         self._domain = domain
@@ -115,6 +106,7 @@ class GroupDesk:
         self._supervision_key = supervision_key
         self._openings = openings
         self._clock = clock or index.now
+        self._limit = limit or verification_limit()
 
     # -- join ------------------------------------------------------------------------
 
@@ -160,8 +152,13 @@ class GroupDesk:
 
     # -- anonymous grants --------------------------------------------------------------
 
-    def grant(self, order: dict[str, Any], order_signature: str, group_signature: str) -> dict:
-        """The Payer's hold and grant for an order a member of one of this home's projects signed, unnamed."""
+    def grant(
+        self, order: dict[str, Any], order_signature: str, group_signature: str, client: str | None = None
+    ) -> dict:
+        """The Payer's hold and grant for an order a member of one of this home's projects signed, unnamed.
+
+        `client`: the network address asking, whose verifications are bounded (429 past the bound, before any)."""
+        admit(self._limit, client, self.name)
         signature = _signature_bytes(group_signature)
         parsed = self._payer.parse_order(order)
         digest = order_digest(parsed, self._domain)
@@ -178,30 +175,17 @@ class GroupDesk:
             signed = verify(
                 signature,
                 order_message(digest),
-                issuer_pk_for=lambda home, key_id: self._index.issuer_key(home, key_id, now),
+                issuer_pk_for=lambda home, key_id: group_issuer_key(self._index, home, key_id, now),
                 supervision_key=self._supervision_key(),
             )
         except GroupError as exc:
             raise Unauthenticated(
                 f"the group signature is refused: {exc} (it must sign the order sent with it)"
             ) from None
-        self._check_current(signed, now)
+        check_disclosed(signed, epoch=self._index.revocation_epoch(self.name), now=now)
         return self._payer.hold_and_sign(
-            ANONYMOUS + signed.project, order, order_signature, lambda: self._allocation(signed.project)
+            ANONYMOUS + signed.project, order, order_signature, lambda: self._allocation(signed.project), signature
         )
-
-    def _check_current(self, signed: GroupSigned, now: int) -> None:
-        epoch = self._index.revocation_epoch(self.name)
-        if signed.revocation_epoch != epoch:
-            raise Forbidden(
-                f"the group credential is of revocation epoch {signed.revocation_epoch}, and {self.name}'s is "
-                f"{epoch}: join the group again (xcentre group join) for a current credential"
-            )
-        if signed.expires_at <= now:
-            raise Forbidden(
-                f"the group credential expired at {signed.expires_at} (now {now}): join the group again "
-                "(xcentre group join) for a fresh one"
-            )
 
     def _allocation(self, project: str) -> tuple[str, int]:
         found = self._payer.allocation(project)

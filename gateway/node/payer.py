@@ -21,12 +21,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from eth_account import Account
+from eth_account.messages import encode_defunct
 from eth_account.signers.local import LocalAccount
+from eth_keys.exceptions import BadSignature
 from eth_utils import keccak
 
 from auth.directory import Directory
 from auth.tokens import Claims
-from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unavailable
+from gateway.api.schemas import JOB_SIGNATURE_SKEW, complaint_message
+from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unauthenticated, Unavailable
 from gateway.store.holds import (
     MAX_AMOUNT,
     AccountUsed,
@@ -59,6 +63,9 @@ log = logging.getLogger(__name__)
 
 MAX_DEADLINE_AHEAD = 7 * 24 * 3600
 """An order's deadline is at most a week out: a hold blocks its allocation until then (plus the booking delay)."""
+
+ANONYMOUS = "anonymous:"
+"""The principal of an anonymous grant's hold: `anonymous:<project>`, naming no member (gateway.node.groups)."""
 
 
 class CollateralSource(Protocol):
@@ -140,10 +147,12 @@ class Payer:
         order: dict[str, Any],
         order_signature: str,
         project: Callable[[], tuple[str, int]],
+        group_signature: bytes | None = None,
     ) -> dict:
         """The grant's own step, for whoever the caller vouched for: a signed-on user (their uid@home), or a group
-        signature's project (`anonymous:<project>`). `project()` names the project and its allocation; it is asked
-        only for a new order (a retry gets its grant whatever changed since). Idempotent per order."""
+        signature's project (`anonymous:<project>`, the hold keeping `group_signature` for the supervisors).
+        `project()` names the project and its allocation; it is asked only for a new order (a retry gets its grant
+        whatever changed since). Idempotent per order."""
         parsed = self.parse_order(order)
         account = self.order_signer(parsed, order_signature)
         digest = order_digest(parsed, self._domain)
@@ -180,6 +189,7 @@ class Payer:
             order=parsed.to_dict(),
             grant=grant.to_dict(),
             grant_signature=sign_typed(grant, self._domain, self._account.key),
+            group_signature=group_signature,
         )
         try:
             hold, _ = self.book.reserve(new, allocation, self._free_collateral())
@@ -312,20 +322,65 @@ class Payer:
     def complain(self, claims: Claims, record: dict[str, Any]) -> dict:
         """The user got no key for one of their records: noted for the watcher to dispute (needKey)."""
         self.home_session(claims, "complaints")
+        parsed = self._complained_record(record)
+        hold = self.book.hold(parsed.grant)
+        if hold is None or hold.principal != claims.sub:
+            raise NotFound(f"{self.name} granted no order of yours under grant {to_hex(parsed.grant)}")
+        return self._note_complaint(parsed, hold)
+
+    def complain_anonymously(self, record: dict[str, Any], at: int, signature: str) -> dict:
+        """`complain` for an anonymous job, on the word of its order's account: its member has no session here
+        (the hold names only `anonymous:<project>`), and the account, which the wallet keeps until the result is
+        opened, speaks for that one order only, as it does at the serving centre."""
+        parsed = self._complained_record(record)
+        grant = to_hex(parsed.grant)
+        signer = self._complaint_signer(to_hex(record_digest(parsed, self._domain)), at, signature)
+        hold = self.book.hold(parsed.grant)
+        if hold is None:
+            raise NotFound(f"{self.name} granted no order under grant {grant}")
+        if hold.account.lower() != signer.lower():
+            raise Forbidden(
+                f"complaint refused: it is {signer}'s, not by the account that signed grant {grant}'s order"
+            )
+        if not hold.principal.startswith(ANONYMOUS):
+            raise Forbidden(
+                f"grant {grant} is for a signed-on user's order: its user complains with a password session at home "
+                "(xcentre complain --user <uid>)"
+            )
+        return self._note_complaint(parsed, hold)
+
+    def _complained_record(self, record: Any) -> UsageRecord:
         try:
             parsed: UsageRecord = UsageRecord.from_dict(record)
         except InvalidRecord as exc:
             raise Invalid(f"the record is malformed: {exc}") from None
         if parsed.home_centre != self.home_id:
             raise Invalid(f"the record bills {to_hex(parsed.home_centre)}, not {self.name}: complain at that home")
-        hold = self.book.hold(parsed.grant)
-        if hold is None or hold.principal != claims.sub:
-            raise NotFound(f"{self.name} granted no order of yours under grant {to_hex(parsed.grant)}")
+        return parsed
+
+    def _complaint_signer(self, digest: str, at: int, signature: str) -> str:
+        """Who signed `complaint_message` for this record at `at`: a signature of long ago is refused, as a job
+        signature is at the serving centre, so one seen in passing cannot be sent later."""
+        now = int(self._clock())
+        if abs(now - at) > JOB_SIGNATURE_SKEW:
+            raise Unauthenticated(
+                f"complaint signature refused: signed at {at}, {now - at:+d} s from {self.name}'s clock; it is good "
+                f"for {JOB_SIGNATURE_SKEW} s either side: sign again"
+            )
+        message = encode_defunct(text=complaint_message(self.name, digest, at))
+        try:
+            signer: str = Account.recover_message(message, signature=from_hex(signature, size=65))
+        except (HexError, ValueError, BadSignature) as exc:
+            raise Unauthenticated(f"complaint signature refused: not a valid signature ({exc})") from None
+        return signer
+
+    def _note_complaint(self, parsed: UsageRecord, hold: Hold) -> dict:
+        """The complaint about a record under `hold`, whose principal the caller was found to speak for."""
         if bytes32(hold.order_digest) != parsed.order:
             raise Invalid("the record names another order than the one its grant was for")
         try:
             complaint, _ = self.book.complain(
-                record_digest(parsed, self._domain), parsed.grant, claims.sub, parsed.to_dict()
+                record_digest(parsed, self._domain), parsed.grant, hold.principal, parsed.to_dict()
             )
         except ComplaintTaken as exc:
             raise Conflict(str(exc)) from None

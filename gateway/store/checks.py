@@ -94,3 +94,16 @@ def hex32(name: str, value: Any) -> str:
         return bytes32(value, what=name).hex()
     except HexError as exc:
         raise StoreError(str(exc)) from None
+
+
+MAX_GROUP_SIGNATURE = 4096
+"""The longest group signature a job or hold keeps (auth.group.signature.MAX_LENGTH)."""
+
+
+def group_signature(value: Any) -> bytes | None:
+    """The group signature an anonymous job or hold was accepted under (bytes), or None for a signed-on one."""
+    if value is None:
+        return None
+    if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= MAX_GROUP_SIGNATURE:
+        raise StoreError(f"group_signature must be 1 to {MAX_GROUP_SIGNATURE} bytes, got {value!r:.40}")
+    return bytes(value)

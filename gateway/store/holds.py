@@ -4,7 +4,9 @@ A hold is written in the transaction that checks it fits (the project's
 allocation, the home's free collateral), so two requests racing for the last
 of an allocation cannot both pass: BEGIN IMMEDIATE serialises them, and the
 second sees the first's hold. Every payment account pays for one order only:
-the account is unique, so a second order from it is refused.
+the account is unique, so a second order from it is refused. An anonymous
+grant's hold keeps the group signature it was granted under, found by its
+keccak256: the supervisors can ask to open it as they would a job's.
 
 A hold ends `paid` (its record settled: the price is spent, the rest of the
 hold released) or `refunded` (its claim was voided, or no record came in
@@ -19,6 +21,8 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from eth_utils import keccak
 
 from gateway.store import checks
 from gateway.store.base import StoreBase
@@ -93,6 +97,9 @@ class NewHold:
     order: dict[str, Any]
     grant: dict[str, Any]
     grant_signature: bytes
+    group_signature: bytes | None = None
+    """The group signature an anonymous grant was made under (the supervisors may ask to open it); None when the
+    user signed on."""
 
 
 @dataclass(frozen=True)
@@ -112,6 +119,7 @@ class Hold:
     grant_signature: str
     created_at: int
     updated_at: int
+    group_signature: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -151,6 +159,7 @@ def _hold(row: sqlite3.Row) -> Hold:
         grant_signature=row["grant_signature"],
         created_at=int(row["created_at"]),
         updated_at=int(row["updated_at"]),
+        group_signature=None if row["group_signature"] is None else bytes(row["group_signature"]),
     )
 
 
@@ -193,8 +202,9 @@ class HoldBook(StoreBase):
         """Hold `new.amount` against the project's allocation and the home's free collateral, durably.
 
         Returns (hold, created). The same order again (a retry) returns its hold
-        (created=False) whatever the budget is now. Refuses: OrderTaken (the
-        order was granted to someone else), AccountUsed (the account paid for
+        (created=False) whatever the budget is now, and keeps its first group
+        signature. Refuses: OrderTaken (the order was granted to someone else,
+        or the group signature was granted another order), AccountUsed (the account paid for
         another order), OverBudget (allocation - held - spent < amount),
         CollateralCommitted (held + amount > collateral). Nothing is written
         when it refuses.
@@ -210,6 +220,8 @@ class HoldBook(StoreBase):
         order_json = checks.canonical_json("order", new.order)
         grant_json = checks.canonical_json("grant", new.grant)
         signature = checks.raw_bytes("grant_signature", new.grant_signature).hex()
+        signed = checks.group_signature(new.group_signature)
+        signed_hash = None if signed is None else keccak(signed).hex()
         with self._tx() as db:
             row = db.execute("SELECT * FROM holds WHERE order_digest = ?", (order_digest,)).fetchone()
             if row is not None:
@@ -222,6 +234,15 @@ class HoldBook(StoreBase):
                     f"payment account {new.account} already paid for order 0x{used[0]}: an account is for one "
                     "order only; sign each order with a fresh account"
                 )
+            if signed_hash is not None:
+                seen = db.execute(
+                    "SELECT order_digest FROM holds WHERE group_signature_hash = ?", (signed_hash,)
+                ).fetchone()
+                if seen is not None:
+                    raise OrderTaken(
+                        f"this group signature was already accepted for order 0x{seen[0]}: a signature is over one "
+                        "order"
+                    )
             held, spent = _project_figures(db, new.project)
             available = allocation - held - spent
             if new.amount > available:
@@ -246,8 +267,9 @@ class HoldBook(StoreBase):
             now = self._now()
             db.execute(
                 "INSERT INTO holds (order_digest, grant_digest, account, principal, project, centre, amount, deadline,"
-                " status, price, order_json, grant_json, grant_signature, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'held', NULL, ?, ?, ?, ?, ?)",
+                " status, price, order_json, grant_json, grant_signature, created_at, updated_at, group_signature,"
+                " group_signature_hash)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'held', NULL, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     order_digest,
                     grant_digest,
@@ -262,6 +284,8 @@ class HoldBook(StoreBase):
                     signature,
                     now,
                     now,
+                    signed,
+                    signed_hash,
                 ),
             )
             row = db.execute("SELECT * FROM holds WHERE order_digest = ?", (order_digest,)).fetchone()
@@ -275,6 +299,13 @@ class HoldBook(StoreBase):
 
     def hold_for_order(self, order_digest: bytes | str) -> Hold | None:
         rows = self._read("SELECT * FROM holds WHERE order_digest = ?", (checks.hex32("order_digest", order_digest),))
+        return _hold(rows[0]) if rows else None
+
+    def hold_by_group_signature(self, signature_hash: bytes | str) -> Hold | None:
+        """The anonymous hold granted under the group signature with this keccak256, if any."""
+        rows = self._read(
+            "SELECT * FROM holds WHERE group_signature_hash = ?", (checks.hex32("signature hash", signature_hash),)
+        )
         return _hold(rows[0]) if rows else None
 
     def holds_of(self, principal: str, limit: int = 100) -> list[Hold]:

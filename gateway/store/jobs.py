@@ -33,9 +33,6 @@ ACTIVE_STATUSES = ("queued", "running")
 COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
 """The outcomes complete_job() accepts: the job ran here."""
 
-MAX_GROUP_SIGNATURE = 4096
-"""The most bytes a group signature has (auth.group.signature's bound)."""
-
 _UPDATABLE = ("status", "serving_centre", "exit_code", "stdout_tail", "stderr_tail", "detail")
 
 
@@ -159,14 +156,6 @@ def _result(row: sqlite3.Row) -> SealedResult | None:
     return SealedResult(row["result_key"], row["lock_hash"], row["sealed_stdout"], row["sealed_stderr"])
 
 
-def _group_signature(value: Any) -> bytes | None:
-    if value is None:
-        return None
-    if not isinstance(value, (bytes, bytearray)) or not 1 <= len(value) <= MAX_GROUP_SIGNATURE:
-        raise StoreError(f"group_signature must be 1 to {MAX_GROUP_SIGNATURE} bytes, got {value!r:.40}")
-    return bytes(value)
-
-
 def same_request(stored: str, body: str) -> bool:
     """Whether a stored request and a new canonical body are one request, whatever spelling the row has."""
     return stored == body or checks.canonical_json("request", json.loads(stored)) == body
@@ -220,7 +209,7 @@ class Jobs(StoreBase):
             raise StoreError("decision must be a NewDecision")
         if decision is not None and not decision.allowed:
             raise StoreError("a job is admitted by an allow; a deny is logged alone (log_decision), with no job")
-        signed = _group_signature(group_signature)
+        signed = checks.group_signature(group_signature)
         body = checks.canonical_json("request", request)
         terms = (
             (None,) * 6

@@ -269,11 +269,18 @@ ALTER TABLE jobs ADD COLUMN group_signature_hash TEXT
     CHECK ((group_signature IS NULL) = (group_signature_hash IS NULL)
            AND (group_signature_hash IS NULL OR length(group_signature_hash) = 64));
 CREATE UNIQUE INDEX jobs_group_signature ON jobs(group_signature_hash);
+ALTER TABLE holds ADD COLUMN group_signature BLOB
+    CHECK (group_signature IS NULL OR (typeof(group_signature) = 'blob' AND length(group_signature) <= 4096));
+ALTER TABLE holds ADD COLUMN group_signature_hash TEXT
+    CHECK ((group_signature IS NULL) = (group_signature_hash IS NULL)
+           AND (group_signature_hash IS NULL OR length(group_signature_hash) = 64));
+CREATE UNIQUE INDEX holds_group_signature ON holds(group_signature_hash);
 """
 """Anonymous membership and supervision: the home's members of its projects' groups (the uid, enrolment and
 project each tracing key T = sk·H_0 was registered by; T is unique), the openings it identified (which
-member an opened T was, as it told the chain), and the group signature an anonymous job was accepted under
-with its keccak256, by which supervisors and auditors ask for it (signed-on jobs: NULL)."""
+member an opened T was, as it told the chain), and the group signature an anonymous job was accepted under,
+or an anonymous grant's hold was granted under, with its keccak256, by which supervisors and auditors ask
+for it (signed-on jobs and holds: NULL)."""
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
