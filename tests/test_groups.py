@@ -54,11 +54,11 @@ from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
-from ledger.chain import connect
+from ledger.chain import ChainError, ChainRevert, connect
 from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices, bind, deploy_consortium
 from ledger.ids import centre_id
 from ledger.index import EventIndex
-from ledger.outbox import Outbox
+from ledger.outbox import DONE, FAILED, PENDING, Outbox
 from ledger.payment import Grant, Order, grant_digest, order_digest, recover, sign_typed
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import domain_for
@@ -155,6 +155,8 @@ class Desk:
     domain: object
     home_account: object
     clock: list[int]
+    enrol_on_chain: object
+    chain_and_deployment: tuple
 
     @property
     def holds(self) -> HoldBook:
@@ -168,8 +170,17 @@ class Desk:
 
 @pytest.fixture
 def desk(tmp_path: Path, directory, chain_parts) -> Desk:
-    _, accounts, deployment, index, issuer = chain_parts
+    chain, accounts, deployment, index, issuer = chain_parts
     store, outbox = Store(tmp_path / "gateway.db"), Outbox(tmp_path / "outbox.db")
+    registry = bind(chain, deployment).identity_registry.functions
+
+    def enrol(p: dict) -> str | None:  # the gateway's own handler's rule: "already enrolled" is done
+        enrolment = from_hex(p["enrolment"], size=32)
+        if registry.enrolment(centre_id(HOME), enrolment).call()[0]:
+            return None
+        return chain.transact(registry.enrol(enrolment), accounts[HOME])["transactionHash"].to_0x_hex()
+
+    outbox.register("enrol", enrol)
     domain = domain_for(deployment)
     clock = [NOW]
     payer = Payer(
@@ -208,7 +219,9 @@ def desk(tmp_path: Path, directory, chain_parts) -> Desk:
         openings=supervisors.opening,
         clock=lambda: clock[0],
     )
-    yield Desk(groups, store, outbox, signon, supervisors, issuer, domain, accounts[HOME], clock)
+    yield Desk(
+        groups, store, outbox, signon, supervisors, issuer, domain, accounts[HOME], clock, enrol, (chain, deployment)
+    )
     outbox.close()
     store.close()
 
@@ -281,6 +294,30 @@ def test_a_member_joins_with_a_key_the_home_signs_blindly_and_keeps_with_them(de
     )
     # the member's enrolment goes on chain, as a sign-on credential's does
     assert desk.outbox.item_by_key(f"enrol:{enrolment.hex()}") is not None
+
+
+def test_no_credential_before_the_members_enrolment_is_on_chain(desk, monkeypatch):
+    """An opening is identified only as an enrolment made before it was requested: a member who could sign
+    before their enrolment landed could never be named on chain. So a first join waits for it, else 503."""
+    monkeypatch.setattr(desk.signon, "_enrolment_secret", secrets.token_bytes(32))  # alice, never enrolled
+    enrolment = desk.signon.enrolment_id("alice")
+    chain_down = ChainError("no JSON-RPC node answers")
+
+    def unreachable(p: dict) -> str | None:
+        raise chain_down
+
+    desk.outbox.register("enrol", unreachable)
+    monkeypatch.setattr("gateway.node.groups.ENROL_WAIT", 0.2)
+    sk = new_member_secret()
+    request = join_request(sk, home=HOME, project="physics", member="alice").to_dict()
+    with pytest.raises(Unavailable, match="not on chain yet"):
+        desk.desk.join(session("alice"), request)
+    assert desk.outbox.item_by_key(f"enrol:{enrolment.hex()}") is not None  # queued: housekeeping sends it
+    desk.outbox.register("enrol", desk.enrol_on_chain)
+    answer = desk.desk.join(session("alice"), request)  # the same join again, once the chain answers
+    assert GroupCredential.from_dict(answer["credential"]).verify(sk, desk.issuer.pk)
+    registry = bind(*desk.chain_and_deployment).identity_registry.functions
+    assert registry.enrolment(centre_id(HOME), enrolment).call()[0]
 
 
 def test_the_same_join_again_renews_the_credential_for_the_same_key(desk):
@@ -609,6 +646,31 @@ def test_an_opened_signature_is_mapped_to_its_member_and_queued_for_the_chain(de
     assert (item.kind, item.payload) == ("identify", {"opening": 5, "enrolment": enrolment})
     assert desk.desk.identify(5) == answer  # again: the same, queued once
     assert count(desk, "identifications") == 1 and alice.credential.project == "physics"
+
+
+def test_asking_again_after_the_chain_refused_an_identification_sends_it_again(desk):
+    """A revert is final for the write that met it; the operator asking again is a new decision (as a
+    revocation's): the same write is queued again, not left failed behind the same answer."""
+    bob = joined(desk, "bob")
+    desk.supervisors.open(6, bob.sign(desk, order_message(keccak(b"an order"))))
+    answers = iter([ChainRevert("NotHome", (6,)), "0x" + "ab" * 32])  # the chain write's double: refused, then taken
+
+    def send(payload: dict) -> str:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    desk.outbox.register("identify", send)
+    answer = desk.desk.identify(6)
+    desk.outbox.drain()
+    item = desk.outbox.item_by_key("identify:6")
+    assert (item.status, item.last_error) == (FAILED, "NotHome")
+    assert desk.desk.identify(6) == answer  # the same identification, its write queued again
+    assert desk.outbox.item(item.id).status == PENDING
+    desk.outbox.drain()
+    assert desk.outbox.item(item.id).status == DONE
+    assert desk.desk.identify(6) == answer and desk.outbox.item(item.id).status == DONE  # done stays done
 
 
 def test_identify_refuses_an_unopened_opening_another_homes_and_an_unknown_key(desk):

@@ -371,7 +371,9 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         return send(registry.revoke(enrolment), "AlreadyRevoked")
 
     # Only an opening's home may identify it, so "already identified" with this enrolment is this home's own
-    # write landing before a crash.
+    # write landing before a crash. NotEnrolled is final even while the member's enrol write still waits here:
+    # the contract takes only an enrolment made no later than the opening was asked for, which that write,
+    # landing later, never is.
     def identify(p: dict) -> str | None:
         if contracts.supervision is None:  # enqueued only where openings are read, from this contract
             raise ValueError("the deployment has no Supervision contract")

@@ -42,13 +42,16 @@ from gateway.node.signon import IssuerKey
 from gateway.store.groups import GroupBook, TracingKeyTaken
 from ledger.chain import ChainRevert
 from ledger.index import EventIndex
-from ledger.outbox import Outbox
+from ledger.outbox import DONE, Outbox
 from ledger.payment import order_digest
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain
 from ledger.supervision import Supervision
 
 log = logging.getLogger(__name__)
+
+ENROL_WAIT = 5.0
+"""Seconds a first join waits for the member's enrolment to land on chain before answering 503."""
 
 NO_SUPERVISION = "this consortium has no supervision contract"
 
@@ -138,17 +141,33 @@ class GroupDesk:
             revocation_epoch=self._index.revocation_epoch(self.name),
             expires_at=credential_expiry(self._clock()),
         )
+        enrolment = self._enrol(uid)
         try:  # the enrolment goes on chain only for a key this member may register (add_member checks again)
-            self.book.add_member(
-                uid, self._enrol(uid), project, tracing_key.to_compressed_bytes(), credential.expires_at
-            )
+            self.book.add_member(uid, enrolment, project, tracing_key.to_compressed_bytes(), credential.expires_at)
         except TracingKeyTaken as exc:
             raise Conflict(f"{exc}: draw a new secret and join again") from None
+        self._enrolled_on_chain(uid, enrolment)
         return {
             "credential": credential.to_dict(),
             "supervision_key": to_hex(g1_raw(supervision_key)),
             "issuer_pk": to_hex(self._issuer.pk),
         }
+
+    def _enrolled_on_chain(self, uid: str, enrolment: bytes) -> None:
+        """No credential before the member's enrolment is on chain: an opening is identified only as an
+        enrolment made before it was requested (Supervision.identify), so a member who could sign first could
+        never be named. A first join waits for the enrolment's write (ENROL_WAIT s at most), else 503."""
+        if self._index.enrolment(self.name, enrolment) is not None:
+            return
+        item = self._outbox.item_by_key(f"enrol:{enrolment.hex()}")
+        if item is not None:
+            self._outbox.retry(item.id)  # a write the chain refused before is sent again for this request
+            if self._outbox.attempt(item.id, ENROL_WAIT).status == DONE:
+                return
+        raise Unavailable(
+            f"{uid}'s enrolment at {self.name} is not on chain yet, and a member is given a credential only once it "
+            "is (so that an opening of their signature can be put on record as theirs): join again in a few seconds"
+        )
 
     # -- anonymous grants --------------------------------------------------------------
 
@@ -219,7 +238,8 @@ class GroupDesk:
             raise NotFound(f"no member of {self.name} has this tracing key")
         identified, _ = self.book.identify(opening, member)
         enrolment = to_hex(identified.enrolment)
-        self._outbox.enqueue("identify", f"identify:{opening}", {"opening": opening, "enrolment": enrolment})
+        item = self._outbox.enqueue("identify", f"identify:{opening}", {"opening": opening, "enrolment": enrolment})
+        self._outbox.retry(item)  # a revert before does not bind this new request: the chain may have changed
         return {"opening": opening, "uid": identified.uid, "enrolment": enrolment, "project": identified.project}
 
 
