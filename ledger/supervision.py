@@ -6,6 +6,11 @@ contract holds them, raw (96 bytes x‖y), and come back as `G1Point`s where the
 checked on chain; a rejected share's point is kept as the bytes its sender sent,
 since it may be no point at all. Supervisors are numbered 1..n, their position in
 the committee plus one; members are named by their centre names.
+
+Every request is an opening of its own, in the pool of its ciphertext's C1 (named by
+the id of the first opening of that C1): decryption shares are the pool's, one per
+supervisor, their proofs bind the pool id, each is given for one opening, and the t-th
+accepted share opens each opening an accepted share was given for (no other).
 """
 
 from __future__ import annotations
@@ -91,7 +96,7 @@ class DealInfo:
 
 @dataclass(frozen=True)
 class Opening:
-    """One request to open a group signature, and how far it went."""
+    """One request to open a group signature, and how far its pool went."""
 
     id: int
     requester: str
@@ -103,14 +108,29 @@ class Opening:
     c1: G1Point
     c2: G1Point
     accepted: int
+    """Accepted shares of its pool."""
     opened: bool
+    """Opened to its own T: its pool reached t accepted shares, one of them given for it."""
     tracing_key: G1Point | None
     enrolment: bytes | None
+    pool: int
+    """The pool of its C1: the id of the first opening of that C1, the id its shares' proofs bind."""
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The decryption shares of one ciphertext C1 and the openings of it, in request order."""
+
+    id: int
+    c1: G1Point
+    accepted: int
+    opened: bool
+    openings: tuple[int, ...]
 
 
 @dataclass(frozen=True)
 class ShareInfo:
-    """Supervisor `index`'s share for an opening, as submitted (d raw, possibly no point at all)."""
+    """Supervisor `index`'s share for an opening's pool, as submitted (d raw, possibly no point at all)."""
 
     opening: int
     index: int
@@ -118,11 +138,13 @@ class ShareInfo:
     d: bytes
     c: int
     z: int
+    given: int = 0
+    """The opening it was given for (whose claim its supervisor checked); 0 for none."""
 
 
 @dataclass(frozen=True)
 class Submitted:
-    """What one submitted share did: accepted or rejected, and the tracing key if it opened the signature."""
+    """What one submitted share did: accepted or rejected, and the opening's tracing key if it opened its pool."""
 
     accepted: bool
     tracing_key: G1Point | None
@@ -195,8 +217,8 @@ class Supervision:
         return int(self.contract.events.OpeningRequested().process_receipt(receipt, errors=DISCARD)[0]["args"]["id"])
 
     def submit_share(self, account: LocalAccount, opening: int, share: Share) -> Submitted:
-        """The caller's decryption share with its proof (auth.group.opening.decryption_share); a bad one is
-        recorded as rejected, not refused."""
+        """The caller's decryption share with its proof (auth.group.opening.decryption_share, for the opening's
+        pool id), given for `opening`; a bad one is recorded as rejected, not refused."""
         return self.submit_raw_share(account, opening, g1_raw(share.d), share.c, share.z)
 
     def submit_raw_share(self, account: LocalAccount, opening: int, d: bytes, c: int, z: int) -> Submitted:
@@ -204,9 +226,7 @@ class Supervision:
         receipt = self._send(self.contract.functions.submitShare(opening, bytes(d), c, z), account)
         events = self.contract.events
         accepted = bool(events.ShareAccepted().process_receipt(receipt, errors=DISCARD))
-        opened = events.Opened().process_receipt(receipt, errors=DISCARD)
-        key = g1_from_raw(bytes(opened[0]["args"]["tracingKey"]), allow_identity=True) if opened else None
-        return Submitted(accepted=accepted, tracing_key=key)
+        return Submitted(accepted=accepted, tracing_key=self._opened(receipt).get(opening))
 
     def identify(self, account: LocalAccount, opening: int, enrolment: bytes) -> TxReceipt:
         """The home records the enrolment it mapped the opened tracing key to."""
@@ -284,7 +304,7 @@ class Supervision:
         """The opening (ChainRevert UnknownOpening for an id never given)."""
         o = self._call(self.contract.functions.opening(opening))
         (requester, home, transaction, signature_hash, reason, requested_at) = o[:6]
-        (c1, c2, accepted, opened, tracing_key, enrolment) = o[6:]
+        (c1, c2, accepted, opened, tracing_key, enrolment, pool) = o[6:]
         return Opening(
             id=opening,
             requester=centre_name(bytes(requester)),
@@ -299,13 +319,25 @@ class Supervision:
             opened=bool(opened),
             tracing_key=_point(tracing_key, "T"),
             enrolment=bytes(enrolment) if any(enrolment) else None,
+            pool=int(pool),
         )
 
+    def pool(self, pool: int) -> Pool:
+        """The pool named `pool` (ChainRevert UnknownOpening for an id that names no pool)."""
+        c1, accepted, opened, openings = self._call(self.contract.functions.poolOf(pool))
+        return Pool(pool, g1_from_raw(bytes(c1), what="C1"), int(accepted), bool(opened), tuple(map(int, openings)))
+
     def share_of(self, opening: int, i: int) -> ShareInfo:
-        state, d, c, z = self._call(self.contract.functions.shareOf(opening, i))
-        return ShareInfo(opening=opening, index=i, state=ShareState(state), d=bytes(d), c=int(c), z=int(z))
+        """Supervisor i's share for the opening's pool (state NONE for an unknown opening)."""
+        state, d, c, z, given = self._call(self.contract.functions.shareOf(opening, i))
+        return ShareInfo(opening, i, ShareState(state), bytes(d), int(c), int(z), int(given))
 
     # -- internals --------------------------------------------------------------------------
+
+    def _opened(self, receipt: TxReceipt) -> dict[int, G1Point]:
+        """The openings a transaction opened (`Opened`), with their tracing keys."""
+        opened = self.contract.events.Opened().process_receipt(receipt, errors=DISCARD)
+        return {int(e["args"]["id"]): g1_from_raw(bytes(e["args"]["tracingKey"]), allow_identity=True) for e in opened}
 
     def _send(self, fn: ContractFunction, account: LocalAccount) -> TxReceipt:
         return self.chain.transact(fn, account)

@@ -8,8 +8,8 @@ form); scalars are ints. Secrets come from a seeded generator, so a vector is
 the same on every run except for the DLEQ proof's random w (and therefore A1,
 A2, c, z), which are fresh, as they are in use.
 
-    v = dleq_vector(opening_id=1, index=2)      # a share of supervisor 2 and its proof
-    dleq_check(v["opening_id"], v["index"], v["y"], v["c1"], v["d"], v["c"], v["z"])  # True
+    v = dleq_vector(pool_id=1, index=2)         # a share of supervisor 2 and its proof
+    dleq_check(v["pool_id"], v["index"], v["y"], v["c1"], v["d"], v["c"], v["z"])  # True
     f = feldman_vector(t=3, j=2)                # commitments and a good share for recipient 2
     k = combine_vector(n=5, t=3, indexes=[1, 3, 5])   # shares whose combination is T
     d = dkg_vector(n=3, t=2)                    # a whole DKG: keys, deals, Y and every Y_j
@@ -61,23 +61,23 @@ def _mul(x: int, point: G1Point = G) -> G1Point:
     return point * to_scalar(x % R)
 
 
-def dleq_vector(opening_id: int, index: int) -> dict[str, Any]:
-    """Supervisor `index`'s valid decryption share of a fixed C1 for opening `opening_id`.
+def dleq_vector(pool_id: int, index: int) -> dict[str, Any]:
+    """Supervisor `index`'s valid decryption share of a fixed C1 for pool `pool_id` (the openings of that C1).
 
-    Keys: opening_id, index, x (the secret share), y (raw Y_i), c1, d (raw), c, z (ints),
+    Keys: pool_id, index, x (the secret share), y (raw Y_i), c1, d (raw), c, z (ints),
     a1, a2 (raw commitments the verifier recomputes), packed (the bytes keccak256 hashes,
-    i.e. abi.encodePacked("xcentre-dleq/1", id, i, Yi, C1, Di, A1, A2) with EIP-2537 points),
+    i.e. abi.encodePacked("xcentre-dleq/1", poolId, i, Yi, C1, Di, A1, A2) with EIP-2537 points),
     valid (True).
     """
-    rng = _rng("dleq", opening_id, index)
+    rng = _rng("dleq", pool_id, index)
     x, r = _scalar(rng), _scalar(rng)
     y, c1 = _mul(x), _mul(r)
-    share = decryption_share(x, index, c1, opening_id)
+    share = decryption_share(x, index, c1, pool_id)
     a1 = _mul(share.z) + (-_mul(share.c, y))
     a2 = _mul(share.z, c1) + (-_mul(share.c, share.d))
-    packed = DLEQ_TAG + uint256(opening_id) + uint256(index) + b"".join(g1_chain(p) for p in (y, c1, share.d, a1, a2))
+    packed = DLEQ_TAG + uint256(pool_id) + uint256(index) + b"".join(g1_chain(p) for p in (y, c1, share.d, a1, a2))
     return {
-        "opening_id": opening_id,
+        "pool_id": pool_id,
         "index": index,
         "x": x,
         "y": g1_raw(y),
@@ -88,17 +88,17 @@ def dleq_vector(opening_id: int, index: int) -> dict[str, Any]:
         "a1": g1_raw(a1),
         "a2": g1_raw(a2),
         "packed": packed,
-        "valid": verify_share(share, y, c1, opening_id),
+        "valid": verify_share(share, y, c1, pool_id),
     }
 
 
-def dleq_check(opening_id: int, index: int, y: bytes, c1: bytes, d: bytes, c: int, z: int) -> bool:
+def dleq_check(pool_id: int, index: int, y: bytes, c1: bytes, d: bytes, c: int, z: int) -> bool:
     """The Python verdict on a share given as the contract gets it (False for any invalid point)."""
     try:
         y_i, c1_p, d_p = (g1_from_raw(b) for b in (y, c1, d))
     except GroupError:
         return False
-    return verify_share(Share(index=index, d=d_p, c=c, z=z), y_i, c1_p, opening_id)
+    return verify_share(Share(index=index, d=d_p, c=c, z=z), y_i, c1_p, pool_id)
 
 
 def feldman_vector(t: int, j: int) -> dict[str, Any]:

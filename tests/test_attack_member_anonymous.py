@@ -214,8 +214,8 @@ def test_shares_given_to_two_openings_of_one_ciphertext_never_reveal_it_off_the_
         second = sup.request_opening(world.accounts[OTHER], again, signed.home, keccak(b"record"), "another reason")
     except Exception:  # noqa: BLE001 - refused: one opening per ciphertext, as it should be
         return
-    if second != first:
-        sup.submit_share(world.sup(3), second, decryption_share(secrets[2], 3, c1, second))
+    if second != first:  # a share's proof binds the pool of its C1 (the id of the first opening of it)
+        sup.submit_share(world.sup(3), second, decryption_share(secrets[2], 3, c1, sup.opening(second).pool))
     public = []
     for oid in {first, second}:
         for j in range(1, 6):

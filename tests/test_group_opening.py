@@ -19,7 +19,7 @@ from tests.group_vectors import combine_vector, dleq_check, dleq_vector, signatu
 
 G = G1Point()
 N, T_ = 5, 3
-OPENING = 7
+POOL = 7
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +28,7 @@ def committee() -> dict:
     sk = 0xABCDEF
     r = 0x1234567
     c1, c2 = G * to_scalar(r), tracing_key(sk) + Y * to_scalar(r)
-    shares = [decryption_share(x, i, c1, OPENING) for i, x in enumerate(xs, 1)]
+    shares = [decryption_share(x, i, c1, POOL) for i, x in enumerate(xs, 1)]
     return {
         "Y": Y,
         "xs": xs,
@@ -42,7 +42,7 @@ def committee() -> dict:
 
 def test_every_honest_share_verifies(committee: dict) -> None:
     for share, y in zip(committee["shares"], committee["ys"], strict=True):
-        assert verify_share(share, y, committee["c1"], OPENING)
+        assert verify_share(share, y, committee["c1"], POOL)
 
 
 def test_any_t_shares_open_and_no_t_minus_1_do(committee: dict) -> None:
@@ -57,11 +57,11 @@ def test_any_t_shares_open_and_no_t_minus_1_do(committee: dict) -> None:
 
 def test_a_share_made_with_a_wrong_secret_fails(committee: dict) -> None:
     c1, ys = committee["c1"], committee["ys"]
-    wrong = decryption_share((committee["xs"][0] + 1) % R, 1, c1, OPENING)
-    assert not verify_share(wrong, ys[0], c1, OPENING)
+    wrong = decryption_share((committee["xs"][0] + 1) % R, 1, c1, POOL)
+    assert not verify_share(wrong, ys[0], c1, POOL)
     # a true share checked against another supervisor's key, or under another index
-    assert not verify_share(committee["shares"][0], ys[1], c1, OPENING)
-    assert not verify_share(dataclasses.replace(committee["shares"][0], index=2), ys[0], c1, OPENING)
+    assert not verify_share(committee["shares"][0], ys[1], c1, POOL)
+    assert not verify_share(dataclasses.replace(committee["shares"][0], index=2), ys[0], c1, POOL)
 
 
 @pytest.mark.parametrize(
@@ -81,15 +81,15 @@ def test_a_share_made_with_a_wrong_secret_fails(committee: dict) -> None:
 )
 def test_a_tampered_share_fails_without_raising(committee: dict, change: Callable[[Share], object]) -> None:
     bad = change(committee["shares"][0])
-    assert verify_share(bad, committee["ys"][0], committee["c1"], OPENING) is False
+    assert verify_share(bad, committee["ys"][0], committee["c1"], POOL) is False
 
 
-def test_a_share_is_bound_to_its_opening_and_ciphertext(committee: dict) -> None:
+def test_a_share_is_bound_to_its_pool_and_ciphertext(committee: dict) -> None:
     share, y = committee["shares"][0], committee["ys"][0]
-    assert not verify_share(share, y, committee["c1"], OPENING + 1)
-    assert not verify_share(share, y, committee["c1"] + G, OPENING)
+    assert not verify_share(share, y, committee["c1"], POOL + 1)
+    assert not verify_share(share, y, committee["c1"] + G, POOL)
     assert not verify_share(share, y, committee["c1"], -1)
-    assert not verify_share(share, G1Point.identity(), committee["c1"], OPENING)
+    assert not verify_share(share, G1Point.identity(), committee["c1"], POOL)
 
 
 def test_the_challenge_is_solidity_abi_encode_packed(committee: dict) -> None:
@@ -104,10 +104,10 @@ def test_the_challenge_is_solidity_abi_encode_packed(committee: dict) -> None:
 
     packed = encode_packed(
         ["string", "uint256", "uint256", "bytes", "bytes", "bytes", "bytes", "bytes"],
-        ["xcentre-dleq/1", OPENING, 3, *(eip2537(p) for p in (y, c1, share.d, a1, a2))],
+        ["xcentre-dleq/1", POOL, 3, *(eip2537(p) for p in (y, c1, share.d, a1, a2))],
     )
     assert int.from_bytes(keccak(packed), "big") % R == share.c
-    assert dleq_challenge(OPENING, 3, y, c1, share.d, a1, a2) == share.c
+    assert dleq_challenge(POOL, 3, y, c1, share.d, a1, a2) == share.c
 
 
 def test_combine_refuses_no_share_and_a_repeated_index(committee: dict) -> None:
@@ -121,7 +121,7 @@ def test_combine_refuses_no_share_and_a_repeated_index(committee: dict) -> None:
 
 
 def test_decryption_share_refuses_bad_input(committee: dict) -> None:
-    for x, i, c1, opening in (
+    for x, i, c1, pool in (
         (0, 1, committee["c1"], 1),
         (R, 1, committee["c1"], 1),
         (5, 0, committee["c1"], 1),
@@ -130,19 +130,19 @@ def test_decryption_share_refuses_bad_input(committee: dict) -> None:
         (5, 1, committee["c1"], 1 << 256),
     ):
         with pytest.raises(GroupError):
-            decryption_share(x, i, c1, opening)
+            decryption_share(x, i, c1, pool)
 
 
 # --- the vectors a contract test uses agree with the verdicts here ------------------------------
 
 
 def test_dleq_vector_is_valid_and_its_tampered_forms_are_not() -> None:
-    v = dleq_vector(opening_id=3, index=2)
-    args = (v["opening_id"], v["index"], v["y"], v["c1"], v["d"], v["c"], v["z"])
+    v = dleq_vector(pool_id=3, index=2)
+    args = (v["pool_id"], v["index"], v["y"], v["c1"], v["d"], v["c"], v["z"])
     assert v["valid"] and dleq_check(*args)
     assert int.from_bytes(keccak(v["packed"]), "big") % R == v["c"]
     assert not dleq_check(4, *args[1:])
-    assert not dleq_check(v["opening_id"], 1, *args[2:])
+    assert not dleq_check(v["pool_id"], 1, *args[2:])
     assert not dleq_check(*args[:5], (v["c"] + 1) % R, v["z"])
     assert not dleq_check(*args[:4], v["c1"], v["c"], v["z"])  # D = C1
     assert not dleq_check(*args[:4], bytes(96), v["c"], v["z"])  # D the identity

@@ -239,7 +239,7 @@ class Anonymous:
     key_files: dict[str, Path]
     operator_files: dict[str, Path]
     membership: GroupMembership
-    """alice's membership: more signatures of her order, each its own ciphertext (a ciphertext is opened once)."""
+    """alice's membership: more signatures of her order, each its own ciphertext (so its own pool of shares)."""
 
     def again(self) -> bytes:
         """Another signature of alice over her job's order: valid for the same transaction, another ciphertext."""
@@ -373,7 +373,7 @@ def test_an_opening_asked_shared_forged_opened_and_identified(consortium, anonym
 def test_a_supervisor_refuses_to_share_for_what_it_cannot_check(consortium, anonymous):
     """An opening that names another home than the signature's, a transaction it does not sign (its record's digest,
     or none), or a signature no centre serves: no share. (Each opening is of another signature of alice's order,
-    served by a gateway of the test's: a ciphertext is opened once, and who serves it does not matter.)"""
+    served by a gateway of the test's: each its own pool of shares, and who serves it does not matter.)"""
     supervision = Supervision.of(consortium.chain, consortium.deployment)
     asker = consortium.centres["ai-c"].account
     signatures = [anonymous.again() for _ in range(3)]
@@ -444,6 +444,43 @@ def test_a_supervisor_shares_only_for_a_valid_signature_over_the_openings_transa
         assert json.loads(out)["accepted"] and supervision.share_of(honest, 3).state == ShareState.ACCEPTED
     finally:
         hostile.server.shutdown()
+
+
+def test_a_first_request_naming_a_wrong_transaction_blocks_nothing(consortium, anonymous):
+    """Anyone may fetch alice's signature and ask first, naming a transaction it does not sign: nobody shares for that
+    opening, and it stays unopened. The honest request of the same signature is an opening of its own, in the same
+    pool of shares, shared for and opened. A request of the ciphertext once it is opened gets no share."""
+    supervision = Supervision.of(consortium.chain, consortium.deployment)
+    asker = consortium.centres["ai-c"].account
+    signature, order = anonymous.again(), from_hex(anonymous.order)
+    hostile = HostileGateway()
+
+    def share(who: str, opening: int):
+        return supervise(consortium, "share", anonymous, who, opening=opening, centre="hpc-a", gateway=hostile.url)
+
+    try:
+        hostile.serve(signature, order)
+        squat = supervision.request_opening(asker, signature, "hpc-a", keccak(b"no such order"), "first!")
+        honest = supervision.request_opening(asker, signature, "hpc-a", order, "abuse report 18")
+        assert supervision.opening(honest).pool == squat
+        code, _, err = share("hpc-a", squat)
+        assert code == 2 and "no valid group signature over the opening's transaction" in err, err
+        code, out, err = share("hpc-a", honest)
+        assert code == 0 and not json.loads(out)["opened"], err
+        code, out, err = share("ai-c", honest)
+        assert code == 0, err
+        assert json.loads(out)["opened"] and from_hex(json.loads(out)["tracing_key"]) == anonymous.member_key
+        later = supervision.request_opening(asker, signature, "hpc-a", order, "again")
+        code, _, err = share("cloud-b", later)
+        assert code == 2 and "was opened already" in err, err
+    finally:
+        hostile.server.shutdown()
+    assert not supervision.opening(squat).opened and not supervision.opening(later).opened
+    code, out, err = supervise(consortium, "status", opening=squat)
+    assert code == 0, err
+    assert f"also asked for by opening(s) {honest}, {later}" in out
+    assert f"share hpc-a (1): accepted, given for opening {honest}" in out
+    assert f"not opened: no supervisor shared for it; its ciphertext was opened through opening(s) {honest}" in out
 
 
 def test_bad_input_is_refused_with_nothing_sent(consortium, anonymous, tmp_path):

@@ -19,13 +19,17 @@ from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 from py_arkworks_bls12381 import G1Point, Scalar
 from web3.logs import DISCARD
+from web3.types import TxReceipt
 
 from auth.bbs.encoding import R
 from auth.credentials import generate_issuer_key
 from auth.group import (
+    Share,
     ciphertext,
+    combine,
     decryption_share,
     dkg,
+    g1_from_raw,
     g1_raw,
     issue_group_credential,
     join_request,
@@ -515,6 +519,7 @@ def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secr
     c1, c2 = ciphertext(signed.signature)
     assert (o.requester, o.home, o.transaction, o.reason) == (OTHER, signed.home, keccak(b"record"), "abuse")
     assert (o.c1, o.c2, o.accepted, o.opened, o.tracing_key, o.enrolment) == (c1, c2, 0, False, None, None)
+    assert o.pool == oid  # the first opening of its ciphertext names its pool
     reverts("NotOpened", sup.identify, world.accounts[signed.home], oid, b"\x01" * 32)
     for j in (2, 4):
         done = sup.submit_share(world.sup(j), oid, decryption_share(secrets[j - 1], j, c1, oid))
@@ -525,12 +530,12 @@ def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secr
     receipt = sup.chain.transact(
         sup.contract.functions.submitShare(oid, g1_raw(share.d), share.c, share.z), world.sup(5)
     )
-    assert events(sup, "ShareAccepted", receipt) == [{"id": oid, "index": 5}]
+    assert events(sup, "ShareAccepted", receipt) == [{"id": oid, "pool": oid, "index": 5}]
     (opened,) = events(sup, "Opened", receipt)
     assert opened["tracingKey"] == g1_raw(signed.T)  # T of the member who signed
     o = sup.opening(oid)
     assert o.opened and o.tracing_key == signed.T and o.accepted == 3
-    assert sup.share_of(oid, 5) == ShareInfo(oid, 5, ShareState.ACCEPTED, g1_raw(share.d), share.c, share.z)
+    assert sup.share_of(oid, 5) == ShareInfo(oid, 5, ShareState.ACCEPTED, g1_raw(share.d), share.c, share.z, oid)
     late = decryption_share(secrets[0], 1, c1, oid)
     reverts("AlreadyOpened", sup.submit_share, world.sup(1), oid, late)
     # the home alone records whom it mapped T to, once
@@ -543,23 +548,142 @@ def test_three_shares_of_five_open_a_signature_and_two_do_not(world, keyed, secr
     reverts("AlreadyIdentified", sup.identify, world.accounts[signed.home], oid, enrolment)
 
 
-def test_a_ciphertext_is_opened_once_and_a_second_request_for_it_names_the_first(world, keyed, secrets):
+def opened_events(sup: Supervision, receipt) -> dict[int, bytes]:
+    """The openings a transaction opened, with their tracing keys (raw), in order."""
+    return {e["id"]: bytes(e["tracingKey"]) for e in events(sup, "Opened", receipt)}
+
+
+def submit(sup: Supervision, who: LocalAccount, oid: int, share: Share) -> TxReceipt:
+    """submitShare through opening `oid`: the receipt."""
+    return sup.chain.transact(sup.contract.functions.submitShare(oid, g1_raw(share.d), share.c, share.z), who)
+
+
+def test_a_bogus_first_request_for_a_ciphertext_blocks_nothing(world, keyed, secrets):
+    """A member fetches a signature (its server is public) and asks first, naming a wrong transaction, or a blob with
+    the real C1 and a C2 of its own: honest supervisors share for neither. The honest request still gets its own
+    opening, in the same pool (one C1), and the honest shares given for it open it on the record. The bogus openings
+    stay on the record unopened: nobody shared for them, and a C2 of the asker's choosing must open to nothing (once
+    x·C1 is public, C2 = T_victim + x·C1 would open to anyone's key); nor is a request made after the pool opened."""
     sup = keyed.sup
     signed = group_signature(sup.public_key())
-    sig, c1 = signed.signature, ciphertext(signed.signature)[0]
-    oid = request(world, sup, signed)
-    other_c2 = g1_raw(mul(7))
-    for again in (sig, sig[:-1] + bytes([sig[-1] ^ 1]), sig[:105] + other_c2 + sig[201:]):  # same C1, other bytes
-        for who in (world.accounts[OTHER], world.sup(2)):
-            error = reverts("AlreadyRequested", sup.request_opening, who, again, signed.home, keccak(b"x"), "again")
-            assert error.error_args == (oid,)
-    assert sup.opening_count() == oid
-    # the shares go to the one opening of C1, which opens on the record
-    for j in (1, 2, 3):
-        sup.submit_share(world.sup(j), oid, decryption_share(secrets[j - 1], j, c1, oid))
-    assert sup.opening(oid).tracing_key == signed.T
-    reverts("AlreadyRequested", sup.request_opening, world.accounts[OTHER], sig, signed.home, keccak(b"x"), "later")
-    assert request(world, sup, group_signature(sup.public_key())) == oid + 1  # another ciphertext is another opening
+    sig = signed.signature
+    c1, c2 = ciphertext(sig)
+    enrolment = keccak(b"the signer's enrolment")
+    world.enrol(signed.home, enrolment)
+    asker, home = world.accounts[OTHER], world.accounts[signed.home]
+    wrong = sup.request_opening(asker, sig, signed.home, keccak(b"a wrong transaction"), "first!")
+    blob = sig[:105] + g1_raw(mul(7)) + sig[201:]  # the real C1, a C2 of the asker's choosing
+    receipt = sup.chain.transact(
+        sup.contract.functions.requestOpening(blob, centre_id(signed.home), keccak(b"record"), "first too"), asker
+    )
+    (asked,) = events(sup, "OpeningRequested", receipt)
+    blobbed = asked["id"]
+    assert asked["pool"] == wrong
+    honest = request(world, sup, signed)
+    assert (blobbed, honest) == (wrong + 1, wrong + 2)  # no request is refused for its ciphertext
+    assert {sup.opening(k).pool for k in (wrong, blobbed, honest)} == {wrong}  # a pool is named by its first opening
+    assert sup.pool(wrong).openings == (wrong, blobbed, honest) and not sup.pool(wrong).opened
+    reverts("UnknownOpening", sup.pool, blobbed)  # an opening, not a pool
+    for j in (1, 2):
+        assert sup.submit_share(world.sup(j), honest, decryption_share(secrets[j - 1], j, c1, wrong)).accepted
+    assert not any(sup.opening(k).opened for k in (wrong, blobbed, honest))
+    receipt = submit(sup, world.sup(3), honest, decryption_share(secrets[2], 3, c1, wrong))
+    assert events(sup, "ShareAccepted", receipt) == [{"id": honest, "pool": wrong, "index": 3}]
+    assert opened_events(sup, receipt) == {honest: g1_raw(signed.T)}
+    o = sup.opening(honest)
+    assert o.opened and o.tracing_key == signed.T and o.accepted == 3 and o.pool == wrong and sup.pool(wrong).opened
+    for k in (wrong, blobbed):
+        assert (sup.opening(k).opened, sup.opening(k).tracing_key, sup.opening(k).accepted) == (False, None, 3)
+        reverts("NotOpened", sup.identify, home, k, enrolment)
+    # the shares are the pool's, each naming the opening it was given for
+    assert [sup.share_of(k, 3).given for k in (wrong, blobbed, honest)] == [honest] * 3
+    sup.identify(home, honest, enrolment)
+    assert sup.opening(honest).enrolment == enrolment
+    # x·C1 is public now: a blob with C2 = T_victim + x·C1 is recorded, and opens to nothing
+    victim_T = tracing_key(new_member_secret())
+    framing = sig[:105] + g1_raw(victim_T + (c2 - signed.T)) + sig[201:]
+    receipt = sup.chain.transact(
+        sup.contract.functions.requestOpening(framing, centre_id(signed.home), keccak(b"a framed deed"), "x"), home
+    )
+    (late,) = [e["id"] for e in events(sup, "OpeningRequested", receipt)]
+    assert not opened_events(sup, receipt) and sup.opening(late).pool == wrong
+    assert not sup.opening(late).opened and sup.opening(late).tracing_key is None
+    reverts("AlreadyOpened", sup.submit_share, world.sup(4), late, decryption_share(secrets[3], 4, c1, wrong))
+    reverts("NotOpened", sup.identify, home, late, enrolment)
+
+
+def test_shares_given_through_two_openings_of_one_ciphertext_count_in_one_pool_and_open_it_on_chain(
+    world, keyed, secrets
+):
+    """D_i = x_i·C1 does not depend on the opening: whatever shares of one C1 are on chain, through whichever
+    openings, count together, and the t-th opens on the record every opening they were given for."""
+    sup = keyed.sup
+    signed = group_signature(sup.public_key())
+    sig = signed.signature
+    c1, c2 = ciphertext(sig)
+    first = request(world, sup, signed, "weak reason")
+    again = sig[:-1] + bytes([sig[-1] ^ 1])  # the same C1 and C2 in another blob
+    second = sup.request_opening(world.accounts[OTHER], again, signed.home, keccak(b"record"), "another reason")
+    assert sup.opening(second).pool == first and second != first
+    for j in (1, 2):
+        sup.submit_share(world.sup(j), first, decryption_share(secrets[j - 1], j, c1, first))
+    o = sup.opening(second)
+    assert o.accepted == 2 and not o.opened  # the second opening sees the pool's two shares
+    assert [sup.share_of(second, j).state for j in (1, 2, 3)] == [ShareState.ACCEPTED] * 2 + [ShareState.NONE]
+    receipt = submit(sup, world.sup(3), second, decryption_share(secrets[2], 3, c1, first))
+    assert opened_events(sup, receipt) == {second: g1_raw(signed.T), first: g1_raw(signed.T)}
+    public = [
+        Share(j, g1_from_raw(info.d), info.c, info.z)
+        for j in range(1, 6)
+        if (info := sup.share_of(first, j)).state == ShareState.ACCEPTED
+    ]
+    assert [s.index for s in public] == [1, 2, 3] and combine(c2, public) == signed.T
+    assert all(sup.opening(k).opened and sup.opening(k).tracing_key == signed.T for k in (first, second))
+
+
+def test_a_supervisor_shares_once_per_ciphertext_whatever_the_opening(world, keyed, secrets):
+    sup = keyed.sup
+    signed = group_signature(sup.public_key())
+    c1 = ciphertext(signed.signature)[0]
+    first = request(world, sup, signed)
+    second = request(world, sup, signed, "again")
+    honest = [decryption_share(secrets[j - 1], j, c1, first) for j in range(1, 6)]
+    assert sup.submit_share(world.sup(1), first, honest[0]).accepted
+    error = reverts("AlreadyShared", sup.submit_share, world.sup(1), second, honest[0])
+    assert error.error_args == (first, 1)  # named by its pool
+    # a rejected share blocks its sender for the pool too, and names the opening it was given for
+    receipt = sup.chain.transact(
+        sup.contract.functions.submitShare(second, g1_raw(honest[1].d), honest[1].c, (honest[1].z + 1) % R),
+        world.sup(2),
+    )
+    assert events(sup, "ShareRejected", receipt) == [
+        {"id": second, "pool": first, "index": 2, "supervisor": centre_id(SUPERVISORS[1])}
+    ]
+    reverts("AlreadyShared", sup.submit_share, world.sup(2), first, honest[1])
+    # the proof binds the pool, not the opening a share is given for
+    bound_to_second = decryption_share(secrets[2], 3, c1, second)
+    assert sup.submit_share(world.sup(3), second, bound_to_second).accepted is False
+    assert sup.share_of(first, 3).state == ShareState.REJECTED and sup.share_of(first, 3).given == second
+    o = sup.opening(first)
+    assert o.accepted == 1 and not o.opened
+
+
+def test_openings_nobody_shared_for_add_nothing_to_the_share_that_opens(world, keyed, secrets):
+    """Any member may ask for openings of a C1 it saw, as many as it likes: the share that opens the pool opens only
+    the openings an accepted share was given for (at most t), so its cost does not grow with the others."""
+    sup = keyed.sup
+    signed = group_signature(sup.public_key())
+    c1 = ciphertext(signed.signature)[0]
+    pool = request(world, sup, signed, "bogus 0")
+    for k in range(1, 12):
+        request(world, sup, signed, f"bogus {k}")
+    honest = request(world, sup, signed, "the abuse report")
+    assert len(sup.pool(pool).openings) == 13
+    for j in (1, 2):
+        sup.submit_share(world.sup(j), honest, decryption_share(secrets[j - 1], j, c1, pool))
+    receipt = submit(sup, world.sup(3), honest, decryption_share(secrets[2], 3, c1, pool))
+    assert opened_events(sup, receipt) == {honest: g1_raw(signed.T)}
+    assert receipt["gasUsed"] < 420_000  # the ceiling of the share that opens a pool of one opening
 
 
 def test_an_opening_is_identified_only_as_an_enrolment_its_home_made_before_the_request(world, keyed, secrets):
@@ -603,7 +727,7 @@ def test_forged_shares_are_rejected_on_the_record_naming_their_sender(world, key
     for j, (d, c, z) in forged.items():
         receipt = sup.chain.transact(sup.contract.functions.submitShare(oid, d, c, z), world.sup(j))
         assert events(sup, "ShareRejected", receipt) == [
-            {"id": oid, "index": j, "supervisor": centre_id(SUPERVISORS[j - 1])}
+            {"id": oid, "pool": oid, "index": j, "supervisor": centre_id(SUPERVISORS[j - 1])}
         ]
         assert not events(sup, "ShareAccepted", receipt)
         assert sup.share_of(oid, j).state == ShareState.REJECTED
@@ -661,7 +785,7 @@ def test_openings_refuse_bad_requests_with_named_errors(world, keyed, secrets):
         reverts("UnknownOpening", sup.identify, member, unknown, b"\x01" * 32)
         reverts("UnknownOpening", sup.opening, unknown)
     assert sup.share_of(oid, 1).state == ShareState.NONE and sup.share_of(oid, 1).d == b""
-    # a share of another opening (its proof binds the opening id) is rejected here
+    # a share of another ciphertext's pool (its proof binds the pool id) is rejected here
     other = decryption_share(secrets[0], 1, sup.opening(oid).c1, oid - 1)
     assert sup.submit_share(world.sup(1), oid, other).accepted is False
 
@@ -691,12 +815,15 @@ def test_gas_of_the_supervision_steps(world, keyed, secrets):
         fns.submitShare(oid, g1_raw(shares[4].d), shares[4].c, shares[4].z), world.sup(5)
     )["gasUsed"]
     gas["identify"] = tx(fns.identify(oid, keccak(b"e")), world.accounts[signed.home])["gasUsed"]
+    again = tx(fns.requestOpening(signed.signature, centre_id(signed.home), keccak(b"r"), "abuse"), world.sup(2))
+    gas["requestOpening (its pool opened)"] = again["gasUsed"]  # opened as it is asked for
     print("Supervision gas (n = 5, t = 3):", gas)
     ceilings = {
         "register": 150_000,
         "deal": 850_000,
         "finalize": 800_000,
-        "requestOpening": 400_000,
+        "requestOpening": 450_000,
+        "requestOpening (its pool opened)": 450_000,
         "submitShare (accepted)": 260_000,
         "submitShare (rejected)": 260_000,
         "submitShare (rejected, no point)": 320_000,

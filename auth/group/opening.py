@@ -1,13 +1,16 @@
 """Threshold ElGamal decryption of a group signature's (C1, C2), each share proven.
 
 Supervisor i (1..n) holds x_i, a share of the joint secret x (Y = x·G) from
-the DKG (``dkg``), and publishes Y_i = x_i·G. For an opening of a ciphertext
-(C1, C2) = (r·G, T + r·Y) it gives the decryption share D_i = x_i·C1 with a
+the DKG (``dkg``), and publishes Y_i = x_i·G. For a ciphertext (C1, C2) =
+(r·G, T + r·Y) it gives the decryption share D_i = x_i·C1 with a
 Chaum–Pedersen proof ("Wallet databases with observers", CRYPTO 1992) that
 log_G(Y_i) = log_C1(D_i), made non-interactive with Fiat–Shamir over keccak256
 exactly as the Supervision contract recomputes it:
-``c = keccak256(abi.encodePacked("xcentre-dleq/1", opening_id, i, Y_i, C1,
+``c = keccak256(abi.encodePacked("xcentre-dleq/1", pool_id, i, Y_i, C1,
 D_i, A1, A2)) mod r`` with uint256 integers and EIP-2537 (128-byte) points.
+D_i does not depend on the opening, so the contract pools the shares of one C1
+(its pool id, the id of the first opening of that C1, is the id hashed in), and
+they open every opening of that C1 at once.
 Any t valid shares give T = C2 − Σ λ_i·D_i (Lagrange at 0 over their
 indexes); t−1 shares are independent of T (Shamir), and a share whose proof
 fails names its sender.
@@ -43,9 +46,9 @@ class Share:
     z: int
 
 
-def dleq_challenge(opening_id: int, index: int, y_i: G1Point, c1: G1Point, d: G1Point, a1: G1Point, a2: G1Point) -> int:
+def dleq_challenge(pool_id: int, index: int, y_i: G1Point, c1: G1Point, d: G1Point, a1: G1Point, a2: G1Point) -> int:
     """The Fiat–Shamir challenge of a share, as Solidity computes it (keccak256 of the packed bytes, mod r)."""
-    packed = DLEQ_TAG + uint256(opening_id) + uint256(index) + b"".join(g1_chain(p) for p in (y_i, c1, d, a1, a2))
+    packed = DLEQ_TAG + uint256(pool_id) + uint256(index) + b"".join(g1_chain(p) for p in (y_i, c1, d, a1, a2))
     return int.from_bytes(keccak(packed), "big") % ORDER
 
 
@@ -61,22 +64,22 @@ def _point(p: object, what: str) -> G1Point:
     return p
 
 
-def decryption_share(x_i: int, i: int, c1: G1Point, opening_id: int) -> Share:
-    """Supervisor i's share of the opening `opening_id` of ciphertext (C1, ·), with its DLEQ proof."""
+def decryption_share(x_i: int, i: int, c1: G1Point, pool_id: int) -> Share:
+    """Supervisor i's share of ciphertext (C1, ·) for the pool `pool_id` of its openings, with its DLEQ proof."""
     if not isinstance(x_i, int) or isinstance(x_i, bool) or not 0 < x_i < ORDER:
         raise GroupError("a supervisor's secret share must be an integer in [1, r)")
     i, c1 = _index(i), _point(c1, "C1")
-    uint256(opening_id)
+    uint256(pool_id)
     x = to_scalar(x_i)
     w = random_scalar()
     ws = to_scalar(w)
     y_i, d = _G * x, c1 * x
     a1, a2 = _G * ws, c1 * ws
-    c = dleq_challenge(opening_id, i, y_i, c1, d, a1, a2)
+    c = dleq_challenge(pool_id, i, y_i, c1, d, a1, a2)
     return Share(index=i, d=d, c=c, z=(w + c * x_i) % ORDER)
 
 
-def verify_share(share: Share, y_i: G1Point, c1: G1Point, opening_id: int) -> bool:
+def verify_share(share: Share, y_i: G1Point, c1: G1Point, pool_id: int) -> bool:
     """Is `share` supervisor share.index's true share of C1, by its verification key y_i? Never raises."""
     try:
         if not isinstance(share, Share):
@@ -88,7 +91,7 @@ def verify_share(share: Share, y_i: G1Point, c1: G1Point, opening_id: int) -> bo
                 return False
         a1 = msm([_G, y_i], [share.z, -share.c])
         a2 = msm([c1, d], [share.z, -share.c])
-        return dleq_challenge(opening_id, i, y_i, c1, d, a1, a2) == share.c
+        return dleq_challenge(pool_id, i, y_i, c1, d, a1, a2) == share.c
     except (GroupError, ValueError, TypeError, OverflowError):
         return False
 

@@ -28,8 +28,15 @@ import {IdentityRegistry} from "./IdentityRegistry.sol";
 ///      who registered (at least `threshold` of them, or no key can ever be made). A seat that did not
 ///      register is empty: it deals, complains, acknowledges and shares nothing, has no verification
 ///      key, and its 128-byte slot in each deal's shares is not read (dealers fill it with anything).
-///      A ciphertext (C1) is opened at most once: a second request for it names the first, since the
-///      decryption shares x_i·C1 of two openings of one C1 would combine into T off the record.
+///      Every request is an opening of its own (its requester, home, transaction, reason, C2), and the
+///      openings of one ciphertext C1 share one pool of decryption shares: D_i = x_i·C1 does not depend
+///      on the opening, so a supervisor gives one share per C1, for the opening whose claim it checked,
+///      and the shares of one C1 count together whichever openings they were given for. The t-th fixes
+///      x·C1 and opens each opening a share was given for, to its own T = C2 − x·C1: the shares on
+///      record never combine into a T with no opening opened, and a bogus first request (a wrong
+///      transaction, a C2 of its asker's own) blocks nothing. An opening nobody shared for is never
+///      opened, not even once x·C1 is public: its C2 is its asker's choice (T_victim + x·C1 would
+///      "open" to anyone's key), so only a supervisor's check makes a T mean something.
 contract Supervision {
     /// @dev A raw point (x‖y, 96 bytes) in three words.
     struct G1Raw {
@@ -49,21 +56,28 @@ contract Supervision {
         bool finalized;
     }
 
-    /// @dev One request to open a group signature.
+    /// @dev One request to open a group signature; its C1 is its pool's.
     struct OpeningRecord {
         bytes32 requester;
         bytes32 home;
         bytes32 transaction;
         bytes32 signatureHash;
         uint64 requestedAt;
+        uint64 pool;
+        bool opened;
+        bytes32 enrolment;
+        G1Raw c2;
+        string reason;
+    }
+
+    /// @dev The decryption shares of one ciphertext C1, named by the first opening of it.
+    struct Pool {
+        G1Raw c1;
         uint32 acceptedMask;
         uint8 accepted;
         bool opened;
-        bytes32 enrolment;
-        G1Raw c1;
-        G1Raw c2;
-        G1Raw tracingKey;
-        string reason;
+        G1Raw minusDecryption;
+        uint64[] openings;
     }
 
     /// @notice An opening as the views return it (points raw, 96 bytes; tracingKey empty until opened).
@@ -80,11 +94,21 @@ contract Supervision {
         bool opened;
         bytes tracingKey;
         bytes32 enrolment;
+        uint256 pool;
     }
 
-    /// @dev One supervisor's decryption share for one opening, accepted or rejected.
+    /// @notice A pool as the views return it.
+    struct PoolView {
+        bytes c1;
+        uint256 accepted;
+        bool opened;
+        uint256[] openings;
+    }
+
+    /// @dev One supervisor's decryption share for one pool, accepted or rejected, and the opening it was given for.
     struct ShareRecord {
         uint8 state;
+        uint64 opening;
         G1Raw d;
         uint256 c;
         uint256 z;
@@ -151,9 +175,12 @@ contract Supervision {
 
     uint256 private _openingCount;
     mapping(uint256 => OpeningRecord) private _openings;
+    /// @dev Pool id (its first opening's id) => the pool.
+    mapping(uint256 => Pool) private _pools;
+    /// @dev Pool id => supervisor index => its share.
     mapping(uint256 => mapping(uint256 => ShareRecord)) private _shares;
-    /// @dev keccak256 of a requested C1 (raw) => the opening of it.
-    mapping(bytes32 => uint256) private _openingOfCiphertext;
+    /// @dev keccak256 of a requested C1 (raw) => its pool.
+    mapping(bytes32 => uint256) private _poolOfCiphertext;
 
     /// @notice A supervisor posted its encryption key for the key generation's shares.
     /// @param index The supervisor's index (1-based).
@@ -195,6 +222,7 @@ contract Supervision {
     /// @param id The opening's id (from 1).
     /// @param requester The asking member's id.
     /// @param home The home centre the signature names (checked off chain).
+    /// @param pool The pool of its C1: the id of the first opening of that C1 (this one's, for a new C1).
     /// @param transaction The transaction, by its usage record's digest.
     /// @param signatureHash keccak256 of the group signature.
     /// @param reason Why.
@@ -202,22 +230,28 @@ contract Supervision {
         uint256 indexed id,
         bytes32 indexed requester,
         bytes32 indexed home,
+        uint256 pool,
         bytes32 transaction,
         bytes32 signatureHash,
         string reason
     );
-    /// @notice A supervisor's decryption share verified.
-    /// @param id The opening.
+    /// @notice A supervisor's decryption share verified; it counts in the pool, and opens the opening it was
+    ///         given for once the pool has threshold of them.
+    /// @param id The opening it was given for (whose claim the supervisor checked).
+    /// @param pool The pool it counts in.
     /// @param index The supervisor's index.
-    event ShareAccepted(uint256 indexed id, uint256 indexed index);
-    /// @notice A supervisor's decryption share did not verify (bad proof or bad point); it is kept.
-    /// @param id The opening.
+    event ShareAccepted(uint256 indexed id, uint256 indexed pool, uint256 indexed index);
+    /// @notice A supervisor's decryption share did not verify (bad proof or bad point); it is kept, and that
+    ///         supervisor shares no more for the pool.
+    /// @param id The opening it was given for.
+    /// @param pool The pool.
     /// @param index The supervisor's index.
     /// @param supervisor The supervisor's member id.
-    event ShareRejected(uint256 indexed id, uint256 indexed index, bytes32 supervisor);
-    /// @notice Threshold shares verified: the signature's tracing key is open.
+    event ShareRejected(uint256 indexed id, uint256 indexed pool, uint256 indexed index, bytes32 supervisor);
+    /// @notice The opening's pool has threshold shares that verified, one of them given for this opening:
+    ///         its tracing key is open.
     /// @param id The opening.
-    /// @param tracingKey T = C2 − Σ λ_i D_i, raw.
+    /// @param tracingKey T = C2 − Σ λ_i D_i (its own C2, the pool's shares), raw.
     event Opened(uint256 indexed id, bytes tracingKey);
     /// @notice The home recorded which of its enrolments the opened tracing key belongs to.
     /// @param id The opening.
@@ -243,9 +277,10 @@ contract Supervision {
     error KeyNotReady();
     /// @notice No opening has this id.
     error UnknownOpening(uint256 id);
-    /// @notice This supervisor has already submitted a share (accepted or rejected) for this opening.
-    error AlreadyShared(uint256 id, uint256 index);
-    /// @notice This opening is already open.
+    /// @notice This supervisor has already submitted a share (accepted or rejected) for this pool's ciphertext,
+    ///         through one of its openings.
+    error AlreadyShared(uint256 pool, uint256 index);
+    /// @notice This opening's pool is opened already: no share is taken for it any more.
     error AlreadyOpened(uint256 id);
     /// @notice This opening is not open yet.
     error NotOpened(uint256 id);
@@ -282,8 +317,6 @@ contract Supervision {
     error InvalidEnrolment();
     /// @notice The home had not enrolled this id in the IdentityRegistry when the opening was requested.
     error NotEnrolled(bytes32 home, bytes32 enrolment);
-    /// @notice This ciphertext's opening was requested already: that opening is the one to share for.
-    error AlreadyRequested(uint256 id);
     /// @notice This supervisor did not register before registration closed: its seat is empty.
     error NotRegistered(uint256 index);
     /// @notice The IdentityRegistry given is no contract, or not of this consortium (a sanity check).
@@ -489,9 +522,11 @@ contract Supervision {
     /// @notice Asks the committee to open a group signature: records who asks, for which
     ///         transaction and why, and the ciphertext (C1, C2) the signature carries.
     /// @dev Any member. The signature is 201 … 4096 bytes, version byte 0x01, C1 at bytes
-    ///      [9, 105) and C2 at [105, 201), both valid points other than the identity. One opening
-    ///      per C1 (`AlreadyRequested` names it): D_i = x_i·C1 does not depend on the opening, so
-    ///      shares given to two openings of one C1 would reveal T with neither opening opened.
+    ///      [9, 105) and C2 at [105, 201), both valid points other than the identity. Every request
+    ///      is a new opening, in the pool of its C1 (made with the first opening of that C1, and
+    ///      named by it): D_i = x_i·C1 does not depend on the opening, so the shares of one C1 are
+    ///      pooled. A request for a C1 already opened is recorded, and never opened: no share is
+    ///      taken for it, and its C2 could be anything.
     /// @param signature The group signature.
     /// @param home The home centre it names (a member).
     /// @param transaction The transaction's usage record digest.
@@ -508,61 +543,66 @@ contract Supervision {
         if (signature[0] != 0x01) revert UnknownSignatureVersion(uint8(signature[0]));
         if (bytes(reason).length > MAX_REASON) revert ReasonTooLong(bytes(reason).length);
         if (!consortium.isMember(home)) revert UnknownHome(home);
-        G1Raw memory c1 = _point(signature, 9);
-        G1Raw memory c2 = _point(signature, 105);
-        if (_isZero(c1) || _isZero(c2)) revert InvalidPoint();
-        _requireValid(bytes.concat(_chain(c1), bytes32(uint256(1)), _chain(c2), bytes32(uint256(1))), 2);
-        bytes32 ciphertext = keccak256(_bytes(c1));
-        uint256 earlier = _openingOfCiphertext[ciphertext];
-        if (earlier != 0) revert AlreadyRequested(earlier);
         id = ++_openingCount;
-        _openingOfCiphertext[ciphertext] = id;
         OpeningRecord storage o = _openings[id];
+        {
+            G1Raw memory c1 = _point(signature, 9);
+            G1Raw memory c2 = _point(signature, 105);
+            if (_isZero(c1) || _isZero(c2)) revert InvalidPoint();
+            _requireValid(bytes.concat(_chain(c1), bytes32(uint256(1)), _chain(c2), bytes32(uint256(1))), 2);
+            o.c2 = c2;
+            o.pool = uint64(_joinPool(id, c1));
+        }
         o.requester = requester;
         o.home = home;
         o.transaction = transaction;
         o.signatureHash = keccak256(signature);
         o.requestedAt = uint64(block.timestamp);
-        o.c1 = c1;
-        o.c2 = c2;
         o.reason = reason;
-        emit OpeningRequested(id, requester, home, transaction, o.signatureHash, reason);
+        emit OpeningRequested(id, requester, home, o.pool, transaction, o.signatureHash, reason);
     }
 
-    /// @notice The caller's decryption share D_i = x_i·C1 for an opening, with its Chaum–Pedersen
-    ///         proof (c, z) that log_G Y_i = log_C1 D_i. A share that verifies is accepted, and
-    ///         the threshold-th accepted share opens the signature (T = C2 − Σ λ_i D_i); one that
-    ///         does not (bad proof, bad point) is recorded as rejected and its sender named.
-    /// @dev c must equal keccak256("xcentre-dleq/1" ‖ id ‖ i ‖ Y_i ‖ C1 ‖ D_i ‖ A1 ‖ A2) mod r,
-    ///      with A1 = z·G − c·Y_i and A2 = z·C1 − c·D_i, the points in EIP-2537 form and id, i as
-    ///      32-byte words; c and z below r. One share per supervisor per opening, either way; a
-    ///      supervisor who did not register has no share of the key (`NotRegistered`).
-    /// @param id The opening.
+    /// @notice The caller's decryption share D_i = x_i·C1 for an opening's ciphertext, with its
+    ///         Chaum–Pedersen proof (c, z) that log_G Y_i = log_C1 D_i, given for the opening whose
+    ///         claim the supervisor checked; it counts in the pool of C1. A share that verifies is
+    ///         accepted, and the threshold-th accepted share opens the pool: x·C1 = Σ λ_i D_i is
+    ///         fixed, and each opening an accepted share was given for (at most threshold of them)
+    ///         is opened to T = C2 − x·C1 with its own C2. One that does not verify (bad proof, bad
+    ///         point) is recorded as rejected and its sender named.
+    /// @dev c must equal keccak256("xcentre-dleq/1" ‖ pool ‖ i ‖ Y_i ‖ C1 ‖ D_i ‖ A1 ‖ A2) mod r,
+    ///      with A1 = z·G − c·Y_i and A2 = z·C1 − c·D_i, the points in EIP-2537 form and the pool id
+    ///      (`opening(id).pool`), i as 32-byte words; c and z below r. One share per supervisor per
+    ///      pool, either way, through whichever opening (`AlreadyShared`); a supervisor who did not
+    ///      register has no share of the key (`NotRegistered`).
+    /// @param id The opening whose claim the supervisor checked.
     /// @param share D_i, raw (96 bytes).
     /// @param c The proof's challenge.
     /// @param z The proof's response.
     function submitShare(uint256 id, bytes calldata share, uint256 c, uint256 z) external {
         uint256 i = _callerIndex();
         OpeningRecord storage o = _opening(id);
-        if (o.opened) revert AlreadyOpened(id);
+        uint256 poolId = o.pool;
+        Pool storage pool = _pools[poolId];
+        if (pool.opened) revert AlreadyOpened(id);
         if (_dkg.registered & _bit(i) == 0) revert NotRegistered(i);
-        ShareRecord storage s = _shares[id][i];
-        if (s.state != NONE) revert AlreadyShared(id, i);
+        ShareRecord storage s = _shares[poolId][i];
+        if (s.state != NONE) revert AlreadyShared(poolId, i);
         if (share.length != RAW_POINT) revert BadLength(share.length);
         G1Raw memory d = _point(share, 0);
+        s.opening = uint64(id);
         s.d = d;
         s.c = c;
         s.z = z;
-        if (!_shareVerifies(id, i, o.c1, d, c, z)) {
+        if (!_shareVerifies(poolId, i, pool.c1, d, c, z)) {
             s.state = ANSWERED_OR_REJECTED;
-            emit ShareRejected(id, i, _supervisors[i - 1]);
+            emit ShareRejected(id, poolId, i, _supervisors[i - 1]);
             return;
         }
         s.state = OPEN_OR_ACCEPTED;
-        o.acceptedMask |= _bit(i);
-        o.accepted += 1;
-        emit ShareAccepted(id, i);
-        if (o.accepted == threshold) _open(id, o);
+        pool.acceptedMask |= _bit(i);
+        pool.accepted += 1;
+        emit ShareAccepted(id, poolId, i);
+        if (pool.accepted == threshold) _openPool(poolId, pool);
     }
 
     /// @notice The opening's home records the enrolment it mapped the opened tracing key to.
@@ -707,34 +747,61 @@ contract Supervision {
 
     /// @notice An opening.
     /// @param id The opening.
-    /// @return v The opening (reverts UnknownOpening).
+    /// @return v The opening (reverts UnknownOpening): `accepted` counts its pool's accepted shares,
+    ///         `tracingKey` is its own T = C2 − x·C1 once opened (empty otherwise).
     function opening(uint256 id) external view returns (Opening memory v) {
         OpeningRecord storage o = _opening(id);
+        Pool storage pool = _pools[o.pool];
         v.requester = o.requester;
         v.home = o.home;
         v.transaction = o.transaction;
         v.signatureHash = o.signatureHash;
         v.reason = o.reason;
         v.requestedAt = o.requestedAt;
-        v.c1 = _bytes(o.c1);
+        v.c1 = _bytes(pool.c1);
         v.c2 = _bytes(o.c2);
-        v.accepted = o.accepted;
+        v.accepted = pool.accepted;
         v.opened = o.opened;
-        v.tracingKey = o.opened ? _bytes(o.tracingKey) : bytes("");
+        v.tracingKey = o.opened ? _bytes(_tracingKey(o, _chain(pool.minusDecryption))) : bytes("");
         v.enrolment = o.enrolment;
+        v.pool = o.pool;
     }
 
-    /// @notice Supervisor i's share for an opening.
+    /// @notice The pool of one ciphertext's openings.
+    /// @param poolId The pool: the id of the first opening of its C1.
+    /// @return v C1 (raw), its accepted shares, whether it is opened, its openings in request order
+    ///         (reverts UnknownOpening for an id that names no pool).
+    function poolOf(uint256 poolId) external view returns (PoolView memory v) {
+        if (_opening(poolId).pool != poolId) revert UnknownOpening(poolId);
+        Pool storage p = _pools[poolId];
+        v.c1 = _bytes(p.c1);
+        v.accepted = p.accepted;
+        v.opened = p.opened;
+        uint256 n = p.openings.length;
+        v.openings = new uint256[](n);
+        for (uint256 k = 0; k < n; k++) {
+            v.openings[k] = p.openings[k];
+        }
+    }
+
+    /// @notice Supervisor i's share for an opening's ciphertext: its pool's, whichever opening it was
+    ///         given for (a pool's id is its first opening's, so `shareOf(pool, i)` reads the same).
     /// @param id The opening.
     /// @param i The supervisor's index.
-    /// @return state 0 none, 1 accepted, 2 rejected.
+    /// @return state 0 none (also for an unknown opening), 1 accepted, 2 rejected.
     /// @return d D_i, raw, as submitted (empty for none).
     /// @return c The proof's challenge, as submitted.
     /// @return z The proof's response, as submitted.
-    function shareOf(uint256 id, uint256 i) external view returns (uint8 state, bytes memory d, uint256 c, uint256 z) {
-        ShareRecord storage s = _shares[id][i];
-        if (s.state == NONE) return (NONE, bytes(""), 0, 0);
-        return (s.state, _bytes(s.d), s.c, s.z);
+    /// @return given The opening it was given for (0 for none).
+    function shareOf(uint256 id, uint256 i)
+        external
+        view
+        returns (uint8 state, bytes memory d, uint256 c, uint256 z, uint256 given)
+    {
+        if (id == 0 || id > _openingCount) return (NONE, bytes(""), 0, 0, 0);
+        ShareRecord storage s = _shares[_openings[id].pool][i];
+        if (s.state == NONE) return (NONE, bytes(""), 0, 0, 0);
+        return (s.state, _bytes(s.d), s.c, s.z, s.opening);
     }
 
     // -- internals: who -------------------------------------------------------------------
@@ -853,8 +920,8 @@ contract Supervision {
 
     // -- internals: openings --------------------------------------------------------------
 
-    /// @dev The Chaum–Pedersen check of A4; false for any bad input, never a revert.
-    function _shareVerifies(uint256 id, uint256 i, G1Raw storage c1Raw, G1Raw memory dRaw, uint256 c, uint256 z)
+    /// @dev The Chaum–Pedersen check of A4, bound to the pool; false for any bad input, never a revert.
+    function _shareVerifies(uint256 poolId, uint256 i, G1Raw storage c1Raw, G1Raw memory dRaw, uint256 c, uint256 z)
         private
         view
         returns (bool)
@@ -868,29 +935,52 @@ contract Supervision {
         bytes memory a1;
         (ok, a1) = _msm(bytes.concat(GENERATOR, bytes32(z), y, bytes32(R - c)), 2);
         if (!ok) return false;
-        bytes memory transcript = bytes.concat(DLEQ_TAG, bytes32(id), bytes32(i), y, c1, d, a1, a2);
+        bytes memory transcript = bytes.concat(DLEQ_TAG, bytes32(poolId), bytes32(i), y, c1, d, a1, a2);
         return uint256(keccak256(transcript)) % R == c;
     }
 
-    /// @dev T = C2 − Σ λ_i·D_i over the accepted shares, λ the Lagrange coefficients at 0.
-    function _open(uint256 id, OpeningRecord storage o) private {
+    /// @dev Adds opening `id` to the pool of C1, made (and named `id`) if C1 has none yet; the pool's id.
+    function _joinPool(uint256 id, G1Raw memory c1) private returns (uint256 poolId) {
+        bytes32 ciphertext = keccak256(_bytes(c1));
+        poolId = _poolOfCiphertext[ciphertext];
+        if (poolId == 0) {
+            poolId = id;
+            _poolOfCiphertext[ciphertext] = id;
+            _pools[id].c1 = c1;
+        }
+        _pools[poolId].openings.push(uint64(id));
+    }
+
+    /// @dev Fixes −x·C1 = −Σ λ_i·D_i over the accepted shares (λ the Lagrange coefficients at 0), then
+    ///      opens each opening one of them was given for (at most threshold, however many were asked for).
+    function _openPool(uint256 poolId, Pool storage pool) private {
         uint256 t = threshold;
         uint256[] memory idx = new uint256[](t);
         uint256 count = 0;
-        uint32 mask = o.acceptedMask;
+        uint32 mask = pool.acceptedMask;
         for (uint256 i = 1; count < t; i++) {
             if (mask & _bit(i) != 0) idx[count++] = i;
         }
-        bytes memory input = new bytes((t + 1) * MSM_PAIR);
-        _setPair(input, 0, _chain(o.c2), 1);
+        bytes memory input = new bytes(t * MSM_PAIR);
         for (uint256 a = 0; a < t; a++) {
-            _setPair(input, a + 1, _chain(_shares[id][idx[a]].d), R - _lagrange(idx, a));
+            _setPair(input, a, _chain(_shares[poolId][idx[a]].d), R - _lagrange(idx, a));
         }
-        (bool ok, bytes memory out) = _msm(input, t + 1);
+        (bool ok, bytes memory minus) = _msm(input, t);
         if (!ok) revert InvalidPoint();
-        o.tracingKey = _fromChain(out);
-        o.opened = true;
-        emit Opened(id, _bytes(o.tracingKey));
+        pool.minusDecryption = _fromChain(minus);
+        pool.opened = true;
+        for (uint256 a = 0; a < t; a++) {
+            uint256 id = _shares[poolId][idx[a]].opening;
+            OpeningRecord storage o = _openings[id];
+            if (o.opened) continue;
+            o.opened = true;
+            emit Opened(id, _bytes(_tracingKey(o, minus)));
+        }
+    }
+
+    /// @dev T = C2 + (−x·C1), raw, for an opening of an opened pool.
+    function _tracingKey(OpeningRecord storage o, bytes memory minus) private view returns (G1Raw memory) {
+        return _fromChain(_add(_chain(o.c2), minus));
     }
 
     /// @dev λ_a = Π_{b≠a} x_b / (x_b − x_a) mod r.

@@ -26,6 +26,16 @@ signature over exactly the opening's transaction, by an issuer key its home
 registered on chain, by a member of the opening's home (`share`). So it does
 not matter who serves it: a blob with a ciphertext of someone's choosing, or
 another transaction's signature, is never opened.
+
+Every request is an opening of its own; the openings of one ciphertext C1 share
+one pool of decryption shares (D_i = x_i·C1 is the same whichever opening it is
+given for), so a supervisor shares once per ciphertext, for the opening whose
+claim it checked, with a proof bound to the pool's id. When the pool has t
+shares, each opening a share was given for is opened, to T = C2 − x·C1 with its
+own C2. A bogus request (a wrong transaction, a C2 of its asker's own) blocks
+nothing: nobody shares for it, so it is never opened, which matters, since its
+C2 is its asker's choice (once x·C1 is public, T_victim + x·C1 would "open" to
+anyone's key).
 """
 
 from __future__ import annotations
@@ -71,7 +81,7 @@ from ledger.ids import centre_id
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.primitives.names import is_centre_name
-from ledger.supervision import Committee, ComplaintState, DealInfo, Opening, ShareInfo, ShareState, Supervision
+from ledger.supervision import Committee, ComplaintState, DealInfo, Opening, Pool, ShareInfo, ShareState, Supervision
 
 STATE_VERSION = 1
 
@@ -702,22 +712,17 @@ def request_opening(
 ) -> int:
     """Ask the committee to open the group signature with hash `wanted`, found at a centre that keeps it (`centre`,
     or any) and verified over the order it signs: that order's digest is the transaction on the record, with the
-    signature's home. The opening's id. Any member may ask; nothing is sent for a signature that does not verify."""
+    signature's home. The opening's id. Any member may ask; nothing is sent for a signature that does not verify.
+    Another opening of the same ciphertext (anyone's, naming any transaction) blocks nothing: the openings of one
+    ciphertext pool their shares, and each opening a supervisor shared for is opened. A request for a ciphertext
+    opened already is recorded, and gets no share: the opening that was shared for is its answer."""
     if not reason.strip() or len(reason.encode("utf-8")) > MAX_REASON:
         raise SupervisionUnusable(f"give a reason of 1 to {MAX_REASON} bytes: it is on the record with the opening")
     key = supervision.public_key()
     if key is None:
         raise SupervisionUnusable("the supervisors have not generated their key yet: nothing can be opened")
     seen = find_signature(supervision.chain, deployment, wanted, centre, gateway, supervision_key=key)
-    try:
-        return supervision.request_opening(account, seen.signature, seen.signed.home, seen.order, reason)
-    except ChainRevert as exc:
-        if exc.reason != "AlreadyRequested":
-            raise
-        raise SupervisionUnusable(
-            f"this signature's ciphertext has an opening already ({exc}; a ciphertext is opened once): the "
-            "supervisors share for that one"
-        ) from None
+    return supervision.request_opening(account, seen.signature, seen.signed.home, seen.order, reason)
 
 
 @dataclass(frozen=True)
@@ -728,7 +733,7 @@ class Shared:
     index: int
     accepted: bool
     tracing_key: bytes | None
-    """T (raw), when this share opened the signature."""
+    """The opening's T (raw), when this share opened its ciphertext's pool."""
 
 
 def share(
@@ -746,8 +751,10 @@ def share(
     opens, with nothing but the chain: the group signature, fetched from a centre that keeps it (`serving`, or
     whichever serves it; who serves it does not matter), must hash to the opening's and be a valid group signature
     over exactly the opening's transaction (`verify_on_chain`), by a member of the opening's home. So nobody gets
-    a ciphertext of their choosing, or another transaction's signer, opened. SupervisionUnusable (nothing sent)
-    otherwise, and for an unknown or finished opening, a share already given or a state file not this key's."""
+    a ciphertext of their choosing, or another transaction's signer, opened. The share counts for every opening of
+    the ciphertext (its pool), so it is given once per ciphertext, its proof bound to the pool's id.
+    SupervisionUnusable (nothing sent) otherwise, and for an unknown or opened opening, a share already given for
+    its ciphertext (through this opening or another) or a state file not this key's."""
     i = _committee_seat(supervision, centre)
     try:
         opening = supervision.opening(opening_id)
@@ -758,10 +765,16 @@ def share(
         raise SupervisionUnusable(f"there is no opening {opening_id} (openings so far: {count})") from None
     if opening.opened:
         raise SupervisionUnusable(f"opening {opening_id} is opened already: no share is needed")
+    if supervision.pool(opening.pool).opened:
+        raise SupervisionUnusable(
+            f"the ciphertext of opening {opening_id} was opened already, through the openings of pool {opening.pool} "
+            f"that supervisors shared for (`supervise status --opening {opening.pool}`): no share is taken any more"
+        )
     given = supervision.share_of(opening_id, i)
     if given.state != ShareState.NONE:
+        also = "" if given.given == opening_id else f": it counts for opening {opening_id}, of the same ciphertext"
         raise SupervisionUnusable(
-            f"{centre} gave its share for opening {opening_id} already ({given.state.name.lower()})"
+            f"{centre} gave its share for opening {given.given} already ({given.state.name.lower()}){also}"
         )
     state = SupervisorState.load(state_path)
     if state is None:
@@ -796,7 +809,7 @@ def share(
         )
     assert state.secret_share is not None  # checked by _check_share
     submitted = supervision.submit_share(
-        account, opening_id, decryption_share(state.secret_share, i, opening.c1, opening_id)
+        account, opening_id, decryption_share(state.secret_share, i, opening.c1, opening.pool)
     )
     key = None if submitted.tracing_key is None else g1_raw(submitted.tracing_key)
     return Shared(opening_id, i, submitted.accepted, key)
@@ -819,16 +832,19 @@ def _mismatches(opening: Opening, seen: SeenSignature) -> list[str]:
 
 @dataclass(frozen=True)
 class Overview:
-    """The committee, its key and openings, as the chain has them."""
+    """The committee, its key and openings, as the chain has them: each opening with the shares of its pool (the
+    openings of its ciphertext), each share naming the opening it was given for (those openings are the ones its
+    pool opened)."""
 
     committee: Committee
     public_key: G1Point | None
     verification_keys: dict[int, G1Point]
     openings: list[tuple[Opening, list[ShareInfo]]]
+    pools: dict[int, Pool] = field(default_factory=dict)
 
 
 def overview(supervision: Supervision, opening: int | None = None) -> Overview:
-    """Read the record: every opening, or only `opening` (SupervisionUnusable for one never asked)."""
+    """Read the record: every opening, or only `opening` (SupervisionUnusable for one never asked); each pool once."""
     committee = supervision.committee()
     y = supervision.public_key()
     keys = {}
@@ -838,8 +854,16 @@ def overview(supervision: Supervision, opening: int | None = None) -> Overview:
     if opening is not None and not 1 <= opening <= count:
         raise SupervisionUnusable(f"there is no opening {opening} (openings so far: {count})")
     ids = [opening] if opening is not None else list(range(1, count + 1))
-    openings = [(supervision.opening(n), [supervision.share_of(n, j) for j in range(1, committee.n + 1)]) for n in ids]
-    return Overview(committee, y, keys, openings)
+    pools: dict[int, Pool] = {}
+    shares: dict[int, list[ShareInfo]] = {}
+    openings = []
+    for n in ids:
+        o = supervision.opening(n)
+        if o.pool not in pools:
+            pools[o.pool] = supervision.pool(o.pool)
+            shares[o.pool] = [supervision.share_of(o.pool, j) for j in range(1, committee.n + 1)]
+        openings.append((o, [replace(info, opening=n) for info in shares[o.pool]]))
+    return Overview(committee, y, keys, openings, pools)
 
 
 def status_lines(view: Overview) -> list[str]:
@@ -880,6 +904,14 @@ def status_lines(view: Overview) -> list[str]:
             f"(signature {to_hex(opening.signature_hash)})"
         )
         lines.append(f"  reason: {opening.reason}")
+        pool = view.pools.get(opening.pool)
+        others = [k for k in (pool.openings if pool else ()) if k != opening.id]
+        if others:
+            listed = ", ".join(map(str, others[:MAX_LISTED])) + (", …" if len(others) > MAX_LISTED else "")
+            lines.append(
+                f"  ciphertext: pool {opening.pool}, also asked for by opening(s) {listed} (the shares below count "
+                "for each; a share opens the one it was given for)"
+            )
         for info in shares:
             who = f"{c.supervisors[info.index - 1]} ({info.index})"
             state = {
@@ -887,10 +919,17 @@ def status_lines(view: Overview) -> list[str]:
                 ShareState.ACCEPTED: "accepted",
                 ShareState.REJECTED: "REJECTED: its proof does not verify",
             }
-            lines.append(f"  share {who}: {state[info.state]}")
+            given = f", given for opening {info.given}" if others and info.state != ShareState.NONE else ""
+            lines.append(f"  share {who}: {state[info.state]}{given}")
         if opening.opened and opening.tracing_key is not None:
             lines.append(
                 f"  result: opened by {opening.accepted} shares, tracing key T = {to_hex(g1_raw(opening.tracing_key))}"
+            )
+        elif pool is not None and pool.opened:
+            through = sorted({info.given for info in shares if info.state == ShareState.ACCEPTED})
+            lines.append(
+                f"  result: not opened: no supervisor shared for it; its ciphertext was opened through opening(s) "
+                f"{', '.join(map(str, through))}"
             )
         else:
             lines.append(f"  result: not opened ({opening.accepted} of {c.threshold} shares accepted)")
@@ -899,6 +938,10 @@ def status_lines(view: Overview) -> list[str]:
         elif opening.opened:
             lines.append(f"  identified: not yet ({opening.home} maps T to its member)")
     return lines
+
+
+MAX_LISTED = 10
+"""Other openings of a ciphertext that `status_lines` names before it abbreviates."""
 
 
 def _when(t: int) -> str:
