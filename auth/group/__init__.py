@@ -8,7 +8,7 @@ Pure functions on BLS12-381 (py_arkworks_bls12381), reusing auth.bbs's core:
                                   revocation_epoch=0, expires_at=t)      # home (blind)
     sig = sign(cred, sk, ipk, Y, order_message(digest))                 # member
     signed = verify(sig, order_message(digest), issuer_pk_for=..., supervision_key=Y)
-    share = decryption_share(x_i, i, signed.c1, opening_id)             # supervisor i
+    share = decryption_share(x_i, i, signed.c1, pool_id)                # supervisor i, for a pool
     T = combine(signed.c2, shares)                                      # any t verified shares
     Y, xs = dkg.run_local(n, t)                                         # the key (dkg.py on chain)
 """
