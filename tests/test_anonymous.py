@@ -16,11 +16,12 @@ from eth_utils import keccak
 
 from auth import bbs
 from auth.credentials import key_id
-from auth.group.credential import credential_expiry, issue_group_credential, join_request, new_member_secret
+from auth.group.credential import credential_expiry, issue_group_credential, issue_week, join_request, new_member_secret
 from auth.group.dkg import run_local
 from auth.group.signature import order_message, quote_message, sign, signature_hash
 from auth.tokens import Claims
 from gateway.api.schemas import JobRequest
+from gateway.node import group_rules
 from gateway.node.anonymous import GROUP, AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
 from gateway.node.errors import Forbidden, Invalid, TooManyRequests, Unauthenticated, Unavailable
 from gateway.node.ratelimit import RateLimit
@@ -58,6 +59,9 @@ class Index:
 
     def revocation_epoch(self, centre: str) -> int:
         return self.epochs.get(centre, 0)
+
+    def revocation_epoch_at(self, centre: str, at: int) -> int:
+        return self.epochs.get(centre, 0)  # no revocation in the weeks these tests sign in
 
 
 @dataclass(frozen=True)
@@ -207,14 +211,17 @@ def test_an_expired_credential_is_refused(world):
 
 def test_a_credential_from_before_a_revocation_at_its_home_is_refused(world):
     o, sig = signed_order(world, member(world[1], epoch=1))
+    week = issue_week(EXPIRES)
     with pytest.raises(
-        Forbidden, match=r"revocation epoch 1, and hpc-a's current revocation epoch is 2 \(it predates a revocation"
+        Forbidden,
+        match=rf"revocation epoch 1, and hpc-a's revocation epoch at the start of its issue week \({week}\) is 2 "
+        r"\(it predates a revocation",
     ):
         desk(world).for_order(o.to_dict(), to_hex(sig))
     # nor one ahead of the home's on chain (a home could give each member an epoch of their own): it is taken once
     # this centre's index has the home's revocation
     o, sig = signed_order(world, member(world[1], epoch=3))
-    with pytest.raises(Forbidden, match="revocation epoch 3, and hpc-a's current revocation epoch is 2"):
+    with pytest.raises(Forbidden, match=r"revocation epoch 3, and hpc-a's revocation epoch at .* is 2 \(no member"):
         desk(world).for_order(o.to_dict(), to_hex(sig))
     caught_up = Index(keys=world[2].keys, epochs={"hpc-a": 3})
     assert desk(world, caught_up).for_order(o.to_dict(), to_hex(sig)).signed.revocation_epoch == 3
@@ -263,6 +270,24 @@ def test_a_burst_from_one_address_is_cut_off_before_any_signature_is_verified(wo
     assert len(verified) == 2
     assert limited.for_order(o.to_dict(), to_hex(sig), client="192.0.2.2").claims.home == "hpc-a"
     assert len(verified) == 3
+
+
+def test_a_desk_verifies_only_so_many_signatures_from_all_addresses_together(world, monkeypatch):
+    """Addresses are cheap to whoever holds many (a botnet, many /64s): past the desk's own bound (about what two
+    cores verify) every address gets 429 before any verification, whatever its own bucket holds."""
+    import gateway.node.anonymous as anonymous
+
+    verified = []
+    real = anonymous.verify
+    monkeypatch.setattr(anonymous, "verify", lambda *a, **k: verified.append(1) or real(*a, **k))
+    limited = AnonymousDesk("cloud-b", world[2], DOMAIN, SupervisionKey(lambda: world[0]), overall=RateLimit(0.001, 2))
+    o, sig = signed_order(world, member(world[1]))
+    for n in range(2):
+        limited.for_order(o.to_dict(), to_hex(sig), client=f"192.0.2.{n}")
+    with pytest.raises(TooManyRequests, match=r"from all addresses together.*nothing was verified") as caught:
+        limited.for_order(o.to_dict(), to_hex(sig), client="198.51.100.7")
+    assert caught.value.retry_after > 0 and len(verified) == 2
+    assert group_rules.DESK_VERIFICATIONS_PER_SECOND == 300 and group_rules.DESK_VERIFICATION_BURST == 600
 
 
 def test_a_signature_by_a_home_the_index_does_not_know_is_refused(world):

@@ -24,6 +24,8 @@ from auth.group.credential import (
     CREDENTIAL_PERIOD,
     credential_expiry,
     issue_group_credential,
+    issue_week,
+    issuer_key_id,
     join_request,
     new_member_secret,
     tracing_key,
@@ -105,9 +107,10 @@ def test_join_checks_the_homes_answer_at_the_gateway_named(consortium, tmp_path)
 
 
 def test_a_join_answer_is_taken_only_as_every_member_of_the_home_gets_it():
-    """What `join_group` compares with the check gateway's GET /v1/supervision: the chain's supervision key, the
-    home's current issuer key and epoch, and this week's expiry (or the last week's, if the week turned less than a
-    minute before the check gateway's clock)."""
+    """What `join_group` compares with the check gateway's GET /v1/supervision for the credential's week: the
+    chain's supervision key, this week's expiry (or the last week's, if the week turned less than a minute before
+    the check gateway's clock), and the issuer key and revocation epoch the home had when that week began (whatever
+    it rotated or revoked since)."""
     isk, ipk = generate_issuer_key()
     week = CREDENTIAL_PERIOD
     turned = 3_000 * week  # a week boundary
@@ -117,20 +120,29 @@ def test_a_join_answer_is_taken_only_as_every_member_of_the_home_gets_it():
         isk, ipk, request, home=HOME, member="alice", revocation_epoch=4, expires_at=credential_expiry(turned - 1)
     )
     assert issued.verify(sk, ipk)
+    _, rotated = generate_issuer_key()
 
     def facts(now: int, **change) -> dict:
-        keys = {"centre": HOME, "issuer_key": to_hex(ipk), "key_id": issued.key_id, "revocation_epoch": 4}
+        keys = {
+            "centre": HOME,
+            "issuer_key": to_hex(rotated),  # the home's key now: set since the week began
+            "key_id": issuer_key_id(rotated),
+            "week_start": issue_week(issued.expires_at),
+            "group_issuer_key": to_hex(ipk),
+            "group_key_id": issued.key_id,
+            "revocation_epoch": 4,
+        }
         return {"supervision_key": to_hex(Y), "committee": [HOME], "threshold": 1, "now": now, "home": keys | change}
 
     assert singled_out(issued, ipk, Y, facts(turned - 1)) is None
     assert singled_out(issued, ipk, Y, facts(turned + JOIN_SLACK - 1)) is None  # the week turned in between
     assert "not at" in singled_out(issued, ipk, Y, facts(turned + JOIN_SLACK))
     assert "supervisors' key" in singled_out(issued, ipk, g1_raw(G1Point() * to_scalar(2)), facts(turned))
-    assert "current issuer key" in singled_out(
-        issued, ipk, Y, facts(turned, issuer_key=to_hex(generate_issuer_key()[1]))
-    )
-    assert "current issuer key" in singled_out(issued, ipk, Y, facts(turned, issuer_key=None))
-    assert "revocation epoch is 4, not the home's current 5" in singled_out(
+    for other in (to_hex(rotated), None):  # the home's key now, or none at the week's start
+        assert "the issuer key the home had on chain when the week began" in singled_out(
+            issued, ipk, Y, facts(turned, group_issuer_key=other)
+        )
+    assert "revocation epoch is 4, not 5, the home's when the week began" in singled_out(
         issued, ipk, Y, facts(turned, revocation_epoch=5)
     )
     for broken in (
@@ -138,6 +150,8 @@ def test_a_join_answer_is_taken_only_as_every_member_of_the_home_gets_it():
         facts(turned) | {"home": None},
         facts(turned) | {"now": "soon"},
         facts(turned) | {"supervision_key": "0x12"},
+        facts(turned, week_start=turned),  # an answer for another week than the credential's
+        facts(turned, week_start=None),
     ):
         with pytest.raises(ValueError, match="not GET /v1/supervision's"):
             singled_out(issued, ipk, Y, broken)

@@ -5,10 +5,10 @@ issuer key; the supervisors' key comes from a DKG run through the Supervision co
 cloud-b quotes and runs the job under group signatures alone, and its usage record names
 the signature's hash, which cloud-b serves for the supervisors (2 of 3 open it to the member's
 tracing key). What cloud-b keeps (records, decision log, store) names nobody. Every refusal (a
-tampered signature, one over another message, a replayed order, an expired credential, one from
-before a revocation, a home nobody knows) is a clear 4xx with nothing stored. Grants here are signed
-with the home's member key directly, as test_job_payment's are (the home's anonymous grant
-desk has its own tests).
+tampered signature, one over another message, a replayed order, an expired credential, one with
+an epoch of its own after a mid-week revocation, a home nobody knows) is a clear 4xx with nothing
+stored. Grants here are signed with the home's member key directly, as test_job_payment's are
+(the home's anonymous grant desk has its own tests).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from auth.group.credential import (
     GroupCredential,
     credential_expiry,
     issue_group_credential,
+    issue_week,
     join_request,
     new_member_secret,
     tracing_key,
@@ -84,7 +85,11 @@ def join(consortium, key: G1Point, *, home="hpc-a", project="physics", issuer: I
     sk = new_member_secret()
     issuer = issuer or consortium.centres[home].issuer_key
     index = consortium.centres["cloud-b"].node.parts.index
-    terms = {"revocation_epoch": index.revocation_epoch(home), "expires_at": credential_expiry(index.now())} | terms
+    expires_at = credential_expiry(index.now())
+    terms = {
+        "revocation_epoch": index.revocation_epoch_at(home, issue_week(expires_at)),
+        "expires_at": expires_at,
+    } | terms
     request = join_request(sk, home=home, project=project, member="alice")
     credential = issue_group_credential(issuer.sk, issuer.pk, request, home=home, member="alice", **terms)
     return Member(sk, credential, issuer.pk, key)
@@ -372,24 +377,27 @@ def test_a_signature_by_a_home_nobody_knows_is_refused(consortium, key, nothing_
     assert error.status == 401 and "unknown issuer key" in error.error and "of hpc-a" in error.error
 
 
-def test_a_credential_from_before_a_revocation_at_its_home_is_refused(consortium, key):
-    """hpc-a revokes bob: every credential of hpc-a's earlier revocation epoch is refused (the module's last test:
-    alice's credential is of that epoch too)."""
+def test_a_revocation_at_a_home_reaches_its_members_signatures_at_the_next_weeks_turn(consortium, key):
+    """hpc-a revokes bob mid-week (a home may revoke an enrolment of its own at any second). Every group credential
+    of a week carries the epoch its home had when the week began, so one carrying the epoch this revocation made
+    would be one member's own: refused; the week's credentials are taken until they expire (a revocation reaches
+    anonymous use at the next week's turn). The module's last test."""
     index = consortium.centres["cloud-b"].node.parts.index
-    before = index.revocation_epoch("hpc-a")
+    began = index.revocation_epoch_at("hpc-a", issue_week(credential_expiry(index.now())))
     with GatewayClient(consortium.url("hpc-a")) as home:
         home.credential("bob", PASSWORDS["bob"])  # enrols bob
         eventually(lambda: home.revoke("bob", consortium.operator_key("hpc-a"))["revoked"])
-    eventually(lambda: index.revocation_epoch("hpc-a") > before)
-    stale = join(consortium, key, revocation_epoch=before)
+    eventually(lambda: index.revocation_epoch("hpc-a") > began)
+    own = join(consortium, key, revocation_epoch=index.revocation_epoch("hpc-a"))
     paid = ordered(consortium)
     unchanged = stored(consortium)
-    error = refused(consortium, paid.fields, stale.sign(order_message(paid.digest)))
-    assert error.status == 403 and "predates a revocation at hpc-a" in error.error
+    error = refused(consortium, paid.fields, own.sign(order_message(paid.digest)))
+    assert error.status == 403 and "no member of that week has a later one" in error.error
     assert stored(consortium) == unchanged
-    current = join(consortium, key)  # joining again gives the current epoch's credential
+    weeks = join(consortium, key)  # what hpc-a gives everyone who joins this week
+    assert weeks.credential.revocation_epoch == began
     paid = ordered(consortium)
     with GatewayClient(consortium.url("cloud-b")) as cloud:
-        accepted = cloud.anonymous_submit(paid.fields, current.sign(order_message(paid.digest)))
+        accepted = cloud.anonymous_submit(paid.fields, weeks.sign(order_message(paid.digest)))
         cloud.job_signer = job_signer("cloud-b", paid.account)
         assert cloud.wait(accepted["id"])["status"] == "succeeded"

@@ -66,6 +66,27 @@ def test_past_its_rate_a_principal_is_refused_before_anything_is_evaluated(store
     assert len(store.decisions_for_epoch(store.open_epoch())) == 2
 
 
+def test_the_presented_sessions_of_one_ipv6_network_share_one_bound(store):
+    """Each sign-on is a fresh pseudonym, so only the address bounds presented sessions; one IPv6 host holds a
+    whole /64, so the /64 is one address (and an IPv4 address is its own)."""
+    desk = DecisionDesk("hpc-a", Keeper(PolicyEngine(POLICY)), store, CENTRE, DOMAIN, client_limit=RateLimit(0.001, 2))  # type: ignore[arg-type]
+
+    def ask(n: int, client: str):
+        subject = Subject(f"{n:016x}@cloud-b", "cloud-b", {})
+        return desk.evaluate(
+            kind="quote", request=bytes(32), subject=subject, resource=CPU, context=SHORT, now=1, client=client
+        )
+
+    for n in range(2):
+        ask(n, f"2001:db8:1:2::{n:x}")
+    with pytest.raises(TooManyRequests, match="presented sessions of one network address"):
+        ask(2, "2001:db8:1:2:ffff:ffff:ffff:ffff")
+    ask(3, "2001:db8:1:3::1")  # another /64
+    ask(4, "192.0.2.1") and ask(5, "192.0.2.2") and ask(6, "192.0.2.2")
+    with pytest.raises(TooManyRequests):
+        ask(7, "::ffff:192.0.2.2")  # the same IPv4 address, as IPv6 writes it
+
+
 def test_a_refusal_carries_its_entry_signed_by_the_centre(store):
     """What the refused user holds: the entry, and the centre's signature of it in the deployment's domain."""
     desk = DecisionDesk("hpc-a", Keeper(PolicyEngine(POLICY)), store, CENTRE, DOMAIN)  # type: ignore[arg-type]

@@ -27,6 +27,7 @@ from auth.group.credential import (
     GroupCredential,
     blind_sign,
     credential_expiry,
+    issue_week,
     issuer_key_id,
     join_request,
     new_member_secret,
@@ -546,10 +547,14 @@ def _credential(desk: Desk, sk: int, **change) -> GroupCredential:
 def test_a_credential_of_another_home_an_old_epoch_or_expired_is_refused(desk):
     sk = new_member_secret()
     order, order_signature, digest = signed_order(desk)
+    week = issue_week(credential_expiry(NOW))
     cases = [
         ({"home": SERVING}, "the group signature is by a member of cloud-b, not of hpc-a"),
-        ({"revocation_epoch": 99}, f"revocation epoch 99, and hpc-a's current revocation epoch is {desk.epoch}"),
-        ({"revocation_epoch": desk.epoch + 1}, "and hpc-a's current revocation epoch is"),  # one member's own epoch
+        (
+            {"revocation_epoch": 99},
+            rf"revocation epoch 99, and hpc-a's .* at the start of its issue week \({week}\) is {desk.epoch}",
+        ),
+        ({"revocation_epoch": desk.epoch + 1}, "no member of that week has a later one"),  # one member's own epoch
         ({"expires_at": NOW}, f"the group credential expired at {NOW} \\(now {NOW}\\)"),
         ({"expires_at": credential_expiry(NOW) - 3600}, "not on a week boundary"),  # one member's own expiry
         ({"expires_at": credential_expiry(NOW) + CREDENTIAL_PERIOD}, "later than any credential issued now"),
@@ -564,6 +569,8 @@ def test_a_credential_of_another_home_an_old_epoch_or_expired_is_refused(desk):
 
 
 def test_after_a_revocation_every_credential_of_the_older_epoch_is_refused(desk, chain_parts):
+    """The chain's clock is years behind the desk's here: the revocation was made before the desk's week began, so
+    every credential of the week must carry the epoch it produced."""
     chain, accounts, deployment, index, _ = chain_parts
     alice = joined(desk)
     before = desk.epoch
@@ -574,13 +581,61 @@ def test_after_a_revocation_every_credential_of_the_older_epoch_is_refused(desk,
     index.sync()
     epoch = index.revocation_epoch(HOME)
     assert epoch == before + 1
-    with pytest.raises(Forbidden, match=f"revocation epoch {before}, and hpc-a's current revocation epoch is {epoch}"):
+    with pytest.raises(
+        Forbidden, match=rf"revocation epoch {before}, and hpc-a's .* issue week .* is {epoch} \(it predates"
+    ):
         desk.desk.grant(*anonymous(desk, alice))
     renewed = Membership(
         alice.sk, GroupCredential.from_dict(desk.desk.join(session("alice"), _rejoin(alice))["credential"]), {}
     )
     assert renewed.credential.revocation_epoch == epoch
     desk.desk.grant(*anonymous(desk, renewed))
+
+
+def test_a_revocation_reaches_what_the_home_issues_at_the_next_weeks_turn(desk, chain_parts):
+    """A home that revokes mid-week (an enrolment of its own, free, at any second) cannot give whoever joins next an
+    epoch of their own: every credential of the week carries the epoch the week began with, and a desk refuses any
+    other; the credentials of the next week carry the new one."""
+    chain, accounts, deployment, index, _ = chain_parts
+    registry = bind(chain, deployment).identity_registry.functions
+    enrolment = keccak(b"revoked mid-week")
+    chain.transact(registry.enrol(enrolment), accounts[HOME])
+    chain.transact(registry.revoke(enrolment), accounts[HOME])
+    index.sync()
+    desk.clock[0] = index.chain_time  # just after the revocation, in its week
+    week = issue_week(credential_expiry(desk.clock[0]))
+    began, live = index.revocation_epoch_at(HOME, week), index.revocation_epoch(HOME)
+    assert began < live
+    alice = joined(desk)
+    assert alice.credential.revocation_epoch == began
+    desk.desk.grant(*anonymous(desk, alice, deadline=desk.clock[0] + 600))
+    sk = new_member_secret()
+    own = _credential(desk, sk, revocation_epoch=live, expires_at=credential_expiry(desk.clock[0]))
+    order, order_signature, digest = signed_order(desk, deadline=desk.clock[0] + 600)
+    signature = to_hex(sign(own, sk, desk.issuer.pk, desk.supervisors.key, order_message(digest)))
+    with pytest.raises(Forbidden, match=f"revocation epoch {live}, .* is {began} \\(no member of that week"):
+        desk.desk.grant(order, order_signature, signature)
+    desk.clock[0] = week + CREDENTIAL_PERIOD  # the next week's turn
+    renewed = Membership(
+        alice.sk, GroupCredential.from_dict(desk.desk.join(session("alice"), _rejoin(alice))["credential"]), {}
+    )
+    assert renewed.credential.revocation_epoch == live
+    desk.desk.grant(*anonymous(desk, renewed, deadline=desk.clock[0] + 600))
+
+
+def test_a_home_that_holds_another_key_than_its_weeks_issues_no_group_credential(desk):
+    """Group credentials of a week are all under the key the home had on chain when the week began: a home that
+    rotated since (here: it holds a key never published) answers 503 until the next week, and stores nothing."""
+    desk.desk._issuer = IssuerKey(*generate_issuer_key())
+    sk = new_member_secret()
+    turn = issue_week(credential_expiry(NOW)) + CREDENTIAL_PERIOD
+    with pytest.raises(
+        Unavailable,
+        match=rf"issued under the key in force at the week's start \(key {issuer_key_id(desk.issuer.pk)}, and hpc-a "
+        rf"now issues with key {issuer_key_id(desk.desk._issuer.pk)}\); join again after {turn} \(",
+    ):
+        desk.desk.join(session("alice"), join_request(sk, home=HOME, project="physics", member="alice").to_dict())
+    assert GroupBook(desk.store).member(tracing_key(sk).to_compressed_bytes()) is None
 
 
 def _rejoin(member: Membership) -> dict:

@@ -17,7 +17,16 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak
 
-from auth.group.credential import GroupCredential, issuer_key_id, join_request, new_member_secret, tracing_key
+from auth.group.credential import (
+    CREDENTIAL_PERIOD,
+    GroupCredential,
+    credential_expiry,
+    issue_week,
+    issuer_key_id,
+    join_request,
+    new_member_secret,
+    tracing_key,
+)
 from auth.group.opening import decryption_share
 from auth.group.points import g1_from_raw, g1_raw
 from auth.group.signature import order_message, sign
@@ -141,28 +150,39 @@ def test_a_member_joins_over_http_and_the_key_on_chain_is_what_they_sign_under(r
 
 def test_every_gateway_says_what_a_member_checks_their_homes_join_answer_against(running):
     """GET /v1/supervision, public at every gateway: the supervisors' key, committee and threshold on chain, the
-    gateway's clock, and for ?home= its current issuer key and revocation epoch: what `xcentre group join` compares
-    the home's answer with at another member's gateway."""
+    gateway's clock, and for ?home= its current issuer key and what every group credential of a week carries (the
+    issuer key and revocation epoch the home had when the week began; the week of a credential expiring at
+    ?expires_at=, else of one issued now): what `xcentre group join` compares the home's answer with at another
+    member's gateway."""
     contract = supervision(running)
     index = running.centres[THIRD].node.parts.index
+    expires = credential_expiry(index.now())
     with httpx.Client(base_url=running.url(THIRD), timeout=60) as http:
         answer, bare = http.get("/v1/supervision", params={"home": HOME}), http.get("/v1/supervision")
+        earlier = http.get("/v1/supervision", params={"home": HOME, "expires_at": expires - CREDENTIAL_PERIOD})
         unknown, malformed = (http.get("/v1/supervision", params={"home": h}) for h in ("edge-x", "not a name!"))
+        odd = [http.get("/v1/supervision", params={"home": HOME, "expires_at": e}) for e in (expires - 1, 0, "soon")]
     assert answer.status_code == 200, answer.text
     facts = answer.json()
     assert facts["supervision_key"] == to_hex(g1_raw(contract.public_key()))
     assert (facts["committee"], facts["threshold"]) == (list(contract.supervisors()), contract.threshold())
     issuer = running.centres[HOME].node.parts.signon.issuer_key
+    week = issue_week(expires)
     assert facts["home"] == {
         "centre": HOME,
         "issuer_key": to_hex(issuer.pk),
         "key_id": issuer_key_id(issuer.pk),
-        "revocation_epoch": index.revocation_epoch(HOME),
+        "week_start": week,
+        "group_issuer_key": to_hex(issuer.pk),  # the home's only key: set when the consortium started
+        "group_key_id": issuer_key_id(issuer.pk),
+        "revocation_epoch": index.revocation_epoch_at(HOME, week),
     }
     assert abs(facts["now"] - index.now()) <= 60
+    assert earlier.status_code == 200 and earlier.json()["home"]["week_start"] == week - CREDENTIAL_PERIOD
     assert bare.status_code == 200 and bare.json() | {"home": None, "now": 0} == facts | {"home": None, "now": 0}
     assert unknown.status_code == 404 and "edge-x is not a member centre" in unknown.json()["error"]
     assert malformed.status_code == 422
+    assert [a.status_code for a in odd] == [422] * 3  # not a week boundary, no credential's, not a time
 
 
 def test_join_refusals_over_http_store_nothing(running):

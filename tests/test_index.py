@@ -491,3 +491,50 @@ def test_fair_payment_events_project_claims_disputes_keys_and_collateral(tmp_pat
     assert [(c.centre, c.count) for c in q.claims_on(B, 1)] == [(A, 3)]
     assert q.collateral(accounts[A]).free == 1_000 + 70 - 100 and q.collateral(accounts[B]).balance == 430
     assert q.collateral(Account.create().address).free == 0
+
+
+def test_a_homes_revocation_epoch_at_a_time_follows_its_revocations_block_times(tmp_path):
+    """Group credentials carry their home's revocation epoch as it stood at the start of their issue week, so the
+    index answers the epoch at any time from the Revoked events' block times; an index written before it kept
+    them learns them from the chain at its next sync."""
+    from eth_utils import keccak
+
+    from ledger.db import schema_version
+    from ledger.index.schema import MIGRATIONS
+    from tests.test_contracts import advance
+
+    chain = connect("embedded")
+    accounts = {n: Account.create() for n in ("hpc-a", "hpc-b")}
+    for acct in accounts.values():
+        chain.fund(acct.address, 10**19)
+    specs = [_spec(n, acct, i + 1) for i, (n, acct) in enumerate(accounts.items())]
+    deployment = deploy_consortium(chain, chain.dev_account, specs, 1, 1_000)
+    registry = bind(chain, deployment).identity_registry.functions
+    times = []
+    for n in range(2):
+        chain.transact(registry.enrol(keccak(f"user {n}".encode())), accounts["hpc-a"])
+    for n in range(2):
+        advance(chain, 1_000)
+        receipt = chain.transact(registry.revoke(keccak(f"user {n}".encode())), accounts["hpc-a"])
+        times.append(chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"])
+    first, second = times
+    path = tmp_path / "idx.sqlite"
+    index = EventIndex(path, chain, deployment)
+    index.sync()
+
+    def epochs(q) -> list[int]:
+        return [q.revocation_epoch_at("hpc-a", t) for t in (0, first - 1, first, second - 1, second, 2**40)]
+
+    assert epochs(index) == [0, 0, 1, 1, 2, 2] and index.revocation_epoch("hpc-a") == 2
+    assert index.revocation_epoch_at("hpc-b", 2**40) == 0 and index.revocation_epoch_at("nobody", 2**40) == 0
+    index.close()
+
+    with sqlite3.connect(path) as db:  # the file as the step before this one left it
+        db.executescript(f"DROP TABLE revocations; PRAGMA user_version = {len(MIGRATIONS) - 1};")
+    older = EventIndex(path, chain, deployment)
+    with sqlite3.connect(path) as db:
+        assert schema_version(db) == len(MIGRATIONS)
+    # times not read yet: each revocation counts as in force since ever, never as not yet made
+    assert epochs(older) == [2, 2, 2, 2, 2, 2]
+    assert older.sync() == 0 and epochs(older) == [0, 0, 1, 1, 2, 2]
+    older.close()

@@ -362,6 +362,18 @@ def credential_expiry(now: int) -> int:
     return (now // CREDENTIAL_PERIOD + 2) * CREDENTIAL_PERIOD
 
 
+def issue_week(expires_at: int) -> int:
+    """The start of the week a credential expiring at `expires_at` (a week boundary) was issued in: everything
+    else it discloses (issuer key, revocation epoch) is what its home had at that moment."""
+    return expires_at - 2 * CREDENTIAL_PERIOD
+
+
+JOIN_SLACK = 60
+"""Seconds two clocks may disagree at a week's turn: a credential issued by a home whose clock is that much ahead
+(expiring at credential_expiry(now + JOIN_SLACK)) is taken by desks, and one issued that much before the turn
+is taken by the member's own check of a join."""
+
+
 def issue_group_credential(
     issuer_sk: bytes,
     issuer_pk: bytes,

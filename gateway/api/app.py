@@ -18,6 +18,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.directory import DirectoryUnavailable
+from auth.group.credential import CREDENTIAL_PERIOD, INT_MAX
 from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
@@ -309,9 +310,9 @@ def create_app(node: CentreNode) -> FastAPI:
     anonymous_refusals = {
         401: "the group signature is refused: malformed, by an issuer key the consortium does not know, or not "
         "over this request or order (what failed is in `error`)",
-        403: "the group signature's credential expired, is not of its home's current revocation epoch, has an "
-        "expiry no credential issued now has, or is under an issuer key its home replaced; or this centre's "
-        "policy refuses the job for that project (its reasons in `reasons`, its entry in `decision`)",
+        403: "the group signature's credential expired, has an expiry no credential issued now has, or carries a "
+        "revocation epoch or issuer key other than its home's when the credential's issue week began; or this "
+        "centre's policy refuses the job for that project (its reasons in `reasons`, its entry in `decision`)",
     }
 
     @app.post(
@@ -437,11 +438,24 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def supervision(home: Annotated[str | None, Query(pattern=CENTRE_NAME_PATTERN)] = None) -> dict:
-        """Public: the supervisors' key, committee and threshold, and for `home` its current issuer key and
-        revocation epoch, as this centre reads the chain. A member joining at home (`xcentre group join`) compares
-        the home's answer with this at another member's gateway, so that the home cannot single them out."""
-        return node.supervision(home)
+    def supervision(
+        home: Annotated[str | None, Query(pattern=CENTRE_NAME_PATTERN)] = None,
+        expires_at: Annotated[
+            int | None,
+            Query(
+                ge=2 * CREDENTIAL_PERIOD,
+                le=INT_MAX,
+                multiple_of=CREDENTIAL_PERIOD,
+                description="a group credential's expiry (a week boundary): `home`'s facts for the week it was "
+                "issued in; without it, for a credential issued now",
+            ),
+        ] = None,
+    ) -> dict:
+        """Public: the supervisors' key, committee and threshold, and for `home` its current issuer key and what
+        every group credential of one week carries (the issuer key and revocation epoch it had when the week began),
+        as this centre reads the chain. A member joining at home (`xcentre group join`) compares the home's answer
+        with this at another member's gateway, so that the home cannot single them out."""
+        return node.supervision(home, expires_at)
 
     @app.post(
         "/v1/epochs/close",
@@ -693,7 +707,9 @@ def create_app(node: CentreNode) -> FastAPI:
                 401: "no session token, or one not for this centre",
                 403: "not a password sign-on at home, or the project is not one of yours with an allocation",
                 409: "this tracing key is already registered (by someone else, or for another project)",
-                503: "the directory or chain is unavailable; or " + no_key,
+                503: "the directory or chain is unavailable; the home no longer holds the issuer key it had when the "
+                "week began (group credentials follow a rotation at the next week's turn; the answer says when); "
+                "or " + no_key,
             },
         ),
     )
@@ -715,9 +731,9 @@ def create_app(node: CentreNode) -> FastAPI:
                 401: "the group signature is refused: malformed, by an issuer key not known, or not over this order",
                 402: "the hold does not fit the project's available allocation or the home's free collateral "
                 "(the figures are in `reasons`); nothing was held",
-                403: "the group signature is by a member of another home; its credential expired, is not of this "
-                "home's current revocation epoch, has an expiry no credential issued now has, or is under an issuer "
-                "key this home replaced; or its project has no allocation any more",
+                403: "the group signature is by a member of another home; its credential expired, has an expiry no "
+                "credential issued now has, or carries a revocation epoch or issuer key other than this home's when "
+                "the credential's issue week began; or its project has no allocation any more",
                 409: "the order's account paid for another order, or the order was granted to someone else",
                 503: "the chain is unavailable; or " + no_key,
             },

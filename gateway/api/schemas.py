@@ -478,15 +478,28 @@ class GroupJoinResponse(BaseModel):
 
 
 class HomeKeys(BaseModel):
-    """What every member of one home has in common in its group credentials, as the chain says."""
+    """What every member of one home who joins in one week has in common in their group credentials, as the chain
+    says: it depends only on the home and the week, never on when in the week a member joined."""
 
     centre: str
     issuer_key: str | None = Field(
-        description="its current issuer public key (0x-hex): what a group credential of this home is signed with; "
-        "null before it published one"
+        description="its current issuer public key (0x-hex): what its sign-on credentials are signed with; null "
+        "before it published one"
     )
-    key_id: str | None = Field(description="that key's id, as credentials and signatures name it (16 hex digits)")
-    revocation_epoch: int = Field(description="its current revocation epoch: what its credentials carry")
+    key_id: str | None = Field(description="that key's id, as credentials name it (16 hex digits)")
+    week_start: int = Field(
+        description="the start of the week these facts are for (Unix seconds): the week a credential expiring at "
+        "`expires_at` was issued in, or, without it, the week of this gateway's clock"
+    )
+    group_issuer_key: str | None = Field(
+        description="the issuer key the home had when that week began (0x-hex; if it had none then, the first it "
+        "set that week): what every group credential of the week is signed with; null if none"
+    )
+    group_key_id: str | None = Field(description="that key's id, as group credentials and signatures name it")
+    revocation_epoch: int = Field(
+        description="its revocation epoch as it stood when that week began: what every group credential of the "
+        "week carries (a revocation reaches group credentials at the next week's turn)"
+    )
 
 
 class SupervisionView(BaseModel):

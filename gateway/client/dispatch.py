@@ -40,7 +40,14 @@ from typing import Any, TypeGuard
 import httpx
 
 from auth.credentials import CredentialError
-from auth.group.credential import GroupCredential, credential_expiry, join_request, new_member_secret
+from auth.group.credential import (
+    JOIN_SLACK,
+    GroupCredential,
+    credential_expiry,
+    issue_week,
+    join_request,
+    new_member_secret,
+)
 from auth.group.points import g1_from_raw
 from auth.group.signature import order_message, quote_message
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre, job_signer
@@ -319,11 +326,6 @@ def anonymously(
     return SignOn(home_url, lambda client, centre: None, grant, quote, submit)
 
 
-#: Seconds the week may have turned in between the home's answer to a join and the check gateway's clock: the expiry
-#: of a credential issued that much earlier is taken too.
-JOIN_SLACK = 60
-
-
 def join_group(
     home: GatewayClient, member: str, wallet: Wallet, project: str, *, check: GatewayClient
 ) -> GroupMembership:
@@ -331,8 +333,8 @@ def join_group(
     home knows the user by): a fresh secret sk, a proof of knowing it sent with its tracing key, and the home's
     blind credential over it, kept only once it verifies under its issuer key and `check`, the gateway of a member
     other than the home, confirms all the credential's signatures would disclose or encrypt under (the
-    supervisors' key, the home's current issuer key and revocation epoch, this week's expiry): a home answering
-    otherwise could single the member out. ValueError (nothing kept) otherwise."""
+    supervisors' key, this week's expiry, and the issuer key and revocation epoch the home had when the week
+    began): a home answering otherwise could single the member out. ValueError (nothing kept) otherwise."""
     secret = new_member_secret()
     request = join_request(secret, home=wallet.home, project=project, member=member)
     answer = home.group_join(request.to_dict())
@@ -349,7 +351,7 @@ def join_group(
     if not credential.verify(secret, issuer_pk):
         raise ValueError(f"{where} does not verify under its issuer key over your secret; nothing was kept")
     try:
-        facts = check.supervision(wallet.home)
+        facts = check.supervision(wallet.home, credential.expires_at)
     except GatewayRefused as exc:
         raise ValueError(f"{check.url} cannot confirm {where} ({exc}); nothing was kept") from None
     different = singled_out(credential, issuer_pk, supervision_key, facts)
@@ -363,29 +365,40 @@ def join_group(
 
 def singled_out(credential: GroupCredential, issuer_pk: bytes, supervision_key: bytes, facts: Any) -> str | None:
     """How a home's answer to a join differs from what every member of the home gets, by `facts`, another member's
-    `GET /v1/supervision?home=` (the chain's supervision key, the home's current issuer key and revocation epoch,
-    that gateway's clock); None when it does not. ValueError for facts that are not such an answer."""
+    `GET /v1/supervision?home=&expires_at=` for the credential's expiry (the chain's supervision key, that
+    gateway's clock, and the issuer key and revocation epoch the home had when the credential's issue week began);
+    None when it does not. ValueError for facts that are not such an answer."""
     try:
         keys = facts["home"]
         chain_key = from_hex(facts["supervision_key"], size=96, what="supervision_key")
-        current = keys["issuer_key"] and from_hex(keys["issuer_key"], what="issuer_key")
-        epoch, now = keys["revocation_epoch"], facts["now"]
-        if not (_is_count(epoch) and _is_count(now)):
-            raise TypeError(f"revocation_epoch {epoch!r} and now {now!r} must be whole numbers")
+        of_week = keys["group_issuer_key"] and from_hex(keys["group_issuer_key"], what="group_issuer_key")
+        epoch, now, week = keys["revocation_epoch"], facts["now"], keys["week_start"]
+        if not (_is_count(epoch) and _is_count(now) and _is_count(week)):
+            raise TypeError(f"revocation_epoch {epoch!r}, now {now!r} and week_start {week!r} must be whole numbers")
+        if week != issue_week(credential.expires_at):
+            raise ValueError(
+                f"it is for the week from {week}, not the credential's, from {issue_week(credential.expires_at)}"
+            )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(
             f"the check gateway's answer is not GET /v1/supervision's ({type(exc).__name__}: {exc})"
         ) from None
     if supervision_key != chain_key:
         return "the supervisors' key it gave is not the one on chain (whoever made that key decrypts your signatures)"
-    if issuer_pk != current:
-        return "the credential is not signed with the home's current issuer key on chain (a key of your own names you)"
-    if credential.revocation_epoch != epoch:
-        return f"its revocation epoch is {credential.revocation_epoch}, not the home's current {epoch}"
     if credential.expires_at not in (credential_expiry(now), credential_expiry(now - JOIN_SLACK)):
         return (
             f"it expires at {credential.expires_at}, not at {credential_expiry(now)} as every credential issued this "
             "week does"
+        )
+    if issuer_pk != of_week:
+        return (
+            "the credential is not signed with the issuer key the home had on chain when the week began (a key of "
+            "your own names you)"
+        )
+    if credential.revocation_epoch != epoch:
+        return (
+            f"its revocation epoch is {credential.revocation_epoch}, not {epoch}, the home's when the week began "
+            "(an epoch of your own names you)"
         )
     return None
 

@@ -225,10 +225,14 @@ class GatewayClient:
         proves (`auth.group.credential.JoinRequest.to_dict()`), with the supervisors' key."""
         return self._call("POST", "/v1/groups/join", json=join_request)
 
-    def supervision(self, home: str) -> dict:
-        """The supervisors' key, committee and threshold, this gateway's clock, and `home`'s current issuer key and
-        revocation epoch, as this gateway reads the chain: what a home's answer to a join must agree with."""
-        return self._call("GET", "/v1/supervision", params={"home": home})
+    def supervision(self, home: str, expires_at: int | None = None) -> dict:
+        """The supervisors' key, committee and threshold, this gateway's clock, and `home`'s issuer key and
+        revocation epoch of the week a group credential expiring at `expires_at` (else one issued now) was issued
+        in, as this gateway reads the chain: what a home's answer to a join must agree with."""
+        params: dict[str, str | int] = {"home": home}
+        if expires_at is not None:
+            params["expires_at"] = expires_at
+        return self._call("GET", "/v1/supervision", params=params)
 
     def anonymous_quote(self, request: dict, group_signature: str) -> dict:
         """A quote for `request` (its `centre` this one) asked under a group signature over the request's digest."""

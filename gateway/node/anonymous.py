@@ -3,12 +3,13 @@
 A member of a home's project signs the job request (to ask for a quote) or the order
 (to submit) with a group signature (auth.group.signature). The centre checks it with
 the home's issuer key from its index and the supervisors' key read once from the chain,
-refuses what would single a member out or is no longer valid (gateway.node.group_rules: not
-the home's current revocation epoch, an expiry no honest home issues now, an issuer key the
-home replaced), and gives the normal quote and submission paths claims that name no one: a
-pseudonym made of the signature's hash, the home, and the project as the only group. No
-directory is asked, nothing of the member is stored but the signature itself (for the
-supervisors). Each network address has only so many signatures verified (group_rules.admit).
+refuses what would single a member out or is no longer valid (gateway.node.group_rules: an
+expiry no honest home issues now, an issuer key or a revocation epoch other than the home's
+at the start of the credential's issue week), and gives the normal quote and submission paths
+claims that name no one: a pseudonym made of the signature's hash, the home, and the project
+as the only group. No directory is asked, nothing of the member is stored but the signature
+itself (for the supervisors). Each network address (an IPv6 /64) has only so many signatures
+verified, and the desk only so many in all (group_rules.admit).
 """
 
 from __future__ import annotations
@@ -21,12 +22,20 @@ from typing import Any
 
 from py_arkworks_bls12381 import G1Point
 
+from auth.group.credential import issue_week
 from auth.group.errors import GroupError
-from auth.group.signature import GroupSigned, order_message, quote_message, verify
+from auth.group.signature import GroupSigned, order_message, parse, quote_message, verify
 from auth.tokens import Claims
 from gateway.api.schemas import JobRequest
 from gateway.node.errors import Invalid, Unauthenticated, Unavailable
-from gateway.node.group_rules import admit, check_disclosed, group_issuer_key, verification_limit
+from gateway.node.group_rules import (
+    admit,
+    check_disclosed,
+    check_expiry,
+    desk_limit,
+    group_issuer_key,
+    verification_limit,
+)
 from gateway.node.ratelimit import RateLimit
 from ledger.chain import Chain
 from ledger.deploy import Deployment
@@ -140,20 +149,28 @@ class AnonymousDesk:
     """Checks group signatures for one centre and turns them into claims for the policy."""
 
     def __init__(
-        self, name: str, index: EventIndex, domain: Domain, key: SupervisionKey, limit: RateLimit | None = None
+        self,
+        name: str,
+        index: EventIndex,
+        domain: Domain,
+        key: SupervisionKey,
+        limit: RateLimit | None = None,
+        overall: RateLimit | None = None,
     ) -> None:
-        """`limit` bounds the signatures each network address has this desk verify (group_rules.verification_limit)."""
+        """`limit` bounds the signatures each network address has this desk verify (group_rules.verification_limit),
+        `overall` those it verifies in all (group_rules.desk_limit)."""
         self.name, self.index, self.domain, self.key = name, index, domain, key
         self.limit = limit or verification_limit()
+        self.overall = overall or desk_limit()
 
     def for_quote(self, request: JobRequest, group_signature: str, client: str | None = None) -> Verified:
         """The signature over the job request as this centre would take it (quote_message of its digest)."""
-        admit(self.limit, client, self.name)
+        admit(self.limit, self.overall, client, self.name)
         return self._check(group_signature, quote_message(job_request_digest(request, self.name)), "the job request")
 
     def for_order(self, order: Any, group_signature: str, client: str | None = None) -> Verified:
         """The signature over the order (order_message of its EIP-712 digest); the order's own checks come later."""
-        admit(self.limit, client, self.name)
+        admit(self.limit, self.overall, client, self.name)
         try:
             parsed = Order.from_dict(order)
         except InvalidPayment as exc:
@@ -168,15 +185,18 @@ class AnonymousDesk:
         now = self.index.now()
         key = self.key.get()
         try:
+            claimed = parse(signature)
+            check_expiry(claimed, now=now)  # the expiry names the week the key and epoch are judged by
             signed = verify(
                 signature,
                 message,
-                issuer_pk_for=lambda home, key_id: group_issuer_key(self.index, home, key_id, now),
+                issuer_pk_for=lambda home, key_id: group_issuer_key(self.index, home, key_id, claimed.expires_at, now),
                 supervision_key=key,
             )
         except GroupError as exc:
             raise Unauthenticated(f"group signature refused: {exc} (it must sign {what} sent with it)") from None
-        check_disclosed(signed, epoch=self.index.revocation_epoch(signed.home), now=now)
+        epoch = self.index.revocation_epoch_at(signed.home, issue_week(signed.expires_at))
+        check_disclosed(signed, epoch=epoch, now=now)
         return Verified(signature, signed, self._claims(signed, now))
 
     def _claims(self, signed: GroupSigned, now: int) -> Claims:

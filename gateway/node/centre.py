@@ -26,6 +26,7 @@ from eth_utils import keccak, to_canonical_address, to_checksum_address
 from joserfc import jws
 
 from auth.directory import Directory
+from auth.group.credential import credential_expiry, issue_week
 from auth.group.points import g1_raw
 from auth.group.signature import signature_hash
 from auth.policy import Subject
@@ -56,6 +57,7 @@ from gateway.node import orders
 from gateway.node.anonymous import AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
 from gateway.node.decisions import DecisionLog
 from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
+from gateway.node.group_rules import week_issuer_key
 from gateway.node.groups import GroupDesk
 from gateway.node.payer import Payer
 from gateway.node.peers import Peers
@@ -403,10 +405,13 @@ class CentreNode:
             "domain": {"chain_id": domain.chain_id, "verifying_contract": domain.verifying_contract},
         }
 
-    def supervision(self, home: str | None = None) -> dict:
+    def supervision(self, home: str | None = None, expires_at: int | None = None) -> dict:
         """What a member compares their home's answer to a join with, as this centre reads the chain (public): the
         supervisors' key, committee and threshold, this gateway's clock (the one homes issue expiries by) and, for
-        `home`, its current issuer key and revocation epoch. A home answering otherwise singles its member out."""
+        `home`, its current issuer key and what every group credential of one week carries: the issuer key and the
+        revocation epoch it had when the week began (group_rules), for the week a credential expiring at
+        `expires_at` was issued in, else for a credential issued now. A home answering otherwise singles its
+        member out."""
         key = self.anonymous.key.get()
         committee, threshold = self.anonymous.key.committee()
         index = self.parts.index
@@ -423,11 +428,16 @@ class CentreNode:
                 names = ", ".join(sorted(m.name for m in index.members()))
                 raise NotFound(f"{home} is not a member centre (members are {names})")
             current = index.current_issuer_key(home)
+            week = issue_week(credential_expiry(facts["now"]) if expires_at is None else expires_at)
+            of_week = week_issuer_key(index.issuer_keys(home), week)
             facts["home"] = {
                 "centre": home,
                 "issuer_key": None if current is None else to_hex(current.pk),
                 "key_id": None if current is None else current.short_id,
-                "revocation_epoch": index.revocation_epoch(home),
+                "week_start": week,
+                "group_issuer_key": None if of_week is None else to_hex(of_week.pk),
+                "group_key_id": None if of_week is None else of_week.short_id,
+                "revocation_epoch": index.revocation_epoch_at(home, week),
             }
         return facts
 

@@ -5,11 +5,14 @@ opened signature is mapped back to its member, on the record.
   behind a tracing key T, the proof bound to the uid the home knows them by (so nobody registers another
   member's T); the project must be one of their LDAP groups with an allocation. The home keeps T with the
   member (T is unique) and signs a group credential over it blindly: it never sees the secret, so it can
-  never sign in the member's name.
+  never sign in the member's name. Everything the credential discloses is the week's: it expires at the
+  week boundary after next (credential_expiry), carries the home's revocation epoch as it stood when the
+  week began and is signed under the issuer key the home had then (group_rules.week_issuer_key); a home
+  that rotated since issues nothing until the next week (503).
 - **Anonymous grant** (`POST /v1/anonymous/grants`, no session): a group signature over the order, by a
   credential of this home that singles nobody out and is still valid (gateway.node.group_rules, as at the
-  serving centre: the current revocation epoch, an expiry every member of its week holds, the current issuer
-  key or the one it lately replaced), lets the home hold the order's
+  serving centre: an expiry every member of its week holds, the revocation epoch and issuer key the home had
+  when that week began), lets the home hold the order's
   maximum price on the signed project exactly as a signed-on grant does (the Payer's step), under the
   principal `anonymous:<project>`. The home learns the project, never the member, and stores nothing that
   links the grant to one but the signature itself, kept with the hold (`GET /v1/anonymous/signatures/{hash}`):
@@ -23,19 +26,36 @@ opened signature is mapped back to its member, on the record.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from py_arkworks_bls12381 import G1Point
 
-from auth.group.credential import JoinRequest, check_join, credential_expiry, issue_group_credential
+from auth.credentials.credential import key_id
+from auth.group.credential import (
+    CREDENTIAL_PERIOD,
+    JoinRequest,
+    check_join,
+    credential_expiry,
+    issue_group_credential,
+    issue_week,
+)
 from auth.group.errors import GroupError
 from auth.group.points import g1_raw
 from auth.group.signature import MAX_LENGTH, order_message, parse, verify
 from auth.tokens import Claims
 from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, Unauthenticated, Unavailable
-from gateway.node.group_rules import admit, check_disclosed, group_issuer_key, verification_limit
+from gateway.node.group_rules import (
+    admit,
+    check_disclosed,
+    check_expiry,
+    desk_limit,
+    group_issuer_key,
+    verification_limit,
+    week_issuer_key,
+)
 from gateway.node.payer import ANONYMOUS, Payer
 from gateway.node.ratelimit import RateLimit
 from gateway.node.signon import IssuerKey
@@ -93,11 +113,13 @@ class GroupDesk:
         openings: Openings | None,
         clock: Callable[[], int] | None = None,
         limit: RateLimit | None = None,
+        overall: RateLimit | None = None,
     ) -> None:
         """`enrol(uid)` is the member's enrolment id, sent on its way to the chain if it is not there yet
         (SignOn.enrol); `supervision_key()` is the supervisors' joint key Y, or Unavailable while there is none
         (gateway.node.anonymous.SupervisionKey.get); `openings` is None on a deployment without a Supervision
-        contract; `limit` bounds the grant requests each network address has this desk verify."""
+        contract; `limit` bounds the grant requests each network address has this desk verify, `overall` those it
+        verifies in all."""
         self.name = name
         self._payer = payer
         self._domain = domain
@@ -110,6 +132,7 @@ class GroupDesk:
         self._openings = openings
         self._clock = clock or index.now
         self._limit = limit or verification_limit()
+        self._overall = overall or desk_limit()
 
     # -- join ------------------------------------------------------------------------
 
@@ -132,14 +155,18 @@ class GroupDesk:
         registered = self.book.member(tracing_key.to_compressed_bytes())
         if registered is not None and (registered.uid, registered.project) != (uid, project):
             raise Conflict("this tracing key is already registered: draw a new secret and join again")
+        now = self._clock()
+        expires_at = credential_expiry(now)
+        week = issue_week(expires_at)
+        self._check_week_key(week, now)
         credential = issue_group_credential(
             self._issuer.sk,
             self._issuer.pk,
             request,
             home=self.name,
             member=uid,
-            revocation_epoch=self._index.revocation_epoch(self.name),
-            expires_at=credential_expiry(self._clock()),
+            revocation_epoch=self._index.revocation_epoch_at(self.name, week),
+            expires_at=expires_at,
         )
         enrolment = self._enrol(uid)
         try:  # the enrolment goes on chain only for a key this member may register (add_member checks again)
@@ -152,6 +179,25 @@ class GroupDesk:
             "supervision_key": to_hex(g1_raw(supervision_key)),
             "issuer_pk": to_hex(self._issuer.pk),
         }
+
+    def _check_week_key(self, week: int, now: int) -> None:
+        """Unavailable (503) unless the issuer key this home holds is its key of the week from `week`, still valid:
+        group credentials of a week are all under the key the home had when it began (a rotation takes effect for
+        groups at the next week), so a home that rotated mid-week issues none until then."""
+        of_week = week_issuer_key(self._index.issuer_keys(self.name), week)
+        if of_week is None:
+            why = "none: it had no key on chain"
+        elif of_week.pk != self._issuer.pk:
+            why = f"key {of_week.short_id}, and {self.name} now issues with key {key_id(self._issuer.pk)}"
+        elif not of_week.valid_at(now):
+            why = f"key {of_week.short_id}, which has ended since"
+        else:
+            return
+        turn = week + CREDENTIAL_PERIOD
+        raise Unavailable(
+            f"group credentials this week are issued under the key in force at the week's start ({why}); join again "
+            f"after {turn} ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(turn))})"
+        )
 
     def _enrolled_on_chain(self, uid: str, enrolment: bytes) -> None:
         """No credential before the member's enrolment is on chain: an opening is identified only as an
@@ -177,7 +223,7 @@ class GroupDesk:
         """The Payer's hold and grant for an order a member of one of this home's projects signed, unnamed.
 
         `client`: the network address asking, whose verifications are bounded (429 past the bound, before any)."""
-        admit(self._limit, client, self.name)
+        admit(self._limit, self._overall, client, self.name)
         signature = _signature_bytes(group_signature)
         parsed = self._payer.parse_order(order)
         digest = order_digest(parsed, self._domain)
@@ -190,18 +236,20 @@ class GroupDesk:
                 f"the group signature is by a member of {claimed.home}, not of {self.name}: its home grants its orders"
             )
         now = self._clock()
+        check_expiry(claimed, now=now)  # the expiry names the week the key and epoch are judged by
         try:
             signed = verify(
                 signature,
                 order_message(digest),
-                issuer_pk_for=lambda home, key_id: group_issuer_key(self._index, home, key_id, now),
+                issuer_pk_for=lambda home, kid: group_issuer_key(self._index, home, kid, claimed.expires_at, now),
                 supervision_key=self._supervision_key(),
             )
         except GroupError as exc:
             raise Unauthenticated(
                 f"the group signature is refused: {exc} (it must sign the order sent with it)"
             ) from None
-        check_disclosed(signed, epoch=self._index.revocation_epoch(self.name), now=now)
+        epoch = self._index.revocation_epoch_at(self.name, issue_week(signed.expires_at))
+        check_disclosed(signed, epoch=epoch, now=now)
         return self._payer.hold_and_sign(
             ANONYMOUS + signed.project, order, order_signature, lambda: self._allocation(signed.project), signature
         )

@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from auth.policy import Decision, PolicyEngine, PolicyError, Subject
 from gateway.node.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unavailable
-from gateway.node.ratelimit import RateLimit
+from gateway.node.ratelimit import RateLimit, network_key
 from gateway.store import NewDecision, Store, StoreError
 from ledger import decisions
 from ledger.index import EventIndex, PolicyInfo
@@ -251,10 +251,10 @@ class DecisionDesk:
         """Decide `submit` on the resource, from the very Cedar request the entry records (so it re-evaluates).
 
         `client`: the network address of a pseudonymous session, whose decisions are bounded with those of
-        every other pseudonymous session from there."""
+        every other pseudonymous session from there (an IPv6 /64 is one address: ratelimit.network_key)."""
         self._admit(self.limit, subject.principal, "one principal")
         if client is not None:
-            self._admit(self.client_limit, client, "the presented sessions of one network address")
+            self._admit(self.client_limit, network_key(client), "the presented sessions of one network address")
         served = self.keeper.current()
         try:
             cedar = served.engine.request(subject, "submit", resource, context)

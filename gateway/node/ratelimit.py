@@ -5,10 +5,14 @@ loop would otherwise grow the log (and the auditors' work) as fast as the gatewa
 answers. Buckets are kept for at most `max_keys` principals, the least recently
 seen forgotten first: a forgotten principal starts again with a full bucket,
 which is what a new one gets anyway.
+
+Buckets of network addresses are keyed by `network_key`: one IPv6 host is given a
+whole /64 (2^64 addresses), so a /64 shares one bucket, as one IPv4 address does.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import threading
 import time
 from collections import OrderedDict
@@ -40,3 +44,21 @@ class RateLimit:
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         return None if taken else (1.0 - tokens) / self.rate
+
+
+#: The IPv6 prefix one site or host is given: every address in it is one client to a bound by address.
+IPV6_PREFIX = 64
+
+
+def network_key(address: str) -> str:
+    """The bucket of a client's network address: the address for IPv4 (an IPv4-mapped IPv6 address too), its /64
+    for IPv6; anything that is no IP address (a test client's name) as it is."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, IPV6_PREFIX), strict=False))
+    return str(ip)

@@ -7,7 +7,8 @@ state), every published rates version and policy version of every member, propos
 votes, anchors with their decision-log roots and their claims per home (voided or
 standing), disputes and keys revealed in answers, members' collateral, settlements with
 their transfers and shortfalls, and from the IdentityRegistry the issuer keys with their
-validity windows, key proposals and votes, enrolments and each home's revocation epoch.
+validity windows, key proposals and votes, enrolments and each home's revocation epochs with
+the block time each began (so the epoch in force at any time can be read).
 
     schema.py        the tables and the file's bookkeeping (deployment, last block)
     rows.py          the typed rows queries return (MemberInfo, AnchorInfo, …)

@@ -29,9 +29,14 @@ class Event:
     block: int
     log_index: int
     tx_hash: str
+    time: int | None = None
+    """The block's time, read only for the events in TIMED (None for the others)."""
 
 
 Handler = Callable[[sqlite3.Connection, Event], None]
+
+#: The events whose handlers need their block's time (which a log does not carry): the sync reads it for them.
+TIMED = frozenset({("IdentityRegistry", "Revoked")})
 
 
 def project(db: sqlite3.Connection, ev: Event) -> None:
@@ -411,6 +416,7 @@ def _revoked(db: sqlite3.Connection, ev: Event) -> None:
         " ON CONFLICT (centre) DO UPDATE SET epoch = MAX(epoch, excluded.epoch)",
         row,
     )
+    _insert(db, "revocations", {"centre": row["home"], "epoch": row["epoch"], "at": ev.time, "block": ev.block})
 
 
 def _nothing(db: sqlite3.Connection, ev: Event) -> None:

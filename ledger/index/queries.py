@@ -454,6 +454,18 @@ class IndexQueries:
         row = self._one("SELECT epoch FROM revocation_epochs WHERE centre = :centre", {"centre": key})
         return int(row["epoch"]) if row else 0
 
+    def revocation_epoch_at(self, centre: bytes | str, at: int) -> int:
+        """The home centre's revocation epoch as it stood at time `at` (the last revocation whose block time is
+        at most `at`; 0 before any). A revocation whose block time is not read yet counts as made long before."""
+        key = _centre_key(centre)
+        if key is None:
+            return 0
+        row = self._one(
+            "SELECT MAX(epoch) AS epoch FROM revocations WHERE centre = :centre AND COALESCE(at, 0) <= :at",
+            {"centre": key, "at": int(at)},
+        )
+        return int(row["epoch"]) if row and row["epoch"] is not None else 0
+
 
 def _claim(row: sqlite3.Row) -> ClaimInfo:
     return ClaimInfo(

@@ -226,10 +226,27 @@ ALTER TABLE anchors ADD COLUMN decision_count INTEGER NOT NULL DEFAULT 0;
 """Access decisions on the record: every member's published policy versions (hashes), and each anchor's
 decision-log root and count. Anchors indexed before the step committed no decision log: no root, count 0."""
 
+_V4_REVOCATIONS = """
+CREATE TABLE revocations (
+    centre BLOB    NOT NULL,
+    epoch  INTEGER NOT NULL,
+    at     INTEGER,          -- the block's time; NULL until a sync reads it (revocations indexed before this step)
+    block  INTEGER NOT NULL,
+    PRIMARY KEY (centre, epoch)
+);
+INSERT INTO revocations (centre, epoch, at, block)
+SELECT home, revocation_epoch, NULL, revoked_block FROM enrolments
+WHERE revoked = 1 AND revocation_epoch IS NOT NULL AND revoked_block IS NOT NULL;
+"""
+"""Each revocation epoch of each home with the time it began (the Revoked event's block time), so the epoch in
+force at a week's start can be read (group credentials carry it). Revocations indexed before the step get their
+block's time from the chain at the next sync (sync.ChainSync)."""
+
 MIGRATIONS = [
     Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
     Migration(2, "claims per home with sum-tree roots, disputes, revealed keys, collateral", _V2_FAIR_PAYMENT),
     Migration(3, "policy versions, decision-log roots of anchors", _V3_DECISIONS),
+    Migration(4, "each revocation epoch with its block time", _V4_REVOCATIONS),
 ]
 
 # meta keys

@@ -30,7 +30,7 @@ from ledger.chain import Chain
 from ledger.db import transaction
 from ledger.deploy import Deployment, bind
 from ledger.index import schema
-from ledger.index.projections import PROJECTIONS, Event, project
+from ledger.index.projections import PROJECTIONS, TIMED, Event, project
 from ledger.primitives.canonical import canonical_json
 from ledger.primitives.hex import to_hex
 
@@ -89,20 +89,26 @@ class LogReader:
         # rejects "from_block" (eth-tester accepts both).
         logs = self.chain.w3.eth.get_logs({"address": self.addresses, "fromBlock": start, "toBlock": end})
         events = []
+        times: dict[int, int] = {}  # block -> its time, read once for the few events that need it (TIMED)
         for log in logs:
             key = (str(log["address"]).lower(), bytes(log["topics"][0]) if log["topics"] else b"")
             if key not in self._decoders:
                 continue  # an event this index does not keep (e.g. from a future ABI)
             contract, decoder = self._decoders[key]
             ev = decoder.process_log(log)
+            block = int(ev["blockNumber"])
+            timed = (contract, ev["event"]) in TIMED
+            if timed and block not in times:
+                times[block] = self.block(block).timestamp
             events.append(
                 Event(
                     contract=contract,
                     name=ev["event"],
                     args=ev["args"],
-                    block=int(ev["blockNumber"]),
+                    block=block,
                     log_index=int(ev["logIndex"]),
                     tx_hash=to_hex(ev["transactionHash"]),
+                    time=times[block] if timed else None,
                 )
             )
         events.sort(key=lambda e: (e.block, e.log_index))
@@ -162,6 +168,7 @@ class ChainSync:
         with self._sync_lock:
             last = self.last_block
             self._check_history(last)
+            self._fill_revocation_times()
             head = self.reader.head() - self.confirmations
             applied = 0
             start = last + 1
@@ -183,6 +190,19 @@ class ChainSync:
             raise IndexMismatch(f"{self.path} has indexed block {last}, which this chain does not have") from exc
         if actual != stored:
             raise IndexMismatch(f"{self.path} was built from another chain history (block {last} hash differs)")
+
+    def _fill_revocation_times(self) -> None:
+        """Reads the block time of each revocation indexed before the index kept it (schema step 4)."""
+        with self._lock:
+            blocks = [int(r[0]) for r in self._db.execute("SELECT DISTINCT block FROM revocations WHERE at IS NULL")]
+        if not blocks:
+            return
+        times = {block: self.reader.block(block).timestamp for block in blocks}
+        with self._lock, transaction(self._db):
+            self._db.executemany(
+                "UPDATE revocations SET at = :at WHERE block = :block AND at IS NULL",
+                [{"at": at, "block": block} for block, at in times.items()],
+            )
 
     def _apply_window(self, events: list[Event], end: BlockRef) -> int:
         """Records and projects the events new to the index, then moves the last block to `end`."""
