@@ -25,6 +25,9 @@ DEFAULT_DISPUTE_WINDOW = 3_600
 """Seconds after an anchor during which its records may be disputed (answers: as many again)."""
 DEFAULT_BOOKING_DELAY = 86_400
 """Seconds after an order's deadline within which its record must be anchored."""
+DEFAULT_ANCHOR_WINDOW = 86_400
+"""Seconds after an epoch's clock starts (its Consortium.anchorQuorum-th on-time anchor) that its settlement
+waits for every member's anchor."""
 DEFAULT_ANCHOR_BOND = 1_000_000
 """Collateral locked per anchor (as much as is free), lost to an upheld dispute."""
 DEFAULT_DISPUTE_BOND = 100_000
@@ -113,6 +116,7 @@ class Deployment:
     identity_registry: str | None = None  # None only in descriptions written before issue 3
     dispute_window: int | None = None  # None in descriptions written before issue 8: read it from the chain
     booking_delay: int | None = None  # likewise
+    anchor_window: int | None = None  # None in descriptions written before issue 11: read it from the chain
     supervision: str | None = None  # None in descriptions written before issue 10
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -144,6 +148,7 @@ class Deployment:
                 ),
                 dispute_window=_optional_seconds(data, "dispute_window"),
                 booking_delay=_optional_seconds(data, "booking_delay"),
+                anchor_window=_optional_seconds(data, "anchor_window"),
                 supervision=(to_checksum_address(data["supervision"]) if data.get("supervision") is not None else None),
             )
         except (KeyError, TypeError, ValueError) as exc:
@@ -219,6 +224,7 @@ def deploy_consortium(
     *,
     dispute_window: int = DEFAULT_DISPUTE_WINDOW,
     booking_delay: int = DEFAULT_BOOKING_DELAY,
+    anchor_window: int = DEFAULT_ANCHOR_WINDOW,
     anchor_bond: int = DEFAULT_ANCHOR_BOND,
     dispute_bond: int = DEFAULT_DISPUTE_BOND,
     reserve: int = 0,
@@ -231,11 +237,16 @@ def deploy_consortium(
     Every genesis member starts with `initial_credit` XCC of collateral in Settlement
     (minted to the deployer, deposited for each member): settlement pays from that
     collateral, never from token balances a debtor could move away. The deployer pays gas
-    only; it holds no role afterwards except having set the settlement contract once.
+    only; it holds no role afterwards except having wired the contracts once (the settlement
+    contract, and the Consortium as the credit's only minter: new credit is minted only by a
+    FUND proposal the members carry).
     `rate_notice` (seconds) is how long after publication new rates may first apply;
     `dispute_window` how long after an anchor its records may be disputed (answers are due
     within as long again); `booking_delay` how long after an order's deadline its record
-    may still be anchored. All four are fixed for the consortium's life. An anchor locks
+    may still be anchored; `anchor_window` how long after an epoch's clock starts (its
+    `anchorQuorum`-th on-time anchor) its settlement waits for the other members' anchors
+    (after it, the epoch settles without the silent ones, whose later anchors are paid by
+    `Settlement.settleLate`). All five are fixed for the consortium's life. An anchor locks
     the whole `anchor_bond` from the centre's free collateral or reverts, so
     `initial_credit` must cover it; a member admitted later deposits its own (`reserve`
     is credit minted to the deployer beyond the genesis members' collateral, for that).
@@ -256,6 +267,7 @@ def deploy_consortium(
     _seconds("rate_notice", rate_notice)
     _seconds("dispute_window", dispute_window)
     _seconds("booking_delay", booking_delay)
+    _seconds("anchor_window", anchor_window)
     _bond("anchor_bond", anchor_bond)
     _bond("dispute_bond", dispute_bond)
     if not 0 < _seconds("dkg_window", dkg_window) < 2**32:
@@ -270,8 +282,18 @@ def deploy_consortium(
     accounts = [to_checksum_address(m.account) for m in members]
     total = initial_credit * len(members)
     credit = chain.deploy("ConsortiumCredit", deployer, [deployer.address], [total + reserve])
+    # Later credit is minted only by the Consortium, for a FUND proposal its members carry.
+    chain.transact(credit.functions.setMinter(consortium.address), deployer)
+    chain.transact(consortium.functions.setCredit(credit.address), deployer)
     settlement = chain.deploy(
-        "Settlement", deployer, consortium.address, usage_ledger.address, credit.address, anchor_bond, dispute_bond
+        "Settlement",
+        deployer,
+        consortium.address,
+        usage_ledger.address,
+        credit.address,
+        anchor_bond,
+        dispute_bond,
+        anchor_window,
     )
     chain.transact(usage_ledger.functions.setSettlement(settlement.address), deployer)
     if total:
@@ -292,6 +314,7 @@ def deploy_consortium(
         identity_registry=identity_registry.address,
         dispute_window=dispute_window,
         booking_delay=booking_delay,
+        anchor_window=anchor_window,
         supervision=supervision.address,
     )
 
@@ -301,8 +324,9 @@ def bind(chain: Chain, deployment: Deployment, *, named: bool = False) -> Contra
 
     With `named`, calls return structs and multiple outputs as named tuples (see Chain.contract).
     """
-    if deployment.chain_id != chain.chain_id:
-        raise ValueError(f"deployment is for chain {deployment.chain_id}, connected to {chain.chain_id}")
+    connected = chain.known_chain_id()  # None: the node does not answer yet (a gateway starting without it)
+    if connected is not None and deployment.chain_id != connected:
+        raise ValueError(f"deployment is for chain {deployment.chain_id}, connected to {connected}")
     return Contracts(
         consortium=chain.contract("Consortium", deployment.consortium, named=named),
         usage_ledger=chain.contract("UsageLedger", deployment.usage_ledger, named=named),

@@ -8,7 +8,7 @@ import pytest
 from web3.logs import DISCARD
 
 from ledger.ids import centre_id
-from ledger.netting import net_positions, settle_from_collateral, transfers
+from ledger.netting import late_positions, net_positions, settle_from_collateral, transfers
 
 A, B, C, D, E = (centre_id(n) for n in ["a", "b", "c", "d", "e"])
 
@@ -142,3 +142,13 @@ def test_python_transfers_equal_the_contract_events():
     assert settled["args"]["centres"] == ids and settled["args"]["net"] == [net[i] for i in ids]
     assert on_chain == transfers(net, ids)
     assert 1 < len(on_chain) <= len(ids) - 1
+
+
+def test_late_positions_pay_the_late_creditor_from_each_member_home_in_anchor_order():
+    ids, net = late_positions(A, {C: 30, B: 20, A: 5, E: 9, D: 0}, [A, B, C, D])
+    assert ids == [A, C, B] and net == {A: 50, C: -30, B: -20}  # not its own users, no former, no zero
+    moved, moves, short = settle_from_collateral(net, {B: 5, C: 100}, ids)
+    assert moved == {A: 35, C: -30, B: -5} and moves == [(C, A, 30), (B, A, 5)] and short == [(B, 15)]
+    assert late_positions(E, {A: 10}, [A, B]) == ([E], {E: 0})  # a former member is paid nothing
+    with pytest.raises(ValueError):
+        late_positions(A, {B: -1}, [A, B])

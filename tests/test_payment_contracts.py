@@ -664,8 +664,10 @@ def test_gas_of_anchor_settle_and_a_depth_14_answer(k, capsys):
         print(f"\ngas: {gas}")
     assert gas["answer (depth 14)"] < 200_000
     # ceilings against regressions: 2 storage slots per home, 1 per anchor, and this first
-    # anchor also locks the bond (kept across epochs); settle stores one bit per epoch
-    assert gas["anchor (2 homes)"] < 240_000 and gas["settle (3 members)"] < 200_000
+    # anchor also locks the bond (kept across epochs); the first anchor of an epoch also starts
+    # the running net of each centre it names (one slot each) and the epoch's book (one slot),
+    # so that settle reads n nets, not n^2 claims; settle stores one bit per epoch
+    assert gas["anchor (2 homes)"] < 330_000 and gas["settle (3 members)"] < 200_000
 
 
 def test_a_grant_is_answered_at_one_leaf_only(k):
@@ -723,5 +725,6 @@ def test_the_honest_path_costs_under_100_gas_per_job_over_10000_jobs(k):
         used.append(settle_after_window(k, epoch)["gasUsed"])
         gas[epoch] = used
     assert sum(gas[2]) < 1_000_000, gas
-    assert sum(gas[1]) < 1_100_000, gas
+    # + the bonds, + the first epoch's running-net slots, + the quorum read until its clock starts
+    assert sum(gas[1]) < 1_180_000, gas
     assert all(k.c.usage_ledger.functions.bondOf(centre_id(n)).call()[1] == ANCHOR_BOND for n in NAMES)

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity 0.8.28;
 
+import {ConsortiumCredit} from "./ConsortiumCredit.sol";
 import {Governed} from "./Governed.sol";
 
 /// @title Consortium
 /// @notice The member registry of the xcentre consortium: which compute centres belong,
 ///         their chain accounts, gateway endpoints, token-signing keys and published rates.
-///         Members are admitted and removed by a k-of-n vote of the active members.
+///         Members are admitted and removed, the quorum changed and members funded with new
+///         credit by a k-of-n vote of the active members.
 /// @dev The order of `members()` is the admission order of the active members; removal
 ///      keeps the order of the others. Settlement nets claims in this order, so off-chain
 ///      auditors can recompute every transfer.
@@ -18,7 +20,9 @@ import {Governed} from "./Governed.sol";
 ///      versions, in force from their block: an auditor re-evaluates a centre's logged access
 ///      decisions under the version it claims, and a gateway refuses to serve with another text.
 ///      Proposals, votes and the quorum rule are `Governed`'s; this contract says what an
-///      admission or a removal checks and does.
+///      admission, a removal, a quorum change and a funding check and do. The quorum always
+///      stays reachable: 1 <= quorum <= active members, checked when a proposal is made and
+///      again when it is carried out.
 contract Consortium is Governed {
     /// @notice Prices in the smallest credit unit.
     struct Prices {
@@ -65,15 +69,28 @@ contract Consortium is Governed {
     uint8 public constant ADMIT = 0;
     /// @notice Proposal action: remove an active member.
     uint8 public constant REMOVE = 1;
+    /// @notice Proposal action: change the quorum.
+    uint8 public constant SET_QUORUM = 2;
+    /// @notice Proposal action: mint new credit to an active member's account.
+    uint8 public constant FUND = 3;
 
-    /// @dev What a proposal is about; its votes are `Governed`'s.
+    /// @dev What a proposal is about; its votes are `Governed`'s. `action` and `amount` share a
+    ///      slot; `member` is written whole only for an admission (REMOVE writes its id, FUND its
+    ///      id and account, SET_QUORUM nothing).
     struct Proposal {
         uint8 action;
+        uint128 amount; // FUND: the credit to mint; SET_QUORUM: the quorum proposed
         Member member;
     }
 
-    /// @notice Votes needed to execute a proposal (k of n).
-    uint256 public immutable quorum;
+    /// @notice Votes of current members that carry a proposal (k of n); changed by SET_QUORUM.
+    uint256 public quorum;
+
+    /// @notice The deployer, allowed to set the credit contract once.
+    address public immutable deployer;
+
+    /// @notice The credit token FUND proposals mint (its minter is this contract); zero until set.
+    ConsortiumCredit public credit;
 
     /// @notice Seconds between publishing new rates and the earliest time they may take effect.
     /// @dev Fixed at deployment. Every gateway learns of a version before it applies, and users
@@ -86,6 +103,7 @@ contract Consortium is Governed {
     mapping(uint256 => Proposal) private _subjects;
     mapping(bytes32 => Rates[]) private _rates;
     mapping(bytes32 => Policy[]) private _policies;
+    mapping(bytes32 => uint256) private _admittedAt;
 
     /// @notice A member was admitted (its admission rates follow as a `RatesPublished`).
     /// @param id The centre id.
@@ -117,12 +135,25 @@ contract Consortium is Governed {
     event PolicyPublished(
         bytes32 indexed id, uint64 indexed version, bytes32 policyHash, bytes32 schemaHash, uint64 publishedAt
     );
-    /// @notice A member proposed to admit or remove a centre; its own `Voted` follows.
+    /// @notice A member made a proposal; its own `Voted` follows (its amount: `proposalTerms`).
     /// @param proposalId The new proposal's id (ids count from 1).
-    /// @param action ADMIT (0) or REMOVE (1).
-    /// @param memberId The centre to admit or remove.
+    /// @param action ADMIT (0), REMOVE (1), SET_QUORUM (2) or FUND (3).
+    /// @param memberId The centre to admit, remove or fund (zero for SET_QUORUM).
     /// @param proposer The proposing member's id.
     event ProposalCreated(uint256 indexed proposalId, uint8 action, bytes32 indexed memberId, bytes32 proposer);
+    /// @notice A carried SET_QUORUM proposal changed the quorum.
+    /// @param previous The quorum before.
+    /// @param quorum The quorum now.
+    event QuorumChanged(uint256 previous, uint256 quorum);
+    /// @notice A carried FUND proposal minted new credit to a member's account.
+    /// @param id The centre funded.
+    /// @param account Its chain account, which received the credit.
+    /// @param amount The credit minted.
+    /// @param proposalId The proposal carried.
+    event MemberFunded(bytes32 indexed id, address indexed account, uint256 amount, uint256 indexed proposalId);
+    /// @notice The credit contract was set (once, by the deployer).
+    /// @param credit The ConsortiumCredit contract.
+    event CreditSet(address indexed credit);
 
     /// @notice The caller (or the named centre) is not an active member.
     error NotMember();
@@ -130,7 +161,7 @@ contract Consortium is Governed {
     error AlreadyMember(bytes32 id);
     /// @notice The account already belongs to another member.
     error AccountInUse(address account);
-    /// @notice Action is neither ADMIT (0) nor REMOVE (1).
+    /// @notice `propose` takes ADMIT (0) or REMOVE (1) only (quorum: `proposeQuorum`; funding: `proposeFunding`).
     error InvalidAction(uint8 action);
     /// @notice Quorum must satisfy 1 <= quorum <= number of members.
     error InvalidQuorum(uint256 quorum, uint256 members);
@@ -140,6 +171,16 @@ contract Consortium is Governed {
     error InvalidAccount();
     /// @notice The removal would leave fewer members than the quorum.
     error QuorumUnreachable(uint256 quorum, uint256 remaining);
+    /// @notice A funding amount must be at least 1 and below 2**128.
+    error InvalidAmount(uint256 amount);
+    /// @notice No credit contract is set: this deployment cannot fund members.
+    error CreditNotSet();
+    /// @notice The credit contract is already set.
+    error CreditAlreadySet(address credit);
+    /// @notice The credit contract must be a contract whose minter is this Consortium.
+    error InvalidCredit(address credit);
+    /// @notice Only the deployer may set the credit contract.
+    error Unauthorized(address caller);
     /// @notice Rates may take effect no sooner than the notice period from now, and only after
     ///         the member's latest published version: no back-dating, no reordering.
     error RatesTooSoon(uint64 effectiveFrom, uint256 earliest);
@@ -152,14 +193,15 @@ contract Consortium is Governed {
     /// @notice The member has no policy version with this number.
     error UnknownPolicy(bytes32 id, uint64 version);
 
-    /// @notice Creates the consortium with its genesis members, a fixed quorum and a fixed notice.
+    /// @notice Creates the consortium with its genesis members, its first quorum and a fixed notice.
     /// @param genesis The founding members (their `active` flag is ignored).
-    /// @param quorum_ Votes needed to admit or remove a member, 1 <= quorum_ <= genesis.length.
+    /// @param quorum_ Votes that carry a proposal, 1 <= quorum_ <= genesis.length (later: SET_QUORUM).
     /// @param rateNotice_ Seconds between publishing rates and their taking effect.
     constructor(Member[] memory genesis, uint256 quorum_, uint64 rateNotice_) {
         if (quorum_ == 0 || quorum_ > genesis.length) revert InvalidQuorum(quorum_, genesis.length);
         quorum = quorum_;
         rateNotice = rateNotice_;
+        deployer = msg.sender;
         for (uint256 i = 0; i < genesis.length; i++) {
             _admit(genesis[i]);
         }
@@ -215,6 +257,25 @@ contract Consortium is Governed {
         return id;
     }
 
+    /// @notice How many on-time anchors of an epoch start its anchor deadline (UsageLedger): the
+    ///         quorum, or one short of every member when the quorum is all of them (a silent
+    ///         member must not block settlement for good). No coalition short of it can start an
+    ///         epoch's clock early, to make the others' anchors late or settle an epoch alone.
+    /// @return need The number of anchors.
+    function anchorQuorum() external view returns (uint256 need) {
+        need = quorum;
+        uint256 n = _activeIds.length;
+        if (need >= n && n > 1) need = n - 1;
+    }
+
+    /// @notice The block of `id`'s latest admission (0: never admitted): its votes cast before
+    ///         it, in an earlier membership, no longer count.
+    /// @param id The centre id.
+    /// @return The block number.
+    function memberSince(bytes32 id) external view returns (uint256) {
+        return _admittedAt[id];
+    }
+
     /// @notice Number of proposals created so far (ids are 1..proposalCount).
     /// @return The count.
     function proposalCount() external view returns (uint256) {
@@ -223,10 +284,12 @@ contract Consortium is Governed {
 
     /// @notice A proposal's state.
     /// @param proposalId The proposal id.
-    /// @return action ADMIT or REMOVE.
+    /// @return action ADMIT, REMOVE, SET_QUORUM or FUND.
     /// @return executed Whether it has been executed.
-    /// @return votes Votes of current members (votes of members removed since do not count).
-    /// @return subject The member to admit (or whose id to remove).
+    /// @return votes Votes of current members (votes of members removed since, or cast before a
+    ///         member's latest admission, do not count).
+    /// @return subject The member to admit, or the record of the member to remove or fund
+    ///         (empty for SET_QUORUM); its amount is in `proposalTerms`.
     function proposal(uint256 proposalId)
         external
         view
@@ -234,7 +297,37 @@ contract Consortium is Governed {
     {
         (executed, votes) = _tally(proposalId);
         Proposal storage p = _subjects[proposalId];
-        return (p.action, executed, votes, p.member);
+        action = p.action;
+        if (action == ADMIT) {
+            subject = p.member;
+        } else if (action != SET_QUORUM) {
+            subject = _members[p.member.id];
+        }
+    }
+
+    /// @notice A proposal's terms and state in one read, for every action.
+    /// @param proposalId The proposal id.
+    /// @return action ADMIT, REMOVE, SET_QUORUM or FUND.
+    /// @return subject The centre admitted, removed or funded (zero for SET_QUORUM).
+    /// @return amount FUND: the credit to mint; SET_QUORUM: the quorum proposed; otherwise 0.
+    /// @return executed Whether it has been carried out.
+    /// @return votes Votes of current members.
+    function proposalTerms(uint256 proposalId)
+        external
+        view
+        returns (uint8 action, bytes32 subject, uint256 amount, bool executed, uint256 votes)
+    {
+        (executed, votes) = _tally(proposalId);
+        Proposal storage p = _subjects[proposalId];
+        return (p.action, p.member.id, p.amount, executed, votes);
+    }
+
+    /// @notice Who voted for a proposal, in vote order (also members removed since, whose votes
+    ///         no longer count, even once readmitted); the first is the proposer.
+    /// @param proposalId The proposal id.
+    /// @return The voters' member ids.
+    function proposalVoters(uint256 proposalId) external view returns (bytes32[] memory) {
+        return _voters(proposalId);
     }
 
     /// @notice Whether member `voter` has voted on `proposalId`.
@@ -251,20 +344,65 @@ contract Consortium is Governed {
     /// @param m The member to admit, or a record carrying the id to remove.
     /// @return proposalId The new proposal's id.
     function propose(uint8 action, Member calldata m) external onlyMember returns (uint256 proposalId) {
+        proposalId = _newProposal();
+        Proposal storage p = _subjects[proposalId];
         if (action == ADMIT) {
             _checkAdmissible(m);
+            p.member = m;
         } else if (action == REMOVE) {
             _checkRemovable(m.id);
+            p.action = REMOVE;
+            p.member.id = m.id;
         } else {
             revert InvalidAction(action);
         }
+        _opened(proposalId, action, m.id);
+    }
+
+    /// @notice Proposes a new quorum; the proposer's vote counts. It must stay reachable:
+    ///         1 <= newQuorum <= active members, now and when the proposal is carried.
+    /// @param newQuorum Votes of current members that will carry a proposal.
+    /// @return proposalId The new proposal's id.
+    function proposeQuorum(uint256 newQuorum) external onlyMember returns (uint256 proposalId) {
+        _checkQuorum(newQuorum);
         proposalId = _newProposal();
         Proposal storage p = _subjects[proposalId];
-        p.action = action;
-        p.member = m;
-        bytes32 proposer = _idByAccount[msg.sender];
-        emit ProposalCreated(proposalId, action, m.id, proposer);
-        _vote(proposalId, proposer);
+        p.action = SET_QUORUM;
+        p.amount = uint128(newQuorum); // at most the member count
+        _opened(proposalId, SET_QUORUM, bytes32(0));
+    }
+
+    /// @notice Proposes to mint `amount` of new credit to active member `id`'s account (for a
+    ///         member admitted after genesis, say); the proposer's vote counts. Credit is minted
+    ///         in no other way.
+    /// @param id The centre to fund (active now and when the proposal is carried, with the
+    ///        account it has now: readmitted with another one since, it is not carried).
+    /// @param amount The credit, 1 <= amount < 2**128.
+    /// @return proposalId The new proposal's id.
+    function proposeFunding(bytes32 id, uint256 amount) external onlyMember returns (uint256 proposalId) {
+        if (address(credit) == address(0)) revert CreditNotSet();
+        if (!isMember(id)) revert NotMember();
+        if (amount == 0 || amount > type(uint128).max) revert InvalidAmount(amount);
+        proposalId = _newProposal();
+        Proposal storage p = _subjects[proposalId];
+        p.action = FUND;
+        p.amount = uint128(amount);
+        p.member.id = id;
+        p.member.account = _members[id].account; // minted to this account only
+        _opened(proposalId, FUND, id);
+    }
+
+    /// @notice Sets the credit contract FUND proposals mint; callable once, by the deployer, with
+    ///         a ConsortiumCredit whose minter is already this contract.
+    /// @param credit_ The ConsortiumCredit contract.
+    function setCredit(address credit_) external {
+        if (msg.sender != deployer) revert Unauthorized(msg.sender);
+        if (address(credit) != address(0)) revert CreditAlreadySet(address(credit));
+        if (credit_.code.length == 0 || ConsortiumCredit(credit_).minter() != address(this)) {
+            revert InvalidCredit(credit_);
+        }
+        credit = ConsortiumCredit(credit_);
+        emit CreditSet(credit_);
     }
 
     /// @notice Votes for a proposal; executes it when the votes reach the quorum.
@@ -374,18 +512,45 @@ contract Consortium is Governed {
         return _members[id].active;
     }
 
+    function _memberSince(bytes32 id) internal view override returns (uint256) {
+        return _admittedAt[id];
+    }
+
     function _quorum() internal view override returns (uint256) {
         return quorum;
     }
 
     function _execute(uint256 proposalId) internal override {
         Proposal storage p = _subjects[proposalId];
-        if (p.action == ADMIT) {
+        uint8 action = p.action;
+        if (action == ADMIT) {
             _admit(p.member);
-        } else {
+        } else if (action == REMOVE) {
             _checkRemovable(p.member.id);
             _remove(p.member.id);
+        } else if (action == SET_QUORUM) {
+            _checkQuorum(p.amount);
+            emit QuorumChanged(quorum, p.amount);
+            quorum = p.amount;
+        } else {
+            bytes32 id = p.member.id;
+            address account = p.member.account;
+            // readmitted with another account since (another operator, say): not what was voted
+            if (!isMember(id) || _members[id].account != account) revert NotMember();
+            emit MemberFunded(id, account, p.amount, proposalId);
+            credit.mint(account, p.amount);
         }
+    }
+
+    /// @dev Announces a proposal just stored and casts its proposer's vote.
+    function _opened(uint256 proposalId, uint8 action, bytes32 subject) private {
+        bytes32 proposer = _idByAccount[msg.sender];
+        emit ProposalCreated(proposalId, action, subject, proposer);
+        _vote(proposalId, proposer);
+    }
+
+    function _checkQuorum(uint256 q) private view {
+        if (q == 0 || q > _activeIds.length) revert InvalidQuorum(q, _activeIds.length);
     }
 
     function _checkAdmissible(Member memory m) private view {
@@ -416,6 +581,7 @@ contract Consortium is Governed {
         m.active = true;
         _members[m.id] = m;
         _idByAccount[m.account] = m.id;
+        _admittedAt[m.id] = block.number;
         _activeIds.push(m.id);
         emit MemberAdmitted(m.id, m.account, m.name, m.gatewayUrl, m.tokenKey);
         // In force from admission: no job of this member can be running under an older version.

@@ -4,11 +4,12 @@ pragma solidity 0.8.28;
 /// @title Governed
 /// @notice k-of-n proposals of the consortium's members: numbering, votes, the quorum rule and
 ///         execution, written once for every contract that member votes govern (Consortium's
-///         admissions and removals, IdentityRegistry's issuer-key changes).
+///         admissions, removals, quorum changes and fundings, IdentityRegistry's issuer-key changes).
 /// @dev A derived contract keeps what a proposal is about under its id, names who its members
 ///      are (`_isMember`) and how many votes pass a proposal (`_quorum`), and carries a passed
-///      proposal out in `_execute`. A vote counts only while its voter is a member: a member
-///      voted out no longer helps any open proposal pass. A proposal executes inside the
+///      proposal out in `_execute`. A vote counts only while its voter is a member, and only if
+///      cast since the voter's latest admission (`_memberSince`): a member voted out no longer
+///      helps any open proposal pass, not even once its id is admitted again. A proposal executes inside the
 ///      transaction of the vote that reaches the quorum (of the proposal itself when the
 ///      quorum is 1); if `_execute` reverts, that vote reverts and is not counted.
 abstract contract Governed {
@@ -22,7 +23,8 @@ abstract contract Governed {
     }
 
     mapping(uint256 => Ballot) private _ballots;
-    mapping(uint256 => mapping(bytes32 => bool)) private _voted;
+    /// @dev The block of each member's vote on each proposal (0: none).
+    mapping(uint256 => mapping(bytes32 => uint256)) private _votedAt;
     uint256 private _proposalCount;
 
     /// @notice A member voted for a proposal (the proposer's own vote included).
@@ -44,6 +46,10 @@ abstract contract Governed {
     /// @dev Whether `id` is a member now; only members' votes count.
     function _isMember(bytes32 id) internal view virtual returns (bool);
 
+    /// @dev The block of `id`'s latest admission: its votes cast before it (in an earlier
+    ///      membership, perhaps of another operator under the same name) do not count.
+    function _memberSince(bytes32 id) internal view virtual returns (uint256);
+
     /// @dev Votes of current members that pass a proposal.
     function _quorum() internal view virtual returns (uint256);
 
@@ -61,11 +67,11 @@ abstract contract Governed {
     function _vote(uint256 proposalId, bytes32 voter) internal {
         Ballot storage b = _ballot(proposalId);
         if (b.executed) revert ProposalClosed(proposalId);
-        if (_voted[proposalId][voter]) revert AlreadyVoted(proposalId, voter);
-        _voted[proposalId][voter] = true;
+        if (_votedAt[proposalId][voter] != 0) revert AlreadyVoted(proposalId, voter);
+        _votedAt[proposalId][voter] = block.number;
         b.voters[b.voterCount++] = voter;
         emit Voted(proposalId, voter);
-        if (_currentVotes(b) >= _quorum()) {
+        if (_currentVotes(proposalId, b) >= _quorum()) {
             b.executed = true;
             _execute(proposalId);
             emit ProposalExecuted(proposalId);
@@ -81,12 +87,21 @@ abstract contract Governed {
     ///      reverts UnknownProposal for an id never given out.
     function _tally(uint256 proposalId) internal view returns (bool executed, uint256 votes) {
         Ballot storage b = _ballot(proposalId);
-        return (b.executed, _currentVotes(b));
+        return (b.executed, _currentVotes(proposalId, b));
     }
 
     /// @dev Whether member `voter` has voted on `proposalId`.
     function _hasVoted(uint256 proposalId, bytes32 voter) internal view returns (bool) {
-        return _voted[proposalId][voter];
+        return _votedAt[proposalId][voter] != 0;
+    }
+
+    /// @dev Every voter of an existing proposal in vote order (members removed since included).
+    function _voters(uint256 proposalId) internal view returns (bytes32[] memory list) {
+        Ballot storage b = _ballot(proposalId);
+        list = new bytes32[](b.voterCount);
+        for (uint256 i = 0; i < list.length; i++) {
+            list[i] = b.voters[i];
+        }
     }
 
     function _ballot(uint256 proposalId) private view returns (Ballot storage) {
@@ -94,10 +109,11 @@ abstract contract Governed {
         return _ballots[proposalId];
     }
 
-    function _currentVotes(Ballot storage b) private view returns (uint256 count) {
+    function _currentVotes(uint256 proposalId, Ballot storage b) private view returns (uint256 count) {
         uint256 n = b.voterCount;
         for (uint256 i = 0; i < n; i++) {
-            if (_isMember(b.voters[i])) count++;
+            bytes32 v = b.voters[i];
+            if (_isMember(v) && _votedAt[proposalId][v] >= _memberSince(v)) count++;
         }
     }
 }

@@ -270,6 +270,10 @@ contract IdentityRegistry is Governed {
         return consortium.isMember(id);
     }
 
+    function _memberSince(bytes32 id) internal view override returns (uint256) {
+        return consortium.memberSince(id);
+    }
+
     function _quorum() internal view override returns (uint256) {
         return consortium.quorum();
     }

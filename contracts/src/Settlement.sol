@@ -13,10 +13,12 @@ import {UsageLedger} from "./UsageLedger.sol";
 /// @dev Credit deposited here is internal collateral: settlement moves it between accounts and
 ///      never touches anyone's ERC-20 balance, so no debtor can make `settle` revert by moving
 ///      its credit away. Bonds are locked parts of an account's collateral; a withdrawal waits
-///      for the epoch after the next anchored one to settle, so collateral cannot leave under
-///      an open epoch.
+///      for the epoch after the next anchored one, and every epoch before it, to settle, so
+///      collateral cannot leave under an open epoch.
 ///      Netting, for auditors to recompute off-chain: net[c] = sum of standing claims c holds -
-///      sum of standing claims on c, over active members in admission order. Each debtor pays
+///      sum of standing claims on c, over active members in admission order, the claims of late
+///      anchors (`UsageLedger.AnchoredLate`) left out: those are paid by `settleLate`, each home
+///      its claim, as far as its collateral goes (`LateClaimsSettled`). Each debtor pays
 ///      min(debt, balance - locked). When every debtor pays in full, the first remaining debtor
 ///      pays the first remaining creditor min(debt, credit), and whichever is exhausted advances.
 ///      Otherwise each creditor gets floor(credit * collected / totalDebt), the dust to the first
@@ -44,11 +46,20 @@ contract Settlement {
     uint256 public immutable anchorBond;
     /// @notice Collateral locked per dispute, lost to the claimant when the dispute is answered.
     uint256 public immutable disputeBond;
+    /// @notice Seconds after an epoch's `Consortium.anchorQuorum`-th anchor that its settlement
+    ///         waits for every member to anchor; after that it settles without the silent ones,
+    ///         whose anchors are late (`UsageLedger.anchorDeadline`).
+    uint64 public immutable anchorWindow;
 
     mapping(address => Collateral) private _collateral;
     /// @dev Bit (epoch & 255) of word (epoch >> 8): the epoch is settled. What moved is in its
     ///      `EpochSettled` event, not in storage: a settlement stays cheap.
     mapping(uint256 => uint256) private _settled;
+    /// @notice Every epoch from 1 up to this one is settled. Epochs settle out of order (one
+    ///         with a silent member waits for its anchor deadline, a later one may not), so a
+    ///         withdrawal waits for this, not for its unlock epoch alone: collateral never
+    ///         leaves while an earlier epoch that may hold debts of its owner is open.
+    uint64 public settledThrough;
 
     /// @notice Credit was deposited as collateral.
     /// @param account Whose collateral grew.
@@ -93,6 +104,14 @@ contract Settlement {
     /// @param to The paid centre.
     /// @param amount The amount, in the smallest credit unit.
     event SettlementTransfer(uint64 indexed epoch, bytes32 indexed from, bytes32 indexed to, uint256 amount);
+    /// @notice A late anchor's claims were paid: what moved for its centre and each home it
+    ///         claimed on, as `EpochSettled` shows an epoch's.
+    /// @dev Emitted after its `SettlementTransfer`s.
+    /// @param epoch The epoch.
+    /// @param centre The late anchor's centre (the only creditor).
+    /// @param centres `centre`, then the active homes with a standing claim, in the anchor's order.
+    /// @param net What each one's collateral changed by; they sum to zero.
+    event LateClaimsSettled(uint64 indexed epoch, bytes32 indexed centre, bytes32[] centres, int256[] net);
 
     /// @notice Caller is not the UsageLedger.
     error Unauthorized(address caller);
@@ -104,7 +123,7 @@ contract Settlement {
     error InsufficientCollateral(address account, uint256 free, uint256 amount);
     /// @notice The account has no pending withdrawal.
     error NothingToWithdraw(address account);
-    /// @notice The withdrawal waits for this epoch to be settled.
+    /// @notice The withdrawal waits for this epoch and every one before it to be settled.
     error WithdrawalLocked(uint64 unlockEpoch);
 
     /// @param consortium_ The Consortium contract.
@@ -112,12 +131,21 @@ contract Settlement {
     /// @param credit_ The ConsortiumCredit token.
     /// @param anchorBond_ Collateral locked per anchor.
     /// @param disputeBond_ Collateral locked per dispute.
-    constructor(address consortium_, address usageLedger_, address credit_, uint256 anchorBond_, uint256 disputeBond_) {
+    /// @param anchorWindow_ Seconds after an epoch's anchorQuorum-th anchor that settlement waits for the others.
+    constructor(
+        address consortium_,
+        address usageLedger_,
+        address credit_,
+        uint256 anchorBond_,
+        uint256 disputeBond_,
+        uint64 anchorWindow_
+    ) {
         consortium = Consortium(consortium_);
         usageLedger = UsageLedger(usageLedger_);
         credit = IERC20(credit_);
         anchorBond = anchorBond_;
         disputeBond = disputeBond_;
+        anchorWindow = anchorWindow_;
     }
 
     modifier onlyUsageLedger() {
@@ -174,9 +202,9 @@ contract Settlement {
     }
 
     /// @notice Asks to withdraw `amount` more of the caller's free collateral, once the epoch
-    ///         two past the highest settled one is settled (the whole pending amount waits for
-    ///         it): no epoch past that can be anchored yet, so every claim open now is settled
-    ///         first, and no member can push the wait further by anchoring far ahead.
+    ///         two past the highest settled one and every epoch before it are settled
+    ///         (`settledThrough`; the whole pending amount waits for it): every claim open now
+    ///         is settled first, and no member can push the wait further by anchoring far ahead.
     /// @param amount The amount.
     function requestWithdrawal(uint256 amount) external {
         uint256 free = freeOf(msg.sender);
@@ -188,11 +216,12 @@ contract Settlement {
         emit WithdrawalRequested(msg.sender, c.pendingWithdrawal, c.unlockEpoch);
     }
 
-    /// @notice Transfers the caller's pending withdrawal out (what settlement left of it).
+    /// @notice Transfers the caller's pending withdrawal out (what settlement left of it), once
+    ///         every epoch up to its unlock epoch is settled.
     function withdraw() external {
         Collateral storage c = _collateral[msg.sender];
         if (c.pendingWithdrawal == 0) revert NothingToWithdraw(msg.sender);
-        if (!settled(c.unlockEpoch)) revert WithdrawalLocked(c.unlockEpoch);
+        if (settledThrough < c.unlockEpoch) revert WithdrawalLocked(c.unlockEpoch);
         uint256 available = c.balance - c.locked;
         uint256 amount = c.pendingWithdrawal < available ? c.pendingWithdrawal : available;
         c.pendingWithdrawal = 0;
@@ -247,15 +276,48 @@ contract Settlement {
     ///      debtor's balance: a debtor short of collateral pays what it has (`Shortfall`).
     ///      The centres netted and what moved for each are the `EpochSettled` event (auditors
     ///      need the set that was netted: membership changes after settlement).
+    ///      Reverts UsageLedger.FormerParticipants when a centre the epoch's claims name has left
+    ///      the consortium since: `settleWithout` names those.
     /// @param epoch The epoch.
     function settle(uint64 epoch) external {
+        _settle(epoch, new bytes32[](0));
+    }
+
+    /// @notice Settles `epoch` as `settle` does, taking out the claims by and on `formers`: the
+    ///         centres its claims name that are no longer members, every one, in ascending order.
+    /// @dev The ledger checks the list against its count of the epoch's participants, so a
+    ///      caller can neither leave a former member's claims in nor take a member's out.
+    /// @param epoch The epoch.
+    /// @param formers The former members among the epoch's participants, ascending.
+    function settleWithout(uint64 epoch, bytes32[] calldata formers) external {
+        _settle(epoch, formers);
+    }
+
+    function _settle(uint64 epoch, bytes32[] memory formers) private {
         if (settled(epoch)) revert AlreadySettled(epoch);
         if (!usageLedger.settleable(epoch)) revert NotSettleable(epoch);
         _settled[epoch >> 8] |= uint256(1) << (epoch & 255);
-        (bytes32[] memory ids, address[] memory accounts, int256[] memory net) = usageLedger.finalize(epoch);
+        uint64 through = settledThrough;
+        while (settled(through + 1)) through++;
+        settledThrough = through;
+        (bytes32[] memory ids, address[] memory accounts, int256[] memory net) = usageLedger.finalize(epoch, formers);
         int256[] memory moved = _collect(epoch, ids, accounts, net);
         _transfer(epoch, ids, accounts, moved);
         emit EpochSettled(epoch, ids, moved);
+    }
+
+    /// @notice Pays the claims of `centre`'s late anchor of the settled `epoch`, once its answer
+    ///         deadline has passed: each active home it claimed on pays its standing claim from
+    ///         collateral (a shortfall is `Shortfall`), closing that anchor's open disputes first.
+    /// @dev Anyone may call, once per late anchor (UsageLedger.LateAlreadySettled after).
+    /// @param epoch The epoch.
+    /// @param centre The centre that anchored late.
+    function settleLate(uint64 epoch, bytes32 centre) external {
+        if (!settled(epoch)) revert NotSettleable(epoch);
+        (bytes32[] memory ids, address[] memory accounts, int256[] memory net) = usageLedger.finalizeLate(epoch, centre);
+        int256[] memory moved = _collect(epoch, ids, accounts, net);
+        _transfer(epoch, ids, accounts, moved);
+        emit LateClaimsSettled(epoch, centre, ids, moved);
     }
 
     function _deposit(address account, uint256 amount) private {

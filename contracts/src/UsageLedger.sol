@@ -89,11 +89,16 @@ contract UsageLedger is EIP712 {
 
     /// @dev One centre's anchor of one epoch: when, how many records, and its decision log
     ///      (the Merkle root and entry count of the access decisions it logged in the epoch;
-    ///      both zero when it logged none). Two slots: the times and counts, then the root.
+    ///      both zero when it logged none). Two slots: the times, counts and flags, then the root.
+    ///      `late`: made after the epoch's anchor deadline or its settlement, so its claims are
+    ///      not in the epoch's netting but wait for `Settlement.settleLate`; `lateSettled`: that
+    ///      has happened.
     struct Anchor {
         uint64 anchoredAt;
         uint64 recordCount;
         uint64 decisionCount;
+        bool late;
+        bool lateSettled;
         bytes32 decisionRoot;
     }
 
@@ -113,12 +118,34 @@ contract UsageLedger is EIP712 {
     }
 
     /// @dev A centre's claim on one home for one epoch: the sum tree's root, leaves and total
-    ///      (two slots: the root, then count, voided and total).
+    ///      (two slots: the root, then count, flags and total). `netted`: the claim is in the
+    ///      epoch's running nets (an on-time anchor, and not on the centre's own users).
     struct Claim {
         bytes32 root;
         uint64 count;
         bool voided;
+        bool netted;
         uint128 total;
+    }
+
+    /// @dev A centre's running net for one epoch, kept as claims are anchored and voided: what
+    ///      its standing netted claims hold minus what standing netted claims hold on it. One
+    ///      slot; `listed`: the centre is in the epoch's participants.
+    struct Position {
+        int248 net;
+        bool listed;
+    }
+
+    /// @dev One epoch's on-time anchoring, one slot: when the anchor that started its clock was
+    ///      made (the anchor deadline counts from it: the `Consortium.anchorQuorum`-th on-time
+    ///      anchor, so no coalition short of a quorum can start it early), how many centres'
+    ///      running nets its on-time anchors touched (its participants: settlement checks that
+    ///      every one is an active member or named as a former one, whose claims it takes out),
+    ///      and how many on-time anchors it had until its clock started.
+    struct EpochBook {
+        uint64 firstAnchorAt;
+        uint64 participants;
+        uint64 anchors;
     }
 
     enum Status {
@@ -177,6 +204,12 @@ contract UsageLedger is EIP712 {
     mapping(bytes32 => mapping(uint64 => Anchor)) private _anchors;
     mapping(uint64 => mapping(bytes32 => mapping(bytes32 => Claim))) private _claims;
     mapping(bytes32 => Bond) private _bonds;
+    mapping(uint64 => mapping(bytes32 => Position)) private _positions;
+    mapping(uint64 => EpochBook) private _books;
+    /// @dev The homes of a late anchor, in the order given (what `settleLate` pays on).
+    mapping(uint64 => mapping(bytes32 => bytes32[])) private _lateHomes;
+    /// @dev The disputes of a late anchor's claims: `settleLate` closes them, not the epoch's settlement.
+    mapping(uint64 => mapping(bytes32 => uint256[])) private _lateDisputes;
     /// @dev Bit (epoch & 255) of word (epoch >> 8): the epoch was finalized by its settlement.
     mapping(uint256 => uint256) private _finalized;
     mapping(uint256 => Dispute) private _disputes;
@@ -210,6 +243,12 @@ contract UsageLedger is EIP712 {
         bytes32 decisionRoot,
         uint64 decisionCount
     );
+    /// @notice An anchor came after the epoch's anchor deadline or its settlement: its claims
+    ///         are not netted with the epoch but paid by `Settlement.settleLate` once its answer
+    ///         deadline has passed.
+    /// @param centre The anchoring centre.
+    /// @param epoch The epoch.
+    event AnchoredLate(bytes32 indexed centre, uint64 indexed epoch);
     /// @notice A record of a claim was disputed.
     /// @param id The dispute id (ids count from 1).
     /// @param centre The claimant (serving centre).
@@ -247,8 +286,18 @@ contract UsageLedger is EIP712 {
     error InvalidSettlement();
     /// @notice This centre has already anchored this epoch.
     error AlreadyAnchored(bytes32 centre, uint64 epoch);
-    /// @notice The epoch has been settled; it takes no more anchors.
-    error EpochFinalized(uint64 epoch);
+    /// @notice The epoch has not been settled yet (a late anchor waits for its settlement).
+    error EpochNotFinalized(uint64 epoch);
+    /// @notice The centre made no late anchor of the epoch (none at all, or on time).
+    error NotLate(bytes32 centre, uint64 epoch);
+    /// @notice The centre's late claims of the epoch have been settled already.
+    error LateAlreadySettled(bytes32 centre, uint64 epoch);
+    /// @notice Answers to disputes of this anchor are due until this time.
+    error AnswersDue(uint256 deadline);
+    /// @notice `count` of the epoch's participants are no longer members: settle naming them.
+    error FormerParticipants(uint64 epoch, uint256 count);
+    /// @notice Not a participant of the epoch that is no longer a member, or named out of order.
+    error NotFormer(bytes32 centre);
     /// @notice A decision log's root and count must both be zero (no log) or both non-zero.
     error InvalidDecisionLog();
     /// @notice homes, roots, counts and totals differ in length.
@@ -344,8 +393,11 @@ contract UsageLedger is EIP712 {
     ///      may be anchored: withdrawals wait on settled epochs (`highestSettled`), never on
     ///      anchored ones, so a far epoch holds nothing hostage, and an honest anchor is never
     ///      held back (a late anchor would make its records unanswerable: rule 6 of `answer`).
-    ///      A home that is the caller itself is anchored for the audit and never claimed. A centre
-    ///      that logged decisions but served no records anchors with no homes.
+    ///      An on-time anchor (before `anchorDeadline` and the epoch's settlement) moves the
+    ///      epoch's running nets: + total to the caller, - total to each home. A later one is
+    ///      `AnchoredLate`: its claims wait for `Settlement.settleLate`. A home that is the caller
+    ///      itself is anchored for the audit and never claimed. A centre that logged decisions
+    ///      but served no records anchors with no homes.
     /// @param epoch The epoch number.
     /// @param homes The payer homes (active members, no duplicates).
     /// @param roots Each home's sum-tree root.
@@ -364,14 +416,17 @@ contract UsageLedger is EIP712 {
     ) external {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
-        if (_isFinalized(epoch)) revert EpochFinalized(epoch);
         if ((decisionRoot == bytes32(0)) != (decisionCount == 0)) revert InvalidDecisionLog();
         // block.timestamp is read twice, not kept: eleven parameters leave no stack slot for it.
-        uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
-        _anchors[centre][epoch] = Anchor(uint64(block.timestamp), recordCount, decisionCount, decisionRoot);
+        {
+            uint64 recordCount = _storeClaims(_claims[epoch][centre], homes, roots, counts, totals);
+            _anchors[centre][epoch] =
+                Anchor(uint64(block.timestamp), recordCount, decisionCount, _isLate(epoch), false, decisionRoot);
+        }
         emit EpochAnchored(
             centre, epoch, homes, roots, counts, totals, uint64(block.timestamp), decisionRoot, decisionCount
         );
+        _place(epoch, centre, homes, totals);
         _bondAnchor(centre);
     }
 
@@ -413,6 +468,43 @@ contract UsageLedger is EIP712 {
     {
         Anchor storage a = _anchors[centre][epoch];
         return (a.anchoredAt != 0, a.anchoredAt, a.recordCount);
+    }
+
+    /// @notice Whether `centre`'s anchor of `epoch` was late, and whether its claims were settled.
+    /// @param centre The centre id.
+    /// @param epoch The epoch.
+    /// @return late True when the anchor came after the deadline or the epoch's settlement.
+    /// @return settled True once `Settlement.settleLate` paid its claims.
+    function lateOf(bytes32 centre, uint64 epoch) external view returns (bool late, bool settled) {
+        Anchor storage a = _anchors[centre][epoch];
+        return (a.late, a.lateSettled);
+    }
+
+    /// @notice When `epoch` stops waiting for silent members: the time of its on-time anchor
+    ///         that reached `Consortium.anchorQuorum` plus `Settlement.anchorWindow` (0 before
+    ///         that anchor). Anchors after it are late.
+    /// @param epoch The epoch.
+    /// @return The time.
+    function anchorDeadline(uint64 epoch) public view returns (uint256) {
+        uint256 first = _books[epoch].firstAnchorAt;
+        return first == 0 ? 0 : first + settlement.anchorWindow();
+    }
+
+    /// @notice `centre`'s running net for `epoch`: standing on-time claims it holds minus those
+    ///         on it, every counterparty counted (settlement drops former members' claims).
+    /// @param epoch The epoch.
+    /// @param centre The centre id.
+    /// @return The net.
+    function positionOf(uint64 epoch, bytes32 centre) external view returns (int256) {
+        return _positions[epoch][centre].net;
+    }
+
+    /// @notice How many centres `epoch`'s on-time anchors touched: each anchoring centre and each
+    ///         other home it claimed on, once each (voided claims included).
+    /// @param epoch The epoch.
+    /// @return The count.
+    function participantCount(uint64 epoch) external view returns (uint256) {
+        return _books[epoch].participants;
     }
 
     /// @notice The decision log `centre` anchored for `epoch`.
@@ -529,7 +621,8 @@ contract UsageLedger is EIP712 {
         Claim storage c = _claims[epoch][centre][home];
         if (c.count == 0) revert NoClaim(centre, epoch, home);
         if (index >= c.count) revert IndexOutOfRange(index, c.count);
-        uint256 deadline = uint256(_anchors[centre][epoch].anchoredAt) + disputeWindow;
+        Anchor storage a = _anchors[centre][epoch];
+        uint256 deadline = uint256(a.anchoredAt) + disputeWindow;
         if (block.timestamp > deadline) revert TooLate(deadline);
         if (c.voided) revert AlreadyVoided(centre, epoch, home);
         if (home == centre) revert OwnUsers(centre);
@@ -541,7 +634,8 @@ contract UsageLedger is EIP712 {
         id = ++_disputeCount;
         _leafDispute[leaf] = id;
         _disputes[id] = Dispute(msg.sender, epoch, needKey, Status.Open, centre, home, index);
-        _epochDisputes[epoch].push(id);
+        if (a.late) _lateDisputes[epoch][centre].push(id);
+        else _epochDisputes[epoch].push(id);
         settlement.lock(msg.sender, settlement.disputeBond());
         emit Disputed(id, centre, epoch, home, index, needKey, msg.sender);
     }
@@ -620,41 +714,51 @@ contract UsageLedger is EIP712 {
         if (claimB.voided) revert AlreadyVoided(centre, b.epoch, home);
         _checkLeaf(centre, home, a);
         _checkLeaf(centre, home, b);
-        claimB.voided = true;
-        emit ClaimVoided(centre, b.epoch, home, 0);
+        _void(b.epoch, centre, home, claimB, 0);
         _slashAnchorBond(centre, msg.sender);
     }
 
     // -- settlement -----------------------------------------------------------------------
 
-    /// @notice Whether `epoch` may be settled: every active member anchored it and the answer
-    ///         deadline of its latest anchor has passed.
+    /// @notice Whether `epoch` may be settled: the answer deadline of its latest on-time anchor
+    ///         has passed, and every active member anchored it or its anchor deadline has passed
+    ///         (a silent member then blocks nobody: the claims on it are netted, its own wait).
     /// @param epoch The epoch.
     /// @return True when settleable.
     function settleable(uint64 epoch) external view returns (bool) {
+        uint256 first = _books[epoch].firstAnchorAt;
         bytes32[] memory ids = consortium.memberIds();
         uint256 last = 0;
+        bool everyone = ids.length != 0;
         for (uint256 i = 0; i < ids.length; i++) {
-            uint256 at = _anchors[ids[i]][epoch].anchoredAt;
-            if (at == 0) return false;
-            if (at > last) last = at;
+            Anchor storage a = _anchors[ids[i]][epoch];
+            (uint256 at, bool late) = (a.anchoredAt, a.late);
+            if (at == 0) everyone = false;
+            else if (!late && at > last) last = at;
         }
-        return ids.length != 0 && block.timestamp > last + 2 * uint256(disputeWindow);
+        if (block.timestamp <= last + 2 * uint256(disputeWindow)) return false;
+        return everyone || (first != 0 && block.timestamp > first + settlement.anchorWindow());
     }
 
     /// @notice Closes `epoch` and nets it: every dispute still open voids its claim, wins the
     ///         claimant's anchor bond (what is locked of it) and gets its own bond back; then the
-    ///         standing claims among the active members are netted.
+    ///         standing on-time claims among the active members are netted.
     /// @dev net[c] = sum of standing claims c holds - sum of standing claims on c, over the
-    ///      active members in admission order (claims on others are ignored). A member's account
-    ///      is the one it last anchored with. A debtor's anchor bond is unlocked as far as its
-    ///      debt needs it (so settlement pays from it as when bonds were per epoch). Every state
-    ///      change precedes the bond movements.
+    ///      active members in admission order (claims on others are ignored), claims of late
+    ///      anchors excluded. Read from the running nets, corrected only for the participants
+    ///      that are no longer members, which the caller names (`formers`, ascending; reverts
+    ///      FormerParticipants with their number when it names too few, NotFormer for a wrong
+    ///      one): O(n + n x formers), never n^2 claims. A
+    ///      member's account is the one it last anchored with (its member account if it never
+    ///      anchored). A debtor's anchor bond is unlocked as far as its debt needs it (so
+    ///      settlement pays from it as when bonds were per epoch). Every state change precedes
+    ///      the bond movements.
     /// @param epoch The epoch.
+    /// @param formers The epoch's participants that are no longer members, in ascending order.
     /// @return ids The active members, in admission order.
     /// @return accounts Their accounts.
     /// @return net Their net positions (positive: owed); they sum to zero.
-    function finalize(uint64 epoch)
+    function finalize(uint64 epoch, bytes32[] calldata formers)
         external
         onlySettlement
         returns (bytes32[] memory ids, address[] memory accounts, int256[] memory net)
@@ -662,32 +766,53 @@ contract UsageLedger is EIP712 {
         _finalized[epoch >> 8] |= uint256(1) << (epoch & 255);
         if (epoch > highestSettled) highestSettled = epoch;
         uint256 disputeBond = settlement.disputeBond();
-        BondMove[] memory moves = _closeDisputes(epoch, disputeBond);
+        BondMove[] memory moves = _closeDisputes(epoch, _epochDisputes[epoch], disputeBond);
         ids = consortium.memberIds();
         uint256 n = ids.length;
         accounts = new address[](n);
         net = new int256[](n);
+        uint256 listed = 0;
+        mapping(bytes32 => Position) storage positions = _positions[epoch];
         for (uint256 c = 0; c < n; c++) {
-            accounts[c] = _bonds[ids[c]].account;
-            mapping(bytes32 => Claim) storage claims = _claims[epoch][ids[c]];
-            for (uint256 d = 0; d < n; d++) {
-                if (d == c) continue;
-                Claim storage claim = claims[ids[d]];
-                if (claim.voided) continue;
-                int256 total = int256(uint256(claim.total)); // exact: claims <= MAX_CLAIM
-                net[c] += total;
-                net[d] -= total;
-            }
+            accounts[c] = _accountOf(ids[c]);
+            Position storage p = positions[ids[c]];
+            (net[c], listed) = (p.net, p.listed ? listed + 1 : listed);
         }
-        uint256[] memory released = _releaseForDebts(ids, accounts, net);
-        for (uint256 i = 0; i < moves.length; i++) {
-            BondMove memory m = moves[i];
-            if (m.to == address(0)) settlement.unlock(m.from, m.amount);
-            else settlement.slash(m.from, m.to, m.amount);
+        uint256 participants = _books[epoch].participants;
+        if (listed + formers.length != participants) revert FormerParticipants(epoch, participants - listed);
+        if (formers.length != 0) _dropFormers(epoch, formers, ids, net);
+        _moveBonds(moves, ids, accounts, _releaseForDebts(ids, accounts, net));
+    }
+
+    /// @notice Closes the disputes of `centre`'s late anchor of the settled `epoch` and nets its
+    ///         standing claims on active members: each home pays its claim (as far as its
+    ///         collateral goes), `centre` gets the sum. Once per late anchor.
+    /// @dev Callable once the epoch is settled and the anchor's answer deadline has passed. A
+    ///      creditor that is no longer a member is paid nothing, as in the epoch's settlement.
+    /// @param epoch The epoch.
+    /// @param centre The late anchor's centre.
+    /// @return ids `centre`, then the homes that owe it, in the anchor's order.
+    /// @return accounts Their accounts.
+    /// @return net `centre`'s credit, then each home's debt (negative); they sum to zero.
+    function finalizeLate(uint64 epoch, bytes32 centre)
+        external
+        onlySettlement
+        returns (bytes32[] memory ids, address[] memory accounts, int256[] memory net)
+    {
+        Anchor storage a = _anchors[centre][epoch];
+        if (!a.late) revert NotLate(centre, epoch);
+        if (a.lateSettled) revert LateAlreadySettled(centre, epoch);
+        if (!_isFinalized(epoch)) revert EpochNotFinalized(epoch);
+        uint256 deadline = uint256(a.anchoredAt) + 2 * uint256(disputeWindow);
+        if (block.timestamp <= deadline) revert AnswersDue(deadline);
+        a.lateSettled = true;
+        BondMove[] memory moves = _closeDisputes(epoch, _lateDisputes[epoch][centre], settlement.disputeBond());
+        (ids, net) = _lateDebts(epoch, centre);
+        accounts = new address[](ids.length);
+        for (uint256 i = 0; i < ids.length; i++) {
+            accounts[i] = _accountOf(ids[i]);
         }
-        for (uint256 c = 0; c < n; c++) {
-            if (released[c] != 0) settlement.unlock(accounts[c], released[c]);
-        }
+        _moveBonds(moves, ids, accounts, _releaseForDebts(ids, accounts, net));
     }
 
     // -- EIP-712 digests ------------------------------------------------------------------
@@ -757,7 +882,7 @@ contract UsageLedger is EIP712 {
             for (uint256 j = 0; j < i; j++) {
                 if (homes[j] == h) revert DuplicateHome(h);
             }
-            claims[h] = Claim(roots[i], counts[i], false, uint128(totals[i]));
+            claims[h] = Claim(roots[i], counts[i], false, false, uint128(totals[i]));
             recordCount += counts[i];
         }
         if (recordCount > type(uint64).max) revert TooManyRecords(recordCount);
@@ -809,11 +934,155 @@ contract UsageLedger is EIP712 {
         }
     }
 
-    /// @dev Upholds every dispute of `epoch` still open: voids its claim, takes the claimant's
+    /// @dev Whether an anchor of `epoch` made now is late: the epoch is settled, or its anchor
+    ///      deadline has passed.
+    function _isLate(uint64 epoch) private view returns (bool) {
+        if (_isFinalized(epoch)) return true;
+        uint256 first = _books[epoch].firstAnchorAt;
+        return first != 0 && block.timestamp > first + settlement.anchorWindow();
+    }
+
+    /// @dev An anchor just stored: a late one keeps its homes for `settleLate`, an on-time one
+    ///      joins the running nets.
+    function _place(uint64 epoch, bytes32 centre, bytes32[] calldata homes, uint256[] calldata totals) private {
+        if (_anchors[centre][epoch].late) {
+            _lateHomes[epoch][centre] = homes;
+            emit AnchoredLate(centre, epoch);
+        } else {
+            _net(epoch, centre, homes, totals);
+        }
+    }
+
+    /// @dev Adds an on-time anchor's claims to the running nets: + total to `centre`, - total to
+    ///      each other home; marks them netted and, at the `Consortium.anchorQuorum`-th on-time
+    ///      anchor, when the epoch's anchor deadline starts counting.
+    function _net(uint64 epoch, bytes32 centre, bytes32[] calldata homes, uint256[] calldata totals) private {
+        mapping(bytes32 => Claim) storage claims = _claims[epoch][centre];
+        EpochBook storage book = _books[epoch];
+        int256 credit = 0;
+        for (uint256 i = 0; i < homes.length; i++) {
+            bytes32 h = homes[i];
+            if (h == centre) continue;
+            claims[h].netted = true;
+            int256 total = int256(totals[i]); // exact: claims <= MAX_CLAIM
+            _shift(epoch, book, h, -total);
+            credit += total;
+        }
+        _shift(epoch, book, centre, credit);
+        // counted only until the clock starts: later anchors read no quorum
+        if (book.firstAnchorAt == 0 && ++book.anchors >= consortium.anchorQuorum()) {
+            book.firstAnchorAt = uint64(block.timestamp);
+        }
+    }
+
+    /// @dev Moves `id`'s running net for `epoch` by `amount`, listing it as a participant first.
+    function _shift(uint64 epoch, EpochBook storage book, bytes32 id, int256 amount) private {
+        Position storage p = _positions[epoch][id];
+        if (!p.listed) {
+            p.listed = true;
+            book.participants += 1;
+        }
+        p.net = SafeCast.toInt248(int256(p.net) + amount);
+    }
+
+    /// @dev Voids a claim; a netted one leaves the running nets (its creditor - total, its home + total).
+    function _void(uint64 epoch, bytes32 centre, bytes32 home, Claim storage c, uint256 disputeId) private {
+        c.voided = true;
+        if (c.netted) {
+            int256 total = int256(uint256(c.total));
+            Position storage creditor = _positions[epoch][centre];
+            Position storage debtor = _positions[epoch][home];
+            creditor.net = SafeCast.toInt248(int256(creditor.net) - total);
+            debtor.net = SafeCast.toInt248(int256(debtor.net) + total);
+        }
+        emit ClaimVoided(centre, epoch, home, disputeId);
+    }
+
+    /// @dev Takes out of the active members' nets every standing netted claim between one of them
+    ///      and a former member named (either way round). Each must be a participant of the epoch
+    ///      and no member, named once (ascending): with the count checked, they are all of them.
+    function _dropFormers(uint64 epoch, bytes32[] calldata formers, bytes32[] memory ids, int256[] memory net)
+        private
+        view
+    {
+        mapping(bytes32 => Position) storage positions = _positions[epoch];
+        for (uint256 f = 0; f < formers.length; f++) {
+            bytes32 former = formers[f];
+            if ((f != 0 && former <= formers[f - 1]) || !positions[former].listed || consortium.isMember(former)) {
+                revert NotFormer(former);
+            }
+            mapping(bytes32 => Claim) storage byFormer = _claims[epoch][former];
+            for (uint256 i = 0; i < ids.length; i++) {
+                Claim storage on = _claims[epoch][ids[i]][former];
+                if (on.netted && !on.voided) net[i] -= int256(uint256(on.total));
+                Claim storage by = byFormer[ids[i]];
+                if (by.netted && !by.voided) net[i] += int256(uint256(by.total));
+            }
+        }
+    }
+
+    /// @dev The standing claims of `centre`'s late anchor on active members: `centre` first with
+    ///      the sum (nothing when it is no longer a member), then each home with minus its claim.
+    function _lateDebts(uint64 epoch, bytes32 centre) private view returns (bytes32[] memory ids, int256[] memory net) {
+        bytes32[] storage homes = _lateHomes[epoch][centre];
+        ids = new bytes32[](homes.length + 1);
+        net = new int256[](homes.length + 1);
+        ids[0] = centre;
+        uint256 n = 1;
+        if (consortium.isMember(centre)) {
+            mapping(bytes32 => Claim) storage claims = _claims[epoch][centre];
+            for (uint256 i = 0; i < homes.length; i++) {
+                bytes32 h = homes[i];
+                Claim storage c = claims[h];
+                if (h == centre || c.voided || c.total == 0 || !consortium.isMember(h)) continue;
+                int256 total = int256(uint256(c.total));
+                ids[n] = h;
+                net[n++] = -total;
+                net[0] += total;
+            }
+        }
+        assembly ("memory-safe") {
+            mstore(ids, n)
+            mstore(net, n)
+        }
+    }
+
+    /// @dev Where `id`'s collateral is debited and credited: the account it last anchored with,
+    ///      or its member account if it never anchored (a silent member still pays its debts).
+    function _accountOf(bytes32 id) private view returns (address account) {
+        account = _bonds[id].account;
+        if (account != address(0)) return account;
+        // Consortium.member(id).account, without decoding the whole Member (its strings): the
+        // answer is one offset to the struct, whose third word is the account.
+        (bool ok, bytes memory answer_) = address(consortium).staticcall(abi.encodeCall(Consortium.member, (id)));
+        if (!ok || answer_.length < 0x80) return address(0);
+        assembly ("memory-safe") {
+            account := mload(add(answer_, add(0x60, mload(add(answer_, 0x20)))))
+        }
+    }
+
+    /// @dev The bond movements of a settlement, after every state change: the disputes' slashes
+    ///      and unlocks, then what of each debtor's anchor bond its debt needs.
+    function _moveBonds(BondMove[] memory moves, bytes32[] memory ids, address[] memory accounts, uint256[] memory released)
+        private
+    {
+        for (uint256 i = 0; i < moves.length; i++) {
+            BondMove memory m = moves[i];
+            if (m.to == address(0)) settlement.unlock(m.from, m.amount);
+            else settlement.slash(m.from, m.to, m.amount);
+        }
+        for (uint256 c = 0; c < ids.length; c++) {
+            if (released[c] != 0) settlement.unlock(accounts[c], released[c]);
+        }
+    }
+
+    /// @dev Upholds every dispute in `ids` (of `epoch`) still open: voids its claim, takes the claimant's
     ///      anchor bond (what is locked of it) for the challenger and returns the challenger's
     ///      bond. Only writes state: the bond movements are returned for `finalize` to make.
-    function _closeDisputes(uint64 epoch, uint256 disputeBond) private returns (BondMove[] memory moves) {
-        uint256[] storage ids = _epochDisputes[epoch];
+    function _closeDisputes(uint64 epoch, uint256[] storage ids, uint256 disputeBond)
+        private
+        returns (BondMove[] memory moves)
+    {
         moves = new BondMove[](2 * ids.length);
         uint256 n = 0;
         for (uint256 i = 0; i < ids.length; i++) {
@@ -821,10 +1090,7 @@ contract UsageLedger is EIP712 {
             if (d.status != Status.Open) continue;
             d.status = Status.Upheld;
             Claim storage c = _claims[epoch][d.centre][d.home];
-            if (!c.voided) {
-                c.voided = true;
-                emit ClaimVoided(d.centre, epoch, d.home, ids[i]);
-            }
+            if (!c.voided) _void(epoch, d.centre, d.home, c, ids[i]);
             Bond storage b = _bonds[d.centre];
             uint96 bond = b.amount;
             if (bond != 0) {
