@@ -5,8 +5,9 @@ An auditor holds the payment evidence each serving centre serves for an epoch
 and checks it against what is on the chain, read directly with contract calls (never
 through a centre's event index: an auditor trusts no single centre):
 
-- every record is signed (EIP-712) by the serving centre's on-chain account, names that
-  centre as serving centre and belongs to the epoch; no record id repeats;
+- every record is signed (EIP-712) by the serving centre's on-chain account (with
+  signatures="unbound", only records no matching anchored root binds: ledger.audit_scale
+  says why), names that centre as serving centre and belongs to the epoch; no record id repeats;
 - each home's records, in the order of their indices, build the Merkle sum tree whose
   root, count and total the centre anchored as its claim on that home;
 - every record is evidenced as UsageLedger.answer would require (ledger.evidence): the
@@ -21,6 +22,8 @@ through a centre's event index: an auditor trusts no single centre):
   reported) gives the net the Settlement contract moved.
 
 Every discrepancy becomes one human-readable finding naming the centre, home and record.
+The per-record work (digests, sum trees, signatures, evidence checks) runs on every core for
+a large epoch (ledger.audit_scale); the findings are the same, in the same order, either way.
 `verify_records` makes the first two checks alone, on records without their payment
 evidence (`GET /v1/audit/epochs/{e}/records`): for audits that need only the records.
 """
@@ -34,15 +37,26 @@ from typing import Any
 
 from web3.types import BlockIdentifier
 
+from ledger.audit_scale import (
+    BLOCK,
+    PARALLEL_FROM,
+    SIGNATURE_MODES,
+    Signatures,
+    check_signatures,
+    cores,
+    label,
+    run_blocks,
+    scan,
+)
 from ledger.chain import Chain, ChainRevert
 from ledger.deploy import Contracts, Deployment, Prices, bind
 from ledger.evidence import RecordEvidence, check_evidence
-from ledger.ids import InvalidName, centre_id, centre_name
+from ledger.ids import centre_id
 from ledger.index.rows import ClaimInfo
 from ledger.netting import net_positions, settle_from_collateral
 from ledger.primitives.hex import to_hex
-from ledger.records import Domain, InvalidSignature, UsageRecord, record_digest, recover_signer
-from ledger.sumtree import SumTree
+from ledger.records import Domain, UsageRecord, record_digest
+from ledger.sumtree import Node
 
 # Each serving centre by bytes32 id or by name (a Mapping's key type is invariant, hence the union).
 EvidenceByCentre = (
@@ -89,14 +103,6 @@ class AuditReport:
         return data
 
 
-def label(centre: bytes) -> str:
-    """A centre's name, or its hex id when the bytes32 is not a valid name."""
-    try:
-        return centre_name(centre)
-    except InvalidName:
-        return to_hex(centre)
-
-
 def _key(centre: bytes | str) -> bytes:
     if isinstance(centre, str):
         return centre_id(centre)
@@ -126,15 +132,21 @@ def verify_epoch(
     domain: Domain | None = None,
     *,
     block: BlockIdentifier = "latest",
+    signatures: Signatures = "all",
+    workers: int | None = None,
 ) -> AuditReport:
     """Checks the evidence of `epoch` against the chain; see the module docstring.
 
     `evidence_by_centre` maps each serving centre (bytes32 id or name) to its records'
     evidence for the epoch, all homes together. `domain` defaults to the deployment's.
-    `block` pins every chain read to one block, so a report is reproducible.
+    `block` pins every chain read to one block, so a report is reproducible. `signatures`
+    says whose record signatures are recovered: "all", or "unbound" (only records no
+    matching anchored root binds: ledger.audit_scale says why that is enough). `workers`
+    is how many processes share the per-record work (default: every core for a large epoch).
     """
     if not isinstance(epoch, int) or isinstance(epoch, bool) or not 0 <= epoch < 2**64:
         raise ValueError(f"epoch must be a uint64, got {epoch!r}")
+    _mode(signatures)
     supplied = _supplied(evidence_by_centre)
     domain = domain or Domain.for_deployment(deployment)
     reader = _ChainReader(chain, deployment, block)
@@ -159,13 +171,16 @@ def verify_epoch(
             findings.append(f"{name}: not a member of the consortium, yet evidence is supplied for it")
         anchored, anchored_at, count = reader.anchor(c, epoch)
         claims = {home: reader.claim(epoch, c, home) for home in reader.homes(epoch, c)} if anchored else {}
+        late = anchored and reader.late(c, epoch)  # after the anchor deadline: paid by settleLate, not netted
+        if late:
+            notes.append(f"{name}: anchored epoch {epoch} late: its claims are paid on their own (settleLate)")
         for home, claim in claims.items():
             t.anchored_claims[label(home)] = claim.total
             t.anchored_roots[label(home)] = to_hex(claim.root)
             if claim.voided:
                 t.voided.append(label(home))
                 notes.append(f"{name}: its claim on {label(home)} for epoch {epoch} was voided on chain")
-            elif home != c:
+            elif home != c and not late:
                 standing[(c, home)] = claim.total
         t.anchored, t.anchored_count = anchored, (count if anchored else None)
 
@@ -179,24 +194,36 @@ def verify_epoch(
         if not anchored and items:
             findings.append(f"{name}: {len(items)} records supplied, but epoch {epoch} is not anchored")
 
-        by_home: dict[bytes, list[RecordEvidence]] = defaultdict(list)
-        for ev in items:
-            findings.extend(_record_findings(c, epoch, ev.record, ev.signature, domain, account, seen_ids))
-            by_home[ev.record.home_centre].append(ev)
-            t.records += 1
-            t.amount += ev.record.price
-        t.claims = {label(h): sum(ev.record.price for ev in evs) for h, evs in by_home.items() if h != c}
+        records = [ev.record for ev in items]
+        by_home: dict[bytes, list[int]] = defaultdict(list)  # home -> positions in `items`, then in index order
+        for i, record in enumerate(records):
+            by_home[record.home_centre].append(i)
+        broken: dict[bytes, str] = {}
+        for home, positions in by_home.items():
+            indices = sorted(items[i].index for i in positions)
+            if indices != list(range(len(positions))):
+                where = f"{name} on {label(home)}"
+                broken[home] = f"{where}: record indices are {indices[:10]}, not 0..{len(positions) - 1} each once"
+            positions.sort(key=lambda i: items[i].index)
+        checked = _check_records(
+            c, epoch, records, [ev.signature for ev in items], by_home, broken, claims,
+            domain, account, seen_ids, signatures, workers,
+        )  # fmt: skip
+        findings.extend(checked.records)
+        t.records = len(items)
+        t.amount = sum(record.price for record in records)
+        t.claims = {label(h): sum(records[i].price for i in pos) for h, pos in by_home.items() if h != c}
 
-        for home in list(claims) + [h for h in by_home if h not in claims]:
-            where, evs = f"{name} on {label(home)}", by_home.get(home, [])
+        context = _Context(domain, reader, anchored_at, booking_delay, keys, workers)
+        for home, problems in checked.trees.items():
             if home not in claims:
-                findings.append(f"{where}: {len(evs)} records supplied, but no claim on {label(home)} is anchored")
+                findings.extend(problems)
                 continue
             # a voided claim stands for nothing: its flaws are remedied already, so they are notes
             out = notes if claims[home].voided else findings
-            out.extend(_tree_findings(where, claims[home], evs, domain))
-            context = _Context(domain, reader, anchored_at, booking_delay, keys)
-            out.extend(_evidence_findings(where, claims[home], evs, context))
+            out.extend(problems)
+            evs = [items[i] for i in by_home.get(home, [])]
+            out.extend(_evidence_findings(f"{name} on {label(home)}", claims[home], evs, context))
 
     report = AuditReport(epoch=epoch, ok=False, findings=findings, totals=totals, settled=is_settled, notes=notes)
     if is_settled:
@@ -216,6 +243,8 @@ def verify_records(
     domain: Domain | None = None,
     *,
     block: BlockIdentifier = "latest",
+    signatures: Signatures = "all",
+    workers: int | None = None,
 ) -> list[str]:
     """Findings unless `records` (each with its signature, in store order, as `GET /v1/audit/epochs/{e}/records`
     serves them) are exactly the ones `centre` anchored for `epoch`: each signed by its on-chain account, naming it
@@ -223,8 +252,10 @@ def verify_records(
     anchored on that home (root, count and total; a voided claim's tree included: it was committed all the same).
 
     What a check of anything the records say rests on (the decision audit: which allow admitted each job): a
-    record the centre serves proves nothing unless it is one the centre committed.
+    record the centre serves proves nothing unless it is one the centre committed. `signatures` and `workers`
+    as verify_epoch's.
     """
+    _mode(signatures)
     key = _key(centre)
     name = label(key)
     domain = domain or Domain.for_deployment(deployment)
@@ -234,20 +265,102 @@ def verify_records(
         return [f"{name}: not a member of the consortium, yet its records are supplied"]
     if not reader.anchor(key, epoch)[0]:
         return [f"{name}: {len(records)} records supplied, but epoch {epoch} is not anchored"] if records else []
-    findings: list[str] = []
-    seen_ids: dict[bytes, bytes] = {}
-    by_home: dict[bytes, list[UsageRecord]] = defaultdict(list)
-    for record, signature in records:
-        findings.extend(_record_findings(key, epoch, record, signature, domain, account, seen_ids))
-        by_home[record.home_centre].append(record)
+    recs = [record for record, _ in records]
+    by_home: dict[bytes, list[int]] = defaultdict(list)
+    for i, record in enumerate(recs):
+        by_home[record.home_centre].append(i)
     claims = {home: reader.claim(epoch, key, home) for home in reader.homes(epoch, key)}
-    for home in list(claims) + [h for h in by_home if h not in claims]:
-        where, recs = f"{name} on {label(home)}", by_home.get(home, [])
+    checked = _check_records(
+        key, epoch, recs, [sig for _, sig in records], by_home, {}, claims, domain, account, {}, signatures, workers
+    )
+    return checked.records + [f for problems in checked.trees.values() for f in problems]
+
+
+def _mode(signatures: object) -> None:
+    if signatures not in SIGNATURE_MODES:
+        raise ValueError(f"signatures must be one of {', '.join(SIGNATURE_MODES)}, got {signatures!r}")
+
+
+@dataclass
+class _Checked:
+    """One centre's records against its anchored claims."""
+
+    records: list[str]  # findings on single records, in the order the records were supplied
+    trees: dict[bytes, list[str]]  # home -> findings on its claim's tree (claims first, then homes without one)
+
+
+def _check_records(
+    centre: bytes,
+    epoch: int,
+    records: list[UsageRecord],
+    signatures: list[bytes],
+    leaf_order: dict[bytes, list[int]],
+    broken: dict[bytes, str],
+    claims: dict[bytes, ClaimInfo],
+    domain: Domain,
+    account: str | None,
+    seen_ids: dict[bytes, bytes],
+    mode: Signatures,
+    workers: int | None,
+) -> _Checked:
+    """Every record as `centre`'s of `epoch` (id not seen before, serving centre, epoch, signature) and each
+    home's records, in `leaf_order`, against the claim anchored on it (unless its order is `broken`, a finding
+    given). In mode "unbound", signatures are checked only on the records of homes whose tree did not match."""
+    name = label(centre)
+    scanned = scan(
+        centre, epoch, records, signatures, leaf_order, domain, account,
+        check_signatures=mode == "all", workers=workers,
+    )  # fmt: skip
+    trees: dict[bytes, list[str]] = {}
+    for home in list(claims) + [h for h in leaf_order if h not in claims]:
+        where, n = f"{name} on {label(home)}", len(leaf_order.get(home, []))
         if home not in claims:
-            findings.append(f"{where}: {len(recs)} records supplied, but no claim on {label(home)} is anchored")
+            trees[home] = [f"{where}: {n} records supplied, but no claim on {label(home)} is anchored"]
+        elif home in broken:
+            trees[home] = [broken[home]]
         else:
-            findings.extend(_sum_tree_findings(where, claims[home], recs, domain))
-    return findings
+            trees[home] = _claim_findings(where, claims[home], n, scanned.roots.get(home))
+    per_record = scanned.findings
+    if mode == "unbound":
+        loose = [home for home, problems in trees.items() if problems and home in leaf_order]
+        positions = [p for home in loose for p in leaf_order[home]]
+        signed = check_signatures(centre, epoch, records, signatures, positions, domain, account, workers=workers)
+        for pos, problems in signed.items():
+            per_record.setdefault(pos, []).extend(problems)
+    repeated: dict[int, str] = {}
+    ids = [record.record_id for record in records]
+    unique = set(ids)
+    if len(unique) == len(ids) and seen_ids.keys().isdisjoint(unique):  # the usual case, at C speed
+        seen_ids.update(dict.fromkeys(ids, centre))
+    else:
+        for i, rid in enumerate(ids):
+            if rid in seen_ids:
+                repeated[i] = f"{name}: record {to_hex(rid)} appears more than once (also under {label(seen_ids[rid])})"
+            else:
+                seen_ids[rid] = centre
+    out: list[str] = []
+    for pos in sorted(set(repeated) | set(per_record)):
+        if pos in repeated:
+            out.append(repeated[pos])
+        out.extend(per_record.get(pos, []))
+    return _Checked(out, trees)
+
+
+def _claim_findings(where: str, claim: ClaimInfo, count: int, built: Node | None) -> list[str]:
+    """`count` records whose sum tree is `built` (None: no records) against the claim anchored: count, root, total."""
+    if count != claim.count:
+        return [f"{where}: {count} records supplied, {claim.count} anchored"]
+    if built is None:
+        return []  # an empty claim, and no records for it
+    if built[1] < 0:
+        return [f"{where}: the supplied records' prices add up past a uint256: no claim can be built of them"]
+    if built != (claim.root, claim.total):
+        ours, theirs = (
+            f"root {to_hex(built[0])}, total {built[1]}",
+            f"root {to_hex(claim.root)}, total {claim.total}",
+        )
+        return [f"{where}: sum tree of the supplied records ({ours}) differs from the anchored claim ({theirs})"]
+    return []
 
 
 @dataclass(frozen=True)
@@ -259,49 +372,36 @@ class _Context:
     anchored_at: int
     booking_delay: int
     keys: dict[bytes, bytes]
+    workers: int | None
 
 
 def _evidence_findings(where: str, claim: ClaimInfo, evs: list[RecordEvidence], ctx: _Context) -> list[str]:
-    """check_evidence on each record of a claim, as the contract would judge a dispute of it."""
+    """check_evidence on each record of a claim (`evs` in index order), as the contract would judge a dispute of
+    it; the chain is read first (rates, the home's account), the records are checked on every core."""
     home_account = ctx.reader.account(claim.home)
     if home_account is None:
         return [f"{where}: {len(evs)} records are billed to a home that is not a member"]
-    out: list[str] = []
-    for ev in sorted(evs, key=lambda e: e.index):
-        problems = check_evidence(
-            ev,
-            domain=ctx.domain,
-            home_account=home_account,
-            rates=ctx.reader.rates(claim.centre, ev.record.rates_version),
-            anchored_at=ctx.anchored_at,
-            booking_delay=ctx.booking_delay,
-            claim=claim,
-            key=ctx.keys.get(record_digest(ev.record, ctx.domain)),
-        )
-        out.extend(f"{where}: record {to_hex(ev.record.record_id)}: {p}" for p in problems)
-    return out
+    rates = {v: ctx.reader.rates(claim.centre, v) for v in sorted({ev.record.rates_version for ev in evs})}
+    spans = [(i, min(i + BLOCK, len(evs))) for i in range(0, len(evs), BLOCK)]
 
+    def check(span: tuple[int, int]) -> list[str]:
+        out: list[str] = []
+        for ev in evs[span[0] : span[1]]:
+            problems = check_evidence(
+                ev,
+                domain=ctx.domain,
+                home_account=home_account,
+                rates=rates[ev.record.rates_version],
+                anchored_at=ctx.anchored_at,
+                booking_delay=ctx.booking_delay,
+                claim=claim,
+                key=ctx.keys.get(record_digest(ev.record, ctx.domain)) if ctx.keys else None,
+            )
+            out.extend(f"{where}: record {to_hex(ev.record.record_id)}: {p}" for p in problems)
+        return out
 
-def _tree_findings(where: str, claim: ClaimInfo, evs: list[RecordEvidence], domain: Domain) -> list[str]:
-    """The supplied records of one claim, in index order, must rebuild its anchored sum tree."""
-    indices = sorted(ev.index for ev in evs)
-    if indices != list(range(len(evs))):
-        return [f"{where}: record indices are {indices[:10]}, not 0..{len(evs) - 1} each once"]
-    return _sum_tree_findings(where, claim, [ev.record for ev in sorted(evs, key=lambda e: e.index)], domain)
-
-
-def _sum_tree_findings(where: str, claim: ClaimInfo, records: Sequence[UsageRecord], domain: Domain) -> list[str]:
-    """`records`, in leaf order, must be the leaves of the claim's anchored sum tree: its count, root and total."""
-    if len(records) != claim.count:
-        return [f"{where}: {len(records)} records supplied, {claim.count} anchored"]
-    tree = SumTree((record_digest(record, domain), record.price) for record in records)
-    if (tree.root, tree.total) != (claim.root, claim.total):
-        ours, theirs = (
-            f"root {to_hex(tree.root)}, total {tree.total}",
-            f"root {to_hex(claim.root)}, total {claim.total}",
-        )
-        return [f"{where}: sum tree of the supplied records ({ours}) differs from the anchored claim ({theirs})"]
-    return []
+    workers = ctx.workers if ctx.workers is not None else (cores() if len(evs) >= PARALLEL_FROM else 1)
+    return [line for part in run_blocks(check, spans, workers) for line in part]
 
 
 def _settlement_findings(
@@ -326,44 +426,6 @@ def _settlement_findings(
     report.transfers = [(label(d), label(c), a) for d, c, a in plan]
     report.shortfalls = {label(d): a for d, a in unpaid.items()}
     return out
-
-
-def _record_findings(
-    centre: bytes,
-    epoch: int,
-    rec: UsageRecord,
-    signature: bytes,
-    domain: Domain,
-    account: str | None,
-    seen_ids: dict[bytes, bytes],
-) -> list[str]:
-    """One record as `centre`'s of `epoch`: its id not seen before (`seen_ids`, record id -> centre, updated), its
-    serving centre and epoch, its signature by the centre's account."""
-    name, rid = label(centre), to_hex(rec.record_id)
-    out: list[str] = []
-    if rec.record_id in seen_ids:
-        out.append(f"{name}: record {rid} appears more than once (also under {label(seen_ids[rec.record_id])})")
-    else:
-        seen_ids[rec.record_id] = centre
-    if rec.serving_centre != centre:
-        out.append(f"{name}: record {rid} names {label(rec.serving_centre)} as serving centre")
-    if rec.epoch != epoch:
-        out.append(f"{name}: record {rid} is for epoch {rec.epoch}, not {epoch}")
-    return out + _signature_finding(name, rid, rec, signature, domain, account)
-
-
-def _signature_finding(
-    name: str, rid: str, rec: UsageRecord, signature: bytes, domain: Domain, account: str | None
-) -> list[str]:
-    if account is None:
-        return []  # already reported: the centre has no account to check against
-    try:
-        signer = recover_signer(rec, domain, signature)
-    except InvalidSignature as exc:
-        return [f"{name}: record {rid} has a malformed signature ({exc})"]
-    if signer.lower() != account.lower():
-        return [f"{name}: record {rid} signature does not recover to {name}'s account (recovers to {signer})"]
-    return []
 
 
 def settlement_of(
@@ -457,6 +519,10 @@ class _ChainReader:
         a = self.call(self.ledger.anchorOf(centre, epoch))
         return bool(a.anchored), int(a.anchoredAt), int(a.recordCount)
 
+    def late(self, centre: bytes, epoch: int) -> bool:
+        """Whether the centre's anchor came after the epoch's anchor deadline or settlement."""
+        return bool(self.call(self.ledger.lateOf(centre, epoch)).late)
+
     def homes(self, epoch: int, centre: bytes) -> list[bytes]:
         return anchored_homes(self.k, self.deployment, epoch, centre, self._to_block)
 
@@ -482,6 +548,11 @@ class _ChainReader:
         return {bytes(e.args.recordDigest): bytes(e.args.key) for e in logs if any(e.args.key)}
 
     def shortfalls(self, epoch: int) -> dict[bytes, int]:
-        """Debtor -> what it could not pay at the epoch's settlement (Shortfall events)."""
+        """Debtor -> what it could not pay at the epoch's settlement: the Shortfall events of the transaction
+        that emitted its EpochSettled (a later settleLate of a late anchor reports shortfalls of its own)."""
+        settled = self._logs(self.k.settlement.events.EpochSettled, epoch=epoch)
+        if not settled:
+            return {}
+        tx = settled[0].transactionHash
         logs = self._logs(self.k.settlement.events.Shortfall, epoch=epoch)
-        return {bytes(e.args.debtor): int(e.args.unpaid) for e in logs}
+        return {bytes(e.args.debtor): int(e.args.unpaid) for e in logs if e.transactionHash == tx}

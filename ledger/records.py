@@ -8,10 +8,14 @@ deployment: chain id and the UsageLedger address.
 from __future__ import annotations
 
 import json
+import struct
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from functools import cache
+from operator import attrgetter
 from typing import Annotated, Any, ClassVar, get_args, get_origin, get_type_hints
 
+from coincurve import PublicKey
 from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import SignableMessage, encode_typed_data
@@ -19,6 +23,7 @@ from eth_utils import is_address, keccak, to_checksum_address
 
 from ledger.primitives.canonical import canonical_json
 from ledger.primitives.hex import HexError, from_hex, to_hex
+from ledger.primitives.keccak import keccak256
 
 DOMAIN_NAME = "xcentre"
 DOMAIN_VERSION = "1"
@@ -193,9 +198,14 @@ class TypedData:
         return tuple(getattr(self, n) for n, _ in self.solidity_fields())
 
     def struct_hash(self) -> bytes:
-        """hashStruct: keccak256(typeHash ‖ abi.encode(fields)); every field is atomic."""
-        types = [t for _, t in self.solidity_fields()]
-        return keccak(_type_hash(type(self)) + encode(types, list(self.as_tuple())))
+        """hashStruct: keccak256(typeHash ‖ abi.encode(fields)); every field is atomic.
+
+        Encoded by hand (a bytes32 is itself, a uint its 32-byte big-endian word, an address
+        left-padded to 32 bytes): the fields are checked at construction, so this is
+        abi.encode's output byte for byte, at a tenth of eth_abi's cost (tests compare both
+        with eth-account's EIP-712 encoder).
+        """
+        return keccak256(_type_hash(type(self)) + _encoding(type(self)).encode(self))
 
 
 def expect_fields(data: Any, names: list[str], what: str, error: type[ValueError]) -> None:
@@ -224,6 +234,63 @@ def _solidity_fields(cls: type[TypedData]) -> tuple[tuple[str, str], ...]:
             out.append((f.name, get_args(hint)[1]))
         _FIELDS[key] = tuple(out)
     return _FIELDS[key]
+
+
+def _word(value: int) -> bytes:
+    return value.to_bytes(32, "big")
+
+
+def _address_bytes(value: str) -> bytes:
+    return bytes.fromhex(value[2:])
+
+
+@dataclass(frozen=True)
+class _Encoding:
+    """abi.encode of a struct's fields, every one a 32-byte word: read at once, converted where struct cannot."""
+
+    read: Callable[[Any], tuple[Any, ...]]
+    pack: Callable[..., bytes]
+    convert: tuple[tuple[int, Callable[[Any], bytes]], ...]
+
+    def encode(self, obj: Any) -> bytes:
+        values = self.read(obj)
+        if self.convert:
+            values = list(values)  # type: ignore[assignment]
+            for i, fn in self.convert:
+                values[i] = fn(values[i])  # type: ignore[index]
+        return self.pack(*values)
+
+
+_ENCODINGS: dict[type, _Encoding] = {}
+
+
+def struct_encoder(cls: type[TypedData]) -> tuple[bytes, Callable[[Any], bytes]]:
+    """(type hash, abi.encode of an instance's fields): hashStruct(x) is keccak256(type hash ‖ encode(x)), for
+    callers that hash many of one type (an audit's records)."""
+    return _type_hash(cls), _encoding(cls).encode
+
+
+def _encoding(cls: type[TypedData]) -> _Encoding:
+    """bytes32 as itself ("32s"), a uint of up to 64 bits as a big-endian word ("24xQ"), a wider one converted to
+    its word, an address as its 20 bytes after 12 zero bytes ("12x20s")."""
+    if cls not in _ENCODINGS:
+        layout, convert = ">", list[tuple[int, Callable[[Any], bytes]]]()
+        names = [n for n, _ in _solidity_fields(cls)]
+        for i, (_, sol) in enumerate(_solidity_fields(cls)):
+            if sol == "bytes32":
+                layout += "32s"
+            elif sol == "address":
+                layout += "12x20s"
+                convert.append((i, _address_bytes))
+            elif int(sol.removeprefix("uint")) <= 64:
+                layout += "24xQ"
+            else:
+                layout += "32s"
+                convert.append((i, _word))
+        getter = attrgetter(*names)
+        read = getter if len(names) > 1 else (lambda obj: (getter(obj),))
+        _ENCODINGS[cls] = _Encoding(read, struct.Struct(layout).pack, tuple(convert))
+    return _ENCODINGS[cls]
 
 
 def _type_hash(cls: type[TypedData]) -> bytes:
@@ -328,7 +395,7 @@ def signable(obj: TypedData, domain: DomainLike) -> SignableMessage:
 
 def digest(obj: TypedData, domain: DomainLike) -> bytes:
     """keccak256(0x1901 ‖ domainSeparator ‖ hashStruct(obj)): what is signed, what contracts hash."""
-    return keccak(b"\x19\x01" + _domain(domain).separator() + obj.struct_hash())
+    return keccak256(b"\x19\x01" + _domain(domain).separator() + obj.struct_hash())
 
 
 def sign_typed(obj: TypedData, domain: DomainLike, private_key: Any) -> bytes:
@@ -343,14 +410,28 @@ def recover(obj: TypedData, domain: DomainLike, sig: Any) -> str:
     InvalidSignature for anything it would refuse: not 65 bytes, v not 27/28, a high s
     (the malleable twin of a valid signature), or no recoverable key.
     """
+    return to_checksum_address(recover_digest(digest(obj, domain), sig, obj.WHAT))
+
+
+def recover_digest(signed: bytes, sig: Any, what: str = "typed data") -> bytes:
+    """The 20-byte address whose key signed the 32-byte digest `signed`: recover's rules, without the typed data.
+
+    libsecp256k1 (coincurve) recovers directly; only when it refuses is the signature handed to
+    eth-account, whose message is the one reported, so a refusal reads as it always did.
+    """
     if not isinstance(sig, (bytes, bytearray)) or len(sig) != 65:
-        raise InvalidSignature(f"a {obj.WHAT} signature must be 65 bytes")
+        raise InvalidSignature(f"a {what} signature must be 65 bytes")
     if sig[64] not in (27, 28):
         raise InvalidSignature(f"v must be 27 or 28, got {sig[64]}")
     if int.from_bytes(sig[32:64], "big") > _SECP256K1_HALF_N:
         raise InvalidSignature("high s: a malleable signature, refused as OpenZeppelin's ECDSA does")
     try:
-        return to_checksum_address(Account._recover_hash(digest(obj, domain), signature=bytes(sig)))
+        point = PublicKey.from_signature_and_message(bytes(sig[:64]) + bytes((sig[64] - 27,)), signed, hasher=None)
+        return keccak256(point.format(compressed=False)[1:])[12:]
+    except Exception:  # noqa: BLE001 - refused: eth-account says why, in the words reported so far
+        pass
+    try:
+        return bytes.fromhex(Account._recover_hash(signed, signature=bytes(sig))[2:])
     except Exception as exc:  # eth_keys raises BadSignature / ValidationError variants
         raise InvalidSignature(f"signature does not recover: {exc}") from exc
 

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eth_utils import keccak
-
 from ledger.primitives.hex import HexError, from_hex, to_hex
+from ledger.primitives.keccak import keccak256 as keccak
+from ledger.primitives.keccak import new as _new
 
 UINT256 = 2**256
 EMPTY: tuple[bytes, int] = (bytes(32), 0)
@@ -112,6 +112,49 @@ class SumProof:
         except HexError as exc:
             raise SumTreeError(str(exc)) from None
         return cls(tuple(parsed), tuple(sums))
+
+
+def fold(nodes: Sequence[Node], width: int) -> Node:
+    """The root of an aligned subtree of `width` leaf positions (a power of two) whose first nodes are `nodes`
+    and the rest padding: what SumTree computes level by level, without building the padded levels.
+
+    A claim's root is fold(its leaves, 2**depth(count)); the leaves of one power-of-two-aligned block of
+    positions fold to the node a SumTree has above that block, so blocks can be folded apart (on other cores)
+    and their nodes folded again (ledger.audit_scale).
+    """
+    if not isinstance(width, int) or width < 1 or width & (width - 1) or len(nodes) > width:
+        raise SumTreeError(f"width must be a power of two of at least the {len(nodes)} nodes, got {width!r}")
+    if not nodes:
+        return EMPTY
+    hashes = [h for h, _ in nodes]
+    sums = [a for _, a in nodes]
+    while width > 1:
+        if len(hashes) % 2:  # the last node's sibling is padding
+            hashes.append(EMPTY[0])
+            sums.append(0)
+        up_h: list[bytes] = []
+        up_s: list[int] = []
+        for i in range(0, len(hashes), 2):
+            total = sums[i] + sums[i + 1]
+            if total >= UINT256:
+                raise SumTreeError("the total of a claim must fit in a uint256")
+            pair = hashes[i] + sums[i].to_bytes(32, "big") + hashes[i + 1] + sums[i + 1].to_bytes(32, "big")
+            up_h.append(_new(pair).digest())
+            up_s.append(total)
+        hashes, sums, width = up_h, up_s, width // 2
+    return hashes[0], sums[0]
+
+
+def leaves_of(digests: Sequence[bytes], amounts: Sequence[int]) -> list[Node]:
+    """leaf(d, a) of each pair, unchecked (the caller's records were checked when made)."""
+    return [(keccak(d + a.to_bytes(32, "big")), a) for d, a in zip(digests, amounts, strict=True)]
+
+
+def root_of(digests: Sequence[bytes], amounts: Sequence[int]) -> Node:
+    """(root, total) of the sum tree of these leaves, as SumTree(...).root/.total, without keeping its levels."""
+    if not digests:
+        raise SumTreeError("a sum tree needs at least one leaf (no leaves: nothing is anchored)")
+    return fold(leaves_of(digests, amounts), 1 << depth(len(digests)))
 
 
 class SumTree:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from gateway.books.watcher import EvidenceUnavailable, fetch_evidence
 from ledger.audit import AuditReport, anchored_homes, settlement_of, verify_epoch
+from ledger.audit_scale import Signatures
 from ledger.chain import Chain
 from ledger.deploy import Deployment, bind
 from ledger.evidence import EvidenceError, RecordEvidence
@@ -62,9 +63,9 @@ def _parse(rows: object) -> list[RecordEvidence]:
     return [RecordEvidence.from_dict(r) for r in rows]
 
 
-def audit_epoch(chain: Chain, deployment: Deployment, epoch: int) -> AuditReport:
+def audit_epoch(chain: Chain, deployment: Deployment, epoch: int, signatures: Signatures = "all") -> AuditReport:
     evidence, problems = collect_evidence(chain, deployment, epoch)
-    report = verify_epoch(epoch, evidence, chain, deployment)
+    report = verify_epoch(epoch, evidence, chain, deployment, signatures=signatures)
     if problems:
         report.findings[:0] = problems
         report.ok = False
