@@ -101,6 +101,18 @@ def _server_factory(root: Any, passwords: dict[str, list[str]], protocols: set[A
             protocols.discard(self)
             super().connectionLost(reason)
 
+        speaks_ldap = False
+
+        def dataReceived(self, recd: bytes) -> None:
+            # Every LDAP message is a SEQUENCE (0x30). Anything else is another protocol (an HTTP client on
+            # a port this server took over): drop it, before ldaptor prints its decoder's error on stdout.
+            if not self.speaks_ldap and recd:
+                if recd[:1] != b"\x30":
+                    self.transport.loseConnection()
+                    return
+                self.speaks_ldap = True
+            super().dataReceived(recd)
+
         def handle_LDAPBindRequest(self, request: Any, controls: Any, reply: Any) -> Any:
             if request.version != 3:
                 raise ldaperrors.LDAPProtocolError(f"LDAP version {request.version} not supported")

@@ -815,7 +815,8 @@ def test_the_local_consortium_sandboxes_when_it_can_and_says_so_when_it_cannot(m
     assert capsys.readouterr().err == ""
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert job_sandbox.__wrapped__() == "none"
-    assert "UNSANDBOXED (a sandbox needs the gateway to start as root" in capsys.readouterr().err
+    warning = " ".join(capsys.readouterr().err.split())  # wrapped to the terminal
+    assert "UNSANDBOXED (a sandbox needs the gateway to start as root" in warning
 
 
 def test_a_nodes_jobs_run_under_their_limits_and_cannot_see_its_data(consortium) -> None:

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from py_arkworks_bls12381 import G1Point, Scalar
 from rich.console import Console
-from rich.table import Table
 
 from auth.group.points import g1_raw
 from gateway.client.dispatch import anonymously, finish, join_group, submit_anywhere
@@ -24,6 +23,7 @@ from gateway.client.paying import signing_domain
 from gateway.client.supervising import overview
 from gateway.client.wallet import PaymentKeys, Wallet
 from gateway.demo.local import LocalConsortium
+from gateway.demo.show import say, table, xcc
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.supervision import ShareState, Supervision
 
@@ -54,10 +54,12 @@ def anonymous_job(
     """alice joins physics at hpc-a, then runs `job` at cloud-b under a group signature; shows what cloud-b saw."""
     with GatewayClient(consortium.url(CHECK)) as check:  # another member's gateway confirms hpc-a's answer
         membership = join_group(home, "alice", wallet, PROJECT, check=check)
-    console.print(
-        f"[green]✓[/] alice joined {PROJECT}@{HOME}: her secret stayed in her wallet; {HOME} signed a credential "
+    say(
+        console,
+        f"alice joined {PROJECT}@{HOME}: her secret stayed in her wallet; {HOME} signed a credential "
         f"over its commitment (blind) and keeps her tracing key T; {CHECK}'s gateway confirmed the supervisors' "
-        f"key, {HOME}'s issuer key, epoch and the week's expiry, so nothing in it singles her out"
+        f"key, {HOME}'s issuer key, epoch and the week's expiry, so nothing in it singles her out",
+        "[green]✓[/]",
     )
     domain = signing_domain(home.consortium())
     submission = submit_anywhere(
@@ -69,17 +71,19 @@ def anonymous_job(
         entry = serving.decision(submission.view["decision"])["entry"]
     signature_hash = from_hex(result.view["record"]["data"]["group_signature"], size=32, what="group_signature")
     principal = entry["principal"]
-    seen = Table("what cloud-b saw", "value", title=f"An anonymous job at {SERVING}")
+    seen = table(f"what {SERVING} saw", "value", title=f"An anonymous job at {SERVING}")
     seen.add_row("principal (Cedar)", principal["id"])
     seen.add_row("its attributes", ", ".join(f"{k}={v}" for k, v in sorted(principal["attrs"].items())))
     seen.add_row("its groups", ", ".join(principal["groups"]))
     seen.add_row("payment account", submission.paid.account)
     seen.add_row("decision", f"{entry['decision']} by {', '.join(entry['policies'])}")
-    seen.add_row("price (receipt)", str(result.price))
+    seen.add_row("price (receipt)", xcc(result.price))
     seen.add_row("record's groupSignature", _short(signature_hash))
     console.print(seen)
-    console.print(
-        f"[green]✓[/] {SERVING} ran and billed a job of a member of {PROJECT}@{HOME}; no uid, name or key of alice"
+    say(
+        console,
+        f"{SERVING} ran and billed a job of a member of {PROJECT}@{HOME}; no uid, name or key of alice",
+        "[green]✓[/]",
     )
     return AnonymousRun(signature_hash, result.record or "", result.view["record"]["data"]["order"])
 
@@ -90,9 +94,11 @@ def supervised_opening(console: Console, consortium: LocalConsortium, run: Anony
     opening = consortium.supervisor(SERVING).request(
         run.signature_hash, "demo: abuse report on an anonymous job", centre=SERVING
     )
-    console.print(
-        f"[yellow]![/] {SERVING} asks the supervisors to open the signature of record {_short(run.record)}, for the "
-        f"order it signs ({_short(run.order)}): each supervisor checks it signs that order before sharing"
+    say(
+        console,
+        f"{SERVING} asks the supervisors to open the signature of record {_short(run.record)}, for the "
+        f"order it signs ({_short(run.order)}): each supervisor checks it signs that order before sharing",
+        "[yellow]![/]",
     )
     forged = G1Point() * Scalar(secrets.randbelow(1 << 128) + 1)
     supervision.submit_raw_share(consortium.centres[FORGER].account, opening, g1_raw(forged), 1, 2)
@@ -103,23 +109,25 @@ def supervised_opening(console: Console, consortium: LocalConsortium, run: Anony
     record = _identified(supervision, opening)
     view = overview(supervision, opening)
     (opened, shares), committee = view.openings[0], view.committee
-    table = Table("on chain", "value", title=f"Opening {opening} (Supervision contract)")
-    table.add_row("asked by", opened.requester)
-    table.add_row("transaction (order)", _short(opened.transaction))
-    table.add_row("reason", opened.reason)
+    grid = table("on chain", "value", title=f"Opening {opening} (Supervision contract)")
+    grid.add_row("asked by", opened.requester)
+    grid.add_row("transaction (order)", _short(opened.transaction))
+    grid.add_row("reason", opened.reason)
     for info in shares:
         name = committee.supervisors[info.index - 1]
         state = {ShareState.ACCEPTED: "accepted", ShareState.REJECTED: "[red]rejected: bad proof[/]"}
-        table.add_row(f"share of {name}", state.get(info.state, "none"))
+        grid.add_row(f"share of {name}", state.get(info.state, "none"))
     tracing_key = opened.tracing_key
-    table.add_row("result", f"T = {_short(g1_raw(tracing_key))}" if tracing_key else "not opened")
-    table.add_row(f"{HOME} names", _short(record) if record else "—")
-    console.print(table)
+    grid.add_row("result", f"T = {_short(g1_raw(tracing_key))}" if tracing_key else "not opened")
+    grid.add_row(f"{HOME} names", _short(record) if record else "—")
+    console.print(grid)
     ok = opened.opened and identified["uid"] == "alice" and record == from_hex(identified["enrolment"])
     mark = "[green]✓[/]" if ok else "[red]✗[/]"
-    console.print(
-        f"{mark} {len(SHARERS)} of {committee.n} supervisors opened it (threshold {committee.threshold}); {HOME} "
-        f"mapped T to {identified['uid']} and recorded her enrolment id; the uid stays at {HOME}"
+    say(
+        console,
+        f"{len(SHARERS)} of {committee.n} supervisors opened it (threshold {committee.threshold}); {HOME} "
+        f"mapped T to {identified['uid']} and recorded her enrolment id; the uid stays at {HOME}",
+        mark,
     )
     return ok
 

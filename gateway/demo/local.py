@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import functools
 import secrets
+import shutil
+import socket
 import sys
+import textwrap
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,6 +48,29 @@ from ledger.policies import publish as publish_policy
 from ledger.supervision import Supervision
 
 GAS_MONEY = 10**20
+EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
+def listening_port() -> int:
+    """A free loopback port for a gateway, outside the OS's range for outgoing connections.
+
+    A gateway's URL (with its port) goes on chain seconds before the gateway listens; a port from the
+    ephemeral range could meanwhile become the source port of any outgoing connection on this machine
+    (EADDRINUSE at start). Falls back to an ephemeral port where the range cannot be read.
+    """
+    try:
+        low = int(EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return free_port()
+    for _ in range(100):
+        port = 10_000 + secrets.randbelow(max(low - 10_000, 1))
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    return free_port()
 
 
 @functools.cache
@@ -53,11 +79,12 @@ def job_sandbox() -> str:
     problem = sandbox_problem()
     if problem is None:
         return "bwrap"
-    print(
+    warning = (
         f"warning: jobs of this local consortium run UNSANDBOXED (a sandbox {problem}): fine for a demo on "
-        "your own machine, never for real users",
-        file=sys.stderr,
+        "your own machine, never for real users"
     )
+    width = min(shutil.get_terminal_size().columns, 80)  # the demo's terminal: wrapped, never cut
+    print(textwrap.fill(warning, width=width, subsequent_indent="  "), file=sys.stderr)
     return "none"
 
 
@@ -159,7 +186,7 @@ class LocalConsortium:
 
     def start(self) -> LocalConsortium:
         """Deploy the consortium's contracts and start every centre's gateway."""
-        ports = {c.name: free_port() for c in self.spec.centres}
+        ports = {c.name: listening_port() for c in self.spec.centres}
         for c in self.spec.centres:
             account = Account.create()
             self.chain.fund(account.address, GAS_MONEY)

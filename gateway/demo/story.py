@@ -22,6 +22,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
@@ -36,6 +37,7 @@ from gateway.client.wallet import PaymentKeys, Wallet
 from gateway.demo.anonymous import anonymous_job, supervised_opening
 from gateway.demo.cheat import anchor_made_up_claim
 from gateway.demo.local import LocalConsortium, demo_spec
+from gateway.demo.show import CLOSING, LEGEND, NET_LEGEND, amount, column, net, say, table, xcc
 from gateway.node.orders import DEADLINE_MARGIN
 from ledger import policies
 from ledger.chain import connect
@@ -98,7 +100,10 @@ def run_demo(console: Console | None = None) -> bool:
         consortium = LocalConsortium(chain, spec, directories, Path(tmp))
         try:
             consortium.start()
-            return _story(console, consortium)
+            ok = _story(console, consortium)
+            console.rule("What next")
+            say(console, CLOSING)
+            return ok
         finally:
             consortium.stop()
             for ldap in ldaps.values():
@@ -107,13 +112,8 @@ def run_demo(console: Console | None = None) -> bool:
 
 def _story(console: Console, consortium: LocalConsortium) -> bool:
     console.rule("[bold]xcentre demo: one consortium, one identity, one set of books")
-    members = Table("centre", "kind", "per cpu-s", "per gpu-s", "per GiB-h", title="Member centres (from the chain)")
-    for c in consortium.spec.centres:
-        prices = c.prices
-        members.add_row(
-            c.name, c.title, str(prices.per_cpu_second), str(prices.per_gpu_second), str(prices.per_gib_hour)
-        )
-    console.print(members)
+    say(console, LEGEND)
+    console.print(_members_table(consortium))
     console.print(_policy_table(consortium))
     collateral_before = _collateral(consortium)
 
@@ -124,55 +124,58 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
 
     keys = PaymentKeys()
     vanished: list[tuple[Submission, dict]] = []
-    rows: list[tuple[str, ...]] = []
+    rows: list[_JobRow] = []
     for step in SCENARIO:
         sign_on = with_wallet(wallets[step.user], homes[step.user])
         who = f"{step.user}@{PEOPLE[step.user][0]}"
         try:
             submission = submit_anywhere(consortium.url(step.gateway), step.job, sign_on, centre=step.centre, keys=keys)
         except GatewayRefused as refusal:
-            rows.append((who, "—", f"[red]refused ({refusal.status})[/]", "", "", ""))
+            rows.append(_JobRow(who, "—", None, f"[red]refused ({refusal.status})[/]", ""))
             for reason in refusal.reasons:
-                console.print(f"[red]✗[/] {step.user}'s job refused — {reason}")
+                say(console, f"{step.user}'s job refused — {reason}", "[red]✗[/]")
             continue
         if step.pays == "vanishes":
             view = submission.client.wait(submission.view["id"])
             vanished.append((submission, view))
-            price = (view.get("usage") or {}).get("price", "")
-            rows.append((who, submission.centre, view["status"], str(price), "[yellow]no receipt[/]", "sealed"))
+            price = (view.get("usage") or {}).get("price")
+            paid_by = _paid_by(view["status"], "[yellow]no receipt[/]")
+            rows.append(_JobRow(who, submission.centre, price, paid_by, "sealed"))
             continue
         with submission.client:
             result = finish(submission, keys)
-        paid_by = "receipt" if result.record else "unbilled"
+        paid_by = _paid_by(result.view["status"], "receipt" if result.record else "unbilled")
         output = result.stdout.strip().splitlines()[-1:] or [""]
-        rows.append((who, submission.centre, result.view["status"], str(result.price), paid_by, output[0][:14]))
-    jobs = Table("user", "ran at", "status", "price", "paid by", "output", title="Jobs (outputs opened with k)")
-    for row in rows:
-        jobs.add_row(*row)
-    console.print(jobs)
+        rows.append(_JobRow(who, submission.centre, result.price, paid_by, output[0]))
+    console.print(_jobs_table(rows))
 
     console.rule("An anonymous job, under a group signature")
     anonymous = anonymous_job(console, consortium, wallets["alice"], homes["alice"], keys, _job(800_000))
 
     unused = _abandoned_order(consortium, wallets["alice"], homes["alice"], "cloud-b", _job(1_000) | {"walltime": 5})
-    console.print(
-        f"[yellow]![/] alice's home granted an order for cloud-b (holding {unused}), then her client went away: "
-        "the job is never submitted"
+    say(
+        console,
+        f"alice's home granted an order for cloud-b, holding {xcc(unused)} of her project; then her client "
+        "went away: the job is never submitted",
+        "[yellow]![/]",
     )
 
     console.rule("Epoch 1: anchors, the dispute window, settlement")
     for c in consortium.spec.centres:
         with GatewayClient(consortium.url(c.name)) as client:
             closure = client.close_epoch(consortium.operator_key(c.name))
-        claims = ", ".join(f"{home}: {total}" for home, total in closure["claims"].items()) or "none"
-        console.print(f"[green]✓[/] {c.name} closed epoch 1: {closure['record_count']} records; claims {claims}")
+        claims = ", ".join(f"{xcc(total)} on {home}" for home, total in closure["claims"].items()) or "none"
+        records = _count(closure["record_count"], "record")
+        say(console, f"{c.name} closed epoch 1: {records}; claims {claims}", "[green]✓[/]")
     console.print(_decision_logs(consortium, epoch=1))
 
     console.rule("Epoch 2: ai-c cheats")
     cheat = anchor_made_up_claim(consortium, "ai-c", epoch=2, debtor="hpc-a", records=5, total=250_000_000)
-    console.print(
-        f"[yellow]![/] ai-c anchors epoch 2 with {cheat.records} made-up records billed to hpc-a, "
-        f"claiming {cheat.total} (no grant of hpc-a's stands behind them)"
+    say(
+        console,
+        f"ai-c anchors epoch 2 with {cheat.records} made-up records billed to hpc-a, claiming {xcc(cheat.total)} "
+        "(no grant of hpc-a's stands behind them)",
+        "[yellow]![/]",
     )
     for name in ("hpc-a", "cloud-b"):
         with GatewayClient(consortium.url(name)) as client:
@@ -182,34 +185,36 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
     for epoch in (1, 2):
         settled = _settled(consortium, epoch)
         if settled is None:
-            console.print(f"[red]✗ epoch {epoch} did not settle[/]")
+            say(console, f"[red]epoch {epoch} did not settle[/]", "[red]✗[/]")
             return False
-        _show_epoch(console, settled)
+        _show_epoch(console, settled, legend=epoch == 1)
     ok &= _vanished_payers(console, {PEOPLE[u][0]: c for u, c in homes.items()}, vanished)
 
-    collateral_after = _collateral(consortium)
-    table = Table("centre", "before", "after", "change", title="Collateral held by the Settlement contract")
-    for name, before in collateral_before.items():
-        after = collateral_after[name]
-        table.add_row(name, str(before), str(after), f"{after - before:+d}")
-    console.print(table)
+    console.print(_collateral_table(collateral_before, _collateral(consortium)))
+    say(
+        console,
+        f"Most of hpc-a's gain and ai-c's loss is ai-c's anchor bond ({xcc(_anchor_bond(consortium))}), "
+        "forfeited to hpc-a for the void claim; the rest is epoch 1's settlement.",
+    )
 
     projects_after = _wait_for_refunds(homes)
     console.print(_project_table("Projects after (paid by receipts and reveals)", projects_after))
     for user, (home, _) in PEOPLE.items():
         for hold in homes[user].balance()["holds"]:
             if hold["status"] == "refunded":
-                console.print(
-                    f"[green]✓[/] {user}@{home}'s unused order for {hold['centre']} was refunded after its deadline: "
-                    f"{hold['amount']}"
+                say(
+                    console,
+                    f"{user}@{home}'s unused order for {hold['centre']} was refunded after its deadline: "
+                    f"{xcc(hold['amount'])}",
+                    "[green]✓[/]",
                 )
 
     for epoch in (1, 2):
         report = audit_epoch(consortium.chain, consortium.deployment, epoch)
         for finding in report.findings:
-            console.print(f"[red]✗ {finding}[/]")
+            say(console, f"[red]{finding}[/]", "[red]✗[/]")
         verdict = "[green]verified against the chain[/]" if report.ok else "[red]NOT verified[/]"
-        console.print(f"Audit of epoch {epoch}: every record, order, grant, price, claim and net position {verdict}")
+        say(console, f"Audit of epoch {epoch}: every record, order, grant, price, claim and net position {verdict}")
         ok &= report.ok
     ok &= _decision_audit(console, consortium, "hpc-a", epoch=1)
     console.rule("A supervised opening, on the record")
@@ -221,7 +226,7 @@ def _story(console: Console, consortium: LocalConsortium) -> bool:
 
 def _policy_table(consortium: LocalConsortium) -> Table:
     """Each centre's policy version and hash from the chain, and whether its gateway serves that very text."""
-    table = Table("centre", "version", "sha256 (on chain)", "text at its gateway", title="Cedar access policies")
+    grid = table("centre", "version", "sha256 (on chain)", "text at its gateway", title="Cedar access policies")
     for name in consortium.centres:
         versions = policies.history(consortium.chain, consortium.deployment, name)
         with GatewayClient(consortium.url(name)) as client:
@@ -231,21 +236,21 @@ def _policy_table(consortium: LocalConsortium) -> Table:
             verdict = "[green]✓ the published one[/]"
         except policies.PolicyTextMismatch:
             latest, verdict = versions[-1], "[red]✗ not the published one[/]"
-        table.add_row(name, f"v{latest.version}", _short(latest.policy_hash), verdict)
-    return table
+        grid.add_row(name, f"v{latest.version}", _short(latest.policy_hash), verdict)
+    return grid
 
 
 def _decision_logs(consortium: LocalConsortium, epoch: int, timeout: float = 30.0) -> Table:
     """Each centre's decision log of `epoch` as anchored on chain: how many decisions, and their Merkle root."""
     ledger = bind(consortium.chain, consortium.deployment, named=True).usage_ledger.functions
-    table = Table("centre", "decisions", "Merkle root", title=f"Decision logs, epoch {epoch}, on chain")
+    grid = table("centre", "decisions", "Merkle root", title=f"Decision logs, epoch {epoch}, on chain")
     ends = time.monotonic() + timeout
     for name in consortium.centres:
         while not ledger.anchorOf(centre_id(name), epoch).call().anchored and time.monotonic() < ends:
             time.sleep(0.1)
         root, count = ledger.decisionsOf(centre_id(name), epoch).call()
-        table.add_row(name, str(count), _short(bytes(root)))
-    return table
+        grid.add_row(name, str(count), _short(bytes(root)))
+    return grid
 
 
 def _short(digest: bytes) -> str:
@@ -260,19 +265,22 @@ def _decision_audit(console: Console, consortium: LocalConsortium, centre: str, 
     log = fetch_decision_log(consortium.chain, consortium.deployment, centre, epoch, consortium.auditor)
     audit = audit_log(log)
     versions = ", ".join(f"v{v}" for v in sorted({e["policy_version"] for e in log.entries}))
-    console.print(
-        f"Audit of {centre}'s decisions in epoch {epoch}, by the consortium's auditor (its log, from {centre}):"
+    say(
+        console,
+        f"Audit of {centre}'s decisions in epoch {epoch}, by the consortium's auditor (its log, from {centre}):",
     )
-    console.print(f"  {audit.entries} entries, root {_short(log.anchored_root)} as anchored on chain")
-    console.print(
-        f"  re-evaluated {audit.reevaluated} with policy {versions} in {audit.seconds:.3f} s: "
-        + (f"each as logged ({audit.allows} allow, {audit.denies} deny)" if audit.ok else "[red]not all as logged[/]")
+    say(console, f"{audit.entries} entries, root {_short(log.anchored_root)} as anchored on chain", indent=2)
+    say(
+        console,
+        f"re-evaluated {audit.reevaluated} with policy {versions} in {audit.seconds:.3f} s: "
+        + (f"each as logged ({audit.allows} allow, {audit.denies} deny)" if audit.ok else "[red]not all as logged[/]"),
+        indent=2,
     )
     for finding in audit.findings:
-        console.print(f"[red]  ✗ {finding.message}[/]")
+        say(console, f"[red]✗ {finding.message}[/]", indent=2)
     refused = _refusal_again(console, log)
     verdict = "[green]verified against the chain[/]" if audit.ok and refused else "[red]NOT verified[/]"
-    console.print(f"Audit of {centre}'s decisions in epoch {epoch}: {verdict}")
+    say(console, f"Audit of {centre}'s decisions in epoch {epoch}: {verdict}")
     return audit.ok and refused
 
 
@@ -280,27 +288,33 @@ def _refusal_again(console: Console, log: DecisionLog) -> bool:
     """The refusal of bob's two-hour job, decided again with the published text, for all to see."""
     denies = [e for e in log.entries if e["decision"] == "deny" and e["context"].get("walltime") == 7200]
     if len(denies) != 1 or log.texts.get(denies[0]["policy_version"]) is None:
-        console.print(f"[red]  ✗ the log holds {len(denies)} refusals of a 2-hour job; bob's was refused once[/]")
+        say(
+            console, f"[red]✗ the log holds {len(denies)} refusals of a 2-hour job; bob's was refused once[/]", indent=2
+        )
         return False
     entry = denies[0]
     version = entry["policy_version"]
     again = PolicyEngine(*log.texts[version]).decide_request(cedar_request(entry))
     principal = entry["principal"]
-    console.print(
-        f"  bob's 2-hour job ({entry['context']['walltime']} s), refused to {principal['id']}, a "
-        f"{principal['attrs'].get('employee_type', '?')}:"
+    say(
+        console,
+        f"bob's 2-hour job ({entry['context']['walltime']} s), refused to {principal['id']}, a "
+        f"{principal['attrs'].get('employee_type', '?')}:",
+        indent=2,
     )
     logged, given = ", ".join(entry["policies"]), ", ".join(again.policies)
     outcome = "allow" if again.allowed else "deny"
-    console.print(f"  logged deny by {logged}; policy v{version} again: {outcome} by {given}")
+    say(console, f"logged deny by {logged}; policy v{version} again: {outcome} by {given}", indent=2)
     return not again.allowed and again.policies == entry["policies"]
 
 
 def _enrol(console: Console, consortium: LocalConsortium, user: str, home: str, password: str) -> Wallet:
     with GatewayClient(consortium.url(home)) as client:
         wallet = Wallet.from_issuance(consortium.url(home), client.credential(user, password))
-    console.print(
-        f"[green]✓[/] {user} fetched a BBS credential at home centre [bold]{home}[/] (the password goes nowhere else)"
+    say(
+        console,
+        f"{user} fetched a BBS credential at home centre [bold]{home}[/] (the password goes nowhere else)",
+        "[green]✓[/]",
     )
     return wallet
 
@@ -332,10 +346,70 @@ def _abandoned_order(consortium: LocalConsortium, wallet: Wallet, home: GatewayC
 
 
 def _project_table(title: str, projects: dict[str, dict]) -> Table:
-    table = Table("project", "allocation", "held", "spent", "available", title=title)
-    for name, p in projects.items():
-        table.add_row(name, str(p["allocation"]), str(p["held"]), str(p["spent"]), str(p["available"]))
-    return table
+    figures = ("allocation", "held", "spent", "available")
+    grid = table("project", *figures, title=f"{title}, in XCC", right=figures)
+    columns = [column([p[f] for p in projects.values()]) for f in figures]
+    for i, name in enumerate(projects):
+        grid.add_row(name, *(c[i] for c in columns))
+    return grid
+
+
+def _members_table(consortium: LocalConsortium) -> Table:
+    """The member centres and their prices (in XCC per CPU-second, GPU-second and GiB-hour)."""
+    figures = ("per CPU-s", "per GPU-s", "per GiB-h")
+    grid = table("centre", "kind", *figures, title="Member centres and their prices in XCC", right=figures)
+    centres = consortium.spec.centres
+    prices = [
+        column([c.prices.per_cpu_second for c in centres]),
+        column([c.prices.per_gpu_second for c in centres]),
+        column([c.prices.per_gib_hour for c in centres]),
+    ]
+    for i, c in enumerate(centres):
+        grid.add_row(c.name, c.title, *(p[i] for p in prices))
+    return grid
+
+
+@dataclass(frozen=True)
+class _JobRow:
+    """One job of the story's table: who, where it ran, its price (micro-credits), how it was paid, its output."""
+
+    who: str
+    centre: str
+    price: int | None
+    paid_by: str
+    output: str
+
+
+def _paid_by(status: str, paid_by: str) -> str:
+    """How a job was paid, with its status when it did not simply succeed."""
+    return paid_by if status == "succeeded" else f"{status}; {paid_by}"
+
+
+def _jobs_table(rows: list[_JobRow]) -> Table:
+    grid = table("user", "ran at", "price", "paid by", "output", title="Jobs (prices in XCC; outputs opened with k)")
+    grid.columns[2].justify = "right"
+    prices = iter(column([r.price for r in rows if r.price is not None]))
+    for r in rows:
+        grid.add_row(r.who, r.centre, "" if r.price is None else next(prices), r.paid_by, r.output)
+    return grid
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" + ("" if n == 1 else "s")
+
+
+def _collateral_table(before: dict[str, int], after: dict[str, int]) -> Table:
+    figures = ("before", "after", "change")
+    grid = table("centre", *figures, title="Collateral in Settlement, in XCC", right=figures)
+    names = list(before)
+    columns = [
+        column([before[n] for n in names]),
+        column([after[n] for n in names]),
+        column([after[n] - before[n] for n in names], signed=True),
+    ]
+    for i, name in enumerate(names):
+        grid.add_row(name, *(c[i] for c in columns))
+    return grid
 
 
 def _collateral(consortium: LocalConsortium) -> dict[str, int]:
@@ -345,6 +419,11 @@ def _collateral(consortium: LocalConsortium) -> dict[str, int]:
         name: int(settlement.collateralOf(running.account.address).call()[0])
         for name, running in consortium.centres.items()
     }
+
+
+def _anchor_bond(consortium: LocalConsortium) -> int:
+    """The collateral each anchor locks, and a void claim forfeits to the disputing home."""
+    return int(bind(consortium.chain, consortium.deployment).settlement.functions.anchorBond().call())
 
 
 def _settled(consortium: LocalConsortium, epoch: int, timeout: float = 60.0) -> dict | None:
@@ -359,17 +438,23 @@ def _settled(consortium: LocalConsortium, epoch: int, timeout: float = 60.0) -> 
     return None
 
 
-def _show_epoch(console: Console, view: dict) -> None:
+def _show_epoch(console: Console, view: dict, legend: bool) -> None:
     epoch = view["epoch"]
-    books = Table("centre", "records", "claims (voided struck out)", "net", title=f"Epoch {epoch} on chain")
-    for name, anchor in view["anchors"].items():
+    books = table("centre", "records", "claims on homes", "net", title=f"Epoch {epoch} on chain, in XCC")
+    books.columns[3].justify = "right"
+    names = list(view["anchors"])
+    nets = column([view["net_positions"][n] for n in names], signed=True)
+    for name, shown in zip(names, nets, strict=True):
         claims = [
-            f"[strike]{home}: {c['total']}[/strike]" if c["voided"] else f"{home}: {c['total']}"
-            for home, c in anchor["homes"].items()
+            f"[strike]{home}: {amount(c['total'])}[/strike] void" if c["voided"] else f"{home}: {amount(c['total'])}"
+            for home, c in view["anchors"][name]["homes"].items()
             if home != name
         ]
-        books.add_row(name, str(anchor["record_count"]), ", ".join(claims) or "—", f"{view['net_positions'][name]:+d}")
+        record_count = str(view["anchors"][name]["record_count"])
+        books.add_row(name, record_count, "\n".join(claims) or "—", net(view["net_positions"][name], shown))
     console.print(books)
+    if legend:
+        say(console, Text(NET_LEGEND, style="dim"))
     grouped: dict[tuple[str, str, bool, str], list[int]] = defaultdict(list)
     for d in view["disputes"]:
         grouped[(d["home"], d["centre"], d["need_key"], d["status"])].append(d["index"])
@@ -381,9 +466,9 @@ def _show_epoch(console: Console, view: dict) -> None:
             + ("the key, revealed" if need_key else "the receipt"),
             "voided": "[red]nobody could answer: the claim is void, the bond goes to " + home + "[/]",
         }.get(status, status)
-        console.print(f"  {home} disputed {which} of {centre}'s claim ({kind}) → {outcome}")
+        say(console, f"{home} disputed {which} of {centre}'s claim ({kind}) → {outcome}", indent=2)
     for t in view["transfers"]:
-        console.print(f"  settlement: {t['from']} → {t['to']}: {t['amount']} credit, from collateral")
+        say(console, f"settlement: {t['from']} pays {t['to']} {xcc(t['amount'])} from its collateral", indent=2)
 
 
 def _vanished_payers(
@@ -398,14 +483,18 @@ def _vanished_payers(
             key = home.revealed_key(view["lock_hash"])["key"]
             stdout, _ = open_result(view, record, key, submission.domain)
         except GatewayRefused as exc:
-            console.print(f"[red]✗ no key on chain for {submission.centre}'s job {view['id']}: {exc.error}[/]")
+            say(
+                console, f"[red]no key on chain for {submission.centre}'s job {view['id']}: {exc.error}[/]", "[red]✗[/]"
+            )
             ok = False
             continue
         finally:
             submission.client.close()
-        console.print(
-            f"[green]✓[/] the payer of {submission.centre}'s job gave no receipt: {submission.centre} was paid by "
-            f"revealing k on chain, and the payer reads k at home and opens the result: {stdout.strip()[:40]}"
+        say(
+            console,
+            f"the payer of {submission.centre}'s job gave no receipt: {submission.centre} was paid by "
+            f"revealing k on chain, and the payer reads k at home and opens the result: {stdout.strip()}",
+            "[green]✓[/]",
         )
     return ok
 
@@ -431,26 +520,28 @@ def _revocation(console: Console, consortium: LocalConsortium, wallets: dict[str
     with GatewayClient(consortium.url("hpc-a")) as home:
         answer = home.revoke("bob", consortium.operator_key("hpc-a"))
     if not answer["revoked"]:
-        console.print(f"[red]✗ hpc-a's revocation of bob is not on chain ({answer['status']})[/]")
+        say(console, f"[red]hpc-a's revocation of bob is not on chain ({answer['status']})[/]", "[red]✗[/]")
         return False
-    console.print("[yellow]![/] hpc-a's operator revoked bob's enrolment on chain")
+    say(console, "hpc-a's operator revoked bob's enrolment on chain", "[yellow]![/]")
     started = time.monotonic()
     refusal = _first_refusal(lambda: _sign_on(consortium, "cloud-b", wallets["bob"]), timeout=10)
     if refusal is None:
-        console.print("[red]✗ cloud-b still accepts bob's credential[/]")
+        say(console, "[red]cloud-b still accepts bob's credential[/]", "[red]✗[/]")
         return False
-    console.print(f"[green]✓[/] {time.monotonic() - started:.1f} s later cloud-b refuses bob: {refusal.error}")
+    say(console, f"{time.monotonic() - started:.1f} s later cloud-b refuses bob: {refusal.error}", "[green]✓[/]")
     try:
         _enrol(console, consortium, "bob", "hpc-a", "bob-pw")
-        console.print("[red]✗ hpc-a issued bob a new credential[/]")
+        say(console, "[red]hpc-a issued bob a new credential[/]", "[red]✗[/]")
         return False
     except GatewayRefused as exc:
-        console.print(f"[green]✓[/] bob cannot refresh at home either: {exc.error}")
+        say(console, f"bob cannot refresh at home either: {exc.error}", "[green]✓[/]")
     wallets["alice"] = _enrol(console, consortium, "alice", "hpc-a", "alice-pw")
     session = _sign_on(consortium, "cloud-b", wallets["alice"])
-    console.print(
-        f"[green]✓[/] alice's refreshed credential signs on at cloud-b again as {session['principal']}; "
-        "her sign-ons stay unlinkable"
+    say(
+        console,
+        f"alice's refreshed credential signs on at cloud-b again as {session['principal']}; "
+        "her sign-ons stay unlinkable",
+        "[green]✓[/]",
     )
     return True
 
