@@ -14,7 +14,10 @@ is how a centre lists people of *other* centres, by principal ``uid@centre``.
 from __future__ import annotations
 
 import math
+import threading
+import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -63,6 +66,9 @@ class Directory:
     without it searches are anonymous (fine for finding a DN; a directory that
     hides groups from anonymous readers then shows none to groups_of).
     centre: this centre's name, so groups_of knows which principals are local.
+    timeout: seconds to connect, and to wait for each answer, before the directory counts as down.
+    cooldown: seconds a directory that was down is not asked again (`Breaker`): every call in
+    them is DirectoryUnavailable at once, so a hung slapd costs one timeout, not one per request.
     """
 
     def __init__(
@@ -75,7 +81,8 @@ class Directory:
         centre: str | None = None,
         people_dn: str | None = None,
         groups_dn: str | None = None,
-        timeout: float = 5.0,
+        timeout: float = 2.0,
+        cooldown: float = 10.0,
     ) -> None:
         if not base_dn:
             raise ValueError("base_dn must not be empty")
@@ -89,6 +96,7 @@ class Directory:
         self.people_dn = people_dn or f"ou=people,{base_dn}"
         self.groups_dn = groups_dn or f"ou=groups,{base_dn}"
         self.timeout = timeout
+        self.breaker = Breaker(cooldown)
         try:
             parse_dn(self.groups_dn)
         except ldap_exc.LDAPException as exc:
@@ -249,8 +257,54 @@ class Directory:
         raise DirectoryError(f"search in {base!r} failed: {_describe(conn)}")
 
 
+class Breaker:
+    """A circuit breaker in front of the directory: a directory that failed is not asked for `cooldown` s.
+
+    Closed, every call goes through. A call that finds the directory unavailable opens it:
+    for `cooldown` seconds each call is refused at once (DirectoryUnavailable, saying why
+    and for how long), instead of each waiting out its own timeout. Then one call is let
+    through as a probe (the others are still refused): an answer of any kind closes the
+    breaker, another failure opens it for a new cool-down.
+    """
+
+    def __init__(self, cooldown: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cooldown = cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open_until: float | None = None  # None: closed
+        self._probing = False
+        self._why = ""
+
+    @property
+    def is_open(self) -> bool:
+        with self._lock:
+            return self._open_until is not None
+
+    def enter(self, url: str) -> None:
+        """Let a call through, or refuse it at once while the breaker is open (DirectoryUnavailable)."""
+        with self._lock:
+            if self._open_until is None:
+                return
+            left = self._open_until - self._clock()
+            if left <= 0 and not self._probing:
+                self._probing = True  # this call is the probe
+                return
+            wait = f"asked again in {math.ceil(left)} s" if left > 0 else "a probe is under way"
+            raise DirectoryUnavailable(f"{url} did not answer ({self._why}); not asked meanwhile, {wait}")
+
+    def answered(self) -> None:
+        """The directory answered (whatever it said): close."""
+        with self._lock:
+            self._open_until, self._probing, self._why = None, False, ""
+
+    def failed(self, why: str) -> None:
+        """The directory could not be reached or did not answer in time: open for a cool-down."""
+        with self._lock:
+            self._open_until, self._probing, self._why = self._clock() + self.cooldown, False, why
+
+
 class _Session:
-    """Open + (service or anonymous) bind on enter, unbind on exit; maps socket errors."""
+    """Open + (service or anonymous) bind on enter, unbind on exit; maps socket errors; tells the breaker."""
 
     def __init__(self, conn: ldap3.Connection, directory: Directory) -> None:
         self.conn = conn
@@ -258,18 +312,28 @@ class _Session:
 
     def __enter__(self) -> ldap3.Connection:
         d = self.directory
+        d.breaker.enter(d.url)
         try:
             self.conn.open()
             ok = self.conn.bind()
         except ldap_exc.LDAPException as exc:
+            d.breaker.failed(type(exc).__name__)
             raise DirectoryUnavailable(f"directory {d.url} unreachable: {type(exc).__name__}") from None
+        except BaseException:
+            d.breaker.answered()  # not the directory's failure: let the next call through
+            raise
         if not ok:
             who = d.bind_dn or "anonymous"
             self.conn.unbind()
+            d.breaker.answered()  # it answered: a refusal is no outage
             raise DirectoryUnavailable(f"directory {d.url} refused the bind as {who}: {_describe(self.conn)}")
         return self.conn
 
-    def __exit__(self, *exc_info: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, DirectoryUnavailable):
+            self.directory.breaker.failed(str(exc).rsplit(": ", 1)[-1])
+        else:
+            self.directory.breaker.answered()
         try:
             self.conn.unbind()
         except ldap_exc.LDAPException:

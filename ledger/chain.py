@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+import requests
 from eth_abi import decode as abi_decode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
@@ -24,6 +25,7 @@ from web3.contract import Contract
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import ContractLogicError
 from web3.middleware import ExtraDataToPOAMiddleware
+from web3.providers.rpc.utils import ExceptionRetryConfiguration
 from web3.types import BlockIdentifier, RPCEndpoint, RPCResponse, TxParams, TxReceipt
 
 from ledger.artifacts import CONTRACT_NAMES, load_artifact
@@ -41,6 +43,8 @@ except ImportError:  # pragma: no cover - eth-tester is a declared dependency
 ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
 POLL_LATENCY = 0.005
 RECEIPT_TIMEOUT = 120.0
+RPC_TIMEOUT = 15.0
+"""Seconds a JSON-RPC request may take: past it the node is unavailable (ChainUnavailable) for this request."""
 EMBEDDED_GAS = 12_000_000  # fixed limit on the embedded chain (block limit is 30M)
 _ERROR_STRING = bytes.fromhex("08c379a0")
 _PANIC = bytes.fromhex("4e487b71")
@@ -48,6 +52,14 @@ _PANIC = bytes.fromhex("4e487b71")
 
 class ChainError(Exception):
     """A chain operation failed for a reason other than a contract revert."""
+
+
+class ChainUnavailable(ChainError):
+    """The chain node does not answer (connection refused, reset or timed out): later it may.
+
+    Never a verdict on the chain's contents: an index that cannot reach its node says so,
+    and does not take the silence for another chain history.
+    """
 
 
 class ChainRevert(ChainError):
@@ -191,18 +203,59 @@ class _LockedTesterProvider(EthereumTesterProvider):
             return super().make_request(method, params)
 
 
+class _AnsweringHTTPProvider(HTTPProvider):
+    """JSON-RPC over HTTP whose transport failures are ChainUnavailable, naming the node.
+
+    A node that is down or unreachable is then one error everywhere (index, outbox, API),
+    which callers tell apart from a revert or a chain that answers with other data.
+    """
+
+    def make_request(self, method: RPCEndpoint, params: Any) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ChainUnavailable(
+                f"the chain node at {self.endpoint_uri} does not answer ({type(exc).__name__})"
+            ) from None
+
+
 class Chain:
-    """A connected chain: web3 handle, local signing, per-sender nonces, revert decoding."""
+    """A connected chain: web3 handle, local signing, per-sender nonces, revert decoding.
+
+    The chain id and fee model are read on first use, not here, so a gateway can be
+    built (and serve what needs no chain) while its node is down.
+    """
 
     def __init__(self, w3: Web3, dev_key: str, embedded: bool) -> None:
         self.w3 = w3
         self.embedded = embedded
-        self.chain_id: int = w3.eth.chain_id
         self.dev_account: LocalAccount = Account.from_key(dev_key)
-        self._eip1559 = w3.eth.get_block("latest").get("baseFeePerGas") is not None
         self._nonces: dict[str, int] = {}
         self._sender_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+
+    @functools.cached_property
+    def chain_id(self) -> int:
+        return int(self.w3.eth.chain_id)
+
+    def known_chain_id(self) -> int | None:
+        """The chain id, or None while the node has never answered (a check of it waits until it does)."""
+        try:
+            return self.chain_id
+        except ChainUnavailable:
+            return None
+
+    @functools.cached_property
+    def _eip1559(self) -> bool:
+        return self.w3.eth.get_block("latest").get("baseFeePerGas") is not None
+
+    def answers(self) -> bool:
+        """Whether the node answers now (one cheap request)."""
+        try:
+            self.w3.eth.block_number  # noqa: B018 - the request is the point
+        except Exception:  # noqa: BLE001 - any failure means: not now
+            return False
+        return True
 
     # -- contracts ---------------------------------------------------------------------
     def contract(self, name: str, address: str, *, named: bool = False) -> Contract:
@@ -352,17 +405,38 @@ def _call_params(tx: dict[str, Any]) -> TxParams:
     return cast(TxParams, {k: v for k, v in tx.items() if k in ("from", "to", "data", "value", "gas")})
 
 
-def connect(url: str = "embedded") -> Chain:
-    """Connects to the in-process chain ("embedded") or a JSON-RPC node ("http://…")."""
+def _is_connected(w3: Web3) -> bool:
+    try:
+        return bool(w3.is_connected())
+    except ChainUnavailable:
+        return False
+
+
+def connect(url: str = "embedded", *, require_node: bool = True) -> Chain:
+    """Connects to the in-process chain ("embedded") or a JSON-RPC node ("http://…").
+
+    With `require_node` False a JSON-RPC node that does not answer yet is no error: the
+    chain is read on first use, and each read while the node is down raises ChainUnavailable
+    (a gateway starts so, serving from its local index).
+    """
     if url == "embedded":
-        provider = _LockedTesterProvider()
-        w3 = Web3(provider)
-        key = provider.tester.backend.account_keys[0]
+        tester = _LockedTesterProvider()
+        w3 = Web3(tester)
+        key = tester.tester.backend.account_keys[0]
         return Chain(w3, key.to_hex() if hasattr(key, "to_hex") else str(key), embedded=True)
     if url.startswith(("http://", "https://")):
-        w3 = Web3(HTTPProvider(url, request_kwargs={"timeout": 60}))
+        rpc = _AnsweringHTTPProvider(
+            url,
+            request_kwargs={"timeout": RPC_TIMEOUT},
+            # a refused connection is asked again twice (a node restarting); a node that took the request and
+            # did not answer in RPC_TIMEOUT is not asked again (web3 retries timeouts five times by default)
+            exception_retry_configuration=ExceptionRetryConfiguration(
+                errors=(ConnectionError, requests.ConnectionError), retries=2
+            ),
+        )
+        w3 = Web3(rpc)
         w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
-        if not w3.is_connected():
+        if require_node and not _is_connected(w3):
             raise ChainError(f"no JSON-RPC node answers at {url}")
         return Chain(w3, ANVIL_DEV_KEY, embedded=False)
     raise ValueError(f"chain url must be 'embedded' or http(s)://…, got {url!r}")

@@ -340,6 +340,14 @@ class Outbox:
         """Items not yet done or failed, in id order."""
         return self._by_status(PENDING, kind)
 
+    def depth(self) -> dict[str, int]:
+        """Pending items per kind (what /metrics shows as the outbox's depth): one count, no payloads read."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT kind, COUNT(*) FROM outbox WHERE status = 'pending' GROUP BY kind"
+            ).fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
     def failed(self, kind: str | None = None) -> list[OutboxItem]:
         """Items whose transaction reverted, in id order."""
         return self._by_status(FAILED, kind)

@@ -54,17 +54,21 @@ def _stop(signum: int, _frame: object) -> None:
     raise _Stopped(signum)
 
 
-def serve(app: FastAPI, host: str, port: int) -> None:
+def serve(app: FastAPI, host: str, port: int, *, log_format: str = "text") -> None:
     """Run in the foreground until SIGINT or SIGTERM, then return so the caller can stop its node.
 
     uvicorn shuts down gracefully on these signals and then re-raises the signal
     at the handler that was installed before it started; with the default
     SIGTERM handler that kills the process on the spot, so the caller's cleanup
-    (finishing jobs, stopping the chain follower) would never run.
+    (finishing jobs, stopping the chain follower) would never run. With `log_format` "json"
+    uvicorn's lines go through the handler gateway.node.logs installed (its own config is off).
     """
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(app, host=host, port=port, log_level="info")
+        if log_format == "json":
+            uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
+        else:
+            uvicorn.run(app, host=host, port=port, log_level="info")
     except _Stopped:
         pass
     finally:

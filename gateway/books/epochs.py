@@ -2,9 +2,10 @@
 
 One chain transaction per centre per epoch (the anchor: root, count and total
 per payer home, and the root and count of the epoch's decision log), plus one
-settlement per epoch once the dispute and answer windows have passed; never
-one per job. The evidence behind every leaf is public (`evidence`), so a home
-can check each claim on it before it stands.
+settlement per epoch once the dispute and answer windows have passed (and one
+`settleLate` per late anchor of this centre's); never one per job. The evidence
+behind every leaf is public (`evidence`), so a home can check each claim on it
+before it stands.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ import json
 import logging
 import re
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from gateway.api.schemas import EpochClosure, HomeClaim
 from gateway.node.errors import Conflict, Invalid
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
+from ledger.chain import ChainUnavailable
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
@@ -27,6 +31,16 @@ from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumTree
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EpochState:
+    """Where a centre's books stand (for /metrics): 0 for none yet."""
+
+    open: int
+    last_anchored: int
+    last_settled: int
+
 
 MAX_EPOCH = 2**63 - 1
 """Epochs are uint64 on chain, but the gateway's SQLite files hold signed 64-bit integers."""
@@ -73,26 +87,37 @@ class EpochCloser:
         domain: Domain,
         settleable: Callable[[int], bool],
         booking_delay: int | None = None,
+        every: int = 0,
+        clock: Callable[[], float] = time.time,
+        dispute_window: int | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.outbox = outbox
         self.index = index
         self.domain = domain
-        self.settleable = settleable  # UsageLedger.settleable: every member anchored and both windows passed
+        # UsageLedger.settleable, judged from the index: both windows (disputes, then answers) passed since the
+        # last on-time anchor, and every member anchored or the anchor deadline passed (silent ones left out)
+        self.settleable = settleable
+        # UsageLedger.disputeWindow: a late anchor is paid 2 windows after it; None: sent each round, the chain judges
+        self.dispute_window = dispute_window
         self.booking_delay = booking_delay  # UsageLedger.bookingDelay; None: no record ever lapses
+        self.every = every  # seconds between scheduled closes; 0: closed only when an operator asks
+        self.clock = clock
         self.rounds: tuple[Callable[[], object], ...] = ()  # housekeeping's other rounds: disputes, answers
         self._oldest_unsettled = 1
         self._closing = threading.Lock()  # one close at a time, so a named epoch is checked and closed as one
+        self._sending = threading.Lock()  # at most one send started by a close waits on the chain
+        self._chain_down = False  # logged once per outage, not every round
 
     def close(self, epoch: int | None = None) -> EpochClosure:
-        """Close the open epoch: durable closure first, then the anchor through the outbox.
+        """Close the open epoch: durable closure, its anchor queued in the outbox; nothing waits on the chain.
 
-        The closure is committed before anything is sent, so once it is, the answer
-        is the closure even when the chain cannot be reached right now: the anchor
-        waits in the outbox (anchored=False) and housekeeping sends it. Naming the
-        `epoch` makes a retry safe: an epoch already closed answers its closure
-        instead of closing the next one.
+        The closure is committed and the anchor queued before the answer, which never waits
+        for the chain: the anchor is sent on a helper thread at once and by housekeeping
+        after (anchored=False until the index shows it), so a chain node that is down or hung
+        holds no caller. Naming the `epoch` makes a retry safe: an epoch already closed
+        answers its closure (anchored once it is) instead of closing the next one.
         """
         with self._closing:
             if epoch is not None:
@@ -107,12 +132,72 @@ class EpochCloser:
             closure = self.store.close_open_epoch(self._commit, lapse_before=cutoff)
             self._log_lapsed(closure.epoch)
             self._enqueue_anchor(closure)
+        self._send_soon()
+        return self._closure(closure)
+
+    def _send_soon(self) -> None:
+        """Send the outbox now on a helper thread (housekeeping sends it otherwise, within its interval)."""
+        if not self._sending.acquire(blocking=False):
+            return  # a send is under way (or stuck on the chain): housekeeping follows it up
+
+        def send() -> None:
             try:
                 self.flush()
-                self._settle_if_ready(closure.epoch)
-            except Exception as exc:  # noqa: BLE001 - the chain may be briefly unreachable: housekeeping retries
-                log.warning("%s: epoch %d closed; its anchor waits in the outbox: %s", self.name, closure.epoch, exc)
-        return self._closure(closure)
+            except Exception as exc:  # noqa: BLE001 - the chain may be unreachable: housekeeping retries
+                log.info("%s: the outbox waits for the chain: %s", self.name, exc)
+            finally:
+                self._sending.release()
+
+        threading.Thread(target=send, name=f"{self.name}-epoch-send", daemon=True).start()
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether the schedule closes the open epoch now: a boundary of `every` seconds (counted from
+        1970, so every centre on one schedule closes together) has passed since the epoch opened."""
+        if self.every <= 0:
+            return False
+        opened = self.store.open_epoch_opened_at()
+        at = int(self.clock() if now is None else now)
+        return opened is not None and at - at % self.every > opened
+
+    def close_if_due(self) -> EpochClosure | None:
+        """Housekeeping's scheduled close (the same close as an operator's: the anchor through the outbox)."""
+        if not self.due():
+            return None
+        closure = self.close()
+        log.info("%s: epoch %d closed on schedule (every %d s)", self.name, closure.epoch, self.every)
+        return closure
+
+    def housekeeping(self) -> None:
+        """One round: a scheduled close if due (needs no chain), then send, follow and settle.
+
+        A chain node that does not answer is logged once when it goes and once when it is
+        back; the closes and queued writes wait in the outbox meanwhile.
+        """
+        self.close_if_due()
+        try:
+            self.flush()
+        except ChainUnavailable as exc:
+            if not self._chain_down:
+                log.warning("%s: %s; writes wait in the outbox, the index serves what it has", self.name, exc)
+            self._chain_down = True
+            return
+        if self._chain_down:
+            log.warning("%s: the chain node answers again; the index and the outbox catch up", self.name)
+        self._chain_down = False
+        self.catch_up()
+
+    def state(self) -> EpochState:
+        """The open epoch, the last epoch this centre anchored and the last settled, as the index shows them."""
+        me = centre_id(self.name)
+        last_anchored = last_settled = 0
+        for closure in reversed(self.store.closures()):
+            if not last_anchored and self.index.anchor(me, closure.epoch) is not None:
+                last_anchored = closure.epoch
+            if not last_settled and self.index.settlement(closure.epoch) is not None:
+                last_settled = closure.epoch
+            if last_anchored and last_settled:
+                break
+        return EpochState(self.store.open_epoch(), last_anchored, last_settled)
 
     def _log_lapsed(self, epoch: int) -> None:
         lapsed = self.store.lapsed_records(epoch)
@@ -171,8 +256,8 @@ class EpochCloser:
         self.index.sync()
 
     def catch_up(self) -> None:
-        """Run the dispute rounds, then settle closed epochs once the chain says they may be
-        (every anchor in, both windows passed)."""
+        """Run the dispute rounds, settle closed epochs once they may be (every anchor in or the
+        anchor deadline passed, both windows passed), then have this centre's late anchors paid."""
         for round_ in self.rounds:
             try:
                 round_()
@@ -183,6 +268,22 @@ class EpochCloser:
                 self._settle_if_ready(closure.epoch)
             if self.index.settlement(closure.epoch) is not None and closure.epoch == self._oldest_unsettled:
                 self._oldest_unsettled += 1
+        self._settle_late()
+
+    def _settle_late(self) -> None:
+        """Queue `settleLate` for each of this centre's late anchors whose epoch is settled and whose
+        answer window has passed, until the index shows it paid (once: LateAlreadySettled is done)."""
+        queued = False
+        for anchor in self.index.late_anchors(centre_id(self.name), unsettled=True):
+            if self.index.settlement(anchor.epoch) is None:
+                continue  # settleLate waits for the epoch's own settlement (the rounds above send it)
+            if self.dispute_window is not None and self.index.now() <= anchor.anchored_at + 2 * self.dispute_window:
+                continue  # its records may still be disputed or answered
+            item = self.outbox.enqueue("settle_late", f"settle_late:{anchor.epoch}", {"epoch": anchor.epoch})
+            # one that reverted earlier (a block too soon, say) is asked again; a done one waits for the index
+            queued |= self.outbox.retry(item).status == "pending"
+        if queued:
+            self.flush()
 
     def _settle_if_ready(self, epoch: int) -> None:
         if self.index.settlement(epoch) is None and self.settleable(epoch):
@@ -208,6 +309,8 @@ class EpochCloser:
     def audit_view(self, epoch: int) -> dict:
         """What the chain says of `epoch`, from the local index: claims per home, disputes, nets."""
         check_epoch(epoch)
+        if self.index.reachable is False:  # known down: answer at once, not after a timeout per request
+            raise ChainUnavailable(f"the last sync could not reach it (index at block {self.index.last_block})")
         self.index.sync()
         anchors = {
             centre_name(a.centre): {
@@ -221,6 +324,8 @@ class EpochCloser:
                 "decision_root": to_hex(a.decision_root),
                 "decision_count": a.decision_count,
                 "tx": a.tx_hash,
+                "late": a.late,  # after the anchor deadline or the settlement: not netted, paid by settleLate
+                "late_settled": a.late_settled,
             }
             for a in self.index.anchors(epoch)
         }
@@ -247,6 +352,18 @@ class EpochCloser:
             if settlement
             else [],
             "shortfalls": {centre_name(d): u for d, u in self.index.shortfalls(epoch).items()},
+            "late_settlements": [  # each late anchor's own settlement, beside the epoch's
+                {
+                    "centre": centre_name(late.centre),
+                    "net_positions": {centre_name(c): n for c, n in late.net.items()},
+                    "transfers": [
+                        {"from": centre_name(f), "to": centre_name(t), "amount": a} for f, t, a in late.transfers
+                    ],
+                    "shortfalls": {centre_name(d): u for d, u in late.shortfalls.items()},
+                    "tx": late.tx_hash,
+                }
+                for late in self.index.late_settlements(epoch)
+            ],
         }
 
     def records(self, epoch: int) -> list[dict]:

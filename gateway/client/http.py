@@ -64,6 +64,10 @@ class UnreadableAnswer(GatewayUnreachable):
     nested deeper than any answer of the API. Nothing of it is used: as if the gateway had not answered."""
 
 
+class AnchorPending(TimeoutError):
+    """An epoch was closed but its anchor did not reach the chain in the time waited: it waits in the outbox."""
+
+
 class BadAnswer(ValueError):
     """The gateway answered, but not as its API says: pages of a decision log that do not make one log."""
 
@@ -351,8 +355,39 @@ class GatewayClient:
                 raise TimeoutError(f"job {job_id} still {view['status']} after {timeout:.0f} s")
             time.sleep(interval)
 
-    def close_epoch(self, operator_key: str, epoch: int | None = None) -> dict:
-        """Close the open epoch; naming `epoch` makes the call safe to retry."""
+    def close_epoch(
+        self,
+        operator_key: str,
+        epoch: int | None = None,
+        wait: bool = True,
+        *,
+        anchor_timeout: float = 300.0,
+        poll: float = 0.1,
+    ) -> dict:
+        """Close the open epoch; naming `epoch` makes the call safe to retry.
+
+        The gateway answers at once (202) with the closure, its anchor queued. With `wait`
+        this asks again, naming the epoch, until the closure shows `anchored` (the chain has
+        it), and raises AnchorPending past `anchor_timeout` seconds; without, it returns the
+        first answer (`anchored` false while the anchor waits in the outbox).
+        """
+        closure = self._close(operator_key, epoch)
+        deadline = time.monotonic() + anchor_timeout
+        while wait and not closure.get("anchored"):
+            if time.monotonic() > deadline:
+                raise AnchorPending(
+                    f"epoch {closure.get('epoch')} is closed at {self.url} but its anchor is not on chain after "
+                    f"{anchor_timeout:g} s: it waits in the gateway's outbox (is its chain node up?)"
+                )
+            time.sleep(poll)
+            try:
+                closure = self._close(operator_key, int(closure["epoch"]))
+            except GatewayRefused as exc:
+                if exc.status != 503:
+                    raise  # a chain node briefly down answers 503: keep waiting for the anchor
+        return closure
+
+    def _close(self, operator_key: str, epoch: int | None) -> dict:
         body = {"epoch": epoch} if epoch is not None else None
         return self._call("POST", "/v1/epochs/close", json=body, headers={"X-Operator-Key": operator_key})
 

@@ -39,7 +39,9 @@ from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
+from ledger.ids import centre_id
 from ledger.index import EventIndex
+from ledger.netting import former_participants
 from ledger.outbox import Outbox
 from ledger.payment import Grant, Order
 from ledger.primitives.files import write_private
@@ -70,11 +72,13 @@ def build_node(
     executor: Executor | None = None,
     chain_confirmations: int = 0,
     allocations: Mapping[str, int] | None = None,
+    epoch_every: int = 0,
 ) -> CentreNode:
     """A centre's node, not started: `CentreNode.start` checks the policy files against the chain first.
 
     `schema_file` is the Cedar schema published with the policy, if any; `auditors` are the chain
     accounts that may read the whole decision log of an epoch (the only ones: members are not let in as such).
+    `epoch_every` (seconds) closes the open epoch on that schedule in housekeeping; 0 closes it only when asked.
     """
     if deployment.identity_registry is None:
         raise ValueError(
@@ -86,7 +90,7 @@ def build_node(
     index = EventIndex(data_dir / "index.db", chain, deployment, confirmations=chain_confirmations)
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
-    _register_chain_writes(outbox, chain, deployment, account)
+    _register_chain_writes(outbox, chain, deployment, account, index, name=name)
     domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
     dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
     booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
@@ -131,8 +135,10 @@ def build_node(
             outbox,
             index,
             domain_for(deployment),
-            settleable=lambda epoch: settleable(index, epoch, dispute_window),
+            settleable=lambda epoch: settleable(index, epoch, dispute_window, deployment.anchor_window),
             booking_delay=booking_delay,
+            every=epoch_every,
+            dispute_window=dispute_window,
         ),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
@@ -174,7 +180,8 @@ def build_node(
 def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> CentreNode:
     """A node for `xcentre gateway`: everything named by the centre's configuration file."""
     executor = job_executor(config)  # first: a centre that cannot sandbox its jobs does not start
-    chain = chain or connect(config.chain_url)
+    # a node that does not answer yet is no reason not to start: the gateway serves from its index
+    chain = chain or connect(config.chain_url, require_node=False)
     return build_node(
         name=config.centre,
         chain=chain,
@@ -198,10 +205,11 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         executor=executor,
         chain_confirmations=config.chain_confirmations,
         allocations=config.allocations,
+        epoch_every=config.epochs.every,
     )
 
 
-def settleable(index: EventIndex, epoch: int, dispute_window: int) -> bool:
+def settleable(index: EventIndex, epoch: int, dispute_window: int, anchor_window: int | None = None) -> bool:
     """Whether `epoch` may settle now, judged from the index and the clock (no chain read per round).
 
     UsageLedger.settleable's rule: every active member anchored and both windows (disputes, then
@@ -210,9 +218,20 @@ def settleable(index: EventIndex, epoch: int, dispute_window: int) -> bool:
     reverts it, and the next round asks again.
     """
     anchors = index.anchors(epoch)
-    if not {m.id for m in index.members()} <= {a.centre for a in anchors}:
+    if not anchors:
         return False
-    return index.now() > max(a.anchored_at for a in anchors) + 2 * dispute_window
+    members = {m.id for m in index.members()}
+    # After the anchor deadline the epoch settles without the silent members, and later anchors
+    # are late: paid by settleLate, not waited for here. The chain's deadline counts from its
+    # Consortium.anchorQuorum-th anchor (quorum and membership of that time): first anchor +
+    # anchor_window is never later, so this guess only asks too early, and the chain says no.
+    deadline = None if anchor_window is None else min(a.anchored_at for a in anchors) + anchor_window
+    on_time = [
+        a.anchored_at for a in anchors if a.centre in members and (deadline is None or a.anchored_at <= deadline)
+    ]
+    if index.now() <= max(on_time, default=0) + 2 * dispute_window:
+        return False
+    return members <= {a.centre for a in anchors} or (deadline is not None and index.now() > deadline)
 
 
 def _or_chain(value: int | None, view: ContractFunction) -> int:
@@ -247,6 +266,7 @@ def local_executor(config: GatewayConfig) -> LocalExecutor:
         uids=config.job_uids,
         cpus=config.job_cpus,
         hide=(config.data_dir, config.chain_key_file, config.token_key_file, config.issuer_key_file),
+        retention=config.job_folder_retention,
     )
 
 
@@ -275,14 +295,27 @@ class AnchorNotYet(RuntimeError):
     """An anchor the chain refuses for now (not a revert the outbox gives up on)."""
 
 
-def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment, account: LocalAccount) -> None:
+def _register_chain_writes(
+    outbox: Outbox,
+    chain: Chain,
+    deployment: Deployment,
+    account: LocalAccount,
+    index: EventIndex | None = None,
+    *,
+    name: str | None = None,
+) -> None:
     """The chain writes a gateway makes, each safe to repeat after a crash.
 
     A revert that means "this was already done" (a retry after a crash between
     mining and marking the item done) completes the item instead of failing it.
     """
     contracts = bind(chain, deployment, named=True)
-    me = contracts.consortium.functions.idOf(account.address).call()
+
+    known = centre_id(name) if name is not None else None
+
+    def me() -> bytes:  # the centre's id is its name's (ledger.ids): no chain read while a gateway is built
+        return known if known is not None else bytes(chain.call(contracts.consortium.functions.idOf(account.address)))
+
     if contracts.identity_registry is None:  # build_node refuses such a deployment first
         raise ValueError("the deployment has no IdentityRegistry")
     registry = contracts.identity_registry.functions
@@ -307,7 +340,9 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         )
         try:
             return send(
-                fn, "AlreadyAnchored", lambda: contracts.usage_ledger.functions.anchorOf(me, p["epoch"]).call().anchored
+                fn,
+                "AlreadyAnchored",
+                lambda: contracts.usage_ledger.functions.anchorOf(me(), p["epoch"]).call().anchored,
             )
         except ChainRevert as exc:
             if exc.reason in ANCHOR_LATER:  # kept pending: the outbox sends it again next round
@@ -315,7 +350,22 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
             raise
 
     def settle(p: dict) -> str | None:
-        return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
+        try:
+            return send(contracts.settlement.functions.settle(p["epoch"]), "AlreadySettled")
+        except ChainRevert as exc:
+            if exc.reason != "FormerParticipants" or index is None:
+                raise
+        # a centre the epoch's claims name left since: name every such one (the chain checks the list)
+        window = int(contracts.settlement.functions.anchorWindow().call())
+        deadline = int(contracts.usage_ledger.functions.anchorDeadline(p["epoch"]).call())  # the chain's clock
+        anchors = [(a.centre, a.anchored_at, list(a.homes)) for a in index.anchors(p["epoch"])]
+        formers = former_participants(anchors, [m.id for m in index.members()], window, deadline=deadline)
+        return send(contracts.settlement.functions.settleWithout(p["epoch"], formers), "AlreadySettled")
+
+    # Only this centre's own late anchor: "already late-settled" means paid (by this write landing before a
+    # crash, or by anyone else: settleLate is open to all), never paid twice.
+    def settle_late(p: dict) -> str | None:
+        return send(contracts.settlement.functions.settleLate(p["epoch"], me()), "LateAlreadySettled")
 
     # A dispute or an answer goes on chain only when something is wrong: never per job.
     def dispute(p: dict) -> str | None:
@@ -355,7 +405,7 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
         return send(
             registry.setIssuerKey(pk, p["previous_valid_until"]),
             "KeyAlreadyUsed",
-            lambda: any(k.pk == pk and k.validUntil == 0 for k in registry.issuerKeys(me).call()),
+            lambda: any(k.pk == pk and k.validUntil == 0 for k in registry.issuerKeys(me()).call()),
         )
 
     # An enrolment id is scoped to its home on chain, so "already enrolled" and "already
@@ -366,7 +416,7 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     def revoke(p: dict) -> str | None:
         enrolment = bytes32(p["enrolment"])
         # its enrol write may still wait behind a chain outage
-        if not registry.enrolment(me, enrolment).call().enrolled:
+        if not registry.enrolment(me(), enrolment).call().enrolled:
             send(registry.enrol(enrolment), "AlreadyEnrolled")
         return send(registry.revoke(enrolment), "AlreadyRevoked")
 
@@ -387,6 +437,7 @@ def _register_chain_writes(outbox: Outbox, chain: Chain, deployment: Deployment,
     for kind, handler in (
         ("anchor", anchor),
         ("settle", settle),
+        ("settle_late", settle_late),
         ("dispute", dispute),
         ("answer", answer),
         ("duplicate", duplicate),

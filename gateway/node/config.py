@@ -112,6 +112,36 @@ def _int(low: int, high: int, default: Any) -> Any:
     return Field(default, ge=low, le=high, strict=True, description=f"an integer from {low} to {high}")
 
 
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400}
+_DURATION = re.compile(r"\s*(\d+)\s*([smhd]?)\s*")
+LOG_FORMATS = ("text", "json")
+
+
+def _seconds(value: Any) -> Any:
+    """A duration: whole seconds, or a string such as "90s", "30m", "1h", "1d"."""
+    if isinstance(value, str):
+        found = _DURATION.fullmatch(value)
+        if found is None:
+            raise ValueError("refused")
+        return int(found[1]) * _UNITS[found[2] or "s"]
+    return value
+
+
+Seconds = Annotated[int, BeforeValidator(_seconds), Field(ge=0, le=366 * 86_400, strict=True)]
+
+
+class EpochSchedule(BaseModel):
+    """`[epochs]`: when housekeeping closes the open epoch by itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    every: Seconds = Field(
+        0,
+        description='seconds between closes (an integer, or "90s", "30m", "1h", "1d"), up to 366 days; '
+        "0 closes epochs only when an operator asks (`xcentre epoch close`)",
+    )
+
+
 class GatewayConfig(BaseModel):
     """A centre's settings: from load_config, or made in code with the same checks (paths from the working folder)."""
 
@@ -154,6 +184,8 @@ class GatewayConfig(BaseModel):
         DEFAULT_JOB_UIDS, description="[first, last], numeric uids with 1 <= first <= last <= 4294967294"
     )
     job_cpus: int | None = _int(1, 1_000_000, None)
+    job_folder_retention: int = _int(0, 365 * 24 * 3600, 86_400)
+    """Seconds a finished job's folder (its stdout, stderr, launcher result) is kept once the job is stored; 0: none."""
     executor: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in EXECUTORS))] = Field(
         "local", description="'local' or 'slurm'"
     )
@@ -162,6 +194,13 @@ class GatewayConfig(BaseModel):
         None, description="a Slurm partition name (letters, digits, _ . -)"
     )
     chain_confirmations: int = _int(0, 10_000, 0)
+    epochs: EpochSchedule = Field(
+        EpochSchedule(every=0),
+        description='a table: [epochs] every = seconds or "1h" between scheduled closes (0 or absent: manual only)',
+    )
+    log_format: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in LOG_FORMATS))] = Field(
+        "text", description="'text' or 'json' (one JSON object per line)"
+    )
     allocations: Allocations = Field(
         default_factory=dict,
         description=f"a table of LDAP group = amount (an integer from 0 to {MAX_ALLOCATION}): each project's credit",
@@ -231,6 +270,8 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
             together.append(str(e.get("ctx", {}).get("error", e["msg"])))
         elif e["type"] == "missing" and len(loc) == 1:
             missing.append(str(loc[0]))
+        elif loc[0] == "epochs" and len(loc) > 1:
+            wrong.setdefault(f"epochs.{loc[1]}", _wrong_epochs(str(loc[1]), raw.get("epochs")))
         elif e["type"] == "extra_forbidden":
             unknown.append(str(loc[0]))
         elif loc[0] == "allocations":
@@ -243,6 +284,14 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
     if unknown:
         return f"unknown setting(s): {', '.join(sorted(unknown))}"
     return "; ".join([*wrong.values(), *together])
+
+
+def _wrong_epochs(name: str, table: Any) -> str:
+    field = EpochSchedule.model_fields.get(name)
+    if field is None:
+        return f"epochs.{name} is not a setting: [epochs] takes only `every`"
+    got = table.get(name) if isinstance(table, dict) else None
+    return f"epochs.{name} must be {field.description}, got {got!r}"
 
 
 def _wrong_allocation(error: Any, table: Any) -> str:

@@ -6,9 +6,10 @@ ABIs and applies them in (block, log index) order to SQLite tables: members (cur
 state), every published rates version and policy version of every member, proposals and
 votes, anchors with their decision-log roots and their claims per home (voided or
 standing), disputes and keys revealed in answers, members' collateral, settlements with
-their transfers and shortfalls, and from the IdentityRegistry the issuer keys with their
-validity windows, key proposals and votes, enrolments and each home's revocation epochs with
-the block time each began (so the epoch in force at any time can be read).
+their transfers and shortfalls, late anchors and their own settlements (kept apart from
+their epoch's), and from the IdentityRegistry the issuer keys with their validity windows,
+key proposals and votes, enrolments and each home's revocation epochs with the block time
+each began (so the epoch in force at any time can be read).
 
     schema.py        the tables and the file's bookkeeping (deployment, last block)
     rows.py          the typed rows queries return (MemberInfo, AnchorInfo, …)
@@ -27,6 +28,7 @@ from ledger.index.rows import (
     EnrolmentInfo,
     IssuerKeyInfo,
     KeyProposalInfo,
+    LateSettlementInfo,
     MemberInfo,
     PolicyInfo,
     ProposalInfo,
@@ -47,6 +49,7 @@ __all__ = [
     "IndexMismatch",
     "IssuerKeyInfo",
     "KeyProposalInfo",
+    "LateSettlementInfo",
     "MemberInfo",
     "PolicyInfo",
     "ProposalInfo",

@@ -63,6 +63,22 @@ class EventIndex(IndexQueries):
         return self._sync.last_block
 
     @property
+    def head_seen(self) -> int | None:
+        """The chain's head at the last sync that reached the node (None before one did)."""
+        return self._sync.head_seen
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last sync reached the chain node (None before any sync was tried)."""
+        return self._sync.reachable
+
+    @property
+    def lag(self) -> int | None:
+        """Blocks the index is behind the head last seen (None before the node was ever reached)."""
+        head = self._sync.head_seen
+        return None if head is None else max(0, head - self.last_block)
+
+    @property
     def last_error(self) -> BaseException | None:
         """What the follower's last round failed with; None after a round that succeeded."""
         return self._follower.last_error

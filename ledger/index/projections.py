@@ -185,6 +185,14 @@ def _epoch_anchored(db: sqlite3.Connection, ev: Event) -> None:
         )
 
 
+def _anchored_late(db: sqlite3.Connection, ev: Event) -> None:
+    """The anchor just indexed (its EpochAnchored comes first, in the same transaction) is late: its
+    claims are out of the epoch's netting and wait for `Settlement.settleLate`."""
+    a = ev.args
+    row = {"centre": bytes(a["centre"]), "epoch": int(a["epoch"]), "block": ev.block, "log_index": ev.log_index}
+    _insert(db, "late_anchors", {**row, "tx_hash": ev.tx_hash})
+
+
 def _disputed(db: sqlite3.Connection, ev: Event) -> None:
     a = ev.args
     _insert(
@@ -305,11 +313,18 @@ def _epoch_settled(db: sqlite3.Connection, ev: Event) -> None:
         )
 
 
+def _settled_already(db: sqlite3.Connection, epoch: int) -> bool:
+    """Whether `epoch`'s own settlement is indexed. Settle emits its transfers and shortfalls before its
+    EpochSettled, and settleLate runs only on a settled epoch: so one seen after it is a late settlement's."""
+    return db.execute("SELECT 1 FROM settlements WHERE epoch = :epoch", {"epoch": epoch}).fetchone() is not None
+
+
 def _settlement_transfer(db: sqlite3.Connection, ev: Event) -> None:
+    """A transfer of an epoch's settlement, or of a late anchor's (kept apart: its payee is that anchor's centre)."""
     a = ev.args
     _insert(
         db,
-        "transfers",
+        "late_transfers" if _settled_already(db, int(a["epoch"])) else "transfers",
         {
             "epoch": int(a["epoch"]),
             "block": ev.block,
@@ -328,9 +343,33 @@ def _settlement_transfer(db: sqlite3.Connection, ev: Event) -> None:
 
 
 def _shortfall(db: sqlite3.Connection, ev: Event) -> None:
+    """A debtor short of collateral: at the epoch's settlement, or at a late anchor's (kept apart, so
+    neither overwrites the other; its creditor is named by the LateClaimsSettled that follows)."""
     a = ev.args
-    row = {"epoch": int(a["epoch"]), "debtor": bytes(a["debtor"]), "unpaid": str(int(a["unpaid"]))}
-    _insert(db, "shortfalls", row)
+    epoch = int(a["epoch"])
+    row = {"epoch": epoch, "debtor": bytes(a["debtor"]), "unpaid": str(int(a["unpaid"]))}
+    if not _settled_already(db, epoch):
+        _insert(db, "shortfalls", row)
+        return
+    _insert(db, "late_shortfalls", {**row, "block": ev.block, "log_index": ev.log_index, "creditor": None})
+
+
+def _late_claims_settled(db: sqlite3.Connection, ev: Event) -> None:
+    """A late anchor's claims paid: what moved for its centre and each home, after its transfers and shortfalls."""
+    a = ev.args
+    epoch, creditor = int(a["epoch"]), bytes(a["centre"])
+    row = {"epoch": epoch, "centre": creditor, "tx_hash": ev.tx_hash, "block": ev.block, "log_index": ev.log_index}
+    _insert(db, "late_settlements", row)
+    for position, (centre, net) in enumerate(zip(a["centres"], a["net"], strict=True)):
+        _insert(
+            db,
+            "late_net_positions",
+            {"epoch": epoch, "creditor": creditor, "centre": bytes(centre), "position": position, "net": str(int(net))},
+        )
+    db.execute(
+        "UPDATE late_shortfalls SET creditor = :creditor WHERE epoch = :epoch AND creditor IS NULL",
+        {"creditor": creditor, "epoch": epoch},
+    )
 
 
 # -- IdentityRegistry ------------------------------------------------------------
@@ -448,12 +487,16 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
         "PolicyPublished": _policy_published,
         "ProposalCreated": _proposal_created,
         **_governance("votes", "proposals"),
+        "QuorumChanged": _nothing,  # read from the contract (quorum()) when needed
+        "MemberFunded": _nothing,  # the credit minted is an ERC-20 balance, not collateral
+        "CreditSet": _nothing,  # deployment wiring, like SettlementSet
     },
     "UsageLedger": {
         "EpochAnchored": _epoch_anchored,
         "Disputed": _disputed,
         "DisputeAnswered": _dispute_answered,
         "ClaimVoided": _claim_voided,
+        "AnchoredLate": _anchored_late,
         "SettlementSet": _nothing,  # deployment wiring: the Settlement address is in the deployment already
         "EIP712DomainChanged": _nothing,  # OpenZeppelin's EIP712: never emitted by this contract
     },
@@ -467,6 +510,7 @@ PROJECTIONS: dict[str, dict[str, Handler]] = {
         "EpochSettled": _epoch_settled,
         "SettlementTransfer": _settlement_transfer,
         "Shortfall": _shortfall,
+        "LateClaimsSettled": _late_claims_settled,
     },
     "IdentityRegistry": {
         "IssuerKeySet": _issuer_key_set,

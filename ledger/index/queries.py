@@ -33,6 +33,7 @@ from ledger.index.rows import (
     EnrolmentInfo,
     IssuerKeyInfo,
     KeyProposalInfo,
+    LateSettlementInfo,
     MemberInfo,
     PolicyInfo,
     ProposalInfo,
@@ -52,7 +53,13 @@ LEFT JOIN rates AS r ON r.centre = m.id AND r.version = (
 
 _RATES = "SELECT centre, version, effective_from, per_cpu_second, per_gpu_second, per_gib_hour, block FROM rates"
 _POLICIES = "SELECT centre, version, policy_hash, schema_hash, published_at FROM policies"
-_ANCHORS = "SELECT centre, epoch, record_count, anchored_at, tx_hash, block, decision_root, decision_count FROM anchors"
+_ANCHORS = """
+SELECT centre, epoch, record_count, anchored_at, tx_hash, block, decision_root, decision_count,
+       EXISTS (SELECT 1 FROM late_anchors AS l WHERE l.epoch = anchors.epoch AND l.centre = anchors.centre) AS late,
+       EXISTS (SELECT 1 FROM late_settlements AS l WHERE l.epoch = anchors.epoch AND l.centre = anchors.centre)
+           AS late_settled
+FROM anchors
+"""
 _CLAIMS = """
 SELECT c.creditor, c.debtor, c.epoch, c.root, c.count, c.amount, c.voided, a.anchored_at
 FROM claims AS c JOIN anchors AS a ON a.centre = c.creditor AND a.epoch = c.epoch
@@ -228,9 +235,31 @@ class IndexQueries:
                 block=int(r["block"]),
                 decision_root=bytes(r["decision_root"] or bytes(32)),
                 decision_count=int(r["decision_count"]),
+                late=bool(r["late"]),
+                late_settled=bool(r["late_settled"]),
             )
             for r in rows
         ]
+
+    def late_anchors(self, centre: bytes | str | None = None, *, unsettled: bool = False) -> list[AnchorInfo]:
+        """Late anchors (of one centre, or all) in chain order; only those not late-settled yet if `unsettled`."""
+        clauses: list[str] = []
+        params: dict[str, Any] = {}
+        if centre is not None:
+            key = _centre_key(centre)
+            if key is None:
+                return []
+            clauses.append("l.centre = :centre")
+            params["centre"] = key
+        if unsettled:
+            clauses.append(
+                "NOT EXISTS (SELECT 1 FROM late_settlements AS s WHERE s.epoch = l.epoch AND s.centre = l.centre)"
+            )
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self._all(
+            "SELECT l.centre, l.epoch FROM late_anchors AS l" + where + " ORDER BY l.block, l.log_index", params
+        )
+        return [a for r in rows for a in self._anchors(int(r["epoch"]), bytes(r["centre"]))]
 
     def claims_on(self, home: bytes | str, epoch: int | None = None) -> list[ClaimInfo]:
         """Other centres' claims on `home` (of one epoch, or all), voided ones included, in chain order."""
@@ -295,7 +324,8 @@ class IndexQueries:
         )
 
     def shortfalls(self, epoch: int) -> dict[bytes, int]:
-        """What each debtor of a settled epoch could not pay from its collateral."""
+        """What each debtor of a settled epoch could not pay from its collateral at the epoch's own
+        settlement (a late anchor's are in `late_settlements`)."""
         rows = self._all("SELECT debtor, unpaid FROM shortfalls WHERE epoch = :epoch", {"epoch": int(epoch)})
         return {bytes(r["debtor"]): int(r["unpaid"]) for r in rows}
 
@@ -319,6 +349,47 @@ class IndexQueries:
             tx_hash=row["tx_hash"],
             block=int(row["block"]),
         )
+
+    def late_settlements(self, epoch: int) -> list[LateSettlementInfo]:
+        """The late anchors of `epoch` paid so far by `Settlement.settleLate`, in chain order."""
+        params = {"epoch": int(epoch)}
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT centre, tx_hash, block FROM late_settlements WHERE epoch = :epoch ORDER BY block, log_index",
+                params,
+            ).fetchall()
+            net = self._db.execute(
+                "SELECT creditor, centre, net FROM late_net_positions WHERE epoch = :epoch ORDER BY creditor, position",
+                params,
+            ).fetchall()
+            transfers = self._db.execute(
+                "SELECT debtor, creditor, amount FROM late_transfers WHERE epoch = :epoch ORDER BY block, log_index",
+                params,
+            ).fetchall()
+            short = self._db.execute(
+                "SELECT creditor, debtor, unpaid FROM late_shortfalls"
+                " WHERE epoch = :epoch AND creditor IS NOT NULL ORDER BY block, log_index",
+                params,
+            ).fetchall()
+        out = []
+        for r in rows:
+            centre = bytes(r["centre"])
+            out.append(
+                LateSettlementInfo(
+                    epoch=int(epoch),
+                    centre=centre,
+                    net={bytes(n["centre"]): int(n["net"]) for n in net if bytes(n["creditor"]) == centre},
+                    transfers=[
+                        (bytes(t["debtor"]), bytes(t["creditor"]), int(t["amount"]))
+                        for t in transfers
+                        if bytes(t["creditor"]) == centre
+                    ],
+                    shortfalls={bytes(x["debtor"]): int(x["unpaid"]) for x in short if bytes(x["creditor"]) == centre},
+                    tx_hash=r["tx_hash"],
+                    block=int(r["block"]),
+                )
+            )
+        return out
 
     # -- governance -------------------------------------------------------------
 

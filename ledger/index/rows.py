@@ -73,6 +73,8 @@ class AnchorInfo:
     block: int
     decision_root: bytes = bytes(32)  # Merkle root of the centre's decision log of the epoch (zero: none)
     decision_count: int = 0  # entries in that log
+    late: bool = False  # AnchoredLate: after the anchor deadline or the settlement, paid by settleLate, not netted
+    late_settled: bool = False  # its LateClaimsSettled is indexed
 
     @property
     def claims(self) -> dict[bytes, int]:
@@ -123,11 +125,24 @@ class SettlementInfo:
 
 
 @dataclass(frozen=True)
+class LateSettlementInfo:
+    """A late anchor's claims paid by `Settlement.settleLate`, apart from its epoch's settlement."""
+
+    epoch: int
+    centre: bytes  # the late anchor's centre, the only creditor
+    net: dict[bytes, int]  # centre id -> what its collateral moved, `centre` first, then the homes that paid
+    transfers: list[tuple[bytes, bytes, int]]  # (debtor, centre, amount) in order
+    shortfalls: dict[bytes, int]  # debtor -> what it could not pay of its claim
+    tx_hash: str
+    block: int
+
+
+@dataclass(frozen=True)
 class ProposalInfo:
     """A governance proposal and who voted for it."""
 
     id: int
-    action: int  # 0 admit, 1 remove
+    action: int  # 0 admit, 1 remove, 2 set quorum, 3 fund
     member_id: bytes
     proposer: bytes
     voters: list[bytes] = field(default_factory=list)

@@ -242,11 +242,73 @@ WHERE revoked = 1 AND revocation_epoch IS NOT NULL AND revoked_block IS NOT NULL
 force at a week's start can be read (group credentials carry it). Revocations indexed before the step get their
 block's time from the chain at the next sync (sync.ChainSync)."""
 
+_V5_LATE_CLAIMS = """
+CREATE TABLE IF NOT EXISTS late_anchors (
+    centre    BLOB    NOT NULL,
+    epoch     INTEGER NOT NULL,
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    tx_hash   TEXT    NOT NULL,
+    PRIMARY KEY (centre, epoch)
+);
+INSERT OR IGNORE INTO late_anchors (centre, epoch, block, log_index, tx_hash)
+SELECT a.centre, a.epoch, a.block, a.log_index, a.tx_hash FROM anchors AS a WHERE EXISTS (
+    SELECT 1 FROM events AS e
+    WHERE e.contract = 'UsageLedger' AND e.event = 'AnchoredLate' AND e.tx_hash = a.tx_hash
+);
+CREATE TABLE IF NOT EXISTS late_transfers (
+    epoch     INTEGER NOT NULL,
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    debtor    BLOB    NOT NULL,
+    creditor  BLOB    NOT NULL,  -- the late anchor's centre: settleLate pays no one else
+    amount    TEXT    NOT NULL,
+    tx_hash   TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+INSERT OR IGNORE INTO late_transfers (epoch, block, log_index, debtor, creditor, amount, tx_hash)
+SELECT t.epoch, t.block, t.log_index, t.debtor, t.creditor, t.amount, t.tx_hash FROM transfers AS t
+WHERE t.tx_hash != (SELECT s.tx_hash FROM settlements AS s WHERE s.epoch = t.epoch);
+DELETE FROM transfers WHERE tx_hash != (SELECT s.tx_hash FROM settlements AS s WHERE s.epoch = transfers.epoch);
+CREATE TABLE IF NOT EXISTS late_settlements (
+    epoch     INTEGER NOT NULL,
+    centre    BLOB    NOT NULL,  -- the late anchor's centre, its only creditor
+    tx_hash   TEXT    NOT NULL,
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    PRIMARY KEY (epoch, centre)
+);
+CREATE TABLE IF NOT EXISTS late_net_positions (
+    epoch    INTEGER NOT NULL,
+    creditor BLOB    NOT NULL,  -- the late anchor's centre
+    centre   BLOB    NOT NULL,
+    position INTEGER NOT NULL,
+    net      TEXT    NOT NULL,
+    PRIMARY KEY (epoch, creditor, centre)
+);
+CREATE TABLE IF NOT EXISTS late_shortfalls (
+    block     INTEGER NOT NULL,
+    log_index INTEGER NOT NULL,
+    epoch     INTEGER NOT NULL,
+    creditor  BLOB,              -- NULL until the LateClaimsSettled after it in its transaction names it
+    debtor    BLOB    NOT NULL,
+    unpaid    TEXT    NOT NULL,
+    PRIMARY KEY (block, log_index)
+);
+CREATE INDEX IF NOT EXISTS late_shortfalls_epoch ON late_shortfalls (epoch, creditor);
+"""
+"""Late anchors (`AnchoredLate`: after the epoch's anchor deadline or settlement) and their own settlements
+(`Settlement.settleLate`): what moved, the transfers and the shortfalls, in tables of their own so that the
+epoch's settlement keeps only its own and neither overwrites the other. Late anchors and transfers indexed
+before the step are moved from the events kept; a late settlement indexed before it is not projected (no
+release indexed one). Every statement may run again."""
+
 MIGRATIONS = [
     Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
     Migration(2, "claims per home with sum-tree roots, disputes, revealed keys, collateral", _V2_FAIR_PAYMENT),
     Migration(3, "policy versions, decision-log roots of anchors", _V3_DECISIONS),
     Migration(4, "each revocation epoch with its block time", _V4_REVOCATIONS),
+    Migration(5, "late anchors and their settlements, apart from the epoch's", _V5_LATE_CLAIMS),
 ]
 
 # meta keys

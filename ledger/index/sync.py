@@ -8,7 +8,9 @@ index on the same file resumes where the last one stopped.
 
 The stored block hash also guards against pointing an old index file at another chain
 that reuses the same addresses (a fresh embedded chain does): that raises IndexMismatch
-instead of silently mixing two histories. Chain reorganisations are not followed; use
+instead of silently mixing two histories. Only a chain that answers can mismatch: a node
+that does not answer raises `ledger.chain.ChainUnavailable`, and the index keeps serving
+what it holds until a later sync reaches the node. Chain reorganisations are not followed; use
 `confirmations` on chains without instant finality (Besu QBFT and anvil/eth-tester are
 final at once).
 """
@@ -26,7 +28,7 @@ from eth_typing import ChecksumAddress
 from eth_utils import to_checksum_address
 from hexbytes import HexBytes
 
-from ledger.chain import Chain
+from ledger.chain import Chain, ChainUnavailable
 from ledger.db import transaction
 from ledger.deploy import Deployment, bind
 from ledger.index import schema
@@ -137,6 +139,8 @@ class ChainSync:
         self.path = path
         self.window = window
         self.confirmations = confirmations
+        self.head_seen: int | None = None  # the chain's head at the last sync that reached the node
+        self.reachable: bool | None = None  # whether the last sync reached the node (None: none tried yet)
         self._claim_file()
 
     def _claim_file(self) -> None:
@@ -166,18 +170,27 @@ class ChainSync:
     def sync(self) -> int:
         """Indexes every new event up to the head (minus confirmations); returns how many."""
         with self._sync_lock:
-            last = self.last_block
-            self._check_history(last)
-            self._fill_revocation_times()
-            head = self.reader.head() - self.confirmations
-            applied = 0
-            start = last + 1
-            while start <= head:
-                end = min(start + self.window - 1, head)
-                events = self.reader.events(start, end)
-                applied += self._apply_window(events, self.reader.block(end))
-                start = end + 1
-            return applied
+            try:
+                return self._sync()
+            except ChainUnavailable:
+                self.reachable = False
+                raise
+
+    def _sync(self) -> int:
+        last = self.last_block
+        self._check_history(last)
+        self._fill_revocation_times()
+        self.head_seen = self.reader.head()
+        self.reachable = True
+        head = self.head_seen - self.confirmations
+        applied = 0
+        start = last + 1
+        while start <= head:
+            end = min(start + self.window - 1, head)
+            events = self.reader.events(start, end)
+            applied += self._apply_window(events, self.reader.block(end))
+            start = end + 1
+        return applied
 
     def _check_history(self, last: int) -> None:
         with self._lock:
@@ -186,7 +199,9 @@ class ChainSync:
             return
         try:
             actual = self.reader.block(last).hash
-        except Exception as exc:  # the chain is shorter than the index
+        except ChainUnavailable:
+            raise  # silence is no verdict on the chain's history: the next round asks again
+        except Exception as exc:  # the chain answers, and is shorter than the index
             raise IndexMismatch(f"{self.path} has indexed block {last}, which this chain does not have") from exc
         if actual != stored:
             raise IndexMismatch(f"{self.path} was built from another chain history (block {last} hash differs)")
