@@ -87,6 +87,8 @@ def test_a_store_written_by_version_1_opens_with_its_rows_intact(tmp_path: Path)
                 assert new.pop(column) is None
             assert new.pop("decision") is None  # accepted before decisions were logged (migration 8)
             assert new.pop("group_signature") is None and new.pop("group_signature_hash") is None  # signed on (9)
+            scope = old["principal"] if old["idempotency_key"] is not None else None
+            assert new.pop("idempotency_scope") == scope  # keys stay their principal's (10)
             url = old.pop("forwarded_url")
             if old["status"] == "forwarded":  # the one job forwarded before gateways stopped forwarding
                 assert (new.pop("status"), old.pop("status")) == ("failed", "forwarded")

@@ -389,7 +389,10 @@ def test_a_store_written_by_version_7_gains_the_decision_log_with_its_rows_intac
     with Store(path) as store:
         assert schema_version(store._db) == LATEST >= 8
         later = {"group_signature": None, "group_signature_hash": None}  # migration 9's columns
-        assert _rows(path, "jobs") == [j | {"decision": None} | later for j in jobs]  # accepted before the log
+        scoped = [{"idempotency_scope": j["principal"] if j["idempotency_key"] else None} for j in jobs]  # 10's
+        assert _rows(path, "jobs") == [
+            j | {"decision": None} | later | s for j, s in zip(jobs, scoped, strict=True)
+        ]  # accepted before the log
         assert _rows(path, "usage_records") == records and _rows(path, "epoch_homes") == homes
         assert _rows(path, "epochs") == [
             epochs[0] | {"decision_root": "00" * 32, "decision_count": 0},  # closed before the log: an empty one

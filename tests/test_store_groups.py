@@ -191,10 +191,11 @@ def test_a_store_written_by_version_8_gains_membership_with_its_rows_intact(tmp_
     assert schema_version(sqlite3.connect(path)) == 8 and len(before["jobs"]) == 3 and len(before["decisions"]) == 2
 
     with Store(path) as store:
-        assert schema_version(store._db) == LATEST == 9
+        assert schema_version(store._db) == LATEST >= 9
         after = {t: _rows(path, t) for t in tables}
         unsigned = {"group_signature": None, "group_signature_hash": None}  # signed on: no group signature
-        assert after["jobs"] == [j | unsigned for j in before["jobs"]]
+        scoped = [{"idempotency_scope": j["principal"] if j["idempotency_key"] else None} for j in before["jobs"]]
+        assert after["jobs"] == [j | unsigned | s for j, s in zip(before["jobs"], scoped, strict=True)]  # (10)
         assert after["holds"] == [h | unsigned for h in before["holds"]]
         assert {t: rows for t, rows in after.items() if t not in ("jobs", "holds")} == {
             t: rows for t, rows in before.items() if t not in ("jobs", "holds")

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from gateway.api.limits import MAX_BODY_BYTES
 from gateway.node.errors import (
     Conflict,
+    DiskFull,
     Forbidden,
     Invalid,
     Misdirected,
@@ -36,6 +37,7 @@ STATUS: dict[type[Refusal], int] = {
     Misdirected: 421,
     TooManyRequests: 429,
     Unavailable: 503,
+    DiskFull: 507,
 }
 
 
@@ -77,10 +79,12 @@ MEANINGS = {
     422: "the request does not match its schema (each field's problem is one reason); nothing was stored",
     429: "asked too often: nothing was evaluated or stored; try again after `Retry-After` seconds",
     503: "a dependency is unavailable (directory, chain) or a bound was reached: the same request may succeed later",
+    507: "the centre's data disk is full (reason `disk-full`): nothing was stored; the same request may succeed "
+    "once its operator frees space",
 }
 
-#: What any route may answer: the body limits refuse before a route runs.
-ALWAYS = (400, 413)
+#: What any route may answer: the body limits refuse before a route runs; a full data disk refuses any write.
+ALWAYS = (400, 413, 507)
 
 
 def responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:

@@ -330,6 +330,11 @@ class JobView(BaseModel):
     decision: str | None = Field(
         default=None, description="the id of the policy's allow that admitted the job (GET /v1/decisions/{id})"
     )
+    detail: str | None = Field(
+        default=None,
+        description="only for a job that was not billed (no record): why it ended so, e.g. interrupted at a "
+        "gateway restart before it finished, refunded",
+    )
 
 
 class ReceiptRequest(Strict):

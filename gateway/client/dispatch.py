@@ -33,6 +33,7 @@ project and its home.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeGuard
@@ -107,18 +108,28 @@ class GrantRefused(GatewayRefused):
     """The user's home would not grant the order (402: over the project's budget): no centre is tried further."""
 
 
+#: Seconds after which a submission no centre could take (some only unavailable) is worth trying again.
+RETRY_AFTER = 10
+
+
 class NoCentreAccepts(GatewayRefused):
     """Every candidate refused the job or could not take it now; reasons name each centre.
 
-    403 when every centre refused by policy, 503 when at least one was only unavailable
-    (trying again later may succeed). `decisions`: for each centre whose policy refused,
-    the id of the refusal's entry in its decision log (the user's proof of it).
+    403 only when every centre refused (by policy, or as a request it will not take); 503 when at
+    least one was unavailable or unreachable (trying again later may succeed: `retry_after`
+    seconds), with every centre's reason, refusals and unavailability alike. `decisions`: for
+    each centre whose policy refused, the id of the refusal's entry in its decision log.
     """
 
     def __init__(self, status: int, error: str, reasons: list[str], decisions: dict[str, str]) -> None:
         only = next(iter(decisions.values())) if len(decisions) == 1 else None
         super().__init__(status, error, reasons, decision=only)
         self.decisions = decisions
+        self.retry_after = RETRY_AFTER if status == 503 else None
+
+
+class StillUnanswered(GatewayUnreachable):
+    """A submission a centre took without answering is still unanswered; it stays pending in the wallet."""
 
 
 def submit_anywhere(
@@ -131,6 +142,7 @@ def submit_anywhere(
     transport: httpx.BaseTransport | None = None,
     keys: PaymentKeys | None = None,
     slack: int = ORDER_SLACK,
+    label: str | None = None,
 ) -> Submission:
     """Submit `job` at `centre`, or with "auto" at the best-ranked member that accepts it, paid by an order
     of a fresh account from `keys` (kept in memory when None) and its home's grant. The order must be
@@ -140,8 +152,18 @@ def submit_anywhere(
     domain, come from home; the rates version and maximum price an order names come from the centre
     itself (its quote), asked before home grants anything. A refusal by the home (402: over budget)
     stops the submission.
+
+    Before the job is sent to a centre, the wallet (`keys`) records where it goes: the idempotency key,
+    the centre, the order and its grant (and `label`, the caller's name for this submission). A
+    submission a centre took without answering stays pending there; called again with the same
+    idempotency key, this goes to that centre alone with the same order and key, so the job runs
+    once whatever the ranking says now (`resume`).
     """
     keys = keys if keys is not None else PaymentKeys()
+    if idempotency_key is not None:
+        pending = keys.pending(idempotency_key=idempotency_key)
+        if pending is not None:
+            return resume(pending[0], pending[1], job, sign_on, keys, transport=transport)
     resources = job.get("resources", {})
     with GatewayClient(sign_on.home_url, transport=transport) as home:
         known = home.consortium()
@@ -174,6 +196,14 @@ def submit_anywhere(
             quote = _quote(client, name, job, sign_on)  # refused here (403, 503): nothing granted, nothing held
             account = keys.new()
             paid = _granted(job, quote, account, sign_on, domain, keys, slack)
+            # where the job goes, before it goes: a retry after no answer goes there again, with this order
+            keys.note(
+                account.address,
+                centre=name,
+                paid=json.dumps(paid.fields()),
+                **({"idempotency_key": idempotency_key} if idempotency_key else {}),
+                **({"submission": label} if label else {}),
+            )
             view = sign_on.submit(client, job | {"centre": name} | paid.fields(), idempotency_key)
         except GrantRefused:
             client.close()
@@ -186,13 +216,18 @@ def submit_anywhere(
         except GatewayUnreachable as exc:
             client.close()
             if exc.sent and account is not None:  # past the grant: the submission may have reached the centre
-                again = "retry with the same idempotency key" if idempotency_key else "look for it there first"
+                again = (
+                    f"retry with the same idempotency key ({idempotency_key}): the wallet keeps the submission "
+                    f"and sends it to {name} again, with the same order"
+                    if idempotency_key
+                    else "look for it there first"
+                )
                 raise GatewayUnreachable(
                     f"{name} took the job but did not answer; it may be running there: {again}"
                 ) from None
             if account is not None:
                 keys.forget(account.address)
-            refusals.append(f"{name}: gateway unreachable")
+            refusals.append(f"{name}: unreachable, try again later ({exc})")
             unavailable = True
             continue
         except GatewayRefused as exc:
@@ -214,7 +249,77 @@ def submit_anywhere(
         if not client.token:  # no session there (anonymous): the order's account is the job's authority
             client.job_signer = job_signer(name, keys.account(paid.account))
         return Submission(name, view, client, paid, accounts[name], domain)
-    raise NoCentreAccepts(503 if unavailable else 403, "no member centre accepts this job", refusals, decisions)
+    if unavailable:
+        raise NoCentreAccepts(
+            503,
+            f"no member centre can take this job now (some are unavailable or unreachable): try again in "
+            f"{RETRY_AFTER} s or later",
+            refusals,
+            decisions,
+        )
+    raise NoCentreAccepts(403, "no member centre accepts this job", refusals, decisions)
+
+
+def resume(
+    address: str,
+    facts: dict[str, str],
+    job: dict,
+    sign_on: SignOn,
+    keys: PaymentKeys,
+    *,
+    transport: httpx.BaseTransport | None = None,
+) -> Submission:
+    """Send a pending submission (`keys.pending`) again: to the centre it went to, with its order, grant and
+    idempotency key, so that the centre answers with the job it took (or takes it now) and nothing runs
+    twice. StillUnanswered (it stays pending) when the centre again does not answer."""
+    name, key = facts["centre"], facts["idempotency_key"]
+    with GatewayClient(sign_on.home_url, transport=transport) as home:
+        known = home.consortium()
+    member = next((m for m in known["members"] if m["centre"] == name), None)
+    if member is None:
+        raise ValueError(f"the pending submission went to {name}, which is no longer a member; ask its operator")
+    domain = signing_domain(known)
+    paid = paid_from(facts["paid"], address, domain)
+    client = GatewayClient(member["gateway_url"], transport=transport)
+    try:
+        sign_on(client, name)
+        view = sign_on.submit(client, job | {"centre": name} | paid.fields(), key)
+    except GatewayUnreachable as exc:
+        client.close()
+        raise StillUnanswered(
+            f"{name} still does not answer ({exc}); the submission stays pending in the wallet: run it again later "
+            f"(it goes to {name} with idempotency key {key})"
+        ) from None
+    except GatewayRefused as exc:
+        client.close()
+        if exc.status < 500 and exc.status != 409:  # it did not take the job under this order: nothing pending
+            keys.forget(address)
+            raise GatewayRefused(
+                exc.status,
+                f"{name} refuses the submission that got no answer ({exc.error}); it is dropped from the wallet: "
+                "run it again to place it afresh",
+                exc.reasons,
+                exc.decision,
+            ) from None
+        raise
+    keys.note(address, job=view["id"])
+    if not client.token:
+        client.job_signer = job_signer(name, keys.account(address))
+    return Submission(name, view, client, paid, member["account"], domain)
+
+
+def paid_from(fields_json: str, account: str, domain: Domain) -> Paid:
+    """The Paid an order kept in the wallet stands for (its `paid` fact: `Paid.fields()` as JSON)."""
+    fields = json.loads(fields_json)
+    order = Order.from_dict(fields["order"])
+    return Paid(
+        order=order,
+        order_signature=from_hex(fields["order_signature"], what="order_signature"),
+        grant=fields["grant"],
+        grant_signature=fields["grant_signature"],
+        account=account,
+        digest=order_digest(order, domain),
+    )
 
 
 def _quote(client: GatewayClient, name: str, job: dict, sign_on: SignOn) -> Quote:

@@ -209,6 +209,23 @@ class PaymentKeys:
         """Every account still kept, with what it is for (keys left out)."""
         return {address: {k: v for k, v in facts.items() if k != "key"} for address, facts in self._keys.items()}
 
+    def pending(
+        self, *, idempotency_key: str | None = None, submission: str | None = None
+    ) -> tuple[str, dict[str, str]] | None:
+        """The submission sent to a centre that gave no answer (its account and facts: centre, order, grant,
+        idempotency key), by its idempotency key or by the caller's name for the submission; None if none.
+
+        Such a submission may be running there, so it is sent again to that centre alone, with the same order
+        and key (gateway.client.dispatch.resume), never placed afresh elsewhere."""
+        for address, facts in self._keys.items():
+            if "job" in facts or "centre" not in facts or "idempotency_key" not in facts:
+                continue
+            if idempotency_key is not None and facts["idempotency_key"] == idempotency_key:
+                return address, {k: v for k, v in facts.items() if k != "key"}
+            if submission is not None and facts.get("submission") == submission:
+                return address, {k: v for k, v in facts.items() if k != "key"}
+        return None
+
     def forget(self, address: str) -> None:
         """Drop an account whose job is done (receipt given and key checked) or never ran."""
         if self._keys.pop(address, None) is not None:

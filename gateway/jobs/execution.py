@@ -87,8 +87,17 @@ class Executor(Protocol):
     """What a node needs of an executor."""
 
     def run(
-        self, argv: list[str], walltime: int, env: dict[str, str] | None = None, *, limits: Limits | None = None
-    ) -> Execution: ...
+        self,
+        argv: list[str],
+        walltime: int,
+        env: dict[str, str] | None = None,
+        *,
+        limits: Limits | None = None,
+        key: str | None = None,
+    ) -> Execution:
+        """`key` (the job's id) names the run, for an executor whose runs outlive a crash of the node
+        (`recover(key)`, `release(key)`); others ignore it."""
+        ...
 
     def capacity(self) -> Capacity: ...
 

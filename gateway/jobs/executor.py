@@ -32,14 +32,17 @@ is logged loudly and never the default.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from gateway.jobs import launcher as _launcher
@@ -57,6 +60,8 @@ from gateway.jobs.launching import (
     EXIT_NOT_EXECUTABLE,
     EXIT_NOT_FOUND,
     LAUNCHER,
+    PID_FILE,
+    RELEASED_FILE,
     SANDBOXES,
     TAIL_BYTES,
     PreparedJob,
@@ -65,7 +70,11 @@ from gateway.jobs.launching import (
     finish_job,
     launcher_result,
     prepare_job,
+    read_result,
     read_tail,
+    recovered_job,
+    remove_run,
+    run_folder,
 )
 
 __all__ = [
@@ -182,6 +191,7 @@ class LocalExecutor:
         bwrap: str | None = None,
         max_processes: int = 1024,
         max_file_mib: int = 1024,
+        retention: float = 86400.0,
     ) -> None:
         """Check that jobs can run as asked, or raise ExecutorError saying what to install or set.
 
@@ -192,12 +202,17 @@ class LocalExecutor:
         machine's CPUs). `hide`: what jobs must not see besides the jobs folder.
         A sandboxed job's folder is in memory (a tmpfs of its memory limit, counted
         in it), so the only thing a job writes to the node's disk is its stdout and
-        stderr, each at most `max_file_mib`.
+        stderr, each at most `max_file_mib`. `retention`: seconds a named run's folder (its result, and of
+        its stdout and stderr the tails its job stored) is kept once its job is final and stored (`release`);
+        0 removes it at once.
         """
         if sandbox not in SANDBOXES:
             raise ExecutorError(f"sandbox must be one of {', '.join(SANDBOXES)}, got {sandbox!r}")
         if grace < 0:
             raise ExecutorError("grace must be >= 0 seconds")
+        if not isinstance(retention, int | float) or isinstance(retention, bool) or retention < 0:
+            raise ExecutorError(f"retention must be a number of seconds >= 0, got {retention!r}")
+        self.retention = float(retention)
         if cpus is None:
             cpus = os.cpu_count() or 1
         if not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:
@@ -258,7 +273,13 @@ class LocalExecutor:
             return Capacity(total_cpus=self.cpus, free_cpus=max(0, self.cpus - self._running))
 
     def run(
-        self, argv: list[str], walltime: int, env: dict[str, str] | None = None, *, limits: Limits | None = None
+        self,
+        argv: list[str],
+        walltime: int,
+        env: dict[str, str] | None = None,
+        *,
+        limits: Limits | None = None,
+        key: str | None = None,
     ) -> Execution:
         """Run argv (no shell) for at most walltime seconds, under limits, and meter it.
 
@@ -272,6 +293,11 @@ class LocalExecutor:
         executable), zero usage and the reason in stderr_tail. Malformed
         input raises ExecutorError before anything is started; a crashed or
         hung launcher or sandbox raises ExecutorFailure.
+
+        `key` (the job's id) names the run: its folder, spec, launcher pid and result stay on disk
+        until `release(key)`, so that a gateway that dies while it runs finds it at its restart
+        (`recover(key)`): the launcher runs in a session of its own, outlives the gateway, holds
+        the job's uid lock until it ends and writes its result to the folder before answering.
         """
         limits = limits or Limits()
         with prepare_job(
@@ -283,6 +309,7 @@ class LocalExecutor:
             sandbox=self.sandbox,
             uids=self.uids,
             grace=self.grace,
+            name=key,
         ) as job:
             with self._lock:
                 self._running += limits.cores
@@ -294,19 +321,26 @@ class LocalExecutor:
             return finish_job(job, result)
 
     def _launch(self, job: PreparedJob, walltime: int) -> dict:
+        # The launcher holds the job's uid lock too, so that no gateway hands the uid out while it runs,
+        # should this process die first.
+        lock_fd = self.uids.lock_fd(job.uid) if self.uids is not None and job.uid is not None else None
+        spec = job.spec if lock_fd is None else job.spec | {"lock_fd": lock_fd}
         launcher = subprocess.Popen(
             [self.python, "-I", "-S", str(LAUNCHER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             close_fds=True,
+            pass_fds=() if lock_fd is None else (lock_fd,),
             start_new_session=True,
             cwd="/",
             env={"LC_ALL": "C.UTF-8"},
         )
+        if job.keep:
+            (job.folder / PID_FILE).write_text(str(launcher.pid))
         try:
             out, err = launcher.communicate(
-                json.dumps(job.spec).encode(), timeout=walltime + self.grace + _LAUNCHER_SLACK_S
+                json.dumps(spec).encode(), timeout=walltime + self.grace + _LAUNCHER_SLACK_S
             )
         except BaseException:  # hung launcher, or we are interrupted: leave nothing running
             launcher.terminate()  # it kills the job and removes its cgroups on the way out
@@ -324,6 +358,105 @@ class LocalExecutor:
                 f"job launcher failed (exit {launcher.returncode}): {err.decode(errors='replace')[-1000:].strip()}"
             )
         return result
+
+    def recover(self, key: str, poll: float = 0.2) -> Execution | None:
+        """What the run named `key` came to, for a gateway restarted while it ran: its Execution when its
+        launcher wrote a result (waiting for a launcher still running, at most until its walltime, grace
+        and slack are over, then stopping it), else None (it never finished: nothing to bill). The
+        folder stays until `release(key)`. ExecutorFailure for a result that is not a launcher's."""
+        folder = run_folder(self.jobs_dir, key)
+        job = recovered_job(folder) if folder.is_dir() else None
+        if job is None:
+            return None
+        limit = float(job.spec.get("walltime", 0)) + float(job.spec.get("grace", 0)) + _LAUNCHER_SLACK_S
+        while True:
+            result = read_result(folder)
+            if result is None and _launcher_pid(folder) is None:
+                result = read_result(folder)  # it may have ended between the two looks
+                if result is None:
+                    return None
+            if result is not None:
+                return finish_job(job, result)
+            pid = _launcher_pid(folder)
+            if pid is not None and time.time() > (folder / PID_FILE).stat().st_mtime + limit:
+                _stop_launcher(pid)  # hung: it kills the job; nothing to bill
+                return None
+            time.sleep(poll)
+
+    def release(self, key: str) -> None:
+        """The run's job is final and its outputs stored: its folder goes after `retention` (now, for 0)."""
+        folder = run_folder(self.jobs_dir, key)
+        if not folder.is_dir():
+            return
+        if self.retention <= 0:
+            remove_run(folder)
+            return
+        for output in ("stdout", "stderr"):  # the job stored its tails: the rest would hold the disk for the retention
+            _keep_tail(folder / output)
+        (folder / RELEASED_FILE).touch()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Remove the folders of runs released `retention` seconds ago or more; how many were removed."""
+        now = time.time() if now is None else now
+        removed = 0
+        for folder in self.jobs_dir.glob("run-*"):
+            try:
+                released = (folder / RELEASED_FILE).lstat().st_mtime
+            except OSError:
+                continue
+            if now - released >= self.retention:
+                remove_run(folder)
+                removed += 1
+        return removed
+
+
+def _keep_tail(path: Path) -> None:
+    """Cut a released run's output file to its last TAIL_BYTES (what its job stored), never following a link."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        return
+    except OSError:  # not ours to write (the job's uid owns it): its name goes (the folder is ours)
+        with contextlib.suppress(OSError):
+            path.unlink()
+        return
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size <= TAIL_BYTES:
+            return
+        tail = os.pread(fd, TAIL_BYTES, info.st_size - TAIL_BYTES)
+        os.pwrite(fd, tail, 0)
+        os.ftruncate(fd, len(tail))
+    finally:
+        os.close(fd)
+
+
+def _launcher_pid(folder: Path) -> int | None:
+    """The pid of the run's launcher if it is still running (the process by that pid is a launcher), else None."""
+    try:
+        pid = int((folder / PID_FILE).read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if str(LAUNCHER).encode() in cmdline and state != "Z" else None
+
+
+def _stop_launcher(pid: int) -> None:
+    """SIGTERM a launcher (it kills its job and cleans up), SIGKILL its session if it does not go."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + _KILL_SLACK_S
+    while time.monotonic() < deadline:
+        if not Path(f"/proc/{pid}").exists():
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _kill_job(launcher_out: bytes) -> None:

@@ -665,14 +665,41 @@ def main() -> None:
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):  # scancel, ^C, a closed terminal
         signal.signal(sig, _stop)
     spec = json.loads(sys.stdin.buffer.read())
+    if isinstance(spec.get("lock_fd"), int):  # the job's uid lock, held while we run: never the job's to inherit
+        os.set_inheritable(spec["lock_fd"], False)
 
     def announce(pid: int) -> None:
-        sys.stdout.write(json.dumps({"pid": pid}) + "\n")
-        sys.stdout.flush()
+        _say(json.dumps({"pid": pid}))
 
     result = launch(spec, announce)
-    sys.stdout.write(json.dumps(result) + "\n")
-    sys.stdout.flush()
+    line = json.dumps(result)
+    if spec.get("result_file"):  # first on disk, so that a gateway that died meanwhile finds it at its restart
+        try:
+            write_result(spec["result_file"], line)
+        except OSError:  # a full disk, say: the gateway still gets the line below
+            pass
+    _say(line)
+
+
+def _say(line: str) -> None:
+    """A line to the gateway, which may have died (then the job goes on, and its result is on disk)."""
+    try:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        pass
+
+
+def write_result(path: str, line: str) -> None:
+    """The result line, durably and whole: a new file written and synced, then renamed into place."""
+    part = path + ".part"
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, (line + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(part, path)
 
 
 # -- the init, inside the sandbox ---------------------------------------------------------

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import pwd
+import re
 import shutil
 import stat
 import tempfile
@@ -141,6 +142,11 @@ class UidPool:
                 return uid
             raise ExecutorFailure(f"every job uid ({self.first}..{self.last}) is in use: widen the range")
 
+    def lock_fd(self, uid: int) -> int | None:
+        """The descriptor holding `uid`'s lock (for a launcher to hold it too, outliving this process)."""
+        with self._lock:
+            return self._held.get(uid)
+
     def release(self, uid: int) -> None:
         with self._lock:
             fd = self._held.pop(uid, None)
@@ -180,6 +186,9 @@ class PreparedJob:
     uid: int | None
     spec: dict
     uids: UidPool | None = field(default=None, repr=False)
+    keep: bool = False
+    """Keep the folder at cleanup (the uid is still freed): a named run's, removed once its job is final and
+    stored (`release_run`), so that its result survives a crash of the gateway in between."""
     _done: bool = field(default=False, repr=False)
 
     def __enter__(self) -> PreparedJob:
@@ -194,7 +203,8 @@ class PreparedJob:
             return
         self._done = True
         try:
-            _remove_tree(self.folder)
+            if not self.keep:
+                _remove_tree(self.folder)
         finally:
             if self.uids is not None and self.uid is not None:
                 self.uids.release(self.uid)
@@ -210,8 +220,14 @@ def prepare_job(
     sandbox: Sandbox,
     uids: UidPool | None,
     grace: float = 2.0,
+    name: str | None = None,
 ) -> PreparedJob:
     """Make a job's folder, pick its uid and write the launcher's spec (a JSON-able dict).
+
+    `name` (a run key, see `run_folder`) names the folder `run-<name>` and keeps it at cleanup, with
+    the spec in `spec.json` and the launcher's result in `result.json` (the spec's `result_file`),
+    so that a restarted gateway finds what a run left (`recover_run`); else it is a fresh temporary
+    folder, removed at cleanup.
 
     The spec's fields: argv, env, workdir, stdout, stderr (absolute paths),
     walltime (s), grace (s), uid (int, or None to stay the launcher's own),
@@ -226,7 +242,12 @@ def prepare_job(
     jobs_dir = Path(jobs_dir)
     uid = uids.acquire() if uids is not None else None
     try:
-        folder = Path(tempfile.mkdtemp(prefix="job-", dir=jobs_dir))
+        if name is None:
+            folder = Path(tempfile.mkdtemp(prefix="job-", dir=jobs_dir))
+        else:
+            folder = run_folder(jobs_dir, name)
+            _remove_tree(folder)  # what an earlier attempt left
+            folder.mkdir(mode=0o700)
         folder.chmod(0o711)  # the job's uid may pass through to work/, and nothing more
         workdir = folder / "work"
         workdir.mkdir(mode=0o700)
@@ -267,7 +288,73 @@ def prepare_job(
         },
         "cgroups": sandbox.cgroups,
     }
-    return PreparedJob(folder, workdir, folder / "stdout", folder / "stderr", uid, spec, uids)
+    if name is not None:
+        spec["result_file"] = str(folder / RESULT_FILE)
+        _write_private(folder / SPEC_FILE, json.dumps(spec))
+    return PreparedJob(folder, workdir, folder / "stdout", folder / "stderr", uid, spec, uids, keep=name is not None)
+
+
+RESULT_FILE = "result.json"
+"""Where the launcher of a named run writes its result line before it answers."""
+
+SPEC_FILE = "spec.json"
+"""A named run's launcher spec, kept to read its result at a restart."""
+
+PID_FILE = "launcher.pid"
+"""The pid of a named run's launcher, to know at a restart whether it is still running."""
+
+RELEASED_FILE = "released"
+"""Made when a named run's job is final and stored: from then (its mtime) the retention counts."""
+
+_RUN_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def run_folder(jobs_dir: Path, key: str) -> Path:
+    """The folder of the run named `key` (a job id): `jobs_dir/run-<key>`; ExecutorError for a key that is
+    not a plain name."""
+    if not isinstance(key, str) or not _RUN_KEY.match(key):
+        raise ExecutorError(f"a run key must be letters, digits, '.', '_' or '-' (at most 128), got {key!r:.80}")
+    return Path(jobs_dir) / f"run-{key}"
+
+
+def recovered_job(folder: Path) -> PreparedJob | None:
+    """A named run's PreparedJob as its folder has it (no uid: the launcher held and freed it), or None
+    when the folder holds no spec (it never started)."""
+    try:
+        spec = json.loads((folder / SPEC_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(spec, dict) or not isinstance(spec.get("argv"), list):
+        return None
+    return PreparedJob(folder, folder / "work", folder / "stdout", folder / "stderr", None, spec, None, keep=True)
+
+
+def read_result(folder: Path) -> dict | None:
+    """The result line a named run's launcher wrote, or None (not yet, or never)."""
+    try:
+        fd = os.open(folder / RESULT_FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        result = json.loads(os.read(fd, 1 << 20))
+    except ValueError:
+        return None
+    finally:
+        os.close(fd)
+    return result if isinstance(result, dict) else None
+
+
+def remove_run(folder: Path) -> None:
+    """Remove a run's folder, never following a link the job made."""
+    _remove_tree(folder)
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
 
 
 def finish_job(job: PreparedJob, result: dict) -> Execution:

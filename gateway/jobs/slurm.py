@@ -466,7 +466,13 @@ class SlurmExecutor:
         self.client.cancel(job_id)
 
     def run(
-        self, argv: list[str], walltime: int, env: dict[str, str] | None = None, *, limits: Limits | None = None
+        self,
+        argv: list[str],
+        walltime: int,
+        env: dict[str, str] | None = None,
+        *,
+        limits: Limits | None = None,
+        key: str | None = None,
     ) -> Execution:
         """Submit the job, wait until Slurm says it is over, and return what the launcher metered.
 
@@ -476,7 +482,8 @@ class SlurmExecutor:
         Slurm ended (scancel, node failure, preemption, its own time limit)
         or a launcher that left no result raises ExecutorFailure with
         Slurm's reason. With GPUs, gpu_millis is GPUs × wall time: Slurm
-        gives them to the job alone for as long as it runs.
+        gives them to the job alone for as long as it runs. `key` is not used: a restarted gateway
+        cancels the Slurm jobs it left (`_cancel_leftovers`), and the node refunds them.
         """
         limits = limits or Limits()
         with prepare_job(

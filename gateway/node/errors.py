@@ -54,3 +54,39 @@ class TooManyRequests(Refusal):
 
 class Unavailable(Refusal):
     """The centre cannot do it now (its directory or chain is unreachable, a bound was reached); later it may."""
+
+
+class DiskFull(Refusal):
+    """The centre's data disk is full: nothing was written (the transaction rolled back); 507."""
+
+
+class DiskReadOnly(Unavailable):
+    """The centre's data disk is read-only: nothing was written; 503, as any unavailability."""
+
+
+#: The words SQLite uses for a full disk and for a file it may not write.
+_FULL = ("database or disk is full",)
+_READ_ONLY = ("attempt to write a readonly database", "readonly database")
+_ERRNO_FULL = (28, 122)  # ENOSPC, EDQUOT
+_ERRNO_READ_ONLY = (30,)  # EROFS
+
+
+def disk_refusal(exc: BaseException) -> Refusal | None:
+    """DiskFull or DiskReadOnly for an error of the data disk (SQLite's or the OS's), else None.
+
+    So that a full or read-only disk is answered as such (507, 503 with the reason `disk-full` or
+    `disk-read-only`), never as a bare server error; the caller's transaction has rolled back.
+    """
+    if isinstance(exc, DiskFull | DiskReadOnly):
+        return exc
+    text = str(exc).lower()
+    number = getattr(exc, "errno", None)
+    code = getattr(exc, "sqlite_errorcode", None)
+    if number in _ERRNO_FULL or code == 13 or any(words in text for words in _FULL):  # SQLITE_FULL
+        return DiskFull(f"the centre's data disk is full: {exc}; nothing was stored", reasons=["disk-full"])
+    if number in _ERRNO_READ_ONLY or code == 8 or any(words in text for words in _READ_ONLY):  # SQLITE_READONLY
+        return DiskReadOnly(
+            f"the centre's data disk is read-only: {exc}; nothing was stored, try again later",
+            reasons=["disk-read-only"],
+        )
+    return None

@@ -176,14 +176,18 @@ class Jobs(StoreBase):
         payment: Payment | None = None,
         decision: NewDecision | None = None,
         group_signature: bytes | None = None,
+        idempotency_scope: str | None = None,
     ) -> tuple[Job, bool]:
-        """Store a new job, or return the one this principal created with this key.
+        """Store a new job, or return the one created in this key's scope with this key.
 
         Returns (job, created). A retry with the same key and the same request
         body gets the original job back (created=False), with the rates version,
         payment and decision it was accepted under; the same key with a different body raises
-        IdempotencyConflict. Keys are per principal. An order already accepted
-        for another job raises ReplayedOrder.
+        IdempotencyConflict. Keys are per `idempotency_scope`, the user they belong to (default:
+        the principal; the node names the order's payment account for a session whose principal
+        is a fresh pseudonym, so that a retry after a new sign-on finds its job); the same key
+        from the same principal in another scope is IdempotencyConflict too. An order already
+        accepted for another job raises ReplayedOrder.
 
         `decision`, the allow that admitted the request, is logged in the same
         transaction (in the open epoch) and named by the new job; a retry's own
@@ -198,6 +202,8 @@ class Jobs(StoreBase):
         checks.text("home", home, max_len=512)
         checks.text("serving_centre", serving_centre, max_len=512)
         checks.text("idempotency_key", idempotency_key, optional=True, max_len=255)
+        scope = principal if idempotency_scope is None else idempotency_scope
+        checks.text("idempotency_scope", scope, max_len=512)
         _status(status)
         if rates_version is not None:
             checks.positive_int("rates_version", rates_version)
@@ -226,8 +232,16 @@ class Jobs(StoreBase):
         with self._tx() as db:
             if idempotency_key is not None:
                 row = db.execute(
-                    "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+                    "SELECT * FROM jobs WHERE idempotency_scope = ? AND idempotency_key = ?", (scope, idempotency_key)
                 ).fetchone()
+                other = db.execute(
+                    "SELECT id FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+                ).fetchone()
+                if row is None and other is not None:
+                    raise IdempotencyConflict(
+                        f"idempotency key {idempotency_key!r} was already used for another order (job {other['id']}); "
+                        "use a new key for a new request"
+                    )
                 if row is not None:
                     if not same_request(row["request"], body):
                         raise IdempotencyConflict(
@@ -260,8 +274,8 @@ class Jobs(StoreBase):
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
                 " created_at, updated_at, rates_version, pay_order, pay_order_sig, pay_grant, pay_grant_sig,"
-                " order_digest, pay_account, decision, group_signature, group_signature_hash)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " order_digest, pay_account, decision, group_signature, group_signature_hash, idempotency_scope)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     idempotency_key,
@@ -277,15 +291,16 @@ class Jobs(StoreBase):
                     None if decision is None else decision.digest.hex(),
                     signed,
                     None if signed is None else keccak(signed).hex(),
+                    None if idempotency_key is None else scope,
                 ),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
 
-    def job_by_key(self, principal: str, idempotency_key: str) -> Job | None:
-        """The job this principal created with this idempotency key, if any."""
+    def job_by_key(self, scope: str, idempotency_key: str) -> Job | None:
+        """The job created in this key scope (a principal, or the node's account scope) with this key, if any."""
         rows = self._read(
-            "SELECT * FROM jobs WHERE principal = ? AND idempotency_key = ?", (principal, idempotency_key)
+            "SELECT * FROM jobs WHERE idempotency_scope = ? AND idempotency_key = ?", (scope, idempotency_key)
         )
         return _job(rows[0]) if rows else None
 

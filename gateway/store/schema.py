@@ -282,6 +282,17 @@ member an opened T was, as it told the chain), and the group signature an anonym
 or an anonymous grant's hold was granted under, with its keccak256, by which supervisors and auditors ask
 for it (signed-on jobs and holds: NULL)."""
 
+_V10_KEY_SCOPE = """
+ALTER TABLE jobs ADD COLUMN idempotency_scope TEXT
+    CHECK (idempotency_scope IS NULL OR length(idempotency_scope) <= 512);
+UPDATE jobs SET idempotency_scope = principal WHERE idempotency_key IS NOT NULL;
+CREATE UNIQUE INDEX jobs_idempotency_scope ON jobs(idempotency_scope, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"""
+"""Whose an idempotency key is: the user a password session names (uid@home, as before: kept as it was), or the
+order's payment account for a presented or anonymous session, whose principal is a fresh pseudonym at every
+sign-on. A retry after a new sign-on, with the same order, finds its job."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -294,5 +305,6 @@ MIGRATIONS: tuple[Migration, ...] = (
         8, "access decisions, each job's decision, each epoch's decision log root and tree; policy texts", _V8_DECISIONS
     ),
     Migration(9, "anonymous membership and supervision", _V9_GROUPS),
+    Migration(10, "idempotency keys scoped per user or per order account", _V10_KEY_SCOPE),
 )
 LATEST = len(MIGRATIONS)
