@@ -8,6 +8,7 @@ tests/test_openapi.py holds the app to it.
 
 import math
 import re
+import sqlite3
 from dataclasses import asdict
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from auth.group.credential import CREDENTIAL_PERIOD, INT_MAX
 from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
+from gateway.api.metrics import install_metrics
 from gateway.api.schemas import (
     AUDIT_PAGE,
     AUDIT_SIGNATURE,
@@ -83,10 +85,11 @@ from gateway.api.schemas import (
     check_idempotency_key,
 )
 from gateway.node.centre import CentreNode, JobSignature
-from gateway.node.errors import Refusal, TooManyRequests, Unauthenticated, Unavailable
+from gateway.node.errors import Refusal, TooManyRequests, Unauthenticated, Unavailable, disk_refusal
 from gateway.node.groups import GroupDesk
 from gateway.node.payer import Payer
 from gateway.node.policies import PolicyRefused
+from ledger.chain import ChainUnavailable
 from ledger.primitives.names import CENTRE_NAME_PATTERN
 
 SESSION = HTTPBearer(
@@ -107,6 +110,7 @@ def create_app(node: CentreNode) -> FastAPI:
     )
 
     app.add_middleware(BodyLimits)
+    install_metrics(app, node)  # GET /metrics, GET /v1/health, and the submission latency it measures
 
     @app.exception_handler(Refusal)
     async def refused(_: Request, exc: Refusal) -> JSONResponse:
@@ -116,6 +120,16 @@ def create_app(node: CentreNode) -> FastAPI:
         headers = {"Retry-After": str(math.ceil(exc.retry_after))} if isinstance(exc, TooManyRequests) else None
         return JSONResponse(body, status_code=status_of(exc), headers=headers)
 
+    @app.exception_handler(sqlite3.Error)
+    @app.exception_handler(OSError)
+    async def disk_error(request: Request, exc: Exception) -> JSONResponse:
+        """A full data disk is 507, a read-only one 503 (`disk_refusal`); the write rolled back. Anything else
+        stays a server error."""
+        refusal = disk_refusal(exc)
+        if refusal is None:
+            raise exc
+        return await refused(request, refusal)
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own refusals (no such path, method not allowed, a body that does not parse) in our shape."""
@@ -123,7 +137,21 @@ def create_app(node: CentreNode) -> FastAPI:
 
     @app.exception_handler(DirectoryUnavailable)
     async def directory_down(_: Request, exc: DirectoryUnavailable) -> JSONResponse:
-        return JSONResponse({"error": f"the directory is unavailable: {exc}", "reasons": []}, status_code=503)
+        return JSONResponse(
+            {"error": f"the directory of {node.name} is unavailable: {exc}", "reasons": ["directory-unavailable"]},
+            status_code=503,
+        )
+
+    @app.exception_handler(ChainUnavailable)
+    async def chain_down(_: Request, exc: ChainUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {
+                "error": f"the chain node of {node.name} is unavailable: {_no_url_secrets(str(exc))}; what needs no "
+                "chain is still served",
+                "reasons": ["chain-unavailable"],
+            },
+            status_code=503,
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -460,12 +488,14 @@ def create_app(node: CentreNode) -> FastAPI:
     @app.post(
         "/v1/epochs/close",
         response_model=EpochClosure,
+        status_code=202,
         tags=["epochs"],
         dependencies=[Depends(operator)],
         responses=responses(401, 422, descriptions={409: "the epoch named is not the open one, nor closed"}),
     )
     def close_epoch(body: CloseEpochRequest | None = None) -> EpochClosure:
-        """Close the open epoch: anchor its Merkle root and claims, settle when every centre has."""
+        """Close the open epoch at once (202): the closure is committed and its anchor queued; the anchor goes
+        on chain from the outbox (`anchored` once it is: ask again naming the epoch), the settlement after."""
         return node.close_epoch(body.epoch if body else None)
 
     @app.get(
@@ -776,3 +806,13 @@ def _address(request: Request) -> str | None:
 def _describe(error: dict) -> str:
     where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+#: A URL's scheme, its credentials (user:password@) and host, and its path, query and fragment.
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#@]*@)?([^\s/?#@)]*)[^\s)]*")
+
+
+def _no_url_secrets(text: str) -> str:
+    """`text` with each URL cut to its scheme and host: a chain node's URL may carry credentials (user:password@)
+    or an API key in its path, which an answer to anyone must not show (the operator's log has the URL)."""
+    return _URL.sub(r"\1\2", text)

@@ -9,15 +9,17 @@ import getpass
 import json
 import os
 import sys
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.client import audit_report, governance
 from gateway.client.dispatch import anonymously, finish, join_group, submit_anywhere, with_wallet
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, job_signer
+from gateway.client.idempotency import choose_key, submission_label
 from gateway.client.paying import Paid, PaymentError, signing_domain
 from gateway.client.wallet import PaymentKeys, Wallet
+from gateway.consortium import cli as consortium_cli
 from ledger.chain import ChainError
 from ledger.payment import Order, order_digest
 from ledger.primitives.hex import bytes32, from_hex, to_hex
@@ -72,6 +74,9 @@ def _parser() -> argparse.ArgumentParser:
 
     gw = sub.add_parser("gateway", help="run a centre's gateway node")
     gw.add_argument("--config", type=Path, required=True, help="the centre's TOML configuration")
+    gw.add_argument(
+        "--log-format", choices=("text", "json"), help="log lines as text or one JSON object each (default: config)"
+    )
     gw.set_defaults(run=_gateway)
 
     login = sub.add_parser("login", help="fetch or refresh your credential at your home centre")
@@ -111,6 +116,11 @@ def _parser() -> argparse.ArgumentParser:
         "--wait",
         action="store_true",
         help="wait for the job, check its record, give the receipt and show the outputs it releases",
+    )
+    submit.add_argument(
+        "--idempotency-key",
+        help="the submission's idempotency key (default: the key of this same submission's last run if it got no "
+        "answer, kept in the wallet; else a fresh one)",
     )
     submit.add_argument("--wallet", type=Path, default=DEFAULT_WALLET)
     submit.add_argument("command", nargs=argparse.REMAINDER, help="-- the command and its arguments")
@@ -175,6 +185,9 @@ def _parser() -> argparse.ArgumentParser:
     close.add_argument("--gateway", required=True)
     close.add_argument("--operator-key-file", type=Path, required=True)
     close.add_argument("--epoch", type=int, help="the epoch to close (safe to retry; default: the open one)")
+    close.add_argument(
+        "--no-wait", action="store_true", help="return once the closure is committed, before its anchor is on chain"
+    )
     close.set_defaults(run=_close_epoch)
 
     enrolment = sub.add_parser("enrolment", help="enrolment operations (operators of the home centre)")
@@ -239,6 +252,13 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--epoch", type=int, required=True)
     verify.add_argument("--chain", required=True, help="a JSON-RPC URL of a consortium chain node")
     verify.add_argument("--deployment", type=Path, required=True, help="the consortium's deployment file")
+    verify.add_argument(
+        "--signatures",
+        choices=("all", "unbound"),
+        default="all",
+        help="whose record signatures to recover: every record's (all), or only those of records no anchored "
+        "root binds (unbound: the anchor, sent by the centre's own account, signs every leaf under its root)",
+    )
     verify.set_defaults(run=_audit_verify)
     decisions = asub.add_parser(
         "decisions",
@@ -279,7 +299,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--gateway", required=True)
     show.add_argument("--epoch", type=int, required=True)
     show.set_defaults(run=_audit_show)
+    audit_report.register(asub)
     _supervise_parser(sub)
+    governance.register(sub)
+    consortium_cli.register(sub)
     return parser
 
 
@@ -393,6 +416,7 @@ def _deploy(args: argparse.Namespace) -> int:
         rate_notice=plan.rate_notice,
         dispute_window=plan.dispute_window,
         booking_delay=plan.booking_delay,
+        anchor_window=plan.anchor_window,
         supervisors=plan.supervisors,
         supervision_threshold=plan.supervision_threshold,
         dkg_window=plan.dkg_window,
@@ -402,7 +426,27 @@ def _deploy(args: argparse.Namespace) -> int:
         f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s, "
         f"dispute window {plan.dispute_window} s); deployment written to {args.out}"
     )
+    _report_gas(chain, {m.name: m.account for m in plan.members}, args)
     return 0
+
+
+def _report_gas(chain: Any, accounts: dict[str, str], args: argparse.Namespace) -> None:
+    """Each member account's gas money after deploy; a warning, with the command that funds them, for those
+    that cannot pay their gateway's first transaction."""
+    from ledger.gas import accounts_gas, gas_price, shortfall_message
+
+    price, report = gas_price(chain), accounts_gas(chain, accounts)
+    for g in report:
+        print(f"  {g.centre} {g.account}: {g.balance} wei of gas money")
+    short = [g for g in report if g.short]
+    if short:
+        hint = (
+            f"xcentre consortium fund --chain {args.chain} --key-file FUNDED.key --members {args.members}, "
+            "or --fund-members WEI at deploy"
+        )
+        print("warning: " + shortfall_message(short, price, hint), file=sys.stderr)
+    elif price == 0:
+        print("  the chain's gas price is 0: the members' accounts need no gas money")
 
 
 def _gateway(args: argparse.Namespace) -> int:
@@ -410,9 +454,12 @@ def _gateway(args: argparse.Namespace) -> int:
     from gateway.api.server import serve
     from gateway.node.assemble import node_from_config
     from gateway.node.config import load_config
+    from gateway.node.logs import configure as configure_logs
     from gateway.node.policies import PolicyStartError
 
     config = load_config(args.config)
+    log_format = args.log_format or config.log_format
+    configure_logs(log_format, centre=config.centre)
     node = node_from_config(config)
     try:
         node.start()
@@ -421,7 +468,7 @@ def _gateway(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        serve(create_app(node), config.host, config.port)
+        serve(create_app(node), config.host, config.port, log_format=log_format)
     finally:
         node.stop()
     return 0
@@ -457,6 +504,10 @@ def _submit(args: argparse.Namespace) -> int:
         raise ValueError("name your uid at home with --user (its password signs the order), or submit --anonymous")
     wallet = Wallet.load(args.wallet)
     keys = PaymentKeys.beside(args.wallet)
+    label = submission_label(job, centre=args.centre, anonymous=args.anonymous, project=args.project, user=args.user)
+    chosen = choose_key(keys, label, args.idempotency_key)
+    if chosen.note:
+        print(chosen.note, file=sys.stderr)
     if args.anonymous:
         membership = wallet.membership(args.project)
         with GatewayClient(wallet.home_url) as home:
@@ -466,8 +517,9 @@ def _submit(args: argparse.Namespace) -> int:
             job,
             anonymously(membership, wallet.home_url, domain),
             centre=args.centre,
-            idempotency_key=str(uuid.uuid4()),
+            idempotency_key=chosen.key,
             keys=keys,
+            label=label,
         )
     else:
         with GatewayClient(wallet.home_url) as home:
@@ -477,12 +529,13 @@ def _submit(args: argparse.Namespace) -> int:
                 job,
                 with_wallet(wallet, home, args.project),
                 centre=args.centre,
-                idempotency_key=str(uuid.uuid4()),
+                idempotency_key=chosen.key,
                 keys=keys,
+                label=label,
             )
     # what `xcentre result` needs to check the record and give the receipt later: the order and its grant
     # and the session there: a new presentation is a new pseudonym, which the job is not shown to
-    keys.note(submission.paid.account, paid=json.dumps(submission.paid.fields()), session=submission.client.token or "")
+    keys.note(submission.paid.account, session=submission.client.token or "")
     with submission.client:
         if not args.wait:
             print(
@@ -672,7 +725,7 @@ def _paid(facts: dict[str, str]) -> Paid:
 def _close_epoch(args: argparse.Namespace) -> int:
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
-        return _print_json(client.close_epoch(key, args.epoch))
+        return _print_json(client.close_epoch(key, args.epoch, wait=not args.no_wait))
 
 
 def _revoke(args: argparse.Namespace) -> int:
@@ -777,7 +830,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
     chain = connect(args.chain)
     deployment = Deployment.from_json(args.deployment.read_text())
-    report = audit_epoch(chain, deployment, args.epoch)
+    report = audit_epoch(chain, deployment, args.epoch, signatures=args.signatures)
     for finding in report.findings:
         print(f"MISMATCH {finding}")
     print(f"epoch {args.epoch}: {'verified' if report.ok else 'NOT verified'} against the chain")

@@ -17,6 +17,7 @@ from eth_account import Account
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
 from ledger.deploy import (
+    DEFAULT_ANCHOR_WINDOW,
     DEFAULT_BOOKING_DELAY,
     DEFAULT_DISPUTE_WINDOW,
     DEFAULT_DKG_WINDOW,
@@ -71,6 +72,8 @@ class ConsortiumPlan:
     rate_notice: int = DEFAULT_RATE_NOTICE
     dispute_window: int = DEFAULT_DISPUTE_WINDOW
     booking_delay: int = DEFAULT_BOOKING_DELAY
+    anchor_window: int = DEFAULT_ANCHOR_WINDOW
+    """How long after an epoch's clock starts (its quorum-th on-time anchor) settlement waits for the other anchors."""
     supervisors: list[str] | None = None
     """The supervisors' committee (member names); None: every member."""
     supervision_threshold: int | None = None
@@ -80,7 +83,7 @@ class ConsortiumPlan:
 
 def load_members(path: Path) -> ConsortiumPlan:
     """Read a members file: `quorum`, `initial_credit`, `rate_notice`, `dispute_window`, `booking_delay`,
-    one [[member]] table per centre and, optionally, `[supervision]` (`supervisors`, `threshold`,
+    `anchor_window`, one [[member]] table per centre and, optionally, `[supervision]` (`supervisors`, `threshold`,
     `dkg_window`)."""
     try:
         raw = tomllib.loads(path.read_text())
@@ -114,6 +117,7 @@ def load_members(path: Path) -> ConsortiumPlan:
             ("rate_notice", DEFAULT_RATE_NOTICE),
             ("dispute_window", DEFAULT_DISPUTE_WINDOW),
             ("booking_delay", DEFAULT_BOOKING_DELAY),
+            ("anchor_window", DEFAULT_ANCHOR_WINDOW),
         )
     }
     supervisors, threshold, dkg_window = _supervision(path, raw.get("supervision", {}), [m.name for m in members])

@@ -41,6 +41,14 @@ GROUP_VERIFY = "group.verify"
 GROUP_SHARE = "group.share"
 GROUP_COMBINE = "group.combine3"
 GROUP_DKG = "group.dkg.n5t3"
+# bench_audit.py: a 1,000,000-record epoch's records audit, fast path (ms for the epoch) and the naive path
+AUDIT_FAST = "audit.records.fast"
+AUDIT_NAIVE = "audit.records.naive"
+# bench_submit.py: accepted job submissions per second on one gateway process with 32 clients, and their p99 (ms)
+SUBMIT_ACCEPTED_32 = "submit.gateway.c32"
+SUBMIT_P99_32 = "submit.gateway.c32.p99"
+# bench_settlement_gas.py: gas of Settlement.settle, 100 members each claiming on every other
+SETTLE_GAS_100 = "settlement.settle.gas.n100"
 
 
 @dataclass(frozen=True)

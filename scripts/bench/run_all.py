@@ -7,6 +7,9 @@ load. A module that fails to import or run is reported in the document (and
 makes the exit status 1), never skipped silently.
 
     .venv/bin/python scripts/bench/run_all.py [--quick] [--only bbs,anoncreds] [--output FILE]
+
+The benches in OPT_IN (bench_faults: kill -9 and chain outages on a consortium of real
+processes, tens of minutes) run only when --only names them.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ sys.path.insert(0, str(HERE))
 
 from common import (  # noqa: E402
     ANONCREDS_VERIFY,
+    AUDIT_FAST,
     BBS_PROOF_VERIFY_10,
     DECISIONS_COMMIT,
     DECISIONS_REEVALUATE,
@@ -45,7 +49,10 @@ from common import (  # noqa: E402
     GROUP_VERIFY,
     PAYMENT_ANSWER_MAX,
     PAYMENT_GAS_PER_JOB,
+    SETTLE_GAS_100,
     SIGNON_ID,
+    SUBMIT_ACCEPTED_32,
+    SUBMIT_P99_32,
     Result,
     fmt_value,
     markdown_table,
@@ -233,6 +240,25 @@ TARGETS = [
     Target("Opening: one decryption share with its DLEQ proof ≤ 2 ms", "bench_group", _max_ms(GROUP_SHARE, 2.0)),
     Target("Opening: combine 3 shares ≤ 1 ms", "bench_group", _max_ms(GROUP_COMBINE, 1.0)),
     Target("DKG for n = 5 (t = 3, every party's every step) ≤ 1 s", "bench_group", _max_ms(GROUP_DKG, 1000.0)),
+    Target(
+        "Accepted job submissions, one gateway process, 32 concurrent clients (durable: committed before 202) "
+        "≥ 1,000/s",
+        "bench_submit",
+        _min_rate(SUBMIT_ACCEPTED_32, 1000.0),
+    ),
+    Target(
+        "Job submission latency at 32 concurrent clients, p99 ≤ 100 ms", "bench_submit", _max_ms(SUBMIT_P99_32, 100.0)
+    ),
+    Target(
+        "Settlement.settle, 100 members each claiming on every other (9,900 claims) < 5M gas",
+        "bench_settlement_gas",
+        _max_gas(SETTLE_GAS_100, 5_000_000),
+    ),
+    Target(
+        "Audit of a 1,000,000-record epoch against its anchored claims (verify_records, both cores) ≤ 10 s",
+        "bench_audit",
+        _max_seconds_for(AUDIT_FAST, 1_000_000, 10.0),
+    ),
 ]
 
 
@@ -365,10 +391,16 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> str:
 # --- running the modules ----------------------------------------------------
 
 
+#: Benches that run only when --only names them: a whole consortium under faults for tens of minutes.
+OPT_IN = {"bench_faults"}
+
+
 def discover(only: set[str] | None) -> list[Path]:
     paths = sorted(HERE.glob("bench_*.py"))
     if only:
         paths = [p for p in paths if p.stem.removeprefix("bench_") in only or p.stem in only]
+    else:
+        paths = [p for p in paths if p.stem not in OPT_IN]
     return paths
 
 
