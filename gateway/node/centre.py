@@ -10,6 +10,7 @@ same node serves the API, the demo and the tests.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -30,7 +31,7 @@ from auth.group.credential import credential_expiry, issue_week
 from auth.group.points import g1_raw
 from auth.group.signature import signature_hash
 from auth.policy import Subject
-from auth.tokens import Claims, TokenError, TokenIssuer, verify_token
+from auth.tokens import PASSWORD, Claims, TokenError, TokenIssuer, verify_token
 from gateway.api.schemas import (
     JOB_SIGNATURE_SKEW,
     AnonymousQuote,
@@ -56,7 +57,16 @@ from gateway.jobs.pricing import cap_to_limits, max_price, price
 from gateway.node import orders
 from gateway.node.anonymous import AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
 from gateway.node.decisions import DecisionLog
-from gateway.node.errors import Conflict, Forbidden, Invalid, Misdirected, NotFound, Unauthenticated, Unavailable
+from gateway.node.errors import (
+    Conflict,
+    Forbidden,
+    Invalid,
+    Misdirected,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+    disk_refusal,
+)
 from gateway.node.group_rules import week_issuer_key
 from gateway.node.groups import GroupDesk
 from gateway.node.payer import Payer
@@ -65,9 +75,10 @@ from gateway.node.policies import DecisionDesk, Evaluated, PolicyKeeper
 from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
 from ledger import lock
+from ledger.chain import ChainUnavailable
 from ledger.ids import centre_id
 from ledger.index import EventIndex, RatesInfo
-from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
+from ledger.payment import Grant, InvalidSignature, Order, Receipt, grant_digest, recover
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
 
@@ -75,6 +86,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds an answer of the executor's capacity is reused for (GET /v1/capacity is public).
 CAPACITY_FRESH_FOR = 1.0
+
+#: How a job that a restart interrupted before it finished is described (never a bare "failed").
+INTERRUPTED = "interrupted at a gateway restart before it finished, refunded"
 
 #: What a job's owner sees of its usage record.
 USAGE_FIELDS = ("epoch", "cpu_millis", "wall_millis", "max_rss_kib", "gpu_millis", "price")
@@ -139,18 +153,27 @@ class CentreNode:
         Raises PolicyStartError, before anything else starts, when the policy files are not the
         policy version this centre last published on chain.
         """
-        self.parts.index.sync()
+        try:
+            self.parts.index.sync()
+        except ChainUnavailable as exc:  # serve from the index as it stands; housekeeping catches up
+            index = self.parts.index
+            if index.last_block < index.deployment.start_block:  # nothing to serve from: members, keys, policy
+                raise ChainUnavailable(
+                    f"{exc}, and {self.name} has never read the chain: its first start needs it"
+                ) from None
+            log.warning("%s: %s; starting from the local index (block %d)", self.name, exc, index.last_block)
         self.parts.policy.start()
         self.parts.signon.publish_issuer_key()
         self.parts.epochs.resend_anchors()
-        self.parts.epochs.flush()
+        with contextlib.suppress(ChainUnavailable):  # logged by housekeeping's first round
+            self.parts.epochs.flush()
         self._housekeeper = threading.Thread(
             target=self._housekeeping, args=(interval,), name=f"{self.name}-housekeeping", daemon=True
         )
         self._housekeeper.start()
         store = self.parts.store
-        for job in store.jobs_in_status("running"):
-            store.complete_job(job.id, "failed", None, "", "", detail="interrupted by a gateway restart")
+        for job in store.jobs_in_status("running"):  # a crash left them: finished runs are billed, others refunded
+            self._pool.submit(self._recover, job.id)
         for job in store.jobs_in_status("queued"):
             self._pool.submit(self._run, job.id)
 
@@ -166,10 +189,10 @@ class CentreNode:
         """Follow the chain, send what the outbox holds, settle epochs that became ready."""
         while not self._stopping.wait(interval):
             try:
-                self.parts.epochs.flush()
-                self.parts.epochs.catch_up()
+                self.parts.epochs.housekeeping()
             except Exception as exc:  # noqa: BLE001 - the chain may be briefly unreachable: try again next round
                 log.warning("%s: housekeeping failed: %s", self.name, exc)
+            self._sweep_runs()
 
     # -- identity ----------------------------------------------------------------
 
@@ -285,7 +308,9 @@ class CentreNode:
         request = submission.request()
         self._check_centre(request)
         if idempotency_key is not None:
-            earlier = self.parts.store.job_by_key(claims.sub, idempotency_key)
+            earlier = self.parts.store.job_by_key(
+                self._key_scope(claims, submission.order, submission.order_signature), idempotency_key
+            )
             if earlier is not None:  # decided before anything runs: a retry never starts a second job
                 return self._retry(earlier, request, idempotency_key)
         if group_signature is not None:
@@ -300,6 +325,19 @@ class CentreNode:
             submission.order, submission.order_signature, submission.grant, submission.grant_signature
         )
         return self._accept(claims, request, signed, idempotency_key, allowed, group_signature)
+
+    def _key_scope(self, claims: Claims, order: dict, order_signature: str) -> str:
+        """Whose an idempotency key is: the user a password session names (uid@home), else the order's payment
+        account. A presented or anonymous session's principal is a fresh pseudonym at each sign-on, so a retry
+        after a new sign-on would otherwise start a second job; the account is the one authority that outlives
+        the session (it also acts for its job, `JobSignature`), and only its key holder can sign its orders."""
+        if claims.amr == [PASSWORD]:
+            return claims.sub
+        try:
+            account = recover(Order.from_dict(order), self.parts.domain, from_hex(order_signature, what="signature"))
+        except (InvalidSignature, HexError, KeyError, TypeError, ValueError):
+            return claims.sub  # not a signed order: the payment check refuses it before anything is stored
+        return f"account:{account}"
 
     def anonymous_submit(
         self, submission: AnonymousSubmission, idempotency_key: str | None, client: str | None = None
@@ -576,6 +614,7 @@ class CentreNode:
                 payment=accepted.payment,
                 decision=allowed.entry,
                 group_signature=group_signature,
+                idempotency_scope=claims.sub if claims.amr == [PASSWORD] else f"account:{accepted.account}",
             )
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
@@ -679,6 +718,7 @@ class CentreNode:
             sealed=sealed,
             receipted=job.receipt_signature is not None,
             decision=self._decision_id(job),
+            detail=None if job.record_id else job.detail,
         )
 
     def _decision_id(self, job: Job) -> str | None:
@@ -690,16 +730,27 @@ class CentreNode:
         """A worker's task: run the job and complete it; never leave it `running` behind.
 
         The pool keeps a task's exception to itself, so whatever goes wrong is
-        logged here and the job is completed as failed, with the reason.
+        logged here and the job is completed as failed, with the reason; except
+        a full or read-only data disk, which cannot store that either: the job
+        stays `running` with its run on disk, and the next start completes it.
         """
         try:
             self._execute(job_id)
         except Exception as exc:
+            if disk_refusal(exc) is not None:  # the data disk is full or read-only: its run is kept on disk
+                log.error(
+                    "%s: job %s left running until the next start, which completes it: %s", self.name, job_id, exc
+                )
+                return
             log.exception("%s: job %s failed in the gateway", self.name, job_id)
             try:
                 self.parts.store.complete_job(job_id, "failed", None, "", "", detail=f"gateway error: {exc}")
             except StoreError:  # already completed, or gone: nothing left to mark
                 pass
+            except Exception as again:  # noqa: BLE001 - the data disk: left running, its run kept for the next start
+                log.error("%s: job %s left running: %s", self.name, job_id, again)
+            else:
+                self._release_run(job_id)
 
     def _execute(self, job_id: str) -> None:
         store = self.parts.store
@@ -711,21 +762,107 @@ class CentreNode:
             return
         try:
             res = request.resources
-            execution = self.parts.executor.run(
-                request.command, request.walltime, limits=Limits(res.cores, res.memory_mib, res.gpus)
+            execution = self.parts.executor.run(  # named by the job: a run that outlives a crash of ours is found
+                request.command, request.walltime, limits=Limits(res.cores, res.memory_mib, res.gpus), key=job_id
             )
         except ExecutorError as exc:  # a job that cannot start is a failed job, not a dead worker
             log.warning("job %s could not start: %s", job_id, exc)
             store.complete_job(job_id, "failed", None, "", "", detail=f"could not start: {exc}")
+            self._release_run(job_id)
             return
         except Exception as exc:  # noqa: BLE001 - the executor lost the job (cancelled, node failure): nothing metered, no bill
             log.warning("job %s ended without a result: %s", job_id, exc)
-            store.complete_job(job_id, "failed", None, "", "", detail=f"ended without a result, unbilled: {exc}")
+            disk = disk_refusal(exc)
+            why = f"not started, unbilled: {disk.message}" if disk else f"ended without a result, unbilled: {exc}"
+            store.complete_job(job_id, "failed", None, "", "", detail=why)
+            self._release_run(job_id)
             return
+        self._finish_run(job, request, execution)
+
+    def _recover(self, job_id: str) -> None:
+        """A job a crash left `running`: completed and billed when its run finished (its launcher's result on
+        disk, waiting for a launcher still running), else refunded, saying so (`_refund_interrupted`)."""
+        store = self.parts.store
+        job = store.get_job(job_id)
+        if job is None or job.status != "running":
+            return
+        recover = getattr(self.parts.executor, "recover", None)
+        try:
+            execution = recover(job_id) if recover is not None else None
+        except Exception as exc:  # noqa: BLE001 - a result that is not a launcher's: nothing to bill
+            log.warning("%s: job %s left no usable result at the restart: %s", self.name, job_id, exc)
+            execution = None
+        try:
+            if execution is None:
+                self._refund_interrupted(job)
+            else:
+                log.info("%s: job %s finished while the gateway was down: completed and billed", self.name, job_id)
+                self._finish_run(job, JobRequest.model_validate(job.request), execution)
+        except Exception as exc:
+            if disk_refusal(exc) is not None:  # as in `_run`: left running, its run kept, for the next start to bill
+                log.error(
+                    "%s: job %s left running until the next start, which completes it: %s", self.name, job_id, exc
+                )
+                return
+            log.exception("%s: job %s could not be recovered", self.name, job_id)
+            try:
+                store.complete_job(job_id, "failed", None, "", "", detail=f"gateway error at a restart: {exc}")
+            except StoreError:
+                pass
+        self._release_run(job_id)
+
+    def _refund_interrupted(self, job: Job) -> None:
+        """Complete a job that a restart interrupted before it finished: no record, nothing billed, and its hold
+        released: at once when this centre is the payer's home, else by the home when the order's deadline
+        has passed with no record (`Payer.expire`)."""
+        released = "by your home once the order's deadline passes"
+        payer = self.parts.payer
+        if payer is not None and job.home == self.name and job.payment is not None:
+            try:
+                payer.refund(grant_digest(Grant.from_dict(job.payment.grant), self.parts.domain))
+                released = "now"
+            except Exception as exc:  # noqa: BLE001 - the deadline releases it anyway
+                log.warning("%s: the hold of interrupted job %s was not released now: %s", self.name, job.id, exc)
+        self.parts.store.complete_job(
+            job.id,
+            "failed",
+            None,
+            "",
+            "",
+            detail=f"{INTERRUPTED}: nothing is billed (no usage record) and the hold on your project is released "
+            f"{released}; submit it again if you still need it",
+        )
+
+    def _release_run(self, job_id: str) -> None:
+        """The job is final and stored: its run's folder may go (after the executor's retention)."""
+        release = getattr(self.parts.executor, "release", None)
+        if release is None:
+            return
+        try:
+            release(job_id)
+        except Exception as exc:  # noqa: BLE001 - the sweep or the next restart's recovery tries again
+            log.warning("%s: the folder of job %s was not released: %s", self.name, job_id, exc)
+
+    def _sweep_runs(self) -> None:
+        sweep = getattr(self.parts.executor, "sweep", None)
+        if sweep is None:
+            return
+        try:
+            sweep()
+        except Exception as exc:  # noqa: BLE001 - next round
+            log.warning("%s: job folders not swept: %s", self.name, exc)
+
+    def _finish_run(self, job: Job, request: JobRequest, execution: Execution) -> None:
+        """Complete a job whose run ended with `execution`: priced, signed and billed; then release its run."""
+        store = self.parts.store
+        job_id = job.id
         status = "timed_out" if execution.timed_out else ("succeeded" if execution.exit_code == 0 else "failed")
         try:
             self._complete_with_record(job, request, execution, status)
         except Exception as exc:  # it ran, but cannot be billed: say so rather than claim success
+            if disk_refusal(exc) is not None:  # the run stays on disk, the job running: the next start bills it
+                log.error("%s: job %s ran, but its completion cannot be stored (%s)", self.name, job_id, exc)
+                raise
             log.exception("%s: job %s ran but its usage record could not be made", self.name, job_id)
             store.complete_job(
                 job_id,
@@ -735,6 +872,7 @@ class CentreNode:
                 execution.stderr_tail,
                 detail=f"the job ran ({status}) but its usage record could not be made: {exc}",
             )
+        self._release_run(job_id)
 
     def _too_late(self, job: Job, request: JobRequest) -> str | None:
         """Why a job may not start now: it could not end by its order's deadline (then it is never billed)."""
