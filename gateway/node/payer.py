@@ -7,7 +7,9 @@ home's member chain key. The serving centre checks order and grant itself, so
 no server-to-server call is made per job. The hold is committed before the
 grant leaves the home, so a grant never outlives a crash without its hold;
 holds end paid or refunded, driven by the home's watcher (`settle_holds`,
-`refund`, `expire`).
+`refund`, `expire`), except the holds of jobs the home served itself: no claim
+on chain pays those, so the epoch's close that takes their records pays them
+(`gateway.store.holds.pay_own_records`).
 
 The home learns where its users compute (the order names the centre), as a
 card issuer does; the serving centre learns only a one-time account.

@@ -18,6 +18,7 @@ from gateway.store import checks
 from gateway.store.base import StoreBase, open_epoch_in
 from gateway.store.decisions import close_decision_log
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
+from gateway.store.holds import pay_own_records
 
 __all__ = ["Books", "ClosedEpoch", "HomeClosure", "NewRecord", "PaidRecord", "RecordInput", "StoredRecord"]
 
@@ -363,6 +364,19 @@ class Books(StoreBase):
         with self._lock:
             return open_epoch_in(self._db)
 
+    def jobs_by_status(self) -> dict[str, int]:
+        """How many jobs are in each status (for /metrics): one indexed count per status."""
+        with self._lock:
+            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        return {str(r[0]): int(r[1]) for r in rows}
+
+    def open_epoch_opened_at(self) -> int | None:
+        """When the open epoch began (UTC seconds): what a close schedule counts from."""
+        with self._lock:
+            epoch = open_epoch_in(self._db)
+            row = self._db.execute("SELECT opened_at FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+        return None if row is None else int(row[0])
+
     def close_epoch(self, epoch: int, homes: dict[str, Any]) -> ClosedEpoch:
         """Fix the open epoch's claim per home ((root, count, total) of its sum tree) and open the next epoch.
 
@@ -374,7 +388,9 @@ class Books(StoreBase):
         (EpochMismatch otherwise: a record arrived after the trees were built;
         rebuild, or use close_open_epoch()). Closing an epoch already closed with
         the same claims returns the stored closure (safe to retry); with other
-        claims, or an epoch not open yet, raises EpochError.
+        claims, or an epoch not open yet, raises EpochError. The holds of this
+        home's own users' records in the epoch are paid in the same transaction
+        (`holds.pay_own_records`).
         """
         checks.positive_int("epoch", epoch)
         claims = _homes(homes)
@@ -412,6 +428,7 @@ class Books(StoreBase):
                     "INSERT INTO epoch_homes (epoch, home, position, root, count, total) VALUES (?, ?, ?, ?, ?, ?)",
                     (epoch, home, position, claim.root, claim.count, str(claim.total)),
                 )
+            pay_own_records(db, epoch, now)  # no claim on chain pays a home's own users' holds: the close does
             db.execute("INSERT INTO epochs (epoch, status, opened_at) VALUES (?, 'open', ?)", (epoch + 1, now))
             return _closure(db, db.execute("SELECT * FROM epochs WHERE epoch = ?", (epoch,)).fetchone())
 

@@ -10,13 +10,18 @@ keccak256: the supervisors can ask to open it as they would a job's.
 
 A hold ends `paid` (its record settled: the price is spent, the rest of the
 hold released) or `refunded` (its claim was voided, or no record came in
-time). Amounts are SQLite integers (64-bit): allocations are bounded so that
-every sum fits (gateway.node.config.MAX_ALLOCATION).
+time). A job the home served to its own user has no claim on chain to settle
+(a centre never claims on itself): its hold is paid when the epoch that takes
+its record closes (`pay_own_records`, in the closing transaction), since that
+closure fixes the home's claim on its own users, anchored for the audit and
+never netted. Amounts are SQLite integers (64-bit): allocations are bounded so
+that every sum fits (gateway.node.config.MAX_ALLOCATION).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -43,7 +48,10 @@ __all__ = [
     "OverBudget",
     "SettleOutcome",
     "UnknownHold",
+    "pay_own_records",
 ]
+
+log = logging.getLogger(__name__)
 
 HOLD_STATUSES = ("held", "paid", "refunded")
 MAX_AMOUNT = 2**63 - 1
@@ -185,6 +193,47 @@ def _project_figures(db: sqlite3.Connection, project: str) -> tuple[int, int]:
 
 def _held_total(db: sqlite3.Connection) -> int:
     return int(db.execute("SELECT COALESCE(SUM(amount), 0) FROM holds WHERE status = 'held'").fetchone()[0])
+
+
+def pay_own_records(db: sqlite3.Connection, epoch: int, now: int) -> list[str]:
+    """Pay the holds of this home's own users' jobs served here, whose records the closing `epoch` takes.
+
+    Called inside the closing transaction, so the book and the home's claim on its
+    own users (the closure's tree, anchored for the audit) change together. A record
+    names the grant it is paid under; a grant digest in this book is one this home
+    issued, so the join finds exactly the own users' records. A lapsed record is in
+    no claim and pays nothing; a hold already paid is left as it is; a price above
+    the hold is never paid (the centre caps a record at its grant). Held or
+    refunded, a hold is paid: the claim stands, as `HoldBook.settle` follows a
+    settled claim. Returns the grant digests paid.
+    """
+    rows = db.execute(
+        "SELECT h.grant_digest, h.status, h.amount, r.record_id, r.record FROM usage_records AS r"
+        " JOIN holds AS h ON h.grant_digest ="
+        " (CASE WHEN json_valid(r.record) THEN lower(substr(json_extract(r.record, '$.grant'), 3)) END)"
+        " WHERE r.epoch = ? AND r.lapsed_at IS NULL",
+        (epoch,),
+    ).fetchall()
+    paid: list[str] = []
+    for row in rows:
+        if row["status"] == "paid":
+            continue
+        price = json.loads(row["record"]).get("price")
+        if not isinstance(price, int) or isinstance(price, bool) or not 0 <= price <= row["amount"]:
+            log.warning(
+                "record %s names grant 0x%s at a price (%r) its hold (%d) does not allow: not paid",
+                row["record_id"],
+                row["grant_digest"],
+                price,
+                row["amount"],
+            )
+            continue
+        db.execute(
+            "UPDATE holds SET status = 'paid', price = ?, updated_at = ? WHERE grant_digest = ?",
+            (price, now, row["grant_digest"]),
+        )
+        paid.append(row["grant_digest"])
+    return paid
 
 
 class HoldBook(StoreBase):
