@@ -549,10 +549,11 @@ class _ChainReader:
 
     def shortfalls(self, epoch: int) -> dict[bytes, int]:
         """Debtor -> what it could not pay at the epoch's settlement: the Shortfall events of the transaction
-        that emitted its EpochSettled (a later settleLate of a late anchor reports shortfalls of its own)."""
+        that emitted its EpochSettled, before it (a settleLate of a late anchor reports shortfalls of its own, after
+        the EpochSettled when one contract calls both in one transaction)."""
         settled = self._logs(self.k.settlement.events.EpochSettled, epoch=epoch)
         if not settled:
             return {}
-        tx = settled[0].transactionHash
+        tx, at = settled[0].transactionHash, settled[0].logIndex
         logs = self._logs(self.k.settlement.events.Shortfall, epoch=epoch)
-        return {bytes(e.args.debtor): int(e.args.unpaid) for e in logs if e.transactionHash == tx}
+        return {bytes(e.args.debtor): int(e.args.unpaid) for e in logs if e.transactionHash == tx and e.logIndex < at}

@@ -60,6 +60,12 @@ contract Settlement {
     ///         withdrawal waits for this, not for its unlock epoch alone: collateral never
     ///         leaves while an earlier epoch that may hold debts of its owner is open.
     uint64 public settledThrough;
+    /// @notice How far past `settledThrough` an epoch may settle. A withdrawal waits for the epoch
+    ///         two past the highest settled one and every one before it, so an epoch settled far
+    ///         ahead (anchored alone by a member that reaches `Consortium.anchorQuorum`) would
+    ///         make every withdrawal asked after it wait for epochs nobody reaches; honest epochs
+    ///         settling out of order (one waiting for a silent member) stay within this.
+    uint64 public constant MAX_AHEAD = 16;
 
     /// @notice Credit was deposited as collateral.
     /// @param account Whose collateral grew.
@@ -117,7 +123,8 @@ contract Settlement {
     error Unauthorized(address caller);
     /// @notice The epoch has already been settled.
     error AlreadySettled(uint64 epoch);
-    /// @notice Not every active member anchored the epoch, or its answer deadline has not passed.
+    /// @notice Not every active member anchored the epoch, or its answer deadline has not passed,
+    ///         or it is more than `MAX_AHEAD` past `settledThrough`.
     error NotSettleable(uint64 epoch);
     /// @notice The account's free collateral is less than the amount.
     error InsufficientCollateral(address account, uint256 free, uint256 amount);
@@ -277,7 +284,8 @@ contract Settlement {
     ///      The centres netted and what moved for each are the `EpochSettled` event (auditors
     ///      need the set that was netted: membership changes after settlement).
     ///      Reverts UsageLedger.FormerParticipants when a centre the epoch's claims name has left
-    ///      the consortium since: `settleWithout` names those.
+    ///      the consortium since: `settleWithout` names those. Reverts NotSettleable for an
+    ///      epoch more than `MAX_AHEAD` past `settledThrough`: it waits for those before it.
     /// @param epoch The epoch.
     function settle(uint64 epoch) external {
         _settle(epoch, new bytes32[](0));
@@ -295,7 +303,9 @@ contract Settlement {
 
     function _settle(uint64 epoch, bytes32[] memory formers) private {
         if (settled(epoch)) revert AlreadySettled(epoch);
-        if (!usageLedger.settleable(epoch)) revert NotSettleable(epoch);
+        if (uint256(epoch) > uint256(settledThrough) + MAX_AHEAD || !usageLedger.settleable(epoch)) {
+            revert NotSettleable(epoch);
+        }
         _settled[epoch >> 8] |= uint256(1) << (epoch & 255);
         uint64 through = settledThrough;
         while (settled(through + 1)) through++;

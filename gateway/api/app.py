@@ -808,8 +808,9 @@ def _describe(error: dict) -> str:
     return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
 
 
-#: A URL's scheme, its credentials (user:password@) and host, and its path, query and fragment.
-_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#@]*@)?([^\s/?#@)]*)[^\s)]*")
+#: A URL's scheme, its credentials (user:password@, to the last '@': a password may hold one) and host, and
+#: its path, query and fragment.
+_URL = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^\s/?#]*@)?([^\s/?#@)]*)[^\s)]*")
 
 
 def _no_url_secrets(text: str) -> str:

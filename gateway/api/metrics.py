@@ -61,9 +61,9 @@ class NodeCollector(Collector):
 
     def _job_counts(self) -> dict[str, int]:
         with self._counting:  # one count at a time: scrapes that wait for it reuse it
-            now = time.monotonic()
-            if self._counted is None or now - self._counted[0] >= JOB_COUNTS_FRESH_FOR:
-                self._counted = (now, self.node.parts.store.jobs_by_status())
+            if self._counted is None or time.monotonic() - self._counted[0] >= JOB_COUNTS_FRESH_FOR:
+                counts = self.node.parts.store.jobs_by_status()
+                self._counted = (time.monotonic(), counts)  # fresh from when it ends: a slow count is reused too
             return self._counted[1]
 
     def collect(self) -> Iterator[Metric]:

@@ -60,15 +60,14 @@ def serve(app: FastAPI, host: str, port: int, *, log_format: str = "text") -> No
     uvicorn shuts down gracefully on these signals and then re-raises the signal
     at the handler that was installed before it started; with the default
     SIGTERM handler that kills the process on the spot, so the caller's cleanup
-    (finishing jobs, stopping the chain follower) would never run. With `log_format` "json"
-    uvicorn's lines go through the handler gateway.node.logs installed (its own config is off).
+    (finishing jobs, stopping the chain follower) would never run. In either `log_format`
+    uvicorn's lines go through the handler gateway.node.logs installed (its own config is off),
+    so they too leave out a URL's credentials.
     """
+    del log_format  # the caller's gateway.node.logs.configure chose it
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        if log_format == "json":
-            uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
-        else:
-            uvicorn.run(app, host=host, port=port, log_level="info")
+        uvicorn.run(app, host=host, port=port, log_level="info", log_config=None)
     except _Stopped:
         pass
     finally:

@@ -21,7 +21,8 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 #: A URL's credentials (scheme://user:password@): a chain node's URL may carry them, and errors name the URL.
-_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/?#@]*@")
+#: Up to the last '@' before the host: a password may hold an '@' (URL parsers split at the last one).
+_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.-]*://)[^\s/?#]*@")
 
 
 def without_credentials(text: str) -> str:
