@@ -25,7 +25,9 @@ from gateway.consortium import slapd as slapd_node
 from gateway.consortium.anvil import anvil_binary
 from gateway.consortium.control import ConsortiumError, Proc, State, up
 from gateway.consortium.processes import alive, start_time
+from gateway.consortium.spec import load_consortium
 from ledger.chain import connect
+from ledger.deploy import Deployment, bind
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 XCENTRE = Path(sys.executable).with_name("xcentre")
@@ -62,6 +64,13 @@ def test_up_status_a_job_and_down(tmp_path, capsys):
         # every centre's account was funded with gas (from anvil's dev account) and paid its own transactions
         chain = connect(state.chain_url)
         members = (run / "members.toml").read_text()
+        # every period of the consortium file is the deployment's
+        spec = load_consortium(EXAMPLES / "consortium.toml")
+        contracts = bind(chain, Deployment.from_json(run / "deployment.json"))
+        ledger = contracts.usage_ledger.functions
+        assert contracts.settlement.functions.anchorWindow().call() == spec.anchor_window == 120
+        assert ledger.disputeWindow().call() == spec.dispute_window
+        assert ledger.bookingDelay().call() == spec.booking_delay
         for name in ("hpc-a", "cloud-b", "ai-c"):
             account = Account.from_key((run / name / "keys" / "chain.key").read_text().strip()).address
             assert account in members

@@ -400,27 +400,13 @@ def _deploy(args: argparse.Namespace) -> int:
 
     from gateway.client.provision import load_members
     from ledger.chain import connect
-    from ledger.deploy import deploy_consortium
 
     plan = load_members(args.members)
     chain = connect(args.chain)
     deployer = Account.from_key(args.key_file.read_text().strip())
     for member in plan.members if args.fund_members else ():
         chain.send_value(deployer, member.account, args.fund_members)
-    deployment = deploy_consortium(
-        chain,
-        deployer,
-        plan.members,
-        plan.quorum,
-        plan.initial_credit,
-        rate_notice=plan.rate_notice,
-        dispute_window=plan.dispute_window,
-        booking_delay=plan.booking_delay,
-        anchor_window=plan.anchor_window,
-        supervisors=plan.supervisors,
-        supervision_threshold=plan.supervision_threshold,
-        dkg_window=plan.dkg_window,
-    )
+    deployment = plan.deploy(chain, deployer)
     deployment.to_json(args.out)
     print(
         f"deployed {len(plan.members)} members (quorum {plan.quorum}, rates notice {plan.rate_notice} s, "

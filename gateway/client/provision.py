@@ -13,17 +13,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eth_account import Account
+from eth_account.signers.local import LocalAccount
 
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
+from ledger.chain import Chain
 from ledger.deploy import (
     DEFAULT_ANCHOR_WINDOW,
     DEFAULT_BOOKING_DELAY,
     DEFAULT_DISPUTE_WINDOW,
     DEFAULT_DKG_WINDOW,
     DEFAULT_RATE_NOTICE,
+    Deployment,
     MemberSpec,
     Prices,
+    deploy_consortium,
 )
 from ledger.primitives.files import write_private
 from ledger.primitives.hex import from_hex, to_hex
@@ -79,6 +83,23 @@ class ConsortiumPlan:
     supervision_threshold: int | None = None
     """How many supervisors open a signature together; None: a majority of the committee."""
     dkg_window: int = DEFAULT_DKG_WINDOW
+
+    def deploy(self, chain: Chain, deployer: LocalAccount) -> Deployment:
+        """Deploy the consortium this plan describes, every setting of it passed on."""
+        return deploy_consortium(
+            chain,
+            deployer,
+            self.members,
+            self.quorum,
+            self.initial_credit,
+            rate_notice=self.rate_notice,
+            dispute_window=self.dispute_window,
+            booking_delay=self.booking_delay,
+            anchor_window=self.anchor_window,
+            supervisors=self.supervisors,
+            supervision_threshold=self.supervision_threshold,
+            dkg_window=self.dkg_window,
+        )
 
 
 def load_members(path: Path) -> ConsortiumPlan:

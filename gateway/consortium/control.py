@@ -32,7 +32,7 @@ from gateway.consortium import slapd as slapd_node
 from gateway.consortium.processes import STOP_TIMEOUT, alive, free_port, spawn, start_time, stop, wait_until
 from gateway.consortium.spec import ConsortiumFile, MemberFiles, load_consortium
 from ledger.chain import Chain, connect
-from ledger.deploy import Deployment, deploy_consortium
+from ledger.deploy import Deployment
 from ledger.gas import accounts_gas, fund, gas_price, shortfall_message
 from ledger.primitives.files import write_private
 
@@ -232,19 +232,7 @@ def _first_up(spec: ConsortiumFile, folder: Path, started: list[Proc], say: Say)
     members_file = folder / "members.toml"
     members_file.write_text(_members_toml(spec, publics, state))
     plan = load_members(members_file)  # what `xcentre deploy --members` would read
-    deployment = deploy_consortium(
-        chain,
-        funder,
-        plan.members,
-        plan.quorum,
-        plan.initial_credit,
-        rate_notice=plan.rate_notice,
-        dispute_window=plan.dispute_window,
-        booking_delay=plan.booking_delay,
-        supervisors=plan.supervisors,
-        supervision_threshold=plan.supervision_threshold,
-        dkg_window=plan.dkg_window,
-    )
+    deployment = plan.deploy(chain, funder)
     deployment.to_json(folder / "deployment.json")
     say(f"deployed {len(plan.members)} members on {state.chain_url}; deployment in {folder / 'deployment.json'}")
     for m in spec.members:
@@ -329,6 +317,7 @@ def _members_toml(spec: ConsortiumFile, publics: dict[str, dict], state: State) 
         f"rate_notice = {spec.rate_notice}",
         f"dispute_window = {spec.dispute_window}",
         f"booking_delay = {spec.booking_delay}",
+        f"anchor_window = {spec.anchor_window}",
         "",
         "[supervision]",
         f"dkg_window = {spec.dkg_window}",

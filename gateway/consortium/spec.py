@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ledger.deploy import (
+    DEFAULT_ANCHOR_WINDOW,
     DEFAULT_BOOKING_DELAY,
     DEFAULT_DISPUTE_WINDOW,
     DEFAULT_DKG_WINDOW,
@@ -29,7 +30,17 @@ DEFAULT_GAS = 10 * 10**18
 MEMBER_KEYS = frozenset({"name", "gateway", "directory", "prices"})
 CHAIN_KEYS = frozenset({"anvil", "url", "funder_key_file", "gas_per_centre"})
 TOP_KEYS = frozenset(
-    {"quorum", "initial_credit", "rate_notice", "dispute_window", "booking_delay", "supervision", "chain", "member"}
+    {
+        "quorum",
+        "initial_credit",
+        "rate_notice",
+        "dispute_window",
+        "booking_delay",
+        "anchor_window",
+        "supervision",
+        "chain",
+        "member",
+    }
 )
 
 
@@ -67,6 +78,7 @@ class ConsortiumFile:
     rate_notice: int
     dispute_window: int
     booking_delay: int
+    anchor_window: int
     supervisors: list[str] | None
     supervision_threshold: int | None
     dkg_window: int
@@ -108,6 +120,7 @@ def load_consortium(path: Path) -> ConsortiumFile:
         rate_notice=_whole(path, raw, "rate_notice", DEFAULT_RATE_NOTICE),
         dispute_window=_whole(path, raw, "dispute_window", DEFAULT_DISPUTE_WINDOW),
         booking_delay=_whole(path, raw, "booking_delay", DEFAULT_BOOKING_DELAY),
+        anchor_window=_whole(path, raw, "anchor_window", DEFAULT_ANCHOR_WINDOW),
         supervisors=supervision.get("supervisors"),
         supervision_threshold=supervision.get("threshold"),
         dkg_window=_whole(path, supervision, "dkg_window", DEFAULT_DKG_WINDOW),
