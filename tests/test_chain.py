@@ -188,3 +188,12 @@ def test_a_named_binding_reads_struct_fields_by_name(chain):
         90,
         False,
     ]
+
+
+def test_the_sessions_anvil_holds_ether_for_every_consortium_of_a_run(anvil_url):
+    """Each consortium brought up on the session's node funds its centres from the development account:
+    anvil's default 10,000 ether ran out within one run of the suite."""
+    from tests.fixtures.anvil import SESSION_ETHER
+
+    chain = connect(anvil_url)
+    assert chain.w3.eth.get_balance(chain.dev_account.address) > (SESSION_ETHER - 10**6) * 10**18

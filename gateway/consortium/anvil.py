@@ -35,17 +35,23 @@ def anvil_binary() -> Path | None:
     return Path(found) if found else None
 
 
-def anvil_command(binary: Path, port: int, state: Path | None = None) -> list[str]:
-    """anvil on 127.0.0.1:port (prague); with `state`, the chain is loaded from and saved to that file."""
+def anvil_command(binary: Path, port: int, state: Path | None = None, balance: int | None = None) -> list[str]:
+    """anvil on 127.0.0.1:port (prague); with `state`, the chain is loaded from and saved to that file; with
+    `balance`, each development account starts with that many ether (anvil's default: 10,000)."""
     command = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--hardfork", HARDFORK, "--quiet"]
     if state is not None:
         command += ["--state", str(state)]
+    if balance is not None:
+        command += ["--balance", str(balance)]
     return command
 
 
-def start_anvil(binary: Path, port: int, log: IO[bytes], *, state: Path | None = None) -> subprocess.Popen:
+def start_anvil(
+    binary: Path, port: int, log: IO[bytes], *, state: Path | None = None, balance: int | None = None
+) -> subprocess.Popen:
     """Starts anvil on loopback with its output to `log` (an open file, so it never blocks)."""
-    return subprocess.Popen(anvil_command(binary, port, state), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    command = anvil_command(binary, port, state, balance)
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
 
 
 def spawn_anvil(binary: Path, port: int, log: Path, *, state: Path | None = None) -> subprocess.Popen:
