@@ -32,8 +32,9 @@ from gateway.consortium import slapd as slapd_node
 from gateway.consortium.processes import STOP_TIMEOUT, alive, free_port, spawn, start_time, stop, wait_until
 from gateway.consortium.spec import ConsortiumFile, MemberFiles, load_consortium
 from ledger.chain import Chain, connect
-from ledger.deploy import Deployment
+from ledger.deploy import Deployment, bind
 from ledger.gas import accounts_gas, fund, gas_price, shortfall_message
+from ledger.ids import centre_id
 from ledger.primitives.files import write_private
 
 STATE = "state.json"
@@ -182,6 +183,7 @@ def up(file: Path, folder: Path, say: Say = print) -> State:
         else:
             _up_again(spec, state, started, say)
         _start_gateways(spec, state, started, say)
+        _wait_until_each_knows_the_others(spec, state)
     except BaseException:
         for proc in reversed(started):
             proc.stop()
@@ -513,6 +515,34 @@ def _start_gateways(spec: ConsortiumFile, state: State, started: list[Proc], say
         except (TimeoutError, RuntimeError) as exc:
             raise ConsortiumError(f"{exc}; its log: {centre.gateway.log}\n{_tail(Path(centre.gateway.log))}") from None
         say(f"{name}: gateway on {centre.url} (pid {centre.gateway.pid})")
+
+
+def _wait_until_each_knows_the_others(spec: ConsortiumFile, state: State) -> None:
+    """Ready means more than answering: a user of one centre signs on at another only once that one's index has
+    the home's issuer key. So wait for every member's key on chain, then for every gateway's index to pass it."""
+    assert state.deployment is not None
+    chain = connect(state.chain_url)
+    registry = bind(chain, Deployment.from_json(Path(state.deployment))).identity_registry
+    assert registry is not None  # deploy_consortium always deploys it
+    ids = [centre_id(m.name) for m in spec.members]
+    wait_until(
+        lambda: all(registry.functions.issuerKeys(i).call() for i in ids),
+        GATEWAY_START_TIMEOUT,
+        "every centre's issuer key on chain",
+    )
+    block = chain.block_number()
+    for m in spec.members:
+        caught_up = functools.partial(_indexed_at_least, state.centres[m.name].url, block)
+        wait_until(caught_up, GATEWAY_START_TIMEOUT, f"{m.name}'s index to reach block {block}")
+
+
+def _indexed_at_least(url: str, block: int) -> bool:
+    """Whether the gateway at `url` says its index has reached `block` (GET /v1/health)."""
+    try:
+        indexed = httpx.get(url + "/v1/health", timeout=2.0).json()["chain"]["indexed_block"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return False
+    return isinstance(indexed, int) and indexed >= block
 
 
 def gateway_command(config: Path) -> list[str]:
