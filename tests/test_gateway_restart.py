@@ -9,18 +9,15 @@ folder, as `xcentre gateway` does at every start.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 
 import pytest
 
 from auth.credentials import generate_issuer_key
-from gateway.client.dispatch import submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient, GatewayRefused
 from gateway.node.signon import IssuerKey
 from ledger.ids import centre_id
-from tests.fixtures.consortium import PASSWORDS, start_consortium
-
-FINAL = ("succeeded", "failed", "timed_out")
+from tests.fixtures.consortium import start_consortium
+from tests.fixtures.jobs import eventually, final, job, submit
 
 
 @pytest.fixture(scope="module")
@@ -28,32 +25,6 @@ def fresh(slapd_factory, anvil_url, tmp_path_factory):
     running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("restart"))
     yield running
     running.stop()
-
-
-def job(centre: str, seconds: float = 0) -> dict:
-    code = f"import time; time.sleep({seconds}); print('done')"
-    return {"command": ["python3", "-c", code], "walltime": 30, "centre": centre}
-
-
-def eventually(check: Callable[[], bool], within: float = 20.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.05)
-
-
-def final(store, job_id: str, within: float = 20.0):
-    eventually(lambda: store.get_job(job_id).status in FINAL, within)
-    return store.get_job(job_id)
-
-
-def submit(fresh, uid: str, home: str, job_: dict) -> str:
-    """uid@home submits at the job's centre, paid by an order of a fresh account and the home's grant."""
-    with GatewayClient(fresh.url(home)) as session:
-        session.login(uid, PASSWORDS[uid])
-        submission = submit_anywhere(fresh.url(home), job_, with_home_session(session), centre=job_["centre"])
-    submission.client.close()
-    return submission.view["id"]
 
 
 def anchored(consortium, name: str, epoch: int) -> bool:

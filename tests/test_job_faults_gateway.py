@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import time
-from collections.abc import Callable
 
 import httpx
 import pytest
 
-from gateway.client.dispatch import submit_anywhere, with_home_session, with_wallet
+from gateway.client.dispatch import submit_anywhere, with_wallet
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable
 from gateway.client.wallet import PaymentKeys, Wallet
 from gateway.node.centre import INTERRUPTED
 from tests.fixtures.consortium import PASSWORDS, start_consortium
-
-FINAL = ("succeeded", "failed", "timed_out")
+from tests.fixtures.jobs import eventually, final, job, submit
 
 
 @pytest.fixture(scope="module")
@@ -29,31 +26,6 @@ def fresh(slapd_factory, anvil_url, tmp_path_factory):
     running = start_consortium(slapd_factory, anvil_url, tmp_path_factory.mktemp("job-faults"))
     yield running
     running.stop()
-
-
-def job(centre: str, seconds: float = 0) -> dict:
-    code = f"import time; time.sleep({seconds}); print('done')"
-    return {"command": ["python3", "-c", code], "walltime": 30, "centre": centre}
-
-
-def eventually(check: Callable[[], bool], within: float = 30.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "the condition did not come true in time"
-        time.sleep(0.05)
-
-
-def final(store, job_id: str, within: float = 30.0):
-    eventually(lambda: store.get_job(job_id).status in FINAL, within)
-    return store.get_job(job_id)
-
-
-def submit(fresh, uid: str, home: str, job_: dict) -> str:
-    with GatewayClient(fresh.url(home)) as session:
-        session.login(uid, PASSWORDS[uid])
-        submission = submit_anywhere(fresh.url(home), job_, with_home_session(session), centre=job_["centre"])
-    submission.client.close()
-    return submission.view["id"]
 
 
 class LostAnswer(httpx.HTTPTransport):
