@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import coincurve
-from common import AUDIT_FAST, AUDIT_NAIVE, Result, print_results
+from common import AUDIT_FAST, AUDIT_NAIVE, Result, run_alone
 from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_utils import keccak, to_checksum_address
@@ -252,13 +252,5 @@ def run(quick: bool = False) -> list[Result]:
     ]  # fmt: skip
 
 
-def main() -> None:
-    results = run(quick="--quick" in sys.argv)
-    print_results(results)
-    for r in results:
-        if r.note:
-            print(f"{r.id}: {r.note}")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

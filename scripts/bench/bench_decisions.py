@@ -38,8 +38,8 @@ from common import (
     DECISIONS_SUBMIT_WITHOUT,
     Result,
     Timing,
-    print_results,
     rate,
+    run_alone,
 )
 from eth_account import Account
 from eth_utils import keccak
@@ -511,13 +511,5 @@ def run(quick: bool = False) -> list[Result]:
     return results + measure_audit(logs) + measure_submission(quick)
 
 
-def main() -> None:
-    results = run(quick="--quick" in sys.argv)
-    print_results(results)
-    for r in results:
-        if r.note:
-            print(f"{r.id}: {r.note}")
-
-
 if __name__ == "__main__":
-    main()
+    run_alone(run, __doc__)

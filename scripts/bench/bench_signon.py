@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import httpx
-from common import SIGNON_ID, Result, print_results, rate
+from common import SIGNON_ID, Result, rate, run_alone
 
 from gateway.client.wallet import Wallet
 
@@ -113,6 +113,4 @@ def run(quick: bool = False) -> list[Result]:
 
 
 if __name__ == "__main__":
-    results = run(quick="--quick" in sys.argv)
-    print_results(results)
-    print(results[-1].note)
+    run_alone(run, __doc__)

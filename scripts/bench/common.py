@@ -13,6 +13,7 @@ ratio is ``value / peer value`` (for times: how many peers one operation costs).
 
 from __future__ import annotations
 
+import argparse
 import gc
 import os
 import statistics
@@ -273,3 +274,15 @@ def print_results(results: list[Result]) -> None:
         peer = by_id.get(r.peer) if r.peer else None
         extra = f"  {r.value / peer.value:6.2f}x {peer.operation}" if peer and peer.value else ""
         print(f"{r.case:<42}{r.operation:<32}{fmt_value(r.value, r.unit):>10} {r.unit:<3}{extra}")
+
+
+def run_alone(run: Callable[..., list[Result]], doc: str | None) -> None:
+    """A bench module run on its own: `--quick` (and `--help`) parsed, its figures and their notes printed."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (fewer records, calls or jobs)")
+    args = parser.parse_args()
+    results = run(quick=args.quick)
+    print_results(results)
+    for r in results:
+        if r.note:
+            print(f"{r.id}: {r.note}")
