@@ -15,10 +15,8 @@ only when someone cheats: one dispute and its answer are measured on a claim of
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PAYMENT_ANSWER_MAX, PAYMENT_GAS_PER_JOB, Result, print_results
+from common import PAYMENT_ANSWER_MAX, PAYMENT_GAS_PER_JOB, Result, print_results, solc_compile
 from eth_abi import encode
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -72,33 +70,7 @@ PEER_SOURCE = Path(__file__).resolve().parent / "peer" / "JobEscrow.sol"
 
 def compile_peer() -> dict[str, Any]:
     """ABI and bytecode of JobEscrow, compiled by the project's solcjs (scripts/solc) as the contracts are."""
-    source = {"peer/JobEscrow.sol": {"content": PEER_SOURCE.read_text()}}
-    request = {
-        "language": "Solidity",
-        "sources": source,
-        "settings": {
-            "evmVersion": "cancun",
-            "optimizer": {"enabled": True, "runs": 200},
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
-        },
-    }
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "solc"), "--standard-json"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-        cwd=ROOT / "contracts",
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"scripts/solc failed: {out.stderr.strip()}")
-    output = json.loads(out.stdout)
-    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
-    if errors:
-        raise RuntimeError("JobEscrow does not compile:\n" + "\n".join(errors))
-    unit = output["contracts"]["peer/JobEscrow.sol"]["JobEscrow"]
-    return {"abi": unit["abi"], "bytecode": "0x" + unit["evm"]["bytecode"]["object"]}
+    return solc_compile({"peer/JobEscrow.sol": PEER_SOURCE.read_text()}, "JobEscrow")["peer/JobEscrow.sol"]["JobEscrow"]
 
 
 class World:

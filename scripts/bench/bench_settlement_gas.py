@@ -28,7 +28,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import SETTLE_GAS_100, Result, print_results
+from common import SETTLE_GAS_100, Result, print_results, solc_compile
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
@@ -111,36 +111,9 @@ def compile_naive(rev: str) -> dict[str, dict[str, Any]]:
     sources = {}
     for path in names:
         if path.endswith(".sol"):
-            sources[path.removeprefix("contracts/")] = {"content": _git("show", f"{rev}:{path}")}
-    request = {
-        "language": "Solidity",
-        "sources": sources,
-        "settings": {
-            "evmVersion": "cancun",
-            "optimizer": {"enabled": True, "runs": 200},
-            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
-        },
-    }
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "solc"), "--standard-json"],
-        input=json.dumps(request),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-        cwd=ROOT / "contracts",
-    )
-    if out.returncode != 0:
-        raise RuntimeError(f"scripts/solc failed: {out.stderr.strip()}")
-    output = json.loads(out.stdout)
-    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
-    if errors:
-        raise RuntimeError(f"the contracts at {rev} do not compile:\n" + "\n".join(errors))
-    built = {}
-    for name in OLD_CONTRACTS:
-        unit = output["contracts"][f"src/{name}.sol"][name]
-        built[name] = {"abi": unit["abi"], "bytecode": "0x" + unit["evm"]["bytecode"]["object"]}
-    return built
+            sources[path.removeprefix("contracts/")] = _git("show", f"{rev}:{path}")
+    built = solc_compile(sources, f"the contracts at {rev}")
+    return {name: built[f"src/{name}.sol"][name] for name in OLD_CONTRACTS}
 
 
 def members(chain: Chain, n: int) -> tuple[list[MemberSpec], dict[bytes, LocalAccount]]:

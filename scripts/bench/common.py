@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import argparse
 import gc
+import json
 import os
 import statistics
+import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 # Ids that run_all.py's targets read. bench_signon.py should report its
 # throughput under SIGNON_ID, unit "/s".
@@ -286,3 +290,37 @@ def run_alone(run: Callable[..., list[Result]], doc: str | None) -> None:
     for r in results:
         if r.note:
             print(f"{r.id}: {r.note}")
+
+
+def solc_compile(sources: dict[str, str], what: str) -> dict[str, dict[str, dict[str, Any]]]:
+    """ABI and bytecode of every contract in `sources` (path -> Solidity text), compiled in memory by the
+    project's solcjs (scripts/solc) with the settings of scripts/compile_contracts.mjs: {path: {name: unit}}."""
+    root = Path(__file__).resolve().parents[2]
+    request = {
+        "language": "Solidity",
+        "sources": {path: {"content": text} for path, text in sources.items()},
+        "settings": {
+            "evmVersion": "cancun",
+            "optimizer": {"enabled": True, "runs": 200},
+            "outputSelection": {"*": {"*": ["abi", "evm.bytecode.object"]}},
+        },
+    }
+    out = subprocess.run(
+        [str(root / "scripts" / "solc"), "--standard-json"],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+        cwd=root / "contracts",
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"scripts/solc failed: {out.stderr.strip()}")
+    output = json.loads(out.stdout)
+    errors = [e["formattedMessage"] for e in output.get("errors", []) if e["severity"] == "error"]
+    if errors:
+        raise RuntimeError(f"{what} does not compile:\n" + "\n".join(errors))
+    return {
+        path: {name: {"abi": u["abi"], "bytecode": "0x" + u["evm"]["bytecode"]["object"]} for name, u in units.items()}
+        for path, units in output["contracts"].items()
+    }
