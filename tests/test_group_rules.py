@@ -12,23 +12,21 @@ AnonymousDesk.
 from __future__ import annotations
 
 import pytest
-from eth_account import Account
 
 from auth.credentials import generate_issuer_key
 from auth.group.credential import CREDENTIAL_PERIOD, credential_expiry, issue_week, issuer_key_id
 from auth.group.dkg import run_local
 from auth.group.signature import order_message, sign
-from auth.tokens import generate_key, public_key_bytes
 from gateway.node.anonymous import AnonymousDesk, SupervisionKey
 from gateway.node.errors import Forbidden
 from gateway.node.group_rules import group_issuer_key, week_issuer_key
-from ledger.chain import connect
-from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices, bind, deploy_consortium
+from ledger.deploy import bind
 from ledger.index import EventIndex
 from ledger.index.rows import IssuerKeyInfo
 from ledger.payment import order_digest
 from ledger.primitives.hex import to_hex
 from ledger.records import domain_for
+from tests.fixtures.members import embedded_members
 from tests.test_anonymous import member, order
 from tests.test_contracts import advance
 
@@ -41,21 +39,7 @@ YEAR = 365 * 24 * 3600
 def rotated(tmp_path_factory):
     """hpc-a set K1 last week; an hour into this week it set K2, then K3 (current), each rotation keeping the old
     key valid for a year; the index of them, and the expiry of a credential issued last week."""
-    chain = connect("embedded")
-    accounts = {name: Account.create() for name in (HOME, SERVING)}
-    for account in (*accounts.values(), deployer := Account.create()):
-        chain.fund(account.address, 10**20)
-    members = [
-        MemberSpec(
-            name=name,
-            account=account.address,
-            gateway_url=f"http://127.0.0.1:{9300 + i}",
-            token_key=public_key_bytes(generate_key()),
-            prices=Prices(per_cpu_second=10, per_gpu_second=0, per_gib_hour=1),
-        )
-        for i, (name, account) in enumerate(accounts.items())
-    ]
-    deployment = deploy_consortium(chain, deployer, members, 2, 10**9, rate_notice=DEFAULT_RATE_NOTICE)
+    chain, accounts, deployment = embedded_members((HOME, SERVING), 9300)
     registry = bind(chain, deployment).identity_registry.functions
     keys = [generate_issuer_key() for _ in range(3)]
 

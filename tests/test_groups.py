@@ -36,7 +36,7 @@ from auth.group.credential import (
 from auth.group.opening import combine, decryption_share
 from auth.group.points import g1_raw, random_scalar
 from auth.group.signature import order_message, quote_message, sign
-from auth.tokens import PRESENTED, Claims, TokenIssuer, generate_key, public_key_bytes
+from auth.tokens import PRESENTED, Claims, TokenIssuer, generate_key
 from gateway.node.anonymous import SupervisionKey
 from gateway.node.errors import (
     Conflict,
@@ -55,14 +55,15 @@ from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
-from ledger.chain import ChainError, ChainRevert, connect
-from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices, bind, deploy_consortium
+from ledger.chain import ChainError, ChainRevert
+from ledger.deploy import bind
 from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.outbox import DONE, FAILED, PENDING, Outbox
 from ledger.payment import Grant, Order, grant_digest, order_digest, recover, sign_typed
 from ledger.primitives.hex import from_hex, to_hex
 from ledger.records import domain_for
+from tests.fixtures.members import embedded_members
 
 HOME = "hpc-a"
 SERVING = "cloud-b"
@@ -122,21 +123,7 @@ def directory(slapd_factory) -> Directory:
 @pytest.fixture(scope="module")
 def chain_parts(tmp_path_factory):
     """Two members on the embedded chain with hpc-a's issuer key registered, read through a real index."""
-    chain = connect("embedded")
-    accounts = {name: Account.create() for name in (HOME, SERVING)}
-    for account in (*accounts.values(), deployer := Account.create()):
-        chain.fund(account.address, 10**20)
-    members = [
-        MemberSpec(
-            name=name,
-            account=account.address,
-            gateway_url=f"http://127.0.0.1:{9200 + i}",
-            token_key=public_key_bytes(generate_key()),
-            prices=Prices(per_cpu_second=10, per_gpu_second=0, per_gib_hour=1),
-        )
-        for i, (name, account) in enumerate(accounts.items())
-    ]
-    deployment = deploy_consortium(chain, deployer, members, 2, 10**9, rate_notice=DEFAULT_RATE_NOTICE)
+    chain, accounts, deployment = embedded_members((HOME, SERVING), 9200)
     sk, pk = generate_issuer_key()
     registry = bind(chain, deployment).identity_registry.functions
     chain.transact(registry.setIssuerKey(pk, 0), accounts[HOME])

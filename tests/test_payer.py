@@ -23,19 +23,18 @@ from eth_account.messages import encode_defunct
 from eth_utils import keccak
 
 from auth.directory import Directory
-from auth.tokens import PRESENTED, Claims, generate_key, public_key_bytes
+from auth.tokens import PRESENTED, Claims
 from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unauthenticated
 from gateway.node.payer import MAX_DEADLINE_AHEAD, Payer
 from gateway.store import Store
 from gateway.store.holds import HoldBook, HoldStateError, UnknownHold
-from ledger.chain import connect
-from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices, deploy_consortium
 from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.payment import Grant, Order, grant_digest, order_digest, recover, sign_typed
 from ledger.primitives.hex import to_hex
 from ledger.records import UsageRecord, domain_for, record_digest
 from tests.fixtures.consortium import PASSWORDS, start_consortium
+from tests.fixtures.members import embedded_members
 
 HOME = "hpc-a"
 SERVING = "cloud-b"
@@ -73,23 +72,7 @@ def directory(slapd_factory) -> Directory:
 @pytest.fixture(scope="module")
 def consortium_chain(tmp_path_factory):
     """Two members on the embedded chain, read through a real index."""
-    chain = connect("embedded")
-    accounts = {name: Account.create() for name in (HOME, SERVING)}
-    for account in accounts.values():
-        chain.fund(account.address, 10**20)
-    deployer = Account.create()
-    chain.fund(deployer.address, 10**20)
-    members = [
-        MemberSpec(
-            name=name,
-            account=account.address,
-            gateway_url=f"http://127.0.0.1:{9100 + i}",
-            token_key=public_key_bytes(generate_key()),
-            prices=Prices(per_cpu_second=10, per_gpu_second=0, per_gib_hour=1),
-        )
-        for i, (name, account) in enumerate(accounts.items())
-    ]
-    deployment = deploy_consortium(chain, deployer, members, 2, 10**9, rate_notice=DEFAULT_RATE_NOTICE)
+    chain, accounts, deployment = embedded_members((HOME, SERVING), 9100)
     index = EventIndex(tmp_path_factory.mktemp("index") / "index.db", chain, deployment)
     index.sync()
     return accounts, deployment, index

@@ -14,23 +14,22 @@ free, at any second), so it can make a value that exactly one member holds, and 
 from __future__ import annotations
 
 import pytest
-from eth_account import Account
 from eth_utils import keccak
 
 from auth.credentials import generate_issuer_key
 from auth.group.credential import CREDENTIAL_PERIOD, credential_expiry
 from auth.group.dkg import run_local
 from auth.group.signature import order_message, sign
-from auth.tokens import generate_key, public_key_bytes
 from gateway.node.anonymous import AnonymousDesk, SupervisionKey
 from gateway.node.errors import Forbidden, TooManyRequests
 from gateway.node.group_rules import VERIFICATION_BURST
-from ledger.chain import ChainRevert, connect
-from ledger.deploy import DEFAULT_RATE_NOTICE, MemberSpec, Prices, bind, deploy_consortium
+from ledger.chain import ChainRevert
+from ledger.deploy import bind
 from ledger.index import EventIndex
 from ledger.payment import order_digest
 from ledger.primitives.hex import to_hex
 from ledger.records import domain_for
+from tests.fixtures.members import embedded_members
 from tests.test_anonymous import NOW, REQUEST, Index, issuer, member, order
 from tests.test_contracts import advance
 
@@ -46,21 +45,7 @@ YEAR = 365 * 24 * 3600
 def turned(tmp_path_factory):
     """Two homes each with an issuer key and members from last week; the chain then moved just past a week
     boundary. What each hostile home does this week is in its test."""
-    chain = connect("embedded")
-    accounts = {name: Account.create() for name in (EPOCH_HOME, KEY_HOME, SERVING)}
-    for account in (*accounts.values(), deployer := Account.create()):
-        chain.fund(account.address, 10**20)
-    members = [
-        MemberSpec(
-            name=name,
-            account=account.address,
-            gateway_url=f"http://127.0.0.1:{9400 + i}",
-            token_key=public_key_bytes(generate_key()),
-            prices=Prices(per_cpu_second=10, per_gpu_second=0, per_gib_hour=1),
-        )
-        for i, (name, account) in enumerate(accounts.items())
-    ]
-    deployment = deploy_consortium(chain, deployer, members, 2, 10**9, rate_notice=DEFAULT_RATE_NOTICE)
+    chain, accounts, deployment = embedded_members((EPOCH_HOME, KEY_HOME, SERVING), 9400)
     registry = bind(chain, deployment).identity_registry.functions
     first = {home: generate_issuer_key() for home in (EPOCH_HOME, KEY_HOME)}
     for home, (_, pk) in first.items():
