@@ -29,6 +29,8 @@ with warnings.catch_warnings():  # ldap3 2.9 imports names pyasn1 has deprecated
     from ldap3.utils.conv import escape_filter_chars
     from ldap3.utils.dn import parse_dn
 
+from auth.groups_cache import DEFAULT_MAX_PRINCIPALS, KeptGroups
+
 MAX_UID_LENGTH = 256
 _HIDDEN = frozenset({"userpassword", "memberof"})
 
@@ -69,6 +71,11 @@ class Directory:
     timeout: seconds to connect, and to wait for each answer, before the directory counts as down.
     cooldown: seconds a directory that was down is not asked again (`Breaker`): every call in
     them is DirectoryUnavailable at once, so a hung slapd costs one timeout, not one per request.
+    groups_ttl: seconds groups_of keeps a principal's groups (`KeptGroups`, at most
+    `groups_kept` principals); 0, the default here, asks the directory every time. A group
+    removed in LDAP still counts up to groups_ttl later; a failure is never kept.
+    `clock` (monotonic seconds) is the kept groups' clock, injected by tests.
+    authenticate and entry always read the directory.
     """
 
     def __init__(
@@ -83,6 +90,9 @@ class Directory:
         groups_dn: str | None = None,
         timeout: float = 2.0,
         cooldown: float = 10.0,
+        groups_ttl: float = 0.0,
+        groups_kept: int = DEFAULT_MAX_PRINCIPALS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not base_dn:
             raise ValueError("base_dn must not be empty")
@@ -97,6 +107,7 @@ class Directory:
         self.groups_dn = groups_dn or f"ou=groups,{base_dn}"
         self.timeout = timeout
         self.breaker = Breaker(cooldown)
+        self.kept_groups = KeptGroups(groups_ttl, groups_kept, clock)
         try:
             parse_dn(self.groups_dn)
         except ldap_exc.LDAPException as exc:
@@ -145,7 +156,12 @@ class Directory:
 
         Groups list outside principals by memberUid; a principal of this centre
         (centre set and equal) also gets its groupOfNames groups and memberUid=uid.
+        Kept groups_ttl seconds (within them the directory is not asked, even when down).
         """
+        _split_principal(principal)  # a malformed principal is refused before the kept groups are consulted
+        return self.kept_groups.get(principal, self._read_groups)
+
+    def _read_groups(self, principal: str) -> list[str]:
         uid, home = _split_principal(principal)
         with self._connection() as conn:
             clauses = [f"(memberUid={escape_filter_chars(principal)})"]

@@ -192,7 +192,12 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         schema=CredentialSchema.load(config.credential_schema),
         signon_attributes=config.signon_attributes,
         directory=Directory(
-            config.ldap_url, config.ldap_base_dn, config.ldap_bind_dn, config.ldap_bind_password, centre=config.centre
+            config.ldap_url,
+            config.ldap_base_dn,
+            config.ldap_bind_dn,
+            config.ldap_bind_password,
+            centre=config.centre,
+            groups_ttl=config.directory.groups_ttl,
         ),
         policy_file=config.policy_file,
         schema_file=config.policy_schema_file,

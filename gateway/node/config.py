@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from auth.groups_cache import MAX_GROUPS_TTL
 from gateway.jobs.executor import DEFAULT_JOB_UIDS, SANDBOXES
 from gateway.jobs.slurm import PARTITION_NAME
 from ledger.primitives.names import CENTRE_NAME_RULE, is_centre_name
@@ -142,6 +143,26 @@ class EpochSchedule(BaseModel):
     )
 
 
+class DirectorySettings(BaseModel):
+    """`[directory]`: how the gateway uses its LDAP directory (where it is: the `ldap_*` settings)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    groups_ttl: float = Field(
+        60.0,
+        ge=0,
+        le=MAX_GROUPS_TTL,
+        strict=True,
+        allow_inf_nan=False,
+        description=f"a number of seconds from 0 to {MAX_GROUPS_TTL:g}: how long a user's groups are kept "
+        "between directory reads (a group removed in LDAP counts that much longer); 0 reads them every time",
+    )
+
+
+#: The settings that are TOML tables of named settings, and their models.
+TABLES: dict[str, type[BaseModel]] = {"epochs": EpochSchedule, "directory": DirectorySettings}
+
+
 class GatewayConfig(BaseModel):
     """A centre's settings: from load_config, or made in code with the same checks (paths from the working folder)."""
 
@@ -197,6 +218,10 @@ class GatewayConfig(BaseModel):
     epochs: EpochSchedule = Field(
         EpochSchedule(every=0),
         description='a table: [epochs] every = seconds or "1h" between scheduled closes (0 or absent: manual only)',
+    )
+    directory: DirectorySettings = Field(
+        DirectorySettings(groups_ttl=60.0),
+        description="a table: [directory] groups_ttl = seconds a user's groups are kept",
     )
     log_format: Annotated[str, Strict(), AfterValidator(_check(lambda v: v in LOG_FORMATS))] = Field(
         "text", description="'text' or 'json' (one JSON object per line)"
@@ -270,8 +295,9 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
             together.append(str(e.get("ctx", {}).get("error", e["msg"])))
         elif e["type"] == "missing" and len(loc) == 1:
             missing.append(str(loc[0]))
-        elif loc[0] == "epochs" and len(loc) > 1:
-            wrong.setdefault(f"epochs.{loc[1]}", _wrong_epochs(str(loc[1]), raw.get("epochs")))
+        elif loc[0] in TABLES and len(loc) > 1:
+            table = str(loc[0])
+            wrong.setdefault(f"{table}.{loc[1]}", _wrong_in_table(table, str(loc[1]), raw.get(table)))
         elif e["type"] == "extra_forbidden":
             unknown.append(str(loc[0]))
         elif loc[0] == "allocations":
@@ -286,12 +312,14 @@ def explain(error: ValidationError, raw: dict[str, Any]) -> str:
     return "; ".join([*wrong.values(), *together])
 
 
-def _wrong_epochs(name: str, table: Any) -> str:
-    field = EpochSchedule.model_fields.get(name)
+def _wrong_in_table(table: str, name: str, values: Any) -> str:
+    model = TABLES[table]
+    field = model.model_fields.get(name)
     if field is None:
-        return f"epochs.{name} is not a setting: [epochs] takes only `every`"
-    got = table.get(name) if isinstance(table, dict) else None
-    return f"epochs.{name} must be {field.description}, got {got!r}"
+        takes = ", ".join(f"`{n}`" for n in model.model_fields)
+        return f"{table}.{name} is not a setting: [{table}] takes only {takes}"
+    got = values.get(name) if isinstance(values, dict) else None
+    return f"{table}.{name} must be {field.description}, got {got!r}"
 
 
 def _wrong_allocation(error: Any, table: Any) -> str:
