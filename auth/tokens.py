@@ -30,7 +30,9 @@ import json
 import os
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +42,6 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from joserfc import jws
-from joserfc.errors import JoseError
 from joserfc.jwk import OKPKey
 
 from ledger.primitives.canonical import canonical_json
@@ -241,6 +242,55 @@ class TokenIssuer:
 
 # -- verifying --------------------------------------------------------------------------
 
+#: Header parameters a token may carry (what TokenIssuer writes); anything else is refused.
+_HEADER_PARAMETERS = frozenset({"alg", "typ", "kid"})
+
+
+@dataclass(frozen=True)
+class _Signed:
+    """A token whose signature verified: its issuer, the key it verified under, its payload's JSON."""
+
+    iss: str
+    key: bytes
+    payload: bytes
+
+
+class VerifiedTokens:
+    """The signature checks of tokens seen recently, so a session's token shown again skips the
+    JWS parse and the Ed25519 check (verify_token(cache=...)).
+
+    An entry is a token string with the issuer key bytes its signature verified under; it is
+    used only while key_for(iss) still returns those bytes (a rotated or removed key takes
+    effect at once). Only the signature is kept: the audience, the times, the claims and the
+    revocation epoch are checked on every use. Holds at most `size` tokens, the least recently
+    used forgotten first; safe to share between threads.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            raise ValueError(f"size must be a positive number of tokens, got {size!r}")
+        self.size = size
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[str, _Signed] = OrderedDict()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    def _get(self, token: str) -> _Signed | None:
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is not None:
+                self._entries.move_to_end(token)
+            return entry
+
+    def _put(self, token: str, entry: _Signed) -> None:
+        with self._lock:
+            self._entries[token] = entry
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
 
 def verify_token(
     token: str,
@@ -250,6 +300,7 @@ def verify_token(
     audience: str,
     leeway: int = 30,
     revocation_epoch_for: Callable[[str], int] | None = None,
+    cache: VerifiedTokens | None = None,
 ) -> Claims:
     """Check a token presented to `audience` (the verifying centre) and return its claims,
     or raise TokenError saying why it is refused.
@@ -258,36 +309,15 @@ def verify_token(
     centre is unknown or was removed from the consortium. `leeway` tolerates clock
     differences between centres (seconds) for both iat and exp. When
     `revocation_epoch_for(home)` is given, a credential-backed ("bbs") token whose rev
-    is no longer the home's current revocation epoch is refused ("revoked").
+    is no longer the home's current revocation epoch is refused ("revoked"). With a
+    `cache`, a token accepted before under the key registered now is not verified again
+    (the one check of a session's token that costs); every other check runs each time.
     """
-    header, payload, _ = _split(token)
-    alg = header.get("alg")
-    if alg != ALGORITHM:
-        raise TokenError("bad_algorithm", f"algorithm {alg!r} is not accepted; tokens must be signed with {ALGORITHM}")
-    if "crit" in header:
-        raise TokenError("malformed", "token header has critical extensions this verifier does not support")
-    iss = payload.get("iss")
-    if not is_centre_name(iss):
-        raise TokenError("malformed", "token has no valid issuer (iss)")
-    raw = key_for(iss)
-    if raw is None:
-        raise TokenError(
-            "unknown_issuer",
-            f"issuer {iss!r} is not a member of the consortium (unknown or removed); log in again at your home centre",
-        )
-    try:
-        public = OKPKey.import_key(Ed25519PublicKey.from_public_bytes(bytes(raw)))
-    except (ValueError, TypeError):
-        raise TokenError("unknown_issuer", f"issuer {iss!r} has no valid Ed25519 key registered") from None
-    try:
-        jws.deserialize_compact(token, public, algorithms=[ALGORITHM])
-    except (JoseError, InvalidSignature, ValueError):
-        raise TokenError(
-            "bad_signature",
-            f"signature does not verify with the key registered for {iss!r}: "
-            "the token was altered or not signed by that centre",
-        ) from None
-    claims = _claims(payload)
+    signed = _cached(token, key_for, cache)
+    fresh = signed is None
+    if signed is None:
+        signed = _verify_signature(token, key_for)
+    claims = _claims(json.loads(signed.payload))
     if claims.aud != audience:
         raise TokenError(
             "wrong_audience",
@@ -329,10 +359,69 @@ def verify_token(
                 f"{claims.home}: refresh your credential at your home centre and sign on again",
             )
         raise TokenError("revoked", f"this session predates a revocation at {claims.home}: log in again at home")
+    if fresh and cache is not None:
+        cache._put(token, signed)  # accepted: kept for the next request of this session
     return claims
 
 
-def _split(token: object) -> tuple[dict, dict, str]:
+def _cached(token: object, key_for: Callable[[str], bytes | None], cache: VerifiedTokens | None) -> _Signed | None:
+    """The cached signature check of `token`, if its issuer's registered key is still the one it verified under."""
+    if cache is None or not isinstance(token, str):
+        return None
+    signed = cache._get(token)
+    if signed is None:
+        return None
+    raw = _issuer_key(signed.iss, key_for)
+    return signed if bytes(raw) == signed.key else None  # a new key: verify afresh
+
+
+def _verify_signature(token: object, key_for: Callable[[str], bytes | None]) -> _Signed:
+    """Parse the compact JWS and check its Ed25519 signature with the issuer's registered key."""
+    header, payload, payload_json, signing_input, signature = _split(token)
+    alg = header.get("alg")
+    if alg != ALGORITHM:
+        raise TokenError("bad_algorithm", f"algorithm {alg!r} is not accepted; tokens must be signed with {ALGORITHM}")
+    if "crit" in header:
+        raise TokenError("malformed", "token header has critical extensions this verifier does not support")
+    unknown = sorted(set(header) - _HEADER_PARAMETERS)
+    if unknown:
+        raise TokenError("malformed", f"token header has parameters this verifier does not support: {unknown}")
+    if not all(isinstance(header.get(name, ""), str) for name in ("typ", "kid")):
+        raise TokenError("malformed", "token header's typ and kid must be strings")
+    iss = payload.get("iss")
+    if not is_centre_name(iss):
+        raise TokenError("malformed", "token has no valid issuer (iss)")
+    raw = bytes(_issuer_key(iss, key_for))
+    try:
+        public = Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, TypeError):
+        raise TokenError("unknown_issuer", f"issuer {iss!r} has no valid Ed25519 key registered") from None
+    try:
+        raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        if base64.urlsafe_b64encode(raw_signature).rstrip(b"=") != signature.encode("ascii"):
+            raise InvalidSignature  # another spelling of the signature: one token, one string
+        public.verify(raw_signature, signing_input)
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise TokenError(
+            "bad_signature",
+            f"signature does not verify with the key registered for {iss!r}: "
+            "the token was altered or not signed by that centre",
+        ) from None
+    return _Signed(iss, raw, payload_json)
+
+
+def _issuer_key(iss: str, key_for: Callable[[str], bytes | None]) -> bytes:
+    raw = key_for(iss)
+    if raw is None:
+        raise TokenError(
+            "unknown_issuer",
+            f"issuer {iss!r} is not a member of the consortium (unknown or removed); log in again at your home centre",
+        )
+    return raw
+
+
+def _split(token: object) -> tuple[dict, dict, bytes, bytes, str]:
+    """Header, payload, the payload's JSON text, the signing input and the signature's base64url."""
     if not isinstance(token, str):
         raise TokenError("malformed", "token must be a string")
     if len(token) > MAX_TOKEN_LENGTH:
@@ -340,14 +429,23 @@ def _split(token: object) -> tuple[dict, dict, str]:
     parts = token.split(".")
     if len(parts) != 3 or not all(parts[:2]) or not all(_B64URL.fullmatch(p) for p in parts):
         raise TokenError("malformed", "not a compact JWS (three base64url parts separated by dots)")
-    header, payload = (_json_part(p, what) for p, what in ((parts[0], "header"), (parts[1], "payload")))
-    return header, payload, parts[2]
+    header = _json_part(_decoded(parts[0], "header"), "header")
+    payload_json = _decoded(parts[1], "payload")
+    payload = _json_part(payload_json, "payload")
+    return header, payload, payload_json, f"{parts[0]}.{parts[1]}".encode("ascii"), parts[2]
 
 
-def _json_part(part: str, what: str) -> dict:
+def _decoded(part: str, what: str) -> bytes:
     try:
-        value = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    except (binascii.Error, ValueError):
+        raise TokenError("malformed", f"token {what} is not base64url-encoded JSON") from None
+
+
+def _json_part(text: bytes, what: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (ValueError, UnicodeDecodeError):
         raise TokenError("malformed", f"token {what} is not base64url-encoded JSON") from None
     if not isinstance(value, dict):
         raise TokenError("malformed", f"token {what} is not a JSON object")
