@@ -31,7 +31,7 @@ from auth.group.credential import credential_expiry, issue_week
 from auth.group.points import g1_raw
 from auth.group.signature import signature_hash
 from auth.policy import Subject
-from auth.tokens import PASSWORD, Claims, TokenError, TokenIssuer, verify_token
+from auth.tokens import PASSWORD, Claims, TokenError, TokenIssuer, VerifiedTokens, verify_token
 from gateway.api.schemas import (
     JOB_SIGNATURE_SKEW,
     AnonymousQuote,
@@ -78,7 +78,7 @@ from ledger import lock
 from ledger.chain import ChainUnavailable
 from ledger.ids import centre_id
 from ledger.index import EventIndex, RatesInfo
-from ledger.payment import Grant, InvalidSignature, Order, Receipt, grant_digest, recover
+from ledger.payment import Grant, InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.hex import HexError, from_hex, to_hex
 from ledger.records import Domain, UsageRecord, record_digest, record_leaf, sign_record
 
@@ -141,6 +141,7 @@ class CentreNode:
         self._housekeeper: threading.Thread | None = None
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, dict | None] = (0.0, None)
+        self._verified_tokens = VerifiedTokens()  # a session's token signature is checked once
         self.anonymous = AnonymousDesk(
             parts.name, parts.index, parts.domain, SupervisionKey.from_chain(parts.index.chain, parts.index.deployment)
         )
@@ -250,6 +251,7 @@ class CentreNode:
                 self.parts.index.token_key,
                 audience=self.name,
                 revocation_epoch_for=self.parts.index.revocation_epoch,
+                cache=self._verified_tokens,
             )
         except TokenError as exc:
             raise Unauthenticated(f"session token refused: {exc.reason}") from None
@@ -333,11 +335,9 @@ class CentreNode:
         the session (it also acts for its job, `JobSignature`), and only its key holder can sign its orders."""
         if claims.amr == [PASSWORD]:
             return claims.sub
-        try:
-            account = recover(Order.from_dict(order), self.parts.domain, from_hex(order_signature, what="signature"))
-        except (InvalidSignature, HexError, KeyError, TypeError, ValueError):
-            return claims.sub  # not a signed order: the payment check refuses it before anything is stored
-        return f"account:{account}"
+        account = orders.payment_account(order, order_signature, self.parts.domain)  # kept for check_payment
+        # None: not a signed order, which the payment check refuses before anything is stored
+        return claims.sub if account is None else f"account:{account}"
 
     def anonymous_submit(
         self, submission: AnonymousSubmission, idempotency_key: str | None, client: str | None = None

@@ -5,11 +5,18 @@ this centre, the rates version in force and a price that covers the job at its
 limits, and under a grant that the user's home signed with its member chain account
 for that order. The home is never asked: its account comes from the local index of
 the chain, so checking costs no call and no chain read. Pure: every input is given.
+
+On every submission's path: each struct is parsed and hashed once, and its signer
+recovered once, by libsecp256k1 (ledger.records.recover_digest) and spelled by
+ledger.records.checksum_address; a recovery is a pure function of (digest, signature),
+so the last few thousand are kept (`payment_account` shares them with the caller that
+scopes an idempotency key by the order's account before the payment is checked).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from gateway.jobs.pricing import max_price
@@ -23,16 +30,18 @@ from ledger.payment import (
     Order,
     grant_digest,
     order_digest,
-    recover,
     request_digest,
 )
 from ledger.pricing import Prices
 from ledger.primitives.hex import HexError, from_hex
-from ledger.records import DomainLike
+from ledger.records import DomainLike, checksum_address, recover_digest
 
 #: Seconds an order's deadline must leave after the job's walltime: the executor's grace to stop it,
 #: starting and metering. A job must have ended by its order's deadline for its record to stand.
 DEADLINE_MARGIN = 15
+
+#: Recoveries kept: (digest, signature) -> signer. Enough for the submissions in flight many times over.
+RECOVERIES_KEPT = 4096
 
 
 @dataclass(frozen=True)
@@ -87,15 +96,15 @@ def check_payment(signed: Signed, job: Job, terms: Terms, *, now: int, domain: D
     Invalid (400), Conflict (409: a rates version not in force), PaymentRequired (402: a price
     below the job's at its limits) or Forbidden (403: a grant its home's account did not sign).
     """
-    order = _parse(Order, signed.order, "order")
-    grant = _parse(Grant, signed.grant, "grant")
+    order: Order = _parse(Order, signed.order, "order")
+    grant: Grant = _parse(Grant, signed.grant, "grant")
     order_sig = _signature(signed.order_signature, "order_signature")
     grant_sig = _signature(signed.grant_signature, "grant_signature")
-    account = _signer(order, order_sig, domain, "the order")
-    _check_order(order, job, terms, now)
     digest = order_digest(order, domain)
-    _check_grant(grant, grant_sig, order, digest, account, terms, domain)
-    cost = _cost(job, terms.prices)
+    account = _signer(digest, order_sig, order.WHAT, "the order")
+    cost = _check_order(order, job, terms, now)
+    granted = grant_digest(grant, domain)
+    _check_grant(grant, _signer(granted, grant_sig, grant.WHAT, "the grant"), order, digest, account, terms)
     if grant.amount < cost:
         raise PaymentRequired(
             f"the grant holds {grant.amount}, below the {cost} this job may cost at {terms.centre} at its limits; "
@@ -109,10 +118,25 @@ def check_payment(signed: Signed, job: Job, terms: Terms, *, now: int, domain: D
         order_digest=digest,
         account=account,
     )
-    return Accepted(order, grant, account, digest, grant_digest(grant, domain), payment)
+    return Accepted(order, grant, account, digest, granted, payment)
 
 
-def _check_order(order: Order, job: Job, terms: Terms, now: int) -> None:
+def payment_account(order: dict[str, Any], order_signature: str, domain: DomainLike) -> str | None:
+    """The checksummed account that signed `order` (as the client sent it), or None if it is not a signed order.
+
+    For scoping an idempotency key before the payment is checked: the recovery is kept, so
+    check_payment of the same order then costs no second one. None refuses nothing:
+    check_payment refuses a malformed or badly signed order with its reason.
+    """
+    try:
+        parsed = Order.from_dict(order)
+        return _recovered(order_digest(parsed, domain), from_hex(order_signature, what="signature"), parsed.WHAT)
+    except (InvalidPayment, InvalidSignature, HexError):
+        return None
+
+
+def _check_order(order: Order, job: Job, terms: Terms, now: int) -> int:
+    """Refuses an order that does not pay for `job` here now; else the job's price at its limits."""
     if order.centre != centre_id(terms.centre):
         raise Invalid(
             f"this order is for another centre ({_name(order.centre)}), not {terms.centre}: "
@@ -139,12 +163,10 @@ def _check_order(order: Order, job: Job, terms: Terms, now: int) -> None:
             f"the order's maximum price {order.max_price} is below {cost}, what this job may cost at "
             f"{terms.centre} at its limits (rates version {terms.rates_version})"
         )
+    return cost
 
 
-def _check_grant(
-    grant: Grant, sig: bytes, order: Order, digest: bytes, account: str, terms: Terms, domain: DomainLike
-) -> None:
-    signer = _signer(grant, sig, domain, "the grant")
+def _check_grant(grant: Grant, signer: str, order: Order, digest: bytes, account: str, terms: Terms) -> None:
     if grant.home != centre_id(terms.home) or terms.home_account is None or signer != terms.home_account:
         raise Forbidden(
             f"grant from another home: your home is {terms.home}, and only its member account "
@@ -189,11 +211,18 @@ def _signature(text: str, what: str) -> bytes:
         raise Invalid(f"{what}: {exc}") from None
 
 
-def _signer(obj: Order | Grant, sig: bytes, domain: DomainLike, what: str) -> str:
+def _signer(digest: bytes, sig: bytes, kind: str, what: str) -> str:
     try:
-        return recover(obj, domain, sig)
+        return _recovered(digest, sig, kind)
     except InvalidSignature as exc:
         raise Invalid(f"the signature of {what} is not valid: {exc}") from None
+
+
+@lru_cache(maxsize=RECOVERIES_KEPT)
+def _recovered(digest: bytes, sig: bytes, kind: str) -> str:
+    """The checksummed signer of an EIP-712 `digest` (ledger.payment.recover's rules and refusals); a refusal is
+    never kept."""
+    return checksum_address(recover_digest(digest, sig, kind))
 
 
 def _name(centre: bytes) -> str:
