@@ -82,7 +82,8 @@ USERS = (("alice", "alice-pw"), ("bob", "bob-pw"))
 JOB = {"command": ["echo", "fault"], "walltime": 10}
 ACTIVE = ("queued", "running")
 RETRYABLE = (401, 429, 500, 502, 503, 504)
-#: Credit for hpc-a's physics project in the bench's copy of examples/, so 10,000 jobs' holds fit.
+#: Credit for hpc-a's physics project, and each member's collateral, in the bench's copy of examples/: every
+#: job's hold stays outstanding until the epoch closes (the load is one epoch), so 10,000 holds must fit in both.
 ALLOCATION = 10**15
 
 
@@ -557,15 +558,20 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def examples_copy(folder: Path) -> Path:
-    """examples/ with hpc-a's project credit raised so that every job's hold fits; returns its consortium file."""
+    """examples/ with hpc-a's project credit and the members' collateral raised so that every job's hold fits;
+    returns its consortium file."""
     copy = folder / "examples"
     shutil.copytree(EXAMPLES, copy)
-    config = copy / CENTRE / "gateway.toml"
-    text, n = re.subn(r"(?m)^physics = [0-9_]+", f"physics = {ALLOCATION}", config.read_text())
-    if n != 1:
-        raise RuntimeError(f"{config}: no `physics = ...` allocation to raise")
-    config.write_text(text)
+    _raise(copy / CENTRE / "gateway.toml", "physics")
+    _raise(copy / "consortium.toml", "initial_credit")
     return copy / "consortium.toml"
+
+
+def _raise(path: Path, setting: str) -> None:
+    text, n = re.subn(rf"(?m)^{setting} = [0-9_]+", f"{setting} = {ALLOCATION}", path.read_text())
+    if n != 1:
+        raise RuntimeError(f"{path}: no `{setting} = ...` to raise")
+    path.write_text(text)
 
 
 def measure(cfg: Config, say: Callable[[str], None] = print) -> dict[str, Any]:
