@@ -1,9 +1,11 @@
-"""SQLite as every durable file of a node opens it: WAL, synchronous writes, one shared connection.
+"""SQLite as every durable file of a node opens it: WAL, synchronous writes, one shared write connection.
 
-Also the two things every such file shares: `transaction()`, the one way a
-write transaction is opened (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any
-error), and `migrate()`, which brings a file's schema up to date from
-`PRAGMA user_version`.
+`open_reader()` opens a read-only connection beside it (the gateway's store
+keeps one per thread: `ledger.read_connections`). Also the two things every
+such file shares: `transaction()`, the one way a write transaction is opened
+(BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error; the gateway's store
+groups its writes through `ledger.group_commit` instead), and `migrate()`,
+which brings a file's schema up to date from `PRAGMA user_version`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DatabaseTooNew", "Migration", "MigrationError", "migrate", "open_durable", "schema_version", "transaction"]
+__all__ = [
+    "DatabaseTooNew",
+    "Migration",
+    "MigrationError",
+    "migrate",
+    "open_durable",
+    "open_reader",
+    "schema_version",
+    "transaction",
+]
 
 
 def open_durable(path: str | Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
@@ -29,6 +40,18 @@ def open_durable(path: str | Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Co
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA foreign_keys=ON")
+    db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+    return db
+
+
+def open_reader(path: str | Path, *, busy_timeout_ms: int = 5000) -> sqlite3.Connection:
+    """A read-only connection (autocommit) to a file `open_durable` opened: for one thread's reads beside the writer.
+
+    In WAL mode it never waits for the writer and sees committed transactions only;
+    `query_only` refuses any write through it. It may be closed from another thread.
+    """
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA query_only=1")
     db.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     return db
 

@@ -76,7 +76,7 @@ def test_proofs_from_more_closed_epochs_than_kept_do_not_reread_whole_logs(tmp_p
             if whole is not None:
                 setattr(store, name, lambda epoch, whole=whole, name=name: reads.append(name) or whole(epoch))
         statements = []
-        store._db.set_trace_callback(statements.append)  # and on every statement the proofs run
+        store.set_trace_callback(statements.append)  # and on every statement the proofs run
         log = DecisionLog("hpc-a", store, _NoAnchors())
         for _ in range(3):  # an outsider holding one id per epoch, asking for each in turn
             for epoch, entry_id in enumerate(ids, start=1):

@@ -361,20 +361,19 @@ class Books(StoreBase):
 
     def open_epoch(self) -> int:
         """The epoch new records are assigned to (1 for a new store)."""
-        with self._lock:
-            return open_epoch_in(self._db)
+        with self._reading() as db:
+            return open_epoch_in(db)
 
     def jobs_by_status(self) -> dict[str, int]:
         """How many jobs are in each status (for /metrics): one indexed count per status."""
-        with self._lock:
-            rows = self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall()
+        rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         return {str(r[0]): int(r[1]) for r in rows}
 
     def open_epoch_opened_at(self) -> int | None:
         """When the open epoch began (UTC seconds): what a close schedule counts from."""
-        with self._lock:
-            epoch = open_epoch_in(self._db)
-            row = self._db.execute("SELECT opened_at FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
+        with self._reading() as db:
+            epoch = open_epoch_in(db)
+            row = db.execute("SELECT opened_at FROM epochs WHERE epoch = ?", (epoch,)).fetchone()
         return None if row is None else int(row[0])
 
     def close_epoch(self, epoch: int, homes: dict[str, Any]) -> ClosedEpoch:
@@ -460,15 +459,15 @@ class Books(StoreBase):
     def closure(self, epoch: int) -> ClosedEpoch | None:
         """How the epoch was closed, or None while it is open (or does not exist yet)."""
         checks.positive_int("epoch", epoch)
-        with self._lock:
-            row = self._db.execute("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone()
-            return _closure(self._db, row) if row else None
+        with self._reading() as db:
+            row = db.execute("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone()
+            return _closure(db, row) if row else None
 
     def closures(self, since: int = 1) -> list[ClosedEpoch]:
         """All closed epochs from `since` on, oldest first (to re-queue anchoring after a restart)."""
         checks.positive_int("since", since)
-        with self._lock:
-            rows = self._db.execute(
+        with self._reading() as db:
+            rows = db.execute(
                 "SELECT * FROM epochs WHERE status = 'closed' AND epoch >= ? ORDER BY epoch", (since,)
             ).fetchall()
-            return [_closure(self._db, r) for r in rows]
+            return [_closure(db, r) for r in rows]

@@ -206,10 +206,10 @@ class Decisions(StoreBase):
         stored nodes are not a tree's (the store is damaged)."""
         checks.positive_int("epoch", epoch)
         digest_bytes = bytes.fromhex(checks.hex32("digest", digest))
-        with self._lock:
-            if self._db.execute("SELECT 1 FROM decision_trees WHERE epoch = ?", (epoch,)).fetchone() is None:
+        with self._reading() as db:
+            if db.execute("SELECT 1 FROM decision_trees WHERE epoch = ?", (epoch,)).fetchone() is None:
                 return None
-            with self._db.blobopen("decision_trees", "nodes", epoch, readonly=True) as nodes:
+            with db.blobopen("decision_trees", "nodes", epoch, readonly=True) as nodes:
                 try:
                     return proof_in(cast(NodeArray, nodes), digest_bytes)  # a Blob's slice is bytes
                 except DecisionLogError as exc:

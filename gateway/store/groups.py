@@ -83,13 +83,10 @@ def _identification(row: sqlite3.Row) -> Identification:
 
 
 class GroupBook(StoreBase):
-    """Group members and identifications of a gateway's store (gateway.db), through its connection and lock."""
+    """Group members and identifications of a gateway's store (gateway.db), through its connections."""
 
     def __init__(self, store: StoreBase) -> None:
-        self.path = store.path
-        self._db = store._db
-        self._lock = store._lock
-        self._clock = store._clock
+        self._share(store)
 
     def add_member(
         self, uid: str, enrolment: bytes, project: str, tracing_key: bytes, expires_at: int

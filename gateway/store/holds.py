@@ -237,13 +237,10 @@ def pay_own_records(db: sqlite3.Connection, epoch: int, now: int) -> list[str]:
 
 
 class HoldBook(StoreBase):
-    """The holds and complaints of a gateway's store (gateway.db), through the store's connection and lock."""
+    """The holds and complaints of a gateway's store (gateway.db), through the store's connections."""
 
     def __init__(self, store: StoreBase) -> None:
-        self.path = store.path
-        self._db = store._db
-        self._lock = store._lock
-        self._clock = store._clock
+        self._share(store)
 
     # -- grants ------------------------------------------------------------------
 
@@ -385,8 +382,8 @@ class HoldBook(StoreBase):
 
     def project_figures(self, project: str) -> tuple[int, int]:
         """(held, spent) of a project."""
-        with self._lock:
-            return _project_figures(self._db, project)
+        with self._reading() as db:
+            return _project_figures(db, project)
 
     def user_figures(self, principal: str) -> tuple[int, int]:
         """(held, spent) of one user, over all their projects."""
@@ -399,8 +396,8 @@ class HoldBook(StoreBase):
 
     def outstanding(self) -> int:
         """The home's held total: what its free collateral must cover."""
-        with self._lock:
-            return _held_total(self._db)
+        with self._reading() as db:
+            return _held_total(db)
 
     # -- the hold's end ---------------------------------------------------------
 
