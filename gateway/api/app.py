@@ -4,18 +4,33 @@ Every error body is `{"error": "...", "reasons": [...]}` (a refusal by the polic
 `"decision"`, its entry's id) so that clients and people read refusals the same way,
 and every route declares each status it can answer (`responses=errors.responses(...)`):
 tests/test_openapi.py holds the app to it.
+
+What parses a request only (the bearer token, the Idempotency-Key, the operator key) is
+`async def`, so it runs on the event loop; what blocks (the session check reads the index
+and the store, every route calls the node) runs in the thread pool. FastAPI also checks a
+sync route's answer against its response model in a hop of its own, so the routes of a
+submission and of sign-on are `async def` and hand the node's call to the pool themselves
+(`run_in_threadpool`): a submission makes two thread hops, its session and its route, where
+it made five. The session stays a dependency so that its refusal (401) still comes before
+the body's and the headers' (422, 400). The pool is bounded
+(`threads`, anyio's default limiter, set when the app starts): a few threads keep the
+loop and the requests from fighting over the GIL.
 """
 
 import math
 import re
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
 
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Header, Path, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.directory import DirectoryUnavailable
@@ -102,11 +117,35 @@ OPERATOR = APIKeyHeader(
 )
 
 
-def create_app(node: CentreNode) -> FastAPI:
+DEFAULT_THREADS = 8
+"""Threads serving blocking work (sync dependencies and routes) by default; anyio's own default is 40."""
+
+MAX_THREADS = 256
+"""The most threads an app may be given: more would only add threads fighting over the GIL."""
+
+
+def check_threads(threads: int) -> int:
+    """`threads` if it is a whole number of threads from 1 to MAX_THREADS; ValueError, saying so, otherwise."""
+    if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
+        raise ValueError(f"threads must be an integer from 1 to {MAX_THREADS}, got {threads!r}")
+    return threads
+
+
+def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
+    """The gateway app of `node`, whose blocking work runs on at most `threads` threads once it starts."""
+    check_threads(threads)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # The limiter is the event loop's own (anyio keeps one per loop), so it is set from within the loop.
+        anyio.to_thread.current_default_thread_limiter().total_tokens = threads
+        yield
+
     app = FastAPI(
         title=f"xcentre gateway · {node.name}",
         version="0.1.0",
         description="A member centre's gateway: sign-on, job dispatch, metering, epochs and audit.",
+        lifespan=lifespan,
     )
 
     app.add_middleware(BodyLimits)
@@ -158,14 +197,15 @@ def create_app(node: CentreNode) -> FastAPI:
         reasons = [_describe(e) for e in exc.errors()]
         return JSONResponse({"error": "invalid request: " + "; ".join(reasons), "reasons": reasons}, status_code=422)
 
-    def bearer(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(SESSION)]) -> str | None:
+    # Pure parsing is async (on the loop, no thread hop); a dependency that reads the index or the store is sync.
+    async def bearer(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(SESSION)]) -> str | None:
         return credentials.credentials.strip() if credentials else None
 
     def session(token: Annotated[str | None, Depends(bearer)]) -> Claims:
         return node.authenticate(token)
 
-    def operator(key: Annotated[str | None, Security(OPERATOR)]) -> None:
-        node.check_operator(key)
+    async def operator(key: Annotated[str | None, Security(OPERATOR)]) -> None:
+        node.check_operator(key)  # a constant-time compare with the configured key: no I/O
 
     def job_caller(
         token: Annotated[str | None, Depends(bearer)],
@@ -188,7 +228,7 @@ def create_app(node: CentreNode) -> FastAPI:
             raise Unauthenticated(f"{JOB_SIGNATURE_HEADER} must be '<unix time>:0x<65-byte signature>'")
         return JobSignature(at=int(at), signature=sig)
 
-    def retry_key(
+    async def retry_key(
         idempotency_key: Annotated[
             str | None,
             Header(
@@ -200,14 +240,14 @@ def create_app(node: CentreNode) -> FastAPI:
         return check_idempotency_key(idempotency_key)
 
     @app.post("/v1/login", response_model=LoginResponse, tags=["identity"], responses=responses(401, 403, 422, 503))
-    def login(body: LoginRequest) -> LoginResponse:
+    async def login(body: LoginRequest) -> LoginResponse:
         """Password sign-on at the user's home centre; the token is good here (exchange it for other centres)."""
-        return node.login(body.username, body.password)
+        return await run_in_threadpool(node.login, body.username, body.password)
 
     @app.post("/v1/tokens", response_model=LoginResponse, tags=["identity"], responses=responses(401, 403, 422))
-    def exchange(body: ExchangeRequest, claims: Annotated[Claims, Depends(session)]) -> LoginResponse:
+    async def exchange(body: ExchangeRequest, claims: Annotated[Claims, Depends(session)]) -> LoginResponse:
         """At home: a token for another member, for a user who signed on here with a password."""
-        return node.exchange(claims, body.audience)
+        return await run_in_threadpool(node.exchange, claims, body.audience)
 
     @app.post(
         "/v1/credentials",
@@ -242,9 +282,9 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def present(body: PresentRequest) -> dict:
+    async def present(body: PresentRequest) -> dict:
         """Sign on with a presentation: a session token carrying only the disclosed attributes."""
-        return node.present(body.presentation)
+        return await run_in_threadpool(node.present, body.presentation)
 
     revoke_answers: dict[int | str, dict[str, Any]] = {
         200: {"description": "revoked on chain: every member refuses the user once the event reaches it"},
@@ -303,14 +343,14 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def submit(
+    async def submit(
         body: JobSubmission,
         claims: Annotated[Claims, Depends(session)],
         idempotency_key: Annotated[str | None, Depends(retry_key)],
         request: Request,
     ) -> JobView:
         """Submit a job to this centre with its order and grant; it runs here if the policy allows it."""
-        return node.submit(claims, body, idempotency_key, client=_address(request))
+        return await run_in_threadpool(node.submit, claims, body, idempotency_key, client=_address(request))
 
     @app.post(
         "/v1/jobs/quote",
@@ -329,11 +369,11 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)], request: Request) -> JobQuote:
+    async def quote(body: JobRequest, claims: Annotated[Claims, Depends(session)], request: Request) -> JobQuote:
         """Before asking home for a grant: whether this centre takes the job (the checks of a submission) and
         its rates version and maximum price, for the order. Nothing is stored but the policy's decision; the
         submission checks again."""
-        return node.quote(claims, body, client=_address(request))
+        return await run_in_threadpool(node.quote, claims, body, client=_address(request))
 
     anonymous_refusals = {
         401: "the group signature is refused: malformed, by an issuer key the consortium does not know, or not "
@@ -359,10 +399,10 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def anonymous_quote(body: AnonymousQuote, request: Request) -> JobQuote:
+    async def anonymous_quote(body: AnonymousQuote, request: Request) -> JobQuote:
         """`POST /v1/jobs/quote` for a member of a project who signs the request with a group signature instead of
         signing on: the policy decides for the project and home the signature proves, and learns nobody."""
-        return node.anonymous_quote(body, client=_address(request))
+        return await run_in_threadpool(node.anonymous_quote, body, client=_address(request))
 
     @app.post(
         "/v1/anonymous/jobs",
@@ -389,7 +429,7 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def anonymous_submit(
+    async def anonymous_submit(
         body: AnonymousSubmission,
         idempotency_key: Annotated[str | None, Depends(retry_key)],
         request: Request,
@@ -397,7 +437,7 @@ def create_app(node: CentreNode) -> FastAPI:
         """`POST /v1/jobs` with a group signature over the order instead of a session: the job runs and is paid as
         any other, its usage record names the signature's hash, and the centre keeps the signature for the
         supervisors. Follow the job with its order's account (`X-Job-Signature`)."""
-        return node.anonymous_submit(body, idempotency_key, client=_address(request))
+        return await run_in_threadpool(node.anonymous_submit, body, idempotency_key, client=_address(request))
 
     @app.get(
         "/v1/anonymous/signatures/{signature_hash}",
@@ -412,8 +452,8 @@ def create_app(node: CentreNode) -> FastAPI:
         return node.group_signature(signature_hash)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobView, tags=["jobs"], responses=responses(401, 404, 422))
-    def job(job_id: str, caller: Annotated[Claims | JobSignature, Depends(job_caller)]) -> JobView:
-        return node.job(caller, job_id)
+    async def job(job_id: str, caller: Annotated[Claims | JobSignature, Depends(job_caller)]) -> JobView:
+        return await run_in_threadpool(node.job, caller, job_id)
 
     @app.post(
         "/v1/jobs/{job_id}/receipt",
@@ -645,9 +685,9 @@ def create_app(node: CentreNode) -> FastAPI:
             },
         ),
     )
-    def grant(body: GrantRequest, claims: Annotated[Claims, Depends(session)]) -> dict:
+    async def grant(body: GrantRequest, claims: Annotated[Claims, Depends(session)]) -> dict:
         """At the user's home: hold the order's maximum price on their project and sign the grant (idempotent)."""
-        return payer().grant(claims, body.order, body.order_signature, body.project)
+        return await run_in_threadpool(payer().grant, claims, body.order, body.order_signature, body.project)
 
     @app.get(
         "/v1/balance",

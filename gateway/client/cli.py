@@ -454,7 +454,8 @@ def _gateway(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        serve(create_app(node), config.host, config.port, log_format=log_format)
+        app = create_app(node, threads=config.server_threads)
+        serve(app, config.host, config.port, log_format=log_format, access_log=config.access_log)
     finally:
         node.stop()
     return 0

@@ -194,6 +194,9 @@ class GatewayConfig(BaseModel):
     ldap_bind_password: Text | None = _text(None)
     host: Text = _text("127.0.0.1")
     port: int = _int(1, 65535, 8000)
+    server_threads: int = _int(1, 256, 8)
+    """Threads of the HTTP server's pool for blocking work (gateway.api.app.create_app `threads`)."""
+    access_log: bool = Field(True, strict=True, description="true or false")
     token_ttl: int = _int(1, 7 * 24 * 3600, 900)
     workers: int = _int(1, 1024, 4)
     jobs_dir: OptionalPath = Field(None, description=_PATH)
