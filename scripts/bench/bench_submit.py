@@ -11,16 +11,18 @@ submission counts when the gateway answers 202: the job and its policy
 decision are committed (SQLite WAL, synchronous=FULL) before the answer. Beside
 it, the same concurrencies of `sbatch --hold` on a real single-node Slurm
 (tests/fixtures/slurm.py: munged, slurmctld, slurmd, as root), whose answer
-likewise means the job is in slurmctld's state. Then SQLite alone on the same
-disk (`submit_sqlite.py`), the server side of one submission stage by stage
-(`submit_profile.py`: one client, then 32), and changes of the fix plan tried
-on the running gateway from outside its code (`WHAT_IFS`).
+likewise means the job is in slurmctld's state. First, the same levels against
+the gateway of the code before the throughput work (`--before REV`, a `git
+archive` of it served by its own submit_server.py). Then SQLite alone on the
+same disk (`submit_sqlite.py`) and the server side of one submission stage by
+stage (`submit_profile.py`: one client, then 32).
 
-    .venv/bin/python scripts/bench/bench_submit.py [--quick] [--cprofile OUT.pstats]
+    .venv/bin/python scripts/bench/bench_submit.py [--quick] [--cprofile OUT.pstats] [--before REV | --no-before]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -49,6 +51,7 @@ from gateway.client.http import GatewayClient  # noqa: E402
 from gateway.client.paying import Quote, pay, signing_domain  # noqa: E402
 
 TITLE = "Job submissions on one gateway process, beside sbatch"
+BEFORE = "32437a5"  # the last commit before the throughput work: its gateway is measured in the same run
 ABOUT = (
     "One gateway (uvicorn, one process, as `xcentre gateway` serves it; anvil and one OpenLDAP slapd per "
     "centre when installed) with 64 users signed on with their password beforehand; each job's order is "
@@ -59,9 +62,9 @@ ABOUT = (
     "so no sandbox competes for the cores. The "
     "peer is `sbatch --hold` at the same concurrency on a real single-node Slurm (munged, slurmctld, "
     "slurmd) started for the run: an accepted job is in slurmctld's state. Latencies are per request, as "
-    "each client sees it. Then: SQLite alone on the same disk (1, 8 and 32 jobs per COMMIT); the server side "
-    "of a submission stage by stage (one client; the rows below); three changes of the fix plan tried on the "
-    "running gateway from outside its code (what-if rows)."
+    "each client sees it. The same levels against the gateway of the code before the throughput work (commit "
+    f"{BEFORE}, 'before' rows), in the same run. Then: SQLite alone on the same disk (1, 8 and 32 jobs per "
+    "COMMIT); the server side of a submission stage by stage (one client; the rows below)."
 )
 
 SERVER = Path(__file__).with_name("submit_server.py")
@@ -93,7 +96,9 @@ class Load:
 
 def _results(kind: str, c: int, load: Load, peer: str | None, note: str) -> list[Result]:
     rid = f"submit.{kind}.c{c}"
-    what = "gateway POST /v1/jobs" if kind == "gateway" else "sbatch --hold"
+    what = {"gateway": "gateway POST /v1/jobs", "before": "gateway before the throughput work"}.get(
+        kind, "sbatch --hold"
+    )
     case = f"{c} clients"
     out = [
         rate(
@@ -124,14 +129,15 @@ def _results(kind: str, c: int, load: Load, peer: str | None, note: str) -> list
 
 
 @contextmanager
-def gateway_server(users: int) -> Iterator[dict]:
-    """submit_server.py in its own process; its JSON line once it answers."""
+def gateway_server(users: int, root: Path = ROOT) -> Iterator[dict]:
+    """submit_server.py of the code at `root` in its own process; its JSON line once it answers."""
     server = subprocess.Popen(
-        [sys.executable, str(SERVER), "--users", str(users)],
+        [sys.executable, str(root / SERVER.relative_to(ROOT)), "--users", str(users)],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-        cwd=ROOT,
+        cwd=root,
+        env=os.environ | {"PYTHONPATH": str(root)},  # its own packages, not this checkout's
     )
     try:
         line = server.stdout.readline() if server.stdout else ""
@@ -329,25 +335,26 @@ def cprofile(url: str, items: list[tuple[str, dict, str]], clients: int, out: Pa
     return load
 
 
-WHAT_IFS = (
-    ("submit.whatif.groups_cache", "+ directory groups kept 60 s", {"groups_cache": 60}),
-    ("submit.whatif.threads4", "+ a thread pool of 4 (anyio's default: 40)", {"threads": 4}),
-    (
-        "submit.whatif.no_fsync",
-        "+ synchronous=NORMAL: the commit's fsync gone, the bound a group commit approaches (not durable)",
-        {"synchronous": "NORMAL"},
-    ),
-)
+@contextmanager
+def code_at(rev: str) -> Iterator[Path]:
+    """The project's files at git revision `rev` in a temporary folder (the Node tools shared with this one)."""
+    with tempfile.TemporaryDirectory(prefix="xcentre-bench-before-") as tmp:
+        root = Path(tmp)
+        archive = subprocess.run(["git", "archive", rev], cwd=ROOT, check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", tmp], input=archive, check=True)
+        (root / "contracts" / "node_modules").symlink_to(ROOT / "contracts" / "node_modules")
+        yield root
 
 
-def what_if(url: str, crowd: Crowd, count: int) -> dict[str, tuple[str, Load]]:
-    """Changes of the fix plan tried one after the other on the running gateway (from outside its code),
-    each measured at 32 clients: what each is worth before anyone writes it properly. Run last: none is undone."""
-    out = {}
-    for rid, label, change in WHAT_IFS:
-        httpx.post(url + "/_bench/what-if", json=change, timeout=10).raise_for_status()
-        out[rid] = (label, load_gateway(url, prepare(crowd, count), 32))
-    return out
+def load_levels(root: Path, count: int, warm: int) -> dict[int, Load]:
+    """The gateway of the code at `root` at each level of clients."""
+    with gateway_server(USERS, root) as info:
+        crowd = sign_on(info)
+        try:
+            asyncio.run(_post_all(info["url"], prepare(crowd, warm), 8))  # warm-up: caches, connections
+            return {c: load_gateway(info["url"], prepare(crowd, count), c) for c in LEVELS}
+        finally:
+            crowd.close()
 
 
 # --- Slurm ---------------------------------------------------------------------
@@ -431,9 +438,13 @@ class Profile:
 PROFILE = Profile()
 
 
-def run(quick: bool = False, cprofile_out: Path | None = None) -> list[Result]:
+def run(quick: bool = False, cprofile_out: Path | None = None, before: str | None = BEFORE) -> list[Result]:
     count, warm, serial = (150, 32, 60) if quick else (800, 64, 200)
     gateway: dict[int, Load] = {}
+    earlier: dict[int, Load] = {}
+    if before:
+        with code_at(before) as root:
+            earlier = load_levels(root, count, warm)
     with gateway_server(USERS) as info:
         crowd = sign_on(info)
         try:
@@ -446,7 +457,6 @@ def run(quick: bool = False, cprofile_out: Path | None = None) -> list[Result]:
             PROFILE.serial = stage_table(stages, PROFILE.serial_load.accepted)
             PROFILE.loaded_load, stages = stage_profile(url, prepare(crowd, count), 32)
             PROFILE.loaded = stage_table(stages, PROFILE.loaded_load.accepted)
-            what_ifs = what_if(url, crowd, count)
             if cprofile_out is not None:
                 cprofile(url, prepare(crowd, count // 2), 32, cprofile_out)
         finally:
@@ -461,6 +471,8 @@ def run(quick: bool = False, cprofile_out: Path | None = None) -> list[Result]:
         results += _results("sbatch", c, sbatch[c], None, _note(sbatch[c]))
     for c in LEVELS:
         results += _results("gateway", c, gateway[c], "sbatch", _note(gateway[c]))
+    for c in earlier:
+        results += _results("before", c, earlier[c], "sbatch", f"the code of {before}: " + _note(earlier[c]))
     results.append(
         rate(
             "submit.gateway.c32.httpx",
@@ -473,18 +485,6 @@ def run(quick: bool = False, cprofile_out: Path | None = None) -> list[Result]:
             f"p99 {with_httpx.quantile(0.99) * 1000:.0f} ms",
         )
     )
-    for rid, (label, load) in what_ifs.items():
-        results.append(
-            rate(
-                rid,
-                "32 clients, what-if",
-                label,
-                max(load.accepted, 1),
-                load.seconds,
-                peer=SUBMIT_ACCEPTED_32,
-                note=_note(load) + f"; p50 {load.quantile(0.5) * 1000:.0f} ms, p99 {load.quantile(0.99) * 1000:.0f} ms",
-            )
-        )
     commits = submit_sqlite.measure(1000 if quick else 4000)
     single = "1 per COMMIT, synchronous=FULL"
     for case, (rows, seconds) in commits.items():
@@ -516,11 +516,16 @@ def run(quick: bool = False, cprofile_out: Path | None = None) -> list[Result]:
 
 
 def main() -> None:
-    out = None
-    if "--cprofile" in sys.argv:
-        out = Path(sys.argv[sys.argv.index("--cprofile") + 1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="150 submissions a level instead of 800")
+    parser.add_argument("--cprofile", type=Path, metavar="OUT", help="write a cProfile of 32 clients' load")
+    parser.add_argument(
+        "--before", default=BEFORE, metavar="REV", help=f"git revision measured beside this code (default {BEFORE})"
+    )
+    parser.add_argument("--no-before", dest="before", action="store_const", const=None, help="measure no revision")
+    args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    results = run(quick="--quick" in sys.argv, cprofile_out=out)
+    results = run(quick=args.quick, cprofile_out=args.cprofile, before=args.before)
     print(f"load average after: {os.getloadavg()}")
     print_results(results)
     for r in results:

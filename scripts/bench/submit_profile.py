@@ -87,30 +87,31 @@ class Stages:
 
 
 class TimedLock:
-    """The store's re-entrant lock, with the time spent waiting for it counted (outermost acquire only)."""
+    """The store's write lock (`ledger.group_commit.WriteLock`), with the time spent waiting for it counted
+    (outermost acquire only)."""
 
     def __init__(self, lock: Any, stages: Stages, name: str) -> None:
         self._inner, self._stages, self._name = lock, stages, name
-        self._depth = threading.local()
-
-    def __enter__(self) -> bool:
-        depth = getattr(self._depth, "n", 0)
-        start = time.perf_counter()
-        got = self._inner.__enter__()
-        if depth == 0:
-            self._stages.add(self._name, time.perf_counter() - start)
-        self._depth.n = depth + 1
-        return bool(got)
-
-    def __exit__(self, *exc: object) -> None:
-        self._depth.n -= 1
-        self._inner.__exit__(*exc)
 
     def acquire(self, *args: Any, **kwargs: Any) -> bool:
-        return bool(self._inner.acquire(*args, **kwargs))
+        held = self._inner.held()
+        start = time.perf_counter()
+        got = bool(self._inner.acquire(*args, **kwargs))
+        if not held:
+            self._stages.add(self._name, time.perf_counter() - start)
+        return got
 
     def release(self) -> None:
         self._inner.release()
+
+    def held(self) -> bool:
+        return bool(self._inner.held())
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 class TimedConnection:
@@ -198,10 +199,11 @@ class Instrumented:
         self._wrap(auth.policy.PolicyEngine, "decide_request", "    Cedar evaluation (cedarpy)")
         self._wrap(ledger.decisions, "new_entry", "    decision-log entry made (digest, no signature)")
         self._wrap(node, "_rates_in_force", "  rates in force (index)")
-        self._wrap(orders, "check_payment", "  order and grant checked (2 EIP-712 signature recoveries)")
-        self._wrap(store, "create_job", "  job + decision stored (store.create_job, one transaction)")
-        self._set(store, "_lock", TimedLock(store._lock, s, "    waiting for the store's lock"))
-        self._set(store, "_db", TimedConnection(store._db, s, "    SQLite"))
+        self._wrap(orders, "check_payment", "  order and grant checked (orders.check_payment)")
+        self._wrap(store, "create_job", "  job + decision stored (store.create_job: its savepoint, its group's COMMIT)")
+        writer = store._writer  # group commit: its lock and connection are every write's
+        self._set(writer, "lock", TimedLock(writer.lock, s, "    waiting for the store's write lock"))
+        self._set(writer, "db", TimedConnection(writer.db, s, "    SQLite"))
         self._set(node, "_pool", TimedPool(node._pool, s))
         self._wrap(node, "_view", "  answer built (node._view, reads the decision id back)")
         s.on = True

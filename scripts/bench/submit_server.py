@@ -38,13 +38,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import anyio.to_thread
-from fastapi import Body
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -58,10 +54,12 @@ from gateway.api.server import serve  # noqa: E402
 from gateway.demo.local import ConsortiumSpec, LocalConsortium, demo_spec  # noqa: E402
 from gateway.jobs.execution import Capacity, Execution, ExecutorError  # noqa: E402
 from gateway.node.centre import CentreNode  # noqa: E402
+from gateway.node.config import DirectorySettings  # noqa: E402
 from ledger.chain import connect  # noqa: E402
 
 CENTRE = "hpc-a"
 PROJECT = "physics"
+GROUPS_TTL = DirectorySettings().groups_ttl  # a gateway's default, as `xcentre gateway` builds its directory
 
 
 class HeldExecutor:
@@ -158,29 +156,19 @@ def _directories(spec: ConsortiumSpec, folder: Path, kind: str) -> tuple[dict[st
                 folder / f"slapd-{c.name}", c.users, c.groups, base_dn=c.base_dn, service_password=password
             )
             running.append(slapd)
-            directories[c.name] = Directory(slapd.url, slapd.base_dn, slapd.service_dn, password, centre=c.name)
+            directories[c.name] = Directory(
+                slapd.url, slapd.base_dn, slapd.service_dn, password, centre=c.name, groups_ttl=GROUPS_TTL
+            )
         else:
             from auth.ldap_embedded import EmbeddedLdap
             from auth.ldif import centre_ldif, service_dn
 
             ldap = EmbeddedLdap(centre_ldif(c.base_dn, c.users, c.groups, service_password=password))
             running.append(ldap)
-            directories[c.name] = Directory(ldap.start(), c.base_dn, service_dn(c.base_dn), password, centre=c.name)
+            directories[c.name] = Directory(
+                ldap.start(), c.base_dn, service_dn(c.base_dn), password, centre=c.name, groups_ttl=GROUPS_TTL
+            )
     return directories, running
-
-
-def _kept_for(groups_of: Callable[[str], list[str]], seconds: float) -> Callable[[str], list[str]]:
-    """A principal's directory groups, asked again only after `seconds`: the plan's cache, tried from outside."""
-    kept: dict[str, tuple[float, list[str]]] = {}
-
-    def cached(principal: str) -> list[str]:
-        now = time.monotonic()
-        hit = kept.get(principal)
-        if hit is None or now - hit[0] > seconds:
-            hit = kept[principal] = (now, groups_of(principal))
-        return list(hit[1])
-
-    return cached
 
 
 def _add_bench_routes(app: Any, node: CentreNode, folder: Path) -> tuple[Stages, Any]:
@@ -210,25 +198,12 @@ def _add_bench_routes(app: Any, node: CentreNode, folder: Path) -> tuple[Stages,
         t = os.times()
         return {"user": t.user, "system": t.system}
 
-    async def what_if(change: dict = Body(...)) -> dict:  # noqa: B008 - FastAPI's way to take a JSON body
-        """Changes of the fix plan tried on the running gateway, from outside its code (never undone)."""
-        if change.get("groups_cache"):
-            node.parts.directory.groups_of = _kept_for(node.parts.directory.groups_of, float(change["groups_cache"]))
-        if change.get("threads"):  # the event loop's thread: where anyio's default limiter lives
-            anyio.to_thread.current_default_thread_limiter().total_tokens = int(change["threads"])
-        if change.get("synchronous"):
-            store = node.parts.store
-            with store._lock:
-                store._db.execute(f"PRAGMA synchronous={'NORMAL' if change['synchronous'] == 'NORMAL' else 'FULL'}")
-        return change
-
     for path, fn, methods in (
         ("/_bench/stages/on", stages_on, ["POST"]),
         ("/_bench/stages/off", stages_off, ["POST"]),
         ("/_bench/cprofile/start", cprofile_start, ["POST"]),
         ("/_bench/cprofile/stop", cprofile_stop, ["POST"]),
         ("/_bench/cpu", cpu, ["GET"]),
-        ("/_bench/what-if", what_if, ["POST"]),
     ):
         app.add_api_route(path, fn, methods=methods, include_in_schema=False)
     return stages, RequestTimer(app, stages)
