@@ -167,7 +167,7 @@ class Client:
                 submission.client.close()
             except GatewayRefused as exc:
                 if exc.status == 401:
-                    self.close()  # the session did not survive the restart: sign on again
+                    self.close()  # the session ended (a token lives token_ttl, 15 minutes here): sign on again
                 if exc.status not in RETRYABLE:
                     with tally.lock:
                         tally.given_up.append(f"{key}: {exc.status} {exc.error}")
