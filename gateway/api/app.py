@@ -17,10 +17,12 @@ the body's and the headers' (422, 400). The pool is bounded
 loop and the requests from fighting over the GIL.
 """
 
+import asyncio
 import math
 import re
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Annotated, Any
@@ -135,11 +137,17 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
     """The gateway app of `node`, whose blocking work runs on at most `threads` threads once it starts."""
     check_threads(threads)
 
+    # GET /v1/capacity never waits for the pool: a placement at a peer holds one of the peer's threads while it
+    # waits for this answer, so two gateways whose pools an outsider fills with placements would wait out each
+    # other's timeout. Answered on the loop while fresh; a refresh (a Slurm centre's `sinfo`) on a thread of its own.
+    capacity_refresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node.name}-capacity")
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The limiter is the event loop's own (anyio keeps one per loop), so it is set from within the loop.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         yield
+        capacity_refresh.shutdown(wait=False)
 
     app = FastAPI(
         title=f"xcentre gateway · {node.name}",
@@ -488,9 +496,12 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
         return node.members()
 
     @app.get("/v1/capacity", response_model=Capacity, tags=["jobs"], responses=responses())
-    def capacity() -> dict:
+    async def capacity() -> dict:
         """How many CPUs this centre has free now (public, for placement)."""
-        return node.capacity()
+        fresh = node.fresh_capacity()
+        if fresh is not None:
+            return fresh
+        return await asyncio.get_running_loop().run_in_executor(capacity_refresh, node.capacity)
 
     @app.get(
         "/v1/supervision",

@@ -479,6 +479,14 @@ class CentreNode:
             }
         return facts
 
+    def fresh_capacity(self) -> dict | None:
+        """`capacity()`'s answer while it is fresh, else None; never waits (for the executor or a lock), so it may
+        be answered on the server's event loop."""
+        asked_at, answer = self._capacity  # one tuple, replaced whole
+        if answer is None or time.monotonic() - asked_at > CAPACITY_FRESH_FOR:
+            return None
+        return dict(answer)
+
     def capacity(self) -> dict:
         """What this centre can take now, for other gateways' placement.
 
