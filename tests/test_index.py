@@ -538,3 +538,17 @@ def test_a_homes_revocation_epoch_at_a_time_follows_its_revocations_block_times(
     assert epochs(older) == [2, 2, 2, 2, 2, 2]
     assert older.sync() == 0 and epochs(older) == [0, 0, 1, 1, 2, 2]
     older.close()
+
+
+def test_a_sync_asked_again_within_its_freshness_asks_the_chain_nothing(world, tmp_path):
+    """What a public route's flood relies on (GET /v1/audit/epochs/{n}): `unless_within` seconds after a sync
+    finished, another asks the chain nothing; without it, or once that long has passed, the chain is asked."""
+    index = EventIndex(tmp_path / "idx.sqlite", world.chain, world.deployment)
+    index.sync()
+    asked: list[int] = []
+    head = index._sync.reader.head
+    index._sync.reader.head = lambda: asked.append(1) or head()  # type: ignore[method-assign]
+    assert index.sync(unless_within=60) == 0 and asked == []
+    index.sync()
+    assert asked == [1]
+    assert index.sync(unless_within=0) == 0 and asked == [1, 1]

@@ -50,6 +50,10 @@ ANCHOR_MARGIN = 60
 retries it every second, so a minute covers retries and a few blocks of a public chain."""
 
 
+AUDIT_SYNC_EVERY = 1.0
+"""Seconds an epoch's audit view may be behind the chain: its requests sync the index at most this often."""
+
+
 def lapse_before(now: int, booking_delay: int) -> int:
     """Records whose order's deadline is before this lapse at a close at `now`.
 
@@ -311,7 +315,7 @@ class EpochCloser:
         check_epoch(epoch)
         if self.index.reachable is False:  # known down: answer at once, not after a timeout per request
             raise ChainUnavailable(f"the last sync could not reach it (index at block {self.index.last_block})")
-        self.index.sync()
+        self.index.sync(unless_within=AUDIT_SYNC_EVERY)  # public: a flood asks the chain once a second at most
         anchors = {
             centre_name(a.centre): {
                 "record_count": a.record_count,

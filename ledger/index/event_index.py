@@ -83,9 +83,10 @@ class EventIndex(IndexQueries):
         """What the follower's last round failed with; None after a round that succeeded."""
         return self._follower.last_error
 
-    def sync(self) -> int:
-        """Indexes every new event up to the head (minus confirmations); returns how many."""
-        return self._sync.sync()
+    def sync(self, *, unless_within: float | None = None) -> int:
+        """Indexes every new event up to the head (minus confirmations); returns how many. With `unless_within`,
+        none (0) if a sync finished that many seconds ago or less (`ChainSync.sync`)."""
+        return self._sync.sync(unless_within=unless_within)
 
     def follow(self, interval: float = 1.0, on_error: Callable[[BaseException], None] | None = None) -> None:
         """Syncs every `interval` seconds in a daemon thread until stop().

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -134,6 +135,7 @@ class ChainSync:
         self._db = db
         self._lock = lock  # guards the connection, shared with the readers
         self._sync_lock = threading.Lock()
+        self._synced_at = float("-inf")  # time.monotonic() when the last sync finished
         self.reader = reader
         self.deployment = deployment
         self.path = path
@@ -167,14 +169,23 @@ class ChainSync:
             value = schema.read_meta(self._db, schema.LAST_BLOCK)
         return int(value) if value is not None else self.deployment.start_block - 1
 
-    def sync(self) -> int:
-        """Indexes every new event up to the head (minus confirmations); returns how many."""
+    def sync(self, *, unless_within: float | None = None) -> int:
+        """Indexes every new event up to the head (minus confirmations); returns how many.
+
+        With `unless_within`, nothing is asked (0) if a sync finished that many seconds ago or less, also one
+        this call waited for: a public route that shows the latest chain state asks the chain at most that often
+        however many requests it gets.
+        """
         with self._sync_lock:
+            if unless_within is not None and time.monotonic() - self._synced_at <= unless_within:
+                return 0
             try:
-                return self._sync()
+                applied = self._sync()
             except ChainUnavailable:
                 self.reachable = False
                 raise
+            self._synced_at = time.monotonic()
+            return applied
 
     def _sync(self) -> int:
         last = self.last_block
