@@ -18,14 +18,26 @@ group was written.
 from __future__ import annotations
 
 import copy
+import logging
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = ["GroupCommit", "WriteLock"]
 
 _SAVEPOINT = "group_commit_write"
+
+WAL_LIMIT = 8 * 2**20
+"""Bytes of write-ahead log past which a commit restarts it (twice what SQLite's automatic checkpoint keeps)."""
+CHECKPOINT_EVERY = 1.0
+"""Seconds between two attempts at most, so a reader that keeps the log busy never makes every commit wait."""
+CHECKPOINT_WAIT_MS = 200
+"""How long an attempt waits for the readers of the log's older frames to finish their snapshots."""
+
+log = logging.getLogger(__name__)
 
 
 class WriteLock:
@@ -87,7 +99,9 @@ class GroupCommit:
     writer of a busy group never waits for an endless stream of others.
     """
 
-    def __init__(self, db: sqlite3.Connection, *, max_group: int = 64, patience: float = 0.1) -> None:
+    def __init__(
+        self, db: sqlite3.Connection, *, max_group: int = 64, patience: float = 0.1, wal_limit: int = WAL_LIMIT
+    ) -> None:
         if max_group < 1:
             raise ValueError(f"max_group must be at least 1, got {max_group}")
         self.db = db
@@ -98,6 +112,9 @@ class GroupCommit:
         self._queued = 0
         self._group: _Group | None = None  # the open group (its transaction), touched under `lock` only
         self._local = threading.local()
+        self._wal = _wal_of(db)
+        self._wal_limit = wal_limit
+        self._checkpointed_at = float("-inf")
 
     @property
     def queued(self) -> int:
@@ -204,6 +221,37 @@ class GroupCommit:
             self._fail(group, exc)
             return
         self._end(group, None)
+        self._restart_log_if_large()
+
+    def _restart_log_if_large(self) -> None:
+        """Checkpoint the log into the file and truncate it once it outgrows `wal_limit`.
+
+        SQLite's automatic checkpoint is passive: it copies only the frames no reader's snapshot still
+        needs, and restarts the log only when no reader is using it. Readers on their own connections,
+        one always in flight, never leave it so, and the log would grow by every write until the disk is
+        full. TRUNCATE waits (briefly) for the readers of older frames to finish, copies everything and
+        empties the log; new readers are not held up. Called holding the lock, between groups.
+        """
+        if self._wal is None or time.monotonic() - self._checkpointed_at < CHECKPOINT_EVERY:
+            return
+        try:
+            if self._wal.stat().st_size <= self._wal_limit:
+                return
+        except OSError:
+            return
+        self._checkpointed_at = time.monotonic()
+        waited = self.db.execute("PRAGMA busy_timeout").fetchone()[0]
+        try:
+            self.db.execute(f"PRAGMA busy_timeout={CHECKPOINT_WAIT_MS}")
+            busy, _, _ = self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.info(
+                    "the write-ahead log of %s stays over %d bytes: readers kept it busy", self._wal, self._wal_limit
+                )
+        except sqlite3.Error as exc:  # a full disk, an I/O error: the next commit says so to its writers
+            log.warning("checkpoint of %s failed: %s", self._wal, exc)
+        finally:
+            self.db.execute(f"PRAGMA busy_timeout={int(waited)}")
 
     def _fail(self, group: _Group, exc: BaseException) -> None:
         try:
@@ -234,6 +282,12 @@ class GroupCommit:
             with self.lock:
                 if not group.done and self._queued == 0:
                     self._commit(group)
+
+
+def _wal_of(db: sqlite3.Connection) -> Path | None:
+    """The write-ahead log file of `db`'s main database; None for one in memory."""
+    main = next((row[2] for row in db.execute("PRAGMA database_list") if row[1] == "main"), "")
+    return Path(main + "-wal") if main else None
 
 
 def _copy(error: BaseException) -> BaseException:
