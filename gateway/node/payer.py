@@ -255,7 +255,8 @@ class Payer:
             )
 
     def _projects(self, claims: Claims) -> dict[str, int]:
-        """The user's projects: their LDAP groups at home (live) that have an allocation, by the allocation's name."""
+        """The user's projects: their LDAP groups at home (kept up to `groups_ttl` seconds) that have an allocation, by
+        the allocation's name."""
         groups = {g.casefold() for g in self._directory.groups_of(claims.sub)}
         return {name: amount for name, amount in self._allocations.items() if name.casefold() in groups}
 
