@@ -126,13 +126,15 @@ class GroupCommit:
         return bool(getattr(self._local, "depth", 0))
 
     @contextmanager
-    def write(self) -> Iterator[sqlite3.Connection]:
+    def write(self, *, alone: bool = False) -> Iterator[sqlite3.Connection]:
         """One write, durable when this returns; nested use (a callback inside a write) joins the outer block.
 
         The block sees the writes of its group that came before it (they commit or fail with it).
         If the block raises, nothing of it is written; when it ran after other writes of its group
         (what it saw may never commit) its exception is raised once the group has ended, or the
         group's exception if the group failed (then nothing of the group was written); else at once.
+        `alone` is for a long block (an epoch's close): the group open when it gets the lock is
+        committed first and it commits on its own, so no write that finished before it waits for it.
         """
         local = self._local
         if getattr(local, "depth", 0):
@@ -147,10 +149,13 @@ class GroupCommit:
             with self._state:
                 self._queued -= 1
         try:
+            if alone and self._group is not None:
+                self._commit(self._group)
             group = self._join()
         except BaseException:
             self.lock.release()
             raise
+        inline = inline or alone
         local.depth = 1
         try:
             yield self.db

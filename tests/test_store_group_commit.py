@@ -18,6 +18,7 @@ import pytest
 
 from gateway.node.errors import DiskFull, disk_refusal
 from gateway.store import IdempotencyConflict, ReplayedOrder, Store
+from ledger.db import open_durable
 from ledger.group_commit import GroupCommit
 from tests.test_store import REQ, payment, running_job, signer
 from tests.test_store_decisions import decision
@@ -425,3 +426,42 @@ def test_a_group_bounded_at_one_write_commits_each_write(tmp_path: Path) -> None
         assert len(single.list_jobs()) == 4
     finally:
         single.close()
+
+
+def test_a_long_write_alone_never_holds_up_a_write_that_finished_before_it(tmp_path: Path) -> None:
+    """An epoch's close (`alone`: its trees take a while) commits the group waiting when it gets the lock, then
+    runs on its own: a submission whose block ended before the close began is durable and answered meanwhile."""
+    writer = GroupCommit(open_durable(tmp_path / "w.sqlite"))
+    with writer.write() as db:
+        db.execute("CREATE TABLE t (x INTEGER)")
+    in_short, go_short, in_long, release_long = (threading.Event() for _ in range(4))
+
+    def short() -> None:
+        with writer.write() as db:
+            in_short.set()
+            go_short.wait(WAIT)
+            db.execute("INSERT INTO t VALUES (1)")
+
+    def long() -> None:
+        with writer.write(alone=True) as db:
+            in_long.set()
+            release_long.wait(WAIT)
+            db.execute("INSERT INTO t VALUES (2)")
+
+    first, second = Call(short), Call(long)
+    try:
+        first.start()
+        assert in_short.wait(WAIT)
+        second.start()
+        _until(lambda: writer.queued == 1, "the long write queues behind the short one")
+        go_short.set()  # the short block ends with a writer queued: it waits for its group's COMMIT
+        assert in_long.wait(WAIT)
+        assert first.returned.wait(WAIT), "the short write waited for the long one"
+        assert first.error is None and not second.returned.is_set()
+        assert other_connection_count(tmp_path / "w.sqlite", "SELECT count(*) FROM t") == 1
+    finally:
+        release_long.set()
+    second.outcome()
+    assert second.error is None
+    assert other_connection_count(tmp_path / "w.sqlite", "SELECT count(*) FROM t") == 2
+    writer.close()

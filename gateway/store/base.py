@@ -40,10 +40,11 @@ class StoreBase:
     def _now(self) -> int:
         return int(self._clock())
 
-    def _tx(self) -> AbstractContextManager[sqlite3.Connection]:
+    def _tx(self, *, alone: bool = False) -> AbstractContextManager[sqlite3.Connection]:
         """One write, committed (with the other writes of its group, one fsync) before the `with` ends;
-        nested use (from a callback) joins the outer one. `ledger.group_commit` says what a failure does."""
-        return self._writer.write()
+        nested use (from a callback) joins the outer one. `ledger.group_commit` says what a failure does;
+        `alone` (a long write) commits the group before it first and then on its own."""
+        return self._writer.write(alone=alone)
 
     @contextmanager
     def _reading(self) -> Iterator[sqlite3.Connection]:

@@ -440,9 +440,10 @@ class Books(StoreBase):
         trees always cover exactly the epoch's records. Records whose order's
         deadline is before `lapse_before` lapse first: marked, kept, left out of
         the trees (their jobs say so), because no claim anchored now could
-        answer a dispute of them.
+        answer a dispute of them. A write of its own (`alone`): building the trees
+        of a large epoch takes a while, and no submission waits for it to commit.
         """
-        with self._tx() as db:
+        with self._tx(alone=True) as db:
             epoch = open_epoch_in(db)
             if lapse_before is not None:
                 _lapse(db, epoch, checks.natural("lapse_before", lapse_before), self._now())
