@@ -47,7 +47,7 @@ import submit_sqlite  # noqa: E402
 from common import SUBMIT_ACCEPTED_32, SUBMIT_P99_32, Result, print_results, rate  # noqa: E402
 from eth_account import Account  # noqa: E402
 
-from gateway.client.http import GatewayClient  # noqa: E402
+from gateway.client.http import GatewayClient, GatewayUnreachable  # noqa: E402
 from gateway.client.paying import Quote, pay, signing_domain  # noqa: E402
 
 TITLE = "Job submissions on one gateway process, beside sbatch"
@@ -195,7 +195,10 @@ def prepare(crowd: Crowd, count: int) -> list[tuple[str, dict, str]]:
 
     def one(i: int) -> tuple[str, dict, str]:
         client = crowd.clients[i % len(crowd.clients)]
-        paid = pay(job, crowd.quote, Account.create(), client.grant, crowd.domain)  # type: ignore[arg-type]
+        try:
+            paid = pay(job, crowd.quote, Account.create(), client.grant, crowd.domain)  # type: ignore[arg-type]
+        except GatewayUnreachable:  # a keep-alive connection the server closed as it was reused: once more
+            paid = pay(job, crowd.quote, Account.create(), client.grant, crowd.domain)  # type: ignore[arg-type]
         return client.token or "", JOB | paid.fields(), str(uuid.uuid4())
 
     with ThreadPoolExecutor(8) as pool:
