@@ -5,4 +5,5 @@ pytest_plugins = [
     "tests.fixtures.anvil",
     "tests.fixtures.consortium",
     "tests.fixtures.slurm",
+    "tests.fixtures.disks",
 ]

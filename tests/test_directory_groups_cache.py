@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
@@ -11,7 +10,8 @@ from auth.directory import Directory, DirectoryUnavailable
 from auth.groups_cache import MAX_GROUPS_TTL, KeptGroups, check_ttl
 from gateway.consortium import slapd as consortium_slapd
 from gateway.consortium.processes import accepting
-from gateway.node.config import ConfigError, GatewayConfig, load_config
+from gateway.node.config import ConfigError
+from tests.fixtures.configs import minimal_config
 from tests.fixtures.consortium import eventually
 from tests.fixtures.slapd import DEFAULT_GROUPS, DEFAULT_USERS
 
@@ -271,54 +271,33 @@ def _answers(d: Directory, principal: str) -> bool:
 
 # -- configuration -------------------------------------------------------------------------------------
 
-BASE = dict(
-    centre="hpc-a",
-    data_dir="d",
-    chain_url="embedded",
-    deployment="x.json",
-    chain_key_file="k",
-    token_key_file="t",
-    issuer_key_file="i",
-    credential_schema="s.toml",
-    operator_key="op",
-    policy_file="p.cedar",
-    ldap_url="ldap://127.0.0.1:1",
-    ldap_base_dn="dc=x",
-)
-
-
-def _config(tmp_path: Path, *table: str) -> GatewayConfig:
-    lines = [f'{k} = "{v}"' for k, v in BASE.items()]
-    (tmp_path / "gw.toml").write_text("\n".join([*lines, *table]) + "\n")
-    return load_config(tmp_path / "gw.toml")
-
 
 def test_groups_ttl_is_a_setting_of_the_directory_table(tmp_path):
-    assert _config(tmp_path).directory.groups_ttl == 60  # absent: a minute
-    assert _config(tmp_path, "[directory]").directory.groups_ttl == 60
-    assert _config(tmp_path, "[directory]", "groups_ttl = 0").directory.groups_ttl == 0
-    assert _config(tmp_path, "[directory]", "groups_ttl = 2.5").directory.groups_ttl == 2.5
-    assert _config(tmp_path, "[directory]", "groups_ttl = 3600").directory.groups_ttl == 3600
+    assert minimal_config(tmp_path).directory.groups_ttl == 60  # absent: a minute
+    assert minimal_config(tmp_path, "[directory]").directory.groups_ttl == 60
+    assert minimal_config(tmp_path, "[directory]", "groups_ttl = 0").directory.groups_ttl == 0
+    assert minimal_config(tmp_path, "[directory]", "groups_ttl = 2.5").directory.groups_ttl == 2.5
+    assert minimal_config(tmp_path, "[directory]", "groups_ttl = 3600").directory.groups_ttl == 3600
 
 
 @pytest.mark.parametrize("value", ["-1", "3601", '"60"', "true", "nan", "inf", "[60]"])
 def test_a_bad_groups_ttl_is_refused_naming_the_setting(tmp_path, value):
     with pytest.raises(ConfigError, match=r"directory\.groups_ttl must be a number of seconds from 0 to 3600.* got "):
-        _config(tmp_path, "[directory]", f"groups_ttl = {value}")
+        minimal_config(tmp_path, "[directory]", f"groups_ttl = {value}")
 
 
 def test_an_unknown_directory_setting_is_refused(tmp_path):
     with pytest.raises(
         ConfigError, match=r"directory\.groups_tl is not a setting: \[directory\] takes only `groups_ttl`"
     ):
-        _config(tmp_path, "[directory]", "groups_tl = 5")
+        minimal_config(tmp_path, "[directory]", "groups_tl = 5")
     with pytest.raises(ConfigError, match=r"directory must be a table"):
-        _config(tmp_path, "directory = 5")
+        minimal_config(tmp_path, "directory = 5")
 
 
 def test_the_epochs_table_is_still_explained_as_before(tmp_path):
     with pytest.raises(ConfigError, match=r"epochs\.often is not a setting: \[epochs\] takes only `every`"):
-        _config(tmp_path, "[epochs]", "often = 5")
+        minimal_config(tmp_path, "[epochs]", "often = 5")
 
 
 def test_the_gateway_builds_its_directory_with_the_configured_ttl(tmp_path, monkeypatch):
@@ -333,7 +312,7 @@ def test_the_gateway_builds_its_directory_with_the_configured_ttl(tmp_path, monk
     monkeypatch.setattr(assemble, "build_node", lambda **parts: built.update(parts))
     for name in ("x.json", "k"):
         (tmp_path / name).write_text("{}")
-    assemble.node_from_config(_config(tmp_path, "[directory]", "groups_ttl = 15"), chain=object())
+    assemble.node_from_config(minimal_config(tmp_path, "[directory]", "groups_ttl = 15"), chain=object())
     assert built["directory"].kept_groups.ttl == 15
-    assemble.node_from_config(_config(tmp_path), chain=object())
+    assemble.node_from_config(minimal_config(tmp_path), chain=object())
     assert built["directory"].kept_groups.ttl == 60

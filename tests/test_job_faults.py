@@ -203,22 +203,6 @@ def test_a_version_9_store_gains_key_scopes_and_keeps_its_keys(tmp_path):
 # -- a full or read-only data disk ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A real 1 MiB file system (tmpfs), or a skip saying why this machine cannot mount one."""
-    import subprocess
-
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False, capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the injected-error tests cover it")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
-
-
 def test_a_full_disk_is_disk_full_and_leaves_the_store_whole(tiny_disk):
     import sqlite3
 

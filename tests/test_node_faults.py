@@ -17,10 +17,11 @@ import pytest
 
 from auth.directory import Directory, DirectoryUnavailable, InvalidCredentials
 from gateway.client.http import GatewayClient
-from gateway.node.config import ConfigError, GatewayConfig, load_config
+from gateway.node.config import ConfigError, GatewayConfig
 from ledger.chain import ChainError, ChainUnavailable, connect
 from ledger.ids import centre_id
 from ledger.index import IndexMismatch
+from tests.fixtures.configs import minimal_config
 from tests.fixtures.consortium import PASSWORDS, eventually, start_consortium
 from tests.fixtures.relay import Relay
 
@@ -143,28 +144,10 @@ def test_housekeeping_closes_epochs_on_schedule_and_manual_close_stays(faults):
 
 def test_the_schedule_is_a_setting_of_the_centre(tmp_path):
     assert GatewayConfig.model_fields["epochs"].default.every == 0  # absent: manual only
-    base = dict(
-        centre="hpc-a",
-        data_dir="d",
-        chain_url="embedded",
-        deployment="x.json",
-        chain_key_file="k",
-        token_key_file="t",
-        issuer_key_file="i",
-        credential_schema="s.toml",
-        operator_key="op",
-        policy_file="p.cedar",
-        ldap_url="ldap://127.0.0.1:1",
-        ldap_base_dn="dc=x",
-    )
-    lines = [f"{k} = {v!r}".replace("'", '"') for k, v in base.items()]
-    (tmp_path / "gw.toml").write_text("\n".join([*lines, "[epochs]", 'every = "1h"']) + "\n")
-    assert load_config(tmp_path / "gw.toml").epochs.every == 3600
-    (tmp_path / "gw.toml").write_text("\n".join([*lines, "[epochs]", "every = 90"]) + "\n")
-    assert load_config(tmp_path / "gw.toml").epochs.every == 90
-    (tmp_path / "gw.toml").write_text("\n".join([*lines, "[epochs]", 'every = "soon"']) + "\n")
+    assert minimal_config(tmp_path, "[epochs]", 'every = "1h"').epochs.every == 3600
+    assert minimal_config(tmp_path, "[epochs]", "every = 90").epochs.every == 90
     with pytest.raises(ConfigError, match=r"epochs\.every must be seconds .* got 'soon'"):
-        load_config(tmp_path / "gw.toml")
+        minimal_config(tmp_path, "[epochs]", 'every = "soon"')
 
 
 # -- a hung directory ------------------------------------------------------------------------------

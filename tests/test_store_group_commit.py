@@ -7,7 +7,6 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -218,20 +217,6 @@ def test_a_commit_that_fails_fails_every_write_of_its_group_and_leaves_nothing(s
     after, created = store.create_job("bob@hpc-a", "hpc-a", REQ, "hpc-a", "b0", decision=decision(0))
     assert created and store.get_job(after.id) == after
     assert store._db.execute("PRAGMA foreign_key_check").fetchall() == []
-
-
-@pytest.fixture
-def tiny_disk(tmp_path: Path) -> Iterator[Path]:
-    """A real 1 MiB file system (tmpfs), or a skip saying why this machine cannot mount one."""
-    folder = tmp_path / "disk"
-    folder.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=False, capture_output=True, text=True
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()}): the deferred-key test covers it")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def _fill(folder: Path) -> Path:
