@@ -253,6 +253,8 @@ def test_a_read_only_store_is_unavailability_and_keeps_what_it_had(tmp_path):
         (OSError(30, "Read-only file system"), 503, "disk-read-only"),
         ("database or disk is full", 507, "disk-full"),
         ("attempt to write a readonly database", 503, "disk-read-only"),
+        (OSError(5, "Input/output error"), 503, "disk-error"),
+        ("disk I/O error", 503, "disk-error"),  # SQLite's SQLITE_IOERR: a disk a file system error made read-only
     ],
 )
 def test_disk_errors_are_named_with_their_status(error, status, reason):

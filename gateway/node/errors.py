@@ -64,18 +64,25 @@ class DiskReadOnly(Unavailable):
     """The centre's data disk is read-only: nothing was written; 503, as any unavailability."""
 
 
+class DiskFailed(Unavailable):
+    """The centre's data disk failed a read or write (an I/O error: a failing device, or a file system that an
+    error made read-only): nothing was written; 503, as any unavailability."""
+
+
 #: The words SQLite uses for a full disk and for a file it may not write.
 _FULL = ("database or disk is full",)
 _READ_ONLY = ("attempt to write a readonly database", "readonly database")
 _ERRNO_FULL = (28, 122)  # ENOSPC, EDQUOT
 _ERRNO_READ_ONLY = (30,)  # EROFS
+_IO_ERROR = "disk i/o error"  # SQLITE_IOERR and its extended codes
+_ERRNO_IO = (5,)  # EIO
 
 
 def disk_refusal(exc: BaseException) -> Refusal | None:
-    """DiskFull or DiskReadOnly for an error of the data disk (SQLite's or the OS's), else None.
+    """DiskFull, DiskReadOnly or DiskFailed for an error of the data disk (SQLite's or the OS's), else None.
 
-    So that a full or read-only disk is answered as such (507, 503 with the reason `disk-full` or
-    `disk-read-only`), never as a bare server error; the caller's transaction has rolled back.
+    So that a full, read-only or failing disk is answered as such (507 `disk-full`, 503 `disk-read-only`
+    or `disk-error`), never as a bare server error; the caller's transaction has rolled back.
     """
     if isinstance(exc, DiskFull | DiskReadOnly):
         return exc
@@ -88,5 +95,9 @@ def disk_refusal(exc: BaseException) -> Refusal | None:
         return DiskReadOnly(
             f"the centre's data disk is read-only: {exc}; nothing was stored, try again later",
             reasons=["disk-read-only"],
+        )
+    if number in _ERRNO_IO or (code is not None and code & 0xFF == 10) or _IO_ERROR in text:  # SQLITE_IOERR
+        return DiskFailed(
+            f"the centre's data disk failed: {exc}; nothing was stored, try again later", reasons=["disk-error"]
         )
     return None
