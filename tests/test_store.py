@@ -602,3 +602,23 @@ def test_a_failed_completion_keeps_no_key(store: Store) -> None:
 def test_bad_payment_terms_are_refused(change: dict) -> None:
     with pytest.raises(StoreError):
         Payment(**{**payment().__dict__, **change})
+
+
+def test_an_epochs_records_are_listed_whole_and_in_order_though_read_a_page_at_a_time(store: Store, monkeypatch):
+    """Long listings are read a page per query (so no reader holds a snapshot long enough to keep the write-ahead
+    log from being restarted): the pages join into the listing one query would give, each home's too."""
+    import gateway.store.base
+
+    monkeypatch.setattr(gateway.store.base, "PAGE", 4)
+    stored = []
+    for n in range(11):
+        job_id = running_job(store, f"u{n}@hpc-a")
+        store.complete_job(job_id, "succeeded", 0, "", "", record=signer(job_id, HOME_A if n % 3 else HOME_B))
+        stored.append(job_id)
+    listed = [r.job_id for r in store.records_for_epoch(1)]
+    assert listed == stored
+    for home in (HOME_A, HOME_B):
+        assert [r.home_centre for r in store.records_for_home(1, home)] == [home.hex()] * len(
+            [j for n, j in enumerate(stored) if (home == HOME_A) == bool(n % 3)]
+        )
+    assert [p.record.job_id for p in store.paid_records(1, HOME_B)] == [j for n, j in enumerate(stored) if n % 3 == 0]

@@ -12,6 +12,9 @@ from typing import Any
 from ledger.group_commit import GroupCommit, WriteLock
 from ledger.read_connections import ThreadReaders
 
+PAGE = 500
+"""Rows a long listing reads per query (`StoreBase._read_by_seq`)."""
+
 
 class StoreBase:
     """Writes through `_tx` (group commit), reads through `_read`/`_reading` (this thread's read connection).
@@ -67,6 +70,20 @@ class StoreBase:
         """One query's rows, committed ones only (or, inside this thread's own `_tx`, with its writes)."""
         db = self._db if self._writer.in_block() else self._readers.get()
         return db.execute(sql, args).fetchall()
+
+    def _read_by_seq(self, sql: str, args: tuple[Any, ...], *, seq: str = "seq") -> list[sqlite3.Row]:
+        """`sql` (a SELECT whose WHERE clause ends it) ordered by `seq`, read PAGE rows at a time, each page
+        a query of its own: a long listing (an epoch's records) never holds one snapshot open for long, which
+        would keep the write-ahead log from being restarted (`ledger.group_commit`). For rows that no longer
+        change (a closed epoch's records) the pages are the one listing; rows added meanwhile come last."""
+        rows: list[sqlite3.Row] = []
+        after = -1
+        while True:
+            page = self._read(f"{sql} AND {seq} > ? ORDER BY {seq} LIMIT {PAGE}", (*args, after))
+            rows += page
+            if len(page) < PAGE:
+                return rows
+            after = page[-1]["seq"]
 
 
 def open_epoch_in(db: sqlite3.Connection) -> int:

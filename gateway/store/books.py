@@ -324,14 +324,14 @@ class Books(StoreBase):
     def records_for_epoch(self, epoch: int) -> list[StoredRecord]:
         """The epoch's records in the order they were stored (the lapsed ones left out: they are no leaves)."""
         checks.positive_int("epoch", epoch)
-        rows = self._read("SELECT * FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL ORDER BY seq", (epoch,))
+        rows = self._read_by_seq("SELECT * FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL", (epoch,))
         return [_record(r) for r in rows]
 
     def records_for_home(self, epoch: int, home: bytes | str) -> list[StoredRecord]:
         """The epoch's records for one home's users in store order: the leaves of that home's sum tree."""
         checks.positive_int("epoch", epoch)
-        rows = self._read(
-            "SELECT * FROM usage_records WHERE epoch = ? AND home_centre = ? AND lapsed_at IS NULL ORDER BY seq",
+        rows = self._read_by_seq(
+            "SELECT * FROM usage_records WHERE epoch = ? AND home_centre = ? AND lapsed_at IS NULL",
             (epoch, checks.hex32("home", home)),
         )
         return [_record(r) for r in rows]
@@ -339,11 +339,12 @@ class Books(StoreBase):
     def paid_records(self, epoch: int, home: bytes | str) -> list[PaidRecord]:
         """`records_for_home` with the order, grant, receipt and key of each record's job, in one query."""
         checks.positive_int("epoch", epoch)
-        rows = self._read(
+        rows = self._read_by_seq(
             "SELECT r.*, j.pay_order, j.pay_order_sig, j.pay_grant, j.pay_grant_sig, j.receipt_sig,"
             " j.result_key, j.lock_hash FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
-            " WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL ORDER BY r.seq",
+            " WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL",
             (epoch, checks.hex32("home", home)),
+            seq="r.seq",
         )
         return [
             PaidRecord(

@@ -85,7 +85,7 @@ class EventIndex(IndexQueries):
 
     def sync(self, *, unless_within: float | None = None) -> int:
         """Indexes every new event up to the head (minus confirmations); returns how many. With `unless_within`,
-        none (0) if a sync finished that many seconds ago or less (`ChainSync.sync`)."""
+        none (0) if a sync that began at most that many seconds before the call has finished (`ChainSync.sync`)."""
         return self._sync.sync(unless_within=unless_within)
 
     def follow(self, interval: float = 1.0, on_error: Callable[[BaseException], None] | None = None) -> None:

@@ -135,7 +135,7 @@ class ChainSync:
         self._db = db
         self._lock = lock  # guards the connection, shared with the readers
         self._sync_lock = threading.Lock()
-        self._synced_at = float("-inf")  # time.monotonic() when the last sync finished
+        self._synced_from = float("-inf")  # time.monotonic() when the last sync that finished began
         self.reader = reader
         self.deployment = deployment
         self.path = path
@@ -172,19 +172,22 @@ class ChainSync:
     def sync(self, *, unless_within: float | None = None) -> int:
         """Indexes every new event up to the head (minus confirmations); returns how many.
 
-        With `unless_within`, nothing is asked (0) if a sync finished that many seconds ago or less, also one
-        this call waited for: a public route that shows the latest chain state asks the chain at most that often
-        however many requests it gets.
+        With `unless_within`, nothing is asked (0) if a sync that began at most that many seconds before this
+        call has finished (also one this call waited for): what it read is then at most that far behind the
+        chain as of the call, and a public route that shows the latest chain state asks the chain at most that
+        often however many requests it gets. A sync is timed from its start, when it reads the chain's head.
         """
+        called = time.monotonic()
         with self._sync_lock:
-            if unless_within is not None and time.monotonic() - self._synced_at <= unless_within:
+            if unless_within is not None and called - self._synced_from <= unless_within:
                 return 0
+            started = time.monotonic()
             try:
                 applied = self._sync()
             except ChainUnavailable:
                 self.reachable = False
                 raise
-            self._synced_at = time.monotonic()
+            self._synced_from = started
             return applied
 
     def _sync(self) -> int:
