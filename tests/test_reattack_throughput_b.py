@@ -5,23 +5,16 @@ Real SQLite files, real threads, the store's own public methods; nothing injecte
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 
 from gateway.store import Store
+from tests.fixtures.wal_load import wal_peak_under_load
 
-REQ = {"argv": ["echo", "hi"], "walltime": 60, "cores": 1}
 WAIT = 120  # seconds the whole load may take on a busy machine
 
 # SQLite's automatic checkpoint runs at 1,000 pages of WAL (4 KiB pages): a WAL that is checkpointed and
 # restarted stays around 4 MB however many writes go through. Four times that is generous.
 WAL_BOUND = 16 * 1024 * 1024
-
-
-def _wal(path: Path) -> int:
-    wal = path.with_name(path.name + "-wal")
-    return wal.stat().st_size if wal.exists() else 0
 
 
 def test_readers_polling_the_store_never_let_the_wal_restart_so_it_grows_until_the_disk_is_full(
@@ -40,47 +33,17 @@ def test_readers_polling_the_store_never_let_the_wal_restart_so_it_grows_until_t
     try:
         for _ in range(40):  # a gateway with a scheduled close has closed a few dozen epochs
             store.close_open_epoch(lambda epoch, records: {})
-        stop = threading.Event()
-        written: list[str] = []
-        errors: list[BaseException] = []
 
-        def writer(t: int) -> None:
-            try:
-                for n in range(500):
-                    job, _ = store.create_job(
-                        f"u{t}@hpc-a", "hpc-a", REQ | {"n": n, "note": "x" * 300}, "hpc-a", f"k{t}-{n}"
-                    )
-                    written.append(job.id)
-            except BaseException as exc:  # noqa: BLE001 -- the test reports it
-                errors.append(exc)
+        def read(written: list[str]) -> None:
+            if written:
+                store.get_job(written[-1])
+            store.closures()
+            store.closure(1)
 
-        def reader() -> None:
-            try:
-                while not stop.is_set():
-                    if written:
-                        store.get_job(written[-1])
-                    store.closures()
-                    store.closure(1)
-            except BaseException as exc:  # noqa: BLE001 -- the test reports it
-                errors.append(exc)
-
-        writers = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(4)]
-        readers = [threading.Thread(target=reader, daemon=True) for _ in range(8)]
-        for thread in readers + writers:
-            thread.start()
-        deadline = time.monotonic() + WAIT
-        peak = 0
-        while any(w.is_alive() for w in writers) and time.monotonic() < deadline:
-            peak = max(peak, _wal(path))
-            time.sleep(0.2)
-        stop.set()
-        for thread in readers + writers:
-            thread.join(WAIT)
-        peak = max(peak, _wal(path))
-        assert not errors, errors[:3]
-        assert len(written) == 2000, f"only {len(written)} of 2000 jobs written in {WAIT} s"
+        peak, written = wal_peak_under_load(store, read, writers=4, jobs=500, readers=8, wait=WAIT)
+        assert written == 2000, f"only {written} of 2000 jobs written in {WAIT} s"
         assert peak <= WAL_BOUND, (
-            f"gateway.db-wal reached {peak / 1e6:.1f} MB for {len(written)} jobs while readers polled: the "
+            f"gateway.db-wal reached {peak / 1e6:.1f} MB for {written} jobs while readers polled: the "
             f"checkpoint never restarts it (bound {WAL_BOUND >> 20} MiB; ~4 MB without concurrent readers)"
         )
     finally:

@@ -20,6 +20,7 @@ from ledger.chain import connect
 from ledger.deploy import MemberSpec, Prices, bind, deploy_consortium
 from ledger.ids import centre_id
 from ledger.index import EventIndex
+from tests.fixtures.wal_load import wal_peak_under_load
 
 REQ = {"argv": ["echo", "hi"], "walltime": 60, "cores": 1}
 HOME = b"hpc-b".ljust(32, b"\0")
@@ -43,11 +44,6 @@ def _record(job_id: str, epoch: int) -> NewRecord:
         signature=_h("sig", job_id) + b"\x1b",
         leaf=_h("leaf", job_id),
     )
-
-
-def _wal(path: Path) -> int:
-    wal = path.with_name(path.name + "-wal")
-    return wal.stat().st_size if wal.exists() else 0
 
 
 def test_public_reads_of_a_large_epochs_records_outlast_the_checkpoint_wait_so_the_wal_still_grows(
@@ -74,44 +70,13 @@ def test_public_reads_of_a_large_epochs_records_outlast_the_checkpoint_wait_so_t
         store.close_open_epoch(lambda epoch, records: {HOME.hex(): (b"\x01" * 32, len(records), 10 * len(records))})
         assert len(store.records_for_epoch(1)) == 5000
 
-        stop = threading.Event()
-        written: list[str] = []
-        errors: list[BaseException] = []
+        def auditor(written: list[str]) -> None:  # GET /v1/audit/epochs/1/records, again and again
+            store.records_for_epoch(1)
 
-        def writer(t: int) -> None:
-            try:
-                for n in range(600):
-                    job, _ = store.create_job(
-                        f"u{t}@hpc-a", "hpc-a", REQ | {"n": n, "note": "x" * 300}, "hpc-a", f"k{t}-{n}"
-                    )
-                    written.append(job.id)
-            except BaseException as exc:  # noqa: BLE001 -- the test reports it
-                errors.append(exc)
-
-        def auditor() -> None:  # GET /v1/audit/epochs/1/records, again and again
-            try:
-                while not stop.is_set():
-                    store.records_for_epoch(1)
-            except BaseException as exc:  # noqa: BLE001 -- the test reports it
-                errors.append(exc)
-
-        writers = [threading.Thread(target=writer, args=(t,), daemon=True) for t in range(4)]
-        auditors = [threading.Thread(target=auditor, daemon=True) for _ in range(4)]
-        for thread in auditors + writers:
-            thread.start()
-        deadline = time.monotonic() + WAIT
-        peak = 0
-        while any(w.is_alive() for w in writers) and time.monotonic() < deadline:
-            peak = max(peak, _wal(path))
-            time.sleep(0.1)
-        stop.set()
-        for thread in auditors + writers:
-            thread.join(WAIT)
-        peak = max(peak, _wal(path))
-        assert not errors, errors[:3]
-        assert len(written) == 2400, f"only {len(written)} of 2400 jobs written in {WAIT} s"
+        peak, written = wal_peak_under_load(store, auditor, writers=4, jobs=600, readers=4, wait=WAIT)
+        assert written == 2400, f"only {written} of 2400 jobs written in {WAIT} s"
         assert peak <= WAL_BOUND, (
-            f"gateway.db-wal reached {peak / 1e6:.1f} MB for {len(written)} submissions while 4 public reads of a "
+            f"gateway.db-wal reached {peak / 1e6:.1f} MB for {written} submissions while 4 public reads of a "
             f"5,000-record epoch were in flight: the restart past 8 MiB gives up after 200 ms each second "
             f"(bound {WAL_BOUND >> 20} MiB)"
         )
