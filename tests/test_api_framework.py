@@ -65,6 +65,13 @@ class StandIn:
         self._called("job")
         return VIEW.model_copy(update={"id": job_id})
 
+    def fresh_capacity(self) -> dict | None:
+        return None  # never fresh: every request asks capacity()
+
+    def capacity(self) -> dict:
+        self._called("capacity")
+        return {"centre": self.name, "total_cpus": 4, "free_cpus": 2}
+
     def check_operator(self, key: str | None) -> None:
         if key != self.parts.operator_key:
             raise Unauthenticated("this operation needs the centre's operator key (X-Operator-Key)")
@@ -139,6 +146,19 @@ def test_the_operator_key_is_checked_on_the_loop(node, hops):
         answer = client.post("/v1/enrolments/revoke", json={"username": "alice"})
     assert answer.status_code == 401 and "operator key" in answer.json()["error"]
     assert hops == []
+
+
+def test_a_stale_capacity_is_refreshed_off_the_loop_every_time_the_app_starts(node):
+    app = create_app(node)
+    for _ in range(2):  # an app started, stopped and started again (a test module's app, a server restarted)
+        with TestClient(app) as client:
+            answer = client.get("/v1/capacity")
+        assert answer.status_code == 200 and answer.json() == {"centre": "hpc-a", "total_cpus": 4, "free_cpus": 2}
+    threads = [thread for what, thread in node.calls if what == "capacity"]
+    assert len(threads) == 2 and all("capacity" in thread for thread in threads)
+    # called without being started (no lifespan, so no thread of its own): still answered, off the loop
+    assert TestClient(app).get("/v1/capacity").status_code == 200
+    assert node.calls[-1][0] == "capacity" and node.calls[-1][1] != threading.main_thread().name
 
 
 def _limiter_route(app: Any) -> None:

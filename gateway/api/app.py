@@ -139,15 +139,21 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
 
     # GET /v1/capacity never waits for the pool: a placement at a peer holds one of the peer's threads while it
     # waits for this answer, so two gateways whose pools an outsider fills with placements would wait out each
-    # other's timeout. Answered on the loop while fresh; a refresh (a Slurm centre's `sinfo`) on a thread of its own.
-    capacity_refresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node.name}-capacity")
+    # other's timeout. Answered on the loop while fresh; a refresh (a Slurm centre's `sinfo`) on a thread of its own,
+    # one for each time the app runs (an app may be started again after it stopped).
+    capacity_refresh: list[ThreadPoolExecutor] = []
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         # The limiter is the event loop's own (anyio keeps one per loop), so it is set from within the loop.
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
-        yield
-        capacity_refresh.shutdown(wait=False)
+        refresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node.name}-capacity")
+        capacity_refresh.append(refresh)
+        try:
+            yield
+        finally:
+            capacity_refresh.remove(refresh)
+            refresh.shutdown(wait=False)
 
     app = FastAPI(
         title=f"xcentre gateway · {node.name}",
@@ -501,7 +507,9 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
         fresh = node.fresh_capacity()
         if fresh is not None:
             return fresh
-        return await asyncio.get_running_loop().run_in_executor(capacity_refresh, node.capacity)
+        if not capacity_refresh:  # an app called without being started (no lifespan): the shared pool
+            return await run_in_threadpool(node.capacity)
+        return await asyncio.get_running_loop().run_in_executor(capacity_refresh[-1], node.capacity)
 
     @app.get(
         "/v1/supervision",
