@@ -63,8 +63,30 @@ def lapse_before(now: int, booking_delay: int) -> int:
     half the booking delay when that is shorter (the demo's seconds): a record whose deadline
     has not passed yet never lapses.
     """
-    margin = min(ANCHOR_MARGIN, booking_delay // 2)
-    return max(0, now + margin - booking_delay)
+    return max(0, now + anchor_margin(booking_delay) - booking_delay)
+
+
+def anchor_margin(booking_delay: int) -> int:
+    """Seconds a close leaves its anchor to be mined: ANCHOR_MARGIN, or half a shorter booking delay."""
+    return min(ANCHOR_MARGIN, booking_delay // 2)
+
+
+def check_schedule(every: int, booking_delay: int) -> int:
+    """`every`, if epochs closed that far apart never let a record lapse; ValueError, saying why, otherwise.
+
+    A job that ends at its order's deadline just after a close is in the next epoch, anchored at the
+    next close: at the latest deadline + every + the margin. The claim must be on chain by deadline +
+    the booking delay, or the record lapses and nobody pays for the work.
+    """
+    longest = booking_delay - anchor_margin(booking_delay)
+    if every > longest:
+        raise ValueError(
+            f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of "
+            f"{booking_delay} s: a job that ends at its order's deadline just after a close would have its record "
+            f"anchored too late to bill (it lapses, unpaid); set every to at most {longest} s (the booking delay "
+            f"less {anchor_margin(booking_delay)} s to anchor)"
+        )
+    return every
 
 
 def check_epoch(epoch: int) -> int:

@@ -21,7 +21,7 @@ from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.tokens import TokenIssuer, load_private_key
 from gateway.books.answerer import Answerer
-from gateway.books.epochs import EpochCloser
+from gateway.books.epochs import EpochCloser, check_schedule
 from gateway.books.watcher import Watcher, fetch_evidence
 from gateway.jobs.executor import Executor, LocalExecutor
 from gateway.jobs.slurm import SlurmExecutor
@@ -85,15 +85,17 @@ def build_node(
             "the deployment description names no IdentityRegistry, which a gateway needs to sign "
             "users on (a description written before the registry existed)"
         )
+    domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
+    dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
+    booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
+    if epoch_every:
+        check_schedule(epoch_every, booking_delay)
     data_dir.mkdir(parents=True, exist_ok=True)
     data_dir.chmod(0o700)  # keys, secrets and databases: the gateway's alone
     index = EventIndex(data_dir / "index.db", chain, deployment, confirmations=chain_confirmations)
     store = Store(data_dir / "gateway.db")
     outbox = Outbox(data_dir / "outbox.db")
     _register_chain_writes(outbox, chain, deployment, account, index, name=name)
-    domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
-    dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
-    booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
     tokens = TokenIssuer(name, token_key, ttl=token_ttl)
     signon = SignOn(
         name=name,
