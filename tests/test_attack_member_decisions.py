@@ -499,7 +499,7 @@ def test_a_record_naming_an_unknown_entry_does_not_walk_every_earlier_epoch(
         epoch=epoch,
     )
     routes[f"/v1/audit/epochs/{epoch}/records"] = _json(
-        json.dumps([{"record": record.to_dict(), "signature": "0x" + "00" * 65}]).encode()
+        json.dumps({"records": [{"record": record.to_dict(), "signature": "0x" + "00" * 65}], "next": None}).encode()
     )
     started = time.monotonic()
     done = _cli([*auditor_argv, "--epoch", epoch, "--gateway", url], timeout=60)

@@ -40,7 +40,9 @@ def test_public_records_do_not_name_or_link_the_user(consortium):
     # an outsider, no session: the audit listing of the epoch's records
     public = httpx.get(f"{consortium.url('cloud-b')}/v1/audit/epochs/{epoch}/records", timeout=10)
     assert public.status_code == 200
-    ours = [r["record"] for r in public.json() if r["record"]["record_id"] in {x["record_id"] for x in records}]
+    ours = [
+        r["record"] for r in public.json()["records"] if r["record"]["record_id"] in {x["record_id"] for x in records}
+    ]
     assert len(ours) == 2
     guessed = "0x" + keccak(text="alice@hpc-a").hex()
     users = {r["user"] for r in ours}

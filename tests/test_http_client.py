@@ -80,7 +80,7 @@ def test_a_huge_answer_is_not_read_whole():
 
 
 def test_the_audit_reads_pages_larger_than_ordinary_answers():
-    """A page of a decision log (10,000 entries, ~10 MB) or an epoch's records is read; any other answer that
+    """A page of a decision log (10,000 entries, ~10 MB) or of an epoch's records is read; any other answer that
     large is refused."""
     page = {"centre": "hpc-a", "epoch": 1, "root": "0x00", "count": 1, "next": None}
     page["entries"] = [{"pad": "x" * (MAX_ANSWER_BYTES + MiB)}]
@@ -88,7 +88,7 @@ def test_the_audit_reads_pages_larger_than_ordinary_answers():
     assert MAX_ANSWER_BYTES < len(body) < MAX_AUDIT_ANSWER_BYTES
     with _client(lambda r: httpx.Response(200, content=body)) as client:
         assert client.audit_decisions_page(1, Account.create(), "hpc-a")["count"] == 1
-        assert client.epoch_records(1)["count"] == 1
+        assert client.epoch_records_page(1)["count"] == 1
         with pytest.raises(UnreadableAnswer):
             client.audit_epoch(1)
 

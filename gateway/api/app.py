@@ -58,6 +58,7 @@ from gateway.api.schemas import (
     MAX_SEQ,
     PROJECT,
     RECORD_ID,
+    RECORDS_PAGE,
     SIGNATURE_HASH,
     AnonymousComplaintRequest,
     AnonymousGrantRequest,
@@ -94,6 +95,7 @@ from gateway.api.schemas import (
     PresentRequest,
     ReceiptRequest,
     ReceiptResponse,
+    RecordPage,
     RevealedKey,
     RevokeRequest,
     RevokeResponse,
@@ -575,10 +577,19 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
         """Roots, counts, claims and net positions of an epoch, as anchored on chain."""
         return node.epoch_audit(epoch)
 
-    @app.get("/v1/audit/epochs/{epoch}/records", tags=["audit"], responses=responses(422))
-    def audit_records(epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> list[dict]:
-        """This centre's signed usage records of an epoch, for auditors to recompute."""
-        return node.epoch_records(epoch)
+    @app.get("/v1/audit/epochs/{epoch}/records", response_model=RecordPage, tags=["audit"], responses=responses(422))
+    def audit_records(
+        epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=RECORDS_PAGE, description=f"most records in this page (at most {RECORDS_PAGE})")
+        ] = RECORDS_PAGE,
+    ) -> dict:
+        """This centre's signed usage records of an epoch, page by page in store order, for auditors to recompute
+        its anchored sum trees (public). Follow `next` as `after` until it is null."""
+        return node.parts.epochs.records(epoch, after, limit)
 
     @app.get("/v1/audit/usage/{record_id}", tags=["audit"], responses=responses(404, 422))
     def audit_usage(record_id: Annotated[str, Path(pattern=RECORD_ID)]) -> dict:

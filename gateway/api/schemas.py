@@ -226,7 +226,11 @@ signature cannot be made to last longer than AUDIT_SIGNATURE_SKEW."""
 AUDIT_PAGE = 10_000
 """Most entries of a decision log in one answer (and the default): 100,000 entries come in 10 pages of a few MB."""
 MAX_SEQ = 2**53 - 1
-"""The largest `after` of a page of a decision log (a store seq, a JSON-safe integer)."""
+"""The largest `after` of a page of a decision log or of an epoch's usage records (a store seq, a JSON-safe
+integer)."""
+RECORDS_PAGE = 2_000
+"""Most usage records in one page of GET /v1/audit/epochs/{e}/records (and the default): a few MB; a
+million-record epoch comes in 500 pages, each one indexed query."""
 
 
 def audit_message(centre: str, epoch: int | str, at: int) -> str:
@@ -405,6 +409,22 @@ class DecisionLogView(BaseModel):
     root: str = Field(description="the root of the whole log (ledger.decisions.log_root), as anchored")
     count: int = Field(description="the number of entries of the whole log")
     entries: list[dict] = Field(description="this page's entries, in the order stored")
+    next: int | None = Field(description="the `after` of the next page; null on the last page")
+
+
+class PublishedRecord(BaseModel):
+    """A usage record as this centre signed it (UsageRecord.to_dict()) and its EIP-712 signature."""
+
+    record: dict = Field(description="the usage record (ledger.records.UsageRecord)")
+    signature: str = Field(description="the serving centre's EIP-712 signature of it, 0x-hex")
+
+
+class RecordPage(BaseModel):
+    """A page of this centre's usage records of an epoch, in store order (lapsed records, in no claim, left out).
+    Follow `next` (as `after`) until it is null; the records of all pages of a closed epoch are its leaves, each
+    home's in the order of its sum tree (ledger.audit.verify_records)."""
+
+    records: list[PublishedRecord] = Field(description="this page's records, in the order stored")
     next: int | None = Field(description="the `after` of the next page; null on the last page")
 
 

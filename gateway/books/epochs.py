@@ -16,19 +16,21 @@ import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gateway.api.schemas import EpochClosure, HomeClaim
+from gateway.api.schemas import MAX_SEQ, RECORDS_PAGE, EpochClosure, HomeClaim
+from gateway.books.kept_trees import BLOCK, KeptTree, KeptTrees, TreeMismatch, keep
 from gateway.node.errors import Conflict, Invalid
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
+from gateway.store.base import PAGE
 from ledger.chain import ChainUnavailable
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest
-from ledger.sumtree import SumTree
+from ledger.sumtree import SumProof, SumTree
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,7 @@ class EpochCloser:
         every: int = 0,
         clock: Callable[[], float] = time.time,
         dispute_window: int | None = None,
+        proof_block: int = BLOCK,
     ) -> None:
         self.name = name
         self.store = store
@@ -135,6 +138,8 @@ class EpochCloser:
         self._closing = threading.Lock()  # one close at a time, so a named epoch is checked and closed as one
         self._sending = threading.Lock()  # at most one send started by a close waits on the chain
         self._chain_down = False  # logged once per outage, not every round
+        self.proof_block = proof_block  # leaves a usage proof hashes again (`kept_trees.BLOCK`)
+        self.trees = KeptTrees(self._keep)  # closed epochs' sum trees, for usage proofs
 
     def close(self, epoch: int | None = None) -> EpochClosure:
         """Close the open epoch: durable closure, its anchor queued in the outbox; nothing waits on the chain.
@@ -392,37 +397,61 @@ class EpochCloser:
             ],
         }
 
-    def records(self, epoch: int) -> list[dict]:
+    def records(self, epoch: int, after: int = 0, limit: int = RECORDS_PAGE) -> dict:
+        """A page of this centre's usage records of `epoch` (lapsed ones left out: they are no leaves): up to
+        `limit` stored after `after` (0, then the page before's `next`, a store seq), in store order, with `next`
+        (None on the last page). One indexed query a page, never the epoch whole (public: a million records are
+        hundreds of MB). A closed epoch's pages make its records; an open epoch's grow until it closes."""
         check_epoch(epoch)
-        return [{"record": row.data, "signature": "0x" + row.signature} for row in self.store.records_for_epoch(epoch)]
+        if not _is_int(limit) or not 1 <= limit <= RECORDS_PAGE:
+            raise Invalid(f"limit must be from 1 to {RECORDS_PAGE} records, got {limit!r:.20}")
+        if not _is_int(after) or not 0 <= after <= MAX_SEQ:
+            raise Invalid(f"after must be 0 (the first page) or a page's `next`, got {after!r:.20}")
+        page = self.store.records_page(epoch, after, limit + 1)  # one more: is there a next page?
+        return {
+            "records": [{"record": row.data, "signature": "0x" + row.signature} for _, row in page[:limit]],
+            "next": page[limit - 1][0] if len(page) > limit else None,
+        }
 
     def proof(self, record_id: str) -> dict | None:
-        """A usage record, its signature and its sum-tree proof against its home's anchored claim."""
+        """A usage record, its signature and its sum-tree proof against its home's anchored claim.
+
+        The tree of a closed epoch is kept (`self.trees`, built at the first proof of that epoch and
+        home): a proof hashes again only its own block of records. A record of the open epoch has no
+        proof yet: its home's tree is built when the epoch closes."""
         row = self.store.record(check_record_id(record_id))
         if row is None:
             return None
-        if row.lapsed_at is not None:
-            return {
-                "record": row.data,
-                "signature": "0x" + row.signature,
-                "epoch": row.epoch,
-                "home": to_hex(bytes.fromhex(row.home_centre)),
-                "lapsed": True,
-                "anchored": False,
-                "detail": f"left out of epoch {row.epoch}'s claims at its close (too late to anchor): unbilled",
-            }
-        rows = self.store.records_for_home(row.epoch, row.home_centre)
-        index = next(i for i, r in enumerate(rows) if r.record_id == row.record_id)
-        tree = SumTree(self._leaf(r) for r in rows)
-        anchor = self.index.anchor(centre_id(self.name), row.epoch)
-        claim = anchor.homes.get(bytes.fromhex(row.home_centre)) if anchor else None
-        proof = tree.proof(index)
-        ours = (tree.root, tree.count, tree.total)
-        return {
+        shown = {
             "record": row.data,
             "signature": "0x" + row.signature,
             "epoch": row.epoch,
             "home": to_hex(bytes.fromhex(row.home_centre)),
+        }
+        if row.lapsed_at is not None:
+            return shown | {
+                "lapsed": True,
+                "anchored": False,
+                "detail": f"left out of epoch {row.epoch}'s claims at its close (too late to anchor): unbilled",
+            }
+        if self.store.closure(row.epoch) is None:
+            return shown | {
+                "digest": to_hex(self._leaf(row)[0]),
+                "lapsed": False,
+                "anchored": False,
+                "detail": f"epoch {row.epoch} is still open at {self.name}: its sum trees are built when it "
+                "closes; ask again then",
+            }
+        kept = self.trees.get(row.epoch, row.home_centre)
+        try:
+            index, proof = self._prove(kept, row)
+        except TreeMismatch:
+            self.trees.forget(row.epoch, row.home_centre)  # the next asker builds it again from the store
+            raise
+        anchor = self.index.anchor(centre_id(self.name), row.epoch)
+        claim = anchor.homes.get(bytes.fromhex(row.home_centre)) if anchor else None
+        ours = (kept.root, kept.count, kept.total)
+        return shown | {
             "digest": to_hex(self._leaf(row)[0]),
             "index": index,
             "proof": proof.to_dict(),
@@ -430,6 +459,34 @@ class EpochCloser:
             "lapsed": False,
             "anchored": claim is not None and (claim.root, claim.count, claim.total) == ours,
         }
+
+    def _prove(self, kept: KeptTree, row: StoredRecord) -> tuple[int, SumProof]:
+        """The record's leaf index in the kept tree and its proof, from one page: the records of its block."""
+        seq = self.store.record_seq(row.record_id)
+        index = None if seq is None else kept.index(seq)
+        if index is None:
+            raise TreeMismatch(f"record {row.record_id} is no leaf of epoch {row.epoch}'s tree kept for its home")
+        after, size = kept.block(index)
+        page = self.store.records_page(row.epoch, after, size, row.home_centre)
+        first = index - index % kept.width
+        if [at for at, _ in page] != list(kept.seqs[first : first + size]):
+            raise TreeMismatch(f"epoch {row.epoch}'s records of home {row.home_centre} are not the kept tree's")
+        return index, kept.proof(index, [self._leaf(r) for _, r in page])
+
+    def _keep(self, epoch: int, home: str) -> KeptTree:
+        """The kept tree of a closed epoch's records of one home, read a page at a time (`KeptTrees`' build)."""
+
+        def leaves() -> Iterator[tuple[int, bytes, int]]:
+            after = 0
+            while True:
+                page = self.store.records_page(epoch, after, PAGE, home)
+                for seq, row in page:
+                    yield (seq, *self._leaf(row))
+                if len(page) < PAGE:
+                    return
+                after = page[-1][0]
+
+        return keep(leaves(), self.proof_block)
 
     def evidence(self, epoch: int, home: str) -> list[dict]:
         """Every record of a closed epoch for `home`'s users, in leaf order, with what it is paid under.
@@ -453,6 +510,10 @@ class EpochCloser:
     def _leaf(self, row: StoredRecord) -> tuple[bytes, int]:
         record = UsageRecord.from_json(row.record)
         return record_digest(record, self.domain), record.price
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _name(home_hex: str) -> str:

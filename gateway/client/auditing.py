@@ -20,7 +20,7 @@ from typing import Any
 
 from eth_account.signers.local import LocalAccount
 
-from gateway.api.schemas import AUDIT_PAGE
+from gateway.api.schemas import AUDIT_PAGE, RECORDS_PAGE
 from gateway.client.http import BadAnswer, GatewayClient, GatewayRefused, GatewayUnreachable
 from ledger import policies
 from ledger.audit import verify_records
@@ -98,7 +98,8 @@ def fetch_decision_log(
         )
         entries = _entries(answer, centre, epoch, url)
         texts = _texts(client, centre, _versions_named(entries))
-        served = _records(client, centre, epoch, url)
+        served, too_many = _records(client, centre, epoch, url, int(anchor.recordCount))
+        problems += too_many
         records = [record for record, _ in served]
         problems += [
             Finding("record", "", f"the usage records served are not the ones {centre} anchored: {problem}")
@@ -191,16 +192,62 @@ def _texts(client: GatewayClient, centre: str, versions: set[int]) -> dict[int, 
     return texts
 
 
-def _records(client: GatewayClient, centre: str, epoch: int, url: str) -> list[tuple[UsageRecord, bytes]]:
-    """The epoch's usage records and signatures as the gateway serves them, unchecked: `verify_records` holds them
-    to the anchored claims (a signature that is not hex is kept as no bytes, to be reported as malformed)."""
-    rows = _ask(client, f"{centre}'s usage records of epoch {epoch}", client.epoch_records, epoch)
-    if not isinstance(rows, list):
-        raise AuditUnusable(f"the gateway at {url} answered no list of usage records for epoch {epoch}")
+def _records(
+    client: GatewayClient, centre: str, epoch: int, url: str, anchored: int, limit: int = RECORDS_PAGE
+) -> tuple[list[tuple[UsageRecord, bytes]], list[Finding]]:
+    """The epoch's usage records and signatures as the gateway serves them, page after page, unchecked:
+    `verify_records` holds them to the anchored claims (a signature that is not hex is kept as no bytes, to be
+    reported as malformed).
+
+    A page that is not one, larger than `limit`, or whose `next` does not move on is AuditUnusable (no endless
+    loop); a gateway that names a page after the `anchored` count of records (what the centre anchored) is not
+    followed further, and that is a finding."""
+    what = f"{centre}'s usage records of epoch {epoch}"
+    rows: list = []
+    after, page_number = 0, 0
+    while True:
+        answer = _ask(client, what, client.epoch_records_page, epoch, after, limit)
+        page_number += 1
+        if not isinstance(answer, dict) or not isinstance(answer.get("records"), list):
+            raise AuditUnusable(
+                f"the gateway at {url} answered no page of usage records (a JSON object with 'records')"
+            )
+        page, following = answer["records"], answer.get("next")
+        if len(page) > limit:
+            raise AuditUnusable(
+                f"the gateway at {url} answered {len(page)} usage records in page {page_number} of {what}, asked for "
+                f"at most {limit}"
+            )
+        rows += page
+        if following is None:
+            break
+        if not _is_int(following) or following <= after or not page:
+            raise AuditUnusable(
+                f"the gateway at {url} named a next page ({following!r:.20}) of {what} after page {page_number} "
+                f"(after {after}) that does not move on"
+            )
+        if len(rows) >= anchored:
+            return _parsed(rows, url), [
+                Finding(
+                    "record",
+                    "",
+                    f"the gateway at {url} serves more usage records of epoch {epoch} than the {anchored} {centre} "
+                    f"anchored: it named another page after {len(rows)}, not read",
+                )
+            ]
+        after = following
+    return _parsed(rows, url), []
+
+
+def _parsed(rows: list, url: str) -> list[tuple[UsageRecord, bytes]]:
     try:
         return [(UsageRecord.from_dict(row["record"]), _signature(row.get("signature"))) for row in rows]
     except (InvalidRecord, KeyError, TypeError, AttributeError) as exc:
         raise AuditUnusable(f"the gateway at {url} served a usage record that is not one: {exc}") from None
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _signature(value: object) -> bytes:

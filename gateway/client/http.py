@@ -28,7 +28,7 @@ MAX_ANSWER_BYTES = 4 * 2**20
 """The largest answer read of a call but the audit's: a policy text, a job's view or a quote is kilobytes."""
 
 MAX_AUDIT_ANSWER_BYTES = 64 * 2**20
-"""The largest page of a decision log (AUDIT_PAGE entries: ~10 MB) or list of an epoch's usage records read."""
+"""The largest page of a decision log (AUDIT_PAGE entries: ~10 MB) or of an epoch's usage records read."""
 
 T = TypeVar("T")
 
@@ -394,8 +394,13 @@ class GatewayClient:
     def audit_epoch(self, epoch: int) -> dict:
         return self._call("GET", f"/v1/audit/epochs/{epoch}")
 
-    def epoch_records(self, epoch: int) -> list[dict]:
-        return self._call("GET", f"/v1/audit/epochs/{epoch}/records", max_bytes=MAX_AUDIT_ANSWER_BYTES)
+    def epoch_records_page(self, epoch: int, after: int = 0, limit: int | None = None) -> dict:
+        """One page of the centre's signed usage records of `epoch`: `{"records": [...], "next": seq | null}`, the
+        records stored after `after` (0, then the `next` of the page before), unchecked: follow `next` until it
+        is null (`auditing.fetch_decision_log` does, bounded by the count anchored on chain)."""
+        params = {"after": int(after)} | ({} if limit is None else {"limit": int(limit)})
+        path = f"/v1/audit/epochs/{int(epoch)}/records"
+        return self._call("GET", path, params=params, max_bytes=MAX_AUDIT_ANSWER_BYTES)
 
     def usage(self, record_id: str) -> dict:
         return self._call("GET", f"/v1/audit/usage/{record_id}")

@@ -990,9 +990,6 @@ class CentreNode:
     def epoch_audit(self, epoch: int) -> dict:
         return self.parts.epochs.audit_view(epoch)
 
-    def epoch_records(self, epoch: int) -> list[dict]:
-        return self.parts.epochs.records(epoch)
-
     def usage_proof(self, record_id: str) -> dict:
         proof = self.parts.epochs.proof(record_id)
         if proof is None:

@@ -327,6 +327,32 @@ class Books(StoreBase):
         rows = self._read_by_seq("SELECT * FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL", (epoch,))
         return [_record(r) for r in rows]
 
+    def records_page(
+        self, epoch: int, after: int, limit: int, home: bytes | str | None = None
+    ) -> list[tuple[int, StoredRecord]]:
+        """At most `limit` of the epoch's records (with `home`, of that home's users only) stored after seq `after`,
+        in store order, each with its seq: one page of a listing, one query on the (epoch, seq) or (epoch, home,
+        seq) index, never the whole epoch read (a million records are hundreds of MB). Lapsed records are left
+        out, as in `records_for_epoch`: they are no leaves. Follow the last seq of a page as the next `after`."""
+        checks.positive_int("epoch", epoch)
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise StoreError(f"after must be a seq (an integer from 0 to 2**63 - 1), got {after!r:.40}")
+        checks.positive_int("limit", limit)
+        where: str = "epoch = ?"
+        args: tuple[object, ...] = (epoch,)
+        if home is not None:  # the (epoch, home_centre, seq) index
+            where, args = "epoch = ? AND home_centre = ?", (epoch, checks.hex32("home", home))
+        rows = self._read(
+            f"SELECT * FROM usage_records WHERE {where} AND lapsed_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+            (*args, after, limit),
+        )
+        return [(int(r["seq"]), _record(r)) for r in rows]
+
+    def record_seq(self, record_id: bytes | str) -> int | None:
+        """Where the record stands in store order (what `records_page` pages by), or None for no such record."""
+        rows = self._read("SELECT seq FROM usage_records WHERE record_id = ?", (checks.hex32("record_id", record_id),))
+        return int(rows[0][0]) if rows else None
+
     def records_for_home(self, epoch: int, home: bytes | str) -> list[StoredRecord]:
         """The epoch's records for one home's users in store order: the leaves of that home's sum tree."""
         checks.positive_int("epoch", epoch)

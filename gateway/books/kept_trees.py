@@ -1,0 +1,173 @@
+"""The sum trees of closed epochs, kept for proofs: GET /v1/audit/usage/{id} must not rebuild a home's tree.
+
+A home's tree in a closed epoch never changes (no record joins a closed epoch and
+lapsed records were marked before its trees were built), so a tree kept once is
+good for ever. Keeping every node of a million-leaf tree would take hundreds of MB,
+so a `KeptTree` keeps the nodes from blocks of `BLOCK` leaves up and each leaf's
+store seq; a proof hashes again only its own block's records (one page read by
+seq), checked against the block's kept node. `KeptTrees` holds a few of them, least
+recently used dropped first, within a budget of leaves.
+"""
+
+from __future__ import annotations
+
+import threading
+from array import array
+from bisect import bisect_left
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from ledger.sumtree import EMPTY, Node, SumProof, SumTreeError, depth, fold, leaf, node
+
+BLOCK = 128
+"""Leaves under a kept tree's lowest kept node: a proof re-hashes at most this many records (~50 µs each)."""
+
+KEPT_LEAVES = 4_000_000
+"""Leaves the kept trees may hold together (about 10 bytes each: an 8-byte seq and the nodes over blocks)."""
+
+KEPT_TREES = 64
+"""Trees kept at most (one per home with records, per epoch)."""
+
+
+class TreeMismatch(RuntimeError):
+    """The records read for a proof do not make the kept tree's block: the store changed under a closed epoch."""
+
+
+def _parent(left: Node, right: Node) -> Node:
+    return EMPTY if left == EMPTY and right == EMPTY else node(left, right)
+
+
+def _levels(nodes: Sequence[Node], width: int) -> list[list[Node]]:
+    """Every level of the tree over `nodes` padded with EMPTY to `width` (a power of two), bottom first."""
+    level = list(nodes) + [EMPTY] * (width - len(nodes))
+    levels = [level]
+    while len(level) > 1:
+        level = [_parent(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+        levels.append(level)
+    return levels
+
+
+@dataclass(frozen=True)
+class KeptTree:
+    """A home's sum tree of a closed epoch, from the nodes over `width` leaves up (`levels[0]`: one node a block,
+    padded with EMPTY to a power of two), and the store seq of each leaf's record in leaf order."""
+
+    seqs: array
+    width: int
+    levels: list[list[Node]]
+
+    @property
+    def count(self) -> int:
+        return len(self.seqs)
+
+    @property
+    def root(self) -> bytes:
+        return self.levels[-1][0][0]
+
+    @property
+    def total(self) -> int:
+        return self.levels[-1][0][1]
+
+    def index(self, seq: int) -> int | None:
+        """The leaf of the record stored at `seq`, or None when it is no leaf of this tree."""
+        i = bisect_left(self.seqs, seq)
+        return i if i < len(self.seqs) and self.seqs[i] == seq else None
+
+    def block(self, index: int) -> tuple[int, int]:
+        """The seq before the first record of leaf `index`'s block and how many leaves the block has: a page."""
+        start = index - index % self.width
+        return self.seqs[start] - 1, min(self.width, self.count - start)
+
+    def proof(self, index: int, block: Sequence[tuple[bytes, int]]) -> SumProof:
+        """Leaf `index`'s proof, given its block's (digest, amount) pairs in leaf order (`block` says which).
+
+        TreeMismatch when they do not hash to the block's kept node."""
+        if not 0 <= index < self.count:
+            raise SumTreeError(f"index must be an int in [0, {self.count}), got {index!r}")
+        at = index // self.width
+        if len(block) != self.block(index)[1]:
+            raise TreeMismatch(f"leaf {index}'s block has {self.block(index)[1]} leaves, {len(block)} were given")
+        below = _levels([leaf(d, a) for d, a in block], self.width)
+        if below[-1][0] != self.levels[0][at]:
+            raise TreeMismatch(f"the records of leaf {index}'s block do not hash to the node kept for it")
+        offset = index % self.width
+        siblings = [level[(offset >> k) ^ 1] for k, level in enumerate(below[:-1])]
+        siblings += [level[(at >> k) ^ 1] for k, level in enumerate(self.levels[:-1])]
+        return SumProof(tuple(h for h, _ in siblings), tuple(s for _, s in siblings))
+
+
+def keep(leaves: Iterable[tuple[int, bytes, int]], block: int = BLOCK) -> KeptTree:
+    """The kept tree of (seq, digest, amount) leaves in leaf order, read as they come (never all held).
+
+    Its root, count and total are the `ledger.sumtree.SumTree`'s of the same (digest, amount) pairs."""
+    if block < 1 or block & (block - 1):
+        raise ValueError(f"block must be a power of two, got {block!r}")
+    seqs = array("q")
+    nodes: list[Node] = []
+    pending: list[Node] = []
+    for seq, digest, amount in leaves:
+        seqs.append(seq)
+        pending.append(leaf(digest, amount))
+        if len(pending) == block:
+            nodes.append(fold(pending, block))
+            pending = []
+    if not seqs:
+        raise SumTreeError("a sum tree needs at least one leaf (no leaves: nothing is anchored)")
+    width = block if len(seqs) > block else 1 << depth(len(seqs))  # a tree smaller than a block: one block
+    if pending:
+        nodes.append(fold(pending, width))
+    return KeptTree(seqs, width, _levels(nodes, (1 << depth(len(seqs))) // width))
+
+
+class KeptTrees:
+    """Kept trees by (epoch, home), least recently used dropped first past `trees` or `leaves` (the newest stays).
+
+    `build(epoch, home)` makes a missing one, one build at a time (a second asker of the same tree waits for the
+    first's); `builds` counts them."""
+
+    def __init__(
+        self, build: Callable[[int, str], KeptTree], trees: int = KEPT_TREES, leaves: int = KEPT_LEAVES
+    ) -> None:
+        self._build = build
+        self.trees = trees
+        self.leaves = leaves
+        self.builds = 0
+        self._kept: OrderedDict[tuple[int, str], KeptTree] = OrderedDict()
+        self._lock = threading.Lock()  # the dict
+        self._building = threading.Lock()  # one build at a time: each reads a whole home's records
+
+    def get(self, epoch: int, home: str) -> KeptTree:
+        key = (epoch, home)
+        kept = self._lookup(key)
+        if kept is not None:
+            return kept
+        with self._building:
+            kept = self._lookup(key)  # built by the asker this one waited for
+            if kept is None:
+                kept = self._build(epoch, home)
+                self.builds += 1
+                self.put(epoch, home, kept)
+        return kept
+
+    def put(self, epoch: int, home: str, kept: KeptTree) -> None:
+        """Keep a tree of a closed epoch (the close's own, once committed: the first proof needs no build)."""
+        with self._lock:
+            self._kept[(epoch, home)] = kept
+            self._kept.move_to_end((epoch, home))
+            while len(self._kept) > 1 and (
+                len(self._kept) > self.trees or sum(t.count for t in self._kept.values()) > self.leaves
+            ):
+                self._kept.popitem(last=False)
+
+    def forget(self, epoch: int, home: str) -> None:
+        """Drop a kept tree (one whose records no longer hash to it: the next asker builds it again)."""
+        with self._lock:
+            self._kept.pop((epoch, home), None)
+
+    def _lookup(self, key: tuple[int, str]) -> KeptTree | None:
+        with self._lock:
+            kept = self._kept.get(key)
+            if kept is not None:
+                self._kept.move_to_end(key)
+            return kept
