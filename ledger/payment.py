@@ -29,7 +29,13 @@ from ledger.records import (
     sign_typed,
 )
 
+MAX_DEADLINE_AHEAD = 7 * 24 * 3600
+"""An order's deadline is at most a week after the moment a home grants it or a centre accepts it
+(Settlement.MAX_ORDER_AHEAD): work ordered before a moment is claimed at most this + the booking delay
+after it, which is what a withdrawal of collateral waits for (Settlement.withdrawalDelay)."""
+
 __all__ = [
+    "MAX_DEADLINE_AHEAD",
     "Grant",
     "InvalidPayment",
     "InvalidSignature",

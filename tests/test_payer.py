@@ -25,12 +25,12 @@ from eth_utils import keccak
 from auth.directory import Directory
 from auth.tokens import PRESENTED, Claims
 from gateway.node.errors import Conflict, Forbidden, Invalid, NotFound, PaymentRequired, Unauthenticated
-from gateway.node.payer import MAX_DEADLINE_AHEAD, Payer
+from gateway.node.payer import Payer
 from gateway.store import Store
 from gateway.store.holds import HoldBook, HoldStateError, UnknownHold
 from ledger.ids import centre_id
 from ledger.index import EventIndex
-from ledger.payment import Grant, Order, grant_digest, order_digest, recover, sign_typed
+from ledger.payment import MAX_DEADLINE_AHEAD, Grant, Order, grant_digest, order_digest, recover, sign_typed
 from ledger.primitives.hex import to_hex
 from ledger.records import UsageRecord, domain_for, record_digest
 from tests.fixtures.consortium import PASSWORDS, start_consortium

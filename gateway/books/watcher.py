@@ -36,12 +36,12 @@ from typing import Any
 
 import httpx
 
-from gateway.node.payer import MAX_DEADLINE_AHEAD, Payer
+from gateway.node.payer import Payer
 from ledger.evidence import EvidenceError, RecordEvidence, check_evidence
 from ledger.ids import centre_id
 from ledger.index import ClaimInfo, EventIndex
 from ledger.outbox import Outbox
-from ledger.payment import InvalidSignature, Receipt, grant_digest, recover
+from ledger.payment import MAX_DEADLINE_AHEAD, InvalidSignature, Receipt, grant_digest, recover
 from ledger.primitives.bounded import Collected
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest

@@ -49,6 +49,7 @@ from gateway.store.holds import (
 from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.payment import (
+    MAX_DEADLINE_AHEAD,
     Grant,
     InvalidPayment,
     InvalidSignature,
@@ -62,9 +63,6 @@ from ledger.primitives.hex import HexError, bytes32, from_hex, to_hex
 from ledger.records import Domain, InvalidRecord, UsageRecord, record_digest
 
 log = logging.getLogger(__name__)
-
-MAX_DEADLINE_AHEAD = 7 * 24 * 3600
-"""An order's deadline is at most a week out: a hold blocks its allocation until then (plus the booking delay)."""
 
 ANONYMOUS = "anonymous:"
 """The principal of an anonymous grant's hold: `anonymous:<project>`, naming no member (gateway.node.groups)."""
