@@ -390,13 +390,18 @@ class Chain:
         return receipt
 
     def _replay_revert(self, tx: dict[str, Any], receipt: TxReceipt) -> ChainRevert:
-        """Re-executes a failed transaction as a call to learn why it reverted."""
-        try:
-            self.w3.eth.call(_call_params(tx), block_identifier=receipt["blockNumber"] - 1)
-        except Exception as exc:  # noqa: BLE001 - best effort: a replay that fails for another reason says nothing
-            revert = _revert_from(exc)
-            if revert is not None:
-                return revert
+        """Re-executes a failed transaction as a call to learn why it reverted.
+
+        First on the state it ran on (the block before its own); then, for a revert that
+        depends on the time (a proposal's expiry), at its own block, whose time it ran at.
+        """
+        for block in (receipt["blockNumber"] - 1, receipt["blockNumber"]):
+            try:
+                self.w3.eth.call(_call_params(tx), block_identifier=block)
+            except Exception as exc:  # noqa: BLE001 - best effort: a replay that fails for another reason says nothing
+                revert = _revert_from(exc)
+                if revert is not None:
+                    return revert
         return ChainRevert(f"transaction {receipt['transactionHash'].to_0x_hex()} reverted")
 
 

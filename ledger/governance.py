@@ -3,8 +3,9 @@
 Members admit and remove members, change the quorum and fund members with new
 credit by a k-of-n vote of the active members (the Consortium contract's
 proposals). A proposal is carried out in the transaction of the vote that
-reaches the quorum. Every step is checked here first, so input the contract
-would refuse is refused with a clear reason and nothing is sent; a revert that
+reaches the quorum; one not carried within PROPOSAL_LIFETIME (30 days) of its
+making expires and takes no more votes. Every step is checked here first, so
+input the contract would refuse is refused with a clear reason and nothing is sent; a revert that
 still happens (the chain moved on meanwhile) is translated the same way and
 changes nothing. A member's own endpoint and token key are self-service
 (`update_member`); rates are too (`ledger.rates`).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
@@ -31,6 +33,8 @@ ACTIONS = {ADMIT: "admit", REMOVE: "remove", SET_QUORUM: "quorum", FUND: "fund"}
 """Action number on chain -> its name in this module, the CLI and JSON."""
 MAX_AMOUNT = 2**128 - 1
 """Largest credit one FUND proposal may mint (the contract keeps it in 128 bits)."""
+PROPOSAL_LIFETIME = 30 * 24 * 3600
+"""Seconds a proposal takes votes after its making (Governed.PROPOSAL_LIFETIME on chain)."""
 
 
 class GovernanceError(ValueError):
@@ -56,6 +60,10 @@ _REVERTS: dict[str, tuple[str, str]] = {
     ),
     "AlreadyVoted": ("already-voted", "this member has already voted for the proposal"),
     "ProposalClosed": ("proposal-closed", "the proposal has already been carried out"),
+    "ProposalExpired": (
+        "proposal-expired",
+        "the proposal was not carried within 30 days of its making and takes no more votes: propose it again",
+    ),
     "UnknownProposal": ("unknown-proposal", "no proposal has this id"),
     "QuorumUnreachable": ("quorum-unreachable", "the removal would leave fewer members than the quorum"),
     "InvalidQuorum": ("invalid-quorum", "the quorum must be from 1 to the number of active members"),
@@ -80,8 +88,15 @@ class Proposal:
     votes: int  # votes of current members
     quorum: int  # the quorum now (what carries it, if not executed yet)
     executed: bool
+    expires_at: int  # unix seconds: from this block time on, votes on it revert
+    expired: bool  # not carried, and the chain's latest block is at or past expires_at
     voters: list[str] = field(default_factory=list)  # in vote order, the proposer first
     member: dict[str, Any] | None = None  # admit: the record that would be admitted
+
+    @property
+    def state(self) -> str:
+        """Its state: carried, expired or open (only an open proposal takes votes)."""
+        return "carried" if self.executed else "expired" if self.expired else "open"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,6 +107,9 @@ class Proposal:
             "votes": self.votes,
             "quorum": self.quorum,
             "executed": self.executed,
+            "expires_at": self.expires_at,
+            "expired": self.expired,
+            "state": self.state,
             "voters": list(self.voters),
             "member": self.member,
         }
@@ -163,12 +181,17 @@ def proposal(chain: Chain, deployment: Deployment, proposal_id: int) -> Proposal
 
 
 def proposals(chain: Chain, deployment: Deployment, *, open_only: bool = False) -> list[Proposal]:
-    """Every proposal in id order (only those not carried out yet with `open_only`)."""
+    """Every proposal in id order (with `open_only`, those still taking votes: neither carried nor expired)."""
     consortium = _consortium(chain, deployment)
     count = int(chain.call(consortium.functions.proposalCount()))
     q = quorum(chain, deployment)
     listed = [_read(chain, consortium, i, q) for i in range(1, count + 1)]
-    return [p for p in listed if not (open_only and p.executed)]
+    return [p for p in listed if not open_only or p.state == "open"]
+
+
+def chain_time(chain: Chain) -> int:
+    """The chain's latest block time: what expiry is judged by here (the next block's is no earlier)."""
+    return int(chain.w3.eth.get_block("latest")["timestamp"])
 
 
 # -- proposing and voting -----------------------------------------------------------------
@@ -238,7 +261,11 @@ def propose_funding(chain: Chain, deployment: Deployment, account: LocalAccount,
 
 
 def vote(chain: Chain, deployment: Deployment, account: LocalAccount, proposal_id: int) -> Step:
-    """Vote for proposal `proposal_id`; the vote that reaches the quorum carries it out."""
+    """Vote for proposal `proposal_id`; the vote that reaches the quorum carries it out.
+
+    An expired proposal is refused here ("proposal-expired"); one that expires between this
+    check and the vote's block is refused by the contract, with the same reason.
+    """
     consortium = _consortium(chain, deployment)
     me = _sender(chain, consortium, account)
     count = int(chain.call(consortium.functions.proposalCount()))
@@ -246,6 +273,13 @@ def vote(chain: Chain, deployment: Deployment, account: LocalAccount, proposal_i
     terms = chain.call(consortium.functions.proposalTerms(proposal_id))
     if bool(terms[3]):
         raise GovernanceError(f"proposal {proposal_id} has already been carried out", "proposal-closed")
+    expires_at = int(chain.call(consortium.functions.proposalExpiresAt(proposal_id)))
+    if chain_time(chain) >= expires_at:
+        raise GovernanceError(
+            f"proposal {proposal_id} expired at {utc(expires_at)} without reaching the quorum "
+            "(proposals take votes for 30 days): propose it again",
+            "proposal-expired",
+        )
     if chain.call(consortium.functions.hasVoted(proposal_id, centre_id(me))):
         raise GovernanceError(f"{me} has already voted for proposal {proposal_id}", "already-voted")
     return _send(chain, consortium, account, me, consortium.functions.vote(proposal_id), lambda _c, _r: proposal_id)
@@ -289,6 +323,11 @@ def update_member(
 
 def _consortium(chain: Chain, deployment: Deployment) -> Contract:
     return bind(chain, deployment).consortium
+
+
+def utc(seconds: int) -> str:
+    """A chain time for people: "2026-12-02 19:33 UTC"."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _is_int(value: object) -> bool:
@@ -386,6 +425,7 @@ def _arg(value: object) -> str:
 def _read(chain: Chain, consortium: Contract, proposal_id: int, q: int) -> Proposal:
     fns = consortium.functions
     action, subject, amount, executed, votes = chain.call(fns.proposalTerms(proposal_id))
+    expires_at = int(chain.call(fns.proposalExpiresAt(proposal_id)))
     voters = [centre_name(bytes(v)) for v in chain.call(fns.proposalVoters(proposal_id))]
     member = None
     if action == ADMIT:
@@ -401,6 +441,8 @@ def _read(chain: Chain, consortium: Contract, proposal_id: int, q: int) -> Propo
         votes=int(votes),
         quorum=q,
         executed=bool(executed),
+        expires_at=expires_at,
+        expired=not executed and chain_time(chain) >= expires_at,
         voters=voters,
         member=member,
     )

@@ -14,7 +14,7 @@ from web3.logs import DISCARD
 from ledger import governance as gov
 from ledger.chain import ChainRevert
 from ledger.ids import centre_id
-from tests.test_contracts import Consortium, active_names, make_consortium, reverts, spec
+from tests.test_contracts import Consortium, active_names, advance, make_consortium, reverts, spec
 
 
 @pytest.fixture
@@ -330,3 +330,142 @@ def test_the_index_keeps_every_kind_of_proposal_and_the_member_changes(four, tmp
         (3, gov.SET_QUORUM, bytes(32), True),
     ]
     assert index.member("ai-e").token_key == b"\x07" * 32
+
+
+# -- proposals expire -------------------------------------------------------------------------
+
+LIFETIME = 30 * 24 * 3600  # Governed.PROPOSAL_LIFETIME, written out: the rule under test
+
+
+def block_time(k: Consortium, receipt=None) -> int:
+    """Time of `receipt`'s block (of the latest block without one)."""
+    block = "latest" if receipt is None else receipt["blockNumber"]
+    return int(k.chain.w3.eth.get_block(block)["timestamp"])
+
+
+def next_block_at(k: Consortium, when: int) -> None:
+    """Moves the chain's clock so that the next transaction's block is stamped `when`."""
+    advance(k.chain, when - 1 - block_time(k))
+    assert block_time(k) == when - 1
+
+
+def test_a_vote_30_days_after_the_proposal_reverts_proposal_expired(four):
+    """A proposal that did not pass is not carried later by votes cast under other circumstances."""
+    k = four
+    fns = k.c.consortium.functions
+    made = block_time(k, k.tx(fns.proposeQuorum(2), "hpc-a"))
+    k.tx(fns.vote(1), "hpc-b")  # 2 of 3: not carried
+    next_block_at(k, made + LIFETIME)
+    error = reverts("ProposalExpired", k.tx, fns.vote(1), "cloud-c")
+    assert error.error_args == (1,)
+    assert fns.proposalTerms(1).call()[3:] == [False, 2]  # not counted, not carried
+    assert not fns.hasVoted(1, centre_id("cloud-c")).call() and fns.quorum().call() == 3
+    # the views tell when, for every client
+    assert fns.PROPOSAL_LIFETIME().call() == LIFETIME == gov.PROPOSAL_LIFETIME
+    assert fns.proposalExpiresAt(1).call() == made + LIFETIME
+    reverts("UnknownProposal", k.chain.call, fns.proposalExpiresAt(2))
+    # a new proposal of the same takes votes again
+    step(k, gov.propose_quorum, "hpc-b", 2)
+    assert not step(k, gov.vote, "cloud-c", 2).carried
+    assert step(k, gov.vote, "edge-d", 2).carried and fns.quorum().call() == 2
+
+
+def test_a_vote_in_the_last_second_still_counts_and_carries(four):
+    k = four
+    fns = k.c.consortium.functions
+    made = block_time(k, k.tx(fns.proposeQuorum(2), "hpc-a"))
+    k.tx(fns.vote(1), "hpc-b")
+    next_block_at(k, made + LIFETIME - 1)
+    last = step(k, gov.vote, "cloud-c", 1)
+    assert block_time(k, k.chain.w3.eth.get_transaction_receipt(last.tx_hash)) == made + LIFETIME - 1
+    assert last.carried and fns.quorum().call() == 2
+    # carried it stays, also once its lifetime is over: it is not "expired"
+    advance(k.chain, LIFETIME)
+    carried = gov.proposal(k.chain, k.deployment, 1)
+    assert (carried.state, carried.executed, carried.expired) == ("carried", True, False)
+    refused(k, "proposal-closed", gov.vote, "edge-d", 1)
+
+
+def test_voting_on_an_expired_proposal_is_a_clear_refusal_not_a_raw_revert(four):
+    k = four
+    first = step(k, gov.propose_funding, "hpc-a", "edge-d", 100)
+    assert first.proposal.expires_at == block_time(k) + LIFETIME and first.proposal.state == "open"
+    # the latest block is a second before expiry, so the check here lets it through, but the vote's
+    # own block is at expiry: the contract refuses, and the refusal reads the same
+    next_block_at(k, first.proposal.expires_at)
+    with pytest.raises(gov.GovernanceError) as info:
+        step(k, gov.vote, "hpc-b", 1)
+    assert info.value.reason == "proposal-expired", str(info.value)
+    assert "30 days" in str(info.value) and "propose it again" in str(info.value)
+    assert gov.proposal(k.chain, k.deployment, 1).voters == ["hpc-a"]  # not counted
+    # once the chain is past it, the check here refuses before anything is sent
+    advance(k.chain, 10)
+    error = refused(k, "proposal-expired", gov.vote, "cloud-c", 1)
+    assert f"expired at {gov.utc(first.proposal.expires_at)}" in str(error)
+    assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == 0
+
+
+def test_list_shows_open_carried_and_expired_with_their_expiry(four):
+    k = four
+    step(k, gov.propose_quorum, "hpc-a", 2)
+    step(k, gov.propose_funding, "hpc-a", "edge-d", 7)
+    step(k, gov.vote, "hpc-b", 1)
+    step(k, gov.vote, "cloud-c", 1)  # carried: quorum 2
+    advance(k.chain, LIFETIME)
+    fresh = step(k, gov.propose_remove, "hpc-b", "edge-d")
+    listed = gov.proposals(k.chain, k.deployment)
+    assert [(p.id, p.state, p.executed, p.expired) for p in listed] == [
+        (1, "carried", True, False),
+        (2, "expired", False, True),
+        (3, "open", False, False),
+    ]
+    assert listed[2].expires_at == fresh.proposal.expires_at > listed[1].expires_at + LIFETIME - 60
+    assert listed[1].to_dict() | {"voters": None, "member": None} == {
+        "id": 2,
+        "action": "fund",
+        "subject": "edge-d",
+        "amount": 7,
+        "votes": 1,
+        "quorum": 2,
+        "executed": False,
+        "expires_at": listed[1].expires_at,
+        "expired": True,
+        "state": "expired",
+        "voters": None,
+        "member": None,
+    }
+    # open: still taking votes, so neither the carried nor the expired one
+    assert [p.id for p in gov.proposals(k.chain, k.deployment, open_only=True)] == [3]
+
+
+def test_the_index_keeps_when_each_proposal_expires(four, tmp_path):
+    """The index tells open from expired as the chain does, also in a file written before it kept the times."""
+    import sqlite3
+
+    from ledger.index import EventIndex
+
+    k = four
+    step(k, gov.propose_quorum, "hpc-a", 2)
+    step(k, gov.propose_funding, "hpc-b", "edge-d", 5)
+    step(k, gov.vote, "cloud-c", 1)
+    step(k, gov.vote, "edge-d", 1)  # carried
+    advance(k.chain, LIFETIME)
+    step(k, gov.propose_remove, "hpc-a", "edge-d")
+    on_chain = {p.id: p for p in gov.proposals(k.chain, k.deployment)}
+    path = tmp_path / "idx.sqlite"
+    index = EventIndex(path, k.chain, k.deployment)
+    index.sync()
+    listed = index.proposals()
+    assert [p.expires_at for p in listed] == [on_chain[i].expires_at for i in (1, 2, 3)]
+    assert [p.expired(index.chain_time) for p in listed] == [on_chain[i].expired for i in (1, 2, 3)]
+    assert [p.expired(index.chain_time) for p in listed] == [False, True, False]
+    assert [p.id for p in index.proposals(open_only=True)] == [3]  # neither carried nor expired
+    index.close()
+
+    with sqlite3.connect(path) as db:  # the file as the step before this one left it: no times
+        db.executescript("UPDATE proposals SET created_at = NULL; PRAGMA user_version = 5;")
+    older = EventIndex(path, k.chain, k.deployment)
+    assert [p.expires_at for p in older.proposals()] == [None, None, None]  # unknown, never made up
+    assert older.sync() == 0
+    assert [p.expires_at for p in older.proposals()] == [on_chain[i].expires_at for i in (1, 2, 3)]
+    older.close()

@@ -65,7 +65,7 @@ def test_fund_a_member_by_vote_from_the_command_line(world, capsys):
     code, out, _ = xcentre(world, "hpc-b", "vote", "1", "--json", capsys=capsys)
     step = json.loads(out)
     assert code == 0 and step["carried"] and step["by"] == "hpc-b"
-    assert step["proposal"] | {"voters": None} == {
+    assert step["proposal"] | {"voters": None, "expires_at": None} == {
         "id": 1,
         "action": "fund",
         "subject": "cloud-c",
@@ -73,6 +73,9 @@ def test_fund_a_member_by_vote_from_the_command_line(world, capsys):
         "votes": 2,
         "quorum": 2,
         "executed": True,
+        "expires_at": None,
+        "expired": False,
+        "state": "carried",
         "voters": None,
         "member": None,
     }
@@ -137,7 +140,8 @@ def test_list_shows_open_proposals_with_their_votes(world, capsys):
     code, out, _ = xcentre(world, None, "list", "--open", capsys=capsys)
     assert code == 0
     fits(out)
-    assert "#1 fund hpc-b with 7 credit units: open, 1 of 2 votes (1 more to carry it)" in out
+    text = " ".join(out.split())  # as wrapped at 80 columns
+    assert "#1 fund hpc-b with 7 credit units: open, 1 of 2 votes (1 more to carry it), expires 20" in text
     assert "voted: hpc-a" in out
     listed = json.loads(xcentre(world, None, "list", "--json", capsys=capsys)[1])
     assert [(p["action"], p["subject"], p["amount"], p["votes"], p["executed"]) for p in listed["proposals"]] == [
@@ -215,3 +219,42 @@ def test_a_fresh_token_key_is_made_and_published_in_one_step(world, capsys):
     assert code == 0 and json.loads(out)["token_key"] == published
     record = k.c.consortium.functions.member(centre_id("hpc-a")).call()
     assert "0x" + bytes(record[4]).hex() == published
+
+
+def test_list_shows_when_proposals_expire_and_a_vote_on_an_expired_one_is_refused(world, capsys):
+    from ledger.governance import PROPOSAL_LIFETIME, utc
+    from tests.test_contracts import advance
+
+    k, _ = world
+    code, out, _ = xcentre(world, "hpc-a", "propose", "fund", "hpc-b", "7", "--json", capsys=capsys)
+    expires = json.loads(out)["proposal"]["expires_at"]
+    code, out, _ = xcentre(world, "hpc-a", "propose", "quorum", "3", capsys=capsys)
+    fits(out)
+    assert code == 0 and "it expires " in out  # and when, as the proposer is told
+    advance(k.chain, PROPOSAL_LIFETIME)
+    xcentre(world, "cloud-c", "propose", "fund", "cloud-c", "9", capsys=capsys)
+    code, out, _ = xcentre(world, None, "list", capsys=capsys)
+    assert code == 0
+    fits(out)
+    text = " ".join(out.split())  # as wrapped at 80 columns
+    assert f"#1 fund hpc-b with 7 credit units: expired {utc(expires)} with 1 of 2 votes (propose it again)" in text
+    assert "#2 set the quorum to 3: expired " in text
+    assert "#3 fund cloud-c with 9 credit units: open, 1 of 2 votes (1 more to carry it), expires " in text
+    listed = json.loads(xcentre(world, None, "list", "--json", capsys=capsys)[1])["proposals"]
+    assert [(p["id"], p["state"], p["expired"]) for p in listed] == [
+        (1, "expired", True),
+        (2, "expired", True),
+        (3, "open", False),
+    ]
+    assert listed[0]["expires_at"] == expires
+    open_ = json.loads(xcentre(world, None, "list", "--open", "--json", capsys=capsys)[1])["proposals"]
+    assert [p["id"] for p in open_] == [3]
+    # a vote on an expired proposal: exit 2 with the reason, nothing sent
+    block = k.chain.block_number()
+    code, out, err = xcentre(world, "hpc-b", "vote", "1", "--json", capsys=capsys)
+    assert (code, out) == (2, "") and json.loads(err)["reasons"] == ["proposal-expired"]
+    code, _, err = xcentre(world, "hpc-b", "vote", "1", capsys=capsys)
+    fits(err)
+    assert code == 2 and f"proposal 1 expired at {utc(expires)}" in " ".join(err.split())
+    assert k.chain.block_number() == block
+    assert k.c.credit.functions.balanceOf(k.accounts["hpc-b"].address).call() == 0

@@ -210,12 +210,29 @@ def test_governance_key_change_needs_k_of_n_votes(w):
     reverts("ProposalClosed", w.tx, w.reg.voteIssuerKey(pid), "hpc-a")
 
 
+def test_a_key_proposal_expires_30_days_after_it_was_made(w):
+    """A leaked key's replacement that did not pass is not carried a month later: the vote reverts."""
+    lifetime = 30 * 24 * 3600
+    old, new = pk(), pk()
+    w.tx(w.reg.setIssuerKey(old, 0), "hpc-a")
+    made = w.ts(w.tx(w.reg.proposeIssuerKey(A, new, 0), "hpc-b"))
+    assert w.reg.PROPOSAL_LIFETIME().call() == lifetime
+    assert w.reg.proposalExpiresAt(1).call() == made + lifetime
+    w.chain.w3.provider.ethereum_tester.time_travel(made + lifetime)  # the next block: at expiry
+    err = reverts("ProposalExpired", w.tx, w.reg.voteIssuerKey(1), "cloud-c")
+    assert err.error_args == (1,)
+    assert w.reg.keyProposal(1).call()[3:] == [False, 1] and w.keys(A)[0][3] == 0  # the old key stands
+    # a fresh proposal is carried as ever
+    w.tx(w.reg.proposeIssuerKey(A, new, 0), "hpc-b")
+    assert events(w, "ProposalExecuted", w.tx(w.reg.voteIssuerKey(2), "cloud-c")) == [{"proposalId": 2}]
+
+
 def test_key_governance_is_the_consortiums_proposal_machinery(w):
     """One k-of-n base for both contracts: the same vote and execution events, the same errors,
     and the execution announced after the key change it made."""
     abis = [load_artifact(n)["abi"] for n in ("Consortium", "IdentityRegistry")]
     shared = [{i["name"]: i for i in abi if i["type"] in ("event", "error")} for abi in abis]
-    for name in ("Voted", "ProposalExecuted", "UnknownProposal", "ProposalClosed", "AlreadyVoted"):
+    for name in ("Voted", "ProposalExecuted", "UnknownProposal", "ProposalClosed", "AlreadyVoted", "ProposalExpired"):
         assert shared[0][name] == shared[1][name], name
     new = pk()
     w.tx(w.reg.setIssuerKey(pk(), 0), "hpc-a")
@@ -409,6 +426,7 @@ def test_index_mirrors_keys_enrolments_and_revocations(w, tmp_path):
     assert index.revocation_epoch("hpc-a") == 2 and index.enrolment(A, e2).revocation_epoch == 2
     [open_proposal] = index.key_proposals(open_only=True)
     assert (open_proposal.centre, open_proposal.key_id, open_proposal.voters) == (C, None, [A])
+    assert open_proposal.expires_at == w.reg.proposalExpiresAt(open_proposal.id).call()  # as the chain says
     receipt = w.tx(w.reg.voteIssuerKey(open_proposal.id), "hpc-b")
     index.sync()
     assert index.key_proposals(open_only=True) == []

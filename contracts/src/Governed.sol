@@ -11,16 +11,25 @@ pragma solidity 0.8.28;
 ///      cast since the voter's latest admission (`_memberSince`): a member voted out no longer
 ///      helps any open proposal pass, not even once its id is admitted again. A proposal executes inside the
 ///      transaction of the vote that reaches the quorum (of the proposal itself when the
-///      quorum is 1); if `_execute` reverts, that vote reverts and is not counted.
+///      quorum is 1); if `_execute` reverts, that vote reverts and is not counted. A proposal
+///      not carried within PROPOSAL_LIFETIME of its making expires: votes on it revert from
+///      then on, so one that failed to pass cannot be carried months later by a changed
+///      membership.
 abstract contract Governed {
     /// @dev `voters[0..voterCount)` are member ids in vote order, also of members removed since.
-    ///      The count shares its slot with `executed`, so the vote that executes a proposal
-    ///      writes one slot it already touched.
+    ///      The count shares its slot with `executed` and `createdAt` (the block time of the
+    ///      proposal's making), so a vote reads one slot for all three and the vote that
+    ///      executes a proposal writes one slot it already touched.
     struct Ballot {
         uint64 voterCount;
         bool executed;
+        uint64 createdAt;
         mapping(uint256 => bytes32) voters;
     }
+
+    /// @notice How long a proposal stays open to votes after it is made (like a Governor's
+    ///         voting period): from `proposalExpiresAt` on, votes on it revert ProposalExpired.
+    uint256 public constant PROPOSAL_LIFETIME = 30 days;
 
     mapping(uint256 => Ballot) private _ballots;
     /// @dev The block of each member's vote on each proposal (0: none).
@@ -42,6 +51,9 @@ abstract contract Governed {
     error ProposalClosed(uint256 proposalId);
     /// @notice This member has already voted on this proposal.
     error AlreadyVoted(uint256 proposalId, bytes32 voter);
+    /// @notice The proposal was not carried within PROPOSAL_LIFETIME of its making; it takes
+    ///         no more votes (propose it again to put it to the members now).
+    error ProposalExpired(uint256 proposalId);
 
     /// @dev Whether `id` is a member now; only members' votes count.
     function _isMember(bytes32 id) internal view virtual returns (bool);
@@ -56,17 +68,29 @@ abstract contract Governed {
     /// @dev Carries out a proposal that has just passed (its `executed` flag is already set).
     function _execute(uint256 proposalId) internal virtual;
 
-    /// @dev Numbers a new proposal (ids start at 1); the caller stores its subject and then
-    ///      casts the proposer's vote with `_vote`.
+    /// @notice When a proposal stops taking votes: a vote in a block at or after this time
+    ///         reverts ProposalExpired (unless it was carried before, which it keeps).
+    /// @dev Reverts UnknownProposal for an id never given out.
+    /// @param proposalId The proposal id.
+    /// @return Unix seconds: its making's block time plus PROPOSAL_LIFETIME.
+    function proposalExpiresAt(uint256 proposalId) external view returns (uint256) {
+        return _ballot(proposalId).createdAt + PROPOSAL_LIFETIME;
+    }
+
+    /// @dev Numbers a new proposal (ids start at 1) and stamps its making's time; the caller
+    ///      stores its subject and then casts the proposer's vote with `_vote`.
     function _newProposal() internal returns (uint256 proposalId) {
         proposalId = ++_proposalCount;
+        _ballots[proposalId].createdAt = uint64(block.timestamp);
     }
 
     /// @dev Records `voter`'s vote and executes the proposal when current members' votes reach
-    ///      the quorum. `voter` must be a member; the caller checks who sent it.
+    ///      the quorum; reverts ProposalExpired once the proposal's lifetime is over. `voter`
+    ///      must be a member; the caller checks who sent it.
     function _vote(uint256 proposalId, bytes32 voter) internal {
         Ballot storage b = _ballot(proposalId);
         if (b.executed) revert ProposalClosed(proposalId);
+        if (block.timestamp >= b.createdAt + PROPOSAL_LIFETIME) revert ProposalExpired(proposalId);
         if (_votedAt[proposalId][voter] != 0) revert AlreadyVoted(proposalId, voter);
         _votedAt[proposalId][voter] = block.number;
         b.voters[b.voterCount++] = voter;

@@ -1,8 +1,10 @@
 """`xcentre governance …`: the members' votes on membership, quorum and funding, and a member's own record.
 
 `propose admit|remove|quorum|fund` opens a proposal (the proposer's vote counts),
-`vote ID` adds a member's vote (the vote that reaches the quorum carries it out),
-`list` shows every proposal from the chain, `update` changes the sender's own
+`vote ID` adds a member's vote (the vote that reaches the quorum carries it out;
+a proposal not carried within 30 days expires and takes no more votes),
+`list` shows every proposal from the chain (open, carried or expired, and when an
+open one expires), `update` changes the sender's own
 gateway URL or token key (no vote). Each command reads the centre's chain key
 and the chain as `xcentre rates publish` does (--chain, --deployment,
 --key-file). Input the contract would refuse is refused before anything is
@@ -70,9 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     vote.add_argument("proposal", type=int, metavar="ID")
     vote.set_defaults(run=_run(_vote))
 
-    listing = gsub.add_parser("list", help="every proposal from the chain: action, subject, votes, state")
+    listing = gsub.add_parser(
+        "list", help="every proposal from the chain: action, subject, votes, open/carried/expired, expiry"
+    )
     _on_chain(listing, key=False)
-    listing.add_argument("--open", action="store_true", help="only proposals not carried out yet")
+    listing.add_argument(
+        "--open", action="store_true", help="only proposals still taking votes (not carried, not expired)"
+    )
     listing.set_defaults(run=_run(_list))
 
     update = gsub.add_parser("update", help="change your own gateway URL or token key (no vote; rotates keys)")
@@ -325,10 +331,14 @@ def _what(p: Proposal) -> str:
 
 
 def _state(p: Proposal) -> str:
+    from ledger.governance import utc
+
     if p.executed:
         return f"carried, {p.votes} vote{'s' if p.votes != 1 else ''} of current members"
+    if p.expired:
+        return f"expired {utc(p.expires_at)} with {p.votes} of {p.quorum} votes (propose it again)"
     missing = max(p.quorum - p.votes, 0)
-    return f"open, {p.votes} of {p.quorum} votes ({missing} more to carry it)"
+    return f"open, {p.votes} of {p.quorum} votes ({missing} more to carry it), expires {utc(p.expires_at)}"
 
 
 def _proposal_lines(p: Proposal) -> list[str]:
@@ -347,6 +357,8 @@ def _proposal_lines(p: Proposal) -> list[str]:
 
 
 def _stepped(step: Step, verb: str = "proposed") -> tuple[dict, list[str]]:
+    from ledger.governance import utc
+
     p = step.proposal
     lines = [f"{step.by} {verb} #{p.id}: {_what(p)}"]
     if step.carried:
@@ -358,5 +370,6 @@ def _stepped(step: Step, verb: str = "proposed") -> tuple[dict, list[str]]:
         lines.append(
             f"open: {p.votes} of {p.quorum} votes, {missing} more to carry it (`xcentre governance vote {p.id}`)"
         )
+        lines.append(f"it expires {utc(p.expires_at)} unless carried before")
     lines.append(f"tx {step.tx_hash}")
     return step.to_dict(), lines

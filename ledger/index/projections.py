@@ -36,7 +36,9 @@ class Event:
 Handler = Callable[[sqlite3.Connection, Event], None]
 
 #: The events whose handlers need their block's time (which a log does not carry): the sync reads it for them.
-TIMED = frozenset({("IdentityRegistry", "Revoked")})
+TIMED = frozenset(
+    {("IdentityRegistry", "Revoked"), ("Consortium", "ProposalCreated"), ("IdentityRegistry", "IssuerKeyProposed")}
+)
 
 
 def project(db: sqlite3.Connection, ev: Event) -> None:
@@ -139,6 +141,7 @@ def _proposal_created(db: sqlite3.Connection, ev: Event) -> None:
             "executed": 0,
             "block": ev.block,
             "tx_hash": ev.tx_hash,
+            "created_at": ev.time,  # its expiry is this + PROPOSAL_LIFETIME
         },
     )
 
@@ -415,6 +418,7 @@ def _issuer_key_proposed(db: sqlite3.Connection, ev: Event) -> None:
             "executed": 0,
             "block": ev.block,
             "tx_hash": ev.tx_hash,
+            "created_at": ev.time,  # its expiry is this + PROPOSAL_LIFETIME
         },
     )
 

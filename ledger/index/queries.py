@@ -18,7 +18,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_utils import to_checksum_address
 
@@ -41,6 +41,8 @@ from ledger.index.rows import (
     SettlementInfo,
 )
 from ledger.primitives.hex import HexError, bytes32, from_hex
+
+_P = TypeVar("_P", ProposalInfo, KeyProposalInfo)
 
 _MEMBERS = """
 SELECT m.id, m.name, m.account, m.gateway_url, m.token_key, m.active,
@@ -394,9 +396,10 @@ class IndexQueries:
     # -- governance -------------------------------------------------------------
 
     def proposals(self, open_only: bool = False) -> list[ProposalInfo]:
-        """Governance proposals in id order (only those not executed yet if open_only)."""
+        """Governance proposals in id order (if open_only, those still taking votes at the last indexed
+        block's time: neither executed nor expired)."""
         rows, voters = self._proposals("proposals", "votes", open_only)
-        return [
+        listed = [
             ProposalInfo(
                 id=int(r["id"]),
                 action=int(r["action"]),
@@ -405,14 +408,16 @@ class IndexQueries:
                 voters=voters.get(int(r["id"]), []),
                 executed=bool(r["executed"]),
                 block=int(r["block"]),
+                created_at=_int_or_none(r["created_at"]),
             )
             for r in rows
         ]
+        return self._taking_votes(listed) if open_only else listed
 
     def key_proposals(self, open_only: bool = False) -> list[KeyProposalInfo]:
-        """Issuer key proposals in id order (only those not executed yet if open_only)."""
+        """Issuer key proposals in id order (if open_only, those still taking votes, as `proposals`)."""
         rows, voters = self._proposals("key_proposals", "key_votes", open_only)
-        return [
+        listed = [
             KeyProposalInfo(
                 id=int(r["id"]),
                 centre=bytes(r["centre"]),
@@ -422,9 +427,16 @@ class IndexQueries:
                 voters=voters.get(int(r["id"]), []),
                 executed=bool(r["executed"]),
                 block=int(r["block"]),
+                created_at=_int_or_none(r["created_at"]),
             )
             for r in rows
         ]
+        return self._taking_votes(listed) if open_only else listed
+
+    def _taking_votes(self, listed: list[_P]) -> list[_P]:
+        """The proposals not expired at the last indexed block's time (the chain's judge of expiry)."""
+        at = self.chain_time
+        return [p for p in listed if not p.expired(at)]
 
     def _proposals(
         self, proposals: str, votes: str, open_only: bool
@@ -536,6 +548,10 @@ class IndexQueries:
             {"centre": key, "at": int(at)},
         )
         return int(row["epoch"]) if row and row["epoch"] is not None else 0
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _claim(row: sqlite3.Row) -> ClaimInfo:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ledger.deploy import Prices
+from ledger.governance import PROPOSAL_LIFETIME
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,24 @@ class ProposalInfo:
     voters: list[bytes] = field(default_factory=list)
     executed: bool = False
     block: int = 0
+    created_at: int | None = None  # block time of its making; None until the index has read it
+
+    @property
+    def expires_at(self) -> int | None:
+        """From this block time on, votes on it revert (None while `created_at` is unknown)."""
+        return _expires_at(self.created_at)
+
+    def expired(self, at: int) -> bool:
+        """Whether, not carried, it takes no more votes at chain time `at`."""
+        return _expired(self.executed, self.expires_at, at)
+
+
+def _expires_at(created_at: int | None) -> int | None:
+    return None if created_at is None else created_at + PROPOSAL_LIFETIME
+
+
+def _expired(executed: bool, expires_at: int | None, at: int) -> bool:
+    return not executed and expires_at is not None and at >= expires_at
 
 
 @dataclass(frozen=True)
@@ -204,3 +223,13 @@ class KeyProposalInfo:
     voters: list[bytes] = field(default_factory=list)
     executed: bool = False
     block: int = 0
+    created_at: int | None = None  # block time of its making; None until the index has read it
+
+    @property
+    def expires_at(self) -> int | None:
+        """From this block time on, votes on it revert (None while `created_at` is unknown)."""
+        return _expires_at(self.created_at)
+
+    def expired(self, at: int) -> bool:
+        """Whether, not carried, it takes no more votes at chain time `at`."""
+        return _expired(self.executed, self.expires_at, at)

@@ -303,12 +303,25 @@ epoch's settlement keeps only its own and neither overwrites the other. Late anc
 before the step are moved from the events kept; a late settlement indexed before it is not projected (no
 release indexed one). Every statement may run again."""
 
+
+def _v6_proposal_times(db: sqlite3.Connection) -> None:
+    """When each proposal was made (its ProposalCreated or IssuerKeyProposed event's block time; NULL until a
+    sync reads it), from which it expires (Governed.PROPOSAL_LIFETIME). Proposals indexed before the step get
+    their block's time from the chain at the next sync (sync.ChainSync). May run again (a column it finds is
+    kept)."""
+    for table in ("proposals", "key_proposals"):
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "created_at" not in columns:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN created_at INTEGER")
+
+
 MIGRATIONS = [
     Migration(1, "members, rates, governance, anchors, settlements, identity registry", _V1_TABLES),
     Migration(2, "claims per home with sum-tree roots, disputes, revealed keys, collateral", _V2_FAIR_PAYMENT),
     Migration(3, "policy versions, decision-log roots of anchors", _V3_DECISIONS),
     Migration(4, "each revocation epoch with its block time", _V4_REVOCATIONS),
     Migration(5, "late anchors and their settlements, apart from the epoch's", _V5_LATE_CLAIMS),
+    Migration(6, "the time each proposal was made (it expires from it)", _v6_proposal_times),
 ]
 
 # meta keys

@@ -194,6 +194,7 @@ class ChainSync:
         last = self.last_block
         self._check_history(last)
         self._fill_revocation_times()
+        self._fill_proposal_times()
         self.head_seen = self.reader.head()
         self.reachable = True
         head = self.head_seen - self.confirmations
@@ -232,6 +233,25 @@ class ChainSync:
                 "UPDATE revocations SET at = :at WHERE block = :block AND at IS NULL",
                 [{"at": at, "block": block} for block, at in times.items()],
             )
+
+    def _fill_proposal_times(self) -> None:
+        """Reads the block time of each proposal indexed before the index kept it (schema step 6)."""
+        tables = ("proposals", "key_proposals")  # this module's names, never input
+        with self._lock:
+            blocks = {
+                int(r[0])
+                for table in tables
+                for r in self._db.execute(f"SELECT DISTINCT block FROM {table} WHERE created_at IS NULL")
+            }
+        if not blocks:
+            return
+        times = {block: self.reader.block(block).timestamp for block in sorted(blocks)}
+        with self._lock, transaction(self._db):
+            for table in tables:
+                self._db.executemany(
+                    f"UPDATE {table} SET created_at = :at WHERE block = :block AND created_at IS NULL",
+                    [{"at": at, "block": block} for block, at in times.items()],
+                )
 
     def _apply_window(self, events: list[Event], end: BlockRef) -> int:
         """Records and projects the events new to the index, then moves the last block to `end`."""
