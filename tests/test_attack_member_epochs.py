@@ -14,6 +14,7 @@ from __future__ import annotations
 import pytest
 
 from ledger.ids import centre_id
+from tests.test_contracts import until_unlocked
 from tests.test_payment_contracts import pay_consortium, settle_after_window
 
 
@@ -29,6 +30,7 @@ def test_a_far_anchor_does_not_freeze_other_members_withdrawals(far):
         settle_after_window(k, epoch)
     unlock = s.collateralOf(k.accounts["hpc-a"].address).call()[3]
     assert unlock == 3, f"hpc-a's withdrawal waits for epoch {unlock}"
+    until_unlocked(k, "hpc-a")
     k.tx(s.withdraw(), "hpc-a")
 
 

@@ -18,6 +18,7 @@ from tests.test_contracts import (
     make_consortium,
     reverts,
     spec,
+    until_unlocked,
 )
 
 WINDOW = 100
@@ -151,4 +152,5 @@ def test_a_silent_member_cannot_withdraw_through_a_later_epoch_settled_first():
     k.tx(st.settle(2), "hpc-b")
     after = collateral(k)
     assert [x - y for x, y in zip(after, before, strict=True)] == [5_000, 0, 0, -5_000]
+    until_unlocked(k, "edge-d")
     k.tx(st.withdraw(), "edge-d")  # now what is left of it may go

@@ -121,7 +121,7 @@ def test_deployment_lists_genesis_members_in_order_and_round_trips(four, tmp_pat
     assert k.c.consortium.functions.idOf(k.accounts["cloud-c"].address).call() == centre_id("cloud-c")
     # every member's credit is collateral in Settlement, none is a token balance it could move away
     assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == 0
-    assert k.c.settlement.functions.collateralOf(k.accounts["edge-d"].address).call() == [INITIAL, 0, 0, 0]
+    assert k.c.settlement.functions.collateralOf(k.accounts["edge-d"].address).call() == [INITIAL, 0, 0, 0, 0]
     assert k.c.credit.functions.balanceOf(k.deployment.settlement).call() == 4 * INITIAL
     assert k.c.credit.functions.totalSupply().call() == 4 * INITIAL
     assert k.c.usage_ledger.functions.settlement().call() == k.deployment.settlement
@@ -376,6 +376,12 @@ def now(k: Consortium) -> int:
     return k.chain.w3.eth.get_block("latest")["timestamp"]
 
 
+def until_unlocked(k: Consortium, name: str) -> None:
+    """Mines a block at `name`'s withdrawal unlock time (Settlement.withdrawalDelay after it asked)."""
+    unlock = k.c.settlement.functions.collateralOf(k.accounts[name].address).call()[4]
+    advance(k.chain, max(0, unlock - now(k)))
+
+
 def rates(k: Consortium, name: str, version: int) -> tuple[int, int, Prices]:
     v, effective_from, prices = k.c.consortium.functions.rates(centre_id(name), version).call()
     return v, effective_from, Prices.from_tuple(prices)
@@ -503,7 +509,7 @@ def test_anchor_records_per_home_roots_counts_totals_and_locks_the_bond(four):
     assert ul.standing(1, a, b).call() == 600 and ul.standing(1, a, a).call() == 0
     # the anchor bond is locked from the centre's collateral
     bond = min(DEFAULT_ANCHOR_BOND, INITIAL)
-    assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call() == [INITIAL, bond, 0, 0]
+    assert k.c.settlement.functions.collateralOf(k.accounts["hpc-a"].address).call() == [INITIAL, bond, 0, 0, 0]
     ev = k.c.settlement.events.BondLocked().process_receipt(receipt, errors=DISCARD)[0]["args"]
     assert (ev["account"], ev["amount"]) == (k.accounts["hpc-a"].address, bond)
     assert ul.bondOf(a).call() == [k.accounts["hpc-a"].address, bond]
@@ -768,18 +774,21 @@ def test_deposits_and_withdrawals_wait_for_the_epoch_after_the_next():
     anchor_all(k, 2, {})  # highest settled 1: epochs up to 3 may be anchored, so a withdrawal waits for 3
     receipt = k.tx(s.requestWithdrawal(300), "hpc-a")
     ev = k.c.settlement.events.WithdrawalRequested().process_receipt(receipt, errors=DISCARD)[0]["args"]
-    assert (ev["account"], ev["amount"], ev["unlockEpoch"]) == (a.address, 300, 3)
-    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 3]  # the anchor bond is locked
+    unlock_time = now(k) + s.withdrawalDelay().call()
+    assert (ev["account"], ev["amount"], ev["unlockEpoch"], ev["unlockTime"]) == (a.address, 300, 3, unlock_time)
+    assert s.collateralOf(a.address).call() == [INITIAL, 100, 300, 3, unlock_time]  # the anchor bond is locked
     assert s.freeOf(a.address).call() == INITIAL - 100 - 300
     k.tx(s.settle(2), "hpc-b")
     err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
-    assert err.error_args == (3,)
+    assert err.error_args == (3, unlock_time)
     anchor_all(k, 3, {})
     k.tx(s.settle(3), "hpc-b")
+    reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")  # epoch 3 settled: the time is not up
+    until_unlocked(k, "hpc-a")
     receipt = k.tx(s.withdraw(), "hpc-a")
     assert k.c.settlement.events.Withdrawn().process_receipt(receipt, errors=DISCARD)[0]["args"]["amount"] == 300
     assert credit.balanceOf(a.address).call() == 300
-    assert s.collateralOf(a.address).call() == [INITIAL - 300, 100, 0, 3]  # the bond stays for the next anchor
+    assert s.collateralOf(a.address).call() == [INITIAL - 300, 100, 0, 3, unlock_time]  # the bond stays
     reverts("NothingToWithdraw", k.tx, s.withdraw(), "hpc-a")
     # anyone may add collateral, for itself or for a member
     k.tx(credit.approve(k.deployment.settlement, 300), "hpc-a")

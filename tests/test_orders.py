@@ -16,7 +16,7 @@ from gateway.node.errors import Conflict, Forbidden, Invalid, PaymentRequired
 from gateway.node.orders import DEADLINE_MARGIN, Job, Signed, Terms, check_payment
 from ledger.deploy import Prices
 from ledger.ids import centre_id
-from ledger.payment import Grant, Order, order_digest, request_digest, sign_typed
+from ledger.payment import MAX_DEADLINE_AHEAD, Grant, Order, order_digest, request_digest, sign_typed
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain
 
@@ -95,6 +95,13 @@ def test_an_expired_or_too_short_deadline_is_refused(deadline, words):
     with pytest.raises(Invalid, match=words):
         check(signed({"deadline": deadline}))
     check(signed({"deadline": NOW + 60 + DEADLINE_MARGIN}))  # just enough room
+
+
+def test_an_order_due_more_than_a_week_out_is_refused_as_the_contract_lets_its_home_withdraw_by_then():
+    # A claim for it could be anchored after its home's collateral left (Settlement.withdrawalDelay).
+    with pytest.raises(Invalid, match=r"more than 7 days out .* could not be sure to be paid for it"):
+        check(signed({"deadline": NOW + MAX_DEADLINE_AHEAD + 1}))
+    check(signed({"deadline": NOW + MAX_DEADLINE_AHEAD}))  # a week to the second: accepted
 
 
 def test_a_maximum_price_below_the_jobs_price_at_its_limits_needs_payment():

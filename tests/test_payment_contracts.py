@@ -27,7 +27,7 @@ from ledger.pricing import Meters
 from ledger.pricing import price as py_price
 from ledger.records import Domain, TypedData, UsageRecord, record_digest, sign_typed
 from ledger.sumtree import SumTree
-from tests.test_contracts import Consortium, advance, make_consortium, now, reverts
+from tests.test_contracts import Consortium, advance, make_consortium, now, reverts, until_unlocked
 
 WINDOW = 100  # dispute window (s); answers are due within 2 windows of the anchor
 INITIAL = 10**9
@@ -401,6 +401,7 @@ def test_a_debtor_moving_its_credit_away_cannot_block_settlement():
     k.tx(s.requestWithdrawal(600_000_000), "hpc-a")
     for epoch in (1, 2):
         settle_after_window(k, epoch)
+    until_unlocked(k, "hpc-a")
     k.tx(s.withdraw(), "hpc-a")
     assert credit.balanceOf(debtor.address).call() == 600_000_000
     # epoch 3: hpc-b claims the debtor's whole collateral + 1
@@ -410,7 +411,8 @@ def test_a_debtor_moving_its_credit_away_cannot_block_settlement():
     k.tx(credit.transfer(Account.create().address, 600_000_000), "hpc-a")
     k.tx(s.requestWithdrawal(400_000_000), "hpc-a")
     err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
-    assert err.error_args == (4,)  # the highest settled (2) + 2: nothing can be anchored past it yet
+    # the highest settled (2) + 2: nothing can be anchored past it yet; and a week and more from now
+    assert err.error_args == (4, s.collateralOf(debtor.address).call()[4])
     before = balances(k)
     receipt = settle_after_window(k, 3)
     assert [(e["debtor"], e["unpaid"]) for e in events(k, "settlement", "Shortfall", receipt)] == [(A, 1)]

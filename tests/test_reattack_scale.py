@@ -9,10 +9,9 @@ complete. Settlement must not run so far ahead of the epochs settled in order.
 
 from __future__ import annotations
 
-import pytest
-
 from ledger.ids import centre_id
-from tests.test_contracts import INITIAL, advance, anchor_all, make_consortium, now, reverts
+from ledger.payment import MAX_DEADLINE_AHEAD
+from tests.test_contracts import INITIAL, advance, anchor_all, make_consortium, now, reverts, until_unlocked
 
 WINDOW = 100  # the anchor window (s)
 FAR = 10**6  # an epoch nobody else will reach for a century of hourly epochs
@@ -40,6 +39,7 @@ def test_a_lone_member_cannot_freeze_withdrawals_by_settling_a_far_epoch():
         anchor_all(k, epoch, {})
         k.tx(s.settle(epoch), "hpc-b")
     assert unlock <= 6, unlock  # not an epoch that cannot be reached
+    until_unlocked(k, "hpc-b")
     k.tx(s.withdraw(), "hpc-b")
     assert k.c.credit.functions.balanceOf(b).call() == 300
     assert s.collateralOf(b).call()[0] == INITIAL - 300
@@ -163,27 +163,49 @@ def test_a_scrape_that_waited_for_a_slow_job_count_reuses_it(monkeypatch):
 # -- two members: one alone runs the epoch numbers ahead and leaves before paying ------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (reported, not fixed): with anchorQuorum 1 (two members, or quorum 1) one member starts every "
-    "epoch's clock alone; epoch numbers are each centre's own counter, so it can settle epochs 1..3 before the other "
-    "closes epoch 1, withdraw, and leave the other's (late) claims of epoch 1 unpaid. Needs a chain-side epoch "
-    "clock (an epoch's deadline counted from its end), more code than UsageLedger has room for.",
-)
 def test_a_member_of_two_cannot_settle_ahead_and_withdraw_before_the_others_claims_of_the_epoch():
-    k = make_consortium(["hpc-a", "hpc-b"], quorum=2, anchor_window=WINDOW, anchor_bond=100)
+    # With anchorQuorum 1 one member starts every epoch's clock alone, and epoch numbers are each centre's own
+    # counter: hpc-a settles its epochs 1..3 before hpc-b closes its epoch 1. What hpc-a's users ordered at hpc-b
+    # before hpc-a asked to withdraw is due within a week (gateways refuse later deadlines), so hpc-b's claim for
+    # it is anchored within a week + the booking delay; the withdrawal waits for that and for its payment.
+    booking_delay, dispute_window = 3_600, 30
+    k = make_consortium(
+        ["hpc-a", "hpc-b"],
+        quorum=2,
+        anchor_window=WINDOW,
+        anchor_bond=100,
+        booking_delay=booking_delay,
+        dispute_window=dispute_window,
+    )
     s, ul = k.c.settlement.functions, k.c.usage_ledger.functions
     a = k.accounts["hpc-a"].address
+    week = s.MAX_ORDER_AHEAD().call()
+    assert week == MAX_DEADLINE_AHEAD  # what gateways refuse beyond
+    assert s.withdrawalDelay().call() == week + booking_delay + 2 * dispute_window + WINDOW
     for epoch in (1, 2, 3):  # hpc-a closes its epochs at once, each anchored empty and settled alone
         anchor_all(k, epoch, {}, skip=("hpc-b",))
         advance(k.chain, ul.anchorDeadline(epoch).call() + 1 - now(k))
         k.tx(s.settle(epoch), "hpc-a")
         if epoch == 1:
-            k.tx(s.requestWithdrawal(s.freeOf(a).call()), "hpc-a")  # unlock: epoch 3
-    k.tx(s.withdraw(), "hpc-a")
-    # hpc-b closes its epoch 1 on its own schedule: hpc-a's users ran 500 of jobs on it
+            k.tx(s.requestWithdrawal(s.freeOf(a).call()), "hpc-a")  # unlock: epoch 3, and a time
+            asked = now(k)
+    unlock_time = s.collateralOf(a).call()[4]
+    assert unlock_time == asked + s.withdrawalDelay().call()
+    err = reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")  # epoch 3 is settled: the time is not up
+    assert err.error_args == (3, unlock_time)
+    # hpc-b closes its epoch 1 as late as an honest centre may: a job ordered just before hpc-a asked, due a
+    # week later, anchored at its deadline + the booking delay (hpc-a's users ran 500 of jobs on it)
+    advance(k.chain, asked + week + booking_delay - now(k))
+    reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
     anchor_all(k, 1, {("hpc-b", "hpc-a"): 500}, skip=("hpc-a",))
     assert ul.lateOf(centre_id("hpc-b"), 1).call() == [True, False]
+    advance(k.chain, 2 * dispute_window + 1)  # the late claim stood its windows
+    reverts("WithdrawalLocked", k.tx, s.withdraw(), "hpc-a")
     before = s.collateralOf(k.accounts["hpc-b"].address).call()[0]
     k.tx(s.settleLate(1, centre_id("hpc-b")), "hpc-b")
     assert s.collateralOf(k.accounts["hpc-b"].address).call()[0] - before == 500
+    # and then what is left of hpc-a's collateral may go
+    advance(k.chain, unlock_time - now(k))
+    free = s.collateralOf(a).call()[2]
+    k.tx(s.withdraw(), "hpc-a")
+    assert k.c.credit.functions.balanceOf(a).call() == free - 500

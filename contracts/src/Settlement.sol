@@ -14,7 +14,9 @@ import {UsageLedger} from "./UsageLedger.sol";
 ///      never touches anyone's ERC-20 balance, so no debtor can make `settle` revert by moving
 ///      its credit away. Bonds are locked parts of an account's collateral; a withdrawal waits
 ///      for the epoch after the next anchored one, and every epoch before it, to settle, so
-///      collateral cannot leave under an open epoch.
+///      collateral cannot leave under an open epoch, and for `withdrawalDelay` seconds, so it
+///      cannot leave before a late claim on it for work its users ordered before can be paid:
+///      epoch numbers are each member's own, and one member may settle its epochs ahead.
 ///      Netting, for auditors to recompute off-chain: net[c] = sum of standing claims c holds -
 ///      sum of standing claims on c, over active members in admission order, the claims of late
 ///      anchors (`UsageLedger.AnchoredLate`) left out: those are paid by `settleLate`, each home
@@ -34,6 +36,7 @@ contract Settlement {
         uint256 locked;
         uint256 pendingWithdrawal;
         uint64 unlockEpoch;
+        uint64 unlockTime;
     }
 
     /// @notice The member registry (who must anchor, the netting order, accounts).
@@ -66,16 +69,27 @@ contract Settlement {
     ///         make every withdrawal asked after it wait for epochs nobody reaches; honest epochs
     ///         settling out of order (one waiting for a silent member) stay within this.
     uint64 public constant MAX_AHEAD = 16;
+    /// @notice Seconds an order's deadline may be ahead of the moment a centre accepts it (gateways
+    ///         refuse an order due later): the work a home's users ordered before a moment is billed
+    ///         by claims anchored at most this + `UsageLedger.bookingDelay` after it.
+    uint64 public constant MAX_ORDER_AHEAD = 7 days;
+    /// @notice Seconds a withdrawal waits after it was asked for: MAX_ORDER_AHEAD + the booking delay
+    ///         (the latest an honest claim for work ordered before the request is anchored), twice the
+    ///         dispute window (before that late claim is paid, `settleLate`) and the anchor window (the
+    ///         claimant's slack to send it).
+    uint64 public immutable withdrawalDelay;
 
     /// @notice Credit was deposited as collateral.
     /// @param account Whose collateral grew.
     /// @param amount The amount.
     event Deposited(address indexed account, uint256 amount);
-    /// @notice An account asked to withdraw collateral once `unlockEpoch` is settled.
+    /// @notice An account asked to withdraw collateral once `unlockEpoch` is settled and `unlockTime`
+    ///         has come.
     /// @param account The account.
     /// @param amount Its pending withdrawal now.
-    /// @param unlockEpoch The epoch that must be settled first.
-    event WithdrawalRequested(address indexed account, uint256 amount, uint64 unlockEpoch);
+    /// @param unlockEpoch The epoch that must be settled first, with every one before it.
+    /// @param unlockTime The earliest block time it may be withdrawn.
+    event WithdrawalRequested(address indexed account, uint256 amount, uint64 unlockEpoch, uint64 unlockTime);
     /// @notice Collateral left the vault.
     /// @param account The account.
     /// @param amount The amount transferred to it.
@@ -130,8 +144,9 @@ contract Settlement {
     error InsufficientCollateral(address account, uint256 free, uint256 amount);
     /// @notice The account has no pending withdrawal.
     error NothingToWithdraw(address account);
-    /// @notice The withdrawal waits for this epoch and every one before it to be settled.
-    error WithdrawalLocked(uint64 unlockEpoch);
+    /// @notice The withdrawal waits for this epoch and every one before it to be settled, and for
+    ///         this block time.
+    error WithdrawalLocked(uint64 unlockEpoch, uint64 unlockTime);
 
     /// @param consortium_ The Consortium contract.
     /// @param usageLedger_ The UsageLedger contract.
@@ -153,6 +168,8 @@ contract Settlement {
         anchorBond = anchorBond_;
         disputeBond = disputeBond_;
         anchorWindow = anchorWindow_;
+        UsageLedger ledger = UsageLedger(usageLedger_);
+        withdrawalDelay = MAX_ORDER_AHEAD + ledger.bookingDelay() + 2 * ledger.disputeWindow() + anchorWindow_;
     }
 
     modifier onlyUsageLedger() {
@@ -181,13 +198,14 @@ contract Settlement {
     /// @return locked The part locked as bonds.
     /// @return pendingWithdrawal The part asked to be withdrawn.
     /// @return unlockEpoch The epoch whose settlement releases the withdrawal.
+    /// @return unlockTime The earliest block time it may be withdrawn.
     function collateralOf(address account)
         external
         view
-        returns (uint256 balance, uint256 locked, uint256 pendingWithdrawal, uint64 unlockEpoch)
+        returns (uint256 balance, uint256 locked, uint256 pendingWithdrawal, uint64 unlockEpoch, uint64 unlockTime)
     {
         Collateral storage c = _collateral[account];
-        return (c.balance, c.locked, c.pendingWithdrawal, c.unlockEpoch);
+        return (c.balance, c.locked, c.pendingWithdrawal, c.unlockEpoch, c.unlockTime);
     }
 
     /// @notice An account's free collateral: balance - locked - pendingWithdrawal.
@@ -211,7 +229,9 @@ contract Settlement {
     /// @notice Asks to withdraw `amount` more of the caller's free collateral, once the epoch
     ///         two past the highest settled one and every epoch before it are settled
     ///         (`settledThrough`; the whole pending amount waits for it): every claim open now
-    ///         is settled first, and no member can push the wait further by anchoring far ahead.
+    ///         is settled first, and no member can push the wait further by anchoring far ahead;
+    ///         and `withdrawalDelay` seconds from now, so that a late claim for work ordered
+    ///         before now (an epoch another member closes later) is paid from it first.
     /// @param amount The amount.
     function requestWithdrawal(uint256 amount) external {
         uint256 free = freeOf(msg.sender);
@@ -220,15 +240,18 @@ contract Settlement {
         c.pendingWithdrawal += amount;
         uint64 top = usageLedger.highestSettled();
         c.unlockEpoch = top < type(uint64).max - 1 ? top + 2 : type(uint64).max; // never reached: one settlement per epoch
-        emit WithdrawalRequested(msg.sender, c.pendingWithdrawal, c.unlockEpoch);
+        c.unlockTime = uint64(block.timestamp) + withdrawalDelay;
+        emit WithdrawalRequested(msg.sender, c.pendingWithdrawal, c.unlockEpoch, c.unlockTime);
     }
 
     /// @notice Transfers the caller's pending withdrawal out (what settlement left of it), once
-    ///         every epoch up to its unlock epoch is settled.
+    ///         every epoch up to its unlock epoch is settled and its unlock time has come.
     function withdraw() external {
         Collateral storage c = _collateral[msg.sender];
         if (c.pendingWithdrawal == 0) revert NothingToWithdraw(msg.sender);
-        if (settledThrough < c.unlockEpoch) revert WithdrawalLocked(c.unlockEpoch);
+        if (settledThrough < c.unlockEpoch || block.timestamp < c.unlockTime) {
+            revert WithdrawalLocked(c.unlockEpoch, c.unlockTime);
+        }
         uint256 available = c.balance - c.locked;
         uint256 amount = c.pendingWithdrawal < available ? c.pendingWithdrawal : available;
         c.pendingWithdrawal = 0;

@@ -24,6 +24,7 @@ from gateway.node.errors import Conflict, Forbidden, Invalid, PaymentRequired
 from gateway.store import Payment
 from ledger.ids import centre_id
 from ledger.payment import (
+    MAX_DEADLINE_AHEAD,
     Grant,
     InvalidPayment,
     InvalidSignature,
@@ -151,6 +152,13 @@ def _check_order(order: Order, job: Job, terms: Terms, now: int) -> int:
         )
     if order.deadline <= now:
         raise Invalid(f"the order expired at {order.deadline} (it is {now} now): sign a new order")
+    if order.deadline > now + MAX_DEADLINE_AHEAD:
+        # Its home's collateral may be withdrawn a week (+ the booking delay) after now: a claim for this
+        # job anchored later might find nothing to pay it (Settlement.withdrawalDelay).
+        raise Invalid(
+            f"the order's deadline {order.deadline} is more than {MAX_DEADLINE_AHEAD // 86400} days out (it is "
+            f"{now} now): {terms.centre} could not be sure to be paid for it; sign an order due sooner"
+        )
     room = now + job.walltime + DEADLINE_MARGIN
     if order.deadline < room:
         raise Invalid(
