@@ -414,7 +414,7 @@ def test_the_audit_follows_next_until_it_is_null():
         ),
         ({0: {"records": rows(0, 2), "next": 5}, 5: {"records": rows(2, 2), "next": 5}}, "(5)"),
         ({0: {"records": rows(0, 2), "next": 5}, 5: {"records": rows(2, 2), "next": 3}}, "does not move on"),
-        ({0: {"records": [], "next": 8}}, "does not move on"),
+        ({0: {"records": [], "next": 8}}, "followed only when full"),  # an empty page naming another
         ({0: {"records": rows(0, 2), "next": "9"}}, "does not move on"),
         ({0: {"records": rows(0, 3), "next": None}}, "answered 3 usage records in page 1"),
         ({0: [r for r in rows(0, 2)]}, "no page of usage records"),
@@ -441,3 +441,22 @@ def test_a_gateway_that_pages_on_past_the_anchored_count_is_read_no_further():
     assert len(gateway.asked) == 3 and len(served) == 6
     assert [p.kind for p in problems] == ["record"]
     assert "more usage records of epoch 1 than the 5 hpc-a anchored" in problems[0].message
+
+
+def test_a_short_page_naming_another_is_refused_and_an_epoch_beyond_what_an_audit_reads_is_not_read():
+    """A hostile gateway serving one record a page with a `next` that always moves on would keep the auditor
+    reading up to the centre's own anchored count, which it chooses (a claim on its own users costs nothing)."""
+
+    class OneAPage(Gateway):
+        def epoch_records_page(self, epoch: int, after: int = 0, limit: int | None = None) -> Any:
+            self.asked.append((epoch, after, limit))
+            return {"records": rows(after, 1), "next": after + 1}
+
+    gateway = OneAPage({})
+    with pytest.raises(AuditUnusable, match=r"held 1 records of the 2 asked for: a page is followed only when full"):
+        auditing._records(gateway, "hpc-a", 1, gateway.url, anchored=10**6, limit=2)  # type: ignore[arg-type]
+    assert len(gateway.asked) == 1
+    gateway = OneAPage({})
+    with pytest.raises(AuditUnusable, match=r"anchored 1000000000000 usage records .* more than the 4000000"):
+        auditing._records(gateway, "hpc-a", 1, gateway.url, anchored=10**12)  # type: ignore[arg-type]
+    assert gateway.asked == []

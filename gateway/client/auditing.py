@@ -192,17 +192,33 @@ def _texts(client: GatewayClient, centre: str, versions: set[int]) -> dict[int, 
     return texts
 
 
+MAX_AUDITED_RECORDS = 4_000_000
+"""Usage records of one epoch an audit reads at most: they are held in memory while checked (a 1,000,000-record
+epoch audits in seconds, `docs/PERFORMANCE.md`)."""
+
+
 def _records(
-    client: GatewayClient, centre: str, epoch: int, url: str, anchored: int, limit: int = RECORDS_PAGE
+    client: GatewayClient,
+    centre: str,
+    epoch: int,
+    url: str,
+    anchored: int,
+    limit: int = RECORDS_PAGE,
+    most: int = MAX_AUDITED_RECORDS,
 ) -> tuple[list[tuple[UsageRecord, bytes]], list[Finding]]:
     """The epoch's usage records and signatures as the gateway serves them, page after page, unchecked:
     `verify_records` holds them to the anchored claims (a signature that is not hex is kept as no bytes, to be
     reported as malformed).
 
-    A page that is not one, larger than `limit`, or whose `next` does not move on is AuditUnusable (no endless
-    loop); a gateway that names a page after the `anchored` count of records (what the centre anchored) is not
-    followed further, and that is a finding."""
+    A page that is not one, larger than `limit`, shorter than `limit` yet naming a next page (an honest gateway
+    names one only after a full page), or whose `next` does not move on is AuditUnusable; so is an epoch of more
+    than `most` records (the centre's own anchored count is no bound: it may anchor any count on its own users).
+    A gateway that names a page after the `anchored` count is not followed further, and that is a finding."""
     what = f"{centre}'s usage records of epoch {epoch}"
+    if anchored > most:
+        raise AuditUnusable(
+            f"{centre} anchored {anchored} usage records for epoch {epoch}, more than the {most} an audit reads"
+        )
     rows: list = []
     after, page_number = 0, 0
     while True:
@@ -221,7 +237,12 @@ def _records(
         rows += page
         if following is None:
             break
-        if not _is_int(following) or following <= after or not page:
+        if len(page) < limit:
+            raise AuditUnusable(
+                f"the gateway at {url} named a next page of {what} after page {page_number}, which held "
+                f"{len(page)} records of the {limit} asked for: a page is followed only when full"
+            )
+        if not _is_int(following) or following <= after:
             raise AuditUnusable(
                 f"the gateway at {url} named a next page ({following!r:.20}) of {what} after page {page_number} "
                 f"(after {after}) that does not move on"
