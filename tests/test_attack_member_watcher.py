@@ -21,7 +21,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway.books.watcher import MAX_EVIDENCE_BYTES, EvidenceUnavailable, fetch_evidence
+from gateway.api.schemas import EVIDENCE_PAGE
+from gateway.books.watcher import (
+    MAX_EVIDENCE_BYTES,
+    PROOF_LEVEL_BYTES,
+    RECORD_BYTES,
+    EvidenceUnavailable,
+    fetch_evidence,
+)
 
 
 def _server(head: bytes, body: Iterator[bytes], pause: float) -> tuple[str, threading.Event]:
@@ -56,22 +63,23 @@ def _for(seconds: float, chunk: bytes) -> Iterator[bytes]:
         yield chunk
 
 
-def _refused(url: str, **limits) -> tuple[EvidenceUnavailable, float]:
+def _refused(url: str, count: int = 100_000, **limits) -> tuple[EvidenceUnavailable, float]:
+    """What a claim of `count` records gets (the count sets how long and how much its evidence may take)."""
     started = time.monotonic()
     with pytest.raises(EvidenceUnavailable) as refused:
-        fetch_evidence(url, 1, "hpc-a", **limits)
+        fetch_evidence(url, 1, "hpc-a", count, **limits)
     return refused.value, time.monotonic() - started
 
 
 def test_a_centre_dripping_its_evidence_cannot_hold_the_home_past_the_deadline():
-    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n["
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
     url, stop = _server(head, _for(12, b" "), pause=0.2)
     try:
-        error, waited = _refused(url, timeout=1.0)
+        error, waited = _refused(url, 1, timeout=1.0)  # a claim of one record: due within 1.002 s
     finally:
         stop.set()
     assert waited < 2, f"a 1 s deadline held the watcher {waited:.1f} s (as long as the centre kept dripping)"
-    assert "1 s" in str(error) and "deadline" in str(error)
+    assert "1.002 s" in str(error) and "deadline" in str(error)
 
 
 def test_endless_or_oversized_evidence_is_refused_without_reading_it_all():
@@ -90,14 +98,14 @@ def test_endless_or_oversized_evidence_is_refused_without_reading_it_all():
     finally:
         stop.set()
     assert f"{MAX_EVIDENCE_BYTES} bytes" in str(error) and waited < 2
-    assert MAX_EVIDENCE_BYTES >= 10_000 * 4_000  # 10,000 records of ~4 kB each (record, order, grant, proof)
+    assert MAX_EVIDENCE_BYTES >= EVIDENCE_PAGE * (RECORD_BYTES + 64 * PROOF_LEVEL_BYTES)  # a page, 64-level proofs
 
 
 DEEP_EVIDENCE = """
 import sys
 from gateway.books.watcher import EvidenceUnavailable, fetch_evidence  # with web3: recursion limit 100,000
 try:
-    fetch_evidence(sys.argv[1], 1, "hpc-a", timeout=10.0)
+    fetch_evidence(sys.argv[1], 1, "hpc-a", 1_000, timeout=10.0)
 except EvidenceUnavailable as exc:
     print("unavailable:", exc)
 """

@@ -82,7 +82,8 @@ def test_one_tight_deadline_does_not_void_the_centres_whole_claim(court):
     tight_id = tight_result.view["record_id"]
     cloud_b = court.url("cloud-b")
     evidence = httpx.get(f"{cloud_b}/v1/epochs/{epoch}/evidence", params={"home": "hpc-a"}, timeout=10).json()
-    leaves = [e["record"]["record_id"] for e in evidence]
+    leaves = [e["record"]["record_id"] for e in evidence["records"]]
+    assert evidence["next"] is None
     assert leaves == [honest_result.view["record_id"]] and claim.count == 1 and claim.total == honest_result.price
     audited = httpx.get(f"{cloud_b}/v1/audit/epochs/{epoch}/records", timeout=10).json()
     assert audited["next"] is None and tight_id not in {r["record"]["record_id"] for r in audited["records"]}

@@ -321,7 +321,7 @@ def test_withheld_evidence_gets_every_leaf_disputed_and_a_padded_claim_voided(co
     bill_again(court, "cloud-b", submission.view["id"])
     asked: list[int] = []
 
-    def withheld(epoch: int, home: str) -> list[dict]:
+    def withheld(epoch: int, home: str, *page: int) -> dict:
         asked.append(epoch)
         raise Unavailable("evidence withheld")
 
@@ -364,10 +364,10 @@ def test_a_grant_refunded_after_a_voided_claim_and_billed_again_is_a_bad_leaf(co
     assert parts.index.settlement(second).net.get(centre_id("cloud-b"), 0) == 0
     assert hold_status(court, submission.paid.grant) == "refunded"  # the home paid nothing for it
 
-    def withheld_first(url: str, epoch: int, home: str):
+    def withheld_first(url: str, epoch: int, home: str, count: int):
         if epoch == first:
             raise EvidenceUnavailable("withheld")
-        return fetch_evidence(url, epoch, home)
+        return fetch_evidence(url, epoch, home, count)
 
     assert watcher_of(court, withheld_first).review(claim, claim.anchored_at) == [LeafDispute(0)]
 
@@ -400,12 +400,12 @@ def test_the_watcher_retries_missing_evidence_then_disputes_every_leaf(court):
     every = [LeafDispute(i) for i in range(paid.count)]
     calls: list[int] = []
 
-    def unreachable(url: str, epoch: int, home: str):
+    def unreachable(url: str, epoch: int, home: str, count: int):
         calls.append(epoch)
         raise httpx.ConnectError("connection refused")
 
-    def tampered(url: str, epoch: int, home: str):
-        rows = fetch_evidence(url, epoch, home)
+    def tampered(url: str, epoch: int, home: str, count: int):
+        rows = fetch_evidence(url, epoch, home, count)
         rows[-1]["record"]["price"] -= 1
         return rows
 
@@ -422,10 +422,10 @@ def test_the_watcher_retries_missing_evidence_then_disputes_every_leaf(court):
     # served on the second try: judged from the evidence
     flaky = iter([httpx.ConnectError("refused")])
 
-    def once_down(url: str, epoch: int, home: str):
+    def once_down(url: str, epoch: int, home: str, count: int):
         for exc in flaky:
             raise exc
-        return fetch_evidence(url, epoch, home)
+        return fetch_evidence(url, epoch, home, count)
 
     retried = watcher_of(court, once_down)
     assert retried.review(paid, at) is None

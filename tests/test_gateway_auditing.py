@@ -37,8 +37,8 @@ def test_garbage_evidence_from_one_centre_is_a_finding(consortium, epoch, monkey
     honest = auditing.fetch_evidence
     liar = consortium.url("cloud-b")
 
-    def fetch_evidence(url: str, epoch: int, home: str):
-        return garbage if url == liar else honest(url, epoch, home)
+    def fetch_evidence(url: str, epoch: int, home: str, count: int):
+        return garbage if url == liar else honest(url, epoch, home, count)
 
     monkeypatch.setattr(auditing, "fetch_evidence", fetch_evidence)
     report = auditing.audit_epoch(consortium.chain, consortium.deployment, epoch)

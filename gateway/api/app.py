@@ -49,6 +49,7 @@ from gateway.api.schemas import (
     AUDIT_SIGNATURE_SKEW,
     DECISION_DIGEST,
     DECISION_ID,
+    EVIDENCE_PAGE,
     IDEMPOTENCY_KEY,
     JOB_SIGNATURE,
     JOB_SIGNATURE_HEADER,
@@ -75,6 +76,7 @@ from gateway.api.schemas import (
     DecisionLogView,
     DecisionView,
     EpochClosure,
+    EvidencePage,
     ExchangeRequest,
     GrantRequest,
     GrantResponse,
@@ -561,16 +563,24 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
 
     @app.get(
         "/v1/epochs/{epoch}/evidence",
+        response_model=EvidencePage,
         tags=["epochs"],
         responses=responses(422, descriptions={409: "the epoch is not closed here yet: its trees are not fixed"}),
     )
     def epoch_evidence(
         epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
         home: Annotated[str, Query(pattern=CENTRE_NAME_PATTERN)],
-    ) -> list[dict]:
-        """Every record of this centre's claim on `home` for the epoch, in leaf order, with the order, grant,
-        receipt and sum proof it rests on (public: anyone may check a claim and dispute a leaf)."""
-        return node.parts.epochs.evidence(epoch, home)
+        after: Annotated[
+            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
+        ] = 0,
+        limit: Annotated[
+            int, Query(ge=1, le=EVIDENCE_PAGE, description=f"most records in this page (at most {EVIDENCE_PAGE})")
+        ] = EVIDENCE_PAGE,
+    ) -> dict:
+        """The records of this centre's claim on `home` for the epoch, page by page in leaf order, each with its
+        leaf index and the order, grant, receipt and sum proof it rests on (public: anyone may check a claim and
+        dispute a leaf). Follow `next` as `after` until it is null."""
+        return node.parts.epochs.evidence(epoch, home, after, limit)
 
     @app.get("/v1/audit/epochs/{epoch}", tags=["audit"], responses=responses(422))
     def audit_epoch(epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)]) -> dict:

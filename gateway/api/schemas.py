@@ -231,6 +231,9 @@ integer)."""
 RECORDS_PAGE = 2_000
 """Most usage records in one page of GET /v1/audit/epochs/{e}/records (and the default): a few MB; a
 million-record epoch comes in 500 pages, each one indexed query."""
+EVIDENCE_PAGE = 1_024
+"""Most records in one page of a claim's evidence, GET /v1/epochs/{e}/evidence (and the default): ~3.5 MB, eight
+blocks of a kept sum tree (`gateway.books.kept_trees.BLOCK`), so pages from `after=0` hash no block twice."""
 
 
 def audit_message(centre: str, epoch: int | str, at: int) -> str:
@@ -425,6 +428,16 @@ class RecordPage(BaseModel):
     home's in the order of its sum tree (ledger.audit.verify_records)."""
 
     records: list[PublishedRecord] = Field(description="this page's records, in the order stored")
+    next: int | None = Field(description="the `after` of the next page; null on the last page")
+
+
+class EvidencePage(BaseModel):
+    """A page of the evidence of this centre's claim on one home for a closed epoch, in leaf order: each record with
+    its leaf `index`, order, grant, their signatures, the receipt (or null) and its sum proof
+    (ledger.evidence.RecordEvidence). Follow `next` (as `after`) until it is null: the pages make the claim's leaves
+    0 .. count - 1, its anchored count."""
+
+    records: list[dict] = Field(description="this page's records' evidence, in leaf order")
     next: int | None = Field(description="the `after` of the next page; null on the last page")
 
 

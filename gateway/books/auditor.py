@@ -39,11 +39,12 @@ def collect_evidence(
         name, url = member.name, member.gatewayUrl
         bundles: list[RecordEvidence] = []
         for home in anchored_homes(contracts, deployment, epoch, centre):  # removed members' included
-            if ledger.claimOf(epoch, centre, home).call().voided:  # stands for nothing: nothing to evidence
+            claim = ledger.claimOf(epoch, centre, home).call()
+            if claim.voided or not claim.count:  # stands for nothing, or no leaves: nothing to evidence
                 continue
             try:
-                rows = fetch_evidence(url, epoch, centre_name(home))
-            except EvidenceUnavailable as exc:  # no answer, an error status, too slow, too large, or not JSON
+                rows = fetch_evidence(url, epoch, centre_name(home), claim.count)  # every page, bounded by the count
+            except EvidenceUnavailable as exc:  # no answer, an error status, too slow, too large, not JSON, no claim's
                 problems.append(f"{name}: evidence unavailable from {url} ({exc})")
                 break
             try:

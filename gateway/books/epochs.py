@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from gateway.api.schemas import MAX_SEQ, RECORDS_PAGE, EpochClosure, HomeClaim
+from gateway.api.schemas import EVIDENCE_PAGE, MAX_SEQ, RECORDS_PAGE, EpochClosure, HomeClaim
 from gateway.books.kept_trees import BLOCK, KeptTree, KeptTrees, TreeMismatch, keep
 from gateway.node.errors import Conflict, Invalid
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
@@ -488,24 +488,70 @@ class EpochCloser:
 
         return keep(leaves(), self.proof_block)
 
-    def evidence(self, epoch: int, home: str) -> list[dict]:
-        """Every record of a closed epoch for `home`'s users, in leaf order, with what it is paid under.
+    def evidence(self, epoch: int, home: str, after: int = 0, limit: int = EVIDENCE_PAGE) -> dict:
+        """A page of the evidence of this centre's claim on `home` for a closed epoch: up to `limit` of the records
+        of `home`'s users stored after `after` (0, then the page before's `next`, a store seq), in leaf order, each
+        with its leaf index, the order, grant and receipt it is paid under and its sum proof; `next` is None on the
+        last page.
 
-        Public: the payer's home checks each leaf of the claim on it against its own holds, and
-        anyone may dispute a leaf; the key k is never shown (a receipt, or a reveal on chain, releases it).
+        Public: the payer's home checks each leaf of the claim on it against its own holds, and anyone may dispute
+        a leaf; the key k is never shown (a receipt, or a reveal on chain, releases it). A page is one indexed
+        query, and its proofs come from the home's kept tree (`self.trees`, built once per epoch and home): a page
+        hashes its own records (and at most two blocks at its edges), never the home's whole epoch per request.
         """
         check_epoch(epoch)
+        if not _is_int(limit) or not 1 <= limit <= EVIDENCE_PAGE:
+            raise Invalid(f"limit must be from 1 to {EVIDENCE_PAGE} records, got {limit!r:.20}")
+        if not _is_int(after) or not 0 <= after <= MAX_SEQ:
+            raise Invalid(f"after must be 0 (the first page) or a page's `next`, got {after!r:.20}")
         try:
             home_id = centre_id(home)
         except ValueError:
             raise Invalid(f"{home[:40]!r} is not a centre name") from None
         if self.store.closure(epoch) is None:
             raise Conflict(f"epoch {epoch} is not closed at {self.name}: its trees are not fixed yet")
-        rows = self.store.paid_records(epoch, home_id)
-        if not rows:
-            return []  # nothing claimed on that home
-        tree = SumTree(self._leaf(r.record) for r in rows)
-        return [_evidence(i, r, tree) for i, r in enumerate(rows)]
+        page = self.store.paid_records_page(epoch, home_id, after, limit + 1)  # one more: is there a next page?
+        if not page:
+            return {"records": [], "next": None}  # nothing claimed on that home (or after the last page)
+        following = page[limit - 1][0] if len(page) > limit else None
+        page = page[:limit]
+        kept = self.trees.get(epoch, home_id.hex())
+        try:
+            first, proofs = self._page_proofs(kept, epoch, home_id.hex(), page)
+        except TreeMismatch:
+            self.trees.forget(epoch, home_id.hex())  # the next asker builds it again from the store
+            raise
+        return {
+            "records": [
+                _evidence(first + i, row, proof) for i, ((_, row), proof) in enumerate(zip(page, proofs, strict=True))
+            ],
+            "next": following,
+        }
+
+    def _page_proofs(
+        self, kept: KeptTree, epoch: int, home: str, page: list[tuple[int, PaidRecord]]
+    ) -> tuple[int, list[SumProof]]:
+        """The leaf index of a page's first record and each record's proof, each block the page touches hashed
+        once: from the page's own records, or for a block the page covers only in part, from that block read
+        whole (one `records_page`). TreeMismatch when the records are not the kept tree's."""
+        seqs = [seq for seq, _ in page]
+        first = kept.index(seqs[0])
+        if first is None or list(kept.seqs[first : first + len(seqs)]) != seqs:
+            raise TreeMismatch(f"epoch {epoch}'s records of home {home} are not the kept tree's")
+        end = first + len(page)
+        leaves = [self._leaf(row.record) for _, row in page]
+        proofs: list[SumProof] = []
+        for start in range(first - first % kept.width, end, kept.width):
+            before, size = kept.block(start)
+            if first <= start and start + size <= end:
+                pairs = leaves[start - first : start + size - first]
+            else:
+                block = self.store.records_page(epoch, before, size, home)
+                if [seq for seq, _ in block] != list(kept.seqs[start : start + size]):
+                    raise TreeMismatch(f"epoch {epoch}'s records of home {home} are not the kept tree's")
+                pairs = [self._leaf(row) for _, row in block]
+            proofs += kept.proofs(start, pairs)[max(first, start) - start : min(end, start + size) - start]
+        return first, proofs
 
     def _leaf(self, row: StoredRecord) -> tuple[bytes, int]:
         record = UsageRecord.from_json(row.record)
@@ -524,9 +570,7 @@ def _home_view(claim: HomeClosure) -> HomeClaim:
     return HomeClaim(root=None if claim.root is None else "0x" + claim.root, count=claim.count, total=claim.total)
 
 
-def _evidence(index: int, row: PaidRecord, tree: SumTree) -> dict:
-    proof = tree.proof(index)
-
+def _evidence(index: int, row: PaidRecord, proof: SumProof) -> dict:
     def hex_or_none(value: str | None) -> str | None:
         return None if value is None else "0x" + value
 

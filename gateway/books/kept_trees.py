@@ -5,12 +5,15 @@ lapsed records were marked before its trees were built), so a tree kept once is
 good for ever. Keeping every node of a million-leaf tree would take hundreds of MB,
 so a `KeptTree` keeps the nodes from blocks of `BLOCK` leaves up and each leaf's
 store seq; a proof hashes again only its own block's records (one page read by
-seq), checked against the block's kept node. `KeptTrees` holds a few of them, least
-recently used dropped first, within a budget of leaves.
+seq), checked against the block's kept node. The close stores each tree so (`to_blobs`,
+a few bytes a leaf), so loading one again is a read and n / BLOCK hashes, never the
+epoch's records. `KeptTrees` holds a few in memory, least recently used dropped first,
+within a budget of leaves.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 from array import array
 from bisect import bisect_left
@@ -29,9 +32,20 @@ KEPT_LEAVES = 4_000_000
 KEPT_TREES = 64
 """Trees kept at most (one per home with records, per epoch)."""
 
+BUILD_WAIT = 2.0
+"""Seconds an asker waits for another's load or build before it is told to ask again (TreeBusy): a build from
+the records (an epoch closed before trees were stored) takes a minute at a million records, and the askers
+hold the server's threads while they wait."""
+
+_NODE = 64  # bytes of a stored node: its hash, then its sum (32 bytes, big-endian)
+
 
 class TreeMismatch(RuntimeError):
     """The records read for a proof do not make the kept tree's block: the store changed under a closed epoch."""
+
+
+class TreeBusy(RuntimeError):
+    """Another asker is loading or building a tree: this one is told to ask again rather than hold a thread."""
 
 
 def _parent(left: Node, right: Node) -> Node:
@@ -96,6 +110,51 @@ class KeptTree:
         siblings += [level[(at >> k) ^ 1] for k, level in enumerate(self.levels[:-1])]
         return SumProof(tuple(h for h, _ in siblings), tuple(s for _, s in siblings))
 
+    def proofs(self, start: int, block: Sequence[tuple[bytes, int]]) -> list[SumProof]:
+        """The proof of every leaf of the block that begins at leaf `start`, given its pairs: the block hashed once
+        (a page of evidence proves every leaf of its blocks; `proof` would hash a block again per leaf).
+
+        TreeMismatch when they do not hash to the block's kept node."""
+        if not 0 <= start < self.count or start % self.width:
+            raise SumTreeError(f"start must be the first leaf of a block of {self.width}, got {start!r}")
+        at = start // self.width
+        if len(block) != self.block(start)[1]:
+            raise TreeMismatch(f"leaf {start}'s block has {self.block(start)[1]} leaves, {len(block)} were given")
+        below = _levels([leaf(d, a) for d, a in block], self.width)
+        if below[-1][0] != self.levels[0][at]:
+            raise TreeMismatch(f"the records of leaf {start}'s block do not hash to the node kept for it")
+        above = [level[(at >> k) ^ 1] for k, level in enumerate(self.levels[:-1])]
+        proofs = []
+        for offset in range(len(block)):
+            siblings = [level[(offset >> k) ^ 1] for k, level in enumerate(below[:-1])] + above
+            proofs.append(SumProof(tuple(h for h, _ in siblings), tuple(s for _, s in siblings)))
+        return proofs
+
+
+    def to_blobs(self) -> tuple[bytes, bytes]:
+        """Its leaves' seqs and its block nodes as the store keeps them (`from_blobs` reads them back)."""
+        seqs = array("q", self.seqs)
+        if sys.byteorder != "little":
+            seqs.byteswap()
+        nodes = b"".join(h + total.to_bytes(32, "big") for h, total in self.levels[0])
+        return seqs.tobytes(), nodes
+
+    @classmethod
+    def from_blobs(cls, width: int, seqs: bytes, nodes: bytes) -> KeptTree:
+        """The tree `to_blobs` wrote; SumTreeError when the blobs cannot be one."""
+        if width < 1 or width & (width - 1) or len(seqs) % 8 or not seqs or len(nodes) % _NODE:
+            raise SumTreeError(f"a kept tree's blobs are malformed (width {width}, {len(seqs)} and {len(nodes)} bytes)")
+        leaves = array("q")
+        leaves.frombytes(seqs)
+        if sys.byteorder != "little":
+            leaves.byteswap()
+        blocks = [
+            (nodes[i : i + 32], int.from_bytes(nodes[i + 32 : i + _NODE], "big")) for i in range(0, len(nodes), _NODE)
+        ]
+        if len(blocks) != -(-len(leaves) // width):
+            raise SumTreeError(f"a kept tree of {len(leaves)} leaves in blocks of {width} has {len(blocks)} blocks")
+        return cls(leaves, width, _levels(blocks, (1 << depth(len(leaves))) // width))
+
 
 def keep(leaves: Iterable[tuple[int, bytes, int]], block: int = BLOCK) -> KeptTree:
     """The kept tree of (seq, digest, amount) leaves in leaf order, read as they come (never all held).
@@ -123,15 +182,20 @@ def keep(leaves: Iterable[tuple[int, bytes, int]], block: int = BLOCK) -> KeptTr
 class KeptTrees:
     """Kept trees by (epoch, home), least recently used dropped first past `trees` or `leaves` (the newest stays).
 
-    `build(epoch, home)` makes a missing one, one build at a time (a second asker of the same tree waits for the
-    first's); `builds` counts them."""
+    `build(epoch, home)` makes a missing one, one build at a time; an asker that cannot start its own within `wait`
+    seconds gets TreeBusy (a second asker of the same tree usually finds it built); `builds` counts them."""
 
     def __init__(
-        self, build: Callable[[int, str], KeptTree], trees: int = KEPT_TREES, leaves: int = KEPT_LEAVES
+        self,
+        build: Callable[[int, str], KeptTree],
+        trees: int = KEPT_TREES,
+        leaves: int = KEPT_LEAVES,
+        wait: float = BUILD_WAIT,
     ) -> None:
         self._build = build
         self.trees = trees
         self.leaves = leaves
+        self.wait = wait
         self.builds = 0
         self._kept: OrderedDict[tuple[int, str], KeptTree] = OrderedDict()
         self._lock = threading.Lock()  # the dict
@@ -142,12 +206,16 @@ class KeptTrees:
         kept = self._lookup(key)
         if kept is not None:
             return kept
-        with self._building:
+        if not self._building.acquire(timeout=self.wait):
+            raise TreeBusy(f"the sum tree of epoch {epoch} for home {home[:16]}… is being prepared: ask again shortly")
+        try:
             kept = self._lookup(key)  # built by the asker this one waited for
             if kept is None:
                 kept = self._build(epoch, home)
                 self.builds += 1
                 self.put(epoch, home, kept)
+        finally:
+            self._building.release()
         return kept
 
     def put(self, epoch: int, home: str, kept: KeptTree) -> None:

@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from gateway.api.schemas import EVIDENCE_PAGE
 from gateway.node.payer import Payer
 from ledger.evidence import EvidenceError, RecordEvidence, check_evidence
 from ledger.ids import centre_id
@@ -45,52 +46,145 @@ from ledger.payment import MAX_DEADLINE_AHEAD, InvalidSignature, Receipt, grant_
 from ledger.primitives.bounded import Collected
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest
-from ledger.sumtree import SumProof, SumTree
+from ledger.sumtree import SumProof, SumTree, depth
 
 log = logging.getLogger(__name__)
 
-Fetch = Callable[[str, int, str], Any]
-"""(gateway URL, epoch, home name) -> the evidence endpoint's JSON; raises when it cannot be had."""
+Fetch = Callable[[str, int, str, int], Any]
+"""(gateway URL, epoch, home name, the claim's anchored count) -> the claim's evidence, every page's records in one
+list; raises when it cannot be had."""
 
 
 MAX_EVIDENCE_BYTES = 64 * 1024 * 1024
-"""The largest evidence answer read: a record's bundle (record, order, grant, signatures, a 14-level sum proof)
-is at most ~4 kB of JSON, so 10,000 records fit about 1.6 times over."""
+"""The largest page of evidence read (a page of EVIDENCE_PAGE records is ~3.5 MB: a record's evidence, with a
+17-level proof, is ~3.4 kB of JSON)."""
+
+RECORD_BYTES = 4096
+"""The most bytes of one record's evidence besides its proof: the record, order and grant (fixed-size fields: ids,
+addresses, integers) and three signatures are ~2.5 kB of JSON at most."""
+
+PROOF_LEVEL_BYTES = 160
+"""The most bytes of one level of a sum proof: a 0x-hex hash and a sum (at most 78 digits)."""
+
+PAGE_BYTES = 1024
+"""The bytes of a page besides its records (`{"records": [...], "next": ...}`)."""
+
+EVIDENCE_DEADLINE = 30.0
+"""Seconds a claim's evidence may take besides EVIDENCE_SECONDS_PER_RECORD a record (and the limit of each read)."""
+
+EVIDENCE_SECONDS_PER_RECORD = 0.002
+"""Seconds a claim's evidence may take per record anchored: 100,000 records took 26-30 s to serve and read here
+(loopback, two cores shared by both gateways), so a claim of that size is due within 230 s: room for a gateway and
+a network ~8 times slower."""
+
+MAX_EVIDENCE_RECORDS = 500_000
+"""The largest claim whose evidence is read: a claim is a centre's records of one home's users in one epoch, each
+billing a grant of the home. The watcher holds a claim's evidence whole while it checks it (~13 kB a record: 1.3 GB
+for 100,000 here), so 500,000 records are ~6.5 GB, due within ~17 minutes. Past it, the count (the claimant's word,
+up to 2**64 - 1) would make the home read and hold without end: unavailable evidence."""
 
 
 class EvidenceUnavailable(Exception):
-    """The evidence could not be had: no answer, an error status, too slow, too large, too deeply nested, or not
-    JSON."""
+    """The evidence could not be had: no answer, an error status, too slow, too large, too deeply nested, not JSON,
+    or pages that are not a claim's (more records than it has, or a next page that does not move on)."""
 
 
-def fetch_evidence(url: str, epoch: int, home: str, timeout: float = 30.0, max_bytes: int = MAX_EVIDENCE_BYTES) -> Any:
-    """The serving centre's evidence for its claim on `home` (GET /v1/epochs/{epoch}/evidence?home=).
+def evidence_budget(count: int, limit: int, base: float = EVIDENCE_DEADLINE) -> tuple[float, int]:
+    """The seconds (`base` and more a record) and bytes the evidence of a claim of `count` records may take in pages
+    of `limit`: in proportion to the count anchored on chain, which the claimant fixed before it could know what the
+    reading costs."""
+    pages = count // limit + 1
+    return (
+        base + count * EVIDENCE_SECONDS_PER_RECORD,
+        count * (RECORD_BYTES + PROOF_LEVEL_BYTES * depth(count)) + pages * PAGE_BYTES,
+    )
 
-    The centre is the party checked, so it must not choose how long or how much the home reads: the
-    whole answer is due within `timeout` seconds (httpx's own timeout bounds each read, which a centre
-    dripping a byte at a time never trips), at most `max_bytes` long and nested no deeper than
-    `ledger.primitives.bounded.MAX_DEPTH` (deeper JSON would crash the parser, not raise).
+
+def fetch_evidence(
+    url: str,
+    epoch: int,
+    home: str,
+    count: int,
+    timeout: float | None = None,
+    max_bytes: int = MAX_EVIDENCE_BYTES,
+    limit: int | None = None,
+) -> list:
+    """The serving centre's evidence for its claim of `count` records on `home`: every page of
+    GET /v1/epochs/{epoch}/evidence?home=&after=&limit=, their records in one list (unchecked: the caller parses them).
+
+    The centre is the party checked, so it must not choose how long or how much the home reads: the claim's pages
+    are due within `timeout` seconds (EVIDENCE_DEADLINE when None) plus EVIDENCE_SECONDS_PER_RECORD a record of
+    `count` (httpx's own timeout, `timeout`, bounds each read, which a centre dripping a byte at a time never
+    trips), together within the bytes `evidence_budget` allows, each at most `max_bytes` long and nested no deeper
+    than `ledger.primitives.bounded.MAX_DEPTH` (deeper JSON would crash the parser, not raise). A page of more than
+    `limit` records (EVIDENCE_PAGE when None), a next page that does not move on, or more records than `count`
+    end the reading: unavailable evidence. A claim past MAX_EVIDENCE_RECORDS is not read at all.
     """
+    per_read = EVIDENCE_DEADLINE if timeout is None else timeout
+    limit = EVIDENCE_PAGE if limit is None else limit
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_EVIDENCE_RECORDS:
+        raise EvidenceUnavailable(
+            f"a claim of {count!r:.24} records is not read: its evidence is read for claims of 1 to "
+            f"{MAX_EVIDENCE_RECORDS} records"
+        )
+    seconds, budget = evidence_budget(count, limit, per_read)
     try:
-        answer = asyncio.run(asyncio.wait_for(_read(url, epoch, home, timeout, max_bytes), timeout))
-        return answer.json()
+        return asyncio.run(
+            asyncio.wait_for(_pages(url, epoch, home, count, limit, per_read, max_bytes, budget), seconds)
+        )
     except TimeoutError:
-        raise EvidenceUnavailable(f"{url} did not send its evidence within the {timeout:g} s deadline") from None
+        raise EvidenceUnavailable(
+            f"{url} did not send its evidence of {count} records within the {seconds:g} s deadline"
+        ) from None
     except httpx.HTTPError as exc:
         raise EvidenceUnavailable(f"{url}: {exc}") from None
     except ValueError as exc:  # too large, too deep (OverLimit), or not JSON
         raise EvidenceUnavailable(f"{url} sent evidence that cannot be read: {exc}") from None
 
 
-async def _read(url: str, epoch: int, home: str, per_read: float, max_bytes: int) -> Collected:
+async def _pages(
+    url: str, epoch: int, home: str, count: int, limit: int, per_read: float, max_bytes: int, budget: int
+) -> list:
+    """Every page of the claim's evidence, in order, within the byte `budget` (ValueError or EvidenceUnavailable
+    for what is not a claim's)."""
+    rows: list = []
+    after, number = 0, 0
     async with httpx.AsyncClient(timeout=per_read) as client:
         endpoint = f"{url.rstrip('/')}/v1/epochs/{epoch}/evidence"
-        async with client.stream("GET", endpoint, params={"home": home}) as response:
-            response.raise_for_status()
-            answer = Collected(max_bytes)
-            answer.declared(response.headers.get("content-length"))
-            async for chunk in response.aiter_bytes():  # decoded: a compressed bomb counts as what it becomes
-                answer.add(chunk)
+        while True:
+            number += 1
+            params = {"home": home, "after": after, "limit": limit}
+            answer = await _read(client, endpoint, params, min(max_bytes, budget))
+            budget -= len(answer.body)
+            page = answer.json()
+            if not isinstance(page, dict) or not isinstance(page.get("records"), list):
+                raise EvidenceUnavailable(f"{url} answered no page of evidence (a JSON object with 'records')")
+            records, following = page["records"], page.get("next")
+            if len(records) > limit:
+                raise EvidenceUnavailable(
+                    f"{url} answered {len(records)} records in page {number} of its evidence, asked for at most {limit}"
+                )
+            rows += records
+            if len(rows) > count:
+                raise EvidenceUnavailable(f"{url} served more than the {count} records its claim anchored")
+            if following is None:
+                return rows
+            moves_on = isinstance(following, int) and not isinstance(following, bool) and following > after
+            if not moves_on or not records or len(rows) == count:
+                raise EvidenceUnavailable(
+                    f"{url} named a next page ({following!r:.20}) after page {number} (after {after}, "
+                    f"{len(rows)} of {count} records) that does not move on or is past its claim's records"
+                )
+            after = following
+
+
+async def _read(client: httpx.AsyncClient, endpoint: str, params: dict, max_bytes: int) -> Collected:
+    async with client.stream("GET", endpoint, params=params) as response:
+        response.raise_for_status()
+        answer = Collected(max_bytes)
+        answer.declared(response.headers.get("content-length"))
+        async for chunk in response.aiter_bytes():  # decoded: a compressed bomb counts as what it becomes
+            answer.add(chunk)
     return answer
 
 
@@ -333,7 +427,7 @@ class Watcher:
         if member is None:
             return None
         try:
-            rows = self.fetch(member.gateway_url, claim.epoch, self.name)
+            rows = self.fetch(member.gateway_url, claim.epoch, self.name, claim.count)
             if not isinstance(rows, list):
                 raise EvidenceError("the evidence must be a list")
             bundles = [RecordEvidence.from_dict(r) for r in rows]

@@ -154,6 +154,25 @@ class PaidRecord:
     lock_hash: str | None
 
 
+_PAID = (
+    "SELECT r.*, j.pay_order, j.pay_order_sig, j.pay_grant, j.pay_grant_sig, j.receipt_sig, j.result_key, j.lock_hash"
+    " FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
+)
+
+
+def _paid(r: sqlite3.Row) -> PaidRecord:
+    return PaidRecord(
+        record=_record(r),
+        order=r["pay_order"],
+        order_signature=r["pay_order_sig"],
+        grant=r["pay_grant"],
+        grant_signature=r["pay_grant_sig"],
+        receipt_signature=r["receipt_sig"],
+        key=r["result_key"],
+        lock_hash=r["lock_hash"],
+    )
+
+
 def as_new_record(value: Any) -> NewRecord:
     """A NewRecord from either form of RecordInput; StoreError for anything else."""
     if isinstance(value, NewRecord):
@@ -366,25 +385,26 @@ class Books(StoreBase):
         """`records_for_home` with the order, grant, receipt and key of each record's job, in one query."""
         checks.positive_int("epoch", epoch)
         rows = self._read_by_seq(
-            "SELECT r.*, j.pay_order, j.pay_order_sig, j.pay_grant, j.pay_grant_sig, j.receipt_sig,"
-            " j.result_key, j.lock_hash FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
-            " WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL",
+            f"{_PAID} WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL",
             (epoch, checks.hex32("home", home)),
             seq="r.seq",
         )
-        return [
-            PaidRecord(
-                record=_record(r),
-                order=r["pay_order"],
-                order_signature=r["pay_order_sig"],
-                grant=r["pay_grant"],
-                grant_signature=r["pay_grant_sig"],
-                receipt_signature=r["receipt_sig"],
-                key=r["result_key"],
-                lock_hash=r["lock_hash"],
-            )
-            for r in rows
-        ]
+        return [_paid(r) for r in rows]
+
+    def paid_records_page(self, epoch: int, home: bytes | str, after: int, limit: int) -> list[tuple[int, PaidRecord]]:
+        """At most `limit` of `paid_records` stored after seq `after`, each with its seq: one page of a claim's
+        evidence, one query on the (epoch, home_centre, seq) index, never the home's whole epoch read. Follow the
+        last seq of a page as the next `after`."""
+        checks.positive_int("epoch", epoch)
+        if not isinstance(after, int) or isinstance(after, bool) or not 0 <= after < 2**63:
+            raise StoreError(f"after must be a seq (an integer from 0 to 2**63 - 1), got {after!r:.40}")
+        checks.positive_int("limit", limit)
+        rows = self._read(
+            f"{_PAID} WHERE r.epoch = ? AND r.home_centre = ? AND r.lapsed_at IS NULL AND r.seq > ?"
+            " ORDER BY r.seq LIMIT ?",
+            (epoch, checks.hex32("home", home), after, limit),
+        )
+        return [(int(r["seq"]), _paid(r)) for r in rows]
 
     def open_epoch(self) -> int:
         """The epoch new records are assigned to (1 for a new store)."""
