@@ -11,6 +11,8 @@ import dataclasses
 import pytest
 from eth_account import Account
 
+from gateway.api.schemas import MAX_WALLTIME
+from gateway.client.paying import Quote, job_request, make_order
 from gateway.jobs.pricing import max_price
 from gateway.node.errors import Conflict, Forbidden, Invalid, PaymentRequired
 from gateway.node.orders import DEADLINE_MARGIN, Job, Signed, Terms, check_payment
@@ -102,6 +104,16 @@ def test_an_order_due_more_than_a_week_out_is_refused_as_the_contract_lets_its_h
     with pytest.raises(Invalid, match=r"more than 7 days out .* could not be sure to be paid for it"):
         check(signed({"deadline": NOW + MAX_DEADLINE_AHEAD + 1}))
     check(signed({"deadline": NOW + MAX_DEADLINE_AHEAD}))  # a week to the second: accepted
+
+
+@pytest.mark.parametrize("skew", [-300, 0, 300])
+def test_the_longest_job_the_api_takes_ordered_by_the_wallet_is_accepted_with_clocks_minutes_apart(skew):
+    request = REQUEST | {"walltime": MAX_WALLTIME}
+    job = Job(job_request(request, "cloud-b"), walltime=MAX_WALLTIME, cores=1, memory_mib=1024, gpus=0)
+    quote = Quote(centre="cloud-b", rates_version=2, max_price=max_price(MAX_WALLTIME, 1, 1024, 0, PRICES))
+    order = make_order(request, quote, now=NOW - skew, nonce=7)  # the wallet's clock, `skew` s behind the centre's
+    assert order.deadline - (NOW - skew) <= MAX_DEADLINE_AHEAD  # its home grants it
+    check(signed(dataclasses.asdict(order)), job=job)  # and the serving centre takes it
 
 
 def test_a_maximum_price_below_the_jobs_price_at_its_limits_needs_payment():

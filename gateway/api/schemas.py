@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 from gateway.node.errors import Invalid
+from ledger.payment import MAX_DEADLINE_AHEAD
 from ledger.primitives.names import CENTRE_NAME_PATTERN, CENTRE_NAME_RULE
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -19,7 +20,9 @@ CENTRE = f"^(auto|{CENTRE_NAME_RULE})$"
 CENTRE_NAME = CENTRE_NAME_PATTERN
 LABEL = r"^[a-z0-9-]{1,32}$"
 """A queue, GPU type or data class name, as centres' Cedar policies name them."""
-MAX_WALLTIME = 7 * 24 * 3600
+MAX_WALLTIME = MAX_DEADLINE_AHEAD - 3600
+"""A week less an hour: a job's order is due at most a week out (its home and the serving centre refuse later
+deadlines), and its deadline leaves the wallet's slack (`ORDER_SLACK`) and minutes of clock skew after the walltime."""
 MAX_EPOCH = 2**53 - 1
 """The highest epoch the API names: the largest integer every JSON reader holds exactly (the store goes to 2**63-1)."""
 RECORD_ID = r"^(0x)?[0-9a-fA-F]{64}$"
