@@ -19,15 +19,15 @@ from fastapi.testclient import TestClient
 from gateway.api.app import create_app
 from gateway.api.schemas import RECORDS_PAGE
 from gateway.books.epochs import EpochCloser
-from gateway.books.kept_trees import KeptTrees, TreeMismatch, keep
+from gateway.books.kept_trees import KeptTree, KeptTrees, TreeMismatch, keep
 from gateway.client import auditing
 from gateway.client.auditing import AuditUnusable
 from gateway.client.http import GatewayClient
-from gateway.node.errors import Invalid
+from gateway.node.errors import Invalid, Unavailable
 from gateway.store import NewRecord, Payment, Store
 from ledger.ids import centre_id
 from ledger.records import Domain, UsageRecord, record_digest
-from ledger.sumtree import SumProof, SumTree, verify
+from ledger.sumtree import SumProof, SumTree, SumTreeError, verify
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING = centre_id("hpc-a")
@@ -177,6 +177,22 @@ def test_a_kept_tree_gives_the_sum_trees_root_and_every_proof(count, block):
         _, size = kept.block(i)
         start = i - i % kept.width
         assert kept.proof(i, pairs[start : start + size]) == full.proof(i)
+    stored = KeptTree.from_blobs(kept.width, *kept.to_blobs())  # as the close stores it and a proof reads it back
+    assert stored == kept and len(stored.to_blobs()[1]) == 64 * -(-count // kept.width)
+
+
+def test_stored_tree_blobs_that_cannot_be_a_tree_are_refused():
+    kept = keep(((i + 1, _h("digest", i), 5) for i in range(9)), 4)
+    seqs, nodes = kept.to_blobs()
+    for width, s, n in [
+        (3, seqs, nodes),
+        (4, seqs[:-1], nodes),
+        (4, b"", nodes),
+        (4, seqs, nodes[:-64]),
+        (4, seqs, nodes[:-1]),
+    ]:
+        with pytest.raises(SumTreeError, match="kept tree"):
+            KeptTree.from_blobs(width, s, n)
 
 
 def test_a_kept_tree_refuses_a_block_that_is_not_its_own():
@@ -223,11 +239,10 @@ def test_a_second_proof_of_a_closed_epoch_reads_one_block_not_the_whole_homes_re
     second = epochs.proof(ids[299])
     assert second is not None and second["anchored"] and checked(second, epochs)
     assert total[0] <= 128 + 2, f"a second proof of the epoch read {total[0]} rows of the store"
-    assert epochs.trees.builds == 1
     for record_id in ids[1:299:37]:
         proof = epochs.proof(record_id)
         assert proof is not None and proof["anchored"] and checked(proof, epochs)
-    assert epochs.trees.builds == 1
+    assert epochs.trees.builds == 0  # the close kept the tree it anchored
 
 
 def test_proofs_from_kept_trees_are_the_whole_trees_and_leave_lapsed_records_out(store):
@@ -251,7 +266,7 @@ def test_proofs_from_kept_trees_are_the_whole_trees_and_leave_lapsed_records_out
     for n in lapsed:
         proof = epochs.proof(ids[n])
         assert proof is not None and proof["lapsed"] and not proof["anchored"] and "proof" not in proof
-    assert epochs.trees.builds == 2
+    assert epochs.trees.builds == 0
 
 
 def test_a_record_of_the_open_epoch_gets_no_proof_and_builds_no_tree(store):
@@ -270,7 +285,7 @@ def test_a_closed_epochs_records_changed_under_a_kept_tree_are_refused_and_the_t
     epochs = closer(store, proof_block=4)
     ids = [run(store, n) for n in range(10)]
     epochs.close()
-    assert epochs.proof(ids[5]) is not None and epochs.trees.builds == 1
+    assert epochs.proof(ids[5]) is not None and epochs.trees.builds == 0
     record = usage(5, 1, HOME)
     with sqlite3.connect(tmp_path / "gateway.db") as db:  # the store damaged: another price under the same id
         db.execute(
@@ -279,7 +294,63 @@ def test_a_closed_epochs_records_changed_under_a_kept_tree_are_refused_and_the_t
         )
     with pytest.raises(TreeMismatch):
         epochs.proof(ids[4])  # the same block
-    assert epochs.proof(ids[0]) is not None and epochs.trees.builds == 2  # built again from the store as it is
+    assert epochs.proof(ids[0]) is not None and epochs.trees.builds == 1  # loaded again as the close stored it
+    with pytest.raises(TreeMismatch):
+        epochs.proof(ids[5])  # the damaged record is still no leaf of the anchored tree
+
+
+def test_a_gateway_started_again_loads_the_trees_its_closes_stored_never_the_records(store, tmp_path):
+    """An outsider asking proofs of more closed (epoch, home) trees than are kept in memory (record ids are public)
+    made every request read, parse and hash a home's whole epoch: now each tree is read back as its close stored it
+    (a few bytes a leaf, n / BLOCK hashes) and a proof reads one block of records."""
+    epochs = closer(store)
+    big = [run(store, n) for n in range(300)]
+    epochs.close()
+    ids = [big[0]]
+    for n in range(6):  # six more closed epochs of one record each
+        ids.append(run(store, 1000 + n))
+        epochs.close()
+    again = closer(Store(tmp_path / "gateway.db"))  # another process on the same file
+    again.trees.trees = 2  # fewer kept in memory than are asked for, in turn: every request misses
+    for _ in range(2):
+        for record_id in ids:
+            total = rows_read(again.store)
+            assert again.proof(record_id) is not None
+            assert total[0] <= 128 + 3, f"a proof read {total[0]} rows of the store"
+    assert again.trees.builds == 2 * len(ids)  # every one read back, none built from its records
+    anchored_as_closed(again, 1)
+    proof = again.proof(big[150])
+    assert proof is not None and proof["anchored"] and checked(proof, again)
+
+
+def test_an_epoch_closed_before_trees_were_stored_builds_its_tree_once_and_stores_it(store, tmp_path):
+    epochs = closer(store, proof_block=4)
+    ids = [run(store, n) for n in range(10)]
+    epochs.close()
+    with sqlite3.connect(tmp_path / "gateway.db") as db:  # as a file closed before version 11 has it
+        db.execute("DELETE FROM kept_trees")
+    again = closer(Store(tmp_path / "gateway.db"), proof_block=4)
+    anchored_as_closed(again, 1)
+    proof = again.proof(ids[7])
+    assert proof is not None and proof["anchored"] and checked(proof, again) and again.trees.builds == 1
+    assert store.kept_tree(1, HOME) is not None  # stored: the next process reads it back
+    third = closer(Store(tmp_path / "gateway.db"), proof_block=4)
+    total = rows_read(third.store)
+    assert third.proof(ids[2]) is not None and total[0] <= 4 + 3
+
+
+def test_a_proof_that_would_wait_for_another_askers_build_is_told_to_ask_again(store):
+    """A build from the records (an epoch closed before trees were stored) takes a minute at a million records; the
+    askers hold the server's bounded pool while they wait, so they are refused (503) instead after a moment."""
+    epochs = closer(store)
+    first = run(store, 1)
+    epochs.close()
+    epochs.trees.forget(1, HOME.hex())
+    epochs.trees.wait = 0.05
+    with epochs.trees._building:  # another asker's build under way
+        with pytest.raises(Unavailable, match=r"being prepared: ask again shortly"):
+            epochs.proof(first)
+    assert epochs.proof(first) is not None  # and once it is done, answered
 
 
 # -- pages at the gateway ----------------------------------------------------------------------------------------

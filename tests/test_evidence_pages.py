@@ -246,7 +246,7 @@ def test_the_pages_of_a_claims_evidence_are_its_leaves_with_the_whole_trees_proo
     epochs.close()
     run(store, 99)  # epoch 2's
     assert {r.record_id for r in store.lapsed_records(1)} == {ids[n] for n in lapsed}
-    monkeypatch.setattr("gateway.books.epochs.SumTree", None)  # a page that built a whole tree would fail
+    monkeypatch.setattr("gateway.books.epochs.keep", None)  # a page that built a whole tree would fail
     for home, name in ((HOME, "hpc-a"), (OTHER, "ai-c")):
         served, number = pages(epochs, name, limit)
         claim = claim_of(store, home=home)

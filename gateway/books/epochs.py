@@ -20,8 +20,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from gateway.api.schemas import EVIDENCE_PAGE, MAX_SEQ, RECORDS_PAGE, EpochClosure, HomeClaim
-from gateway.books.kept_trees import BLOCK, KeptTree, KeptTrees, TreeMismatch, keep
-from gateway.node.errors import Conflict, Invalid
+from gateway.books.kept_trees import BLOCK, KeptTree, KeptTrees, TreeBusy, TreeMismatch, keep
+from gateway.node.errors import Conflict, Invalid, Unavailable
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
 from gateway.store.base import PAGE
 from ledger.chain import ChainUnavailable
@@ -30,7 +30,7 @@ from ledger.index import EventIndex
 from ledger.outbox import Outbox
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest
-from ledger.sumtree import SumProof, SumTree
+from ledger.sumtree import SumProof
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,8 @@ class EpochCloser:
         self._sending = threading.Lock()  # at most one send started by a close waits on the chain
         self._chain_down = False  # logged once per outage, not every round
         self.proof_block = proof_block  # leaves a usage proof hashes again (`kept_trees.BLOCK`)
-        self.trees = KeptTrees(self._keep)  # closed epochs' sum trees, for usage proofs
+        self.trees = KeptTrees(self._keep)  # closed epochs' sum trees, for usage proofs and evidence
+        self._closed_trees: tuple[int, dict[str, KeptTree]] | None = None  # made by the close under way
 
     def close(self, epoch: int | None = None) -> EpochClosure:
         """Close the open epoch: durable closure, its anchor queued in the outbox; nothing waits on the chain.
@@ -161,6 +162,7 @@ class EpochCloser:
                     raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
             cutoff = None if self.booking_delay is None else lapse_before(self.index.now(), self.booking_delay)
             closure = self.store.close_open_epoch(self._commit, lapse_before=cutoff)
+            self._keep_closed(closure.epoch)
             self._log_lapsed(closure.epoch)
             self._enqueue_anchor(closure)
         self._send_soon()
@@ -273,13 +275,26 @@ class EpochCloser:
         self.outbox.enqueue("anchor", f"anchor:{closure.epoch}", payload)
 
     def _commit(self, epoch: int, rows: list[StoredRecord]) -> dict[str, tuple[bytes, int, int]]:
-        """Per home (own users' included, for the audit), the sum tree of its records in store order."""
-        leaves: dict[str, list[tuple[bytes, int]]] = defaultdict(list)
+        """Per home (own users' included, for the audit), the sum tree of its records in store order, made as
+        proofs keep it (`kept_trees.keep`: the same root, count and total), to be kept once the close commits."""
+        leaves: dict[str, list[tuple[int, bytes, int]]] = defaultdict(list)
         for row in rows:
-            record = UsageRecord.from_json(row.record)
-            leaves[row.home_centre].append((record_digest(record, self.domain), record.price))
-        trees = {home: SumTree(pairs) for home, pairs in leaves.items()}
+            leaves[row.home_centre].append((row.seq, *self._leaf(row)))
+        trees = {home: keep(triples, self.proof_block) for home, triples in leaves.items()}
+        self._closed_trees = (epoch, trees)
         return {home: (t.root, t.count, t.total) for home, t in sorted(trees.items())}
+
+    def _keep_closed(self, epoch: int) -> None:
+        """Keep the trees the close of `epoch` made, in memory and in the store: no proof of it rebuilds them."""
+        made, self._closed_trees = self._closed_trees, None
+        if made is None or made[0] != epoch:
+            return
+        for home, kept in made[1].items():
+            self.trees.put(epoch, home, kept)
+            try:
+                self.store.keep_tree(epoch, home, kept.width, *kept.to_blobs())
+            except Exception as exc:  # noqa: BLE001 - the close is committed; the first proof stores it instead
+                log.warning("%s: epoch %d's sum tree for %s is not stored: %s", self.name, epoch, _name(home), exc)
 
     def flush(self) -> None:
         """Send what the outbox holds and bring the local index up to date."""
@@ -442,7 +457,7 @@ class EpochCloser:
                 "detail": f"epoch {row.epoch} is still open at {self.name}: its sum trees are built when it "
                 "closes; ask again then",
             }
-        kept = self.trees.get(row.epoch, row.home_centre)
+        kept = self._kept(row.epoch, row.home_centre)
         try:
             index, proof = self._prove(kept, row)
         except TreeMismatch:
@@ -473,8 +488,28 @@ class EpochCloser:
             raise TreeMismatch(f"epoch {row.epoch}'s records of home {row.home_centre} are not the kept tree's")
         return index, kept.proof(index, [self._leaf(r) for _, r in page])
 
+    def _kept(self, epoch: int, home: str) -> KeptTree:
+        """The kept tree of a closed epoch's home; Unavailable (503) while another asker loads or builds one."""
+        try:
+            return self.trees.get(epoch, home)
+        except TreeBusy as exc:
+            raise Unavailable(str(exc)) from None
+
     def _keep(self, epoch: int, home: str) -> KeptTree:
-        """The kept tree of a closed epoch's records of one home, read a page at a time (`KeptTrees`' build)."""
+        """The kept tree of a closed epoch's records of one home (`KeptTrees`' build): as its close stored it, or,
+        for an epoch closed before trees were stored, built from its records a page at a time and stored."""
+        stored = self.store.kept_tree(epoch, home)
+        if stored is not None:
+            return KeptTree.from_blobs(*stored)
+        kept = self._build_kept(epoch, home)
+        try:
+            self.store.keep_tree(epoch, home, kept.width, *kept.to_blobs())
+        except Exception as exc:  # noqa: BLE001 - kept in memory all the same
+            log.warning("%s: epoch %d's sum tree for %s is not stored: %s", self.name, epoch, _name(home), exc)
+        return kept
+
+    def _build_kept(self, epoch: int, home: str) -> KeptTree:
+        """The kept tree of a closed epoch's records of one home, read a page at a time."""
 
         def leaves() -> Iterator[tuple[int, bytes, int]]:
             after = 0
@@ -515,7 +550,7 @@ class EpochCloser:
             return {"records": [], "next": None}  # nothing claimed on that home (or after the last page)
         following = page[limit - 1][0] if len(page) > limit else None
         page = page[:limit]
-        kept = self.trees.get(epoch, home_id.hex())
+        kept = self._kept(epoch, home_id.hex())
         try:
             first, proofs = self._page_proofs(kept, epoch, home_id.hex(), page)
         except TreeMismatch:

@@ -130,13 +130,13 @@ class KeptTree:
             proofs.append(SumProof(tuple(h for h, _ in siblings), tuple(s for _, s in siblings)))
         return proofs
 
-
     def to_blobs(self) -> tuple[bytes, bytes]:
         """Its leaves' seqs and its block nodes as the store keeps them (`from_blobs` reads them back)."""
         seqs = array("q", self.seqs)
         if sys.byteorder != "little":
             seqs.byteswap()
-        nodes = b"".join(h + total.to_bytes(32, "big") for h, total in self.levels[0])
+        blocks = self.levels[0][: -(-self.count // self.width)]  # the padding is not kept
+        nodes = b"".join(h + total.to_bytes(32, "big") for h, total in blocks)
         return seqs.tobytes(), nodes
 
     @classmethod

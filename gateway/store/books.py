@@ -88,6 +88,8 @@ class StoredRecord:
     created_at: int
     lapsed_at: int | None = None
     """When its epoch closed without it (its claim could no longer be anchored in time): never anchored."""
+    seq: int = field(default=0, compare=False)
+    """Its place in store order (a home's leaves are its records of the epoch in this order); 0 before it is stored."""
 
     @property
     def data(self) -> dict[str, Any]:
@@ -230,6 +232,7 @@ def _record(row: sqlite3.Row) -> StoredRecord:
         leaf=row["leaf"],
         created_at=row["created_at"],
         lapsed_at=row["lapsed_at"],
+        seq=row["seq"],
     )
 
 
@@ -366,6 +369,28 @@ class Books(StoreBase):
             (*args, after, limit),
         )
         return [(int(r["seq"]), _record(r)) for r in rows]
+
+    def keep_tree(self, epoch: int, home: bytes | str, width: int, seqs: bytes, nodes: bytes) -> None:
+        """Keep a closed epoch's sum tree of one home as proofs need it (`gateway.books.kept_trees`); a tree kept
+        already stays (a closed epoch's tree never changes)."""
+        checks.positive_int("epoch", epoch)
+        checks.positive_int("width", width)
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone() is None:
+                raise EpochError(f"epoch {epoch} is not closed: its trees are not fixed")
+            db.execute(
+                "INSERT OR IGNORE INTO kept_trees (epoch, home_centre, width, seqs, nodes) VALUES (?, ?, ?, ?, ?)",
+                (epoch, checks.hex32("home", home), width, seqs, nodes),
+            )
+
+    def kept_tree(self, epoch: int, home: bytes | str) -> tuple[int, bytes, bytes] | None:
+        """The kept tree of a closed epoch's home as `keep_tree` stored it (width, seqs, nodes), or None."""
+        checks.positive_int("epoch", epoch)
+        rows = self._read(
+            "SELECT width, seqs, nodes FROM kept_trees WHERE epoch = ? AND home_centre = ?",
+            (epoch, checks.hex32("home", home)),
+        )
+        return (int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
 
     def record_seq(self, record_id: bytes | str) -> int | None:
         """Where the record stands in store order (what `records_page` pages by), or None for no such record."""

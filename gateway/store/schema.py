@@ -293,6 +293,21 @@ CREATE UNIQUE INDEX jobs_idempotency_scope ON jobs(idempotency_scope, idempotenc
 order's payment account for a presented or anonymous session, whose principal is a fresh pseudonym at every
 sign-on. A retry after a new sign-on, with the same order, finds its job."""
 
+_V11_KEPT_TREES = """
+CREATE TABLE kept_trees (
+    epoch       INTEGER NOT NULL REFERENCES epochs(epoch),
+    home_centre TEXT NOT NULL CHECK (length(home_centre) = 64),
+    width       INTEGER NOT NULL CHECK (width >= 1 AND (width & (width - 1)) = 0),
+    seqs        BLOB NOT NULL,
+    nodes       BLOB NOT NULL,
+    PRIMARY KEY (epoch, home_centre)
+);
+"""
+"""Each closed epoch's sum tree per home as usage proofs and claim evidence need it (gateway.books.kept_trees):
+every leaf's record seq (8 bytes each, little-endian) and the nodes over blocks of `width` leaves (64 bytes each:
+hash, then sum big-endian). Written once the close commits; an epoch closed before (or a close interrupted before
+it) has none until its first proof builds it from the records."""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -306,5 +321,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     Migration(9, "anonymous membership and supervision", _V9_GROUPS),
     Migration(10, "idempotency keys scoped per user or per order account", _V10_KEY_SCOPE),
+    Migration(11, "closed epochs' sum trees kept for proofs", _V11_KEPT_TREES),
 )
 LATEST = len(MIGRATIONS)
