@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from auth.directory import Directory, DirectoryUnavailable, InvalidCredentials
-from gateway.books.epochs import check_schedule
+from gateway.books.epochs import check_schedule, lapse_before
 from gateway.client.http import GatewayClient
 from gateway.node.config import ConfigError, GatewayConfig
 from ledger.chain import ChainError, ChainUnavailable, connect
@@ -130,7 +130,7 @@ def test_housekeeping_closes_epochs_on_schedule_and_manual_close_stays(faults):
     c = faults
     c.stop_centre("ai-c")
     try:
-        node = c.start_centre("ai-c", epoch_every=1)  # the booking delay (2 s) less 1 s to anchor
+        node = c.start_centre("ai-c", epoch_every=1)  # the longest the demo's 2 s booking delay allows
         store = node.parts.store
         first = store.open_epoch()
         eventually(lambda: store.open_epoch() > first, within=30)
@@ -151,23 +151,33 @@ def test_the_schedule_is_a_setting_of_the_centre(tmp_path):
         minimal_config(tmp_path, "[epochs]", 'every = "soon"')
 
 
-def test_the_longest_schedule_leaves_the_anchor_its_margin_before_the_booking_delay_ends():
-    assert check_schedule(86_340, 86_400) == 86_340  # a day's delay: a minute to anchor
+def test_the_longest_schedule_leaves_a_close_time_to_run_late_and_its_anchor_time_to_be_mined():
+    assert check_schedule(86_280, 86_400) == 86_280  # a day's delay: a minute late, a minute to anchor
     assert check_schedule(3_600, 86_400) == 3_600
-    assert check_schedule(30, 60) == 30  # a short delay: half of it to anchor
-    for every, delay in [(86_341, 86_400), (31, 60), (2, 1), (1, 0)]:
+    assert check_schedule(15, 60) == 15  # a short delay: a quarter of it late, half of it to anchor
+    assert check_schedule(1, 2) == 1  # the demo's
+    for every, delay in [(86_281, 86_400), (16, 60), (2, 2), (2, 1), (1, 0)]:
         with pytest.raises(ValueError, match=rf"every = {every} s closes epochs too far apart"):
             check_schedule(every, delay)
+
+
+def test_a_record_due_just_after_a_close_does_not_lapse_at_the_next_under_the_longest_schedule_run_late():
+    delay = 86_400
+    every = check_schedule(86_280, delay)
+    close = 1_900_000_000 - 1_900_000_000 % every
+    due = close + 1  # a job that ended at its order's deadline, just after that close: in the next epoch
+    for late in (0, 2, 30, 60):  # the next close runs late (or the chain's clock is ahead) by this much
+        assert due >= lapse_before(close + every + late, delay)
 
 
 @pytest.mark.parametrize(("beyond", "refused"), [(0, False), (1, True), (7 * 86_400, True)])
 def test_a_schedule_whose_epochs_outlast_the_booking_delay_is_refused_at_start(faults, beyond, refused):
     # A job that ends at its order's deadline just after a close has its record anchored at the next close, which
-    # must come by deadline + the consortium's booking delay less the margin the anchor is given to be mined, or
-    # the record lapses and the centre is never paid for the work.
+    # must come by deadline + the consortium's booking delay less the margin the anchor is given to be mined and
+    # the time the close may run late, or the record lapses and the centre is never paid for the work.
     delay = faults.spec.booking_delay
-    margin = min(60, delay // 2)
-    every = delay - margin + beyond
+    margin, late = min(60, delay // 2), min(60, delay // 4)
+    every = delay - margin - late + beyond
     if not refused:
         assert faults.build_centre("ai-c", epoch_every=every, data_dir=faults.data_dir / "schedule-ok").parts.epochs
         return
@@ -176,8 +186,8 @@ def test_a_schedule_whose_epochs_outlast_the_booking_delay_is_refused_at_start(f
     assert str(refusal.value) == (
         f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of {delay} s: "
         "a job that ends at its order's deadline just after a close would have its record anchored too late to "
-        f"bill (it lapses, unpaid); set every to at most {delay - margin} s (the booking delay less {margin} s to "
-        "anchor)"
+        f"bill (it lapses, unpaid); set every to at most {delay - margin - late} s (the booking delay less {late} s "
+        f"for the close to run late and {margin} s to anchor)"
     )
     assert not (faults.data_dir / "schedule-refused").exists()  # refused before anything was made
 

@@ -77,16 +77,19 @@ def check_schedule(every: int, booking_delay: int) -> int:
     """`every`, if epochs closed that far apart never let a record lapse; ValueError, saying why, otherwise.
 
     A job that ends at its order's deadline just after a close is in the next epoch, anchored at the
-    next close: at the latest deadline + every + the margin. The claim must be on chain by deadline +
-    the booking delay, or the record lapses and nobody pays for the work.
+    next close: at the latest deadline + every + the lateness of that close + the margin. The claim
+    must be on chain by deadline + the booking delay, or the record lapses and nobody pays for the
+    work. The lateness allowed (housekeeping's round, a record stored after its job ended, a chain
+    clock ahead of this one's) is ANCHOR_MARGIN, or a quarter of a shorter booking delay.
     """
-    longest = booking_delay - anchor_margin(booking_delay)
+    margin, late = anchor_margin(booking_delay), min(ANCHOR_MARGIN, booking_delay // 4)
+    longest = booking_delay - margin - late
     if every > longest:
         raise ValueError(
             f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of "
             f"{booking_delay} s: a job that ends at its order's deadline just after a close would have its record "
             f"anchored too late to bill (it lapses, unpaid); set every to at most {longest} s (the booking delay "
-            f"less {anchor_margin(booking_delay)} s to anchor)"
+            f"less {late} s for the close to run late and {margin} s to anchor)"
         )
     return every
 
