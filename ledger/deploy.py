@@ -36,6 +36,10 @@ DEFAULT_DKG_WINDOW = 600
 """Seconds of each phase of the supervisors' key generation (dealing, complaints, answers)."""
 MAX_SUPERVISORS = 32
 """Most supervisors a Supervision committee may have (the contract's MAX_SUPERVISORS)."""
+WEEK, HOUR = 7 * 86_400, 3_600  # Settlement.MAX_ORDER_AHEAD, Settlement.WITHDRAWAL_MARGIN
+MAX_WITHDRAWAL_DELAY = 100 * 365 * 86_400
+"""The longest a deployment may make a withdrawal of collateral wait (Settlement.withdrawalDelay): windows meant as
+"for ever" would overflow the contract's block times and lock every member's collateral for good."""
 
 
 @dataclass(frozen=True)
@@ -268,6 +272,13 @@ def deploy_consortium(
     _seconds("dispute_window", dispute_window)
     _seconds("booking_delay", booking_delay)
     _seconds("anchor_window", anchor_window)
+    unbonding = WEEK + booking_delay + 2 * dispute_window + anchor_window + HOUR  # Settlement.withdrawalDelay
+    if unbonding > MAX_WITHDRAWAL_DELAY:
+        raise ValueError(
+            f"booking_delay + 2 x dispute_window + anchor_window is {unbonding - WEEK - HOUR} s: a withdrawal of "
+            f"collateral would wait {unbonding} s, more than {MAX_WITHDRAWAL_DELAY // (365 * 86_400)} years; choose "
+            "windows of hours or days"
+        )
     _bond("anchor_bond", anchor_bond)
     _bond("dispute_bond", dispute_bond)
     if not 0 < _seconds("dkg_window", dkg_window) < 2**32:

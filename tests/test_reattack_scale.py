@@ -181,7 +181,7 @@ def test_a_member_of_two_cannot_settle_ahead_and_withdraw_before_the_others_clai
     a = k.accounts["hpc-a"].address
     week = s.MAX_ORDER_AHEAD().call()
     assert week == MAX_DEADLINE_AHEAD  # what gateways refuse beyond
-    assert s.withdrawalDelay().call() == week + booking_delay + 2 * dispute_window + WINDOW
+    assert s.withdrawalDelay().call() == week + booking_delay + 2 * dispute_window + WINDOW + 3_600
     for epoch in (1, 2, 3):  # hpc-a closes its epochs at once, each anchored empty and settled alone
         anchor_all(k, epoch, {}, skip=("hpc-b",))
         advance(k.chain, ul.anchorDeadline(epoch).call() + 1 - now(k))

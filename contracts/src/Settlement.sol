@@ -73,10 +73,14 @@ contract Settlement {
     ///         refuse an order due later): the work a home's users ordered before a moment is billed
     ///         by claims anchored at most this + `UsageLedger.bookingDelay` after it.
     uint64 public constant MAX_ORDER_AHEAD = 7 days;
+    /// @notice Seconds a withdrawal waits past the rest of its delay: the gateways' clocks (each judges
+    ///         an order's week by its own) and a settlement's transaction take minutes, not an hour.
+    uint64 public constant WITHDRAWAL_MARGIN = 1 hours;
     /// @notice Seconds a withdrawal waits after it was asked for: MAX_ORDER_AHEAD + the booking delay
     ///         (the latest an honest claim for work ordered before the request is anchored), twice the
-    ///         dispute window (before that late claim is paid, `settleLate`) and the anchor window (the
-    ///         claimant's slack to send it).
+    ///         dispute window (before that claim is paid: its epoch settles, or a late one `settleLate`),
+    ///         the anchor window (the most a quorum's anchors hold an on-time claim's epoch) and
+    ///         WITHDRAWAL_MARGIN.
     uint64 public immutable withdrawalDelay;
 
     /// @notice Credit was deposited as collateral.
@@ -169,7 +173,8 @@ contract Settlement {
         disputeBond = disputeBond_;
         anchorWindow = anchorWindow_;
         UsageLedger ledger = UsageLedger(usageLedger_);
-        withdrawalDelay = MAX_ORDER_AHEAD + ledger.bookingDelay() + 2 * ledger.disputeWindow() + anchorWindow_;
+        withdrawalDelay =
+            MAX_ORDER_AHEAD + ledger.bookingDelay() + 2 * ledger.disputeWindow() + anchorWindow_ + WITHDRAWAL_MARGIN;
     }
 
     modifier onlyUsageLedger() {
