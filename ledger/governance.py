@@ -13,6 +13,7 @@ changes nothing. A member's own endpoint and token key are self-service
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -190,8 +191,9 @@ def proposals(chain: Chain, deployment: Deployment, *, open_only: bool = False) 
 
 
 def chain_time(chain: Chain) -> int:
-    """The chain's latest block time: what expiry is judged by here (the next block's is no earlier)."""
-    return int(chain.w3.eth.get_block("latest")["timestamp"])
+    """The time expiry is judged by here: the next block's, which is after the latest block's and no earlier than
+    this machine's clock (a node that mines on demand, anvil, may have an idle chain's latest block days old)."""
+    return max(int(chain.w3.eth.get_block("latest")["timestamp"]) + 1, int(time.time()))
 
 
 # -- proposing and voting -----------------------------------------------------------------
