@@ -152,21 +152,21 @@ def test_the_schedule_is_a_setting_of_the_centre(tmp_path):
 
 
 def test_the_longest_schedule_leaves_a_close_time_to_run_late_and_its_anchor_time_to_be_mined():
-    assert check_schedule(86_280, 86_400) == 86_280  # a day's delay: a minute late, a minute to anchor
+    assert check_schedule(85_440, 86_400) == 85_440  # a day's delay: 15 minutes late, a minute to anchor
     assert check_schedule(3_600, 86_400) == 3_600
     assert check_schedule(15, 60) == 15  # a short delay: a quarter of it late, half of it to anchor
     assert check_schedule(1, 2) == 1  # the demo's
-    for every, delay in [(86_281, 86_400), (16, 60), (2, 2), (2, 1), (1, 0)]:
+    for every, delay in [(85_441, 86_400), (16, 60), (2, 2), (2, 1), (1, 0)]:
         with pytest.raises(ValueError, match=rf"every = {every} s closes epochs too far apart"):
             check_schedule(every, delay)
 
 
 def test_a_record_due_just_after_a_close_does_not_lapse_at_the_next_under_the_longest_schedule_run_late():
     delay = 86_400
-    every = check_schedule(86_280, delay)
+    every = check_schedule(85_440, delay)
     close = 1_900_000_000 - 1_900_000_000 % every
     due = close + 1  # a job that ended at its order's deadline, just after that close: in the next epoch
-    for late in (0, 2, 30, 60):  # the next close runs late (or the chain's clock is ahead) by this much
+    for late in (0, 2, 60, 300, 900):  # the next close runs late (or the chain's clock is ahead) by this much
         assert due >= lapse_before(close + every + late, delay)
 
 
@@ -176,7 +176,7 @@ def test_a_schedule_whose_epochs_outlast_the_booking_delay_is_refused_at_start(f
     # must come by deadline + the consortium's booking delay less the margin the anchor is given to be mined and
     # the time the close may run late, or the record lapses and the centre is never paid for the work.
     delay = faults.spec.booking_delay
-    margin, late = min(60, delay // 2), min(60, delay // 4)
+    margin, late = min(60, delay // 2), min(900, delay // 4)
     every = delay - margin - late + beyond
     if not refused:
         assert faults.build_centre("ai-c", epoch_every=every, data_dir=faults.data_dir / "schedule-ok").parts.epochs

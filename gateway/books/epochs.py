@@ -52,6 +52,17 @@ ANCHOR_MARGIN = 60
 retries it every second, so a minute covers retries and a few blocks of a public chain."""
 
 
+LATE_CLOSE = 900
+"""Seconds a scheduled close may run after its boundary, or a record be stored after its job ended, without a
+record lapsing (with a booking delay of at least an hour; a quarter of a shorter one): a gateway down across a
+boundary for a few minutes, a Slurm controller the executor waits through (`UNREACHABLE_TIMEOUT_S`, 5 minutes),
+the close of a ten-million-record epoch, a chain clock minutes ahead of this one."""
+
+CLOSE_RATE = 10_000
+"""Records a second a close is counted to parse, hash and fold into its trees (~16,800 here): its cutoff for
+lapsing is judged at the time the close will have built them, so no record it keeps is anchored too late."""
+
+
 AUDIT_SYNC_EVERY = 1.0
 """Seconds an epoch's audit view may be behind the chain: its requests sync the index at most this often."""
 
@@ -79,10 +90,9 @@ def check_schedule(every: int, booking_delay: int) -> int:
     A job that ends at its order's deadline just after a close is in the next epoch, anchored at the
     next close: at the latest deadline + every + the lateness of that close + the margin. The claim
     must be on chain by deadline + the booking delay, or the record lapses and nobody pays for the
-    work. The lateness allowed (housekeeping's round, a record stored after its job ended, a chain
-    clock ahead of this one's) is ANCHOR_MARGIN, or a quarter of a shorter booking delay.
+    work. The lateness allowed is LATE_CLOSE, or a quarter of a shorter booking delay.
     """
-    margin, late = anchor_margin(booking_delay), min(ANCHOR_MARGIN, booking_delay // 4)
+    margin, late = anchor_margin(booking_delay), min(LATE_CLOSE, booking_delay // 4)
     longest = booking_delay - margin - late
     if every > longest:
         raise ValueError(
@@ -163,13 +173,19 @@ class EpochCloser:
                 open_epoch = self.store.open_epoch()
                 if epoch != open_epoch:
                     raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
-            cutoff = None if self.booking_delay is None else lapse_before(self.index.now(), self.booking_delay)
+            cutoff = None if self.booking_delay is None else lapse_before(self._built_by(), self.booking_delay)
             closure = self.store.close_open_epoch(self._commit, lapse_before=cutoff)
             self._keep_closed(closure.epoch)
             self._log_lapsed(closure.epoch)
             self._enqueue_anchor(closure)
         self._send_soon()
         return self._closure(closure)
+
+    def _built_by(self) -> int:
+        """When a close starting now will have built its trees: now + the open epoch's records at CLOSE_RATE. A
+        record it keeps is anchored from then on, so its cutoff for lapsing is judged then, not now."""
+        count = self.store.record_count(self.store.open_epoch())
+        return self.index.now() + -(-count // CLOSE_RATE)
 
     def _send_soon(self) -> None:
         """Send the outbox now on a helper thread (housekeeping sends it otherwise, within its interval)."""

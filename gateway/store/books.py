@@ -392,6 +392,12 @@ class Books(StoreBase):
         )
         return (int(rows[0][0]), bytes(rows[0][1]), bytes(rows[0][2])) if rows else None
 
+    def record_count(self, epoch: int) -> int:
+        """How many records the epoch holds that have not lapsed (one count on the (epoch, seq) index)."""
+        checks.positive_int("epoch", epoch)
+        rows = self._read("SELECT COUNT(*) FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL", (epoch,))
+        return int(rows[0][0])
+
     def record_seq(self, record_id: bytes | str) -> int | None:
         """Where the record stands in store order (what `records_page` pages by), or None for no such record."""
         rows = self._read("SELECT seq FROM usage_records WHERE record_id = ?", (checks.hex32("record_id", record_id),))
