@@ -211,7 +211,7 @@ def test_kept_trees_drop_the_least_recently_used_past_their_bounds():
         built.append((epoch, home))
         return keep(((i + 1, _h(epoch, home, i), 1) for i in range(10 * epoch)), 4)
 
-    trees = KeptTrees(build, trees=2, leaves=45)
+    trees = KeptTrees(lambda *_: None, build, trees=2, leaves=45)
     trees.get(1, "a"), trees.get(2, "a"), trees.get(1, "a")  # 10 + 20 leaves: both kept; (1, a) used last
     assert trees.builds == 2
     trees.get(3, "a")  # a third tree (30 leaves): (2, a) goes, least recently used; 40 <= 45 leaves are kept
@@ -346,6 +346,8 @@ def test_a_proof_that_would_wait_for_another_askers_build_is_told_to_ask_again(s
     first = run(store, 1)
     epochs.close()
     epochs.trees.forget(1, HOME.hex())
+    with sqlite3.connect(store.path) as db:  # as an epoch closed before trees were stored: it must be built
+        db.execute("DELETE FROM kept_trees")
     epochs.trees.wait = 0.05
     with epochs.trees._building:  # another asker's build under way
         with pytest.raises(Unavailable, match=r"being prepared: ask again shortly"):

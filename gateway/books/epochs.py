@@ -30,7 +30,7 @@ from ledger.index import EventIndex
 from ledger.outbox import Outbox
 from ledger.primitives.hex import to_hex
 from ledger.records import Domain, UsageRecord, record_digest
-from ledger.sumtree import SumProof
+from ledger.sumtree import SumProof, SumTreeError
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class EpochCloser:
         self._sending = threading.Lock()  # at most one send started by a close waits on the chain
         self._chain_down = False  # logged once per outage, not every round
         self.proof_block = proof_block  # leaves a usage proof hashes again (`kept_trees.BLOCK`)
-        self.trees = KeptTrees(self._keep)  # closed epochs' sum trees, for usage proofs and evidence
+        self.trees = KeptTrees(self._load_kept, self._build_kept)  # closed epochs' sum trees, for proofs
         self._closed_trees: tuple[int, dict[str, KeptTree]] | None = None  # made by the close under way
 
     def close(self, epoch: int | None = None) -> EpochClosure:
@@ -308,8 +308,9 @@ class EpochCloser:
         made, self._closed_trees = self._closed_trees, None
         if made is None or made[0] != epoch:
             return
-        for home, kept in made[1].items():
+        for home, kept in made[1].items():  # every one in memory before any is stored: no proof meanwhile builds
             self.trees.put(epoch, home, kept)
+        for home, kept in made[1].items():
             try:
                 self.store.keep_tree(epoch, home, kept.width, *kept.to_blobs())
             except Exception as exc:  # noqa: BLE001 - the close is committed; the first proof stores it instead
@@ -450,9 +451,9 @@ class EpochCloser:
     def proof(self, record_id: str) -> dict | None:
         """A usage record, its signature and its sum-tree proof against its home's anchored claim.
 
-        The tree of a closed epoch is kept (`self.trees`, built at the first proof of that epoch and
-        home): a proof hashes again only its own block of records. A record of the open epoch has no
-        proof yet: its home's tree is built when the epoch closes."""
+        The tree of a closed epoch is kept (`self.trees`: its close kept it, in memory and in the store):
+        a proof hashes again only its own block of records. A record of the open epoch has no proof
+        yet: its home's tree is made when the epoch closes."""
         row = self.store.record(check_record_id(record_id))
         if row is None:
             return None
@@ -480,7 +481,7 @@ class EpochCloser:
         try:
             index, proof = self._prove(kept, row)
         except TreeMismatch:
-            self.trees.forget(row.epoch, row.home_centre)  # the next asker builds it again from the store
+            self.trees.forget(row.epoch, row.home_centre)  # the next asker reads it back
             raise
         anchor = self.index.anchor(centre_id(self.name), row.epoch)
         claim = anchor.homes.get(bytes.fromhex(row.home_centre)) if anchor else None
@@ -514,20 +515,38 @@ class EpochCloser:
         except TreeBusy as exc:
             raise Unavailable(str(exc)) from None
 
-    def _keep(self, epoch: int, home: str) -> KeptTree:
-        """The kept tree of a closed epoch's records of one home (`KeptTrees`' build): as its close stored it, or,
-        for an epoch closed before trees were stored, built from its records a page at a time and stored."""
-        stored = self.store.kept_tree(epoch, home)
-        if stored is not None:
-            return KeptTree.from_blobs(*stored)
-        kept = self._build_kept(epoch, home)
+    def _load_kept(self, epoch: int, home: str) -> KeptTree | None:
+        """A closed epoch's tree of one home as its close stored it (`KeptTrees`' load), if it is the closure's (same
+        root, count and total); None when none is stored or the stored one is damaged (then it is built again)."""
+        stored, closure = self.store.kept_tree(epoch, home), self.store.closure(epoch)
+        claim = None if closure is None else closure.homes.get(home)
+        if stored is None or claim is None:
+            return None
+        try:
+            kept = KeptTree.from_blobs(*stored)
+        except SumTreeError as exc:
+            log.warning("%s: epoch %d's stored sum tree for %s is damaged: %s", self.name, epoch, _name(home), exc)
+            return None
+        if (kept.root.hex(), kept.count, kept.total) != (claim.root, claim.count, claim.total):
+            log.warning("%s: epoch %d's stored sum tree for %s is not its closure's", self.name, epoch, _name(home))
+            return None
+        return kept
+
+    def _build_kept(self, epoch: int, home: str) -> KeptTree:
+        """A closed epoch's tree of one home built from its records, a page at a time (`KeptTrees`' build), and
+        stored in place of a missing or damaged one: TreeMismatch when the records no longer make the closure's."""
+        kept = self._tree_of_records(epoch, home)
+        closure = self.store.closure(epoch)
+        claim = None if closure is None else closure.homes.get(home)
+        if claim is None or (kept.root.hex(), kept.count, kept.total) != (claim.root, claim.count, claim.total):
+            raise TreeMismatch(f"epoch {epoch}'s records of home {home} no longer make the tree its close fixed")
         try:
             self.store.keep_tree(epoch, home, kept.width, *kept.to_blobs())
         except Exception as exc:  # noqa: BLE001 - kept in memory all the same
             log.warning("%s: epoch %d's sum tree for %s is not stored: %s", self.name, epoch, _name(home), exc)
         return kept
 
-    def _build_kept(self, epoch: int, home: str) -> KeptTree:
+    def _tree_of_records(self, epoch: int, home: str) -> KeptTree:
         """The kept tree of a closed epoch's records of one home, read a page at a time."""
 
         def leaves() -> Iterator[tuple[int, bytes, int]]:
@@ -550,7 +569,7 @@ class EpochCloser:
 
         Public: the payer's home checks each leaf of the claim on it against its own holds, and anyone may dispute
         a leaf; the key k is never shown (a receipt, or a reveal on chain, releases it). A page is one indexed
-        query, and its proofs come from the home's kept tree (`self.trees`, built once per epoch and home): a page
+        query, and its proofs come from the home's kept tree (`self.trees`, kept by the close): a page
         hashes its own records (and at most two blocks at its edges), never the home's whole epoch per request.
         """
         check_epoch(epoch)
@@ -573,7 +592,7 @@ class EpochCloser:
         try:
             first, proofs = self._page_proofs(kept, epoch, home_id.hex(), page)
         except TreeMismatch:
-            self.trees.forget(epoch, home_id.hex())  # the next asker builds it again from the store
+            self.trees.forget(epoch, home_id.hex())  # the next asker reads it back
             raise
         return {
             "records": [

@@ -142,8 +142,11 @@ class KeptTree:
     @classmethod
     def from_blobs(cls, width: int, seqs: bytes, nodes: bytes) -> KeptTree:
         """The tree `to_blobs` wrote; SumTreeError when the blobs cannot be one."""
+        count = len(seqs) // 8
         if width < 1 or width & (width - 1) or len(seqs) % 8 or not seqs or len(nodes) % _NODE:
             raise SumTreeError(f"a kept tree's blobs are malformed (width {width}, {len(seqs)} and {len(nodes)} bytes)")
+        if width > BLOCK or (count <= width and width != 1 << depth(count)):  # what `keep` makes, nothing wider
+            raise SumTreeError(f"a kept tree of {count} leaves cannot have blocks of {width}")
         leaves = array("q")
         leaves.frombytes(seqs)
         if sys.byteorder != "little":
@@ -182,16 +185,19 @@ def keep(leaves: Iterable[tuple[int, bytes, int]], block: int = BLOCK) -> KeptTr
 class KeptTrees:
     """Kept trees by (epoch, home), least recently used dropped first past `trees` or `leaves` (the newest stays).
 
-    `build(epoch, home)` makes a missing one, one build at a time; an asker that cannot start its own within `wait`
-    seconds gets TreeBusy (a second asker of the same tree usually finds it built); `builds` counts them."""
+    A missing one is `load(epoch, home)`ed (read back from the store: cheap, never waits for a build) or, when there
+    is none to load, `build(epoch, home)` makes it (from the records: long), one build at a time; an asker that
+    cannot start its build within `wait` seconds gets TreeBusy. `builds` counts loads and builds."""
 
     def __init__(
         self,
+        load: Callable[[int, str], KeptTree | None],
         build: Callable[[int, str], KeptTree],
         trees: int = KEPT_TREES,
         leaves: int = KEPT_LEAVES,
         wait: float = BUILD_WAIT,
     ) -> None:
+        self._load = load
         self._build = build
         self.trees = trees
         self.leaves = leaves
@@ -199,21 +205,26 @@ class KeptTrees:
         self.builds = 0
         self._kept: OrderedDict[tuple[int, str], KeptTree] = OrderedDict()
         self._lock = threading.Lock()  # the dict
-        self._building = threading.Lock()  # one build at a time: each reads a whole home's records
+        self._building = threading.Lock()  # one build at a time: one from the records reads a whole home's
 
     def get(self, epoch: int, home: str) -> KeptTree:
         key = (epoch, home)
         kept = self._lookup(key)
         if kept is not None:
             return kept
+        kept = self._load(epoch, home)
+        if kept is not None:
+            self.builds += 1
+            self.put(epoch, home, kept)
+            return kept
         if not self._building.acquire(timeout=self.wait):
             raise TreeBusy(f"the sum tree of epoch {epoch} for home {home[:16]}… is being prepared: ask again shortly")
         try:
-            kept = self._lookup(key)  # built by the asker this one waited for
+            kept = self._lookup(key) or self._load(epoch, home)  # made by the asker this one waited for
             if kept is None:
                 kept = self._build(epoch, home)
-                self.builds += 1
-                self.put(epoch, home, kept)
+            self.builds += 1
+            self.put(epoch, home, kept)
         finally:
             self._building.release()
         return kept

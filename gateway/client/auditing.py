@@ -219,7 +219,7 @@ def _records(
         raise AuditUnusable(
             f"{centre} anchored {anchored} usage records for epoch {epoch}, more than the {most} an audit reads"
         )
-    rows: list = []
+    rows: list[tuple[UsageRecord, bytes]] = []  # each page parsed as it comes: only what a record holds is kept
     after, page_number = 0, 0
     while True:
         answer = _ask(client, what, client.epoch_records_page, epoch, after, limit)
@@ -234,7 +234,7 @@ def _records(
                 f"the gateway at {url} answered {len(page)} usage records in page {page_number} of {what}, asked for "
                 f"at most {limit}"
             )
-        rows += page
+        rows += _parsed(page, url)
         if following is None:
             break
         if len(page) < limit:
@@ -248,7 +248,7 @@ def _records(
                 f"(after {after}) that does not move on"
             )
         if len(rows) >= anchored:
-            return _parsed(rows, url), [
+            return rows, [
                 Finding(
                     "record",
                     "",
@@ -257,7 +257,7 @@ def _records(
                 )
             ]
         after = following
-    return _parsed(rows, url), []
+    return rows, []
 
 
 def _parsed(rows: list, url: str) -> list[tuple[UsageRecord, bytes]]:

@@ -371,15 +371,16 @@ class Books(StoreBase):
         return [(int(r["seq"]), _record(r)) for r in rows]
 
     def keep_tree(self, epoch: int, home: bytes | str, width: int, seqs: bytes, nodes: bytes) -> None:
-        """Keep a closed epoch's sum tree of one home as proofs need it (`gateway.books.kept_trees`); a tree kept
-        already stays (a closed epoch's tree never changes)."""
+        """Keep a closed epoch's sum tree of one home as proofs need it (`gateway.books.kept_trees`), in place of one
+        kept before (the caller stores only a tree whose root, count and total are the closure's: a damaged row is
+        replaced by the tree made again from the records)."""
         checks.positive_int("epoch", epoch)
         checks.positive_int("width", width)
         with self._tx() as db:
             if db.execute("SELECT 1 FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone() is None:
                 raise EpochError(f"epoch {epoch} is not closed: its trees are not fixed")
             db.execute(
-                "INSERT OR IGNORE INTO kept_trees (epoch, home_centre, width, seqs, nodes) VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO kept_trees (epoch, home_centre, width, seqs, nodes) VALUES (?, ?, ?, ?, ?)",
                 (epoch, checks.hex32("home", home), width, seqs, nodes),
             )
 
