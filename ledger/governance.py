@@ -13,7 +13,6 @@ changes nothing. A member's own endpoint and token key are self-service
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -191,9 +190,12 @@ def proposals(chain: Chain, deployment: Deployment, *, open_only: bool = False) 
 
 
 def chain_time(chain: Chain) -> int:
-    """The time expiry is judged by here: the next block's, which is after the latest block's and no earlier than
-    this machine's clock (a node that mines on demand, anvil, may have an idle chain's latest block days old)."""
-    return max(int(chain.w3.eth.get_block("latest")["timestamp"]) + 1, int(time.time()))
+    """The time expiry is judged by here: the earliest the next block may have, a second after the latest's.
+
+    Not this machine's clock: one ahead of the chain's would refuse a vote the chain still takes. A node that mines
+    on demand (anvil) may have an idle chain's latest block hours old; a vote on a proposal that expired since is
+    sent, and its revert (ProposalExpired) is the refusal."""
+    return int(chain.w3.eth.get_block("latest")["timestamp"]) + 1
 
 
 # -- proposing and voting -----------------------------------------------------------------

@@ -474,7 +474,7 @@ def test_the_index_keeps_when_each_proposal_expires(four, tmp_path):
 def test_list_says_open_for_a_proposal_no_block_can_take_a_vote_on():
     """`list` (and the vote's pre-check) judged expiry by the latest block's time, but any vote is mined in a later
     block: with the latest block at expires_at - 1 no vote can count, yet the proposal was listed "open" and a vote
-    sent (and reverted, at a cost); on anvil, which mines on demand, an idle chain's latest block may be days old."""
+    sent (and reverted, at a cost)."""
     k = make_consortium(["hpc-a", "hpc-b", "cloud-c", "edge-d"], quorum=3)
     made = step(k, gov.propose_funding, "hpc-a", "edge-d", 100).proposal
     next_block_at(k, made.expires_at)  # the latest block is a second before expiry: every later one is at or past it

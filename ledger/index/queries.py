@@ -434,9 +434,9 @@ class IndexQueries:
         return self._taking_votes(listed) if open_only else listed
 
     def _taking_votes(self, listed: list[_P]) -> list[_P]:
-        """The proposals not expired at the next block's time: no earlier than the last indexed block's + 1 or this
-        machine's clock (an idle chain's last block may be days old; a vote is mined in a later one)."""
-        at = max(self.chain_time + 1, int(time.time()))
+        """The proposals not expired at the earliest time of a block after the last indexed one (a vote is mined in
+        a later block than any the index has read)."""
+        at = self.chain_time + 1
         return [p for p in listed if not p.expired(at)]
 
     def _proposals(
