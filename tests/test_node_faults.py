@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from auth.directory import Directory, DirectoryUnavailable, InvalidCredentials
+from gateway.books.background import BackgroundRound
 from gateway.books.epochs import check_schedule, lapse_before
 from gateway.client.http import GatewayClient
 from gateway.node.config import ConfigError, GatewayConfig
@@ -141,6 +142,12 @@ def test_housekeeping_closes_epochs_on_schedule_and_manual_close_stays(faults):
     finally:
         c.stop_centre("ai-c")
         c.start_centre("ai-c")
+
+
+def test_the_watcher_reads_claims_off_the_housekeeping_thread(faults):
+    # a claim's evidence may take minutes to read: its round must not hold the scheduled close, anchors, settlement
+    rounds = faults.centres["ai-c"].node.parts.epochs.rounds
+    assert [r for r in rounds if isinstance(r, BackgroundRound)], rounds
 
 
 def test_the_schedule_is_a_setting_of_the_centre(tmp_path):

@@ -21,6 +21,7 @@ from auth.credentials import CredentialSchema
 from auth.directory import Directory
 from auth.tokens import TokenIssuer, load_private_key
 from gateway.books.answerer import Answerer
+from gateway.books.background import BackgroundRound
 from gateway.books.epochs import EpochCloser, check_schedule
 from gateway.books.watcher import Watcher, fetch_evidence
 from gateway.jobs.executor import Executor, LocalExecutor
@@ -174,7 +175,7 @@ def build_node(
             booking_delay=booking_delay,
             fetch=fetch_evidence,
         )
-        rounds.append(watcher.round)
+        rounds.append(BackgroundRound(watcher.round, f"{name}-watcher"))  # a claim's evidence may take minutes
     parts.epochs.rounds = tuple(rounds)
     return CentreNode(parts)
 
