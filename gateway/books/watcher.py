@@ -155,9 +155,6 @@ async def _pages(
             number += 1
             params = {"home": home, "after": after, "limit": limit}
             answer = await _read(client, endpoint, params, min(max_bytes, budget))
-            while answer is None:  # busy (503: its tree is being made): asked again, within the claim's deadline
-                await asyncio.sleep(BUSY_WAIT)
-                answer = await _read(client, endpoint, params, min(max_bytes, budget))
             budget -= len(answer.body)
             page = answer.json()
             if not isinstance(page, dict) or not isinstance(page.get("records"), list):
@@ -181,16 +178,8 @@ async def _pages(
             after = following
 
 
-BUSY_WAIT = 1.0
-"""Seconds before a page the claimant answered busy (503) is asked again: a gateway answers so while the tree of an
-epoch closed before trees were stored is built; the claim's deadline bounds the asking."""
-
-
-async def _read(client: httpx.AsyncClient, endpoint: str, params: dict, max_bytes: int) -> Collected | None:
-    """A page's answer; None when the gateway answered 503 (busy: ask again)."""
+async def _read(client: httpx.AsyncClient, endpoint: str, params: dict, max_bytes: int) -> Collected:
     async with client.stream("GET", endpoint, params=params) as response:
-        if response.status_code == 503:
-            return None
         response.raise_for_status()
         answer = Collected(max_bytes)
         answer.declared(response.headers.get("content-length"))
