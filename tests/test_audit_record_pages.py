@@ -6,7 +6,6 @@ needed to close, list or prove), the app is the real one around a stand-in node.
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +27,7 @@ from gateway.store import NewRecord, Payment, Store
 from ledger.ids import centre_id
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumProof, SumTree, SumTreeError, verify
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING = centre_id("hpc-a")
@@ -38,8 +38,7 @@ DELAY = 1_000  # the booking delay: a record whose order's deadline is before NO
 DEADLINE = 2_000_000_000
 
 
-def _h(*parts: object) -> bytes:
-    return hashlib.sha256(repr(parts).encode()).digest()
+_h = digest_of
 
 
 def usage(n: int, epoch: int, home: bytes) -> UsageRecord:
@@ -85,35 +84,6 @@ def run(store: Store, n: int, home: bytes = HOME, deadline: int = DEADLINE) -> s
     return _h("rid", n).hex()
 
 
-class Index:
-    """The chain index as the closer reads it: its clock, and anchors set by the test (none: not anchored)."""
-
-    reachable = True
-
-    def __init__(self) -> None:
-        self.anchors: dict[int, Any] = {}
-
-    def now(self) -> int:
-        return NOW
-
-    def anchor(self, centre: bytes, epoch: int) -> Any:
-        return self.anchors.get(epoch)
-
-    def settlement(self, epoch: int) -> None:
-        return None
-
-    def sync(self, **_: object) -> int:
-        return 0
-
-
-class Outbox:
-    def enqueue(self, kind: str, key: str, payload: dict) -> None:
-        pass
-
-    def drain(self) -> None:
-        pass
-
-
 @pytest.fixture
 def store(tmp_path: Path):
     s = Store(tmp_path / "gateway.db")
@@ -122,7 +92,10 @@ def store(tmp_path: Path):
 
 
 def closer(store: Store, **kw: Any) -> EpochCloser:
-    return EpochCloser("hpc-a", store, Outbox(), Index(), DOMAIN, settleable=lambda _: False, booking_delay=DELAY, **kw)  # type: ignore[arg-type]
+    index: Any = StandInIndex(NOW)
+    return EpochCloser(
+        "hpc-a", store, StandInOutbox(), index, DOMAIN, settleable=lambda _: False, booking_delay=DELAY, **kw
+    )  # type: ignore[arg-type]
 
 
 def anchored_as_closed(epochs: EpochCloser, epoch: int) -> None:

@@ -17,48 +17,13 @@ from gateway.books import epochs as closing
 from gateway.books.epochs import ANCHOR_MARGIN, LATE_CLOSE, EpochCloser, anchor_margin, check_schedule
 from gateway.jobs.slurm import UNREACHABLE_TIMEOUT_S
 from gateway.store import Store
+from tests.fixtures.closing import StandInIndex, StandInOutbox
 from tests.test_audit_record_pages import DOMAIN, run
 
 DELAY = 86_400  # the default booking delay: a day
 EVERY = DELAY - ANCHOR_MARGIN - LATE_CLOSE  # 85,440 s: the longest schedule the guard allows (README)
 C1 = (int(time.time()) // EVERY + 2) * EVERY  # a scheduled boundary after the store's epoch opened (its own clock)
 C2 = C1 + EVERY  # the next one
-
-
-class Clock:
-    """The chain index as the closer reads it, with a clock the test moves; anchors queued are noted with it."""
-
-    reachable = True
-
-    def __init__(self, at: int) -> None:
-        self.at = at
-        self.anchors: dict[int, Any] = {}
-
-    def now(self) -> int:
-        return self.at
-
-    def anchor(self, centre: bytes, epoch: int) -> Any:
-        return self.anchors.get(epoch)
-
-    def settlement(self, epoch: int) -> None:
-        return None
-
-    def sync(self, **_: object) -> int:
-        return 0
-
-
-class Outbox:
-    """Notes when (by the index's clock) each anchor was queued: it is mined at most ANCHOR_MARGIN later."""
-
-    def __init__(self, clock: Clock) -> None:
-        self.clock = clock
-        self.queued: dict[str, int] = {}
-
-    def enqueue(self, kind: str, key: str, payload: dict) -> None:
-        self.queued[key] = self.clock.now()
-
-    def drain(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -68,12 +33,12 @@ def store(tmp_path: Path):
     s.close()
 
 
-def closer(store: Store, clock: Clock) -> EpochCloser:
+def closer(store: Store, clock: StandInIndex) -> EpochCloser:
     every = check_schedule(EVERY, DELAY)  # allowed: the guard says this schedule never lets a record lapse
     return EpochCloser(
         "hpc-a",
         store,
-        Outbox(clock),  # type: ignore[arg-type]
+        StandInOutbox(clock.now),  # type: ignore[arg-type]
         clock,  # type: ignore[arg-type]
         DOMAIN,
         settleable=lambda _: False,
@@ -101,7 +66,7 @@ def test_a_close_of_a_large_epoch_queues_its_anchor_too_late_for_records_it_kept
     it does not count. Fix: fix the cutoff after the trees are built (lapse and rebuild when the build took long,
     or judge by the time the anchor is queued), and/or leave a lateness allowance that scales with the epoch
     (or a fixed 10-15 minutes: a period of 86,280 s against 85,500 s costs nothing)."""
-    clock = Clock(C1)
+    clock = StandInIndex(C1)
     epochs = closer(store, clock)
     tight = run(store, 1, deadline=C1 + 1)  # ended at its deadline, a second after the close at C1
     build = epochs._commit
@@ -133,7 +98,7 @@ def test_a_record_stored_after_a_slurm_outage_the_executor_waits_through_lapses_
     "a record stored after its job ended" one minute, the executor itself five. Fix: an allowance at least the
     executor's longest wait for a job's end (UNREACHABLE_TIMEOUT_S + its poll), or assign a record to the epoch
     open when its job ended (a close then waits for the records of jobs still being collected)."""
-    clock = Clock(C1 - 200)
+    clock = StandInIndex(C1 - 200)
     epochs = closer(store, clock)
     deadline = C1 - 200  # the job ended at its deadline; slurmctld does not answer from then on
     lag = 250
@@ -158,7 +123,7 @@ def test_a_gateway_restarted_across_a_boundary_lapses_records_under_an_allowed_s
     boundary + 121 s). The guard's minute covers no restart. Fix: a lateness allowance of several minutes (or a
     fraction of the delay), documented as the longest a gateway may be down across a boundary; or close ahead of
     a boundary when records of the open epoch near their deadline + delay - margin."""
-    clock = Clock(C1)
+    clock = StandInIndex(C1)
     epochs = closer(store, clock)
     clock.at = C1 + 1
     early = run(store, 3, deadline=C1 + 1)  # stored when its job ended, a second after the close at C1
@@ -175,7 +140,7 @@ def test_a_close_whose_build_outlasts_every_allowance_lapses_what_it_could_not_a
     be on chain by its deadline + the booking delay once the trees are built lapses, instead of being kept in a
     claim whose every leaf a home may then dispute: one unanswerable leaf voids the whole claim."""
     monkeypatch.setattr(closing, "CLOSE_RATE", 1)
-    clock = Clock(C1)
+    clock = StandInIndex(C1)
     epochs = closer(store, clock)
     for n in range(100):  # 100 records: the close counts 100 s to build its trees
         run(store, 10 + n, deadline=C2 + 10 * DELAY)

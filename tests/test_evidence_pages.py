@@ -11,7 +11,6 @@ outbox are stand-ins."""
 
 from __future__ import annotations
 
-import hashlib
 import socket
 import sqlite3
 import threading
@@ -40,6 +39,7 @@ from ledger.index import ClaimInfo
 from ledger.payment import Grant, Order, grant_digest, order_digest, sign_typed
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumTree, verify
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING, HOME, OTHER = centre_id("cloud-b"), centre_id("hpc-a"), centre_id("ai-c")
@@ -51,8 +51,7 @@ DELAY = 1_000
 DEADLINE = 2_000_000_000
 
 
-def _h(*parts: object) -> bytes:
-    return hashlib.sha256(repr(parts).encode()).digest()
+_h = digest_of
 
 
 def paid_job(n: int, home: bytes, epoch: int = 1, deadline: int = DEADLINE) -> tuple[Payment, UsageRecord]:
@@ -101,39 +100,6 @@ def run(store: Store, n: int, home: bytes = HOME, deadline: int = DEADLINE) -> s
     return record.record_id.hex()
 
 
-class Index:
-    """The chain index as the closer and the watcher read it: its clock, no anchors, one member's gateway."""
-
-    reachable = True
-    chain_time = NOW
-
-    def __init__(self, url: str = "") -> None:
-        self.url = url
-
-    def now(self) -> int:
-        return NOW
-
-    def anchor(self, centre: bytes, epoch: int) -> None:
-        return None
-
-    def settlement(self, epoch: int) -> None:
-        return None
-
-    def sync(self, **_: object) -> int:
-        return 0
-
-    def member(self, centre: bytes) -> Any:
-        return SimpleNamespace(name="cloud-b", gateway_url=self.url)
-
-
-class Outbox:
-    def enqueue(self, kind: str, key: str, payload: dict) -> None:
-        pass
-
-    def drain(self) -> None:
-        pass
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "gateway.db")
@@ -143,7 +109,14 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def closer(store: Store, **kw: Any) -> EpochCloser:
     return EpochCloser(
-        "cloud-b", store, Outbox(), Index(), DOMAIN, settleable=lambda _: False, booking_delay=DELAY, **kw
+        "cloud-b",
+        store,
+        StandInOutbox(),
+        StandInIndex(NOW),
+        DOMAIN,
+        settleable=lambda _: False,
+        booking_delay=DELAY,
+        **kw,
     )  # type: ignore[arg-type]
 
 
@@ -183,8 +156,8 @@ def claim_of(store: Store, epoch: int = 1, home: bytes = HOME) -> ClaimInfo:
 def watcher(url: str, fetch: Any) -> Watcher:
     return Watcher(
         name="hpc-a",
-        index=Index(url),  # type: ignore[arg-type]
-        outbox=Outbox(),  # type: ignore[arg-type]
+        index=StandInIndex(NOW, url),  # type: ignore[arg-type]
+        outbox=StandInOutbox(),  # type: ignore[arg-type]
         payer=SimpleNamespace(book=None),  # type: ignore[arg-type]
         domain=DOMAIN,
         dispute_window=1_000,

@@ -226,7 +226,6 @@ def test_a_claimants_evidence_cannot_hold_the_homes_housekeeping():
     store = proofs.Store(Path(tempfile.mkdtemp()) / "gateway.db")
     epochs = proofs.closer(store)
     epochs.rounds = (BackgroundRound(watcher_round, "hpc-a-watcher"),)
-    epochs.index.late_anchors = lambda *_, **__: []  # type: ignore[attr-defined]  # none to pay
     try:
         epochs.catch_up()  # returns while the round reads
         assert reading.wait(5)
