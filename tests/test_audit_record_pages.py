@@ -27,7 +27,7 @@ from gateway.store import NewRecord, Payment, Store
 from ledger.ids import centre_id
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumProof, SumTree, SumTreeError, verify
-from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING = centre_id("hpc-a")
@@ -42,26 +42,7 @@ _h = digest_of
 
 
 def usage(n: int, epoch: int, home: bytes) -> UsageRecord:
-    return UsageRecord(
-        record_id=_h("rid", n),
-        job_id=_h("job", n),
-        serving_centre=SERVING,
-        home_centre=home,
-        user=_h("user", n),
-        epoch=epoch,
-        started_at=1,
-        ended_at=2,
-        cpu_millis=3,
-        wall_millis=4,
-        max_rss_kib=5,
-        gpu_millis=0,
-        rates_version=1,
-        price=10 + n,
-        order=_h("order", n),
-        grant=_h("grant", n),
-        lock_hash=_h("lock", n),
-        decision=_h("decision", n),
-    )
+    return made_up_record(n, SERVING, home, epoch)
 
 
 def run(store: Store, n: int, home: bytes = HOME, deadline: int = DEADLINE) -> str:

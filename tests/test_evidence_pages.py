@@ -39,7 +39,7 @@ from ledger.index import ClaimInfo
 from ledger.payment import Grant, Order, grant_digest, order_digest, sign_typed
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumTree, verify
-from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING, HOME, OTHER = centre_id("cloud-b"), centre_id("hpc-a"), centre_id("ai-c")
@@ -59,26 +59,7 @@ def paid_job(n: int, home: bytes, epoch: int = 1, deadline: int = DEADLINE) -> t
     order = Order(request=_h("req", n), centre=SERVING, rates_version=1, max_price=10**6, deadline=deadline, nonce=n)
     od = order_digest(order, DOMAIN)
     grant = Grant(order=od, account=PAYER.address, home=home, centre=SERVING, amount=10**6, deadline=deadline)
-    record = UsageRecord(
-        record_id=_h("rid", n),
-        job_id=_h("job", n),
-        serving_centre=SERVING,
-        home_centre=home,
-        user=_h("user", n),
-        epoch=epoch,
-        started_at=1,
-        ended_at=2,
-        cpu_millis=3,
-        wall_millis=4,
-        max_rss_kib=5,
-        gpu_millis=0,
-        rates_version=1,
-        price=10 + n,
-        order=od,
-        grant=grant_digest(grant, DOMAIN),
-        lock_hash=_h("lock", n),
-        decision=_h("decision", n),
-    )
+    record = made_up_record(n, SERVING, home, epoch, order=od, grant=grant_digest(grant, DOMAIN))
     payment = Payment(
         order=order.to_dict(),
         order_signature=sign_typed(order, DOMAIN, PAYER),
