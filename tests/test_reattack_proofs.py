@@ -1,8 +1,7 @@
 """Re-attacks on the kept sum trees, the evidence pages and the auditor's paging, as an outsider and as a claimant.
 
-Each test was a finding on the code before its fix; the one marked xfail (strict) is open and documented
-(docs/ARCHITECTURE.md, Known limits). A real store (SQLite file) and the real EpochCloser; the chain index and the
-outbox are the stand-ins of tests/test_audit_record_pages.py and tests/test_evidence_pages.py (their helpers)."""
+Each test was a finding on the code before its fix. A real store (SQLite file) and the real EpochCloser; the chain
+index and the outbox are stand-ins (tests/fixtures/closing.py)."""
 
 from __future__ import annotations
 
@@ -21,7 +20,7 @@ from gateway.books import watcher as watching
 from gateway.books.background import BackgroundRound
 from gateway.books.epochs import LATE_CLOSE
 from gateway.books.kept_trees import KeptTree
-from gateway.books.watcher import fetch_evidence
+from gateway.books.watcher import EvidenceUnavailable, fetch_evidence
 from gateway.client import auditing
 from gateway.client.http import GatewayClient
 from gateway.store import Store
@@ -256,21 +255,19 @@ def _held(value: object) -> int:
     return total
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (documented): the bytes of a claim's evidence are bounded as read, not as held: pages are kept "
-    "parsed as JSON until the last one; each page should be checked into RecordEvidence as it comes",
-)
 def test_a_claimants_evidence_within_its_byte_budget_holds_no_more_than_a_record_is_sized_at():
     """MAX_EVIDENCE_RECORDS is sized on ~13 kB held a record (500,000 records: ~6.5 GB) and the pages are bounded by
     `evidence_budget`'s bytes (4 kB + 160 bytes a proof level a record), but the bytes are counted as read, and the
     rows are kept parsed, unchecked, until the last page (`_pages`): a claimant filling each record's allowance with
-    empty lists (`[],` is 3 bytes, a list held is 56 + 8) makes the home hold ~21 times what it read (here 97 kB a
-    record for 4.5 kB read): a claim of 500,000 such records is ~48 GB in the home's gateway, the process that
-    also runs its jobs: it is killed."""
+    empty lists (`[],` is 3 bytes, a list held is 56 + 8) made the home hold ~21 times what it read (here 97 kB a
+    record for 4.5 kB read): a claim of 500,000 such records was ~48 GB in the home's gateway, the process that
+    also runs its jobs. A page holding more JSON values than a record's evidence has is refused now."""
     pad = [[] for _ in range(1_500)]  # 4.5 kB of JSON a record: within the 4,256 + proof bytes allowed
     answer = {"records": [{"index": i, "record": {}, "pad": pad} for i in range(2)], "next": None}
-    with pages.scripted(lambda after, limit: answer) as (url, _):
-        rows = fetch_evidence(url, 1, "hpc-a", 2, limit=2)  # read: within the claim's budget
-    held = _held(rows)
-    assert held <= 2 * 13_000, f"2 records of evidence hold {held} bytes here"
+    with pages.scripted(lambda after, limit: answer) as (url, _):  # within the claim's byte budget, yet refused
+        with pytest.raises(EvidenceUnavailable, match=r"holding more than \d+ JSON values: at most \d+ a record"):
+            fetch_evidence(url, 1, "hpc-a", 2, limit=2)
+    honest = {"records": [{"index": i, "record": {}, "pad": pad[:40]} for i in range(2)], "next": None}
+    with pages.scripted(lambda after, limit: honest) as (url, _):  # as many values as an honest record: read
+        rows = fetch_evidence(url, 1, "hpc-a", 2, limit=2)
+    assert _held(rows) <= 2 * 13_000

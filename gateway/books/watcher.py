@@ -66,6 +66,11 @@ addresses, integers) and three signatures are ~2.5 kB of JSON at most."""
 PROOF_LEVEL_BYTES = 160
 """The most bytes of one level of a sum proof: a 0x-hex hash and a sum (at most 78 digits)."""
 
+RECORD_VALUES = 96
+"""The most JSON values (objects, arrays and scalars) one record's evidence holds besides its proof: an honest one
+holds ~50 (the record's 18 fields, the order's and grant's, three signatures). What is read is held parsed until
+the claim's last page: values, not bytes, are what a page of small ones (`[]`: 3 bytes read, 64 held) costs."""
+
 PAGE_BYTES = 1024
 """The bytes of a page besides its records (`{"records": [...], "next": ...}`)."""
 
@@ -159,6 +164,7 @@ async def _pages(
             page = answer.json()
             if not isinstance(page, dict) or not isinstance(page.get("records"), list):
                 raise EvidenceUnavailable(f"{url} answered no page of evidence (a JSON object with 'records')")
+            _check_values(page, url, number, RECORD_VALUES + 2 * depth(count) + 2)
             records, following = page["records"], page.get("next")
             if len(records) > limit:
                 raise EvidenceUnavailable(
@@ -176,6 +182,24 @@ async def _pages(
                     f"{len(rows)} of {count} records) that does not move on or is past its claim's records"
                 )
             after = following
+
+
+def _check_values(page: dict, url: str, number: int, per_record: int) -> None:
+    """EvidenceUnavailable when the page holds more JSON values than `per_record` for each record it has."""
+    most = 8 + per_record * len(page["records"])
+    stack, seen = [page], 0
+    while stack:
+        value = stack.pop()
+        seen += 1
+        if seen > most:
+            raise EvidenceUnavailable(
+                f"{url} sent a page of evidence (page {number}) holding more than {most} JSON values: at most "
+                f"{per_record} a record"
+            )
+        if isinstance(value, dict):
+            stack += value.values()
+        elif isinstance(value, list):
+            stack += value
 
 
 async def _read(client: httpx.AsyncClient, endpoint: str, params: dict, max_bytes: int) -> Collected:
