@@ -60,6 +60,7 @@ _REVERTS: dict[str, tuple[str, str]] = {
     ),
     "AlreadyVoted": ("already-voted", "this member has already voted for the proposal"),
     "ProposalClosed": ("proposal-closed", "the proposal has already been carried out"),
+    "NotCarried": ("not-carried", "current members' votes for the proposal do not reach the quorum"),
     "ProposalExpired": (
         "proposal-expired",
         "the proposal was not carried within 30 days of its making and takes no more votes: propose it again",
@@ -287,6 +288,30 @@ def vote(chain: Chain, deployment: Deployment, account: LocalAccount, proposal_i
     if chain.call(consortium.functions.hasVoted(proposal_id, centre_id(me))):
         raise GovernanceError(f"{me} has already voted for proposal {proposal_id}", "already-voted")
     return _send(chain, consortium, account, me, consortium.functions.vote(proposal_id), lambda _c, _r: proposal_id)
+
+
+def carry(chain: Chain, deployment: Deployment, account: LocalAccount, proposal_id: int) -> Step:
+    """Carry out proposal `proposal_id`, whose current members' votes reach the quorum without a new vote (the
+    quorum was lowered since its last vote, and every supporter has voted already)."""
+    consortium = _consortium(chain, deployment)
+    me = _sender(chain, consortium, account)
+    count = int(chain.call(consortium.functions.proposalCount()))
+    _check_id(proposal_id, count)
+    now = proposal(chain, deployment, proposal_id)
+    if now.executed:
+        raise GovernanceError(f"proposal {proposal_id} has already been carried out", "proposal-closed")
+    if now.expired:
+        raise GovernanceError(
+            f"proposal {proposal_id} expired at {utc(now.expires_at)} without reaching the quorum: propose it again",
+            "proposal-expired",
+        )
+    if now.votes < now.quorum:
+        raise GovernanceError(
+            f"proposal {proposal_id} has {now.votes} of the {now.quorum} votes that carry it: it needs "
+            f"{now.quorum - now.votes} more (`xcentre governance vote {proposal_id}`)",
+            "not-carried",
+        )
+    return _send(chain, consortium, account, me, consortium.functions.carry(proposal_id), lambda _c, _r: proposal_id)
 
 
 def update_member(

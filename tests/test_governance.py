@@ -479,3 +479,38 @@ def test_list_says_open_for_a_proposal_no_block_can_take_a_vote_on():
     made = step(k, gov.propose_funding, "hpc-a", "edge-d", 100).proposal
     next_block_at(k, made.expires_at)  # the latest block is a second before expiry: every later one is at or past it
     assert gov.proposal(k.chain, k.deployment, made.id).state == "expired"
+
+
+def test_a_proposal_whose_votes_meet_a_lowered_quorum_is_carried_without_a_new_vote(four):
+    """Once the quorum is lowered, a proposal made under the old one may hold the new quorum of current members'
+    votes; its supporters cannot vote again (AlreadyVoted) and it was carried only inside a vote, so it expired
+    unless a member who had not voted yet voted for it. Any member carries it now."""
+    k = four
+    fund = step(k, gov.propose_funding, "hpc-a", "edge-d", 100).proposal
+    assert not step(k, gov.vote, "hpc-b", fund.id).carried  # 2 of 3
+    refused(k, "not-carried", gov.carry, "cloud-c", fund.id)  # 2 votes, the quorum 3: nothing sent
+    lower = step(k, gov.propose_quorum, "hpc-a", 2).proposal
+    step(k, gov.vote, "hpc-b", lower.id)
+    assert step(k, gov.vote, "cloud-c", lower.id).carried and gov.quorum(k.chain, k.deployment) == 2
+    listed = gov.proposal(k.chain, k.deployment, fund.id)
+    assert (listed.state, listed.votes, listed.quorum) == ("open", 2, 2)
+    refused(k, "already-voted", gov.vote, "hpc-b", fund.id)
+    before = k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call()
+    carried = step(k, gov.carry, "edge-d", fund.id)
+    assert carried.carried and carried.proposal.executed and carried.proposal.voters == ["hpc-a", "hpc-b"]
+    assert k.c.credit.functions.balanceOf(k.accounts["edge-d"].address).call() == before + 100
+    refused(k, "proposal-closed", gov.carry, "cloud-c", fund.id)
+    with pytest.raises(ChainRevert, match="ProposalClosed"):  # the contract refuses it too
+        k.tx(k.c.consortium.functions.carry(fund.id), "cloud-c")
+
+
+def test_carrying_a_proposal_short_of_the_quorum_or_expired_is_refused_by_the_contract(four):
+    k = four
+    made = step(k, gov.propose_funding, "hpc-a", "edge-d", 100).proposal
+    with pytest.raises(ChainRevert, match=r"NotCarried\(1, 1, 3\)"):
+        k.tx(k.c.consortium.functions.carry(made.id), "hpc-b")
+    next_block_at(k, made.expires_at + 1)  # the latest block at expiry: a call and a pre-flight run then
+    with pytest.raises(ChainRevert, match="ProposalExpired"):
+        k.tx(k.c.consortium.functions.carry(made.id), "hpc-b")
+    with pytest.raises(ChainRevert, match="NotMember"):
+        k.tx(k.c.consortium.functions.carry(made.id), k.outsider())

@@ -202,12 +202,16 @@ def test_governance_key_change_needs_k_of_n_votes(w):
     reverts("UnknownProposal", w.tx, w.reg.voteIssuerKey(0), "cloud-c")
     assert w.keys(A) == [(old, keccak(old), t0, 0)]
 
+    err = reverts("NotCarried", w.tx, w.reg.carryIssuerKey(pid), "cloud-c")  # 1 vote of 2: carried by a vote only
+    assert err.error_args == (pid, 1, 2)
+    reverts("NotMember", w.tx, w.reg.carryIssuerKey(pid), w.outsider())
     receipt = w.tx(w.reg.voteIssuerKey(pid), "cloud-c")
     t1 = w.ts(receipt)
     assert [e["proposalId"] for e in events(w, "ProposalExecuted", receipt)] == [pid]
     assert w.keys(A) == [(old, keccak(old), t0, until), (new, keccak(new), t1, 0)]
     assert w.reg.keyProposal(pid).call()[3:] == [True, 2]
     reverts("ProposalClosed", w.tx, w.reg.voteIssuerKey(pid), "hpc-a")
+    reverts("ProposalClosed", w.tx, w.reg.carryIssuerKey(pid), "hpc-a")
 
 
 def test_a_key_proposal_expires_30_days_after_it_was_made(w):

@@ -411,6 +411,13 @@ contract Consortium is Governed {
         _vote(proposalId, _idByAccount[msg.sender]);
     }
 
+    /// @notice Carries out a proposal whose current members' votes reach the quorum now (the
+    ///         quorum was lowered since its last vote); reverts NotCarried otherwise.
+    /// @param proposalId The proposal id.
+    function carry(uint256 proposalId) external onlyMember {
+        _carry(proposalId);
+    }
+
     /// @notice Updates the caller's own endpoint and token key (rates: `publishRates`).
     /// @param gatewayUrl The gateway's base URL.
     /// @param tokenKey The Ed25519 token-signing public key.

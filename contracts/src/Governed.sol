@@ -54,6 +54,8 @@ abstract contract Governed {
     /// @notice The proposal was not carried within PROPOSAL_LIFETIME of its making; it takes
     ///         no more votes (propose it again to put it to the members now).
     error ProposalExpired(uint256 proposalId);
+    /// @notice Current members' votes for the proposal do not reach the quorum.
+    error NotCarried(uint256 proposalId, uint256 votes, uint256 quorum);
 
     /// @dev Whether `id` is a member now; only members' votes count.
     function _isMember(bytes32 id) internal view virtual returns (bool);
@@ -100,6 +102,21 @@ abstract contract Governed {
             _execute(proposalId);
             emit ProposalExecuted(proposalId);
         }
+    }
+
+    /// @dev Carries out a proposal whose current members' votes reach the quorum without a new
+    ///      vote: one the quorum was lowered under after its last vote, whose voters cannot vote
+    ///      again. The same checks and execution as the vote that would have carried it.
+    function _carry(uint256 proposalId) internal {
+        Ballot storage b = _ballot(proposalId);
+        if (b.executed) revert ProposalClosed(proposalId);
+        if (block.timestamp >= b.createdAt + PROPOSAL_LIFETIME) revert ProposalExpired(proposalId);
+        uint256 votes = _currentVotes(proposalId, b);
+        uint256 quorum = _quorum();
+        if (votes < quorum) revert NotCarried(proposalId, votes, quorum);
+        b.executed = true;
+        _execute(proposalId);
+        emit ProposalExecuted(proposalId);
     }
 
     /// @dev Number of proposals so far (ids are 1.._proposalCount()).

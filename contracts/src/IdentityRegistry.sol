@@ -160,6 +160,14 @@ contract IdentityRegistry is Governed {
         _vote(proposalId, consortium.idOf(msg.sender));
     }
 
+    /// @notice Carries out an issuer key proposal whose current members' votes reach the quorum
+    ///         now (the quorum was lowered since its last vote); reverts NotCarried otherwise.
+    /// @param proposalId The proposal id.
+    function carryIssuerKey(uint256 proposalId) external {
+        consortium.idOf(msg.sender); // members only
+        _carry(proposalId);
+    }
+
     /// @notice Every issuer key a centre ever had, oldest first.
     /// @param centre The centre id.
     /// @return The keys with their validity windows.

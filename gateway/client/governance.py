@@ -2,7 +2,8 @@
 
 `propose admit|remove|quorum|fund` opens a proposal (the proposer's vote counts),
 `vote ID` adds a member's vote (the vote that reaches the quorum carries it out;
-a proposal not carried within 30 days expires and takes no more votes),
+a proposal not carried within 30 days expires and takes no more votes), `carry ID`
+carries out one whose votes reach the quorum without a new vote (it was lowered since),
 `list` shows every proposal from the chain (open, carried or expired, and when an
 open one expires), `update` changes the sender's own
 gateway URL or token key (no vote). Each command reads the centre's chain key
@@ -71,6 +72,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     _on_chain(vote)
     vote.add_argument("proposal", type=int, metavar="ID")
     vote.set_defaults(run=_run(_vote))
+
+    carry = gsub.add_parser(
+        "carry", help="carry out a proposal whose votes reach the quorum now (it was lowered since the last vote)"
+    )
+    _on_chain(carry)
+    carry.add_argument("proposal", type=int, metavar="ID")
+    carry.set_defaults(run=_run(_carry))
 
     listing = gsub.add_parser(
         "list", help="every proposal from the chain: action, subject, votes, open/carried/expired, expiry"
@@ -280,6 +288,13 @@ def _vote(args: argparse.Namespace) -> tuple[dict, list[str]]:
     return _stepped(gov.vote(chain, deployment, _key(args), args.proposal), "voted for")
 
 
+def _carry(args: argparse.Namespace) -> tuple[dict, list[str]]:
+    from ledger import governance as gov
+
+    chain, deployment = _chain(args)
+    return _stepped(gov.carry(chain, deployment, _key(args), args.proposal), "carried")
+
+
 def _list(args: argparse.Namespace) -> tuple[dict, list[str]]:
     from ledger import governance as gov
 
@@ -337,7 +352,10 @@ def _state(p: Proposal) -> str:
         return f"carried, {p.votes} vote{'s' if p.votes != 1 else ''} of current members"
     if p.expired:
         return f"expired {utc(p.expires_at)} with {p.votes} of {p.quorum} votes (propose it again)"
-    missing = max(p.quorum - p.votes, 0)
+    if p.votes >= p.quorum:  # the quorum was lowered since its last vote
+        carry = f"`xcentre governance carry {p.id}`"
+        return f"open, {p.votes} of {p.quorum} votes: carry it ({carry}), expires {utc(p.expires_at)}"
+    missing = p.quorum - p.votes
     return f"open, {p.votes} of {p.quorum} votes ({missing} more to carry it), expires {utc(p.expires_at)}"
 
 
