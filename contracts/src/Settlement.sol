@@ -79,8 +79,9 @@ contract Settlement {
     /// @notice Seconds a withdrawal waits after it was asked for: MAX_ORDER_AHEAD + the booking delay
     ///         (the latest an honest claim for work ordered before the request is anchored), twice the
     ///         dispute window (before that claim is paid: its epoch settles, or a late one `settleLate`),
-    ///         the anchor window (the most a quorum's anchors hold an on-time claim's epoch) and
-    ///         WITHDRAWAL_MARGIN.
+    ///         the anchor window (the claimant's slack to have it settled) and WITHDRAWAL_MARGIN. An
+    ///         on-time claim whose epoch's clock starts later (its quorum of anchors comes late) may
+    ///         still wait longer than this.
     uint64 public immutable withdrawalDelay;
 
     /// @notice Credit was deposited as collateral.

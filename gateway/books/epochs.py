@@ -509,7 +509,7 @@ class EpochCloser:
         return index, kept.proof(index, [self._leaf(r) for _, r in page])
 
     def _kept(self, epoch: int, home: str) -> KeptTree:
-        """The kept tree of a closed epoch's home; Unavailable (503) while another asker loads or builds one."""
+        """The kept tree of a closed epoch's home; Unavailable (503) while another asker builds one from records."""
         try:
             return self.trees.get(epoch, home)
         except TreeBusy as exc:

@@ -33,9 +33,9 @@ KEPT_TREES = 64
 """Trees kept at most (one per home with records, per epoch)."""
 
 BUILD_WAIT = 2.0
-"""Seconds an asker waits for another's load or build before it is told to ask again (TreeBusy): a build from
-the records (an epoch closed before trees were stored) takes a minute at a million records, and the askers
-hold the server's threads while they wait."""
+"""Seconds an asker waits for another's build before it is told to ask again (TreeBusy): a build from the records
+(an epoch closed before trees were stored) takes a minute at a million records, and the askers hold the server's
+threads while they wait. Reading a stored tree back never waits."""
 
 _NODE = 64  # bytes of a stored node: its hash, then its sum (32 bytes, big-endian)
 
@@ -45,7 +45,7 @@ class TreeMismatch(RuntimeError):
 
 
 class TreeBusy(RuntimeError):
-    """Another asker is loading or building a tree: this one is told to ask again rather than hold a thread."""
+    """Another asker is building a tree from its records: this one is told to ask again rather than hold a thread."""
 
 
 def _parent(left: Node, right: Node) -> Node:
