@@ -497,8 +497,7 @@ class EpochCloser:
 
     def _prove(self, kept: KeptTree, row: StoredRecord) -> tuple[int, SumProof]:
         """The record's leaf index in the kept tree and its proof, from one page: the records of its block."""
-        seq = self.store.record_seq(row.record_id)
-        index = None if seq is None else kept.index(seq)
+        index = kept.index(row.seq)
         if index is None:
             raise TreeMismatch(f"record {row.record_id} is no leaf of epoch {row.epoch}'s tree kept for its home")
         after, size = kept.block(index)

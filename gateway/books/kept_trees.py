@@ -99,16 +99,7 @@ class KeptTree:
         TreeMismatch when they do not hash to the block's kept node."""
         if not 0 <= index < self.count:
             raise SumTreeError(f"index must be an int in [0, {self.count}), got {index!r}")
-        at = index // self.width
-        if len(block) != self.block(index)[1]:
-            raise TreeMismatch(f"leaf {index}'s block has {self.block(index)[1]} leaves, {len(block)} were given")
-        below = _levels([leaf(d, a) for d, a in block], self.width)
-        if below[-1][0] != self.levels[0][at]:
-            raise TreeMismatch(f"the records of leaf {index}'s block do not hash to the node kept for it")
-        offset = index % self.width
-        siblings = [level[(offset >> k) ^ 1] for k, level in enumerate(below[:-1])]
-        siblings += [level[(at >> k) ^ 1] for k, level in enumerate(self.levels[:-1])]
-        return SumProof(tuple(h for h, _ in siblings), tuple(s for _, s in siblings))
+        return self.proofs(index - index % self.width, block)[index % self.width]
 
     def proofs(self, start: int, block: Sequence[tuple[bytes, int]]) -> list[SumProof]:
         """The proof of every leaf of the block that begins at leaf `start`, given its pairs: the block hashed once

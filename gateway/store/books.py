@@ -399,11 +399,6 @@ class Books(StoreBase):
         rows = self._read("SELECT COUNT(*) FROM usage_records WHERE epoch = ? AND lapsed_at IS NULL", (epoch,))
         return int(rows[0][0])
 
-    def record_seq(self, record_id: bytes | str) -> int | None:
-        """Where the record stands in store order (what `records_page` pages by), or None for no such record."""
-        rows = self._read("SELECT seq FROM usage_records WHERE record_id = ?", (checks.hex32("record_id", record_id),))
-        return int(rows[0][0]) if rows else None
-
     def records_for_home(self, epoch: int, home: bytes | str) -> list[StoredRecord]:
         """The epoch's records for one home's users in store order: the leaves of that home's sum tree."""
         checks.positive_int("epoch", epoch)
