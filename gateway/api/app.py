@@ -130,6 +130,17 @@ MAX_THREADS = 256
 """The most threads an app may be given: more would only add threads fighting over the GIL."""
 
 
+PageAfter = Annotated[
+    int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
+]
+"""Where a page of a long listing starts: the `next` of the page before (a store seq), 0 for the first."""
+
+
+def page_limit(most: int, noun: str) -> Any:
+    """The `limit` query of a paged listing: from 1 to `most` (the default)."""
+    return Query(ge=1, le=most, description=f"most {noun} in this page (at most {most})")
+
+
 def check_threads(threads: int) -> int:
     """`threads` if it is a whole number of threads from 1 to MAX_THREADS; ValueError, saying so, otherwise."""
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= MAX_THREADS:
@@ -570,12 +581,8 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
     def epoch_evidence(
         epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
         home: Annotated[str, Query(pattern=CENTRE_NAME_PATTERN)],
-        after: Annotated[
-            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
-        ] = 0,
-        limit: Annotated[
-            int, Query(ge=1, le=EVIDENCE_PAGE, description=f"most records in this page (at most {EVIDENCE_PAGE})")
-        ] = EVIDENCE_PAGE,
+        after: PageAfter = 0,
+        limit: Annotated[int, page_limit(EVIDENCE_PAGE, "records")] = EVIDENCE_PAGE,
     ) -> dict:
         """The records of this centre's claim on `home` for the epoch, page by page in leaf order, each with its
         leaf index and the order, grant, receipt and sum proof it rests on (public: anyone may check a claim and
@@ -590,12 +597,8 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
     @app.get("/v1/audit/epochs/{epoch}/records", response_model=RecordPage, tags=["audit"], responses=responses(422))
     def audit_records(
         epoch: Annotated[int, Path(ge=1, le=MAX_EPOCH)],
-        after: Annotated[
-            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
-        ] = 0,
-        limit: Annotated[
-            int, Query(ge=1, le=RECORDS_PAGE, description=f"most records in this page (at most {RECORDS_PAGE})")
-        ] = RECORDS_PAGE,
+        after: PageAfter = 0,
+        limit: Annotated[int, page_limit(RECORDS_PAGE, "records")] = RECORDS_PAGE,
     ) -> dict:
         """This centre's signed usage records of an epoch, page by page in store order, for auditors to recompute
         its anchored sum trees (public). Follow `next` as `after` until it is null."""
@@ -654,12 +657,8 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
                 json_schema_extra={"pattern": AUDIT_SIGNATURE},
             ),
         ] = None,
-        after: Annotated[
-            int, Query(ge=0, le=MAX_SEQ, description="0 for the first page, then the `next` of the page before")
-        ] = 0,
-        limit: Annotated[
-            int, Query(ge=1, le=AUDIT_PAGE, description=f"most entries in this page (at most {AUDIT_PAGE})")
-        ] = AUDIT_PAGE,
+        after: PageAfter = 0,
+        limit: Annotated[int, page_limit(AUDIT_PAGE, "entries")] = AUDIT_PAGE,
     ) -> dict:
         """Every decision of a closed epoch, page by page, for this centre's auditors only (the log names every
         requester's attributes): check it against the anchored root and re-evaluate each one with the policy
