@@ -27,7 +27,7 @@ from gateway.store import NewRecord, Payment, Store
 from ledger.ids import centre_id
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumProof, SumTree, SumTreeError, verify
-from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record, rows_read
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING = centre_id("hpc-a")
@@ -88,20 +88,6 @@ def anchored_as_closed(epochs: EpochCloser, epoch: int) -> None:
         for h, c in closure.homes.items()
     }
     epochs.index.anchors[epoch] = SimpleNamespace(homes=homes)  # type: ignore[attr-defined]
-
-
-def rows_read(store: Store) -> list[int]:
-    """Counts the rows every query of the store returns from now on (the total in [0])."""
-    read = store._read
-    total = [0]
-
-    def counted(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        rows = read(sql, args)
-        total[0] += len(rows)
-        return rows
-
-    store._read = counted  # type: ignore[method-assign]
-    return total
 
 
 def checked(proof: dict, epochs: EpochCloser) -> bool:

@@ -12,7 +12,6 @@ outbox are stand-ins."""
 from __future__ import annotations
 
 import socket
-import sqlite3
 import threading
 import time
 from collections.abc import Iterator
@@ -39,7 +38,7 @@ from ledger.index import ClaimInfo
 from ledger.payment import Grant, Order, grant_digest, order_digest, sign_typed
 from ledger.records import Domain, UsageRecord, record_digest
 from ledger.sumtree import SumTree, verify
-from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record
+from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record, rows_read
 
 DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING, HOME, OTHER = centre_id("cloud-b"), centre_id("hpc-a"), centre_id("ai-c")
@@ -216,20 +215,6 @@ def test_the_pages_of_a_claims_evidence_are_its_leaves_with_the_whole_trees_proo
             assert verify(claim.root, claim.total, claim.count, ev.index, digest, ev.record.price, ev.proof)
             assert "key" not in item and "result_key" not in item
     assert epochs.trees.builds <= 2  # once per home at most, for every page
-
-
-def rows_read(store: Store) -> list[int]:
-    """Counts the rows every query of the store returns from now on (the total in [0])."""
-    read = store._read
-    total = [0]
-
-    def counted(sql: str, args: tuple = ()) -> list[sqlite3.Row]:
-        rows = read(sql, args)
-        total[0] += len(rows)
-        return rows
-
-    store._read = counted  # type: ignore[method-assign]
-    return total
 
 
 def test_a_page_reads_its_own_records_not_the_homes_whole_epoch(store):
