@@ -138,8 +138,24 @@ class LateSettlementInfo:
     block: int
 
 
+class _Expiring:
+    """When a proposal stops taking votes (Governed.PROPOSAL_LIFETIME after its making), for the rows below."""
+
+    created_at: int | None
+    executed: bool
+
+    @property
+    def expires_at(self) -> int | None:
+        """From this block time on, votes on it revert (None while `created_at` is unknown)."""
+        return None if self.created_at is None else self.created_at + PROPOSAL_LIFETIME
+
+    def expired(self, at: int) -> bool:
+        """Whether, not carried, it takes no more votes at chain time `at`."""
+        return not self.executed and self.expires_at is not None and at >= self.expires_at
+
+
 @dataclass(frozen=True)
-class ProposalInfo:
+class ProposalInfo(_Expiring):
     """A governance proposal and who voted for it."""
 
     id: int
@@ -150,23 +166,6 @@ class ProposalInfo:
     executed: bool = False
     block: int = 0
     created_at: int | None = None  # block time of its making; None until the index has read it
-
-    @property
-    def expires_at(self) -> int | None:
-        """From this block time on, votes on it revert (None while `created_at` is unknown)."""
-        return _expires_at(self.created_at)
-
-    def expired(self, at: int) -> bool:
-        """Whether, not carried, it takes no more votes at chain time `at`."""
-        return _expired(self.executed, self.expires_at, at)
-
-
-def _expires_at(created_at: int | None) -> int | None:
-    return None if created_at is None else created_at + PROPOSAL_LIFETIME
-
-
-def _expired(executed: bool, expires_at: int | None, at: int) -> bool:
-    return not executed and expires_at is not None and at >= expires_at
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ class EnrolmentInfo:
 
 
 @dataclass(frozen=True)
-class KeyProposalInfo:
+class KeyProposalInfo(_Expiring):
     """A governance proposal to set (key_id) or revoke (key_id None) a centre's issuer key."""
 
     id: int
@@ -224,12 +223,3 @@ class KeyProposalInfo:
     executed: bool = False
     block: int = 0
     created_at: int | None = None  # block time of its making; None until the index has read it
-
-    @property
-    def expires_at(self) -> int | None:
-        """From this block time on, votes on it revert (None while `created_at` is unknown)."""
-        return _expires_at(self.created_at)
-
-    def expired(self, at: int) -> bool:
-        """Whether, not carried, it takes no more votes at chain time `at`."""
-        return _expired(self.executed, self.expires_at, at)
