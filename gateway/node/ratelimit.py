@@ -8,15 +8,34 @@ which is what a new one gets anyway.
 
 Buckets of network addresses are keyed by `network_key`: one IPv6 host is given a
 whole /64 (2^64 addresses), so a /64 shares one bucket, as one IPv4 address does.
+
+`SharedRateLimit` is the same bound for every process of one gateway on one machine:
+its buckets live in a file that each process maps (`slots` fixed-size slots after a
+header naming its shape, rate and burst), so N front processes together admit what
+one would. A key owns the slot its hash points at; another key hashing there takes
+the slot over with a full bucket, which is what a forgotten principal gets from
+`RateLimit` too. A file of another shape, rate or burst is refused, never reread as
+this one: the caller removes it to start again. Times are `time.monotonic`, one
+clock (CLOCK_MONOTONIC) for every process on a Linux machine.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import ipaddress
+import math
+import mmap
+import os
+import struct
+import tempfile
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
 
 
 class RateLimit:
@@ -44,6 +63,139 @@ class RateLimit:
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
         return None if taken else (1.0 - tokens) / self.rate
+
+
+#: A shared rate limit file's header: magic, format version, slots, rate (per second), burst.
+SHARED_HEADER = struct.Struct("<8sIQdQ")
+SHARED_MAGIC = b"xcrlimit"
+SHARED_VERSION = 1
+#: One bucket: the 8-byte hash of its key (0: never used), tokens, and when they were counted.
+SHARED_SLOT = struct.Struct("<Qdd")
+
+
+class SharedRateLimit:
+    """`RateLimit` for every process that opens the same file: at most `burst` takes at once per key among them all,
+    refilled at `rate` per second. Open it in each process (after any fork): a forked copy shares the parent's lock."""
+
+    def __init__(
+        self,
+        path: Path,
+        rate: float,
+        burst: int,
+        *,
+        slots: int = 65_536,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        whole = isinstance(burst, int) and isinstance(slots, int)  # stored as integers in the file
+        if not (rate > 0 and math.isfinite(rate)) or not whole or burst < 1 or slots < 1:
+            raise ValueError(
+                "a shared rate limit needs a finite rate > 0 and whole numbers burst >= 1 and slots >= 1, "
+                f"got {rate}, {burst}, {slots}"
+            )
+        self.path, self.rate, self.burst, self.slots, self.clock = path, rate, burst, slots, clock
+        self._fd = _open_shared(path, rate, burst, slots)
+        try:
+            self._map = mmap.mmap(self._fd, _shared_size(slots))
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self._lock = threading.Lock()  # flock is per open file: it does not keep this process's threads apart
+
+    def take(self, key: str) -> float | None:
+        """Take one token for `key`: None when there was one, else the seconds until there is."""
+        mark = _key_hash(key)
+        offset = SHARED_HEADER.size + (mark % self.slots) * SHARED_SLOT.size
+        with self._lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                held, tokens, at = SHARED_SLOT.unpack_from(self._map, offset)
+                now = self.clock()  # read under the lock, so a slot's time never goes back
+                if held != mark or not at <= now or not 0.0 <= tokens <= self.burst:
+                    # another key's slot; or a time from before this boot (the file outlived the machine's
+                    # monotonic clock) or tokens no take leaves: a full bucket, never a key locked out
+                    tokens, at = float(self.burst), now
+                tokens = min(float(self.burst), tokens + (now - at) * self.rate)
+                taken = tokens >= 1.0
+                SHARED_SLOT.pack_into(self._map, offset, mark, tokens - 1.0 if taken else tokens, now)
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+        return None if taken else (1.0 - tokens) / self.rate
+
+    def close(self) -> None:
+        """Unmap and close the file; the buckets stay in it for the other processes."""
+        self._map.close()
+        os.close(self._fd)
+
+    def __enter__(self) -> SharedRateLimit:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def _key_hash(key: str) -> int:
+    """A key's 8-byte slot mark: never 0, which marks a slot no key has used."""
+    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") or 1
+
+
+def _shared_size(slots: int) -> int:
+    return SHARED_HEADER.size + slots * SHARED_SLOT.size
+
+
+def _open_shared(path: Path, rate: float, burst: int, slots: int) -> int:
+    """The file's descriptor, creating it whole when missing: it appears at its full size with its header, or not at
+    all, so a process never sees one half made (concurrent creators: the first one's file is everyone's)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        _create_shared(path, rate, burst, slots)
+        fd = os.open(path, os.O_RDWR)
+    try:
+        _check_shared(path, fd, rate, burst, slots)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_shared(path: Path, rate: float, burst: int, slots: int) -> None:
+    try:
+        fd, made = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".new")  # mode 0600
+    except FileNotFoundError:
+        raise FileNotFoundError(f"a shared rate limit file's directory {path.parent} does not exist") from None
+    try:
+        try:
+            os.ftruncate(fd, _shared_size(slots))
+            os.pwrite(fd, SHARED_HEADER.pack(SHARED_MAGIC, SHARED_VERSION, slots, rate, burst), 0)
+        finally:
+            os.close(fd)
+        with contextlib.suppress(FileExistsError):  # another process made it first: both use that one
+            os.link(made, path)
+    finally:
+        os.unlink(made)
+
+
+def _check_shared(path: Path, fd: int, rate: float, burst: int, slots: int) -> None:
+    """Refuse a file that is no shared rate limit of this shape, rate and burst, rather than reread it as one."""
+    size = os.fstat(fd).st_size
+    head = os.pread(fd, SHARED_HEADER.size, 0)
+    if len(head) < SHARED_HEADER.size or head[: len(SHARED_MAGIC)] != SHARED_MAGIC:
+        raise ValueError(f"{path} is no shared rate limit file (remove it to create one)")
+    _, version, has_slots, has_rate, has_burst = SHARED_HEADER.unpack(head)
+    if version != SHARED_VERSION:
+        raise ValueError(f"{path} is a shared rate limit file of version {version}, not {SHARED_VERSION}")
+    if (has_slots, has_rate, has_burst) != (slots, rate, burst):
+        raise ValueError(
+            f"{path} holds a shared rate limit of {has_slots} slots at rate {has_rate} and burst {has_burst}, "
+            f"not {slots} slots at rate {rate} and burst {burst} (remove it to start again)"
+        )
+    if size != _shared_size(slots):
+        raise ValueError(
+            f"{path} is {size} bytes, not the {_shared_size(slots)} of a shared rate limit of {slots} slots: "
+            "truncated or corrupt (remove it to start again)"
+        )
 
 
 #: The IPv6 prefix one site or host is given: every address in it is one client to a bound by address.
