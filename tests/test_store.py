@@ -70,6 +70,24 @@ def running_job(store: Store, principal: str = "alice@hpc-a", **kw) -> str:
 # ------------------------------------------------------------------ jobs
 
 
+def test_a_queued_job_is_started_once(store: Store) -> None:
+    """Of two takers of a queued job (a back's pool and its look at the store), one starts it."""
+    first, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")
+    second, _ = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")
+    assert store.queued_job_ids() == [first.id, second.id]
+    started = store.start_job(first.id)
+    assert started is not None and started.status == "running"
+    assert store.start_job(first.id) is None
+    assert store.queued_job_ids() == [second.id]
+    store.complete_job(first.id, "failed", None, "", "", detail="x")
+    assert store.start_job(first.id) is None and store.get_job(first.id).status == "failed"
+    assert store.start_job("job-0000000000000000") is None
+    with ThreadPoolExecutor(8) as pool:
+        assert sum(j is not None for j in pool.map(lambda _: store.start_job(second.id), range(16))) == 1
+    with pytest.raises(ValueError):
+        store.queued_job_ids(0)
+
+
 def test_create_and_get_job(store: Store) -> None:
     job, created = store.create_job("alice@hpc-a", "hpc-a", REQ, "hpc-b")
     assert created

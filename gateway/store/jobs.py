@@ -29,6 +29,8 @@ __all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Job
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
 ACTIVE_STATUSES = ("queued", "running")
+#: Queued jobs taken at a time by the process that runs them (the rest at its next look).
+QUEUED_TAKEN = 1000
 """Jobs in these states must be resumed after a restart."""
 COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
 """The outcomes complete_job() accepts: the job ran here."""
@@ -351,12 +353,29 @@ class Jobs(StoreBase):
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row)
 
+    def start_job(self, job_id: str) -> Job | None:
+        """Mark a queued job running and return it; None when it is not queued (another worker took it, or it is
+        done): of two takers only one starts it."""
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE jobs SET status = 'running', updated_at = ? WHERE id = ? AND status = 'queued'",
+                (self._now(), job_id),
+            ).rowcount
+            row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone() if changed else None
+        return None if row is None else _job(row)
+
     def jobs_in_status(self, status: str, *more: str) -> list[Job]:
         """Jobs in any of the given statuses, oldest first (e.g. queued/running, to resume after a restart)."""
         statuses = [_status(s) for s in (status, *more)]
         marks = ", ".join("?" for _ in statuses)
         rows = self._read(f"SELECT * FROM jobs WHERE status IN ({marks}) ORDER BY created_at, rowid", tuple(statuses))
         return [_job(r) for r in rows]
+
+    def queued_job_ids(self, limit: int = QUEUED_TAKEN) -> list[str]:
+        """The oldest queued jobs' ids: what a process that runs jobs takes from those other processes stored."""
+        checks.positive_int("limit", limit)
+        rows = self._read("SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid LIMIT ?", (limit,))
+        return [r["id"] for r in rows]
 
     def list_jobs(self, principal: str | None = None, limit: int = 100) -> list[Job]:
         """Most recent jobs first, optionally of one principal."""
