@@ -4,6 +4,7 @@ settings. The node is a stand-in here: what is checked is FastAPI's and uvicorn'
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,12 +15,13 @@ import httpx
 import pytest
 import uvicorn
 import uvloop
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.api.app import DEFAULT_THREADS, MAX_THREADS, create_app
 from gateway.api.schemas import JobView
-from gateway.api.server import BackgroundServer, free_port, serve_options
+from gateway.api.server import BackgroundServer, free_port, serve, serve_options
 from gateway.node.config import ConfigError, load_config
 from gateway.node.errors import Unauthenticated
 
@@ -254,9 +256,9 @@ def _config(tmp_path: Path, extra: str = "") -> Any:
 
 def test_server_settings_default_to_a_small_pool_and_an_access_log(tmp_path):
     config = _config(tmp_path)
-    assert (config.server_threads, config.access_log) == (DEFAULT_THREADS, True)
-    config = _config(tmp_path, "server_threads = 16\naccess_log = false\n")
-    assert (config.server_threads, config.access_log) == (16, False)
+    assert (config.server_threads, config.access_log, config.server_fronts) == (DEFAULT_THREADS, True, 0)
+    config = _config(tmp_path, "server_threads = 16\naccess_log = false\nserver_fronts = 3\n")
+    assert (config.server_threads, config.access_log, config.server_fronts) == (16, False, 3)
 
 
 @pytest.mark.parametrize(
@@ -267,8 +269,21 @@ def test_server_settings_default_to_a_small_pool_and_an_access_log(tmp_path):
         ('server_threads = "8"', "server_threads must be an integer from 1 to 256"),
         ('access_log = "off"', "access_log must be true or false, got 'off'"),
         ("access_log = 0", "access_log must be true or false"),
+        ("server_fronts = -1", "server_fronts must be an integer from 0 to 64, got -1"),
+        ("server_fronts = 65", "server_fronts must be an integer from 0 to 64"),
+        ("server_fronts = true", "server_fronts must be an integer from 0 to 64"),
     ],
 )
 def test_bad_server_settings_are_refused_by_name(tmp_path, line, words):
     with pytest.raises(ConfigError, match=words):
         _config(tmp_path, line + "\n")
+
+
+def test_serve_exits_when_it_cannot_listen():
+    """A port already taken is an exit (uvicorn's startup failure, 3), not a gateway that returns as if stopped."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(SystemExit) as stopped:
+            serve(FastAPI(), "127.0.0.1", taken.getsockname()[1], access_log=False)
+    assert stopped.value.code == 3

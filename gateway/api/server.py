@@ -14,6 +14,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.main import STARTUP_FAILURE
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -70,19 +71,29 @@ def serve_options(*, access_log: bool = True) -> dict[str, Any]:
 def serve(app: FastAPI, host: str, port: int, *, log_format: str = "text", access_log: bool = True) -> None:
     """Run in the foreground until SIGINT or SIGTERM, then return so the caller can stop its node.
 
+    In either `log_format` uvicorn's lines go through the handler gateway.node.logs installed (its own config is
+    off), so they too leave out a URL's credentials. `access_log` False leaves out the line per request.
+    """
+    del log_format  # the caller's gateway.node.logs.configure chose it
+    run_until_stopped(uvicorn.Config(app, host=host, port=port, **serve_options(access_log=access_log)))
+
+
+def run_until_stopped(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> None:
+    """Serve until SIGINT or SIGTERM, then return.
+
     uvicorn shuts down gracefully on these signals and then re-raises the signal
     at the handler that was installed before it started; with the default
     SIGTERM handler that kills the process on the spot, so the caller's cleanup
-    (finishing jobs, stopping the chain follower) would never run. In either `log_format`
-    uvicorn's lines go through the handler gateway.node.logs installed (its own config is off),
-    so they too leave out a URL's credentials. `access_log` False leaves out the line per request.
+    (finishing jobs, stopping the chain follower) would never run.
     """
-    del log_format  # the caller's gateway.node.logs.configure chose it
+    server = uvicorn.Server(config)
     previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        uvicorn.run(app, host=host, port=port, **serve_options(access_log=access_log))
+        server.run(sockets=sockets)
     except _Stopped:
-        pass
+        return
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+    if not server.started:  # it could not bind (uvicorn logged why): exit as uvicorn.run would
+        raise SystemExit(STARTUP_FAILURE)
