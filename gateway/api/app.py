@@ -19,6 +19,7 @@ loop and the requests from fighting over the GIL.
 
 import asyncio
 import math
+import pathlib
 import re
 import sqlite3
 from collections.abc import AsyncIterator
@@ -40,7 +41,7 @@ from auth.group.credential import CREDENTIAL_PERIOD, INT_MAX
 from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
 from gateway.api.limits import BodyLimits
-from gateway.api.metrics import install_metrics
+from gateway.api.metrics import FrontTimings, install_front_timer, install_metrics
 from gateway.api.schemas import (
     AUDIT_PAGE,
     AUDIT_SIGNATURE,
@@ -148,9 +149,22 @@ def check_threads(threads: int) -> int:
     return threads
 
 
-def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
-    """The gateway app of `node`, whose blocking work runs on at most `threads` threads once it starts."""
+def create_app(
+    node: CentreNode,
+    *,
+    threads: int = DEFAULT_THREADS,
+    front_timings: pathlib.Path | None = None,
+    front: bool = False,
+) -> FastAPI:
+    """The gateway app of `node`, whose blocking work runs on at most `threads` threads once it starts.
+
+    `front_timings`: the folder where a gateway's front processes write their submission timings
+    (gateway.api.fronts). The back's app counts them in its GET /metrics; a `front`'s app writes its own
+    there (about once a second while it runs) instead of serving /metrics.
+    """
     check_threads(threads)
+    if front and front_timings is None:
+        raise ValueError("a front's app needs the folder its submission timings go to (front_timings)")
 
     # GET /v1/capacity never waits for the pool: a placement at a peer holds one of the peer's threads while it
     # waits for this answer, so two gateways whose pools an outsider fills with placements would wait out each
@@ -164,11 +178,15 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
         anyio.to_thread.current_default_thread_limiter().total_tokens = threads
         refresh = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{node.name}-capacity")
         capacity_refresh.append(refresh)
+        if timings is not None:
+            timings.start()
         try:
             yield
         finally:
             capacity_refresh.remove(refresh)
             refresh.shutdown(wait=False)
+            if timings is not None:
+                timings.close()
 
     app = FastAPI(
         title=f"xcentre gateway · {node.name}",
@@ -178,7 +196,11 @@ def create_app(node: CentreNode, *, threads: int = DEFAULT_THREADS) -> FastAPI:
     )
 
     app.add_middleware(BodyLimits)
-    install_metrics(app, node)  # GET /metrics, GET /v1/health, and the submission latency it measures
+    if front and front_timings is not None:  # the submission latency, written for the back's GET /metrics
+        timings: FrontTimings | None = install_front_timer(app, front_timings)
+    else:  # GET /metrics, GET /v1/health, and the submission latency it measures
+        timings = None
+        install_metrics(app, node, front_timings)
 
     @app.exception_handler(Refusal)
     async def refused(_: Request, exc: Refusal) -> JSONResponse:

@@ -437,6 +437,7 @@ def _report_gas(chain: Any, accounts: dict[str, str], args: argparse.Namespace) 
 
 def _gateway(args: argparse.Namespace) -> int:
     from gateway.api.app import create_app
+    from gateway.api.fronts import TAKE_QUEUED_EVERY, Fronts, back_socket, fresh_timings, serve_back
     from gateway.api.server import serve
     from gateway.node.assemble import node_from_config
     from gateway.node.config import load_config
@@ -446,16 +447,23 @@ def _gateway(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     log_format = args.log_format or config.log_format
     configure_logs(log_format, centre=config.centre)
-    node = node_from_config(config)
+    fronts = config.server_fronts
+    socket_path = back_socket(config.data_dir) if fronts else None  # refused before anything starts
+    node = node_from_config(config, process="back" if fronts else "alone")
     try:
-        node.start()
+        node.start(take_queued=TAKE_QUEUED_EVERY if fronts else None)
     except PolicyStartError as exc:  # its policy files are not what the centre published on chain
         node.stop()
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        app = create_app(node, threads=config.server_threads)
-        serve(app, config.host, config.port, log_format=log_format, access_log=config.access_log)
+        if socket_path is None:
+            app = create_app(node, threads=config.server_threads)
+            serve(app, config.host, config.port, log_format=log_format, access_log=config.access_log)
+        else:
+            app = create_app(node, threads=config.server_threads, front_timings=fresh_timings(config.data_dir))
+            with Fronts(args.config, fronts, log_format=args.log_format):
+                serve_back(app, socket_path, access_log=config.access_log)
     finally:
         node.stop()
     return 0

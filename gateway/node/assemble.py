@@ -10,6 +10,7 @@ import contextlib
 import secrets
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
@@ -33,7 +34,16 @@ from gateway.node.decisions import DecisionLog
 from gateway.node.groups import GroupDesk, chain_openings
 from gateway.node.payer import Payer, collateral_source
 from gateway.node.peers import Peers
-from gateway.node.policies import DecisionDesk, PolicyFiles, PolicyKeeper
+from gateway.node.policies import (
+    CLIENT_DECISION_BURST,
+    CLIENT_DECISIONS_PER_SECOND,
+    DECISION_BURST,
+    DECISIONS_PER_SECOND,
+    DecisionDesk,
+    PolicyFiles,
+    PolicyKeeper,
+)
+from gateway.node.ratelimit import SharedRateLimit
 from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.groups import GroupBook
@@ -49,6 +59,9 @@ from ledger.primitives.files import write_private
 from ledger.primitives.hex import bytes32, from_hex, to_hex
 from ledger.records import UsageRecord, domain_for
 from ledger.supervision import Supervision
+
+#: Which process of a gateway a node is for (node_from_config).
+Process = Literal["alone", "back", "front"]
 
 
 def build_node(
@@ -74,12 +87,16 @@ def build_node(
     chain_confirmations: int = 0,
     allocations: Mapping[str, int] | None = None,
     epoch_every: int = 0,
+    shared_limits: Path | None = None,
+    runs_jobs: bool = True,
 ) -> CentreNode:
     """A centre's node, not started: `CentreNode.start` checks the policy files against the chain first.
 
     `schema_file` is the Cedar schema published with the policy, if any; `auditors` are the chain
     accounts that may read the whole decision log of an epoch (the only ones: members are not let in as such).
     `epoch_every` (seconds) closes the open epoch on that schedule in housekeeping; 0 closes it only when asked.
+    `shared_limits`: a folder where the policy's rate limits are kept for every process of the gateway (fronts
+    and back, gateway.api.fronts) rather than in this one's memory; `runs_jobs` False: a front's node.
     """
     if deployment.identity_registry is None:
         raise ValueError(
@@ -128,7 +145,7 @@ def build_node(
         store=store,
         directory=directory,
         policy=policy,
-        decisions=DecisionDesk(name, policy, store, account, domain_for(deployment)),
+        decisions=DecisionDesk(name, policy, store, account, domain_for(deployment), **_decision_limits(shared_limits)),
         decision_log=DecisionLog(name, store, index, auditors),
         issuer=tokens,
         executor=executor or LocalExecutor(data_dir / "jobs", hide=(data_dir,)),
@@ -177,11 +194,28 @@ def build_node(
         )
         rounds.append(BackgroundRound(watcher.round, f"{name}-watcher"))  # a claim's evidence may take minutes
     parts.epochs.rounds = tuple(rounds)
-    return CentreNode(parts)
+    return CentreNode(parts, runs_jobs=runs_jobs)
 
 
-def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> CentreNode:
-    """A node for `xcentre gateway`: everything named by the centre's configuration file."""
+def _decision_limits(folder: Path | None) -> dict[str, SharedRateLimit]:
+    """The policy's rate limits shared by a gateway's processes (files in `folder`); none: the desk's own."""
+    if folder is None:
+        return {}
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return {
+        "limit": SharedRateLimit(folder / "decisions.slots", DECISIONS_PER_SECOND, DECISION_BURST),
+        "client_limit": SharedRateLimit(
+            folder / "client-decisions.slots", CLIENT_DECISIONS_PER_SECOND, CLIENT_DECISION_BURST
+        ),
+    }
+
+
+def node_from_config(config: GatewayConfig, chain: Chain | None = None, *, process: Process = "alone") -> CentreNode:
+    """A node for `xcentre gateway`: everything named by the centre's configuration file.
+
+    `process`: "alone" serves everything; with `[server] fronts`, "back" runs the jobs and keeps the books and
+    each "front" accepts submissions (gateway.api.fronts); both keep the policy's rate limits in the data folder.
+    """
     executor = job_executor(config)  # first: a centre that cannot sandbox its jobs does not start
     # a node that does not answer yet is no reason not to start: the gateway serves from its index
     chain = chain or connect(config.chain_url, require_node=False)
@@ -214,6 +248,8 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None) -> Centr
         chain_confirmations=config.chain_confirmations,
         allocations=config.allocations,
         epoch_every=config.epochs.every,
+        shared_limits=None if process == "alone" else config.data_dir / "limits",
+        runs_jobs=process != "front",
     )
 
 

@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -87,6 +88,10 @@ log = logging.getLogger(__name__)
 #: Seconds an answer of the executor's capacity is reused for (GET /v1/capacity is public).
 CAPACITY_FRESH_FOR = 1.0
 
+#: Seconds before a job whose start hit a full or read-only disk is taken again, and a back waits after a round
+#: of taking queued jobs failed, so that its log is not flooded.
+QUEUED_RETRY = 5.0
+
 #: How a job that a restart interrupted before it finished is described (never a bare "failed").
 INTERRUPTED = "interrupted at a gateway restart before it finished, refunded"
 
@@ -133,12 +138,19 @@ class NodeParts:
 class CentreNode:
     """One member centre: sign-on, placement, execution, signed records, epochs."""
 
-    def __init__(self, parts: NodeParts) -> None:
+    def __init__(self, parts: NodeParts, *, runs_jobs: bool = True) -> None:
+        """`runs_jobs` False: a front process's node (gateway.api.fronts), which stores the jobs it accepts
+        queued and leaves them to the back process's node, the one that runs jobs and keeps the books."""
         self.parts = parts
         self.name = parts.name
+        self.runs_jobs = runs_jobs
         self._pool = ThreadPoolExecutor(max_workers=parts.workers, thread_name_prefix=f"{parts.name}-job")
+        self._in_flight: set[str] = set()  # jobs handed to the pool and not yet done with: each goes once
+        self._in_flight_lock = threading.Lock()
+        self._held_back: dict[str, float] = {}  # job -> when to try again: its start hit a full or read-only disk
         self._stopping = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._taker: threading.Thread | None = None
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, dict | None] = (0.0, None)
         self._verified_tokens = VerifiedTokens()  # a session's token signature is checked once
@@ -148,11 +160,12 @@ class CentreNode:
 
     # -- lifecycle ---------------------------------------------------------------
 
-    def start(self, interval: float = 1.0) -> None:
+    def start(self, interval: float = 1.0, *, take_queued: float | None = None) -> None:
         """Catch up with the chain and keep up with it; resume the jobs a restart interrupted.
 
-        Raises PolicyStartError, before anything else starts, when the policy files are not the
-        policy version this centre last published on chain.
+        `take_queued` (seconds): also run, that often, the queued jobs other processes stored (the back
+        process of a gateway with fronts). Raises PolicyStartError, before anything else starts, when the
+        policy files are not the policy version this centre last published on chain.
         """
         try:
             self.parts.index.sync()
@@ -174,17 +187,77 @@ class CentreNode:
         self._housekeeper.start()
         store = self.parts.store
         for job in store.jobs_in_status("running"):  # a crash left them: finished runs are billed, others refunded
-            self._pool.submit(self._recover, job.id)
+            self._dispatch(job.id, self._recover)
         for job in store.jobs_in_status("queued"):
-            self._pool.submit(self._run, job.id)
+            self._dispatch(job.id, self._run)
+        if take_queued is not None:
+            self._taker = threading.Thread(
+                target=self._taking, args=(take_queued,), name=f"{self.name}-take-queued", daemon=True
+            )
+            self._taker.start()
+
+    def start_front(self, interval: float = 1.0) -> None:
+        """Serve submissions beside the process that owns the books: follow the policy it publishes, nothing else.
+
+        The back process keeps the index, the outbox and the epochs and runs the jobs; a front only reads
+        them. Raises PolicyStartError as `start` does."""
+        if self.runs_jobs:
+            raise ValueError("a front's node runs no jobs: make it with runs_jobs=False")
+        self.parts.policy.start()
+        self._housekeeper = threading.Thread(
+            target=self._following_policy, args=(interval,), name=f"{self.name}-front-policy", daemon=True
+        )
+        self._housekeeper.start()
 
     def stop(self) -> None:
         """Stop after the running jobs; queued jobs stay queued in the store and run after the next start."""
         self._stopping.set()
-        if self._housekeeper:
-            self._housekeeper.join(timeout=10)
+        for thread in (self._housekeeper, self._taker):
+            if thread:
+                thread.join(timeout=10)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self.parts.peers.close()
+
+    def _dispatch(self, job_id: str, task: Callable[[str], None]) -> None:
+        """Hand a job to the pool once: a job already handed (accepted here, then seen queued) is not again."""
+        if not self.runs_jobs:
+            return
+        with self._in_flight_lock:
+            if job_id in self._in_flight:
+                return
+            self._in_flight.add(job_id)
+
+        def done(_: object) -> None:
+            with self._in_flight_lock:
+                self._in_flight.discard(job_id)
+
+        try:
+            self._pool.submit(task, job_id).add_done_callback(done)
+        except RuntimeError:  # the pool is shut down: the job stays queued for the next start
+            done(None)
+
+    def _take_queued(self) -> None:
+        now = time.monotonic()
+        for job_id in self.parts.store.queued_job_ids():
+            if self._held_back.get(job_id, now) <= now:
+                self._held_back.pop(job_id, None)
+                self._dispatch(job_id, self._run)
+
+    def _taking(self, every: float) -> None:
+        """Run the jobs front processes accept: they store them queued, this process runs them."""
+        while not self._stopping.wait(every):
+            try:
+                self._take_queued()
+            except Exception as exc:  # noqa: BLE001 - the data disk or a busy store: the next round
+                log.warning("%s: queued jobs not taken: %s", self.name, exc)
+                self._stopping.wait(QUEUED_RETRY)
+
+    def _following_policy(self, interval: float) -> None:
+        while not self._stopping.wait(interval):
+            try:
+                self.parts.policy.refresh()
+            except Exception as exc:  # noqa: BLE001 - the index is being written: the next round
+                log.warning("%s: policy not refreshed: %s", self.name, exc)
 
     def _housekeeping(self, interval: float) -> None:
         """Follow the chain, send what the outbox holds, settle epochs that became ready."""
@@ -580,7 +653,7 @@ class CentreNode:
             self.parts.decisions.keep(allowed)
             raise
         if created:
-            self._pool.submit(self._run, job.id)
+            self._dispatch(job.id, self._run)
         return self._view(job)
 
     def _store_job(
@@ -746,6 +819,7 @@ class CentreNode:
             self._execute(job_id)
         except Exception as exc:
             if disk_refusal(exc) is not None:  # the data disk is full or read-only: its run is kept on disk
+                self._held_back[job_id] = time.monotonic() + QUEUED_RETRY  # if it is still queued, not at once
                 log.error(
                     "%s: job %s left running until the next start, which completes it: %s", self.name, job_id, exc
                 )
@@ -762,7 +836,9 @@ class CentreNode:
 
     def _execute(self, job_id: str) -> None:
         store = self.parts.store
-        job = store.update_job(job_id, status="running")
+        job = store.start_job(job_id)
+        if job is None:  # taken already, or no longer queued
+            return
         request = JobRequest.model_validate(job.request)
         late = self._too_late(job, request)
         if late:

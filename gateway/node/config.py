@@ -197,6 +197,9 @@ class GatewayConfig(BaseModel):
     server_threads: int = _int(1, 256, 8)
     """Threads of the HTTP server's pool for blocking work (gateway.api.app.create_app `threads`)."""
     access_log: bool = Field(True, strict=True, description="true or false")
+    server_fronts: int = _int(0, 64, 0)
+    """Front processes that accept job submissions on `port` beside the one that runs jobs and serves the rest
+    (gateway.api.fronts); 0: one process serves everything."""
     token_ttl: int = _int(1, 7 * 24 * 3600, 900)
     workers: int = _int(1, 1024, 4)
     jobs_dir: OptionalPath = Field(None, description=_PATH)

@@ -20,7 +20,7 @@ from eth_account.signers.local import LocalAccount
 
 from auth.policy import Decision, PolicyEngine, PolicyError, Subject
 from gateway.node.errors import Forbidden, Invalid, NotFound, TooManyRequests, Unavailable
-from gateway.node.ratelimit import RateLimit, network_key
+from gateway.node.ratelimit import RateLimit, SharedRateLimit, network_key
 from gateway.store import NewDecision, Store, StoreError
 from ledger import decisions
 from ledger.index import EventIndex, PolicyInfo
@@ -226,8 +226,8 @@ class DecisionDesk:
         store: Store,
         account: LocalAccount,
         domain: Domain,
-        limit: RateLimit | None = None,
-        client_limit: RateLimit | None = None,
+        limit: RateLimit | SharedRateLimit | None = None,
+        client_limit: RateLimit | SharedRateLimit | None = None,
     ) -> None:
         self.name = name
         self.keeper = keeper
@@ -275,7 +275,7 @@ class DecisionDesk:
         )
         return Evaluated(decision, NewDecision.of(entry))
 
-    def _admit(self, limit: RateLimit, key: str, whose: str) -> None:
+    def _admit(self, limit: RateLimit | SharedRateLimit, key: str, whose: str) -> None:
         wait = limit.take(key)
         if wait is not None:
             raise TooManyRequests(

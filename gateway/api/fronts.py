@@ -1,0 +1,281 @@
+"""A gateway as several processes: fronts that accept job submissions, one back that runs jobs and serves the rest.
+
+One process's Python runs on one core, and a submission costs it about 4 ms of CPU. With `[server] fronts = N`,
+`xcentre gateway` is the back: it builds the node that keeps the books (index, outbox, epochs) and runs the
+jobs, and serves the whole API on a unix socket in its data folder (`back.sock`: the folder is the gateway's
+user's alone). N front processes listen on the configured host and port together (SO_REUSEPORT: the kernel
+spreads connections over them). A front answers `POST /v1/jobs` itself (session, directory, policy, payment,
+then the job and its decision committed to the shared `gateway.db`) and passes every other request to the back
+as it came, with the client's address in `X-Forwarded-For` (one it was sent is dropped). The back takes the
+jobs fronts stored, queued, and runs them (`CentreNode.start(take_queued=...)`).
+
+What the processes share is on disk: the store (SQLite in WAL mode: one writer at a time across processes; the
+idempotency and order-digest unique indexes are checked inside the writing transaction, so a key or an order
+is taken once whichever front it reaches), the index (written by the back only), the policy's rate limits
+(`limits/`, gateway.node.ratelimit.SharedRateLimit) and the fronts' submission timings (`fronts/`, counted in
+the back's GET /metrics). The back restarts a front that exits; a front exits when the back does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api.server import run_until_stopped, serve_options
+
+log = logging.getLogger(__name__)
+
+#: The back's socket and the fronts' timings, in the gateway's data folder.
+BACK_SOCKET = "back.sock"
+FRONT_TIMINGS = "fronts"
+#: The environment variable that tells a front its back's pid.
+BACK_PID = "XCENTRE_BACK_PID"
+#: Seconds between the back's looks for jobs the fronts stored.
+TAKE_QUEUED_EVERY = 0.1
+#: Seconds the back waits before starting again a front that exited; doubled, up to MAX_RESTART_WAIT, for one
+#: that exited within STAYED_UP seconds of its start (a front that cannot start is not started in a loop).
+RESTART_AFTER = 1.0
+MAX_RESTART_WAIT = 60.0
+STAYED_UP = 10.0
+#: The routes a front answers itself: the rest go to the back.
+FRONT_ROUTES = frozenset({("POST", "/v1/jobs")})
+#: Headers that belong to one connection, not to the request or answer passed on (RFC 9110, 7.6.1), and those a
+#: proxy sets itself: a client's X-Forwarded-* or Forwarded is dropped, never believed; the front's own server
+#: writes Date and Server.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+    }
+)
+REQUEST_DROPPED = HOP_BY_HOP | {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+ANSWER_DROPPED = HOP_BY_HOP | {b"date", b"server"}
+#: A unix socket's path is at most this many bytes (sun_path, less its terminating NUL).
+MAX_SOCKET_PATH = 107
+
+
+def back_socket(data_dir: Path) -> Path:
+    """The back's socket in `data_dir`; ValueError if the path is too long for a unix socket."""
+    path = data_dir / BACK_SOCKET
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+        raise ValueError(
+            f"the gateway's data folder {data_dir} is too deep for its back process's socket {path} "
+            f"(at most {MAX_SOCKET_PATH} bytes); use a shorter data_dir or [server] fronts = 0"
+        )
+    return path
+
+
+def fresh_timings(data_dir: Path) -> Path:
+    """The fronts' timings folder, emptied: a back that starts counts from zero, its fronts' counts too."""
+    folder = data_dir / FRONT_TIMINGS
+    folder.mkdir(mode=0o700, exist_ok=True)
+    for stale in folder.glob("front-*.json"):
+        stale.unlink(missing_ok=True)
+    return folder
+
+
+class BackProxy:
+    """Passes a request to the back over its socket and its answer back, streamed, status and headers as they are."""
+
+    def __init__(self, socket_path: Path, centre: str) -> None:
+        self.centre = centre
+        self._client = httpx.AsyncClient(
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+            base_url="http://back",
+            timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
+        )
+
+    async def forward(self, request: Request) -> Response:
+        headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED]
+        if request.client is not None:
+            headers.append((b"x-forwarded-for", request.client.host.encode()))
+        outgoing = self._client.build_request(
+            request.method,
+            httpx.URL(path=request.url.path, query=request.url.query.encode()),
+            headers=headers,
+            content=await request.body(),
+        )
+        try:
+            answer = await self._client.send(outgoing, stream=True)
+        except httpx.TransportError as exc:
+            return JSONResponse(
+                {
+                    "error": f"{self.centre}'s gateway cannot answer this now (its back process: {exc!r}); "
+                    "try again shortly",
+                    "reasons": [],
+                },
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        passed = StreamingResponse(
+            answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
+        )
+        passed.raw_headers = [(k.lower(), v) for k, v in answer.headers.raw if k.lower() not in ANSWER_DROPPED]
+        return passed
+
+
+def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:
+    """`app` (the node's, create_app) answering only FRONT_ROUTES itself and passing the rest to `proxy`.
+
+    Its middleware (body limits, the submission timer) stays: a front refuses an oversized body as the
+    back would, and times the submissions it answers."""
+    app.router.routes = [
+        r
+        for r in app.router.routes
+        if isinstance(r, APIRoute) and any((m, r.path) in FRONT_ROUTES for m in r.methods or ())
+    ]
+    app.openapi_url = app.docs_url = app.redoc_url = None  # served by the back, through the proxy
+    app.add_route("/{path:path}", proxy.forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    return app
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket on host:port that other processes of this user may bind too (SO_REUSEPORT)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+def back_config(app: FastAPI, socket_path: Path, *, access_log: bool) -> uvicorn.Config:
+    """How the back serves: on its socket, the client's address taken from the X-Forwarded-For a front sets (only
+    the gateway's own processes reach the socket, in its 0700 data folder)."""
+    with contextlib.suppress(FileNotFoundError):
+        socket_path.unlink()  # left by a back that was killed
+    options = serve_options(access_log=access_log) | {"proxy_headers": True, "forwarded_allow_ips": "*"}
+    return uvicorn.Config(app, uds=str(socket_path), **options)
+
+
+def serve_back(app: FastAPI, socket_path: Path, *, access_log: bool) -> None:
+    """Serve `app` on the back's socket until SIGINT or SIGTERM."""
+    run_until_stopped(back_config(app, socket_path, access_log=access_log))
+
+
+class Fronts:
+    """The back's front processes: started, started again when one exits, stopped with the back."""
+
+    def __init__(self, config: Path, count: int, *, log_format: str | None = None) -> None:
+        self.command = [sys.executable, "-m", "gateway.api.fronts", str(config)]
+        if log_format:
+            self.command += ["--log-format", log_format]
+        self.count = count
+        self._processes: list[subprocess.Popen[bytes]] = []
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="fronts", daemon=True)
+
+    def __enter__(self) -> Fronts:
+        self._processes = [self._start() for _ in range(self.count)]
+        self._watcher.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stopping.set()
+        self._watcher.join(timeout=5)
+        for process in self._processes:
+            process.terminate()
+        for process in self._processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._processes]
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.command, stdin=subprocess.DEVNULL, env=os.environ | {"XCENTRE_BACK_PID": str(os.getpid())}
+        )
+
+    def _watch(self) -> None:
+        """Start a front again once it exits; one that exits soon after its start waits longer each time."""
+        started = [time.monotonic()] * self.count
+        waits = [RESTART_AFTER] * self.count
+        while not self._stopping.wait(RESTART_AFTER):
+            for i, process in enumerate(self._processes):
+                if process.poll() is None or self._stopping.is_set():
+                    continue
+                now = time.monotonic()
+                waits[i] = min(2 * waits[i], MAX_RESTART_WAIT) if now - started[i] < STAYED_UP else RESTART_AFTER
+                log.warning(
+                    "front process %d exited (%s); starting another in %.0f s",
+                    process.pid,
+                    process.returncode,
+                    waits[i],
+                )
+                if self._stopping.wait(waits[i]):
+                    return
+                self._processes[i], started[i] = self._start(), time.monotonic()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this front when the back that started it dies (even by kill -9), so no front outlives it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    back = os.environ.get(BACK_PID)
+    if back is not None and os.getppid() != int(back):  # it died before prctl took effect
+        raise SystemExit(f"the gateway's back process {back} is gone")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One front process: the node's submission path on the shared port; the rest through the back."""
+    from gateway.api.app import create_app
+    from gateway.node.assemble import node_from_config
+    from gateway.node.config import load_config
+    from gateway.node.logs import configure as configure_logs
+
+    parser = argparse.ArgumentParser(prog="python -m gateway.api.fronts", description=main.__doc__)
+    parser.add_argument("config", type=Path)
+    parser.add_argument("--log-format", choices=("text", "json"))
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    config = load_config(args.config)
+    configure_logs(args.log_format or config.log_format, centre=config.centre)
+    node = node_from_config(config, process="front")
+    node.start_front()
+    try:
+        app = create_app(node, threads=config.server_threads, front_timings=config.data_dir / FRONT_TIMINGS, front=True)
+        front_app(app, BackProxy(back_socket(config.data_dir), config.centre))
+        run_until_stopped(
+            uvicorn.Config(app, **serve_options(access_log=config.access_log)),
+            sockets=[listening_socket(config.host, config.port)],
+        )
+    finally:
+        node.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
