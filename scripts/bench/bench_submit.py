@@ -177,21 +177,22 @@ class Crowd:
             c.close()
 
 
-def sign_on(info: dict) -> Crowd:
+def sign_on(info: dict, job: dict = JOB) -> Crowd:
     clients = []
     for user in info["users"]:
         client = GatewayClient(info["url"])
         client.login(user["username"], user["password"])
         clients.append(client)
-    quoted = clients[0].quote(JOB)
+    quoted = clients[0].quote(job)
     quote = Quote(info["centre"], quoted["rates_version"], quoted["max_price"])
     return Crowd(info["url"], clients, quote, signing_domain(clients[0].consortium()))
 
 
-def prepare(crowd: Crowd, count: int) -> list[tuple[str, dict, str]]:
-    """`count` submissions, users in turn: (token, body, idempotency key), each with its order signed by a
-    fresh account and its grant from the home (a hold), as a client makes them before submitting."""
-    job = {k: v for k, v in JOB.items() if k != "centre"}
+def prepare(crowd: Crowd, count: int, whole: dict = JOB) -> list[tuple[str, dict, str]]:
+    """`count` submissions of `whole` (the quoted job), users in turn: (token, body, idempotency key), each with
+    its order signed by a fresh account and its grant from the home (a hold), as a client makes them before
+    submitting."""
+    job = {k: v for k, v in whole.items() if k != "centre"}
 
     def one(i: int) -> tuple[str, dict, str]:
         client = crowd.clients[i % len(crowd.clients)]
@@ -199,7 +200,7 @@ def prepare(crowd: Crowd, count: int) -> list[tuple[str, dict, str]]:
             paid = pay(job, crowd.quote, Account.create(), client.grant, crowd.domain)  # type: ignore[arg-type]
         except GatewayUnreachable:  # a keep-alive connection the server closed as it was reused: once more
             paid = pay(job, crowd.quote, Account.create(), client.grant, crowd.domain)  # type: ignore[arg-type]
-        return client.token or "", JOB | paid.fields(), str(uuid.uuid4())
+        return client.token or "", whole | paid.fields(), str(uuid.uuid4())
 
     with ThreadPoolExecutor(8) as pool:
         return list(pool.map(one, range(count)))
