@@ -452,6 +452,18 @@ port = {port}
         wrong = httpx.post(url + "/v1/login", json={"username": "alice", "password": "nope"}, timeout=30)
         assert wrong.status_code == 401
         assert (folder / "data" / "gateway.db").exists()
+        # a second gateway on the same data folder is refused before it touches anything
+        second = subprocess.run(
+            [str(XCENTRE), "gateway", "--config", str(folder / "gateway.toml")],
+            cwd=tmp_path,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        assert f"another gateway (pid {process.pid}) runs on the data folder" in second.stderr
     finally:
         process.send_signal(signal.SIGTERM)
         try:

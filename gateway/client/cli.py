@@ -28,6 +28,8 @@ from ledger.records import UsageRecord, record_digest
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
 
+    from gateway.node.config import GatewayConfig
+
 DEFAULT_WALLET = Path(os.environ.get("XCENTRE_HOME", Path.home() / ".xcentre")) / "wallet.json"
 
 
@@ -436,19 +438,35 @@ def _report_gas(chain: Any, accounts: dict[str, str], args: argparse.Namespace) 
 
 
 def _gateway(args: argparse.Namespace) -> int:
-    from gateway.api.app import create_app
-    from gateway.api.fronts import TAKE_QUEUED_EVERY, Fronts, back_socket, fresh_timings, serve_back
-    from gateway.api.server import serve
-    from gateway.node.assemble import node_from_config
+    from gateway.api.fronts import back_socket
     from gateway.node.config import load_config
+    from gateway.node.data_lock import DataFolderBusy, holding
     from gateway.node.logs import configure as configure_logs
-    from gateway.node.policies import PolicyStartError
 
     config = load_config(args.config)
     log_format = args.log_format or config.log_format
     configure_logs(log_format, centre=config.centre)
+    try:  # refused before anything starts
+        socket_path = back_socket(config.data_dir) if config.server_fronts else None
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        with holding(config.data_dir):
+            return _serve_gateway(config, args, log_format, socket_path)
+    except DataFolderBusy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: str, socket_path: Path | None) -> int:
+    from gateway.api.app import create_app
+    from gateway.api.fronts import TAKE_QUEUED_EVERY, Fronts, fresh_timings, serve_back
+    from gateway.api.server import serve
+    from gateway.node.assemble import node_from_config
+    from gateway.node.policies import PolicyStartError
+
     fronts = config.server_fronts
-    socket_path = back_socket(config.data_dir) if fronts else None  # refused before anything starts
     node = node_from_config(config, process="back" if fronts else "alone")
     try:
         node.start(take_queued=TAKE_QUEUED_EVERY if fronts else None)
