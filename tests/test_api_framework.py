@@ -15,7 +15,7 @@ import httpx
 import pytest
 import uvicorn
 import uvloop
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -209,6 +209,34 @@ def test_uvicorn_runs_on_uvloop_and_httptools():
         loop.close()
 
 
+@pytest.mark.parametrize(("trusted", "seen"), [((), "127.0.0.1"), (("127.0.0.1",), "198.51.100.9")])
+def test_a_forwarded_address_is_believed_only_from_a_trusted_proxy(trusted, seen):
+    """uvicorn's own default believes X-Forwarded-For from any client on 127.0.0.1 (every user of a login node),
+    which would let one choose the address the per-address limits count it by."""
+    app = FastAPI()
+
+    @app.get("/who")
+    def who(request: Request) -> str:
+        return request.client.host if request.client else "-"
+
+    port = free_port()
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, **serve_options(access_log=False, trusted_proxies=trusted)
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive()
+            threading.Event().wait(0.01)
+        answer = httpx.get(f"http://127.0.0.1:{port}/who", headers={"X-Forwarded-For": "198.51.100.9"}, timeout=10)
+        assert answer.json() == seen
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.mark.parametrize("access_log", [True, False])
 def test_the_access_log_is_written_only_when_asked(node, caplog, access_log):
     app = create_app(node)
@@ -259,6 +287,9 @@ def test_server_settings_default_to_a_small_pool_and_an_access_log(tmp_path):
     assert (config.server_threads, config.access_log, config.server_fronts) == (DEFAULT_THREADS, True, 0)
     config = _config(tmp_path, "server_threads = 16\naccess_log = false\nserver_fronts = 3\n")
     assert (config.server_threads, config.access_log, config.server_fronts) == (16, False, 3)
+    assert config.trusted_proxies == ()
+    config = _config(tmp_path, 'trusted_proxies = ["127.0.0.1", "10.1.0.0/16", "::1"]\n')
+    assert config.trusted_proxies == ("127.0.0.1", "10.1.0.0/16", "::1")
 
 
 @pytest.mark.parametrize(
@@ -272,6 +303,8 @@ def test_server_settings_default_to_a_small_pool_and_an_access_log(tmp_path):
         ("server_fronts = -1", "server_fronts must be an integer from 0 to 64, got -1"),
         ("server_fronts = 65", "server_fronts must be an integer from 0 to 64"),
         ("server_fronts = true", "server_fronts must be an integer from 0 to 64"),
+        ('trusted_proxies = ["proxy.example.org"]', "trusted_proxies must be a list of IP addresses or networks"),
+        ('trusted_proxies = "127.0.0.1"', "trusted_proxies must be a list of IP addresses or networks"),
     ],
 )
 def test_bad_server_settings_are_refused_by_name(tmp_path, line, words):

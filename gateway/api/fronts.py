@@ -39,6 +39,8 @@ from fastapi.routing import APIRoute
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gateway.api.server import run_until_stopped, serve_options
 
@@ -58,9 +60,8 @@ MAX_RESTART_WAIT = 60.0
 STAYED_UP = 10.0
 #: The routes a front answers itself: the rest go to the back.
 FRONT_ROUTES = frozenset({("POST", "/v1/jobs")})
-#: Headers that belong to one connection, not to the request or answer passed on (RFC 9110, 7.6.1), and those a
-#: proxy sets itself: a client's X-Forwarded-* or Forwarded is dropped, never believed; the front's own server
-#: writes Date and Server.
+#: Headers that belong to one connection, not to the request or answer passed on (RFC 9110, 7.6.1). A client's
+#: Forwarded or X-Forwarded-* is dropped, never believed; the front's own server writes the answer's Date and Server.
 HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -71,7 +72,6 @@ HOP_BY_HOP = frozenset(
         b"trailer",
         b"transfer-encoding",
         b"upgrade",
-        b"host",
     }
 )
 REQUEST_DROPPED = HOP_BY_HOP | {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
@@ -101,23 +101,36 @@ def fresh_timings(data_dir: Path) -> Path:
 
 
 class BackProxy:
-    """Passes a request to the back over its socket and its answer back, streamed, status and headers as they are."""
+    """An ASGI app passing each request to the back over its socket and its answer back, streamed.
+
+    The request goes as it came: method, path as the client spelt it (never decoded and encoded again), query,
+    Host, headers and body; the answer's status and headers as the back gave them. Connections to the back
+    are not capped: a slow reader holds one, as it would hold one of a gateway in one process."""
 
     def __init__(self, socket_path: Path, centre: str) -> None:
         self.centre = centre
+        uncapped = httpx.Limits(
+            max_connections=None, max_keepalive_connections=100
+        )  # the transport's, not the client's
         self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket_path)),
+            transport=httpx.AsyncHTTPTransport(uds=str(socket_path), limits=uncapped),
             base_url="http://back",
             timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
         )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (await self.forward(Request(scope, receive)))(scope, receive, send)
 
     async def forward(self, request: Request) -> Response:
         headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED]
         if request.client is not None:
             headers.append((b"x-forwarded-for", request.client.host.encode()))
+        target = request.scope.get("raw_path") or request.url.path.encode()
+        if request.scope.get("query_string"):
+            target += b"?" + request.scope["query_string"]
         outgoing = self._client.build_request(
             request.method,
-            httpx.URL(path=request.url.path, query=request.url.query.encode()),
+            self._client.base_url.copy_with(raw_path=target),
             headers=headers,
             content=await request.body(),
         )
@@ -151,7 +164,7 @@ def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:
         if isinstance(r, APIRoute) and any((m, r.path) in FRONT_ROUTES for m in r.methods or ())
     ]
     app.openapi_url = app.docs_url = app.redoc_url = None  # served by the back, through the proxy
-    app.add_route("/{path:path}", proxy.forward, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    app.router.routes.append(Route("/{path:path}", proxy))  # an ASGI endpoint: every method, as the back has them
     return app
 
 
@@ -269,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         app = create_app(node, threads=config.server_threads, front_timings=config.data_dir / FRONT_TIMINGS, front=True)
         front_app(app, BackProxy(back_socket(config.data_dir), config.centre))
         run_until_stopped(
-            uvicorn.Config(app, **serve_options(access_log=config.access_log)),
+            uvicorn.Config(app, **serve_options(access_log=config.access_log, trusted_proxies=config.trusted_proxies)),
             sockets=[listening_socket(config.host, config.port)],
         )
     finally:

@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import uvicorn
@@ -60,22 +61,36 @@ def _stop(signum: int, _frame: object) -> None:
     raise _Stopped(signum)
 
 
-def serve_options(*, access_log: bool = True) -> dict[str, Any]:
+def serve_options(*, access_log: bool = True, trusted_proxies: Sequence[str] = ()) -> dict[str, Any]:
     """How `serve` runs uvicorn: its "auto" loop and parser (uvloop and httptools when installed, as they are with
     uvicorn[standard]), its lines through the handler gateway.node.logs installed (log_config=None), and one
     access log line per request only with `access_log` (formatting and writing it costs the event loop's
-    thread CPU on every request)."""
-    return {"log_level": "info", "log_config": None, "access_log": access_log, "loop": "auto", "http": "auto"}
+    thread CPU on every request).
+
+    A client's X-Forwarded-For is believed only from `trusted_proxies` (addresses or networks: the centre's
+    reverse proxies), never by default: uvicorn's own default believes any client on 127.0.0.1, which on a
+    login node is every local user, each then choosing the address the per-address limits count it by."""
+    options = {"log_level": "info", "log_config": None, "access_log": access_log, "loop": "auto", "http": "auto"}
+    return options | {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies) or None}
 
 
-def serve(app: FastAPI, host: str, port: int, *, log_format: str = "text", access_log: bool = True) -> None:
+def serve(
+    app: FastAPI,
+    host: str,
+    port: int,
+    *,
+    log_format: str = "text",
+    access_log: bool = True,
+    trusted_proxies: Sequence[str] = (),
+) -> None:
     """Run in the foreground until SIGINT or SIGTERM, then return so the caller can stop its node.
 
     In either `log_format` uvicorn's lines go through the handler gateway.node.logs installed (its own config is
     off), so they too leave out a URL's credentials. `access_log` False leaves out the line per request.
     """
     del log_format  # the caller's gateway.node.logs.configure chose it
-    run_until_stopped(uvicorn.Config(app, host=host, port=port, **serve_options(access_log=access_log)))
+    options = serve_options(access_log=access_log, trusted_proxies=trusted_proxies)
+    run_until_stopped(uvicorn.Config(app, host=host, port=port, **options))
 
 
 def run_until_stopped(config: uvicorn.Config, sockets: list[socket.socket] | None = None) -> None:

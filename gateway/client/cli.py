@@ -477,7 +477,14 @@ def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: 
     try:
         if socket_path is None:
             app = create_app(node, threads=config.server_threads)
-            serve(app, config.host, config.port, log_format=log_format, access_log=config.access_log)
+            serve(
+                app,
+                config.host,
+                config.port,
+                log_format=log_format,
+                access_log=config.access_log,
+                trusted_proxies=config.trusted_proxies,
+            )
         else:
             app = create_app(node, threads=config.server_threads, front_timings=fresh_timings(config.data_dir))
             with Fronts(args.config, fronts, log_format=args.log_format):

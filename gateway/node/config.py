@@ -8,6 +8,7 @@ must be (the setting's description); a secret's value is never repeated.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -86,6 +87,13 @@ def _groups(table: dict[str, int]) -> dict[str, int]:
     return table
 
 
+def _network(value: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return None
+
+
 def _address(value: str) -> str:
     """A chain account as 0x and 40 hex digits (mixed case must be its checksum), kept in checksum case."""
     digits = value[2:]
@@ -96,6 +104,7 @@ def _address(value: str) -> str:
 
 
 Address = Annotated[str, Strict(), AfterValidator(_address)]
+Proxy = Annotated[str, Strict(), AfterValidator(_check(lambda v: _network(v) is not None))]
 Allocations = Annotated[dict[str, Annotated[int, Strict(), Field(ge=0, le=MAX_ALLOCATION)]], AfterValidator(_groups)]
 Uids = Annotated[
     tuple[Annotated[int, Strict()], Annotated[int, Strict()]],
@@ -197,6 +206,10 @@ class GatewayConfig(BaseModel):
     server_threads: int = _int(1, 256, 8)
     """Threads of the HTTP server's pool for blocking work (gateway.api.app.create_app `threads`)."""
     access_log: bool = Field(True, strict=True, description="true or false")
+    trusted_proxies: tuple[Proxy, ...] = Field(
+        (), description="a list of IP addresses or networks (the centre's reverse proxies)"
+    )
+    """Whose X-Forwarded-For names the client (the per-address limits count by it); none by default."""
     server_fronts: int = _int(0, 64, 0)
     """Front processes that accept job submissions on `port` beside the one that runs jobs and serves the rest
     (gateway.api.fronts); 0: one process serves everything."""

@@ -29,9 +29,9 @@ __all__ = ["ACTIVE_STATUSES", "COMPLETION_STATUSES", "JOB_STATUSES", "Job", "Job
 
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
 ACTIVE_STATUSES = ("queued", "running")
-#: Queued jobs taken at a time by the process that runs them (the rest at its next look).
-QUEUED_TAKEN = 1000
 """Jobs in these states must be resumed after a restart."""
+QUEUED_TAKEN = 1000
+"""Queued jobs taken at a time by the process that runs them (the rest at its next look)."""
 COMPLETION_STATUSES = ("succeeded", "failed", "timed_out")
 """The outcomes complete_job() accepts: the job ran here."""
 
