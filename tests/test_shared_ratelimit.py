@@ -3,7 +3,10 @@
 import multiprocessing
 import os
 import re
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from multiprocessing.queues import Queue
@@ -12,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.node.ratelimit import SHARED_HEADER, SHARED_MAGIC, SHARED_SLOT, SharedRateLimit
+from gateway.node.ratelimit import SHARED_HEADER, SHARED_MAGIC, SHARED_SLOT, SHARED_VERSION, WAYS, SharedRateLimit
 
 NEVER = 1e-9  # a rate that refills nothing while a test runs
 
@@ -65,8 +68,9 @@ def test_refusals_do_not_spend_tokens(tmp_path: Path) -> None:
 
 def test_the_file_is_made_whole_and_private(tmp_path: Path) -> None:
     path = tmp_path / "limit"
-    SharedRateLimit(path, 1.0, 5, slots=10).close()
-    assert path.stat().st_size == SHARED_HEADER.size + 10 * SHARED_SLOT.size
+    SharedRateLimit(path, 1.0, 5, slots=16).close()
+    assert path.stat().st_size == SHARED_HEADER.size + 16 * SHARED_SLOT.size
+    assert path.stat().st_blocks * 512 >= path.stat().st_size  # every block reserved: a full disk fails no take
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == ["limit"]  # no temporary file left beside it
 
@@ -132,13 +136,27 @@ def test_threads_of_one_process_take_one_burst(tmp_path: Path) -> None:
     assert sum(granted) == 200  # one flock on one file does not keep threads apart: the limit's lock does
 
 
-def test_a_key_hashing_to_a_used_slot_takes_it_over_with_a_full_bucket(tmp_path: Path) -> None:
-    with SharedRateLimit(tmp_path / "limit", 1.0, 1, slots=1, clock=Clock()) as limit:
-        assert limit.take("a") is None
-        assert limit.take("a") is not None
-        assert limit.take("b") is None  # "b" takes the one slot over, starting full: "a" is forgotten
-        assert limit.take("a") is None  # and "a", back, starts full again
-        assert limit.take("a") is not None  # and is remembered while it holds the slot
+def test_keys_sharing_a_set_keep_their_own_buckets(tmp_path: Path) -> None:
+    """Eight slots are one set, which every key shares: each keeps its bucket (two keys taking turns are limited
+    as two, not given a full bucket at every turn)."""
+    with SharedRateLimit(tmp_path / "limit", NEVER, 2, slots=WAYS, clock=Clock()) as limit:
+        keys = [f"net-{i}" for i in range(WAYS)]
+        granted = sum(limit.take(key) is None for _ in range(10) for key in keys)
+        assert granted == 2 * WAYS
+
+
+def test_a_key_past_its_set_takes_the_slot_seen_longest_ago(tmp_path: Path) -> None:
+    clock = Clock()
+    with SharedRateLimit(tmp_path / "limit", NEVER, 1, slots=WAYS, clock=clock) as limit:
+        for i in range(WAYS):
+            assert limit.take(f"k{i}") is None
+            clock.now += 1.0
+        assert limit.take("k0") is not None and limit.take("k1") is not None  # each remembered, empty
+        clock.now += 1.0
+        assert limit.take("newcomer") is None  # a ninth key: it takes k2's slot, seen longest ago
+        assert limit.take("newcomer") is not None  # and keeps it
+        assert limit.take("k2") is None  # k2 starts again full (as RateLimit's forgotten keys do), in k3's slot
+        assert limit.take("k0") is not None and limit.take("k1") is not None  # the keys seen lately stay put
 
 
 @pytest.mark.parametrize(
@@ -179,7 +197,9 @@ def test_a_file_of_another_version_is_refused(tmp_path: Path) -> None:
     with path.open("r+b") as file:
         file.seek(len(SHARED_MAGIC))  # the version follows the magic
         file.write((99).to_bytes(4, "little"))
-    with pytest.raises(ValueError, match=re.escape(f"{path} is a shared rate limit file of version 99, not 1")):
+    with pytest.raises(
+        ValueError, match=re.escape(f"{path} is a shared rate limit file of version 99, not {SHARED_VERSION}")
+    ):
         SharedRateLimit(path, 1.0, 5, slots=16)
 
 
@@ -196,3 +216,57 @@ def test_a_limit_that_admits_nothing_is_refused(tmp_path: Path, rate: float, bur
     with pytest.raises(ValueError, match="rate > 0"):
         SharedRateLimit(tmp_path / "limit", rate, burst, slots=slots)
     assert not (tmp_path / "limit").exists()
+
+
+def _tmpfs_works() -> bool:
+    if shutil.which("unshare") is None:
+        return False
+    probe = ["unshare", "-m", "sh", "-c", "mount -t tmpfs -o size=64k tmpfs /mnt"]
+    return subprocess.run(probe, check=False, capture_output=True, timeout=10).returncode == 0
+
+
+#: Runs "$2" -c "$3" "$1" with a 4 MiB tmpfs on "$1", in a mount namespace of its own.
+MOUNTED = ("unshare", "-m", "sh", "-c", 'mount -t tmpfs -o size=4m tmpfs "$1" && exec "$2" -c "$3" "$1"', "sh")
+FULL_DISK = """
+import os, sys
+from pathlib import Path
+from gateway.node.ratelimit import SharedRateLimit
+folder = Path(sys.argv[1])
+limit = SharedRateLimit(folder / "decisions.slots", 10.0, 100)  # the gateway starts
+fd = os.open(folder / "filler", os.O_WRONLY | os.O_CREAT, 0o600)  # then its data disk fills up
+try:
+    while True:
+        os.write(fd, b"x" * 65536)
+except OSError:
+    pass
+granted = sum(limit.take(f"client-{i}") is None for i in range(5000))  # every client a slot of its own
+print("alive", granted)
+"""
+
+
+@pytest.mark.skipif(not _tmpfs_works(), reason="needs `unshare -m` and a tmpfs mount (root)")
+def test_a_full_data_disk_fails_no_take(tmp_path: Path) -> None:
+    """The file's blocks are all reserved when it is made: on a full disk a take of a slot never written before
+    still works (a sparse file written through a mapping killed the process with SIGBUS)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    done = subprocess.run(
+        [*MOUNTED, str(folder), sys.executable, FULL_DISK],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).parents[1],
+    )
+    assert done.returncode == 0 and done.stdout.split() == ["alive", "5000"], (done.returncode, done.stderr[-500:])
+
+
+def test_a_file_cut_short_under_a_running_process_reads_as_empty_slots(tmp_path: Path) -> None:
+    """Checked only when opened: a file truncated afterwards (an operator's cleanup) gives full buckets, where a
+    mapping of it killed the process with SIGBUS."""
+    path = tmp_path / "limit"
+    with SharedRateLimit(path, NEVER, 1, slots=64) as limit:
+        assert limit.take("alice") is None and limit.take("alice") is not None
+        os.truncate(path, 0)
+        assert limit.take("alice") is None  # forgotten with the file: a full bucket, as for a new key
+        assert limit.take("alice") is not None

@@ -3,11 +3,12 @@
 One process's Python runs on one core, and a submission costs it about 4 ms of CPU. With `[server] fronts = N`,
 `xcentre gateway` is the back: it builds the node that keeps the books (index, outbox, epochs) and runs the
 jobs, and serves the whole API on a unix socket in its data folder (`back.sock`: the folder is the gateway's
-user's alone). N front processes listen on the configured host and port together (SO_REUSEPORT: the kernel
-spreads connections over them). A front answers `POST /v1/jobs` itself (session, directory, policy, payment,
-then the job and its decision committed to the shared `gateway.db`) and passes every other request to the back
-as it came, with the client's address in `X-Forwarded-For` (one it was sent is dropped). The back takes the
-jobs fronts stored, queued, and runs them (`CentreNode.start(take_queued=...)`).
+user's alone). It binds the public host and port once and hands the socket to N front processes, which all
+accept on it: no other process binds the port beside them, and a port already taken stops the back at its
+start. A front answers `POST /v1/jobs` itself (session, directory, policy, payment, then the job and its
+decision committed to the shared `gateway.db`) and passes every other request to the back as it came, with
+the client's address in `X-Forwarded-For` (one the client sent is dropped). The back takes the jobs fronts
+stored, queued, and runs them (`CentreNode.start(take_queued=...)`).
 
 What the processes share is on disk: the store (SQLite in WAL mode: one writer at a time across processes; the
 idempotency and order-digest unique indexes are checked inside the writing transaction, so a key or an order
@@ -169,13 +170,17 @@ def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A socket on host:port that other processes of this user may bind too (SO_REUSEPORT)."""
+    """The public port, bound once by the back and handed to its fronts, which all accept on it: no other process
+    binds it beside them (no SO_REUSEPORT), and a port already taken stops the back at its start."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError:
+        sock.close()
+        raise
     sock.setblocking(False)
     return sock
 
@@ -197,8 +202,9 @@ def serve_back(app: FastAPI, socket_path: Path, *, access_log: bool) -> None:
 class Fronts:
     """The back's front processes: started, started again when one exits, stopped with the back."""
 
-    def __init__(self, config: Path, count: int, *, log_format: str | None = None) -> None:
-        self.command = [sys.executable, "-m", "gateway.api.fronts", str(config)]
+    def __init__(self, config: Path, count: int, listening: socket.socket, *, log_format: str | None = None) -> None:
+        self.listening = listening
+        self.command = [sys.executable, "-m", "gateway.api.fronts", str(config), "--socket-fd", str(listening.fileno())]
         if log_format:
             self.command += ["--log-format", log_format]
         self.count = count
@@ -228,8 +234,9 @@ class Fronts:
         return [p.pid for p in self._processes]
 
     def _start(self) -> subprocess.Popen[bytes]:
+        environment = os.environ | {BACK_PID: str(os.getpid())}
         return subprocess.Popen(
-            self.command, stdin=subprocess.DEVNULL, env=os.environ | {"XCENTRE_BACK_PID": str(os.getpid())}
+            self.command, stdin=subprocess.DEVNULL, env=environment, pass_fds=(self.listening.fileno(),)
         )
 
     def _watch(self) -> None:
@@ -250,7 +257,10 @@ class Fronts:
                 )
                 if self._stopping.wait(waits[i]):
                     return
-                self._processes[i], started[i] = self._start(), time.monotonic()
+                try:
+                    self._processes[i], started[i] = self._start(), time.monotonic()
+                except OSError as exc:  # no process could be made now (a limit, the interpreter being replaced)
+                    log.warning("front process not started: %s; trying again", exc)
 
 
 def _die_with_parent() -> None:
@@ -271,6 +281,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m gateway.api.fronts", description=main.__doc__)
     parser.add_argument("config", type=Path)
+    parser.add_argument("--socket-fd", type=int, required=True, help="the public port's socket, from the back")
     parser.add_argument("--log-format", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent()
@@ -283,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         front_app(app, BackProxy(back_socket(config.data_dir), config.centre))
         run_until_stopped(
             uvicorn.Config(app, **serve_options(access_log=config.access_log, trusted_proxies=config.trusted_proxies)),
-            sockets=[listening_socket(config.host, config.port)],
+            sockets=[socket.socket(fileno=args.socket_fd)],
         )
     finally:
         node.stop()

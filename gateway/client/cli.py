@@ -461,12 +461,17 @@ def _gateway(args: argparse.Namespace) -> int:
 
 def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: str, socket_path: Path | None) -> int:
     from gateway.api.app import create_app
-    from gateway.api.fronts import TAKE_QUEUED_EVERY, Fronts, fresh_timings, serve_back
-    from gateway.api.server import serve
+    from gateway.api.fronts import TAKE_QUEUED_EVERY, Fronts, fresh_timings, listening_socket, serve_back
+    from gateway.api.server import STARTUP_FAILURE, serve
     from gateway.node.assemble import node_from_config
     from gateway.node.policies import PolicyStartError
 
     fronts = config.server_fronts
+    try:  # the fronts' port, bound before anything starts (one process binds its own in `serve`)
+        listening = listening_socket(config.host, config.port) if fronts else None
+    except OSError as exc:
+        print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+        return STARTUP_FAILURE
     node = node_from_config(config, process="back" if fronts else "alone")
     try:
         node.start(take_queued=TAKE_QUEUED_EVERY if fronts else None)
@@ -475,7 +480,7 @@ def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: 
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
-        if socket_path is None:
+        if socket_path is None or listening is None:
             app = create_app(node, threads=config.server_threads)
             serve(
                 app,
@@ -487,7 +492,7 @@ def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: 
             )
         else:
             app = create_app(node, threads=config.server_threads, front_timings=fresh_timings(config.data_dir))
-            with Fronts(args.config, fronts, log_format=args.log_format):
+            with listening, Fronts(args.config, fronts, listening, log_format=args.log_format):
                 serve_back(app, socket_path, access_log=config.access_log)
     finally:
         node.stop()

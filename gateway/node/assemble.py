@@ -145,7 +145,9 @@ def build_node(
         store=store,
         directory=directory,
         policy=policy,
-        decisions=DecisionDesk(name, policy, store, account, domain_for(deployment), **_decision_limits(shared_limits)),
+        decisions=DecisionDesk(
+            name, policy, store, account, domain_for(deployment), **_decision_limits(shared_limits, fresh=runs_jobs)
+        ),
         decision_log=DecisionLog(name, store, index, auditors),
         issuer=tokens,
         executor=executor or LocalExecutor(data_dir / "jobs", hide=(data_dir,)),
@@ -197,11 +199,16 @@ def build_node(
     return CentreNode(parts, runs_jobs=runs_jobs)
 
 
-def _decision_limits(folder: Path | None) -> dict[str, SharedRateLimit]:
-    """The policy's rate limits shared by a gateway's processes (files in `folder`); none: the desk's own."""
+def _decision_limits(folder: Path | None, *, fresh: bool = False) -> dict[str, SharedRateLimit]:
+    """The policy's rate limits shared by a gateway's processes (files in `folder`); none: the desk's own.
+
+    `fresh` (the back, before it starts its fronts): the files are made again, so a restart starts every
+    bucket full, as one process's memory does, and a file of another version or shape never stops a start."""
     if folder is None:
         return {}
     folder.mkdir(mode=0o700, exist_ok=True)
+    for old in folder.glob("*.slots") if fresh else ():
+        old.unlink()
     return {
         "limit": SharedRateLimit(folder / "decisions.slots", DECISIONS_PER_SECOND, DECISION_BURST),
         "client_limit": SharedRateLimit(

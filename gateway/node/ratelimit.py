@@ -26,7 +26,6 @@ import fcntl
 import hashlib
 import ipaddress
 import math
-import mmap
 import os
 import struct
 import tempfile
@@ -65,17 +64,23 @@ class RateLimit:
         return None if taken else (1.0 - tokens) / self.rate
 
 
-#: A shared rate limit file's header: magic, format version, slots, rate (per second), burst.
-SHARED_HEADER = struct.Struct("<8sIQdQ")
+#: A shared rate limit file's header: magic, format version, slots, rate (per second), burst, the key hashes' salt.
+SHARED_HEADER = struct.Struct("<8sIQdQ16s")
 SHARED_MAGIC = b"xcrlimit"
-SHARED_VERSION = 1
+SHARED_VERSION = 2
 #: One bucket: the 8-byte hash of its key (0: never used), tokens, and when they were counted.
 SHARED_SLOT = struct.Struct("<Qdd")
+#: Slots a key may use: its hash picks a set of WAYS slots, and within it the key's own or the one seen longest ago.
+WAYS = 8
 
 
 class SharedRateLimit:
     """`RateLimit` for every process that opens the same file: at most `burst` takes at once per key among them all,
-    refilled at `rate` per second. Open it in each process (after any fork): a forked copy shares the parent's lock."""
+    refilled at `rate` per second. Open it in each process (after any fork): a forked copy shares the parent's lock.
+
+    A take reads its key's set and writes one slot (pread and pwrite under an exclusive flock): a file
+    whose blocks were all reserved at its creation, so a full disk never fails a write to it, and a file
+    cut short under a running process reads as empty slots instead of faulting as a mapping would."""
 
     def __init__(
         self,
@@ -87,43 +92,40 @@ class SharedRateLimit:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         whole = isinstance(burst, int) and isinstance(slots, int)  # stored as integers in the file
-        if not (rate > 0 and math.isfinite(rate)) or not whole or burst < 1 or slots < 1:
+        if not (rate > 0 and math.isfinite(rate)) or not whole or burst < 1 or slots < WAYS or slots % WAYS:
             raise ValueError(
-                "a shared rate limit needs a finite rate > 0 and whole numbers burst >= 1 and slots >= 1, "
-                f"got {rate}, {burst}, {slots}"
+                "a shared rate limit needs a finite rate > 0, a whole burst >= 1 and a whole number of slots, "
+                f"a multiple of {WAYS}, got {rate}, {burst}, {slots}"
             )
         self.path, self.rate, self.burst, self.slots, self.clock = path, rate, burst, slots, clock
-        self._fd = _open_shared(path, rate, burst, slots)
-        try:
-            self._map = mmap.mmap(self._fd, _shared_size(slots))
-        except BaseException:
-            os.close(self._fd)
-            raise
+        self._fd, self._salt = _open_shared(path, rate, burst, slots)
         self._lock = threading.Lock()  # flock is per open file: it does not keep this process's threads apart
 
     def take(self, key: str) -> float | None:
         """Take one token for `key`: None when there was one, else the seconds until there is."""
-        mark = _key_hash(key)
-        offset = SHARED_HEADER.size + (mark % self.slots) * SHARED_SLOT.size
+        mark = _key_hash(key, self._salt)
+        first = SHARED_HEADER.size + (mark % (self.slots // WAYS)) * WAYS * SHARED_SLOT.size
         with self._lock:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
-                held, tokens, at = SHARED_SLOT.unpack_from(self._map, offset)
+                found = os.pread(self._fd, WAYS * SHARED_SLOT.size, first).ljust(WAYS * SHARED_SLOT.size, b"\0")
                 now = self.clock()  # read under the lock, so a slot's time never goes back
-                if held != mark or not at <= now or not 0.0 <= tokens <= self.burst:
-                    # another key's slot; or a time from before this boot (the file outlived the machine's
-                    # monotonic clock) or tokens no take leaves: a full bucket, never a key locked out
+                way, tokens, at = _way(found, mark)
+                if way is None or not at <= now or not 0.0 <= tokens <= self.burst:
+                    # a key not in its set (it takes the slot seen longest ago); a time from before this boot
+                    # (the file outlived the machine's monotonic clock) or tokens no take leaves: a full bucket
+                    way = way if way is not None else _oldest(found)
                     tokens, at = float(self.burst), now
                 tokens = min(float(self.burst), tokens + (now - at) * self.rate)
                 taken = tokens >= 1.0
-                SHARED_SLOT.pack_into(self._map, offset, mark, tokens - 1.0 if taken else tokens, now)
+                slot = SHARED_SLOT.pack(mark, tokens - 1.0 if taken else tokens, now)
+                os.pwrite(self._fd, slot, first + way * SHARED_SLOT.size)
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         return None if taken else (1.0 - tokens) / self.rate
 
     def close(self) -> None:
-        """Unmap and close the file; the buckets stay in it for the other processes."""
-        self._map.close()
+        """Close the file; the buckets stay in it for the other processes."""
         os.close(self._fd)
 
     def __enter__(self) -> SharedRateLimit:
@@ -135,29 +137,44 @@ class SharedRateLimit:
         self.close()
 
 
-def _key_hash(key: str) -> int:
-    """A key's 8-byte slot mark: never 0, which marks a slot no key has used."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little") or 1
+def _way(found: bytes, mark: int) -> tuple[int | None, float, float]:
+    """The slot of the set `found` that holds `mark`, with its tokens and time; (None, 0, 0) when none does."""
+    for way in range(WAYS):
+        held, tokens, at = SHARED_SLOT.unpack_from(found, way * SHARED_SLOT.size)
+        if held == mark:
+            return way, tokens, at
+    return None, 0.0, 0.0
+
+
+def _oldest(found: bytes) -> int:
+    """The slot of the set `found` seen longest ago (an unused one first: its time is 0)."""
+    times = [SHARED_SLOT.unpack_from(found, way * SHARED_SLOT.size)[2] for way in range(WAYS)]
+    return min(range(WAYS), key=lambda way: times[way] if math.isfinite(times[way]) else -math.inf)
+
+
+def _key_hash(key: str, salt: bytes) -> int:
+    """A key's 8-byte mark under the file's salt (so nobody picks keys that share a set): never 0, an unused slot's."""
+    digest = hashlib.blake2b(key.encode(errors="surrogatepass"), digest_size=8, key=salt).digest()
+    return int.from_bytes(digest, "little") or 1
 
 
 def _shared_size(slots: int) -> int:
     return SHARED_HEADER.size + slots * SHARED_SLOT.size
 
 
-def _open_shared(path: Path, rate: float, burst: int, slots: int) -> int:
-    """The file's descriptor, creating it whole when missing: it appears at its full size with its header, or not at
-    all, so a process never sees one half made (concurrent creators: the first one's file is everyone's)."""
+def _open_shared(path: Path, rate: float, burst: int, slots: int) -> tuple[int, bytes]:
+    """The file's descriptor and salt, creating it whole when missing: it appears at its full size with its header,
+    or not at all, so a process never sees one half made (concurrent creators: the first one's file is everyone's)."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     except FileNotFoundError:
         _create_shared(path, rate, burst, slots)
-        fd = os.open(path, os.O_RDWR)
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
     try:
-        _check_shared(path, fd, rate, burst, slots)
+        return fd, _check_shared(path, fd, rate, burst, slots)
     except BaseException:
         os.close(fd)
         raise
-    return fd
 
 
 def _create_shared(path: Path, rate: float, burst: int, slots: int) -> None:
@@ -167,8 +184,9 @@ def _create_shared(path: Path, rate: float, burst: int, slots: int) -> None:
         raise FileNotFoundError(f"a shared rate limit file's directory {path.parent} does not exist") from None
     try:
         try:
-            os.ftruncate(fd, _shared_size(slots))
-            os.pwrite(fd, SHARED_HEADER.pack(SHARED_MAGIC, SHARED_VERSION, slots, rate, burst), 0)
+            os.posix_fallocate(fd, 0, _shared_size(slots))  # every block now: a full disk never fails a take
+            header = SHARED_HEADER.pack(SHARED_MAGIC, SHARED_VERSION, slots, rate, burst, os.urandom(16))
+            os.pwrite(fd, header, 0)
         finally:
             os.close(fd)
         with contextlib.suppress(FileExistsError):  # another process made it first: both use that one
@@ -177,15 +195,17 @@ def _create_shared(path: Path, rate: float, burst: int, slots: int) -> None:
         os.unlink(made)
 
 
-def _check_shared(path: Path, fd: int, rate: float, burst: int, slots: int) -> None:
-    """Refuse a file that is no shared rate limit of this shape, rate and burst, rather than reread it as one."""
+def _check_shared(path: Path, fd: int, rate: float, burst: int, slots: int) -> bytes:
+    """The file's salt; refuses a file that is no shared rate limit of this shape, rate and burst, rather than
+    reread it as one."""
     size = os.fstat(fd).st_size
     head = os.pread(fd, SHARED_HEADER.size, 0)
-    if len(head) < SHARED_HEADER.size or head[: len(SHARED_MAGIC)] != SHARED_MAGIC:
+    if len(head) < len(SHARED_MAGIC) or head[: len(SHARED_MAGIC)] != SHARED_MAGIC:
         raise ValueError(f"{path} is no shared rate limit file (remove it to create one)")
-    _, version, has_slots, has_rate, has_burst = SHARED_HEADER.unpack(head)
-    if version != SHARED_VERSION:
+    version = int.from_bytes(head[len(SHARED_MAGIC) : len(SHARED_MAGIC) + 4], "little")
+    if version != SHARED_VERSION or len(head) < SHARED_HEADER.size:
         raise ValueError(f"{path} is a shared rate limit file of version {version}, not {SHARED_VERSION}")
+    _, _, has_slots, has_rate, has_burst, salt = SHARED_HEADER.unpack(head)
     if (has_slots, has_rate, has_burst) != (slots, rate, burst):
         raise ValueError(
             f"{path} holds a shared rate limit of {has_slots} slots at rate {has_rate} and burst {has_burst}, "
@@ -196,6 +216,7 @@ def _check_shared(path: Path, fd: int, rate: float, burst: int, slots: int) -> N
             f"{path} is {size} bytes, not the {_shared_size(slots)} of a shared rate limit of {slots} slots: "
             "truncated or corrupt (remove it to start again)"
         )
+    return salt
 
 
 #: The IPv6 prefix one site or host is given: every address in it is one client to a bound by address.
