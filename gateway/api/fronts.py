@@ -110,9 +110,8 @@ class BackProxy:
 
     def __init__(self, socket_path: Path, centre: str) -> None:
         self.centre = centre
-        uncapped = httpx.Limits(
-            max_connections=None, max_keepalive_connections=100
-        )  # the transport's, not the client's
+        # limits of the transport's own pool: a client's are not used once it is given a transport
+        uncapped = httpx.Limits(max_connections=None, max_keepalive_connections=100)
         self._client = httpx.AsyncClient(
             transport=httpx.AsyncHTTPTransport(uds=str(socket_path), limits=uncapped),
             base_url="http://back",
@@ -228,10 +227,6 @@ class Fronts:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self._processes]
 
     def _start(self) -> subprocess.Popen[bytes]:
         environment = os.environ | {BACK_PID: str(os.getpid())}

@@ -14,7 +14,7 @@ and the gateway runs one at a time (`workers = 1`), so the accepted ones wait qu
 sandbox competes for the cores. The gateway's CPU is the back's and the fronts' together (from
 /proc). The peer is `sbatch --hold` at the same concurrency on a real single-node Slurm.
 
-    .venv/bin/python scripts/bench/bench_fronts.py [--quick] [--fronts 0 1 2]
+    .venv/bin/python scripts/bench/bench_fronts.py [--quick] [--fronts 0 1 2] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -150,17 +150,22 @@ def note(result: Load) -> str:
     return text + (f"; not accepted: {other}" if other else "")
 
 
-def run(quick: bool, fronts: list[int]) -> list[Result]:
+def run(quick: bool, fronts: list[int], rounds: int) -> list[Result]:
+    """Each configuration `rounds` times, in turn (0, 1, 2, 0, 1, 2, ...): the machine's speed drifts within a run,
+    and a configuration measured once early and once late is compared with the others at both times."""
     count, warm = (150, 32) if quick else (800, 64)
-    measured: dict[int, dict[int, Load]] = {}
-    for n in fronts:
-        with gateway(n) as (info, processes):
-            crowd = sign_on(info, HELD_JOB)
-            try:
-                asyncio.run(_post_raw(info["url"], prepare(crowd, warm, HELD_JOB), 8))  # warm-up
-                measured[n] = {c: load(info["url"], processes, prepare(crowd, count, HELD_JOB), c) for c in LEVELS}
-            finally:
-                crowd.close()
+    measured: dict[tuple[int, int], dict[int, Load]] = {}
+    for round_ in range(1, rounds + 1):
+        for n in fronts:
+            with gateway(n) as (info, processes):
+                crowd = sign_on(info, HELD_JOB)
+                try:
+                    asyncio.run(_post_raw(info["url"], prepare(crowd, warm, HELD_JOB), 8))  # warm-up
+                    measured[round_, n] = {
+                        c: load(info["url"], processes, prepare(crowd, count, HELD_JOB), c) for c in LEVELS
+                    }
+                finally:
+                    crowd.close()
     sbatch: dict[int, Load] = {}
     with slurm_cluster() as cluster:
         load_sbatch(cluster, warm, 8)  # warm-up
@@ -169,14 +174,14 @@ def run(quick: bool, fronts: list[int]) -> list[Result]:
     results: list[Result] = []
     for c in LEVELS:
         results += _results("sbatch", c, sbatch[c], None, "")
-    for n, levels in measured.items():
+    for (round_, n), levels in measured.items():
         for c, result in levels.items():
             who = f"gateway, {n} fronts" if n else "gateway, 1 process"
             results += [
                 dataclasses.replace(
                     r,
-                    id=r.id.replace("submit.gateway", f"fronts.{n}"),
-                    operation=r.operation.replace("gateway POST /v1/jobs", who),
+                    id=r.id.replace("submit.gateway", f"fronts.{n}.r{round_}"),
+                    operation=r.operation.replace("gateway POST /v1/jobs", f"{who} (round {round_})"),
                 )
                 for r in _results("gateway", c, result, "sbatch", note(result))
             ]
@@ -187,9 +192,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="150 submissions a level instead of 800")
     parser.add_argument("--fronts", type=int, nargs="+", default=[0, 1, 2], help="front processes to measure")
+    parser.add_argument("--rounds", type=int, default=2, help="times each configuration is measured, in turn")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}", flush=True)
-    results = run(args.quick, args.fronts)
+    results = run(args.quick, args.fronts, args.rounds)
     print(f"load average after: {os.getloadavg()}")
     print_results(results)
     for r in results:
