@@ -9,7 +9,8 @@ makes the exit status 1), never skipped silently.
     .venv/bin/python scripts/bench/run_all.py [--quick] [--only bbs,anoncreds] [--output FILE]
 
 The benches in OPT_IN (bench_faults: kill -9 and chain outages on a consortium of real
-processes, tens of minutes) run only when --only names them.
+processes, tens of minutes; bench_fronts: four consortia, one gateway with and without
+front processes) run only when --only names them.
 """
 
 from __future__ import annotations
@@ -391,8 +392,9 @@ def wait_for_quiet(limit_s: float, threshold: float = 0.15) -> str:
 # --- running the modules ----------------------------------------------------
 
 
-#: Benches that run only when --only names them: a whole consortium under faults for tens of minutes.
-OPT_IN = {"bench_faults"}
+#: Benches that run only when --only names them: whole consortia of real processes, for tens of minutes (under
+#: faults; or brought up four times over to compare gateways with and without fronts).
+OPT_IN = {"bench_faults", "bench_fronts"}
 
 
 def discover(only: set[str] | None) -> list[Path]:
