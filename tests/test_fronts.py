@@ -11,13 +11,11 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import shutil
 import signal
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import httpx
 import pytest
@@ -30,9 +28,9 @@ from gateway.consortium.processes import alive, wait_until
 from gateway.consortium.running import RunningConsortium
 from gateway.node.policies import DECISION_BURST, DECISIONS_PER_SECOND
 from gateway.store import Store
+from tests.fixtures.fronts import consortium_with_fronts, fronts_of
 from tests.fixtures.jobs import FINAL, eventually
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 FRONTS = 2
 
 pytestmark = [
@@ -43,38 +41,12 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def running(tmp_path_factory) -> Iterator[RunningConsortium]:
-    folder = tmp_path_factory.mktemp("fronts")
-    examples = folder / "examples"
-    shutil.copytree(EXAMPLES, examples)
-    config = examples / "hpc-a" / "gateway.toml"
-    text = config.read_text()
-    config.write_text(text.replace("\njob_cpus = 4", f"\njob_cpus = 4\nserver_fronts = {FRONTS}", 1))
-    assert f"server_fronts = {FRONTS}" in config.read_text()
-    consortium = RunningConsortium.up(examples / "consortium.toml", folder / "run")
-    try:
+    with consortium_with_fronts(tmp_path_factory.mktemp("fronts"), FRONTS) as consortium:
         yield consortium
-    finally:
-        fronts = _fronts(consortium)
-        consortium.down()
-        assert not [pid for pid in consortium.pids() + fronts if alive(pid)]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _fronts(consortium: RunningConsortium) -> list[int]:
-    back = consortium.state.centres["hpc-a"].gateway.pid
-    return [] if back is None else [p for p in _children(back) if alive(p)]
+    return fronts_of(consortium)
 
 
 def _submit(url: str, user: str = "alice", *, key: str | None = None, sent: dict | None = None) -> str:

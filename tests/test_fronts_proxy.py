@@ -8,8 +8,6 @@ only own route is POST /v1/jobs, called in-process with a client address of its 
 from __future__ import annotations
 
 import asyncio
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app
+from tests.fixtures.fronts import serving
 
 CLIENT = "203.0.113.7"
 
@@ -55,12 +54,7 @@ def back_app() -> FastAPI:
 def socket_path(tmp_path: Path) -> Iterator[Path]:
     path = back_socket(tmp_path)
     server = uvicorn.Server(back_config(back_app(), path, access_log=False))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "the back did not start"
-        time.sleep(0.01)
+    thread = serving(server)
     yield path
     server.should_exit = True
     thread.join(timeout=10)

@@ -16,7 +16,6 @@ The consortium tests reuse tests/test_fronts.py's fixture: hpc-a runs a back and
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -41,9 +40,8 @@ from gateway.node.policies import (
     DECISIONS_PER_SECOND,
 )
 from gateway.node.ratelimit import SharedRateLimit
+from tests.fixtures.fronts import consortium_with_fronts, fronts_of
 
-ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
 FRONTS = 2
 
 
@@ -80,38 +78,12 @@ def test_a_front_that_cannot_be_spawned_once_is_started_again(tmp_path: Path, mo
 def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningConsortium]:
     if anvil_binary() is None or not slapd_node.installed():
         pytest.skip("needs anvil and slapd")
-    folder = tmp_path_factory.mktemp("reattack-fronts")
-    examples = folder / "examples"
-    shutil.copytree(EXAMPLES, examples)
-    config = examples / "hpc-a" / "gateway.toml"
-    text = config.read_text()
-    config.write_text(text.replace("\njob_cpus = 4", f"\njob_cpus = 4\nserver_fronts = {FRONTS}", 1))
-    assert f"server_fronts = {FRONTS}" in config.read_text()
-    consortium = RunningConsortium.up(examples / "consortium.toml", folder / "run")
-    try:
+    with consortium_with_fronts(tmp_path_factory.mktemp("reattack-fronts"), FRONTS) as consortium:
         yield consortium
-    finally:
-        fronts = _fronts(consortium)
-        consortium.down()
-        assert not [pid for pid in consortium.pids() + fronts if alive(pid)]
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _fronts(consortium: RunningConsortium) -> list[int]:
-    back = consortium.state.centres["hpc-a"].gateway.pid
-    return [] if back is None else [p for p in _children(back) if alive(p)]
+    return fronts_of(consortium)
 
 
 def _address(consortium: RunningConsortium) -> tuple[str, int]:

@@ -27,6 +27,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app, listening_socket
 from gateway.api.server import serve_options
+from tests.fixtures.fronts import serving
 
 
 def back_app() -> FastAPI:
@@ -61,16 +62,6 @@ def back_app() -> FastAPI:
     return app
 
 
-def _started(server: uvicorn.Server, **run: object) -> threading.Thread:
-    thread = threading.Thread(target=server.run, kwargs=run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        assert time.monotonic() < deadline, "a server did not start"
-        time.sleep(0.01)
-    return thread
-
-
 @dataclass
 class Gateway:
     front_port: int  # the public port, answered by a front
@@ -82,7 +73,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     path = back_socket(tmp_path_factory.mktemp("rx"))
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
     back = uvicorn.Server(back_config(back_app(), path, access_log=False))
-    servers.append((back, _started(back)))
+    servers.append((back, serving(back)))
 
     own = FastAPI()
 
@@ -92,11 +83,11 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
 
     sock = listening_socket("127.0.0.1", 0)
     front = uvicorn.Server(uvicorn.Config(front_app(own, BackProxy(path, "hpc-a")), **serve_options(access_log=False)))
-    servers.append((front, _started(front, sockets=[sock])))
+    servers.append((front, serving(front, sockets=[sock])))
 
     alone_sock = listening_socket("127.0.0.1", 0)
     alone = uvicorn.Server(uvicorn.Config(back_app(), **serve_options(access_log=False)))
-    servers.append((alone, _started(alone, sockets=[alone_sock])))
+    servers.append((alone, serving(alone, sockets=[alone_sock])))
     try:
         yield Gateway(sock.getsockname()[1], alone_sock.getsockname()[1])
     finally:

@@ -46,14 +46,14 @@ from bench_submit import (  # noqa: E402
     _machine_share,
     _post_raw,
     _results,
-    load_sbatch,
     prepare,
+    sbatch_levels,
     sign_on,
-    slurm_cluster,
 )
 from common import Result, print_results  # noqa: E402
 
 from gateway.consortium.running import RunningConsortium  # noqa: E402
+from tests.fixtures.fronts import children  # noqa: E402
 
 EXAMPLES = ROOT / "examples"
 USERS = 64
@@ -101,18 +101,6 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _gateway_processes(back: int) -> list[int]:
-    found = [back]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == back:
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-    return found
-
-
 @contextmanager
 def gateway(fronts: int) -> Iterator[tuple[dict, list[int]]]:
     """hpc-a's gateway with `fronts` fronts, in a consortium of its own: (info for sign_on, its processes)."""
@@ -121,7 +109,7 @@ def gateway(fronts: int) -> Iterator[tuple[dict, list[int]]]:
         try:
             back = consortium.state.centres["hpc-a"].gateway.pid
             assert back is not None
-            processes = _gateway_processes(back)
+            processes = [back, *children(back)]
             assert len(processes) == 1 + fronts, processes
             users = [{"username": f"bench{i:02d}", "password": f"bench{i:02d}-pw"} for i in range(USERS)]
             yield {"url": consortium.url("hpc-a"), "users": users, "centre": "hpc-a"}, processes
@@ -167,11 +155,7 @@ def run(quick: bool = False, fronts: Sequence[int] = (0, 2), rounds: int = 2) ->
                     }
                 finally:
                     crowd.close()
-    sbatch: dict[int, Load] = {}
-    with slurm_cluster() as cluster:
-        load_sbatch(cluster, warm, 8)  # warm-up
-        for c in LEVELS:
-            sbatch[c] = load_sbatch(cluster, count, c)
+    sbatch = sbatch_levels(count, warm)
     results: list[Result] = []
     for c in LEVELS:
         results += _results("sbatch", c, sbatch[c], None, "")

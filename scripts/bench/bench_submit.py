@@ -426,6 +426,13 @@ def load_sbatch(cluster: object, count: int, clients: int) -> Load:
     return load
 
 
+def sbatch_levels(count: int, warm: int) -> dict[int, Load]:
+    """`count` jobs of `sbatch --hold` at each level of LEVELS, on a single-node Slurm started for them."""
+    with slurm_cluster() as cluster:
+        load_sbatch(cluster, warm, 8)  # warm-up
+        return {c: load_sbatch(cluster, count, c) for c in LEVELS}
+
+
 # --- the run -------------------------------------------------------------------
 
 
@@ -465,11 +472,7 @@ def run(quick: bool = False, cprofile_out: Path | None = None, before: str | Non
                 cprofile(url, prepare(crowd, count // 2), 32, cprofile_out)
         finally:
             crowd.close()
-    sbatch: dict[int, Load] = {}
-    with slurm_cluster() as cluster:
-        load_sbatch(cluster, warm, 8)  # warm-up
-        for c in LEVELS:
-            sbatch[c] = load_sbatch(cluster, count, c)
+    sbatch = sbatch_levels(count, warm)
     results: list[Result] = []
     for c in LEVELS:
         results += _results("sbatch", c, sbatch[c], None, _note(sbatch[c]))
