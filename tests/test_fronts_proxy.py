@@ -8,6 +8,8 @@ only own route is POST /v1/jobs, called in-process with a client address of its 
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -121,3 +123,60 @@ def test_a_data_folder_too_deep_for_a_socket_is_refused(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * 120)
     with pytest.raises(ValueError, match="too deep"):
         back_socket(deep)
+
+
+def asgi_call(app: FastAPI, raw_path: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[int, bytes]:
+    """Call `app` with a request no HTTP client library would send as it is; its status and body."""
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": raw_path.decode("latin-1"),
+        "raw_path": raw_path,
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": (CLIENT, 4321),
+        "server": ("127.0.0.1", 8000),
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+def test_a_request_that_cannot_be_passed_on_is_the_clients_400_not_the_back_down(socket_path: Path) -> None:
+    status, body = asgi_call(front(socket_path), b"/echo/\xff", [(b"host", b"gw.example.org")])
+    assert status == 400
+    assert b"cannot be passed on" in body and b"Error" not in body  # says what, shows no internals
+
+
+def test_an_answer_the_front_cannot_read_is_a_502(tmp_path: Path) -> None:
+    path = back_socket(tmp_path)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(1)
+
+    def answer_garbage() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 two hundred\r\n\r\n")
+
+    thread = threading.Thread(target=answer_garbage, daemon=True)
+    thread.start()
+    try:
+        answer = call(front(path), "GET", "/echo/x")
+    finally:
+        thread.join(timeout=10)
+        listener.close()
+    assert answer.status_code == 502
+    assert "could not read its back process's answer" in answer.json()["error"]

@@ -270,3 +270,35 @@ def test_a_file_cut_short_under_a_running_process_reads_as_empty_slots(tmp_path:
         os.truncate(path, 0)
         assert limit.take("alice") is None  # forgotten with the file: a full bucket, as for a new key
         assert limit.take("alice") is not None
+
+
+def test_a_file_removed_under_a_process_is_made_again_at_its_next_take(tmp_path: Path) -> None:
+    path = tmp_path / "limit.slots"
+    clock = Clock()
+    with SharedRateLimit(path, NEVER, 2, slots=64, clock=clock) as limit:
+        assert limit.take("k") is None and limit.take("k") is None
+        path.unlink()
+        assert limit.take("k") is None  # a new file: a full bucket, counted where the other processes will look
+        assert path.exists()
+        with SharedRateLimit(path, NEVER, 2, slots=64, clock=clock) as other:
+            assert other.take("k") is None
+            assert other.take("k") is not None
+
+
+def test_the_back_starts_the_limits_afresh_and_clears_what_a_killed_creator_left(tmp_path: Path) -> None:
+    from gateway.node.assemble import _decision_limits
+
+    folder = tmp_path / "limits"
+    folder.mkdir()
+    (folder / "decisions.slots").write_bytes(b"an earlier version's file")
+    (folder / ".decisions.slots.abc123.new").write_bytes(b"\0" * 1000)
+    limits = _decision_limits(folder, fresh=True)
+    try:
+        assert sorted(p.name for p in folder.iterdir()) == ["client-decisions.slots", "decisions.slots"]
+        assert limits["limit"].take("k") is None
+    finally:
+        for limit in limits.values():
+            limit.close()
+    with pytest.raises(ValueError, match="remove it"):
+        (folder / "decisions.slots").write_bytes(b"x" * 100)
+        _decision_limits(folder)  # a front opens what the back made: it never makes a file over

@@ -33,7 +33,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
+import httpcore
 import uvicorn
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
@@ -79,6 +79,9 @@ REQUEST_DROPPED = HOP_BY_HOP | {b"forwarded", b"x-forwarded-for", b"x-forwarded-
 ANSWER_DROPPED = HOP_BY_HOP | {b"date", b"server"}
 #: A unix socket's path is at most this many bytes (sun_path, less its terminating NUL).
 MAX_SOCKET_PATH = 107
+#: Seconds a front waits for its back: to connect, and for a write to its socket to go through (reads have no
+#: limit: a job's long answer or a slow route is the back's to bound, as in one process).
+BACK_TIMEOUTS = {"connect": 5.0, "read": None, "write": 60.0, "pool": None}
 
 
 def back_socket(data_dir: Path) -> Path:
@@ -104,53 +107,75 @@ def fresh_timings(data_dir: Path) -> Path:
 class BackProxy:
     """An ASGI app passing each request to the back over its socket and its answer back, streamed.
 
-    The request goes as it came: method, path as the client spelt it (never decoded and encoded again), query,
-    Host, headers and body; the answer's status and headers as the back gave them. Connections to the back
-    are not capped: a slow reader holds one, as it would hold one of a gateway in one process."""
+    The request goes as it came: method, target as the client spelt it (httpcore sends it byte for byte: no
+    dot segment resolved, nothing encoded again, so the back routes the path the front did), Host, headers and
+    body; the answer's status and headers as the back gave them. What the front's server took from a trusted
+    proxy or the connection goes along as X-Forwarded-For and X-Forwarded-Proto, and a request without Host
+    names the front's own address, so the back builds the URLs a gateway in one process would. Connections to
+    the back are not capped: a slow reader holds one, as it would hold one of a gateway in one process."""
 
     def __init__(self, socket_path: Path, centre: str) -> None:
         self.centre = centre
-        # limits of the transport's own pool: a client's are not used once it is given a transport
-        uncapped = httpx.Limits(max_connections=None, max_keepalive_connections=100)
-        self._client = httpx.AsyncClient(
-            transport=httpx.AsyncHTTPTransport(uds=str(socket_path), limits=uncapped),
-            base_url="http://back",
-            timeout=httpx.Timeout(connect=5.0, read=None, write=60.0, pool=None),
+        self._pool = httpcore.AsyncConnectionPool(
+            uds=str(socket_path), max_connections=None, max_keepalive_connections=100
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (await self.forward(Request(scope, receive)))(scope, receive, send)
 
     async def forward(self, request: Request) -> Response:
-        headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED]
-        if request.client is not None:
-            headers.append((b"x-forwarded-for", request.client.host.encode()))
+        body = await request.body()
         target = request.scope.get("raw_path") or request.url.path.encode()
         if request.scope.get("query_string"):
             target += b"?" + request.scope["query_string"]
-        outgoing = self._client.build_request(
+        outgoing = httpcore.Request(
             request.method,
-            self._client.base_url.copy_with(raw_path=target),
-            headers=headers,
-            content=await request.body(),
+            httpcore.URL(scheme=b"http", host=b"back", port=None, target=target),
+            headers=_passed_headers(request, len(body)),
+            content=body,
+            extensions={"timeout": BACK_TIMEOUTS},
         )
         try:
-            answer = await self._client.send(outgoing, stream=True)
-        except httpx.TransportError as exc:
-            return JSONResponse(
-                {
-                    "error": f"{self.centre}'s gateway cannot answer this now (its back process: {exc!r}); "
-                    "try again shortly",
-                    "reasons": [],
-                },
-                status_code=503,
-                headers={"Retry-After": "1"},
+            answer = await self._pool.handle_async_request(outgoing)
+        except httpcore.LocalProtocolError as exc:
+            log.info("a request not passed on to the back: %s", exc)
+            return _error(400, "the request cannot be passed on as it stands: it is not valid HTTP/1.1")
+        except httpcore.RemoteProtocolError as exc:
+            log.warning("the back's answer could not be read: %s", exc)
+            return _error(502, f"{self.centre}'s gateway could not read its back process's answer; try again shortly")
+        except (httpcore.TimeoutException, httpcore.NetworkError) as exc:
+            log.warning("the back is not answering: %s", exc)
+            return _error(
+                503,
+                f"{self.centre}'s gateway cannot answer this now (its back process is not answering); "
+                "try again shortly",
             )
         passed = StreamingResponse(
-            answer.aiter_raw(), status_code=answer.status_code, background=BackgroundTask(answer.aclose)
+            answer.aiter_stream(), status_code=answer.status, background=BackgroundTask(answer.aclose)
         )
-        passed.raw_headers = [(k.lower(), v) for k, v in answer.headers.raw if k.lower() not in ANSWER_DROPPED]
+        passed.raw_headers = [(k.lower(), v) for k, v in answer.headers if k.lower() not in ANSWER_DROPPED]
         return passed
+
+
+def _passed_headers(request: Request, length: int) -> list[tuple[bytes, bytes]]:
+    """The client's headers less what is its connection's or a forwarding claim, one Host (the first, the one
+    the front's routing read; the front's own address if none) and the length of the body, read whole by now
+    (so an Expect: 100-continue was answered already)."""
+    own = (b"host", b"content-length", b"expect")
+    headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED and k not in own]
+    hosts = [v for k, v in request.headers.raw if k == b"host"]
+    headers.insert(0, (b"host", hosts[0] if hosts else request.url.netloc.encode()))
+    if request.client is not None:
+        headers.append((b"x-forwarded-for", request.client.host.encode()))
+    headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
+    if length or request.method not in ("GET", "HEAD"):
+        headers.append((b"content-length", str(length).encode()))
+    return headers
+
+
+def _error(status: int, error: str) -> JSONResponse:
+    retry = {"Retry-After": "1"} if status >= 500 else {}
+    return JSONResponse({"error": error, "reasons": []}, status_code=status, headers=retry)
 
 
 def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:

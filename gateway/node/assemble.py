@@ -207,8 +207,8 @@ def _decision_limits(folder: Path | None, *, fresh: bool = False) -> dict[str, S
     if folder is None:
         return {}
     folder.mkdir(mode=0o700, exist_ok=True)
-    for old in folder.glob("*.slots") if fresh else ():
-        old.unlink()
+    for old in [*folder.glob("*.slots"), *folder.glob(".*.new")] if fresh else ():
+        old.unlink()  # the files and what a creator killed half-way left
     return {
         "limit": SharedRateLimit(folder / "decisions.slots", DECISIONS_PER_SECOND, DECISION_BURST),
         "client_limit": SharedRateLimit(

@@ -12,10 +12,12 @@ whole /64 (2^64 addresses), so a /64 shares one bucket, as one IPv4 address does
 `SharedRateLimit` is the same bound for every process of one gateway on one machine:
 its buckets live in a file that each process maps (`slots` fixed-size slots after a
 header naming its shape, rate and burst), so N front processes together admit what
-one would. A key owns the slot its hash points at; another key hashing there takes
-the slot over with a full bucket, which is what a forgotten principal gets from
-`RateLimit` too. A file of another shape, rate or burst is refused, never reread as
-this one: the caller removes it to start again. Times are `time.monotonic`, one
+one would. A key's hash (salted per file) picks a set of `WAYS` slots; a key not in
+its set takes the one seen longest ago, with a full bucket, which is what a forgotten
+principal gets from `RateLimit` too. A file of another shape, rate or burst is
+refused, never reread as this one: the caller removes it to start again, and a file
+removed and made again under running processes is followed by each at its next take
+(none keeps counting in a file the others no longer see). Times are `time.monotonic`, one
 clock (CLOCK_MONOTONIC) for every process on a Linux machine.
 """
 
@@ -103,9 +105,10 @@ class SharedRateLimit:
 
     def take(self, key: str) -> float | None:
         """Take one token for `key`: None when there was one, else the seconds until there is."""
-        mark = _key_hash(key, self._salt)
-        first = SHARED_HEADER.size + (mark % (self.slots // WAYS)) * WAYS * SHARED_SLOT.size
         with self._lock:
+            self._follow_path()
+            mark = _key_hash(key, self._salt)
+            first = SHARED_HEADER.size + (mark % (self.slots // WAYS)) * WAYS * SHARED_SLOT.size
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             try:
                 found = os.pread(self._fd, WAYS * SHARED_SLOT.size, first).ljust(WAYS * SHARED_SLOT.size, b"\0")
@@ -123,6 +126,18 @@ class SharedRateLimit:
             finally:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
         return None if taken else (1.0 - tokens) / self.rate
+
+    def _follow_path(self) -> None:
+        """Open the file the path names now if it is not the one open (removed, and made again by another process)."""
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            named = None
+        held = os.fstat(self._fd)
+        if named is None or (named.st_dev, named.st_ino) != (held.st_dev, held.st_ino):
+            fd, salt = _open_shared(self.path, self.rate, self.burst, self.slots)
+            os.close(self._fd)
+            self._fd, self._salt = fd, salt
 
     def close(self) -> None:
         """Close the file; the buckets stay in it for the other processes."""
