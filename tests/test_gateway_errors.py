@@ -429,6 +429,15 @@ def test_oversized_body_is_refused(http, tokens, nothing_stored):
     refused(http["hpc-a"].post("/v1/jobs", content=chunks(), headers=headers), 413, "too large")
 
 
+def test_an_oversized_head_is_refused(http, tokens, nothing_stored):
+    """The parser takes a head of any length; the gateway serves none over 64 KiB (a redirect would carry it)."""
+    headers = bearer(tokens["alice"]) | {"X-Padding": "x" * (64 * 1024)}
+    refused(http["hpc-a"].post("/v1/jobs", json=QUICK, headers=headers), 431, "request head too large")
+    padded = {"X-Padding": "x" * 30_000}  # the target and the headers count together
+    refused(http["hpc-a"].get("/v1/members?q=" + "q" * 40_000, headers=padded), 431, "request head too large")
+    assert http["hpc-a"].get("/v1/members", headers={"X-Padding": "x" * 60_000}).status_code == 200
+
+
 def test_job_for_an_unknown_centre(consortium, http, tokens, nothing_stored):
     job = with_payment(consortium, QUICK) | {"centre": "nowhere"}
     response = http["hpc-a"].post("/v1/jobs", json=job, headers=bearer(tokens["alice"]))

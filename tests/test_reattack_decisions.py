@@ -3,7 +3,7 @@
 Each test asserts the safe behaviour and fails on the code as it stands.
 
 - Counting the nesting of a body (`ledger.primitives.bounded.json_depth`, used by the gateway's
-  BodyLimits on every request and by every client on every answer) strips strings with a regex that
+  RequestLimits on every request and by every client on every answer) strips strings with a regex that
   rescans to the end from every quote when a string never closes: a body of one quote and escaped
   quotes takes quadratic time, holding the GIL. One unauthenticated 1 MiB POST froze a gateway (the
   middleware runs in the event loop) for hours; a member's 4 MiB answer hung a client past its deadline.
@@ -63,7 +63,7 @@ def test_counting_the_nesting_of_an_unclosed_string_is_linear():
 
 BODY_LIMITS = """
 import asyncio
-from gateway.api.limits import BodyLimits
+from gateway.api.limits import RequestLimits
 
 async def app(scope, receive, send):
     await receive()
@@ -81,7 +81,7 @@ async def send(message):
 
 length = [(b"content-length", str(len(body)).encode())]
 scope = {"type": "http", "method": "POST", "path": "/v1/placement", "headers": length}
-asyncio.run(BodyLimits(app)(scope, receive, send))
+asyncio.run(RequestLimits(app)(scope, receive, send))
 print(sent[0]["status"])
 """
 

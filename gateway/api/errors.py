@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from gateway.api.limits import MAX_BODY_BYTES
+from gateway.api.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
 from gateway.node.errors import (
     Conflict,
     DiskFull,
@@ -78,13 +78,14 @@ MEANINGS = {
     421: "meant for another centre: sign on and send it there",
     422: "the request does not match its schema (each field's problem is one reason); nothing was stored",
     429: "asked too often: nothing was evaluated or stored; try again after `Retry-After` seconds",
+    431: f"the request's target and headers are longer than {MAX_HEAD_BYTES} bytes",
     503: "a dependency is unavailable (directory, chain) or a bound was reached: the same request may succeed later",
     507: "the centre's data disk is full (reason `disk-full`): nothing was stored; the same request may succeed "
     "once its operator frees space",
 }
 
-#: What any route may answer: the body limits refuse before a route runs; a full data disk refuses any write.
-ALWAYS = (400, 413, 507)
+#: What any route may answer: the request limits refuse before a route runs; a full data disk refuses any write.
+ALWAYS = (400, 413, 431, 507)
 
 
 def responses(*statuses: int, descriptions: Mapping[int, str] | None = None) -> dict[int | str, dict[str, Any]]:

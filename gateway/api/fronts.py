@@ -82,6 +82,9 @@ MAX_SOCKET_PATH = 107
 #: Seconds a front waits for its back: to connect, and for a write to its socket to go through (reads have no
 #: limit: a job's long answer or a slow route is the back's to bound, as in one process).
 BACK_TIMEOUTS = {"connect": 5.0, "read": None, "write": 60.0, "pool": None}
+#: Seconds the back keeps an idle connection from a front open (uvicorn's default, set here: a front gives its
+#: connections up sooner).
+BACK_KEEP_ALIVE = 5
 
 
 def back_socket(data_dir: Path) -> Path:
@@ -117,7 +120,10 @@ class BackProxy:
     def __init__(self, socket_path: Path, centre: str) -> None:
         self.centre = centre
         self._pool = httpcore.AsyncConnectionPool(
-            uds=str(socket_path), max_connections=None, max_keepalive_connections=100
+            uds=str(socket_path),
+            max_connections=None,
+            max_keepalive_connections=100,
+            keepalive_expiry=BACK_KEEP_ALIVE - 2,  # given up before the back closes it, never while a request crosses
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -158,13 +164,13 @@ class BackProxy:
 
 
 def _passed_headers(request: Request, length: int) -> list[tuple[bytes, bytes]]:
-    """The client's headers less what is its connection's or a forwarding claim, one Host (the first, the one
-    the front's routing read; the front's own address if none) and the length of the body, read whole by now
-    (so an Expect: 100-continue was answered already)."""
+    """The client's headers less what is its connection's or a forwarding claim, the Host the front's own URLs
+    are built from (the client's first, if it parses; else the front's address: the back, on its socket, would
+    fall back to that socket's path) and the length of the body, read whole by now (so an Expect: 100-continue
+    was answered already)."""
     own = (b"host", b"content-length", b"expect")
     headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED and k not in own]
-    hosts = [v for k, v in request.headers.raw if k == b"host"]
-    headers.insert(0, (b"host", hosts[0] if hosts else request.url.netloc.encode()))
+    headers.insert(0, (b"host", request.url.netloc.encode()))
     if request.client is not None:
         headers.append((b"x-forwarded-for", request.client.host.encode()))
     headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
@@ -214,7 +220,11 @@ def back_config(app: FastAPI, socket_path: Path, *, access_log: bool) -> uvicorn
     the gateway's own processes reach the socket, in its 0700 data folder)."""
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # left by a back that was killed
-    options = serve_options(access_log=access_log) | {"proxy_headers": True, "forwarded_allow_ips": "*"}
+    options = serve_options(access_log=access_log) | {
+        "proxy_headers": True,
+        "forwarded_allow_ips": "*",
+        "timeout_keep_alive": BACK_KEEP_ALIVE,
+    }
     return uvicorn.Config(app, uds=str(socket_path), **options)
 
 

@@ -1,7 +1,12 @@
-"""Limits on what a request body may be, checked before anything parses it.
+"""Limits on what a request may be, checked before anything parses its body.
 
-Two reasons. A body is read whole into memory before validation, so without a
-size limit one client could make a gateway hold gigabytes. And JSON nested a
+The head (target and headers) is bounded because the HTTP parser takes any length,
+and a URL the gateway builds (a redirect's Location) carries the request's Host
+and path: a front reads its back's answers (gateway.api.fronts), and is never
+handed one too long for it to read.
+
+The body, for two reasons. A body is read whole into memory before validation,
+so without a size limit one client could make a gateway hold gigabytes. And JSON nested a
 few ten thousand levels deep overflows the C stack of the JSON parser in a
 server thread (py_ecc and py-evm raise Python's recursion limit to 100,000 and
 12,288, so the parser's own guard comes too late): the whole gateway process
@@ -21,6 +26,9 @@ from ledger.primitives.bounded import json_depth
 MAX_BODY_BYTES = 1 << 20
 """The largest request body a gateway reads (a presentation is a few KiB, a job far less)."""
 
+MAX_HEAD_BYTES = 64 * 1024
+"""The largest request head a gateway serves: target, header names and values (a sign-on's are under 2 KiB)."""
+
 MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects a body may have (the API needs fewer than 8)."""
 
@@ -30,8 +38,9 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 
-class BodyLimits:
-    """ASGI middleware: refuse a body over `max_bytes` (413) or nested over `max_depth` (400).
+class RequestLimits:
+    """ASGI middleware: refuse a head over `max_head` (431), a body over `max_bytes` (413) or nested over
+    `max_depth` (400).
 
     The body is read here, within the limit, and handed on unchanged; refusals
     have the gateway's error shape, `{"error", "reasons"}`.
@@ -42,14 +51,19 @@ class BodyLimits:
         app: Callable[[Scope, Receive, Send], Awaitable[None]],
         max_bytes: int = MAX_BODY_BYTES,
         max_depth: int = MAX_JSON_DEPTH,
+        max_head: int = MAX_HEAD_BYTES,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.max_head = max_head
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if _head_size(scope) > self.max_head:
+            await _refuse(send, 431, f"request head too large: at most {self.max_head} bytes of target and headers")
             return
         too_large = f"request body too large: at most {self.max_bytes} bytes"
         declared = dict(scope.get("headers", [])).get(b"content-length")
@@ -80,6 +94,12 @@ class BodyLimits:
             return {"type": "http.request", "body": bytes(body), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+def _head_size(scope: Scope) -> int:
+    """The bytes of a request's target and headers, as the client sent them (near enough: separators counted)."""
+    target = len(scope.get("raw_path") or scope["path"].encode()) + len(scope.get("query_string", b""))
+    return target + sum(len(name) + len(value) + 4 for name, value in scope.get("headers", []))
 
 
 async def _refuse(send: Send, status: int, error: str) -> None:
