@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from gateway.api.limits import MAX_HEAD_BYTES
 from gateway.client.dispatch import submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
 from gateway.consortium import slapd as slapd_node
@@ -134,6 +136,22 @@ def test_the_policy_rate_limit_is_one_across_fronts(running) -> None:
     assert set(statuses) <= {409, 429}, statuses
     allowed = DECISION_BURST + DECISIONS_PER_SECOND * elapsed  # the quote and the first submission took two more
     assert statuses.count(409) <= allowed, (statuses.count(409), elapsed)
+
+
+def test_a_head_at_the_limit_is_served_through_a_front(running) -> None:
+    """The fronts add their forwarding headers to what they pass on; the back takes that much more, so a head a
+    gateway in one process serves at the very limit (64 KiB) is served with fronts too, and one byte more is 431."""
+    url = httpx.URL(running.url("hpc-a"))
+    head = ["GET /v1/members HTTP/1.1", f"Host: {url.host}:{url.port}", "Connection: close"]
+    fixed = len("/v1/members") + sum(len(line) + 2 for line in head[1:])  # as RequestLimits counts: name, value, 4
+    for padding, status in ((MAX_HEAD_BYTES - fixed - len("x-padding") - 4, 200), (MAX_HEAD_BYTES - fixed, 431)):
+        lines = [*head, f"X-Padding: {'x' * padding}"]
+        with socket.create_connection((url.host, url.port), timeout=30) as conn:
+            conn.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+            answer = b""
+            while chunk := conn.recv(65536):
+                answer += chunk
+        assert answer.split(b" ", 2)[1] == str(status).encode(), answer[:300]
 
 
 def test_a_front_killed_is_replaced_and_the_fronts_go_with_the_back(running) -> None:

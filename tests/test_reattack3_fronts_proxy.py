@@ -38,16 +38,16 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app, listening_socket
-from gateway.api.limits import MAX_HEAD_BYTES, RequestLimits
+from gateway.api.limits import MAX_HEAD_BYTES, PASSED_ON_SLACK, RequestLimits
 from gateway.api.server import serve_options
 from tests.fixtures.fronts import serving
 
 TRUSTED = ("127.0.0.0/8",)
 
 
-def back_app() -> FastAPI:
+def back_app(slack: int = 0) -> FastAPI:
     app = FastAPI()
-    app.add_middleware(RequestLimits)  # as create_app's
+    app.add_middleware(RequestLimits, max_head=MAX_HEAD_BYTES + slack)  # as create_app's
 
     @app.get("/raw/{rest:path}")
     async def spelt(rest: str, request: Request) -> Response:
@@ -79,7 +79,7 @@ class Gateway:
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     path = back_socket(tmp_path_factory.mktemp("rq"))
     servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-    back = uvicorn.Server(back_config(back_app(), path, access_log=False))
+    back = uvicorn.Server(back_config(back_app(PASSED_ON_SLACK), path, access_log=False))
     servers.append((back, serving(back)))
 
     own = FastAPI()
@@ -156,6 +156,17 @@ def test_a_very_long_host_does_not_make_a_front_blame_its_back(gateway: Gateway)
         front = raw(gateway.front_port, long_host)
         assert alone[0] == status
         assert (front[0], front[1].get("location")) == (alone[0], alone[1].get("location")), front[2][:300]
+
+
+def test_a_head_at_the_limit_is_served_through_a_front_as_alone(gateway: Gateway) -> None:
+    """A front adds X-Forwarded-For and -Proto to what it passes on: its back (create_app's, behind fronts) takes
+    that much more, so a head a one-process gateway serves at the very limit is served through a front too."""
+    fixed = len("/v1/members/") + len("host") + 4 + len("connection") + len("close") + 4  # what uvicorn hands on
+    for length, status in ((MAX_HEAD_BYTES - fixed, 307), (MAX_HEAD_BYTES - fixed + 1, 431)):
+        at_limit = request("/v1/members/", host="h" * length)
+        alone = raw(gateway.alone_port, at_limit)
+        front = raw(gateway.front_port, at_limit)
+        assert (alone[0], front[0]) == (status, status), front[2][:300]
 
 
 class ClosingBack:

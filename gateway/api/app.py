@@ -40,7 +40,7 @@ from auth.directory import DirectoryUnavailable
 from auth.group.credential import CREDENTIAL_PERIOD, INT_MAX
 from auth.tokens import Claims
 from gateway.api.errors import responses, status_of
-from gateway.api.limits import RequestLimits
+from gateway.api.limits import MAX_HEAD_BYTES, PASSED_ON_SLACK, RequestLimits
 from gateway.api.metrics import FrontTimings, install_front_timer, install_metrics
 from gateway.api.schemas import (
     AUDIT_PAGE,
@@ -195,7 +195,9 @@ def create_app(
         lifespan=lifespan,
     )
 
-    app.add_middleware(RequestLimits)
+    # a back behind fronts takes a head a front passed on, which may have grown by the headers the front writes
+    behind_fronts = front_timings is not None and not front
+    app.add_middleware(RequestLimits, max_head=MAX_HEAD_BYTES + (PASSED_ON_SLACK if behind_fronts else 0))
     if front and front_timings is not None:  # the submission latency, written for the back's GET /metrics
         timings: FrontTimings | None = install_front_timer(app, front_timings)
     else:  # GET /metrics, GET /v1/health, and the submission latency it measures

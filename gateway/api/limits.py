@@ -29,6 +29,9 @@ MAX_BODY_BYTES = 1 << 20
 MAX_HEAD_BYTES = 64 * 1024
 """The largest request head a gateway serves: target, header names and values (a sign-on's are under 2 KiB)."""
 
+PASSED_ON_SLACK = 1024
+"""What a front may add to a head it passes on to its back (Host, X-Forwarded-For and -Proto, Content-Length)."""
+
 MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects a body may have (the API needs fewer than 8)."""
 
