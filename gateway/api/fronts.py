@@ -113,8 +113,9 @@ class BackProxy:
     The request goes as it came: method, target as the client spelt it (httpcore sends it byte for byte: no
     dot segment resolved, nothing encoded again, so the back routes the path the front did), Host, headers and
     body; the answer's status and headers as the back gave them. What the front's server took from a trusted
-    proxy or the connection goes along as X-Forwarded-For and X-Forwarded-Proto, and a request without Host
-    names the front's own address, so the back builds the URLs a gateway in one process would. Connections to
+    proxy or the connection goes along as X-Forwarded-For and X-Forwarded-Proto, and a request whose Host is
+    missing or does not parse names the front's own address, so the back builds the URLs a gateway in one
+    process would. Connections to
     the back are not capped: a slow reader holds one, as it would hold one of a gateway in one process."""
 
     def __init__(self, socket_path: Path, centre: str) -> None:
@@ -187,8 +188,8 @@ def _error(status: int, error: str) -> JSONResponse:
 def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:
     """`app` (the node's, create_app) answering only FRONT_ROUTES itself and passing the rest to `proxy`.
 
-    Its middleware (body limits, the submission timer) stays: a front refuses an oversized body as the
-    back would, and times the submissions it answers."""
+    Its middleware (request limits, the submission timer) stays: a front refuses an oversized head or body as
+    the back would, and times the submissions it answers."""
     app.router.routes = [
         r
         for r in app.router.routes
