@@ -1,7 +1,7 @@
 """A front's pass-through to its back (gateway.api.fronts.BackProxy), against a real back on a unix socket.
 
 The back here is a small app served as the back is served (`back_config`: uvicorn on the socket,
-the client's address from the front's X-Forwarded-For); the front is `front_app` over an app whose
+the client's address as the front resolved it: FromFront); the front is `front_app` over an app whose
 only own route is POST /v1/jobs, called in-process with a client address of its own.
 """
 

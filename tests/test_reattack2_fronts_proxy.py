@@ -18,18 +18,12 @@ defaults, as create_app's has (redirect_slashes: the only place the app builds a
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import pytest
-import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from gateway.api.fronts import BackProxy, back_config, back_socket, front_app, listening_socket
-from gateway.api.server import serve_options
-from tests.fixtures.fronts import serving
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, raw
 
 TRUSTED = ("127.0.0.0/8",)
 
@@ -56,101 +50,50 @@ def back_app() -> FastAPI:
     return app
 
 
-@dataclass
-class Gateway:
-    front_port: int  # the public port, answered by a front
-    alone_port: int  # a one-process gateway of the same app
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    path = back_socket(tmp_path_factory.mktemp("rq"))
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-    back = uvicorn.Server(back_config(back_app(), path, access_log=False))
-    servers.append((back, serving(back)))
-
-    own = FastAPI()
-
-    @own.post("/v1/jobs")
-    def submit() -> dict:
-        return {"answered": "front"}
-
-    options = serve_options(access_log=False, trusted_proxies=TRUSTED)
-    sock = listening_socket("127.0.0.1", 0)
-    front = uvicorn.Server(uvicorn.Config(front_app(own, BackProxy(path, "hpc-a")), **options))
-    servers.append((front, serving(front, sockets=[sock])))
-
-    alone_sock = listening_socket("127.0.0.1", 0)
-    alone = uvicorn.Server(uvicorn.Config(back_app(), **options))
-    servers.append((alone, serving(alone, sockets=[alone_sock])))
-    try:
-        yield Gateway(sock.getsockname()[1], alone_sock.getsockname()[1])
-    finally:
-        for server, _ in servers:
-            server.should_exit = True
-        for _, thread in servers:
-            thread.join(timeout=10)
-        sock.close()
-        alone_sock.close()
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
+    folder = tmp_path_factory.mktemp("rq")
+    with front_and_alone(folder, back_app(), back_app(), trusted_proxies=TRUSTED) as running:
+        yield running
 
 
-def raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """Send `request` as it is on a new connection; the answer's status, headers (last of each) and body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(request)
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
-def request(target: str, *extra: str, method: str = "GET", host: str = "gw.example.org") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close", *extra]
-    if method == "POST":
-        lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def test_dot_segments_reach_the_back_as_the_front_routed_them(gateway: Gateway) -> None:
+def test_dot_segments_reach_the_back_as_the_front_routed_them(gateway: FrontAndAlone) -> None:
     """BackProxy builds the back's URL with httpx's URL.copy_with(raw_path=...), and httpx resolves dot segments
     (RFC 3986 remove_dot_segments) in an absolute URL: the front routes `/nowhere/../v1/members` as that path (not
     its own route: passed on) and the back receives `/v1/members`. A one-process gateway (uvicorn resolves nothing)
     answers 404; through a front the same request reads /v1/members. The front and its back disagree about which
     path a request has: the classic proxy/origin parsing split, and any check on the path made at the front (its
     routes, its middleware) is made on another path than the one the back serves."""
-    alone = raw(gateway.alone_port, request("/nowhere/../v1/members"))
-    front = raw(gateway.front_port, request("/nowhere/../v1/members"))
+    alone = raw(gateway.alone_port, http_request("/nowhere/../v1/members"))
+    front = raw(gateway.front_port, http_request("/nowhere/../v1/members"))
     assert alone[0] == 404
     assert (front[0], front[2]) == (alone[0], alone[2])
 
 
-def test_a_submission_spelt_with_dot_segments_is_not_answered_by_the_back(gateway: Gateway) -> None:
+def test_a_submission_spelt_with_dot_segments_is_not_answered_by_the_back(gateway: FrontAndAlone) -> None:
     """The same resolution moves submissions off the fronts: `POST /v1/x/../jobs` is not the front's route, so it is
     passed on, and reaches the back as POST /v1/jobs, which the back answers itself (a one-process gateway: 404).
     Any client can thus put every submission on the back's one core, the one the fronts exist to relieve, and
     those submissions are not in the fronts' timings."""
-    alone = raw(gateway.alone_port, request("/v1/x/../jobs", method="POST"))
-    front = raw(gateway.front_port, request("/v1/x/../jobs", method="POST"))
+    alone = raw(gateway.alone_port, http_request("/v1/x/../jobs", method="POST"))
+    front = raw(gateway.front_port, http_request("/v1/x/../jobs", method="POST"))
     assert front[2] != b'{"answered":"back"}', "a submission reached the back's POST /v1/jobs through a front"
     assert (front[0], front[2]) == (alone[0], alone[2])
 
 
-def test_https_behind_a_trusted_proxy_stays_https_through_a_front(gateway: Gateway) -> None:
+def test_https_behind_a_trusted_proxy_stays_https_through_a_front(gateway: FrontAndAlone) -> None:
     """With trusted_proxies, uvicorn takes the scheme from the proxy's X-Forwarded-Proto (the centre's TLS proxy
     says https). A one-process gateway then redirects (FastAPI's slash redirect) to https://; a front takes the
     scheme too, but drops X-Forwarded-Proto (REQUEST_DROPPED) and tells the back only the client's address, so the
     back, on its socket, builds http:// URLs: the redirect sends the client from TLS to plain http."""
     forwarded = ("X-Forwarded-Proto: https", "X-Forwarded-For: 198.51.100.9")
-    alone = raw(gateway.alone_port, request("/v1/members/", *forwarded))
-    front = raw(gateway.front_port, request("/v1/members/", *forwarded))
+    alone = raw(gateway.alone_port, http_request("/v1/members/", *forwarded))
+    front = raw(gateway.front_port, http_request("/v1/members/", *forwarded))
     assert alone[0] == 307 and alone[1]["location"] == "https://gw.example.org/v1/members"
     assert (front[0], front[1].get("location")) == (alone[0], alone[1]["location"])
 
 
-def test_a_request_without_host_is_not_sent_to_a_host_named_back(gateway: Gateway) -> None:
+def test_a_request_without_host_is_not_sent_to_a_host_named_back(gateway: FrontAndAlone) -> None:
     """A request without Host (HTTP/1.0 allows it) is passed on with the Host httpx writes for the URL it was given,
     `back` (BackProxy's base_url): the back's redirect then points at http://back/..., an internal name, where a
     one-process gateway points at the address the client connected to (its own host and port)."""
@@ -160,7 +103,7 @@ def test_a_request_without_host_is_not_sent_to_a_host_named_back(gateway: Gatewa
     assert front[1]["location"] == f"http://127.0.0.1:{gateway.front_port}/v1/members"
 
 
-def test_two_host_headers_are_answered_as_a_one_process_gateway_answers_them(gateway: Gateway) -> None:
+def test_two_host_headers_are_answered_as_a_one_process_gateway_answers_them(gateway: FrontAndAlone) -> None:
     """A request with two Host headers is served by a one-process gateway (200). A front passes both to httpx, whose
     h11 refuses to send them (LocalProtocolError), and BackProxy answers any TransportError with 503 "its back
     process ... try again shortly" and the exception's repr: a client-made error reported as the back being down
@@ -172,31 +115,31 @@ def test_two_host_headers_are_answered_as_a_one_process_gateway_answers_them(gat
     assert (front[0], front[2]) == (alone[0], alone[2])
 
 
-def test_a_long_host_does_not_make_a_front_say_its_back_is_down(gateway: Gateway) -> None:
+def test_a_long_host_does_not_make_a_front_say_its_back_is_down(gateway: FrontAndAlone) -> None:
     """A 110 kB Host is accepted by the front's server; the back answers the slash redirect with a Location of that
     length, as a one-process gateway does (307), but httpx refuses to read such a Location (RemoteProtocolError:
     "Invalid URL in location header: URL too long") and the front answers 503 "cannot answer this now (its back
     process ...)". Any client can make a front report its back down, at will."""
-    long_host = request("/v1/members/", host="h" * 110_000)
+    long_host = http_request("/v1/members/", host="h" * 110_000)
     alone = raw(gateway.alone_port, long_host)
     front = raw(gateway.front_port, long_host)
     assert alone[0] == 307
     assert front[0] == alone[0], front[2][:300]
 
 
-def test_a_target_reaches_the_back_as_the_client_spelt_it(gateway: Gateway) -> None:
+def test_a_target_reaches_the_back_as_the_client_spelt_it(gateway: FrontAndAlone) -> None:
     """BackProxy's docstring: "path as the client spelt it (never decoded and encoded again)". httpx percent-encodes
     what it does not like in the path and query (`"` -> %22, `{` -> %7B, ...), so the back sees another target than
     a one-process gateway does; and as each such byte becomes three, a query a one-process gateway serves (30,000
     quotes) becomes one the back's parser refuses: 400 "Invalid HTTP request received." through a front, 200 alone."""
     target = '/raw/a"b{c}?q="x"|{y}'
-    alone = raw(gateway.alone_port, request(target))
-    front = raw(gateway.front_port, request(target))
+    alone = raw(gateway.alone_port, http_request(target))
+    front = raw(gateway.front_port, http_request(target))
     assert alone == (200, alone[1], target.encode())
     assert front[2] == alone[2]
 
     quoted = "/raw/x?q=" + '"' * 30_000
-    alone = raw(gateway.alone_port, request(quoted))
-    front = raw(gateway.front_port, request(quoted))
+    alone = raw(gateway.alone_port, http_request(quoted))
+    front = raw(gateway.front_port, http_request(quoted))
     assert alone[0] == 200
     assert front[0] == alone[0], front[2][:200]

@@ -30,7 +30,6 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,7 +39,7 @@ from fastapi import FastAPI, Request, Response
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app, listening_socket
 from gateway.api.limits import MAX_HEAD_BYTES, PASSED_ON_SLACK, RequestLimits
 from gateway.api.server import serve_options
-from tests.fixtures.fronts import serving
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, front_own_app, http_request, raw, serving
 
 TRUSTED = ("127.0.0.0/8",)
 
@@ -68,68 +67,17 @@ def back_app(slack: int = 0) -> FastAPI:
     return app
 
 
-@dataclass
-class Gateway:
-    front_port: int  # the public port, answered by a front
-    alone_port: int  # a one-process gateway of the same app
-    socket_path: Path  # the back's socket
-
-
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    path = back_socket(tmp_path_factory.mktemp("rq"))
-    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
-    back = uvicorn.Server(back_config(back_app(PASSED_ON_SLACK), path, access_log=False))
-    servers.append((back, serving(back)))
-
-    own = FastAPI()
-    own.add_middleware(RequestLimits)
-
-    @own.post("/v1/jobs")
-    def submit() -> dict:
-        return {"answered": "front"}
-
-    options = serve_options(access_log=False, trusted_proxies=TRUSTED)
-    sock = listening_socket("127.0.0.1", 0)
-    front = uvicorn.Server(uvicorn.Config(front_app(own, BackProxy(path, "hpc-a")), **options))
-    servers.append((front, serving(front, sockets=[sock])))
-
-    alone_sock = listening_socket("127.0.0.1", 0)
-    alone = uvicorn.Server(uvicorn.Config(back_app(), **options))
-    servers.append((alone, serving(alone, sockets=[alone_sock])))
-    try:
-        yield Gateway(sock.getsockname()[1], alone_sock.getsockname()[1], path)
-    finally:
-        for server, _ in servers:
-            server.should_exit = True
-        for _, thread in servers:
-            thread.join(timeout=10)
-        sock.close()
-        alone_sock.close()
-
-
-def raw(port: int, request: bytes, timeout: float = 10.0) -> tuple[int, dict[str, str], bytes]:
-    """Send `request` as it is on a new connection; the answer's status, headers (last of each) and body."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
-        conn.sendall(request)
-        data = b""
-        while chunk := conn.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
-def request(target: str, *extra: str, method: str = "GET", host: str = "gw.example.org") -> bytes:
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close", *extra]
-    if method == "POST":
-        lines.append("Content-Length: 0")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
+    own = front_own_app()
+    own.add_middleware(RequestLimits)  # as create_app's
+    folder = tmp_path_factory.mktemp("rq")
+    with front_and_alone(folder, back_app(PASSED_ON_SLACK), back_app(), own=own, trusted_proxies=TRUSTED) as running:
+        yield running
 
 
 @pytest.mark.parametrize("host", ["user@gw.example.org", "gw.example.org:99999", "gw example.org", ""])
-def test_a_host_the_back_finds_invalid_does_not_reveal_the_back_socket(gateway: Gateway, host: str) -> None:
+def test_a_host_the_back_finds_invalid_does_not_reveal_the_back_socket(gateway: FrontAndAlone, host: str) -> None:
     """Starlette builds a request's URL from its Host only when the Host parses (host, port in range, no space or
     '@'); otherwise from the address the server listens on (scope["server"]). A one-process gateway then redirects
     to its own TCP address (http://127.0.0.1:port/...). A front passes such a Host on as it came (only a missing
@@ -137,33 +85,33 @@ def test_a_host_the_back_finds_invalid_does_not_reveal_the_back_socket(gateway: 
     client gets, in the Location of the slash redirect, `http:///<data_dir>/back.sock:None/v1/members`, the
     gateway's data folder (the path of the gateway user's private 0700 folder) and a redirect that leads nowhere.
     Internals in an answer, and an answer a one-process gateway would not give."""
-    alone = raw(gateway.alone_port, request("/v1/members/", host=host))
-    front = raw(gateway.front_port, request("/v1/members/", host=host))
+    alone = raw(gateway.alone_port, http_request("/v1/members/", host=host))
+    front = raw(gateway.front_port, http_request("/v1/members/", host=host))
     assert alone[0] == 307 and alone[1]["location"] == f"http://127.0.0.1:{gateway.alone_port}/v1/members"
     assert str(gateway.socket_path) not in front[1].get("location", ""), front[1].get("location")
     assert front[0] == 307 and front[1]["location"] == f"http://127.0.0.1:{gateway.front_port}/v1/members"
 
 
-def test_a_very_long_host_does_not_make_a_front_blame_its_back(gateway: Gateway) -> None:
+def test_a_very_long_host_does_not_make_a_front_blame_its_back(gateway: FrontAndAlone) -> None:
     """The front's server (httptools) takes a Host of any length, and so did the back: the back answered the slash
     redirect with a Location of that length, httpcore (h11) refused an answer head it had not found the end of in
     100 kB, and the front answered 502 "could not read its back process's answer; try again shortly": any client,
     at will, made a front report its back broken where a one-process gateway answered 307. A head is now bounded
     (64 KiB) before any route: over it, a front and a one-process gateway both answer 431; under it, both 307."""
     for length, status in ((200_000, 431), (MAX_HEAD_BYTES - 200, 307)):
-        long_host = request("/v1/members/", host="h" * length)
+        long_host = http_request("/v1/members/", host="h" * length)
         alone = raw(gateway.alone_port, long_host)
         front = raw(gateway.front_port, long_host)
         assert alone[0] == status
         assert (front[0], front[1].get("location")) == (alone[0], alone[1].get("location")), front[2][:300]
 
 
-def test_a_head_at_the_limit_is_served_through_a_front_as_alone(gateway: Gateway) -> None:
+def test_a_head_at_the_limit_is_served_through_a_front_as_alone(gateway: FrontAndAlone) -> None:
     """A front adds X-Forwarded-For and -Proto to what it passes on: its back (create_app's, behind fronts) takes
     that much more, so a head a one-process gateway serves at the very limit is served through a front too."""
     fixed = len("/v1/members/") + len("host") + 4 + len("connection") + len("close") + 4  # what uvicorn hands on
     for length, status in ((MAX_HEAD_BYTES - fixed, 307), (MAX_HEAD_BYTES - fixed + 1, 431)):
-        at_limit = request("/v1/members/", host="h" * length)
+        at_limit = http_request("/v1/members/", host="h" * length)
         alone = raw(gateway.alone_port, at_limit)
         front = raw(gateway.front_port, at_limit)
         assert (alone[0], front[0]) == (status, status), front[2][:300]
@@ -240,10 +188,10 @@ def test_a_connection_the_back_closed_for_idling_is_not_reported_as_the_back_dow
     thread = serving(front, sockets=[sock])
     port = sock.getsockname()[1]
     try:
-        first = raw(port, request("/v1/members"))
+        first = raw(port, http_request("/v1/members"))
         assert first[0] == 200
         time.sleep(idle_limit + 0.1)
-        second = raw(port, request("/v1/members"))
+        second = raw(port, http_request("/v1/members"))
         assert second[0] == 200, (second[0], second[2][:300], back.closed_idle)
     finally:
         front.should_exit = True

@@ -7,8 +7,8 @@ user's alone). It binds the public host and port once and hands the socket to N 
 accept on it: no other process binds the port beside them, and a port already taken stops the back at its
 start. A front answers `POST /v1/jobs` itself (session, directory, policy, payment, then the job and its
 decision committed to the shared `gateway.db`) and passes every other request to the back as it came, with
-the client's address in `X-Forwarded-For` (one the client sent is dropped). The back takes the jobs fronts
-stored, queued, and runs them (`CentreNode.start(take_queued=...)`).
+the client's address and scheme as its own server resolved them (`FromFront`; a client's copies are dropped).
+The back takes the jobs fronts stored, queued, and runs them (`CentreNode.start(take_queued=...)`).
 
 What the processes share is on disk: the store (SQLite in WAL mode: one writer at a time across processes; the
 idempotency and order-digest unique indexes are checked inside the writing transaction, so a key or an order
@@ -24,6 +24,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -41,7 +42,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.server import run_until_stopped, serve_options
 
@@ -75,7 +76,18 @@ HOP_BY_HOP = frozenset(
         b"upgrade",
     }
 )
-REQUEST_DROPPED = HOP_BY_HOP | {b"forwarded", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"}
+#: How a front tells its back what its own server resolved (from the connection, or a trusted proxy's
+#: X-Forwarded-*): the client's port and address, and the scheme, taken by the back as they are (`FromFront`).
+CLIENT_HEADER = b"xcentre-front-client"
+SCHEME_HEADER = b"xcentre-front-scheme"
+REQUEST_DROPPED = HOP_BY_HOP | {
+    b"forwarded",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    CLIENT_HEADER,
+    SCHEME_HEADER,
+}
 ANSWER_DROPPED = HOP_BY_HOP | {b"date", b"server"}
 #: A unix socket's path is at most this many bytes (sun_path, less its terminating NUL).
 MAX_SOCKET_PATH = 107
@@ -173,11 +185,34 @@ def _passed_headers(request: Request, length: int) -> list[tuple[bytes, bytes]]:
     headers = [(k, v) for k, v in request.headers.raw if k not in REQUEST_DROPPED and k not in own]
     headers.insert(0, (b"host", request.url.netloc.encode()))
     if request.client is not None:
-        headers.append((b"x-forwarded-for", request.client.host.encode()))
-    headers.append((b"x-forwarded-proto", request.url.scheme.encode()))
+        host, port = request.client
+        headers.append((CLIENT_HEADER, f"{port} {host}".encode("latin-1")))  # as uvicorn decoded it
+    headers.append((SCHEME_HEADER, request.url.scheme.encode("latin-1")))
     if length or request.method not in ("GET", "HEAD"):
         headers.append((b"content-length", str(length).encode()))
     return headers
+
+
+class FromFront:
+    """ASGI middleware of the back: the client and scheme its front resolved, taken as they are.
+
+    Only the gateway's own processes reach the back's socket (in its 0700 data folder), and a front drops any
+    copy a client sent. uvicorn's own proxy headers would parse the address a second time (`[a:1]:2` would lose
+    a part, a byte over 0x7f its meaning), and the per-address limits of the back would count the client under
+    another address than its front did."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == CLIENT_HEADER:
+                    port, _, host = value.decode("latin-1").partition(" ")
+                    scope["client"] = (host, int(port) if port.isdigit() else 0)
+                elif name == SCHEME_HEADER:
+                    scope["scheme"] = value.decode("latin-1")
+        await self.app(scope, receive, send)
 
 
 def _error(status: int, error: str) -> JSONResponse:
@@ -217,16 +252,12 @@ def listening_socket(host: str, port: int) -> socket.socket:
 
 
 def back_config(app: FastAPI, socket_path: Path, *, access_log: bool) -> uvicorn.Config:
-    """How the back serves: on its socket, the client's address taken from the X-Forwarded-For a front sets (only
-    the gateway's own processes reach the socket, in its 0700 data folder)."""
+    """How the back serves: on its socket, the client's address and scheme as its fronts resolved them
+    (`FromFront`)."""
     with contextlib.suppress(FileNotFoundError):
         socket_path.unlink()  # left by a back that was killed
-    options = serve_options(access_log=access_log) | {
-        "proxy_headers": True,
-        "forwarded_allow_ips": "*",
-        "timeout_keep_alive": BACK_KEEP_ALIVE,
-    }
-    return uvicorn.Config(app, uds=str(socket_path), **options)
+    options = serve_options(access_log=access_log) | {"timeout_keep_alive": BACK_KEEP_ALIVE}
+    return uvicorn.Config(FromFront(app), uds=str(socket_path), **options)
 
 
 def serve_back(app: FastAPI, socket_path: Path, *, access_log: bool) -> None:
@@ -294,6 +325,15 @@ class Fronts:
                     log.warning("front process not started: %s; trying again", exc)
 
 
+def raise_open_files() -> None:
+    """A front holds two descriptors for each request it passes on (its client's connection and one to its back)
+    where a gateway in one process holds one: its soft limit on open files goes up to the hard one, so that it
+    does not run out first (the back and a gateway alone keep theirs)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):  # an unlimited hard limit is more than the kernel takes
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))
+
+
 def _die_with_parent() -> None:
     """Linux: SIGTERM this front when the back that started it dies (even by kill -9), so no front outlives it."""
     with contextlib.suppress(OSError, AttributeError):
@@ -316,6 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log-format", choices=("text", "json"))
     args = parser.parse_args(argv)
     _die_with_parent()
+    raise_open_files()
     config = load_config(args.config)
     configure_logs(args.log_format or config.log_format, centre=config.centre)
     node = node_from_config(config, process="front")
