@@ -21,39 +21,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from fastapi import FastAPI, Request, Response
 
-from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, raw
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, passed_app, raw
 
 TRUSTED = ("127.0.0.0/8",)
-
-
-def back_app() -> FastAPI:
-    app = FastAPI()
-
-    @app.get("/raw/{rest:path}")
-    async def spelt(rest: str, request: Request) -> Response:
-        """The request target as this server received it."""
-        target = request.scope["raw_path"]
-        if request.scope["query_string"]:
-            target += b"?" + request.scope["query_string"]
-        return Response(target, media_type="application/octet-stream")
-
-    @app.post("/v1/jobs")
-    def submit() -> dict:
-        return {"answered": "back"}
-
-    @app.get("/v1/members")
-    def members() -> dict:
-        return {"members": []}
-
-    return app
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
     folder = tmp_path_factory.mktemp("rq")
-    with front_and_alone(folder, back_app(), back_app(), trusted_proxies=TRUSTED) as running:
+    with front_and_alone(folder, passed_app, trusted_proxies=TRUSTED) as running:
         yield running
 
 

@@ -34,45 +34,20 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app, listening_socket
-from gateway.api.limits import MAX_HEAD_BYTES, PASSED_ON_SLACK, RequestLimits
+from gateway.api.limits import MAX_HEAD_BYTES
 from gateway.api.server import serve_options
-from tests.fixtures.fronts import FrontAndAlone, front_and_alone, front_own_app, http_request, raw, serving
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, passed_app, raw, serving
 
 TRUSTED = ("127.0.0.0/8",)
 
 
-def back_app(slack: int = 0) -> FastAPI:
-    app = FastAPI()
-    app.add_middleware(RequestLimits, max_head=MAX_HEAD_BYTES + slack)  # as create_app's
-
-    @app.get("/raw/{rest:path}")
-    async def spelt(rest: str, request: Request) -> Response:
-        """The request target as this server received it."""
-        target = request.scope["raw_path"]
-        if request.scope["query_string"]:
-            target += b"?" + request.scope["query_string"]
-        return Response(target, media_type="application/octet-stream")
-
-    @app.post("/v1/jobs")
-    def submit() -> dict:
-        return {"answered": "back"}
-
-    @app.get("/v1/members")
-    def members() -> dict:
-        return {"members": []}
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
-    own = front_own_app()
-    own.add_middleware(RequestLimits)  # as create_app's
     folder = tmp_path_factory.mktemp("rq")
-    with front_and_alone(folder, back_app(PASSED_ON_SLACK), back_app(), own=own, trusted_proxies=TRUSTED) as running:
+    with front_and_alone(folder, passed_app, limits=True, trusted_proxies=TRUSTED) as running:
         yield running
 
 

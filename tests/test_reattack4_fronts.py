@@ -29,38 +29,18 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 
 from gateway.api.fronts import back_config, back_socket
-from gateway.api.limits import MAX_HEAD_BYTES, PASSED_ON_SLACK, RequestLimits
-from tests.fixtures.fronts import FrontAndAlone, front_and_alone, front_own_app, serving
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, passed_app, serving
 
 TRUSTED = ("127.0.0.0/8",)
 
 
-def back_app(slack: int = 0) -> FastAPI:
-    app = FastAPI()
-    app.add_middleware(RequestLimits, max_head=MAX_HEAD_BYTES + slack)  # as create_app's
-
-    @app.get("/client")
-    async def client(request: Request) -> Response:
-        """The client's address as this app sees it (what gateway.api.app._address hands the per-address limits)."""
-        assert request.client is not None
-        return Response(request.client.host.encode("utf-8", "surrogateescape"), media_type="text/plain")
-
-    @app.get("/v1/members")
-    def members() -> dict:
-        return {"members": []}
-
-    return app
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
-    own = front_own_app()
-    own.add_middleware(RequestLimits)  # as create_app's
     folder = tmp_path_factory.mktemp("rq4")
-    with front_and_alone(folder, back_app(PASSED_ON_SLACK), back_app(), own=own, trusted_proxies=TRUSTED) as running:
+    with front_and_alone(folder, passed_app, limits=True, trusted_proxies=TRUSTED) as running:
         yield running
 
 

@@ -59,7 +59,7 @@ def back_app() -> FastAPI:
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FrontAndAlone]:
-    with front_and_alone(tmp_path_factory.mktemp("rx"), back_app(), back_app()) as running:
+    with front_and_alone(tmp_path_factory.mktemp("rx"), back_app) as running:
         yield running
 
 
