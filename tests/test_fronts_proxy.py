@@ -17,6 +17,7 @@ import httpx
 import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from fastapi.testclient import TestClient
 
 from gateway.api.fronts import BackProxy, back_config, back_socket, front_app
 from tests.fixtures.fronts import serving
@@ -180,3 +181,11 @@ def test_an_answer_the_front_cannot_read_is_a_502(tmp_path: Path) -> None:
         listener.close()
     assert answer.status_code == 502
     assert "could not read its back process's answer" in answer.json()["error"]
+
+
+def test_a_front_that_stops_closes_its_connections_to_the_back(socket_path: Path) -> None:
+    proxy = BackProxy(socket_path, "hpc-a")
+    with TestClient(front_app(FastAPI(), proxy)) as client:  # its lifespan: started, then stopped
+        assert client.get("/echo/x").status_code == 207
+        assert len(proxy._pool.connections) == 1  # kept for the next request
+    assert proxy._pool.connections == []

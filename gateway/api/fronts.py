@@ -31,8 +31,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpcore
 import uvicorn
@@ -142,6 +143,10 @@ class BackProxy:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await (await self.forward(Request(scope, receive)))(scope, receive, send)
 
+    async def aclose(self) -> None:
+        """Close the connections to the back (the front's server is stopping)."""
+        await self._pool.aclose()
+
     async def forward(self, request: Request) -> Response:
         body = await request.body()
         target = request.scope.get("raw_path") or request.url.path.encode()
@@ -232,6 +237,17 @@ def front_app(app: FastAPI, proxy: BackProxy) -> FastAPI:
     ]
     app.openapi_url = app.docs_url = app.redoc_url = None  # served by the back, through the proxy
     app.router.routes.append(Route("/{path:path}", proxy))  # an ASGI endpoint: every method, as the back has them
+    running = app.router.lifespan_context
+
+    @contextlib.asynccontextmanager
+    async def lifespan(served: Any) -> AsyncIterator[Any]:
+        async with running(served) as state:
+            try:
+                yield state
+            finally:
+                await proxy.aclose()
+
+    app.router.lifespan_context = lifespan
     return app
 
 
