@@ -6,8 +6,8 @@ and path: a front reads its back's answers (gateway.api.fronts), and is never
 handed one too long for it to read.
 
 The body, for two reasons. A body is read whole into memory before validation,
-so without a size limit one client could make a gateway hold gigabytes. And JSON nested a
-few ten thousand levels deep overflows the C stack of the JSON parser in a
+so without a size limit one client could make a gateway hold gigabytes. And JSON
+nested a few ten thousand levels deep overflows the C stack of the JSON parser in a
 server thread (py_ecc and py-evm raise Python's recursion limit to 100,000 and
 12,288, so the parser's own guard comes too late): the whole gateway process
 dies with a segmentation fault. No body of this API is nested more than a few
@@ -30,7 +30,7 @@ MAX_HEAD_BYTES = 64 * 1024
 """The largest request head a gateway serves: target, header names and values (a sign-on's are under 2 KiB)."""
 
 PASSED_ON_SLACK = 1024
-"""What a front may add to a head it passes on to its back (Host, X-Forwarded-For and -Proto, Content-Length)."""
+"""What a front may add to a head it passes on to its back (its Host, the client and scheme, Content-Length)."""
 
 MAX_JSON_DEPTH = 32
 """The deepest nesting of arrays and objects a body may have (the API needs fewer than 8)."""

@@ -10,7 +10,7 @@ Buckets of network addresses are keyed by `network_key`: one IPv6 host is given 
 whole /64 (2^64 addresses), so a /64 shares one bucket, as one IPv4 address does.
 
 `SharedRateLimit` is the same bound for every process of one gateway on one machine:
-its buckets live in a file that each process maps (`slots` fixed-size slots after a
+its buckets live in a file that each process opens (`slots` fixed-size slots after a
 header naming its shape, rate and burst), so N front processes together admit what
 one would. A key's hash (salted per file) picks a set of `WAYS` slots; a key not in
 its set takes the one seen longest ago, with a full bucket, which is what a forgotten
