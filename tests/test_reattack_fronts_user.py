@@ -22,11 +22,11 @@ import pytest
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import StreamingResponse
 
-from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, raw
+from tests.fixtures.fronts import FrontAndAlone, front_and_alone, http_request, passed_app, raw
 
 
 def back_app() -> FastAPI:
-    app = FastAPI()
+    app = passed_app()  # its POST /v1/jobs and GET /v1/members, and these
 
     @app.api_route("/echo/{rest:path}", methods=["GET", "POST"])
     async def echo(rest: str, request: Request) -> Response:
@@ -36,14 +36,6 @@ def back_app() -> FastAPI:
     @app.get("/v1/jobs/{job_id}")
     def job(job_id: str) -> dict:
         return {"job_id": job_id}
-
-    @app.post("/v1/jobs")
-    def submit() -> dict:
-        return {"answered": "back"}
-
-    @app.get("/v1/members")
-    def members() -> dict:
-        return {"members": []}
 
     @app.get("/endless")
     def endless() -> StreamingResponse:
