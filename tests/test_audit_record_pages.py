@@ -50,7 +50,7 @@ def run(store: Store, n: int, home: bytes = HOME, deadline: int = DEADLINE) -> s
     payment = Payment(
         order={"deadline": deadline, "n": n},
         order_signature=_h("osig", n) + b"\x1b",
-        grant={"n": n},
+        grant={"n": n, "amount": 10},
         grant_signature=_h("gsig", n) + b"\x1c",
         order_digest=_h("order", n),
         account="0x" + f"{n:040x}",

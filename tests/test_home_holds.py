@@ -60,7 +60,7 @@ def hold(book: HoldBook, n: int, amount: int = 1_000, principal: str = "alice@hp
             amount=amount,
             deadline=DEADLINE,
             order={"deadline": DEADLINE, "n": n},
-            grant={"n": n},
+            grant={"n": n, "amount": 10},
             grant_signature=b"\x01" * 65,
             **kw,  # type: ignore[arg-type]
         ),
@@ -76,7 +76,7 @@ def run(store: Store, n: int, grant: bytes | None, price: int, home: bytes = HOM
     payment = Payment(
         order={"deadline": deadline, "n": n},
         order_signature=_h("osig", n) + b"\x1b",
-        grant={"n": n},
+        grant={"n": n, "amount": 10},
         grant_signature=_h("gsig", n) + b"\x1c",
         order_digest=_h("order", n),
         account="0x" + f"{n:040x}",

@@ -117,7 +117,7 @@ def _payment(n: int, account: str):
     return Payment(
         order={"nonce": n},
         order_signature=b"\x01" * 65,
-        grant={"order": n},
+        grant={"order": n, "amount": 10},
         grant_signature=b"\x02" * 65,
         order_digest=hashlib.sha256(b"order %d" % n).digest(),
         account=account,

@@ -615,7 +615,15 @@ def test_a_failed_completion_keeps_no_key(store: Store) -> None:
 
 @pytest.mark.parametrize(
     "change",
-    [{"order_digest": b"short"}, {"order_signature": b""}, {"order": "not a dict"}, {"account": ""}],
+    [
+        {"order_digest": b"short"},
+        {"order_signature": b""},
+        {"order": "not a dict"},
+        {"account": ""},
+        {"grant": {"order": "0x00"}},
+        {"grant": {"amount": -1}},
+        {"grant": {"amount": "100"}},
+    ],
 )
 def test_bad_payment_terms_are_refused(change: dict) -> None:
     with pytest.raises(StoreError):

@@ -74,7 +74,7 @@ def payment(n: int) -> Payment:
     return Payment(
         order={"nonce": n, "deadline": 1_800_000_000},
         order_signature=b"\x01" * 65,
-        grant={"order": n},
+        grant={"order": n, "amount": 10},
         grant_signature=b"\x02" * 65,
         order_digest=hashlib.sha256(b"order %d" % n).digest(),
         account="0x" + "aa" * 20,

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 
 from eth_account import Account
 from eth_account.messages import encode_defunct
@@ -57,6 +58,7 @@ from gateway.jobs.placement import Candidate, rank_centres
 from gateway.jobs.pricing import cap_to_limits, max_price, price
 from gateway.node import orders
 from gateway.node.anonymous import AnonymousDesk, SupervisionKey, job_request_digest, pseudonymous
+from gateway.node.credit import CreditDesk
 from gateway.node.decisions import DecisionLog
 from gateway.node.errors import (
     Conflict,
@@ -64,6 +66,7 @@ from gateway.node.errors import (
     Invalid,
     Misdirected,
     NotFound,
+    PaymentRequired,
     Unauthenticated,
     Unavailable,
     disk_refusal,
@@ -75,6 +78,7 @@ from gateway.node.peers import Peers
 from gateway.node.policies import DecisionDesk, Evaluated, PolicyKeeper
 from gateway.node.signon import SignOn
 from gateway.store import IdempotencyConflict, Job, ReplayedOrder, SealedResult, Store, StoreError
+from gateway.store.credit import CreditExceeded
 from ledger import lock
 from ledger.chain import ChainUnavailable
 from ledger.ids import centre_id
@@ -133,6 +137,8 @@ class NodeParts:
     """The home's grant desk (gateway.node.payer): grants, holds, balances, complaints of its own users."""
     groups: GroupDesk | None = None
     """The home's group desk (gateway.node.groups): joins, anonymous grants, identifications of openings."""
+    credit_share: Fraction = Fraction(1)
+    """The part of a home's free collateral this centre gives it credit for (gateway.node.credit)."""
 
 
 class CentreNode:
@@ -154,6 +160,7 @@ class CentreNode:
         self._capacity_lock = threading.Lock()
         self._capacity: tuple[float, dict | None] = (0.0, None)
         self._verified_tokens = VerifiedTokens()  # a session's token signature is checked once
+        self.credit = CreditDesk(parts.name, parts.index, parts.store, parts.credit_share)
         self.anonymous = AnonymousDesk(
             parts.name, parts.index, parts.domain, SupervisionKey.from_chain(parts.index.chain, parts.index.deployment)
         )
@@ -696,12 +703,30 @@ class CentreNode:
                 decision=allowed.entry,
                 group_signature=group_signature,
                 idempotency_scope=claims.sub if claims.amr == [PASSWORD] else f"account:{accepted.account}",
+                credit_line=self.credit.line(claims.home),
             )
+        except CreditExceeded as exc:
+            raise PaymentRequired(
+                f"{self.name} gives {claims.home} credit up to {exc.line.limit} now ({self._share_words()}its free "
+                f"collateral on chain), and {claims.home} owes it {exc.owed.total}: a grant of {exc.amount} would go "
+                f"past that. {self.name} takes {claims.home}'s grants again as its earlier jobs are paid at "
+                f"settlement or it deposits more collateral; or run the job at another centre",
+                reasons=[
+                    f"limit: {exc.line.limit}",
+                    f"owed for jobs not finished: {exc.owed.in_flight}",
+                    f"owed for records not settled: {exc.owed.billed}",
+                    f"grant: {exc.amount}",
+                ],
+            ) from None
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
         return job, created
+
+    def _share_words(self) -> str:
+        share = self.credit.share
+        return "" if share == 1 else f"{share.numerator}/{share.denominator} of "
 
     def job(self, caller: Claims | JobSignature, job_id: str) -> JobView:
         return self._view(self._own_job(caller, job_id))

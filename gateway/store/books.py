@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.store import checks
+from gateway.store import checks, credit
 from gateway.store.base import StoreBase, open_epoch_in
 from gateway.store.decisions import close_decision_log
 from gateway.store.errors import DuplicateRecord, EpochClosed, EpochError, EpochMismatch, JobNotFound, StoreError
@@ -278,14 +278,16 @@ def insert_record(db: sqlite3.Connection, new: NewRecord, job_id: str, now: int)
             f"a usage record with record id {record_id}, this leaf, or for job {job_id} already exists ({exc})"
         ) from None
     db.execute("UPDATE jobs SET record_id = ?, updated_at = ? WHERE id = ?", (record_id, now, job_id))
+    credit.add(db, home, new.epoch, credit.record_price(text))
     return StoredRecord(record_id, job_id, new.epoch, home, text, signature.hex(), leaf.hex(), now)
 
 
 def _lapse(db: sqlite3.Connection, epoch: int, deadline_before: int, now: int) -> None:
     """Mark the open epoch's records whose order's deadline is before `deadline_before` lapsed, and say so
-    in their jobs' detail."""
+    in their jobs' detail; nobody owes their price."""
     rows = db.execute(
-        "SELECT r.record_id, r.job_id, j.pay_order FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
+        "SELECT r.record_id, r.job_id, r.home_centre, r.record, j.pay_order"
+        " FROM usage_records AS r JOIN jobs AS j ON j.id = r.job_id"
         " WHERE r.epoch = ? AND r.lapsed_at IS NULL AND j.pay_order IS NOT NULL",
         (epoch,),
     ).fetchall()
@@ -294,6 +296,7 @@ def _lapse(db: sqlite3.Connection, epoch: int, deadline_before: int, now: int) -
         if deadline >= deadline_before:
             continue
         db.execute("UPDATE usage_records SET lapsed_at = ? WHERE record_id = ?", (now, row["record_id"]))
+        credit.add(db, row["home_centre"], epoch, -credit.record_price(row["record"]))
         note = (
             f"unbilled: its record lapsed when epoch {epoch} closed, too late to anchor it by its order's "
             f"deadline {deadline} plus the booking delay; your home refunds the hold"

@@ -19,7 +19,7 @@ from typing import Any
 
 from eth_utils import keccak
 
-from gateway.store import checks
+from gateway.store import checks, credit
 from gateway.store.base import StoreBase, open_epoch_in
 from gateway.store.books import NewRecord, RecordInput, as_new_record, insert_record
 from gateway.store.decisions import NewDecision, insert_decision
@@ -57,6 +57,7 @@ class Payment:
         for name in ("order", "grant"):
             if not isinstance(getattr(self, name), dict):
                 raise StoreError(f"{name} must be a dict (its to_dict())")
+        checks.natural("the grant's amount", self.grant.get("amount"))  # what the job is owed for (store.credit)
         object.__setattr__(self, "order_signature", checks.raw_bytes("order_signature", self.order_signature))
         object.__setattr__(self, "grant_signature", checks.raw_bytes("grant_signature", self.grant_signature))
         object.__setattr__(self, "order_digest", bytes.fromhex(checks.hex32("order_digest", self.order_digest)))
@@ -158,6 +159,11 @@ def _result(row: sqlite3.Row) -> SealedResult | None:
     return SealedResult(row["result_key"], row["lock_hash"], row["sealed_stdout"], row["sealed_stderr"])
 
 
+def _finished(db: sqlite3.Connection, row: sqlite3.Row) -> None:
+    """A job leaves queued/running: its grant is no longer owed as such (its record, if any, is)."""
+    credit.add(db, credit.home_key(row["home"]), credit.IN_FLIGHT, -credit.grant_amount(row["pay_grant"]))
+
+
 def same_request(stored: str, body: str) -> bool:
     """Whether a stored request and a new canonical body are one request, whatever spelling the row has."""
     return stored == body or checks.canonical_json("request", json.loads(stored)) == body
@@ -179,6 +185,7 @@ class Jobs(StoreBase):
         decision: NewDecision | None = None,
         group_signature: bytes | None = None,
         idempotency_scope: str | None = None,
+        credit_line: credit.CreditLine | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one created in this key's scope with this key.
 
@@ -199,6 +206,10 @@ class Jobs(StoreBase):
 
         `group_signature` (bytes) is the group signature an anonymous job was accepted under, kept with its
         keccak256 (`job_by_group_signature`); a retry keeps the job's first one.
+
+        A new job's grant is added to what its home owes this centre (gateway.store.credit); with a
+        `credit_line` for its home, a grant that would take that past the line's limit raises CreditExceeded
+        and nothing is written. A retry is never refused for credit: its job is already owed for.
         """
         checks.text("principal", principal, max_len=512)
         checks.text("home", home, max_len=512)
@@ -217,6 +228,11 @@ class Jobs(StoreBase):
             raise StoreError("decision must be a NewDecision")
         if decision is not None and not decision.allowed:
             raise StoreError("a job is admitted by an allow; a deny is logged alone (log_decision), with no job")
+        if credit_line is not None and not isinstance(credit_line, credit.CreditLine):
+            raise StoreError("credit_line must be a CreditLine")
+        if credit_line is not None and credit_line.home != home:
+            raise StoreError(f"the credit line is {credit_line.home}'s, not the job's home {home}'s")
+        granted = 0 if payment is None else int(payment.grant["amount"])
         signed = checks.group_signature(group_signature)
         body = checks.canonical_json("request", request)
         terms = (
@@ -269,6 +285,10 @@ class Jobs(StoreBase):
                         f"this group signature was already accepted for job {seen['id']}: a signature is over one "
                         "order, and an order pays for one job"
                     )
+            if status in ACTIVE_STATUSES:
+                if credit_line is not None:
+                    credit.check(db, credit_line, granted)
+                credit.add(db, credit.home_key(home), credit.IN_FLIGHT, granted)
             job_id = "job-" + secrets.token_hex(8)
             now = self._now()
             if decision is not None:
@@ -298,6 +318,14 @@ class Jobs(StoreBase):
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
+
+    def owed(self, home_id: str, unpaid_from: int) -> credit.Owed:
+        """What the home with this centre id (hex) owes this centre: its jobs not finished, and its records
+        billed from epoch `unpaid_from` on (gateway.store.credit)."""
+        checks.hex32("home_id", home_id)
+        checks.positive_int("unpaid_from", unpaid_from)
+        with self._reading() as db:
+            return credit.owed(db, home_id, unpaid_from)
 
     def job_by_key(self, scope: str, idempotency_key: str) -> Job | None:
         """The job created in this key scope (a principal, or the node's account scope) with this key, if any."""
@@ -341,8 +369,11 @@ class Jobs(StoreBase):
             else:
                 checks.optional_str(name, value)
         with self._tx() as db:
-            if db.execute("SELECT 1 FROM jobs WHERE id = ?", (job_id,)).fetchone() is None:
+            row = db.execute("SELECT status, home, pay_grant FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
+            if row["status"] in ACTIVE_STATUSES and fields.get("status", row["status"]) not in ACTIVE_STATUSES:
+                _finished(db, row)
             if fields:
                 names = list(fields)  # only names from _UPDATABLE reach the SQL
                 assignments = ", ".join(f"{name} = ?" for name in names)
@@ -421,11 +452,12 @@ class Jobs(StoreBase):
         if record is not None and not callable(record):
             signed = as_new_record(record)  # bad input fails before anything is written
         with self._tx() as db:
-            row = db.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT status, home, pay_grant FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
             if row["status"] not in ACTIVE_STATUSES:
                 raise JobStateError(f"job {job_id} is already {row['status']}; only queued or running jobs complete")
+            _finished(db, row)
             now = self._now()
             db.execute(
                 "UPDATE jobs SET status = ?, exit_code = ?, stdout_tail = ?, stderr_tail = ?,"

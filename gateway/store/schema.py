@@ -12,6 +12,7 @@ import json
 import re
 import sqlite3
 
+from gateway.store.credit import backfill
 from ledger.db import Migration
 from ledger.ids import centre_id
 
@@ -308,6 +309,23 @@ every leaf's record seq (8 bytes each, little-endian) and the nodes over blocks 
 hash, then sum big-endian). Written once the close commits; an epoch closed before (or a close interrupted before
 it) has none until its first proof builds it from the records."""
 
+_V12_CREDIT = """
+CREATE TABLE credit (
+    home   TEXT NOT NULL CHECK (length(home) = 64),
+    epoch  INTEGER NOT NULL CHECK (epoch >= 0),
+    amount TEXT NOT NULL,
+    PRIMARY KEY (home, epoch)
+)
+"""
+"""What each home owes this serving centre (gateway.store.credit): per home (its centre id), the grants of its jobs
+accepted and not finished (epoch 0) and the prices of its records per epoch, lapsed ones left out; decimal text."""
+
+
+def _credit(db: sqlite3.Connection) -> None:
+    db.execute(_V12_CREDIT)
+    backfill(db)
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "epochs, jobs, usage records", _V1_TABLES),
     Migration(2, "the rates version each job was accepted under", _add_rates_version),
@@ -322,5 +340,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "anonymous membership and supervision", _V9_GROUPS),
     Migration(10, "idempotency keys scoped per user or per order account", _V10_KEY_SCOPE),
     Migration(11, "closed epochs' sum trees kept for proofs", _V11_KEPT_TREES),
+    Migration(12, "what each home owes: grants in flight, records billed per epoch", _credit),
 )
 LATEST = len(MIGRATIONS)

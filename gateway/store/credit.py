@@ -1,0 +1,124 @@
+"""What each home owes this serving centre, kept as jobs are accepted, billed and finished.
+
+A serving centre runs a home's users' jobs on that home's grant and is paid
+when the epoch of their records settles, from the home's collateral on chain.
+Until then it gives the home credit. The `credit` table keeps, per home, the
+grants of its jobs accepted and not finished (epoch 0) and the prices of its
+records per epoch; `owed` adds them up from an epoch on, and `check` refuses a
+new grant, in the transaction that stores the job, when it would take what the
+home owes past the line the node allows it (gateway.node.credit). Records that
+lapse at a close are taken off their epoch: nobody is billed for them.
+
+Amounts are decimal text: a grant is a uint256, and SQLite's integers stop at
+64 bits. Every change runs in its caller's transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+
+from gateway.store import checks
+from gateway.store.errors import StoreError
+from ledger.ids import centre_id
+
+__all__ = ["IN_FLIGHT", "CreditExceeded", "CreditLine", "Owed", "add", "check", "home_key", "owed"]
+
+IN_FLIGHT = 0
+"""The `credit` row of a home's grants for jobs accepted and not finished (epochs are numbered from 1)."""
+
+
+@dataclass(frozen=True)
+class CreditLine:
+    """How much a home may owe this centre now, and from which of this centre's epochs it is not paid yet."""
+
+    home: str
+    """The home's name, as jobs name it."""
+    limit: int
+    unpaid_from: int
+    """The oldest epoch of this centre whose claims are not paid yet: what earlier epochs billed is settled."""
+
+    def __post_init__(self) -> None:
+        checks.text("home", self.home, max_len=512)
+        checks.natural("limit", self.limit)
+        checks.positive_int("unpaid_from", self.unpaid_from)
+
+
+@dataclass(frozen=True)
+class Owed:
+    """What a home owes this centre: grants of jobs not finished, and records billed in epochs not paid yet."""
+
+    in_flight: int
+    billed: int
+
+    @property
+    def total(self) -> int:
+        return self.in_flight + self.billed
+
+
+class CreditExceeded(StoreError):
+    """The job's grant would take what its home owes this centre past the home's credit line."""
+
+    def __init__(self, line: CreditLine, owed: Owed, amount: int) -> None:
+        self.line, self.owed, self.amount = line, owed, amount
+        super().__init__(
+            f"{line.home} may owe this centre {line.limit} now, and owes {owed.total} (jobs not finished "
+            f"{owed.in_flight}, billed and not settled {owed.billed}): a grant of {amount} would take it past that"
+        )
+
+
+def home_key(home: str) -> str:
+    """A home's row key: its centre id in hex, as usage records name homes."""
+    return centre_id(home).hex()
+
+
+def add(db: sqlite3.Connection, home_id: str, epoch: int, amount: int) -> None:
+    """Add `amount` (negative: take it off) to a home's row of `epoch` (IN_FLIGHT for accepted jobs); never
+    below 0."""
+    row = db.execute("SELECT amount FROM credit WHERE home = ? AND epoch = ?", (home_id, epoch)).fetchone()
+    total = max(0, (int(row[0]) if row else 0) + amount)
+    db.execute(
+        "INSERT INTO credit (home, epoch, amount) VALUES (?, ?, ?)"
+        " ON CONFLICT (home, epoch) DO UPDATE SET amount = excluded.amount",
+        (home_id, epoch, str(total)),
+    )
+
+
+def owed(db: sqlite3.Connection, home_id: str, unpaid_from: int) -> Owed:
+    """What the home owes: its jobs in flight, and its records from epoch `unpaid_from` on."""
+    rows = db.execute(
+        "SELECT epoch, amount FROM credit WHERE home = ? AND (epoch = ? OR epoch >= ?)",
+        (home_id, IN_FLIGHT, unpaid_from),
+    ).fetchall()
+    in_flight = sum(int(amount) for epoch, amount in rows if epoch == IN_FLIGHT)
+    return Owed(in_flight, sum(int(amount) for epoch, amount in rows if epoch != IN_FLIGHT))
+
+
+def check(db: sqlite3.Connection, line: CreditLine, amount: int) -> None:
+    """Raise CreditExceeded if a grant of `amount` would take what the line's home owes past its limit."""
+    now = owed(db, home_key(line.home), line.unpaid_from)
+    if now.total + amount > line.limit:
+        raise CreditExceeded(line, now, amount)
+
+
+def grant_amount(grant_json: str | None) -> int:
+    """The amount of a job's grant as stored (0 for a job accepted without one)."""
+    return 0 if grant_json is None else int(json.loads(grant_json)["amount"])
+
+
+def record_price(record_json: str) -> int:
+    """The price of a usage record as stored."""
+    return int(json.loads(record_json)["price"])
+
+
+def backfill(db: sqlite3.Connection) -> None:
+    """Build the table from the jobs and records of a file written before it existed."""
+    for home, grant in db.execute(
+        "SELECT home, pay_grant FROM jobs WHERE status IN ('queued', 'running') AND pay_grant IS NOT NULL"
+    ).fetchall():
+        add(db, home_key(home), IN_FLIGHT, grant_amount(grant))
+    for home_id, epoch, record in db.execute(
+        "SELECT home_centre, epoch, record FROM usage_records WHERE lapsed_at IS NULL"
+    ).fetchall():
+        add(db, home_id, epoch, record_price(record))
