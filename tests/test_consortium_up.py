@@ -60,6 +60,10 @@ def test_up_status_a_job_and_down(tmp_path, capsys):
         assert main(["consortium", "up", "--file", str(EXAMPLES / "consortium.toml"), "--dir", str(run)]) == 0
         assert "already running" in capsys.readouterr().out
         assert [p.pid for _, p in State.load(run).processes()] == pids  # type: ignore[union-attr]
+        # the copy each gateway runs with keeps every setting of its example, a number with a fraction too
+        from gateway.node.config import load_config
+
+        assert {load_config(run / c / "gateway.toml").credit_share for c in ("hpc-a", "cloud-b", "ai-c")} == {0.5}
 
         # every centre's account was funded with gas (from anvil's dev account) and paid its own transactions
         chain = connect(state.chain_url)

@@ -13,8 +13,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
-from tests.fixtures.payment import paid
+from tests.fixtures.consortium import PASSWORDS
+from tests.fixtures.payment import home_grant, paid
 from tests.test_metrics import scrape
 
 SLOW = {"command": ["python3", "-c", "import time; time.sleep(6)"], "walltime": 30, "resources": {"cores": 1}}
@@ -76,7 +78,7 @@ def test_jobs_not_finished_count_until_their_record_replaces_their_grant(consort
     cost = 1_000_000  # above what either job may cost at cloud-b at its limits
     first = granted(consortium, SLOW, "cloud-b", limit - owed - cost + 1)
     accepted = post(consortium, SLOW, "cloud-b", first, token, key="credit-first")
-    assert accepted.status_code in (200, 201, 202), accepted.text
+    assert accepted.status_code == 202, accepted.text
     job_id = accepted.json()["id"]
     assert room(consortium)[1] == limit - cost + 1  # its whole grant is owed while it runs
 
@@ -87,20 +89,23 @@ def test_jobs_not_finished_count_until_their_record_replaces_their_grant(consort
     assert in_flight >= first.grant["amount"]
     assert f"owed for jobs not finished: {in_flight}" in refused.json()["reasons"]
     again = post(consortium, SLOW, "cloud-b", first, token, key="credit-first")  # a retry is never refused
-    assert again.status_code in (200, 201, 202) and again.json()["id"] == job_id
+    assert again.status_code in (200, 202) and again.json()["id"] == job_id
 
     view = wait(consortium, "cloud-b", job_id, token)
     assert view["status"] == "succeeded", view
     price = view["usage"]["price"]
     assert room(consortium)[1] == owed + price  # the record's price is owed now, not the grant
-    assert post(consortium, QUICK, "cloud-b", second, token).status_code in (200, 201, 202)
+    taken = post(consortium, QUICK, "cloud-b", second, token)
+    assert taken.status_code == 202, taken.text
+    assert wait(consortium, "cloud-b", taken.json()["id"], token)["status"] == "succeeded"
 
 
 def test_a_homes_own_users_are_not_on_credit(consortium):
     token = consortium.login("alice", "hpc-a")
     limit = consortium.centres["cloud-b"].node.credit.line("hpc-a").limit
     response = post(consortium, QUICK, "hpc-a", granted(consortium, QUICK, "hpc-a", 10 * limit), token)
-    assert response.status_code in (200, 201, 202), response.text
+    assert response.status_code == 202, response.text
+    assert wait(consortium, "hpc-a", response.json()["id"], token)["status"] == "succeeded"
 
 
 def test_the_operator_sees_each_homes_line_and_what_it_owes(consortium, token):
@@ -114,3 +119,27 @@ def test_the_operator_sees_each_homes_line_and_what_it_owes(consortium, token):
     }
     assert samples["xcentre_credit_owed"][(("home", "hpc-a"),)] == owed + 2_000_000
     wait(consortium, "cloud-b", response.json()["id"], token)
+
+
+def test_a_client_placing_the_job_goes_on_to_another_centre_and_one_naming_the_centre_is_told_to_wait(
+    consortium, token
+):
+    """cloud-b, past hpc-a's line while a large grant runs there, is as good as unavailable to hpc-a's users."""
+    limit, owed = room(consortium)
+    hog = post(consortium, SLOW, "cloud-b", granted(consortium, SLOW, "cloud-b", limit - owed), token)
+    assert hog.status_code == 202, hog.text
+    home = GatewayClient(consortium.url("hpc-a"))
+    home.login("alice", PASSWORDS["alice"])
+    alice = SignOn(home.url, with_home_session(home).at, home_grant(consortium, "hpc-a"))
+    with pytest.raises(NoCentreAccepts) as waiting:
+        submit_anywhere(consortium.url("hpc-a"), QUICK, alice, centre="cloud-b")
+    assert waiting.value.status == 503 and "cloud-b gives hpc-a credit up to" in waiting.value.reasons[0]
+    placed = submit_anywhere(consortium.url("cloud-b"), QUICK, alice, centre="auto")
+    try:
+        assert placed.centre != "cloud-b"
+        assert placed.client.wait(placed.view["id"])["status"] == "succeeded"
+    finally:
+        placed.client.close()
+    wait(consortium, "cloud-b", hog.json()["id"], token)
+    wait(consortium, "cloud-b", hog.json()["id"], token)
+    home.close()

@@ -196,6 +196,10 @@ JOB_SIGNATURE = r"^[0-9]{1,12}:0x[0-9a-fA-F]{130}$"
 JOB_SIGNATURE_SKEW = 120
 """Seconds a job signature is good for, either side of the centre's clock."""
 
+CREDIT_LIMIT = "credit-limit"
+"""The first reason of a 402 to a job whose grant would take its home past the credit this centre gives it
+(gateway.node.credit): the job may run at another centre, or here once settlement pays the home's debts."""
+
 
 def job_message(centre: str, job_id: str, at: int) -> str:
     """What a job's payment account signs (EIP-191 personal_sign) to read the job or give its receipt: the

@@ -51,6 +51,7 @@ from auth.group.credential import (
 )
 from auth.group.points import g1_from_raw
 from auth.group.signature import order_message, quote_message
+from gateway.api.schemas import CREDIT_LIMIT
 from gateway.client.http import GatewayClient, GatewayRefused, GatewayUnreachable, WrongCentre, job_signer
 from gateway.client.paying import (
     ORDER_SLACK,
@@ -151,7 +152,8 @@ def submit_anywhere(
     `entry_url` (any member's gateway) only ranks the members; their URLs and accounts, and the payment
     domain, come from home; the rates version and maximum price an order names come from the centre
     itself (its quote), asked before home grants anything. A refusal by the home (402: over budget)
-    stops the submission.
+    stops the submission; a centre past the credit it gives the user's home (402 `credit-limit`) counts
+    as unavailable, as a centre answering 503 does: the next one is tried.
 
     Before the job is sent to a centre, the wallet (`keys`) records where it goes: the idempotency key,
     the centre, the order and its grant (and `label`, the caller's name for this submission). A
@@ -240,9 +242,9 @@ def submit_anywhere(
                     decisions[name] = exc.decision
                     refusals.append(f"{name}: decision {exc.decision} records this refusal in its log")
                 continue
-            if exc.status == 503:
+            if exc.status == 503 or (exc.status == 402 and exc.reasons[:1] == [CREDIT_LIMIT]):
                 refusals.append(f"{name}: unavailable ({exc.error})")
-                unavailable = True
+                unavailable = True  # a home past its line there: its grants are taken again as settlement pays
                 continue
             raise
         keys.note(paid.account, centre=name, job=view["id"], order=to_hex(paid.digest))

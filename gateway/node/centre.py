@@ -35,6 +35,7 @@ from auth.group.signature import signature_hash
 from auth.policy import Subject
 from auth.tokens import PASSWORD, Claims, TokenError, TokenIssuer, VerifiedTokens, verify_token
 from gateway.api.schemas import (
+    CREDIT_LIMIT,
     JOB_SIGNATURE_SKEW,
     AnonymousQuote,
     AnonymousSubmission,
@@ -712,6 +713,7 @@ class CentreNode:
                 f"past that. {self.name} takes {claims.home}'s grants again as its earlier jobs are paid at "
                 f"settlement or it deposits more collateral; or run the job at another centre",
                 reasons=[
+                    CREDIT_LIMIT,
                     f"limit: {exc.line.limit}",
                     f"owed for jobs not finished: {exc.owed.in_flight}",
                     f"owed for records not settled: {exc.owed.billed}",
