@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.node.credit import PAID_EVERY, CreditDesk
+from gateway.node.credit import FRESH_FOR, CreditDesk
 from gateway.store import Store
 from gateway.store.credit import Owed
 from ledger.ids import centre_id
@@ -27,6 +27,7 @@ ME = centre_id("cloud-b")
 class Member:
     account: str
     active: bool = True
+    name: str = "hpc-a"
 
 
 @dataclass
@@ -39,15 +40,24 @@ class Anchor:
 class Index:
     """The index as the desk reads it."""
 
-    members: dict[str, Member] = field(default_factory=lambda: {"hpc-a": Member("0xA")})
+    known: dict[str, Member] = field(
+        default_factory=lambda: {"hpc-a": Member("0xA"), "cloud-b": Member("0xB", name="cloud-b")}
+    )
     collateral_of: dict[str, CollateralInfo] = field(
         default_factory=lambda: {"0xA": CollateralInfo("0xA", balance=1000, locked=100, pending=0, unlock_epoch=0)}
     )
     settled: set[int] = field(default_factory=set)
     anchors: dict[int, Anchor] = field(default_factory=dict)
+    unpaid: dict[bytes, int] = field(default_factory=dict)
 
     def member(self, name: str) -> Member | None:
-        return self.members.get(name)
+        return self.known.get(name)
+
+    def members(self) -> list[Member]:
+        return [m for m in self.known.values() if m.active]
+
+    def shortfalls_by_debtor(self) -> dict[bytes, int]:
+        return self.unpaid
 
     def collateral(self, account: str) -> CollateralInfo:
         return self.collateral_of[account]
@@ -86,7 +96,7 @@ def test_the_line_is_the_free_collateral_times_the_share(store: Store) -> None:
 
 
 def test_a_home_that_is_no_active_member_gets_no_credit_and_the_centre_itself_needs_none(store: Store) -> None:
-    index = Index(members={"hpc-a": Member("0xA", active=False)})
+    index = Index(known={"hpc-a": Member("0xA", active=False)})
     desk = CreditDesk("cloud-b", index, store)
     assert desk.line("hpc-a").limit == 0 and desk.line("nowhere").limit == 0
     assert desk.line("cloud-b") is None
@@ -104,11 +114,11 @@ def test_an_epoch_is_paid_once_settled_with_this_centres_anchor_on_time_or_paid_
     assert desk.unpaid_from() == 1
     index.settled = {1, 2, 3}
     index.anchors = {1: Anchor(), 2: Anchor(late=True), 3: Anchor()}
-    clock.now += PAID_EVERY
+    clock.now += FRESH_FOR
     assert desk.unpaid_from() == 2  # epoch 2's anchor was late: settleLate has not paid it yet
     index.anchors[2] = Anchor(late=True, late_settled=True)
-    assert desk.unpaid_from() == 2  # looked at no sooner than PAID_EVERY after the last look
-    clock.now += PAID_EVERY
+    assert desk.unpaid_from() == 2  # looked at no sooner than FRESH_FOR after the last look
+    clock.now += FRESH_FOR
     assert desk.unpaid_from() == 4  # the open epoch is never paid
     assert desk.line("hpc-a").unpaid_from == 4
 
@@ -130,3 +140,31 @@ def test_what_a_home_owes_is_counted_from_the_first_unpaid_epoch(tmp_path: Path)
         assert CreditDesk("cloud-b", Index(), store).owed("hpc-a") == Owed(0, 50)
     finally:
         store.close()
+
+
+def test_by_default_every_other_member_may_lend_on_an_equal_part_of_the_collateral(store: Store) -> None:
+    index, clock = Index(), Clock()
+    desk = CreditDesk("cloud-b", index, store, clock=clock)
+    assert desk.share() == 1 and desk.line("hpc-a").limit == 900  # two members: cloud-b alone serves hpc-a
+    index.known |= {"ai-c": Member("0xC", name="ai-c"), "edge-d": Member("0xD", name="edge-d")}
+    clock.now += FRESH_FOR
+    assert desk.share() == Fraction(1, 3) and desk.line("hpc-a").limit == 300  # 900 among three serving centres
+    index.known["edge-d"] = Member("0xD", active=False, name="edge-d")  # removed: it serves nobody
+    clock.now += FRESH_FOR
+    assert desk.share() == Fraction(1, 2) and desk.line("hpc-a").limit == 450
+    assert CreditDesk("cloud-b", index, store, Fraction(1)).line("hpc-a").limit == 900  # as configured
+
+
+def test_what_a_home_left_unpaid_at_settlements_is_never_lent_on_again(store: Store) -> None:
+    index, clock = Index(), Clock()
+    desk = CreditDesk("cloud-b", index, store, clock=clock)
+    index.unpaid = {centre_id("hpc-a"): 250, centre_id("ai-c"): 999}
+    clock.now += FRESH_FOR
+    assert desk.line("hpc-a").limit == 900 - 250
+    index.unpaid = {centre_id("hpc-a"): 5_000}
+    clock.now += FRESH_FOR
+    assert desk.line("hpc-a").limit == 0
+    index.collateral_of["0xA"] = CollateralInfo("0xA", balance=10_000, locked=0, pending=0, unlock_epoch=0)
+    assert desk.line("hpc-a").limit == 5_000  # a deposit buys its credit back, less what it owes from before
+    (view,) = desk.lines()
+    assert (view.home, view.limit, view.free_collateral, view.defaulted) == ("hpc-a", 5_000, 10_000, 5_000)

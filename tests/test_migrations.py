@@ -89,6 +89,7 @@ def test_a_store_written_by_version_1_opens_with_its_rows_intact(tmp_path: Path)
             assert new.pop("group_signature") is None and new.pop("group_signature_hash") is None  # signed on (9)
             scope = old["principal"] if old["idempotency_key"] is not None else None
             assert new.pop("idempotency_scope") == scope  # keys stay their principal's (10)
+            assert new.pop("credit") is None  # accepted without a grant: it is owed nothing in flight (12)
             url = old.pop("forwarded_url")
             if old["status"] == "forwarded":  # the one job forwarded before gateways stopped forwarding
                 assert (new.pop("status"), old.pop("status")) == ("failed", "forwarded")

@@ -37,9 +37,24 @@ def store(tmp_path: Path) -> Store:
     s.close()
 
 
-def job(store: Store, n: int, amount: int, *, line: CreditLine | None = None, key: str | None = None) -> str:
+def job(
+    store: Store,
+    n: int,
+    amount: int,
+    *,
+    line: CreditLine | None = None,
+    key: str | None = None,
+    most: int | None = None,
+) -> str:
     made, _ = store.create_job(
-        "alice@hpc-a", "hpc-a", REQ | {"n": n}, "cloud-b", payment=pay(n, amount), credit_line=line, idempotency_key=key
+        "alice@hpc-a",
+        "hpc-a",
+        REQ | {"n": n},
+        "cloud-b",
+        payment=pay(n, amount),
+        credit_line=line,
+        idempotency_key=key,
+        bills_at_most=most,
     )
     return made.id
 
@@ -59,6 +74,20 @@ def test_a_jobs_grant_is_owed_until_it_finishes_then_its_records_price(store: St
     store.update_job(third, status="failed")  # however a job leaves queued/running
     assert store.owed(HOME, 1) == Owed(0, 42)
     assert store.owed(home_key("ai-c"), 1) == Owed(0, 0)
+
+
+def test_a_job_is_owed_for_no_more_than_its_record_may_bill(store: Store) -> None:
+    """A record is priced at most at the job's price at its limits and at most at its grant: the lesser is owed."""
+    small, large = job(store, 1, 10**30, most=300), job(store, 2, 200, most=10**30)
+    assert store.owed(HOME, 1) == Owed(500, 0)
+    job(store, 3, 10**30, line=line(1000), most=500)  # 500 + 500: within the line whatever the grant
+    with pytest.raises(CreditExceeded):
+        job(store, 4, 10, line=line(1000), most=10)
+    store.complete_job(small, "failed", None, "", "")
+    store.update_job(large, status="failed")
+    assert store.owed(HOME, 1) == Owed(500, 0)
+    with pytest.raises(StoreError, match="bills_at_most must be a non-negative int"):
+        job(store, 5, 10, most=-1)
 
 
 def test_epochs_before_the_first_unpaid_one_are_not_owed(store: Store) -> None:
@@ -138,12 +167,15 @@ def test_a_file_from_before_the_credit_table_gains_it_from_its_jobs_and_records(
         before = store._db.execute("SELECT * FROM credit ORDER BY home, epoch").fetchall()
     db = sqlite3.connect(path)
     db.execute("DROP TABLE credit")
+    db.execute("ALTER TABLE jobs DROP COLUMN credit")
     db.execute("PRAGMA user_version = 11")
     db.commit()
     db.close()
     with Store(path) as store:
         assert store._db.execute("SELECT * FROM credit ORDER BY home, epoch").fetchall() == before
         assert store.owed(HOME, 1) == Owed(500, 7) and store.owed(home_key("ai-c"), 1) == Owed(0, 3)
+        store.complete_job(running, "failed", None, "", "")  # a job in flight then is owed its whole grant
+        assert store.owed(HOME, 1) == Owed(300, 7)
 
 
 @pytest.mark.parametrize(

@@ -84,6 +84,7 @@ from gateway.api.schemas import (
     GroupJoinRequest,
     GroupJoinResponse,
     GroupSignatureView,
+    HomeCreditView,
     IdentificationView,
     JobQuote,
     JobRequest,
@@ -595,6 +596,30 @@ def create_app(
         """Close the open epoch at once (202): the closure is committed and its anchor queued; the anchor goes
         on chain from the outbox (`anchored` once it is: ask again naming the epoch), the settlement after."""
         return node.close_epoch(body.epoch if body else None)
+
+    @app.get(
+        "/v1/credit",
+        response_model=list[HomeCreditView],
+        tags=["payment"],
+        dependencies=[Depends(operator)],
+        responses=responses(401),
+    )
+    def credit() -> list[HomeCreditView]:
+        """Each other member's credit line here and what it owes now (the operator's: it tells when each home's
+        users compute here and for how much)."""
+        return [
+            HomeCreditView(
+                home=c.home,
+                limit=c.limit,
+                free_collateral=c.free_collateral,
+                share=str(c.share),
+                defaulted=c.defaulted,
+                owed_in_flight=c.owed.in_flight,
+                owed_billed=c.owed.billed,
+                unpaid_from=c.unpaid_from,
+            )
+            for c in node.credit.lines()
+        ]
 
     @app.get(
         "/v1/epochs/{epoch}/evidence",

@@ -120,22 +120,6 @@ class NodeCollector(Collector):
             value=int(bool(index.reachable)),
         )
 
-        limit = GaugeMetricFamily(
-            "xcentre_credit_limit",
-            "What each home may owe this centre now (its free collateral x the share).",
-            labels=["home"],
-        )
-        owed = GaugeMetricFamily(
-            "xcentre_credit_owed",
-            "What each home owes this centre: its jobs not finished and records not settled.",
-            labels=["home"],
-        )
-        for home, (line, now) in sorted(self.node.credit.lines().items()):
-            limit.add_metric([home], line)
-            owed.add_metric([home], now.total)
-        yield limit
-        yield owed
-
         books = parts.epochs.state()
         yield GaugeMetricFamily("xcentre_epoch_open", "The epoch open at this centre.", value=books.open)
         yield GaugeMetricFamily(

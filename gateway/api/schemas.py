@@ -385,6 +385,19 @@ class EpochClosure(BaseModel):
     decision_count: int = Field(description="how many decisions (allows and denies) the epoch's log holds")
 
 
+class HomeCreditView(BaseModel):
+    """One home's credit line at this centre and what it owes (amounts in the credit's smallest unit)."""
+
+    home: str
+    limit: int = Field(description="what the home may owe this centre now: free collateral x share - defaulted")
+    free_collateral: int = Field(description="the home's free collateral in Settlement, as the index has it")
+    share: str = Field(description="the part of the free collateral lent on, as a fraction (e.g. 1/2)")
+    defaulted: int = Field(description="what the home left unpaid at settlements so far (Shortfall), never lent on")
+    owed_in_flight: int = Field(description="the most the home's jobs queued or running here may bill")
+    owed_billed: int = Field(description="the home's records here in epochs not paid yet")
+    unpaid_from: int = Field(description="this centre's oldest epoch not paid yet")
+
+
 class PolicyView(BaseModel):
     """A version of the centre's Cedar policy: check its texts against the hashes on chain (ledger.policies)."""
 

@@ -90,7 +90,7 @@ def build_node(
     epoch_every: int = 0,
     shared_limits: Path | None = None,
     runs_jobs: bool = True,
-    credit_share: Fraction = Fraction(1),
+    credit_share: Fraction | None = None,
 ) -> CentreNode:
     """A centre's node, not started: `CentreNode.start` checks the policy files against the chain first.
 
@@ -99,7 +99,8 @@ def build_node(
     `epoch_every` (seconds) closes the open epoch on that schedule in housekeeping; 0 closes it only when asked.
     `shared_limits`: a folder where the policy's rate limits are kept for every process of the gateway (fronts
     and back, gateway.api.fronts) rather than in this one's memory; `runs_jobs` False: a front's node.
-    `credit_share`: the part of a home's free collateral this centre gives it credit for (gateway.node.credit).
+    `credit_share`: the part of a home's free collateral it may owe this centre; None: 1 / (active members - 1)
+    (gateway.node.credit).
     """
     if deployment.identity_registry is None:
         raise ValueError(
@@ -261,7 +262,7 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None, *, proce
         epoch_every=config.epochs.every,
         shared_limits=None if process == "alone" else config.data_dir / "limits",
         runs_jobs=process != "front",
-        credit_share=Fraction(str(config.credit_share)),
+        credit_share=None if config.credit_share is None else Fraction(str(config.credit_share)),
     )
 
 

@@ -138,8 +138,9 @@ class NodeParts:
     """The home's grant desk (gateway.node.payer): grants, holds, balances, complaints of its own users."""
     groups: GroupDesk | None = None
     """The home's group desk (gateway.node.groups): joins, anonymous grants, identifications of openings."""
-    credit_share: Fraction = Fraction(1)
-    """The part of a home's free collateral this centre gives it credit for (gateway.node.credit)."""
+    credit_share: Fraction | None = None
+    """The part of a home's free collateral it may owe this centre; None: 1 / (active members - 1)
+    (gateway.node.credit)."""
 
 
 class CentreNode:
@@ -705,20 +706,16 @@ class CentreNode:
                 group_signature=group_signature,
                 idempotency_scope=claims.sub if claims.amr == [PASSWORD] else f"account:{accepted.account}",
                 credit_line=self.credit.line(claims.home),
+                bills_at_most=accepted.cost,
             )
         except CreditExceeded as exc:
             raise PaymentRequired(
-                f"{self.name} gives {claims.home} credit up to {exc.line.limit} now ({self._share_words()}its free "
-                f"collateral on chain), and {claims.home} owes it {exc.owed.total}: a grant of {exc.amount} would go "
-                f"past that. {self.name} takes {claims.home}'s grants again as its earlier jobs are paid at "
-                f"settlement or it deposits more collateral; or run the job at another centre",
-                reasons=[
-                    CREDIT_LIMIT,
-                    f"limit: {exc.line.limit}",
-                    f"owed for jobs not finished: {exc.owed.in_flight}",
-                    f"owed for records not settled: {exc.owed.billed}",
-                    f"grant: {exc.amount}",
-                ],
+                f"{self.name} takes {claims.home}'s jobs while what {claims.home} owes it stays within a credit of "
+                f"{exc.line.limit} now ({self._share_words()}{claims.home}'s free collateral on chain), and this job, "
+                f"which may bill {exc.amount}, does not fit beside what it owes: {self.name} takes it again as "
+                f"settlement pays {claims.home}'s earlier jobs, or once {claims.home} deposits more collateral; or "
+                "run the job at another centre",
+                reasons=[CREDIT_LIMIT, f"limit: {exc.line.limit}", f"this job may bill: {exc.amount}"],
             ) from None
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
@@ -727,7 +724,7 @@ class CentreNode:
         return job, created
 
     def _share_words(self) -> str:
-        share = self.credit.share
+        share = self.credit.share()
         return "" if share == 1 else f"{share.numerator}/{share.denominator} of "
 
     def job(self, caller: Claims | JobSignature, job_id: str) -> JobView:

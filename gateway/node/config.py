@@ -234,14 +234,14 @@ class GatewayConfig(BaseModel):
         None, description="a Slurm partition name (letters, digits, _ . -)"
     )
     chain_confirmations: int = _int(0, 10_000, 0)
-    credit_share: float = Field(
-        1.0,
+    credit_share: float | None = Field(
+        None,
         gt=0,
         le=1,
         strict=True,
         allow_inf_nan=False,
-        description="a number above 0 and at most 1: the part of a home's free collateral this centre gives it "
-        "credit for; 1 / (members - 1) covers a home that over-grants every centre at once",
+        description="a number above 0 and at most 1: the part of a home's free collateral it may owe this centre; "
+        "absent: 1 / (active members - 1), so that the collateral pays every serving centre at once",
     )
     epochs: EpochSchedule = Field(
         EpochSchedule(every=0),

@@ -2,19 +2,23 @@
 
 A grant is the home's promise; what pays it is the home's collateral in
 Settlement, when the epoch of the job's record settles. So a serving centre
-takes a home's grant only while what that home owes it (gateway.store.credit:
-grants of its jobs not finished, records of epochs not paid yet) plus the
-grant stays within the home's free collateral on chain (its balance less
-bonds and any pending withdrawal: a home that asks to withdraw gets no more
-credit on what it is taking away), times `share`. A share below 1 keeps room
-for the other serving centres: with `share = 1 / (members - 1)` even a home
-that grants every centre up to the line at once can pay all of them. The
-home's own users' jobs are not on credit (the home pays them from its holds).
+takes a home's job only while what that home owes it (gateway.store.credit:
+what its jobs not finished may bill, its records of epochs not paid yet) plus
+what the new job may bill stays within the line: the home's free collateral on
+chain (its balance less bonds and any pending withdrawal: a home that asks to
+withdraw gets no credit on what it is taking away) times the share, less what
+the home ever left unpaid at a settlement (`Shortfall`: the chain carries no
+debt forward, so a home that defaulted gets that much less credit for good,
+unless it deposits more). The share is `credit_share`, by default
+1 / (active members - 1): every other member may serve the home's users at
+once, and together they are owed no more than the collateral pays. The home's
+own users' jobs are not on credit (the home pays them from its holds).
 
 An epoch of this centre is paid once it is settled on chain and this centre's
 anchor of it was on time or, late, was paid by `settleLate`. Its own epochs
-settle in order, so the line counts from the oldest one not paid yet; that is
-found from the index at most once a `PAID_EVERY` seconds.
+settle in order, so the line counts from the oldest one not paid yet. What the
+chain says of epochs, members and shortfalls is read again at most once a
+`FRESH_FOR` seconds: settlements come minutes apart.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -29,10 +34,34 @@ from gateway.store import Store
 from gateway.store.credit import CreditLine, Owed, home_key
 from ledger.ids import centre_id
 
-__all__ = ["PAID_EVERY", "CreditDesk"]
+__all__ = ["FRESH_FOR", "CreditDesk", "HomeCredit"]
 
-PAID_EVERY = 1.0
-"""Seconds between looks at the chain index for epochs paid since: settlements come minutes apart."""
+FRESH_FOR = 1.0
+"""Seconds the paid epochs, the members' count and the shortfalls read from the index are used for."""
+
+
+@dataclass(frozen=True)
+class HomeCredit:
+    """One home's line here and what it owes, for the operator."""
+
+    home: str
+    limit: int
+    free_collateral: int
+    share: Fraction
+    defaulted: int
+    """What the home left unpaid at settlements: taken off its line."""
+    owed: Owed
+    unpaid_from: int
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """What the lines are computed from, as the index showed it at `at`."""
+
+    at: float
+    paid_through: int
+    members: int
+    defaulted: dict[bytes, int]
 
 
 class CreditDesk:
@@ -43,36 +72,29 @@ class CreditDesk:
         name: str,
         index: Any,
         store: Store,
-        share: Fraction = Fraction(1),
+        share: Fraction | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if not 0 < share <= 1:
+        """`share`: the part of a home's free collateral it may owe here; None: 1 / (active members - 1)."""
+        if share is not None and not 0 < share <= 1:
             raise ValueError(f"a credit share is above 0 and at most 1; got {share}")
         self.name = name
-        self.share = share
+        self._share = share
         self._index = index
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._paid_through = 0
-        self._looked_at = float("-inf")
+        self._chain = _Chain(float("-inf"), 0, 0, {})
 
     def line(self, home: str) -> CreditLine | None:
         """The line of `home`, None for this centre's own users; a home that is no active member has none
         (limit 0: its grants are refused before this, as not its member account's)."""
-        if home == self.name:
-            return None
-        member = self._index.member(home)
-        free = 0 if member is None or not member.active else self._index.collateral(member.account).free
-        return CreditLine(home, int(free * self.share), self.unpaid_from())
+        credit = self._credit(home)
+        return None if credit is None else CreditLine(home, credit.limit, credit.unpaid_from)
 
-    def lines(self) -> dict[str, tuple[int, Owed]]:
-        """Each other active member's line and what it owes now, for the operator (GET /metrics)."""
-        return {
-            member.name: (line.limit, self._store.owed(home_key(member.name), line.unpaid_from))
-            for member in self._index.members()
-            if (line := self.line(member.name)) is not None
-        }
+    def lines(self) -> list[HomeCredit]:
+        """Every other active member's line and what it owes now (GET /v1/credit, for the operator)."""
+        return [c for m in self._index.members() if (c := self._credit(m.name, owed=True)) is not None]
 
     def owed(self, home: str) -> Owed:
         """What `home` owes this centre now."""
@@ -80,15 +102,38 @@ class CreditDesk:
 
     def unpaid_from(self) -> int:
         """The oldest epoch of this centre not paid yet."""
+        return self._fresh().paid_through + 1
+
+    def share(self) -> Fraction:
+        """The part of a home's free collateral it may owe here now."""
+        return self._share or Fraction(1, max(1, self._fresh().members - 1))
+
+    def _credit(self, home: str, *, owed: bool = False) -> HomeCredit | None:
+        if home == self.name:
+            return None
+        chain = self._fresh()
+        member = self._index.member(home)
+        free = 0 if member is None or not member.active else int(self._index.collateral(member.account).free)
+        share = self.share()
+        defaulted = chain.defaulted.get(centre_id(home), 0) if member is not None else 0
+        limit = max(0, int(free * share) - defaulted)
+        unpaid_from = chain.paid_through + 1
+        now = self._store.owed(home_key(home), unpaid_from) if owed else Owed(0, 0)
+        return HomeCredit(home, limit, free, share, defaulted, now, unpaid_from)
+
+    def _fresh(self) -> _Chain:
         with self._lock:
+            chain = self._chain
             now = self._clock()
-            if now - self._looked_at >= PAID_EVERY:
-                self._looked_at = now
-                for closure in self._store.closures(since=self._paid_through + 1):
-                    if not self._paid(closure.epoch):
-                        break
-                    self._paid_through = closure.epoch
-            return self._paid_through + 1
+            if now - chain.at < FRESH_FOR:
+                return chain
+            paid = chain.paid_through
+            for closure in self._store.closures(since=paid + 1):
+                if not self._paid(closure.epoch):
+                    break
+                paid = closure.epoch
+            self._chain = _Chain(now, paid, len(self._index.members()), self._index.shortfalls_by_debtor())
+            return self._chain
 
     def _paid(self, epoch: int) -> bool:
         if self._index.settlement(epoch) is None:

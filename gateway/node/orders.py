@@ -89,6 +89,8 @@ class Accepted:
     grant_digest: bytes
     payment: Payment
     """As the store keeps it, with the signatures the client sent."""
+    cost: int
+    """The job's price here at its limits: the most its record can bill (a record is capped at it and the grant)."""
 
 
 def check_payment(signed: Signed, job: Job, terms: Terms, *, now: int, domain: DomainLike) -> Accepted:
@@ -119,7 +121,7 @@ def check_payment(signed: Signed, job: Job, terms: Terms, *, now: int, domain: D
         order_digest=digest,
         account=account,
     )
-    return Accepted(order, grant, account, digest, granted, payment)
+    return Accepted(order, grant, account, digest, granted, payment, cost)
 
 
 def payment_account(order: dict[str, Any], order_signature: str, domain: DomainLike) -> str | None:

@@ -2,12 +2,13 @@
 
 A serving centre runs a home's users' jobs on that home's grant and is paid
 when the epoch of their records settles, from the home's collateral on chain.
-Until then it gives the home credit. The `credit` table keeps, per home, the
-grants of its jobs accepted and not finished (epoch 0) and the prices of its
-records per epoch; `owed` adds them up from an epoch on, and `check` refuses a
-new grant, in the transaction that stores the job, when it would take what the
-home owes past the line the node allows it (gateway.node.credit). Records that
-lapse at a close are taken off their epoch: nobody is billed for them.
+Until then it gives the home credit. The `credit` table keeps, per home, what
+its jobs accepted and not finished may bill at most (epoch 0: each job's grant,
+or its price at its limits when less, kept in `jobs.credit`) and the prices of
+its records per epoch; `owed` adds them up from an epoch on, and `check`
+refuses a new job, in the transaction that stores it, when it would take what
+the home owes past the line the node allows it (gateway.node.credit). Records
+that lapse at a close are taken off their epoch: nobody is billed for them.
 
 Amounts are decimal text: a grant is a uint256, and SQLite's integers stop at
 64 bits. Every change runs in its caller's transaction.
@@ -26,7 +27,7 @@ from ledger.ids import centre_id
 __all__ = ["IN_FLIGHT", "CreditExceeded", "CreditLine", "Owed", "add", "check", "home_key", "owed"]
 
 IN_FLIGHT = 0
-"""The `credit` row of a home's grants for jobs accepted and not finished (epochs are numbered from 1)."""
+"""The `credit` row of what a home's jobs accepted and not finished may bill (epochs are numbered from 1)."""
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class CreditLine:
 
 @dataclass(frozen=True)
 class Owed:
-    """What a home owes this centre: grants of jobs not finished, and records billed in epochs not paid yet."""
+    """What a home owes this centre: what its jobs not finished may bill, and its records in epochs not paid yet."""
 
     in_flight: int
     billed: int
@@ -58,13 +59,14 @@ class Owed:
 
 
 class CreditExceeded(StoreError):
-    """The job's grant would take what its home owes this centre past the home's credit line."""
+    """The job would take what its home owes this centre past the home's credit line."""
 
     def __init__(self, line: CreditLine, owed: Owed, amount: int) -> None:
         self.line, self.owed, self.amount = line, owed, amount
         super().__init__(
             f"{line.home} may owe this centre {line.limit} now, and owes {owed.total} (jobs not finished "
-            f"{owed.in_flight}, billed and not settled {owed.billed}): a grant of {amount} would take it past that"
+            f"{owed.in_flight}, billed and not settled {owed.billed}): a job that may bill {amount} would take it "
+            "past that"
         )
 
 
@@ -76,6 +78,8 @@ def home_key(home: str) -> str:
 def add(db: sqlite3.Connection, home_id: str, epoch: int, amount: int) -> None:
     """Add `amount` (negative: take it off) to a home's row of `epoch` (IN_FLIGHT for accepted jobs); never
     below 0."""
+    if not amount:
+        return
     row = db.execute("SELECT amount FROM credit WHERE home = ? AND epoch = ?", (home_id, epoch)).fetchone()
     total = max(0, (int(row[0]) if row else 0) + amount)
     db.execute(
@@ -96,7 +100,7 @@ def owed(db: sqlite3.Connection, home_id: str, unpaid_from: int) -> Owed:
 
 
 def check(db: sqlite3.Connection, line: CreditLine, amount: int) -> None:
-    """Raise CreditExceeded if a grant of `amount` would take what the line's home owes past its limit."""
+    """Raise CreditExceeded if a job that may bill `amount` would take what the line's home owes past its limit."""
     now = owed(db, home_key(line.home), line.unpaid_from)
     if now.total + amount > line.limit:
         raise CreditExceeded(line, now, amount)
@@ -113,11 +117,14 @@ def record_price(record_json: str) -> int:
 
 
 def backfill(db: sqlite3.Connection) -> None:
-    """Build the table from the jobs and records of a file written before it existed."""
-    for home, grant in db.execute(
-        "SELECT home, pay_grant FROM jobs WHERE status IN ('queued', 'running') AND pay_grant IS NOT NULL"
+    """Build the table from the jobs and records of a file written before it existed: a job in flight is owed
+    for its whole grant."""
+    for job_id, home, grant in db.execute(
+        "SELECT id, home, pay_grant FROM jobs WHERE status IN ('queued', 'running') AND pay_grant IS NOT NULL"
     ).fetchall():
-        add(db, home_key(home), IN_FLIGHT, grant_amount(grant))
+        amount = grant_amount(grant)
+        db.execute("UPDATE jobs SET credit = ? WHERE id = ?", (str(amount), job_id))
+        add(db, home_key(home), IN_FLIGHT, amount)
     for home_id, epoch, record in db.execute(
         "SELECT home_centre, epoch, record FROM usage_records WHERE lapsed_at IS NULL"
     ).fetchall():

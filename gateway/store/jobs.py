@@ -159,9 +159,10 @@ def _result(row: sqlite3.Row) -> SealedResult | None:
     return SealedResult(row["result_key"], row["lock_hash"], row["sealed_stdout"], row["sealed_stderr"])
 
 
-def _finished(db: sqlite3.Connection, row: sqlite3.Row) -> None:
-    """A job leaves queued/running: its grant is no longer owed as such (its record, if any, is)."""
-    credit.add(db, credit.home_key(row["home"]), credit.IN_FLIGHT, -credit.grant_amount(row["pay_grant"]))
+def _in_flight(db: sqlite3.Connection, row: sqlite3.Row, sign: int) -> None:
+    """A job enters (+1) or leaves (-1) queued/running: what its record may bill is owed as in flight meanwhile
+    (once it has left, its record, if any, is owed instead)."""
+    credit.add(db, credit.home_key(row["home"]), credit.IN_FLIGHT, sign * int(row["credit"] or 0))
 
 
 def same_request(stored: str, body: str) -> bool:
@@ -186,6 +187,7 @@ class Jobs(StoreBase):
         group_signature: bytes | None = None,
         idempotency_scope: str | None = None,
         credit_line: credit.CreditLine | None = None,
+        bills_at_most: int | None = None,
     ) -> tuple[Job, bool]:
         """Store a new job, or return the one created in this key's scope with this key.
 
@@ -207,9 +209,11 @@ class Jobs(StoreBase):
         `group_signature` (bytes) is the group signature an anonymous job was accepted under, kept with its
         keccak256 (`job_by_group_signature`); a retry keeps the job's first one.
 
-        A new job's grant is added to what its home owes this centre (gateway.store.credit); with a
-        `credit_line` for its home, a grant that would take that past the line's limit raises CreditExceeded
-        and nothing is written. A retry is never refused for credit: its job is already owed for.
+        While a new job is queued or running its home owes this centre what its record may bill at most:
+        its grant, or `bills_at_most` (the job's price at its limits) when that is less (gateway.store.credit).
+        With a `credit_line` for its home, a job that would take what the home owes past the line's limit
+        raises CreditExceeded and nothing is written. A retry is never refused for credit: its job is owed
+        for already.
         """
         checks.text("principal", principal, max_len=512)
         checks.text("home", home, max_len=512)
@@ -232,7 +236,10 @@ class Jobs(StoreBase):
             raise StoreError("credit_line must be a CreditLine")
         if credit_line is not None and credit_line.home != home:
             raise StoreError(f"the credit line is {credit_line.home}'s, not the job's home {home}'s")
-        granted = 0 if payment is None else int(payment.grant["amount"])
+        if bills_at_most is not None:
+            checks.natural("bills_at_most", bills_at_most)
+        owed = 0 if payment is None else int(payment.grant["amount"])
+        owed = owed if bills_at_most is None else min(owed, bills_at_most)
         signed = checks.group_signature(group_signature)
         body = checks.canonical_json("request", request)
         terms = (
@@ -287,8 +294,8 @@ class Jobs(StoreBase):
                     )
             if status in ACTIVE_STATUSES:
                 if credit_line is not None:
-                    credit.check(db, credit_line, granted)
-                credit.add(db, credit.home_key(home), credit.IN_FLIGHT, granted)
+                    credit.check(db, credit_line, owed)
+                credit.add(db, credit.home_key(home), credit.IN_FLIGHT, owed)
             job_id = "job-" + secrets.token_hex(8)
             now = self._now()
             if decision is not None:
@@ -296,8 +303,8 @@ class Jobs(StoreBase):
             db.execute(
                 "INSERT INTO jobs (id, idempotency_key, principal, home, request, serving_centre, status,"
                 " created_at, updated_at, rates_version, pay_order, pay_order_sig, pay_grant, pay_grant_sig,"
-                " order_digest, pay_account, decision, group_signature, group_signature_hash, idempotency_scope)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " order_digest, pay_account, decision, group_signature, group_signature_hash, idempotency_scope,"
+                " credit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     idempotency_key,
@@ -314,6 +321,7 @@ class Jobs(StoreBase):
                     signed,
                     None if signed is None else keccak(signed).hex(),
                     None if idempotency_key is None else scope,
+                    str(owed),
                 ),
             )
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
@@ -369,11 +377,12 @@ class Jobs(StoreBase):
             else:
                 checks.optional_str(name, value)
         with self._tx() as db:
-            row = db.execute("SELECT status, home, pay_grant FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT status, home, credit FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
-            if row["status"] in ACTIVE_STATUSES and fields.get("status", row["status"]) not in ACTIVE_STATUSES:
-                _finished(db, row)
+            was, will = row["status"] in ACTIVE_STATUSES, fields.get("status", row["status"]) in ACTIVE_STATUSES
+            if was != will:
+                _in_flight(db, row, 1 if will else -1)
             if fields:
                 names = list(fields)  # only names from _UPDATABLE reach the SQL
                 assignments = ", ".join(f"{name} = ?" for name in names)
@@ -452,12 +461,12 @@ class Jobs(StoreBase):
         if record is not None and not callable(record):
             signed = as_new_record(record)  # bad input fails before anything is written
         with self._tx() as db:
-            row = db.execute("SELECT status, home, pay_grant FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            row = db.execute("SELECT status, home, credit FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if row is None:
                 raise JobNotFound(f"no job {job_id!r}")
             if row["status"] not in ACTIVE_STATUSES:
                 raise JobStateError(f"job {job_id} is already {row['status']}; only queued or running jobs complete")
-            _finished(db, row)
+            _in_flight(db, row, -1)
             now = self._now()
             db.execute(
                 "UPDATE jobs SET status = ?, exit_code = ?, stdout_tail = ?, stderr_tail = ?,"

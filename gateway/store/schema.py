@@ -315,14 +315,18 @@ CREATE TABLE credit (
     epoch  INTEGER NOT NULL CHECK (epoch >= 0),
     amount TEXT NOT NULL,
     PRIMARY KEY (home, epoch)
-)
+);
+ALTER TABLE jobs ADD COLUMN credit TEXT;
 """
-"""What each home owes this serving centre (gateway.store.credit): per home (its centre id), the grants of its jobs
-accepted and not finished (epoch 0) and the prices of its records per epoch, lapsed ones left out; decimal text."""
+"""What each home owes this serving centre (gateway.store.credit): per home (its centre id), what its jobs accepted
+and not finished may bill (epoch 0) and the prices of its records per epoch, lapsed ones left out; and per job what
+it may bill while it is queued or running. Amounts are decimal text. Jobs stored before count their whole grant."""
 
 
 def _credit(db: sqlite3.Connection) -> None:
-    db.execute(_V12_CREDIT)
+    for statement in _V12_CREDIT.split(";"):
+        if statement.strip():
+            db.execute(statement)
     backfill(db)
 
 

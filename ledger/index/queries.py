@@ -331,6 +331,16 @@ class IndexQueries:
         rows = self._all("SELECT debtor, unpaid FROM shortfalls WHERE epoch = :epoch", {"epoch": int(epoch)})
         return {bytes(r["debtor"]): int(r["unpaid"]) for r in rows}
 
+    def shortfalls_by_debtor(self) -> dict[bytes, int]:
+        """What each debtor left unpaid at every settlement so far, the epochs' and the late anchors' together."""
+        rows = self._all(
+            "SELECT debtor, unpaid FROM shortfalls UNION ALL SELECT debtor, unpaid FROM late_shortfalls", {}
+        )
+        unpaid: dict[bytes, int] = {}
+        for r in rows:
+            unpaid[bytes(r["debtor"])] = unpaid.get(bytes(r["debtor"]), 0) + int(r["unpaid"])
+        return unpaid
+
     def settlement(self, epoch: int) -> SettlementInfo | None:
         """The settlement of `epoch`, or None if it is not settled (or not indexed yet)."""
         params = {"epoch": int(epoch)}
