@@ -12,11 +12,13 @@ wide (`tight`), set through the desk's share as an operator sets it.
 
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import httpx
 import pytest
 
+from gateway.client.cli import main
 from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
 from gateway.node.credit import CreditDesk
@@ -167,3 +169,13 @@ def test_a_client_placing_the_job_goes_on_to_another_centre_and_one_naming_the_c
         wait(consortium, "cloud-b", hog.json()["id"], token)
     finally:
         home.close()
+
+
+def test_the_operator_reads_the_lines_from_the_command_line(consortium, tmp_path, capsys):
+    key = tmp_path / "operator.key"
+    key.write_text(consortium.operator_key("cloud-b") + "\n")
+    assert main(["credit", "--gateway", consortium.url("cloud-b"), "--operator-key-file", str(key)]) == 0
+    lines = {line["home"]: line for line in json.loads(capsys.readouterr().out)}
+    assert set(lines) == {"hpc-a", "ai-c"} and lines["hpc-a"]["limit"] == room(consortium)[0]
+    key.write_text("not the key\n")
+    assert main(["credit", "--gateway", consortium.url("cloud-b"), "--operator-key-file", str(key)]) != 0

@@ -192,6 +192,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     close.set_defaults(run=_close_epoch)
 
+    credit = sub.add_parser(
+        "credit", help="each member's credit line at a centre and what it owes there now (the centre's operators)"
+    )
+    credit.add_argument("--gateway", required=True, help="the serving centre's gateway URL")
+    credit.add_argument("--operator-key-file", type=Path, required=True)
+    credit.set_defaults(run=_credit)
+
     enrolment = sub.add_parser("enrolment", help="enrolment operations (operators of the home centre)")
     nsub = enrolment.add_subparsers(required=True, metavar="ACTION")
     revoke = nsub.add_parser("revoke", help="revoke a user: every member refuses their credentials within seconds")
@@ -751,6 +758,12 @@ def _close_epoch(args: argparse.Namespace) -> int:
     key = args.operator_key_file.read_text().strip()
     with GatewayClient(args.gateway) as client:
         return _print_json(client.close_epoch(key, args.epoch, wait=not args.no_wait))
+
+
+def _credit(args: argparse.Namespace) -> int:
+    key = args.operator_key_file.read_text().strip()
+    with GatewayClient(args.gateway) as client:
+        return _print_json(client.credit(key))
 
 
 def _revoke(args: argparse.Namespace) -> int:

@@ -192,6 +192,11 @@ class GatewayClient:
             "POST", "/v1/enrolments/revoke", json={"username": username}, headers={"X-Operator-Key": operator_key}
         )
 
+    def credit(self, operator_key: str) -> list[dict]:
+        """Each other member's credit line at this centre and what it owes now (the operator's)."""
+        answer: list[dict] = self._call("GET", "/v1/credit", headers={"X-Operator-Key": operator_key})
+        return answer
+
     def submit(self, job: dict, idempotency_key: str | None = None) -> dict:
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
         return self._call("POST", "/v1/jobs", json=job, headers=headers)
