@@ -50,8 +50,10 @@ class Index:
     anchors: dict[int, Anchor] = field(default_factory=dict)
     unpaid: dict[bytes, int] = field(default_factory=dict)
 
-    def member(self, name: str) -> Member | None:
-        return self.known.get(name)
+    def member(self, name_or_id: str | bytes) -> Member | None:
+        if isinstance(name_or_id, bytes):
+            return next((m for name, m in self.known.items() if centre_id(name) == name_or_id), None)
+        return self.known.get(name_or_id)
 
     def members(self) -> list[Member]:
         return [m for m in self.known.values() if m.active]

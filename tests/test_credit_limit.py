@@ -179,3 +179,24 @@ def test_the_operator_reads_the_lines_from_the_command_line(consortium, tmp_path
     assert set(lines) == {"hpc-a", "ai-c"} and lines["hpc-a"]["limit"] == room(consortium)[0]
     key.write_text("not the key\n")
     assert main(["credit", "--gateway", consortium.url("cloud-b"), "--operator-key-file", str(key)]) != 0
+
+
+def test_the_quote_says_so_before_the_home_holds_anything(consortium, token, tight):
+    slow = tight
+    quoted = httpx.post(
+        consortium.url("cloud-b") + "/v1/jobs/quote",
+        json=SLOW | {"centre": "cloud-b"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert quoted.status_code == 200 and quoted.json()["max_price"] == slow
+    hog = post(consortium, SLOW, "cloud-b", granted(consortium, SLOW, "cloud-b", slow), token)
+    assert hog.status_code == 202, hog.text
+    refused = httpx.post(
+        consortium.url("cloud-b") + "/v1/jobs/quote",
+        json=SLOW | {"centre": "cloud-b"},
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert refused.status_code == 402 and refused.json()["reasons"][0] == "credit-limit", refused.text
+    wait(consortium, "cloud-b", hog.json()["id"], token)

@@ -463,7 +463,8 @@ class CentreNode:
 
     def quote(self, claims: Claims, request: JobRequest, client: str | None = None) -> JobQuote:
         """What this centre takes the job at now, after the checks a submission gets (its centre, the session,
-        the policy): asked before the user's home holds anything, so a job refused here costs no hold.
+        the policy, the credit its home has here): asked before the user's home holds anything, so a job refused
+        here costs no hold.
 
         Advisory, and nothing of it is stored but the policy's decision (in the decision log): the order
         signed for it and the home's grant are what bind, and `submit` checks everything again.
@@ -474,6 +475,11 @@ class CentreNode:
         rates = self._rates_in_force()
         res = request.resources
         cost = max_price(request.walltime, res.cores, res.memory_mib, res.gpus, rates.prices)
+        line = self.credit.line(claims.home)
+        if line is not None:
+            owed = self.credit.owed(claims.home)
+            if owed.total + cost > line.limit:  # the submission checks again, in the job's own transaction
+                raise self._past_line(claims.home, line.limit, cost)
         return JobQuote(centre=self.name, rates_version=rates.version, max_price=cost, decision=allowed.id)
 
     def _check_centre(self, request: JobRequest) -> None:
@@ -709,23 +715,25 @@ class CentreNode:
                 bills_at_most=accepted.cost,
             )
         except CreditExceeded as exc:
-            raise PaymentRequired(
-                f"{self.name} takes {claims.home}'s jobs while what {claims.home} owes it stays within a credit of "
-                f"{exc.line.limit} now ({self._share_words()}{claims.home}'s free collateral on chain), and this job, "
-                f"which may bill {exc.amount}, does not fit beside what it owes: {self.name} takes it again as "
-                f"settlement pays {claims.home}'s earlier jobs, or once {claims.home} deposits more collateral; or "
-                "run the job at another centre",
-                reasons=[CREDIT_LIMIT, f"limit: {exc.line.limit}", f"this job may bill: {exc.amount}"],
-            ) from None
+            raise self._past_line(claims.home, exc.line.limit, exc.amount) from None
         except ReplayedOrder as exc:
             raise Conflict(f"replayed order: {exc}") from None
         except IdempotencyConflict as exc:
             raise Conflict(str(exc)) from None
         return job, created
 
-    def _share_words(self) -> str:
+    def _past_line(self, home: str, limit: int, amount: int) -> PaymentRequired:
+        """The refusal of a job that may bill `amount` when `home`'s credit line here does not fit it: naming
+        only the line and the job's own amount, never what others owe."""
         share = self.credit.share()
-        return "" if share == 1 else f"{share.numerator}/{share.denominator} of "
+        part = "" if share == 1 else f"{share.numerator}/{share.denominator} of "
+        return PaymentRequired(
+            f"{self.name} takes {home}'s jobs while what {home} owes it stays within a credit of {limit} now "
+            f"({part}{home}'s free collateral on chain), and this job, which may bill {amount}, does not fit beside "
+            f"what it owes: {self.name} takes it again as settlement pays {home}'s earlier jobs, or once {home} "
+            "deposits more collateral; or run the job at another centre",
+            reasons=[CREDIT_LIMIT, f"limit: {limit}", f"this job may bill: {amount}"],
+        )
 
     def job(self, caller: Claims | JobSignature, job_id: str) -> JobView:
         return self._view(self._own_job(caller, job_id))

@@ -15,8 +15,9 @@ once, and together they are owed no more than the collateral pays. The home's
 own users' jobs are not on credit (the home pays them from its holds).
 
 An epoch of this centre is paid once it is settled on chain and this centre's
-anchor of it was on time or, late, was paid by `settleLate`. Its own epochs
-settle in order, so the line counts from the oldest one not paid yet. What the
+anchor of it was on time or, late, was paid by `settleLate`; an epoch may wait
+for its late payment while later ones settle, so each is looked at on its own
+(from the oldest not paid on: those before it are paid for good). What the
 chain says of epochs, members and shortfalls is read again at most once a
 `FRESH_FOR` seconds: settlements come minutes apart.
 """
@@ -60,6 +61,8 @@ class _Chain:
 
     at: float
     paid_through: int
+    paid: frozenset[int]
+    """Epochs after `paid_through` paid already."""
     members: int
     defaulted: dict[bytes, int]
 
@@ -84,21 +87,29 @@ class CreditDesk:
         self._store = store
         self._clock = clock
         self._lock = threading.Lock()
-        self._chain = _Chain(float("-inf"), 0, 0, {})
+        self._chain = _Chain(float("-inf"), 0, frozenset(), 0, {})
 
     def line(self, home: str) -> CreditLine | None:
         """The line of `home`, None for this centre's own users; a home that is no active member has none
         (limit 0: its grants are refused before this, as not its member account's)."""
         credit = self._credit(home)
-        return None if credit is None else CreditLine(home, credit.limit, credit.unpaid_from)
+        return None if credit is None else CreditLine(home, credit.limit, credit.unpaid_from, self._fresh().paid)
 
     def lines(self) -> list[HomeCredit]:
-        """Every other active member's line and what it owes now (GET /v1/credit, for the operator)."""
-        return [c for m in self._index.members() if (c := self._credit(m.name, owed=True)) is not None]
+        """Every other active member's line and what it owes now, and every former member that still owes
+        (limit 0): GET /v1/credit, for the operator."""
+        names = [m.name for m in self._index.members()]
+        for home_id in self._store.owing_homes():
+            member = self._index.member(bytes.fromhex(home_id))
+            if member is not None and member.name not in names:
+                names.append(member.name)
+        credits = [c for name in names if (c := self._credit(name, owed=True)) is not None]
+        return [c for c in credits if c.owed.total or self._active(c.home)]
 
     def owed(self, home: str) -> Owed:
         """What `home` owes this centre now."""
-        return self._store.owed(home_key(home), self.unpaid_from())
+        chain = self._fresh()
+        return self._store.owed(home_key(home), chain.paid_through + 1, chain.paid)
 
     def unpaid_from(self) -> int:
         """The oldest epoch of this centre not paid yet."""
@@ -118,8 +129,12 @@ class CreditDesk:
         defaulted = chain.defaulted.get(centre_id(home), 0) if member is not None else 0
         limit = max(0, int(free * share) - defaulted)
         unpaid_from = chain.paid_through + 1
-        now = self._store.owed(home_key(home), unpaid_from) if owed else Owed(0, 0)
+        now = self._store.owed(home_key(home), unpaid_from, chain.paid) if owed else Owed(0, 0)
         return HomeCredit(home, limit, free, share, defaulted, now, unpaid_from)
+
+    def _active(self, home: str) -> bool:
+        member = self._index.member(home)
+        return member is not None and member.active
 
     def _fresh(self) -> _Chain:
         with self._lock:
@@ -127,12 +142,16 @@ class CreditDesk:
             now = self._clock()
             if now - chain.at < FRESH_FOR:
                 return chain
-            paid = chain.paid_through
-            for closure in self._store.closures(since=paid + 1):
-                if not self._paid(closure.epoch):
-                    break
-                paid = closure.epoch
-            self._chain = _Chain(now, paid, len(self._index.members()), self._index.shortfalls_by_debtor())
+            through, paid = chain.paid_through, set(chain.paid)
+            for epoch in self._store.closed_epochs(since=through + 1):
+                if epoch not in paid and self._paid(epoch):
+                    paid.add(epoch)  # paid for good: never looked at again
+            while through + 1 in paid:
+                through += 1
+                paid.discard(through)
+            self._chain = _Chain(
+                now, through, frozenset(paid), len(self._index.members()), self._index.shortfalls_by_debtor()
+            )
             return self._chain
 
     def _paid(self, epoch: int) -> bool:

@@ -541,6 +541,12 @@ class Books(StoreBase):
             row = db.execute("SELECT * FROM epochs WHERE epoch = ? AND status = 'closed'", (epoch,)).fetchone()
             return _closure(db, row) if row else None
 
+    def closed_epochs(self, since: int = 1) -> list[int]:
+        """The numbers of the closed epochs from `since` on, oldest first."""
+        checks.positive_int("since", since)
+        rows = self._read("SELECT epoch FROM epochs WHERE status = 'closed' AND epoch >= ? ORDER BY epoch", (since,))
+        return [int(r["epoch"]) for r in rows]
+
     def closures(self, since: int = 1) -> list[ClosedEpoch]:
         """All closed epochs from `since` on, oldest first (to re-queue anchoring after a restart)."""
         checks.positive_int("since", since)

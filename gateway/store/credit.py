@@ -24,7 +24,7 @@ from gateway.store import checks
 from gateway.store.errors import StoreError
 from ledger.ids import centre_id
 
-__all__ = ["IN_FLIGHT", "CreditExceeded", "CreditLine", "Owed", "add", "check", "home_key", "owed"]
+__all__ = ["IN_FLIGHT", "CreditExceeded", "CreditLine", "Owed", "add", "check", "home_key", "homes", "owed"]
 
 IN_FLIGHT = 0
 """The `credit` row of what a home's jobs accepted and not finished may bill (epochs are numbered from 1)."""
@@ -39,11 +39,15 @@ class CreditLine:
     limit: int
     unpaid_from: int
     """The oldest epoch of this centre whose claims are not paid yet: what earlier epochs billed is settled."""
+    paid: frozenset[int] = frozenset()
+    """Later epochs paid already (an epoch may wait for a late payment while the next ones settle)."""
 
     def __post_init__(self) -> None:
         checks.text("home", self.home, max_len=512)
         checks.natural("limit", self.limit)
         checks.positive_int("unpaid_from", self.unpaid_from)
+        if not isinstance(self.paid, frozenset) or not all(isinstance(e, int) for e in self.paid):
+            raise StoreError("paid must be a frozenset of epoch numbers")
 
 
 @dataclass(frozen=True)
@@ -89,19 +93,24 @@ def add(db: sqlite3.Connection, home_id: str, epoch: int, amount: int) -> None:
     )
 
 
-def owed(db: sqlite3.Connection, home_id: str, unpaid_from: int) -> Owed:
-    """What the home owes: its jobs in flight, and its records from epoch `unpaid_from` on."""
+def owed(db: sqlite3.Connection, home_id: str, unpaid_from: int, paid: frozenset[int] = frozenset()) -> Owed:
+    """What the home owes: its jobs in flight, and its records from epoch `unpaid_from` on, but in epochs `paid`."""
     rows = db.execute(
         "SELECT epoch, amount FROM credit WHERE home = ? AND (epoch = ? OR epoch >= ?)",
         (home_id, IN_FLIGHT, unpaid_from),
     ).fetchall()
     in_flight = sum(int(amount) for epoch, amount in rows if epoch == IN_FLIGHT)
-    return Owed(in_flight, sum(int(amount) for epoch, amount in rows if epoch != IN_FLIGHT))
+    return Owed(in_flight, sum(int(amount) for epoch, amount in rows if epoch != IN_FLIGHT and epoch not in paid))
+
+
+def homes(db: sqlite3.Connection) -> list[str]:
+    """The ids of the homes with a row not zero: every home that may owe this centre something."""
+    return [r[0] for r in db.execute("SELECT DISTINCT home FROM credit WHERE amount != '0' ORDER BY home")]
 
 
 def check(db: sqlite3.Connection, line: CreditLine, amount: int) -> None:
     """Raise CreditExceeded if a job that may bill `amount` would take what the line's home owes past its limit."""
-    now = owed(db, home_key(line.home), line.unpaid_from)
+    now = owed(db, home_key(line.home), line.unpaid_from, line.paid)
     if now.total + amount > line.limit:
         raise CreditExceeded(line, now, amount)
 

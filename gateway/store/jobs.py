@@ -327,13 +327,18 @@ class Jobs(StoreBase):
             row = db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return _job(row), True
 
-    def owed(self, home_id: str, unpaid_from: int) -> credit.Owed:
-        """What the home with this centre id (hex) owes this centre: its jobs not finished, and its records
-        billed from epoch `unpaid_from` on (gateway.store.credit)."""
+    def owed(self, home_id: str, unpaid_from: int, paid: frozenset[int] = frozenset()) -> credit.Owed:
+        """What the home with this centre id (hex) owes this centre: what its jobs not finished may bill, and its
+        records billed from epoch `unpaid_from` on but in the epochs `paid` (gateway.store.credit)."""
         checks.hex32("home_id", home_id)
         checks.positive_int("unpaid_from", unpaid_from)
         with self._reading() as db:
-            return credit.owed(db, home_id, unpaid_from)
+            return credit.owed(db, home_id, unpaid_from, paid)
+
+    def owing_homes(self) -> list[str]:
+        """The ids (hex) of the homes that may owe this centre something: a job in flight or a record."""
+        with self._reading() as db:
+            return credit.homes(db)
 
     def job_by_key(self, scope: str, idempotency_key: str) -> Job | None:
         """The job created in this key scope (a principal, or the node's account scope) with this key, if any."""
