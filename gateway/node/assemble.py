@@ -344,8 +344,9 @@ def _secret(path: Path) -> bytes:
     return from_hex(path.read_text().strip(), size=32, what=f"the secret in {path}")
 
 
-#: Reverts of an anchor that pass with time: the centre deposits what its anchor bond lacks.
-ANCHOR_LATER = {"InsufficientCollateral"}
+#: Reverts of an anchor that pass with time: the centre deposits what its anchor bond lacks; a home named was
+#: removed between the look at its membership and the block (the next send leaves it out).
+ANCHOR_LATER = {"InsufficientCollateral", "UnknownHome"}
 
 
 class AnchorNotYet(RuntimeError):
@@ -389,6 +390,15 @@ def _register_chain_writes(
     ledger = contracts.usage_ledger.functions
 
     def anchor(p: dict) -> str | None:
+        """The epoch's claims, but those on homes that are no members (removed by vote since their users' jobs
+        ran here): the chain refuses a claim on a non-member (`UnknownHome`) and would refuse the whole anchor,
+        and settlement drops claims on former members anyway (`settleWithout`); their records stay in the store."""
+        members = [bool(contracts.consortium.functions.isMember(bytes32(h)).call()) for h in p["homes"]]
+        if not all(members):
+            p = {**p} | {
+                key: [v for v, member in zip(p[key], members, strict=True) if member]
+                for key in ("homes", "roots", "counts", "totals")
+            }
         homes, roots = [bytes32(h) for h in p["homes"]], [bytes32(r) for r in p["roots"]]
         # An anchor queued before decision logs existed carries none: it anchors an empty log.
         decision_root = bytes32(p.get("decision_root", bytes(32)), what="decision_root")
