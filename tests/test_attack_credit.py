@@ -12,20 +12,17 @@ desk signs them once it has held the amount.
 
 from __future__ import annotations
 
-import time
 from fractions import Fraction
 from pathlib import Path
 
-import httpx
 import pytest
 
-from gateway.jobs.pricing import max_price
 from gateway.node.config import GatewayConfig
 from gateway.node.credit import CreditDesk
 from gateway.store import Store
 from gateway.store.credit import CreditExceeded, CreditLine, Owed, home_key
 from ledger.index.rows import CollateralInfo
-from tests.fixtures.payment import paid
+from tests.fixtures.credit import cost, granted, post, room, wait_done
 from tests.test_credit_desk import Index, Member
 from tests.test_metrics import scrape
 from tests.test_store import REQ, signer
@@ -39,40 +36,6 @@ QUICK = {"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30, "resource
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def post(consortium, job: dict, centre: str, payment, token: str) -> httpx.Response:
-    return httpx.post(
-        f"{consortium.url(centre)}/v1/jobs",
-        json=job | {"centre": centre} | payment.fields(),
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-
-
-def granted(consortium, job: dict, centre: str, amount: int, home: str = "hpc-a"):
-    """An order of `job` at `centre` and `home`'s grant of it, both for `amount`."""
-    return paid(consortium, job, centre, home, order_change={"max_price": amount}, grant_change={"amount": amount})
-
-
-def room(consortium, home: str = "hpc-a", at: str = "cloud-b") -> tuple[int, int]:
-    desk = consortium.centres[at].node.credit
-    return desk.line(home).limit, desk.owed(home).total
-
-
-def cost_at_limits(consortium, job: dict, centre: str) -> int:
-    """What `job` may cost at `centre` at its limits: no record of it can ever be priced above this."""
-    member = consortium.centres[centre].node.parts.index.member(centre)
-    res = {"cores": 1, "memory_mib": 1024, "gpus": 0} | job.get("resources", {})
-    return max_price(job["walltime"], res["cores"], res["memory_mib"], res["gpus"], member.prices)
-
-
-def wait_done(consortium, centre: str, job_id: str, timeout: float = 90.0) -> None:
-    store = consortium.store(centre)
-    deadline = time.monotonic() + timeout
-    while store.get_job(job_id).status in ("queued", "running"):
-        assert time.monotonic() < deadline, f"job {job_id} did not finish"
-        time.sleep(0.2)
 
 
 # ----------------------------------------------------------------------------- FINDING 1 (medium)
@@ -96,8 +59,8 @@ def test_finding_a_user_with_an_inflated_grant_locks_every_other_user_of_the_hom
     alice = consortium.login("alice", "hpc-a", at="cloud-b")
     bob = consortium.login("bob", "hpc-a", at="cloud-b")
     limit, owed = room(consortium)
-    hog_cost = cost_at_limits(consortium, HOG, "cloud-b")
-    quick_cost = cost_at_limits(consortium, QUICK, "cloud-b")
+    hog_cost = cost(consortium, HOG, "cloud-b")
+    quick_cost = cost(consortium, QUICK, "cloud-b")
     assert limit - owed > hog_cost + quick_cost  # the real exposure fits the line many times over
     hog = post(consortium, HOG, "cloud-b", granted(consortium, HOG, "cloud-b", limit - owed), alice)
     assert hog.status_code == 202, hog.text
@@ -179,14 +142,14 @@ def test_finding_a_refused_order_resubmitted_reports_other_users_grants(consorti
     a grant), not the figures of other users' jobs in flight.
     """
     node = consortium.centres["cloud-b"].node
-    c30 = cost_at_limits(consortium, HOG, "cloud-b")
+    c30 = cost(consortium, HOG, "cloud-b")
     free = node.parts.index.collateral(node.parts.index.member("hpc-a").account).free
     share = Fraction(node.credit.owed("hpc-a").total + 2 * c30, free)  # room for two of bob's, not one of alice's
     monkeypatch.setattr(node, "credit", CreditDesk("cloud-b", node.parts.index, node.parts.store, share))
     alice = consortium.login("alice", "hpc-a", at="cloud-b")
     bob = consortium.login("bob", "hpc-a", at="cloud-b")
     long = dict(QUICK, walltime=120)
-    too_big = granted(consortium, long, "cloud-b", cost_at_limits(consortium, long, "cloud-b"))
+    too_big = granted(consortium, long, "cloud-b", cost(consortium, long, "cloud-b"))
     first = post(consortium, long, "cloud-b", too_big, alice)
     assert first.status_code == 402, first.text
     bobs = post(consortium, HOG, "cloud-b", granted(consortium, HOG, "cloud-b", 4_242_424), bob)

@@ -21,38 +21,12 @@ import pytest
 from gateway.client.cli import main
 from gateway.client.dispatch import NoCentreAccepts, SignOn, submit_anywhere, with_home_session
 from gateway.client.http import GatewayClient
-from gateway.node.credit import CreditDesk
 from tests.fixtures.consortium import PASSWORDS
-from tests.fixtures.payment import home_grant, paid, quote
+from tests.fixtures.credit import cost, granted, post, room, tighten
+from tests.fixtures.payment import home_grant
 
 SLOW = {"command": ["python3", "-c", "import time; time.sleep(6)"], "walltime": 30, "resources": {"cores": 1}}
 QUICK = {"command": ["python3", "-c", "print(6 * 7)"], "walltime": 30, "resources": {"cores": 1}}
-
-
-def post(consortium, job: dict, centre: str, payment, token: str, key: str | None = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} | ({"Idempotency-Key": key} if key else {})
-    return httpx.post(
-        f"{consortium.url(centre)}/v1/jobs",
-        json=job | {"centre": centre} | payment.fields(),
-        headers=headers,
-        timeout=30,
-    )
-
-
-def granted(consortium, job: dict, centre: str, amount: int):
-    """An order of `job` at `centre` and hpc-a's grant of it, both for `amount`."""
-    return paid(consortium, job, centre, order_change={"max_price": amount}, grant_change={"amount": amount})
-
-
-def room(consortium, home: str = "hpc-a", at: str = "cloud-b") -> tuple[int, int]:
-    """(the line `at` gives `home` now, what `home` owes `at` now)."""
-    desk = consortium.centres[at].node.credit
-    return desk.line(home).limit, desk.owed(home).total
-
-
-def cost(consortium, job: dict, centre: str = "cloud-b") -> int:
-    """What `job` may bill at `centre`: its price there at its limits."""
-    return quote(consortium, job, centre).max_price
 
 
 def wait(consortium, centre: str, job_id: str, token: str) -> dict:
@@ -67,15 +41,12 @@ def token(consortium) -> str:
 
 @pytest.fixture
 def tight(consortium, monkeypatch):
-    """cloud-b lends hpc-a, beyond what it owes now, room for a job and a half as costly as SLOW: a share of hpc-a's
-    free collateral, as `credit_share` sets it. Returns SLOW's cost."""
-    node = consortium.centres["cloud-b"].node
-    free = node.parts.index.collateral(node.parts.index.member("hpc-a").account).free
+    """cloud-b lends hpc-a, beyond what it owes now, room for a job and a half as costly as SLOW. Returns SLOW's
+    cost."""
     slow = cost(consortium, SLOW)
-    owed = node.credit.owed("hpc-a").total
-    share = Fraction(owed + slow * 3 // 2, free)
-    monkeypatch.setattr(node, "credit", CreditDesk("cloud-b", node.parts.index, node.parts.store, share))
-    assert room(consortium)[0] - owed in range(slow * 3 // 2 - 1, slow * 3 // 2 + 1)
+    tighten(consortium, monkeypatch, slow * 3 // 2)
+    limit, owed = room(consortium)
+    assert limit - owed in range(slow * 3 // 2 - 1, slow * 3 // 2 + 1)
     return slow
 
 

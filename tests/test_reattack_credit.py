@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import random
 import sqlite3
-import time
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,7 +27,7 @@ from gateway.store.credit import Owed, home_key
 from ledger.deploy import Prices
 from ledger.index.rows import CollateralInfo
 from tests.fixtures.consortium import PASSWORDS
-from tests.fixtures.payment import paid, quote
+from tests.fixtures.credit import cost, granted, post, tighten, wait_done
 from tests.test_credit_desk import Anchor, Index, Member
 from tests.test_store import REQ, _h, signer
 from tests.test_store_credit import pay
@@ -46,41 +45,6 @@ def store(tmp_path: Path):
     s = Store(tmp_path / "gw.sqlite")
     yield s
     s.close()
-
-
-def post(consortium, job: dict, centre: str, payment, token: str) -> httpx.Response:
-    return httpx.post(
-        f"{consortium.url(centre)}/v1/jobs",
-        json=job | {"centre": centre} | payment.fields(),
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-
-
-def cost(consortium, job: dict, centre: str = "cloud-b") -> int:
-    return quote(consortium, job, centre).max_price
-
-
-def granted(consortium, job: dict, centre: str, amount: int):
-    return paid(consortium, job, centre, order_change={"max_price": amount}, grant_change={"amount": amount})
-
-
-def wait_done(consortium, centre: str, job_id: str, timeout: float = 90.0) -> None:
-    store = consortium.store(centre)
-    deadline = time.monotonic() + timeout
-    while store.get_job(job_id).status in ("queued", "running"):
-        assert time.monotonic() < deadline, f"job {job_id} did not finish"
-        time.sleep(0.2)
-
-
-def tighten(consortium, monkeypatch, room: int) -> None:
-    """cloud-b lends hpc-a `room` beyond what it owes now (as an operator's `credit_share` would)."""
-    node = consortium.centres["cloud-b"].node
-    free = node.parts.index.collateral(node.parts.index.member("hpc-a").account).free
-    owed = node.credit.owed("hpc-a").total
-    monkeypatch.setattr(
-        node, "credit", CreditDesk("cloud-b", node.parts.index, node.parts.store, Fraction(owed + room, free))
-    )
 
 
 def _records_in_epochs(store: Store, prices: tuple[int, ...]) -> None:
