@@ -1,4 +1,4 @@
-"""The serving centre's credit line per home: what a home may owe it before it takes no more of its grants.
+"""The serving centre's credit line per home: what a home may owe it before it takes no more of its users' jobs.
 
 A grant is the home's promise; what pays it is the home's collateral in
 Settlement, when the epoch of the job's record settles. So a serving centre
@@ -92,8 +92,9 @@ class CreditDesk:
     def line(self, home: str) -> CreditLine | None:
         """The line of `home`, None for this centre's own users; a home that is no active member has none
         (limit 0: its grants are refused before this, as not its member account's)."""
-        credit = self._credit(home)
-        return None if credit is None else CreditLine(home, credit.limit, credit.unpaid_from, self._fresh().paid)
+        chain = self._fresh()
+        credit = self._credit(home, chain)
+        return None if credit is None else CreditLine(home, credit.limit, credit.unpaid_from, chain.paid)
 
     def lines(self) -> list[HomeCredit]:
         """Every other active member's line and what it owes now, and every former member that still owes
@@ -103,7 +104,8 @@ class CreditDesk:
             member = self._index.member(bytes.fromhex(home_id))
             if member is not None and member.name not in names:
                 names.append(member.name)
-        credits = [c for name in names if (c := self._credit(name, owed=True)) is not None]
+        chain = self._fresh()
+        credits = [c for name in names if (c := self._credit(name, chain, owed=True)) is not None]
         return [c for c in credits if c.owed.total or self._active(c.home)]
 
     def owed(self, home: str) -> Owed:
@@ -115,17 +117,16 @@ class CreditDesk:
         """The oldest epoch of this centre not paid yet."""
         return self._fresh().paid_through + 1
 
-    def share(self) -> Fraction:
+    def share(self, chain: _Chain | None = None) -> Fraction:
         """The part of a home's free collateral it may owe here now."""
-        return self._share or Fraction(1, max(1, self._fresh().members - 1))
+        return self._share or Fraction(1, max(1, (chain or self._fresh()).members - 1))
 
-    def _credit(self, home: str, *, owed: bool = False) -> HomeCredit | None:
+    def _credit(self, home: str, chain: _Chain, *, owed: bool = False) -> HomeCredit | None:
         if home == self.name:
             return None
-        chain = self._fresh()
         member = self._index.member(home)
         free = 0 if member is None or not member.active else int(self._index.collateral(member.account).free)
-        share = self.share()
+        share = self.share(chain)
         defaulted = chain.defaulted.get(centre_id(home), 0) if member is not None else 0
         limit = max(0, int(free * share) - defaulted)
         unpaid_from = chain.paid_through + 1

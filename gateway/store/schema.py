@@ -315,8 +315,7 @@ CREATE TABLE credit (
     epoch  INTEGER NOT NULL CHECK (epoch >= 0),
     amount TEXT NOT NULL,
     PRIMARY KEY (home, epoch)
-);
-ALTER TABLE jobs ADD COLUMN credit TEXT;
+)
 """
 """What each home owes this serving centre (gateway.store.credit): per home (its centre id), what its jobs accepted
 and not finished may bill (epoch 0) and the prices of its records per epoch, lapsed ones left out; and per job what
@@ -324,9 +323,8 @@ it may bill while it is queued or running. Amounts are decimal text. Jobs stored
 
 
 def _credit(db: sqlite3.Connection) -> None:
-    for statement in _V12_CREDIT.split(";"):
-        if statement.strip():
-            db.execute(statement)
+    db.execute(_V12_CREDIT)
+    db.execute("ALTER TABLE jobs ADD COLUMN credit TEXT")
     backfill(db)
 
 
@@ -344,6 +342,6 @@ MIGRATIONS: tuple[Migration, ...] = (
     Migration(9, "anonymous membership and supervision", _V9_GROUPS),
     Migration(10, "idempotency keys scoped per user or per order account", _V10_KEY_SCOPE),
     Migration(11, "closed epochs' sum trees kept for proofs", _V11_KEPT_TREES),
-    Migration(12, "what each home owes: grants in flight, records billed per epoch", _credit),
+    Migration(12, "what each home owes: what its jobs in flight may bill, its records per epoch", _credit),
 )
 LATEST = len(MIGRATIONS)
