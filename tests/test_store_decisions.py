@@ -390,8 +390,9 @@ def test_a_store_written_by_version_7_gains_the_decision_log_with_its_rows_intac
         assert schema_version(store._db) == LATEST >= 8
         later = {"group_signature": None, "group_signature_hash": None}  # migration 9's columns
         scoped = [{"idempotency_scope": j["principal"] if j["idempotency_key"] else None} for j in jobs]  # 10's
+        owed = [{"credit": in_flight(j)} for j in jobs]  # 12's
         assert _rows(path, "jobs") == [
-            j | {"decision": None} | later | s for j, s in zip(jobs, scoped, strict=True)
+            j | {"decision": None} | later | s | o for j, s, o in zip(jobs, scoped, owed, strict=True)
         ]  # accepted before the log
         assert _rows(path, "usage_records") == records and _rows(path, "epoch_homes") == homes
         assert _rows(path, "epochs") == [
@@ -426,3 +427,10 @@ def test_a_store_written_by_version_7_gains_the_decision_log_with_its_rows_intac
 
     Store(tmp_path / "fresh.db").close()
     assert _schema(path) == _schema(tmp_path / "fresh.db")  # migrated and fresh files end the same
+
+
+def in_flight(job: dict) -> str | None:
+    """What migration 12 counts a job of an older file owed for: its whole grant while it is queued or running."""
+    if job["status"] not in ("queued", "running") or job["pay_grant"] is None:
+        return None
+    return str(json.loads(job["pay_grant"])["amount"])

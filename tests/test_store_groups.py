@@ -16,7 +16,7 @@ from gateway.store.holds import HoldBook, NewHold
 from gateway.store.schema import LATEST
 from ledger.db import schema_version
 from tests.test_migrations import _load, _rows, _schema
-from tests.test_store_decisions import decision
+from tests.test_store_decisions import decision, in_flight
 
 REQ = {"argv": ["echo", "hi"], "walltime": 60, "cores": 1}
 T1, T2 = b"\x81" + b"\x01" * 47, b"\x82" + b"\x02" * 47
@@ -195,7 +195,10 @@ def test_a_store_written_by_version_8_gains_membership_with_its_rows_intact(tmp_
         after = {t: _rows(path, t) for t in tables}
         unsigned = {"group_signature": None, "group_signature_hash": None}  # signed on: no group signature
         scoped = [{"idempotency_scope": j["principal"] if j["idempotency_key"] else None} for j in before["jobs"]]
-        assert after["jobs"] == [j | unsigned | s for j, s in zip(before["jobs"], scoped, strict=True)]  # (10)
+        owed = [{"credit": in_flight(j)} for j in before["jobs"]]  # (12)
+        assert after["jobs"] == [
+            j | unsigned | s | o for j, s, o in zip(before["jobs"], scoped, owed, strict=True)
+        ]  # (10)
         assert after["holds"] == [h | unsigned for h in before["holds"]]
         assert {t: rows for t, rows in after.items() if t not in ("jobs", "holds")} == {
             t: rows for t, rows in before.items() if t not in ("jobs", "holds")
