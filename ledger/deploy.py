@@ -17,6 +17,7 @@ from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
 from ledger.chain import Chain
+from ledger.epoch_clock import EpochClock
 from ledger.ids import centre_id
 
 DEFAULT_RATE_NOTICE = 86_400
@@ -122,6 +123,20 @@ class Deployment:
     booking_delay: int | None = None  # likewise
     anchor_window: int | None = None  # None in descriptions written before issue 11: read it from the chain
     supervision: str | None = None  # None in descriptions written before issue 10
+    epoch_length: int = 0  # seconds an epoch lasts on the chain's clock; 0: no clock (the centres count epochs)
+    epoch_origin: int = 0  # when epoch 1 starts on that clock (0 without one)
+
+    def __post_init__(self) -> None:
+        length, origin = self.epoch_length, self.epoch_origin
+        if (origin % length if length else origin) != 0:
+            raise ValueError(
+                f"epoch_origin {origin} is not the start of an epoch clock of {length} s: UsageLedger.epochOrigin is "
+                "a multiple of UsageLedger.epochLength, and 0 without a clock"
+            )
+
+    def epoch_clock(self) -> EpochClock | None:
+        """The chain's epoch clock, or None when epochs are the centres' own counters."""
+        return EpochClock(self.epoch_length, self.epoch_origin) if self.epoch_length else None
 
     def to_json(self, path: str | Path | None = None) -> str:
         """JSON text of the deployment; also written to `path` when given."""
@@ -154,6 +169,10 @@ class Deployment:
                 booking_delay=_optional_seconds(data, "booking_delay"),
                 anchor_window=_optional_seconds(data, "anchor_window"),
                 supervision=(to_checksum_address(data["supervision"]) if data.get("supervision") is not None else None),
+                epoch_length=_seconds("epoch_length", data.get("epoch_length", 0)),
+                epoch_origin=_seconds(
+                    "epoch_origin", data["epoch_origin"] if data.get("epoch_length") else data.get("epoch_origin", 0)
+                ),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"not a deployment description: {exc}") from exc
@@ -235,6 +254,7 @@ def deploy_consortium(
     supervisors: Sequence[str] | None = None,
     supervision_threshold: int | None = None,
     dkg_window: int = DEFAULT_DKG_WINDOW,
+    epoch_length: int = 0,
 ) -> Deployment:
     """Deploys Consortium, UsageLedger, ConsortiumCredit, Settlement, IdentityRegistry and Supervision.
 
@@ -250,7 +270,9 @@ def deploy_consortium(
     may still be anchored; `anchor_window` how long after an epoch's clock starts (its
     `anchorQuorum`-th on-time anchor) its settlement waits for the other members' anchors
     (after it, the epoch settles without the silent ones, whose later anchors are paid by
-    `Settlement.settleLate`). All five are fixed for the consortium's life. An anchor locks
+    `Settlement.settleLate`); `epoch_length`, when not 0, puts epochs on the chain's clock
+    (`UsageLedger.epochLength`: every centre's epoch e ends at the same time, may be anchored
+    only from then, and its anchor window starts then). All six are fixed for the consortium's life. An anchor locks
     the whole `anchor_bond` from the centre's free collateral or reverts, so
     `initial_credit` must cover it; a member admitted later deposits its own (`reserve`
     is credit minted to the deployer beyond the genesis members' collateral, for that).
@@ -272,6 +294,11 @@ def deploy_consortium(
     _seconds("dispute_window", dispute_window)
     _seconds("booking_delay", booking_delay)
     _seconds("anchor_window", anchor_window)
+    if _seconds("epoch_length", epoch_length) > booking_delay:
+        raise ValueError(
+            f"epoch_length {epoch_length} s is longer than the booking delay of {booking_delay} s: a record of an "
+            "epoch that long would be anchored after its order's deadline + the delay, and lapse unpaid"
+        )
     unbonding = WEEK + booking_delay + 2 * dispute_window + anchor_window + HOUR  # Settlement.withdrawalDelay
     if unbonding > MAX_WITHDRAWAL_DELAY:
         raise ValueError(
@@ -289,7 +316,9 @@ def deploy_consortium(
     committee, threshold = _supervision_committee(members, supervisors, supervision_threshold)
     start_block = chain.block_number()
     consortium = chain.deploy("Consortium", deployer, [m.as_tuple() for m in members], quorum, rate_notice)
-    usage_ledger = chain.deploy("UsageLedger", deployer, consortium.address, dispute_window, booking_delay)
+    usage_ledger = chain.deploy(
+        "UsageLedger", deployer, consortium.address, dispute_window, booking_delay, epoch_length
+    )
     accounts = [to_checksum_address(m.account) for m in members]
     total = initial_credit * len(members)
     credit = chain.deploy("ConsortiumCredit", deployer, [deployer.address], [total + reserve])
@@ -327,6 +356,8 @@ def deploy_consortium(
         booking_delay=booking_delay,
         anchor_window=anchor_window,
         supervision=supervision.address,
+        epoch_length=epoch_length,
+        epoch_origin=int(usage_ledger.functions.epochOrigin().call()),
     )
 
 

@@ -46,7 +46,7 @@ def test_fund_and_deploy(chain):
 
 def ledger_of(chain, owner):
     """A UsageLedger whose settlement only `owner` may set (its deployer): a custom error with an address."""
-    return chain.deploy("UsageLedger", owner, Account.create().address, 60, 60)
+    return chain.deploy("UsageLedger", owner, Account.create().address, 60, 60, 0)
 
 
 def test_reverts_carry_the_custom_error_name(chain):

@@ -27,7 +27,7 @@ from ledger.pricing import Meters
 from ledger.pricing import price as py_price
 from ledger.records import Domain, TypedData, UsageRecord, record_digest, sign_typed
 from ledger.sumtree import SumTree
-from tests.test_contracts import Consortium, advance, make_consortium, now, reverts, until_unlocked
+from tests.test_contracts import Consortium, advance, last_anchored_at, make_consortium, now, reverts, until_unlocked
 
 WINDOW = 100  # dispute window (s); answers are due within 2 windows of the anchor
 INITIAL = 10**9
@@ -204,7 +204,7 @@ def settle_after_window(k: Consortium, epoch: int, who: str = "hpc-a"):
     for name in NAMES:
         if not k.c.usage_ledger.functions.anchorOf(centre_id(name), epoch).call()[0]:
             k.tx(k.c.usage_ledger.functions.anchor(epoch, [], [], [], [], bytes(32), 0), name)
-    last = k.c.usage_ledger.functions.lastAnchoredAt(epoch).call()
+    last = last_anchored_at(k, epoch)
     advance(k.chain, last + 2 * WINDOW + 1 - now(k))
     return k.tx(k.c.settlement.functions.settle(epoch), who)
 

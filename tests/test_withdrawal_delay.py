@@ -16,7 +16,7 @@ from ledger.deploy import Prices
 from ledger.ids import centre_id
 from ledger.payment import MAX_DEADLINE_AHEAD, Grant, Order, order_digest, request_digest, sign_typed
 from ledger.primitives.hex import to_hex
-from tests.test_contracts import advance, anchor_all, leaf_digest, make_consortium, now
+from tests.test_contracts import advance, anchor_all, last_anchored_at, leaf_digest, make_consortium, now
 
 # -- helpers --------------------------------------------------------------------------------------------------
 
@@ -51,7 +51,7 @@ def balance(k, name: str) -> int:
 def settle_all(k, epoch: int) -> None:
     """Everyone anchors `epoch` empty, the windows pass, it settles."""
     anchor_all(k, epoch, {})
-    last = k.c.usage_ledger.functions.lastAnchoredAt(epoch).call()
+    last = last_anchored_at(k, epoch)
     advance(k.chain, max(0, last + max(2 * DW, AW) + 1 - now(k)))
     k.tx(k.c.settlement.functions.settle(epoch), next(iter(k.accounts)))
 

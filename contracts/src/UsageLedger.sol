@@ -192,6 +192,15 @@ contract UsageLedger is EIP712 {
     uint64 public immutable disputeWindow;
     /// @notice Seconds after an order's deadline within which its record must be anchored.
     uint64 public immutable bookingDelay;
+    /// @notice Seconds an epoch lasts on the chain's clock; 0: no clock (epochs are the centres' own
+    ///         counters, and an epoch's anchor deadline counts from its `anchorQuorum`-th on-time anchor).
+    /// @dev With a clock, epoch e ends at `epochOrigin + e * epochLength` for every centre alike: it
+    ///      may be anchored from then on, and its anchors are late after that + `anchorWindow`, so
+    ///      no coalition can run epochs ahead of the others and an on-time claim settles by a known time.
+    uint64 public immutable epochLength;
+    /// @notice When epoch 1 starts on the chain's clock: the deployment's block time rounded down to a
+    ///         multiple of `epochLength` (0 without a clock), so epochs turn on round times.
+    uint64 public immutable epochOrigin;
     /// @notice The deployer, allowed to set the settlement contract once.
     address public immutable deployer;
     /// @notice The Settlement contract: the collateral vault bonds are locked in.
@@ -286,6 +295,8 @@ contract UsageLedger is EIP712 {
     error InvalidSettlement();
     /// @notice This centre has already anchored this epoch.
     error AlreadyAnchored(bytes32 centre, uint64 epoch);
+    /// @notice The epoch has not ended on the chain's clock: it may be anchored from `endsAt`.
+    error EpochNotOver(uint64 epoch, uint256 endsAt);
     /// @notice The epoch has not been settled yet (a late anchor waits for its settlement).
     error EpochNotFinalized(uint64 epoch);
     /// @notice The centre made no late anchor of the epoch (none at all, or on time).
@@ -360,10 +371,15 @@ contract UsageLedger is EIP712 {
     /// @param consortium_ The Consortium contract.
     /// @param disputeWindow_ Seconds to dispute after an anchor (answers: as many again).
     /// @param bookingDelay_ Seconds after an order's deadline its record may still be anchored.
-    constructor(address consortium_, uint64 disputeWindow_, uint64 bookingDelay_) EIP712("xcentre", "1") {
+    /// @param epochLength_ Seconds an epoch lasts on the chain's clock (0: no clock).
+    constructor(address consortium_, uint64 disputeWindow_, uint64 bookingDelay_, uint64 epochLength_)
+        EIP712("xcentre", "1")
+    {
         consortium = Consortium(consortium_);
         disputeWindow = disputeWindow_;
         bookingDelay = bookingDelay_;
+        epochLength = epochLength_;
+        epochOrigin = epochLength_ == 0 ? 0 : uint64(block.timestamp / epochLength_ * epochLength_); // rounded down
         deployer = msg.sender;
     }
 
@@ -416,6 +432,7 @@ contract UsageLedger is EIP712 {
     ) external {
         bytes32 centre = consortium.idOf(msg.sender);
         if (_anchors[centre][epoch].anchoredAt != 0) revert AlreadyAnchored(centre, epoch);
+        _checkOver(epoch);
         if ((decisionRoot == bytes32(0)) != (decisionCount == 0)) revert InvalidDecisionLog();
         // block.timestamp is read twice, not kept: eleven parameters leave no stack slot for it.
         {
@@ -486,8 +503,15 @@ contract UsageLedger is EIP712 {
     /// @param epoch The epoch.
     /// @return The time.
     function anchorDeadline(uint64 epoch) public view returns (uint256) {
-        uint256 first = _books[epoch].firstAnchorAt;
-        return first == 0 ? 0 : first + settlement.anchorWindow();
+        uint256 start = _clockStart(epoch);
+        return start == 0 ? 0 : start + settlement.anchorWindow();
+    }
+
+    /// @notice When `epoch` ends on the chain's clock: it may be anchored from then (0 without a clock).
+    /// @param epoch The epoch.
+    /// @return The time.
+    function epochEnd(uint64 epoch) public view returns (uint256) {
+        return uint256(epochOrigin) + uint256(epoch) * epochLength;
     }
 
     /// @notice `centre`'s running net for `epoch`: standing on-time claims it holds minus those
@@ -549,17 +573,6 @@ contract UsageLedger is EIP712 {
         }
         assembly ("memory-safe") {
             mstore(homes, n)
-        }
-    }
-
-    /// @notice Block time of the latest anchor of `epoch` by an active member (0 if none).
-    /// @param epoch The epoch.
-    /// @return last The time.
-    function lastAnchoredAt(uint64 epoch) public view returns (uint64 last) {
-        bytes32[] memory ids = consortium.memberIds();
-        for (uint256 i = 0; i < ids.length; i++) {
-            uint64 at = _anchors[ids[i]][epoch].anchoredAt;
-            if (at > last) last = at;
         }
     }
 
@@ -726,7 +739,7 @@ contract UsageLedger is EIP712 {
     /// @param epoch The epoch.
     /// @return True when settleable.
     function settleable(uint64 epoch) external view returns (bool) {
-        uint256 first = _books[epoch].firstAnchorAt;
+        uint256 first = _clockStart(epoch);
         bytes32[] memory ids = consortium.memberIds();
         uint256 last = 0;
         bool everyone = ids.length != 0;
@@ -938,8 +951,20 @@ contract UsageLedger is EIP712 {
     ///      deadline has passed.
     function _isLate(uint64 epoch) private view returns (bool) {
         if (_isFinalized(epoch)) return true;
-        uint256 first = _books[epoch].firstAnchorAt;
-        return first != 0 && block.timestamp > first + settlement.anchorWindow();
+        uint256 start = _clockStart(epoch);
+        return start != 0 && block.timestamp > start + settlement.anchorWindow();
+    }
+
+    /// @dev When `epoch`'s anchor window starts: its end on the chain's clock, or without a clock
+    ///      its `anchorQuorum`-th on-time anchor (0 before it).
+    function _clockStart(uint64 epoch) private view returns (uint256) {
+        return epochLength != 0 ? epochEnd(epoch) : _books[epoch].firstAnchorAt;
+    }
+
+    /// @dev Reverts EpochNotOver for an epoch the chain's clock has not ended (never without a clock).
+    function _checkOver(uint64 epoch) private view {
+        uint256 end = epochEnd(epoch);
+        if (block.timestamp < end) revert EpochNotOver(epoch, end);
     }
 
     /// @dev An anchor just stored: a late one keeps its homes for `settleLate`, an on-time one

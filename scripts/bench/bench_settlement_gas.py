@@ -158,7 +158,7 @@ def naive_world(chain: Chain, n: int, built: dict[str, dict[str, Any]]) -> tuple
     first = min(n, GENESIS)
     me = chain.dev_account
     consortium = _deploy(chain, built["Consortium"], me, [s.as_tuple() for s in specs[:first]], 1, 0)
-    ledger = _deploy(chain, built["UsageLedger"], me, consortium.address, 0, 86_400)
+    ledger = _deploy(chain, built["UsageLedger"], me, consortium.address, 0, 86_400, 0)
     credit = _deploy(chain, built["ConsortiumCredit"], me, [me.address], [CREDIT * n])
     settlement = _deploy(chain, built["Settlement"], me, consortium.address, ledger.address, credit.address, 1_000, 0)
     chain.transact(ledger.functions.setSettlement(settlement.address), me)
