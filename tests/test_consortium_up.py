@@ -9,6 +9,7 @@ chain with a gas price would leave them empty, and `xcentre deploy` says which a
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -71,6 +72,7 @@ def test_up_status_a_job_and_down(tmp_path, capsys):
         assert contracts.settlement.functions.anchorWindow().call() == spec.anchor_window == 120
         assert ledger.disputeWindow().call() == spec.dispute_window
         assert ledger.bookingDelay().call() == spec.booking_delay
+        assert ledger.epochLength().call() == spec.epoch_length == 0  # the example's epochs: closed by the gateways
         for name in ("hpc-a", "cloud-b", "ai-c"):
             account = Account.from_key((run / name / "keys" / "chain.key").read_text().strip()).address
             assert account in members
@@ -157,7 +159,7 @@ def test_deploy_reports_each_members_gas_and_how_to_fund_it(tmp_path, anvil_url)
     assert "still short" not in funded.stdout
 
 
-def test_the_examples_are_files_each_tool_takes():
+def test_the_examples_are_files_each_tool_takes(tmp_path):
     """Every example file is what its reader accepts: the consortium file, each gateway configuration, each
     policy (checked by the Cedar engine), the credential schema, and each LDIF under its gateway's base DN."""
     from auth.credentials import CredentialSchema
@@ -167,6 +169,9 @@ def test_the_examples_are_files_each_tool_takes():
 
     spec = load_consortium(EXAMPLES / "consortium.toml")
     assert [m.name for m in spec.members] == ["hpc-a", "cloud-b", "ai-c"] and spec.chain.anvil
+    clocked = shutil.copytree(EXAMPLES, tmp_path / "examples") / "consortium.toml"  # its commented clock, switched on
+    clocked.write_text((EXAMPLES / "consortium.toml").read_text().replace("# epoch_length = 15", "epoch_length = 15"))
+    assert load_consortium(clocked).epoch_length == 15
     CredentialSchema.load(EXAMPLES / "credential_schema.toml")
     uids = []
     for m in spec.members:

@@ -103,6 +103,24 @@ def test_a_members_file_with_mistakes_is_refused_with_the_reason(tmp_path):
     assert (plan.supervisors, plan.supervision_threshold, plan.dkg_window) == (["a"], 1, 30)
 
 
+def test_a_members_file_sets_the_epoch_clock_within_the_booking_delay(tmp_path):
+    path = tmp_path / "members.toml"
+    path.write_text(ONE_MEMBER)
+    assert load_members(path).epoch_length == 0  # no clock unless the consortium asks for one
+    path.write_text("epoch_length = 3600\n" + ONE_MEMBER)
+    assert load_members(path).epoch_length == 3_600
+    for text, words in (
+        ("epoch_length = -1\n", "epoch_length must be a non-negative integer"),
+        ('epoch_length = "1h"\n', "epoch_length must be a non-negative integer"),
+        # a day's booking delay less 15 minutes for a late close and a minute to anchor
+        ("epoch_length = 85441\n", "epoch_length: epoch_length = 85441 s closes epochs too far apart.*at most 85440 s"),
+        ("booking_delay = 60\nepoch_length = 16\n", "at most 15 s"),
+    ):
+        path.write_text(text + ONE_MEMBER)
+        with pytest.raises(ProvisionError, match=words):
+            load_members(path)
+
+
 ONE_MEMBER = (
     'quorum = 1\n[[member]]\nname = "a"\naccount = "0x' + "11" * 20 + '"\ngateway_url = "http://x"\n'
     'token_key = "0x' + "22" * 32 + '"\nprices = { per_cpu_second = 1, per_gpu_second = 0, per_gib_hour = 0 }\n'

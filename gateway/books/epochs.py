@@ -25,6 +25,7 @@ from gateway.node.errors import Conflict, Invalid, Unavailable
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
 from gateway.store.base import PAGE
 from ledger.chain import ChainUnavailable
+from ledger.epoch_clock import EpochClock
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
@@ -61,6 +62,13 @@ the close of a ten-million-record epoch, a chain clock minutes ahead of this one
 CLOSE_RATE = 10_000
 """Records a second a close is counted to parse, hash and fold into its trees (~16,800 here): its cutoff for
 lapsing is judged at the time the close will have built them, so no record it keeps is anchored too late."""
+
+
+CATCH_UP = 64
+"""Epochs the chain's clock has ended that one housekeeping round closes (empty ones after a gateway was down)."""
+
+MAX_AHEAD = 16
+"""`Settlement.MAX_AHEAD`: how far past the oldest unsettled epoch the chain settles one."""
 
 
 AUDIT_SYNC_EVERY = 1.0
@@ -132,6 +140,7 @@ class EpochCloser:
         clock: Callable[[], float] = time.time,
         dispute_window: int | None = None,
         proof_block: int = BLOCK,
+        epoch_clock: EpochClock | None = None,
     ) -> None:
         self.name = name
         self.store = store
@@ -145,6 +154,7 @@ class EpochCloser:
         self.dispute_window = dispute_window
         self.booking_delay = booking_delay  # UsageLedger.bookingDelay; None: no record ever lapses
         self.every = every  # seconds between scheduled closes; 0: closed only when an operator asks
+        self.epoch_clock = epoch_clock  # the chain's (UsageLedger.epochLength): epochs close when it ends them
         self.clock = clock
         self.rounds: tuple[Callable[[], object], ...] = ()  # housekeeping's other rounds: disputes, answers
         self._oldest_unsettled = 1
@@ -173,6 +183,7 @@ class EpochCloser:
                 open_epoch = self.store.open_epoch()
                 if epoch != open_epoch:
                     raise Conflict(f"epoch {epoch} is not open at {self.name}: the open epoch is {open_epoch}")
+            self._check_over()
             cutoff = None if self.booking_delay is None else lapse_before(self._built_by(), self.booking_delay)
             closure = self.store.close_open_epoch(self._commit, lapse_before=cutoff)
             self._keep_closed(closure.epoch)
@@ -180,6 +191,23 @@ class EpochCloser:
             self._enqueue_anchor(closure)
         self._send_soon()
         return self._closure(closure)
+
+    def _check_over(self) -> None:
+        """Refuse to close an epoch the chain's clock has not ended: the chain would refuse its anchor."""
+        if self.epoch_clock is None:
+            return
+        epoch = self.store.open_epoch()
+        end = self.epoch_clock.end(epoch)
+        if self.clock() < end:
+            raise Conflict(
+                f"epoch {epoch} runs until {end} on the chain's clock (epochs of {self.epoch_clock.length} s): "
+                f"it closes then, on its own"
+            )
+
+    def start_on_clock(self) -> None:
+        """A store that never closed an epoch opens at the chain's epoch running now, not at 1."""
+        if self.epoch_clock is not None:
+            self.store.start_epochs_at(self.epoch_clock.epoch_at(self.clock()))
 
     def _built_by(self) -> int:
         """When a close starting now will have built its trees: now + the open epoch's records at CLOSE_RATE. A
@@ -203,20 +231,26 @@ class EpochCloser:
         threading.Thread(target=send, name=f"{self.name}-epoch-send", daemon=True).start()
 
     def due(self, now: float | None = None) -> bool:
-        """Whether the schedule closes the open epoch now: a boundary of `every` seconds (counted from
-        1970, so every centre on one schedule closes together) has passed since the epoch opened."""
+        """Whether the schedule closes the open epoch now: the chain's clock has ended it, or, without one, a
+        boundary of `every` seconds (counted from 1970, so every centre on one schedule closes together) has
+        passed since the epoch opened."""
+        at = int(self.clock() if now is None else now)
+        if self.epoch_clock is not None:
+            return at >= self.epoch_clock.end(self.store.open_epoch())
         if self.every <= 0:
             return False
         opened = self.store.open_epoch_opened_at()
-        at = int(self.clock() if now is None else now)
         return opened is not None and at - at % self.every > opened
 
     def close_if_due(self) -> EpochClosure | None:
-        """Housekeeping's scheduled close (the same close as an operator's: the anchor through the outbox)."""
-        if not self.due():
-            return None
-        closure = self.close()
-        log.info("%s: epoch %d closed on schedule (every %d s)", self.name, closure.epoch, self.every)
+        """Housekeeping's scheduled close (the same close as an operator's: the anchor through the outbox); on the
+        chain's clock, every epoch it has ended, up to CATCH_UP a round (a gateway that was down catches up)."""
+        closure = None
+        for _ in range(CATCH_UP):
+            if not self.due():
+                break
+            closure = self.close()
+            log.info("%s: epoch %d closed on schedule (every %d s)", self.name, closure.epoch, self.every)
         return closure
 
     def housekeeping(self) -> None:
@@ -329,12 +363,22 @@ class EpochCloser:
                 round_()
             except Exception as exc:  # noqa: BLE001 - one round failing must not stop the others
                 log.warning("%s: %s failed: %s", self.name, getattr(round_, "__qualname__", round_), exc)
-        for closure in self.store.closures(since=self._oldest_unsettled):
-            if self.index.settlement(closure.epoch) is None:
-                self._settle_if_ready(closure.epoch)
-            if self.index.settlement(closure.epoch) is not None and closure.epoch == self._oldest_unsettled:
+        for epoch in self._unsettled():
+            if self.index.settlement(epoch) is None:
+                self._settle_if_ready(epoch)
+            if self.index.settlement(epoch) is not None and epoch == self._oldest_unsettled:
                 self._oldest_unsettled += 1
         self._settle_late()
+
+    def _unsettled(self) -> list[int]:
+        """The epochs this centre settles when they may be: those it closed from the oldest unsettled on; on the
+        chain's clock also those before its first, up to MAX_AHEAD past the oldest, which nobody may have anchored
+        (every gateway down, or none started yet): withdrawals wait for every epoch before theirs to settle."""
+        closed = self.store.closed_epochs(since=self._oldest_unsettled)
+        if self.epoch_clock is None or not closed:
+            return closed
+        before = range(self._oldest_unsettled, min(closed[0], self._oldest_unsettled + MAX_AHEAD))
+        return [*before, *closed]
 
     def _settle_late(self) -> None:
         """Queue `settleLate` for each of this centre's late anchors whose epoch is settled and whose

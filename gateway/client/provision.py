@@ -17,6 +17,7 @@ from eth_account.signers.local import LocalAccount
 
 from auth.credentials import generate_issuer_key
 from auth.tokens import generate_key, public_key_bytes, save_private_key
+from gateway.books.epochs import check_schedule
 from ledger.chain import Chain
 from ledger.deploy import (
     DEFAULT_ANCHOR_WINDOW,
@@ -83,6 +84,8 @@ class ConsortiumPlan:
     supervision_threshold: int | None = None
     """How many supervisors open a signature together; None: a majority of the committee."""
     dkg_window: int = DEFAULT_DKG_WINDOW
+    epoch_length: int = 0
+    """Seconds an epoch lasts on the chain's clock; 0: the centres count epochs, closed by schedule or by hand."""
 
     def deploy(self, chain: Chain, deployer: LocalAccount) -> Deployment:
         """Deploy the consortium this plan describes, every setting of it passed on."""
@@ -99,13 +102,14 @@ class ConsortiumPlan:
             supervisors=self.supervisors,
             supervision_threshold=self.supervision_threshold,
             dkg_window=self.dkg_window,
+            epoch_length=self.epoch_length,
         )
 
 
 def load_members(path: Path) -> ConsortiumPlan:
     """Read a members file: `quorum`, `initial_credit`, `rate_notice`, `dispute_window`, `booking_delay`,
-    `anchor_window`, one [[member]] table per centre and, optionally, `[supervision]` (`supervisors`, `threshold`,
-    `dkg_window`)."""
+    `anchor_window`, `epoch_length`, one [[member]] table per centre and, optionally, `[supervision]` (`supervisors`,
+    `threshold`, `dkg_window`)."""
     try:
         raw = tomllib.loads(path.read_text())
     except (OSError, tomllib.TOMLDecodeError) as exc:
@@ -139,8 +143,14 @@ def load_members(path: Path) -> ConsortiumPlan:
             ("dispute_window", DEFAULT_DISPUTE_WINDOW),
             ("booking_delay", DEFAULT_BOOKING_DELAY),
             ("anchor_window", DEFAULT_ANCHOR_WINDOW),
+            ("epoch_length", 0),
         )
     }
+    if periods["epoch_length"]:
+        try:
+            check_schedule(periods["epoch_length"], periods["booking_delay"])
+        except ValueError as exc:
+            raise ProvisionError(f"{path}: epoch_length: {exc}".replace("[epochs] every", "epoch_length")) from None
     supervisors, threshold, dkg_window = _supervision(path, raw.get("supervision", {}), [m.name for m in members])
     return ConsortiumPlan(
         members,

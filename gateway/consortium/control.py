@@ -320,6 +320,7 @@ def _members_toml(spec: ConsortiumFile, publics: dict[str, dict], state: State) 
         f"dispute_window = {spec.dispute_window}",
         f"booking_delay = {spec.booking_delay}",
         f"anchor_window = {spec.anchor_window}",
+        f"epoch_length = {spec.epoch_length}",
         "",
         "[supervision]",
         f"dkg_window = {spec.dkg_window}",

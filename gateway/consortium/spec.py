@@ -37,6 +37,7 @@ TOP_KEYS = frozenset(
         "dispute_window",
         "booking_delay",
         "anchor_window",
+        "epoch_length",
         "supervision",
         "chain",
         "member",
@@ -79,6 +80,7 @@ class ConsortiumFile:
     dispute_window: int
     booking_delay: int
     anchor_window: int
+    epoch_length: int
     supervisors: list[str] | None
     supervision_threshold: int | None
     dkg_window: int
@@ -121,6 +123,7 @@ def load_consortium(path: Path) -> ConsortiumFile:
         dispute_window=_whole(path, raw, "dispute_window", DEFAULT_DISPUTE_WINDOW),
         booking_delay=_whole(path, raw, "booking_delay", DEFAULT_BOOKING_DELAY),
         anchor_window=_whole(path, raw, "anchor_window", DEFAULT_ANCHOR_WINDOW),
+        epoch_length=_whole(path, raw, "epoch_length", 0),
         supervisors=supervision.get("supervisors"),
         supervision_threshold=supervision.get("threshold"),
         dkg_window=_whole(path, supervision, "dkg_window", DEFAULT_DKG_WINDOW),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -51,6 +52,7 @@ from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import Deployment, bind
+from ledger.epoch_clock import EpochClock
 from ledger.ids import centre_id
 from ledger.index import EventIndex
 from ledger.netting import former_participants
@@ -110,6 +112,14 @@ def build_node(
     domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
     dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
     booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
+    epoch_clock = deployment.epoch_clock()
+    if epoch_clock is not None:
+        if epoch_every not in (0, epoch_clock.length):
+            raise ValueError(
+                f"[epochs] every = {epoch_every} s, but this consortium's epochs run on the chain's clock, "
+                f"{epoch_clock.length} s each: leave every out (or set it to {epoch_clock.length})"
+            )
+        epoch_every = epoch_clock.length
     if epoch_every:
         check_schedule(epoch_every, booking_delay)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -161,10 +171,12 @@ def build_node(
             outbox,
             index,
             domain_for(deployment),
-            settleable=lambda epoch: settleable(index, epoch, dispute_window, deployment.anchor_window),
+            settleable=lambda epoch: settleable(index, epoch, dispute_window, deployment.anchor_window, epoch_clock),
             booking_delay=booking_delay,
             every=epoch_every,
             dispute_window=dispute_window,
+            epoch_clock=epoch_clock,
+            clock=index.now if epoch_clock else time.time,  # the chain's epochs end by its clock or ours, sooner
         ),
         signon=signon,
         peers=Peers(lambda centre: getattr(index.member(centre), "gateway_url", None)),
@@ -266,29 +278,42 @@ def node_from_config(config: GatewayConfig, chain: Chain | None = None, *, proce
     )
 
 
-def settleable(index: EventIndex, epoch: int, dispute_window: int, anchor_window: int | None = None) -> bool:
+def settleable(
+    index: EventIndex,
+    epoch: int,
+    dispute_window: int,
+    anchor_window: int | None = None,
+    epoch_clock: EpochClock | None = None,
+) -> bool:
     """Whether `epoch` may settle now, judged from the index and the clock (no chain read per round).
 
     UsageLedger.settleable's rule: every active member anchored and both windows (disputes, then
-    answers) passed since the last anchor. Judged by the later of this machine's clock and the
-    chain's, as the settle transaction is mined in a block stamped now; a chain that disagrees
-    reverts it, and the next round asks again.
+    answers) passed since the last anchor, or the anchor deadline passed. Judged by the later of
+    this machine's clock and the chain's, as the settle transaction is mined in a block stamped
+    now; a chain that disagrees reverts it, and the next round asks again.
     """
     anchors = index.anchors(epoch)
-    if not anchors:
+    if epoch_clock is not None and anchor_window is not None:
+        # On the chain's clock the deadline is the epoch's end + anchor_window, whoever anchored: an
+        # epoch nobody anchored settles after it too.
+        deadline: int | None = epoch_clock.end(epoch) + anchor_window
+    elif not anchors:
         return False
+    else:
+        # Without it the chain's deadline counts from its Consortium.anchorQuorum-th anchor (quorum and
+        # membership of that time): first anchor + anchor_window is never later, so this guess only asks
+        # too early, and the chain says no.
+        deadline = None if anchor_window is None else min(a.anchored_at for a in anchors) + anchor_window
+    # After the deadline the epoch settles without the silent members, and later anchors are late:
+    # paid by settleLate, not waited for here.
     members = {m.id for m in index.members()}
-    # After the anchor deadline the epoch settles without the silent members, and later anchors
-    # are late: paid by settleLate, not waited for here. The chain's deadline counts from its
-    # Consortium.anchorQuorum-th anchor (quorum and membership of that time): first anchor +
-    # anchor_window is never later, so this guess only asks too early, and the chain says no.
-    deadline = None if anchor_window is None else min(a.anchored_at for a in anchors) + anchor_window
     on_time = [
         a.anchored_at for a in anchors if a.centre in members and (deadline is None or a.anchored_at <= deadline)
     ]
     if index.now() <= max(on_time, default=0) + 2 * dispute_window:
         return False
-    return members <= {a.centre for a in anchors} or (deadline is not None and index.now() > deadline)
+    everyone = bool(anchors) and members <= {a.centre for a in anchors}
+    return everyone or (deadline is not None and index.now() > deadline)
 
 
 def _or_chain(value: int | None, view: ContractFunction) -> int:
@@ -346,7 +371,7 @@ def _secret(path: Path) -> bytes:
 
 #: Reverts of an anchor that pass with time: the centre deposits what its anchor bond lacks; a home named was
 #: removed between the look at its membership and the block (the next send leaves it out).
-ANCHOR_LATER = {"InsufficientCollateral", "UnknownHome"}
+ANCHOR_LATER = {"InsufficientCollateral", "UnknownHome", "EpochNotOver"}
 
 
 class AnchorNotYet(RuntimeError):

@@ -187,6 +187,7 @@ class CentreNode:
             log.warning("%s: %s; starting from the local index (block %d)", self.name, exc, index.last_block)
         self.parts.policy.start()
         self.parts.signon.publish_issuer_key()
+        self.parts.epochs.start_on_clock()
         self.parts.epochs.resend_anchors()
         with contextlib.suppress(ChainUnavailable):  # logged by housekeeping's first round
             self.parts.epochs.flush()

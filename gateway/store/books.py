@@ -441,6 +441,27 @@ class Books(StoreBase):
         with self._reading() as db:
             return open_epoch_in(db)
 
+    def start_epochs_at(self, epoch: int) -> int:
+        """Number the open epoch `epoch` while this store has closed none and holds nothing in it; the open epoch.
+
+        A centre that joins a consortium whose epochs run on the chain's clock starts at the
+        chain's epoch, not at 1: closing every epoch since the deployment, empty, would cost an
+        anchor each. Once anything is in the open epoch its number stays, and closes catch up.
+        """
+        checks.positive_int("epoch", epoch)
+        with self._tx() as db:
+            current = open_epoch_in(db)
+            used = db.execute(
+                "SELECT EXISTS (SELECT 1 FROM epochs WHERE status = 'closed')"
+                " OR EXISTS (SELECT 1 FROM usage_records WHERE epoch = ?)"
+                " OR EXISTS (SELECT 1 FROM decisions WHERE epoch = ?)",
+                (current, current),
+            ).fetchone()[0]
+            if used or epoch <= current:
+                return current
+            db.execute("UPDATE epochs SET epoch = ? WHERE status = 'open'", (epoch,))
+            return epoch
+
     def jobs_by_status(self) -> dict[str, int]:
         """How many jobs are in each status (for /metrics): one indexed count per status."""
         rows = self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status")
