@@ -17,7 +17,7 @@ from eth_utils import is_address, to_checksum_address
 from web3.contract import Contract
 
 from ledger.chain import Chain
-from ledger.epoch_clock import EpochClock
+from ledger.epoch_clock import EpochClock, anchor_margin, late_close, longest_epoch
 from ledger.ids import centre_id
 
 DEFAULT_RATE_NOTICE = 86_400
@@ -294,10 +294,12 @@ def deploy_consortium(
     _seconds("dispute_window", dispute_window)
     _seconds("booking_delay", booking_delay)
     _seconds("anchor_window", anchor_window)
-    if _seconds("epoch_length", epoch_length) > booking_delay:
+    if _seconds("epoch_length", epoch_length) > longest_epoch(booking_delay):
         raise ValueError(
-            f"epoch_length {epoch_length} s is longer than the booking delay of {booking_delay} s: a record of an "
-            "epoch that long would be anchored after its order's deadline + the delay, and lapse unpaid"
+            f"epoch_length {epoch_length} s is too long for the booking delay of {booking_delay} s: a record of "
+            "a job that ends at its deadline early in an epoch would be anchored after the deadline + the delay, "
+            f"unanswerable; at most {longest_epoch(booking_delay)} s (the delay less {late_close(booking_delay)} s "
+            f"for a close to run late and {anchor_margin(booking_delay)} s to anchor)"
         )
     unbonding = WEEK + booking_delay + 2 * dispute_window + anchor_window + HOUR  # Settlement.withdrawalDelay
     if unbonding > MAX_WITHDRAWAL_DELAY:

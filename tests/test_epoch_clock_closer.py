@@ -297,3 +297,21 @@ def test_without_a_clock_only_closed_epochs_are_settled(store: Store) -> None:
     assert store.start_epochs_at(30) == 30  # as a store renumbered by hand
     epochs.close()
     assert epochs._unsettled() == [30]
+
+
+# -- this machine's clock ahead of the chain's ------------------------------------------------------------
+
+
+def test_with_the_chain_behind_only_the_first_epoch_closes_until_the_chain_takes_its_anchor(store: Store) -> None:
+    """A clock stepped ahead closes one epoch the chain would refuse, not every epoch it jumped; the next one
+    closes once the chain has taken the anchor before it (or its own blocks show the epoch ended)."""
+    epochs = closer(store, ORIGIN + 5)  # a store at epoch 1, its first: nothing closed before it
+    epochs.index.at = CLOCK.end(1) - 100  # type: ignore[attr-defined]  # the last block seen: in epoch 1
+    ahead = CLOCK.end(3) + 5  # this machine's clock, two epochs past the chain's
+    epochs.clock = lambda: ahead
+    assert epochs.close_if_due() is not None and store.closed_epochs() == [1]
+    assert not epochs.due() and epochs.close_if_due() is None  # the anchor of 1 is not on chain: 2 waits
+    epochs.index.anchors[1] = object()  # type: ignore[attr-defined]  # the chain took it
+    assert epochs.due() and epochs.close_if_due() is not None and store.open_epoch() == 3
+    epochs.index.at = CLOCK.end(3)  # type: ignore[attr-defined]  # a block at the end of epoch 3
+    assert epochs.close_if_due() is not None and store.open_epoch() == 4

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from gateway.books import epochs as closing
-from gateway.books.epochs import ANCHOR_MARGIN, LATE_CLOSE, EpochCloser, anchor_margin, check_schedule
+from gateway.books.epochs import EpochCloser, check_schedule
 from gateway.jobs.slurm import UNREACHABLE_TIMEOUT_S
 from gateway.store import Store
+from ledger.epoch_clock import ANCHOR_MARGIN, LATE_CLOSE, anchor_margin
 from tests.fixtures.closing import StandInIndex, StandInOutbox
 from tests.test_audit_record_pages import DOMAIN, run
 

@@ -25,7 +25,7 @@ from gateway.node.errors import Conflict, Invalid, Unavailable
 from gateway.store import ClosedEpoch, HomeClosure, PaidRecord, Store, StoredRecord
 from gateway.store.base import PAGE
 from ledger.chain import ChainUnavailable
-from ledger.epoch_clock import EpochClock
+from ledger.epoch_clock import EpochClock, anchor_margin, late_close, longest_epoch
 from ledger.ids import centre_id, centre_name
 from ledger.index import EventIndex
 from ledger.outbox import Outbox
@@ -48,17 +48,6 @@ class EpochState:
 MAX_EPOCH = 2**63 - 1
 """Epochs are uint64 on chain, but the gateway's SQLite files hold signed 64-bit integers."""
 _RECORD_ID = re.compile(r"(0x)?[0-9a-fA-F]{64}")
-ANCHOR_MARGIN = 60
-"""Seconds an anchor sent at close may take to be mined: the outbox sends it at once and housekeeping
-retries it every second, so a minute covers retries and a few blocks of a public chain."""
-
-
-LATE_CLOSE = 900
-"""Seconds a scheduled close may run after its boundary, or a record be stored after its job ended, without a
-record lapsing (with a booking delay of at least an hour; a quarter of a shorter one): a gateway down across a
-boundary for a few minutes, a Slurm controller the executor waits through (`UNREACHABLE_TIMEOUT_S`, 5 minutes),
-the close of a ten-million-record epoch, a chain clock minutes ahead of this one."""
-
 CLOSE_RATE = 10_000
 """Records a second a close is counted to parse, hash and fold into its trees (~16,800 here): its cutoff for
 lapsing is judged at the time the close will have built them, so no record it keeps is anchored too late."""
@@ -87,11 +76,6 @@ def lapse_before(now: int, booking_delay: int) -> int:
     return max(0, now + anchor_margin(booking_delay) - booking_delay)
 
 
-def anchor_margin(booking_delay: int) -> int:
-    """Seconds a close leaves its anchor to be mined: ANCHOR_MARGIN, or half a shorter booking delay."""
-    return min(ANCHOR_MARGIN, booking_delay // 2)
-
-
 def check_schedule(every: int, booking_delay: int) -> int:
     """`every`, if epochs closed that far apart never let a record lapse; ValueError, saying why, otherwise.
 
@@ -100,8 +84,8 @@ def check_schedule(every: int, booking_delay: int) -> int:
     must be on chain by deadline + the booking delay, or the record lapses and nobody pays for the
     work. The lateness allowed is LATE_CLOSE, or a quarter of a shorter booking delay.
     """
-    margin, late = anchor_margin(booking_delay), min(LATE_CLOSE, booking_delay // 4)
-    longest = booking_delay - margin - late
+    margin, late = anchor_margin(booking_delay), late_close(booking_delay)
+    longest = longest_epoch(booking_delay)
     if every > longest:
         raise ValueError(
             f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of "
@@ -236,11 +220,22 @@ class EpochCloser:
         passed since the epoch opened."""
         at = int(self.clock() if now is None else now)
         if self.epoch_clock is not None:
-            return at >= self.epoch_clock.end(self.store.open_epoch())
+            epoch = self.store.open_epoch()
+            return at >= self.epoch_clock.end(epoch) and not self._ahead_of_chain(epoch)
         if self.every <= 0:
             return False
         opened = self.store.open_epoch_opened_at()
         return opened is not None and at - at % self.every > opened
+
+    def _ahead_of_chain(self, epoch: int) -> bool:
+        """Whether closing `epoch` could run this centre's epochs ahead of the chain's: the last block seen here is
+        before its end, and the chain has not taken the anchor of the epoch closed before it (refused as early,
+        or not sent yet). So a clock stepped ahead closes one epoch too soon, not as many as it jumped, and a
+        chain node that is down holds closes at one (later records join the open epoch until it is back)."""
+        assert self.epoch_clock is not None
+        if self.index.chain_time >= self.epoch_clock.end(epoch) or epoch <= self.store.first_epoch():
+            return False
+        return self.index.anchor(centre_id(self.name), epoch - 1) is None
 
     def close_if_due(self) -> EpochClosure | None:
         """Housekeeping's scheduled close (the same close as an operator's: the anchor through the outbox); on the

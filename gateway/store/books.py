@@ -441,6 +441,12 @@ class Books(StoreBase):
         with self._reading() as db:
             return open_epoch_in(db)
 
+    def first_epoch(self) -> int:
+        """This store's first epoch: 1, or the chain's epoch it opened at (`start_epochs_at`)."""
+        with self._reading() as db:
+            first: int = db.execute("SELECT MIN(epoch) FROM epochs").fetchone()[0]
+            return first
+
     def start_epochs_at(self, epoch: int) -> int:
         """Number the open epoch `epoch` while this store has closed none and holds nothing in it; the open epoch.
 
