@@ -12,12 +12,13 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from web3.contract.contract import ContractFunction
+from web3.exceptions import BadFunctionCallOutput
 
 from auth import bbs
 from auth.credentials import CredentialSchema
@@ -50,7 +51,7 @@ from gateway.node.signon import IssuerKey, SignOn
 from gateway.store import Store
 from gateway.store.groups import GroupBook
 from gateway.store.holds import HoldBook
-from ledger.chain import Chain, ChainRevert, connect
+from ledger.chain import Chain, ChainRevert, ChainUnavailable, connect
 from ledger.deploy import Deployment, bind
 from ledger.epoch_clock import EpochClock
 from ledger.ids import centre_id
@@ -112,7 +113,7 @@ def build_node(
     domain, ledger = domain_for(deployment), bind(chain, deployment).usage_ledger.functions
     dispute_window = _or_chain(deployment.dispute_window, ledger.disputeWindow())
     booking_delay = _or_chain(deployment.booking_delay, ledger.bookingDelay())
-    epoch_clock = deployment.epoch_clock()
+    epoch_clock = _chains_clock(chain, deployment, ledger)
     if epoch_clock is not None:
         if epoch_every not in (0, epoch_clock.length):
             raise ValueError(
@@ -314,6 +315,27 @@ def settleable(
         return False
     everyone = bool(anchors) and members <= {a.centre for a in anchors}
     return everyone or (deadline is not None and index.now() > deadline)
+
+
+def _chains_clock(chain: Chain, deployment: Deployment, ledger: Any) -> EpochClock | None:
+    """The description's epoch clock, refused (ValueError) when the chain answers with another one: a gateway
+    numbering its epochs by a wrong clock would anchor each one late, or early and never. A chain node that
+    does not answer yet leaves the description trusted, as for its windows."""
+    if chain.known_chain_id() is None:
+        return deployment.epoch_clock()
+    try:
+        on_chain = (int(chain.call(ledger.epochLength())), int(chain.call(ledger.epochOrigin())))
+    except (ChainRevert, BadFunctionCallOutput):  # a UsageLedger from before the clock has no such view
+        on_chain = (0, 0)
+    except ChainUnavailable:
+        return deployment.epoch_clock()
+    if on_chain != (deployment.epoch_length, deployment.epoch_origin):
+        raise ValueError(
+            f"the deployment description's epoch clock (epoch_length {deployment.epoch_length}, epoch_origin "
+            f"{deployment.epoch_origin}) is not the chain's (UsageLedger.epochLength {on_chain[0]}, epochOrigin "
+            f"{on_chain[1]}): use the deployment.json `xcentre deploy` wrote"
+        )
+    return deployment.epoch_clock()
 
 
 def _or_chain(value: int | None, view: ContractFunction) -> int:

@@ -143,7 +143,8 @@ class CreditDesk:
             now = self._clock()
             if now - chain.at < FRESH_FOR:
                 return chain
-            through, paid = chain.paid_through, set(chain.paid)
+            # a store opened at the chain's epoch (epochs on its clock) has nothing owed before its first
+            through, paid = max(chain.paid_through, self._store.first_epoch() - 1), set(chain.paid)
             for epoch in self._store.closed_epochs(since=through + 1):
                 if epoch not in paid and self._paid(epoch):
                     paid.add(epoch)  # paid for good: never looked at again
