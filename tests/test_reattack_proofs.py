@@ -18,12 +18,12 @@ import pytest
 from gateway.api.schemas import EVIDENCE_PAGE
 from gateway.books import watcher as watching
 from gateway.books.background import BackgroundRound
-from gateway.books.epochs import LATE_CLOSE
 from gateway.books.kept_trees import KeptTree
 from gateway.books.watcher import EvidenceUnavailable, fetch_evidence
 from gateway.client import auditing
 from gateway.client.http import GatewayClient
 from gateway.store import Store
+from ledger.epoch_clock import LATE_CLOSE
 from ledger.sumtree import SumTreeError
 from tests import test_audit_record_pages as proofs
 from tests import test_evidence_pages as pages

@@ -189,9 +189,11 @@ class EpochCloser:
             )
 
     def start_on_clock(self) -> None:
-        """A store that never closed an epoch opens at the chain's epoch running now, not at 1."""
+        """A store that never closed an epoch opens at the chain's epoch running now, not at 1: by the last block
+        seen (a clock of this machine's ahead of the chain's would open it ahead, for good), or by this machine's
+        clock before any."""
         if self.epoch_clock is not None:
-            self.store.start_epochs_at(self.epoch_clock.epoch_at(self.clock()))
+            self.store.start_epochs_at(self.epoch_clock.epoch_at(self.index.chain_time or self.clock()))
 
     def _built_by(self) -> int:
         """When a close starting now will have built its trees: now + the open epoch's records at CLOSE_RATE. A
@@ -229,13 +231,17 @@ class EpochCloser:
 
     def _ahead_of_chain(self, epoch: int) -> bool:
         """Whether closing `epoch` could run this centre's epochs ahead of the chain's: the last block seen here is
-        before its end, and the chain has not taken the anchor of the epoch closed before it (refused as early,
-        or not sent yet). So a clock stepped ahead closes one epoch too soon, not as many as it jumped, and a
-        chain node that is down holds closes at one (later records join the open epoch until it is back)."""
+        before its end, and the anchor of the epoch closed before it is still waiting in the outbox (refused as
+        early, or not sent yet). So a clock stepped ahead closes one epoch too soon, not as many as it jumped, and
+        a chain node that is down holds closes at one (later records join the open epoch until it is back); an
+        anchor the outbox gave up on (a revert) holds nothing."""
         assert self.epoch_clock is not None
         if self.index.chain_time >= self.epoch_clock.end(epoch) or epoch <= self.store.first_epoch():
             return False
-        return self.index.anchor(centre_id(self.name), epoch - 1) is None
+        if self.index.anchor(centre_id(self.name), epoch - 1) is not None:
+            return False
+        waiting = self.outbox.item_by_key(f"anchor:{epoch - 1}")
+        return waiting is not None and waiting.status == "pending"
 
     def close_if_due(self) -> EpochClosure | None:
         """Housekeeping's scheduled close (the same close as an operator's: the anchor through the outbox); on the
