@@ -25,11 +25,10 @@ from gateway.client.http import GatewayClient
 from gateway.node.errors import Invalid, Unavailable
 from gateway.store import NewRecord, Payment, Store
 from ledger.ids import centre_id
-from ledger.records import Domain, UsageRecord, record_digest
+from ledger.records import UsageRecord, record_digest
 from ledger.sumtree import SumProof, SumTree, SumTreeError, verify
-from tests.fixtures.closing import StandInIndex, StandInOutbox, digest_of, made_up_record, rows_read
+from tests.fixtures.closing import DOMAIN, StandInIndex, StandInOutbox, digest_of, made_up_record, rows_read
 
-DOMAIN = Domain(chain_id=31337, verifying_contract="0x" + "5a" * 20)
 SERVING = centre_id("hpc-a")
 HOME, OTHER = centre_id("hpc-a"), centre_id("cloud-b")
 REQ = {"argv": ["echo", "hi"], "walltime": 60, "cores": 1}

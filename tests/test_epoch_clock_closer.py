@@ -26,13 +26,11 @@ from gateway.node.assemble import settleable
 from gateway.node.errors import Conflict
 from gateway.store import Store, StoreError
 from ledger.epoch_clock import EpochClock
-from tests.fixtures.closing import StandInIndex, StandInOutbox
-from tests.test_audit_record_pages import DOMAIN, run
+from tests.fixtures.closing import CLOCK, StandInIndex, clocked_closer
+from tests.test_audit_record_pages import run
 from tests.test_store_decisions import decision
 
-LENGTH = 600  # seconds an epoch runs on the chain's clock
-ORIGIN = 6_000  # the start of epoch 1 (a multiple of the length)
-CLOCK = EpochClock(LENGTH, ORIGIN)
+LENGTH, ORIGIN = CLOCK.length, CLOCK.origin  # 600 s epochs; epoch 1 starts at 6,000
 IN_11 = ORIGIN + 10 * LENGTH + 5  # a moment in epoch 11 (CLOCK.epoch_at(IN_11) == 11)
 DISPUTE = 100  # UsageLedger.disputeWindow
 ANCHOR_WINDOW = 300  # UsageLedger.anchorWindow
@@ -47,18 +45,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def closer(store: Store, at: int, epoch_clock: EpochClock | None = CLOCK, every: int = 0) -> EpochCloser:
     """A closer of `store` whose clock (and index's) reads `at` until a test moves `closer.index.at`."""
-    index = StandInIndex(at)
-    return EpochCloser(
-        "hpc-a",
-        store,
-        StandInOutbox(index.now),  # type: ignore[arg-type]
-        index,  # type: ignore[arg-type]
-        DOMAIN,
-        settleable=lambda _: False,
-        every=every,
-        clock=index.now,
-        epoch_clock=epoch_clock,
-    )
+    return clocked_closer(store, StandInIndex(at), epoch_clock=epoch_clock, every=every)
 
 
 def set_clock(epochs: EpochCloser, at: int) -> None:

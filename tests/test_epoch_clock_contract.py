@@ -34,7 +34,9 @@ OFFSET = 60  # a clocked deployment lands this many seconds into an epoch, so ep
 # -- helpers ------------------------------------------------------------------------------------------------------
 
 
-def clocked(names: list[str], quorum: int, offset: int = OFFSET) -> Consortium:
+def clocked(
+    names: list[str], quorum: int, offset: int = OFFSET, initial: int = 1_000_000, **settings: int
+) -> Consortium:
     """A fresh deployment with an HOUR-long epoch clock, an anchor window of WINDOW and no dispute window,
     deployed `offset` seconds past a multiple of HOUR (the embedded chain runs on the wall clock: a
     deployment made just before a round hour would see epoch 1 end within seconds)."""
@@ -51,11 +53,12 @@ def clocked(names: list[str], quorum: int, offset: int = OFFSET) -> Consortium:
         chain.dev_account,
         specs,
         quorum,
-        1_000_000,
+        initial,
         rate_notice=HOUR,
         dispute_window=0,
         anchor_window=WINDOW,
         epoch_length=HOUR,
+        **settings,
     )
     return Consortium(chain, deployment, bind(chain, deployment), accounts, specs)
 

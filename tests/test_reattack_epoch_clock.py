@@ -11,10 +11,10 @@ from eth_account import Account
 
 from gateway.books.epochs import check_schedule
 from ledger.chain import connect
-from ledger.deploy import bind, deploy_consortium
+from ledger.deploy import deploy_consortium
 from ledger.ids import centre_id
 from tests.test_contracts import INITIAL, Consortium, advance, now, reverts, spec
-from tests.test_epoch_clock_contract import HOUR, OFFSET, WINDOW, anchor, at, clock, clocked, settled_net
+from tests.test_epoch_clock_contract import HOUR, WINDOW, anchor, at, clock, clocked, settled_net
 
 U64 = 2**64 - 1
 BOND = 100  # a small anchor bond, so a member can anchor and still ask to withdraw most of its collateral
@@ -22,26 +22,7 @@ BOND = 100  # a small anchor bond, so a member can anchor and still ask to withd
 
 def clocked_bonded(names: list[str], quorum: int) -> Consortium:
     """`clocked` (an HOUR clock, anchor window WINDOW, no dispute window) with an anchor bond of BOND."""
-    chain = connect()
-    latest = chain.w3.eth.get_block("latest")["timestamp"]
-    chain.w3.provider.ethereum_tester.time_travel((latest // HOUR + 1) * HOUR + OFFSET)  # type: ignore[attr-defined]
-    accounts = {n: Account.create() for n in names}
-    for acct in accounts.values():
-        chain.fund(acct.address, 10**19)
-    specs = [spec(n, accounts[n]) for n in names]
-    deployment = deploy_consortium(
-        chain,
-        chain.dev_account,
-        specs,
-        quorum,
-        INITIAL,
-        rate_notice=HOUR,
-        dispute_window=0,
-        anchor_window=WINDOW,
-        epoch_length=HOUR,
-        anchor_bond=BOND,
-    )
-    return Consortium(chain, deployment, bind(chain, deployment), accounts, specs)
+    return clocked(names, quorum, initial=INITIAL, anchor_bond=BOND)
 
 
 # -- finding: the deploy parameters ------------------------------------------------------------------------------

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from gateway.books.epochs import EpochCloser
 from gateway.node.credit import CreditDesk
 from gateway.store import Store
-from ledger.epoch_clock import EpochClock
-from tests.fixtures.closing import StandInIndex, StandInOutbox
-from tests.test_audit_record_pages import DOMAIN
+from tests.fixtures.closing import CLOCK, PaidIndex, SkewedIndex, StandInIndex, clocked_closer
 
-LENGTH = 600
-ORIGIN = 6_000
-CLOCK = EpochClock(LENGTH, ORIGIN)
+LENGTH, ORIGIN = CLOCK.length, CLOCK.origin
 
 
 @pytest.fixture
@@ -31,42 +25,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
     s = Store(tmp_path / "gateway.db")
     yield s
     s.close()
-
-
-def closer(store: Store, at: int) -> EpochCloser:
-    index = StandInIndex(at)
-    return EpochCloser(
-        "hpc-a",
-        store,
-        StandInOutbox(index.now),  # type: ignore[arg-type]
-        index,  # type: ignore[arg-type]
-        DOMAIN,
-        settleable=lambda _: False,
-        clock=index.now,
-        epoch_clock=CLOCK,
-    )
-
-
-class PaidIndex:
-    """What the credit desk reads of the index: every epoch settled, this centre's anchors all on time."""
-
-    def settlement(self, epoch: int) -> object:
-        return SimpleNamespace(epoch=epoch)
-
-    def anchor(self, centre: bytes, epoch: int) -> object:
-        return SimpleNamespace(late=False, late_settled=False)
-
-    def members(self) -> list:
-        return [SimpleNamespace(name="hpc-a"), SimpleNamespace(name="cloud-b"), SimpleNamespace(name="ai-c")]
-
-    def shortfalls_by_debtor(self) -> dict:
-        return {}
-
-    def member(self, home: object) -> object:
-        return SimpleNamespace(active=True, account="0x" + "11" * 20)
-
-    def collateral(self, account: str) -> object:
-        return SimpleNamespace(free=1_000)
 
 
 # -- the credit desk assumes this centre's epochs are numbered from 1 ----------------------------------------------
@@ -82,7 +40,7 @@ class PaidIndex:
 
 def test_credit_desk_paid_through_advances_on_a_store_that_started_past_epoch_1(store: Store) -> None:
     start = ORIGIN + 999 * LENGTH + 5  # epoch 1000 on the clock
-    epochs = closer(store, start)
+    epochs = clocked_closer(store, StandInIndex(start))
     epochs.start_on_clock()
     assert store.open_epoch() == 1000
     for e in range(1000, 1005):
@@ -147,34 +105,13 @@ def test_a_deployment_whose_clock_is_not_the_chains_is_refused_at_build(tmp_path
 # (its anchor is refused before); a gateway should close no epoch the chain's clock has not (nearly) ended.
 
 
-class SkewedIndex(StandInIndex):
-    """The index as build_node's closer reads it: `now()` is max(local, chain time); `at` is the chain's time."""
-
-    def __init__(self, at: int) -> None:
-        super().__init__(at)
-        self.local = at
-
-    def now(self) -> int:
-        return max(self.local, self.at)
-
-
 def test_a_local_clock_jumping_ahead_does_not_run_epochs_ahead_of_the_chain_and_lapse_records(store: Store) -> None:
     from tests.test_audit_record_pages import run
 
     delay = 4 * LENGTH  # the booking delay: closes an epoch-length apart never let a record lapse
     chain_now = ORIGIN + 10 * LENGTH + 5  # epoch 11 on the chain's clock
     index = SkewedIndex(chain_now)
-    epochs = EpochCloser(
-        "hpc-a",
-        store,
-        StandInOutbox(index.now),  # type: ignore[arg-type]
-        index,  # type: ignore[arg-type]
-        DOMAIN,
-        settleable=lambda _: False,
-        booking_delay=delay,
-        clock=index.now,  # as build_node wires it on the clock
-        epoch_clock=CLOCK,
-    )
+    epochs = clocked_closer(store, index, booking_delay=delay)
     epochs.start_on_clock()
     assert store.open_epoch() == 11
     index.local = chain_now + 10 * LENGTH  # this machine's clock steps ten epochs ahead for a moment
