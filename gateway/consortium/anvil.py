@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -47,16 +48,38 @@ def anvil_command(binary: Path, port: int, state: Path | None = None, balance: i
 
 
 def start_anvil(
-    binary: Path, port: int, log: IO[bytes], *, state: Path | None = None, balance: int | None = None
+    binary: Path,
+    port: int,
+    log: IO[bytes],
+    *,
+    state: Path | None = None,
+    balance: int | None = None,
+    home: Path | None = None,
 ) -> subprocess.Popen:
-    """Starts anvil on loopback with its output to `log` (an open file, so it never blocks)."""
+    """Starts anvil on loopback with its output to `log` (an open file, so it never blocks); with `home`, its
+    scratch states go there (`anvil_env`)."""
     command = anvil_command(binary, port, state, balance)
-    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+    env = None if home is None else anvil_env(home)
+    return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env)
 
 
-def spawn_anvil(binary: Path, port: int, log: Path, *, state: Path | None = None) -> subprocess.Popen:
-    """Starts anvil detached (it outlives `xcentre consortium up`), its output appended to `log`."""
-    return spawn(anvil_command(binary, port, state), log)
+def spawn_anvil(binary: Path, port: int, log: Path, *, state: Path | None = None, home: Path) -> subprocess.Popen:
+    """Starts anvil detached (it outlives `xcentre consortium up`), its output appended to `log`, its scratch
+    states under `home`."""
+    return spawn(anvil_command(binary, port, state), log, env=anvil_env(home))
+
+
+def anvil_env(home: Path) -> dict[str, str]:
+    """anvil's environment with `home` as its HOME. anvil writes the states of older blocks to
+    HOME/.foundry/anvil/tmp (gigabytes over a test suite's run) and leaves them there when it is stopped,
+    so they go to a folder of the run's own, which `remove_scratch` empties once anvil has stopped."""
+    home.mkdir(parents=True, exist_ok=True)
+    return {**os.environ, "HOME": str(home)}
+
+
+def remove_scratch(home: Path) -> None:
+    """Remove the states anvil wrote under `home` (`anvil_env`); for an anvil that has stopped."""
+    shutil.rmtree(home / ".foundry", ignore_errors=True)
 
 
 def rpc(url: str, method: str, params: list | None = None, timeout: float = 1.0) -> object:

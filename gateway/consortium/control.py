@@ -273,7 +273,9 @@ def _start_anvil(state: State, started: list[Proc], say: Say) -> None:
             "anvil is not installed: run `npm ci` in contracts/ (@foundry-rs/anvil), or put it on PATH"
         )
     chain_state = state.folder / "anvil" / "chain-state.json"  # saved at every clean stop, loaded at start
-    process = anvil_node.spawn_anvil(binary, state.anvil.port, Path(state.anvil.log), state=chain_state)
+    process = anvil_node.spawn_anvil(
+        binary, state.anvil.port, Path(state.anvil.log), state=chain_state, home=chain_state.parent
+    )
     state.anvil.track(process.pid)
     started.append(state.anvil)
     state.save()
@@ -652,5 +654,6 @@ def down(folder: Path, say: Say = print) -> State | None:
         if how != "not running":
             say(f"{name} (pid {pid}): {how}")
         state.save()
+    anvil_node.remove_scratch(state.folder / "anvil")  # stopped: the chain's state is in chain-state.json
     say("the consortium is down")
     return state

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 STOP_TIMEOUT = 10.0
@@ -55,7 +55,14 @@ def accepting(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
         return False
 
 
-def spawn(command: Sequence[str], log: Path, *, cwd: Path | None = None, detach: bool = True) -> subprocess.Popen:
+def spawn(
+    command: Sequence[str],
+    log: Path,
+    *,
+    cwd: Path | None = None,
+    detach: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen:
     """Start `command` with stdout and stderr appended to `log`; in a new session when `detach` (so a Ctrl-C
     at the terminal that ran `consortium up` does not reach it)."""
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -67,6 +74,7 @@ def spawn(command: Sequence[str], log: Path, *, cwd: Path | None = None, detach:
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=detach,
+            env=env,
         )
 
 
