@@ -42,6 +42,15 @@ def closer(store: Store, index: StandInIndex, outbox: Any = None, **settings: An
     return clocked_closer(store, index, outbox, booking_delay=DELAY, **settings)
 
 
+def at_end_of_11(store: Store) -> tuple[SkewedIndex, EpochCloser]:
+    """A fresh store opened in epoch 11, both clocks at that epoch's end: its first close is due."""
+    index = SkewedIndex(ORIGIN + 10 * LENGTH + 5)
+    epochs = closer(store, index)
+    epochs.start_on_clock()
+    index.at = index.local = CLOCK.end(11)
+    return index, epochs
+
+
 def close_through(epochs: EpochCloser, epoch: int) -> None:
     """Housekeeping rounds until `epoch` is closed or nothing more is due."""
     while epochs.store.open_epoch() <= epoch and epochs.close_if_due() is not None:
@@ -147,10 +156,7 @@ def test_the_hold_lets_go_as_soon_as_a_block_past_the_epochs_end_is_indexed_with
     store: Store,
 ) -> None:
     """A chain that makes blocks on its own (or other members anchoring): an anchor still waiting costs a block."""
-    index = SkewedIndex(ORIGIN + 10 * LENGTH + 5)
-    epochs = closer(store, index)
-    epochs.start_on_clock()
-    index.at = index.local = CLOCK.end(11)
+    index, epochs = at_end_of_11(store)
     assert epochs.close_if_due() is not None  # the first epoch: exempt
     index.local = CLOCK.end(12) + 1  # the anchor of 11 never shows; the last block is before 12's end
     assert not epochs.due()
@@ -161,10 +167,7 @@ def test_the_hold_lets_go_as_soon_as_a_block_past_the_epochs_end_is_indexed_with
 def test_a_chain_node_down_holds_closes_at_one_and_the_records_join_the_open_epoch_until_it_is_back(
     store: Store,
 ) -> None:
-    index = SkewedIndex(ORIGIN + 10 * LENGTH + 5)
-    epochs = closer(store, index)
-    epochs.start_on_clock()
-    index.at = index.local = CLOCK.end(11)
+    index, epochs = at_end_of_11(store)
     epochs.close_if_due()
     index.anchors[11] = object()
     index.at = CLOCK.end(12) - 30  # the last block before the node went down
