@@ -52,7 +52,7 @@ def anvil(log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
-        proc = start_anvil(binary, port, out)
+        proc = start_anvil(binary, port, out, home=log.parent)  # its scratch states go with the run's folder
     try:
         deadline = time.monotonic() + 30
         while not _answers(url):

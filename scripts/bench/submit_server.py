@@ -51,6 +51,7 @@ from submit_profile import Instrumented, RequestTimer, Stages, ThreadProfiles  #
 from auth.directory import Directory  # noqa: E402
 from gateway.api.app import create_app  # noqa: E402
 from gateway.api.server import serve  # noqa: E402
+from gateway.consortium.anvil import remove_scratch  # noqa: E402
 from gateway.demo.local import ConsortiumSpec, LocalConsortium, demo_spec  # noqa: E402
 from gateway.jobs.execution import Capacity, Execution, ExecutorError  # noqa: E402
 from gateway.node.centre import CentreNode  # noqa: E402
@@ -122,13 +123,14 @@ class Anvil:
     def __init__(self, folder: Path) -> None:
         from tests.fixtures.anvil import _answers, _free_port, anvil_binary, start_anvil
 
+        self.folder = folder
         binary = anvil_binary()
         if binary is None:
             raise RuntimeError("anvil is not installed (npm ci in contracts/)")
         port = _free_port()
         self.url = f"http://127.0.0.1:{port}"
         with open(folder / "anvil.log", "wb") as log:
-            self.process = start_anvil(binary, port, log)
+            self.process = start_anvil(binary, port, log, home=folder)  # its scratch states in the run's folder
         deadline = time.monotonic() + 30
         while not _answers(self.url):
             if self.process.poll() is not None or time.monotonic() > deadline:
@@ -142,6 +144,8 @@ class Anvil:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+                self.process.wait()
+        remove_scratch(self.folder)  # gigabytes over a long run, in a --keep folder too
 
 
 def _directories(spec: ConsortiumSpec, folder: Path, kind: str) -> tuple[dict[str, Directory], list[Any]]:
