@@ -13,9 +13,11 @@ it, the same concurrencies of `sbatch --hold` on a real single-node Slurm
 (tests/fixtures/slurm.py: munged, slurmctld, slurmd, as root), whose answer
 likewise means the job is in slurmctld's state. First, the same levels against
 the gateway of the code before the throughput work (`--before REV`, a `git
-archive` of it served by its own submit_server.py). Then SQLite alone on the
-same disk (`submit_sqlite.py`) and the server side of one submission stage by
-stage (`submit_profile.py`: one client, then 32).
+archive` of it served by its own submit_server.py). The same requests' bytes
+to the framework alone (`submit_floor.py`: the same server stack, an endpoint
+shaped as POST /v1/jobs that does nothing), the floor under any gateway on it.
+Then SQLite alone on the same disk (`submit_sqlite.py`) and the server side of
+one submission stage by stage (`submit_profile.py`: one client, then 32).
 
     .venv/bin/python scripts/bench/bench_submit.py [--quick] [--cprofile OUT.pstats] [--before REV | --no-before]
 """
@@ -49,6 +51,7 @@ from eth_account import Account  # noqa: E402
 
 from gateway.client.http import GatewayClient, GatewayUnreachable  # noqa: E402
 from gateway.client.paying import Quote, pay, signing_domain  # noqa: E402
+from tests.fixtures.anvil import _free_port  # noqa: E402
 
 TITLE = "Job submissions on one gateway process, beside sbatch"
 BEFORE = "32437a5"  # the last commit before the throughput work: its gateway is measured in the same run
@@ -63,11 +66,15 @@ ABOUT = (
     "peer is `sbatch --hold` at the same concurrency on a real single-node Slurm (munged, slurmctld, "
     "slurmd) started for the run: an accepted job is in slurmctld's state. Latencies are per request, as "
     "each client sees it. The same levels against the gateway of the code before the throughput work (commit "
-    f"{BEFORE}, 'before' rows), in the same run. Then: SQLite alone on the same disk (1, 8 and 32 jobs per "
-    "COMMIT); the server side of a submission stage by stage (one client; the rows below)."
+    f"{BEFORE}, 'before' rows), in the same run. The same requests to the framework alone (the same server "
+    "stack, an endpoint that parses them and does nothing: 'framework alone' rows). Then: SQLite alone on "
+    "the same disk (1, 8 and 32 jobs per COMMIT); the server side of a submission stage by stage (one "
+    "client; the rows below)."
 )
 
 SERVER = Path(__file__).with_name("submit_server.py")
+FLOOR = Path(__file__).with_name("submit_floor.py")
+FLOOR_SERVER = "empty endpoint's server"
 LEVELS = (8, 16, 32)
 TARGET_IDS = (SUBMIT_ACCEPTED_32, SUBMIT_P99_32)  # what run_all's targets read: made by _results for 32 clients
 USERS = 64
@@ -96,9 +103,11 @@ class Load:
 
 def _results(kind: str, c: int, load: Load, peer: str | None, note: str) -> list[Result]:
     rid = f"submit.{kind}.c{c}"
-    what = {"gateway": "gateway POST /v1/jobs", "before": "gateway before the throughput work"}.get(
-        kind, "sbatch --hold"
-    )
+    what = {
+        "gateway": "gateway POST /v1/jobs",
+        "before": "gateway before the throughput work",
+        "floor": "the framework alone (an endpoint that does nothing)",
+    }.get(kind, "sbatch --hold")
     case = f"{c} clients"
     out = [
         rate(
@@ -144,23 +153,49 @@ def gateway_server(users: int, root: Path = ROOT) -> Iterator[dict]:
         if not line:
             raise RuntimeError(f"submit_server.py exited ({server.wait()}) before serving")
         info = json.loads(line)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.get(info["url"] + "/v1/members", timeout=2).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise
-                time.sleep(0.1)
+        _wait_until_served(info["url"], server)
         yield info
     finally:
-        server.terminate()
+        _stop(server)
+
+
+@contextmanager
+def floor_server() -> Iterator[str]:
+    """submit_floor.py (the server stack with an endpoint that does nothing) in its own process; its URL."""
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="xcentre-bench-floor-") as tmp:
+        server = subprocess.Popen(
+            [sys.executable, str(FLOOR), str(port), str(Path(tmp) / "access.log")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+            url = f"http://127.0.0.1:{port}"
+            _wait_until_served(url, server)
+            yield url
+        finally:
+            _stop(server)
+
+
+def _wait_until_served(url: str, server: subprocess.Popen) -> None:
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(url + "/v1/members", timeout=2).raise_for_status()
+            return
+        except httpx.HTTPError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise
+            time.sleep(0.1)
+
+
+def _stop(server: subprocess.Popen) -> None:
+    server.terminate()
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
 
 
 @dataclass
@@ -289,13 +324,15 @@ def _machine_share(before: tuple[float, float]) -> float:
     return (busy - before[0]) / ((at - before[1]) * (os.cpu_count() or 1))
 
 
-def load_gateway(url: str, items: list[tuple[str, dict, str]], clients: int, raw: bool = True) -> Load:
+def load_gateway(
+    url: str, items: list[tuple[str, dict, str]], clients: int, raw: bool = True, server: str = "gateway"
+) -> Load:
     before, own, machine = _server_cpu(url), os.times(), _machine_busy()
     load = asyncio.run((_post_raw if raw else _post_all)(url, items, clients))
     after, own_after = _server_cpu(url), os.times()
     load.machine = _machine_share(machine)
     load.cpu = {
-        "gateway": (after["user"] + after["system"]) - (before["user"] + before["system"]),
+        server: (after["user"] + after["system"]) - (before["user"] + before["system"]),
         "clients": (own_after.user + own_after.system) - (own.user + own.system),
     }
     return load
@@ -311,6 +348,16 @@ def _note(load: Load) -> str:
         text += f"; the machine's {os.cpu_count()} CPUs {load.machine:.0%} busy (every process)"
     if other:
         text += f"; not accepted: {other}"
+    return text
+
+
+def _floor_note(floor: Load, gateway: Load) -> str:
+    """The floor's CPU per request beside the gateway's per accepted submission: the framework's share."""
+    text = _note(floor)
+    if floor.cpu and gateway.cpu and floor.accepted and gateway.accepted:
+        under = floor.cpu[FLOOR_SERVER] / floor.accepted * 1000
+        whole = gateway.cpu["gateway"] / gateway.accepted * 1000
+        text += f"; server CPU {under:.2f} ms a request against the gateway's {whole:.2f} ms ({under / whole:.0%})"
     return text
 
 
@@ -461,8 +508,9 @@ def run(quick: bool = False, cprofile_out: Path | None = None, before: str | Non
         try:
             url = info["url"]
             asyncio.run(_post_all(url, prepare(crowd, warm), 8))  # warm-up: caches, connections
+            batches = {c: prepare(crowd, count) for c in LEVELS}
             for c in LEVELS:
-                gateway[c] = load_gateway(url, prepare(crowd, count), c)
+                gateway[c] = load_gateway(url, batches[c], c)
             with_httpx = load_gateway(url, prepare(crowd, count), 32, raw=False)
             PROFILE.serial_load, stages = stage_profile(url, prepare(crowd, serial), 1)
             PROFILE.serial = stage_table(stages, PROFILE.serial_load.accepted)
@@ -472,12 +520,17 @@ def run(quick: bool = False, cprofile_out: Path | None = None, before: str | Non
                 cprofile(url, prepare(crowd, count // 2), 32, cprofile_out)
         finally:
             crowd.close()
+    with floor_server() as url:  # the same requests' bytes, to an endpoint that does nothing with them
+        load_gateway(url, batches[LEVELS[0]][:warm], 8, server=FLOOR_SERVER)
+        floor = {c: load_gateway(url, batches[c], c, server=FLOOR_SERVER) for c in LEVELS}
     sbatch = sbatch_levels(count, warm)
     results: list[Result] = []
     for c in LEVELS:
         results += _results("sbatch", c, sbatch[c], None, _note(sbatch[c]))
     for c in LEVELS:
         results += _results("gateway", c, gateway[c], "sbatch", _note(gateway[c]))
+    for c in LEVELS:
+        results += _results("floor", c, floor[c], "gateway", _floor_note(floor[c], gateway[c]))
     for c in earlier:
         results += _results("before", c, earlier[c], "sbatch", f"the code of {before}: " + _note(earlier[c]))
     results.append(
