@@ -341,17 +341,22 @@ class SubmissionsWithFronts(Collector):
 
 
 def health(node: CentreNode) -> dict[str, Any]:
-    """The node's own view of itself: always answered (200), from local state only."""
+    """The node's own view of itself: always answered (200), from local state only.
+
+    Degraded while the index cannot follow the chain: its node does not answer, or it answers with a history
+    that lost blocks the index holds (`error` says which); the books wait meanwhile."""
     parts = node.parts
     index = parts.index
+    error = index.last_error
     return {
         "centre": node.name,
-        "status": "ok" if index.reachable is not False else "degraded",
+        "status": "ok" if index.reachable is not False and error is None else "degraded",
         "chain": {
             "reachable": index.reachable,
             "indexed_block": index.last_block,
             "head_seen": index.head_seen,
             "lag_blocks": index.lag,
+            "error": None if error is None else str(error) or type(error).__name__,
         },
         "open_epoch": parts.store.open_epoch(),
         "outbox_pending": sum(parts.epochs.outbox.depth().values()),

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 NODE_MODULES = ROOT / "contracts" / "node_modules" / "@foundry-rs"
 START_TIMEOUT = 30.0
 HARDFORK = "prague"
+STATE_INTERVAL = 1  # seconds between saves of a chain kept in a file: what a kill -9 can lose
 
 
 def anvil_binary() -> Path | None:
@@ -37,11 +38,12 @@ def anvil_binary() -> Path | None:
 
 
 def anvil_command(binary: Path, port: int, state: Path | None = None, balance: int | None = None) -> list[str]:
-    """anvil on 127.0.0.1:port (prague); with `state`, the chain is loaded from and saved to that file; with
-    `balance`, each development account starts with that many ether (anvil's default: 10,000)."""
+    """anvil on 127.0.0.1:port (prague); with `state`, the chain is loaded from that file and saved to it every
+    STATE_INTERVAL seconds and when anvil stops; with `balance`, each development account starts with that many
+    ether (anvil's default: 10,000)."""
     command = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--hardfork", HARDFORK, "--quiet"]
     if state is not None:
-        command += ["--state", str(state)]
+        command += ["--state", str(state), "--state-interval", str(STATE_INTERVAL)]
     if balance is not None:
         command += ["--balance", str(balance)]
     return command

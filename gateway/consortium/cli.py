@@ -72,7 +72,7 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps([asdict(h) for h in report], indent=2))
     else:
         for h in report:
-            mark = "ok  " if h.healthy else "DOWN"
+            mark = "ok  " if h.healthy else ("BAD " if h.running else "DOWN")  # BAD: runs, but is not well
             pid = f"pid {h.pid}" if h.running else "not running"
             print(f"{mark} {h.name:<18} {pid:<12} {h.detail}")
     return 0 if all(h.healthy for h in report) else 3

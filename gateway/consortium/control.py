@@ -10,11 +10,13 @@ and `up` after `down` starts the same consortium again (the same chain, ports an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
 import secrets
 import shutil
+import sqlite3
 import sys
 import tomllib
 from collections.abc import Callable
@@ -35,6 +37,7 @@ from ledger.chain import Chain, connect
 from ledger.deploy import Deployment, bind
 from ledger.gas import accounts_gas, fund, gas_price, shortfall_message
 from ledger.ids import centre_id
+from ledger.index.schema import LAST_BLOCK, LAST_BLOCK_HASH
 from ledger.primitives.files import write_private
 
 STATE = "state.json"
@@ -259,10 +262,49 @@ def _up_again(spec: ConsortiumFile, state: State, started: list[Proc], say: Say)
                 f"the chain restarted without the consortium's contracts (its state file was lost): remove "
                 f"{state.folder} and run `xcentre consortium up` again"
             )
+        _check_nothing_lost(state)
     for m in spec.members:
         centre = state.centres[m.name]
         if not centre.slapd.running():
             _start_slapd(m, _gateway_settings(m), state, started, fresh=False)
+
+
+def _check_nothing_lost(state: State) -> None:
+    """Refuse a chain that came back without blocks a gateway indexed (anvil killed between two saves of its
+    state): the gateways would never build their books on it, and whatever those blocks held (anchors, votes,
+    payments) is gone from the chain."""
+    lost = {}
+    for name in state.centres:
+        indexed = _last_indexed(state.folder / name / "data" / "index.db")
+        if indexed is None:
+            continue
+        number, digest = indexed
+        block = anvil_node.rpc(state.chain_url, "eth_getBlockByNumber", [hex(number), False])
+        if not isinstance(block, dict) or block.get("hash") != digest:
+            lost[name] = number
+    if lost:
+        raise ConsortiumError(
+            f"the chain came back at block {anvil_node.block_height(state.chain_url)} and lost blocks the "
+            f"gateways had indexed ({', '.join(f'{n} up to {b}' for n, b in sorted(lost.items()))}): anvil was "
+            f"stopped without saving them (killed: it saves its state every {anvil_node.STATE_INTERVAL} s and "
+            f"when it stops). The consortium's books cannot go on on this chain: remove {state.folder} and run "
+            "`xcentre consortium up` again"
+        )
+
+
+def _last_indexed(path: Path) -> tuple[int, str] | None:
+    """(block, its 0x hash): the last block the index file at `path` holds; None for a file with none."""
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            query = "SELECT key, value FROM meta WHERE key IN (?, ?)"
+            rows = dict(db.execute(query, (LAST_BLOCK, LAST_BLOCK_HASH)).fetchall())
+    except sqlite3.Error:
+        return None  # unreadable here: the gateway itself refuses a chain that lost what it indexed
+    if LAST_BLOCK not in rows or LAST_BLOCK_HASH not in rows:
+        return None
+    return int(rows[LAST_BLOCK]), str(rows[LAST_BLOCK_HASH])
 
 
 def _start_anvil(state: State, started: list[Proc], say: Say) -> None:
@@ -588,6 +630,24 @@ def gateway_health(url: str, timeout: float = 2.0) -> str | None:
     return None if answer.status_code == 200 else f"answers {answer.status_code}"
 
 
+def gateway_books(url: str, timeout: float = 2.0) -> str | None:
+    """None when the gateway answers and keeps its books (GET /v1/health "ok"), else what is wrong: a gateway
+    that cannot follow its chain still serves, but anchors and settles nothing meanwhile."""
+    problem = gateway_health(url, timeout)
+    if problem is not None:
+        return problem
+    try:
+        health = httpx.get(url + "/v1/health", timeout=timeout).json()
+        if health["status"] == "ok":
+            return None
+        chain = health["chain"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        return f"answers no health ({type(exc).__name__})"
+    if chain.get("error"):
+        return f"degraded: its chain index stopped: {chain['error']}"
+    return "degraded: its chain node does not answer"
+
+
 @dataclass(frozen=True)
 class Health:
     """One process's health as `status` shows it."""
@@ -601,7 +661,7 @@ class Health:
 
 def status(folder: Path) -> list[Health]:
     """Every process of the consortium in `folder`: pid alive, and anvil's block height, slapd's port, the
-    gateway's answer."""
+    gateway's answer and whether it keeps its books."""
     state = State.load(folder.resolve())
     if state is None:
         raise ConsortiumError(f"no consortium in {folder.resolve()}: run `xcentre consortium up` first")
@@ -624,7 +684,7 @@ def status(folder: Path) -> list[Health]:
     for name, c in state.centres.items():
         up_ = c.slapd.running() and _accepting(c.slapd.port)
         report.append(Health(f"{name} slapd", c.slapd.pid, c.slapd.running(), f"ldap://127.0.0.1:{c.slapd.port}", up_))
-        problem = gateway_health(c.url) if c.gateway.running() else "not running"
+        problem = gateway_books(c.url) if c.gateway.running() else "not running"
         report.append(
             Health(
                 f"{name} gateway",

@@ -80,8 +80,8 @@ class EventIndex(IndexQueries):
 
     @property
     def last_error(self) -> BaseException | None:
-        """What the follower's last round failed with; None after a round that succeeded."""
-        return self._follower.last_error
+        """What the last sync failed with (the follower's or a caller's); None after one that succeeded."""
+        return self._sync.last_error
 
     def sync(self, *, unless_within: float | None = None) -> int:
         """Indexes every new event up to the head (minus confirmations); returns how many. With `unless_within`,

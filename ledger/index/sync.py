@@ -143,6 +143,7 @@ class ChainSync:
         self.confirmations = confirmations
         self.head_seen: int | None = None  # the chain's head at the last sync that reached the node
         self.reachable: bool | None = None  # whether the last sync reached the node (None: none tried yet)
+        self.last_error: Exception | None = None  # what the last sync failed with; None after one that did not
         self._claim_file()
 
     def _claim_file(self) -> None:
@@ -184,9 +185,12 @@ class ChainSync:
             started = time.monotonic()
             try:
                 applied = self._sync()
-            except ChainUnavailable:
-                self.reachable = False
+            except Exception as exc:
+                if isinstance(exc, ChainUnavailable):
+                    self.reachable = False
+                self.last_error = exc
                 raise
+            self.last_error = None
             self._synced_from = started
             return applied
 
