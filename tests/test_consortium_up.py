@@ -26,7 +26,7 @@ from gateway.consortium import slapd as slapd_node
 from gateway.consortium.anvil import anvil_binary
 from gateway.consortium.control import ConsortiumError, Proc, State, up
 from gateway.consortium.processes import alive, start_time
-from gateway.consortium.spec import load_consortium
+from gateway.consortium.spec import SpecError, load_consortium
 from ledger.chain import connect
 from ledger.deploy import Deployment, bind
 
@@ -172,6 +172,10 @@ def test_the_examples_are_files_each_tool_takes(tmp_path):
     clocked = shutil.copytree(EXAMPLES, tmp_path / "examples") / "consortium.toml"  # its commented clock, switched on
     clocked.write_text((EXAMPLES / "consortium.toml").read_text().replace("# epoch_length = 15", "epoch_length = 15"))
     assert load_consortium(clocked).epoch_length == 15
+    too_long = clocked.with_name("too-long.toml")  # the example's booking delay of 60 s allows 15 s at most
+    too_long.write_text(clocked.read_text().replace("epoch_length = 15", "epoch_length = 16"))
+    with pytest.raises(SpecError, match=r"epoch_length = 16 s closes epochs too far.*set epoch_length to at most 15 s"):
+        load_consortium(too_long)
     CredentialSchema.load(EXAMPLES / "credential_schema.toml")
     uids = []
     for m in spec.members:
@@ -192,6 +196,16 @@ def test_the_copy_each_gateway_runs_with_spells_every_kind_of_setting_as_toml():
 
     values = {"centre": "hpc-a", "port": 8000, "credit_share": 0.5, "job_network": False, "job_uids": [1, 2]}
     assert tomllib.loads(_toml(values | {"allocations": {"physics": 5}})) == values | {"allocations": {"physics": 5}}
+
+
+def test_up_refuses_an_epoch_too_long_before_it_starts_anything(tmp_path, capsys):
+    examples = shutil.copytree(EXAMPLES, tmp_path / "examples")
+    file = examples / "consortium.toml"
+    file.write_text(file.read_text().replace("# epoch_length = 15", "epoch_length = 16"))
+    run = tmp_path / "run"
+    assert main(["consortium", "up", "--file", str(file), "--dir", str(run)]) == 1
+    assert "set epoch_length to at most 15 s" in capsys.readouterr().err
+    assert not run.exists() or not any(run.iterdir())  # no chain started, no account funded, nothing written
 
 
 def test_a_pid_reused_by_another_process_is_never_stopped(tmp_path):

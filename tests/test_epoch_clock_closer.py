@@ -142,8 +142,9 @@ def test_closing_before_the_clock_ends_the_epoch_is_a_conflict_naming_its_end(st
     set_clock(epochs, end - 1)
     with pytest.raises(Conflict, match=rf"\b{end}\b"):
         epochs.close()
-    with pytest.raises(Conflict, match=rf"\b{end}\b"):
+    with pytest.raises(Conflict, match=rf"\b{end}\b") as refusal:
         epochs.close(11)  # named: the same refusal
+    assert refusal.value.reasons == ["epoch-not-over"]  # for a client to tell it from other conflicts
     assert store.open_epoch() == 11 and store.closed_epochs() == []
     assert queued(epochs) == {}
     set_clock(epochs, end)

@@ -193,8 +193,8 @@ def test_a_schedule_whose_epochs_outlast_the_booking_delay_is_refused_at_start(f
     assert str(refusal.value) == (
         f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of {delay} s: "
         "a job that ends at its order's deadline just after a close would have its record anchored too late to "
-        f"bill (it lapses, unpaid); set every to at most {delay - margin - late} s (the booking delay less {late} s "
-        f"for the close to run late and {margin} s to anchor)"
+        f"bill (it lapses, unpaid); set [epochs] every to at most {delay - margin - late} s (the booking delay "
+        f"less {late} s for the close to run late and {margin} s to anchor)"
     )
     assert not (faults.data_dir / "schedule-refused").exists()  # refused before anything was made
 

@@ -76,8 +76,9 @@ def lapse_before(now: int, booking_delay: int) -> int:
     return max(0, now + anchor_margin(booking_delay) - booking_delay)
 
 
-def check_schedule(every: int, booking_delay: int) -> int:
-    """`every`, if epochs closed that far apart never let a record lapse; ValueError, saying why, otherwise.
+def check_schedule(every: int, booking_delay: int, setting: str = "[epochs] every") -> int:
+    """`every`, if epochs closed that far apart never let a record lapse; ValueError, saying why (in the words of
+    the `setting` it came from), otherwise.
 
     A job that ends at its order's deadline just after a close is in the next epoch, anchored at the
     next close: at the latest deadline + every + the lateness of that close + the margin. The claim
@@ -88,9 +89,9 @@ def check_schedule(every: int, booking_delay: int) -> int:
     longest = longest_epoch(booking_delay)
     if every > longest:
         raise ValueError(
-            f"[epochs] every = {every} s closes epochs too far apart for the consortium's booking delay of "
+            f"{setting} = {every} s closes epochs too far apart for the consortium's booking delay of "
             f"{booking_delay} s: a job that ends at its order's deadline just after a close would have its record "
-            f"anchored too late to bill (it lapses, unpaid); set every to at most {longest} s (the booking delay "
+            f"anchored too late to bill (it lapses, unpaid); set {setting} to at most {longest} s (the booking delay "
             f"less {late} s for the close to run late and {margin} s to anchor)"
         )
     return every
@@ -185,7 +186,8 @@ class EpochCloser:
         if self.clock() < end:
             raise Conflict(
                 f"epoch {epoch} runs until {end} on the chain's clock (epochs of {self.epoch_clock.length} s): "
-                f"it closes then, on its own"
+                f"it closes then, on its own",
+                reasons=["epoch-not-over"],
             )
 
     def start_on_clock(self) -> None:

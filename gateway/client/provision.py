@@ -148,9 +148,9 @@ def load_members(path: Path) -> ConsortiumPlan:
     }
     if periods["epoch_length"]:
         try:
-            check_schedule(periods["epoch_length"], periods["booking_delay"])
+            check_schedule(periods["epoch_length"], periods["booking_delay"], "epoch_length")
         except ValueError as exc:
-            raise ProvisionError(f"{path}: epoch_length: {exc}".replace("[epochs] every", "epoch_length")) from None
+            raise ProvisionError(f"{path}: {exc}") from None
     supervisors, threshold, dkg_window = _supervision(path, raw.get("supervision", {}), [m.name for m in members])
     return ConsortiumPlan(
         members,

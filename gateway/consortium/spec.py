@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gateway.books.epochs import check_schedule
 from ledger.deploy import (
     DEFAULT_ANCHOR_WINDOW,
     DEFAULT_BOOKING_DELAY,
@@ -115,15 +116,22 @@ def load_consortium(path: Path) -> ConsortiumFile:
     supervision = raw.get("supervision", {})
     if not isinstance(supervision, dict) or set(supervision) - {"supervisors", "threshold", "dkg_window"}:
         raise SpecError(f"{path}: [supervision] takes supervisors, threshold and dkg_window")
+    booking_delay = _whole(path, raw, "booking_delay", DEFAULT_BOOKING_DELAY)
+    epoch_length = _whole(path, raw, "epoch_length", 0)
+    if epoch_length:  # refused before anything starts, as the members file `up` writes would be
+        try:
+            check_schedule(epoch_length, booking_delay, "epoch_length")
+        except ValueError as exc:
+            raise SpecError(f"{path}: {exc}") from None
     return ConsortiumFile(
         path=path,
         quorum=quorum,
         initial_credit=_whole(path, raw, "initial_credit", 0),
         rate_notice=_whole(path, raw, "rate_notice", DEFAULT_RATE_NOTICE),
         dispute_window=_whole(path, raw, "dispute_window", DEFAULT_DISPUTE_WINDOW),
-        booking_delay=_whole(path, raw, "booking_delay", DEFAULT_BOOKING_DELAY),
+        booking_delay=booking_delay,
         anchor_window=_whole(path, raw, "anchor_window", DEFAULT_ANCHOR_WINDOW),
-        epoch_length=_whole(path, raw, "epoch_length", 0),
+        epoch_length=epoch_length,
         supervisors=supervision.get("supervisors"),
         supervision_threshold=supervision.get("threshold"),
         dkg_window=_whole(path, supervision, "dkg_window", DEFAULT_DKG_WINDOW),
