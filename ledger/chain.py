@@ -46,6 +46,7 @@ RECEIPT_TIMEOUT = 120.0
 RPC_TIMEOUT = 15.0
 """Seconds a JSON-RPC request may take: past it the node is unavailable (ChainUnavailable) for this request."""
 EMBEDDED_GAS = 12_000_000  # fixed limit on the embedded chain (block limit is 30M)
+PLAIN_TRANSFER_GAS = 21_000  # the least any transaction costs
 _ERROR_STRING = bytes.fromhex("08c379a0")
 _PANIC = bytes.fromhex("4e487b71")
 
@@ -60,6 +61,10 @@ class ChainUnavailable(ChainError):
     Never a verdict on the chain's contents: an index that cannot reach its node says so,
     and does not take the silence for another chain history.
     """
+
+
+class NoGasMoney(ChainError):
+    """The sender's account cannot pay for a transaction's gas: nothing was sent. Transient: it may be funded."""
 
 
 class ChainRevert(ChainError):
@@ -297,8 +302,28 @@ class Chain:
             revert = _revert_from(exc)
             if revert is not None:
                 raise revert from exc
+            short = self._gas_money_short(tx, sender.address)
+            if short is not None:
+                raise short from exc
             raise
         return self._send(tx, sender)
+
+    def _gas_money_short(self, tx: dict[str, Any], address: str) -> NoGasMoney | None:
+        """NoGasMoney when `address` cannot pay even a plain transfer's gas at the fee `tx` offers; asked only
+        after a transaction failed before it was sent (a node says so in its own words: "gas required exceeds
+        allowance: 0", "insufficient funds")."""
+        price = tx.get("maxFeePerGas", tx.get("gasPrice", 0))
+        try:
+            balance = self.w3.eth.get_balance(to_checksum_address(address))
+        except Exception:  # noqa: BLE001 - the first failure stands
+            return None
+        if not price or balance >= price * PLAIN_TRANSFER_GAS:
+            return None
+        return NoGasMoney(
+            f"the account {address} holds {balance} wei, too little to pay for gas at {price} wei a unit: nothing "
+            "was sent; fund it (`xcentre consortium fund`, or `xcentre deploy --fund-members`), or run the chain "
+            "with a zero gas price"
+        )
 
     def _preflight_embedded(self, tx: dict[str, Any]) -> None:
         """Runs `tx` as a call to find a revert before it is sent.
@@ -322,7 +347,7 @@ class Chain:
             "from": sender.address,
             "to": to_checksum_address(to),
             "value": int(wei),
-            "gas": 21_000,
+            "gas": PLAIN_TRANSFER_GAS,
             "chainId": self.chain_id,
             **self._fees(),
         }

@@ -9,7 +9,7 @@ import pytest
 from eth_abi import encode
 from eth_account import Account
 
-from ledger.chain import ChainError, ChainRevert, connect, decode_revert
+from ledger.chain import ChainError, ChainRevert, NoGasMoney, connect, decode_revert
 from ledger.deploy import MemberSpec, Prices
 from ledger.ids import centre_id
 
@@ -120,6 +120,21 @@ def test_a_transaction_is_judged_at_the_time_of_the_block_it_goes_into(anvil_url
     code = "0x63" + (last + 1).to_bytes(4, "big").hex() + "4211600b57fe5b00"
     receipt = chain.transact(chain.w3.eth.contract(abi=[], bytecode=code).constructor(), sender)
     assert receipt["status"] == 1
+
+
+def test_an_account_without_gas_money_is_told_so_and_nothing_is_sent(chain):
+    """A member whose account was never funded (a centre admitted by vote, say) sends its first transaction:
+    the node refuses it in its own words ("gas required exceeds allowance: 0" on anvil), the caller is told
+    the account, its balance and how to fund it."""
+    owner = funded(chain)
+    ledger = ledger_of(chain, owner)
+    empty = Account.create()
+    before = chain.block_number()
+    with pytest.raises(NoGasMoney) as info:
+        chain.transact(ledger.functions.setSettlement(empty.address), empty)
+    assert f"the account {empty.address} holds 0 wei" in str(info.value) and "fund it" in str(info.value)
+    assert isinstance(info.value, ChainError) and not isinstance(info.value, ChainRevert)
+    assert chain.block_number() == before and chain.w3.eth.get_transaction_count(empty.address) == 0
 
 
 def test_decode_revert_standard_forms():
