@@ -228,7 +228,9 @@ def test_single_sign_on_once_per_centre_with_a_password_session(consortium):
         submission = submit_anywhere(consortium.url("hpc-a"), GPU, with_home_session(home), keys=keys)
     with submission.client:
         view = finish(submission, keys).view
+        assert submission.client.job(view["id"])["receipted"] is True  # the serving centre's word
     assert (submission.centre, view["status"], view["principal"]) == ("ai-c", "succeeded", "alice@hpc-a")
+    assert view["receipted"] is True  # what the user is shown says so too
 
 
 def test_a_member_cannot_relay_another_centres_challenge_to_a_users_wallet(consortium, counted):

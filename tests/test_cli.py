@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import signal
 import sqlite3
 import stat
@@ -489,3 +490,21 @@ def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 6
 def test_gateway_with_a_missing_config_file(tmp_path):
     code, _, err = run_cli(["gateway", "--config", tmp_path / "absent.toml"])
     assert code == 1 and "absent.toml does not exist" in err
+
+
+def test_a_password_asked_with_no_terminal_and_nothing_on_stdin_is_a_clear_error(tmp_path):
+    """Without a terminal (a script, a cron job) the prompt reads standard input; empty, it says how to give it.
+    Every command that asks a password asks it the same way (`_password`)."""
+    done = subprocess.run(
+        [str(XCENTRE), "login", "--user", "alice", "--gateway", "http://127.0.0.1:9"],
+        check=False,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        start_new_session=True,  # no controlling terminal: getpass falls back to standard input
+        env=os.environ | {"XCENTRE_HOME": str(tmp_path)},
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "no password for alice" in done.stderr and "--password-stdin" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -507,9 +507,7 @@ def _serve_gateway(config: GatewayConfig, args: argparse.Namespace, log_format: 
 
 
 def _login(args: argparse.Namespace) -> int:
-    password = (
-        sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(f"{args.user}'s password: ")
-    )
+    password = _password(args)
     with GatewayClient(args.gateway) as client:
         wallet = Wallet.from_issuance(args.gateway, client.credential(args.user, password))
     try:  # a new credential from the same home keeps the wallet's group memberships
@@ -614,7 +612,12 @@ def _another_member(home: GatewayClient, name: str) -> str:
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\n")
-    return getpass.getpass(f"{args.user}'s password: ")
+    try:
+        return getpass.getpass(f"{args.user}'s password: ")
+    except EOFError:  # no terminal and nothing on standard input
+        raise ValueError(
+            f"no password for {args.user}: type it at a terminal, or give it on standard input with --password-stdin"
+        ) from None
 
 
 def _home_session(args: argparse.Namespace) -> GatewayClient:

@@ -375,6 +375,7 @@ def finish(submission: Submission, keys: PaymentKeys, timeout: float = 120.0) ->
     answer = client.receipt(view["id"], receipt_signature(record, keys.account(paid.account), submission.domain))
     stdout, stderr = open_result(view, record, answer["key"], submission.domain)
     keys.forget(paid.account)
+    view = view | {"receipted": True}  # the centre took the receipt: it releases the key only for one
     return Result(view, stdout, stderr, record.price, to_hex(record_digest(record, submission.domain)))
 
 
