@@ -47,6 +47,7 @@ RPC_TIMEOUT = 15.0
 """Seconds a JSON-RPC request may take: past it the node is unavailable (ChainUnavailable) for this request."""
 EMBEDDED_GAS = 12_000_000  # fixed limit on the embedded chain (block limit is 30M)
 PLAIN_TRANSFER_GAS = 21_000  # the least any transaction costs
+_EIP1559_FEES = ("maxFeePerGas", "maxPriorityFeePerGas")
 _ERROR_STRING = bytes.fromhex("08c379a0")
 _PANIC = bytes.fromhex("4e487b71")
 
@@ -302,25 +303,31 @@ class Chain:
             revert = _revert_from(exc)
             if revert is not None:
                 raise revert from exc
-            short = self._gas_money_short(tx, sender.address)
+            short = self._gas_money_short(tx, sender.address, tx.get("gas"))  # the embedded chain's fixed limit
             if short is not None:
                 raise short from exc
             raise
         return self._send(tx, sender)
 
-    def _gas_money_short(self, tx: dict[str, Any], address: str) -> NoGasMoney | None:
-        """NoGasMoney when `address` cannot pay even a plain transfer's gas at the fee `tx` offers; asked only
-        after a transaction failed before it was sent (a node says so in its own words: "gas required exceeds
-        allowance: 0", "insufficient funds")."""
+    def _gas_money_short(self, tx: dict[str, Any], address: str, gas: int | None = None) -> NoGasMoney | None:
+        """NoGasMoney when `address` cannot pay `tx`'s gas (its limit `gas` once set, as a node checks it when
+        it takes a transaction) at the fee it offers; asked only after a transaction failed before it was mined
+        (a node says so in its own words: "gas required exceeds allowance: 0", "insufficient funds")."""
         price = tx.get("maxFeePerGas", tx.get("gasPrice", 0))
+        if not price:
+            return None
         try:
             balance = self.w3.eth.get_balance(to_checksum_address(address))
-        except Exception:  # noqa: BLE001 - the first failure stands
+            need = gas or PLAIN_TRANSFER_GAS
+            if gas is None and balance >= price * need:  # this one's gas, then: estimated with no fee, as it costs
+                unpriced = {k: v for k, v in tx.items() if k not in ("gas", "gasPrice", *_EIP1559_FEES)}
+                need = self.w3.eth.estimate_gas(cast(TxParams, unpriced), "pending")
+        except Exception:  # noqa: BLE001 - the first failure stands (a revert, the node gone, …)
             return None
-        if not price or balance >= price * PLAIN_TRANSFER_GAS:
+        if balance >= price * need:
             return None
         return NoGasMoney(
-            f"the account {address} holds {balance} wei, too little to pay for gas at {price} wei a unit: nothing "
+            f"the account {address} holds {balance} wei, too little to pay for {need} gas at {price} wei: nothing "
             "was sent; fund it (`xcentre consortium fund`, or `xcentre deploy --fund-members`), or run the chain "
             "with a zero gas price"
         )
@@ -406,6 +413,9 @@ class Chain:
                         raise revert from exc
                     if attempt == 0 and "nonce" in str(exc).lower():
                         continue
+                    short = self._gas_money_short(tx, address, tx.get("gas"))
+                    if short is not None:
+                        raise short from exc
                     raise
                 self._nonces[address] += 1
                 break

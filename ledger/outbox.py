@@ -348,6 +348,15 @@ class Outbox:
             ).fetchall()
         return {str(r[0]): int(r[1]) for r in rows}
 
+    def pending_failing_with(self, error: type[Exception]) -> int:
+        """Pending items whose last try failed with `error` (by its name, as the try recorded it)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT COUNT(*) FROM outbox WHERE status = 'pending' AND substr(last_error, 1, ?) = ?",
+                (len(error.__name__) + 1, f"{error.__name__}:"),
+            ).fetchone()
+        return int(row[0])
+
     def failed(self, kind: str | None = None) -> list[OutboxItem]:
         """Items whose transaction reverted, in id order."""
         return self._by_status(FAILED, kind)

@@ -97,7 +97,8 @@ def test_up_refuses_a_chain_that_came_back_without_blocks_its_gateways_indexed(r
     capsys.readouterr()
     assert main(["consortium", "up", "--file", str(EXAMPLES / "consortium.toml"), "--dir", str(run)]) == 1
     err = capsys.readouterr().err
-    assert "lost blocks" in err and all(f"{name} up to" in err for name in CENTRES) and f"remove {run}" in err, err
+    assert "lost blocks" in err and all(f"{name}'s index up to block" in err for name in CENTRES), err
+    assert f"move {run} aside" in err, err
     after = State.load(run)
     assert after is not None
     assert not [name for name, proc in after.processes() if proc.running()]  # nothing left running by the refusal

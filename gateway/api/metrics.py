@@ -47,6 +47,8 @@ from prometheus_client.utils import floatToGoString
 
 from gateway.api.errors import responses
 from gateway.node.centre import CentreNode
+from ledger.chain import ChainUnavailable, NoGasMoney
+from ledger.index.sync import IndexMismatch
 
 #: Every state a job can be in (gateway/store/schema.py), each shown even at 0.
 JOB_STATES = ("queued", "running", "succeeded", "failed", "timed_out", "denied")
@@ -343,24 +345,37 @@ class SubmissionsWithFronts(Collector):
 def health(node: CentreNode) -> dict[str, Any]:
     """The node's own view of itself: always answered (200), from local state only.
 
-    Degraded while the index cannot follow the chain: its node does not answer, or it answers with a history
-    that lost blocks the index holds (`error` says which); the books wait meanwhile."""
+    Degraded while its books cannot reach the chain, `error` saying why in a fixed word (the details, which
+    may name the node's URL, are in the gateway's log only): the node does not answer (`unreachable`), it
+    answers with a history that lacks blocks the index holds (`history-mismatch`), the index failed otherwise
+    (`sync-failed`), or the centre's account cannot pay for the gas of a write it must send (`no-gas-money`)."""
     parts = node.parts
     index = parts.index
-    error = index.last_error
+    outbox = parts.epochs.outbox
+    error = _sync_problem(index.last_error, index.reachable)
+    if error is None and outbox.pending_failing_with(NoGasMoney):
+        error = "no-gas-money"
     return {
         "centre": node.name,
-        "status": "ok" if index.reachable is not False and error is None else "degraded",
+        "status": "ok" if error is None else "degraded",
         "chain": {
             "reachable": index.reachable,
             "indexed_block": index.last_block,
             "head_seen": index.head_seen,
             "lag_blocks": index.lag,
-            "error": None if error is None else str(error) or type(error).__name__,
+            "error": error,
         },
         "open_epoch": parts.store.open_epoch(),
-        "outbox_pending": sum(parts.epochs.outbox.depth().values()),
+        "outbox_pending": sum(outbox.depth().values()),
     }
+
+
+def _sync_problem(error: BaseException | None, reachable: bool | None) -> str | None:
+    if isinstance(error, IndexMismatch):
+        return "history-mismatch"
+    if isinstance(error, ChainUnavailable) or reachable is False:
+        return "unreachable"
+    return None if error is None else "sync-failed"
 
 
 def install_metrics(app: FastAPI, node: CentreNode, front_timings: Path | None = None) -> CollectorRegistry:

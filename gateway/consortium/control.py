@@ -43,6 +43,7 @@ from ledger.primitives.files import write_private
 STATE = "state.json"
 GATEWAY_START_TIMEOUT = 120.0
 GATEWAY_STOP_TIMEOUT = 20.0
+LAST_SENT = 64  # a gateway's latest mined transactions `up` looks for on a restarted chain
 #: Settings of a centre's gateway file that only `consortium up` knows on one machine.
 FILLED_IN = ("port", "data_dir", "chain_url", "deployment", "chain_key_file", "token_key_file", "issuer_key_file")
 #: Path settings of a gateway file, made absolute against the file's own folder in the run copy.
@@ -262,6 +263,7 @@ def _up_again(spec: ConsortiumFile, state: State, started: list[Proc], say: Say)
                 f"the chain restarted without the consortium's contracts (its state file was lost): remove "
                 f"{state.folder} and run `xcentre consortium up` again"
             )
+    if state.anvil is not None:  # whoever restarted it: an `up` cut off after starting anvil checked nothing
         _check_nothing_lost(state)
     for m in spec.members:
         centre = state.centres[m.name]
@@ -273,38 +275,64 @@ def _check_nothing_lost(state: State) -> None:
     """Refuse a chain that came back without blocks a gateway indexed (anvil killed between two saves of its
     state): the gateways would never build their books on it, and whatever those blocks held (anchors, votes,
     payments) is gone from the chain."""
-    lost = {}
-    for name in state.centres:
-        indexed = _last_indexed(state.folder / name / "data" / "index.db")
-        if indexed is None:
-            continue
-        number, digest = indexed
-        block = anvil_node.rpc(state.chain_url, "eth_getBlockByNumber", [hex(number), False])
-        if not isinstance(block, dict) or block.get("hash") != digest:
-            lost[name] = number
+    try:
+        lost = _lost(state)
+    except (OSError, ValueError) as exc:
+        raise ConsortiumError(f"the chain node at {state.chain_url} does not answer ({exc})") from None
     if lost:
         raise ConsortiumError(
-            f"the chain came back at block {anvil_node.block_height(state.chain_url)} and lost blocks the "
-            f"gateways had indexed ({', '.join(f'{n} up to {b}' for n, b in sorted(lost.items()))}): anvil was "
-            f"stopped without saving them (killed: it saves its state every {anvil_node.STATE_INTERVAL} s and "
-            f"when it stops). The consortium's books cannot go on on this chain: remove {state.folder} and run "
-            "`xcentre consortium up` again"
+            f"the chain came back at block {anvil_node.block_height(state.chain_url)} without what the gateways "
+            f"saw on it ({'; '.join(lost[n] for n in sorted(lost))}): anvil lost blocks when it was stopped "
+            f"without saving them (killed: it saves its state every {anvil_node.STATE_INTERVAL} s and when it "
+            f"stops). The consortium's books cannot go on on this chain: move {state.folder} aside (it keeps the "
+            "centres' keys and signed records) and run `xcentre consortium up` with another --dir"
         )
+
+
+def _lost(state: State) -> dict[str, str]:
+    """What each centre's gateway saw on the chain that the chain no longer has, by centre."""
+    lost = {}
+    for name in state.centres:
+        data = state.folder / name / "data"
+        indexed = _last_indexed(data / "index.db")
+        if indexed is not None:
+            number, digest = indexed
+            block = anvil_node.rpc(state.chain_url, "eth_getBlockByNumber", [hex(number), False])
+            if not isinstance(block, dict) or block.get("hash") != digest:
+                lost[name] = f"{name}'s index up to block {number}"
+                continue
+        for tx_hash in _last_sent(data / "outbox.db"):  # sent and seen mined, perhaps before the index saw it
+            if anvil_node.rpc(state.chain_url, "eth_getTransactionReceipt", [tx_hash]) is None:
+                lost[name] = f"{name}'s transaction {tx_hash}"
+                break
+    return lost
 
 
 def _last_indexed(path: Path) -> tuple[int, str] | None:
     """(block, its 0x hash): the last block the index file at `path` holds; None for a file with none."""
-    if not path.is_file():
-        return None
-    try:
-        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
-            query = "SELECT key, value FROM meta WHERE key IN (?, ?)"
-            rows = dict(db.execute(query, (LAST_BLOCK, LAST_BLOCK_HASH)).fetchall())
-    except sqlite3.Error:
-        return None  # unreadable here: the gateway itself refuses a chain that lost what it indexed
+    rows = dict(_read_only(path, "SELECT key, value FROM meta WHERE key IN (?, ?)", (LAST_BLOCK, LAST_BLOCK_HASH)))
     if LAST_BLOCK not in rows or LAST_BLOCK_HASH not in rows:
         return None
     return int(rows[LAST_BLOCK]), str(rows[LAST_BLOCK_HASH])
+
+
+def _last_sent(path: Path) -> list[str]:
+    """The hashes of the last LAST_SENT transactions the outbox file at `path` saw mined: what a chain that lost
+    its last second of blocks lost first."""
+    query = "SELECT tx_hash FROM outbox WHERE status = 'done' AND tx_hash IS NOT NULL ORDER BY updated_at DESC, id DESC"
+    return [str(row[0]) for row in _read_only(path, query + " LIMIT ?", (LAST_SENT,))]
+
+
+def _read_only(path: Path, query: str, params: tuple) -> list[tuple]:
+    """`query`'s rows from the SQLite file at `path`, opened read only; none when it is absent or unreadable (the
+    gateway itself refuses a chain that lost what it indexed, when it starts)."""
+    if not path.is_file():
+        return []
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)) as db:
+            return db.execute(query, params).fetchall()
+    except sqlite3.Error:
+        return []
 
 
 def _start_anvil(state: State, started: list[Proc], say: Say) -> None:
@@ -321,7 +349,16 @@ def _start_anvil(state: State, started: list[Proc], say: Say) -> None:
     state.anvil.track(process.pid)
     started.append(state.anvil)
     state.save()
-    wait_until(lambda: anvil_node.answers(state.chain_url), anvil_node.START_TIMEOUT, "anvil", process)
+    try:
+        wait_until(lambda: anvil_node.answers(state.chain_url), anvil_node.START_TIMEOUT, "anvil", process)
+    except (RuntimeError, TimeoutError) as exc:
+        hint = (
+            f"; if anvil's log says it cannot load {chain_state}, a kill cut its last save short: move the run "
+            "folder aside and run `xcentre consortium up` with another --dir"
+            if chain_state.exists()
+            else ""
+        )
+        raise ConsortiumError(f"anvil did not start ({exc}): see {state.anvil.log}{hint}") from None
     say(f"chain: anvil on {state.chain_url} (pid {process.pid})")
 
 
@@ -643,9 +680,15 @@ def gateway_books(url: str, timeout: float = 2.0) -> str | None:
         chain = health["chain"]
     except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
         return f"answers no health ({type(exc).__name__})"
-    if chain.get("error"):
-        return f"degraded: its chain index stopped: {chain['error']}"
-    return "degraded: its chain node does not answer"
+    return "degraded: " + _HEALTH_ERRORS.get(chain.get("error"), f"{chain.get('error')} (see its log)")
+
+
+_HEALTH_ERRORS = {
+    "unreachable": "its chain node does not answer",
+    "history-mismatch": "the chain lacks blocks its index holds (see its log)",
+    "sync-failed": "its chain index stopped (see its log)",
+    "no-gas-money": "its chain account cannot pay for gas: fund it (xcentre consortium fund)",
+}
 
 
 @dataclass(frozen=True)
