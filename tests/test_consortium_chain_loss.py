@@ -24,7 +24,7 @@ from gateway.client.cli import main
 from gateway.consortium import anvil as anvil_node
 from gateway.consortium import slapd as slapd_node
 from gateway.consortium.control import State
-from gateway.consortium.processes import alive
+from gateway.consortium.processes import alive, wait_until
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CENTRES = ("hpc-a", "cloud-b", "ai-c")
@@ -53,19 +53,12 @@ def _health(url: str) -> dict:
     return httpx.get(url + "/v1/health", timeout=5).json()
 
 
-def _wait(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_status_says_which_gateways_lost_their_chain_and_why(run, capsys):
     state = State.load(run)
     assert state is not None and state.anvil is not None and state.anvil.pid is not None
     os.kill(state.anvil.pid, signal.SIGKILL)
     urls = {name: state.centres[name].url for name in CENTRES}
-    _wait(lambda: all(_health(u)["status"] == "degraded" for u in urls.values()), 30, "the gateways to notice")
+    wait_until(lambda: all(_health(u)["status"] == "degraded" for u in urls.values()), 30, "the gateways to notice")
     health = _health(urls["hpc-a"])
     assert health["chain"]["reachable"] is False and health["chain"]["error"], health
 
@@ -83,14 +76,16 @@ def test_up_refuses_a_chain_that_came_back_without_blocks_its_gateways_indexed(r
     state = State.load(run)
     assert state is not None
     saved = run / "anvil" / "chain-state.json"
-    _wait(saved.is_file, 10, "anvil's first save of the chain")
+    wait_until(saved.is_file, 10, "anvil's first save of the chain")
     time.sleep(1.5)  # a save taken after `up` had finished writing
     older = run / "older-chain-state.json"
     shutil.copy(saved, older)
     height = int(str(anvil_node.rpc(state.chain_url, "eth_blockNumber")), 16)
     anvil_node.rpc(state.chain_url, "anvil_mine", ["0x5"])  # blocks the older save does not have
     urls = [state.centres[name].url for name in CENTRES]
-    _wait(lambda: all(_health(u)["chain"]["indexed_block"] >= height + 5 for u in urls), 30, "the new blocks indexed")
+    wait_until(
+        lambda: all(_health(u)["chain"]["indexed_block"] >= height + 5 for u in urls), 30, "the new blocks indexed"
+    )
 
     assert main(["consortium", "down", "--dir", str(run)]) == 0
     shutil.copy(older, saved)  # anvil comes back from the older save, as after a kill -9
