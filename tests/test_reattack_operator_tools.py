@@ -391,9 +391,9 @@ def test_finding_a_save_cut_short_by_a_kill_makes_up_die_with_a_traceback(tmp_pa
     nor what to do; the README says a killed anvil "comes back from its last save"."""
     from gateway.client.cli import main
     from gateway.consortium import control
-    from tests.fixtures.anvil import _free_port
+    from gateway.consortium.processes import free_port
 
-    file = _up_again_folder(tmp_path, _free_port())
+    file = _up_again_folder(tmp_path, free_port())
     (tmp_path / "anvil" / "chain-state.json").write_text('{"block":{"number":"0x5","coinbase":"0x00')  # cut short
     for name in ("_start_slapd", "_start_gateways", "_wait_until_each_knows_the_others"):
         monkeypatch.setattr(control, name, lambda *a, **k: None)

@@ -30,10 +30,11 @@ from common import Result, print_results
 from auth.directory import Directory
 from auth.ldap_embedded import EmbeddedLdap
 from auth.ldif import centre_ldif, service_dn
+from gateway.consortium.anvil import answers, anvil_binary, start_anvil
+from gateway.consortium.processes import free_port, stop
 from gateway.demo.local import LocalConsortium, demo_spec
 from ledger.chain import connect
 from ledger.ids import centre_id
-from tests.fixtures.anvil import _answers, _free_port, anvil_binary, start_anvil
 
 TITLE = "Epoch close with the chain node stopped"
 ABOUT = (
@@ -49,21 +50,19 @@ def anvil(log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     binary = anvil_binary()
     if binary is None:
         raise RuntimeError("anvil is not installed: run `npm ci` in contracts/")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log, "wb") as out:
         proc = start_anvil(binary, port, out, home=log.parent)  # its scratch states go with the run's folder
     try:
         deadline = time.monotonic() + 30
-        while not _answers(url):
+        while not answers(url):
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("anvil did not start")
             time.sleep(0.05)
         yield url, proc
     finally:
-        proc.send_signal(signal.SIGCONT)
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop(proc.pid, timeout=10)  # a SIGSTOPped node is woken first
 
 
 def timed(call) -> tuple[float, httpx.Response]:

@@ -32,9 +32,9 @@ from common import SETTLE_GAS_100, Result, print_results, solc_compile
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
+from gateway.consortium.anvil import anvil_binary
 from ledger.chain import Chain, ChainRevert, connect
 from ledger.deploy import MemberSpec, Prices, bind, deploy_consortium
-from tests.fixtures.anvil import anvil_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 TITLE = "Settlement at consortium scale: gas of settle, running nets vs the naive n × n netting"

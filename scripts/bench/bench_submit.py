@@ -51,7 +51,7 @@ from eth_account import Account  # noqa: E402
 
 from gateway.client.http import GatewayClient, GatewayUnreachable  # noqa: E402
 from gateway.client.paying import Quote, pay, signing_domain  # noqa: E402
-from tests.fixtures.anvil import _free_port  # noqa: E402
+from gateway.consortium.processes import free_port, stop  # noqa: E402
 
 TITLE = "Job submissions on one gateway process, beside sbatch"
 BEFORE = "32437a5"  # the last commit before the throughput work: its gateway is measured in the same run
@@ -156,13 +156,13 @@ def gateway_server(users: int, root: Path = ROOT) -> Iterator[dict]:
         _wait_until_served(info["url"], server)
         yield info
     finally:
-        _stop(server)
+        stop(server.pid, timeout=60)
 
 
 @contextmanager
 def floor_server() -> Iterator[str]:
     """submit_floor.py (the server stack with an endpoint that does nothing) in its own process; its URL."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="xcentre-bench-floor-") as tmp:
         server = subprocess.Popen(
             [sys.executable, str(FLOOR), str(port), str(Path(tmp) / "access.log")],
@@ -174,7 +174,7 @@ def floor_server() -> Iterator[str]:
             _wait_until_served(url, server)
             yield url
         finally:
-            _stop(server)
+            stop(server.pid, timeout=60)
 
 
 def _wait_until_served(url: str, server: subprocess.Popen) -> None:
@@ -187,15 +187,6 @@ def _wait_until_served(url: str, server: subprocess.Popen) -> None:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise
             time.sleep(0.1)
-
-
-def _stop(server: subprocess.Popen) -> None:
-    server.terminate()
-    try:
-        server.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 @dataclass

@@ -33,7 +33,6 @@ import os
 import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -51,7 +50,8 @@ from submit_profile import Instrumented, RequestTimer, Stages, ThreadProfiles  #
 from auth.directory import Directory  # noqa: E402
 from gateway.api.app import create_app  # noqa: E402
 from gateway.api.server import serve  # noqa: E402
-from gateway.consortium.anvil import remove_scratch  # noqa: E402
+from gateway.consortium.anvil import answers, anvil_binary, remove_scratch, start_anvil  # noqa: E402
+from gateway.consortium.processes import free_port, stop  # noqa: E402
 from gateway.demo.local import ConsortiumSpec, LocalConsortium, demo_spec  # noqa: E402
 from gateway.jobs.execution import Capacity, Execution, ExecutorError  # noqa: E402
 from gateway.node.centre import CentreNode  # noqa: E402
@@ -121,30 +121,22 @@ class Anvil:
     """anvil on loopback, as tests/fixtures/anvil.py starts it."""
 
     def __init__(self, folder: Path) -> None:
-        from tests.fixtures.anvil import _answers, _free_port, anvil_binary, start_anvil
-
         self.folder = folder
         binary = anvil_binary()
         if binary is None:
             raise RuntimeError("anvil is not installed (npm ci in contracts/)")
-        port = _free_port()
+        port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         with open(folder / "anvil.log", "wb") as log:
             self.process = start_anvil(binary, port, log, home=folder)  # its scratch states in the run's folder
         deadline = time.monotonic() + 30
-        while not _answers(self.url):
+        while not answers(self.url):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"anvil did not start: {(folder / 'anvil.log').read_text()[-2000:]}")
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process.pid, timeout=10)
         remove_scratch(self.folder)  # gigabytes over a long run, in a --keep folder too
 
 
@@ -220,8 +212,6 @@ def main() -> None:
     parser.add_argument("--directory", choices=("auto", "slapd", "embedded"), default="auto")
     parser.add_argument("--keep", type=Path, help="a folder for the data and logs, kept afterwards")
     args = parser.parse_args()
-    from tests.fixtures.anvil import anvil_binary
-
     chain_kind = args.chain if args.chain != "auto" else ("anvil" if anvil_binary() else "embedded")
     directory_kind = (
         args.directory
